@@ -1,0 +1,67 @@
+"""The six roles a plugin can fill, as typed provider protocols.
+
+Each role has one factory hook in ``shoal.hookspecs`` that returns an object satisfying the
+protocol below. Providers declare ``role`` (the role name) and ``api_version`` (the major
+version of the role API they were written against); the loader refuses a provider whose role
+or version does not match (see ``API_VERSIONS``). Provider methods are ``async`` and called
+directly by the kernel: pluggy is used only to build providers, never on the hot path.
+"""
+
+from __future__ import annotations
+
+from shoal.roles.base import API_VERSIONS, ROLES, CLUSTER_ROLES, NODE_ROLES, PluginContext, Provider
+from shoal.roles.ca import CAProvider, IssuedCertificate, RootMaterial
+from shoal.roles.runtime import (
+    ContainerRef,
+    EngineInfo,
+    ExitStatus,
+    LogLine,
+    RuntimeError_,
+    RuntimeProvider,
+)
+from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
+from shoal.roles.secrets import SecretsProvider
+from shoal.roles.store import StateMachine, StoreProvider, StoreUnavailable
+from shoal.roles.transport import (
+    Handler,
+    PeerIdentity,
+    RPCError,
+    StatusCode,
+    StreamHandler,
+    TLSMaterial,
+    TransportProvider,
+    TransportServer,
+)
+
+__all__ = [
+    "API_VERSIONS",
+    "CLUSTER_ROLES",
+    "NODE_ROLES",
+    "ROLES",
+    "CAProvider",
+    "ContainerRef",
+    "EngineInfo",
+    "ExitStatus",
+    "Handler",
+    "IssuedCertificate",
+    "LogLine",
+    "NodeInfo",
+    "PeerIdentity",
+    "Placement",
+    "PluginContext",
+    "Provider",
+    "RPCError",
+    "RootMaterial",
+    "RuntimeError_",
+    "RuntimeProvider",
+    "SchedulerProvider",
+    "SecretsProvider",
+    "StateMachine",
+    "StatusCode",
+    "StoreProvider",
+    "StoreUnavailable",
+    "StreamHandler",
+    "TLSMaterial",
+    "TransportProvider",
+    "TransportServer",
+]

@@ -1,0 +1,55 @@
+"""What every provider shares: its declaration and the context it is built with."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol, runtime_checkable
+
+#: Every role, in the order ``shoal plugin ls`` shows them.
+ROLES: tuple[str, ...] = ("store", "scheduler", "ca", "runtime", "secrets", "transport")
+
+#: Roles fixed for the whole cluster at ``swarm init`` and recorded in the cluster object.
+CLUSTER_ROLES: tuple[str, ...] = ("store", "scheduler", "ca", "transport", "secrets")
+
+#: Roles each daemon chooses for itself.
+NODE_ROLES: tuple[str, ...] = ("runtime",)
+
+#: The role API major version this kernel speaks, per role. A provider declaring another
+#: version is refused at load: the kernel would call methods it does not have.
+API_VERSIONS: dict[str, int] = {
+    "store": 1,
+    "scheduler": 1,
+    "ca": 1,
+    "runtime": 1,
+    "secrets": 1,
+    "transport": 1,
+}
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """The declaration every provider carries, whatever its role."""
+
+    #: The role this provider fills: one of ``ROLES``.
+    role: ClassVar[str]
+    #: The role API major version it implements: must equal ``API_VERSIONS[role]``.
+    api_version: ClassVar[int]
+
+
+@dataclass
+class PluginContext:
+    """What a factory hook receives to build its provider.
+
+    ``state_dir`` is a directory private to this plugin on this node (created before the
+    hook is called); ``options`` are the ``--plugin-opt ROLE.KEY=VALUE`` settings for this
+    role; ``node_id`` is empty until the node has an identity.
+    """
+
+    role: str
+    name: str
+    state_dir: Path
+    options: dict[str, str] = field(default_factory=dict)
+    node_id: str = ""
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("shoal.plugin"))

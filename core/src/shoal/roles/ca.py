@@ -1,0 +1,62 @@
+"""The CA role: the cluster's root of trust, and signing node certificates.
+
+The kernel generates each node's key and CSR itself (``shoal.identity``) and never hands a
+node key to the provider. The provider creates or adopts the root and signs CSRs with the
+subject Swarm uses: CN = node ID, OU = ``swarm-manager`` or ``swarm-worker``, O = cluster ID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class RootMaterial:
+    """The root CA as the kernel keeps it in the cluster object.
+
+    ``key_pem`` is empty when the signing key lives outside the cluster (an external CA).
+    """
+
+    cert_pem: bytes
+    key_pem: bytes = b""
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    """A signed node certificate (PEM) and the chain up to the root (PEM, may be empty)."""
+
+    cert_pem: bytes
+    chain_pem: bytes = b""
+
+
+@runtime_checkable
+class CAProvider(Protocol):
+    """Creates or adopts the root CA and signs node certificates."""
+
+    role: ClassVar[str]  # "ca"
+    api_version: ClassVar[int]  # 1
+
+    async def create_root(self) -> RootMaterial:
+        """Make the cluster's root at ``swarm init``.
+
+        The internal CA generates ECDSA P-256, CN ``swarm-ca``, valid 20 years; an external
+        CA returns its root with an empty key.
+        """
+
+    async def load_root(self, root: RootMaterial) -> None:
+        """Adopt the root recorded in the cluster object (on every manager start)."""
+
+    async def sign(
+        self, csr_pem: bytes, *, node_id: str, role: str, cluster_id: str, expiry_seconds: float
+    ) -> IssuedCertificate:
+        """Sign ``csr_pem`` for a node.
+
+        ``role`` is ``"swarm-manager"`` or ``"swarm-worker"``. The certificate's subject must be
+        CN=node_id, OU=role, O=cluster_id whatever the CSR asked for, with the node ID also as a
+        DNS SAN. Raises ``ValueError`` for a malformed CSR and ``RuntimeError`` when the CA
+        cannot sign (the message names the CA and the cause).
+        """
+
+    async def health(self) -> str:
+        """``""`` when the CA can sign, else a one-line reason."""

@@ -1,0 +1,125 @@
+"""The runtime role: run a task as a container on this node's engine.
+
+The agent owns the task state machine; the runtime only performs operations and reports
+facts (exit codes, errors). It never decides a task's state.
+
+Every container a runtime creates carries the labels in ``TASK_LABELS`` so that the agent can
+find and re-adopt its containers after a restart, and so that several nodes can share one
+engine: a node only ever lists or touches containers labelled with its own node ID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
+
+from shoal.proto import objects_pb2 as pb
+
+LABEL_NODE_ID = "io.shoal.node.id"
+LABEL_TASK_ID = "io.shoal.task.id"
+LABEL_SERVICE_ID = "io.shoal.service.id"
+LABEL_SERVICE_NAME = "io.shoal.service.name"
+LABEL_SLOT = "io.shoal.task.slot"
+TASK_LABELS = (LABEL_NODE_ID, LABEL_TASK_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME)
+
+#: Grace period used when a task spec leaves it unset (Swarm's default).
+DEFAULT_STOP_GRACE_SECONDS = 10.0
+
+
+class RuntimeError_(Exception):
+    """An operation failed. ``temporary`` errors are retried; others fail the task.
+
+    The message is the engine's own words where there are some (it is shown in ``service ps``).
+    """
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+@dataclass
+class EngineInfo:
+    """What the node reports about itself through its runtime."""
+
+    hostname: str
+    os: str
+    arch: str
+    nano_cpus: int
+    memory_bytes: int
+    engine_version: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExitStatus:
+    """How a container ended. ``error`` is the engine's message, empty for a clean exit."""
+
+    exit_code: int
+    error: str = ""
+
+
+@dataclass
+class ContainerRef:
+    """A container the runtime created for a task, as found on the engine."""
+
+    task_id: str
+    container_id: str
+    service_id: str
+    node_id: str
+    running: bool
+    exit_code: int | None = None
+    pid: int = 0
+
+
+@dataclass
+class LogLine:
+    """One line of a task's output. ``stream`` is ``"stdout"`` or ``"stderr"``."""
+
+    task_id: str
+    text: str
+    stream: str = "stdout"
+    timestamp: float = 0.0
+
+
+@runtime_checkable
+class RuntimeProvider(Protocol):
+    """Drives one container engine for one node."""
+
+    role: ClassVar[str]  # "runtime"
+    api_version: ClassVar[int]  # 1
+
+    async def describe(self) -> EngineInfo:
+        """Hostname, platform, resources and engine version of this node's engine.
+
+        Raises ``RuntimeError_`` naming the endpoint when the engine cannot be reached.
+        """
+
+    async def prepare(self, task: pb.Task) -> None:
+        """Make the image available (per ``task.spec.container.pull_policy``) and create the
+        container, labelled with ``TASK_LABELS``. Idempotent: an existing container for the
+        task is reused. A missing image with pull policy ``never``, or a failed pull, raises
+        ``RuntimeError_`` with the engine's message.
+        """
+
+    async def start(self, task: pb.Task) -> ContainerRef:
+        """Start the prepared container. Idempotent for a running container."""
+
+    async def wait(self, task: pb.Task) -> ExitStatus:
+        """Block until the container exits and return how it ended."""
+
+    async def shutdown(self, task: pb.Task, grace_seconds: float) -> None:
+        """Stop the container: the stop signal, then kill after ``grace_seconds``.
+        Does nothing if it is not running or does not exist."""
+
+    async def remove(self, task: pb.Task) -> None:
+        """Remove the container (and anything prepare made for it). Missing is fine."""
+
+    async def list_containers(self, node_id: str) -> list[ContainerRef]:
+        """Every container on the engine labelled with ``node_id``, running or not."""
+
+    def logs(self, task: pb.Task, *, follow: bool, tail: int | None) -> AsyncIterator[LogLine]:
+        """The container's output, oldest first; with ``follow`` it keeps streaming."""
+
+    async def close(self) -> None:
+        """Release connections. Containers are left as they are."""
