@@ -1,0 +1,14 @@
+"""Entry point ``internal`` in ``shoal.ca``: builds the built-in CA provider."""
+
+from __future__ import annotations
+
+from shoal import hookimpl
+from shoal.roles import PluginContext
+
+from shoal_ca_internal.ca import InternalCA
+
+
+@hookimpl
+def shoal_ca_provider(context: PluginContext) -> InternalCA:
+    """The internal CA takes no options: the root comes from the cluster object."""
+    return InternalCA()
