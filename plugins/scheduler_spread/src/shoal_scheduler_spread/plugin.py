@@ -1,0 +1,14 @@
+"""Entry point ``spread`` in ``shoal.scheduler``: builds the spread scheduler provider."""
+
+from __future__ import annotations
+
+from shoal import hookimpl
+from shoal.roles import PluginContext
+
+from shoal_scheduler_spread.scheduler import SpreadScheduler
+
+
+@hookimpl
+def shoal_scheduler_provider(context: PluginContext) -> SpreadScheduler:
+    """The spread scheduler takes no options; extension filters come from ``shoal.placement``."""
+    return SpreadScheduler()
