@@ -1,0 +1,42 @@
+"""The ``--plugin-opt store.KEY=VALUE`` settings this plugin understands, validated up front."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shoal_store_raft.wal import DEFAULT_SEGMENT_BYTES
+
+
+@dataclass(frozen=True)
+class RaftOptions:
+    #: Take a state machine snapshot (and compact the WAL) every this many applied entries.
+    snapshot_interval: int = 10000
+    #: Milliseconds per Raft tick; elections take ``election_ticks`` ticks, heartbeats one.
+    tick_ms: int = 100
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    #: Start a new WAL segment once the current one reaches this size.
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+
+    @classmethod
+    def parse(cls, options: Mapping[str, str]) -> RaftOptions:
+        """Build from plugin options; a bad key or value raises ``ValueError`` naming it."""
+        known = {name.replace("_", "-"): name for name in cls.__dataclass_fields__}
+        values: dict[str, int] = {}
+        for key, raw in options.items():
+            if key not in known:
+                raise ValueError(
+                    f"unknown store option {key!r} for the raft store (known: {', '.join(sorted(known))})"
+                )
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"store option {key} must be a positive integer, got {raw!r}") from None
+            if value < 1:
+                raise ValueError(f"store option {key} must be a positive integer, got {raw!r}")
+            values[known[key]] = value
+        opts = cls(**values)
+        if opts.election_ticks <= opts.heartbeat_ticks:
+            raise ValueError("store option election-ticks must be greater than heartbeat-ticks")
+        return opts

@@ -1,0 +1,14 @@
+"""Entry point module for ``shoal.store`` = ``raft``: the factory hook only."""
+
+from __future__ import annotations
+
+from shoal import hookimpl
+from shoal.roles import PluginContext
+
+from shoal_store_raft.provider import RaftStore
+
+
+@hookimpl
+def shoal_store_provider(context: PluginContext) -> RaftStore:
+    """Build the Raft store over ``context.state_dir`` with the ``store.*`` plugin options."""
+    return RaftStore.from_context(context)

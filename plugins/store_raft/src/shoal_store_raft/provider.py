@@ -1,0 +1,420 @@
+"""``RaftStore``: the asyncio driver that turns the pure Raft core into the kernel's store.
+
+One event-loop callback (``_process``) drains the core's Ready: it writes every new entry and
+the hard state to the WAL with a single fsync, sends messages, applies committed entries to
+the state machine and resolves the ``propose`` futures. Proposals only append to the core and
+schedule that callback, so every proposal made while the previous batch was being written
+shares the next fsync (group commit). A separate task ticks the core on a timer.
+
+The WAL write and fsync run on the loop thread on purpose: an fdatasync of an append costs
+~0.15 ms here, far less than a thread hop per batch, and it keeps Ready processing strictly
+ordered without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from shoal.roles import PluginContext, StateMachine, StoreUnavailable
+
+from shoal_store_raft import snapfile
+from shoal_store_raft.files import atomic_write
+from shoal_store_raft.options import RaftOptions
+from shoal_store_raft.raft import (
+    Config,
+    EntryKind,
+    HardState,
+    Message,
+    NotLeader,
+    RaftCore,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    decode_voters,
+)
+from shoal_store_raft.wal import WAL, list_segments
+
+log = logging.getLogger("shoal.store.raft")
+
+#: ``send(messages)``: hand messages to the transport (must not block; may drop on failure).
+SendHook = Callable[[Sequence[Message]], None]
+
+MEMBER_FILE = "member.json"
+
+
+class StoreStateError(Exception):
+    """The on-disk state does not allow the requested start (missing, or already present)."""
+
+
+def new_raft_id() -> int:
+    """A random non-zero 63-bit member ID (fits every signed/unsigned 64-bit encoding)."""
+    return secrets.randbits(63) or 1
+
+
+def format_id(raft_id: int) -> str:
+    return f"{raft_id:016x}" if raft_id else ""
+
+
+class RaftStore:
+    """The ``raft`` store provider (see ``shoal.roles.StoreProvider``)."""
+
+    role: ClassVar[str] = "store"
+    api_version: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        state_dir: Path,
+        options: RaftOptions | None = None,
+        *,
+        send: SendHook | None = None,
+        rng_seed: int | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.options = options or RaftOptions()
+        self._send_hook = send
+        self._rng = random.Random(secrets.randbits(64) if rng_seed is None else rng_seed)
+        self._machine: StateMachine | None = None
+        self._core: RaftCore | None = None
+        self._wal: WAL | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._futures: dict[int, tuple[int, asyncio.Future[int]]] = {}
+        self._subscribers: set[asyncio.Queue[bool | None]] = set()
+        self._leader = False
+        self._scheduled = False
+        self._closed = False
+        self._failed: BaseException | None = None
+        self._applied = 0
+        self._snapshot_index = 0
+
+    @classmethod
+    def from_context(cls, context: PluginContext) -> RaftStore:
+        return cls(context.state_dir, RaftOptions.parse(context.options))
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.state_dir / "wal"
+
+    @property
+    def snap_dir(self) -> Path:
+        return self.state_dir / "snap"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, machine: StateMachine, *, bootstrap: bool) -> None:
+        if self._core is not None or self._closed:
+            raise RuntimeError("RaftStore.start called twice; build a new provider to restart")
+        if bootstrap:
+            self._bootstrap()
+        raft_id = self._read_member()
+        snap = snapfile.load_latest(self.snap_dir)
+        wal, walstate = WAL.open(self.wal_dir, self.options.segment_bytes)
+        try:
+            meta = walstate.snapshot
+            if snap is not None and snap.meta.index >= meta.index:
+                meta = snap.meta
+            elif meta.index > 0:
+                raise StoreStateError(
+                    f"the raft WAL in {self.wal_dir} refers to a snapshot at index {meta.index} "
+                    f"but {self.snap_dir} has no such snapshot file"
+                )
+            entries = [e for e in walstate.entries if e.index > meta.index]
+            if entries and entries[0].index != meta.index + 1:
+                raise StoreStateError(
+                    f"the raft WAL in {self.wal_dir} is missing entries "
+                    f"{meta.index + 1}..{entries[0].index - 1}"
+                )
+            if snap is not None:
+                machine.restore(snap.meta.index, snap.data)
+            opts = self.options
+            core = RaftCore(
+                raft_id,
+                voters=meta.voters,
+                rng=self._rng,
+                config=Config(election_ticks=opts.election_ticks, heartbeat_ticks=opts.heartbeat_ticks),
+                hard_state=walstate.hard_state,
+                snapshot=meta,
+                entries=entries,
+            )
+            if snap is not None:
+                core.compact(snap)
+        except BaseException:
+            wal.close()
+            raise
+        self._machine, self._core, self._wal = machine, core, wal
+        self._applied = self._snapshot_index = meta.index
+        self._loop = asyncio.get_running_loop()
+        if core.is_single_voter():
+            core.campaign()  # the only voter: no one to wait for, lead at once
+        self._process()  # replay committed entries (and, alone, commit everything durable)
+        self._ticker = self._loop.create_task(self._tick_loop(), name="shoal-raft-ticker")
+        log.info(
+            "raft store started: member %s, term %d, applied %d, leader %s",
+            format_id(raft_id),
+            core.term,
+            self._applied,
+            format_id(core.lead) or "none",
+        )
+
+    def _bootstrap(self) -> None:
+        if (self.state_dir / MEMBER_FILE).exists() or list_segments(self.wal_dir):
+            raise StoreStateError(
+                f"raft state already exists in {self.state_dir}; start without bootstrap to reopen it, "
+                "or remove that directory to create a new group"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        raft_id = new_raft_id()
+        WAL.create(self.wal_dir, SnapshotMeta(0, 0, (raft_id,)), HardState()).close()
+        # The member file goes last: its presence means "a complete bootstrap happened".
+        atomic_write(self.state_dir / MEMBER_FILE, json.dumps({"raft_id": format_id(raft_id)}).encode())
+
+    def _read_member(self) -> int:
+        path = self.state_dir / MEMBER_FILE
+        try:
+            doc = json.loads(path.read_text())
+            return int(doc["raft_id"], 16)
+        except FileNotFoundError:
+            raise StoreStateError(
+                f"no raft state in {self.state_dir}: this manager was never initialised "
+                "(bootstrap a new group with `swarm init`, or join an existing one)"
+            ) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreStateError(f"raft member file {path} is unreadable: {exc}") from None
+
+    async def stop(self) -> None:
+        if self._closed:
+            return
+        if self._core is None:
+            self._closed = True
+            return
+        if self._failed is None:
+            try:
+                self._process()  # persist and acknowledge what was already accepted
+            except Exception as exc:  # reported through _fail
+                self._fail(exc)
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+        self._fail_pending(StoreUnavailable("the store is stopped; the write may not have been committed"))
+        self._set_leader(False)
+        for queue in self._subscribers:
+            queue.put_nowait(None)
+        if self._wal is not None:
+            self._wal.close()
+
+    # ------------------------------------------------------------------ proposals
+
+    async def propose(self, entry: bytes) -> int:
+        core = self._core
+        if core is None or self._closed:
+            raise StoreUnavailable("the store is stopped; start the daemon's store before writing")
+        if self._failed is not None:
+            raise StoreUnavailable(f"the store stopped after a fatal error: {self._failed}")
+        try:
+            index = core.propose(entry)
+        except NotLeader as exc:
+            leader = format_id(exc.lead)
+            where = f"the leader is {leader}" if leader else "there is no leader right now"
+            raise StoreUnavailable(
+                f"this node is not the leader ({where}); retry against the leader"
+            ) from None
+        assert self._loop is not None
+        fut: asyncio.Future[int] = self._loop.create_future()
+        self._futures[index] = (core.term, fut)
+        self._schedule()
+        return await fut
+
+    def is_leader(self) -> bool:
+        return self._leader
+
+    def leadership(self) -> AsyncIterator[bool]:
+        # Subscribe now, not at first iteration, so no change can slip in between.
+        queue: asyncio.Queue[bool | None] = asyncio.Queue()
+        self._subscribers.add(queue)
+        return self._leadership(queue)
+
+    async def _leadership(self, queue: asyncio.Queue[bool | None]) -> AsyncIterator[bool]:
+        try:
+            last = self._leader
+            yield last
+            while not self._closed or not queue.empty():
+                value = await queue.get()
+                if value is None:
+                    return
+                if value != last:
+                    last = value
+                    yield value
+        finally:
+            self._subscribers.discard(queue)
+
+    def status(self) -> dict[str, object]:
+        core = self._core
+        if core is None:
+            return {"state": "stopped", "state_dir": str(self.state_dir)}
+        return {
+            "state": "failed" if self._failed else ("stopped" if self._closed else "running"),
+            "raft_id": format_id(core.id),
+            "role": core.role.name.lower(),
+            "term": core.term,
+            "leader": format_id(core.lead),
+            "commit_index": core.commit,
+            "applied_index": self._applied,
+            "first_index": core.first_index(),
+            "last_index": core.last_index(),
+            "snapshot_index": self._snapshot_index,
+            "members": [format_id(v) for v in core.voters],
+            "wal_syncs": self._wal.syncs if self._wal else 0,
+        }
+
+    # ------------------------------------------------------------------ network hooks
+
+    def set_send(self, send: SendHook | None) -> None:
+        """Install the transport's send function (multi-member groups)."""
+        self._send_hook = send
+
+    def receive(self, message: Message) -> None:
+        """Feed a message from a peer into the core (called by the transport, on the loop)."""
+        if self._core is None or self._closed or self._failed is not None:
+            return
+        self._core.step(message)
+        self._schedule()
+
+    # ------------------------------------------------------------------ the driver
+
+    async def _tick_loop(self) -> None:
+        interval = self.options.tick_ms / 1000
+        core = self._core
+        assert core is not None
+        while True:
+            await asyncio.sleep(interval)
+            core.tick()
+            if core.has_ready():
+                self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._run_process)
+
+    def _run_process(self) -> None:
+        self._scheduled = False
+        if self._closed or self._failed is not None:
+            return
+        try:
+            self._process()
+        except Exception as exc:  # a failed write or apply stops the store
+            self._fail(exc)
+
+    def _process(self) -> None:
+        core, wal = self._core, self._wal
+        assert core is not None and wal is not None
+        while core.has_ready():
+            rd = core.ready()
+            if rd.snapshot is not None:
+                self._install_snapshot(rd.snapshot)
+            if rd.entries or rd.hard_state is not None:
+                wal.save(rd.entries, rd.hard_state, rd.must_sync)
+            if rd.messages and self._send_hook is not None:
+                self._send_hook(rd.messages)
+            if rd.committed:
+                self._apply(rd)
+            core.advance(rd)
+            if rd.soft_state is not None:
+                self._set_leader(rd.soft_state.role == Role.LEADER)
+            if self._applied - self._snapshot_index >= self.options.snapshot_interval:
+                self._take_snapshot()
+
+    def _apply(self, rd: Ready) -> None:
+        machine, core, futures = self._machine, self._core, self._futures
+        assert machine is not None and core is not None
+        for e in rd.committed:
+            if e.kind == EntryKind.NORMAL:
+                machine.apply(e.index, e.data)
+            elif e.kind == EntryKind.CONF:
+                core.apply_conf(decode_voters(e.data))
+            self._applied = e.index
+            if futures:
+                waiter = futures.pop(e.index, None)
+                if waiter is not None:
+                    term, fut = waiter
+                    if fut.done():
+                        continue
+                    if term == e.term:
+                        fut.set_result(e.index)
+                    else:
+                        fut.set_exception(
+                            StoreUnavailable(
+                                "leadership changed before the write committed and it was replaced; retry it"
+                            )
+                        )
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        """A leader sent us its state: make it durable, then load it."""
+        assert self._wal is not None and self._machine is not None
+        snapfile.save(self.snap_dir, snap)
+        self._wal.save_snapshot(snap.meta)
+        self._machine.restore(snap.meta.index, snap.data)
+        self._applied = self._snapshot_index = snap.meta.index
+        self._fail_pending(
+            StoreUnavailable("the store was replaced by the leader's snapshot; retry the write"),
+            up_to=snap.meta.index,
+        )
+        snapfile.prune(self.snap_dir, snap.meta.index)
+
+    def _take_snapshot(self) -> None:
+        core, wal, machine = self._core, self._wal, self._machine
+        assert core is not None and wal is not None and machine is not None
+        index = self._applied
+        term = core.term_at(index)
+        assert term is not None
+        snap = Snapshot(SnapshotMeta(index, term, core.voters), machine.snapshot())
+        snapfile.save(self.snap_dir, snap)
+        wal.save_snapshot(snap.meta)
+        released = wal.release_to(index)
+        snapfile.prune(self.snap_dir, index)
+        core.compact(snap)
+        self._snapshot_index = index
+        log.debug("raft snapshot at index %d; released %d WAL segment(s)", index, len(released))
+
+    def _set_leader(self, leader: bool) -> None:
+        if leader == self._leader:
+            return
+        self._leader = leader
+        if not leader:
+            self._fail_pending(
+                StoreUnavailable(
+                    "this node lost leadership; the write may or may not have been committed, check and retry"
+                )
+            )
+        for queue in self._subscribers:
+            queue.put_nowait(leader)
+
+    def _fail_pending(self, exc: StoreUnavailable, up_to: int | None = None) -> None:
+        for index in list(self._futures):
+            if up_to is None or index <= up_to:
+                _, fut = self._futures.pop(index)
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("raft store stopped after a fatal error: %s", exc, exc_info=exc)
+        self._failed = exc
+        self._fail_pending(StoreUnavailable(f"the store stopped after a fatal error: {exc}"))
+        self._set_leader(False)
+        if self._ticker is not None:
+            self._ticker.cancel()

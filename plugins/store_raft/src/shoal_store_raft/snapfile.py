@@ -1,0 +1,90 @@
+"""Snapshot files: one self-checking file per snapshot, written atomically.
+
+Layout: magic ``SHOALSN1``, ``<QQI`` (index, term, voter count), the voter IDs as ``<Q``, the
+state machine's bytes, then a CRC32 of everything before it. Names sort by index
+(``<index:016x>-<term:016x>.snap``) so the newest is found without reading the others.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from shoal_store_raft.files import atomic_write, fsync_dir
+from shoal_store_raft.raft.types import Snapshot, SnapshotMeta
+
+MAGIC = b"SHOALSN1"
+_HEAD = struct.Struct("<QQI")
+_CRC = struct.Struct("<I")
+SUFFIX = ".snap"
+
+
+class SnapshotCorrupt(Exception):
+    """The newest snapshot file does not verify; the store cannot safely open."""
+
+
+def snapshot_name(meta: SnapshotMeta) -> str:
+    return f"{meta.index:016x}-{meta.term:016x}{SUFFIX}"
+
+
+def encode(snap: Snapshot) -> bytes:
+    meta = snap.meta
+    body = b"".join(
+        [
+            MAGIC,
+            _HEAD.pack(meta.index, meta.term, len(meta.voters)),
+            struct.pack(f"<{len(meta.voters)}Q", *meta.voters),
+            snap.data,
+        ]
+    )
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def decode(path: Path, raw: bytes) -> Snapshot:
+    fixed = len(MAGIC) + _HEAD.size
+    if len(raw) < fixed + _CRC.size or not raw.startswith(MAGIC):
+        raise SnapshotCorrupt(f"snapshot file {path} is truncated or not a shoal snapshot")
+    (crc,) = _CRC.unpack_from(raw, len(raw) - _CRC.size)
+    if zlib.crc32(memoryview(raw)[: len(raw) - _CRC.size]) != crc:
+        raise SnapshotCorrupt(f"snapshot file {path} fails its CRC check")
+    index, term, count = _HEAD.unpack_from(raw, len(MAGIC))
+    voters = struct.unpack_from(f"<{count}Q", raw, fixed)
+    data = raw[fixed + 8 * count : len(raw) - _CRC.size]
+    return Snapshot(SnapshotMeta(index, term, tuple(voters)), data)
+
+
+def save(directory: Path, snap: Snapshot) -> Path:
+    """Write ``snap`` durably (tmp + fsync + rename + dir fsync); returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / snapshot_name(snap.meta)
+    atomic_write(path, encode(snap))
+    return path
+
+
+def list_snapshots(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+
+
+def load_latest(directory: Path) -> Snapshot | None:
+    """The newest snapshot, or None. A corrupt newest file is fatal: older state would lose data."""
+    paths = list_snapshots(directory)
+    if not paths:
+        return None
+    return decode(paths[-1], paths[-1].read_bytes())
+
+
+def prune(directory: Path, keep_index: int) -> None:
+    """Delete snapshot files older than the one at ``keep_index`` and stray temp files."""
+    removed = False
+    for path in directory.iterdir():
+        if path.name.startswith(".tmp-") or (
+            path.name.endswith(SUFFIX) and int(path.name[:16], 16) < keep_index
+        ):
+            os.unlink(path)
+            removed = True
+    if removed:
+        fsync_dir(directory)

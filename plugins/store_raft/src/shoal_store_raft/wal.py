@@ -1,0 +1,298 @@
+"""The write-ahead log: append-only, CRC-checked records in segment files.
+
+Record = ``<II`` (payload length, CRC32 of payload) + payload; the payload's first byte is the
+record type:
+
+* ENTRY ``<BQQB`` type, index, term, kind, then the entry data. A later ENTRY at an index that
+  is already present replaces it and everything after it (a new leader overwrote our suffix).
+* HARDSTATE ``<BQQQ`` type, term, vote, commit. The last one wins.
+* SNAPSHOT ``<BQQ`` type, index, term, then voter IDs as ``<Q``: the log now starts after
+  ``index`` (written after the snapshot file is durable; index 0 marks a fresh group).
+
+Segments are named ``<seq:016x>-<first index:016x>.wal``. Every segment opens with the latest
+SNAPSHOT marker and HARDSTATE, so deleting older segments (compaction) never loses them.
+
+Recovery: a torn or CRC-bad record at the very end of the last segment is what a crash in the
+middle of a write leaves; it was never acknowledged (we fsync before acknowledging), so it is
+cut away with a warning. A bad record anywhere else means the disk lost acknowledged data:
+that is fatal and names the file and offset.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal_store_raft.files import fsync_dir
+from shoal_store_raft.raft.types import Entry, EntryKind, HardState, SnapshotMeta
+
+log = logging.getLogger("shoal.store.raft")
+
+HEADER = struct.Struct("<II")
+ENTRY = struct.Struct("<BQQB")
+HARDSTATE = struct.Struct("<BQQQ")
+SNAPMARK = struct.Struct("<BQQ")
+T_ENTRY, T_HARDSTATE, T_SNAPSHOT = 1, 2, 3
+SUFFIX = ".wal"
+DEFAULT_SEGMENT_BYTES = 64 << 20
+
+_crc32 = zlib.crc32
+
+
+class WalCorruption(Exception):
+    """Acknowledged data in the WAL does not verify; the store must not open on it."""
+
+
+@dataclass
+class WalState:
+    """What replaying the WAL yields."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    snapshot: SnapshotMeta = field(default_factory=lambda: SnapshotMeta(0, 0, ()))
+    entries: list[Entry] = field(default_factory=list)
+
+
+def _segment_name(seq: int, first_index: int) -> str:
+    return f"{seq:016x}-{first_index:016x}{SUFFIX}"
+
+
+def _parse_name(path: Path) -> tuple[int, int]:
+    stem = path.name[: -len(SUFFIX)]
+    seq, first = stem.split("-")
+    return int(seq, 16), int(first, 16)
+
+
+def encode_hard_state(hs: HardState) -> bytes:
+    payload = HARDSTATE.pack(T_HARDSTATE, hs.term, hs.vote, hs.commit)
+    return HEADER.pack(len(payload), _crc32(payload)) + payload
+
+
+def encode_snapshot_marker(meta: SnapshotMeta) -> bytes:
+    payload = SNAPMARK.pack(T_SNAPSHOT, meta.index, meta.term) + struct.pack(
+        f"<{len(meta.voters)}Q", *meta.voters
+    )
+    return HEADER.pack(len(payload), _crc32(payload)) + payload
+
+
+def encode_entries(entries: Sequence[Entry], parts: list[bytes]) -> None:
+    """Append the records for ``entries`` to ``parts`` (no copy of the entry data)."""
+    pack_head, pack_entry, size = HEADER.pack, ENTRY.pack, ENTRY.size
+    for e in entries:
+        head = pack_entry(T_ENTRY, e.index, e.term, e.kind)
+        data = e.data
+        parts.append(pack_head(size + len(data), _crc32(data, _crc32(head))))
+        parts.append(head)
+        if data:
+            parts.append(data)
+
+
+class WAL:
+    """An open WAL positioned for appending. Not thread-safe; one writer (the driver)."""
+
+    def __init__(self, directory: Path, segment_bytes: int) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._fd = -1
+        self._seq = 0
+        self._size = 0
+        self._last_index = 0
+        self._hard_state = HardState()
+        self._snapshot = SnapshotMeta(0, 0, ())
+        self.syncs = 0  # fsync count, for tests and benchmarks
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path,
+        snapshot: SnapshotMeta,
+        hard_state: HardState,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    ) -> WAL:
+        """Start a new WAL (bootstrap). Refuses a directory that already holds segments."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if any(p.name.endswith(SUFFIX) for p in directory.iterdir()):
+            raise FileExistsError(f"a raft WAL already exists in {directory}")
+        wal = cls(directory, segment_bytes)
+        wal._snapshot = snapshot
+        wal._hard_state = hard_state
+        wal._last_index = snapshot.index
+        wal._open_segment(0, snapshot.index + 1)
+        fsync_dir(directory.parent)
+        return wal
+
+    @classmethod
+    def open(cls, directory: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> tuple[WAL, WalState]:
+        """Replay every segment; repair a torn tail; return the WAL ready to append."""
+        segments = list_segments(directory)
+        if not segments:
+            raise FileNotFoundError(f"no raft WAL segments in {directory}")
+        state = WalState()
+        entries = state.entries
+        for n, path in enumerate(segments):
+            _replay_segment(path, state, entries, is_last=n == len(segments) - 1)
+        wal = cls(directory, segment_bytes)
+        wal._hard_state = state.hard_state
+        wal._snapshot = state.snapshot
+        wal._last_index = entries[-1].index if entries else state.snapshot.index
+        wal._seq = _parse_name(segments[-1])[0]
+        wal._fd = os.open(segments[-1], os.O_WRONLY | os.O_APPEND)
+        wal._size = os.fstat(wal._fd).st_size
+        if wal._size == 0:
+            # A crash while rolling left a segment without its header: give it one again.
+            wal._write(encode_snapshot_marker(wal._snapshot) + encode_hard_state(wal._hard_state))
+            os.fsync(wal._fd)
+        return wal, state
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # ------------------------------------------------------------------ writing
+
+    def save(self, entries: Sequence[Entry], hard_state: HardState | None, sync: bool) -> None:
+        """Append entries then the hard state in one write; fsync when ``sync``.
+
+        One call per Ready: concurrent proposals collected in one Ready share this one fsync.
+        """
+        parts: list[bytes] = []
+        if entries:
+            encode_entries(entries, parts)
+            self._last_index = entries[-1].index
+        if hard_state is not None:
+            parts.append(encode_hard_state(hard_state))
+            self._hard_state = hard_state
+        if parts:
+            self._write(b"".join(parts))
+        if sync:
+            os.fdatasync(self._fd)
+            self.syncs += 1
+        if self._size >= self.segment_bytes:
+            self._roll()
+
+    def save_snapshot(self, meta: SnapshotMeta) -> None:
+        """Record (durably) that the log now starts after ``meta.index``."""
+        self._snapshot = meta
+        self._last_index = max(self._last_index, meta.index)
+        self._write(encode_snapshot_marker(meta))
+        os.fdatasync(self._fd)
+        self.syncs += 1
+
+    def release_to(self, index: int) -> list[Path]:
+        """Delete segments whose every live entry is at or before ``index``; returns them."""
+        segments = list_segments(self.directory)
+        doomed = []
+        for cur, nxt in itertools.pairwise(segments):
+            if _parse_name(nxt)[1] - 1 <= index:
+                doomed.append(cur)
+            else:
+                break
+        for path in doomed:
+            os.unlink(path)
+        if doomed:
+            fsync_dir(self.directory)
+        return doomed
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._size += len(data)
+
+    def _roll(self) -> None:
+        os.fdatasync(self._fd)
+        os.close(self._fd)
+        self._open_segment(self._seq + 1, self._last_index + 1)
+
+    def _open_segment(self, seq: int, first_index: int) -> None:
+        path = self.directory / _segment_name(seq, first_index)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        self._seq = seq
+        self._size = 0
+        self._write(encode_snapshot_marker(self._snapshot) + encode_hard_state(self._hard_state))
+        os.fsync(self._fd)
+        fsync_dir(self.directory)
+
+
+def list_segments(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX))
+
+
+def _replay_segment(path: Path, state: WalState, entries: list[Entry], is_last: bool) -> None:
+    raw = path.read_bytes()
+    size = len(raw)
+    off = 0
+    unpack_head = HEADER.unpack_from
+    while off < size:
+        problem = ""
+        if size - off < HEADER.size:
+            problem, end = "truncated record header", size
+        else:
+            length, crc = unpack_head(raw, off)
+            end = off + HEADER.size + length
+            if length == 0:
+                problem = "empty record"
+            elif end > size:
+                problem = f"record of {length} bytes runs past the end of the file"
+            elif _crc32(memoryview(raw)[off + HEADER.size : end]) != crc:
+                problem = "CRC mismatch"
+        if problem:
+            at_tail = end >= size or not raw[end:].strip(b"\0")
+            if is_last and at_tail:
+                log.warning(
+                    "raft WAL %s: dropping torn last record at offset %d (%s); it was never acknowledged",
+                    path,
+                    off,
+                    problem,
+                )
+                with open(path, "r+b") as fh:
+                    fh.truncate(off)
+                    os.fsync(fh.fileno())
+                return
+            raise WalCorruption(f"raft WAL {path} is corrupt at offset {off}: {problem}")
+        _apply_record(path, off, raw, off + HEADER.size, end, state, entries)
+        off = end
+
+
+def _apply_record(
+    path: Path, off: int, raw: bytes, start: int, end: int, state: WalState, entries: list[Entry]
+) -> None:
+    kind = raw[start]
+    if kind == T_ENTRY:
+        _, index, term, ekind = ENTRY.unpack_from(raw, start)
+        entry = Entry(index, term, raw[start + ENTRY.size : end], EntryKind(ekind))
+        if entries:
+            first = entries[0].index
+            if index <= entries[-1].index:
+                del entries[max(index - first, 0) :]
+            elif index != entries[-1].index + 1:
+                raise WalCorruption(
+                    f"raft WAL {path} is corrupt at offset {off}: entry {index} follows {entries[-1].index}"
+                )
+        entries.append(entry)
+    elif kind == T_HARDSTATE:
+        _, term, vote, commit = HARDSTATE.unpack_from(raw, start)
+        state.hard_state = HardState(term, vote, commit)
+    elif kind == T_SNAPSHOT:
+        _, index, term = SNAPMARK.unpack_from(raw, start)
+        count = (end - start - SNAPMARK.size) // 8
+        voters = struct.unpack_from(f"<{count}Q", raw, start + SNAPMARK.size)
+        if index >= state.snapshot.index:
+            state.snapshot = SnapshotMeta(index, term, tuple(voters))
+            while entries and entries[0].index <= index:
+                if entries[-1].index <= index:
+                    entries.clear()
+                    break
+                del entries[: index - entries[0].index + 1]
+    else:
+        raise WalCorruption(f"raft WAL {path} is corrupt at offset {off}: unknown record type {kind}")
