@@ -467,7 +467,11 @@ class RaftCore:
             self.lead = m.frm
             if m.commit > self.commit:
                 self.commit = min(m.commit, self.last_index())
-            self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, self.term))
+            # Echo what the leader had sent (m.index) next to what we hold, so it can tell
+            # that appends were lost on the way and fall back to probing.
+            resp = Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, self.term, index=self.last_index())
+            resp.reject_hint = m.index
+            self._send(resp)
         elif m.type == MsgType.SNAP:
             self._election_elapsed = 0
             self.lead = m.frm
@@ -542,7 +546,12 @@ class RaftCore:
                 if peer != self.id:
                     self._send(
                         Message(
-                            MsgType.HEARTBEAT, peer, self.id, self.term, commit=min(pr.match, self.commit)
+                            MsgType.HEARTBEAT,
+                            peer,
+                            self.id,
+                            self.term,
+                            index=pr.next - 1,
+                            commit=min(pr.match, self.commit),
                         )
                     )
 
@@ -577,8 +586,11 @@ class RaftCore:
         elif m.type == MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
-            if pr.state == ProgressState.REPLICATE and len(pr.inflight) >= pr.max_inflight:
-                pr.inflight.popleft()
+            if pr.state == ProgressState.REPLICATE:
+                if m.index < m.reject_hint:
+                    pr.become_probe()  # appends sent before the heartbeat never arrived
+                elif len(pr.inflight) >= pr.max_inflight:
+                    pr.inflight.popleft()
             if pr.match < self.last_index():
                 self._send_append(m.frm)
 
