@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from shoal_store_raft.raft import Config, MsgType, NotLeader, Role
 from shoal_store_raft.raft.testnet import Network
 

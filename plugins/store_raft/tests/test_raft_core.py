@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from shoal_store_raft.raft import (
     Config,
     Entry,
