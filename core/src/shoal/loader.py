@@ -554,8 +554,8 @@ def _declaration_problem(role: str, candidate: _Candidate, cls: type) -> _Proble
     declared_role = getattr(cls, "role", None)
     version = getattr(cls, "api_version", None)
     if not isinstance(declared_role, str) or not isinstance(version, int) or isinstance(version, bool):
-        short = f"{cls.__qualname__} does not declare role (str) and api_version (int) class attributes"
-        return _Problem(f"{label} provides a {short}", short)
+        what = "does not declare role (str) and api_version (int) class attributes"
+        return _Problem(f"{label} provides a {cls.__qualname__} that {what}", f"{cls.__qualname__} {what}")
     if declared_role != role:
         short = f'provider declares role "{declared_role}", not "{role}"'
         return _Problem(
@@ -568,8 +568,8 @@ def _declaration_problem(role: str, candidate: _Candidate, cls: type) -> _Proble
         return _Problem(f"{label} {short}", short)
     missing = [m for m in _protocol_methods(_PROTOCOLS[role]) if not callable(getattr(cls, m, None))]
     if missing:
-        short = f"{cls.__qualname__} lacks {role} API methods: {', '.join(missing)}"
-        return _Problem(f"{label} provides a {short}", short)
+        what = f"lacks {role} API methods: {', '.join(missing)}"
+        return _Problem(f"{label} provides a {cls.__qualname__} that {what}", f"{cls.__qualname__} {what}")
     return None
 
 
