@@ -1,0 +1,14 @@
+"""Entry point module (``shoal.runtime`` group, name ``docker``): builds the provider."""
+
+from __future__ import annotations
+
+from shoal import hookimpl
+from shoal.roles.base import PluginContext
+
+from .runtime import DockerRuntime
+
+
+@hookimpl
+def shoal_runtime_provider(context: PluginContext) -> DockerRuntime:
+    """Endpoint: ``--plugin-opt runtime.host=URL``, else ``DOCKER_HOST``, else the local socket."""
+    return DockerRuntime.from_context(context)
