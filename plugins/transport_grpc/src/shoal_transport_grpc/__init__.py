@@ -1,0 +1,5 @@
+"""shoal's default transport: node-to-node RPC over gRPC (grpc.aio) with mutual TLS."""
+
+from shoal_transport_grpc.transport import GrpcTransport
+
+__all__ = ["GrpcTransport"]

@@ -1,0 +1,64 @@
+"""Who is calling: from the TLS peer certificate gRPC verified to the identity handlers see.
+
+The handshake already checked the certificate against the server's trust bundle (cluster root
++ anonymous CA, see ``anonymous``). This module decides which of the two it chains to, once
+per distinct certificate (the result is cached, so a call costs a dict lookup), and re-checks
+expiry on every call because an HTTP/2 connection outlives the handshake.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import grpc
+from shoal import identity
+from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
+
+from shoal_transport_grpc import anonymous
+
+_CACHE_LIMIT = 4096
+
+
+class PeerVerifier:
+    """Maps a call's peer certificate to ``PeerIdentity`` (cluster node) or ``None`` (anonymous)."""
+
+    def __init__(self, root_pem: bytes) -> None:
+        self._root_pem = root_pem
+        # cert PEM -> (identity or None, not_after as a UNIX time)
+        self._cache: dict[bytes, tuple[PeerIdentity | None, float]] = {}
+
+    def set_root(self, root_pem: bytes) -> None:
+        """Trust a new root (rotation): forget every earlier decision."""
+        if root_pem != self._root_pem:
+            self._root_pem = root_pem
+            self._cache = {}
+
+    def identify(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> PeerIdentity | None:
+        """The caller's identity; raises ``RPCError`` for a certificate that must not be used."""
+        certs: Any = context.auth_context().get("x509_pem_cert")
+        if not certs:
+            return None
+        pem = certs[0]
+        entry = self._cache.get(pem)
+        if entry is None:
+            entry = self._classify(pem)
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache = {}
+            self._cache[pem] = entry
+        peer, not_after = entry
+        if time.time() > not_after:
+            raise RPCError(StatusCode.UNAUTHENTICATED, "client certificate has expired; renew and reconnect")
+        return peer
+
+    def _classify(self, pem: bytes) -> tuple[PeerIdentity | None, float]:
+        cert = identity.load_certificate(pem)
+        not_after = cert.not_valid_after_utc.timestamp()
+        if anonymous.is_anonymous(cert):
+            return None, not_after
+        try:
+            identity.verify_chain(pem, self._root_pem, now=dt.datetime.now(dt.UTC))
+            return identity.parse_identity(cert), not_after
+        except identity.CertificateError as exc:
+            raise RPCError(StatusCode.UNAUTHENTICATED, f"client certificate refused: {exc}") from None

@@ -1,0 +1,14 @@
+"""Entry point ``grpc`` in ``shoal.transport``: builds the gRPC transport provider."""
+
+from __future__ import annotations
+
+from shoal import hookimpl
+from shoal.roles import PluginContext
+
+from shoal_transport_grpc.transport import DEFAULT_SERVER_NAME, GrpcTransport
+
+
+@hookimpl
+def shoal_transport_provider(context: PluginContext) -> GrpcTransport:
+    """Option ``transport.server_name``: the TLS name clients expect (default ``swarm-manager``)."""
+    return GrpcTransport(server_name=context.options.get("server_name", DEFAULT_SERVER_NAME))

@@ -1,0 +1,71 @@
+"""The ``grpc`` transport provider: grpc.aio with mutual TLS between nodes.
+
+Design choices (details in the modules named):
+
+- **Client certificates are optional but verified when given** (Swarm's
+  ``VerifyClientCertIfGiven``). grpc-python cannot say that: ``require_client_auth=False``
+  means the server never *requests* a certificate (so no caller would have an identity) and
+  ``True`` refuses callers without one (joining nodes). We require one at the handshake and let
+  certificate-less callers present a certificate from a deliberately public "anonymous" CA,
+  which the server trusts at the handshake and maps to ``peer=None``. A certificate from another
+  CA, expired, or not yet valid is refused by the handshake itself; a node certificate that
+  expires while its connection stays open is refused per call (UNAUTHENTICATED). See
+  ``anonymous`` and ``peers``.
+- **Server names**: clients pin the TLS name ``swarm-manager`` (node certificates name the
+  node, not the host), so a server must be a manager of the cluster. See ``client``.
+- **Renewal**: servers use dynamic credentials (``update_tls`` applies to new handshakes);
+  clients open a new channel for new material and retire the old one when idle.
+- **Errors**: a handler's ``RPCError`` crosses with its code and message; connection failures
+  are ``UNAVAILABLE`` "cannot reach HOST:PORT: ..." (``TLS handshake failed`` named when it is
+  one), timeouts ``DEADLINE_EXCEEDED``, unknown methods ``UNIMPLEMENTED``. See ``errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import ClassVar
+
+from shoal.roles.transport import Handler, StreamHandler, TLSMaterial
+
+from shoal_transport_grpc import client
+from shoal_transport_grpc.server import GrpcServer
+
+DEFAULT_SERVER_NAME = "swarm-manager"
+
+
+class GrpcTransport:
+    """``shoal.roles.TransportProvider`` over grpc.aio."""
+
+    role: ClassVar[str] = "transport"
+    api_version: ClassVar[int] = 1
+
+    def __init__(self, server_name: str = DEFAULT_SERVER_NAME) -> None:
+        self._pool = client.ChannelPool(server_name)
+
+    async def serve(
+        self,
+        listen_addr: str,
+        tls: TLSMaterial,
+        unary: Mapping[str, Handler],
+        streams: Mapping[str, StreamHandler],
+    ) -> GrpcServer:
+        return await GrpcServer.start(listen_addr, tls, unary, streams)
+
+    async def call(
+        self,
+        target: str,
+        method: str,
+        request: bytes,
+        *,
+        tls: TLSMaterial,
+        timeout: float,  # noqa: ASYNC109
+    ) -> bytes:
+        return await client.call(self._pool, target, method, request, tls, timeout)
+
+    def stream(
+        self, target: str, method: str, request: bytes, *, tls: TLSMaterial, timeout: float | None = None
+    ) -> AsyncIterator[bytes]:
+        return client.stream(self._pool, target, method, request, tls, timeout)
+
+    async def close(self) -> None:
+        await self._pool.close()
