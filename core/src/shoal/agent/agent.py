@@ -1,0 +1,268 @@
+"""The agent: the worker half of every node.
+
+It opens a session with a manager's dispatcher over the transport (mutual TLS, its node
+certificate is its identity), heartbeats, receives its assignments and runs one
+``TaskController`` per task, reporting status in batches. If the manager is lost it keeps its
+tasks running and reconnects with SwarmKit's backoff (100 ms doubling to 8 s, randomised).
+What it was assigned is persisted, so after a restart it re-adopts its containers instead of
+starting them again, and removes containers of its own that nobody assigned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from shoal import rpc, states
+from shoal.agent.controller import TaskController
+from shoal.agent.taskdb import TaskDB
+from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.runtime import EngineInfo, RuntimeError_, RuntimeProvider
+from shoal.roles.transport import RPCError, TLSMaterial, TransportProvider
+
+log = logging.getLogger("shoal.agent")
+
+RPC_TIMEOUT = 5.0
+STATUS_BATCH_INTERVAL = 0.05
+BACKOFF_BASE = 0.1
+BACKOFF_MAX = 8.0
+
+
+def description_from(info: EngineInfo, hostname: str, runtime_name: str) -> pb.NodeDescription:
+    return pb.NodeDescription(
+        hostname=hostname or info.hostname,
+        platform=pb.Platform(os=info.os, arch=info.arch),
+        resources=pb.Resources(nano_cpus=info.nano_cpus, memory_bytes=info.memory_bytes),
+        engine=pb.EngineDescription(engine_version=info.engine_version, labels=info.labels, runtime=runtime_name),
+    )
+
+
+class Agent:
+    """Runs this node's tasks as its managers tell it to."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        state_dir: Path,
+        runtime: RuntimeProvider,
+        runtime_name: str,
+        transport: TransportProvider,
+        tls: Callable[[], TLSMaterial],
+        managers: list[str],
+        hostname: str = "",
+    ) -> None:
+        self.node_id = node_id
+        self.runtime = runtime
+        self.runtime_name = runtime_name
+        self.transport = transport
+        self.tls = tls
+        self.managers = list(managers)
+        self.hostname = hostname
+        self.db = TaskDB(state_dir / "worker" / "tasks.db")
+        self.controllers: dict[str, TaskController] = {}
+        self.connected = asyncio.Event()
+        self.node: pb.Node | None = None
+        self._pending: dict[str, pb.TaskStatus] = {}
+        self._status_wakeup = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+        self._reconciled_once = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self._readopt()
+        self._main = asyncio.create_task(self._run(), name="agent")
+
+    async def stop(self) -> None:
+        """Stop the agent; containers keep running and are re-adopted at the next start."""
+        if self._main is not None:
+            self._main.cancel()
+            await asyncio.gather(self._main, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in self.controllers.values()))
+        self.db.close()
+
+    async def _readopt(self) -> None:
+        """Rebuild controllers from the task DB, trusting the engine for what is still running."""
+        try:
+            containers = {c.task_id: c for c in await self.runtime.list_containers(self.node_id)}
+        except RuntimeError_ as exc:
+            log.warning("cannot list containers for re-adoption: %s", exc)
+            containers = {}
+        for task, status in self.db.load():
+            status = status or task.status
+            ref = containers.get(task.id)
+            if status.state == states.RUNNING and ref is None:
+                status = pb.TaskStatus(
+                    state=states.FAILED,  # type: ignore[arg-type]
+                    message="failed",
+                    err="container disappeared while the agent was stopped",
+                )
+            self._add_controller(task, status)
+        log.info("re-adopted %d tasks", len(self.controllers))
+
+    # ------------------------------------------------------------------ session
+
+    async def _run(self) -> None:
+        backoff = 0.0
+        index = 0
+        while True:
+            manager = self.managers[index % len(self.managers)]
+            try:
+                await self._session(manager)
+                backoff = 0.0
+            except asyncio.CancelledError:
+                raise
+            except RPCError as exc:
+                log.warning("session with manager %s ended: %s", manager, exc.message)
+            except Exception:
+                log.exception("session with manager %s failed", manager)
+            self.connected.clear()
+            index += 1
+            backoff = min(BACKOFF_BASE + 2 * backoff, BACKOFF_MAX)
+            await asyncio.sleep(random.uniform(0, backoff))
+
+    async def _session(self, manager: str) -> None:
+        info = await self.runtime.describe()
+        request = rpb.SessionRequest(description=description_from(info, self.hostname, self.runtime_name))
+        stream = self.transport.stream(manager, rpc.SESSION, request.SerializeToString(), tls=self.tls())
+        iterator = stream.__aiter__()
+        first = rpb.SessionMessage.FromString(await asyncio.wait_for(iterator.__anext__(), RPC_TIMEOUT))
+        session_id = first.session_id
+        self._on_session_message(first)
+        log.info("session %s open with manager %s", session_id, manager)
+        self.connected.set()
+        await self.resend_all_status()
+        workers = [
+            asyncio.create_task(self._session_updates(iterator)),
+            asyncio.create_task(self._heartbeats(manager, session_id, first.heartbeat_period)),
+            asyncio.create_task(self._assignments(manager, session_id)),
+            asyncio.create_task(self._report_status(manager, session_id)),
+        ]
+        try:
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+            raise RPCError(rpc.StatusCode.UNAVAILABLE, "session stream closed by the manager")
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await iterator.aclose()  # type: ignore[attr-defined]
+
+    def _on_session_message(self, message: rpb.SessionMessage) -> None:
+        self.node = message.node
+        if message.managers:
+            self.managers = list(message.managers)
+
+    async def _session_updates(self, iterator: object) -> None:
+        async for raw in iterator:  # type: ignore[attr-defined]
+            self._on_session_message(rpb.SessionMessage.FromString(raw))
+
+    async def _heartbeats(self, manager: str, session_id: str, period: float) -> None:
+        request = rpb.HeartbeatRequest(session_id=session_id).SerializeToString()
+        while True:
+            raw = await self.transport.call(manager, rpc.HEARTBEAT, request, tls=self.tls(), timeout=RPC_TIMEOUT)
+            period = rpb.HeartbeatResponse.FromString(raw).period or period
+            await asyncio.sleep(max(0.05, period))
+
+    # ------------------------------------------------------------------ assignments
+
+    async def _assignments(self, manager: str, session_id: str) -> None:
+        request = rpb.AssignmentsRequest(session_id=session_id).SerializeToString()
+        expected = 0
+        async for raw in self.transport.stream(manager, rpc.ASSIGNMENTS, request, tls=self.tls()):
+            message = rpb.AssignmentsMessage.FromString(raw)
+            if message.type == rpb.AssignmentsMessage.INCREMENTAL and message.applies_to != expected:
+                raise RPCError(rpc.StatusCode.UNAVAILABLE, "assignment sequence gap; reopening the stream")
+            expected = message.results_in
+            await self._apply_assignments(message)
+
+    async def _apply_assignments(self, message: rpb.AssignmentsMessage) -> None:
+        complete = message.type == rpb.AssignmentsMessage.COMPLETE
+        seen: set[str] = set()
+        removals: list[str] = []
+        for change in message.changes:
+            task = change.task
+            if change.action == rpb.AssignmentChange.REMOVE:
+                removals.append(task.id)
+                continue
+            seen.add(task.id)
+            controller = self.controllers.get(task.id)
+            self.db.put_task(task)
+            if controller is None:
+                self._add_controller(task, None)
+            else:
+                controller.update(task)
+        if complete:
+            removals.extend(task_id for task_id in self.controllers if task_id not in seen)
+        await asyncio.gather(*(self._remove(task_id) for task_id in removals))
+        if complete and not self._reconciled_once:
+            self._reconciled_once = True
+            await self._remove_strays()
+
+    def _add_controller(self, task: pb.Task, status: pb.TaskStatus | None) -> None:
+        controller = TaskController(task, status, self.runtime, self._queue_status)
+        self.controllers[task.id] = controller
+        self.db.put_task(task)
+        controller.start()
+
+    async def _remove(self, task_id: str) -> None:
+        controller = self.controllers.pop(task_id, None)
+        if controller is None:
+            return
+        await controller.remove()
+        self.db.delete(task_id)
+
+    async def _remove_strays(self) -> None:
+        """Containers labelled with this node that no assignment accounts for (e.g. a crash
+        between create and persist) are removed once the manager's complete set is known."""
+        try:
+            for ref in await self.runtime.list_containers(self.node_id):
+                if ref.task_id not in self.controllers:
+                    log.info("removing stray container %s of task %s", ref.container_id[:12], ref.task_id)
+                    stray = pb.Task(id=ref.task_id, node_id=self.node_id, service_id=ref.service_id)
+                    await self.runtime.shutdown(stray, 0.0)
+                    await self.runtime.remove(stray)
+        except RuntimeError_ as exc:
+            log.warning("could not clean stray containers: %s", exc)
+
+    # ------------------------------------------------------------------ status
+
+    def _queue_status(self, task: pb.Task, status: pb.TaskStatus) -> None:
+        self.db.put_status(task.id, status)
+        self._pending[task.id] = status
+        self._status_wakeup.set()
+
+    async def _report_status(self, manager: str, session_id: str) -> None:
+        while True:
+            await self._status_wakeup.wait()
+            await asyncio.sleep(STATUS_BATCH_INTERVAL)
+            self._status_wakeup.clear()
+            pending, self._pending = self._pending, {}
+            if not pending:
+                continue
+            request = rpb.UpdateTaskStatusRequest(session_id=session_id)
+            for task_id, status in pending.items():
+                request.updates.add(task_id=task_id, status=status)
+            try:
+                await self.transport.call(
+                    manager, rpc.UPDATE_TASK_STATUS, request.SerializeToString(), tls=self.tls(), timeout=RPC_TIMEOUT
+                )
+            except BaseException:
+                for task_id, status in pending.items():
+                    self._pending.setdefault(task_id, status)
+                self._status_wakeup.set()
+                raise
+
+    async def resend_all_status(self) -> None:
+        """After a reconnect the new leader may have missed updates: send every known status."""
+        for task_id, controller in self.controllers.items():
+            self._pending.setdefault(task_id, controller.status)
+        self._status_wakeup.set()

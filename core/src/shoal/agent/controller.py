@@ -1,0 +1,174 @@
+"""One task's state machine on the agent.
+
+The agent, not the runtime, decides states (SwarmKit's agent/exec rules): it steps a task
+ACCEPTED -> PREPARING -> READY -> STARTING -> RUNNING -> COMPLETE/FAILED, never past the
+desired state; when the manager asks for SHUTDOWN (or REMOVE) it stops the container and
+reports SHUTDOWN. Runtime errors are temporary (retried with backoff) or fatal: REJECTED
+before STARTING, FAILED after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from shoal import states
+from shoal.proto import objects_pb2 as pb
+from shoal.roles.runtime import DEFAULT_STOP_GRACE_SECONDS, RuntimeError_, RuntimeProvider
+
+log = logging.getLogger("shoal.agent")
+
+Reporter = Callable[[pb.Task, pb.TaskStatus], None]
+
+RETRY_MIN = 0.2
+RETRY_MAX = 8.0
+
+
+def grace_seconds(task: pb.Task) -> float:
+    """The spec's stop grace period; the control API always fills it (Swarm's default is 10s)."""
+    grace = task.spec.container.stop_grace_period
+    return DEFAULT_STOP_GRACE_SECONDS if grace < 0 else grace
+
+
+class TaskController:
+    """Drives one task through the runtime; ``update`` feeds it the latest assignment."""
+
+    def __init__(
+        self, task: pb.Task, status: pb.TaskStatus | None, runtime: RuntimeProvider, report: Reporter
+    ) -> None:
+        self.task = task
+        self.status = pb.TaskStatus()
+        self.status.CopyFrom(status if status is not None else task.status)
+        self.runtime = runtime
+        self._report = report
+        self._changed = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name=f"task-{self.task.id}")
+
+    def update(self, task: pb.Task) -> None:
+        self.task = task
+        self._changed.set()
+
+    async def remove(self) -> None:
+        """Stop driving the task, stop its container and remove it."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        with contextlib.suppress(RuntimeError_):
+            if not states.is_terminal(self.status.state) and self.status.state >= states.PREPARING:
+                await self.runtime.shutdown(self.task, grace_seconds(self.task))
+            await self.runtime.remove(self.task)
+
+    async def close(self) -> None:
+        """Stop driving the task but leave its container as it is (daemon shutdown)."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+
+    # ------------------------------------------------------------------ state machine
+
+    def _set(self, state: int, message: str, err: str = "", exit_code: int | None = None) -> None:
+        status = pb.TaskStatus()
+        status.CopyFrom(self.status)
+        status.state = state  # type: ignore[assignment]
+        status.message = message
+        status.err = err
+        status.timestamp = time.time()
+        if exit_code is not None:
+            status.container.exit_code = exit_code
+        self.status = status
+        self._report(self.task, status)
+
+    async def _wait_change(self) -> None:
+        await self._changed.wait()
+        self._changed.clear()
+
+    async def _run(self) -> None:
+        backoff = RETRY_MIN
+        while True:
+            try:
+                progressed = await self._step()
+                backoff = RETRY_MIN
+                if not progressed:
+                    await self._wait_change()
+            except asyncio.CancelledError:
+                raise
+            except RuntimeError_ as exc:
+                if exc.temporary:
+                    log.warning("task %s: %s (retrying in %.1fs)", self.task.id, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX)
+                    continue
+                self._fail(str(exc))
+            except Exception as exc:  # an unexpected bug must not kill the agent
+                log.exception("task %s: unexpected error", self.task.id)
+                self._fail(f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, err: str) -> None:
+        if self.status.state < states.STARTING:
+            self._set(states.REJECTED, "rejected", err)
+        else:
+            self._set(states.FAILED, "failed", err)
+
+    async def _step(self) -> bool:
+        """Take one step towards the desired state; False when there is nothing to do now."""
+        desired = self.task.desired_state
+        state = self.status.state
+        if desired >= states.SHUTDOWN:
+            if states.is_terminal(state):
+                return False
+            if state >= states.PREPARING:
+                await self.runtime.shutdown(self.task, grace_seconds(self.task))
+            self._set(states.SHUTDOWN, "shutdown")
+            return True
+        if states.is_terminal(state) or state > desired:
+            return False
+        if state < states.ACCEPTED:
+            self._set(states.ACCEPTED, "accepted")
+        elif state == states.ACCEPTED:
+            self._set(states.PREPARING, "preparing")
+        elif state == states.PREPARING:
+            await self.runtime.prepare(self.task)
+            self._set(states.READY, "prepared")
+        elif state == states.READY:
+            if desired < states.RUNNING:
+                return False
+            self._set(states.STARTING, "starting")
+        elif state == states.STARTING:
+            ref = await self.runtime.start(self.task)
+            self.status.container.container_id = ref.container_id
+            self.status.container.pid = ref.pid
+            self._set(states.RUNNING, "started")
+        elif state == states.RUNNING:
+            await self._wait_running()
+        return True
+
+    async def _wait_running(self) -> None:
+        """Wait for the container to exit, or for the manager to ask it to stop."""
+        waiter = asyncio.create_task(self.runtime.wait(self.task))
+        try:
+            while not waiter.done():
+                changed = asyncio.create_task(self._wait_change())
+                await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                if not waiter.done() and self.task.desired_state >= states.SHUTDOWN:
+                    return  # the next step shuts it down and reports SHUTDOWN
+            exit_status = waiter.result()
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                await asyncio.gather(waiter, return_exceptions=True)
+        if self.task.desired_state >= states.SHUTDOWN:
+            self._set(states.SHUTDOWN, "shutdown", exit_code=exit_status.exit_code)
+        elif exit_status.exit_code == 0 and not exit_status.error:
+            self._set(states.COMPLETE, "finished", exit_code=0)
+        else:
+            err = exit_status.error or f"task: non-zero exit ({exit_status.exit_code})"
+            self._set(states.FAILED, "failed", err, exit_code=exit_status.exit_code)

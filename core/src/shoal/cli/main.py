@@ -1,0 +1,477 @@
+"""The ``shoal`` command line: docker's swarm commands, talking to the local daemon.
+
+Every client command reaches the daemon through its Unix socket (``-H unix://PATH`` or
+``SHOAL_HOST``; default ``/run/shoal/shoal.sock``). Errors are one line on stderr with a
+non-zero exit: 2 for bad input (flags, plugin choice), 1 for anything the daemon refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shoal import __version__, loader
+from shoal.cli.errors import fail, one_line
+from shoal.cli.output import human_duration, print_list
+from shoal.cli.plugin_cmd import CONFIG_PLUGINS_KEY, plugin
+from shoal.client import DEFAULT_SOCKET, Client, ClientError
+from shoal.ids import short_id
+
+INPUT_ERRORS = {"INVALID_ARGUMENT", "ALREADY_EXISTS", "NOT_FOUND"}
+
+
+def client(ctx: click.Context) -> Client:
+    return Client(ctx.find_root().params.get("host"))
+
+
+def call(ctx: click.Context, method: str, **params: Any) -> Any:
+    """Call the daemon; a refusal becomes ``Error: <message>`` and a non-zero exit."""
+    try:
+        return client(ctx).call(method, **params)
+    except ClientError as exc:
+        fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
+
+
+class ShoalGroup(click.Group):
+    """Turns click usage errors into one line too, and lets extensions add commands."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("standalone_mode", True)
+        return super().main(*args, **kwargs)
+
+
+@click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-H", "--host", envvar="SHOAL_HOST", help=f"Daemon socket (default unix://{DEFAULT_SOCKET}).")
+@click.version_option(__version__, prog_name="shoal")
+@click.pass_context
+def cli(ctx: click.Context, host: str | None) -> None:
+    """shoal: Docker Swarm mode as a Python plugin microkernel."""
+    ctx.obj = {CONFIG_PLUGINS_KEY: {}}
+
+
+cli.add_command(plugin)
+
+
+# --------------------------------------------------------------------------- daemon
+
+
+@cli.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Path("/var/lib/shoal"), show_default=True)
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=Path(DEFAULT_SOCKET),
+              show_default=True)
+@click.option("--listen-addr", default="0.0.0.0:2377", show_default=True, help="HOST:PORT for node-to-node RPC.")
+@click.option("--advertise-addr", default="", help="HOST[:PORT] other nodes use to reach this one.")
+@click.option("--hostname", default="", help="Hostname this node reports (default: the engine's).")
+@click.option("--plugin", "plugins", multiple=True, metavar="ROLE=NAME", help="Choose a plugin (repeatable).")
+@click.option("--plugin-opt", "plugin_opts", multiple=True, metavar="ROLE.KEY=VALUE",
+              help="Option for a role's plugin (repeatable), e.g. runtime.host=unix:///run/podman/podman.sock.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="TOML config file with a [plugins] table.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+def daemon(
+    state_dir: Path,
+    socket_path: Path,
+    listen_addr: str,
+    advertise_addr: str,
+    hostname: str,
+    plugins: tuple[str, ...],
+    plugin_opts: tuple[str, ...],
+    config_file: Path | None,
+    log_level: str,
+) -> None:
+    """Run a shoal node (like dockerd)."""
+    from shoal.daemon.node import DaemonConfig, serve
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    try:
+        loader.parse_plugin_args(plugins)
+        config_plugins = loader.load_config_plugins(config_file) if config_file else {}
+        config = DaemonConfig(
+            state_dir=state_dir.absolute(),
+            socket=socket_path.absolute(),
+            listen_addr=listen_addr,
+            advertise_addr=advertise_addr,
+            hostname=hostname,
+            plugins=list(plugins),
+            plugin_options=loader.parse_plugin_options(plugin_opts),
+            config_plugins=config_plugins,
+        )
+        asyncio.run(serve(config))
+    except loader.PluginError as exc:
+        fail(str(exc), 2)
+    except KeyboardInterrupt:
+        pass
+    except (OSError, RuntimeError, ValueError) as exc:
+        fail(f"shoal daemon: {one_line(exc)}", 1)
+
+
+# --------------------------------------------------------------------------- swarm
+
+
+@cli.group()
+def swarm() -> None:
+    """Manage the swarm."""
+
+
+@swarm.command("init")
+@click.option("--advertise-addr", default="", help="Advertised address (HOST[:PORT]).")
+@click.option("--listen-addr", default="", help="Listen address (HOST:PORT), default the daemon's.")
+@click.option("--availability", default="active", help="Availability of this node: active, pause or drain.")
+@click.option("--plugin", "plugins", multiple=True, metavar="ROLE=NAME",
+              help="Cluster-wide plugin choice (store, scheduler, ca, transport, secrets), repeatable.")
+@click.pass_context
+def swarm_init(ctx: click.Context, advertise_addr: str, listen_addr: str, availability: str,
+               plugins: tuple[str, ...]) -> None:
+    """Initialize a swarm with this node as its first manager."""
+    try:
+        loader.parse_plugin_args(plugins)
+    except loader.PluginError as exc:
+        fail(str(exc), 2)
+    result = call(ctx, "swarm.init", advertise_addr=advertise_addr, listen_addr=listen_addr,
+                  availability=availability, plugins=list(plugins))
+    click.echo(f"Swarm initialized: current node ({result['NodeID']}) is now a manager.")
+
+
+@cli.command()
+@click.option("--format", "fmt", default=None, help="json for the raw object.")
+@click.pass_context
+def info(ctx: click.Context, fmt: str | None) -> None:
+    """Show this node's swarm membership and plugins."""
+    result = call(ctx, "info")
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        click.echo(f"{key}: {value}")
+
+
+# --------------------------------------------------------------------------- node
+
+
+@cli.group()
+def node() -> None:
+    """Manage swarm nodes."""
+
+
+NODE_JSON_KEYS = ("ID", "Hostname", "Status", "Availability", "ManagerStatus", "EngineVersion", "Self")
+
+
+@node.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display IDs.")
+@click.option("--format", "fmt", default=None, help="table, json, or a template such as '{{.Hostname}}'.")
+@click.pass_context
+def node_ls(ctx: click.Context, quiet: bool, fmt: str | None) -> None:
+    """List nodes in the swarm."""
+    nodes = call(ctx, "node.ls")
+    print_list(
+        nodes,
+        fmt=fmt,
+        quiet=quiet,
+        headers=("ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"),
+        row=lambda n: (
+            n["ID"] + (" *" if n["Self"] else ""),
+            n["Hostname"],
+            n["Status"],
+            n["Availability"],
+            n["ManagerStatus"],
+            n["EngineVersion"],
+        ),
+        json_keys=NODE_JSON_KEYS,
+        id_of=lambda n: str(n["ID"]),
+    )
+
+
+@node.command("inspect")
+@click.argument("nodes", nargs=-1)
+@click.pass_context
+def node_inspect(ctx: click.Context, nodes: tuple[str, ...]) -> None:
+    """Display detailed information on one or more nodes (default: self)."""
+    click.echo(json.dumps(call(ctx, "node.inspect", nodes=list(nodes) or ["self"]), indent=4))
+
+
+@node.command("ps")
+@click.argument("node_ref", required=False, default="self")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("--no-trunc", is_flag=True)
+@click.option("--format", "fmt", default=None)
+@click.pass_context
+def node_ps(ctx: click.Context, node_ref: str, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
+    """List tasks running on a node (default: self)."""
+    result = call(ctx, "service.ps", node=node_ref)
+    print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+
+
+# --------------------------------------------------------------------------- service
+
+
+@cli.group()
+def service() -> None:
+    """Manage swarm services."""
+
+
+@service.command(
+    "create", context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False}
+)
+@click.option("--name", default="", help="Service name.")
+@click.option("--replicas", default=None, help="Number of tasks (default 1).")
+@click.option("--mode", default="replicated", help="Service mode (replicated).")
+@click.option("-e", "--env", "env", multiple=True, help="Set environment variables (KEY=VALUE).")
+@click.option("--label", "labels", multiple=True, help="Service labels (KEY=VALUE).")
+@click.option("--container-label", "container_labels", multiple=True, help="Container labels (KEY=VALUE).")
+@click.option("--constraint", "constraints", multiple=True, help="Placement constraint, e.g. node.role==worker.")
+@click.option("--reserve-cpu", default="", help="Reserve CPUs.")
+@click.option("--reserve-memory", default="", help="Reserve memory.")
+@click.option("--limit-cpu", default="", help="Limit CPUs.")
+@click.option("--limit-memory", default="", help="Limit memory.")
+@click.option("--replicas-max-per-node", default=None, help="Maximum tasks per node (0 = unlimited).")
+@click.option("--restart-condition", default="", help="none, on-failure or any (default any).")
+@click.option("--restart-delay", default="", help="Delay between restart attempts (default 5s).")
+@click.option("--restart-max-attempts", default=None, help="Maximum number of restarts before giving up.")
+@click.option("--restart-window", default="", help="Window used to evaluate the restart policy.")
+@click.option("--stop-grace-period", default="", help="Time to wait before force killing a container (10s).")
+@click.option("--stop-signal", default="", help="Signal to stop the container.")
+@click.option("--entrypoint", default="", help="Overwrite the default ENTRYPOINT of the image.")
+@click.option("--hostname", default="", help="Container hostname.")
+@click.option("-w", "--workdir", default="", help="Working directory inside the container.")
+@click.option("-u", "--user", default="", help="Username or UID.")
+@click.option("--pull", default="missing", help="Pull image: always, missing or never (default missing).")
+@click.option("-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for convergence.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.argument("image")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def service_create(ctx: click.Context, image: str, args: tuple[str, ...], detach: bool, quiet: bool,
+                   **options: Any) -> None:
+    """Create a new service: IMAGE [COMMAND] [ARG...]."""
+    params = {key: (list(value) if isinstance(value, tuple) else value) for key, value in options.items()}
+    params.update(image=image, args=list(args))
+    result = call(ctx, "service.create", **params)
+    service_id = result["ID"]
+    click.echo(service_id)
+    if not detach:
+        wait_converged(ctx, service_id, quiet=quiet)
+
+
+@service.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display IDs.")
+@click.option("--format", "fmt", default=None, help="table, json, or a template.")
+@click.pass_context
+def service_ls(ctx: click.Context, quiet: bool, fmt: str | None) -> None:
+    """List services."""
+    services = call(ctx, "service.ls")
+    print_list(
+        services,
+        fmt=fmt,
+        quiet=quiet,
+        headers=("ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"),
+        row=lambda s: (short_id(s["ID"]), s["Name"], s["Mode"], s["Replicas"], s["Image"], s["Ports"]),
+        json_keys=("ID", "Name", "Mode", "Replicas", "Image", "Ports"),
+        id_of=lambda s: str(s["ID"]),
+    )
+
+
+@service.command("inspect")
+@click.argument("services", nargs=-1, required=True)
+@click.pass_context
+def service_inspect(ctx: click.Context, services: tuple[str, ...]) -> None:
+    """Display detailed information on one or more services."""
+    click.echo(json.dumps(call(ctx, "service.inspect", services=list(services)), indent=4))
+
+
+def task_rows(result: dict[str, Any], no_trunc: bool) -> list[dict[str, Any]]:
+    """``service ps`` rows: newest task of each slot first, then its history as ``\\_`` rows."""
+    now = float(result["now"])
+    tasks = result["tasks"]
+    tasks.sort(key=lambda t: (t["ServiceName"], t["Slot"] or t["NodeID"], -float(t["CreatedAt"] or 0)))
+    rows = []
+    previous_slot: tuple[str, Any] | None = None
+    for task in tasks:
+        slot_key = (task["ServiceName"], task["Slot"] or task["NodeID"])
+        name = f"{task['ServiceName']}.{task['Slot'] if task['Slot'] else task['NodeID']}"
+        if slot_key == previous_slot:
+            name = " \\_ " + name
+        previous_slot = slot_key
+        error = task["Error"]
+        if error and not no_trunc and len(error) > 30:
+            error = error[:29] + "…"
+        ago = human_duration(now - float(task["Timestamp"] or now))
+        rows.append(
+            {
+                "ID": task["ID"] if no_trunc else short_id(task["ID"]),
+                "Name": name,
+                "Image": task["Image"],
+                "Node": task["Node"],
+                "DesiredState": task["DesiredState"],
+                "CurrentState": f"{task['State']} {ago} ago",
+                "Error": f'"{error}"' if error else "",
+                "Ports": task["Ports"],
+            }
+        )
+    return rows
+
+
+def print_tasks(result: dict[str, Any], *, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
+    rows = task_rows(result, no_trunc or quiet)
+    keys = ("ID", "Name", "Image", "Node", "DesiredState", "CurrentState", "Error", "Ports")
+    print_list(
+        rows,
+        fmt=fmt,
+        quiet=quiet,
+        headers=("ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"),
+        row=lambda r: tuple(str(r[k]) for k in keys),
+        json_keys=keys,
+        id_of=lambda r: str(r["ID"]),
+    )
+
+
+@service.command("ps")
+@click.argument("services", nargs=-1, required=True)
+@click.option("-q", "--quiet", is_flag=True, help="Only display task IDs.")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate output.")
+@click.option("--format", "fmt", default=None, help="table, json, or a template.")
+@click.pass_context
+def service_ps(ctx: click.Context, services: tuple[str, ...], quiet: bool, no_trunc: bool, fmt: str | None) -> None:
+    """List the tasks of one or more services."""
+    print_tasks(call(ctx, "service.ps", services=list(services)), quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+
+
+@service.command("scale")
+@click.argument("pairs", nargs=-1, required=True)
+@click.option("-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for convergence.")
+@click.pass_context
+def service_scale(ctx: click.Context, pairs: tuple[str, ...], detach: bool) -> None:
+    """Scale one or more replicated services: SERVICE=REPLICAS..."""
+    parsed = []
+    for pair in pairs:
+        name, sep, count = pair.partition("=")
+        if not sep or not name:
+            fail(f'invalid scale specifier "{pair}": use SERVICE=REPLICAS', 2)
+        parsed.append((name, count))
+    for name, count in parsed:
+        result = call(ctx, "service.scale", service=name, replicas=count)
+        click.echo(f"{name} scaled to {result['Replicas']}")
+    if not detach:
+        for name, _ in parsed:
+            wait_converged(ctx, name, quiet=False, verify=False)
+
+
+@service.command("rm")
+@click.argument("services", nargs=-1, required=True)
+@click.pass_context
+def service_rm(ctx: click.Context, services: tuple[str, ...]) -> None:
+    """Remove one or more services."""
+    for name in call(ctx, "service.rm", services=list(services)):
+        click.echo(name)
+
+
+@service.command("logs")
+@click.argument("service_ref")
+@click.option("-f", "--follow", is_flag=True, help="Follow log output.")
+@click.option("--tail", default="all", help="Number of lines from the end (default all).")
+@click.option("--no-task-ids", is_flag=True, help="Do not include task IDs in output.")
+@click.option("--raw", is_flag=True, help="Do not prefix lines.")
+@click.pass_context
+def service_logs(ctx: click.Context, service_ref: str, follow: bool, tail: str, no_task_ids: bool,
+                 raw: bool) -> None:
+    """Fetch the logs of a service's tasks."""
+    if tail != "all" and not tail.isdigit():
+        fail(f'invalid --tail "{tail}": use a number of lines or all', 2)
+    try:
+        for item in Client(ctx.find_root().params.get("host"), timeout=None).stream(
+            "service.logs", service=service_ref, follow=follow, tail=tail
+        ):
+            prefix = item["Prefix"]
+            if no_task_ids:
+                name, _, rest = prefix.partition("@")
+                prefix = name.rsplit(".", 1)[0] + "@" + rest
+            line = item["Line"]
+            click.echo(line if raw else f"{prefix}    | {line}", err=item.get("Stream") == "stderr")
+    except ClientError as exc:
+        fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def wait_converged(ctx: click.Context, service_ref: str, *, quiet: bool, verify: bool = True,
+                   stable_for: float = 5.0, timeout: float = 300.0) -> None:
+    """Follow a service until every slot runs (like docker's progress), or say why not.
+
+    Exits 1 when the service does not converge: a slot whose tasks keep being rejected or
+    failing (twice), or the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last_lines: dict[str, str] = {}
+    converged_at: float | None = None
+    while True:
+        services = call(ctx, "service.inspect", services=[service_ref])
+        spec = services[0]["spec"]
+        desired = int(spec.get("replicated", {}).get("replicas", 0))
+        result = call(ctx, "service.ps", services=[service_ref])
+        tasks = result["tasks"]
+        live = [t for t in tasks if t["DesiredState"] in ("Running", "Ready")]
+        running = [t for t in live if t["State"] == "Running" and t["DesiredState"] == "Running"]
+        if not quiet:
+            for task in sorted(live, key=lambda t: t["Slot"]):
+                line = f"{task['Slot']}/{desired}: {task['State'].lower()}"
+                if task["Error"]:
+                    line += f" ({task['Error']})"
+                if last_lines.get(str(task["Slot"])) != line:
+                    last_lines[str(task["Slot"])] = line
+                    click.echo(line)
+        failures: dict[int, list[dict[str, Any]]] = {}
+        for task in tasks:
+            if task["State"] in ("Rejected", "Failed"):
+                failures.setdefault(int(task["Slot"]), []).append(task)
+        for slot, failed in failures.items():
+            if len(failed) >= 2 and not any(t["State"] == "Running" for t in live if t["Slot"] == slot):
+                reason = failed[0]["Error"] or failed[0]["State"].lower()
+                fail(f"service {service_ref} did not converge: task {failed[0]['ServiceName']}.{slot} "
+                     f"{failed[0]['State'].lower()}: {reason}", 1)
+        if len(running) == desired and len(live) == desired:
+            if converged_at is None:
+                converged_at = time.monotonic()
+                if not quiet:
+                    click.echo(f"overall progress: {len(running)} out of {desired} tasks")
+                    if verify:
+                        click.echo(f"verify: Waiting {int(stable_for)} seconds to verify that tasks are stable...")
+            if not verify or time.monotonic() - converged_at >= stable_for:
+                if not quiet:
+                    click.echo(f"verify: Service {service_ref} converged")
+                return
+        else:
+            converged_at = None
+        if time.monotonic() > deadline:
+            pending = [t for t in live if t["Error"]]
+            reason = pending[0]["Error"] if pending else f"{len(running)} of {desired} tasks running"
+            fail(f"service {service_ref} did not converge within {int(timeout)}s: {reason}", 1)
+        time.sleep(0.2)
+
+
+def main() -> None:
+    """Entry point of the ``shoal`` command."""
+    from shoal.loader import PluginLoader
+
+    try:
+        extensions = PluginLoader()
+        if extensions.load_extensions():
+            extensions.hook.shoal_cli_commands(cli=cli)
+    except loader.PluginError as exc:
+        fail(str(exc), 2)
+    cli(prog_name="shoal")
+
+
+if __name__ == "__main__":
+    main()

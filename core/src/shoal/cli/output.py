@@ -1,0 +1,105 @@
+"""Printing lists the way docker does: aligned tables, JSON lines, IDs only, or a template."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from shoal.cli.errors import fail
+
+_FIELD = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_]*)\s*\}\}")
+PADDING = 3
+
+
+def human_duration(seconds: float) -> str:
+    """docker's ``units.HumanDuration``: "Less than a second", "5 seconds", "About a minute"..."""
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 2:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = seconds / 60
+    if minutes < 2:
+        return "About a minute"
+    if minutes < 60:
+        return f"{int(minutes)} minutes"
+    hours = minutes / 60
+    if hours < 2:
+        return "About an hour"
+    if hours < 48:
+        return f"{int(hours)} hours"
+    if hours < 24 * 7 * 2:
+        return f"{int(hours / 24)} days"
+    if hours < 24 * 30 * 2:
+        return f"{int(hours / 24 / 7)} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{int(hours / 24 / 30)} months"
+    return f"{int(hours / 24 / 365)} years"
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded like Go's tabwriter with docker's settings (min width, 3 spaces)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in [list(headers), *[list(r) for r in rows]]:
+        cells = [cell.ljust(widths[i] + PADDING) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
+        lines.append("".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def apply_template(template: str, item: dict[str, Any]) -> str:
+    """A small subset of Go templates: ``{{.Field}}`` and ``{{json .}}`` / ``{{json .Field}}``."""
+
+    def substitute(match: re.Match[str]) -> str:
+        as_json, name = match.group(1), match.group(2)
+        value = item if not name else item.get(name, "")
+        if as_json:
+            return json.dumps(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    text = template.replace("\\t", "\t").replace("\\n", "\n")
+    return _FIELD.sub(substitute, text)
+
+
+def print_list(
+    items: Sequence[dict[str, Any]],
+    *,
+    fmt: str | None,
+    quiet: bool,
+    headers: Sequence[str],
+    row: Callable[[dict[str, Any]], Sequence[str]],
+    json_keys: Sequence[str],
+    id_of: Callable[[dict[str, Any]], str],
+) -> None:
+    """Print a list per ``-q`` / ``--format table|json|TEMPLATE``."""
+    if quiet:
+        for item in items:
+            click.echo(id_of(item))
+        return
+    if fmt in (None, "", "table"):
+        click.echo(render_table(headers, [row(item) for item in items]))
+        return
+    if fmt == "json":
+        for item in items:
+            click.echo(json.dumps({key: item.get(key, "") for key in json_keys}))
+        return
+    if "{{" not in fmt:
+        fail(f'invalid --format "{fmt}": use table, json or a template such as "{{{{.ID}}}}"')
+    template = fmt
+    if template.startswith("table "):
+        template = template[len("table ") :]
+        header_item = {key: key.upper() for key in json_keys}
+        click.echo(apply_template(template, header_item))
+    for item in items:
+        click.echo(apply_template(template, item))

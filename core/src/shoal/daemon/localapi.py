@@ -1,0 +1,117 @@
+"""The daemon's local API: JSON lines over a root-only Unix socket, like docker.sock.
+
+One connection carries one request: the client writes ``{"method": M, "params": {...}}`` and
+a newline; the server answers ``{"result": ...}``, or ``{"error": {"code": C, "message": M}}``,
+or for streaming methods any number of ``{"item": ...}`` lines then ``{"end": true}``. The
+socket is created with mode 0600: whoever can open it controls the node, so no TLS is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from shoal.roles.transport import StatusCode
+
+log = logging.getLogger("shoal.localapi")
+
+UnaryMethod = Callable[[dict[str, Any]], Awaitable[Any]]
+StreamMethod = Callable[[dict[str, Any]], AsyncIterator[Any]]
+LIMIT = 16 * 1024 * 1024
+
+
+class APIError(Exception):
+    """A request failed in a way the user must hear about (one line, shown as is)."""
+
+    def __init__(self, code: StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class LocalAPIServer:
+    """Serves registered methods on a Unix socket."""
+
+    def __init__(self, path: Path, error_mapper: Callable[[BaseException], APIError | None]) -> None:
+        self.path = path
+        self.unary: dict[str, UnaryMethod] = {}
+        self.streams: dict[str, StreamMethod] = {}
+        self._map_error = error_mapper
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=LIMIT)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            try:
+                request = json.loads(line)
+                method = str(request["method"])
+                params = dict(request.get("params") or {})
+            except (ValueError, KeyError, TypeError):
+                await self._send(writer, {"error": {"code": "INVALID_ARGUMENT", "message": "malformed request"}})
+                return
+            try:
+                if method in self.streams:
+                    watcher = asyncio.create_task(reader.read(1))  # EOF = the client went away
+                    try:
+                        async for item in self.streams[method](params):
+                            if watcher.done():
+                                return
+                            await self._send(writer, {"item": item})
+                    finally:
+                        watcher.cancel()
+                    await self._send(writer, {"end": True})
+                elif method in self.unary:
+                    result = await self.unary[method](params)
+                    await self._send(writer, {"result": result})
+                else:
+                    await self._send(
+                        writer, {"error": {"code": "UNIMPLEMENTED", "message": f"unknown method {method}"}}
+                    )
+            except (ConnectionError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                api_error = self._map_error(exc)
+                if api_error is None:
+                    log.exception("local API method %s failed", method)
+                    api_error = APIError(StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+                await self._send(
+                    writer, {"error": {"code": api_error.code.value, "message": api_error.message}}
+                )
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+                await writer.wait_closed()
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+        writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        await writer.drain()

@@ -1,0 +1,156 @@
+"""The manager half of a node: the store replica and, while leader, the control loops.
+
+Every manager holds the object store (fed by the store provider). The one that leads also
+runs the dispatcher, the replicated orchestrator, the scheduler driver and the task reaper;
+they start when the store provider reports leadership and stop when it is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from shoal.manager.controlapi import ControlAPI
+from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.orchestrator import ReplicatedOrchestrator
+from shoal.manager.reaper import TaskReaper
+from shoal.manager.scheduler_driver import SchedulerDriver
+from shoal.proto import objects_pb2 as pb
+from shoal.roles.ca import CAProvider, RootMaterial
+from shoal.roles.scheduler import SchedulerProvider
+from shoal.roles.store import StoreProvider, StoreUnavailable
+from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
+from shoal.store.memory import ObjectStore, Tx, copy
+
+log = logging.getLogger("shoal.manager")
+
+
+class Manager:
+    """Owns the store replica and the leader-only components."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        cluster_id: str,
+        advertise_addr: str,
+        store_provider: StoreProvider,
+        ca: CAProvider,
+        scheduler_factory: Callable[[], SchedulerProvider],
+        node_filters: Callable[[], list[Any]] = list,
+    ) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.advertise_addr = advertise_addr
+        self.store_provider = store_provider
+        self.ca = ca
+        self.scheduler_factory = scheduler_factory
+        self.node_filters = node_filters
+        self.store = ObjectStore()
+        self.store.provider = store_provider
+        self.control = ControlAPI(self.store, node_id)
+        self.dispatcher: Dispatcher | None = None
+        self._components: list[Any] = []
+        self._leadership: asyncio.Task[None] | None = None
+        self._transition = asyncio.Lock()
+
+    async def start(self, *, bootstrap: bool, init: Callable[[Tx], None] | None = None) -> None:
+        await self.store_provider.start(self.store, bootstrap=bootstrap)
+        if init is not None:
+            await self.store.update(init)
+        cluster = self.store.view.cluster()
+        if cluster is None:
+            raise RuntimeError("the store holds no cluster object: the manager state is damaged")
+        await self.ca.load_root(RootMaterial(cert_pem=cluster.root_ca.ca_cert, key_pem=cluster.root_ca.ca_key))
+        self._leadership = asyncio.create_task(self._follow_leadership(), name="leadership")
+
+    async def stop(self) -> None:
+        if self._leadership is not None:
+            self._leadership.cancel()
+            await asyncio.gather(self._leadership, return_exceptions=True)
+        await self._step_down()
+        await self.store_provider.stop()
+
+    def is_leader(self) -> bool:
+        return self.store_provider.is_leader()
+
+    # ------------------------------------------------------------------ leadership
+
+    async def _follow_leadership(self) -> None:
+        async for leader in self.store_provider.leadership():
+            async with self._transition:
+                if leader:
+                    await self._become_leader()
+                else:
+                    await self._step_down()
+
+    async def _become_leader(self) -> None:
+        if self._components:
+            return
+        log.info("this node is now the leader")
+        cluster = self.store.view.cluster()
+        assert cluster is not None
+        self.dispatcher = Dispatcher(self.store, self.cluster_id, [self.advertise_addr])
+        scheduler = SchedulerDriver(self.store, self.scheduler_factory(), self.node_filters())
+        self._components = [self.dispatcher, ReplicatedOrchestrator(self.store), scheduler, TaskReaper(self.store)]
+        for component in self._components:
+            component.start()
+        await self._mark_self_leader()
+
+    async def _step_down(self) -> None:
+        components, self._components = self._components, []
+        self.dispatcher = None
+        for component in reversed(components):
+            with contextlib.suppress(Exception):
+                await component.stop()
+
+    async def _mark_self_leader(self) -> None:
+        def mark(tx: Tx) -> None:
+            node = tx.node(self.node_id)
+            if node is None:
+                return
+            node = copy(node)
+            node.manager_status.leader = True
+            node.manager_status.reachability = pb.ManagerStatus.REACHABLE
+            node.manager_status.addr = self.advertise_addr
+            tx.update(node)
+
+        try:
+            await self.store.update(mark)
+        except StoreUnavailable as exc:
+            log.warning("could not record leadership: %s", exc)
+
+    # ------------------------------------------------------------------ RPC handlers
+
+    def _leader_dispatcher(self) -> Dispatcher:
+        if self.dispatcher is None:
+            raise RPCError(StatusCode.UNAVAILABLE, "this manager is not the leader")
+        return self.dispatcher
+
+    def rpc_handlers(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Transport handlers that route dispatcher calls to the current leader's dispatcher."""
+        from shoal import rpc
+
+        async def unary(method: str, request: bytes, peer: PeerIdentity | None) -> bytes:
+            dispatcher = self._leader_dispatcher()
+            handler = dispatcher.heartbeat if method == rpc.HEARTBEAT else dispatcher.update_task_status
+            return await handler(request, peer)
+
+        async def streaming(method: str, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+            dispatcher = self._leader_dispatcher()
+            handler = dispatcher.session if method == rpc.SESSION else dispatcher.assignments
+            async for message in handler(request, peer):
+                yield message
+
+        unary_handlers = {
+            name: (lambda request, peer, name=name: unary(name, request, peer))
+            for name in (rpc.HEARTBEAT, rpc.UPDATE_TASK_STATUS)
+        }
+        stream_handlers = {
+            name: (lambda request, peer, name=name: streaming(name, request, peer))
+            for name in (rpc.SESSION, rpc.ASSIGNMENTS)
+        }
+        return unary_handlers, stream_handlers

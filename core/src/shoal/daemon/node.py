@@ -1,0 +1,430 @@
+"""``shoal daemon``: one node of a swarm (like dockerd with swarm mode).
+
+At start it loads its per-node plugins (runtime, transport) — a plugin error stops it before
+anything runs — and, if the state dir says it is in a swarm, rejoins: a manager reopens its
+store, then every node serves the transport and starts its agent. ``swarm init`` arrives over
+the local API and makes a one-node swarm: cluster ID, root CA (through the CA provider, key
+kept in the store), the node's own certificate, the store, the control loops and the agent,
+which talks to the dispatcher over mutual TLS even on one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal import identity, rpc
+from shoal.agent.agent import Agent, description_from
+from shoal.daemon.localapi import APIError, LocalAPIServer
+from shoal.daemon.manager import Manager
+from shoal.daemon.state import CERTS_DIR, NodeState, load_state, save_state
+from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
+from shoal.ids import new_id
+from shoal.loader import PluginError, PluginLoader, parse_plugin_args, resolve_selection
+from shoal.manager.controlapi import ControlError
+from shoal.proto import objects_pb2 as pb
+from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
+from shoal.roles.runtime import RuntimeError_, RuntimeProvider
+from shoal.roles.store import StoreUnavailable
+from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider, TransportServer
+from shoal.specs import SpecError
+from shoal.store.memory import Tx
+
+log = logging.getLogger("shoal.daemon")
+
+DEFAULT_PORT = 2377
+NOT_IN_SWARM = (
+    'This node is not a swarm manager. Use "shoal swarm init" or "shoal swarm join" to connect this node '
+    "to swarm and try again."
+)
+
+
+@dataclass
+class DaemonConfig:
+    state_dir: Path
+    socket: Path
+    listen_addr: str = f"0.0.0.0:{DEFAULT_PORT}"
+    advertise_addr: str = ""
+    hostname: str = ""
+    plugins: list[str] = field(default_factory=list)  # raw --plugin values
+    plugin_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    config_plugins: dict[str, Any] = field(default_factory=dict)
+
+
+def map_error(exc: BaseException) -> APIError | None:
+    """Known failures become one-line API errors; anything else is a bug (logged, generic)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, ControlError):
+        return APIError(exc.code, exc.message)
+    if isinstance(exc, (PluginError, SpecError)):
+        return APIError(StatusCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, StoreUnavailable):
+        return APIError(StatusCode.UNAVAILABLE, str(exc))
+    if isinstance(exc, RPCError):
+        return APIError(exc.code, exc.message)
+    if isinstance(exc, RuntimeError_):
+        return APIError(StatusCode.UNAVAILABLE, str(exc))
+    return None
+
+
+def split_addr(addr: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``host[:port]`` -> (host, port); a clear error for anything else."""
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        return addr, default_port
+    if not host:
+        raise SpecError(f'invalid address "{addr}": use HOST:PORT')
+    try:
+        number = int(port)
+    except ValueError:
+        raise SpecError(f'invalid address "{addr}": the port must be a number') from None
+    if not 0 < number < 65536:
+        raise SpecError(f'invalid address "{addr}": the port must be between 1 and 65535')
+    return host.strip("[]"), number
+
+
+def guess_advertise_host() -> str:
+    """The address other nodes can reach, when the listen address is a wildcard."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it only picks a route
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+class Daemon:
+    """One node: local API, per-node plugins, and (once in a swarm) manager and agent."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.state_dir = config.state_dir
+        self.selection = resolve_selection(config.plugins or None, config=config.config_plugins or None)
+        self.loader = PluginLoader(self.selection, config.plugin_options)
+        self.runtime: RuntimeProvider | None = None
+        self.transport: TransportProvider | None = None
+        self.state: NodeState | None = None
+        self.manager: Manager | None = None
+        self.agent: Agent | None = None
+        self.server: TransportServer | None = None
+        self.tls: TLSMaterial | None = None
+        self.api = LocalAPIServer(config.socket, map_error)
+        self._stop = asyncio.Event()
+        self._swarm_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _context(self, role: str, loader: PluginLoader | None = None) -> Any:
+        loader = loader or self.loader
+        name = loader.selection[role]
+        directory = self.state_dir / "plugins" / f"{role}-{name}"
+        directory.mkdir(parents=True, exist_ok=True)
+        node_id = self.state.node_id if self.state else ""
+        return loader.make_context(role, directory, node_id=node_id, logger=logging.getLogger(f"shoal.{role}"))
+
+    def load_node_plugins(self) -> None:
+        """Per-node roles; raises PluginError (exit 2) before anything starts."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state = load_state(self.state_dir)
+        if self.state is not None:
+            explicit = dict(p.split("=", 1) for p in self.config.plugins if "=" in p)
+            for role in CLUSTER_ROLES:
+                fixed = self.state.plugins.get(role)
+                if role in explicit and fixed and explicit[role] != fixed:
+                    raise PluginError(
+                        f"the {role} plugin of this swarm was fixed at swarm init ({fixed}); "
+                        f"remove --plugin {role}={explicit[role]}"
+                    )
+            merged = {**self.selection, **self.state.plugins}
+            self.loader = PluginLoader(merged, self.config.plugin_options)
+            self.selection = merged
+        self.runtime = self.loader.provider("runtime", self._context("runtime"))
+        self.transport = self.loader.provider("transport", self._context("transport"))
+        if self.state is not None and self.state.is_manager:
+            for role in ("store", "ca", "scheduler"):
+                self.loader.load(role)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self._register_api()
+        if self.state is not None:
+            await self._start_swarm(self.state, bootstrap=False)
+        await self.api.start()
+        log.info("shoal daemon ready on unix://%s", self.config.socket)
+        print(f"shoal daemon ready on unix://{self.config.socket}", flush=True)
+        await self._stop.wait()
+        log.info("shutting down")
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        await self.api.stop()
+        await self._stop_swarm()
+        if self.runtime is not None:
+            with contextlib.suppress(Exception):
+                await self.runtime.close()
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                await self.transport.close()
+
+    async def _stop_swarm(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop()
+            self.agent = None
+        if self.server is not None:
+            await self.server.stop(0.5)
+            self.server = None
+        if self.manager is not None:
+            await self.manager.stop()
+            self.manager = None
+
+    # ------------------------------------------------------------------ swarm membership
+
+    def _tls(self) -> TLSMaterial:
+        assert self.tls is not None
+        return self.tls
+
+    async def _start_swarm(self, state: NodeState, *, bootstrap: bool, init: Any = None) -> None:
+        assert self.transport is not None and self.runtime is not None
+        creds = identity.load_credentials(self.state_dir / CERTS_DIR)
+        self.tls = TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
+        unary: dict[str, Any] = {}
+        streams: dict[str, Any] = {}
+        if state.is_manager:
+            loader = self.loader
+            self.manager = Manager(
+                node_id=state.node_id,
+                cluster_id=state.cluster_id,
+                advertise_addr=state.advertise_addr,
+                store_provider=loader.provider("store", self._context("store")),
+                ca=loader.provider("ca", self._context("ca")),
+                scheduler_factory=lambda: loader.provider("scheduler", self._context("scheduler")),
+                node_filters=lambda: [f for fs in loader.hook.shoal_node_filters() for f in fs],
+            )
+            await self.manager.start(bootstrap=bootstrap, init=init)
+            unary, streams = self.manager.rpc_handlers()
+        self.server = await self.transport.serve(state.listen_addr, self.tls, unary, streams)
+        self.agent = Agent(
+            node_id=state.node_id,
+            state_dir=self.state_dir,
+            runtime=self.runtime,
+            runtime_name=self.selection["runtime"],
+            transport=self.transport,
+            tls=self._tls,
+            managers=state.managers,
+            hostname=self.config.hostname,
+        )
+        await self.agent.start()
+
+    async def swarm_init(self, params: dict[str, Any]) -> Any:
+        async with self._swarm_lock:
+            if self.state is not None:
+                raise APIError(
+                    StatusCode.FAILED_PRECONDITION,
+                    'This node is already part of a swarm. Use "shoal swarm leave" to leave this swarm '
+                    "and join another one.",
+                )
+            return await self._init(params)
+
+    async def _init(self, params: dict[str, Any]) -> Any:
+        assert self.runtime is not None
+        selection = dict(self.selection)
+        selection.update(parse_plugin_args([str(v) for v in params.get("plugins") or []]))
+        loader = PluginLoader(selection, self.config.plugin_options)
+        for role in ("store", "scheduler", "ca"):
+            loader.load(role)  # PluginError here: nothing has been created yet
+
+        listen = str(params.get("listen_addr") or self.config.listen_addr)
+        listen_host, listen_port = split_addr(listen)
+        advertise = str(params.get("advertise_addr") or self.config.advertise_addr or "")
+        if advertise:
+            adv_host, adv_port = split_addr(advertise, listen_port)
+        else:
+            adv_host = listen_host if listen_host not in ("0.0.0.0", "::", "") else guess_advertise_host()
+            adv_port = listen_port
+        availability = str(params.get("availability") or "active")
+        availabilities = {"active": pb.NodeSpec.ACTIVE, "pause": pb.NodeSpec.PAUSE, "drain": pb.NodeSpec.DRAIN}
+        if availability not in availabilities:
+            raise SpecError(f'invalid --availability "{availability}": use active, pause or drain')
+        try:
+            info = await self.runtime.describe()
+        except RuntimeError_ as exc:
+            raise APIError(StatusCode.UNAVAILABLE, f"cannot initialise: the container engine: {exc}") from None
+
+        self.loader = loader
+        self.selection = selection
+        cluster_id = new_id()
+        node_id = new_id()
+        state = NodeState(
+            node_id=node_id,
+            cluster_id=cluster_id,
+            role="manager",
+            listen_addr=f"{listen_host}:{listen_port}",
+            advertise_addr=f"{adv_host}:{adv_port}",
+            managers=[f"{adv_host}:{adv_port}"],
+            plugins={role: selection[role] for role in CLUSTER_ROLES},
+        )
+        self.state = state
+        try:
+            ca = loader.provider("ca", self._context("ca"))
+            root = await ca.create_root()
+            await ca.load_root(root)
+            key_pem = identity.generate_key()
+            csr = identity.build_csr(key_pem, node_id)
+            issued = await ca.sign(
+                csr, node_id=node_id, role=rpc.MANAGER_OU, cluster_id=cluster_id, expiry_seconds=NODE_CERT_EXPIRY
+            )
+            identity.write_credentials(
+                self.state_dir / CERTS_DIR,
+                identity.NodeCredentials(key_pem=key_pem, cert_pem=issued.cert_pem, root_pem=root.cert_pem),
+            )
+            cluster = pb.Cluster(id=cluster_id, spec=cluster_spec())
+            cluster.root_ca.ca_cert = root.cert_pem
+            cluster.root_ca.ca_key = root.key_pem
+            cluster.plugins.CopyFrom(pb.PluginSelection(**{r: selection[r] for r in CLUSTER_ROLES}))
+            node = pb.Node(id=node_id, role=pb.NodeSpec.MANAGER)
+            node.spec.desired_role = pb.NodeSpec.MANAGER
+            node.spec.membership = pb.NodeSpec.ACCEPTED
+            node.spec.availability = availabilities[availability]
+            node.description.CopyFrom(description_from(info, self.config.hostname, selection["runtime"]))
+            node.status.state = pb.NodeStatus.UNKNOWN
+            node.status.addr = adv_host
+            node.manager_status.addr = state.advertise_addr
+            node.manager_status.reachability = pb.ManagerStatus.REACHABLE
+            node.certificate.role = pb.NodeSpec.MANAGER
+            node.certificate.state = pb.Certificate.ISSUED
+            node.certificate.cn = node_id
+            node.certificate.certificate = issued.cert_pem
+
+            def init(tx: Tx) -> None:
+                tx.create(cluster)
+                tx.create(node)
+
+            await self._start_swarm(state, bootstrap=True, init=init)
+            save_state(self.state_dir, state)
+        except BaseException:
+            await self._stop_swarm()
+            self.state = None
+            for leftover in (self.state_dir / CERTS_DIR, self.state_dir / "plugins", self.state_dir / "worker"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            raise
+        return {"NodeID": node_id, "ClusterID": cluster_id, "AdvertiseAddr": state.advertise_addr}
+
+    # ------------------------------------------------------------------ local API
+
+    def _register_api(self) -> None:
+        api = self.api
+        api.unary["swarm.init"] = self.swarm_init
+        api.unary["info"] = self.info
+        api.streams["service.logs"] = self.service_logs
+        for method in (
+            "node.ls",
+            "node.inspect",
+            "service.create",
+            "service.ls",
+            "service.inspect",
+            "service.ps",
+            "service.scale",
+            "service.rm",
+            "swarm.inspect",
+        ):
+            api.unary[method] = self._control(method)
+
+    def _control(self, method: str) -> Any:
+        async def call(params: dict[str, Any]) -> Any:
+            if self.manager is None:
+                raise APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
+            if not self.manager.is_leader():
+                raise APIError(
+                    StatusCode.UNAVAILABLE,
+                    "The swarm does not have a leader. It's possible that too few managers are online. "
+                    "Make sure more than half of the managers are online.",
+                )
+            return await self.manager.control.handlers()[method](params)
+
+        return call
+
+    async def info(self, params: dict[str, Any]) -> Any:
+        state = self.state
+        result: dict[str, Any] = {
+            "Swarm": "active" if state else "inactive",
+            "Plugins": self.selection,
+            "StateDir": str(self.state_dir),
+        }
+        if state is not None:
+            result.update(
+                NodeID=state.node_id,
+                ClusterID=state.cluster_id,
+                Role=state.role,
+                ListenAddr=state.listen_addr,
+                AdvertiseAddr=state.advertise_addr,
+                Managers=state.managers,
+                IsLeader=bool(self.manager and self.manager.is_leader()),
+                AgentConnected=bool(self.agent and self.agent.connected.is_set()),
+            )
+            if self.server is not None:
+                result["BoundAddr"] = self.server.address
+            if self.manager is not None:
+                result["Store"] = self.manager.store_provider.status()
+        return result
+
+    async def service_logs(self, params: dict[str, Any]) -> AsyncIterator[Any]:
+        """Output of the service's tasks that run on this node, prefixed like docker's."""
+        if self.manager is None or self.runtime is None:
+            raise APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
+        service = self.manager.control.find_service(str(params.get("service") or ""))
+        follow = bool(params.get("follow"))
+        tail = params.get("tail")
+        tail_n = None if tail in (None, "all") else int(tail)
+        view = self.manager.store.view
+        tasks = [t for t in view.service_tasks(service.id) if t.status.state >= pb.PREPARING]
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
+        done = object()
+        runtime = self.runtime
+
+        async def pump(task: pb.Task) -> None:
+            node = view.nodes.get(task.node_id)
+            prefix = f"{task.service_annotations.name}.{task.slot}.{task.id[:12]}@" + (
+                node.description.hostname if node else task.node_id[:12]
+            )
+            try:
+                if task.node_id != self.manager.node_id if self.manager else True:
+                    return
+                async for line in runtime.logs(task, follow=follow, tail=tail_n):
+                    await queue.put({"Prefix": prefix, "Line": line.text, "Stream": line.stream,
+                                     "Timestamp": line.timestamp})
+            except RuntimeError_ as exc:
+                await queue.put({"Prefix": prefix, "Line": f"error reading logs: {exc}", "Stream": "stderr"})
+            finally:
+                await queue.put(done)
+
+        pumps = [asyncio.create_task(pump(t)) for t in tasks]
+        remaining = len(pumps)
+        try:
+            while remaining:
+                item = await queue.get()
+                if item is done:
+                    remaining -= 1
+                    continue
+                yield item
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+
+async def serve(config: DaemonConfig) -> None:
+    daemon = Daemon(config)
+    daemon.load_node_plugins()
+    await daemon.run()
+

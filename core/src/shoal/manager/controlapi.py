@@ -1,0 +1,253 @@
+"""The control API: what the CLI asks a manager to read or change.
+
+Requests and responses are JSON-shaped dicts so that the same handlers serve the local Unix
+socket and calls forwarded between managers. Every write validates first and raises
+``ControlError`` with a one-line message; nothing is stored on bad input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf import json_format
+
+from shoal import states
+from shoal.ids import new_id
+from shoal.proto import objects_pb2 as pb
+from shoal.roles.transport import StatusCode
+from shoal.specs import SpecError, replicas, service_spec
+from shoal.store.memory import ObjectStore, Tx, copy
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class ControlError(Exception):
+    """A request failed; ``code`` classifies it, the message is shown to the user as is."""
+
+    def __init__(self, code: StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def to_dict(message: Any) -> dict[str, Any]:
+    """A stored object as JSON, with field names as in the .proto and enums by name."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[no-any-return]
+
+
+def redacted_cluster(cluster: pb.Cluster) -> pb.Cluster:
+    """The cluster object without its CA key (never leaves the store)."""
+    clean = copy(cluster)
+    clean.root_ca.ca_key = b""
+    return clean
+
+
+class ControlAPI:
+    """Handlers for the ``node.*`` and ``service.*`` methods."""
+
+    def __init__(self, store: ObjectStore, node_id: str) -> None:
+        self.store = store
+        self.node_id = node_id
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "node.ls": self.node_ls,
+            "node.inspect": self.node_inspect,
+            "service.create": self.service_create,
+            "service.ls": self.service_ls,
+            "service.inspect": self.service_inspect,
+            "service.ps": self.service_ps,
+            "service.scale": self.service_scale,
+            "service.rm": self.service_rm,
+            "swarm.inspect": self.swarm_inspect,
+        }
+
+    # ------------------------------------------------------------------ lookups
+
+    def find_node(self, ref: str) -> pb.Node:
+        view = self.store.view
+        if ref in ("self", ""):
+            ref = self.node_id
+        node = view.nodes.get(ref)
+        if node is not None:
+            return node
+        matches = [n for n in view.nodes.all() if n.id.startswith(ref) or n.description.hostname == ref]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise ControlError(StatusCode.NOT_FOUND, f"node {ref} not found")
+        raise ControlError(StatusCode.INVALID_ARGUMENT, f"node {ref} is ambiguous ({len(matches)} matches)")
+
+    def find_service(self, ref: str) -> pb.Service:
+        view = self.store.view
+        service = view.services.get(ref) or view.service_by_name(ref)
+        if service is not None:
+            return service
+        matches = [s for s in view.services.all() if s.id.startswith(ref)]
+        if len(matches) == 1 and ref:
+            return matches[0]
+        if len(matches) > 1:
+            raise ControlError(StatusCode.INVALID_ARGUMENT, f"service {ref} is ambiguous ({len(matches)} matches)")
+        raise ControlError(StatusCode.NOT_FOUND, f"service {ref} not found")
+
+    # ------------------------------------------------------------------ swarm
+
+    async def swarm_inspect(self, params: dict[str, Any]) -> Any:
+        cluster = self.store.view.cluster()
+        if cluster is None:
+            raise ControlError(StatusCode.FAILED_PRECONDITION, "the swarm has no cluster object yet")
+        return to_dict(redacted_cluster(cluster))
+
+    # ------------------------------------------------------------------ nodes
+
+    def _node_row(self, node: pb.Node) -> dict[str, Any]:
+        status = pb.NodeStatus.State.Name(node.status.state).capitalize()
+        availability = pb.NodeSpec.Availability.Name(node.spec.availability).capitalize()
+        manager_status = ""
+        if node.role == pb.NodeSpec.MANAGER:
+            if node.manager_status.leader:
+                manager_status = "Leader"
+            else:
+                manager_status = pb.ManagerStatus.Reachability.Name(node.manager_status.reachability).capitalize()
+        return {
+            "ID": node.id,
+            "Hostname": node.description.hostname,
+            "Status": status,
+            "Availability": availability,
+            "ManagerStatus": manager_status,
+            "EngineVersion": node.description.engine.engine_version,
+            "Self": node.id == self.node_id,
+        }
+
+    async def node_ls(self, params: dict[str, Any]) -> Any:
+        nodes = sorted(self.store.view.nodes.all(), key=lambda n: n.description.hostname or n.id)
+        return [self._node_row(n) for n in nodes]
+
+    async def node_inspect(self, params: dict[str, Any]) -> Any:
+        return [to_dict(self.find_node(str(ref))) for ref in params.get("nodes") or ["self"]]
+
+    # ------------------------------------------------------------------ services
+
+    async def service_create(self, params: dict[str, Any]) -> Any:
+        try:
+            spec = service_spec(params)
+        except SpecError as exc:
+            raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        service = pb.Service(id=new_id(), spec=spec, spec_version=1)
+
+        def create(tx: Tx) -> None:
+            if tx.view.service_by_name(spec.annotations.name) is not None:
+                raise ControlError(
+                    StatusCode.ALREADY_EXISTS, f'service name "{spec.annotations.name}" is already in use'
+                )
+            tx.create(service)
+
+        await self.store.update(create)
+        return {"ID": service.id}
+
+    def _running(self, service: pb.Service) -> int:
+        return sum(
+            1
+            for t in self.store.view.service_tasks(service.id)
+            if t.status.state == states.RUNNING and t.desired_state == states.RUNNING
+        )
+
+    def _service_row(self, service: pb.Service) -> dict[str, Any]:
+        desired = service.spec.replicated.replicas
+        running = self._running(service)
+        replicas_text = f"{running}/{desired}"
+        if service.spec.task.placement.max_replicas:
+            replicas_text += f" (max {service.spec.task.placement.max_replicas} per node)"
+        return {
+            "ID": service.id,
+            "Name": service.spec.annotations.name,
+            "Mode": "replicated",
+            "Replicas": replicas_text,
+            "Image": service.spec.task.container.image,
+            "Ports": "",
+            "Running": running,
+            "Desired": desired,
+        }
+
+    async def service_ls(self, params: dict[str, Any]) -> Any:
+        services = sorted(self.store.view.services.all(), key=lambda s: s.spec.annotations.name)
+        return [self._service_row(s) for s in services]
+
+    async def service_inspect(self, params: dict[str, Any]) -> Any:
+        return [to_dict(self.find_service(str(ref))) for ref in params.get("services") or []]
+
+    async def service_ps(self, params: dict[str, Any]) -> Any:
+        view = self.store.view
+        refs = params.get("services") or []
+        node_ref = params.get("node")
+        tasks: list[pb.Task] = []
+        if node_ref is not None:
+            tasks = view.node_tasks(self.find_node(str(node_ref)).id)
+        else:
+            for ref in refs:
+                tasks.extend(view.service_tasks(self.find_service(str(ref)).id))
+        rows = []
+        for task in tasks:
+            node = view.nodes.get(task.node_id) if task.node_id else None
+            service = view.services.get(task.service_id)
+            name = task.service_annotations.name or (service.spec.annotations.name if service else "")
+            rows.append(
+                {
+                    "ID": task.id,
+                    "ServiceName": name,
+                    "Slot": task.slot,
+                    "Image": task.spec.container.image,
+                    "Node": node.description.hostname if node else "",
+                    "NodeID": task.node_id,
+                    "DesiredState": states.name(task.desired_state),
+                    "State": states.name(task.status.state),
+                    "Timestamp": task.status.timestamp,
+                    "Error": task.status.err,
+                    "Message": task.status.message,
+                    "Ports": "",
+                    "CreatedAt": task.meta.created_at,
+                }
+            )
+        return {"tasks": rows, "now": time.time()}
+
+    async def service_scale(self, params: dict[str, Any]) -> Any:
+        try:
+            count = replicas(params.get("replicas"))
+        except SpecError as exc:
+            raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        service = self.find_service(str(params.get("service") or ""))
+        if service.spec.WhichOneof("mode") != "replicated":
+            raise ControlError(
+                StatusCode.FAILED_PRECONDITION,
+                f"scale can only be used with replicated mode: {service.spec.annotations.name} is not",
+            )
+
+        def scale(tx: Tx) -> None:
+            current = tx.service(service.id)
+            if current is None:
+                raise ControlError(StatusCode.NOT_FOUND, f"service {service.spec.annotations.name} not found")
+            current = copy(current)
+            current.spec.replicated.replicas = count
+            current.spec_version += 1
+            tx.update(current)
+
+        await self.store.update(scale)
+        return {"ID": service.id, "Replicas": count}
+
+    async def service_rm(self, params: dict[str, Any]) -> Any:
+        refs = [str(r) for r in params.get("services") or []]
+        services = [self.find_service(ref) for ref in refs]
+
+        def remove(tx: Tx) -> None:
+            for service in services:
+                tx.delete("service", service.id)
+                for task in tx.view.service_tasks(service.id):
+                    if task.desired_state < states.REMOVE:
+                        task = copy(task)
+                        task.desired_state = states.REMOVE
+                        tx.update(task)
+
+        await self.store.update(remove)
+        return [s.spec.annotations.name for s in services]

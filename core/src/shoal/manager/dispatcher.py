@@ -1,0 +1,286 @@
+"""The dispatcher: the leader's end of every agent's session.
+
+Agents open a session (their identity comes from their certificate), send heartbeats,
+receive their assignments as a stream (a complete set first, then incremental changes) and
+report task status. Status reports are buffered and written in one store transaction every
+100 ms, as SwarmKit does, so a burst of task transitions costs one commit rather than many.
+A node that misses three heartbeat periods is marked DOWN ("heartbeat failure").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from shoal import rpc, states
+from shoal.ids import new_id
+from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.store import StoreUnavailable
+from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
+from shoal.store.memory import DELETE, ObjectStore, Tx, copy
+
+log = logging.getLogger("shoal.dispatcher")
+
+STATUS_FLUSH_INTERVAL = 0.1
+ASSIGNMENT_DEBOUNCE = 0.05
+GRACE_MULTIPLIER = 3
+HEARTBEAT_EPSILON = 0.5
+
+
+@dataclass
+class _Session:
+    session_id: str
+    node_id: str
+    last_heartbeat: float = field(default_factory=time.monotonic)
+
+
+class Dispatcher:
+    """Serves the dispatcher RPCs on the leader."""
+
+    def __init__(self, store: ObjectStore, cluster_id: str, manager_addrs: list[str]) -> None:
+        self.store = store
+        self.cluster_id = cluster_id
+        self.manager_addrs = manager_addrs
+        self._sessions: dict[str, _Session] = {}
+        self._pending_status: dict[str, tuple[str, pb.TaskStatus]] = {}
+        self._flush_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started_at = time.monotonic()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._started_at = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="dispatcher-flush"),
+            asyncio.create_task(self._heartbeat_monitor(), name="dispatcher-heartbeats"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._sessions.clear()
+
+    def handlers(self) -> tuple[dict[str, object], dict[str, object]]:
+        unary = {rpc.HEARTBEAT: self.heartbeat, rpc.UPDATE_TASK_STATUS: self.update_task_status}
+        streams = {rpc.SESSION: self.session, rpc.ASSIGNMENTS: self.assignments}
+        return unary, streams  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ helpers
+
+    def heartbeat_period(self) -> float:
+        cluster = self.store.view.cluster()
+        if cluster is not None and cluster.spec.dispatcher.heartbeat_period > 0:
+            return cluster.spec.dispatcher.heartbeat_period
+        return 5.0
+
+    def _authorize(self, peer: PeerIdentity | None) -> PeerIdentity:
+        peer = rpc.authorize(peer, self.cluster_id, managers_only=False)
+        if self.store.view.nodes.get(peer.node_id) is None:
+            raise RPCError(
+                StatusCode.PERMISSION_DENIED,
+                f"node {peer.node_id} is not a member of this swarm (it was removed); "
+                "run 'shoal swarm leave' on it and join again",
+            )
+        return peer
+
+    def _session_for(self, session_id: str, peer: PeerIdentity) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None or session.node_id != peer.node_id:
+            raise RPCError(StatusCode.NOT_FOUND, "session invalid: open a new session")
+        return session
+
+    # ------------------------------------------------------------------ Session
+
+    async def session(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+        peer = self._authorize(peer)
+        req = rpb.SessionRequest.FromString(request)
+        session = _Session(new_id(), peer.node_id)
+        for old_id, old in list(self._sessions.items()):
+            if old.node_id == peer.node_id:
+                del self._sessions[old_id]
+        self._sessions[session.session_id] = session
+
+        def register(tx: Tx) -> None:
+            node = tx.node(peer.node_id)
+            if node is None:
+                return
+            node = copy(node)
+            node.description.CopyFrom(req.description)
+            node.status.state = pb.NodeStatus.READY
+            node.status.message = ""
+            tx.update(node)
+
+        await self.store.update(register)
+        with self.store.watch(["node", "cluster"]) as watch:
+            yield self._session_message(session).SerializeToString()
+            while session.session_id in self._sessions:
+                event = await watch.get()
+                if event.kind == "node" and event.obj.id != peer.node_id:
+                    continue
+                if event.kind == "node" and event.action == DELETE:
+                    raise RPCError(StatusCode.PERMISSION_DENIED, f"node {peer.node_id} was removed from the swarm")
+                yield self._session_message(session).SerializeToString()
+
+    def _session_message(self, session: _Session) -> rpb.SessionMessage:
+        message = rpb.SessionMessage(
+            session_id=session.session_id,
+            managers=self.manager_addrs,
+            heartbeat_period=self.heartbeat_period(),
+        )
+        node = self.store.view.nodes.get(session.node_id)
+        if node is not None:
+            message.node.CopyFrom(node)
+        cluster = self.store.view.cluster()
+        if cluster is not None:
+            message.root_ca = cluster.root_ca.ca_cert
+        return message
+
+    # ------------------------------------------------------------------ Heartbeat
+
+    async def heartbeat(self, request: bytes, peer: PeerIdentity | None) -> bytes:
+        peer = self._authorize(peer)
+        req = rpb.HeartbeatRequest.FromString(request)
+        session = self._session_for(req.session_id, peer)
+        session.last_heartbeat = time.monotonic()
+        period = self.heartbeat_period()
+        jitter = random.uniform(-HEARTBEAT_EPSILON, HEARTBEAT_EPSILON) if period > 1 else 0.0
+        return rpb.HeartbeatResponse(period=period + jitter).SerializeToString()
+
+    async def _heartbeat_monitor(self) -> None:
+        while True:
+            period = self.heartbeat_period()
+            await asyncio.sleep(min(1.0, period / 2))
+            now = time.monotonic()
+            deadline = period * GRACE_MULTIPLIER
+            expired = [s for s in self._sessions.values() if now - s.last_heartbeat > deadline]
+            for session in expired:
+                self._sessions.pop(session.session_id, None)
+            down = {s.node_id for s in expired}
+            # Nodes that never registered with this leader get the same grace from its start.
+            if now - self._started_at > deadline * 2:
+                live = {s.node_id for s in self._sessions.values()}
+                for node in self.store.view.nodes.all():
+                    if node.status.state != pb.NodeStatus.DOWN and node.id not in live:
+                        down.add(node.id)
+            if down:
+                await self._mark_down(down)
+
+    async def _mark_down(self, node_ids: set[str]) -> None:
+        def mark(tx: Tx) -> None:
+            for node_id in node_ids:
+                node = tx.node(node_id)
+                if node is None or node.status.state == pb.NodeStatus.DOWN:
+                    continue
+                node = copy(node)
+                node.status.state = pb.NodeStatus.DOWN
+                node.status.message = "heartbeat failure"
+                tx.update(node)
+
+        try:
+            await self.store.update(mark)
+        except StoreUnavailable as exc:
+            log.warning("could not mark nodes down: %s", exc)
+
+    # ------------------------------------------------------------------ Assignments
+
+    def _assigned(self, task: pb.Task, node_id: str) -> bool:
+        return task.node_id == node_id and task.status.state >= states.ASSIGNED
+
+    async def assignments(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+        peer = self._authorize(peer)
+        req = rpb.AssignmentsRequest.FromString(request)
+        session = self._session_for(req.session_id, peer)
+        node_id = peer.node_id
+        sequence = 0
+        with self.store.watch(["task"]) as watch:
+            complete = rpb.AssignmentsMessage(type=rpb.AssignmentsMessage.COMPLETE, results_in=1)
+            sent: set[str] = set()
+            for task in self.store.view.node_tasks(node_id):
+                if self._assigned(task, node_id):
+                    complete.changes.add(action=rpb.AssignmentChange.UPDATE).task.CopyFrom(task)
+                    sent.add(task.id)
+            sequence = 1
+            yield complete.SerializeToString()
+            while session.session_id in self._sessions:
+                events = [await watch.get()]
+                await asyncio.sleep(ASSIGNMENT_DEBOUNCE)
+                events.extend(watch.drain())
+                changes: dict[str, rpb.AssignmentChange] = {}
+                for event in events:
+                    task = event.obj
+                    if event.action == DELETE or not self._assigned(task, node_id):
+                        if task.id in sent:
+                            sent.discard(task.id)
+                            changes[task.id] = rpb.AssignmentChange(
+                                action=rpb.AssignmentChange.REMOVE, task=pb.Task(id=task.id)
+                            )
+                        continue
+                    sent.add(task.id)
+                    changes[task.id] = rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=task)
+                if not changes:
+                    continue
+                message = rpb.AssignmentsMessage(
+                    type=rpb.AssignmentsMessage.INCREMENTAL,
+                    applies_to=sequence,
+                    results_in=sequence + 1,
+                    changes=changes.values(),
+                )
+                sequence += 1
+                yield message.SerializeToString()
+
+    # ------------------------------------------------------------------ UpdateTaskStatus
+
+    async def update_task_status(self, request: bytes, peer: PeerIdentity | None) -> bytes:
+        peer = self._authorize(peer)
+        req = rpb.UpdateTaskStatusRequest.FromString(request)
+        self._session_for(req.session_id, peer)
+        view = self.store.view
+        for update in req.updates:
+            task = view.tasks.get(update.task_id)
+            if task is None:
+                continue
+            if task.node_id != peer.node_id:
+                raise RPCError(
+                    StatusCode.PERMISSION_DENIED,
+                    f"task {update.task_id} is not assigned to node {peer.node_id}",
+                )
+            self._pending_status[update.task_id] = (peer.node_id, update.status)
+        self._flush_wakeup.set()
+        return rpb.UpdateTaskStatusResponse().SerializeToString()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wakeup.wait()
+            await asyncio.sleep(STATUS_FLUSH_INTERVAL)
+            self._flush_wakeup.clear()
+            pending, self._pending_status = self._pending_status, {}
+            if not pending:
+                continue
+            try:
+                await self.store.update(lambda tx: self._apply_status(tx, pending))
+            except StoreUnavailable as exc:
+                log.warning("dropping %d task status updates: %s", len(pending), exc)
+
+    def _apply_status(self, tx: Tx, pending: dict[str, tuple[str, pb.TaskStatus]]) -> None:
+        now = time.time()
+        for task_id, (node_id, status) in pending.items():
+            task = tx.task(task_id)
+            if task is None or task.node_id != node_id:
+                continue
+            if status.state < task.status.state:
+                continue  # states only move forward
+            if status.state == task.status.state and status.message == task.status.message:
+                continue
+            task = copy(task)
+            task.status.CopyFrom(status)
+            task.status.applied_by = node_id
+            task.status.applied_at = now
+            tx.update(task)

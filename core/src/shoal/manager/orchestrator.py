@@ -1,0 +1,285 @@
+"""The replicated orchestrator and its restart supervisor.
+
+It keeps every replicated service at its replica count: it creates tasks in the lowest free
+slots, removes surplus slots from the nodes that hold the most copies, and replaces tasks that
+stopped (per the service's restart policy) or whose node went down or was drained. It only
+writes desired state; the scheduler places tasks and agents report what really happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+
+from shoal import defaults, states
+from shoal.ids import new_id
+from shoal.proto import objects_pb2 as pb
+from shoal.roles.store import StoreUnavailable
+from shoal.store.memory import DELETE, Event, ObjectStore, Tx, copy
+
+log = logging.getLogger("shoal.orchestrator")
+
+OLD_TASK_TIMEOUT = 60.0
+
+
+def restart_policy(task: pb.Task) -> pb.RestartPolicy:
+    """The task's restart policy with Swarm's defaults filled in (condition any, delay 5s)."""
+    if task.spec.HasField("restart"):
+        return task.spec.restart
+    return defaults.restart_policy()
+
+
+def new_task(service: pb.Service, slot: int, desired: int = states.RUNNING) -> pb.Task:
+    """A fresh task for ``slot`` of ``service`` (state NEW; the scheduler takes it from here)."""
+    task = pb.Task(
+        id=new_id(),
+        spec=service.spec.task,
+        spec_version=service.spec_version,
+        service_id=service.id,
+        slot=slot,
+        service_annotations=service.spec.annotations,
+        desired_state=desired,  # type: ignore[arg-type]
+        endpoint=service.spec.endpoint,
+    )
+    task.annotations.name = f"{service.spec.annotations.name}.{slot}"
+    task.status.state = states.NEW
+    task.status.message = "created"
+    task.status.timestamp = time.time()
+    return task
+
+
+def node_unavailable(node: pb.Node | None) -> bool:
+    """Tasks on this node must be replaced elsewhere: it is gone, down, or drained."""
+    return (
+        node is None
+        or node.status.state == pb.NodeStatus.DOWN
+        or node.spec.availability == pb.NodeSpec.DRAIN
+    )
+
+
+class ReplicatedOrchestrator:
+    """Reconciles replicated services; runs on the leader only."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._dirty: set[str] = set()
+        self._restarts: list[tuple[str, str]] = []  # (task id, reason), restarted in batches
+        self._delayed: dict[str, asyncio.Task[None]] = {}
+        self._restart_history: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="orchestrator")
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._loop_task, *self._delayed.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._delayed.clear()
+
+    # ------------------------------------------------------------------ event loop
+
+    async def _run(self) -> None:
+        with self.store.watch(["service", "task", "node"]) as watch:
+            view = self.store.view
+            self._dirty.update(s.id for s in view.services.all())
+            self._check_tasks_at_start()
+            while True:
+                await self._process()
+                events = [await watch.get(), *watch.drain()]
+                for event in events:
+                    self._on_event(event)
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind == "service":
+            self._dirty.add(event.obj.id)
+        elif event.kind == "task":
+            task: pb.Task = event.obj
+            if event.action == DELETE:
+                if task.desired_state <= states.RUNNING:
+                    self._dirty.add(task.service_id)
+                return
+            if task.desired_state <= states.RUNNING and self._needs_restart(task):
+                self._restarts.append((task.id, "task"))
+        elif event.kind == "node":
+            node = None if event.action == DELETE else event.obj
+            if node_unavailable(node):
+                for task in self.store.view.node_tasks(event.obj.id):
+                    if task.desired_state <= states.RUNNING:
+                        self._restarts.append((task.id, "node"))
+
+    def _needs_restart(self, task: pb.Task) -> bool:
+        if states.is_terminal(task.status.state):
+            return True
+        return bool(task.node_id) and node_unavailable(self.store.view.nodes.get(task.node_id))
+
+    def _check_tasks_at_start(self) -> None:
+        """Repair what a lost event would have fixed (SwarmKit's CheckTasks)."""
+        for task in self.store.view.tasks.all():
+            if task.desired_state <= states.RUNNING and self._needs_restart(task):
+                self._restarts.append((task.id, "startup"))
+            elif task.desired_state == states.READY and task.status.state <= states.RUNNING:
+                self._schedule_start(task, restart_policy(task).delay)
+
+    async def _process(self) -> None:
+        while self._dirty or self._restarts:
+            dirty, self._dirty = self._dirty, set()
+            restarts, self._restarts = self._restarts, []
+            try:
+                await self.store.update(lambda tx: self._reconcile(tx, dirty, restarts))
+            except StoreUnavailable as exc:
+                log.warning("orchestrator could not commit: %s", exc)
+                return
+
+    # ------------------------------------------------------------------ reconcile
+
+    def _reconcile(self, tx: Tx, dirty: set[str], restarts: list[tuple[str, str]]) -> None:
+        for task_id, _ in restarts:
+            task = tx.task(task_id)
+            if task is None or task.desired_state > states.RUNNING or not self._needs_restart(task):
+                continue
+            self._restart(tx, task)
+        for service_id in dirty:
+            service = tx.service(service_id)
+            if service is None:
+                self._remove_all(tx, service_id)
+            elif service.spec.WhichOneof("mode") != "global":
+                self._reconcile_service(tx, service)
+
+    def _remove_all(self, tx: Tx, service_id: str) -> None:
+        for task in tx.view.service_tasks(service_id):
+            current = tx.task(task.id)
+            if current is not None and current.desired_state < states.REMOVE:
+                current = copy(current)
+                current.desired_state = states.REMOVE
+                tx.update(current)
+
+    def _reconcile_service(self, tx: Tx, service: pb.Service) -> None:
+        replicas = service.spec.replicated.replicas
+        slots: dict[int, list[pb.Task]] = defaultdict(list)
+        for stored in tx.view.service_tasks(service.id):
+            task = tx.task(stored.id)
+            if task is not None:
+                slots[task.slot].append(task)
+        runnable = {slot: tasks for slot, tasks in slots.items() if any(states.is_runnable(t) for t in tasks)}
+        if len(runnable) > replicas:
+            self._scale_down(tx, runnable, replicas)
+        elif len(runnable) < replicas:
+            free = (n for n in range(1, 1 << 62) if n not in runnable)
+            for _ in range(replicas - len(runnable)):
+                tx.create(new_task(service, next(free)))
+
+    def _scale_down(self, tx: Tx, runnable: dict[int, list[pb.Task]], replicas: int) -> None:
+        """Keep ``replicas`` slots, removing first from the nodes that hold the most copies."""
+
+        def live(tasks: list[pb.Task]) -> pb.Task:
+            return next(t for t in tasks if states.is_runnable(t))
+
+        ordered = sorted(
+            runnable.items(), key=lambda item: (live(item[1]).status.state != states.RUNNING, item[0])
+        )
+        per_node: dict[str, int] = defaultdict(int)
+        ranked = []
+        for slot, tasks in ordered:
+            node_id = live(tasks).node_id
+            if node_id:
+                rank = per_node[node_id]
+                per_node[node_id] += 1
+            else:
+                rank = 1 << 30
+            ranked.append((rank, slot, tasks))
+        ranked.sort(key=lambda item: (item[0], item[1]))
+        for _, _, tasks in ranked[replicas:]:
+            for task in tasks:
+                if task.desired_state < states.REMOVE:
+                    task = copy(task)
+                    task.desired_state = states.REMOVE
+                    tx.update(task)
+
+    # ------------------------------------------------------------------ restart supervisor
+
+    def _restart(self, tx: Tx, task: pb.Task) -> None:
+        old = copy(task)
+        old.desired_state = states.SHUTDOWN
+        tx.update(old)
+        service = tx.service(task.service_id)
+        if service is None or service.spec.WhichOneof("mode") == "global":
+            return
+        policy = restart_policy(task)
+        if not self._should_restart(task, policy):
+            return
+        replacement = new_task(service, task.slot, desired=states.READY)
+        tx.create(replacement)
+        node = tx.node(task.node_id) if task.node_id else None
+        draining = node is not None and node.spec.availability == pb.NodeSpec.DRAIN
+        self._schedule_start(replacement, 0.0 if draining else policy.delay, old_task_id=task.id)
+
+    def _should_restart(self, task: pb.Task, policy: pb.RestartPolicy) -> bool:
+        if policy.condition == pb.RestartPolicy.NONE:
+            return False
+        if policy.condition == pb.RestartPolicy.ON_FAILURE and task.status.state == states.COMPLETE:
+            return False
+        if policy.max_attempts > 0:
+            key = (task.service_id, task.slot, task.spec_version)
+            history = self._restart_history[key]
+            if policy.window > 0:
+                horizon = task.status.timestamp - policy.window
+                history[:] = [t for t in history if t >= horizon]
+            if len(history) >= policy.max_attempts:
+                return False
+            history.append(task.status.timestamp or time.time())
+        return True
+
+    def _schedule_start(self, task: pb.Task, delay: float, old_task_id: str = "") -> None:
+        """After the restart delay (and once the old task stopped), let the replacement run."""
+        if task.id in self._delayed:
+            return
+        self._delayed[task.id] = asyncio.create_task(
+            self._delayed_start(task.id, delay, old_task_id), name=f"restart-{task.id}"
+        )
+
+    async def _delayed_start(self, task_id: str, delay: float, old_task_id: str) -> None:
+        try:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._wait_old_task(old_task_id)
+
+            def promote(tx: Tx) -> None:
+                task = tx.task(task_id)
+                if task is not None and task.desired_state == states.READY:
+                    task = copy(task)
+                    task.desired_state = states.RUNNING
+                    tx.update(task)
+
+            await self.store.update(promote)
+        except StoreUnavailable as exc:
+            log.warning("could not start task %s: %s", task_id, exc)
+        finally:
+            self._delayed.pop(task_id, None)
+
+    async def _wait_old_task(self, old_task_id: str) -> None:
+        if not old_task_id:
+            return
+        deadline = time.monotonic() + OLD_TASK_TIMEOUT
+        with self.store.watch(["task", "node"]) as watch:
+            while time.monotonic() < deadline:
+                old = self.store.view.tasks.get(old_task_id)
+                if old is None or states.is_terminal(old.status.state):
+                    return
+                node = self.store.view.nodes.get(old.node_id) if old.node_id else None
+                if old.node_id and (node is None or node.status.state == pb.NodeStatus.DOWN):
+                    return
+                if not old.node_id:
+                    return
+                try:
+                    await asyncio.wait_for(watch.get(), timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    return
+
+    def pending_starts(self) -> Iterable[str]:
+        return list(self._delayed)

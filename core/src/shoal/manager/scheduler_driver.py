@@ -1,0 +1,119 @@
+"""The scheduler driver: feeds pending tasks to the scheduler provider and commits its decisions.
+
+It runs on the leader, wakes 50 ms after the last relevant commit (at most 1 s after the
+first, SwarmKit's debounce), groups unassigned tasks by (service, spec version) so the
+provider places each group as one batch, and commits every decision of a tick in one store
+transaction: ASSIGNED with a node, or PENDING with ``no suitable node (...)``. Pending tasks
+are tried again on every later tick, so they start as soon as something changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from shoal import placement, states
+from shoal.proto import objects_pb2 as pb
+from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
+from shoal.roles.store import StoreUnavailable
+from shoal.store.memory import ObjectStore, Tx, copy
+
+log = logging.getLogger("shoal.scheduler")
+
+DEBOUNCE = 0.05
+MAX_LATENCY = 1.0
+
+
+def unassigned(task: pb.Task) -> bool:
+    """A task the scheduler must place: not yet on a node, still wanted."""
+    return (
+        not task.node_id
+        and task.status.state <= states.PENDING
+        and task.desired_state <= states.RUNNING
+    )
+
+
+class SchedulerDriver:
+    """Batches pending tasks, asks the provider, commits placements."""
+
+    def __init__(
+        self, store: ObjectStore, provider: SchedulerProvider, extra_filters: Sequence[Any] = ()
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.extra_filters = list(extra_filters)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        with self.store.watch(["task", "node"]) as watch:
+            while True:
+                try:
+                    await self.tick()
+                except StoreUnavailable as exc:
+                    log.warning("scheduler could not commit: %s", exc)
+                except Exception:
+                    log.exception("scheduler tick failed")
+                await watch.get()
+                first = time.monotonic()
+                while time.monotonic() - first < MAX_LATENCY:
+                    try:
+                        await asyncio.wait_for(watch.get(), timeout=DEBOUNCE)
+                    except TimeoutError:
+                        break
+                watch.drain()
+
+    async def tick(self) -> None:
+        """Place every unassigned task once."""
+        view = self.store.view
+        pending = [t for t in view.tasks.all() if unassigned(t)]
+        if not pending:
+            return
+        infos = placement.build_node_infos(list(view.nodes.all()), list(view.tasks.all()))
+        nodes = list(infos.values())
+        groups: dict[tuple[str, int], list[pb.Task]] = defaultdict(list)
+        for task in pending:
+            groups[(task.service_id, task.spec_version)].append(task)
+        decisions: list[Placement] = []
+        for batch in groups.values():
+            batch.sort(key=lambda t: t.slot)
+            decisions.extend(await self.provider.schedule(batch, nodes))
+        await self.store.update(lambda tx: self._commit(tx, decisions, infos))
+
+    def _commit(self, tx: Tx, decisions: list[Placement], infos: dict[str, NodeInfo]) -> None:
+        now = time.time()
+        for decision in decisions:
+            task = tx.task(decision.task_id)
+            if task is None or not unassigned(task):
+                continue
+            if decision.node_id:
+                if decision.node_id not in infos:
+                    continue
+                task = copy(task)
+                task.node_id = decision.node_id
+                task.status.state = states.ASSIGNED
+                task.status.message = "scheduler assigned task to node"
+                task.status.err = ""
+                task.status.timestamp = now
+                tx.update(task)
+                continue
+            err = f"no suitable node ({decision.reason})" if decision.reason else "no suitable node"
+            if task.status.state == states.PENDING and task.status.err == err:
+                continue
+            task = copy(task)
+            task.status.state = states.PENDING
+            task.status.message = "pending task scheduling"
+            task.status.err = err
+            task.status.timestamp = now
+            tx.update(task)

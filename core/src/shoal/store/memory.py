@@ -1,0 +1,351 @@
+"""The kernel's in-memory object store: read views, write transactions, watches.
+
+Every manager holds the whole cluster state in memory. Writes are transactions: a function
+reads the current state through a ``Tx`` and records creates/updates/deletes; the collected
+actions become one ``StoreBatch`` entry that the store provider commits (durably, replicated).
+Only when the provider applies the committed entry (``apply``) does the in-memory state change
+and do watchers hear about it, so every manager applies exactly the same sequence.
+
+Writers are serialised by a lock held across the proposal. That keeps transactions simple
+(what a ``Tx`` reads cannot change under it) at the cost of one commit in flight at a time;
+callers that write a lot batch their changes into one transaction (the scheduler driver and
+the dispatcher's status flush do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from shoal.proto import objects_pb2 as pb
+from shoal.roles.store import StoreProvider, StoreUnavailable
+
+log = logging.getLogger("shoal.store")
+
+Obj = pb.Cluster | pb.Node | pb.Service | pb.Task | pb.Secret
+T = TypeVar("T")
+O = TypeVar("O", pb.Cluster, pb.Node, pb.Service, pb.Task, pb.Secret)
+
+KINDS: tuple[str, ...] = ("cluster", "node", "service", "task", "secret")
+_KIND_OF_TYPE: dict[type, str] = {
+    pb.Cluster: "cluster",
+    pb.Node: "node",
+    pb.Service: "service",
+    pb.Task: "task",
+    pb.Secret: "secret",
+}
+
+CREATE = pb.StoreAction.CREATE
+UPDATE = pb.StoreAction.UPDATE
+DELETE = pb.StoreAction.DELETE
+
+
+def kind_of(obj: Obj) -> str:
+    return _KIND_OF_TYPE[type(obj)]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One committed change. ``old`` is the object before (None on create); ``obj`` after
+    (for a delete, the deleted object)."""
+
+    action: int
+    kind: str
+    obj: Any
+    old: Any = None
+    index: int = 0
+
+
+class Conflict(Exception):
+    """A transaction tried to create an object that exists, or change one that does not."""
+
+
+class Table(Generic[O]):
+    """All objects of one kind, by ID. Objects handed out must be treated as read-only."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, O] = {}
+
+    def get(self, object_id: str) -> O | None:
+        return self.items.get(object_id)
+
+    def all(self) -> Iterator[O]:
+        return iter(list(self.items.values()))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class ReadView:
+    """Committed state plus secondary indexes (tasks by service and by node)."""
+
+    def __init__(self) -> None:
+        self.clusters: Table[pb.Cluster] = Table()
+        self.nodes: Table[pb.Node] = Table()
+        self.services: Table[pb.Service] = Table()
+        self.tasks: Table[pb.Task] = Table()
+        self.secrets: Table[pb.Secret] = Table()
+        self.tasks_by_service: dict[str, set[str]] = {}
+        self.tasks_by_node: dict[str, set[str]] = {}
+
+    def table(self, kind: str) -> Table[Any]:
+        return getattr(self, kind + "s")  # type: ignore[no-any-return]
+
+    def cluster(self) -> pb.Cluster | None:
+        for cluster in self.clusters.items.values():
+            return cluster
+        return None
+
+    def service_tasks(self, service_id: str) -> list[pb.Task]:
+        return [self.tasks.items[t] for t in self.tasks_by_service.get(service_id, ())]
+
+    def node_tasks(self, node_id: str) -> list[pb.Task]:
+        return [self.tasks.items[t] for t in self.tasks_by_node.get(node_id, ())]
+
+    def service_by_name(self, name: str) -> pb.Service | None:
+        for service in self.services.items.values():
+            if service.spec.annotations.name == name:
+                return service
+        return None
+
+    # ------------------------------------------------------------------ mutation (apply only)
+
+    def put(self, kind: str, obj: Any) -> Any:
+        table = self.table(kind)
+        old = table.items.get(obj.id)
+        table.items[obj.id] = obj
+        if kind == "task":
+            if old is not None:
+                self._unindex_task(old)
+            self._index_task(obj)
+        return old
+
+    def remove(self, kind: str, object_id: str) -> Any:
+        old = self.table(kind).items.pop(object_id, None)
+        if kind == "task" and old is not None:
+            self._unindex_task(old)
+        return old
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def _index_task(self, task: pb.Task) -> None:
+        self.tasks_by_service.setdefault(task.service_id, set()).add(task.id)
+        if task.node_id:
+            self.tasks_by_node.setdefault(task.node_id, set()).add(task.id)
+
+    def _unindex_task(self, task: pb.Task) -> None:
+        by_service = self.tasks_by_service.get(task.service_id)
+        if by_service is not None:
+            by_service.discard(task.id)
+            if not by_service:
+                del self.tasks_by_service[task.service_id]
+        if task.node_id:
+            by_node = self.tasks_by_node.get(task.node_id)
+            if by_node is not None:
+                by_node.discard(task.id)
+                if not by_node:
+                    del self.tasks_by_node[task.node_id]
+
+
+class Tx:
+    """A write transaction: reads see committed state overlaid with this transaction's changes."""
+
+    def __init__(self, view: ReadView) -> None:
+        self._view = view
+        self._changes: dict[tuple[str, str], tuple[int, Any]] = {}
+
+    # reads
+    def get(self, kind: str, object_id: str) -> Any:
+        change = self._changes.get((kind, object_id))
+        if change is not None:
+            return None if change[0] == DELETE else change[1]
+        return self._view.table(kind).get(object_id)
+
+    def node(self, node_id: str) -> pb.Node | None:
+        return self.get("node", node_id)  # type: ignore[no-any-return]
+
+    def service(self, service_id: str) -> pb.Service | None:
+        return self.get("service", service_id)  # type: ignore[no-any-return]
+
+    def task(self, task_id: str) -> pb.Task | None:
+        return self.get("task", task_id)  # type: ignore[no-any-return]
+
+    def cluster(self) -> pb.Cluster | None:
+        for (kind, _), (action, obj) in self._changes.items():
+            if kind == "cluster" and action != DELETE:
+                return obj  # type: ignore[no-any-return]
+        return self._view.cluster()
+
+    @property
+    def view(self) -> ReadView:
+        """The committed state under this transaction (does not include its own changes)."""
+        return self._view
+
+    # writes
+    def create(self, obj: Obj) -> None:
+        kind = kind_of(obj)
+        if self.get(kind, obj.id) is not None:
+            raise Conflict(f"{kind} {obj.id} already exists")
+        now = time.time()
+        obj.meta.created_at = obj.meta.created_at or now
+        obj.meta.updated_at = now
+        self._changes[(kind, obj.id)] = (CREATE, obj)
+
+    def update(self, obj: Obj) -> None:
+        """Record ``obj`` as the new version. Pass a copy, never an object from a view."""
+        kind = kind_of(obj)
+        previous = self._changes.get((kind, obj.id))
+        if self.get(kind, obj.id) is None:
+            raise Conflict(f"{kind} {obj.id} does not exist")
+        obj.meta.updated_at = time.time()
+        action = CREATE if previous is not None and previous[0] == CREATE else UPDATE
+        self._changes[(kind, obj.id)] = (action, obj)
+
+    def delete(self, kind: str, object_id: str) -> None:
+        existing = self.get(kind, object_id)
+        if existing is None:
+            return
+        previous = self._changes.get((kind, object_id))
+        if previous is not None and previous[0] == CREATE:
+            del self._changes[(kind, object_id)]
+            return
+        self._changes[(kind, object_id)] = (DELETE, existing)
+
+    def __len__(self) -> int:
+        return len(self._changes)
+
+    def batch(self) -> pb.StoreBatch:
+        batch = pb.StoreBatch()
+        for (kind, _), (action, obj) in self._changes.items():
+            store_action = batch.actions.add(kind=action)  # type: ignore[arg-type]
+            getattr(store_action, kind).CopyFrom(obj)
+        return batch
+
+
+def copy(obj: O) -> O:
+    """A mutable copy of a stored object, to change and pass to ``Tx.update``."""
+    clone = type(obj)()
+    clone.CopyFrom(obj)
+    return clone
+
+
+class Watch:
+    """A queue of committed events, optionally filtered by kind."""
+
+    def __init__(self, store: ObjectStore, kinds: Iterable[str] | None) -> None:
+        self._store = store
+        self.kinds = frozenset(kinds) if kinds is not None else None
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def wants(self, kind: str) -> bool:
+        return self.kinds is None or kind in self.kinds
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+    def drain(self) -> list[Event]:
+        """Every event already queued, without waiting."""
+        events = []
+        while not self.queue.empty():
+            events.append(self.queue.get_nowait())
+        return events
+
+    def close(self) -> None:
+        self._store._watches.discard(self)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ObjectStore:
+    """The state machine the store provider drives, and the API the kernel reads and writes."""
+
+    def __init__(self) -> None:
+        self.view = ReadView()
+        self.provider: StoreProvider | None = None
+        self.applied_index = 0
+        self._lock = asyncio.Lock()
+        self._watches: set[Watch] = set()
+
+    # ------------------------------------------------------------------ StateMachine
+
+    def apply(self, index: int, entry: bytes) -> None:
+        batch = pb.StoreBatch.FromString(entry)
+        events = []
+        for action in batch.actions:
+            kind = action.WhichOneof("target")
+            if kind is None:
+                continue
+            obj = getattr(action, kind)
+            if action.kind == DELETE:
+                old = self.view.remove(kind, obj.id)
+                if old is not None:
+                    events.append(Event(DELETE, kind, old, old, index))
+                continue
+            obj.meta.version = index
+            old = self.view.put(kind, obj)
+            events.append(Event(CREATE if old is None else UPDATE, kind, obj, old, index))
+        self.applied_index = index
+        self._publish(events)
+
+    def snapshot(self) -> bytes:
+        snap = pb.StoreSnapshot(
+            clusters=self.view.clusters.items.values(),
+            nodes=self.view.nodes.items.values(),
+            services=self.view.services.items.values(),
+            tasks=self.view.tasks.items.values(),
+            secrets=self.view.secrets.items.values(),
+        )
+        return snap.SerializeToString()
+
+    def restore(self, index: int, data: bytes) -> None:
+        snap = pb.StoreSnapshot.FromString(data)
+        self.view.clear()
+        for kind, items in (
+            ("cluster", snap.clusters),
+            ("node", snap.nodes),
+            ("service", snap.services),
+            ("task", snap.tasks),
+            ("secret", snap.secrets),
+        ):
+            for obj in items:
+                self.view.put(kind, obj)
+        self.applied_index = index
+
+    # ------------------------------------------------------------------ writes
+
+    async def update(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a transaction and commit what it recorded.
+
+        Raises ``StoreUnavailable`` if the provider cannot commit; then nothing changed.
+        """
+        if self.provider is None:
+            raise StoreUnavailable("this node is not a manager of a swarm")
+        async with self._lock:
+            tx = Tx(self.view)
+            result = fn(tx)
+            if len(tx):
+                await self.provider.propose(tx.batch().SerializeToString())
+            return result
+
+    # ------------------------------------------------------------------ watches
+
+    def watch(self, kinds: Iterable[str] | None = None) -> Watch:
+        """Start receiving events committed from now on (use as a context manager)."""
+        watch = Watch(self, kinds)
+        self._watches.add(watch)
+        return watch
+
+    def _publish(self, events: list[Event]) -> None:
+        for watch in list(self._watches):
+            for event in events:
+                if watch.wants(event.kind):
+                    watch.queue.put_nowait(event)
