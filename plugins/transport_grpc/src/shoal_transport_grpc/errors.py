@@ -21,7 +21,7 @@ _TO_GRPC: dict[StatusCode, grpc.StatusCode] = {
 }
 _FROM_GRPC: dict[grpc.StatusCode, StatusCode] = {v: k for k, v in _TO_GRPC.items()}
 
-_TLS_HINTS = ("ssl", "tls", "handshake", "certificate", "tsi_")
+_TLS_HINTS = ("ssl", "tls", "handshake", "certificate", "tsi_", "verification")
 
 
 def to_grpc(code: StatusCode) -> grpc.StatusCode:
