@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, overload
 
 import pluggy
 from stevedore.named import NamedExtensionManager
@@ -246,6 +246,12 @@ def _check_role(role: str, where: str) -> None:
 # --------------------------------------------------------------------------- discovery
 
 
+class _Installed(Protocol):
+    """One scan of installed entry points (``importlib.metadata.entry_points()``)."""
+
+    def select(self, *, group: str) -> Iterable[importlib.metadata.EntryPoint]: ...
+
+
 @dataclass(frozen=True)
 class _Candidate:
     """One installed entry point with the distribution that declared it (nothing imported)."""
@@ -263,10 +269,14 @@ class _Candidate:
         return f"{self.distribution} {self.version}".strip()
 
 
-def _discover(group: str) -> list[_Candidate]:
-    """Installed entry points of ``group`` in ``sys.path`` order, read from metadata only."""
+def _discover(group: str, installed: _Installed | None = None) -> list[_Candidate]:
+    """Installed entry points of ``group`` in ``sys.path`` order, read from metadata only.
+
+    ``installed`` is one ``importlib.metadata.entry_points()`` scan to share between groups.
+    """
     found: list[_Candidate] = []
-    for ep in importlib.metadata.entry_points(group=group):
+    scan = installed if installed is not None else importlib.metadata.entry_points()
+    for ep in scan.select(group=group):
         dist = ep.dist
         if dist is None:
             found.append(_Candidate(ep, "unknown distribution", ""))
@@ -351,6 +361,7 @@ class PluginLoader:
         self._pm = pluggy.PluginManager(shoal.hookspecs.PROJECT)
         self._pm.add_hookspecs(shoal.hookspecs)
         self._candidates: dict[str, list[_Candidate]] = {}
+        self._installed: _Installed | None = None
         self._loaded: dict[tuple[str, str], tuple[object, _Candidate]] = {}
         self._extensions_loaded = False
 
@@ -469,7 +480,9 @@ class PluginLoader:
 
     def _group(self, group: str) -> list[_Candidate]:
         if group not in self._candidates:
-            self._candidates[group] = _discover(group)
+            if self._installed is None:
+                self._installed = importlib.metadata.entry_points()
+            self._candidates[group] = _discover(group, self._installed)
         return self._candidates[group]
 
     def _load_role(self, role: str) -> tuple[object, _Candidate]:
@@ -620,9 +633,10 @@ def list_installed(selection: Mapping[str, str] | None = None) -> list[PluginRec
     for role, name in (selection or {}).items():
         _check_role(role, "the plugin selection")
         chosen[role] = name
+    installed = importlib.metadata.entry_points()
     records: list[PluginRecord] = []
     for role in ROLES:
-        candidates = _discover(ROLE_GROUPS[role])
+        candidates = _discover(ROLE_GROUPS[role], installed)
         by_name = _group_by_name(candidates)
         for name in sorted(by_name):
             same = by_name[name]
@@ -642,7 +656,7 @@ def list_installed(selection: Mapping[str, str] | None = None) -> list[PluginRec
                 )
         if chosen[role] not in by_name:
             records.append(PluginRecord(role, chosen[role], "", "", None, True, "not installed"))
-    ext_by_name = _group_by_name(_discover(EXTENSIONS_GROUP))
+    ext_by_name = _group_by_name(_discover(EXTENSIONS_GROUP, installed))
     for name in sorted(ext_by_name):
         same = ext_by_name[name]
         for candidate in same:
