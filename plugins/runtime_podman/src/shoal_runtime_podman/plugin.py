@@ -1,0 +1,14 @@
+"""Entry point module (``shoal.runtime`` group, name ``podman``): builds the provider."""
+
+from __future__ import annotations
+
+from shoal import hookimpl
+from shoal.roles.base import PluginContext
+
+from .runtime import PodmanRuntime
+
+
+@hookimpl
+def shoal_runtime_provider(context: PluginContext) -> PodmanRuntime:
+    """Endpoint: ``--plugin-opt runtime.host=URL``, else ``CONTAINER_HOST``, else the system socket."""
+    return PodmanRuntime.from_context(context)
