@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from shoal.testing.store import RecordingMachine
 from shoal_store_raft import RaftStore, snapfile
 from shoal_store_raft.options import RaftOptions
 from shoal_store_raft.provider import MEMBER_FILE, StoreStateError, format_id
-from shoal_store_raft.raft import HardState, SnapshotMeta
+from shoal_store_raft.raft import Entry, HardState, Message, SnapshotMeta
 from shoal_store_raft.wal import WAL, WalCorruption, encode_entries, list_segments
 
 
@@ -82,12 +83,9 @@ async def test_torn_unacknowledged_tail_is_dropped_and_the_store_reopens(
     # Simulate a crash in the middle of writing the next entry: half a record at the end.
     (segment,) = list_segments(tmp_path / "wal")
     parts: list[bytes] = []
-    from shoal_store_raft.raft import Entry
-
     encode_entries([Entry(max(acked) + 1, 2, b"never-acknowledged" * 10)], parts)
     record = b"".join(parts)
-    with open(segment, "ab") as fh:
-        fh.write(record[: len(record) // 2])
+    segment.write_bytes(segment.read_bytes() + record[: len(record) // 2])
     machine = RecordingMachine()
     with caplog.at_level(logging.WARNING, logger="shoal.store.raft"):
         store = await started(tmp_path, machine, False)
@@ -150,15 +148,20 @@ async def test_a_member_of_a_larger_group_is_not_leader_alone(tmp_path: Path) ->
     raft_id = 0x1234
     WAL.create(tmp_path / "wal", SnapshotMeta(0, 0, (raft_id, 0x2, 0x3)), HardState()).close()
     (tmp_path / MEMBER_FILE).write_text(json.dumps({"raft_id": format_id(raft_id)}))
-    sent = []
-    store = RaftStore(tmp_path, RaftOptions(tick_ms=5), send=sent.extend)
+    sent: list[Message] = []
+    got_messages = asyncio.Event()
+
+    def send(messages: Sequence[Message]) -> None:
+        sent.extend(messages)
+        got_messages.set()
+
+    store = RaftStore(tmp_path, RaftOptions(tick_ms=5), send=send)
     await store.start(RecordingMachine(), bootstrap=False)
     assert not store.is_leader()
     with pytest.raises(StoreUnavailable, match="this node is not the leader"):
         await store.propose(b"x")
-    async with asyncio.timeout(10):
-        while not sent:  # its election timer fires and it asks the peers through the send hook
-            await asyncio.sleep(0.01)
+    # Its election timer fires and it asks the peers through the send hook.
+    await asyncio.wait_for(got_messages.wait(), 10)
     assert {m.to for m in sent} >= {0x2, 0x3}
     await store.stop()
 
