@@ -282,3 +282,8 @@ def test_fail_uses_the_given_code() -> None:
 
     result = CliRunner().invoke(cmd)
     assert (result.exit_code, result.stderr) == (1, "Error: node not found: abc\n")
+
+
+def test_broken_pipe_ends_quietly() -> None:
+    result = CliRunner().invoke(make_command(BrokenPipeError(32, "Broken pipe")))
+    assert (result.exit_code, result.stderr) == (1, "")

@@ -9,6 +9,8 @@ same way, while genuine bugs still show their traceback.
 from __future__ import annotations
 
 import functools
+import io
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn, ParamSpec, TypeVar
@@ -46,6 +48,16 @@ def describe(exc: BaseException) -> str:
     return one_line(exc) or type(exc).__name__
 
 
+def _quiet_broken_pipe() -> NoReturn:
+    """The reader went away (``shoal ... | head``): stop quietly, as the Python docs advise."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # stdout is not a real file (tests): nothing will be flushed to a closed pipe
+    sys.exit(1)
+
+
 def register_error(exc_type: type[Exception]) -> type[Exception]:
     """Treat ``exc_type`` as operator-facing in ``handle_errors`` (usable as a class decorator)."""
     if exc_type not in KNOWN_ERRORS:
@@ -66,6 +78,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except click.exceptions.ClickException:
             raise
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except tuple(KNOWN_ERRORS) as exc:
             fail(describe(exc))
 
