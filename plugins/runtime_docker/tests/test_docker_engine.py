@@ -1,0 +1,137 @@
+"""Docker-specific behaviour beyond the conformance suite, on the real dockerd."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+from shoal.ids import new_id
+from shoal.proto import objects_pb2 as pb
+from shoal.roles import PluginContext, RuntimeError_, RuntimeProvider
+from shoal.testing.runtime import eventually, make_task
+from shoal_runtime_docker import DockerRuntime, plugin
+from shoal_runtime_docker.runtime import WAIT_POLL_SECONDS, endpoint_from
+
+pytestmark = pytest.mark.engine
+
+ENDPOINT = "unix:///var/run/docker.sock"
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[DockerRuntime]:
+    provider = DockerRuntime(ENDPOINT)
+    yield provider
+    await provider.close()
+
+
+@pytest.fixture
+def made(runtime: DockerRuntime) -> list[pb.Task]:
+    return []
+
+
+@pytest.fixture(autouse=True)
+async def cleanup(runtime: DockerRuntime, made: list[pb.Task]) -> AsyncIterator[None]:
+    yield
+    for task in made:
+        await runtime.remove(task)
+
+
+def test_entry_point_builds_the_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (entry,) = [ep for ep in importlib.metadata.entry_points(group="shoal.runtime") if ep.name == "docker"]
+    assert entry.load() is plugin
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    context = PluginContext(role="runtime", name="docker", state_dir=tmp_path)
+    provider = plugin.shoal_runtime_provider(context=context)
+    assert isinstance(provider, RuntimeProvider)
+    assert (provider.role, provider.api_version, provider.endpoint) == ("runtime", 1, ENDPOINT)
+    context.options["host"] = "tcp://127.0.0.1:2375"
+    assert plugin.shoal_runtime_provider(context=context).endpoint == "tcp://127.0.0.1:2375"
+
+
+def test_endpoint_precedence() -> None:
+    assert endpoint_from({"host": "unix:///a.sock"}, {"DOCKER_HOST": "unix:///b.sock"}) == "unix:///a.sock"
+    assert endpoint_from({}, {"DOCKER_HOST": "unix:///b.sock"}) == "unix:///b.sock"
+    assert endpoint_from({}, {}) == ENDPOINT
+
+
+def test_bad_endpoint_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError_, match="invalid docker endpoint 'bogus://x'"):
+        DockerRuntime("bogus://x")
+
+
+async def test_pull_always_pulls_even_a_present_image(runtime: DockerRuntime, made: list[pb.Task]) -> None:
+    api = docker.APIClient(base_url=ENDPOINT, version="1.41")
+    repo, tag = "127.0.0.1:1/shoal-pull-always", secrets.token_hex(4)
+    api.tag("shoal-busybox:1", repo, tag)
+    try:
+        node = new_id()
+        always = make_task(f"{repo}:{tag}", node_id=node, pull_policy=pb.ContainerSpec.PULL_ALWAYS)
+        missing = make_task(f"{repo}:{tag}", node_id=node, args=["true"])
+        made.extend([always, missing])
+        with pytest.raises(RuntimeError_, match=r"127\.0\.0\.1:1") as caught:
+            await runtime.prepare(always)
+        assert not caught.value.temporary
+        await runtime.prepare(missing)  # present locally: no pull, no error
+        assert [ref.task_id for ref in await runtime.list_containers(node)] == [missing.id]
+    finally:
+        for task in made:
+            await runtime.remove(task)
+        api.remove_image(f"{repo}:{tag}")
+
+
+async def test_searchsvc_answers_with_its_hostname(runtime: DockerRuntime, made: list[pb.Task]) -> None:
+    task = make_task("searchsvc:v1.0", node_id=new_id(), service_name="search", hostname="search-a")
+    made.append(task)
+    await runtime.prepare(task)
+    ref = await runtime.start(task)
+    address = docker.APIClient(base_url=ENDPOINT, version="1.41").inspect_container(ref.container_id)[
+        "NetworkSettings"
+    ]["IPAddress"]
+    answers: list[str] = []
+
+    async def answered() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                answers.append((await client.get(f"http://{address}:8080/?q=shoal")).text)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    await eventually(answered, "searchsvc to answer on :8080")
+    assert answers[-1].strip() == "search result from search-a for q=shoal"
+    began = time.monotonic()
+    await runtime.shutdown(task, 10)
+    assert time.monotonic() - began < 5, "searchsvc ignored the stop signal"
+    assert (await runtime.wait(task)).exit_code == 0
+
+
+def _threads(prefix: str) -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name.startswith(prefix))
+
+
+async def test_abandoned_wait_and_logs_release_their_threads(
+    runtime: DockerRuntime, made: list[pb.Task]
+) -> None:
+    task = make_task("shoal-busybox:1", node_id=new_id(), command=["sh", "-c", "echo up; exec sleep 3600"])
+    made.append(task)
+    await runtime.prepare(task)
+    await runtime.start(task)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runtime.wait(task), 0.2)
+    stream = runtime.logs(task, follow=True, tail=None)
+    assert (await anext(stream)).text == "up"
+    assert _threads("shoal-logs-") >= 1
+    await stream.aclose()  # type: ignore[attr-defined]
+
+    async def released() -> bool:
+        return _threads("shoal-logs-") == 0 and _threads("shoal-runtime-_wait_once") == 0
+
+    await eventually(released, "wait and logs threads to end", deadline=WAIT_POLL_SECONDS + 5)

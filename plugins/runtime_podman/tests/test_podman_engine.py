@@ -1,0 +1,171 @@
+"""Podman-specific behaviour beyond the conformance suite, on the real podman service."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import podman.api
+import pytest
+from shoal.ids import new_id
+from shoal.proto import objects_pb2 as pb
+from shoal.roles import PluginContext, RuntimeError_, RuntimeProvider
+from shoal.testing.runtime import eventually, make_task
+from shoal_runtime_podman import PodmanRuntime, plugin
+from shoal_runtime_podman.runtime import WAIT_POLL_SECONDS, endpoint_from, env_map, signal_number
+
+pytestmark = pytest.mark.engine
+
+ENDPOINT = "unix:///run/podman/podman.sock"
+
+
+def engine() -> podman.api.APIClient:
+    return podman.api.APIClient(base_url=ENDPOINT, version="4.0.0")
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[PodmanRuntime]:
+    provider = PodmanRuntime(ENDPOINT)
+    yield provider
+    await provider.close()
+
+
+@pytest.fixture
+def made(runtime: PodmanRuntime) -> list[pb.Task]:
+    return []
+
+
+@pytest.fixture(autouse=True)
+async def cleanup(runtime: PodmanRuntime, made: list[pb.Task]) -> AsyncIterator[None]:
+    yield
+    for task in made:
+        await runtime.remove(task)
+
+
+def test_entry_point_builds_the_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (entry,) = [ep for ep in importlib.metadata.entry_points(group="shoal.runtime") if ep.name == "podman"]
+    assert entry.load() is plugin
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
+    context = PluginContext(role="runtime", name="podman", state_dir=tmp_path)
+    provider = plugin.shoal_runtime_provider(context=context)
+    assert isinstance(provider, RuntimeProvider)
+    assert (provider.role, provider.api_version, provider.endpoint) == ("runtime", 1, ENDPOINT)
+    context.options["host"] = "tcp://127.0.0.1:2375"
+    assert plugin.shoal_runtime_provider(context=context).endpoint == "tcp://127.0.0.1:2375"
+
+
+def test_endpoint_precedence() -> None:
+    assert endpoint_from({"host": "unix:///a.sock"}, {"CONTAINER_HOST": "unix:///b.sock"}) == "unix:///a.sock"
+    assert endpoint_from({}, {"CONTAINER_HOST": "unix:///b.sock"}) == "unix:///b.sock"
+    assert endpoint_from({}, {}) == ENDPOINT
+
+
+def test_bad_endpoint_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError_, match="invalid podman endpoint 'bogus://x'"):
+        PodmanRuntime("bogus://x")
+
+
+async def test_pull_always_pulls_even_a_present_image(runtime: PodmanRuntime, made: list[pb.Task]) -> None:
+    api = engine()
+    repo, tag = "127.0.0.1:1/shoal-pull-always", secrets.token_hex(4)
+    tagged = api.post("/images/shoal-busybox:1/tag", params={"repo": repo, "tag": tag})
+    assert tagged.status_code == 201, tagged.text
+    try:
+        node = new_id()
+        always = make_task(f"{repo}:{tag}", node_id=node, pull_policy=pb.ContainerSpec.PULL_ALWAYS)
+        missing = make_task(f"{repo}:{tag}", node_id=node, args=["true"])
+        made.extend([always, missing])
+        with pytest.raises(RuntimeError_, match=r"127\.0\.0\.1:1") as caught:
+            await runtime.prepare(always)
+        assert not caught.value.temporary
+        await runtime.prepare(missing)  # present locally: no pull, no error
+        assert [ref.task_id for ref in await runtime.list_containers(node)] == [missing.id]
+    finally:
+        for task in made:
+            await runtime.remove(task)
+        api.delete(f"/images/{repo}:{tag}")
+
+
+async def test_searchsvc_answers_with_its_hostname(runtime: PodmanRuntime, made: list[pb.Task]) -> None:
+    task = make_task("searchsvc:v1.0", node_id=new_id(), service_name="search", hostname="search-a")
+    made.append(task)
+    await runtime.prepare(task)
+    ref = await runtime.start(task)
+    inspected = engine().get(f"/containers/{ref.container_id}/json").json()
+    address = next(iter(inspected["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    answers: list[str] = []
+
+    async def answered() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                answers.append((await client.get(f"http://{address}:8080/?q=shoal")).text)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    await eventually(answered, "searchsvc to answer on :8080")
+    assert answers[-1].strip() == "search result from search-a for q=shoal"
+    began = time.monotonic()
+    await runtime.shutdown(task, 10)
+    assert time.monotonic() - began < 5, "searchsvc ignored the stop signal"
+    assert (await runtime.wait(task)).exit_code == 0
+
+
+def _threads(prefix: str) -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name.startswith(prefix))
+
+
+async def test_abandoned_wait_and_logs_release_their_threads(
+    runtime: PodmanRuntime, made: list[pb.Task]
+) -> None:
+    task = make_task("shoal-busybox:1", node_id=new_id(), command=["sh", "-c", "echo up; exec sleep 3600"])
+    made.append(task)
+    await runtime.prepare(task)
+    await runtime.start(task)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runtime.wait(task), 0.2)
+    stream = runtime.logs(task, follow=True, tail=None)
+    assert (await anext(stream)).text == "up"
+    assert _threads("shoal-logs-") >= 1
+    await stream.aclose()  # type: ignore[attr-defined]
+
+    async def released() -> bool:
+        return _threads("shoal-logs-") == 0 and _threads("shoal-runtime-_wait_once") == 0
+
+    await eventually(released, "wait and logs threads to end", deadline=WAIT_POLL_SECONDS + 5)
+
+
+async def test_short_names_resolve_to_local_images_and_ulimits_are_set(
+    runtime: PodmanRuntime, made: list[pb.Task]
+) -> None:
+    # podman import stores searchsvc:v1.0 as localhost/searchsvc:v1.0; no pull may happen.
+    task = make_task(
+        "searchsvc:v1.0",
+        node_id=new_id(),
+        command=["sh", "-c", "ulimit -n; ulimit -u"],
+        pull_policy=pb.ContainerSpec.PULL_NEVER,
+    )
+    made.append(task)
+    await runtime.prepare(task)
+    await runtime.start(task)
+    assert (await runtime.wait(task)).exit_code == 0
+    lines = [line.text async for line in runtime.logs(task, follow=False, tail=None)]
+    assert lines == ["1024", "1024"]
+    image = engine().get(f"/containers/{task.service_annotations.name}.1.{task.id}/json").json()["ImageName"]
+    assert image == "localhost/searchsvc:v1.0"
+
+
+def test_stop_signal_names_and_numbers() -> None:
+    assert signal_number("SIGUSR1") == signal_number("usr1") == signal_number("10") == 10
+    with pytest.raises(RuntimeError_, match="unknown stop signal 'SIGNOPE'"):
+        signal_number("SIGNOPE")
+
+
+def test_env_entries_become_a_map() -> None:
+    assert env_map(["A=1", "B=x=y", "UNSET", "C="]) == {"A": "1", "B": "x=y", "C": ""}
