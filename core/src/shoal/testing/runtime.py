@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
@@ -177,7 +178,13 @@ async def collect(lines: AsyncIterator[LogLine], deadline: float = DEADLINE) -> 
 
 
 class RuntimeConformance:
-    """Subclass in your plugin's tests and override the four fixtures below."""
+    """Subclass in your plugin's tests and override the four fixtures below.
+
+    Works with pytest-asyncio in ``auto`` or ``strict`` mode (in strict mode, write your own
+    async fixtures with ``@pytest_asyncio.fixture``).
+    """
+
+    pytestmark = [pytest.mark.asyncio]
 
     # ------------------------------------------------------------------ fixtures to override
 
@@ -204,7 +211,7 @@ class RuntimeConformance:
 
     # ------------------------------------------------------------------ suite plumbing
 
-    @pytest.fixture
+    @pytest_asyncio.fixture
     async def tasks(
         self, runtime: RuntimeProvider, image: str, engine_containers: EngineContainers
     ) -> AsyncIterator[TaskFactory]:
