@@ -135,3 +135,13 @@ async def test_abandoned_wait_and_logs_release_their_threads(
         return _threads("shoal-logs-") == 0 and _threads("shoal-runtime-_wait_once") == 0
 
     await eventually(released, "wait and logs threads to end", deadline=WAIT_POLL_SECONDS + 5)
+
+
+async def test_unreachable_engine_error_names_the_endpoint(tmp_path: Path) -> None:
+    endpoint = f"unix://{tmp_path}/no-engine.sock"
+    provider = DockerRuntime(endpoint)
+    with pytest.raises(RuntimeError_) as caught:
+        await provider.list_containers(new_id())
+    assert caught.value.temporary
+    assert endpoint in str(caught.value) and "unreachable" in str(caught.value)
+    await provider.close()

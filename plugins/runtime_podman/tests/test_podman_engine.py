@@ -169,3 +169,13 @@ def test_stop_signal_names_and_numbers() -> None:
 
 def test_env_entries_become_a_map() -> None:
     assert env_map(["A=1", "B=x=y", "UNSET", "C="]) == {"A": "1", "B": "x=y", "C": ""}
+
+
+async def test_unreachable_engine_error_names_the_endpoint(tmp_path: Path) -> None:
+    endpoint = f"unix://{tmp_path}/no-engine.sock"
+    provider = PodmanRuntime(endpoint)
+    with pytest.raises(RuntimeError_) as caught:
+        await provider.list_containers(new_id())
+    assert caught.value.temporary
+    assert endpoint in str(caught.value) and "unreachable" in str(caught.value)
+    await provider.close()
