@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from shoal.testing.scheduler import SchedulerConformance
-
 from shoal_scheduler_spread import SpreadScheduler
 
 

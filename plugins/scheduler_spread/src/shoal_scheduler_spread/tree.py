@@ -80,7 +80,11 @@ class Branch:
             return self._fill(count, cursor)
         scheduled = 0
         usable = dict(self.children)
-        while scheduled < count and usable:
+        progress = True
+        while scheduled < count and usable and progress:
+            # Every round places a task or retires a full group (the least-loaded group always
+            # qualifies); the flag only guards against a future edit breaking that.
+            progress = False
             remaining = count - scheduled
             total = sum(branch.tasks for branch in usable.values()) + remaining
             desired, remainder = divmod(total, len(usable))
@@ -94,6 +98,7 @@ class Branch:
                     wanted = min(wanted, count - scheduled)
                     placed = branch.schedule(wanted, cursor)
                     scheduled += placed
+                    progress = True
                     if placed < wanted:
                         del usable[key]  # full: its tasks leave the even-out total next round
                     elif remainder > 0:
