@@ -68,6 +68,7 @@ class ReplicatedOrchestrator:
         self._dirty: set[str] = set()
         self._restarts: list[tuple[str, str]] = []  # (task id, reason), restarted in batches
         self._delayed: dict[str, asyncio.Task[None]] = {}
+        self._deferred: set[str] = set()
         self._restart_history: dict[tuple[str, int, int], list[float]] = defaultdict(list)
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -140,16 +141,25 @@ class ReplicatedOrchestrator:
 
     def _reconcile(self, tx: Tx, dirty: set[str], restarts: list[tuple[str, str]]) -> None:
         for task_id, _ in restarts:
-            task = tx.task(task_id)
-            if task is None or task.desired_state > states.RUNNING or not self._needs_restart(task):
+            if task_id in self._delayed:
+                # Still inside its own restart delay (e.g. its image pull failed while it was
+                # only being prepared): restart it when that delay ends, not now, so a task
+                # that fails at once cannot spin in a tight loop.
+                self._deferred.add(task_id)
                 continue
-            self._restart(tx, task)
+            self._restart_if_needed(tx, task_id)
         for service_id in dirty:
             service = tx.service(service_id)
             if service is None:
                 self._remove_all(tx, service_id)
             elif service.spec.WhichOneof("mode") != "global":
                 self._reconcile_service(tx, service)
+
+    def _restart_if_needed(self, tx: Tx, task_id: str) -> None:
+        task = tx.task(task_id)
+        if task is None or task.desired_state > states.RUNNING or not self._needs_restart(task):
+            return
+        self._restart(tx, task)
 
     def _remove_all(self, tx: Tx, service_id: str) -> None:
         for task in tx.view.service_tasks(service_id):
@@ -249,7 +259,13 @@ class ReplicatedOrchestrator:
                 await asyncio.sleep(delay)
             await self._wait_old_task(old_task_id)
 
+            self._delayed.pop(task_id, None)
+
             def promote(tx: Tx) -> None:
+                if task_id in self._deferred:
+                    self._deferred.discard(task_id)
+                    self._restart_if_needed(tx, task_id)
+                    return
                 task = tx.task(task_id)
                 if task is not None and task.desired_state == states.READY:
                     task = copy(task)

@@ -1,0 +1,57 @@
+"""Fixtures for tests that run real shoal daemons against real container engines.
+
+A missing engine or test image is a failure with the command that fixes it, never a skip:
+CI must prove the real thing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import RUNTIMES, TEST_IMAGE, ShoalNode  # noqa: E402
+from engines import Engine, engine_for  # noqa: E402
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def engine(runtime_name: str) -> Iterator[Engine]:
+    engine = engine_for(runtime_name)
+    engine.require_image(TEST_IMAGE)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Start daemons; every one is killed and its containers removed at teardown."""
+    base = Path(tmp_path_factory.mktemp("shoal", numbered=True))
+    nodes: list[ShoalNode] = []
+
+    def make(name: str = "node1", runtime: str = "docker", extra_args: list[str] | None = None) -> ShoalNode:
+        node = ShoalNode(base=base, name=name, runtime=runtime, extra_args=list(extra_args or []))
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node_id = ""
+        try:
+            if node.proc is not None and node.proc.poll() is None:
+                node_id = node.node_id()
+        except AssertionError:
+            pass
+        node.kill()
+        if node_id:
+            engine = engine_for(node.runtime)
+            engine.remove_node_containers(node_id)
+            engine.close()

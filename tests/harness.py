@@ -1,0 +1,157 @@
+"""Helpers for tests that run real ``shoal daemon`` processes.
+
+Each ``ShoalNode`` owns its state dir, socket, port and log file, and is killed at teardown.
+Tests wait on conditions with deadlines (``wait_until``), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SHOAL = [sys.executable, "-m", "shoal.cli.main"]
+RUNTIMES = ("docker", "podman")
+TEST_IMAGE = "shoal-busybox:1"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition} (last: {last!r})")
+
+
+@dataclass
+class CLIResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+@dataclass
+class ShoalNode:
+    """One ``shoal daemon`` process with its own dirs and port."""
+
+    base: Path
+    name: str = "node1"
+    runtime: str = "docker"
+    extra_args: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port(self.host)
+        self.state_dir = self.base / self.name / "state"
+        self.socket = self.base / self.name / "shoal.sock"
+        self.log = self.base / self.name / "daemon.log"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["SHOAL_HOST"] = f"unix://{self.socket}"
+        env.pop("SHOAL_PLUGINS", None)
+        return env
+
+    def daemon_args(self) -> list[str]:
+        return [
+            *SHOAL,
+            "daemon",
+            "--state-dir",
+            str(self.state_dir),
+            "--socket",
+            str(self.socket),
+            "--listen-addr",
+            self.addr,
+            "--hostname",
+            self.name,
+            "--plugin",
+            f"runtime={self.runtime}",
+            *self.extra_args,
+        ]
+
+    def start(self, wait: bool = True) -> ShoalNode:
+        log = open(self.log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
+        self.proc = subprocess.Popen(self.daemon_args(), stdout=log, stderr=log, env=self.env())
+        if wait:
+            wait_until(self._ready, 30, what=f"daemon {self.name} to serve its socket (log: {self.log})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"daemon {self.name} exited with {self.proc.returncode}: {self.log_text()[-2000:]}")
+        return self.socket.exists() and self.cli("info").returncode == 0
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def cli(self, *args: str, timeout: float = 120) -> CLIResult:
+        proc = subprocess.run([*SHOAL, *args], capture_output=True, text=True, env=self.env(), timeout=timeout)
+        return CLIResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, timeout: float = 120) -> CLIResult:
+        result = self.cli(*args, timeout=timeout)
+        assert result.returncode == 0, f"shoal {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+        return result
+
+    def init(self, *args: str) -> CLIResult:
+        return self.ok("swarm", "init", "--advertise-addr", self.addr, *args)
+
+    def info(self) -> dict[str, Any]:
+        return json.loads(self.ok("info", "--format", "json").stdout)  # type: ignore[no-any-return]
+
+    def node_id(self) -> str:
+        return str(self.info()["NodeID"])
+
+    def tasks(self, service: str) -> list[dict[str, Any]]:
+        return self.ok("service", "ps", service, "--no-trunc", "--format", "json").json_lines()
+
+    def running(self, service: str) -> list[dict[str, Any]]:
+        return [
+            t
+            for t in self.tasks(service)
+            if t["DesiredState"] == "Running" and t["CurrentState"].startswith("Running")
+        ]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"daemon {self.name} did not stop within {timeout}s after signal {sig}") from None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
