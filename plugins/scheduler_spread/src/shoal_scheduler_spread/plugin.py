@@ -7,6 +7,9 @@ from shoal.roles import PluginContext
 
 from shoal_scheduler_spread.scheduler import SpreadScheduler
 
+#: Read by ``shoal plugin ls`` (role and API version) without building a provider.
+PROVIDER_CLASS = SpreadScheduler
+
 
 @hookimpl
 def shoal_scheduler_provider(context: PluginContext) -> SpreadScheduler:
