@@ -14,6 +14,12 @@ Implement a hook with ``shoal.hookimpl``::
     def shoal_scheduler_provider(context):
         return MyScheduler(context)
 
+Every role plugin module must also define, at module level, ``PROVIDER_CLASS = <its provider
+class>`` (the class object): ``shoal plugin ls`` reads ``role`` and ``api_version`` from it
+without building a provider. The loader refuses a built provider whose ``role`` is not the
+entry-point group's role, whose ``api_version`` is not ``shoal.roles.API_VERSIONS[role]``, or
+which lacks a method of the role's protocol. Factory hooks are plain (not ``async``) functions.
+
 Providers are built once per daemon and then called directly (their methods are ``async``);
 pluggy is not on the hot path.
 """

@@ -7,6 +7,9 @@ from shoal.roles import PluginContext
 
 from shoal_ca_internal.ca import InternalCA
 
+#: Read by ``shoal plugin ls`` for the role and API version, without building a provider.
+PROVIDER_CLASS = InternalCA
+
 
 @hookimpl
 def shoal_ca_provider(context: PluginContext) -> InternalCA:

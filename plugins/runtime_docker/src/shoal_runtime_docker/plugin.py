@@ -7,6 +7,9 @@ from shoal.roles.base import PluginContext
 
 from .runtime import DockerRuntime
 
+#: Read by ``shoal plugin ls`` for the role and API version, without building a provider.
+PROVIDER_CLASS = DockerRuntime
+
 
 @hookimpl
 def shoal_runtime_provider(context: PluginContext) -> DockerRuntime:

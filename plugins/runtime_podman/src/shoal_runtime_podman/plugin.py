@@ -7,6 +7,9 @@ from shoal.roles.base import PluginContext
 
 from .runtime import PodmanRuntime
 
+#: Read by ``shoal plugin ls`` for the role and API version, without building a provider.
+PROVIDER_CLASS = PodmanRuntime
+
 
 @hookimpl
 def shoal_runtime_provider(context: PluginContext) -> PodmanRuntime:

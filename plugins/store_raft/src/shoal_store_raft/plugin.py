@@ -7,6 +7,9 @@ from shoal.roles import PluginContext
 
 from shoal_store_raft.provider import RaftStore
 
+#: Read by ``shoal plugin ls`` for the role and API version, without building a provider.
+PROVIDER_CLASS = RaftStore
+
 
 @hookimpl
 def shoal_store_provider(context: PluginContext) -> RaftStore:

@@ -7,6 +7,9 @@ from shoal.roles import PluginContext
 
 from shoal_transport_grpc.transport import DEFAULT_SERVER_NAME, GrpcTransport
 
+#: Read by ``shoal plugin ls`` for the role and API version, without building a provider.
+PROVIDER_CLASS = GrpcTransport
+
 
 @hookimpl
 def shoal_transport_provider(context: PluginContext) -> GrpcTransport:
