@@ -1,0 +1,1 @@
+"""A third-party shoal scheduler: pack tasks tightly instead of spreading them."""

@@ -1,0 +1,17 @@
+"""The module the ``binpack`` entry point names: shoal imports it and calls its hook."""
+
+from __future__ import annotations
+
+from shoal import hookimpl
+from shoal.roles import PluginContext
+
+from shoal_scheduler_binpack.scheduler import BinpackScheduler
+
+#: `shoal plugin ls` reads the role and API version from this class without building it.
+PROVIDER_CLASS = BinpackScheduler
+
+
+@hookimpl
+def shoal_scheduler_provider(context: PluginContext) -> BinpackScheduler:
+    """Build the provider; called once when a manager becomes leader."""
+    return BinpackScheduler()
