@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run shoal's whole test suite on this machine, as root: install what is missing, start the
+# container engines, build the local test images, check lint and types, then run pytest.
+# Nothing is skipped: a missing engine or tool fails the run.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$REPO"
+
+scripts/install-deps.sh
+scripts/start-engines.sh
+scripts/build-test-images.sh
+.venv/bin/python -m shoal.proto.check
+.venv/bin/ruff check core plugins tests bench
+.venv/bin/mypy core/src plugins/*/src
+.venv/bin/pytest -q -p no:cacheprovider "$@"
