@@ -58,7 +58,8 @@ class Client:
         except OSError as exc:
             sock.close()
             raise ClientError(
-                "UNAVAILABLE", f"cannot connect to the shoal daemon at unix://{self.path}: {exc.strerror or exc}"
+                "UNAVAILABLE",
+                f"cannot connect to the shoal daemon at unix://{self.path}: {exc.strerror or exc}",
             ) from None
         return sock
 
@@ -75,7 +76,9 @@ class Client:
                         raise ClientError(str(error.get("code")), str(error.get("message")))
                     yield message
         except TimeoutError:
-            raise ClientError("DEADLINE_EXCEEDED", f"the shoal daemon did not answer {method} in time") from None
+            raise ClientError(
+                "DEADLINE_EXCEEDED", f"the shoal daemon did not answer {method} in time"
+            ) from None
         finally:
             sock.close()
 

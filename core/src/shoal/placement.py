@@ -468,7 +468,10 @@ class Pipeline:
         Only filters whose answer can change with what is placed on the node run, so a
         scheduler can call this after every placement cheaply.
         """
-        return all(check(info) for check in self._dynamic)
+        for check in self._dynamic:  # a plain loop: this runs once per placed task
+            if not check(info):
+                return False
+        return True
 
     def explain(self) -> str:
         """Why nodes were rejected since ``set_task``: ``"a on N nodes; b on M nodes"``, most first."""
@@ -530,6 +533,12 @@ def group_batches(tasks: Sequence[pb.Task]) -> list[list[pb.Task]]:
 
     The driver already batches this way; schedulers call it so a mixed list is still handled.
     """
+    if not tasks:
+        return []
+    first = tasks[0]
+    service, version = first.service_id, first.spec_version
+    if version and all(t.spec_version == version and t.service_id == service for t in tasks):
+        return [list(tasks)]  # the usual case: the driver already batched them
     groups: dict[tuple[str, int, bytes], list[pb.Task]] = {}
     for task in tasks:
         groups.setdefault(batch_key(task), []).append(task)

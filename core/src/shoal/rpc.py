@@ -35,6 +35,7 @@ def authorize(peer: PeerIdentity | None, cluster_id: str, *, managers_only: bool
     if peer.role not in allowed:
         raise RPCError(
             StatusCode.PERMISSION_DENIED,
-            f"role {peer.role!r} of node {peer.node_id} may not call this method (needs {' or '.join(allowed)})",
+            f"role {peer.role!r} of node {peer.node_id} may not call this method "
+            f"(needs {' or '.join(allowed)})",
         )
     return peer

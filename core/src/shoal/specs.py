@@ -22,8 +22,11 @@ _ENV_KEY = re.compile(r"^[^=\s]+$")
 
 MIN_RESERVED_CPU_NANO = 1_000_000  # 0.001 CPU (Swarm's minimum)
 MIN_RESERVED_MEMORY = 4 * 1024 * 1024  # 4 MiB
-PULL_POLICIES = {"missing": pb.ContainerSpec.PULL_MISSING, "always": pb.ContainerSpec.PULL_ALWAYS,
-                 "never": pb.ContainerSpec.PULL_NEVER}
+PULL_POLICIES = {
+    "missing": pb.ContainerSpec.PULL_MISSING,
+    "always": pb.ContainerSpec.PULL_ALWAYS,
+    "never": pb.ContainerSpec.PULL_NEVER,
+}
 
 
 class SpecError(ValueError):
@@ -112,10 +115,10 @@ def service_spec(params: Mapping[str, Any]) -> pb.ServiceSpec:
     if entrypoint:
         container.command.extend(str(entrypoint).split())
     for item in params.get("env") or []:
-        key, sep, _ = str(item).partition("=")
+        key, _, _ = str(item).partition("=")
         if not key or not _ENV_KEY.match(key):
             raise SpecError(f'invalid --env "{item}": use KEY=VALUE')
-        container.env.append(str(item) if sep else str(item))
+        container.env.append(str(item))
     for label in params.get("container_labels") or []:
         key, _, value = str(label).partition("=")
         container.labels[key] = value
@@ -124,7 +127,9 @@ def service_spec(params: Mapping[str, Any]) -> pb.ServiceSpec:
     container.user = str(params.get("user") or "")
     grace = params.get("stop_grace_period")
     container.stop_grace_period = (
-        parse_duration(str(grace), "--stop-grace-period") if grace not in (None, "") else defaults.STOP_GRACE_PERIOD
+        parse_duration(str(grace), "--stop-grace-period")
+        if grace not in (None, "")
+        else defaults.STOP_GRACE_PERIOD
     )
     container.stop_signal = str(params.get("stop_signal") or "")
     pull = str(params.get("pull") or "missing")
@@ -152,8 +157,11 @@ def service_spec(params: Mapping[str, Any]) -> pb.ServiceSpec:
     restart.CopyFrom(defaults.restart_policy())
     condition = params.get("restart_condition")
     if condition:
-        conditions = {"none": pb.RestartPolicy.NONE, "on-failure": pb.RestartPolicy.ON_FAILURE,
-                      "any": pb.RestartPolicy.ANY}
+        conditions = {
+            "none": pb.RestartPolicy.NONE,
+            "on-failure": pb.RestartPolicy.ON_FAILURE,
+            "any": pb.RestartPolicy.ANY,
+        }
         if condition not in conditions:
             raise SpecError(f'invalid --restart-condition "{condition}": use none, on-failure or any')
         restart.condition = conditions[condition]
@@ -175,7 +183,7 @@ def service_spec(params: Mapping[str, Any]) -> pb.ServiceSpec:
     if mode == "replicated":
         spec.replicated.replicas = _int(params, "replicas", "--replicas", default=1)
     elif mode == "global":
-        raise SpecError('--mode global is not supported yet: use --mode replicated')
+        raise SpecError("--mode global is not supported yet: use --mode replicated")
     else:
         raise SpecError(f'invalid --mode "{mode}": use replicated')
     spec.update.CopyFrom(defaults.update_config())

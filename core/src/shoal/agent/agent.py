@@ -23,7 +23,7 @@ from shoal.agent.taskdb import TaskDB
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.runtime import EngineInfo, RuntimeError_, RuntimeProvider
-from shoal.roles.transport import RPCError, TLSMaterial, TransportProvider
+from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider
 
 log = logging.getLogger("shoal.agent")
 
@@ -38,7 +38,9 @@ def description_from(info: EngineInfo, hostname: str, runtime_name: str) -> pb.N
         hostname=hostname or info.hostname,
         platform=pb.Platform(os=info.os, arch=info.arch),
         resources=pb.Resources(nano_cpus=info.nano_cpus, memory_bytes=info.memory_bytes),
-        engine=pb.EngineDescription(engine_version=info.engine_version, labels=info.labels, runtime=runtime_name),
+        engine=pb.EngineDescription(
+            engine_version=info.engine_version, labels=info.labels, runtime=runtime_name
+        ),
     )
 
 
@@ -99,7 +101,7 @@ class Agent:
             ref = containers.get(task.id)
             if status.state == states.RUNNING and ref is None:
                 status = pb.TaskStatus(
-                    state=states.FAILED,  # type: ignore[arg-type]
+                    state=states.FAILED,
                     message="failed",
                     err="container disappeared while the agent was stopped",
                 )
@@ -148,7 +150,7 @@ class Agent:
             done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()
-            raise RPCError(rpc.StatusCode.UNAVAILABLE, "session stream closed by the manager")
+            raise RPCError(StatusCode.UNAVAILABLE, "session stream closed by the manager")
         finally:
             for task in workers:
                 task.cancel()
@@ -168,7 +170,9 @@ class Agent:
     async def _heartbeats(self, manager: str, session_id: str, period: float) -> None:
         request = rpb.HeartbeatRequest(session_id=session_id).SerializeToString()
         while True:
-            raw = await self.transport.call(manager, rpc.HEARTBEAT, request, tls=self.tls(), timeout=RPC_TIMEOUT)
+            raw = await self.transport.call(
+                manager, rpc.HEARTBEAT, request, tls=self.tls(), timeout=RPC_TIMEOUT
+            )
             period = rpb.HeartbeatResponse.FromString(raw).period or period
             await asyncio.sleep(max(0.05, period))
 
@@ -180,7 +184,7 @@ class Agent:
         async for raw in self.transport.stream(manager, rpc.ASSIGNMENTS, request, tls=self.tls()):
             message = rpb.AssignmentsMessage.FromString(raw)
             if message.type == rpb.AssignmentsMessage.INCREMENTAL and message.applies_to != expected:
-                raise RPCError(rpc.StatusCode.UNAVAILABLE, "assignment sequence gap; reopening the stream")
+                raise RPCError(StatusCode.UNAVAILABLE, "assignment sequence gap; reopening the stream")
             expected = message.results_in
             await self._apply_assignments(message)
 
@@ -253,7 +257,11 @@ class Agent:
                 request.updates.add(task_id=task_id, status=status)
             try:
                 await self.transport.call(
-                    manager, rpc.UPDATE_TASK_STATUS, request.SerializeToString(), tls=self.tls(), timeout=RPC_TIMEOUT
+                    manager,
+                    rpc.UPDATE_TASK_STATUS,
+                    request.SerializeToString(),
+                    tls=self.tls(),
+                    timeout=RPC_TIMEOUT,
                 )
             except BaseException:
                 for task_id, status in pending.items():

@@ -21,7 +21,9 @@ class TaskDB:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, task BLOB NOT NULL, status BLOB)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, task BLOB NOT NULL, status BLOB)"
+        )
 
     def put_task(self, task: pb.Task) -> None:
         self._db.execute(

@@ -63,17 +63,36 @@ cli.add_command(plugin)
 
 
 @cli.command()
-@click.option("--state-dir", type=click.Path(path_type=Path), default=Path("/var/lib/shoal"), show_default=True)
-@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=Path(DEFAULT_SOCKET),
-              show_default=True)
-@click.option("--listen-addr", default="0.0.0.0:2377", show_default=True, help="HOST:PORT for node-to-node RPC.")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path), default=Path("/var/lib/shoal"), show_default=True
+)
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    default=Path(DEFAULT_SOCKET),
+    show_default=True,
+)
+@click.option(
+    "--listen-addr", default="0.0.0.0:2377", show_default=True, help="HOST:PORT for node-to-node RPC."
+)
 @click.option("--advertise-addr", default="", help="HOST[:PORT] other nodes use to reach this one.")
 @click.option("--hostname", default="", help="Hostname this node reports (default: the engine's).")
 @click.option("--plugin", "plugins", multiple=True, metavar="ROLE=NAME", help="Choose a plugin (repeatable).")
-@click.option("--plugin-opt", "plugin_opts", multiple=True, metavar="ROLE.KEY=VALUE",
-              help="Option for a role's plugin (repeatable), e.g. runtime.host=unix:///run/podman/podman.sock.")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
-              help="TOML config file with a [plugins] table.")
+@click.option(
+    "--plugin-opt",
+    "plugin_opts",
+    multiple=True,
+    metavar="ROLE.KEY=VALUE",
+    help="Option for a role's plugin (repeatable), e.g. runtime.host=unix:///run/podman/podman.sock.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML config file with a [plugins] table.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def daemon(
     state_dir: Path,
@@ -129,18 +148,30 @@ def swarm() -> None:
 @click.option("--advertise-addr", default="", help="Advertised address (HOST[:PORT]).")
 @click.option("--listen-addr", default="", help="Listen address (HOST:PORT), default the daemon's.")
 @click.option("--availability", default="active", help="Availability of this node: active, pause or drain.")
-@click.option("--plugin", "plugins", multiple=True, metavar="ROLE=NAME",
-              help="Cluster-wide plugin choice (store, scheduler, ca, transport, secrets), repeatable.")
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="ROLE=NAME",
+    help="Cluster-wide plugin choice (store, scheduler, ca, transport, secrets), repeatable.",
+)
 @click.pass_context
-def swarm_init(ctx: click.Context, advertise_addr: str, listen_addr: str, availability: str,
-               plugins: tuple[str, ...]) -> None:
+def swarm_init(
+    ctx: click.Context, advertise_addr: str, listen_addr: str, availability: str, plugins: tuple[str, ...]
+) -> None:
     """Initialize a swarm with this node as its first manager."""
     try:
         loader.parse_plugin_args(plugins)
     except loader.PluginError as exc:
         fail(str(exc), 2)
-    result = call(ctx, "swarm.init", advertise_addr=advertise_addr, listen_addr=listen_addr,
-                  availability=availability, plugins=list(plugins))
+    result = call(
+        ctx,
+        "swarm.init",
+        advertise_addr=advertise_addr,
+        listen_addr=listen_addr,
+        availability=availability,
+        plugins=list(plugins),
+    )
     click.echo(f"Swarm initialized: current node ({result['NodeID']}) is now a manager.")
 
 
@@ -230,7 +261,9 @@ def service() -> None:
 @click.option("-e", "--env", "env", multiple=True, help="Set environment variables (KEY=VALUE).")
 @click.option("--label", "labels", multiple=True, help="Service labels (KEY=VALUE).")
 @click.option("--container-label", "container_labels", multiple=True, help="Container labels (KEY=VALUE).")
-@click.option("--constraint", "constraints", multiple=True, help="Placement constraint, e.g. node.role==worker.")
+@click.option(
+    "--constraint", "constraints", multiple=True, help="Placement constraint, e.g. node.role==worker."
+)
 @click.option("--reserve-cpu", default="", help="Reserve CPUs.")
 @click.option("--reserve-memory", default="", help="Reserve memory.")
 @click.option("--limit-cpu", default="", help="Limit CPUs.")
@@ -252,8 +285,9 @@ def service() -> None:
 @click.argument("image")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def service_create(ctx: click.Context, image: str, args: tuple[str, ...], detach: bool, quiet: bool,
-                   **options: Any) -> None:
+def service_create(
+    ctx: click.Context, /, image: str, args: tuple[str, ...], detach: bool, quiet: bool, **options: Any
+) -> None:
     """Create a new service: IMAGE [COMMAND] [ARG...]."""
     params = {key: (list(value) if isinstance(value, tuple) else value) for key, value in options.items()}
     params.update(image=image, args=list(args))
@@ -342,7 +376,9 @@ def print_tasks(result: dict[str, Any], *, quiet: bool, no_trunc: bool, fmt: str
 @click.option("--no-trunc", is_flag=True, help="Do not truncate output.")
 @click.option("--format", "fmt", default=None, help="table, json, or a template.")
 @click.pass_context
-def service_ps(ctx: click.Context, services: tuple[str, ...], quiet: bool, no_trunc: bool, fmt: str | None) -> None:
+def service_ps(
+    ctx: click.Context, services: tuple[str, ...], quiet: bool, no_trunc: bool, fmt: str | None
+) -> None:
     """List the tasks of one or more services."""
     print_tasks(call(ctx, "service.ps", services=list(services)), quiet=quiet, no_trunc=no_trunc, fmt=fmt)
 
@@ -383,8 +419,9 @@ def service_rm(ctx: click.Context, services: tuple[str, ...]) -> None:
 @click.option("--no-task-ids", is_flag=True, help="Do not include task IDs in output.")
 @click.option("--raw", is_flag=True, help="Do not prefix lines.")
 @click.pass_context
-def service_logs(ctx: click.Context, service_ref: str, follow: bool, tail: str, no_task_ids: bool,
-                 raw: bool) -> None:
+def service_logs(
+    ctx: click.Context, service_ref: str, follow: bool, tail: str, no_task_ids: bool, raw: bool
+) -> None:
     """Fetch the logs of a service's tasks."""
     if tail != "all" and not tail.isdigit():
         fail(f'invalid --tail "{tail}": use a number of lines or all', 2)
@@ -405,8 +442,15 @@ def service_logs(ctx: click.Context, service_ref: str, follow: bool, tail: str, 
 # --------------------------------------------------------------------------- progress
 
 
-def wait_converged(ctx: click.Context, service_ref: str, *, quiet: bool, verify: bool = True,
-                   stable_for: float = 5.0, timeout: float = 300.0) -> None:
+def wait_converged(
+    ctx: click.Context,
+    service_ref: str,
+    *,
+    quiet: bool,
+    verify: bool = True,
+    stable_for: float = 5.0,
+    timeout: float = 300.0,
+) -> None:
     """Follow a service until every slot runs (like docker's progress), or say why not.
 
     Exits 1 when the service does not converge: a slot whose tasks keep being rejected or
@@ -438,15 +482,20 @@ def wait_converged(ctx: click.Context, service_ref: str, *, quiet: bool, verify:
         for slot, failed in failures.items():
             if len(failed) >= 2 and not any(t["State"] == "Running" for t in live if t["Slot"] == slot):
                 reason = failed[0]["Error"] or failed[0]["State"].lower()
-                fail(f"service {service_ref} did not converge: task {failed[0]['ServiceName']}.{slot} "
-                     f"{failed[0]['State'].lower()}: {reason}", 1)
+                fail(
+                    f"service {service_ref} did not converge: task {failed[0]['ServiceName']}.{slot} "
+                    f"{failed[0]['State'].lower()}: {reason}",
+                    1,
+                )
         if len(running) == desired and len(live) == desired:
             if converged_at is None:
                 converged_at = time.monotonic()
                 if not quiet:
                     click.echo(f"overall progress: {len(running)} out of {desired} tasks")
                     if verify:
-                        click.echo(f"verify: Waiting {int(stable_for)} seconds to verify that tasks are stable...")
+                        click.echo(
+                            f"verify: Waiting {int(stable_for)} seconds to verify that tasks are stable..."
+                        )
             if not verify or time.monotonic() - converged_at >= stable_for:
                 if not quiet:
                     click.echo(f"verify: Service {service_ref} converged")

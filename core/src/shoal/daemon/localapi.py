@@ -74,7 +74,9 @@ class LocalAPIServer:
                 method = str(request["method"])
                 params = dict(request.get("params") or {})
             except (ValueError, KeyError, TypeError):
-                await self._send(writer, {"error": {"code": "INVALID_ARGUMENT", "message": "malformed request"}})
+                await self._send(
+                    writer, {"error": {"code": "INVALID_ARGUMENT", "message": "malformed request"}}
+                )
                 return
             try:
                 if method in self.streams:

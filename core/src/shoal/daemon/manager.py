@@ -15,6 +15,7 @@ from typing import Any
 
 from shoal.manager.controlapi import ControlAPI
 from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.observers import TaskStateObservers
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
 from shoal.manager.scheduler_driver import SchedulerDriver
@@ -41,6 +42,7 @@ class Manager:
         ca: CAProvider,
         scheduler_factory: Callable[[], SchedulerProvider],
         node_filters: Callable[[], list[Any]] = list,
+        task_state_changed: Callable[..., Any] | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -49,6 +51,7 @@ class Manager:
         self.ca = ca
         self.scheduler_factory = scheduler_factory
         self.node_filters = node_filters
+        self.task_state_changed = task_state_changed
         self.store = ObjectStore()
         self.store.provider = store_provider
         self.control = ControlAPI(self.store, node_id)
@@ -64,7 +67,9 @@ class Manager:
         cluster = self.store.view.cluster()
         if cluster is None:
             raise RuntimeError("the store holds no cluster object: the manager state is damaged")
-        await self.ca.load_root(RootMaterial(cert_pem=cluster.root_ca.ca_cert, key_pem=cluster.root_ca.ca_key))
+        await self.ca.load_root(
+            RootMaterial(cert_pem=cluster.root_ca.ca_cert, key_pem=cluster.root_ca.ca_key)
+        )
         self._leadership = asyncio.create_task(self._follow_leadership(), name="leadership")
 
     async def stop(self) -> None:
@@ -95,7 +100,14 @@ class Manager:
         assert cluster is not None
         self.dispatcher = Dispatcher(self.store, self.cluster_id, [self.advertise_addr])
         scheduler = SchedulerDriver(self.store, self.scheduler_factory(), self.node_filters())
-        self._components = [self.dispatcher, ReplicatedOrchestrator(self.store), scheduler, TaskReaper(self.store)]
+        self._components = [
+            self.dispatcher,
+            ReplicatedOrchestrator(self.store),
+            scheduler,
+            TaskReaper(self.store),
+        ]
+        if self.task_state_changed is not None:
+            self._components.append(TaskStateObservers(self.store, self.task_state_changed))
         for component in self._components:
             component.start()
         await self._mark_self_leader()

@@ -31,7 +31,7 @@ from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, parse_plugin_args, resolve_selection
 from shoal.manager.controlapi import ControlError
 from shoal.proto import objects_pb2 as pb
-from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
+from shoal.roles.base import CLUSTER_ROLES
 from shoal.roles.runtime import RuntimeError_, RuntimeProvider
 from shoal.roles.store import StoreUnavailable
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider, TransportServer
@@ -129,7 +129,9 @@ class Daemon:
         directory = self.state_dir / "plugins" / f"{role}-{name}"
         directory.mkdir(parents=True, exist_ok=True)
         node_id = self.state.node_id if self.state else ""
-        return loader.make_context(role, directory, node_id=node_id, logger=logging.getLogger(f"shoal.{role}"))
+        return loader.make_context(
+            role, directory, node_id=node_id, logger=logging.getLogger(f"shoal.{role}")
+        )
 
     def load_node_plugins(self) -> None:
         """Per-node roles; raises PluginError (exit 2) before anything starts."""
@@ -147,6 +149,7 @@ class Daemon:
             merged = {**self.selection, **self.state.plugins}
             self.loader = PluginLoader(merged, self.config.plugin_options)
             self.selection = merged
+        self.loader.load_extensions()
         self.runtime = self.loader.provider("runtime", self._context("runtime"))
         self.transport = self.loader.provider("transport", self._context("transport"))
         if self.state is not None and self.state.is_manager:
@@ -210,6 +213,7 @@ class Daemon:
                 ca=loader.provider("ca", self._context("ca")),
                 scheduler_factory=lambda: loader.provider("scheduler", self._context("scheduler")),
                 node_filters=lambda: [f for fs in loader.hook.shoal_node_filters() for f in fs],
+                task_state_changed=loader.hook.shoal_task_state_changed,
             )
             await self.manager.start(bootstrap=bootstrap, init=init)
             unary, streams = self.manager.rpc_handlers()
@@ -243,6 +247,7 @@ class Daemon:
         loader = PluginLoader(selection, self.config.plugin_options)
         for role in ("store", "scheduler", "ca"):
             loader.load(role)  # PluginError here: nothing has been created yet
+        loader.load_extensions()
 
         listen = str(params.get("listen_addr") or self.config.listen_addr)
         listen_host, listen_port = split_addr(listen)
@@ -253,13 +258,19 @@ class Daemon:
             adv_host = listen_host if listen_host not in ("0.0.0.0", "::", "") else guess_advertise_host()
             adv_port = listen_port
         availability = str(params.get("availability") or "active")
-        availabilities = {"active": pb.NodeSpec.ACTIVE, "pause": pb.NodeSpec.PAUSE, "drain": pb.NodeSpec.DRAIN}
+        availabilities = {
+            "active": pb.NodeSpec.ACTIVE,
+            "pause": pb.NodeSpec.PAUSE,
+            "drain": pb.NodeSpec.DRAIN,
+        }
         if availability not in availabilities:
             raise SpecError(f'invalid --availability "{availability}": use active, pause or drain')
         try:
             info = await self.runtime.describe()
         except RuntimeError_ as exc:
-            raise APIError(StatusCode.UNAVAILABLE, f"cannot initialise: the container engine: {exc}") from None
+            raise APIError(
+                StatusCode.UNAVAILABLE, f"cannot initialise: the container engine: {exc}"
+            ) from None
 
         self.loader = loader
         self.selection = selection
@@ -282,7 +293,11 @@ class Daemon:
             key_pem = identity.generate_key()
             csr = identity.build_csr(key_pem, node_id)
             issued = await ca.sign(
-                csr, node_id=node_id, role=rpc.MANAGER_OU, cluster_id=cluster_id, expiry_seconds=NODE_CERT_EXPIRY
+                csr,
+                node_id=node_id,
+                role=rpc.MANAGER_OU,
+                cluster_id=cluster_id,
+                expiry_seconds=NODE_CERT_EXPIRY,
             )
             identity.write_credentials(
                 self.state_dir / CERTS_DIR,
@@ -315,7 +330,11 @@ class Daemon:
         except BaseException:
             await self._stop_swarm()
             self.state = None
-            for leftover in (self.state_dir / CERTS_DIR, self.state_dir / "plugins", self.state_dir / "worker"):
+            for leftover in (
+                self.state_dir / CERTS_DIR,
+                self.state_dir / "plugins",
+                self.state_dir / "worker",
+            ):
                 shutil.rmtree(leftover, ignore_errors=True)
             raise
         return {"NodeID": node_id, "ClusterID": cluster_id, "AdvertiseAddr": state.advertise_addr}
@@ -401,8 +420,14 @@ class Daemon:
                 if task.node_id != self.manager.node_id if self.manager else True:
                     return
                 async for line in runtime.logs(task, follow=follow, tail=tail_n):
-                    await queue.put({"Prefix": prefix, "Line": line.text, "Stream": line.stream,
-                                     "Timestamp": line.timestamp})
+                    await queue.put(
+                        {
+                            "Prefix": prefix,
+                            "Line": line.text,
+                            "Stream": line.stream,
+                            "Timestamp": line.timestamp,
+                        }
+                    )
             except RuntimeError_ as exc:
                 await queue.put({"Prefix": prefix, "Line": f"error reading logs: {exc}", "Stream": "stderr"})
             finally:
@@ -427,4 +452,3 @@ async def serve(config: DaemonConfig) -> None:
     daemon = Daemon(config)
     daemon.load_node_plugins()
     await daemon.run()
-

@@ -34,7 +34,7 @@ class ControlError(Exception):
 
 def to_dict(message: Any) -> dict[str, Any]:
     """A stored object as JSON, with field names as in the .proto and enums by name."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[no-any-return]
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
 def redacted_cluster(cluster: pb.Cluster) -> pb.Cluster:
@@ -89,7 +89,9 @@ class ControlAPI:
         if len(matches) == 1 and ref:
             return matches[0]
         if len(matches) > 1:
-            raise ControlError(StatusCode.INVALID_ARGUMENT, f"service {ref} is ambiguous ({len(matches)} matches)")
+            raise ControlError(
+                StatusCode.INVALID_ARGUMENT, f"service {ref} is ambiguous ({len(matches)} matches)"
+            )
         raise ControlError(StatusCode.NOT_FOUND, f"service {ref} not found")
 
     # ------------------------------------------------------------------ swarm
@@ -110,7 +112,9 @@ class ControlAPI:
             if node.manager_status.leader:
                 manager_status = "Leader"
             else:
-                manager_status = pb.ManagerStatus.Reachability.Name(node.manager_status.reachability).capitalize()
+                manager_status = pb.ManagerStatus.Reachability.Name(
+                    node.manager_status.reachability
+                ).capitalize()
         return {
             "ID": node.id,
             "Hostname": node.description.hostname,

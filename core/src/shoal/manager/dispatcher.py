@@ -10,6 +10,7 @@ A node that misses three heartbeat periods is marked DOWN ("heartbeat failure").
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -126,7 +127,9 @@ class Dispatcher:
                 if event.kind == "node" and event.obj.id != peer.node_id:
                     continue
                 if event.kind == "node" and event.action == DELETE:
-                    raise RPCError(StatusCode.PERMISSION_DENIED, f"node {peer.node_id} was removed from the swarm")
+                    raise RPCError(
+                        StatusCode.PERMISSION_DENIED, f"node {peer.node_id} was removed from the swarm"
+                    )
                 yield self._session_message(session).SerializeToString()
 
     def _session_message(self, session: _Session) -> rpb.SessionMessage:
@@ -265,7 +268,7 @@ class Dispatcher:
             if not pending:
                 continue
             try:
-                await self.store.update(lambda tx: self._apply_status(tx, pending))
+                await self.store.update(functools.partial(self._apply_status, pending=pending))
             except StoreUnavailable as exc:
                 log.warning("dropping %d task status updates: %s", len(pending), exc)
 

@@ -9,6 +9,7 @@ writes desired state; the scheduler places tasks and agents report what really h
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -54,9 +55,7 @@ def new_task(service: pb.Service, slot: int, desired: int = states.RUNNING) -> p
 def node_unavailable(node: pb.Node | None) -> bool:
     """Tasks on this node must be replaced elsewhere: it is gone, down, or drained."""
     return (
-        node is None
-        or node.status.state == pb.NodeStatus.DOWN
-        or node.spec.availability == pb.NodeSpec.DRAIN
+        node is None or node.status.state == pb.NodeStatus.DOWN or node.spec.availability == pb.NodeSpec.DRAIN
     )
 
 
@@ -132,7 +131,7 @@ class ReplicatedOrchestrator:
             dirty, self._dirty = self._dirty, set()
             restarts, self._restarts = self._restarts, []
             try:
-                await self.store.update(lambda tx: self._reconcile(tx, dirty, restarts))
+                await self.store.update(functools.partial(self._reconcile, dirty=dirty, restarts=restarts))
             except StoreUnavailable as exc:
                 log.warning("orchestrator could not commit: %s", exc)
                 return

@@ -9,6 +9,7 @@ container.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import defaultdict
 
@@ -59,7 +60,7 @@ class TaskReaper:
                 if self._dirty:
                     dirty, self._dirty = self._dirty, set()
                     try:
-                        await self.store.update(lambda tx: self._reap(tx, dirty))
+                        await self.store.update(functools.partial(self._reap, dirty=dirty))
                     except StoreUnavailable as exc:
                         log.warning("task reaper could not commit: %s", exc)
                 event = await watch.get()

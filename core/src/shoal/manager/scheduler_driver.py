@@ -30,11 +30,7 @@ MAX_LATENCY = 1.0
 
 def unassigned(task: pb.Task) -> bool:
     """A task the scheduler must place: not yet on a node, still wanted."""
-    return (
-        not task.node_id
-        and task.status.state <= states.PENDING
-        and task.desired_state <= states.RUNNING
-    )
+    return not task.node_id and task.status.state <= states.PENDING and task.desired_state <= states.RUNNING
 
 
 class SchedulerDriver:

@@ -18,8 +18,10 @@ def main() -> int:
     committed = {p.name: p.read_bytes() for p in sorted(PROTO_DIR.glob("*_pb2.py*"))}
     stale = sorted(name for name in fresh.keys() | committed.keys() if fresh.get(name) != committed.get(name))
     if stale:
-        print(f"generated protobuf code is stale: {', '.join(stale)}; run python -m shoal.proto.generate",
-              file=sys.stderr)
+        print(
+            f"generated protobuf code is stale: {', '.join(stale)}; run python -m shoal.proto.generate",
+            file=sys.stderr,
+        )
         return 1
     print(f"generated protobuf code is fresh ({len(fresh)} files)")
     return 0

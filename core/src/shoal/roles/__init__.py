@@ -9,7 +9,7 @@ directly by the kernel: pluggy is used only to build providers, never on the hot
 
 from __future__ import annotations
 
-from shoal.roles.base import API_VERSIONS, ROLES, CLUSTER_ROLES, NODE_ROLES, PluginContext, Provider
+from shoal.roles.base import API_VERSIONS, CLUSTER_ROLES, NODE_ROLES, ROLES, PluginContext, Provider
 from shoal.roles.ca import CAProvider, IssuedCertificate, RootMaterial
 from shoal.roles.runtime import (
     ContainerRef,

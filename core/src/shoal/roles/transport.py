@@ -114,7 +114,13 @@ class TransportProvider(Protocol):
         """
 
     async def call(
-        self, target: str, method: str, request: bytes, *, tls: TLSMaterial, timeout: float
+        self,
+        target: str,
+        method: str,
+        request: bytes,
+        *,
+        tls: TLSMaterial,
+        timeout: float,  # noqa: ASYNC109 - the deadline travels with the RPC, not around it
     ) -> bytes:
         """Call a unary method on ``target`` (``host:port``); raises ``RPCError``."""
 

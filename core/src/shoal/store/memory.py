@@ -28,7 +28,7 @@ log = logging.getLogger("shoal.store")
 
 Obj = pb.Cluster | pb.Node | pb.Service | pb.Task | pb.Secret
 T = TypeVar("T")
-O = TypeVar("O", pb.Cluster, pb.Node, pb.Service, pb.Task, pb.Secret)
+ObjT = TypeVar("ObjT", pb.Cluster, pb.Node, pb.Service, pb.Task, pb.Secret)
 
 KINDS: tuple[str, ...] = ("cluster", "node", "service", "task", "secret")
 _KIND_OF_TYPE: dict[type, str] = {
@@ -64,16 +64,16 @@ class Conflict(Exception):
     """A transaction tried to create an object that exists, or change one that does not."""
 
 
-class Table(Generic[O]):
+class Table(Generic[ObjT]):
     """All objects of one kind, by ID. Objects handed out must be treated as read-only."""
 
     def __init__(self) -> None:
-        self.items: dict[str, O] = {}
+        self.items: dict[str, ObjT] = {}
 
-    def get(self, object_id: str) -> O | None:
+    def get(self, object_id: str) -> ObjT | None:
         return self.items.get(object_id)
 
-    def all(self) -> Iterator[O]:
+    def all(self) -> Iterator[ObjT]:
         return iter(list(self.items.values()))
 
     def __len__(self) -> int:
@@ -222,12 +222,12 @@ class Tx:
     def batch(self) -> pb.StoreBatch:
         batch = pb.StoreBatch()
         for (kind, _), (action, obj) in self._changes.items():
-            store_action = batch.actions.add(kind=action)  # type: ignore[arg-type]
+            store_action = batch.actions.add(kind=action)
             getattr(store_action, kind).CopyFrom(obj)
         return batch
 
 
-def copy(obj: O) -> O:
+def copy(obj: ObjT) -> ObjT:
     """A mutable copy of a stored object, to change and pass to ``Tx.update``."""
     clone = type(obj)()
     clone.CopyFrom(obj)
