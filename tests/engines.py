@@ -65,7 +65,9 @@ class DockerEngine(Engine):
         super().__init__()
         import docker
 
-        self.client = docker.DockerClient(base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
+        self.client = docker.DockerClient(
+            base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        )
         self.client.ping()
 
     def containers(self, **labels: str) -> list[Container]:
@@ -73,7 +75,9 @@ class DockerEngine(Engine):
         # The low-level list answers in one call; the high-level one inspects each container
         # and races with containers being removed.
         return [
-            Container(c["Id"], c["Names"][0].lstrip("/"), c["State"] == "running", dict(c.get("Labels") or {}))
+            Container(
+                c["Id"], c["Names"][0].lstrip("/"), c["State"] == "running", dict(c.get("Labels") or {})
+            )
             for c in self.client.api.containers(all=True, filters=filters)
         ]
 

@@ -100,7 +100,7 @@ class ShoalNode:
         ]
 
     def start(self, wait: bool = True) -> ShoalNode:
-        log = open(self.log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
+        log = open(self.log, "ab")
         self.proc = subprocess.Popen(self.daemon_args(), stdout=log, stderr=log, env=self.env())
         if wait:
             wait_until(self._ready, 30, what=f"daemon {self.name} to serve its socket (log: {self.log})")
@@ -108,14 +108,18 @@ class ShoalNode:
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"daemon {self.name} exited with {self.proc.returncode}: {self.log_text()[-2000:]}")
+            raise AssertionError(
+                f"daemon {self.name} exited with {self.proc.returncode}: {self.log_text()[-2000:]}"
+            )
         return self.socket.exists() and self.cli("info").returncode == 0
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def cli(self, *args: str, timeout: float = 120) -> CLIResult:
-        proc = subprocess.run([*SHOAL, *args], capture_output=True, text=True, env=self.env(), timeout=timeout)
+        proc = subprocess.run(
+            [*SHOAL, *args], capture_output=True, text=True, env=self.env(), timeout=timeout
+        )
         return CLIResult(proc.returncode, proc.stdout, proc.stderr)
 
     def ok(self, *args: str, timeout: float = 120) -> CLIResult:
@@ -131,6 +135,11 @@ class ShoalNode:
 
     def node_id(self) -> str:
         return str(self.info()["NodeID"])
+
+    def node_id_from_state(self) -> str:
+        """The node ID recorded in the state dir, even when the daemon is down."""
+        path = self.state_dir / "state.json"
+        return str(json.loads(path.read_text())["node_id"]) if path.exists() else ""
 
     def tasks(self, service: str) -> list[dict[str, Any]]:
         return self.ok("service", "ps", service, "--no-trunc", "--format", "json").json_lines()
@@ -151,7 +160,9 @@ class ShoalNode:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-            raise AssertionError(f"daemon {self.name} did not stop within {timeout}s after signal {sig}") from None
+            raise AssertionError(
+                f"daemon {self.name} did not stop within {timeout}s after signal {sig}"
+            ) from None
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

@@ -33,8 +33,11 @@ def test_replicas_scale_and_remove(node_factory: object, runtime_name: str, engi
     def containers() -> list[object]:
         return engine.service_containers(node_id, "web")
 
-    wait_until(lambda: len(containers()) == 4 and replicas_column(node, "web") == "4/4", 60,
-               what="4 running containers and 4/4")
+    wait_until(
+        lambda: len(containers()) == 4 and replicas_column(node, "web") == "4/4",
+        60,
+        what="4 running containers and 4/4",
+    )
     for container in engine.service_containers(node_id, "web"):
         assert container.labels["io.shoal.service.name"] == "web"
         assert container.labels["io.shoal.node.id"] == node_id
@@ -49,8 +52,11 @@ def test_replicas_scale_and_remove(node_factory: object, runtime_name: str, engi
     wait_until(lambda: len(containers()) == 2, 60, what="only 2 running containers left")
 
     node.ok("service", "rm", "web")
-    wait_until(lambda: not engine.service_containers(node_id, "web", running_only=False), 60,
-               what="every container of the service removed")
+    wait_until(
+        lambda: not engine.service_containers(node_id, "web", running_only=False),
+        60,
+        what="every container of the service removed",
+    )
     assert node.ok("service", "ls", "-q").stdout.strip() == ""
 
 
@@ -59,8 +65,18 @@ def test_killed_container_is_replaced_after_restart_delay(
 ) -> None:
     node = start_cluster(node_factory, runtime_name)
     node_id = node.node_id()
-    node.ok("service", "create", "--name", "heal", "--replicas", "2", "--restart-delay", "2s", "--detach",
-            TEST_IMAGE)
+    node.ok(
+        "service",
+        "create",
+        "--name",
+        "heal",
+        "--replicas",
+        "2",
+        "--restart-delay",
+        "2s",
+        "--detach",
+        TEST_IMAGE,
+    )
     wait_until(lambda: replicas_column(node, "heal") == "2/2", 60, what="2/2")
     victim = engine.service_containers(node_id, "heal")[0]
     victim_task = victim.labels["io.shoal.task.id"]
@@ -68,9 +84,12 @@ def test_killed_container_is_replaced_after_restart_delay(
     killed_at = time.monotonic()
 
     def failed() -> bool:
-        return any(t["ID"] == victim_task and t["CurrentState"].startswith("Failed") for t in node.tasks("heal"))
+        return any(
+            t["ID"] == victim_task and t["CurrentState"].startswith("Failed") for t in node.tasks("heal")
+        )
 
     wait_until(failed, 30, what="the killed task to be reported Failed")
+
     def healed() -> bool:
         running = node.running("heal")
         return len(running) == 2 and victim_task not in {t["ID"] for t in running}

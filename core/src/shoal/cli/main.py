@@ -40,11 +40,20 @@ def call(ctx: click.Context, method: str, **params: Any) -> Any:
 
 
 class ShoalGroup(click.Group):
-    """Turns click usage errors into one line too, and lets extensions add commands."""
+    """Turns click's usage errors into one line too: what is wrong, and where help is."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("standalone_mode", True)
-        return super().main(*args, **kwargs)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "shoal"
+            fail(f"{exc.format_message()} (see '{where} --help')", 2)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code or 1)
+        except click.exceptions.Abort:
+            fail("aborted", 1)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
 
 
 @click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})

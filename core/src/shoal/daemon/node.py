@@ -31,7 +31,7 @@ from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, parse_plugin_args, resolve_selection
 from shoal.manager.controlapi import ControlError
 from shoal.proto import objects_pb2 as pb
-from shoal.roles.base import CLUSTER_ROLES
+from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
 from shoal.roles.runtime import RuntimeError_, RuntimeProvider
 from shoal.roles.store import StoreUnavailable
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider, TransportServer
@@ -242,8 +242,14 @@ class Daemon:
 
     async def _init(self, params: dict[str, Any]) -> Any:
         assert self.runtime is not None
-        selection = dict(self.selection)
-        selection.update(parse_plugin_args([str(v) for v in params.get("plugins") or []]))
+        requested = parse_plugin_args([str(v) for v in params.get("plugins") or []])
+        for role, name in requested.items():
+            if role in NODE_ROLES:
+                raise PluginError(
+                    f"the {role} plugin is chosen per daemon, not per swarm: start the daemon with "
+                    f"--plugin {role}={name}"
+                )
+        selection = {**self.selection, **requested}
         loader = PluginLoader(selection, self.config.plugin_options)
         for role in ("store", "scheduler", "ca"):
             loader.load(role)  # PluginError here: nothing has been created yet
