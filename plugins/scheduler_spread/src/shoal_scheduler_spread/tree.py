@@ -112,19 +112,22 @@ class Branch:
         placements = cursor.placements
         recheck = cursor.pipeline.recheck
         service = cursor.service
-        replace, pop = heapq.heapreplace, heapq.heappop
-        placed = 0
-        while placed < count and heap:
+        replace, pop, append = heapq.heapreplace, heapq.heappop, placements.append
+        start = position = cursor.next
+        end = min(start + count, len(tasks))
+        # The hot loop of the scheduler: keep it to local names and one heap operation per task.
+        while position < end and heap:
             _, _, node_id, seq, info = heap[0]
-            task = tasks[cursor.next]
-            cursor.next += 1
+            task = tasks[position]
+            position += 1
             info.add_task(task)
-            placements.append(Placement(task.id, node_id))
-            placed += 1
+            append(Placement(task.id, node_id))
             if recheck(info):
                 replace(heap, (info.tasks_by_service[service], info.total_tasks, node_id, seq, info))
             else:
                 pop(heap)  # full for this spec (resources, ports, max replicas)
+        cursor.next = position
+        placed = position - start
         self.tasks += placed
         return placed
 
