@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import statistics
 import time
@@ -95,7 +96,9 @@ async def time_once(provider: SchedulerProvider, tasks: Sequence[pb.Task], nodes
     elapsed = time.perf_counter() - start
     unplaced = sum(1 for placement in placements if not placement.node_id)
     if len(placements) != len(tasks) or unplaced:
-        raise SystemExit(f"bad result: {len(placements)} placements for {len(tasks)} tasks, {unplaced} unplaced")
+        raise SystemExit(
+            f"bad result: {len(placements)} placements for {len(tasks)} tasks, {unplaced} unplaced"
+        )
     return elapsed
 
 
@@ -108,8 +111,6 @@ def cpu_model() -> str:
 
 async def main(args: Any) -> None:
     provider = load_provider(args.scheduler)
-    import os
-
     print(f"machine: nproc={os.cpu_count()} cpu={cpu_model()!r} python={platform.python_version()}")
     print(f"scheduler: {args.scheduler} ({type(provider).__module__}.{type(provider).__name__})")
     for size in args.sizes.split(","):
