@@ -14,7 +14,8 @@ scheduler, so that swapping the scheduler never changes what ``--constraint`` or
   the ``shoal_node_filters`` hook and the scheduler driver registers them with
   :func:`set_extension_filters`.
 * :func:`build_node_infos` turns the store's nodes and tasks into the ``NodeInfo`` objects a
-  scheduler receives.
+  scheduler receives; :func:`group_batches` splits tasks into Swarm's (service, spec version)
+  batches.
 
 Typical use inside a scheduler::
 
