@@ -10,7 +10,8 @@ Use it from your plugin's tests::
         def scheduler(self):
             return MyScheduler()
 
-Every test then runs against your provider. They check the contract of
+Every test then runs against your provider (the async tests carry ``pytest.mark.asyncio``, so
+they run in pytest-asyncio's strict mode too). They check the contract of
 ``shoal.roles.SchedulerProvider.schedule``: one placement per task, only nodes that pass
 ``shoal.placement.Pipeline`` (ready and active, resources, constraints, host ports, max
 replicas, extension filters), ``NodeInfo.add_task`` called on the chosen node, and a reason
@@ -181,6 +182,7 @@ class SchedulerConformance:
         assert scheduler.api_version == 1
         assert isinstance(scheduler, SchedulerProvider)
 
+    @pytest.mark.asyncio
     async def test_one_placement_per_task(self, scheduler: SchedulerProvider) -> None:
         infos = node_infos([make_node(f"n{i}") for i in range(3)])
         tasks = make_tasks(7)
@@ -188,6 +190,7 @@ class SchedulerConformance:
         assert len(placed) == 7
         assert all(p.node_id for p in placed.values()), "7 small tasks fit on 3 empty nodes"
 
+    @pytest.mark.asyncio
     async def test_skips_unavailable_nodes(self, scheduler: SchedulerProvider) -> None:
         nodes = [
             make_node("ready"),
@@ -200,6 +203,7 @@ class SchedulerConformance:
         placed = await self._run(scheduler, make_tasks(5), node_infos(nodes))
         assert {p.node_id for p in placed.values()} == {"ready"}
 
+    @pytest.mark.asyncio
     async def test_respects_constraints(self, scheduler: SchedulerProvider) -> None:
         nodes = [
             make_node("eu1", labels={"zone": "eu"}),
@@ -213,6 +217,7 @@ class SchedulerConformance:
         assert {p.node_id for p in placed.values()} <= {"eu1", "eu2"}
         assert all(p.node_id for p in placed.values())
 
+    @pytest.mark.asyncio
     async def test_respects_resources(self, scheduler: SchedulerProvider) -> None:
         nodes = [
             make_node("big", nano_cpus=2 * CPU, memory_bytes=2 * GIB),
@@ -225,6 +230,7 @@ class SchedulerConformance:
         assert len(on_big) == 2 and len(unplaced) == 1
         assert "insufficient resources on 2 nodes" in unplaced[0].reason
 
+    @pytest.mark.asyncio
     async def test_respects_host_ports(self, scheduler: SchedulerProvider) -> None:
         busy = make_task("already", host_ports=[8080], node_id="n0", state=pb.RUNNING, service_id="other")
         nodes = [make_node(f"n{i}") for i in range(3)]
@@ -235,6 +241,7 @@ class SchedulerConformance:
         (unplaced,) = [p for p in placed.values() if not p.node_id]
         assert "host-mode port already in use on 3 nodes" in unplaced.reason
 
+    @pytest.mark.asyncio
     async def test_respects_max_replicas(self, scheduler: SchedulerProvider) -> None:
         existing = make_task("old", node_id="n0", state=pb.RUNNING, max_replicas=2)
         nodes = [make_node(f"n{i}") for i in range(3)]
@@ -245,6 +252,7 @@ class SchedulerConformance:
         unplaced = [p for p in placed.values() if not p.node_id]
         assert len(unplaced) == 1 and "max replicas per node limit exceed" in unplaced[0].reason
 
+    @pytest.mark.asyncio
     async def test_reason_when_nothing_fits(self, scheduler: SchedulerProvider) -> None:
         nodes = [
             make_node("d1", availability=pb.NodeSpec.DRAIN),
@@ -259,10 +267,12 @@ class SchedulerConformance:
                 "2 nodes not available for new tasks; scheduling constraints not satisfied on 1 node"
             )
 
+    @pytest.mark.asyncio
     async def test_reason_without_nodes(self, scheduler: SchedulerProvider) -> None:
         placed = await self._run(scheduler, make_tasks(2), [])
         assert all(p.node_id == "" and p.reason for p in placed.values())
 
+    @pytest.mark.asyncio
     async def test_calls_add_task(self, scheduler: SchedulerProvider) -> None:
         infos = node_infos([make_node(f"n{i}") for i in range(4)])
         tasks = make_tasks(6, nano_cpus=CPU // 4, memory_bytes=128 * MIB)
@@ -275,6 +285,7 @@ class SchedulerConformance:
             assert info.available_nano_cpus == 4 * CPU - count * (CPU // 4)
             assert info.available_memory_bytes == 8 * GIB - count * 128 * MIB
 
+    @pytest.mark.asyncio
     async def test_later_batches_see_earlier_ones(self, scheduler: SchedulerProvider) -> None:
         infos = node_infos([make_node("n0", memory_bytes=GIB), make_node("n1", memory_bytes=GIB)])
         first = await self._run(scheduler, make_tasks(2, prefix="a", memory_bytes=GIB), infos)
@@ -282,6 +293,7 @@ class SchedulerConformance:
         assert sorted(p.node_id for p in first.values()) == ["n0", "n1"]
         assert [p.node_id for p in second.values()] == [""]
 
+    @pytest.mark.asyncio
     async def test_applies_extension_filters(self, scheduler: SchedulerProvider) -> None:
         nodes = [make_node(f"host{i}") for i in range(4)]
         placement.set_extension_filters([_RejectOddHosts()])

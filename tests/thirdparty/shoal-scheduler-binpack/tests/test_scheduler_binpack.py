@@ -26,6 +26,7 @@ def load_scheduler(name: str, tmp_path: Path) -> SchedulerProvider:
     return plugins.provider("scheduler", plugins.make_context("scheduler", tmp_path / name))
 
 
+@pytest.mark.asyncio
 async def test_binpack_packs_where_spread_spreads(tmp_path: Path) -> None:
     nodes = [make_node(f"node{i}") for i in range(4)]
     tasks = make_tasks(6, memory_bytes=GIB)
@@ -41,6 +42,7 @@ async def test_binpack_packs_where_spread_spreads(tmp_path: Path) -> None:
     assert sorted(spreaded.values()) == [1, 1, 2, 2]
 
 
+@pytest.mark.asyncio
 async def test_binpack_moves_on_when_the_fullest_node_is_full() -> None:
     nodes = [make_node("small", memory_bytes=2 * GIB), make_node("big", memory_bytes=8 * GIB)]
     infos = node_infos(nodes)
