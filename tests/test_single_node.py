@@ -143,3 +143,23 @@ def test_missing_image_is_rejected_with_engine_message(
     assert result.returncode == 1
     assert "did not converge" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_service_logs(node_factory: object, runtime_name: str, engine: Engine) -> None:
+    node = start_cluster(node_factory, runtime_name)
+    node.ok("service", "create", "--name", "talk", "--replicas", "2", "--detach", TEST_IMAGE,
+            "sh", "-c", "echo hello-from-$(hostname); echo oops >&2; sleep 3600")
+    wait_until(lambda: len(node.running("talk")) == 2, 60, what="2 running")
+
+    def lines() -> list[str]:
+        out = node.ok("service", "logs", "talk")
+        return [line for line in (out.stdout + out.stderr).splitlines() if "hello-from-" in line]
+
+    found = wait_until(lambda: len(lines()) == 2 and lines(), 30, what="a hello line from each task")
+    assert all(line.startswith("talk.") and "@node1" in line and "| hello-from-" in line for line in found)
+    raw = node.ok("service", "logs", "--raw", "talk").stdout.splitlines()
+    assert sorted(line for line in raw if line.startswith("hello-from-")) == sorted(
+        line.split("| ", 1)[1] for line in found
+    )
+    tail = node.ok("service", "logs", "--tail", "1", "--raw", "talk")
+    assert len((tail.stdout + tail.stderr).splitlines()) == 2  # one line per task
