@@ -67,8 +67,14 @@ def test_daemon_unknown_role(tmp_path: Path) -> None:
 def test_daemon_plugin_import_failure_names_distribution(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
-    fake_distribution(site, "acme-runtime-broken", "shoal.runtime", "broken", "acme_broken",
-                      "import acme_module_that_is_missing\n")
+    fake_distribution(
+        site,
+        "acme-runtime-broken",
+        "shoal.runtime",
+        "broken",
+        "acme_broken",
+        "import acme_module_that_is_missing\n",
+    )
     proc = run_daemon(tmp_path, "--plugin", "runtime=broken", site=site)
     assert proc.returncode == 2
     line = one_line_error(proc.stderr)
@@ -78,7 +84,9 @@ def test_daemon_plugin_import_failure_names_distribution(tmp_path: Path) -> None
 def test_daemon_duplicate_plugin_names_both(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
-    fake_distribution(site, "acme-docker", "shoal.runtime", "docker", "acme_docker", "PROVIDER_CLASS = None\n")
+    fake_distribution(
+        site, "acme-docker", "shoal.runtime", "docker", "acme_docker", "PROVIDER_CLASS = None\n"
+    )
     proc = run_daemon(tmp_path, site=site)
     assert proc.returncode == 2
     line = one_line_error(proc.stderr)
@@ -101,10 +109,22 @@ def test_daemon_wrong_role_and_api_version(tmp_path: Path) -> None:
     """
     site = tmp_path / "site"
     site.mkdir()
-    fake_distribution(site, "acme-wrongrole", "shoal.runtime", "wrongrole", "acme_wrongrole",
-                      provider.format(role="scheduler", version=1))
-    fake_distribution(site, "acme-future", "shoal.runtime", "future", "acme_future",
-                      provider.format(role="runtime", version=99))
+    fake_distribution(
+        site,
+        "acme-wrongrole",
+        "shoal.runtime",
+        "wrongrole",
+        "acme_wrongrole",
+        provider.format(role="scheduler", version=1),
+    )
+    fake_distribution(
+        site,
+        "acme-future",
+        "shoal.runtime",
+        "future",
+        "acme_future",
+        provider.format(role="runtime", version=99),
+    )
     proc = run_daemon(tmp_path, "--plugin", "runtime=wrongrole", site=site)
     assert proc.returncode == 2
     line = one_line_error(proc.stderr)
@@ -119,8 +139,12 @@ def test_daemon_wrong_role_and_api_version(tmp_path: Path) -> None:
 
 
 def test_no_daemon_is_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([*SHOAL, "-H", f"unix://{tmp_path}/none.sock", "node", "ls"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*SHOAL, "-H", f"unix://{tmp_path}/none.sock", "node", "ls"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "cannot connect to the shoal daemon" in one_line_error(proc.stderr)
 
@@ -208,10 +232,21 @@ def test_lists_formats(cluster: ShoalNode) -> None:
     assert cluster.ok("service", "ls", "-q").stdout.split() == [services[0]["ID"]]
     assert cluster.ok("service", "ls", "--format", "{{.Name}}:{{.Mode}}").stdout.strip() == "fmt:replicated"
     nodes = cluster.ok("node", "ls", "--format", "json").json_lines()
-    assert set(nodes[0]) == {"ID", "Hostname", "Status", "Availability", "ManagerStatus", "EngineVersion", "Self"}
+    assert set(nodes[0]) == {
+        "ID",
+        "Hostname",
+        "Status",
+        "Availability",
+        "ManagerStatus",
+        "EngineVersion",
+        "Self",
+    }
     assert nodes[0]["Self"] is True and nodes[0]["ManagerStatus"] == "Leader"
-    wait_until(lambda: cluster.ok("node", "ls", "--format", "json").json_lines()[0]["Status"] == "Ready", 30,
-               what="node Ready")
+    wait_until(
+        lambda: cluster.ok("node", "ls", "--format", "json").json_lines()[0]["Status"] == "Ready",
+        30,
+        what="node Ready",
+    )
     tasks = cluster.ok("service", "ps", "fmt", "--format", "json").json_lines()
     assert set(tasks[0]) == {"ID", "Name", "Image", "Node", "DesiredState", "CurrentState", "Error", "Ports"}
     inspect = json.loads(cluster.ok("service", "inspect", "fmt").stdout)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from harness import TEST_IMAGE, ShoalNode, wait_until
-
 from shoal import states
 from shoal.ids import new_id
 from shoal.loader import PluginLoader

@@ -147,8 +147,19 @@ def test_missing_image_is_rejected_with_engine_message(
 
 def test_service_logs(node_factory: object, runtime_name: str, engine: Engine) -> None:
     node = start_cluster(node_factory, runtime_name)
-    node.ok("service", "create", "--name", "talk", "--replicas", "2", "--detach", TEST_IMAGE,
-            "sh", "-c", "echo hello-from-$(hostname); echo oops >&2; sleep 3600")
+    node.ok(
+        "service",
+        "create",
+        "--name",
+        "talk",
+        "--replicas",
+        "2",
+        "--detach",
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        "echo hello-from-$(hostname); echo oops >&2; sleep 3600",
+    )
     wait_until(lambda: len(node.running("talk")) == 2, 60, what="2 running")
 
     def lines() -> list[str]:

@@ -36,7 +36,17 @@ def test_sigkill_during_burst_keeps_every_acknowledged_write(node_factory: objec
         while not stop.is_set():
             name = f"w{worker}-{index}"
             proc = subprocess.run(
-                [*SHOAL, "service", "create", "--name", name, "--replicas", "0", "--detach", "shoal-busybox:1"],
+                [
+                    *SHOAL,
+                    "service",
+                    "create",
+                    "--name",
+                    name,
+                    "--replicas",
+                    "0",
+                    "--detach",
+                    "shoal-busybox:1",
+                ],
                 capture_output=True,
                 text=True,
                 env=node.env(),
@@ -77,8 +87,11 @@ def test_torn_tail_record_is_dropped_with_a_warning(node_factory: object) -> Non
     segment.write_bytes(data + data[-40:-20])
     node.start()
     assert {"s0", "s1", "s2"} <= service_names(node)
-    wait_until(lambda: "torn" in node.log_text().lower() or "truncat" in node.log_text().lower(), 10,
-               what="a warning about the dropped tail record in the daemon log")
+    wait_until(
+        lambda: "torn" in node.log_text().lower() or "truncat" in node.log_text().lower(),
+        10,
+        what="a warning about the dropped tail record in the daemon log",
+    )
     node.ok("service", "create", "--name", "after", "--replicas", "0", "--detach", "shoal-busybox:1")
     node.kill()
     node.start()
