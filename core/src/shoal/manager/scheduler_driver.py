@@ -45,6 +45,9 @@ class SchedulerDriver:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        # Every scheduler builds its Pipeline from shoal.placement; the extension filters that
+        # plugins contributed (shoal_node_filters) must be registered there to take effect.
+        placement.set_extension_filters(self.extra_filters)
         self._task = asyncio.create_task(self._run(), name="scheduler")
 
     async def stop(self) -> None:

@@ -44,6 +44,8 @@ class NodeInfo:
         reservations = task.spec.resources.reservations
         self.available_nano_cpus -= reservations.nano_cpus
         self.available_memory_bytes -= reservations.memory_bytes
+        if not task.HasField("endpoint"):  # the common case; skips a hot protobuf walk
+            return
         for port in task.endpoint.ports:
             if port.publish_mode == pb.PortConfig.HOST and port.published_port:
                 self.used_host_ports.add((port.protocol, port.published_port))
