@@ -44,7 +44,7 @@ class ShoalGroup(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "shoal"
             fail(f"{exc.format_message()} (see '{where} --help')", 2)
