@@ -5,8 +5,19 @@ manager components, the agent, the daemon and the CLI. Every role implementation
 plugin distribution; see ``shoal.roles`` for the provider protocols.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
 
-from shoal.hookspecs import hookimpl
-
 __all__ = ["__version__", "hookimpl"]
+
+
+def __getattr__(name: str) -> Any:
+    """``shoal.hookimpl`` is imported on first use: the CLI starts without pluggy."""
+    if name == "hookimpl":
+        from shoal.hookspecs import hookimpl
+
+        return hookimpl
+    raise AttributeError(f"module 'shoal' has no attribute {name!r}")

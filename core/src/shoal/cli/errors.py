@@ -17,8 +17,6 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import click
 
-from shoal.loader import PluginError
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -26,7 +24,8 @@ R = TypeVar("R")
 EXIT_ERROR = 2
 
 #: Exception types whose message is meant for the operator. Extend with ``register_error``.
-KNOWN_ERRORS: list[type[Exception]] = [PluginError, OSError]
+#: ``shoal.loader.PluginError`` is added on first use, so that importing this module stays cheap.
+KNOWN_ERRORS: list[type[Exception]] = [OSError]
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -74,6 +73,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from shoal.loader import PluginError
+
+        register_error(PluginError)
         try:
             return func(*args, **kwargs)
         except click.exceptions.ClickException:

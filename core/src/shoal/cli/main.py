@@ -7,7 +7,6 @@ non-zero exit: 2 for bad input (flags, plugin choice), 1 for anything the daemon
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -17,10 +16,9 @@ from typing import Any
 
 import click
 
-from shoal import __version__, loader
+from shoal import __version__
 from shoal.cli.errors import fail, one_line
 from shoal.cli.output import human_duration, print_list
-from shoal.cli.plugin_cmd import CONFIG_PLUGINS_KEY, plugin
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
 
@@ -40,7 +38,39 @@ def call(ctx: click.Context, method: str, **params: Any) -> Any:
 
 
 class ShoalGroup(click.Group):
-    """Turns click's usage errors into one line too: what is wrong, and where help is."""
+    """Turns click's usage errors into one line too: what is wrong, and where help is.
+
+    ``plugin`` and commands added by extension plugins are loaded only when asked for, so
+    that everyday commands start without importing the plugin machinery.
+    """
+
+    _extensions_loaded = False
+
+    def _load_lazy(self) -> None:
+        if ShoalGroup._extensions_loaded:
+            return
+        ShoalGroup._extensions_loaded = True
+        from shoal.cli.plugin_cmd import plugin
+        from shoal.loader import PluginError, PluginLoader
+
+        self.add_command(plugin)
+        try:
+            extensions = PluginLoader()
+            if extensions.load_extensions():
+                extensions.hook.shoal_cli_commands(cli=self)
+        except PluginError as exc:
+            fail(str(exc), 2)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._load_lazy()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_lazy()
+        return super().list_commands(ctx)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -62,10 +92,7 @@ class ShoalGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, host: str | None) -> None:
     """shoal: Docker Swarm mode as a Python plugin microkernel."""
-    ctx.obj = {CONFIG_PLUGINS_KEY: {}}
-
-
-cli.add_command(plugin)
+    ctx.obj = {"config_plugins": {}}  # shoal.cli.plugin_cmd.CONFIG_PLUGINS_KEY
 
 
 # --------------------------------------------------------------------------- daemon
@@ -115,6 +142,9 @@ def daemon(
     log_level: str,
 ) -> None:
     """Run a shoal node (like dockerd)."""
+    import asyncio
+
+    from shoal import loader
     from shoal.daemon.node import DaemonConfig, serve
 
     logging.basicConfig(
@@ -169,6 +199,8 @@ def swarm_init(
     ctx: click.Context, advertise_addr: str, listen_addr: str, availability: str, plugins: tuple[str, ...]
 ) -> None:
     """Initialize a swarm with this node as its first manager."""
+    from shoal import loader
+
     try:
         loader.parse_plugin_args(plugins)
     except loader.PluginError as exc:
@@ -520,14 +552,6 @@ def wait_converged(
 
 def main() -> None:
     """Entry point of the ``shoal`` command."""
-    from shoal.loader import PluginLoader
-
-    try:
-        extensions = PluginLoader()
-        if extensions.load_extensions():
-            extensions.hook.shoal_cli_commands(cli=cli)
-    except loader.PluginError as exc:
-        fail(str(exc), 2)
     cli(prog_name="shoal")
 
 
