@@ -42,7 +42,9 @@ def free_port() -> int:
 
 def image_id(engine: str) -> str:
     cli = ["docker"] if engine == "docker" else ["podman"]
-    out = subprocess.run([*cli, "image", "inspect", IMAGE, "--format", "{{.Id}}"], capture_output=True, text=True)
+    out = subprocess.run(
+        [*cli, "image", "inspect", IMAGE, "--format", "{{.Id}}"], capture_output=True, text=True
+    )
     if out.returncode != 0:
         sys.exit(f"{engine} has no {IMAGE}: run scripts/build-test-images.sh")
     value = out.stdout.strip()
@@ -59,12 +61,27 @@ class ShoalSide:
         self.env = {**os.environ, "SHOAL_HOST": f"unix://{self.sock}"}
         self.env.pop("SHOAL_PLUGINS", None)
         port = free_port()
-        self.log = open(self.dir / "daemon.log", "wb")  # noqa: SIM115
+        self.log = open(self.dir / "daemon.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.cli.main", "daemon", "--state-dir", str(self.dir / "state"),
-             "--socket", str(self.sock), "--listen-addr", f"127.0.0.1:{port}", "--plugin", f"runtime={runtime}",
-             "--log-level", "warning"],
-            stdout=self.log, stderr=self.log, env=self.env,
+            [
+                sys.executable,
+                "-m",
+                "shoal.cli.main",
+                "daemon",
+                "--state-dir",
+                str(self.dir / "state"),
+                "--socket",
+                str(self.sock),
+                "--listen-addr",
+                f"127.0.0.1:{port}",
+                "--plugin",
+                f"runtime={runtime}",
+                "--log-level",
+                "warning",
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            env=self.env,
         )
         self.client = Client(f"unix://{self.sock}")
         deadline = time.monotonic() + 30
@@ -80,9 +97,26 @@ class ShoalSide:
 
     def create(self, name: str, replicas: int, image: str) -> None:
         subprocess.run(
-            [sys.executable, "-m", "shoal.cli.main", "service", "create", "--detach", "--name", name,
-             "--replicas", str(replicas), "--stop-grace-period", "0s", image, "sleep", "3600"],
-            check=True, env=self.env, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "shoal.cli.main",
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                name,
+                "--replicas",
+                str(replicas),
+                "--stop-grace-period",
+                "0s",
+                image,
+                "sleep",
+                "3600",
+            ],
+            check=True,
+            env=self.env,
+            capture_output=True,
         )
 
     def running(self, name: str) -> int:
@@ -105,8 +139,11 @@ class ShoalSide:
         engine = ["docker"] if self.runtime == "docker" else ["podman"]
         node_id = self.client.call("info")["NodeID"]
         while time.monotonic() < deadline:
-            out = subprocess.run([*engine, "ps", "-aq", "--filter", f"label=io.shoal.node.id={node_id}"],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [*engine, "ps", "-aq", "--filter", f"label=io.shoal.node.id={node_id}"],
+                capture_output=True,
+                text=True,
+            )
             if not out.stdout.strip():
                 return
             time.sleep(0.2)
@@ -123,26 +160,49 @@ class SwarmSide:
 
     def __init__(self) -> None:
         subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
-        subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], check=True, capture_output=True)
+        subprocess.run(
+            ["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], check=True, capture_output=True
+        )
 
     def create(self, name: str, replicas: int, image: str) -> None:
         subprocess.run(
-            ["docker", "service", "create", "--detach", "--no-resolve-image", "--name", name, "--replicas",
-             str(replicas), "--stop-grace-period", "0s", image, "sleep", "3600"],
-            check=True, capture_output=True,
+            [
+                "docker",
+                "service",
+                "create",
+                "--detach",
+                "--no-resolve-image",
+                "--name",
+                name,
+                "--replicas",
+                str(replicas),
+                "--stop-grace-period",
+                "0s",
+                image,
+                "sleep",
+                "3600",
+            ],
+            check=True,
+            capture_output=True,
         )
 
     def running(self, name: str) -> int:
-        out = subprocess.run(["docker", "service", "ps", name, "--format", "{{.DesiredState}} {{.CurrentState}}"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["docker", "service", "ps", name, "--format", "{{.DesiredState}} {{.CurrentState}}"],
+            capture_output=True,
+            text=True,
+        )
         return sum(1 for line in out.stdout.splitlines() if line.startswith("Running Running"))
 
     def remove(self, name: str) -> None:
         subprocess.run(["docker", "service", "rm", name], capture_output=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={name}"],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                ["docker", "ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={name}"],
+                capture_output=True,
+                text=True,
+            )
             if not out.stdout.strip():
                 return
             time.sleep(0.2)
@@ -165,7 +225,9 @@ def time_create(side: ShoalSide | SwarmSide, name: str, replicas: int, image: st
     return time.monotonic() - start
 
 
-def run(side: ShoalSide | SwarmSide, label: str, sizes: list[int], reps: int, image: str) -> dict[int, list[float]]:
+def run(
+    side: ShoalSide | SwarmSide, label: str, sizes: list[int], reps: int, image: str
+) -> dict[int, list[float]]:
     results: dict[int, list[float]] = {}
     for size in sizes:
         for rep in range(reps):
@@ -220,7 +282,9 @@ def main() -> None:
             print(f"| {label} / Swarm | {ratios} |")
     print(f"\n1-minute load average at the end: {load:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({k: {str(s): v for s, v in r.items()} for k, r in table.items()}, indent=2))
+        args.json.write_text(
+            json.dumps({k: {str(s): v for s, v in r.items()} for k, r in table.items()}, indent=2)
+        )
 
 
 if __name__ == "__main__":
