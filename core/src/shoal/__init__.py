@@ -7,7 +7,10 @@ plugin distribution; see ``shoal.roles`` for the provider protocols.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shoal.hookspecs import hookimpl as hookimpl
 
 __version__ = "0.1.0"
 
