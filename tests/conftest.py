@@ -37,8 +37,21 @@ def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     base = Path(tmp_path_factory.mktemp("shoal", numbered=True))
     nodes: list[ShoalNode] = []
 
-    def make(name: str = "node1", runtime: str = "docker", extra_args: list[str] | None = None) -> ShoalNode:
-        node = ShoalNode(base=base, name=name, runtime=runtime, extra_args=list(extra_args or []))
+    def make(
+        name: str = "node1",
+        runtime: str = "docker",
+        extra_args: list[str] | None = None,
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+    ) -> ShoalNode:
+        node = ShoalNode(
+            base=base,
+            name=name,
+            runtime=runtime,
+            extra_args=list(extra_args or []),
+            host=host,
+            env_extra=dict(env or {}),
+        )
         nodes.append(node)
         return node
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ class Container:
     labels: dict[str, str]
 
 
-class Engine:
+class Engine(abc.ABC):
     """A thin view of docker or podman for assertions: list by label, kill, remove."""
 
     name: str
@@ -30,15 +31,17 @@ class Engine:
     def __init__(self) -> None:
         self.client: Any = None
 
+    @abc.abstractmethod
     def containers(self, **labels: str) -> list[Container]:
-        raise NotImplementedError
+        """Containers carrying all these labels, running or not."""
 
     def service_containers(self, node_id: str, service: str, running_only: bool = True) -> list[Container]:
         found = self.containers(**{NODE_LABEL: node_id, SERVICE_LABEL: service})
         return [c for c in found if c.running or not running_only]
 
     def kill(self, container_id: str) -> None:
-        subprocess.run([*self.cli, "kill", container_id], check=True, capture_output=True)
+        """Kill with the engine's own CLI, as an operator would."""
+        subprocess.run([*self.cli, "kill", container_id], check=True, capture_output=True, timeout=60)
 
     def require_image(self, image: str) -> None:
         probe = subprocess.run([*self.cli, "image", "inspect", image], capture_output=True, text=True)
@@ -49,8 +52,14 @@ class Engine:
             )
 
     def remove_node_containers(self, node_id: str) -> None:
+        """Test cleanup through the engine's API (podman 4.3's CLI can deadlock on the
+        container lock while its REST service works on the same container)."""
         for container in self.containers(**{NODE_LABEL: node_id}):
-            subprocess.run([*self.cli, "rm", "-f", container.id], capture_output=True)
+            self.force_remove(container.id)
+
+    @abc.abstractmethod
+    def force_remove(self, container_id: str) -> None:
+        """Remove a container, running or not; a missing one is fine."""
 
     def close(self) -> None:
         if self.client is not None:
@@ -69,6 +78,14 @@ class DockerEngine(Engine):
             base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         )
         self.client.ping()
+
+    def force_remove(self, container_id: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
 
     def containers(self, **labels: str) -> list[Container]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
@@ -94,6 +111,9 @@ class PodmanEngine(Engine):
             base_url=os.environ.get("CONTAINER_HOST", "unix:///run/podman/podman.sock")
         )
         self.client.ping()
+
+    def force_remove(self, container_id: str) -> None:
+        self.client.api.delete(f"/containers/{container_id}", params={"force": True, "t": 0})
 
     def containers(self, **labels: str) -> list[Container]:
         # podman-py's label filters are unreliable (podman 4.3 answers with every container or

@@ -63,6 +63,7 @@ class ShoalNode:
     extra_args: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 0
+    env_extra: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -80,6 +81,7 @@ class ShoalNode:
         env = dict(os.environ)
         env["SHOAL_HOST"] = f"unix://{self.socket}"
         env.pop("SHOAL_PLUGINS", None)
+        env.update(self.env_extra)
         return env
 
     def daemon_args(self) -> list[str]:
@@ -129,6 +131,10 @@ class ShoalNode:
 
     def init(self, *args: str) -> CLIResult:
         return self.ok("swarm", "init", "--advertise-addr", self.addr, *args)
+
+    def join(self, manager: ShoalNode, role: str = "worker", *args: str) -> CLIResult:
+        token = manager.ok("swarm", "join-token", "-q", role).stdout.strip()
+        return self.ok("swarm", "join", "--token", token, *args, manager.addr)
 
     def info(self) -> dict[str, Any]:
         return json.loads(self.ok("info", "--format", "json").stdout)  # type: ignore[no-any-return]

@@ -216,6 +216,79 @@ def swarm_init(
     click.echo(f"Swarm initialized: current node ({result['NodeID']}) is now a manager.")
 
 
+@swarm.command("join")
+@click.option("--token", required=True, help="The worker (or manager) join token.")
+@click.option("--advertise-addr", default="", help="Advertised address (HOST[:PORT]).")
+@click.option("--listen-addr", default="", help="Listen address (HOST:PORT), default the daemon's.")
+@click.option("--availability", default="active", help="Availability of this node: active, pause or drain.")
+@click.argument("remote_addr")
+@click.pass_context
+def swarm_join(
+    ctx: click.Context, token: str, advertise_addr: str, listen_addr: str, availability: str, remote_addr: str
+) -> None:
+    """Join a swarm as a node: MANAGER_ADDR is HOST[:PORT] of a manager."""
+    call(
+        ctx,
+        "swarm.join",
+        token=token,
+        remote_addr=remote_addr,
+        advertise_addr=advertise_addr,
+        listen_addr=listen_addr,
+        availability=availability,
+    )
+    click.echo("This node joined a swarm as a worker.")
+
+
+@swarm.command("join-token")
+@click.argument("role")
+@click.option("-q", "--quiet", is_flag=True, help="Only display the token.")
+@click.option("--rotate", is_flag=True, help="Rotate the join token (only future joins are affected).")
+@click.pass_context
+def swarm_join_token(ctx: click.Context, role: str, quiet: bool, rotate: bool) -> None:
+    """Manage join tokens: ROLE is worker or manager."""
+    if role not in ("worker", "manager"):
+        fail(f'unknown role "{role}": use worker or manager', 2)
+    result = call(ctx, "swarm.join_token", role=role, rotate=rotate)
+    if quiet:
+        click.echo(result["Token"])
+        return
+    if rotate:
+        click.echo(f"Successfully rotated {role} join token.\n")
+    click.echo(f"To add a {role} to this swarm, run the following command:\n")
+    click.echo(f"    shoal swarm join --token {result['Token']} {result['ManagerAddr']}\n")
+
+
+@swarm.command("leave")
+@click.option("-f", "--force", is_flag=True, help="Force this node to leave the swarm, ignoring warnings.")
+@click.pass_context
+def swarm_leave(ctx: click.Context, force: bool) -> None:
+    """Leave the swarm."""
+    call(ctx, "swarm.leave", force=force)
+    click.echo("Node left the swarm.")
+
+
+@swarm.command("update")
+@click.option("--cert-expiry", default=None, help="Validity period for node certificates (e.g. 2160h).")
+@click.option("--dispatcher-heartbeat", default=None, help="Dispatcher heartbeat period (e.g. 5s).")
+@click.option("--task-history-limit", default=None, help="Task history retention limit.")
+@click.pass_context
+def swarm_update(
+    ctx: click.Context,
+    cert_expiry: str | None,
+    dispatcher_heartbeat: str | None,
+    task_history_limit: str | None,
+) -> None:
+    """Update the swarm."""
+    call(
+        ctx,
+        "swarm.update",
+        cert_expiry=cert_expiry,
+        dispatcher_heartbeat=dispatcher_heartbeat,
+        task_history_limit=task_history_limit,
+    )
+    click.echo("Swarm updated.")
+
+
 @cli.command()
 @click.option("--format", "fmt", default=None, help="json for the raw object.")
 @click.pass_context
@@ -271,6 +344,41 @@ def node_ls(ctx: click.Context, quiet: bool, fmt: str | None) -> None:
 def node_inspect(ctx: click.Context, nodes: tuple[str, ...]) -> None:
     """Display detailed information on one or more nodes (default: self)."""
     click.echo(json.dumps(call(ctx, "node.inspect", nodes=list(nodes) or ["self"]), indent=4))
+
+
+@node.command("update")
+@click.argument("node_ref")
+@click.option("--availability", default=None, help="Availability of the node: active, pause or drain.")
+@click.option("--label-add", "label_add", multiple=True, help="Add or update a node label (KEY=VALUE).")
+@click.option("--label-rm", "label_rm", multiple=True, help="Remove a node label if exists.")
+@click.pass_context
+def node_update(
+    ctx: click.Context,
+    node_ref: str,
+    availability: str | None,
+    label_add: tuple[str, ...],
+    label_rm: tuple[str, ...],
+) -> None:
+    """Update a node."""
+    result = call(
+        ctx,
+        "node.update",
+        node=node_ref,
+        availability=availability,
+        label_add=list(label_add),
+        label_rm=list(label_rm),
+    )
+    click.echo(result["ID"])
+
+
+@node.command("rm")
+@click.argument("nodes", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Force remove a node from the swarm.")
+@click.pass_context
+def node_rm(ctx: click.Context, nodes: tuple[str, ...], force: bool) -> None:
+    """Remove one or more nodes from the swarm."""
+    for node_id in call(ctx, "node.rm", nodes=list(nodes), force=force):
+        click.echo(node_id)
 
 
 @node.command("ps")

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from shoal.manager.controlapi import ControlAPI
+from shoal import rpc
+from shoal.manager.caserver import CAServer
+from shoal.manager.controlapi import ControlAPI, ControlError
 from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.observers import TaskStateObservers
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
 from shoal.manager.scheduler_driver import SchedulerDriver
 from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.ca import CAProvider, RootMaterial
 from shoal.roles.scheduler import SchedulerProvider
 from shoal.roles.store import StoreProvider, StoreUnavailable
@@ -55,6 +59,7 @@ class Manager:
         self.store = ObjectStore()
         self.store.provider = store_provider
         self.control = ControlAPI(self.store, node_id)
+        self.ca_server = CAServer(self.store, ca, cluster_id)
         self.dispatcher: Dispatcher | None = None
         self._components: list[Any] = []
         self._leadership: asyncio.Task[None] | None = None
@@ -143,26 +148,46 @@ class Manager:
         return self.dispatcher
 
     def rpc_handlers(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Transport handlers that route dispatcher calls to the current leader's dispatcher."""
-        from shoal import rpc
+        """Transport handlers: dispatcher calls go to the leader's dispatcher; CA calls to the
+        CA server (issuing needs the leader, which writes the node object)."""
 
-        async def unary(method: str, request: bytes, peer: PeerIdentity | None) -> bytes:
-            dispatcher = self._leader_dispatcher()
-            handler = dispatcher.heartbeat if method == rpc.HEARTBEAT else dispatcher.update_task_status
-            return await handler(request, peer)
+        async def heartbeat(request: bytes, peer: PeerIdentity | None) -> bytes:
+            return await self._leader_dispatcher().heartbeat(request, peer)
 
-        async def streaming(method: str, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
-            dispatcher = self._leader_dispatcher()
-            handler = dispatcher.session if method == rpc.SESSION else dispatcher.assignments
-            async for message in handler(request, peer):
+        async def update_task_status(request: bytes, peer: PeerIdentity | None) -> bytes:
+            return await self._leader_dispatcher().update_task_status(request, peer)
+
+        async def issue(request: bytes, peer: PeerIdentity | None) -> bytes:
+            self._leader_dispatcher()  # raises UNAVAILABLE on a follower
+            return await self.ca_server.issue(request, peer)
+
+        async def session(request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+            async for message in self._leader_dispatcher().session(request, peer):
                 yield message
 
+        async def assignments(request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+            async for message in self._leader_dispatcher().assignments(request, peer):
+                yield message
+
+        async def control(request: bytes, peer: PeerIdentity | None) -> bytes:
+            """The control API for other managers (forwarding): manager certificates only."""
+            rpc.authorize(peer, self.cluster_id, managers_only=True)
+            call = rpb.ControlRequest.FromString(request)
+            handler = self.control.handlers().get(call.method)
+            if handler is None:
+                raise RPCError(StatusCode.UNIMPLEMENTED, f"unknown control method {call.method}")
+            try:
+                result = await handler(json.loads(call.json_body or b"{}"))
+            except ControlError as exc:
+                raise RPCError(exc.code, exc.message) from None
+            return rpb.ControlResponse(json_body=json.dumps(result).encode()).SerializeToString()
+
         unary_handlers = {
-            name: (lambda request, peer, name=name: unary(name, request, peer))
-            for name in (rpc.HEARTBEAT, rpc.UPDATE_TASK_STATUS)
+            rpc.CONTROL: control,
+            rpc.HEARTBEAT: heartbeat,
+            rpc.UPDATE_TASK_STATUS: update_task_status,
+            rpc.GET_ROOT_CA: self.ca_server.get_root,
+            rpc.ISSUE_NODE_CERTIFICATE: issue,
         }
-        stream_handlers = {
-            name: (lambda request, peer, name=name: streaming(name, request, peer))
-            for name in (rpc.SESSION, rpc.ASSIGNMENTS)
-        }
+        stream_handlers = {rpc.SESSION: session, rpc.ASSIGNMENTS: assignments}
         return unary_handlers, stream_handlers

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import shutil
 import signal
@@ -21,16 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal import identity, rpc
+from shoal import identity, rpc, tokens
 from shoal.agent.agent import Agent, description_from
 from shoal.daemon.localapi import APIError, LocalAPIServer
 from shoal.daemon.manager import Manager
+from shoal.daemon.renewal import CertificateRenewer, check_not_expired
 from shoal.daemon.state import CERTS_DIR, NodeState, load_state, save_state
 from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, parse_plugin_args, resolve_selection
 from shoal.manager.controlapi import ControlError
 from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
 from shoal.roles.runtime import RuntimeError_, RuntimeProvider
 from shoal.roles.store import StoreUnavailable
@@ -65,7 +68,7 @@ def map_error(exc: BaseException) -> APIError | None:
         return exc
     if isinstance(exc, ControlError):
         return APIError(exc.code, exc.message)
-    if isinstance(exc, (PluginError, SpecError)):
+    if isinstance(exc, (PluginError, SpecError, tokens.TokenError)):
         return APIError(StatusCode.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, StoreUnavailable):
         return APIError(StatusCode.UNAVAILABLE, str(exc))
@@ -87,8 +90,8 @@ def split_addr(addr: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
         number = int(port)
     except ValueError:
         raise SpecError(f'invalid address "{addr}": the port must be a number') from None
-    if not 0 < number < 65536:
-        raise SpecError(f'invalid address "{addr}": the port must be between 1 and 65535')
+    if not 0 <= number < 65536:
+        raise SpecError(f'invalid address "{addr}": the port must be between 0 and 65535')
     return host.strip("[]"), number
 
 
@@ -117,6 +120,7 @@ class Daemon:
         self.agent: Agent | None = None
         self.server: TransportServer | None = None
         self.tls: TLSMaterial | None = None
+        self.renewer: CertificateRenewer | None = None
         self.api = LocalAPIServer(config.socket, map_error)
         self._stop = asyncio.Event()
         self._swarm_lock = asyncio.Lock()
@@ -181,6 +185,9 @@ class Daemon:
                 await self.transport.close()
 
     async def _stop_swarm(self) -> None:
+        if self.renewer is not None:
+            await self.renewer.stop()
+            self.renewer = None
         if self.agent is not None:
             await self.agent.stop()
             self.agent = None
@@ -200,6 +207,7 @@ class Daemon:
     async def _start_swarm(self, state: NodeState, *, bootstrap: bool, init: Any = None) -> None:
         assert self.transport is not None and self.runtime is not None
         creds = identity.load_credentials(self.state_dir / CERTS_DIR)
+        check_not_expired(creds, state.is_manager)
         self.tls = TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
         unary: dict[str, Any] = {}
         streams: dict[str, Any] = {}
@@ -216,8 +224,11 @@ class Daemon:
                 task_state_changed=loader.hook.shoal_task_state_changed,
             )
             await self.manager.start(bootstrap=bootstrap, init=init)
+            await self._reissue_if_expired(state)
             unary, streams = self.manager.rpc_handlers()
-        self.server = await self.transport.serve(state.listen_addr, self.tls, unary, streams)
+        if state.is_manager:
+            # Workers serve nothing: agents dial managers, never the other way round.
+            self.server = await self.transport.serve(state.listen_addr, self.tls, unary, streams)
         self.agent = Agent(
             node_id=state.node_id,
             state_dir=self.state_dir,
@@ -229,6 +240,14 @@ class Daemon:
             hostname=self.config.hostname,
         )
         await self.agent.start()
+        self.renewer = CertificateRenewer(
+            state_dir=self.state_dir / CERTS_DIR,
+            transport=self.transport,
+            current=self._tls,
+            on_renewed=self._renewed,
+            managers=lambda: self.agent.managers if self.agent is not None else state.managers,
+        )
+        self.renewer.start()
 
     async def swarm_init(self, params: dict[str, Any]) -> Any:
         async with self._swarm_lock:
@@ -312,6 +331,9 @@ class Daemon:
             cluster = pb.Cluster(id=cluster_id, spec=cluster_spec())
             cluster.root_ca.ca_cert = root.cert_pem
             cluster.root_ca.ca_key = root.key_pem
+            cluster.root_ca.ca_cert_hash = tokens.root_digest(root.cert_pem)
+            cluster.root_ca.join_tokens.worker = tokens.new_token(root.cert_pem)
+            cluster.root_ca.join_tokens.manager = tokens.new_token(root.cert_pem)
             cluster.plugins.CopyFrom(pb.PluginSelection(**{r: selection[r] for r in CLUSTER_ROLES}))
             node = pb.Node(id=node_id, role=pb.NodeSpec.MANAGER)
             node.spec.desired_role = pb.NodeSpec.MANAGER
@@ -345,11 +367,181 @@ class Daemon:
             raise
         return {"NodeID": node_id, "ClusterID": cluster_id, "AdvertiseAddr": state.advertise_addr}
 
+    async def _reissue_if_expired(self, state: NodeState) -> None:
+        """A manager whose certificate ran out while it was off signs itself a new one: it
+        holds the CA, and nobody else could vouch for it."""
+        assert self.manager is not None and self.tls is not None
+        if identity.cert_not_after(self.tls.cert_pem) > dt.datetime.now(dt.UTC):
+            return
+        cluster = self.manager.store.view.cluster()
+        expiry = cluster.spec.ca_config.node_cert_expiry if cluster is not None else NODE_CERT_EXPIRY
+        key_pem = identity.generate_key()
+        issued = await self.manager.ca.sign(
+            identity.build_csr(key_pem),
+            node_id=state.node_id,
+            role=rpc.MANAGER_OU,
+            cluster_id=state.cluster_id,
+            expiry_seconds=expiry,
+        )
+        creds = identity.NodeCredentials(
+            key_pem=key_pem, cert_pem=issued.cert_pem, root_pem=self.tls.root_pem
+        )
+        identity.write_credentials(self.state_dir / CERTS_DIR, creds)
+        self.tls = TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
+        log.warning("this manager's certificate had expired; it issued itself a new one")
+
+    def _renewed(self, tls: TLSMaterial) -> None:
+        """A renewed certificate: new connections (client and server side) use it from now on."""
+        self.tls = tls
+        if self.server is not None:
+            self.server.update_tls(tls)
+
+    async def swarm_join(self, params: dict[str, Any]) -> Any:
+        async with self._swarm_lock:
+            if self.state is not None:
+                raise APIError(
+                    StatusCode.FAILED_PRECONDITION,
+                    'This node is already part of a swarm. Use "shoal swarm leave" to leave this swarm '
+                    "and join another one.",
+                )
+            return await self._join(params)
+
+    async def _join(self, params: dict[str, Any]) -> Any:
+        assert self.runtime is not None and self.transport is not None
+        token = str(params.get("token") or "").strip()
+        if not token:
+            raise SpecError("a join token is required: shoal swarm join --token TOKEN MANAGER_ADDR")
+        parsed = tokens.parse(token)
+        remote_host, remote_port = split_addr(str(params.get("remote_addr") or ""))
+        remote = f"{remote_host}:{remote_port}"
+        availability = str(params.get("availability") or "active")
+        availabilities = {
+            "active": pb.NodeSpec.ACTIVE,
+            "pause": pb.NodeSpec.PAUSE,
+            "drain": pb.NodeSpec.DRAIN,
+        }
+        if availability not in availabilities:
+            raise SpecError(f'invalid --availability "{availability}": use active, pause or drain')
+        listen = str(params.get("listen_addr") or self.config.listen_addr)
+        listen_host, listen_port = split_addr(listen)
+        advertise = str(params.get("advertise_addr") or self.config.advertise_addr or "")
+        adv_host, adv_port = split_addr(advertise, listen_port) if advertise else (listen_host, listen_port)
+        try:
+            await self.runtime.describe()
+        except RuntimeError_ as exc:
+            raise APIError(StatusCode.UNAVAILABLE, f"cannot join: the container engine: {exc}") from None
+
+        # 1. The root CA, fetched without trusting it, then checked against the token's digest.
+        try:
+            raw = await self.transport.call(
+                remote, rpc.GET_ROOT_CA, b"", tls=TLSMaterial(root_pem=b""), timeout=10
+            )
+        except RPCError as exc:
+            raise APIError(
+                StatusCode.UNAVAILABLE, f"cannot reach the manager at {remote}: {exc.message}"
+            ) from None
+        root_pem = rpb.GetRootCAResponse.FromString(raw).certificate
+        if tokens.root_digest(root_pem) != parsed.digest:
+            raise APIError(
+                StatusCode.PERMISSION_DENIED,
+                f"the root CA presented by {remote} does not match the join token's digest: refusing to join "
+                "(the token is for another swarm, or something is intercepting the connection)",
+            )
+        # 2. A key that never leaves this node, a CSR, and the token, over TLS checked against that root.
+        key_pem = identity.generate_key()
+        request = rpb.IssueNodeCertificateRequest(
+            csr=identity.build_csr(key_pem), token=token, availability=availabilities[availability]
+        )
+        try:
+            raw = await self.transport.call(
+                remote,
+                rpc.ISSUE_NODE_CERTIFICATE,
+                request.SerializeToString(),
+                tls=TLSMaterial(root_pem=root_pem),
+                timeout=30,
+            )
+        except RPCError as exc:
+            code = exc.code if exc.code != StatusCode.UNKNOWN else StatusCode.UNAVAILABLE
+            raise APIError(
+                code, f"the manager at {remote} refused to admit this node: {exc.message}"
+            ) from None
+        issued = rpb.IssueNodeCertificateResponse.FromString(raw)
+        identity.verify_chain(issued.certificate, root_pem)
+        peer = identity.parse_identity(issued.certificate)
+        if (
+            peer.node_id != issued.node_id
+            or peer.cluster_id != issued.cluster_id
+            or peer.role != rpc.WORKER_OU
+        ):
+            raise APIError(
+                StatusCode.PERMISSION_DENIED, f"the certificate issued by {remote} has the wrong subject"
+            )
+        state = NodeState(
+            node_id=issued.node_id,
+            cluster_id=issued.cluster_id,
+            role="worker",
+            listen_addr=f"{listen_host}:{listen_port}",
+            advertise_addr=f"{adv_host}:{adv_port}",
+            managers=[remote],
+            plugins={"transport": self.selection["transport"]},
+        )
+        self.state = state
+        try:
+            # The token is deliberately not stored anywhere: a node never needs it again.
+            identity.write_credentials(
+                self.state_dir / CERTS_DIR,
+                identity.NodeCredentials(key_pem=key_pem, cert_pem=issued.certificate, root_pem=root_pem),
+            )
+            await self._start_swarm(state, bootstrap=False)
+            save_state(self.state_dir, state)
+        except BaseException:
+            await self._stop_swarm()
+            self.state = None
+            for leftover in (self.state_dir / CERTS_DIR, self.state_dir / "worker"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            raise
+        return {"NodeID": issued.node_id, "ClusterID": issued.cluster_id, "Role": "worker"}
+
+    async def swarm_leave(self, params: dict[str, Any]) -> Any:
+        """Leave the swarm: stop the agent, remove this node's containers, forget the identity."""
+        async with self._swarm_lock:
+            state = self.state
+            if state is None:
+                raise APIError(StatusCode.FAILED_PRECONDITION, "This node is not part of a swarm")
+            if state.is_manager and not params.get("force"):
+                raise APIError(
+                    StatusCode.FAILED_PRECONDITION,
+                    "You are attempting to leave the swarm on a node that is participating as a manager. "
+                    "Removing the last manager erases all current state of the swarm. Use `--force` to ignore "
+                    "this message.",
+                )
+            agent = self.agent
+            if agent is not None:
+                await asyncio.gather(*(agent._remove(task_id) for task_id in list(agent.controllers)))
+            await self._stop_swarm()
+            if self.runtime is not None:
+                with contextlib.suppress(RuntimeError_):
+                    for ref in await self.runtime.list_containers(state.node_id):
+                        stray = pb.Task(id=ref.task_id, node_id=state.node_id, service_id=ref.service_id)
+                        await self.runtime.shutdown(stray, 0.0)
+                        await self.runtime.remove(stray)
+            for leftover in (
+                self.state_dir / CERTS_DIR,
+                self.state_dir / "plugins",
+                self.state_dir / "worker",
+            ):
+                shutil.rmtree(leftover, ignore_errors=True)
+            (self.state_dir / "state.json").unlink(missing_ok=True)
+            self.state = None
+            return {"NodeID": state.node_id}
+
     # ------------------------------------------------------------------ local API
 
     def _register_api(self) -> None:
         api = self.api
         api.unary["swarm.init"] = self.swarm_init
+        api.unary["swarm.join"] = self.swarm_join
+        api.unary["swarm.leave"] = self.swarm_leave
         api.unary["info"] = self.info
         api.streams["service.logs"] = self.service_logs
         for method in (
@@ -362,6 +554,10 @@ class Daemon:
             "service.scale",
             "service.rm",
             "swarm.inspect",
+            "swarm.update",
+            "swarm.join_token",
+            "node.update",
+            "node.rm",
         ):
             api.unary[method] = self._control(method)
 

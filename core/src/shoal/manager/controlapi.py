@@ -13,11 +13,12 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from shoal import states
+from shoal import states, tokens
 from shoal.ids import new_id
+from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import StatusCode
-from shoal.specs import SpecError, replicas, service_spec
+from shoal.specs import SpecError, parse_duration, replicas, service_spec
 from shoal.store.memory import ObjectStore, Tx, copy
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -62,6 +63,10 @@ class ControlAPI:
             "service.scale": self.service_scale,
             "service.rm": self.service_rm,
             "swarm.inspect": self.swarm_inspect,
+            "swarm.update": self.swarm_update,
+            "swarm.join_token": self.swarm_join_token,
+            "node.update": self.node_update,
+            "node.rm": self.node_rm,
         }
 
     # ------------------------------------------------------------------ lookups
@@ -102,7 +107,151 @@ class ControlAPI:
             raise ControlError(StatusCode.FAILED_PRECONDITION, "the swarm has no cluster object yet")
         return to_dict(redacted_cluster(cluster))
 
+    async def swarm_update(self, params: dict[str, Any]) -> Any:
+        """``swarm update``: certificate expiry, heartbeat period, task history limit."""
+        changes: list[Callable[[pb.Cluster], None]] = []
+        try:
+            if params.get("cert_expiry") not in (None, ""):
+                expiry = parse_duration(str(params["cert_expiry"]), "--cert-expiry")
+                floor = min_cert_expiry()
+                if expiry < floor:
+                    raise SpecError(
+                        f'invalid --cert-expiry "{params["cert_expiry"]}": the minimum is 1h '
+                        "(shorter certificates would leave nodes no time to renew)"
+                        if floor >= 3600
+                        else f'invalid --cert-expiry "{params["cert_expiry"]}": the minimum is {floor:g}s'
+                    )
+                changes.append(lambda c: setattr(c.spec.ca_config, "node_cert_expiry", expiry))
+            if params.get("dispatcher_heartbeat") not in (None, ""):
+                period = parse_duration(str(params["dispatcher_heartbeat"]), "--dispatcher-heartbeat")
+                if period <= 0:
+                    raise SpecError(
+                        f'invalid --dispatcher-heartbeat "{params["dispatcher_heartbeat"]}": must be positive'
+                    )
+                changes.append(lambda c: setattr(c.spec.dispatcher, "heartbeat_period", period))
+            if params.get("task_history_limit") not in (None, ""):
+                try:
+                    limit = int(params["task_history_limit"])
+                except (TypeError, ValueError):
+                    raise SpecError(
+                        f'invalid --task-history-limit "{params["task_history_limit"]}": give a whole number'
+                    ) from None
+                changes.append(lambda c: setattr(c.spec.orchestration, "task_history_retention_limit", limit))
+        except SpecError as exc:
+            raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        if not changes:
+            raise ControlError(
+                StatusCode.INVALID_ARGUMENT,
+                "nothing to update: give --cert-expiry, --dispatcher-heartbeat or --task-history-limit",
+            )
+
+        def update(tx: Tx) -> None:
+            cluster = tx.cluster()
+            if cluster is None:
+                raise ControlError(StatusCode.FAILED_PRECONDITION, "the swarm has no cluster object yet")
+            cluster = copy(cluster)
+            for change in changes:
+                change(cluster)
+            tx.update(cluster)
+
+        await self.store.update(update)
+        return {"updated": True}
+
+    async def swarm_join_token(self, params: dict[str, Any]) -> Any:
+        """The join token for a role, optionally rotated first (only future joins are affected)."""
+        role = str(params.get("role") or "")
+        if role not in ("worker", "manager"):
+            raise ControlError(StatusCode.INVALID_ARGUMENT, f'unknown role "{role}": use worker or manager')
+        if params.get("rotate"):
+
+            def rotate(tx: Tx) -> None:
+                cluster = tx.cluster()
+                if cluster is None:
+                    raise ControlError(StatusCode.FAILED_PRECONDITION, "the swarm has no cluster object yet")
+                cluster = copy(cluster)
+                setattr(cluster.root_ca.join_tokens, role, tokens.new_token(cluster.root_ca.ca_cert))
+                tx.update(cluster)
+
+            await self.store.update(rotate)
+        cluster = self.store.view.cluster()
+        assert cluster is not None
+        node = self.store.view.nodes.get(self.node_id)
+        addr = node.manager_status.addr if node is not None else ""
+        return {
+            "Token": getattr(cluster.root_ca.join_tokens, role),
+            "ManagerAddr": addr,
+            "Rotated": bool(params.get("rotate")),
+        }
+
     # ------------------------------------------------------------------ nodes
+
+    async def node_update(self, params: dict[str, Any]) -> Any:
+        """``node update``: availability and labels."""
+        node = self.find_node(str(params.get("node") or ""))
+        availability = params.get("availability")
+        availabilities = {
+            "active": pb.NodeSpec.ACTIVE,
+            "pause": pb.NodeSpec.PAUSE,
+            "drain": pb.NodeSpec.DRAIN,
+        }
+        if availability not in (None, "") and availability not in availabilities:
+            raise ControlError(
+                StatusCode.INVALID_ARGUMENT,
+                f'invalid --availability "{availability}": use active, pause or drain',
+            )
+        label_add = [str(label) for label in params.get("label_add") or []]
+        label_rm = [str(label) for label in params.get("label_rm") or []]
+        for label in label_add:
+            if not label.partition("=")[0]:
+                raise ControlError(
+                    StatusCode.INVALID_ARGUMENT, f'invalid --label-add "{label}": use KEY=VALUE or KEY'
+                )
+        for key in label_rm:
+            if key not in node.spec.annotations.labels and not any(
+                a.partition("=")[0] == key for a in label_add
+            ):
+                raise ControlError(StatusCode.NOT_FOUND, f"key \"{key}\" doesn't exist in node's labels")
+
+        def update(tx: Tx) -> None:
+            current = tx.node(node.id)
+            if current is None:
+                raise ControlError(StatusCode.NOT_FOUND, f"node {node.id} not found")
+            current = copy(current)
+            if availability not in (None, ""):
+                current.spec.availability = availabilities[str(availability)]
+            for label in label_add:
+                key, _, value = label.partition("=")
+                current.spec.annotations.labels[key] = value
+            for key in label_rm:
+                current.spec.annotations.labels.pop(key, None)
+            tx.update(current)
+
+        await self.store.update(update)
+        return {"ID": node.id}
+
+    async def node_rm(self, params: dict[str, Any]) -> Any:
+        """``node rm [-f]``: a node must be down (or forced); a manager must be demoted first."""
+        force = bool(params.get("force"))
+        nodes = [self.find_node(str(ref)) for ref in params.get("nodes") or []]
+        for node in nodes:
+            if node.role == pb.NodeSpec.MANAGER:
+                raise ControlError(
+                    StatusCode.FAILED_PRECONDITION,
+                    f"node {node.id} is a cluster manager and is a member of the raft cluster. "
+                    "It must be demoted to worker before removal",
+                )
+            if node.status.state != pb.NodeStatus.DOWN and not force:
+                raise ControlError(
+                    StatusCode.FAILED_PRECONDITION,
+                    f"node {node.id} is not down and can't be removed (use --force to remove it anyway)",
+                )
+
+        def remove(tx: Tx) -> None:
+            for node in nodes:
+                tx.delete("node", node.id)
+
+        await self.store.update(remove)
+        return [n.id for n in nodes]
 
     def _node_row(self, node: pb.Node) -> dict[str, Any]:
         status = pb.NodeStatus.State.Name(node.status.state).capitalize()

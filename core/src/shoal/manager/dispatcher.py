@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shoal import rpc, states
 from shoal.ids import new_id
@@ -37,7 +37,10 @@ HEARTBEAT_EPSILON = 0.5
 class _Session:
     session_id: str
     node_id: str
-    last_heartbeat: float = field(default_factory=time.monotonic)
+    #: When the node is declared down without another heartbeat: 3 periods after the last one,
+    #: with the period this dispatcher told the agent at that time (a changed period only
+    #: applies from the agent's next heartbeat, so changing it never downs live nodes).
+    expires_at: float = 0.0
 
 
 class Dispatcher:
@@ -103,7 +106,9 @@ class Dispatcher:
     async def session(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
         peer = self._authorize(peer)
         req = rpb.SessionRequest.FromString(request)
-        session = _Session(new_id(), peer.node_id)
+        session = _Session(
+            new_id(), peer.node_id, time.monotonic() + self.heartbeat_period() * GRACE_MULTIPLIER
+        )
         for old_id, old in list(self._sessions.items()):
             if old.node_id == peer.node_id:
                 del self._sessions[old_id]
@@ -152,9 +157,9 @@ class Dispatcher:
         peer = self._authorize(peer)
         req = rpb.HeartbeatRequest.FromString(request)
         session = self._session_for(req.session_id, peer)
-        session.last_heartbeat = time.monotonic()
         period = self.heartbeat_period()
         jitter = random.uniform(-HEARTBEAT_EPSILON, HEARTBEAT_EPSILON) if period > 1 else 0.0
+        session.expires_at = time.monotonic() + (period + jitter) * GRACE_MULTIPLIER
         return rpb.HeartbeatResponse(period=period + jitter).SerializeToString()
 
     async def _heartbeat_monitor(self) -> None:
@@ -163,7 +168,7 @@ class Dispatcher:
             await asyncio.sleep(min(1.0, period / 2))
             now = time.monotonic()
             deadline = period * GRACE_MULTIPLIER
-            expired = [s for s in self._sessions.values() if now - s.last_heartbeat > deadline]
+            expired = [s for s in self._sessions.values() if now > s.expires_at]
             for session in expired:
                 self._sessions.pop(session.session_id, None)
             down = {s.node_id for s in expired}
