@@ -43,6 +43,7 @@ def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         extra_args: list[str] | None = None,
         host: str = "127.0.0.1",
         env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
     ) -> ShoalNode:
         node = ShoalNode(
             base=base,
@@ -51,6 +52,7 @@ def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             extra_args=list(extra_args or []),
             host=host,
             env_extra=dict(env or {}),
+            wrapper=list(wrapper or []),
         )
         nodes.append(node)
         return node

@@ -64,10 +64,13 @@ class ShoalNode:
     host: str = "127.0.0.1"
     port: int = 0
     env_extra: dict[str, str] = field(default_factory=dict)
+    #: Command prefix for the daemon, e.g. ``nsenter --net=/var/run/netns/X`` to run it in a
+    #: network namespace (the CLI still reaches it through its Unix socket).
+    wrapper: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
-        self.port = self.port or free_port(self.host)
+        self.port = self.port or (free_port(self.host) if not self.wrapper else 2377)
         self.state_dir = self.base / self.name / "state"
         self.socket = self.base / self.name / "shoal.sock"
         self.log = self.base / self.name / "daemon.log"
@@ -86,6 +89,7 @@ class ShoalNode:
 
     def daemon_args(self) -> list[str]:
         return [
+            *self.wrapper,
             *SHOAL,
             "daemon",
             "--state-dir",

@@ -6,6 +6,7 @@ failure, drain/pause, node management and constraints over live node objects.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -222,9 +223,35 @@ def test_certificate_renewal_and_expiry_floor(node_factory: Factory) -> None:
     worker.stop()
     expiry = x509.load_pem_x509_certificate(cert_file.read_bytes()).not_valid_after_utc
     wait_until(lambda: dt.datetime.now(dt.UTC) > expiry, 30, interval=0.5, what="the certificate to expire")
+    assert (
+        asyncio.run(call_with(load_credentials(worker.state_dir / "certificates"), manager)) == "UNAVAILABLE"
+    )
     worker.start(wait=False)
     assert worker.proc is not None and worker.proc.wait(30) == 1
     assert "expired" in worker.log_text() and "shoal swarm join" in worker.log_text()
+
+
+async def call_with(creds: object, manager: ShoalNode) -> str:
+    """Call the dispatcher with these credentials; the status code it fails with, or OK."""
+    from shoal import rpc
+    from shoal.loader import PluginLoader
+    from shoal.proto import rpc_pb2 as rpb
+    from shoal.roles.transport import RPCError, TLSMaterial
+
+    loader = PluginLoader()
+    transport = loader.provider(
+        "transport", loader.make_context("transport", manager.base / "expired-client")
+    )
+    tls = TLSMaterial(creds.root_pem, creds.cert_pem, creds.key_pem)  # type: ignore[attr-defined]
+    try:
+        await transport.call(
+            manager.addr, rpc.HEARTBEAT, rpb.HeartbeatRequest().SerializeToString(), tls=tls, timeout=5
+        )
+    except RPCError as exc:
+        return exc.code.value
+    finally:
+        await transport.close()
+    return "OK"
 
 
 def test_cert_expiry_minimum_is_one_hour(node_factory: Factory) -> None:
@@ -457,3 +484,91 @@ def test_constraints_on_live_nodes(node_factory: Factory) -> None:
     wait_until(
         lambda: running_by_node(manager, "nowhere") == Counter({"w2": 1}), 60, what="placed once it fits"
     )
+
+
+def test_spread_drain_and_worker_constraint(node_factory: Factory) -> None:
+    manager = start_manager(node_factory)
+    start_worker(node_factory, manager, "w1", 2)
+    start_worker(node_factory, manager, "w2", 3)
+    wait_status(manager, "w2", "Ready")
+    manager.ok(
+        "service",
+        "create",
+        "--name",
+        "six",
+        "--replicas",
+        "6",
+        "--stop-grace-period",
+        "1s",
+        "--detach",
+        TEST_IMAGE,
+    )
+    wait_until(
+        lambda: running_by_node(manager, "six") == Counter({"mgr": 2, "w1": 2, "w2": 2}), 60, what="2/2/2"
+    )
+    manager.ok("node", "update", "--availability", "drain", "mgr")
+    wait_until(lambda: running_by_node(manager, "six") == Counter({"w1": 3, "w2": 3}), 60, what="3/3")
+    manager.ok("node", "update", "--availability", "active", "mgr")
+    manager.ok(
+        "service",
+        "create",
+        "--name",
+        "onlyworkers",
+        "--replicas",
+        "6",
+        "--constraint",
+        "node.role==worker",
+        "--detach",
+        TEST_IMAGE,
+    )
+    wait_until(
+        lambda: running_by_node(manager, "onlyworkers") == Counter({"w1": 3, "w2": 3}),
+        60,
+        what="only on workers",
+    )
+
+
+def test_killed_worker_rejoins_with_its_certificate(node_factory: Factory, docker_engine: Engine) -> None:
+    manager = start_manager(node_factory)
+    start_worker(node_factory, manager, "w1", 2)
+    w2 = start_worker(node_factory, manager, "w2", 3)
+    wait_status(manager, "w2", "Ready")
+    manager.ok(
+        "service",
+        "create",
+        "--name",
+        "k9",
+        "--replicas",
+        "6",
+        "--restart-delay",
+        "0s",
+        "--stop-grace-period",
+        "1s",
+        "--detach",
+        TEST_IMAGE,
+    )
+    wait_until(lambda: running_by_node(manager, "k9")["w2"] == 2, 60, what="2 tasks on w2")
+    w2_id = str(node_rows(manager)["w2"]["ID"])
+    stale = {c.id for c in docker_engine.service_containers(w2_id, "k9")}
+    w2.kill()
+    wait_status(manager, "w2", "Down", 15)  # 3 heartbeats of 1 s, plus the check interval
+    wait_until(
+        lambda: (
+            sum(running_by_node(manager, "k9").values()) == 6 and "w2" not in running_by_node(manager, "k9")
+        ),
+        60,
+        what="its tasks running elsewhere",
+    )
+    w2.start()  # no token: it rejoins with the certificate in its state dir
+    wait_status(manager, "w2", "Ready", 30)
+    assert "SWMTKN" not in " ".join(w2.daemon_args())
+    # Its stale tasks are shut down (their containers stop and stay as history, as in Swarm),
+    # and the service runs exactly 6 replicas: nothing duplicated.
+    wait_until(lambda: not docker_engine.service_containers(w2_id, "k9"), 60, what="stale containers stopped")
+    stopped = {c.id for c in docker_engine.service_containers(w2_id, "k9", running_only=False)}
+    assert stopped <= stale
+    assert sum(running_by_node(manager, "k9").values()) == 6
+    total_running = sum(
+        len(docker_engine.service_containers(str(row["ID"]), "k9")) for row in node_rows(manager).values()
+    )
+    assert total_running == 6
