@@ -1,0 +1,388 @@
+"""Rolling updates and rollbacks (SwarmKit's update supervisor).
+
+When a service's spec changes, its *dirty* slots — slots whose task runs an older spec — are
+replaced a few at a time: ``parallelism`` workers (0 = all at once) each take a slot, replace
+its task (stop-first: the old task stops, then the new one starts; start-first: the new one
+runs, then the old one stops) and wait ``delay`` before the next. A task of the new spec that
+fails before it runs, or within ``monitor`` after it started, counts as a failure; when the
+failure ratio passes ``max_failure_ratio`` the update pauses, continues, or rolls back, as the
+service asks. After the last slot the updater watches for ``monitor`` more before it marks the
+update completed. A rollback is the same walk with the rollback config, back to the previous
+spec; a failure during a rollback pauses it (a rollback never rolls back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from shoal import states
+from shoal.manager.orchestrator import new_task
+from shoal.proto import objects_pb2 as pb
+from shoal.roles.store import StoreUnavailable
+from shoal.store.memory import DELETE, ObjectStore, Tx, copy
+
+log = logging.getLogger("shoal.updater")
+
+OLD_TASK_TIMEOUT = 60.0
+US = pb.UpdateStatus
+
+#: Called with (service ID, slot key) so that the restart supervisor does not replace a task
+#: the updater shut down on purpose.
+SlotKey = tuple[int, str]
+
+
+def slot_key(task: pb.Task) -> SlotKey:
+    """Replicated tasks are keyed by slot number, global ones by node."""
+    return (task.slot, task.node_id if task.slot == 0 else "")
+
+
+def is_dirty(task: pb.Task, service: pb.Service) -> bool:
+    """Whether a task runs something other than the service's current spec.
+
+    A task of the current spec version is clean. Otherwise it is dirty if its task spec or
+    endpoint differ from the service's — a version bump that changed neither (a scale, a label)
+    replaces nothing. Only the placement changed and the task still fits: not dirty either
+    (the constraint enforcer handles tasks that no longer fit).
+    """
+    if task.spec_version == service.spec_version:
+        return False
+    if task.endpoint != service.spec.endpoint:
+        return True
+    if task.spec == service.spec.task:
+        return False
+    current = copy(task.spec)
+    current.placement.CopyFrom(service.spec.task.placement)
+    return current != service.spec.task
+
+
+def update_config(service: pb.Service) -> pb.UpdateConfig:
+    """The config that drives the walk: the rollback config while rolling back."""
+    rolling_back = service.update_status.state in (US.ROLLBACK_STARTED, US.ROLLBACK_PAUSED)
+    if rolling_back and service.spec.HasField("rollback"):
+        return service.spec.rollback
+    if not rolling_back and service.spec.HasField("update"):
+        return service.spec.update
+    from shoal.defaults import update_config as defaults
+
+    return defaults()
+
+
+class Updater:
+    """One running update of one service; cancelled when a newer spec arrives."""
+
+    def __init__(self, store: ObjectStore, service: pb.Service, dirty: dict[SlotKey, list[pb.Task]]) -> None:
+        self.store = store
+        self.service_id = service.id
+        self.spec_version = service.spec_version
+        self.rolling_back = service.update_status.state == US.ROLLBACK_STARTED
+        self.config = copy(update_config(service))
+        self.dirty = dirty
+        self.failures = 0
+        self.created: dict[str, float] = {}  # task id -> when it reached RUNNING (0 = not yet)
+        self._stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"update-{self.service_id}")
+
+    async def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    # ------------------------------------------------------------------ status
+
+    async def _set_status(self, state: int, message: str, *, only_if: Callable[[pb.Service], bool] | None = None) -> None:
+        def update(tx: Tx) -> None:
+            service = tx.service(self.service_id)
+            if service is None or service.spec_version != self.spec_version:
+                return
+            if only_if is not None and not only_if(service):
+                return
+            service = copy(service)
+            service.update_status.state = state  # type: ignore[assignment]
+            service.update_status.message = message
+            now = time.time()
+            if state in (US.UPDATING, US.ROLLBACK_STARTED):
+                service.update_status.started_at = service.update_status.started_at or now
+            if state in (US.COMPLETED, US.ROLLBACK_COMPLETED):
+                service.update_status.completed_at = now
+            tx.update(service)
+
+        await self.store.update(update)
+
+    # ------------------------------------------------------------------ the walk
+
+    async def _run(self) -> None:
+        try:
+            await self._walk()
+        except StoreUnavailable as exc:
+            log.warning("update of service %s interrupted: %s", self.service_id, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("update of service %s failed", self.service_id)
+
+    async def _walk(self) -> None:
+        if not self.rolling_back:
+            await self._set_status(
+                US.UPDATING, "update in progress", only_if=lambda s: s.update_status.state in (US.UNKNOWN, US.UPDATING)
+            )
+        slots: asyncio.Queue[SlotKey | None] = asyncio.Queue()
+        for key in sorted(self.dirty):
+            slots.put_nowait(key)
+        parallelism = int(self.config.parallelism) or len(self.dirty)
+        for _ in range(parallelism):
+            slots.put_nowait(None)
+        monitor = asyncio.create_task(self._watch_failures())
+        try:
+            workers = [asyncio.create_task(self._worker(slots)) for _ in range(parallelism)]
+            stop = asyncio.create_task(self._stop.wait())
+            await asyncio.wait([stop, asyncio.gather(*workers)], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            if self._stop.is_set():
+                return  # paused or rolled back by the failure monitor
+            # Watch the last tasks for `monitor` (or delay + 1 s when the delay is longer).
+            window = self.config.monitor
+            if self.config.delay >= window:
+                window = self.config.delay + 1.0
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=window)
+                return
+            except TimeoutError:
+                pass
+        finally:
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
+        if self.rolling_back:
+            await self._set_status(US.ROLLBACK_COMPLETED, "rollback completed")
+        else:
+            await self._set_status(US.COMPLETED, "update completed")
+
+    async def _worker(self, slots: asyncio.Queue[SlotKey | None]) -> None:
+        while not self._stop.is_set():
+            key = await slots.get()
+            if key is None:
+                return
+            await self._update_slot(key)
+            if self.config.delay > 0 and not self._stop.is_set():
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=self.config.delay)
+                except TimeoutError:
+                    pass
+
+    async def _update_slot(self, key: SlotKey) -> None:
+        """Replace the slot's old task(s) with one task of the current spec."""
+        created: list[pb.Task] = []
+        old_ids: list[str] = []
+        start_first = self.config.order == pb.UpdateConfig.START_FIRST
+
+        def replace(tx: Tx) -> None:
+            service = tx.service(self.service_id)
+            if service is None or service.spec_version != self.spec_version:
+                return
+            tasks = [t for t in tx.view.service_tasks(self.service_id)
+                     if slot_key(t) == key and t.desired_state <= states.RUNNING]
+            fresh = [t for t in tasks if not is_dirty(t, service)]
+            keep = next((t for t in fresh if t.desired_state == states.RUNNING), None)
+            if keep is None and fresh:
+                keep = copy(fresh[0])
+                keep.desired_state = states.RUNNING
+                tx.update(keep)
+            if keep is not None:
+                for task in tasks:
+                    if task.id != keep.id:
+                        self._shutdown(tx, task)
+                return
+            slot, node_id = key
+            task = new_task(service, slot, desired=states.RUNNING if start_first else states.READY)
+            if slot == 0:
+                task.node_id = node_id
+            tx.create(task)
+            created.append(task)
+            if not start_first:
+                for old in tasks:
+                    self._shutdown(tx, old)
+                    old_ids.append(old.id)
+
+        await self.store.update(replace)
+        if not created:
+            return
+        new_id = created[0].id
+        self.created[new_id] = 0.0
+        if start_first:
+            if await self._wait_running(new_id):
+                await self.store.update(lambda tx: self._shutdown_slot_except(tx, key, new_id))
+        else:
+            await self._wait_stopped(old_ids)
+
+            def promote(tx: Tx) -> None:
+                task = tx.task(new_id)
+                if task is not None and task.desired_state == states.READY:
+                    task = copy(task)
+                    task.desired_state = states.RUNNING
+                    tx.update(task)
+
+            await self.store.update(promote)
+            await self._wait_running(new_id)
+
+    @staticmethod
+    def _shutdown(tx: Tx, task: pb.Task) -> None:
+        if task.desired_state < states.SHUTDOWN:
+            task = copy(task)
+            task.desired_state = states.SHUTDOWN
+            tx.update(task)
+
+    def _shutdown_slot_except(self, tx: Tx, key: SlotKey, keep_id: str) -> None:
+        for task in tx.view.service_tasks(self.service_id):
+            if slot_key(task) == key and task.id != keep_id and task.desired_state <= states.RUNNING:
+                self._shutdown(tx, task)
+
+    async def _wait_stopped(self, task_ids: list[str]) -> None:
+        """Until the old tasks stopped, their node is down, or one minute passed."""
+        deadline = time.monotonic() + OLD_TASK_TIMEOUT
+        with self.store.watch(["task", "node"]) as watch:
+            while time.monotonic() < deadline and not self._stop.is_set():
+                pending = []
+                for task_id in task_ids:
+                    task = self.store.view.tasks.get(task_id)
+                    if task is None or states.is_terminal(task.status.state) or task.status.state < states.ASSIGNED:
+                        continue
+                    node = self.store.view.nodes.get(task.node_id)
+                    if node is None or node.status.state == pb.NodeStatus.DOWN:
+                        continue
+                    pending.append(task_id)
+                if not pending:
+                    return
+                try:
+                    await asyncio.wait_for(watch.get(), timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    return
+
+    async def _wait_running(self, task_id: str) -> bool:
+        """Until the new task runs (True) or ends without running (False)."""
+        with self.store.watch(["task"]) as watch:
+            while not self._stop.is_set():
+                task = self.store.view.tasks.get(task_id)
+                if task is None or states.is_terminal(task.status.state) or task.desired_state > states.RUNNING:
+                    return False
+                if task.status.state == states.RUNNING:
+                    return True
+                stop = asyncio.create_task(self._stop.wait())
+                get = asyncio.create_task(watch.get())
+                await asyncio.wait({stop, get}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                get.cancel()
+            return False
+
+    # ------------------------------------------------------------------ failures
+
+    async def _watch_failures(self) -> None:
+        """Count this update's tasks that end before running, or within ``monitor`` of it."""
+        with self.store.watch(["task"]) as watch:
+            while True:
+                event = await watch.get()
+                task = event.obj
+                if event.action == DELETE or task.id not in self.created:
+                    continue
+                if task.status.state == states.RUNNING and not self.created[task.id]:
+                    self.created[task.id] = time.monotonic()
+                    continue
+                was_done = event.old is not None and states.is_terminal(event.old.status.state)
+                if not states.is_terminal(task.status.state) or was_done:
+                    continue
+                if task.status.state == states.SHUTDOWN:
+                    continue  # stopped on purpose (a newer update, a scale-down), not a failure
+                started = self.created[task.id]
+                if started and time.monotonic() - started > self.config.monitor:
+                    continue  # it proved itself; later exits are the restart policy's business
+                self.failures += 1
+                if self.config.failure_action == pb.UpdateConfig.CONTINUE:
+                    continue
+                if self.failures / max(1, len(self.dirty)) > self.config.max_failure_ratio:
+                    await self._on_too_many_failures(task)
+                    return
+
+    async def _on_too_many_failures(self, task: pb.Task) -> None:
+        self._stop.set()
+        what = f"task {task.id}"
+        if self.rolling_back:
+            await self._set_status(US.ROLLBACK_PAUSED, f"rollback paused due to failure or early termination of {what}")
+            return
+        if self.config.failure_action == pb.UpdateConfig.ROLLBACK:
+
+            def rollback(tx: Tx) -> None:
+                service = tx.service(self.service_id)
+                if service is None or service.spec_version != self.spec_version or not service.HasField("previous_spec"):
+                    return
+                service = copy(service)
+                service.spec.CopyFrom(service.previous_spec)
+                service.ClearField("previous_spec")
+                service.spec_version += 1
+                service.update_status.state = US.ROLLBACK_STARTED
+                service.update_status.message = f"update rolled back due to failure or early termination of {what}"
+                service.update_status.started_at = time.time()
+                tx.update(service)
+
+            await self.store.update(rollback)
+            return
+        await self._set_status(US.PAUSED, f"update paused due to failure or early termination of {what}")
+
+
+class UpdateSupervisor:
+    """One updater per service; a newer spec version replaces a running update."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.updaters: dict[str, Updater] = {}
+
+    def dirty_slots(self, service: pb.Service) -> dict[SlotKey, list[pb.Task]]:
+        slots: dict[SlotKey, list[pb.Task]] = {}
+        for task in self.store.view.service_tasks(service.id):
+            if task.desired_state <= states.RUNNING:
+                slots.setdefault(slot_key(task), []).append(task)
+        return {
+            key: tasks
+            for key, tasks in slots.items()
+            if len(tasks) > 1 or any(is_dirty(t, service) for t in tasks)
+        }
+
+    async def update(self, service: pb.Service) -> None:
+        """Start (or keep) the update this service's current spec needs."""
+        running = self.updaters.get(service.id)
+        if running is not None and running.task is not None and not running.task.done():
+            if running.spec_version == service.spec_version:
+                return
+            await running.cancel()
+        if service.update_status.state in (US.PAUSED, US.ROLLBACK_PAUSED):
+            return
+        dirty = self.dirty_slots(service)
+        if not dirty:
+            if service.update_status.state in (US.UPDATING, US.ROLLBACK_STARTED) and (
+                running is None or running.spec_version != service.spec_version or running.task is None
+                or running.task.done()
+            ):
+                done = US.ROLLBACK_COMPLETED if service.update_status.state == US.ROLLBACK_STARTED else US.COMPLETED
+                message = "rollback completed" if done == US.ROLLBACK_COMPLETED else "update completed"
+                updater = Updater(self.store, service, {})
+                await updater._set_status(done, message)
+            return
+        updater = Updater(self.store, service, dirty)
+        self.updaters[service.id] = updater
+        updater.start()
+
+    async def stop(self) -> None:
+        for updater in self.updaters.values():
+            await updater.cancel()
+        self.updaters.clear()
+
+    async def forget(self, service_id: str) -> None:
+        updater = self.updaters.pop(service_id, None)
+        if updater is not None:
+            await updater.cancel()
