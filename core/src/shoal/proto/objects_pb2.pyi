@@ -929,6 +929,92 @@ class EndpointSpec(_message.Message):
 Global___EndpointSpec: _TypeAlias = EndpointSpec  # noqa: Y015
 
 @_typing.final
+class Mount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Type:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _TypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Mount._Type.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        BIND: Mount._Type.ValueType  # 0
+        VOLUME: Mount._Type.ValueType  # 1
+        TMPFS: Mount._Type.ValueType  # 2
+
+    class Type(_Type, metaclass=_TypeEnumTypeWrapper): ...
+    BIND: Mount.Type.ValueType  # 0
+    VOLUME: Mount.Type.ValueType  # 1
+    TMPFS: Mount.Type.ValueType  # 2
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    READONLY_FIELD_NUMBER: _builtins.int
+    TMPFS_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    type: Global___Mount.Type.ValueType
+    source: _builtins.str
+    """host path (bind) or volume name (volume); empty for tmpfs"""
+    target: _builtins.str
+    """path inside the container"""
+    readonly: _builtins.bool
+    tmpfs_size_bytes: _builtins.int
+    """0 = the engine's default"""
+    def __init__(
+        self,
+        *,
+        type: Global___Mount.Type.ValueType = ...,
+        source: _builtins.str = ...,
+        target: _builtins.str = ...,
+        readonly: _builtins.bool = ...,
+        tmpfs_size_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["readonly", b"readonly", "source", b"source", "target", b"target", "tmpfs_size_bytes", b"tmpfs_size_bytes", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Mount: _TypeAlias = Mount  # noqa: Y015
+
+@_typing.final
+class HealthConfig(_message.Message):
+    """Swarm's HealthConfig. An empty test keeps the image's HEALTHCHECK; ["NONE"] disables it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEST_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    START_PERIOD_FIELD_NUMBER: _builtins.int
+    interval: _builtins.float
+    """seconds; 0 = the engine's default (30s)"""
+    timeout: _builtins.float
+    retries: _builtins.int
+    start_period: _builtins.float
+    @_builtins.property
+    def test(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """["CMD-SHELL", "cmd"] or ["CMD", "arg", ...]"""
+
+    def __init__(
+        self,
+        *,
+        test: _abc.Iterable[_builtins.str] | None = ...,
+        interval: _builtins.float = ...,
+        timeout: _builtins.float = ...,
+        retries: _builtins.int = ...,
+        start_period: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "retries", b"retries", "start_period", b"start_period", "test", b"test", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthConfig: _TypeAlias = HealthConfig  # noqa: Y015
+
+@_typing.final
 class ContainerSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -978,6 +1064,8 @@ class ContainerSpec(_message.Message):
     STOP_GRACE_PERIOD_FIELD_NUMBER: _builtins.int
     STOP_SIGNAL_FIELD_NUMBER: _builtins.int
     PULL_POLICY_FIELD_NUMBER: _builtins.int
+    MOUNTS_FIELD_NUMBER: _builtins.int
+    HEALTHCHECK_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     hostname: _builtins.str
     dir: _builtins.str
@@ -1002,6 +1090,10 @@ class ContainerSpec(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """container labels"""
 
+    @_builtins.property
+    def mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mount]: ...
+    @_builtins.property
+    def healthcheck(self) -> Global___HealthConfig: ...
     def __init__(
         self,
         *,
@@ -1016,10 +1108,12 @@ class ContainerSpec(_message.Message):
         stop_grace_period: _builtins.float = ...,
         stop_signal: _builtins.str = ...,
         pull_policy: Global___ContainerSpec.PullPolicy.ValueType = ...,
+        mounts: _abc.Iterable[Global___Mount] | None = ...,
+        healthcheck: Global___HealthConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["healthcheck", b"healthcheck"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "dir", b"dir", "env", b"env", "hostname", b"hostname", "image", b"image", "labels", b"labels", "pull_policy", b"pull_policy", "stop_grace_period", b"stop_grace_period", "stop_signal", b"stop_signal", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "dir", b"dir", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "labels", b"labels", "mounts", b"mounts", "pull_policy", b"pull_policy", "stop_grace_period", b"stop_grace_period", "stop_signal", b"stop_signal", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

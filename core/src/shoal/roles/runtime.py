@@ -97,16 +97,27 @@ class RuntimeProvider(Protocol):
 
     async def prepare(self, task: pb.Task) -> None:
         """Make the image available (per ``task.spec.container.pull_policy``) and create the
-        container, labelled with ``TASK_LABELS``. Idempotent: an existing container for the
-        task is reused. A missing image with pull policy ``never``, or a failed pull, raises
+        container, labelled with ``TASK_LABELS``, with the spec's mounts (``bind``: a host path;
+        ``volume``: a named volume, created if missing; ``tmpfs``) and healthcheck (empty test =
+        the image's own, ``["NONE"]`` = none). Idempotent: an existing container for the task is
+        reused. A missing image with pull policy ``never``, or a failed pull, raises
         ``RuntimeError_`` with the engine's message.
         """
 
     async def start(self, task: pb.Task) -> ContainerRef:
-        """Start the prepared container. Idempotent for a running container."""
+        """Start the prepared container. Idempotent for a running container.
+
+        If the container has a healthcheck, return only once it reports healthy (the task stays
+        STARTING meanwhile, as with Swarm's executor); if it turns unhealthy or exits first, stop
+        it and raise ``RuntimeError_("unhealthy container")`` (or the exit) — the task fails.
+        """
 
     async def wait(self, task: pb.Task) -> ExitStatus:
-        """Block until the container exits and return how it ended."""
+        """Block until the container exits and return how it ended.
+
+        With a healthcheck, also return when the container turns unhealthy: the runtime stops
+        it and reports ``ExitStatus(exit_code, error="unhealthy container")``.
+        """
 
     async def shutdown(self, task: pb.Task, grace_seconds: float) -> None:
         """Stop the container: the stop signal, then kill after ``grace_seconds``.
