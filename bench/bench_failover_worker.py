@@ -57,7 +57,7 @@ class Node:
         return f"{self.host}:{self.port}"
 
     def start(self) -> None:
-        log = open(self.dir / "daemon.log", "ab")  # noqa: SIM115 - the daemon's log, open while it runs
+        log = open(self.dir / "daemon.log", "ab")
         env = {k: v for k, v in os.environ.items() if k != "SHOAL_PLUGINS"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shoal.cli.main", "daemon", "--state-dir", str(self.dir / "state"),
