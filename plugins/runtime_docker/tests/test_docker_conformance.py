@@ -7,9 +7,10 @@ import os
 from collections.abc import AsyncIterator
 
 import docker
+import docker.errors
 import pytest
 from shoal.roles.runtime import LABEL_NODE_ID
-from shoal.testing.runtime import EngineContainer, EngineContainers, RuntimeConformance
+from shoal.testing.runtime import EngineContainer, EngineContainers, RuntimeConformance, VolumeRemover
 from shoal_runtime_docker import DockerRuntime
 
 pytestmark = pytest.mark.engine
@@ -51,3 +52,15 @@ class TestDockerConformance(RuntimeConformance):
         provider = DockerRuntime(f"unix://{tmp_path}/no-engine.sock")
         yield provider
         await provider.close()
+
+    @pytest.fixture
+    def remove_volume(self) -> VolumeRemover:
+        client = docker.APIClient(base_url=ENDPOINT, version="1.41")
+
+        async def remove(name: str) -> None:
+            try:
+                client.remove_volume(name, force=True)
+            except docker.errors.NotFound:
+                pass
+
+        return remove

@@ -11,7 +11,7 @@ from pathlib import Path
 import podman.api
 import pytest
 from shoal.roles.runtime import LABEL_NODE_ID
-from shoal.testing.runtime import EngineContainer, EngineContainers, RuntimeConformance
+from shoal.testing.runtime import EngineContainer, EngineContainers, RuntimeConformance, VolumeRemover
 from shoal_runtime_podman import PodmanRuntime
 
 pytestmark = pytest.mark.engine
@@ -55,3 +55,13 @@ class TestPodmanConformance(RuntimeConformance):
         provider = PodmanRuntime(f"unix://{tmp_path}/no-engine.sock")
         yield provider
         await provider.close()
+
+    @pytest.fixture
+    def remove_volume(self) -> VolumeRemover:
+        client = podman.api.APIClient(base_url=ENDPOINT, version="4.0.0")
+
+        async def remove(name: str) -> None:
+            response = client.delete(f"/volumes/{name}", params={"force": True})
+            assert response.status_code in (204, 404), response.text
+
+        return remove

@@ -29,14 +29,24 @@ Use it from your plugin's tests::
             yield provider
             await provider.close()
 
+        @pytest.fixture
+        def remove_volume(self):
+            async def remove(name):
+                ...  # ask the engine itself to delete the named volume (missing is fine)
+            return remove
+
 Every test then runs against your provider on a real engine. They check the contract of
 ``shoal.roles.RuntimeProvider``: container naming and labels, the pull policies, exit codes,
 the stop signal and grace period, removal, listing by node ID (several nodes share one
 engine), logs (with and without ``follow``), cancellation of ``wait`` and ``logs``, idempotent
-``prepare``/``start``, resource limits, ``describe`` and the errors it raises.
+``prepare``/``start``, resource limits, mounts (bind, named volume, tmpfs, read-only),
+healthchecks (``start`` waits for healthy, fails on unhealthy; ``wait`` reports a container
+that turns unhealthy), ``describe`` and the errors it raises.
 
 The suite never reaches an image registry: a "missing" image is named on a loopback port
 where nothing listens. Each test uses fresh node IDs and removes every container it made.
+Named volumes get fresh names and are deleted through ``remove_volume``; bind mounts use
+pytest's ``tmp_path``, so the engine must share this machine's filesystem (a local engine).
 A missing engine makes the tests fail, never skip.
 
 ``make_task`` and ``TaskFactory`` are public too; use them in your own tests.
@@ -49,6 +59,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,6 +96,8 @@ class EngineContainer:
 
 #: ``engine_containers`` fixture type: containers on the engine labelled with a node ID.
 EngineContainers = Callable[[str], Awaitable[list[EngineContainer]]]
+#: ``remove_volume`` fixture type: delete a named volume on the engine (missing is fine).
+VolumeRemover = Callable[[str], Awaitable[None]]
 
 
 def make_task(
@@ -105,6 +118,9 @@ def make_task(
     pull_policy: int = pb.ContainerSpec.PULL_MISSING,
     nano_cpus: int = 0,
     memory_bytes: int = 0,
+    mounts: Iterable[pb.Mount] = (),
+    healthcheck: pb.HealthConfig | None = None,
+    stop_grace_period: float = -1,
 ) -> pb.Task:
     """A task as the agent receives it: assigned to ``node_id``, desired RUNNING."""
     task = pb.Task(id=new_id(), service_id=service_id or new_id(), slot=slot, node_id=node_id)
@@ -120,7 +136,10 @@ def make_task(
     container.dir = workdir
     container.user = user
     container.stop_signal = stop_signal
-    container.stop_grace_period = -1
+    container.stop_grace_period = stop_grace_period
+    container.mounts.extend(mounts)
+    if healthcheck is not None:
+        container.healthcheck.CopyFrom(healthcheck)
     container.pull_policy = pull_policy  # type: ignore[assignment]
     if nano_cpus or memory_bytes:
         task.spec.resources.limits.nano_cpus = nano_cpus
@@ -154,6 +173,25 @@ class TaskFactory:
 
     def everything(self) -> list[TaskFactory]:
         return [self, *self._others]
+
+
+def bind(source: str, target: str, *, readonly: bool = False) -> pb.Mount:
+    return pb.Mount(type=pb.Mount.BIND, source=source, target=target, readonly=readonly)
+
+
+def volume(name: str, target: str, *, readonly: bool = False) -> pb.Mount:
+    return pb.Mount(type=pb.Mount.VOLUME, source=name, target=target, readonly=readonly)
+
+
+def tmpfs(target: str, *, size_bytes: int = 0, readonly: bool = False) -> pb.Mount:
+    return pb.Mount(type=pb.Mount.TMPFS, target=target, tmpfs_size_bytes=size_bytes, readonly=readonly)
+
+
+def shell_health(
+    command: str, *, interval: float = 0.25, retries: int = 3, timeout: float = 5.0
+) -> pb.HealthConfig:
+    """A ``CMD-SHELL`` healthcheck with the suite's short timings."""
+    return pb.HealthConfig(test=["CMD-SHELL", command], interval=interval, timeout=timeout, retries=retries)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, deadline: float = DEADLINE) -> None:
@@ -208,6 +246,11 @@ class RuntimeConformance:
     def unreachable_runtime(self) -> RuntimeProvider:
         """Your provider pointed at an endpoint where no engine listens."""
         raise NotImplementedError("override the `unreachable_runtime` fixture")
+
+    @pytest.fixture
+    def remove_volume(self) -> VolumeRemover:
+        """An async callable deleting a named volume on the engine (missing is fine)."""
+        raise NotImplementedError("override the `remove_volume` fixture")
 
     # ------------------------------------------------------------------ suite plumbing
 
@@ -545,3 +588,165 @@ class RuntimeConformance:
         if closer is not None:
             await asyncio.wait_for(closer(), 5)
         assert time.monotonic() - began < 6, "abandoning a followed log stream blocked the caller"
+
+    # ------------------------------------------------------------------ mounts
+
+    async def test_bind_mounts_share_host_files_and_readonly_refuses_writes(
+        self, runtime: RuntimeProvider, tasks: TaskFactory, tmp_path: Path
+    ) -> None:
+        given, taken = tmp_path / "given", tmp_path / "taken"
+        given.mkdir()
+        taken.mkdir()
+        secret = secrets.token_hex(8)
+        (given / "greeting").write_text(f"{secret}\n")
+        task = tasks.shell(
+            "cat /given/greeting;"
+            " if { echo x > /given/new; } 2>/dev/null; then echo wrote-readonly; else echo readonly-refused; fi;"
+            " echo from-container > /taken/reply",
+            mounts=[bind(str(given), "/given", readonly=True), bind(str(taken), "/taken")],
+        )
+        await runtime.prepare(task)
+        await runtime.start(task)
+        assert await self._wait(runtime, task) == 0
+        lines = [line.text for line in await collect(runtime.logs(task, follow=False, tail=None))]
+        assert lines == [secret, "readonly-refused"], lines
+        assert not (given / "new").exists()
+        assert (taken / "reply").read_text() == "from-container\n"
+
+    async def test_bind_mount_of_a_missing_host_path_is_a_permanent_error(
+        self,
+        runtime: RuntimeProvider,
+        tasks: TaskFactory,
+        engine_containers: EngineContainers,
+        tmp_path: Path,
+    ) -> None:
+        missing = tmp_path / "not-there"
+        task = tasks.shell("true", mounts=[bind(str(missing), "/data")])
+        with pytest.raises(RuntimeError_) as caught:
+            await asyncio.wait_for(runtime.prepare(task), DEADLINE)
+        assert not caught.value.temporary
+        assert str(missing) in str(caught.value), f"error does not name the path: {caught.value}"
+        assert await engine_containers(tasks.node_id) == []
+
+    async def test_named_volume_outlives_its_task(
+        self, runtime: RuntimeProvider, tasks: TaskFactory, remove_volume: VolumeRemover
+    ) -> None:
+        name = f"shoal-conformance-{secrets.token_hex(6)}"
+        try:
+            writer = tasks.shell(f"echo {name} > /keep/mark", mounts=[volume(name, "/keep")])
+            await runtime.prepare(writer)  # the engine creates the volume
+            await runtime.start(writer)
+            assert await self._wait(runtime, writer) == 0
+            await runtime.remove(writer)
+
+            reader = tasks.shell(
+                "cat /keep/mark; if { echo x > /keep/other; } 2>/dev/null; then echo wrote-readonly; fi",
+                mounts=[volume(name, "/keep", readonly=True)],
+            )
+            await runtime.prepare(reader)
+            await runtime.start(reader)
+            assert await self._wait(runtime, reader) == 0
+            lines = [line.text for line in await collect(runtime.logs(reader, follow=False, tail=None))]
+            assert lines == [name], lines
+        finally:
+            for task in tasks.made:
+                await runtime.remove(task)
+            await remove_volume(name)
+
+    async def test_anonymous_volume_and_tmpfs_are_mounted(
+        self, runtime: RuntimeProvider, tasks: TaskFactory
+    ) -> None:
+        task = tasks.shell(
+            "grep -E ' /(scratch|frozen) ' /proc/mounts | sort -k2;"
+            " echo data > /anon/f && cat /anon/f;"
+            " if { echo x > /frozen/f; } 2>/dev/null; then echo wrote-readonly; fi",
+            mounts=[
+                tmpfs("/scratch", size_bytes=1024 * 1024),
+                tmpfs("/frozen", readonly=True),
+                volume("", "/anon"),
+            ],
+        )
+        await runtime.prepare(task)
+        await runtime.start(task)
+        assert await self._wait(runtime, task) == 0
+        lines = [line.text for line in await collect(runtime.logs(task, follow=False, tail=None))]
+        assert len(lines) == 3, f"unexpected output: {lines}"
+        frozen, scratch = (line.split() for line in lines[:2])
+        assert (frozen[1], frozen[2]) == ("/frozen", "tmpfs") and "ro" in frozen[3].split(",")
+        assert (scratch[1], scratch[2]) == ("/scratch", "tmpfs") and "rw" in scratch[3].split(",")
+        assert "size=1024k" in scratch[3].split(","), f"tmpfs size not applied: {scratch[3]}"
+        assert lines[2] == "data"
+
+    # ------------------------------------------------------------------ healthchecks
+
+    async def test_start_returns_only_once_the_container_is_healthy(
+        self, runtime: RuntimeProvider, tasks: TaskFactory, tmp_path: Path
+    ) -> None:
+        # The container marks itself ready on a bind mount after 2 s: the file's mtime, set
+        # by the kernel, tells when that happened, independently of the runtime.
+        task = tasks.shell(
+            "sleep 2; touch /shared/ready; exec sleep 3600",
+            mounts=[bind(str(tmp_path), "/shared")],
+            healthcheck=shell_health("test -f /shared/ready", retries=100),
+        )
+        await runtime.prepare(task)
+        began = time.time()
+        ref = await asyncio.wait_for(runtime.start(task), DEADLINE)
+        returned = time.time()
+        ready = tmp_path / "ready"
+        assert ready.exists(), f"start returned after {returned - began:.1f}s, before the container was ready"
+        assert ready.stat().st_mtime <= returned
+        assert returned - ready.stat().st_mtime < 5, "start returned long after the container was healthy"
+        assert ref.running and ref.pid > 0
+
+    async def test_start_fails_when_the_container_is_unhealthy(
+        self, runtime: RuntimeProvider, tasks: TaskFactory, engine_containers: EngineContainers
+    ) -> None:
+        task = tasks.shell(
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+            healthcheck=shell_health("exit 1", retries=2),
+            stop_grace_period=1,
+        )
+        await runtime.prepare(task)
+        with pytest.raises(RuntimeError_) as caught:
+            await asyncio.wait_for(runtime.start(task), DEADLINE)
+        assert "unhealthy" in str(caught.value) and not caught.value.temporary
+        assert not (await self._one(engine_containers, tasks.node_id)).running, (
+            "unhealthy container left running"
+        )
+
+    async def test_start_fails_when_the_container_exits_before_it_is_healthy(
+        self, runtime: RuntimeProvider, tasks: TaskFactory
+    ) -> None:
+        task = tasks.shell("exit 3", healthcheck=shell_health("true"))
+        await runtime.prepare(task)
+        with pytest.raises(RuntimeError_) as caught:
+            await asyncio.wait_for(runtime.start(task), DEADLINE)
+        assert "3" in str(caught.value) and not caught.value.temporary
+
+    async def test_wait_reports_a_container_that_turns_unhealthy(
+        self,
+        runtime: RuntimeProvider,
+        tasks: TaskFactory,
+        engine_containers: EngineContainers,
+        tmp_path: Path,
+    ) -> None:
+        (tmp_path / "ok").touch()
+        task = tasks.shell(
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+            mounts=[bind(str(tmp_path), "/shared")],
+            healthcheck=shell_health("test -f /shared/ok", retries=2),
+            stop_grace_period=1,
+        )
+        await runtime.prepare(task)
+        await asyncio.wait_for(runtime.start(task), DEADLINE)
+        waiting = asyncio.ensure_future(runtime.wait(task))
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=1.0)
+            assert not done, f"wait returned while the container was healthy: {waiting.result()}"
+            (tmp_path / "ok").unlink()
+            status = await asyncio.wait_for(waiting, DEADLINE)
+        finally:
+            waiting.cancel()
+        assert status.error == "unhealthy container"
+        assert not (await self._one(engine_containers, tasks.node_id)).running

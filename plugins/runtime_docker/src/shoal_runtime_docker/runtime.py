@@ -5,6 +5,9 @@ re-inspects after every create and start; the end-to-end benchmark (50 replicas 
 is dominated by engine round trips. Containers are addressed by their Swarm-style name, which
 the task alone determines, so no ID cache is needed and a restarted agent finds its
 containers again.
+
+Healthchecks are run by dockerd itself; ``start`` and ``wait`` only watch the status it keeps
+(``State.Health``), between bounded ``wait`` requests that also notice an exit at once.
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ API_VERSION = "1.41"
 #: ``wait`` re-issues its request this often so that a cancelled wait frees its thread.
 WAIT_POLL_SECONDS = 5.0
 
+#: Bounds on how often ``start`` and ``wait`` look at a container's health: half its interval,
+#: so a status change is seen within about half an interval, but not more than 10 times a
+#: second, and at least once a second.
+HEALTH_POLL_MIN = 0.1
+HEALTH_POLL_MAX = 1.0
+
 _PULL_ALWAYS = pb.ContainerSpec.PULL_ALWAYS
+_MOUNT_TYPES = {pb.Mount.BIND: "bind", pb.Mount.VOLUME: "volume", pb.Mount.TMPFS: "tmpfs"}
 _PULL_MISSING = pb.ContainerSpec.PULL_MISSING
 
 
@@ -51,6 +61,26 @@ def endpoint_from(options: dict[str, str], environ: dict[str, str] | None = None
     """``host`` option, else ``DOCKER_HOST``, else the local socket."""
     env = os.environ if environ is None else environ
     return options.get("host") or env.get("DOCKER_HOST") or DEFAULT_ENDPOINT
+
+
+def mounts(spec: pb.ContainerSpec) -> list[dict[str, Any]]:
+    """The spec's mounts in the engine API's ``HostConfig.Mounts`` shape."""
+    result = []
+    for mount in spec.mounts:
+        entry: dict[str, Any] = {
+            "Type": _MOUNT_TYPES[mount.type],
+            "Target": mount.target,
+            "Source": mount.source,
+            "ReadOnly": mount.readonly,
+        }
+        if mount.type == pb.Mount.TMPFS and mount.tmpfs_size_bytes:
+            entry["TmpfsOptions"] = {"SizeBytes": mount.tmpfs_size_bytes}
+        result.append(entry)
+    return result
+
+
+def health_poll_seconds(health: _task.Health) -> float:
+    return min(max(health.interval / 2, HEALTH_POLL_MIN), HEALTH_POLL_MAX)
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
@@ -172,7 +202,9 @@ class DockerRuntime:
     def _create(self, task: pb.Task) -> None:
         spec = task.spec.container
         nano_cpus, memory = _task.limits(task)
-        host_config = self._api.create_host_config(nano_cpus=nano_cpus or None, mem_limit=memory or None)
+        host_config = self._api.create_host_config(
+            nano_cpus=nano_cpus or None, mem_limit=memory or None, mounts=mounts(spec) or None
+        )
         try:
             self._api.create_container(
                 spec.image,
@@ -185,6 +217,7 @@ class DockerRuntime:
                 user=spec.user or None,
                 labels=_task.labels(task),
                 stop_signal=spec.stop_signal or None,
+                healthcheck=_task.requested_health(task),
                 host_config=host_config,
             )
         except docker.errors.APIError as exc:
@@ -193,12 +226,11 @@ class DockerRuntime:
             raise
 
     async def start(self, task: pb.Task) -> ContainerRef:
-        return await self._run(self._start, task)
-
-    def _start(self, task: pb.Task) -> ContainerRef:
         name = _task.container_name(task)
-        self._api.start(name)
-        state = self._api.inspect_container(name)
+        state = await self._run(self._start, name)
+        health = _task.effective_health(state["Config"].get("Healthcheck"))
+        if health is not None:
+            state = await self._until_healthy(task, name, health)
         return ContainerRef(
             task_id=task.id,
             container_id=state["Id"],
@@ -208,21 +240,68 @@ class DockerRuntime:
             pid=int(state["State"].get("Pid") or 0),
         )
 
+    def _start(self, name: str) -> dict[str, Any]:
+        self._api.start(name)
+        state: dict[str, Any] = self._api.inspect_container(name)
+        return state
+
+    async def _until_healthy(self, task: pb.Task, name: str, health: _task.Health) -> dict[str, Any]:
+        """Swarm's executor: a container with a healthcheck has not started until it is healthy.
+
+        Each round is its own short engine call, so a cancelled ``start`` frees its thread
+        within one poll period.
+        """
+        period = health_poll_seconds(health)
+        while True:
+            state = await self._run(self._inspect, name)
+            status = (state["State"].get("Health") or {}).get("Status")
+            if status == "healthy":
+                return state
+            if not state["State"].get("Running"):
+                code = await self._run(self._exit_code, name)
+                raise RuntimeError_(
+                    _task.exited_before_healthy(code, await self._run(self._exit_error, name))
+                )
+            if status == "unhealthy":
+                await self.shutdown(task, task.spec.container.stop_grace_period)
+                raise RuntimeError_(_task.UNHEALTHY)
+            await self._run(self._wait_once, name, period)
+
+    def _inspect(self, name: str) -> dict[str, Any]:
+        state: dict[str, Any] = self._api.inspect_container(name)
+        return state
+
+    def _exit_code(self, name: str) -> int:
+        """The exit code of a container that has stopped (or is stopping)."""
+        while True:
+            result = self._wait_once(name, WAIT_POLL_SECONDS)
+            if result is not None:
+                return int(result.get("StatusCode", -1))
+
     async def wait(self, task: pb.Task) -> ExitStatus:
         name = _task.container_name(task)
+        health = _task.effective_health((await self._run(self._inspect, name))["Config"].get("Healthcheck"))
+        period = WAIT_POLL_SECONDS if health is None else health_poll_seconds(health)
         while True:
-            result = await self._run(self._wait_once, name)
+            result = await self._run(self._wait_once, name, period)
             if result is not None:
                 break
+            if health is not None and await self._run(self._health_status, name) == "unhealthy":
+                await self.shutdown(task, task.spec.container.stop_grace_period)
+                code = await self._run(self._exit_code, name)
+                return ExitStatus(exit_code=code, error=_task.UNHEALTHY)
         code = int(result.get("StatusCode", -1))
         error = str((result.get("Error") or {}).get("Message") or "")
         if code != 0 and not error:
             error = await self._run(self._exit_error, name)
         return ExitStatus(exit_code=code, error=error)
 
-    def _wait_once(self, name: str) -> dict[str, Any] | None:
+    def _health_status(self, name: str) -> str:
+        return str((self._api.inspect_container(name)["State"].get("Health") or {}).get("Status") or "")
+
+    def _wait_once(self, name: str, timeout: float) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._api.wait(name, timeout=WAIT_POLL_SECONDS)
+            result: dict[str, Any] = self._api.wait(name, timeout=timeout)
         except requests.exceptions.ConnectionError as exc:
             if _is_read_timeout(exc):
                 return None  # still running: ask again (or stop, if the caller went away)

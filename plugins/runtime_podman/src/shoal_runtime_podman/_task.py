@@ -1,4 +1,5 @@
-"""Engine-independent facts about a task's container: its name, labels and limits.
+"""Engine-independent facts about a task's container: its name, labels, limits, mounts and
+healthcheck.
 
 Kept apart from the engine calls so that the naming and labelling rules (which the agent
 relies on to re-adopt containers) are unit-testable without an engine.
@@ -7,6 +8,8 @@ relies on to re-adopt containers) are unit-testable without an engine.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.runtime import (
@@ -31,6 +34,102 @@ def check(task: pb.Task) -> None:
         raise RuntimeError_(f"task {task.id} has no node ID")
     if not task.spec.container.image:
         raise RuntimeError_(f"task {task.id} has no container image")
+    check_mounts(task)
+    requested_health(task)
+
+
+def check_mounts(task: pb.Task) -> None:
+    """Refuse a mount the engines would reject less clearly (or, for tmpfs, silently accept)."""
+    for mount in task.spec.container.mounts:
+        kind = pb.Mount.Type.Name(mount.type).lower()
+        where = f"task {task.id}: {kind} mount {mount.target or '(no target)'}"
+        if not mount.target.startswith("/"):
+            raise RuntimeError_(f"{where}: target must be an absolute path inside the container")
+        if mount.type == pb.Mount.BIND and not mount.source.startswith("/"):
+            raise RuntimeError_(f"{where}: source must be an absolute host path, got {mount.source!r}")
+        if mount.type == pb.Mount.TMPFS and mount.source:
+            raise RuntimeError_(f"{where}: a tmpfs mount takes no source, got {mount.source!r}")
+        if mount.tmpfs_size_bytes < 0:
+            raise RuntimeError_(f"{where}: tmpfs size must not be negative")
+        if mount.tmpfs_size_bytes and mount.type != pb.Mount.TMPFS:
+            raise RuntimeError_(f"{where}: only a tmpfs mount takes a size")
+
+
+#: What the engines (and Swarm) use for a healthcheck field left at 0.
+DEFAULT_HEALTH_INTERVAL = 30.0
+DEFAULT_HEALTH_TIMEOUT = 30.0
+DEFAULT_HEALTH_RETRIES = 3
+#: The error of a task whose container turned unhealthy, as Swarm's executor words it.
+UNHEALTHY = "unhealthy container"
+_NANOS = 1_000_000_000
+
+
+def _nanos(seconds: float) -> int:
+    return round(seconds * _NANOS)
+
+
+def requested_health(task: pb.Task) -> dict[str, Any] | None:
+    """The spec's healthcheck in the engines' shape (``Test``, durations in ns), or None to
+    keep the image's own. ``["NONE"]`` goes over as is: both engines read it as "none"."""
+    spec = task.spec.container
+    if not spec.HasField("healthcheck") or not spec.healthcheck.test:
+        return None
+    health = spec.healthcheck
+    test = list(health.test)
+    where = f"task {task.id}: healthcheck"
+    if test == ["NONE"]:
+        return {"Test": test}
+    if test[0] == "CMD-SHELL" and len(test) != 2:
+        raise RuntimeError_(f"{where}: CMD-SHELL takes exactly one command string, got {test[1:]!r}")
+    if test[0] not in ("CMD", "CMD-SHELL") or len(test) < 2:
+        raise RuntimeError_(
+            f'{where} test must be ["NONE"], ["CMD-SHELL", cmd] or ["CMD", ...], got {test!r}'
+        )
+    for name, value in (
+        ("interval", health.interval),
+        ("timeout", health.timeout),
+        ("start_period", health.start_period),
+    ):
+        if not value >= 0 or math.isinf(value):
+            raise RuntimeError_(f"{where} {name} must be a finite number of seconds >= 0, got {value}")
+    return {
+        "Test": test,
+        "Interval": _nanos(health.interval),
+        "Timeout": _nanos(health.timeout),
+        "Retries": int(health.retries),
+        "StartPeriod": _nanos(health.start_period),
+    }
+
+
+@dataclass(frozen=True)
+class Health:
+    """A container's effective healthcheck timing, engine defaults filled in (seconds)."""
+
+    interval: float
+    timeout: float
+    retries: int
+    start_period: float
+
+
+def effective_health(config: dict[str, Any] | None) -> Health | None:
+    """The healthcheck a container really has (``Config.Healthcheck`` from inspecting it: the
+    spec's, or else the image's), None when it has none or ``NONE``."""
+    test = (config or {}).get("Test") or []
+    if not test or test[0] == "NONE":
+        return None
+    assert config is not None
+    return Health(
+        interval=(config.get("Interval") or 0) / _NANOS or DEFAULT_HEALTH_INTERVAL,
+        timeout=(config.get("Timeout") or 0) / _NANOS or DEFAULT_HEALTH_TIMEOUT,
+        retries=int(config.get("Retries") or 0) or DEFAULT_HEALTH_RETRIES,
+        start_period=(config.get("StartPeriod") or 0) / _NANOS,
+    )
+
+
+def exited_before_healthy(code: int, error: str) -> str:
+    """``start``'s error for a container that ended while its healthcheck was still pending."""
+    message = f"container exited with code {code} before it was healthy"
+    return f"{message}: {error}" if error else message
 
 
 def container_name(task: pb.Task) -> str:

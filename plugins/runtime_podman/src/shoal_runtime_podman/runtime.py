@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -50,6 +51,8 @@ API_VERSION = "4.0.0"
 REQUEST_TIMEOUT = 60.0
 #: ``wait`` re-issues its request this often so that a cancelled wait frees its thread.
 WAIT_POLL_SECONDS = 5.0
+#: The shortest ``wait`` request: below this the round trip itself dominates.
+MIN_WAIT_SECONDS = 0.05
 #: Explicit ulimits: podman's defaults make containers fail on our target machines.
 ULIMITS = [
     {"type": "nofile", "soft": 1024, "hard": 1024},
@@ -58,6 +61,11 @@ ULIMITS = [
 CPU_PERIOD = 100_000
 
 _PULL_ALWAYS = pb.ContainerSpec.PULL_ALWAYS
+_HEALTH_DEFAULTS = {
+    "Interval": round(_task.DEFAULT_HEALTH_INTERVAL * 1e9),
+    "Timeout": round(_task.DEFAULT_HEALTH_TIMEOUT * 1e9),
+    "Retries": _task.DEFAULT_HEALTH_RETRIES,
+}
 _PULL_MISSING = pb.ContainerSpec.PULL_MISSING
 
 
@@ -85,6 +93,36 @@ def env_map(entries: list[str]) -> dict[str, str]:
     return {key: value for key, sep, value in (entry.partition("=") for entry in entries) if sep}
 
 
+def storage(spec: pb.ContainerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The spec's mounts as libpod wants them: ``(mounts, volumes)``. Binds and tmpfs are OCI
+    mounts; named volumes are libpod volumes (created if missing; an empty name makes an
+    anonymous one, which removing the container with ``volumes`` deletes)."""
+    oci: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    for mount in spec.mounts:
+        options = ["ro"] if mount.readonly else []
+        if mount.type == pb.Mount.VOLUME:
+            volumes.append({"Name": mount.source, "Dest": mount.target, "Options": options})
+        elif mount.type == pb.Mount.TMPFS:
+            if mount.tmpfs_size_bytes:
+                options.append(f"size={mount.tmpfs_size_bytes}")
+            oci.append({"Type": "tmpfs", "Source": "tmpfs", "Destination": mount.target, "Options": options})
+        else:
+            oci.append(
+                {"Type": "bind", "Source": mount.source, "Destination": mount.target, "Options": options}
+            )
+    return oci, volumes
+
+
+def healthconfig(task: pb.Task) -> dict[str, Any] | None:
+    """The spec's healthcheck with podman's CLI defaults where the spec says 0 (libpod's API
+    would take a literal 0: zero retries means unhealthy on the first failure)."""
+    requested = _task.requested_health(task)
+    if requested is None or requested["Test"] == ["NONE"]:
+        return requested
+    return {**requested, **{key: value for key, value in _HEALTH_DEFAULTS.items() if not requested[key]}}
+
+
 class _EngineError(RuntimeError_):
     """A non-success answer, keeping its HTTP status and libpod ``cause`` for decisions."""
 
@@ -92,6 +130,11 @@ class _EngineError(RuntimeError_):
         super().__init__(message)
         self.status = status
         self.cause = cause
+
+
+def _pause(until: float) -> float:
+    """How long a ``wait`` round may block before the next healthcheck is due."""
+    return min(max(until - time.monotonic(), MIN_WAIT_SECONDS), WAIT_POLL_SECONDS)
 
 
 def _is_read_timeout(exc: BaseException | None) -> bool:
@@ -252,6 +295,14 @@ class PodmanRuntime:
             body["user"] = spec.user
         if spec.stop_signal:
             body["stop_signal"] = signal_number(spec.stop_signal)
+        mounts, volumes = storage(spec)
+        if mounts:
+            body["mounts"] = mounts
+        if volumes:
+            body["volumes"] = volumes
+        health = healthconfig(task)
+        if health is not None:
+            body["healthconfig"] = health
         nano_cpus, memory = _task.limits(task)
         limits: dict[str, Any] = {}
         if nano_cpus:
@@ -269,12 +320,11 @@ class PodmanRuntime:
             raise
 
     async def start(self, task: pb.Task) -> ContainerRef:
-        return await self._run(self._start, task)
-
-    def _start(self, task: pb.Task) -> ContainerRef:
         name = _task.container_name(task)
-        _checked(self._api.post(self._path(name, "start"), timeout=REQUEST_TIMEOUT), 204, 304)
-        state = _checked(self._api.get(self._path(name, "json"), timeout=REQUEST_TIMEOUT), 200).json()
+        state = await self._run(self._start, name)
+        health = _task.effective_health(state["Config"].get("Healthcheck"))
+        if health is not None:
+            state = await self._until_healthy(task, name, health)
         return ContainerRef(
             task_id=task.id,
             container_id=state["Id"],
@@ -284,21 +334,84 @@ class PodmanRuntime:
             pid=int(state["State"].get("Pid") or 0),
         )
 
+    def _start(self, name: str) -> dict[str, Any]:
+        _checked(self._api.post(self._path(name, "start"), timeout=REQUEST_TIMEOUT), 204, 304)
+        return self._inspect(name)
+
+    def _inspect(self, name: str) -> dict[str, Any]:
+        state: dict[str, Any] = _checked(
+            self._api.get(self._path(name, "json"), timeout=REQUEST_TIMEOUT), 200
+        ).json()
+        return state
+
+    async def _until_healthy(self, task: pb.Task, name: str, health: _task.Health) -> dict[str, Any]:
+        """Swarm's executor: a container with a healthcheck has not started until it is healthy.
+
+        Like dockerd, the first check runs one interval after the start. Every round is its
+        own short engine call, so a cancelled ``start`` frees its thread within one round.
+        """
+        next_check = time.monotonic() + health.interval
+        while True:
+            code = await self._run(self._wait_once, name, _pause(next_check))
+            if code is not None:
+                error = await self._run(self._exit_error, name)
+                raise RuntimeError_(_task.exited_before_healthy(code, error))
+            if time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + health.interval
+            status = await self._run(self._check_health, name, health)
+            if status == "healthy":
+                return await self._run(self._inspect, name)
+            if status == "unhealthy":
+                await self.shutdown(task, task.spec.container.stop_grace_period)
+                raise RuntimeError_(_task.UNHEALTHY)
+
+    def _check_health(self, name: str, health: _task.Health) -> str:
+        """Run the container's healthcheck once; the container's resulting health status
+        ("" if it is not running).
+
+        The endpoint's own answer only says whether this one check passed; the status that
+        counts (after ``retries`` failures, outside the start period) is the one podman then
+        records on the container, so we read that.
+        """
+        response = self._api.get(self._path(name, "healthcheck"), timeout=health.timeout + REQUEST_TIMEOUT)
+        if response.status_code == 409:  # not running (any more): the next wait sees the exit
+            return ""
+        _checked(response, 200)
+        state = self._inspect(name)["State"]
+        return str((state.get("Health") or state.get("Healthcheck") or {}).get("Status") or "")
+
     async def wait(self, task: pb.Task) -> ExitStatus:
         name = _task.container_name(task)
+        health = _task.effective_health((await self._run(self._inspect, name))["Config"].get("Healthcheck"))
+        next_check = time.monotonic() + (health.interval if health else 0)
         while True:
-            code = await self._run(self._wait_once, name)
+            code = await self._run(self._wait_once, name, _pause(next_check) if health else WAIT_POLL_SECONDS)
             if code is not None:
                 break
+            if health is None or time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + health.interval
+            if await self._run(self._check_health, name, health) == "unhealthy":
+                await self.shutdown(task, task.spec.container.stop_grace_period)
+                code = await self._run(self._exit_code, name)
+                return ExitStatus(exit_code=code, error=_task.UNHEALTHY)
         error = await self._run(self._exit_error, name) if code != 0 else ""
         return ExitStatus(exit_code=code, error=error)
 
-    def _wait_once(self, name: str) -> int | None:
+    def _exit_code(self, name: str) -> int:
+        """The exit code of a container that has stopped (or is stopping)."""
+        while True:
+            code = self._wait_once(name, WAIT_POLL_SECONDS)
+            if code is not None:
+                return code
+
+    def _wait_once(self, name: str, timeout: float) -> int | None:
         try:
             response = self._api.post(
                 self._path(name, "wait"),
                 params={"condition": ["stopped", "exited"]},
-                timeout=WAIT_POLL_SECONDS,
+                timeout=timeout,
             )
         except podman.errors.APIError as exc:
             if exc.response is None and _is_read_timeout(exc.__cause__):
@@ -330,8 +443,10 @@ class PodmanRuntime:
 
     def _remove(self, name: str) -> None:
         # timeout=0: a forced removal kills at once instead of waiting the stop timeout.
+        # ``volumes`` (libpod's name; ``v`` is the docker-compatible API's) removes the
+        # container's anonymous volumes with it.
         response = self._api.delete(
-            self._path(name), params={"force": True, "v": True, "timeout": 0}, timeout=REQUEST_TIMEOUT
+            self._path(name), params={"force": True, "volumes": True, "timeout": 0}, timeout=REQUEST_TIMEOUT
         )
         _checked(response, 200, 204, 404)
 
