@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import io
 import secrets
 import threading
 import time
@@ -16,13 +17,17 @@ import pytest
 from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
 from shoal.roles import PluginContext, RuntimeError_, RuntimeProvider
-from shoal.testing.runtime import eventually, make_task
-from shoal_runtime_docker import DockerRuntime, plugin
+from shoal.testing.runtime import eventually, make_task, volume
+from shoal_runtime_docker import DockerRuntime, _task, plugin
 from shoal_runtime_docker.runtime import WAIT_POLL_SECONDS, endpoint_from
 
 pytestmark = pytest.mark.engine
 
 ENDPOINT = "unix:///var/run/docker.sock"
+
+
+def engine() -> docker.APIClient:
+    return docker.APIClient(base_url=ENDPOINT, version="1.41")
 
 
 @pytest.fixture
@@ -145,3 +150,58 @@ async def test_unreachable_engine_error_names_the_endpoint(tmp_path: Path) -> No
     assert caught.value.temporary
     assert endpoint in str(caught.value) and "unreachable" in str(caught.value)
     await provider.close()
+
+
+def _volumes() -> set[str]:
+    return {entry["Name"] for entry in engine().volumes().get("Volumes") or []}
+
+
+async def test_remove_deletes_the_containers_anonymous_volumes(
+    runtime: DockerRuntime, made: list[pb.Task]
+) -> None:
+    task = make_task("shoal-busybox:1", node_id=new_id(), command=["true"], mounts=[volume("", "/anon")])
+    made.append(task)
+    before = _volumes()
+    await runtime.prepare(task)
+    assert len(_volumes() - before) == 1, "no anonymous volume was created"
+    await runtime.remove(task)
+    assert not _volumes() - before, "remove left the anonymous volume behind"
+
+
+@pytest.fixture
+async def image_with_healthcheck(runtime: DockerRuntime, made: list[pb.Task]) -> AsyncIterator[str]:
+    """A local image whose HEALTHCHECK passes once /tmp/ready exists."""
+    tag = f"shoal-health-{secrets.token_hex(4)}:1"
+    dockerfile = b"FROM shoal-busybox:1\nHEALTHCHECK --interval=1s --retries=30 CMD test -f /tmp/ready\n"
+    for _ in engine().build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True, decode=True):
+        pass
+    yield tag
+    for task in made:  # before the image, which a forced removal would stop them for
+        await runtime.remove(task)
+    engine().remove_image(tag, force=True)
+
+
+async def test_the_images_healthcheck_is_run_unless_the_spec_disables_it(
+    runtime: DockerRuntime, made: list[pb.Task], image_with_healthcheck: str
+) -> None:
+    kept = make_task(
+        image_with_healthcheck,
+        node_id=new_id(),
+        command=["sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 3600"],
+    )
+    disabled = make_task(
+        image_with_healthcheck,
+        node_id=new_id(),
+        args=["sleep", "3600"],
+        healthcheck=pb.HealthConfig(test=["NONE"]),
+    )
+    made += [kept, disabled]
+    for task in (kept, disabled):
+        await runtime.prepare(task)
+    await asyncio.wait_for(runtime.start(kept), 30)
+    assert engine().inspect_container(_task.container_name(kept))["State"]["Health"]["Status"] == "healthy"
+
+    began = time.monotonic()
+    await asyncio.wait_for(runtime.start(disabled), 30)  # never ready: only "none" lets it start
+    assert time.monotonic() - began < 5
+    assert "Health" not in engine().inspect_container(_task.container_name(disabled))["State"]

@@ -16,8 +16,8 @@ import pytest
 from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
 from shoal.roles import PluginContext, RuntimeError_, RuntimeProvider
-from shoal.testing.runtime import eventually, make_task
-from shoal_runtime_podman import PodmanRuntime, plugin
+from shoal.testing.runtime import eventually, make_task, volume
+from shoal_runtime_podman import PodmanRuntime, _task, plugin
 from shoal_runtime_podman.runtime import WAIT_POLL_SECONDS, endpoint_from, env_map, signal_number
 
 pytestmark = pytest.mark.engine
@@ -179,3 +179,73 @@ async def test_unreachable_engine_error_names_the_endpoint(tmp_path: Path) -> No
     assert caught.value.temporary
     assert endpoint in str(caught.value) and "unreachable" in str(caught.value)
     await provider.close()
+
+
+def _volumes() -> set[str]:
+    return {entry["Name"] for entry in engine().get("/volumes/json").json() or []}
+
+
+async def test_remove_deletes_the_containers_anonymous_volumes(
+    runtime: PodmanRuntime, made: list[pb.Task]
+) -> None:
+    # libpod names this parameter ``volumes``; ``v`` (the docker API's name) is ignored.
+    task = make_task("shoal-busybox:1", node_id=new_id(), command=["true"], mounts=[volume("", "/anon")])
+    made.append(task)
+    before = _volumes()
+    await runtime.prepare(task)
+    assert len(_volumes() - before) == 1, "no anonymous volume was created"
+    await runtime.remove(task)
+    assert not _volumes() - before, "remove left the anonymous volume behind"
+
+
+async def _podman_cli(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "podman", "--url", ENDPOINT, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, f"podman {args[0]} failed: {output.decode()}"
+
+
+@pytest.fixture
+async def image_with_healthcheck(
+    runtime: PodmanRuntime, made: list[pb.Task], tmp_path: Path
+) -> AsyncIterator[str]:
+    """A local image whose HEALTHCHECK passes once /tmp/ready exists (docker format: the OCI
+    image format has no healthcheck)."""
+    tag = f"localhost/shoal-health-{secrets.token_hex(4)}:1"
+    (tmp_path / "Dockerfile").write_text(
+        "FROM localhost/shoal-busybox:1\nHEALTHCHECK --interval=1s --retries=30 CMD test -f /tmp/ready\n"
+    )
+    await _podman_cli("build", "--format", "docker", "-q", "-t", tag, str(tmp_path))
+    yield tag
+    for task in made:  # before the image, which a forced removal would stop them for
+        await runtime.remove(task)
+    await _podman_cli("rmi", "--force", tag)
+
+
+async def test_the_images_healthcheck_is_run_unless_the_spec_disables_it(
+    runtime: PodmanRuntime, made: list[pb.Task], image_with_healthcheck: str
+) -> None:
+    kept = make_task(
+        image_with_healthcheck,
+        node_id=new_id(),
+        command=["sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 3600"],
+    )
+    disabled = make_task(
+        image_with_healthcheck,
+        node_id=new_id(),
+        args=["sleep", "3600"],
+        healthcheck=pb.HealthConfig(test=["NONE"]),
+    )
+    made += [kept, disabled]
+    for task in (kept, disabled):
+        await runtime.prepare(task)
+    await asyncio.wait_for(runtime.start(kept), 30)
+    state = engine().get(f"/containers/{_task.container_name(kept)}/json").json()["State"]
+    assert state["Health"]["Status"] == "healthy"
+
+    began = time.monotonic()
+    await asyncio.wait_for(runtime.start(disabled), 30)  # never ready: only "none" lets it start
+    assert time.monotonic() - began < 5
+    config = engine().get(f"/containers/{_task.container_name(disabled)}/json").json()["Config"]
+    assert config["Healthcheck"]["Test"] == ["NONE"]

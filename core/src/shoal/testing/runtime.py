@@ -750,3 +750,15 @@ class RuntimeConformance:
             waiting.cancel()
         assert status.error == "unhealthy container"
         assert not (await self._one(engine_containers, tasks.node_id)).running
+
+    async def test_wait_with_a_healthcheck_can_be_cancelled(
+        self, runtime: RuntimeProvider, tasks: TaskFactory
+    ) -> None:
+        task = tasks.shell("exec sleep 3600", healthcheck=shell_health("true"))
+        await runtime.prepare(task)
+        await asyncio.wait_for(runtime.start(task), DEADLINE)
+        began = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(runtime.wait(task), 0.5)
+        assert time.monotonic() - began < 5, "cancelling wait blocked the caller"
+        assert (await runtime.start(task)).running  # the runtime still answers; still healthy
