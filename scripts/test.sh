@@ -9,7 +9,5 @@ cd "$REPO"
 scripts/install-deps.sh
 scripts/start-engines.sh
 scripts/build-test-images.sh
-.venv/bin/python -m shoal.proto.check
-.venv/bin/ruff check core plugins tests bench
-.venv/bin/mypy core/src plugins/*/src
+scripts/check.sh
 .venv/bin/pytest -q -p no:cacheprovider "$@"

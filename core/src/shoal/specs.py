@@ -95,68 +95,232 @@ def _int(params: Mapping[str, Any], key: str, flag: str, default: int = 0, minim
     return number
 
 
-def service_spec(params: Mapping[str, Any]) -> pb.ServiceSpec:
-    """Build a ServiceSpec from ``service create`` parameters, with Swarm's defaults."""
-    image = str(params.get("image") or "").strip()
+def _given(params: Mapping[str, Any], key: str) -> bool:
+    value = params.get(key)
+    return value is not None and value != "" and value != []
+
+
+def _image(value: Any) -> str:
+    image = str(value or "").strip()
     if not image:
         raise SpecError("an image is required: shoal service create [OPTIONS] IMAGE [COMMAND] [ARG...]")
     if any(c.isspace() for c in image) or image.startswith("-"):
         raise SpecError(f'invalid image reference "{image}"')
-    spec = pb.ServiceSpec()
-    spec.annotations.name = validate_name(str(params.get("name") or ""))
-    for label in params.get("labels") or []:
-        key, _, value = str(label).partition("=")
-        spec.annotations.labels[key] = value
+    return image
 
-    container = spec.task.container
-    container.image = image
-    container.args.extend(str(a) for a in params.get("args") or [])
-    entrypoint = params.get("entrypoint")
-    if entrypoint:
-        container.command.extend(str(entrypoint).split())
-    for item in params.get("env") or []:
-        key, _, _ = str(item).partition("=")
+
+def _pairs(values: Any, flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in values or []:
+        key, _, value = str(item).partition("=")
+        if not key:
+            raise SpecError(f'invalid {flag} "{item}": use KEY=VALUE')
+        pairs.append((key, value))
+    return pairs
+
+
+def _env(values: Any, flag: str) -> list[str]:
+    out = []
+    for item in values or []:
+        key = str(item).partition("=")[0]
         if not key or not _ENV_KEY.match(key):
-            raise SpecError(f'invalid --env "{item}": use KEY=VALUE')
-        container.env.append(str(item))
-    for label in params.get("container_labels") or []:
-        key, _, value = str(label).partition("=")
+            raise SpecError(f'invalid {flag} "{item}": use KEY=VALUE')
+        out.append(str(item))
+    return out
+
+
+def _constraint(expr: Any) -> str:
+    try:
+        placement.parse_constraint(str(expr))
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    return str(expr)
+
+
+def _preference(expr: Any) -> str:
+    try:
+        placement.parse_preference(str(expr))
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    return str(expr)
+
+
+def parse_mount(text: str) -> pb.Mount:
+    """``type=bind,source=/x,target=/y[,readonly]``, ``type=volume,...``, ``type=tmpfs,target=/t``."""
+    mount = pb.Mount()
+    kind = "volume"
+    fields: dict[str, str] = {}
+    for part in str(text).split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not key:
+            continue
+        if key in ("readonly", "ro") and not sep:
+            value = "true"
+        fields[key] = value.strip()
+    kind = fields.pop("type", kind)
+    types = {"bind": pb.Mount.BIND, "volume": pb.Mount.VOLUME, "tmpfs": pb.Mount.TMPFS}
+    if kind not in types:
+        raise SpecError(f'invalid --mount "{text}": type must be bind, volume or tmpfs')
+    mount.type = types[kind]
+    mount.source = fields.pop("source", fields.pop("src", ""))
+    mount.target = fields.pop("target", fields.pop("destination", fields.pop("dst", "")))
+    readonly = fields.pop("readonly", fields.pop("ro", "false")).lower()
+    if readonly not in ("true", "false", "1", "0"):
+        raise SpecError(f'invalid --mount "{text}": readonly takes true or false')
+    mount.readonly = readonly in ("true", "1")
+    if "tmpfs-size" in fields:
+        mount.tmpfs_size_bytes = parse_memory(fields.pop("tmpfs-size"), "--mount tmpfs-size")
+    if fields:
+        raise SpecError(f'invalid --mount "{text}": unknown option {", ".join(sorted(fields))}')
+    if not mount.target.startswith("/"):
+        raise SpecError(f'invalid --mount "{text}": target must be an absolute path inside the container')
+    if mount.type == pb.Mount.BIND and not mount.source.startswith("/"):
+        raise SpecError(f'invalid --mount "{text}": a bind mount needs an absolute source path on the host')
+    if mount.type == pb.Mount.TMPFS and mount.source:
+        raise SpecError(f'invalid --mount "{text}": a tmpfs mount takes no source')
+    return mount
+
+
+def _update_config(config: pb.UpdateConfig, params: Mapping[str, Any], prefix: str) -> None:
+    flag = f"--{prefix}"
+    if _given(params, f"{prefix}_parallelism"):
+        config.parallelism = _int(params, f"{prefix}_parallelism", f"{flag}-parallelism")
+    if _given(params, f"{prefix}_delay"):
+        config.delay = parse_duration(str(params[f"{prefix}_delay"]), f"{flag}-delay")
+    if _given(params, f"{prefix}_monitor"):
+        config.monitor = parse_duration(str(params[f"{prefix}_monitor"]), f"{flag}-monitor")
+    if _given(params, f"{prefix}_failure_action"):
+        action = str(params[f"{prefix}_failure_action"])
+        actions = {"pause": pb.UpdateConfig.PAUSE, "continue": pb.UpdateConfig.CONTINUE}
+        if prefix == "update":
+            actions["rollback"] = pb.UpdateConfig.ROLLBACK
+        if action not in actions:
+            raise SpecError(f'invalid {flag}-failure-action "{action}": use {", ".join(actions)}')
+        config.failure_action = actions[action]
+    if _given(params, f"{prefix}_max_failure_ratio"):
+        raw = params[f"{prefix}_max_failure_ratio"]
+        try:
+            ratio = float(raw)
+        except (TypeError, ValueError):
+            raise SpecError(f'invalid {flag}-max-failure-ratio "{raw}": give a number from 0 to 1') from None
+        if not 0 <= ratio <= 1:
+            raise SpecError(f'invalid {flag}-max-failure-ratio "{raw}": give a number from 0 to 1')
+        config.max_failure_ratio = ratio
+    if _given(params, f"{prefix}_order"):
+        order = str(params[f"{prefix}_order"])
+        orders = {"stop-first": pb.UpdateConfig.STOP_FIRST, "start-first": pb.UpdateConfig.START_FIRST}
+        if order not in orders:
+            raise SpecError(f'invalid {flag}-order "{order}": use stop-first or start-first')
+        config.order = orders[order]
+
+
+def _healthcheck(health: pb.HealthConfig, params: Mapping[str, Any]) -> None:
+    if params.get("no_healthcheck"):
+        if _given(params, "health_cmd"):
+            raise SpecError("--no-healthcheck conflicts with --health-cmd")
+        health.Clear()
+        health.test.append("NONE")
+        return
+    if _given(params, "health_cmd"):
+        del health.test[:]
+        health.test.extend(["CMD-SHELL", str(params["health_cmd"])])
+    for key, field in (
+        ("health_interval", "interval"),
+        ("health_timeout", "timeout"),
+        ("health_start_period", "start_period"),
+    ):
+        if _given(params, key):
+            seconds = parse_duration(str(params[key]), "--" + key.replace("_", "-"))
+            if 0 < seconds < 0.001:
+                raise SpecError(f'invalid --{key.replace("_", "-")} "{params[key]}": the minimum is 1ms')
+            setattr(health, field, seconds)
+    if _given(params, "health_retries"):
+        health.retries = _int(params, "health_retries", "--health-retries")
+
+
+def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -> None:
+    """Apply every option present in ``params`` to ``spec`` (create lists or update add/rm)."""
+    container = spec.task.container
+    if creating or _given(params, "image"):
+        container.image = _image(params.get("image"))
+    if creating or params.get("args") is not None:
+        del container.args[:]
+        container.args.extend(str(a) for a in params.get("args") or [])
+    if _given(params, "entrypoint"):
+        del container.command[:]
+        container.command.extend(str(params["entrypoint"]).split())
+
+    for key, value in _pairs(params.get("labels"), "--label") + _pairs(
+        params.get("label_add"), "--label-add"
+    ):
+        spec.annotations.labels[key] = value
+    for key in params.get("label_rm") or []:
+        spec.annotations.labels.pop(str(key), None)
+    for key, value in _pairs(params.get("container_labels"), "--container-label") + _pairs(
+        params.get("container_label_add"), "--container-label-add"
+    ):
         container.labels[key] = value
-    container.hostname = str(params.get("hostname") or "")
-    container.dir = str(params.get("workdir") or "")
-    container.user = str(params.get("user") or "")
-    grace = params.get("stop_grace_period")
-    container.stop_grace_period = (
-        parse_duration(str(grace), "--stop-grace-period")
-        if grace not in (None, "")
-        else defaults.STOP_GRACE_PERIOD
-    )
-    container.stop_signal = str(params.get("stop_signal") or "")
-    pull = str(params.get("pull") or "missing")
-    if pull not in PULL_POLICIES:
-        raise SpecError(f'invalid --pull "{pull}": use always, missing or never')
-    container.pull_policy = PULL_POLICIES[pull]
+    for key in params.get("container_label_rm") or []:
+        container.labels.pop(str(key), None)
+
+    env = list(container.env)
+    removed = {str(k) for k in params.get("env_rm") or []}
+    added = _env(params.get("env"), "--env") + _env(params.get("env_add"), "--env-add")
+    added_keys = {item.partition("=")[0] for item in added}
+    env = [e for e in env if e.partition("=")[0] not in removed | added_keys] + added
+    del container.env[:]
+    container.env.extend(env)
+
+    for key, flag in (
+        ("hostname", "hostname"),
+        ("workdir", "dir"),
+        ("user", "user"),
+        ("stop_signal", "stop_signal"),
+    ):
+        if _given(params, key):
+            setattr(container, flag, str(params[key]))
+    if _given(params, "stop_grace_period"):
+        container.stop_grace_period = parse_duration(str(params["stop_grace_period"]), "--stop-grace-period")
+    elif creating:
+        container.stop_grace_period = defaults.STOP_GRACE_PERIOD
+    if creating or _given(params, "pull"):
+        pull = str(params.get("pull") or "missing")
+        if pull not in PULL_POLICIES:
+            raise SpecError(f'invalid --pull "{pull}": use always, missing or never')
+        container.pull_policy = PULL_POLICIES[pull]
+
+    mounts = list(container.mounts)
+    gone = {str(t) for t in params.get("mount_rm") or []}
+    new_mounts = [parse_mount(m) for m in (params.get("mounts") or []) + (params.get("mount_add") or [])]
+    targets = {m.target for m in new_mounts} | gone
+    del container.mounts[:]
+    container.mounts.extend([m for m in mounts if m.target not in targets] + new_mounts)
+    _healthcheck(container.healthcheck, params)
+    if not container.healthcheck.ListFields():
+        container.ClearField("healthcheck")
 
     resources = spec.task.resources
-    if params.get("reserve_cpu"):
+    if _given(params, "reserve_cpu"):
         nano = parse_cpus(str(params["reserve_cpu"]), "--reserve-cpu")
         if 0 < nano < MIN_RESERVED_CPU_NANO:
             raise SpecError(f'invalid --reserve-cpu "{params["reserve_cpu"]}": the minimum is 0.001')
         resources.reservations.nano_cpus = nano
-    if params.get("reserve_memory"):
+    if _given(params, "reserve_memory"):
         memory = parse_memory(str(params["reserve_memory"]), "--reserve-memory")
         if 0 < memory < MIN_RESERVED_MEMORY:
             raise SpecError(f'invalid --reserve-memory "{params["reserve_memory"]}": the minimum is 4MiB')
         resources.reservations.memory_bytes = memory
-    if params.get("limit_cpu"):
+    if _given(params, "limit_cpu"):
         resources.limits.nano_cpus = parse_cpus(str(params["limit_cpu"]), "--limit-cpu")
-    if params.get("limit_memory"):
+    if _given(params, "limit_memory"):
         resources.limits.memory_bytes = parse_memory(str(params["limit_memory"]), "--limit-memory")
 
     restart = spec.task.restart
-    restart.CopyFrom(defaults.restart_policy())
-    condition = params.get("restart_condition")
-    if condition:
+    if creating:
+        restart.CopyFrom(defaults.restart_policy())
+    if _given(params, "restart_condition"):
+        condition = str(params["restart_condition"])
         conditions = {
             "none": pb.RestartPolicy.NONE,
             "on-failure": pb.RestartPolicy.ON_FAILURE,
@@ -165,29 +329,70 @@ def service_spec(params: Mapping[str, Any]) -> pb.ServiceSpec:
         if condition not in conditions:
             raise SpecError(f'invalid --restart-condition "{condition}": use none, on-failure or any')
         restart.condition = conditions[condition]
-    if params.get("restart_delay") not in (None, ""):
+    if _given(params, "restart_delay"):
         restart.delay = parse_duration(str(params["restart_delay"]), "--restart-delay")
-    restart.max_attempts = _int(params, "restart_max_attempts", "--restart-max-attempts")
-    if params.get("restart_window") not in (None, ""):
+    if _given(params, "restart_max_attempts"):
+        restart.max_attempts = _int(params, "restart_max_attempts", "--restart-max-attempts")
+    if _given(params, "restart_window"):
         restart.window = parse_duration(str(params["restart_window"]), "--restart-window")
 
-    for expr in params.get("constraints") or []:
-        try:
-            placement.parse_constraint(str(expr))
-        except ValueError as exc:
-            raise SpecError(str(exc)) from None
-        spec.task.placement.constraints.append(str(expr))
-    spec.task.placement.max_replicas = _int(params, "replicas_max_per_node", "--replicas-max-per-node")
+    place = spec.task.placement
+    rm_constraints = {str(c) for c in params.get("constraint_rm") or []}
+    constraints = [c for c in place.constraints if c not in rm_constraints]
+    constraints += [
+        _constraint(c) for c in (params.get("constraints") or []) + (params.get("constraint_add") or [])
+    ]
+    del place.constraints[:]
+    place.constraints.extend(dict.fromkeys(constraints))
+    rm_prefs = {str(p) for p in params.get("placement_pref_rm") or []}
+    prefs = [p for p in place.preferences if p not in rm_prefs]
+    prefs += [
+        _preference(p)
+        for p in (params.get("placement_prefs") or []) + (params.get("placement_pref_add") or [])
+    ]
+    del place.preferences[:]
+    place.preferences.extend(prefs)
+    if _given(params, "replicas_max_per_node"):
+        place.max_replicas = _int(params, "replicas_max_per_node", "--replicas-max-per-node")
 
-    mode = str(params.get("mode") or "replicated")
-    if mode == "replicated":
-        spec.replicated.replicas = _int(params, "replicas", "--replicas", default=1)
-    elif mode == "global":
-        raise SpecError("--mode global is not supported yet: use --mode replicated")
-    else:
-        raise SpecError(f'invalid --mode "{mode}": use replicated')
-    spec.update.CopyFrom(defaults.update_config())
-    spec.rollback.CopyFrom(defaults.update_config())
+    if creating:
+        mode = str(params.get("mode") or "replicated")
+        if mode == "replicated":
+            spec.replicated.replicas = _int(params, "replicas", "--replicas", default=1)
+        elif mode == "global":
+            if _given(params, "replicas"):
+                raise SpecError("--replicas can only be used with replicated mode")
+            getattr(spec, "global").SetInParent()  # "global" is a Python keyword
+            if place.max_replicas:
+                raise SpecError("--replicas-max-per-node can only be used with replicated mode")
+        else:
+            raise SpecError(f'invalid --mode "{mode}": use replicated or global')
+        spec.update.CopyFrom(defaults.update_config())
+        spec.rollback.CopyFrom(defaults.update_config())
+    elif _given(params, "replicas"):
+        if spec.WhichOneof("mode") != "replicated":
+            raise SpecError("--replicas can only be used with replicated mode")
+        spec.replicated.replicas = _int(params, "replicas", "--replicas")
+    _update_config(spec.update, params, "update")
+    _update_config(spec.rollback, params, "rollback")
+    if params.get("force"):
+        spec.task.force_update += 1
+
+
+def service_spec(params: Mapping[str, Any]) -> pb.ServiceSpec:
+    """Build a ServiceSpec from ``service create`` parameters, with Swarm's defaults."""
+    _image(params.get("image"))
+    spec = pb.ServiceSpec()
+    spec.annotations.name = validate_name(str(params.get("name") or ""))
+    _apply(spec, params, creating=True)
+    return spec
+
+
+def updated_spec(current: pb.ServiceSpec, params: Mapping[str, Any]) -> pb.ServiceSpec:
+    """The spec ``service update`` asks for: the current one with the given options changed."""
+    spec = pb.ServiceSpec()
+    spec.CopyFrom(current)
+    _apply(spec, params, creating=False)
     return spec
 
 

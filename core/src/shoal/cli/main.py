@@ -10,31 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from shoal import __version__
+from shoal.cli.common import INPUT_ERRORS, call
 from shoal.cli.errors import fail, one_line
 from shoal.cli.output import human_duration, print_list
+from shoal.cli.progress import wait_converged, wait_update
+from shoal.cli.service_opts import common_options, create_options, params_of, update_options
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
-
-INPUT_ERRORS = {"INVALID_ARGUMENT", "ALREADY_EXISTS", "NOT_FOUND"}
-
-
-def client(ctx: click.Context) -> Client:
-    return Client(ctx.find_root().params.get("host"))
-
-
-def call(ctx: click.Context, method: str, **params: Any) -> Any:
-    """Call the daemon; a refusal becomes ``Error: <message>`` and a non-zero exit."""
-    try:
-        return client(ctx).call(method, **params)
-    except ClientError as exc:
-        fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
 
 
 class ShoalGroup(click.Group):
@@ -406,29 +394,9 @@ def service() -> None:
 )
 @click.option("--name", default="", help="Service name.")
 @click.option("--replicas", default=None, help="Number of tasks (default 1).")
-@click.option("--mode", default="replicated", help="Service mode (replicated).")
-@click.option("-e", "--env", "env", multiple=True, help="Set environment variables (KEY=VALUE).")
-@click.option("--label", "labels", multiple=True, help="Service labels (KEY=VALUE).")
-@click.option("--container-label", "container_labels", multiple=True, help="Container labels (KEY=VALUE).")
-@click.option(
-    "--constraint", "constraints", multiple=True, help="Placement constraint, e.g. node.role==worker."
-)
-@click.option("--reserve-cpu", default="", help="Reserve CPUs.")
-@click.option("--reserve-memory", default="", help="Reserve memory.")
-@click.option("--limit-cpu", default="", help="Limit CPUs.")
-@click.option("--limit-memory", default="", help="Limit memory.")
-@click.option("--replicas-max-per-node", default=None, help="Maximum tasks per node (0 = unlimited).")
-@click.option("--restart-condition", default="", help="none, on-failure or any (default any).")
-@click.option("--restart-delay", default="", help="Delay between restart attempts (default 5s).")
-@click.option("--restart-max-attempts", default=None, help="Maximum number of restarts before giving up.")
-@click.option("--restart-window", default="", help="Window used to evaluate the restart policy.")
-@click.option("--stop-grace-period", default="", help="Time to wait before force killing a container (10s).")
-@click.option("--stop-signal", default="", help="Signal to stop the container.")
-@click.option("--entrypoint", default="", help="Overwrite the default ENTRYPOINT of the image.")
-@click.option("--hostname", default="", help="Container hostname.")
-@click.option("-w", "--workdir", default="", help="Working directory inside the container.")
-@click.option("-u", "--user", default="", help="Username or UID.")
-@click.option("--pull", default="missing", help="Pull image: always, missing or never (default missing).")
+@click.option("--mode", default="replicated", help="Service mode: replicated or global.")
+@create_options
+@common_options
 @click.option("-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for convergence.")
 @click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
 @click.argument("image")
@@ -438,13 +406,51 @@ def service_create(
     ctx: click.Context, /, image: str, args: tuple[str, ...], detach: bool, quiet: bool, **options: Any
 ) -> None:
     """Create a new service: IMAGE [COMMAND] [ARG...]."""
-    params = {key: (list(value) if isinstance(value, tuple) else value) for key, value in options.items()}
+    params = params_of(options)
     params.update(image=image, args=list(args))
     result = call(ctx, "service.create", **params)
     service_id = result["ID"]
     click.echo(service_id)
     if not detach:
         wait_converged(ctx, service_id, quiet=quiet)
+
+
+@service.command("update")
+@click.argument("service_ref")
+@click.option("--image", default=None, help="Service image tag.")
+@click.option("--args", "args_text", default=None, help="Service command args (one string, split on spaces).")
+@click.option("--replicas", default=None, help="Number of tasks.")
+@update_options
+@common_options
+@click.option("--force", is_flag=True, help="Force update even if no changes require it.")
+@click.option("--rollback", is_flag=True, help="Rollback to previous specification.")
+@click.option("-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for convergence.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.pass_context
+def service_update(
+    ctx: click.Context, /, service_ref: str, args_text: str | None, detach: bool, quiet: bool, **options: Any
+) -> None:
+    """Update a service (a rolling update of the tasks whose spec changed)."""
+    params = params_of(options)
+    if args_text is not None:
+        params["args"] = args_text.split()
+    result = call(ctx, "service.update", service=service_ref, **params)
+    click.echo(service_ref)
+    if not detach:
+        wait_update(ctx, result["ID"], quiet=quiet, rollback=bool(params.get("rollback")))
+
+
+@service.command("rollback")
+@click.argument("service_ref")
+@click.option("-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for convergence.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.pass_context
+def service_rollback(ctx: click.Context, service_ref: str, detach: bool, quiet: bool) -> None:
+    """Revert changes to a service's configuration."""
+    result = call(ctx, "service.rollback", service=service_ref)
+    click.echo(service_ref)
+    if not detach:
+        wait_update(ctx, result["ID"], quiet=quiet, rollback=True)
 
 
 @service.command("ls")
@@ -586,76 +592,6 @@ def service_logs(
             click.echo(line if raw else f"{prefix}    | {line}", err=item.get("Stream") == "stderr")
     except ClientError as exc:
         fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
-
-
-# --------------------------------------------------------------------------- progress
-
-
-def wait_converged(
-    ctx: click.Context,
-    service_ref: str,
-    *,
-    quiet: bool,
-    verify: bool = True,
-    stable_for: float = 5.0,
-    timeout: float = 300.0,
-) -> None:
-    """Follow a service until every slot runs (like docker's progress), or say why not.
-
-    Exits 1 when the service does not converge: a slot whose tasks keep being rejected or
-    failing (twice), or the timeout.
-    """
-    deadline = time.monotonic() + timeout
-    last_lines: dict[str, str] = {}
-    converged_at: float | None = None
-    while True:
-        services = call(ctx, "service.inspect", services=[service_ref])
-        spec = services[0]["spec"]
-        desired = int(spec.get("replicated", {}).get("replicas", 0))
-        result = call(ctx, "service.ps", services=[service_ref])
-        tasks = result["tasks"]
-        live = [t for t in tasks if t["DesiredState"] in ("Running", "Ready")]
-        running = [t for t in live if t["State"] == "Running" and t["DesiredState"] == "Running"]
-        if not quiet:
-            for task in sorted(live, key=lambda t: t["Slot"]):
-                line = f"{task['Slot']}/{desired}: {task['State'].lower()}"
-                if task["Error"]:
-                    line += f" ({task['Error']})"
-                if last_lines.get(str(task["Slot"])) != line:
-                    last_lines[str(task["Slot"])] = line
-                    click.echo(line)
-        failures: dict[int, list[dict[str, Any]]] = {}
-        for task in tasks:
-            if task["State"] in ("Rejected", "Failed"):
-                failures.setdefault(int(task["Slot"]), []).append(task)
-        for slot, failed in failures.items():
-            if len(failed) >= 2 and not any(t["State"] == "Running" for t in live if t["Slot"] == slot):
-                reason = failed[0]["Error"] or failed[0]["State"].lower()
-                fail(
-                    f"service {service_ref} did not converge: task {failed[0]['ServiceName']}.{slot} "
-                    f"{failed[0]['State'].lower()}: {reason}",
-                    1,
-                )
-        if len(running) == desired and len(live) == desired:
-            if converged_at is None:
-                converged_at = time.monotonic()
-                if not quiet:
-                    click.echo(f"overall progress: {len(running)} out of {desired} tasks")
-                    if verify:
-                        click.echo(
-                            f"verify: Waiting {int(stable_for)} seconds to verify that tasks are stable..."
-                        )
-            if not verify or time.monotonic() - converged_at >= stable_for:
-                if not quiet:
-                    click.echo(f"verify: Service {service_ref} converged")
-                return
-        else:
-            converged_at = None
-        if time.monotonic() > deadline:
-            pending = [t for t in live if t["Error"]]
-            reason = pending[0]["Error"] if pending else f"{len(running)} of {desired} tasks running"
-            fail(f"service {service_ref} did not converge within {int(timeout)}s: {reason}", 1)
-        time.sleep(0.2)
 
 
 def main() -> None:

@@ -553,6 +553,8 @@ class Daemon:
             "service.ps",
             "service.scale",
             "service.rm",
+            "service.update",
+            "service.rollback",
             "swarm.inspect",
             "swarm.update",
             "swarm.join_token",

@@ -18,7 +18,7 @@ from shoal.ids import new_id
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import StatusCode
-from shoal.specs import SpecError, parse_duration, replicas, service_spec
+from shoal.specs import SpecError, parse_duration, replicas, service_spec, updated_spec
 from shoal.store.memory import ObjectStore, Tx, copy
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -61,6 +61,8 @@ class ControlAPI:
             "service.inspect": self.service_inspect,
             "service.ps": self.service_ps,
             "service.scale": self.service_scale,
+            "service.update": self.service_update,
+            "service.rollback": self.service_rollback,
             "service.rm": self.service_rm,
             "swarm.inspect": self.swarm_inspect,
             "swarm.update": self.swarm_update,
@@ -307,21 +309,33 @@ class ControlAPI:
             if t.status.state == states.RUNNING and t.desired_state == states.RUNNING
         )
 
+    def _desired(self, service: pb.Service) -> int:
+        """Replicas asked for; for a global service, the tasks it should run now (one per
+        eligible node, as docker counts them: tasks with desired state running)."""
+        if service.spec.WhichOneof("mode") == "global":
+            return sum(
+                1 for t in self.store.view.service_tasks(service.id) if t.desired_state == states.RUNNING
+            )
+        return int(service.spec.replicated.replicas)
+
     def _service_row(self, service: pb.Service) -> dict[str, Any]:
-        desired = service.spec.replicated.replicas
+        desired = self._desired(service)
         running = self._running(service)
         replicas_text = f"{running}/{desired}"
         if service.spec.task.placement.max_replicas:
             replicas_text += f" (max {service.spec.task.placement.max_replicas} per node)"
+        status = service.update_status
         return {
             "ID": service.id,
             "Name": service.spec.annotations.name,
-            "Mode": "replicated",
+            "Mode": "global" if service.spec.WhichOneof("mode") == "global" else "replicated",
             "Replicas": replicas_text,
             "Image": service.spec.task.container.image,
             "Ports": "",
             "Running": running,
             "Desired": desired,
+            "UpdateState": pb.UpdateStatus.UpdateState.Name(status.state).lower() if status.state else "",
+            "UpdateMessage": status.message,
         }
 
     async def service_ls(self, params: dict[str, Any]) -> Any:
@@ -388,6 +402,68 @@ class ControlAPI:
 
         await self.store.update(scale)
         return {"ID": service.id, "Replicas": count}
+
+    async def service_update(self, params: dict[str, Any]) -> Any:
+        """``service update``: a new spec (the old one kept as previous), or a rollback.
+
+        A changed spec clears the update status, which is also how a paused update resumes.
+        ``rollback`` swaps the spec and the previous spec (rolling back twice returns to the
+        newer one); the updater then walks the tasks back with the rollback config.
+        """
+        service = self.find_service(str(params.get("service") or ""))
+        if params.get("rollback"):
+            return await self._rollback(service)
+        try:
+            spec = updated_spec(service.spec, params)
+        except SpecError as exc:
+            raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        name = service.spec.annotations.name
+
+        def update(tx: Tx) -> None:
+            current = tx.service(service.id)
+            if current is None:
+                raise ControlError(StatusCode.NOT_FOUND, f"service {name} not found")
+            current = copy(current)
+            if current.spec != spec:
+                current.previous_spec.CopyFrom(current.spec)
+                current.previous_spec_version = current.spec_version
+                current.spec.CopyFrom(spec)
+                current.spec_version += 1
+            current.ClearField("update_status")
+            tx.update(current)
+
+        await self.store.update(update)
+        return {"ID": service.id}
+
+    async def service_rollback(self, params: dict[str, Any]) -> Any:
+        return await self._rollback(self.find_service(str(params.get("service") or "")))
+
+    async def _rollback(self, service: pb.Service) -> Any:
+        name = service.spec.annotations.name
+
+        def rollback(tx: Tx) -> None:
+            current = tx.service(service.id)
+            if current is None:
+                raise ControlError(StatusCode.NOT_FOUND, f"service {name} not found")
+            if not current.HasField("previous_spec"):
+                raise ControlError(
+                    StatusCode.FAILED_PRECONDITION, f"service {name} does not have a previous spec"
+                )
+            current = copy(current)
+            previous = pb.ServiceSpec()
+            previous.CopyFrom(current.previous_spec)
+            current.previous_spec.CopyFrom(current.spec)
+            current.previous_spec_version = current.spec_version
+            current.spec.CopyFrom(previous)
+            current.spec_version += 1
+            current.update_status.Clear()
+            current.update_status.state = pb.UpdateStatus.ROLLBACK_STARTED
+            current.update_status.message = "manually requested rollback"
+            current.update_status.started_at = time.time()
+            tx.update(current)
+
+        await self.store.update(rollback)
+        return {"ID": service.id}
 
     async def service_rm(self, params: dict[str, Any]) -> Any:
         refs = [str(r) for r in params.get("services") or []]

@@ -15,55 +15,52 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 
-from shoal import defaults, states
-from shoal.ids import new_id
+from shoal import placement, states
+from shoal.manager.tasks import new_task, node_unavailable, restart_policy
+from shoal.manager.updater import UpdateSupervisor
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
 from shoal.store.memory import DELETE, Event, ObjectStore, Tx, copy
+
+__all__ = [
+    "ReplicatedOrchestrator",
+    "global_eligible",
+    "is_global",
+    "new_task",
+    "node_unavailable",
+    "restart_policy",
+]
 
 log = logging.getLogger("shoal.orchestrator")
 
 OLD_TASK_TIMEOUT = 60.0
 
 
-def restart_policy(task: pb.Task) -> pb.RestartPolicy:
-    """The task's restart policy with Swarm's defaults filled in (condition any, delay 5s)."""
-    if task.spec.HasField("restart"):
-        return task.spec.restart
-    return defaults.restart_policy()
+def is_global(service: pb.Service) -> bool:
+    return service.spec.WhichOneof("mode") == "global"
 
 
-def new_task(service: pb.Service, slot: int, desired: int = states.RUNNING) -> pb.Task:
-    """A fresh task for ``slot`` of ``service`` (state NEW; the scheduler takes it from here)."""
-    task = pb.Task(
-        id=new_id(),
-        spec=service.spec.task,
-        spec_version=service.spec_version,
-        service_id=service.id,
-        slot=slot,
-        service_annotations=service.spec.annotations,
-        desired_state=desired,  # type: ignore[arg-type]
-        endpoint=service.spec.endpoint,
-    )
-    task.annotations.name = f"{service.spec.annotations.name}.{slot}"
-    task.status.state = states.NEW
-    task.status.message = "created"
-    task.status.timestamp = time.time()
-    return task
-
-
-def node_unavailable(node: pb.Node | None) -> bool:
-    """Tasks on this node must be replaced elsewhere: it is gone, down, or drained."""
-    return (
-        node is None or node.status.state == pb.NodeStatus.DOWN or node.spec.availability == pb.NodeSpec.DRAIN
-    )
+def global_eligible(node: pb.Node, service: pb.Service) -> bool:
+    """A global service runs on every node that is up, not drained, and meets its constraints."""
+    if node_unavailable(node):
+        return False
+    try:
+        constraints = placement.parse_constraints(service.spec.task.placement.constraints)
+    except ValueError:
+        return False
+    return all(c.matches(node) for c in constraints)
 
 
 class ReplicatedOrchestrator:
-    """Reconciles replicated services; runs on the leader only."""
+    """Reconciles replicated and global services and rolls out spec changes; leader only.
+
+    (The name is SwarmKit's; global services are reconciled here too: one task per eligible
+    node, created pre-assigned to it.)
+    """
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
+        self.updates = UpdateSupervisor(store)
         self._dirty: set[str] = set()
         self._restarts: list[tuple[str, str]] = []  # (task id, reason), restarted in batches
         self._delayed: dict[str, asyncio.Task[None]] = {}
@@ -81,6 +78,7 @@ class ReplicatedOrchestrator:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._delayed.clear()
+        await self.updates.stop()
 
     # ------------------------------------------------------------------ event loop
 
@@ -108,6 +106,9 @@ class ReplicatedOrchestrator:
                 self._restarts.append((task.id, "task"))
         elif event.kind == "node":
             node = None if event.action == DELETE else event.obj
+            # Global services follow the node set: a new, returning or relabelled node may need
+            # (or no longer want) their task.
+            self._dirty.update(s.id for s in self.store.view.services.all() if is_global(s))
             if node_unavailable(node):
                 for task in self.store.view.node_tasks(event.obj.id):
                     if task.desired_state <= states.RUNNING:
@@ -132,6 +133,12 @@ class ReplicatedOrchestrator:
             restarts, self._restarts = self._restarts, []
             try:
                 await self.store.update(functools.partial(self._reconcile, dirty=dirty, restarts=restarts))
+                for service_id in dirty:
+                    service = self.store.view.services.get(service_id)
+                    if service is None:
+                        await self.updates.forget(service_id)
+                    else:
+                        await self.updates.update(service)
             except StoreUnavailable as exc:
                 log.warning("orchestrator could not commit: %s", exc)
                 return
@@ -151,7 +158,9 @@ class ReplicatedOrchestrator:
             service = tx.service(service_id)
             if service is None:
                 self._remove_all(tx, service_id)
-            elif service.spec.WhichOneof("mode") != "global":
+            elif is_global(service):
+                self._reconcile_global(tx, service)
+            else:
                 self._reconcile_service(tx, service)
 
     def _restart_if_needed(self, tx: Tx, task_id: str) -> None:
@@ -182,6 +191,35 @@ class ReplicatedOrchestrator:
             free = (n for n in range(1, 1 << 62) if n not in runnable)
             for _ in range(replicas - len(runnable)):
                 tx.create(new_task(service, next(free)))
+
+    def _reconcile_global(self, tx: Tx, service: pb.Service) -> None:
+        """One task on every eligible node; none on the others (paused nodes are left alone)."""
+        by_node: dict[str, list[pb.Task]] = defaultdict(list)
+        for stored in tx.view.service_tasks(service.id):
+            task = tx.task(stored.id)
+            if task is not None and states.is_runnable(task):
+                by_node[task.node_id].append(task)
+        nodes = {node.id: node for node in tx.view.nodes.all()}
+        for node_id, tasks in by_node.items():
+            node = nodes.get(node_id)
+            if node is None or not global_eligible(node, service):
+                for task in tasks:
+                    self._shutdown(tx, task)
+        for node in nodes.values():
+            if node.spec.availability == pb.NodeSpec.PAUSE or not global_eligible(node, service):
+                continue
+            if not by_node.get(node.id):
+                task = new_task(service, 0)
+                task.node_id = node.id
+                task.annotations.name = f"{service.spec.annotations.name}.{node.id}"
+                tx.create(task)
+
+    @staticmethod
+    def _shutdown(tx: Tx, task: pb.Task) -> None:
+        if task.desired_state < states.SHUTDOWN:
+            task = copy(task)
+            task.desired_state = states.SHUTDOWN
+            tx.update(task)
 
     def _scale_down(self, tx: Tx, runnable: dict[int, list[pb.Task]], replicas: int) -> None:
         """Keep ``replicas`` slots, removing first from the nodes that hold the most copies."""
@@ -217,14 +255,19 @@ class ReplicatedOrchestrator:
         old.desired_state = states.SHUTDOWN
         tx.update(old)
         service = tx.service(task.service_id)
-        if service is None or service.spec.WhichOneof("mode") == "global":
+        if service is None:
             return
+        node = tx.node(task.node_id) if task.node_id else None
+        if is_global(service) and (node is None or not global_eligible(node, service)):
+            return  # a global task is not moved: its node is gone, down, drained or unfit
         policy = restart_policy(task)
         if not self._should_restart(task, policy):
             return
         replacement = new_task(service, task.slot, desired=states.READY)
+        if is_global(service):
+            replacement.node_id = task.node_id
+            replacement.annotations.name = task.annotations.name
         tx.create(replacement)
-        node = tx.node(task.node_id) if task.node_id else None
         draining = node is not None and node.spec.availability == pb.NodeSpec.DRAIN
         self._schedule_start(replacement, 0.0 if draining else policy.delay, old_task_id=task.id)
 

@@ -29,8 +29,9 @@ MAX_LATENCY = 1.0
 
 
 def unassigned(task: pb.Task) -> bool:
-    """A task the scheduler must place: not yet on a node, still wanted."""
-    return not task.node_id and task.status.state <= states.PENDING and task.desired_state <= states.RUNNING
+    """A task the scheduler must place (or, for a global task created for one node, confirm
+    on that node): not yet ASSIGNED, still wanted."""
+    return task.status.state <= states.PENDING and task.desired_state <= states.RUNNING
 
 
 class SchedulerDriver:
@@ -97,12 +98,17 @@ class SchedulerDriver:
             if task is None or not unassigned(task):
                 continue
             if decision.node_id:
-                if decision.node_id not in infos:
+                if decision.node_id not in infos or (task.node_id and task.node_id != decision.node_id):
                     continue
+                preassigned = bool(task.node_id)
                 task = copy(task)
                 task.node_id = decision.node_id
                 task.status.state = states.ASSIGNED
-                task.status.message = "scheduler assigned task to node"
+                task.status.message = (
+                    "scheduler confirmed task can run on preassigned node"
+                    if preassigned
+                    else "scheduler assigned task to node"
+                )
                 task.status.err = ""
                 task.status.timestamp = now
                 tx.update(task)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from shoal import states
-from shoal.manager.orchestrator import new_task
+from shoal.manager.tasks import new_task
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
 from shoal.store.memory import DELETE, ObjectStore, Tx, copy
@@ -53,7 +53,8 @@ def is_dirty(task: pb.Task, service: pb.Service) -> bool:
         return True
     if task.spec == service.spec.task:
         return False
-    current = copy(task.spec)
+    current = pb.TaskSpec()
+    current.CopyFrom(task.spec)
     current.placement.CopyFrom(service.spec.task.placement)
     return current != service.spec.task
 
@@ -78,9 +79,11 @@ class Updater:
         self.service_id = service.id
         self.spec_version = service.spec_version
         self.rolling_back = service.update_status.state == US.ROLLBACK_STARTED
-        self.config = copy(update_config(service))
+        self.config = pb.UpdateConfig()
+        self.config.CopyFrom(update_config(service))
         self.dirty = dirty
         self.failures = 0
+        self._counted: set[str] = set()
         self.created: dict[str, float] = {}  # task id -> when it reached RUNNING (0 = not yet)
         self._stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -95,7 +98,9 @@ class Updater:
 
     # ------------------------------------------------------------------ status
 
-    async def _set_status(self, state: int, message: str, *, only_if: Callable[[pb.Service], bool] | None = None) -> None:
+    async def _set_status(
+        self, state: int, message: str, *, only_if: Callable[[pb.Service], bool] | None = None
+    ) -> None:
         def update(tx: Tx) -> None:
             service = tx.service(self.service_id)
             if service is None or service.spec_version != self.spec_version:
@@ -129,7 +134,9 @@ class Updater:
     async def _walk(self) -> None:
         if not self.rolling_back:
             await self._set_status(
-                US.UPDATING, "update in progress", only_if=lambda s: s.update_status.state in (US.UNKNOWN, US.UPDATING)
+                US.UPDATING,
+                "update in progress",
+                only_if=lambda s: s.update_status.state in (US.UNKNOWN, US.UPDATING),
             )
         slots: asyncio.Queue[SlotKey | None] = asyncio.Queue()
         for key in sorted(self.dirty):
@@ -141,7 +148,9 @@ class Updater:
         try:
             workers = [asyncio.create_task(self._worker(slots)) for _ in range(parallelism)]
             stop = asyncio.create_task(self._stop.wait())
-            await asyncio.wait([stop, asyncio.gather(*workers)], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([stop, *workers], return_when=asyncio.FIRST_COMPLETED)
+            while not stop.done() and not all(w.done() for w in workers):
+                await asyncio.wait([stop, *workers], return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             for worker in workers:
                 worker.cancel()
@@ -187,8 +196,11 @@ class Updater:
             service = tx.service(self.service_id)
             if service is None or service.spec_version != self.spec_version:
                 return
-            tasks = [t for t in tx.view.service_tasks(self.service_id)
-                     if slot_key(t) == key and t.desired_state <= states.RUNNING]
+            tasks = [
+                t
+                for t in tx.view.service_tasks(self.service_id)
+                if slot_key(t) == key and t.desired_state <= states.RUNNING
+            ]
             fresh = [t for t in tasks if not is_dirty(t, service)]
             keep = next((t for t in fresh if t.desired_state == states.RUNNING), None)
             if keep is None and fresh:
@@ -252,7 +264,11 @@ class Updater:
                 pending = []
                 for task_id in task_ids:
                     task = self.store.view.tasks.get(task_id)
-                    if task is None or states.is_terminal(task.status.state) or task.status.state < states.ASSIGNED:
+                    if (
+                        task is None
+                        or states.is_terminal(task.status.state)
+                        or task.status.state < states.ASSIGNED
+                    ):
                         continue
                     node = self.store.view.nodes.get(task.node_id)
                     if node is None or node.status.state == pb.NodeStatus.DOWN:
@@ -270,7 +286,12 @@ class Updater:
         with self.store.watch(["task"]) as watch:
             while not self._stop.is_set():
                 task = self.store.view.tasks.get(task_id)
-                if task is None or states.is_terminal(task.status.state) or task.desired_state > states.RUNNING:
+                if task is None or task.desired_state > states.RUNNING:
+                    return False
+                if states.is_terminal(task.status.state):
+                    # Counted here, before this worker takes another slot, so that a failing
+                    # update stops after the failure rather than one slot later.
+                    await self._failed(task)
                     return False
                 if task.status.state == states.RUNNING:
                     return True
@@ -294,39 +315,53 @@ class Updater:
                 if task.status.state == states.RUNNING and not self.created[task.id]:
                     self.created[task.id] = time.monotonic()
                     continue
-                was_done = event.old is not None and states.is_terminal(event.old.status.state)
-                if not states.is_terminal(task.status.state) or was_done:
-                    continue
-                if task.status.state == states.SHUTDOWN:
-                    continue  # stopped on purpose (a newer update, a scale-down), not a failure
-                started = self.created[task.id]
-                if started and time.monotonic() - started > self.config.monitor:
-                    continue  # it proved itself; later exits are the restart policy's business
-                self.failures += 1
-                if self.config.failure_action == pb.UpdateConfig.CONTINUE:
-                    continue
-                if self.failures / max(1, len(self.dirty)) > self.config.max_failure_ratio:
-                    await self._on_too_many_failures(task)
+                if states.is_terminal(task.status.state) and await self._failed(task):
                     return
 
+    async def _failed(self, task: pb.Task) -> bool:
+        """Count a task of this update that ended; True when the update stopped because of it."""
+        if task.id in self._counted or task.status.state == states.SHUTDOWN:
+            return False  # counted already, or stopped on purpose (a newer update, a scale-down)
+        self._counted.add(task.id)
+        started = self.created.get(task.id, 0.0)
+        if started and time.monotonic() - started > self.config.monitor:
+            return False  # it proved itself; later exits are the restart policy's business
+        self.failures += 1
+        if self.config.failure_action == pb.UpdateConfig.CONTINUE:
+            return False
+        if self.failures / max(1, len(self.dirty)) > self.config.max_failure_ratio:
+            await self._on_too_many_failures(task)
+            return True
+        return False
+
     async def _on_too_many_failures(self, task: pb.Task) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         what = f"task {task.id}"
         if self.rolling_back:
-            await self._set_status(US.ROLLBACK_PAUSED, f"rollback paused due to failure or early termination of {what}")
+            await self._set_status(
+                US.ROLLBACK_PAUSED, f"rollback paused due to failure or early termination of {what}"
+            )
             return
         if self.config.failure_action == pb.UpdateConfig.ROLLBACK:
 
             def rollback(tx: Tx) -> None:
                 service = tx.service(self.service_id)
-                if service is None or service.spec_version != self.spec_version or not service.HasField("previous_spec"):
+                if (
+                    service is None
+                    or service.spec_version != self.spec_version
+                    or not service.HasField("previous_spec")
+                ):
                     return
                 service = copy(service)
                 service.spec.CopyFrom(service.previous_spec)
                 service.ClearField("previous_spec")
                 service.spec_version += 1
                 service.update_status.state = US.ROLLBACK_STARTED
-                service.update_status.message = f"update rolled back due to failure or early termination of {what}"
+                service.update_status.message = (
+                    f"update rolled back due to failure or early termination of {what}"
+                )
                 service.update_status.started_at = time.time()
                 tx.update(service)
 
@@ -365,10 +400,16 @@ class UpdateSupervisor:
         dirty = self.dirty_slots(service)
         if not dirty:
             if service.update_status.state in (US.UPDATING, US.ROLLBACK_STARTED) and (
-                running is None or running.spec_version != service.spec_version or running.task is None
+                running is None
+                or running.spec_version != service.spec_version
+                or running.task is None
                 or running.task.done()
             ):
-                done = US.ROLLBACK_COMPLETED if service.update_status.state == US.ROLLBACK_STARTED else US.COMPLETED
+                done = (
+                    US.ROLLBACK_COMPLETED
+                    if service.update_status.state == US.ROLLBACK_STARTED
+                    else US.COMPLETED
+                )
                 message = "rollback completed" if done == US.ROLLBACK_COMPLETED else "update completed"
                 updater = Updater(self.store, service, {})
                 await updater._set_status(done, message)

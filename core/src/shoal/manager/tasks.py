@@ -1,0 +1,42 @@
+"""Making tasks: what every task of a service starts as, and when a node can keep its tasks."""
+
+from __future__ import annotations
+
+import time
+
+from shoal import defaults, states
+from shoal.ids import new_id
+from shoal.proto import objects_pb2 as pb
+
+
+def restart_policy(task: pb.Task) -> pb.RestartPolicy:
+    """The task's restart policy with Swarm's defaults filled in (condition any, delay 5s)."""
+    if task.spec.HasField("restart"):
+        return task.spec.restart
+    return defaults.restart_policy()
+
+
+def new_task(service: pb.Service, slot: int, desired: int = states.RUNNING) -> pb.Task:
+    """A fresh task for ``slot`` of ``service`` (state NEW; the scheduler takes it from here)."""
+    task = pb.Task(
+        id=new_id(),
+        spec=service.spec.task,
+        spec_version=service.spec_version,
+        service_id=service.id,
+        slot=slot,
+        service_annotations=service.spec.annotations,
+        desired_state=desired,  # type: ignore[arg-type]
+        endpoint=service.spec.endpoint,
+    )
+    task.annotations.name = f"{service.spec.annotations.name}.{slot}"
+    task.status.state = states.NEW
+    task.status.message = "created"
+    task.status.timestamp = time.time()
+    return task
+
+
+def node_unavailable(node: pb.Node | None) -> bool:
+    """Tasks on this node must be replaced elsewhere: it is gone, down, or drained."""
+    return (
+        node is None or node.status.state == pb.NodeStatus.DOWN or node.spec.availability == pb.NodeSpec.DRAIN
+    )
