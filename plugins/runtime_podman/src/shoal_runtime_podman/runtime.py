@@ -132,6 +132,12 @@ class _EngineError(RuntimeError_):
         self.cause = cause
 
 
+def _health_status(inspected: dict[str, Any]) -> str:
+    """The health status in a container's inspect answer (podman 4 names it either way)."""
+    state = inspected["State"]
+    return str((state.get("Health") or state.get("Healthcheck") or {}).get("Status") or "")
+
+
 def _pause(until: float) -> float:
     """How long a ``wait`` round may block before the next healthcheck is due."""
     return min(max(until - time.monotonic(), MIN_WAIT_SECONDS), WAIT_POLL_SECONDS)
@@ -323,7 +329,7 @@ class PodmanRuntime:
         name = _task.container_name(task)
         state = await self._run(self._start, name)
         health = _task.effective_health(state["Config"].get("Healthcheck"))
-        if health is not None:
+        if health is not None and _health_status(state) != "healthy":  # healthy: started before
             state = await self._until_healthy(task, name, health)
         return ContainerRef(
             task_id=task.id,
@@ -378,8 +384,7 @@ class PodmanRuntime:
         if response.status_code == 409:  # not running (any more): the next wait sees the exit
             return ""
         _checked(response, 200)
-        state = self._inspect(name)["State"]
-        return str((state.get("Health") or state.get("Healthcheck") or {}).get("Status") or "")
+        return _health_status(self._inspect(name))
 
     async def wait(self, task: pb.Task) -> ExitStatus:
         name = _task.container_name(task)
