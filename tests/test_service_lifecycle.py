@@ -400,7 +400,7 @@ def test_healthcheck_gates_running(node_factory: Factory, runtime_name: str, eng
         "--health-interval",
         "500ms",
         "--health-retries",
-        "2",
+        "10",
         "--detach",
         IMAGE_1,
         "sh",
@@ -426,6 +426,8 @@ def test_healthcheck_gates_running(node_factory: Factory, runtime_name: str, eng
         "1",
         "--restart-condition",
         "none",
+        "--stop-grace-period",
+        "0s",
         "--detach",
         IMAGE_1,
     )
