@@ -171,6 +171,42 @@ def swarm() -> None:
     """Manage the swarm."""
 
 
+EXTERNAL_CA_HELP = (
+    "External CA: protocol=cfssl,url=https://HOST:PORT/api/v1/cfssl/sign[,cacert=FILE] (repeatable)."
+)
+
+
+def external_ca_values(values: tuple[str, ...]) -> list[dict[str, str]]:
+    """Parse ``--external-ca`` flags; ``cacert=FILE`` is read here and sent as PEM."""
+    from shoal.externalca import parse_flag
+    from shoal.specs import SpecError
+
+    parsed = []
+    for value in values:
+        try:
+            fields = parse_flag(value)
+        except SpecError as exc:
+            fail(str(exc), 2)
+        if "cacert" in fields:
+            try:
+                with open(fields["cacert"]) as fh:
+                    fields["cacert_pem"] = fh.read()
+            except OSError as exc:
+                fail(f"cannot read the external CA's cacert file {fields['cacert']}: {exc.strerror}", 2)
+        parsed.append(fields)
+    return parsed
+
+
+def read_file(path: str | None, what: str) -> str:
+    if path is None:
+        return ""
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError as exc:
+        fail(f"cannot read {what} {path}: {exc.strerror}", 2)
+
+
 @swarm.command("init")
 @click.option("--advertise-addr", default="", help="Advertised address (HOST[:PORT]).")
 @click.option("--listen-addr", default="", help="Listen address (HOST:PORT), default the daemon's.")
@@ -182,9 +218,24 @@ def swarm() -> None:
     metavar="ROLE=NAME",
     help="Cluster-wide plugin choice (store, scheduler, ca, transport, secrets), repeatable.",
 )
+@click.option("--external-ca", "external_cas", multiple=True, help=EXTERNAL_CA_HELP)
+@click.option(
+    "--bootstrap-cert",
+    default=None,
+    help="With --external-ca: a client certificate the external CA issued out of band, used once to "
+    "get this manager's own certificate from it.",
+)
+@click.option("--bootstrap-key", default=None, help="The key of --bootstrap-cert.")
 @click.pass_context
 def swarm_init(
-    ctx: click.Context, advertise_addr: str, listen_addr: str, availability: str, plugins: tuple[str, ...]
+    ctx: click.Context,
+    advertise_addr: str,
+    listen_addr: str,
+    availability: str,
+    plugins: tuple[str, ...],
+    external_cas: tuple[str, ...],
+    bootstrap_cert: str | None,
+    bootstrap_key: str | None,
 ) -> None:
     """Initialize a swarm with this node as its first manager."""
     from shoal import loader
@@ -193,6 +244,8 @@ def swarm_init(
         loader.parse_plugin_args(plugins)
     except loader.PluginError as exc:
         fail(str(exc), 2)
+    if bool(bootstrap_cert) != bool(bootstrap_key):
+        fail("--bootstrap-cert and --bootstrap-key go together", 2)
     result = call(
         ctx,
         "swarm.init",
@@ -200,6 +253,9 @@ def swarm_init(
         listen_addr=listen_addr,
         availability=availability,
         plugins=list(plugins),
+        external_cas=external_ca_values(external_cas),
+        bootstrap_cert=read_file(bootstrap_cert, "the bootstrap certificate"),
+        bootstrap_key=read_file(bootstrap_key, "the bootstrap key"),
     )
     click.echo(f"Swarm initialized: current node ({result['NodeID']}) is now a manager.")
 
@@ -259,12 +315,14 @@ def swarm_leave(ctx: click.Context, force: bool) -> None:
 @click.option("--cert-expiry", default=None, help="Validity period for node certificates (e.g. 2160h).")
 @click.option("--dispatcher-heartbeat", default=None, help="Dispatcher heartbeat period (e.g. 5s).")
 @click.option("--task-history-limit", default=None, help="Task history retention limit.")
+@click.option("--external-ca", "external_cas", multiple=True, help=EXTERNAL_CA_HELP)
 @click.pass_context
 def swarm_update(
     ctx: click.Context,
     cert_expiry: str | None,
     dispatcher_heartbeat: str | None,
     task_history_limit: str | None,
+    external_cas: tuple[str, ...],
 ) -> None:
     """Update the swarm."""
     call(
@@ -273,6 +331,7 @@ def swarm_update(
         cert_expiry=cert_expiry,
         dispatcher_heartbeat=dispatcher_heartbeat,
         task_history_limit=task_history_limit,
+        external_cas=external_ca_values(external_cas),
     )
     click.echo("Swarm updated.")
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from shoal import rpc
+from shoal import externalca, rpc
 from shoal.manager.caserver import CAServer
 from shoal.manager.controlapi import ControlAPI, ControlError
 from shoal.manager.dispatcher import Dispatcher
@@ -63,6 +63,7 @@ class Manager:
         self.dispatcher: Dispatcher | None = None
         self._components: list[Any] = []
         self._leadership: asyncio.Task[None] | None = None
+        self._ca_config: asyncio.Task[None] | None = None
         self._transition = asyncio.Lock()
 
     async def start(self, *, bootstrap: bool, init: Callable[[Tx], None] | None = None) -> None:
@@ -72,15 +73,33 @@ class Manager:
         cluster = self.store.view.cluster()
         if cluster is None:
             raise RuntimeError("the store holds no cluster object: the manager state is damaged")
+        await self.ca.configure(externalca.from_spec(cluster))
         await self.ca.load_root(
             RootMaterial(cert_pem=cluster.root_ca.ca_cert, key_pem=cluster.root_ca.ca_key)
         )
         self._leadership = asyncio.create_task(self._follow_leadership(), name="leadership")
+        self._ca_config = asyncio.create_task(self._follow_external_cas(), name="external-cas")
+
+    async def _follow_external_cas(self) -> None:
+        """``swarm update --external-ca`` reaches the CA provider on every manager."""
+        cluster = self.store.view.cluster()
+        current = list(cluster.spec.ca_config.external_cas) if cluster is not None else []
+        with self.store.watch(["cluster"]) as watch:
+            while True:
+                event = await watch.get()
+                wanted = list(event.obj.spec.ca_config.external_cas)
+                if wanted != current:
+                    current = wanted
+                    try:
+                        await self.ca.configure(externalca.from_spec(event.obj))
+                    except ValueError as exc:
+                        log.error("the CA provider refused the external CA list: %s", exc)
 
     async def stop(self) -> None:
-        if self._leadership is not None:
-            self._leadership.cancel()
-            await asyncio.gather(self._leadership, return_exceptions=True)
+        for task in (self._leadership, self._ca_config):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._step_down()
         await self.store_provider.stop()
 

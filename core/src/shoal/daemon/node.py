@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal import identity, rpc, tokens
+from shoal import externalca, identity, rpc, tokens
 from shoal.agent.agent import Agent, description_from
 from shoal.daemon.localapi import APIError, LocalAPIServer
 from shoal.daemon.manager import Manager
@@ -121,6 +121,9 @@ class Daemon:
         self.server: TransportServer | None = None
         self.tls: TLSMaterial | None = None
         self.renewer: CertificateRenewer | None = None
+        #: A certificate issued out of band by an external CA, used by the first manager to
+        #: authenticate to that CA before it has a certificate of its own (swarm init only).
+        self._bootstrap_tls: TLSMaterial | None = None
         self.api = LocalAPIServer(config.socket, map_error)
         self._stop = asyncio.Event()
         self._swarm_lock = asyncio.Lock()
@@ -133,9 +136,11 @@ class Daemon:
         directory = self.state_dir / "plugins" / f"{role}-{name}"
         directory.mkdir(parents=True, exist_ok=True)
         node_id = self.state.node_id if self.state else ""
-        return loader.make_context(
+        context = loader.make_context(
             role, directory, node_id=node_id, logger=logging.getLogger(f"shoal.{role}")
         )
+        context.node_tls = lambda: self.tls or self._bootstrap_tls
+        return context
 
     def load_node_plugins(self) -> None:
         """Per-node roles; raises PluginError (exit 2) before anything starts."""
@@ -262,6 +267,10 @@ class Daemon:
     async def _init(self, params: dict[str, Any]) -> Any:
         assert self.runtime is not None
         requested = parse_plugin_args([str(v) for v in params.get("plugins") or []])
+        external_cas = externalca.from_request(params.get("external_cas") or [])
+        if external_cas and "ca" not in requested:
+            requested["ca"] = "cfssl"  # --external-ca protocol=cfssl selects the cfssl CA plugin
+        bootstrap = (params.get("bootstrap_cert") or "", params.get("bootstrap_key") or "")
         for role, name in requested.items():
             if role in NODE_ROLES:
                 raise PluginError(
@@ -313,6 +322,12 @@ class Daemon:
         self.state = state
         try:
             ca = loader.provider("ca", self._context("ca"))
+            await ca.configure(external_cas)
+            if all(bootstrap):
+                cacerts = b"".join(c.cacert_pem for c in external_cas)
+                self._bootstrap_tls = TLSMaterial(
+                    root_pem=cacerts, cert_pem=str(bootstrap[0]).encode(), key_pem=str(bootstrap[1]).encode()
+                )
             root = await ca.create_root()
             await ca.load_root(root)
             key_pem = identity.generate_key()
@@ -329,6 +344,7 @@ class Daemon:
                 identity.NodeCredentials(key_pem=key_pem, cert_pem=issued.cert_pem, root_pem=root.cert_pem),
             )
             cluster = pb.Cluster(id=cluster_id, spec=cluster_spec())
+            cluster.spec.ca_config.external_cas.extend(externalca.to_spec(external_cas))
             cluster.root_ca.ca_cert = root.cert_pem
             cluster.root_ca.ca_key = root.key_pem
             cluster.root_ca.ca_cert_hash = tokens.root_digest(root.cert_pem)

@@ -126,6 +126,23 @@ class CAServer:
             node_id=node_id, certificate=cert, root_ca=cluster.root_ca.ca_cert, cluster_id=self.cluster_id
         ).SerializeToString()
 
+    async def _record_failure(self, node_id: str, message: str) -> None:
+        """Show a failed issuance in ``node inspect`` (Certificate.state FAILED, with the CA's error)."""
+
+        def record(tx: Tx) -> None:
+            node = tx.node(node_id)
+            if node is None:
+                return
+            node = copy(node)
+            node.certificate.state = pb.Certificate.FAILED
+            node.certificate.err = message
+            tx.update(node)
+
+        try:
+            await self.store.update(record)
+        except StoreUnavailable as exc:
+            log.warning("could not record the failed certificate of node %s: %s", node_id, exc)
+
     async def _renew(
         self, req: rpb.IssueNodeCertificateRequest, cluster: pb.Cluster, peer: PeerIdentity, expiry: float
     ) -> bytes:
@@ -137,7 +154,11 @@ class CAServer:
                 f"node {peer.node_id} was removed from the swarm; leave and join again with a token",
             )
         role = rpc.MANAGER_OU if node.role == pb.NodeSpec.MANAGER else rpc.WORKER_OU
-        cert = await self._sign(req.csr, peer.node_id, role, expiry)
+        try:
+            cert = await self._sign(req.csr, peer.node_id, role, expiry)
+        except RPCError as exc:
+            await self._record_failure(peer.node_id, exc.message)
+            raise
 
         def record(tx: Tx) -> None:
             current = tx.node(peer.node_id)
@@ -146,6 +167,7 @@ class CAServer:
             current = copy(current)
             current.certificate.certificate = cert
             current.certificate.state = pb.Certificate.ISSUED
+            current.certificate.err = ""
             current.certificate.not_after = time.time() + expiry
             tx.update(current)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from shoal import states, tokens
+from shoal import externalca, states, tokens
 from shoal.ids import new_id
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
@@ -131,6 +131,14 @@ class ControlAPI:
                         f'invalid --dispatcher-heartbeat "{params["dispatcher_heartbeat"]}": must be positive'
                     )
                 changes.append(lambda c: setattr(c.spec.dispatcher, "heartbeat_period", period))
+            if params.get("external_cas"):
+                cas = externalca.to_spec(externalca.from_request(params["external_cas"]))
+
+                def set_cas(c: pb.Cluster) -> None:
+                    del c.spec.ca_config.external_cas[:]
+                    c.spec.ca_config.external_cas.extend(cas)
+
+                changes.append(set_cas)
             if params.get("task_history_limit") not in (None, ""):
                 try:
                     limit = int(params["task_history_limit"])
@@ -144,7 +152,7 @@ class ControlAPI:
         if not changes:
             raise ControlError(
                 StatusCode.INVALID_ARGUMENT,
-                "nothing to update: give --cert-expiry, --dispatcher-heartbeat or --task-history-limit",
+                "nothing to update: give --cert-expiry, --dispatcher-heartbeat, --task-history-limit or --external-ca",
             )
 
         def update(tx: Tx) -> None:

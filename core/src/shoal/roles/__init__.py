@@ -10,7 +10,7 @@ directly by the kernel: pluggy is used only to build providers, never on the hot
 from __future__ import annotations
 
 from shoal.roles.base import API_VERSIONS, CLUSTER_ROLES, NODE_ROLES, ROLES, PluginContext, Provider
-from shoal.roles.ca import CAProvider, IssuedCertificate, RootMaterial
+from shoal.roles.ca import CAProvider, ExternalCA, IssuedCertificate, RootMaterial
 from shoal.roles.runtime import (
     ContainerRef,
     EngineInfo,
@@ -42,6 +42,7 @@ __all__ = [
     "ContainerRef",
     "EngineInfo",
     "ExitStatus",
+    "ExternalCA",
     "Handler",
     "IssuedCertificate",
     "LogLine",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
+
+from shoal.roles.transport import TLSMaterial
 
 #: Every role, in the order ``shoal plugin ls`` shows them.
 ROLES: tuple[str, ...] = ("store", "scheduler", "ca", "runtime", "secrets", "transport")
@@ -21,7 +24,7 @@ NODE_ROLES: tuple[str, ...] = ("runtime",)
 API_VERSIONS: dict[str, int] = {
     "store": 1,
     "scheduler": 1,
-    "ca": 1,
+    "ca": 2,
     "runtime": 1,
     "secrets": 1,
     "transport": 1,
@@ -53,3 +56,6 @@ class PluginContext:
     options: dict[str, str] = field(default_factory=dict)
     node_id: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("shoal.plugin"))
+    #: The node's current TLS identity (root, certificate, key), or None before it has one.
+    #: An external-CA plugin authenticates to its CA with it (a manager's own certificate).
+    node_tls: Callable[[], TLSMaterial | None] = field(default=lambda: None)

@@ -7,7 +7,8 @@ subject Swarm uses: CN = node ID, OU = ``swarm-manager`` or ``swarm-worker``, O 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 
@@ -20,6 +21,20 @@ class RootMaterial:
 
     cert_pem: bytes
     key_pem: bytes = b""
+
+
+@dataclass(frozen=True)
+class ExternalCA:
+    """One external signing service, from ``--external-ca protocol=P,url=U[,cacert=F][,k=v...]``.
+
+    ``cacert_pem`` is the CA the service's TLS certificate must chain to (empty: the cluster
+    root); ``options`` holds the extra ``k=v`` pairs.
+    """
+
+    protocol: str
+    url: str
+    cacert_pem: bytes = b""
+    options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,15 @@ class CAProvider(Protocol):
 
     async def load_root(self, root: RootMaterial) -> None:
         """Adopt the root recorded in the cluster object (on every manager start)."""
+
+    async def configure(self, external_cas: Sequence[ExternalCA]) -> None:
+        """The external CAs of the cluster, in the order to try them.
+
+        Called before ``create_root`` at ``swarm init`` and on every manager start, and again
+        whenever ``swarm update --external-ca`` changes the list. A CA that signs by itself (the
+        internal one) ignores it; an external-CA plugin raises ``ValueError`` for a list it
+        cannot use (none of its protocol, a malformed URL).
+        """
 
     async def sign(
         self, csr_pem: bytes, *, node_id: str, role: str, cluster_id: str, expiry_seconds: float

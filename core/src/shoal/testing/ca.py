@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shoal import identity
+from shoal.roles.base import API_VERSIONS
 from shoal.roles.ca import CAProvider, IssuedCertificate, RootMaterial
 from shoal.roles.transport import PeerIdentity
 
@@ -77,7 +78,7 @@ class CAConformance:
 
     def test_declares_role_and_api_version(self, ca: CAProvider) -> None:
         assert ca.role == "ca"
-        assert ca.api_version == 1
+        assert ca.api_version == API_VERSIONS["ca"]
         assert isinstance(ca, CAProvider)
 
     async def test_root_is_a_ca_certificate(self, ca_root: RootMaterial) -> None:

@@ -16,13 +16,14 @@ behaviour reference, section 6.1) with ``cryptography``:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from shoal.roles.ca import IssuedCertificate, RootMaterial
+from shoal.roles.ca import ExternalCA, IssuedCertificate, RootMaterial
 
 ROOT_COMMON_NAME = "swarm-ca"
 #: Swarm's ``RootCAExpiration`` (630720000s).
@@ -211,7 +212,7 @@ class InternalCA:
     """The ``internal`` CA provider: holds the root in memory, signs on the leader."""
 
     role: ClassVar[str] = "ca"
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self) -> None:
         self._root: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
@@ -225,6 +226,9 @@ class InternalCA:
     async def load_root(self, root: RootMaterial) -> None:
         """Adopt the root from the cluster object; ``ValueError`` if it is unusable."""
         self._root = parse_root(root)
+
+    async def configure(self, external_cas: Sequence[ExternalCA]) -> None:
+        """The internal CA signs with the root key from the cluster object: nothing to set up."""
 
     async def sign(
         self, csr_pem: bytes, *, node_id: str, role: str, cluster_id: str, expiry_seconds: float
