@@ -137,6 +137,10 @@ def test_failing_update_pauses_naming_the_task(node_factory: Factory) -> None:
     assert "update paused" in result.stderr
     state, message = update_state(node, "pz")
     assert state == "PAUSED"
+    listed = [
+        r["Replicas"] for r in node.ok("service", "ls", "--format", "json").json_lines() if r["Name"] == "pz"
+    ]
+    assert listed and listed[0].endswith("(update paused)")
     failed = [t for t in node.tasks("pz") if t["Image"] == IMAGE_2]
     assert any(t["ID"] in message for t in failed), f"the message names the failed task: {message}"
     assert len([t for t in node.running("pz") if t["Image"] == IMAGE_1]) == 2, (

@@ -333,6 +333,16 @@ class ControlAPI:
         if service.spec.task.placement.max_replicas:
             replicas_text += f" (max {service.spec.task.placement.max_replicas} per node)"
         status = service.update_status
+        # docker's columns, with the update state shown beside the counts while it matters
+        # (the way docker appends "(max N per node)").
+        shown = {
+            pb.UpdateStatus.UPDATING: "updating",
+            pb.UpdateStatus.PAUSED: "update paused",
+            pb.UpdateStatus.ROLLBACK_STARTED: "rolling back",
+            pb.UpdateStatus.ROLLBACK_PAUSED: "rollback paused",
+        }
+        if status.state in shown:
+            replicas_text += f" ({shown[status.state]})"
         return {
             "ID": service.id,
             "Name": service.spec.annotations.name,
