@@ -118,7 +118,7 @@ def test_leader_lease_rejects_votes_while_leader_is_alive() -> None:
     net.ignored.add(MsgType.PRE_VOTE)  # force a real vote through
     core3 = net.nodes[3]
     core3._become_candidate()  # a stuck candidate with a higher term
-    core3._run_election(MsgType.VOTE)
+    core3._run_election(MsgType.VOTE, b"")
     net.stabilize()
     assert net.nodes[1].role == Role.LEADER and net.nodes[2].vote == 1
 

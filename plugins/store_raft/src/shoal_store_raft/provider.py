@@ -33,12 +33,12 @@ from shoal_store_raft.raft import (
     HardState,
     Message,
     NotLeader,
+    ProposalDropped,
     RaftCore,
     Ready,
     Role,
     Snapshot,
     SnapshotMeta,
-    decode_voters,
 )
 from shoal_store_raft.wal import WAL, list_segments
 
@@ -232,6 +232,8 @@ class RaftStore:
             raise StoreUnavailable(
                 f"this node is not the leader ({where}); retry against the leader"
             ) from None
+        except ProposalDropped as exc:
+            raise StoreUnavailable(f"the write was refused: {exc}; retry it") from None
         assert self._loop is not None
         fut: asyncio.Future[int] = self._loop.create_future()
         self._futures[index] = (core.term, fut)
@@ -345,8 +347,6 @@ class RaftStore:
         for e in rd.committed:
             if e.kind == EntryKind.NORMAL:
                 machine.apply(e.index, e.data)
-            elif e.kind == EntryKind.CONF:
-                core.apply_conf(decode_voters(e.data))
             self._applied = e.index
             if futures:
                 waiter = futures.pop(e.index, None)

@@ -1,21 +1,29 @@
 """Raft consensus as a pure, deterministic state machine (no I/O, no clock)."""
 
-from shoal_store_raft.raft.core import Config, RaftCore, decode_voters, encode_voters
+from shoal_store_raft.raft.core import TRANSFER_CONTEXT, Config, RaftCore, decode_conf, encode_conf
 from shoal_store_raft.raft.types import (
+    ConfChangeType,
+    ConfState,
     Entry,
     EntryKind,
     HardState,
     Message,
     MsgType,
     NotLeader,
+    ProposalDropped,
+    ReadState,
     Ready,
     Role,
     Snapshot,
+    SnapshotChunk,
     SnapshotMeta,
     SoftState,
 )
 
 __all__ = [
+    "TRANSFER_CONTEXT",
+    "ConfChangeType",
+    "ConfState",
     "Config",
     "Entry",
     "EntryKind",
@@ -23,12 +31,15 @@ __all__ = [
     "Message",
     "MsgType",
     "NotLeader",
+    "ProposalDropped",
     "RaftCore",
+    "ReadState",
     "Ready",
     "Role",
     "Snapshot",
+    "SnapshotChunk",
     "SnapshotMeta",
     "SoftState",
-    "decode_voters",
-    "encode_voters",
+    "decode_conf",
+    "encode_conf",
 ]

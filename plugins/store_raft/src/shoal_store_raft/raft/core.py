@@ -17,25 +17,36 @@ Safety notes that shape the code:
   a partitioned node that comes back does not depose a healthy leader.
 * CheckQuorum: a leader that has not heard from a quorum within an election timeout steps
   down, and voters that hear from a live leader ignore vote requests (leader lease).
+* Membership changes are one at a time (a CONF entry holds the whole new membership) and take
+  effect when applied; a leader refuses a second change until the first is applied, and a new
+  leader treats its whole log as possibly holding one (etcd's ``pendingConfIndex``), which
+  closes the single-server-change bug found after the Raft paper.
+* ReadIndex: a read is answered with the commit index once a quorum acknowledged a heartbeat
+  sent after the request, and only after the leader committed an entry of its own term.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shoal_store_raft.raft.progress import Progress, ProgressState
 from shoal_store_raft.raft.types import (
+    ConfChangeType,
+    ConfState,
     Entry,
     EntryKind,
     HardState,
     Message,
     MsgType,
     NotLeader,
+    ProposalDropped,
+    ReadState,
     Ready,
     Role,
     Snapshot,
+    SnapshotChunk,
     SnapshotMeta,
     SoftState,
 )
@@ -51,13 +62,38 @@ class Config:
     max_entries_per_msg: int = 1024
     max_bytes_per_msg: int = 4 << 20
     max_inflight: int = 64
+    #: Snapshots stream in chunks of this size, at most ``max_inflight`` chunks unacknowledged.
+    snapshot_chunk_bytes: int = 1 << 20
+    #: Refuse proposals once this many bytes are appended but uncommitted (0: no limit).
+    max_uncommitted_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
             raise ValueError("raft config: need 1 <= heartbeat_ticks < election_ticks")
+        if self.max_inflight < 1 or self.snapshot_chunk_bytes < 1 or self.max_entries_per_msg < 1:
+            raise ValueError(
+                "raft config: max_inflight, snapshot_chunk_bytes, max_entries_per_msg must be >= 1"
+            )
 
 
 _VOTE_TYPES = (MsgType.VOTE, MsgType.PRE_VOTE)
+#: Context of a vote forced by a leadership transfer: voters grant it despite their lease.
+TRANSFER_CONTEXT = b"transfer"
+
+
+@dataclass
+class _ReadRequest:
+    context: bytes
+    index: int
+    requester: int
+    acks: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _SnapshotReceive:
+    meta: SnapshotMeta
+    leader: int
+    data: bytearray
 
 
 class RaftCore:
@@ -74,6 +110,7 @@ class RaftCore:
         snapshot: SnapshotMeta | None = None,
         entries: Sequence[Entry] = (),
         applied: int | None = None,
+        learners: Iterable[int] = (),
     ) -> None:
         if node_id <= 0:
             raise ValueError("raft node id must be a positive integer")
@@ -81,10 +118,13 @@ class RaftCore:
         self.config = config or Config()
         self._rng = rng
         hs = hard_state or HardState()
-        snap = snapshot or SnapshotMeta(0, 0, tuple(voters))
-        self.voters: tuple[int, ...] = tuple(sorted(set(voters)))
-        if not self.voters:
-            raise ValueError("raft needs at least one voter")
+        voters = tuple(sorted(set(voters)))
+        learners = tuple(sorted(set(learners) - set(voters)))
+        snap = snapshot or SnapshotMeta(0, 0, voters, learners)
+        #: Membership as of the applied index. Empty for a member that joins an existing group:
+        #: it learns the membership from the leader's log or snapshot.
+        self.voters: tuple[int, ...] = voters
+        self.learners: tuple[int, ...] = learners
 
         # --- log: entries[i] has index offset + 1 + i; offset/offset_term is the snapshot point.
         self._offset = snap.index
@@ -96,6 +136,7 @@ class RaftCore:
         self._stable = self.last_index()  # everything handed in at construction is durable
         self._snapshot: Snapshot | None = None  # latest local snapshot with data (for followers)
         self._pending_snapshot: Snapshot | None = None  # received from a leader, to install
+        self._snap_recv: _SnapshotReceive | None = None  # chunks assembled so far
 
         self.term = hs.term
         self.vote = hs.vote
@@ -113,6 +154,12 @@ class RaftCore:
         self._progress: dict[int, Progress] = {}
         self._msgs: list[Message] = []
         self._bcast_pending = False
+        self.lead_transferee = 0
+        self._pending_conf_index = 0
+        self._uncommitted_bytes = 0
+        self._reads: dict[bytes, _ReadRequest] = {}
+        self._reads_waiting: list[tuple[bytes, int]] = []  # until an entry of this term commits
+        self._read_states: list[ReadState] = []
         self._reset_randomized_timeout()
 
     # ------------------------------------------------------------------ log helpers
@@ -126,6 +173,10 @@ class RaftCore:
     def first_index(self) -> int:
         return self._offset + 1
 
+    @property
+    def applied(self) -> int:
+        return self._applied
+
     def term_at(self, index: int) -> int | None:
         """Term of the entry at ``index``; None when compacted away or beyond the log."""
         if index == self._offset:
@@ -138,6 +189,9 @@ class RaftCore:
     def entries_between(self, lo: int, hi: int) -> list[Entry]:
         """Entries with lo <= index <= hi (both within the log)."""
         return self._log[lo - self._offset - 1 : hi - self._offset]
+
+    def conf_state(self) -> ConfState:
+        return ConfState(self.voters, self.learners)
 
     def _truncate_after(self, index: int) -> None:
         if index < self.commit:
@@ -162,6 +216,10 @@ class RaftCore:
         self._votes = {}
         self._progress = {}
         self._bcast_pending = False
+        self.lead_transferee = 0
+        self._uncommitted_bytes = 0
+        self._reads = {}
+        self._reads_waiting = []
 
     def _become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -186,11 +244,14 @@ class RaftCore:
         self.role = Role.LEADER
         self.lead = self.id
         nxt = self.last_index() + 1
-        for peer in self.voters:
+        for peer in self.voters + self.learners:
             pr = Progress(nxt, self.config.max_inflight)
             pr.recent_active = True
             self._progress[peer] = pr
         self._progress[self.id].match = self._stable
+        # Any entry of the log may be an unapplied membership change: no new one before all of
+        # it is applied (etcd's pendingConfIndex).
+        self._pending_conf_index = self.last_index()
         self._append([Entry(0, 0, b"", EntryKind.NOOP)])
 
     def _append(self, new: Sequence[Entry]) -> int:
@@ -201,6 +262,7 @@ class RaftCore:
         for e in new:
             idx += 1
             log.append(Entry(idx, term, e.data, e.kind))
+            self._uncommitted_bytes += len(e.data)
         self._bcast_pending = True
         return idx
 
@@ -223,47 +285,135 @@ class RaftCore:
 
     def campaign(self) -> None:
         """Start an election now (pre-vote first when enabled). No-op on a leader or non-voter."""
+        self._campaign(transfer=False)
+
+    def _campaign(self, *, transfer: bool) -> None:
         if self.role == Role.LEADER or self.id not in self.voters:
             return
         if self._pending_snapshot is not None:
             return  # still installing state; campaigning on a half-restored log is wrong
-        if self.config.pre_vote:
+        if self._has_unapplied_conf():
+            return  # our membership is about to change; we may not even be a voter
+        if self.config.pre_vote and not transfer:
             self._become_pre_candidate()
-            self._run_election(MsgType.PRE_VOTE)
+            self._run_election(MsgType.PRE_VOTE, b"")
         else:
             self._become_candidate()
-            self._run_election(MsgType.VOTE)
+            self._run_election(MsgType.VOTE, TRANSFER_CONTEXT if transfer else b"")
+
+    def _has_unapplied_conf(self) -> bool:
+        if self.commit <= self._applied:
+            return False
+        lo = max(self._applied + 1, self.first_index())
+        return any(e.kind == EntryKind.CONF for e in self.entries_between(lo, self.commit))
+
+    def _check_proposal(self, size: int) -> None:
+        if self.role != Role.LEADER:
+            raise NotLeader(self.lead)
+        if self.lead_transferee:
+            raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee:x}")
+        limit = self.config.max_uncommitted_bytes
+        if limit and self._uncommitted_bytes and self._uncommitted_bytes + size > limit:
+            raise ProposalDropped(
+                f"too much uncommitted data ({self._uncommitted_bytes} bytes) on the leader"
+            )
 
     def propose(self, data: bytes) -> int:
-        """Append ``data`` as a new entry; returns its index. Raises ``NotLeader``."""
-        if self.role != Role.LEADER:
-            raise NotLeader(self.lead)
-        idx = self.last_index() + 1
-        self._log.append(Entry(idx, self.term, data))
-        self._bcast_pending = True
-        return idx
+        """Append ``data`` as a new entry; returns its index.
 
-    def propose_conf(self, voters: Sequence[int]) -> int:
-        """Append a membership entry (one change at a time is the caller's rule for now)."""
-        if self.role != Role.LEADER:
-            raise NotLeader(self.lead)
-        return self._append([Entry(0, 0, encode_voters(voters), EntryKind.CONF)])
+        Raises ``NotLeader`` (the caller forwards to ``lead``) or ``ProposalDropped``.
+        """
+        self._check_proposal(len(data))
+        return self._append([Entry(0, 0, data)])
 
-    def apply_conf(self, voters: Sequence[int]) -> None:
-        """Adopt a committed membership (called by the driver when it applies a CONF entry)."""
-        self.voters = tuple(sorted(set(voters)))
+    def propose_conf_change(self, change: ConfChangeType, node: int) -> int:
+        """Propose one membership change; it takes effect when applied.
+
+        Raises ``ProposalDropped`` while another change is unapplied or when the change is
+        invalid (adding a voter twice, removing a stranger or the last voter).
+        """
+        data = encode_conf(self._changed_conf(change, node))
+        self._check_proposal(len(data))
+        if self._pending_conf_index > self._applied:
+            raise ProposalDropped("a membership change is already in progress; retry once it is applied")
+        index = self._append([Entry(0, 0, data, EntryKind.CONF)])
+        self._pending_conf_index = index
+        return index
+
+    def _changed_conf(self, change: ConfChangeType, node: int) -> ConfState:
+        voters, learners = set(self.voters), set(self.learners)
+        if node <= 0:
+            raise ProposalDropped(f"invalid raft member id {node}")
+        if change == ConfChangeType.ADD_VOTER:
+            if node in voters:
+                raise ProposalDropped(f"{node:x} is already a voter")
+            learners.discard(node)
+            voters.add(node)
+        elif change == ConfChangeType.ADD_LEARNER:
+            if node in voters or node in learners:
+                raise ProposalDropped(f"{node:x} is already a member")
+            learners.add(node)
+        else:
+            if node not in voters and node not in learners:
+                raise ProposalDropped(f"{node:x} is not a member")
+            if voters == {node}:
+                raise ProposalDropped("cannot remove the last voter")
+            voters.discard(node)
+            learners.discard(node)
+        return ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
+
+    def _apply_conf(self, conf: ConfState) -> None:
+        """Adopt a membership when its CONF entry is applied."""
+        self.voters, self.learners = conf.voters, conf.learners
+        if self.role != Role.LEADER:
+            return
+        nxt = self.last_index() + 1
+        members = set(conf.voters) | set(conf.learners)
+        for peer in members:
+            if peer not in self._progress:
+                self._progress[peer] = Progress(nxt, self.config.max_inflight)
+        for peer in list(self._progress):
+            if peer not in members:
+                del self._progress[peer]
+        if self.lead_transferee and self.lead_transferee not in conf.voters:
+            self.lead_transferee = 0
+        if self.id not in conf.voters:
+            # Removed (or demoted): tell the others the commit index, then stand down so a
+            # member of the new configuration takes over.
+            for peer in self._progress:
+                if peer != self.id:
+                    self._send_append(peer, send_empty=True)
+            self._become_follower(self.term, 0)
+        elif self._maybe_commit():
+            self._bcast_append()
+
+    def transfer_leadership(self, target: int) -> None:
+        """Hand leadership to ``target`` (on the leader, or forwarded by a follower)."""
+        m = Message(MsgType.TRANSFER_LEADER, self.id, self.id, self.term, index=target)
         if self.role == Role.LEADER:
-            nxt = self.last_index() + 1
-            for peer in self.voters:
-                if peer not in self._progress:
-                    self._progress[peer] = Progress(nxt, self.config.max_inflight)
-            for peer in list(self._progress):
-                if peer not in self.voters:
-                    del self._progress[peer]
-            if self.id not in self.voters:
-                self._become_follower(self.term, 0)
-            else:
-                self._maybe_commit()
+            self._step_leader(m)
+        elif self.lead:
+            m.to = self.lead
+            self._send(m)
+
+    def read_index(self, context: bytes) -> None:
+        """Request a linearizable read; a ``ReadState`` with ``context`` comes out of ``ready``.
+
+        Raises ``NotLeader(0)`` when no leader is known. The request may be lost (the driver
+        times it out): it has no effect either way.
+        """
+        if self.role == Role.LEADER:
+            self._leader_read(context, self.id)
+        elif self.lead:
+            self._send(Message(MsgType.READ_INDEX, self.lead, self.id, self.term, context=context))
+        else:
+            raise NotLeader(0)
+
+    def report_unreachable(self, peer: int) -> None:
+        """The transport could not deliver to ``peer``: stop pipelining to it, probe instead."""
+        pr = self._progress.get(peer) if self.role == Role.LEADER else None
+        if pr is not None and pr.state == ProgressState.REPLICATE:
+            pr.become_probe()
 
     def compact(self, snapshot: Snapshot) -> None:
         """Drop entries up to ``snapshot.meta.index`` (already applied and durable)."""
@@ -289,7 +439,8 @@ class RaftCore:
                 m.type in _VOTE_TYPES
                 and self.config.check_quorum
                 and self.lead != 0
-                and (self._election_elapsed < self.config.election_ticks)
+                and self._election_elapsed < self.config.election_ticks
+                and m.context != TRANSFER_CONTEXT
             ):
                 return  # leader lease: we heard from a live leader recently
             if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
@@ -324,6 +475,7 @@ class RaftCore:
         return bool(
             self._msgs
             or self._bcast_pending
+            or self._read_states
             or self._stable < self.last_index()
             or self.commit > self._applied
             or self._pending_snapshot is not None
@@ -358,6 +510,8 @@ class RaftCore:
             rd.soft_state = soft
         rd.messages = self._msgs
         self._msgs = []
+        rd.read_states = self._read_states
+        self._read_states = []
         return rd
 
     def advance(self, rd: Ready) -> None:
@@ -368,8 +522,12 @@ class RaftCore:
             self._prev_hs = rd.hard_state
         if rd.soft_state is not None:
             self._prev_soft = rd.soft_state
-        if rd.committed:
-            self._applied = max(self._applied, rd.committed[-1].index)
+        for e in rd.committed:
+            if e.index <= self._applied:
+                continue  # a snapshot installed meanwhile already covers it
+            self._applied = e.index
+            if e.kind == EntryKind.CONF:
+                self._apply_conf(decode_conf(e.data))
         if rd.entries:
             last = rd.entries[-1]
             # Only mark stable if the log still holds that very entry (not truncated since).
@@ -377,8 +535,8 @@ class RaftCore:
                 self._stable = max(self._stable, last.index)
             if self.role == Role.LEADER:
                 pr = self._progress.get(self.id)
-                if pr is not None and pr.maybe_update(self._stable):
-                    self._maybe_commit()
+                if pr is not None and pr.maybe_update(self._stable) and self._maybe_commit():
+                    self._bcast_append()
 
     def status(self) -> dict[str, object]:
         return {
@@ -392,14 +550,20 @@ class RaftCore:
             "first_index": self.first_index(),
             "last_index": self.last_index(),
             "voters": list(self.voters),
+            "learners": list(self.learners),
+            "transferee": self.lead_transferee,
         }
+
+    def progress(self, peer: int) -> Progress | None:
+        """The leader's view of ``peer`` (None on a non-leader): for tests and status."""
+        return self._progress.get(peer)
 
     # ------------------------------------------------------------------ elections
 
     def _quorum(self) -> int:
         return len(self.voters) // 2 + 1
 
-    def _run_election(self, kind: MsgType) -> None:
+    def _run_election(self, kind: MsgType, context: bytes) -> None:
         term = self.term + 1 if kind == MsgType.PRE_VOTE else self.term
         self._votes[self.id] = True
         if self._poll_result() is not None:
@@ -407,7 +571,15 @@ class RaftCore:
         for peer in self.voters:
             if peer != self.id:
                 self._send(
-                    Message(kind, peer, self.id, term, log_term=self.last_term(), index=self.last_index())
+                    Message(
+                        kind,
+                        peer,
+                        self.id,
+                        term,
+                        log_term=self.last_term(),
+                        index=self.last_index(),
+                        context=context,
+                    )
                 )
 
     def _poll_result(self) -> bool | None:
@@ -417,7 +589,7 @@ class RaftCore:
         if granted >= self._quorum():
             if self.role == Role.PRE_CANDIDATE:
                 self._become_candidate()
-                self._run_election(MsgType.VOTE)
+                self._run_election(MsgType.VOTE, b"")
             else:
                 self._become_leader()
             return True
@@ -469,13 +641,22 @@ class RaftCore:
                 self.commit = min(m.commit, self.last_index())
             # Echo what the leader had sent (m.index) next to what we hold, so it can tell
             # that appends were lost on the way and fall back to probing.
-            resp = Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, self.term, index=self.last_index())
+            resp = Message(
+                MsgType.HEARTBEAT_RESP, m.frm, self.id, self.term, index=self.last_index(), context=m.context
+            )
             resp.reject_hint = m.index
             self._send(resp)
         elif m.type == MsgType.SNAP:
             self._election_elapsed = 0
             self.lead = m.frm
             self._handle_snapshot(m)
+        elif m.type == MsgType.TIMEOUT_NOW:
+            self._campaign(transfer=True)
+        elif m.type == MsgType.TRANSFER_LEADER:
+            if self.lead:
+                self._send(Message(MsgType.TRANSFER_LEADER, self.lead, self.id, self.term, index=m.index))
+        elif m.type == MsgType.READ_INDEX_RESP:
+            self._read_states.append(ReadState(m.context, m.index))
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.commit:
@@ -504,26 +685,46 @@ class RaftCore:
         self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=last_new))
 
     def _handle_snapshot(self, m: Message) -> None:
-        snap = m.snapshot
-        assert snap is not None
-        meta = snap.meta
+        chunk = m.snapshot
+        assert chunk is not None
+        meta = chunk.meta
         if meta.index <= self.commit:
+            self._snap_recv = None
             self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=self.commit))
             return
         if self.term_at(meta.index) == meta.term:
             # We already have the log up to there: just learn the commit.
+            self._snap_recv = None
             self.commit = meta.index
-        else:
-            self._log = []
-            self._offset = meta.index
-            self._offset_term = meta.term
-            self._stable = meta.index
-            self.commit = meta.index
-            self._applied = meta.index
-            self.voters = meta.voters
-            self._snapshot = snap
-            self._pending_snapshot = snap
-        self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=self.last_index()))
+            self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=meta.index))
+            return
+        recv = self._snap_recv
+        if chunk.offset == 0:
+            recv = self._snap_recv = _SnapshotReceive(meta, m.frm, bytearray())
+        if recv is None or recv.meta != meta or recv.leader != m.frm or chunk.offset != len(recv.data):
+            # Out of order, duplicate, or from an abandoned transfer: say where we are.
+            have = len(recv.data) if recv is not None and recv.meta == meta else 0
+            self._send(Message(MsgType.SNAP_RESP, m.frm, self.id, self.term, snapshot=_ack(meta, have)))
+            return
+        recv.data += chunk.data
+        if len(recv.data) < chunk.total:
+            self._send(
+                Message(MsgType.SNAP_RESP, m.frm, self.id, self.term, snapshot=_ack(meta, len(recv.data)))
+            )
+            return
+        # Complete: install atomically (the driver persists it before anything else).
+        self._snap_recv = None
+        snap = Snapshot(meta, bytes(recv.data))
+        self._log = []
+        self._offset = meta.index
+        self._offset_term = meta.term
+        self._stable = meta.index
+        self.commit = meta.index
+        self._applied = meta.index
+        self.voters, self.learners = meta.voters, meta.learners
+        self._snapshot = snap
+        self._pending_snapshot = snap
+        self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=meta.index))
 
     # ------------------------------------------------------------------ leader
 
@@ -533,56 +734,65 @@ class RaftCore:
         if self._election_elapsed >= self.config.election_ticks:
             self._election_elapsed = 0
             if self.config.check_quorum:
-                active = sum(1 for p, pr in self._progress.items() if p == self.id or pr.recent_active)
+                active = sum(
+                    1
+                    for p in self.voters
+                    if p == self.id or (p in self._progress and self._progress[p].recent_active)
+                )
                 for p, pr in self._progress.items():
                     if p != self.id:
                         pr.recent_active = False
                 if active < self._quorum():
                     self._become_follower(self.term, 0)
                     return
+            self.lead_transferee = 0  # a transfer that did not finish in an election timeout
         if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            for peer, pr in self._progress.items():
-                if peer != self.id:
-                    self._send(
-                        Message(
-                            MsgType.HEARTBEAT,
-                            peer,
-                            self.id,
-                            self.term,
-                            index=pr.next - 1,
-                            commit=min(pr.match, self.commit),
-                        )
+            context = next(reversed(self._reads)) if self._reads else b""
+            self._bcast_heartbeat(context)
+
+    def _bcast_heartbeat(self, context: bytes) -> None:
+        for peer, pr in self._progress.items():
+            if peer != self.id:
+                self._send(
+                    Message(
+                        MsgType.HEARTBEAT,
+                        peer,
+                        self.id,
+                        self.term,
+                        index=pr.next - 1,
+                        commit=min(pr.match, self.commit),
+                        context=context,
                     )
+                )
+
+    def _bcast_append(self) -> None:
+        for peer in self._progress:
+            if peer != self.id:
+                self._send_append(peer, send_empty=True)
 
     def _step_leader(self, m: Message) -> None:
+        if m.type == MsgType.TRANSFER_LEADER:
+            self._handle_transfer(m.index)
+            return
+        if m.type == MsgType.READ_INDEX:
+            self._leader_read(m.context, m.frm)
+            return
         pr = self._progress.get(m.frm)
         if pr is None:
             return
         if m.type == MsgType.APP_RESP:
+            self._handle_append_resp(m, pr)
+        elif m.type == MsgType.SNAP_RESP:
             pr.recent_active = True
-            if m.reject:
-                if pr.maybe_decr_to(m.index, m.reject_hint):
-                    if pr.state == ProgressState.REPLICATE:
-                        pr.become_probe()
-                    self._send_append(m.frm)
-                return
-            was_paused = pr.paused()
-            if not pr.maybe_update(m.index):
-                return
-            if pr.state == ProgressState.PROBE:
-                pr.become_replicate()
-            elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
-                pr.become_probe()
-                pr.become_replicate()
-            elif pr.state == ProgressState.REPLICATE:
-                pr.free_le(m.index)
-            if self._maybe_commit():
-                for peer in self._progress:
-                    if peer != self.id:
-                        self._send_append(peer, send_empty=True)
-            elif was_paused or pr.next <= self.last_index():
-                self._send_append(m.frm)
+            chunk = m.snapshot
+            if pr.state == ProgressState.SNAPSHOT and chunk is not None and pr.snap is not None:
+                if chunk.meta == pr.snap.meta:
+                    if chunk.offset <= pr.snap_acked:
+                        pr.snap_sent = chunk.offset  # it lost chunks (or restarted): go back
+                    pr.snap_acked = chunk.offset
+                    pr.snap_sent = max(pr.snap_sent, pr.snap_acked)
+                    self._send_snapshot_chunks(m.frm, pr)
         elif m.type == MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
@@ -591,27 +801,118 @@ class RaftCore:
                     pr.become_probe()  # appends sent before the heartbeat never arrived
                 elif len(pr.inflight) >= pr.max_inflight:
                     pr.inflight.popleft()
-            if pr.match < self.last_index():
+            elif pr.state == ProgressState.SNAPSHOT:
+                pr.snap_sent = pr.snap_acked  # retransmit unacknowledged chunks
+            if pr.match < self.last_index() or pr.state == ProgressState.SNAPSHOT:
                 self._send_append(m.frm)
+            if m.context:
+                self._ack_read(m.context, m.frm)
+
+    def _handle_append_resp(self, m: Message, pr: Progress) -> None:
+        pr.recent_active = True
+        if m.reject:
+            if pr.maybe_decr_to(m.index, m.reject_hint):
+                if pr.state == ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.frm)
+            return
+        was_paused = pr.paused()
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state == ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state == ProgressState.SNAPSHOT and pr.match + 1 >= self.first_index():
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.state == ProgressState.REPLICATE:
+            pr.free_le(m.index)
+        if self._maybe_commit():
+            self._bcast_append()
+        elif was_paused or pr.next <= self.last_index():
+            self._send_append(m.frm)
+        if m.frm == self.lead_transferee and pr.match == self.last_index():
+            self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, self.term))
+
+    def _handle_transfer(self, target: int) -> None:
+        if target == self.id or target not in self.voters or target not in self._progress:
+            return  # to self, to a stranger or to a learner: nothing to do
+        if self.lead_transferee == target:
+            return
+        self.lead_transferee = target
+        self._election_elapsed = 0  # the transfer must finish within one election timeout
+        if self._progress[target].match == self.last_index():
+            self._send(Message(MsgType.TIMEOUT_NOW, target, self.id, self.term))
+        else:
+            self._send_append(target)
 
     def _maybe_commit(self) -> bool:
         matches = sorted((self._progress[p].match for p in self.voters if p in self._progress), reverse=True)
-        if len(matches) < self._quorum():
+        if not self.voters or len(matches) < self._quorum():
             return False
         idx = matches[self._quorum() - 1]
         if idx > self.commit and self.term_at(idx) == self.term:
+            self._uncommitted_bytes -= sum(len(e.data) for e in self.entries_between(self.commit + 1, idx))
+            self._uncommitted_bytes = max(self._uncommitted_bytes, 0)
+            first_in_term = self.term_at(self.commit) != self.term
             self.commit = idx
+            if first_in_term and self._reads_waiting:
+                waiting, self._reads_waiting = self._reads_waiting, []
+                for context, requester in waiting:
+                    self._leader_read(context, requester)
             return True
         return False
 
+    # ------------------------------------------------------------------ ReadIndex
+
+    def _leader_read(self, context: bytes, requester: int) -> None:
+        if self.term_at(self.commit) != self.term:
+            self._reads_waiting.append((context, requester))  # an old commit index may be stale
+            return
+        if self._quorum() == 1 and self.id in self.voters:
+            self._answer_read(context, self.commit, requester)
+            return
+        if context in self._reads:
+            return  # a duplicate request: the first one will answer
+        self._reads[context] = _ReadRequest(context, self.commit, requester, {self.id})
+        self._bcast_heartbeat(context)
+
+    def _ack_read(self, context: bytes, frm: int) -> None:
+        req = self._reads.get(context)
+        if req is None or frm not in self.voters:
+            return
+        req.acks.add(frm)
+        if len(req.acks & set(self.voters)) < self._quorum():
+            return
+        # A quorum confirmed leadership after this request arrived, so also after every
+        # earlier one: answer them all, in order.
+        while self._reads:
+            ctx = next(iter(self._reads))
+            done = self._reads.pop(ctx)
+            self._answer_read(done.context, done.index, done.requester)
+            if ctx == context:
+                break
+
+    def _answer_read(self, context: bytes, index: int, requester: int) -> None:
+        if requester == self.id:
+            self._read_states.append(ReadState(context, index))
+        else:
+            self._send(
+                Message(MsgType.READ_INDEX_RESP, requester, self.id, self.term, index=index, context=context)
+            )
+
+    # ------------------------------------------------------------------ sending
+
     def _send_append(self, to: int, send_empty: bool = False) -> None:
         pr = self._progress[to]
+        if pr.state == ProgressState.SNAPSHOT:
+            self._send_snapshot_chunks(to, pr)
+            return
         if pr.paused():
             return
         prev = pr.next - 1
         prev_term = self.term_at(prev)
-        if prev_term is None or (prev < self._offset):
-            self._send_snapshot(to, pr)
+        if prev_term is None:
+            self._start_snapshot(to, pr)
             return
         last = self.last_index()
         if pr.next > last and not send_empty:
@@ -644,20 +945,51 @@ class RaftCore:
         else:
             pr.probe_sent = True
 
-    def _send_snapshot(self, to: int, pr: Progress) -> None:
+    def _start_snapshot(self, to: int, pr: Progress) -> None:
         snap = self._snapshot
         if snap is None or not pr.recent_active:
+            return  # not to a follower that is not answering: it would be wasted work
+        pr.become_snapshot(snap)
+        self._send_snapshot_chunks(to, pr)
+
+    def _send_snapshot_chunks(self, to: int, pr: Progress) -> None:
+        snap = pr.snap
+        assert snap is not None
+        size = self.config.snapshot_chunk_bytes
+        total = len(snap.data)
+        window = self.config.max_inflight * size
+        if total == 0 and pr.snap_sent == 0:
+            self._send(
+                Message(MsgType.SNAP, to, self.id, self.term, snapshot=SnapshotChunk(snap.meta, 0, b"", 0))
+            )
+            pr.snap_sent = 1  # "sent" until acknowledged or retransmitted
             return
-        pr.become_snapshot(snap.meta.index)
-        self._send(Message(MsgType.SNAP, to, self.id, self.term, snapshot=snap))
+        while pr.snap_sent < total and pr.snap_sent - pr.snap_acked < window:
+            off = pr.snap_sent
+            data = snap.data[off : off + size]
+            self._send(
+                Message(
+                    MsgType.SNAP, to, self.id, self.term, snapshot=SnapshotChunk(snap.meta, off, data, total)
+                )
+            )
+            pr.snap_sent = off + len(data)
 
     def _send(self, m: Message) -> None:
         self._msgs.append(m)
 
 
-def encode_voters(voters: Sequence[int]) -> bytes:
-    return b"".join(v.to_bytes(8, "big") for v in sorted(set(voters)))
+def _ack(meta: SnapshotMeta, offset: int) -> SnapshotChunk:
+    return SnapshotChunk(meta, offset, b"", 0)
 
 
-def decode_voters(data: bytes) -> tuple[int, ...]:
-    return tuple(int.from_bytes(data[i : i + 8], "big") for i in range(0, len(data), 8))
+def encode_conf(conf: ConfState) -> bytes:
+    """A CONF entry's data: the whole new membership (voters, then learners)."""
+    voters, learners = sorted(set(conf.voters)), sorted(set(conf.learners))
+    out = len(voters).to_bytes(4, "big") + b"".join(v.to_bytes(8, "big") for v in voters)
+    return out + b"".join(v.to_bytes(8, "big") for v in learners)
+
+
+def decode_conf(data: bytes) -> ConfState:
+    n = int.from_bytes(data[:4], "big")
+    ids = [int.from_bytes(data[i : i + 8], "big") for i in range(4, len(data), 8)]
+    return ConfState(tuple(ids[:n]), tuple(ids[n:]))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from collections import deque
 
+from shoal_store_raft.raft.types import Snapshot
+
 
 class ProgressState(enum.IntEnum):
     #: We do not know where the follower's log matches; send one AppendEntries per heartbeat.
@@ -28,6 +30,9 @@ class Progress:
         "pending_snapshot",
         "probe_sent",
         "recent_active",
+        "snap",
+        "snap_acked",
+        "snap_sent",
         "state",
     )
 
@@ -41,6 +46,10 @@ class Progress:
         self.max_inflight = max_inflight
         #: last index of each AppendEntries in flight (REPLICATE only), oldest first.
         self.inflight: deque[int] = deque()
+        #: the snapshot being streamed (SNAPSHOT only): bytes acknowledged / sent so far.
+        self.snap: Snapshot | None = None
+        self.snap_acked = 0
+        self.snap_sent = 0
 
     def paused(self) -> bool:
         if self.state == ProgressState.PROBE:
@@ -57,6 +66,7 @@ class Progress:
         self.state = ProgressState.PROBE
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.snap = None
         self.inflight.clear()
 
     def become_replicate(self) -> None:
@@ -64,11 +74,14 @@ class Progress:
         self.next = self.match + 1
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.snap = None
         self.inflight.clear()
 
-    def become_snapshot(self, index: int) -> None:
+    def become_snapshot(self, snap: Snapshot) -> None:
         self.state = ProgressState.SNAPSHOT
-        self.pending_snapshot = index
+        self.pending_snapshot = snap.meta.index
+        self.snap = snap
+        self.snap_acked = self.snap_sent = 0
         self.probe_sent = False
         self.inflight.clear()
 

@@ -12,7 +12,7 @@ import random
 from collections import deque
 from collections.abc import Iterable
 
-from shoal_store_raft.raft.core import Config, RaftCore, decode_voters
+from shoal_store_raft.raft.core import Config, RaftCore
 from shoal_store_raft.raft.types import Entry, EntryKind, Message, MsgType, Role, Snapshot, SnapshotMeta
 
 
@@ -58,8 +58,6 @@ class Network:
             for e in rd.committed:
                 if e.kind == EntryKind.NORMAL:
                     self.applied[node].append(e)
-                elif e.kind == EntryKind.CONF:
-                    core.apply_conf(decode_voters(e.data))
             core.advance(rd)
             if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
                 self.leader_history.append((core.term, node))
@@ -117,4 +115,4 @@ class Network:
         term = core.term_at(index)
         assert term is not None
         data = b"|".join(e.data for e in self.applied[node])
-        core.compact(Snapshot(SnapshotMeta(index, term, core.voters), data))
+        core.compact(Snapshot(SnapshotMeta(index, term, core.voters, core.learners), data))
