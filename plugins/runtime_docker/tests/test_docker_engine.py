@@ -17,8 +17,9 @@ import pytest
 from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
 from shoal.roles import PluginContext, RuntimeError_, RuntimeProvider
+from shoal.runtimekit import task as _task
 from shoal.testing.runtime import eventually, make_task, volume
-from shoal_runtime_docker import DockerRuntime, _task, plugin
+from shoal_runtime_docker import DockerRuntime, plugin
 from shoal_runtime_docker.runtime import WAIT_POLL_SECONDS, endpoint_from
 
 pytestmark = pytest.mark.engine

@@ -37,10 +37,9 @@ from shoal.roles.runtime import (
     LogLine,
     RuntimeError_,
 )
-
-from . import _task
-from ._bridge import call
-from ._logs import stream_logs
+from shoal.runtimekit import task as _task
+from shoal.runtimekit.bridge import call
+from shoal.runtimekit.logs import stream_logs
 
 T = TypeVar("T")
 

@@ -15,8 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from shoal.roles.runtime import LogLine
-
-from ._bridge import Pipe, abort_response, call
+from shoal.runtimekit.bridge import Pipe, abort_response, call
 
 _STREAMS = {0: "stdout", 1: "stdout", 2: "stderr"}
 _END = object()

@@ -1,4 +1,4 @@
-"""Unit tests for the engine-independent helpers of the podman runtime (no engine needed)."""
+"""Unit tests for the engine-independent helpers of the docker runtime (no engine needed)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import threading
 import pytest
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.runtime import RuntimeError_
+from shoal.runtimekit import bridge as _bridge
+from shoal.runtimekit import logs as _logs
+from shoal.runtimekit import task as _task
 from shoal.testing.runtime import make_task
-from shoal_runtime_podman import _bridge, _logs, _task
 
 
 def frame(kind: int, payload: bytes) -> bytes:
