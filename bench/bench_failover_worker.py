@@ -60,10 +60,25 @@ class Node:
         log = open(self.dir / "daemon.log", "ab")
         env = {k: v for k, v in os.environ.items() if k != "SHOAL_PLUGINS"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.cli.main", "daemon", "--state-dir", str(self.dir / "state"),
-             "--socket", str(self.sock), "--listen-addr", self.addr, "--hostname", self.name,
-             "--log-level", "warning"],
-            stdout=log, stderr=log, env=env,
+            [
+                sys.executable,
+                "-m",
+                "shoal.cli.main",
+                "daemon",
+                "--state-dir",
+                str(self.dir / "state"),
+                "--socket",
+                str(self.sock),
+                "--listen-addr",
+                self.addr,
+                "--hostname",
+                self.name,
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -114,9 +129,19 @@ class Cluster:
     def close(self) -> None:
         for node in [*self.workers, self.manager]:
             node.stop()
-        subprocess.run(["docker", "rm", "-f", *subprocess.run(
-            ["docker", "ps", "-aq", "--filter", "label=io.shoal.service.name=failover"],
-            capture_output=True, text=True).stdout.split()], capture_output=True)
+        subprocess.run(
+            [
+                "docker",
+                "rm",
+                "-f",
+                *subprocess.run(
+                    ["docker", "ps", "-aq", "--filter", "label=io.shoal.service.name=failover"],
+                    capture_output=True,
+                    text=True,
+                ).stdout.split(),
+            ],
+            capture_output=True,
+        )
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -124,7 +149,11 @@ def scenario(kind: str, replicas: int, grace: str, heartbeat: str) -> float:
     cluster = Cluster(heartbeat)
     try:
         cluster.manager.client.call(
-            "service.create", name="failover", image=IMAGE, replicas=replicas, stop_grace_period=grace,
+            "service.create",
+            name="failover",
+            image=IMAGE,
+            replicas=replicas,
+            stop_grace_period=grace,
             restart_delay="5s",
         )
         cluster.wait(lambda: len(cluster.running("failover")) == replicas, 120)
@@ -135,8 +164,11 @@ def scenario(kind: str, replicas: int, grace: str, heartbeat: str) -> float:
         else:
             cluster.manager.client.call("node.update", node=victim.name, availability="drain")
         cluster.wait(
-            lambda: (tasks := cluster.running("failover")) and len(tasks) == replicas
-            and all(t["Node"] != victim.name for t in tasks),
+            lambda: (
+                (tasks := cluster.running("failover"))
+                and len(tasks) == replicas
+                and all(t["Node"] != victim.name for t in tasks)
+            ),
             180,
         )
         return time.monotonic() - start
@@ -159,7 +191,9 @@ def main() -> None:
     print("|---|---|")
     for label, kind, grace in rows:
         values = [scenario(kind, args.replicas, grace, args.heartbeat) for _ in range(args.reps)]
-        print(f"| {label} | {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f}) |", flush=True)
+        print(
+            f"| {label} | {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f}) |", flush=True
+        )
     print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f}")
 
 
