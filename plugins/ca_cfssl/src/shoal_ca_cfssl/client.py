@@ -102,13 +102,23 @@ def ssl_context(trust_pem: bytes, identity: ClientIdentity | None) -> ssl.SSLCon
 
 
 def _reason(exc: BaseException) -> str:
-    """A one-line reason from an httpx/ssl/OS error (they nest the useful part)."""
-    text = str(exc).strip()
-    cause = exc.__cause__ or exc.__context__
-    while not text and cause is not None:
-        text = str(cause).strip()
-        cause = cause.__cause__ or cause.__context__
-    return " ".join((text or type(exc).__name__).split())
+    """A one-line reason from an httpx/ssl/OS error: the innermost cause says most.
+
+    httpx wraps "connection refused" as "All connection attempts failed"; the OS error it
+    chains to names the actual fault.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 16:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for cause in reversed(chain):
+        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and cause.errno:
+            return os.strerror(cause.errno)
+        text = " ".join(str(cause).split())
+        if text:
+            return text
+    return type(exc).__name__
 
 
 async def post_json(

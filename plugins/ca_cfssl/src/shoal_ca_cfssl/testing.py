@@ -35,15 +35,26 @@ def cfssl_binary(name: str = "cfssl") -> str:
     return path
 
 
-def signing_config(default_expiry: str = "2160h", profiles: dict[str, Any] | None = None) -> dict[str, Any]:
+def signing_config(
+    default_expiry: str = "2160h", backdate: str = "", profiles: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A cfssl signing config: a default profile for node certificates, plus ``profiles``.
+
+    cfssl sets NotBefore to the current time *rounded to the minute* minus ``backdate``
+    (5 minutes when unset) and NotAfter to NotBefore + expiry, so a short-lived test profile
+    needs ``backdate`` of at least 30s (NotBefore never in the future) and an expiry well above
+    twice that (a renewal point after now).
 
     The ``refuse`` profile only signs a name no node has: cfssl answers ``success: false``
     ("Request does not match policy whitelist"), which is how tests make cfssl refuse.
     """
     return {
         "signing": {
-            "default": {"expiry": default_expiry, "usages": NODE_USAGES},
+            "default": {
+                "expiry": default_expiry,
+                "usages": NODE_USAGES,
+                **({"backdate": backdate} if backdate else {}),
+            },
             "profiles": {
                 "client": {"expiry": "8760h", "usages": NODE_USAGES},
                 "refuse": {"expiry": "1h", "name_whitelist": "^nothing-matches-this$", "usages": NODE_USAGES},
