@@ -1,0 +1,23 @@
+"""Options for the Raft simulation tests, and the path that makes ``raftsim`` importable.
+
+``--raft-seed N`` replays one simulation seed (the command a failing seed prints);
+``--raft-seeds N`` changes how many seeds the sweep runs (CI: 2,000; a soak: more).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("raft simulation")
+    group.addoption("--raft-seed", type=int, default=None, help="run only this raft simulation seed")
+    group.addoption(
+        "--raft-seeds", type=int, default=2000, help="number of raft simulation seeds (default 2000)"
+    )
+    group.addoption("--raft-seed-start", type=int, default=0, help="first raft simulation seed of the sweep")
