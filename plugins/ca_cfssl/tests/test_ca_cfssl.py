@@ -182,18 +182,20 @@ async def test_client_certificate_from_another_ca_is_refused(
 
 
 async def test_client_certificate_follows_renewals(cfssl_server: CfsslServer, tmp_path: Path) -> None:
+    # node_tls() is asked on every call: a renewed (or revoked) identity is used at once.
+    stranger = client_tls(CfsslServer(tmp_path / "other-ca"), "stranger")
     tls: list[TLSMaterial | None] = [client_tls(cfssl_server, "first")]
     ca = CfsslCA(state_dir=tmp_path / "state", node_tls=lambda: tls[0])
     await ca.configure([external(cfssl_server)])
     await ca.load_root(RootMaterial(cfssl_server.ca_cert.read_bytes()))
     await sign(ca)
-    files = tmp_path / "state" / "client-tls"
-    assert (files / "client.key").stat().st_mode & 0o777 == 0o600
-    second = client_tls(cfssl_server, "second")
-    tls[0] = second
+    tls[0] = stranger
+    with pytest.raises(RuntimeError, match="external CA unreachable"):
+        await sign(ca)
+    tls[0] = client_tls(cfssl_server, "second")
     await sign(ca)
-    assert (files / "client.crt").read_bytes() == second.cert_pem
-    assert (files / "client.key").read_bytes() == second.key_pem
+    # The key was written for ssl only for the time of loading it: nothing is left on disk.
+    assert list((tmp_path / "state" / "client-tls").iterdir()) == []
 
 
 # --------------------------------------------------------------------------- refusals
@@ -216,16 +218,12 @@ async def test_cfssl_refuses_a_csr_it_cannot_decode(cfssl_server: CfsslServer, t
     ca, _ = await ready_ca(tmp_path, cfssl_server)
     with pytest.raises(ValueError, match="invalid CSR"):
         await sign(ca, csr=b"garbage")
+    raw = client_tls(cfssl_server, "raw")
     context = client.ssl_context(
-        cfssl_server.ca_cert.read_bytes(),
-        client.IdentityFiles(tmp_path / "raw").sync(*_pair(client_tls(cfssl_server, "raw"))),
+        cfssl_server.ca_cert.read_bytes(), client.ClientIdentity(raw.cert_pem, raw.key_pem), tmp_path / "raw"
     )
     with pytest.raises(client.Refused, match=r"CSR Decode failed \(code 9002\)"):
         await client.post_json(cfssl_server.url, {"certificate_request": "garbage"}, context)
-
-
-def _pair(tls: TLSMaterial) -> tuple[bytes, bytes]:
-    return tls.cert_pem, tls.key_pem
 
 
 async def test_wrong_subject_from_the_ca_is_refused(cfssl_server: CfsslServer, tmp_path: Path) -> None:

@@ -113,6 +113,17 @@ class CAConformance:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert NODE_ID in names.get_values_for_type(x509.DNSName)
 
+    @pytest.mark.parametrize("role", ["swarm-manager", "swarm-worker"])
+    async def test_role_dns_sans(self, ca: CAProvider, ca_root: RootMaterial, role: str) -> None:
+        # Swarm's SANs: the role (clients check the server name ``swarm-manager``) and, for
+        # managers, ``swarm-ca`` (joiners check the CA endpoint under it).
+        _, issued = await self._sign(ca, role=role)
+        cert = identity.load_certificate(issued.cert_pem)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = set(names.get_values_for_type(x509.DNSName))
+        assert role in dns
+        assert ("swarm-ca" in dns) == (role == "swarm-manager")
+
     async def test_certificate_is_for_the_csr_key(self, ca: CAProvider, ca_root: RootMaterial) -> None:
         csr, issued = await self._sign(ca)
         cert = identity.load_certificate(issued.cert_pem)

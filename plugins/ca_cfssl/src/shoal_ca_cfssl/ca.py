@@ -17,6 +17,7 @@ it, so ``expiry_seconds`` (``swarm update --cert-expiry``) does not reach an ext
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -86,7 +87,10 @@ class CfsslCA:
 
     def __init__(self, *, state_dir: Path, node_tls: Callable[[], TLSMaterial | None]) -> None:
         self._node_tls = node_tls
-        self._files = client.IdentityFiles(state_dir / "client-tls")
+        self._scratch = state_dir / "client-tls"
+        #: SSL contexts by (trust, certificate, key): rebuilt only when one of them changes
+        #: (a renewal gives the manager a new certificate and key).
+        self._contexts: dict[tuple[bytes, bytes, bytes], ssl.SSLContext] = {}
         self._cas: list[ExternalCA] = []
         self._root: bytes = b""
 
@@ -140,16 +144,27 @@ class CfsslCA:
     # ------------------------------------------------------------------ calls
 
     def _client_identity(self) -> client.ClientIdentity | None:
+        """The node's current certificate, asked for on every call: renewals replace it."""
         tls = self._node_tls()
         if tls is None or not tls.cert_pem or not tls.key_pem:
             return None
-        return self._files.sync(tls.cert_pem, tls.key_pem)
+        return client.ClientIdentity(tls.cert_pem, tls.key_pem)
+
+    def _context(self, trust: bytes, mine: client.ClientIdentity | None) -> ssl.SSLContext:
+        key = (trust, mine.cert_pem if mine else b"", mine.key_pem if mine else b"")
+        context = self._contexts.get(key)
+        if context is None:
+            context = client.ssl_context(trust, mine, self._scratch)
+            if len(self._contexts) >= 8:  # old certificates: never used again
+                self._contexts.clear()
+            self._contexts[key] = context
+        return context
 
     async def _call(self, ca: ExternalCA, url: str, body: dict[str, Any]) -> Any:
         """One POST; ``client.Unreachable``/``client.Refused`` (a missing client cert is said so)."""
         mine = self._client_identity()
         try:
-            context = client.ssl_context(ca.cacert_pem or self._root, mine)
+            context = self._context(ca.cacert_pem or self._root, mine)
         except ValueError as exc:
             raise client.Unreachable(str(exc)) from None
         try:

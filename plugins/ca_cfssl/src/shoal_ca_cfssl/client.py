@@ -43,47 +43,33 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class ClientIdentity:
-    """Where the client certificate and key were written for ``ssl`` (it only loads files)."""
+    """The certificate (PEM, possibly with a chain) and key this node presents to the CA."""
 
-    cert_file: Path
-    key_file: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically with a 0600 file: it may hold a private key."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    cert_pem: bytes
+    key_pem: bytes
 
 
-class IdentityFiles:
-    """Keeps the node's TLS certificate and key on disk for ``ssl``, rewritten when they change.
+def _load_identity(context: ssl.SSLContext, identity: ClientIdentity, scratch: Path) -> None:
+    """Load the client certificate into ``context``.
 
-    The node certificate is renewed (with a new key) while the manager runs; the files follow
-    the PEMs they were written from, so the next call presents the current certificate.
+    ``ssl`` loads certificates only from files: they are written 0600 under ``scratch`` (the
+    plugin's state dir) for the time of the call and removed at once, so no key (least of all
+    the operator's bootstrap key) is left behind on disk.
     """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._written: tuple[bytes, bytes] | None = None
-
-    def sync(self, cert_pem: bytes, key_pem: bytes) -> ClientIdentity:
-        identity = ClientIdentity(self.directory / "client.crt", self.directory / "client.key")
-        if self._written != (cert_pem, key_pem) or not identity.key_file.exists():
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_private(identity.key_file, key_pem)
-            _write_private(identity.cert_file, cert_pem)
-            self._written = (cert_pem, key_pem)
-        return identity
+    scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix=".client-", suffix=".pem", dir=scratch)
+    try:
+        os.fchmod(fd, 0o600)  # before any byte of the key is written
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(identity.key_pem.rstrip(b"\n") + b"\n" + identity.cert_pem)
+        context.load_cert_chain(path)
+    except ssl.SSLError as exc:
+        raise ValueError(f"unusable client certificate or key for the external CA: {exc}") from None
+    finally:
+        Path(path).unlink(missing_ok=True)
 
 
-def ssl_context(trust_pem: bytes, identity: ClientIdentity | None) -> ssl.SSLContext:
+def ssl_context(trust_pem: bytes, identity: ClientIdentity | None, scratch: Path) -> ssl.SSLContext:
     """TLS 1.2+ client context: the server must chain to ``trust_pem`` (system roots if empty)."""
     if trust_pem:
         try:
@@ -94,10 +80,7 @@ def ssl_context(trust_pem: bytes, identity: ClientIdentity | None) -> ssl.SSLCon
         context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if identity is not None:
-        try:
-            context.load_cert_chain(identity.cert_file, identity.key_file)
-        except ssl.SSLError as exc:
-            raise ValueError(f"unusable client certificate or key for the external CA: {exc}") from None
+        _load_identity(context, identity, scratch)
     return context
 
 
