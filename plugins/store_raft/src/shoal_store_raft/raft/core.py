@@ -372,6 +372,8 @@ class RaftCore:
         for peer in members:
             if peer not in self._progress:
                 self._progress[peer] = Progress(nxt, self.config.max_inflight)
+                self._progress[peer].recent_active = True  # a newcomer: give it a chance
+                self._send_append(peer, send_empty=True)  # probe it now, not at the next heartbeat
         for peer in list(self._progress):
             if peer not in members:
                 del self._progress[peer]
@@ -903,6 +905,14 @@ class RaftCore:
     # ------------------------------------------------------------------ sending
 
     def _send_append(self, to: int, send_empty: bool = False) -> None:
+        """Send what ``to`` lacks: one message when probing, a pipeline up to the window when
+        replicating (so a burst of proposals is not throttled to one batch per round trip)."""
+        pr = self._progress[to]
+        self._send_one_append(to, send_empty)
+        while pr.state == ProgressState.REPLICATE and not pr.paused() and pr.next <= self.last_index():
+            self._send_one_append(to, False)
+
+    def _send_one_append(self, to: int, send_empty: bool) -> None:
         pr = self._progress[to]
         if pr.state == ProgressState.SNAPSHOT:
             self._send_snapshot_chunks(to, pr)

@@ -13,7 +13,16 @@ from collections import deque
 from collections.abc import Iterable
 
 from shoal_store_raft.raft.core import Config, RaftCore
-from shoal_store_raft.raft.types import Entry, EntryKind, Message, MsgType, Role, Snapshot, SnapshotMeta
+from shoal_store_raft.raft.types import (
+    Entry,
+    EntryKind,
+    Message,
+    MsgType,
+    ReadState,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
 
 
 class Network:
@@ -27,6 +36,8 @@ class Network:
         }
         #: what each node applied, as (index, term, data) for NORMAL entries
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
+        #: ReadIndex answers each node got, in order
+        self.read_states: dict[int, list[ReadState]] = {i: [] for i in self.ids}
         self.queue: deque[Message] = deque()
         self.cut: set[frozenset[int]] = set()
         self.ignored: set[MsgType] = set()
@@ -58,6 +69,7 @@ class Network:
             for e in rd.committed:
                 if e.kind == EntryKind.NORMAL:
                     self.applied[node].append(e)
+            self.read_states.setdefault(node, []).extend(rd.read_states)
             core.advance(rd)
             if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
                 self.leader_history.append((core.term, node))
@@ -65,6 +77,13 @@ class Network:
     def process_all(self) -> None:
         for node in self.ids:
             self.process(node)
+
+    def add(self, node: int, core: RaftCore) -> None:
+        """Bring a new member (e.g. one about to be added by a membership change) online."""
+        self.ids = (*self.ids, node)
+        self.nodes[node] = core
+        self.applied[node] = []
+        self.read_states[node] = []
 
     def deliver_one(self) -> bool:
         if not self.queue:
@@ -74,6 +93,8 @@ class Network:
             return True
         if self.drop_rate and self.rng.random() < self.drop_rate:
             return True
+        if m.to not in self.nodes:
+            return True  # a member that is gone (or not started yet)
         self.nodes[m.to].step(m)
         self.process(m.to)
         return True
