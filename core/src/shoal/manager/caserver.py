@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
-from shoal import rpc, tokens
+from shoal import identity, rpc, tokens
 from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
@@ -116,7 +115,7 @@ class CAServer:
         node.certificate.state = pb.Certificate.ISSUED
         node.certificate.cn = node_id
         node.certificate.certificate = cert
-        node.certificate.not_after = time.time() + expiry
+        node.certificate.not_after = identity.cert_not_after(cert).timestamp()
         try:
             await self.store.update(lambda tx: tx.create(node))
         except StoreUnavailable as exc:
@@ -168,7 +167,7 @@ class CAServer:
             current.certificate.certificate = cert
             current.certificate.state = pb.Certificate.ISSUED
             current.certificate.err = ""
-            current.certificate.not_after = time.time() + expiry
+            current.certificate.not_after = identity.cert_not_after(cert).timestamp()
             tx.update(current)
 
         try:
