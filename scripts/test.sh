@@ -10,4 +10,4 @@ scripts/install-deps.sh
 scripts/start-engines.sh
 scripts/build-test-images.sh
 scripts/check.sh
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+.venv/bin/pytest -q -p no:cacheprovider --durations=20 "$@"
