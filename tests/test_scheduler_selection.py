@@ -80,3 +80,29 @@ async def test_binpack_and_spread_place_differently(tmp_path: Path) -> None:
     binpack = await place_with("binpack", tmp_path)
     assert sorted(spread.values()) == [2, 2, 2]
     assert sorted(binpack.values()) == [6]
+
+
+@pytest.mark.parametrize("scheduler,expected", [("spread", [1, 1, 1]), ("binpack", [3])])
+def test_placements_differ_on_a_real_cluster(
+    node_factory: object, scheduler: str, expected: list[int]
+) -> None:
+    """The same service on 3 real nodes: spread puts one task per node, binpack all on one."""
+    manager: ShoalNode = node_factory(name="mgr").start()  # type: ignore[operator]
+    manager.init("--plugin", f"scheduler={scheduler}")
+    for index, name in ((2, "w1"), (3, "w2")):
+        worker: ShoalNode = node_factory(name=name, host=f"127.0.0.{index}").start()  # type: ignore[operator]
+        worker.join(manager)
+    wait_until(
+        lambda: (
+            sum(
+                1 for n in manager.ok("node", "ls", "--format", "json").json_lines() if n["Status"] == "Ready"
+            )
+            == 3
+        ),
+        30,
+        what="3 nodes ready",
+    )
+    manager.ok("service", "create", "--name", "placed", "--replicas", "3", "--detach", TEST_IMAGE)
+    wait_until(lambda: len(manager.running("placed")) == 3, 60, what="3 running")
+    per_node = Counter(t["Node"] for t in manager.running("placed"))
+    assert sorted(per_node.values()) == expected
