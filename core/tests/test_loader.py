@@ -33,7 +33,7 @@ from shoal.loader import (
     parse_plugin_options,
     resolve_selection,
 )
-from shoal.roles.base import ROLES
+from shoal.roles.base import API_VERSIONS, ROLES
 
 # --------------------------------------------------------------------------- harness
 
@@ -51,7 +51,7 @@ def plugin_source(
     role: str,
     *,
     declared_role: str | None = None,
-    api_version: int = 1,
+    api_version: int | None = None,
     factory: str | None = "return Provider(context)",
     async_factory: bool = False,
     hook_name: str | None = None,
@@ -71,7 +71,7 @@ def plugin_source(
         preamble,
         f"class Provider({base}):",
         f"    role = {declared_role or role!r}",
-        f"    api_version = {api_version}",
+        f"    api_version = {API_VERSIONS[role] if api_version is None else api_version}",
         "    def __init__(self, context):",
         "        self.context = context",
         "        with open('imports.log', 'a') as fh:",

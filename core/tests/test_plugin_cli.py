@@ -21,6 +21,7 @@ import shoal
 from click.testing import CliRunner
 from shoal.cli.errors import fail, handle_errors
 from shoal.loader import PluginError
+from shoal.roles.base import API_VERSIONS
 
 DEFAULT_NAMES = {
     "store": "raft",
@@ -40,7 +41,9 @@ PROTOCOLS = {
 }
 
 
-def plugin_source(role: str, api_version: int = 1) -> str:
+def plugin_source(role: str, api_version: int | None = None) -> str:
+    if api_version is None:
+        api_version = API_VERSIONS[role]
     return (
         "from shoal import hookimpl\n"
         f"from shoal.roles import {PROTOCOLS[role]}\n"
@@ -132,7 +135,7 @@ def test_ls_table_matches_docker_style(full_site: Site) -> None:
         "ROLE        NAME       DISTRIBUTION             VERSION   API   SELECTED\n"
         "store       raft       shoal-store-raft         0.1.0     1     *\n"
         "scheduler   spread     shoal-scheduler-spread   0.1.0     1     *\n"
-        "ca          internal   shoal-ca-internal        0.1.0     1     *\n"
+        "ca          internal   shoal-ca-internal        0.1.0     2     *\n"
         "runtime     docker     shoal-runtime-docker     0.1.0     1     *\n"
         "runtime     podman     shoal-runtime-podman     0.2.0     1\n"
         "secrets     internal   shoal-secrets-internal   0.1.0     1     *\n"
