@@ -52,7 +52,7 @@ class CAConformance:
 
     @pytest.fixture
     async def ca(self) -> CAProvider:
-        raise NotImplementedError("override the `ca` fixture to return your CA provider")
+        pytest.fail("override the `ca` fixture to return your CA provider")
 
     @pytest.fixture
     async def ca_root(self, ca: CAProvider) -> RootMaterial:

@@ -229,28 +229,28 @@ class RuntimeConformance:
     @pytest.fixture
     def runtime(self) -> RuntimeProvider:
         """Your provider, connected to a real engine (an async generator fixture is fine)."""
-        raise NotImplementedError("override the `runtime` fixture with your RuntimeProvider")
+        pytest.fail("override the `runtime` fixture with your RuntimeProvider")
 
     @pytest.fixture
     def image(self) -> str:
         """A local image reference whose filesystem has busybox ``sh`` and ``sleep``."""
-        raise NotImplementedError("override the `image` fixture with a local busybox image")
+        pytest.fail("override the `image` fixture with a local busybox image")
 
     @pytest.fixture
     def engine_containers(self) -> EngineContainers:
         """An async callable listing the engine's containers labelled with a node ID,
         asked of the engine directly (not through the runtime under test)."""
-        raise NotImplementedError("override the `engine_containers` fixture")
+        pytest.fail("override the `engine_containers` fixture")
 
     @pytest.fixture
     def unreachable_runtime(self) -> RuntimeProvider:
         """Your provider pointed at an endpoint where no engine listens."""
-        raise NotImplementedError("override the `unreachable_runtime` fixture")
+        pytest.fail("override the `unreachable_runtime` fixture")
 
     @pytest.fixture
     def remove_volume(self) -> VolumeRemover:
         """An async callable deleting a named volume on the engine (missing is fine)."""
-        raise NotImplementedError("override the `remove_volume` fixture")
+        pytest.fail("override the `remove_volume` fixture")
 
     # ------------------------------------------------------------------ suite plumbing
 

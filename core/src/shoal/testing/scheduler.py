@@ -167,7 +167,7 @@ class SchedulerConformance:
 
     @pytest.fixture
     def scheduler(self) -> SchedulerProvider:
-        raise NotImplementedError("override the `scheduler` fixture to return your scheduler provider")
+        pytest.fail("override the `scheduler` fixture to return your scheduler provider")
 
     async def _run(
         self, scheduler: SchedulerProvider, tasks: Sequence[pb.Task], infos: Sequence[NodeInfo]

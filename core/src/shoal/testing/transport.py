@@ -185,7 +185,7 @@ class TransportConformance:
 
     @pytest.fixture
     async def transport(self) -> TransportProvider:
-        raise NotImplementedError("override the `transport` fixture to return your transport provider")
+        pytest.fail("override the `transport` fixture to return your transport provider")
 
     @pytest.fixture
     def listen_addr(self) -> str:
