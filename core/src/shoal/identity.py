@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from shoal.roles.transport import PeerIdentity
@@ -80,6 +80,31 @@ def build_csr(key_pem: bytes, common_name: str = "") -> bytes:
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
     csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs)).sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    """Parse a CSR a node sent and check it is signed by the key it carries.
+
+    Every CA plugin needs this before signing; ``ValueError`` names the fault (not PEM, bad
+    signature, RSA under 2048 bits, a key type other than ECDSA or RSA).
+    """
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise ValueError(f"invalid CSR: not a PEM certificate request ({exc})") from None
+    try:
+        valid = csr.is_signature_valid
+    except Exception as exc:  # unsupported key types raise from the backend
+        raise ValueError(f"invalid CSR: cannot check its signature ({exc})") from None
+    if not valid:
+        raise ValueError("invalid CSR: its signature does not match its public key")
+    public = csr.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < 2048:
+            raise ValueError(f"invalid CSR: RSA key of {public.key_size} bits, at least 2048 needed")
+    elif not isinstance(public, ec.EllipticCurvePublicKey):
+        raise ValueError(f"invalid CSR: key type {type(public).__name__} not supported (ECDSA or RSA)")
+    return csr
 
 
 # --------------------------------------------------------------------------- certificates

@@ -13,7 +13,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from shoal import identity
 
 ROLES = ("swarm-manager", "swarm-worker")
@@ -31,23 +30,7 @@ def check_arguments(
         raise ValueError("invalid node ID: empty")
     if not cluster_id:
         raise ValueError("invalid cluster ID: empty")
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError as exc:
-        raise ValueError(f"invalid CSR: not a PEM certificate request ({exc})") from None
-    try:
-        valid = csr.is_signature_valid
-    except Exception as exc:  # unsupported key types raise from the backend
-        raise ValueError(f"invalid CSR: cannot check its signature ({exc})") from None
-    if not valid:
-        raise ValueError("invalid CSR: its signature does not match its public key")
-    public = csr.public_key()
-    if isinstance(public, rsa.RSAPublicKey):
-        if public.key_size < 2048:
-            raise ValueError(f"invalid CSR: RSA key of {public.key_size} bits, at least 2048 needed")
-    elif not isinstance(public, ec.EllipticCurvePublicKey):
-        raise ValueError(f"invalid CSR: key type {type(public).__name__} not supported (ECDSA or RSA)")
-    return csr
+    return identity.load_csr(csr_pem)
 
 
 def sign_request(

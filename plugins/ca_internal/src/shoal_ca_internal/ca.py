@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from shoal import identity
 from shoal.roles.ca import ExternalCA, IssuedCertificate, RootMaterial
 
 ROOT_COMMON_NAME = "swarm-ca"
@@ -119,23 +120,7 @@ def parse_root(root: RootMaterial) -> tuple[x509.Certificate, ec.EllipticCurvePr
 
 def parse_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
     """Parse a CSR and check it is signed by the key it carries; ``ValueError`` naming the fault."""
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError as exc:
-        raise ValueError(f"invalid CSR: not a PEM certificate request ({exc})") from None
-    try:
-        valid = csr.is_signature_valid
-    except Exception as exc:  # unsupported key types raise from the backend
-        raise ValueError(f"invalid CSR: cannot check its signature ({exc})") from None
-    if not valid:
-        raise ValueError("invalid CSR: its signature does not match its public key")
-    public = csr.public_key()
-    if isinstance(public, rsa.RSAPublicKey):
-        if public.key_size < 2048:
-            raise ValueError(f"invalid CSR: RSA key of {public.key_size} bits, at least 2048 needed")
-    elif not isinstance(public, ec.EllipticCurvePublicKey):
-        raise ValueError(f"invalid CSR: key type {type(public).__name__} not supported (ECDSA or RSA)")
-    return csr
+    return identity.load_csr(csr_pem)
 
 
 def _node_key_usage() -> x509.KeyUsage:
