@@ -1,7 +1,9 @@
 """Snapshot files: one self-checking file per snapshot, written atomically.
 
-Layout: magic ``SHOALSN1``, ``<QQI`` (index, term, voter count), the voter IDs as ``<Q``, the
-state machine's bytes, then a CRC32 of everything before it. Names sort by index
+Layout: magic ``SHOALSN2``, ``<QQII`` (index, term, voter count, learner count), the voter IDs
+then the learner IDs as ``<Q``, the state machine's bytes, then a CRC32 of everything before
+it. (``SHOALSN1`` files, without learners, are refused by name rather than misread: a restored
+member that forgot its learners would stop replicating to them.) Names sort by index
 (``<index:016x>-<term:016x>.snap``) so the newest is found without reading the others.
 """
 
@@ -15,8 +17,9 @@ from pathlib import Path
 from shoal_store_raft.files import atomic_write, fsync_dir
 from shoal_store_raft.raft.types import Snapshot, SnapshotMeta
 
-MAGIC = b"SHOALSN1"
-_HEAD = struct.Struct("<QQI")
+MAGIC = b"SHOALSN2"
+OLD_MAGIC = b"SHOALSN1"
+_HEAD = struct.Struct("<QQII")
 _CRC = struct.Struct("<I")
 SUFFIX = ".snap"
 
@@ -34,8 +37,8 @@ def encode(snap: Snapshot) -> bytes:
     body = b"".join(
         [
             MAGIC,
-            _HEAD.pack(meta.index, meta.term, len(meta.voters)),
-            struct.pack(f"<{len(meta.voters)}Q", *meta.voters),
+            _HEAD.pack(meta.index, meta.term, len(meta.voters), len(meta.learners)),
+            struct.pack(f"<{len(meta.voters) + len(meta.learners)}Q", *meta.voters, *meta.learners),
             snap.data,
         ]
     )
@@ -44,15 +47,22 @@ def encode(snap: Snapshot) -> bytes:
 
 def decode(path: Path, raw: bytes) -> Snapshot:
     fixed = len(MAGIC) + _HEAD.size
+    if raw.startswith(OLD_MAGIC):
+        raise SnapshotCorrupt(f"snapshot file {path} is in the old SHOALSN1 format (no learners); remove it")
     if len(raw) < fixed + _CRC.size or not raw.startswith(MAGIC):
         raise SnapshotCorrupt(f"snapshot file {path} is truncated or not a shoal snapshot")
     (crc,) = _CRC.unpack_from(raw, len(raw) - _CRC.size)
     if zlib.crc32(memoryview(raw)[: len(raw) - _CRC.size]) != crc:
         raise SnapshotCorrupt(f"snapshot file {path} fails its CRC check")
-    index, term, count = _HEAD.unpack_from(raw, len(MAGIC))
-    voters = struct.unpack_from(f"<{count}Q", raw, fixed)
-    data = raw[fixed + 8 * count : len(raw) - _CRC.size]
-    return Snapshot(SnapshotMeta(index, term, tuple(voters)), data)
+    index, term, n_voters, n_learners = _HEAD.unpack_from(raw, len(MAGIC))
+    data_start = fixed + 8 * (n_voters + n_learners)
+    if data_start > len(raw) - _CRC.size:
+        raise SnapshotCorrupt(
+            f"snapshot file {path} is too short for its {n_voters} voters and {n_learners} learners"
+        )
+    ids = struct.unpack_from(f"<{n_voters + n_learners}Q", raw, fixed)
+    data = raw[data_start : len(raw) - _CRC.size]
+    return Snapshot(SnapshotMeta(index, term, ids[:n_voters], ids[n_voters:]), data)
 
 
 def save(directory: Path, snap: Snapshot) -> Path:

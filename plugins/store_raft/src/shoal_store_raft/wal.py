@@ -6,8 +6,10 @@ record type:
 * ENTRY ``<BQQB`` type, index, term, kind, then the entry data. A later ENTRY at an index that
   is already present replaces it and everything after it (a new leader overwrote our suffix).
 * HARDSTATE ``<BQQQ`` type, term, vote, commit. The last one wins.
-* SNAPSHOT ``<BQQ`` type, index, term, then voter IDs as ``<Q``: the log now starts after
-  ``index`` (written after the snapshot file is durable; index 0 marks a fresh group).
+* SNAPSHOT ``<BQQII`` type, index, term, voter count, learner count, then the voter IDs and
+  then the learner IDs as ``<Q``: the log now starts after ``index``, with that membership
+  (written after the snapshot file is durable; index 0 marks a fresh group). Learners are kept
+  so a restarted member still replicates to (and never counts votes from) its learners.
 
 Segments are named ``<seq:016x>-<first index:016x>.wal``. Every segment opens with the latest
 SNAPSHOT marker and HARDSTATE, so deleting older segments (compaction) never loses them.
@@ -37,7 +39,7 @@ log = logging.getLogger("shoal.store.raft")
 HEADER = struct.Struct("<II")
 ENTRY = struct.Struct("<BQQB")
 HARDSTATE = struct.Struct("<BQQQ")
-SNAPMARK = struct.Struct("<BQQ")
+SNAPMARK = struct.Struct("<BQQII")
 T_ENTRY, T_HARDSTATE, T_SNAPSHOT = 1, 2, 3
 SUFFIX = ".wal"
 DEFAULT_SEGMENT_BYTES = 64 << 20
@@ -74,8 +76,9 @@ def encode_hard_state(hs: HardState) -> bytes:
 
 
 def encode_snapshot_marker(meta: SnapshotMeta) -> bytes:
-    payload = SNAPMARK.pack(T_SNAPSHOT, meta.index, meta.term) + struct.pack(
-        f"<{len(meta.voters)}Q", *meta.voters
+    voters, learners = meta.voters, meta.learners
+    payload = SNAPMARK.pack(T_SNAPSHOT, meta.index, meta.term, len(voters), len(learners)) + struct.pack(
+        f"<{len(voters) + len(learners)}Q", *voters, *learners
     )
     return HEADER.pack(len(payload), _crc32(payload)) + payload
 
@@ -284,11 +287,17 @@ def _apply_record(
         _, term, vote, commit = HARDSTATE.unpack_from(raw, start)
         state.hard_state = HardState(term, vote, commit)
     elif kind == T_SNAPSHOT:
-        _, index, term = SNAPMARK.unpack_from(raw, start)
-        count = (end - start - SNAPMARK.size) // 8
-        voters = struct.unpack_from(f"<{count}Q", raw, start + SNAPMARK.size)
+        if end - start < SNAPMARK.size:
+            raise WalCorruption(f"raft WAL {path} is corrupt at offset {off}: short snapshot marker")
+        _, index, term, n_voters, n_learners = SNAPMARK.unpack_from(raw, start)
+        if end - start != SNAPMARK.size + 8 * (n_voters + n_learners):
+            raise WalCorruption(
+                f"raft WAL {path} is corrupt at offset {off}: snapshot marker of {end - start} bytes "
+                f"does not hold {n_voters} voters and {n_learners} learners"
+            )
+        ids = struct.unpack_from(f"<{n_voters + n_learners}Q", raw, start + SNAPMARK.size)
         if index >= state.snapshot.index:
-            state.snapshot = SnapshotMeta(index, term, tuple(voters))
+            state.snapshot = SnapshotMeta(index, term, ids[:n_voters], ids[n_voters:])
             while entries and entries[0].index <= index:
                 if entries[-1].index <= index:
                     entries.clear()
