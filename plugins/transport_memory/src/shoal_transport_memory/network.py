@@ -97,7 +97,8 @@ class MemoryNetwork:
         self._next_port = FIRST_EPHEMERAL_PORT
         self._partitions: list[tuple[frozenset[str], frozenset[str]]] = []
         self._down: set[str] = set()
-        self._links: set[Link] = set()
+        # Insertion-ordered (not a set): cutting in a fixed order keeps runs reproducible.
+        self._links: dict[Link, None] = {}
         #: What happened, for assertions: ``calls``, ``refused``, ``dropped``, ``duplicated``, ``cut``.
         self.stats: Counter[str] = Counter()
 
@@ -219,10 +220,10 @@ class MemoryNetwork:
     # ------------------------------------------------------------------ links
 
     def open_link(self, link: Link) -> None:
-        self._links.add(link)
+        self._links[link] = None
 
     def close_link(self, link: Link) -> None:
-        self._links.discard(link)
+        self._links.pop(link, None)
 
     def links(self, predicate: Callable[[Link], bool]) -> list[Link]:
         return [link for link in self._links if predicate(link)]
