@@ -178,34 +178,40 @@ async def test_set_down_crashes_a_server_and_revives_it(network: MemoryNetwork, 
 # ---------------------------------------------------------------------------- drops and duplicates
 
 
-async def _drop_trace(pki: ClusterPKI, seed: int) -> tuple[list[str], int, int]:
-    network = MemoryNetwork(seed=seed, drop_rate=0.3)
-    nodes = await start_cluster(network, pki, size=2)
-    try:
-        one, two = nodes
+def _drop_trace(pki: ClusterPKI, seed: int) -> tuple[list[str], int, int]:
+    """40 concurrent calls with 30% loss, in virtual time (so machine load cannot move a deadline)."""
 
-        async def outcome(i: int) -> str:
-            try:
-                await one.call(two, str(i).encode(), timeout=0.05)
-                return "ok"
-            except RPCError as exc:
-                return exc.code.name
+    async def run() -> tuple[list[str], int, int]:
+        network = MemoryNetwork(seed=seed, drop_rate=0.3)
+        nodes = await start_cluster(network, pki, size=2)
+        try:
+            one, two = nodes
 
-        outcomes = list(await asyncio.gather(*(outcome(i) for i in range(40))))
-        return outcomes, network.stats["dropped"], len(two.received)
-    finally:
-        await stop_cluster(nodes)
+            async def outcome(i: int) -> str:
+                try:
+                    await one.call(two, str(i).encode(), timeout=0.05)
+                    return "ok"
+                except RPCError as exc:
+                    return exc.code.name
+
+            outcomes = list(await asyncio.gather(*(outcome(i) for i in range(40))))
+            return outcomes, network.stats["dropped"], len(two.received)
+        finally:
+            await stop_cluster(nodes)
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(run())
 
 
-async def test_drops_are_lost_messages_reproducible_from_the_seed(pki: ClusterPKI) -> None:
-    outcomes, dropped, handled = await _drop_trace(pki, seed=11)
+def test_drops_are_lost_messages_reproducible_from_the_seed(pki: ClusterPKI) -> None:
+    outcomes, dropped, handled = _drop_trace(pki, seed=11)
     assert set(outcomes) == {"ok", "DEADLINE_EXCEEDED"}
     assert (
         outcomes.count("DEADLINE_EXCEEDED") == dropped
     )  # a lost request or reply: the caller waits out its deadline
     assert 40 - dropped <= handled <= 40  # a lost reply's handler did run
-    assert await _drop_trace(pki, seed=11) == (outcomes, dropped, handled)
-    assert (await _drop_trace(pki, seed=12))[0] != outcomes
+    assert _drop_trace(pki, seed=11) == (outcomes, dropped, handled)
+    assert _drop_trace(pki, seed=12)[0] != outcomes
 
 
 async def test_dropped_stream_opening(network: MemoryNetwork, cluster: list[Node]) -> None:
