@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,6 +86,9 @@ class Client:
     def call(self, method: str, **params: Any) -> Any:
         for message in self._lines(method, params):
             if "result" in message:
+                if message.get("warning"):
+                    # e.g. a manager with no leader answering from its own, possibly stale, copy
+                    print(f"Warning: {message['warning']}", file=sys.stderr)
                 return message["result"]
         raise ClientError("UNAVAILABLE", "the shoal daemon closed the connection without an answer")
 

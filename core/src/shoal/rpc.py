@@ -17,6 +17,8 @@ GET_ROOT_CA = "/shoal.CA/GetRootCACertificate"
 ISSUE_NODE_CERTIFICATE = "/shoal.NodeCA/IssueNodeCertificate"
 CONTROL = "/shoal.Control/Call"
 TASK_LOGS = "/shoal.Logs/TaskLogs"
+STORE_STEP = "/shoal.Store/Step"
+STORE_JOIN = "/shoal.Store/Join"
 
 MANAGER_OU = "swarm-manager"
 WORKER_OU = "swarm-worker"

@@ -226,6 +226,11 @@ def read_file(path: str | None, what: str) -> str:
     "get this manager's own certificate from it.",
 )
 @click.option("--bootstrap-key", default=None, help="The key of --bootstrap-cert.")
+@click.option(
+    "--force-new-cluster",
+    is_flag=True,
+    help="Recover a swarm that lost its quorum: restart this manager as the only one, keeping its state.",
+)
 @click.pass_context
 def swarm_init(
     ctx: click.Context,
@@ -236,6 +241,7 @@ def swarm_init(
     external_cas: tuple[str, ...],
     bootstrap_cert: str | None,
     bootstrap_key: str | None,
+    force_new_cluster: bool,
 ) -> None:
     """Initialize a swarm with this node as its first manager."""
     from shoal import loader
@@ -256,6 +262,7 @@ def swarm_init(
         external_cas=external_ca_values(external_cas),
         bootstrap_cert=read_file(bootstrap_cert, "the bootstrap certificate"),
         bootstrap_key=read_file(bootstrap_key, "the bootstrap key"),
+        force_new_cluster=force_new_cluster,
     )
     click.echo(f"Swarm initialized: current node ({result['NodeID']}) is now a manager.")
 
@@ -271,7 +278,7 @@ def swarm_join(
     ctx: click.Context, token: str, advertise_addr: str, listen_addr: str, availability: str, remote_addr: str
 ) -> None:
     """Join a swarm as a node: MANAGER_ADDR is HOST[:PORT] of a manager."""
-    call(
+    result = call(
         ctx,
         "swarm.join",
         token=token,
@@ -280,7 +287,7 @@ def swarm_join(
         listen_addr=listen_addr,
         availability=availability,
     )
-    click.echo("This node joined a swarm as a worker.")
+    click.echo(f"This node joined a swarm as a {result.get('Role', 'worker')}.")
 
 
 @swarm.command("join-token")

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ log = logging.getLogger("shoal.localapi")
 UnaryMethod = Callable[[dict[str, Any]], Awaitable[Any]]
 StreamMethod = Callable[[dict[str, Any]], AsyncIterator[Any]]
 LIMIT = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Warned:
+    """A result the client shows with a warning on stderr (e.g. possibly stale data)."""
+
+    result: Any
+    warning: str
 
 
 class APIError(Exception):
@@ -91,7 +100,10 @@ class LocalAPIServer:
                     await self._send(writer, {"end": True})
                 elif method in self.unary:
                     result = await self.unary[method](params)
-                    await self._send(writer, {"result": result})
+                    if isinstance(result, Warned):
+                        await self._send(writer, {"result": result.result, "warning": result.warning})
+                    else:
+                        await self._send(writer, {"result": result})
                 else:
                     await self._send(
                         writer, {"error": {"code": "UNIMPLEMENTED", "message": f"unknown method {method}"}}

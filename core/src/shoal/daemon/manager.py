@@ -1,8 +1,11 @@
 """The manager half of a node: the store replica and, while leader, the control loops.
 
-Every manager holds the object store (fed by the store provider). The one that leads also
-runs the dispatcher, the replicated orchestrator, the scheduler driver and the task reaper;
-they start when the store provider reports leadership and stop when it is lost.
+Every manager holds the object store (fed by the store provider, replicated between managers
+by ``StoreNetwork``). The one that leads also runs the dispatcher, the replicated
+orchestrator, the scheduler driver and the task reaper; they start when the store provider
+reports leadership and stop when it is lost. Any manager serves the control API: a follower
+forwards each call to the leader, and with no leader it answers reads from its own copy with
+a warning that they may be stale and refuses writes with Swarm's quorum message.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from shoal import externalca, rpc
+from shoal.daemon.localapi import Warned
 from shoal.manager.caserver import CAServer
 from shoal.manager.controlapi import ControlAPI, ControlError
 from shoal.manager.dispatcher import Dispatcher
@@ -22,15 +28,34 @@ from shoal.manager.observers import TaskStateObservers
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
 from shoal.manager.scheduler_driver import SchedulerDriver
+from shoal.manager.storenet import REMOVED_MESSAGE, StoreNetwork
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.ca import CAProvider, RootMaterial
 from shoal.roles.scheduler import SchedulerProvider
 from shoal.roles.store import StoreProvider, StoreUnavailable
-from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
+from shoal.roles.transport import PeerIdentity, RPCError, StatusCode, TLSMaterial, TransportProvider
 from shoal.store.memory import ObjectStore, Tx, copy
 
 log = logging.getLogger("shoal.manager")
+
+NO_LEADER = (
+    "The swarm does not have a leader. It's possible that too few managers are online. "
+    "Make sure more than half of the managers are online."
+)
+STALE_WARNING = (
+    "the swarm has no leader right now: this manager answered from its own copy of the state, "
+    "which may be out of date"
+)
+NOT_LEADER = "this manager is not the leader"
+#: How long a call waits for a leader (an election in progress) before failing: longer than
+#: an election (at most two election timeouts of the default store), short enough that a
+#: swarm that lost its quorum answers within a few seconds.
+LEADER_WAIT = 3.0
+#: Control methods that only read: with no leader they are answered locally, marked stale.
+READ_METHODS = frozenset(
+    {"node.ls", "node.inspect", "service.ls", "service.inspect", "service.ps", "swarm.inspect"}
+)
 
 
 class Manager:
@@ -45,6 +70,9 @@ class Manager:
         store_provider: StoreProvider,
         ca: CAProvider,
         scheduler_factory: Callable[[], SchedulerProvider],
+        transport: TransportProvider,
+        tls: Callable[[], TLSMaterial],
+        state_dir: Path,
         node_filters: Callable[[], list[Any]] = list,
         task_state_changed: Callable[..., Any] | None = None,
     ) -> None:
@@ -56,9 +84,25 @@ class Manager:
         self.scheduler_factory = scheduler_factory
         self.node_filters = node_filters
         self.task_state_changed = task_state_changed
+        self.transport = transport
+        self.tls = tls
+        self.state_dir = state_dir
         self.store = ObjectStore()
         self.store.provider = store_provider
-        self.control = ControlAPI(self.store, node_id)
+        self.control = ControlAPI(self.store, node_id, manager_status=self.live_manager_status)
+        self.net = StoreNetwork(
+            provider=store_provider,
+            store=self.store,
+            transport=transport,
+            tls=tls,
+            cluster_id=cluster_id,
+            advertise_addr=advertise_addr,
+            peers_file=state_dir / "store-peers.json",
+            on_removed=self._removed_from_group,
+        )
+        #: Set when the other managers say this one is no longer a member: every call fails
+        #: with this message until the node leaves and joins again.
+        self.removed: str = ""
         self.ca_server = CAServer(self.store, ca, cluster_id)
         self.dispatcher: Dispatcher | None = None
         self._components: list[Any] = []
@@ -66,10 +110,31 @@ class Manager:
         self._ca_config: asyncio.Task[None] | None = None
         self._transition = asyncio.Lock()
 
-    async def start(self, *, bootstrap: bool, init: Callable[[Tx], None] | None = None) -> None:
-        await self.store_provider.start(self.store, bootstrap=bootstrap)
+    async def start(
+        self,
+        *,
+        bootstrap: bool = False,
+        join: bool = False,
+        force_new_cluster: bool = False,
+        init: Callable[[Tx], None] | None = None,
+    ) -> None:
+        """Open the store replica. A joining manager's store is empty until ``join_group``;
+        everything else is ready when this returns."""
+        self.store_provider.attach(self.net.send)
+        await self.store_provider.start(
+            self.store, bootstrap=bootstrap, join=join, force_new_cluster=force_new_cluster
+        )
+        if join:
+            self._leadership = asyncio.create_task(self._follow_leadership(), name="leadership")
+            return
         if init is not None:
             await self.store.update(init)
+        self._leadership = asyncio.create_task(self._follow_leadership(), name="leadership")
+        if force_new_cluster:
+            await self._forget_other_managers()
+        await self._configure_ca()
+
+    async def _configure_ca(self) -> None:
         cluster = self.store.view.cluster()
         if cluster is None:
             raise RuntimeError("the store holds no cluster object: the manager state is damaged")
@@ -77,8 +142,70 @@ class Manager:
         await self.ca.load_root(
             RootMaterial(cert_pem=cluster.root_ca.ca_cert, key_pem=cluster.root_ca.ca_key)
         )
-        self._leadership = asyncio.create_task(self._follow_leadership(), name="leadership")
         self._ca_config = asyncio.create_task(self._follow_external_cas(), name="external-cas")
+
+    async def join_group(self, remote: str, timeout: float = 180.0) -> None:  # noqa: ASYNC109
+        """Ask the leader (through ``remote``, any manager) to add this store member, then
+        wait until the replica holds the cluster."""
+        request = rpb.StoreJoinRequest(
+            node_id=self.node_id, member_id=self.store_provider.member_id, addr=self.advertise_addr
+        )
+        raw = await self.transport.call(
+            remote, rpc.STORE_JOIN, request.SerializeToString(), tls=self.tls(), timeout=timeout
+        )
+        for member in rpb.StoreJoinResponse.FromString(raw).members:
+            self.net.learn(member.member_id, member.addr)
+        deadline = time.monotonic() + 60
+        while self.store.view.cluster() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("this manager was added but has not received the swarm's state in 60 s")
+            await asyncio.sleep(0.05)
+        await self._configure_ca()
+
+    async def _forget_other_managers(self) -> None:
+        """After ``--force-new-cluster``: this manager is the only one. The others' node objects
+        stay (as down workers with a note) so operators see what happened; their store traffic
+        is refused, which tells them to leave and join again."""
+
+        def forget(tx: Tx) -> None:
+            for node in list(tx.view.nodes.all()):
+                if node.id == self.node_id or node.role != pb.NodeSpec.MANAGER:
+                    continue
+                node = copy(node)
+                node.role = pb.NodeSpec.WORKER
+                node.spec.desired_role = pb.NodeSpec.WORKER
+                node.manager_status.Clear()
+                node.status.state = pb.NodeStatus.DOWN
+                node.status.message = "removed by swarm init --force-new-cluster: leave and join again"
+                tx.update(node)
+            me = tx.node(self.node_id)
+            if me is not None:
+                me = copy(me)
+                me.manager_status.raft_id = self.store_provider.member_id
+                me.manager_status.addr = self.advertise_addr
+                tx.update(me)
+
+        await self._wait_for_leadership(10.0)
+        await self.store.update(forget)
+
+    async def _wait_for_leadership(self, timeout: float) -> None:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while not self.store_provider.is_leader():
+            if time.monotonic() > deadline:
+                raise StoreUnavailable("this manager did not become the leader of its new one-member swarm")
+            await asyncio.sleep(0.02)
+
+    def _removed_from_group(self, message: str) -> None:
+        if self.removed:
+            return
+        self.removed = REMOVED_MESSAGE
+        log.error("%s (%s)", REMOVED_MESSAGE, message)
+        asyncio.get_running_loop().create_task(self._shut_store(), name="removed-from-group")
+
+    async def _shut_store(self) -> None:
+        async with self._transition:
+            await self._step_down()
+        await self.store_provider.stop()
 
     async def _follow_external_cas(self) -> None:
         """``swarm update --external-ca`` reaches the CA provider on every manager."""
@@ -102,6 +229,7 @@ class Manager:
                 await asyncio.gather(task, return_exceptions=True)
         await self._step_down()
         await self.store_provider.stop()
+        await self.net.close()
 
     def is_leader(self) -> bool:
         return self.store_provider.is_leader()
@@ -120,9 +248,7 @@ class Manager:
         if self._components:
             return
         log.info("this node is now the leader")
-        cluster = self.store.view.cluster()
-        assert cluster is not None
-        self.dispatcher = Dispatcher(self.store, self.cluster_id, [self.advertise_addr])
+        self.dispatcher = Dispatcher(self.store, self.cluster_id, self.manager_addrs)
         scheduler = SchedulerDriver(self.store, self.scheduler_factory(), self.node_filters())
         self._components = [
             self.dispatcher,
@@ -144,20 +270,99 @@ class Manager:
                 await component.stop()
 
     async def _mark_self_leader(self) -> None:
+        """Record who leads (``node inspect`` shows it); ``node ls`` uses the live view."""
+
         def mark(tx: Tx) -> None:
-            node = tx.node(self.node_id)
-            if node is None:
-                return
-            node = copy(node)
-            node.manager_status.leader = True
-            node.manager_status.reachability = pb.ManagerStatus.REACHABLE
-            node.manager_status.addr = self.advertise_addr
-            tx.update(node)
+            for node in list(tx.view.nodes.all()):
+                is_self = node.id == self.node_id
+                if node.manager_status.leader == is_self and not is_self:
+                    continue
+                node = copy(node)
+                node.manager_status.leader = is_self
+                if is_self:
+                    node.manager_status.reachability = pb.ManagerStatus.REACHABLE
+                    node.manager_status.addr = self.advertise_addr
+                    node.manager_status.raft_id = self.store_provider.member_id
+                tx.update(node)
 
         try:
             await self.store.update(mark)
         except StoreUnavailable as exc:
             log.warning("could not record leadership: %s", exc)
+
+    # ------------------------------------------------------------------ membership views
+
+    def manager_addrs(self) -> list[str]:
+        """Every manager's address, the leader's first (sent to agents in their session)."""
+        leader = self.net.address(self.store_provider.leader_id())
+        addrs = [leader] if leader else []
+        for node in self.store.view.nodes.all():
+            addr = node.manager_status.addr
+            if node.role == pb.NodeSpec.MANAGER and addr and addr not in addrs:
+                addrs.append(addr)
+        return addrs or [self.advertise_addr]
+
+    def leader_addr(self) -> str:
+        lead = self.store_provider.leader_id()
+        return self.net.address(lead) if lead else ""
+
+    def live_manager_status(self, node: pb.Node) -> str:
+        """MANAGER STATUS as ``node ls`` shows it, from this replica's live view."""
+        member = node.manager_status.raft_id
+        infos = {m.member_id: m for m in self.store_provider.members()}
+        if not member or member not in infos:
+            return "Unreachable" if node.role == pb.NodeSpec.MANAGER else ""
+        if infos[member].leader:
+            return "Leader"
+        return "Reachable" if infos[member].reachable or self.net.reachable(member, 3.0) else "Unreachable"
+
+    # ------------------------------------------------------------------ the control API
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        """Serve a control call from the local CLI on any manager (see the module docstring)."""
+        if self.removed:
+            raise ControlError(StatusCode.FAILED_PRECONDITION, self.removed)
+        handler = self.control.handlers()[method]
+        deadline = time.monotonic() + LEADER_WAIT
+        while True:
+            if self.store_provider.is_leader():
+                return await handler(params)
+            leader = self.leader_addr()
+            if leader:
+                try:
+                    return await self._forward(leader, method, params)
+                except RPCError as exc:
+                    # Only failures that prove nothing was done are retried: the leader could
+                    # not be reached, or it had already stepped down.
+                    if exc.code != StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                        if exc.code == StatusCode.UNAVAILABLE:
+                            break
+                        raise ControlError(exc.code, exc.message) from None
+            elif method in READ_METHODS:
+                return Warned(await handler(params), STALE_WARNING)
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        if method in READ_METHODS:
+            return Warned(await handler(params), STALE_WARNING)
+        raise ControlError(StatusCode.UNAVAILABLE, NO_LEADER)
+
+    async def _forward(self, leader: str, method: str, params: dict[str, Any]) -> Any:
+        params = dict(params)
+        # "self" means the node the CLI runs on, not the leader that serves the call.
+        if params.get("node") in ("self", ""):
+            params["node"] = self.node_id
+        if "nodes" in params:
+            params["nodes"] = [self.node_id if n in ("self", "") else n for n in params["nodes"] or []]
+        request = rpb.ControlRequest(method=method, json_body=json.dumps(params).encode())
+        raw = await self.transport.call(
+            leader, rpc.CONTROL, request.SerializeToString(), tls=self.tls(), timeout=120
+        )
+        result = json.loads(rpb.ControlResponse.FromString(raw).json_body or b"null")
+        if method == "node.ls" and isinstance(result, list):
+            for row in result:
+                row["Self"] = row.get("ID") == self.node_id
+        return result
 
     # ------------------------------------------------------------------ RPC handlers
 
@@ -177,6 +382,16 @@ class Manager:
             return await self._leader_dispatcher().update_task_status(request, peer)
 
         async def issue(request: bytes, peer: PeerIdentity | None) -> bytes:
+            if self.dispatcher is None and peer is None:
+                # A node joining through a follower: the join needs only its token, so the
+                # request goes to the leader as it came (anonymously).
+                leader = self.leader_addr()
+                if not leader:
+                    raise RPCError(StatusCode.UNAVAILABLE, NO_LEADER)
+                root = self.tls().root_pem
+                return await self.transport.call(
+                    leader, rpc.ISSUE_NODE_CERTIFICATE, request, tls=TLSMaterial(root_pem=root), timeout=30
+                )
             self._leader_dispatcher()  # raises UNAVAILABLE on a follower
             return await self.ca_server.issue(request, peer)
 
@@ -195,14 +410,25 @@ class Manager:
             handler = self.control.handlers().get(call.method)
             if handler is None:
                 raise RPCError(StatusCode.UNIMPLEMENTED, f"unknown control method {call.method}")
+            if not self.store_provider.is_leader():
+                raise RPCError(StatusCode.UNAVAILABLE, NOT_LEADER)  # nothing done: safe to retry
             try:
                 result = await handler(json.loads(call.json_body or b"{}"))
             except ControlError as exc:
                 raise RPCError(exc.code, exc.message) from None
+            except StoreUnavailable as exc:
+                # Not UNAVAILABLE: the write may have been committed, so it must not be retried.
+                raise RPCError(StatusCode.INTERNAL, str(exc)) from None
             return rpb.ControlResponse(json_body=json.dumps(result).encode()).SerializeToString()
+
+        async def store_join(request: bytes, peer: PeerIdentity | None) -> bytes:
+            rpc.authorize(peer, self.cluster_id, managers_only=True)
+            return await self._store_join(rpb.StoreJoinRequest.FromString(request))
 
         unary_handlers = {
             rpc.CONTROL: control,
+            rpc.STORE_STEP: self.net.handle_step,
+            rpc.STORE_JOIN: store_join,
             rpc.HEARTBEAT: heartbeat,
             rpc.UPDATE_TASK_STATUS: update_task_status,
             rpc.GET_ROOT_CA: self.ca_server.get_root,
@@ -210,3 +436,39 @@ class Manager:
         }
         stream_handlers = {rpc.SESSION: session, rpc.ASSIGNMENTS: assignments}
         return unary_handlers, stream_handlers
+
+    async def _store_join(self, req: rpb.StoreJoinRequest) -> bytes:
+        """Add a manager's store member (on the leader; a follower passes the call on)."""
+        if not self.store_provider.is_leader():
+            leader = self.leader_addr()
+            if not leader:
+                raise RPCError(StatusCode.UNAVAILABLE, NO_LEADER)
+            return await self.transport.call(
+                leader, rpc.STORE_JOIN, req.SerializeToString(), tls=self.tls(), timeout=180
+            )
+        node = self.store.view.nodes.get(req.node_id)
+        if node is None or node.role != pb.NodeSpec.MANAGER:
+            raise RPCError(StatusCode.PERMISSION_DENIED, f"node {req.node_id} is not a manager of this swarm")
+        if not req.member_id or not req.addr:
+            raise RPCError(StatusCode.INVALID_ARGUMENT, "a store join needs a member ID and an address")
+
+        def record(tx: Tx) -> None:
+            current = tx.node(req.node_id)
+            if current is None:
+                raise ControlError(StatusCode.NOT_FOUND, f"node {req.node_id} not found")
+            current = copy(current)
+            current.manager_status.raft_id = req.member_id
+            current.manager_status.addr = req.addr
+            current.manager_status.reachability = pb.ManagerStatus.REACHABLE
+            tx.update(current)
+
+        try:
+            await self.store.update(record)
+            self.net.learn(req.member_id, req.addr)
+            await self.store_provider.add_member(req.member_id)
+        except StoreUnavailable as exc:
+            raise RPCError(StatusCode.UNAVAILABLE, f"could not add the manager: {exc}") from None
+        except ControlError as exc:
+            raise RPCError(exc.code, exc.message) from None
+        log.info("manager %s joined the store as member %x", req.node_id, req.member_id)
+        return rpb.StoreJoinResponse(members=self.net.members()).SerializeToString()

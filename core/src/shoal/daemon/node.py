@@ -209,7 +209,18 @@ class Daemon:
         assert self.tls is not None
         return self.tls
 
-    async def _start_swarm(self, state: NodeState, *, bootstrap: bool, init: Any = None) -> None:
+    async def _start_swarm(
+        self,
+        state: NodeState,
+        *,
+        bootstrap: bool,
+        init: Any = None,
+        join_via: str = "",
+        force_new_cluster: bool = False,
+    ) -> None:
+        """Start this node's part of the swarm. A manager opens its store replica first;
+        ``join_via`` (a manager address) makes it a new, empty replica that the leader adds
+        once this node serves the store RPCs."""
         assert self.transport is not None and self.runtime is not None
         creds = identity.load_credentials(self.state_dir / CERTS_DIR)
         check_not_expired(creds, state.is_manager)
@@ -225,15 +236,23 @@ class Daemon:
                 store_provider=loader.provider("store", self._context("store")),
                 ca=loader.provider("ca", self._context("ca")),
                 scheduler_factory=lambda: loader.provider("scheduler", self._context("scheduler")),
+                transport=self.transport,
+                tls=self._tls,
+                state_dir=self.state_dir,
                 node_filters=lambda: [f for fs in loader.hook.shoal_node_filters() for f in fs],
                 task_state_changed=loader.hook.shoal_task_state_changed,
             )
-            await self.manager.start(bootstrap=bootstrap, init=init)
-            await self._reissue_if_expired(state)
+            await self.manager.start(
+                bootstrap=bootstrap, join=bool(join_via), force_new_cluster=force_new_cluster, init=init
+            )
+            if not join_via:
+                await self._reissue_if_expired(state)
             unary, streams = self.manager.rpc_handlers()
         if state.is_manager:
             # Workers serve nothing: agents dial managers, never the other way round.
             self.server = await self.transport.serve(state.listen_addr, self.tls, unary, streams)
+            if join_via and self.manager is not None:
+                await self.manager.join_group(join_via)
         self.agent = Agent(
             node_id=state.node_id,
             state_dir=self.state_dir,
@@ -256,6 +275,8 @@ class Daemon:
 
     async def swarm_init(self, params: dict[str, Any]) -> Any:
         async with self._swarm_lock:
+            if params.get("force_new_cluster"):
+                return await self._force_new_cluster(params)
             if self.state is not None:
                 raise APIError(
                     StatusCode.FAILED_PRECONDITION,
@@ -383,6 +404,32 @@ class Daemon:
             raise
         return {"NodeID": node_id, "ClusterID": cluster_id, "AdvertiseAddr": state.advertise_addr}
 
+    async def _force_new_cluster(self, params: dict[str, Any]) -> Any:
+        """``swarm init --force-new-cluster``: restart this manager as the only one, from its
+        own copy of the state (services, tasks, secrets and nodes are kept)."""
+        state = self.state
+        if state is None or not state.is_manager:
+            raise APIError(
+                StatusCode.FAILED_PRECONDITION,
+                "--force-new-cluster recovers a swarm from one of its managers: this node is not a "
+                "manager of a swarm (use swarm init without it to create a new swarm)",
+            )
+        advertise = str(params.get("advertise_addr") or "")
+        if advertise:
+            host, port = split_addr(advertise, split_addr(state.listen_addr)[1])
+            state.advertise_addr = f"{host}:{port}"
+        listen = str(params.get("listen_addr") or "")
+        if listen:
+            host, port = split_addr(listen)
+            state.listen_addr = f"{host}:{port}"
+        await self._stop_swarm()
+        (self.state_dir / "store-peers.json").unlink(missing_ok=True)
+        state.managers = [state.advertise_addr]
+        await self._start_swarm(state, bootstrap=False, force_new_cluster=True)
+        save_state(self.state_dir, state)
+        log.warning("this manager now leads a new one-manager swarm (--force-new-cluster)")
+        return {"NodeID": state.node_id, "ClusterID": state.cluster_id, "AdvertiseAddr": state.advertise_addr}
+
     async def _reissue_if_expired(self, state: NodeState) -> None:
         """A manager whose certificate ran out while it was off signs itself a new one: it
         holds the CA, and nobody else could vouch for it."""
@@ -487,19 +534,29 @@ class Daemon:
         if (
             peer.node_id != issued.node_id
             or peer.cluster_id != issued.cluster_id
-            or peer.role != rpc.WORKER_OU
+            or peer.role not in (rpc.WORKER_OU, rpc.MANAGER_OU)
         ):
             raise APIError(
                 StatusCode.PERMISSION_DENIED, f"the certificate issued by {remote} has the wrong subject"
             )
+        as_manager = peer.role == rpc.MANAGER_OU
+        plugins = {"transport": self.selection["transport"]}
+        if as_manager:
+            plugins = {role: getattr(issued.plugins, role) or self.selection[role] for role in CLUSTER_ROLES}
+            merged = {**self.selection, **plugins}
+            loader = PluginLoader(merged, self.config.plugin_options)
+            for role in ("store", "scheduler", "ca"):
+                loader.load(role)  # PluginError here: this daemon lacks a plugin the swarm uses
+            loader.load_extensions()
+            self.loader, self.selection = loader, merged
         state = NodeState(
             node_id=issued.node_id,
             cluster_id=issued.cluster_id,
-            role="worker",
+            role="manager" if as_manager else "worker",
             listen_addr=f"{listen_host}:{listen_port}",
             advertise_addr=f"{adv_host}:{adv_port}",
             managers=[remote],
-            plugins={"transport": self.selection["transport"]},
+            plugins=plugins,
         )
         self.state = state
         try:
@@ -508,15 +565,23 @@ class Daemon:
                 self.state_dir / CERTS_DIR,
                 identity.NodeCredentials(key_pem=key_pem, cert_pem=issued.certificate, root_pem=root_pem),
             )
-            await self._start_swarm(state, bootstrap=False)
+            await self._start_swarm(state, bootstrap=False, join_via=remote if as_manager else "")
             save_state(self.state_dir, state)
         except BaseException:
             await self._stop_swarm()
             self.state = None
-            for leftover in (self.state_dir / CERTS_DIR, self.state_dir / "worker"):
-                shutil.rmtree(leftover, ignore_errors=True)
+            for leftover in (
+                self.state_dir / CERTS_DIR,
+                self.state_dir / "worker",
+                self.state_dir / "plugins",
+                self.state_dir / "store-peers.json",
+            ):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
             raise
-        return {"NodeID": issued.node_id, "ClusterID": issued.cluster_id, "Role": "worker"}
+        return {"NodeID": issued.node_id, "ClusterID": issued.cluster_id, "Role": state.role}
 
     async def swarm_leave(self, params: dict[str, Any]) -> Any:
         """Leave the swarm: stop the agent, remove this node's containers, forget the identity."""
@@ -583,13 +648,7 @@ class Daemon:
         async def call(params: dict[str, Any]) -> Any:
             if self.manager is None:
                 raise APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
-            if not self.manager.is_leader():
-                raise APIError(
-                    StatusCode.UNAVAILABLE,
-                    "The swarm does not have a leader. It's possible that too few managers are online. "
-                    "Make sure more than half of the managers are online.",
-                )
-            return await self.manager.control.handlers()[method](params)
+            return await self.manager.call(method, params)
 
         return call
 
@@ -607,7 +666,9 @@ class Daemon:
                 Role=state.role,
                 ListenAddr=state.listen_addr,
                 AdvertiseAddr=state.advertise_addr,
-                Managers=state.managers,
+                Managers=self.manager.manager_addrs()
+                if self.manager
+                else (self.agent.managers if self.agent else state.managers),
                 IsLeader=bool(self.manager and self.manager.is_leader()),
                 AgentConnected=bool(self.agent and self.agent.connected.is_set()),
             )

@@ -73,7 +73,7 @@ class CAServer:
             raise RPCError(StatusCode.UNAVAILABLE, f"the CA could not sign: {exc}") from None
         return issued.cert_pem
 
-    def _role_for(self, token: str, cluster: pb.Cluster) -> int:
+    def _role_for(self, token: str, cluster: pb.Cluster) -> pb.NodeSpec.Role.ValueType:
         try:
             parsed = tokens.parse(token)
         except tokens.TokenError as exc:
@@ -98,20 +98,17 @@ class CAServer:
         if not req.token:
             raise RPCError(StatusCode.PERMISSION_DENIED, "a join token is required to join this swarm")
         role = self._role_for(req.token, cluster)
-        if role == pb.NodeSpec.MANAGER:
-            raise RPCError(
-                StatusCode.FAILED_PRECONDITION,
-                "joining as a manager is not supported yet: this swarm runs a single manager until "
-                "multi-manager support lands; join with the worker token (`shoal swarm join-token worker`)",
-            )
+        ou = rpc.MANAGER_OU if role == pb.NodeSpec.MANAGER else rpc.WORKER_OU
         node_id = new_id()
-        cert = await self._sign(req.csr, node_id, rpc.WORKER_OU, expiry)
-        node = pb.Node(id=node_id, role=pb.NodeSpec.WORKER)
-        node.spec.desired_role = pb.NodeSpec.WORKER
+        cert = await self._sign(req.csr, node_id, ou, expiry)
+        # A manager's node object is written now with its role; it becomes a store member
+        # (and shows a MANAGER STATUS) once it asks the leader to add it (``StoreJoin``).
+        node = pb.Node(id=node_id, role=role)
+        node.spec.desired_role = role
         node.spec.membership = pb.NodeSpec.ACCEPTED
         node.spec.availability = req.availability
         node.status.state = pb.NodeStatus.UNKNOWN
-        node.certificate.role = pb.NodeSpec.WORKER
+        node.certificate.role = role
         node.certificate.state = pb.Certificate.ISSUED
         node.certificate.cn = node_id
         node.certificate.certificate = cert
@@ -120,9 +117,13 @@ class CAServer:
             await self.store.update(lambda tx: tx.create(node))
         except StoreUnavailable as exc:
             raise RPCError(StatusCode.UNAVAILABLE, str(exc)) from None
-        log.info("node %s joined as a worker", node_id)
+        log.info("node %s joined as a %s", node_id, "manager" if role == pb.NodeSpec.MANAGER else "worker")
         return rpb.IssueNodeCertificateResponse(
-            node_id=node_id, certificate=cert, root_ca=cluster.root_ca.ca_cert, cluster_id=self.cluster_id
+            node_id=node_id,
+            certificate=cert,
+            root_ca=cluster.root_ca.ca_cert,
+            cluster_id=self.cluster_id,
+            plugins=cluster.plugins,
         ).SerializeToString()
 
     async def _record_failure(self, node_id: str, message: str) -> None:

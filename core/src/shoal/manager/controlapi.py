@@ -48,9 +48,17 @@ def redacted_cluster(cluster: pb.Cluster) -> pb.Cluster:
 class ControlAPI:
     """Handlers for the ``node.*`` and ``service.*`` methods."""
 
-    def __init__(self, store: ObjectStore, node_id: str) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        node_id: str,
+        manager_status: Callable[[pb.Node], str] | None = None,
+    ) -> None:
         self.store = store
         self.node_id = node_id
+        #: MANAGER STATUS from the live store membership (Leader/Reachable/Unreachable);
+        #: without it, what the node object recorded.
+        self.manager_status = manager_status
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -267,7 +275,9 @@ class ControlAPI:
         status = pb.NodeStatus.State.Name(node.status.state).capitalize()
         availability = pb.NodeSpec.Availability.Name(node.spec.availability).capitalize()
         manager_status = ""
-        if node.role == pb.NodeSpec.MANAGER:
+        if self.manager_status is not None:
+            manager_status = self.manager_status(node)
+        elif node.role == pb.NodeSpec.MANAGER:
             if node.manager_status.leader:
                 manager_status = "Leader"
             else:

@@ -14,7 +14,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from shoal import rpc, states
@@ -46,9 +46,11 @@ class _Session:
 class Dispatcher:
     """Serves the dispatcher RPCs on the leader."""
 
-    def __init__(self, store: ObjectStore, cluster_id: str, manager_addrs: list[str]) -> None:
+    def __init__(self, store: ObjectStore, cluster_id: str, manager_addrs: Callable[[], list[str]]) -> None:
         self.store = store
         self.cluster_id = cluster_id
+        #: Every manager's address (the leader's first), asked afresh for each session message
+        #: so agents learn of managers that join later and can fail over to them.
         self.manager_addrs = manager_addrs
         self._sessions: dict[str, _Session] = {}
         self._pending_status: dict[str, tuple[str, pb.TaskStatus]] = {}
@@ -140,7 +142,7 @@ class Dispatcher:
     def _session_message(self, session: _Session) -> rpb.SessionMessage:
         message = rpb.SessionMessage(
             session_id=session.session_id,
-            managers=self.manager_addrs,
+            managers=self.manager_addrs(),
             heartbeat_period=self.heartbeat_period(),
         )
         node = self.store.view.nodes.get(session.node_id)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoal.proto import objects_pb2 as shoal_dot_proto_dot_objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15shoal/proto/rpc.proto\x12\tshoal.rpc\x1a\x19shoal/proto/objects.proto\"Y\n\x0eSessionRequest\x12\x33\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32\x1e.shoal.objects.NodeDescription\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x84\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12!\n\x04node\x18\x02 \x01(\x0b\x32\x13.shoal.objects.Node\x12\x10\n\x08managers\x18\x03 \x03(\t\x12\x18\n\x10heartbeat_period\x18\x04 \x01(\x01\x12\x0f\n\x07root_ca\x18\x05 \x01(\x0c\"&\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"#\n\x11HeartbeatResponse\x12\x0e\n\x06period\x18\x01 \x01(\x01\"(\n\x12\x41ssignmentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x8b\x01\n\x10\x41ssignmentChange\x12\x32\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\".shoal.rpc.AssignmentChange.Action\x12!\n\x04task\x18\x02 \x01(\x0b\x32\x13.shoal.objects.Task\" \n\x06\x41\x63tion\x12\n\n\x06UPDATE\x10\x00\x12\n\n\x06REMOVE\x10\x01\"\xc3\x01\n\x12\x41ssignmentsMessage\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".shoal.rpc.AssignmentsMessage.Type\x12\x12\n\napplies_to\x18\x02 \x01(\x04\x12\x12\n\nresults_in\x18\x03 \x01(\x04\x12,\n\x07\x63hanges\x18\x04 \x03(\x0b\x32\x1b.shoal.rpc.AssignmentChange\"%\n\x04Type\x12\x0c\n\x08\x43OMPLETE\x10\x00\x12\x0f\n\x0bINCREMENTAL\x10\x01\"N\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0b\x32\x19.shoal.objects.TaskStatus\"[\n\x17UpdateTaskStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x07updates\x18\x02 \x03(\x0b\x32\x1b.shoal.rpc.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"\x12\n\x10GetRootCARequest\"(\n\x11GetRootCAResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"u\n\x1bIssueNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12:\n\x0c\x61vailability\x18\x03 \x01(\x0e\x32$.shoal.objects.NodeSpec.Availability\"i\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x0f\n\x07root_ca\x18\x03 \x01(\x0c\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"3\n\x0e\x43ontrolRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x11\n\tjson_body\x18\x02 \x01(\x0c\"$\n\x0f\x43ontrolResponse\x12\x11\n\tjson_body\x18\x01 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15shoal/proto/rpc.proto\x12\tshoal.rpc\x1a\x19shoal/proto/objects.proto\"Y\n\x0eSessionRequest\x12\x33\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32\x1e.shoal.objects.NodeDescription\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x84\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12!\n\x04node\x18\x02 \x01(\x0b\x32\x13.shoal.objects.Node\x12\x10\n\x08managers\x18\x03 \x03(\t\x12\x18\n\x10heartbeat_period\x18\x04 \x01(\x01\x12\x0f\n\x07root_ca\x18\x05 \x01(\x0c\"&\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"#\n\x11HeartbeatResponse\x12\x0e\n\x06period\x18\x01 \x01(\x01\"(\n\x12\x41ssignmentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x8b\x01\n\x10\x41ssignmentChange\x12\x32\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\".shoal.rpc.AssignmentChange.Action\x12!\n\x04task\x18\x02 \x01(\x0b\x32\x13.shoal.objects.Task\" \n\x06\x41\x63tion\x12\n\n\x06UPDATE\x10\x00\x12\n\n\x06REMOVE\x10\x01\"\xc3\x01\n\x12\x41ssignmentsMessage\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".shoal.rpc.AssignmentsMessage.Type\x12\x12\n\napplies_to\x18\x02 \x01(\x04\x12\x12\n\nresults_in\x18\x03 \x01(\x04\x12,\n\x07\x63hanges\x18\x04 \x03(\x0b\x32\x1b.shoal.rpc.AssignmentChange\"%\n\x04Type\x12\x0c\n\x08\x43OMPLETE\x10\x00\x12\x0f\n\x0bINCREMENTAL\x10\x01\"N\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0b\x32\x19.shoal.objects.TaskStatus\"[\n\x17UpdateTaskStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x07updates\x18\x02 \x03(\x0b\x32\x1b.shoal.rpc.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"\x12\n\x10GetRootCARequest\"(\n\x11GetRootCAResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"u\n\x1bIssueNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12:\n\x0c\x61vailability\x18\x03 \x01(\x0e\x32$.shoal.objects.NodeSpec.Availability\"\x9a\x01\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x0f\n\x07root_ca\x18\x03 \x01(\x0c\x12\x12\n\ncluster_id\x18\x04 \x01(\t\x12/\n\x07plugins\x18\x05 \x01(\x0b\x32\x1e.shoal.objects.PluginSelection\"3\n\x0e\x43ontrolRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x11\n\tjson_body\x18\x02 \x01(\x0c\"$\n\x0f\x43ontrolResponse\x12\x11\n\tjson_body\x18\x01 \x01(\x0c\"^\n\x10StoreStepRequest\x12\x13\n\x0b\x66rom_member\x18\x01 \x01(\x04\x12\x11\n\tto_member\x18\x02 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x03 \x03(\x0c\x12\x11\n\tfrom_addr\x18\x04 \x01(\t\"\x13\n\x11StoreStepResponse\"?\n\x0bStoreMember\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"D\n\x10StoreJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\x04\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\"<\n\x11StoreJoinResponse\x12\'\n\x07members\x18\x01 \x03(\x0b\x32\x16.shoal.rpc.StoreMemberb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,10 +62,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETROOTCARESPONSE']._serialized_end=1009
   _globals['_ISSUENODECERTIFICATEREQUEST']._serialized_start=1011
   _globals['_ISSUENODECERTIFICATEREQUEST']._serialized_end=1128
-  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_start=1130
-  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_end=1235
-  _globals['_CONTROLREQUEST']._serialized_start=1237
-  _globals['_CONTROLREQUEST']._serialized_end=1288
-  _globals['_CONTROLRESPONSE']._serialized_start=1290
-  _globals['_CONTROLRESPONSE']._serialized_end=1326
+  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_start=1131
+  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_end=1285
+  _globals['_CONTROLREQUEST']._serialized_start=1287
+  _globals['_CONTROLREQUEST']._serialized_end=1338
+  _globals['_CONTROLRESPONSE']._serialized_start=1340
+  _globals['_CONTROLRESPONSE']._serialized_end=1376
+  _globals['_STORESTEPREQUEST']._serialized_start=1378
+  _globals['_STORESTEPREQUEST']._serialized_end=1472
+  _globals['_STORESTEPRESPONSE']._serialized_start=1474
+  _globals['_STORESTEPRESPONSE']._serialized_end=1493
+  _globals['_STOREMEMBER']._serialized_start=1495
+  _globals['_STOREMEMBER']._serialized_end=1558
+  _globals['_STOREJOINREQUEST']._serialized_start=1560
+  _globals['_STOREJOINREQUEST']._serialized_end=1628
+  _globals['_STOREJOINRESPONSE']._serialized_start=1630
+  _globals['_STOREJOINRESPONSE']._serialized_end=1690
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,14 @@ from shoal.roles.runtime import (
 )
 from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
 from shoal.roles.secrets import SecretsProvider
-from shoal.roles.store import StateMachine, StoreProvider, StoreUnavailable
+from shoal.roles.store import (
+    MemberInfo,
+    MemberRemoved,
+    SendFunc,
+    StateMachine,
+    StoreProvider,
+    StoreUnavailable,
+)
 from shoal.roles.transport import (
     Handler,
     PeerIdentity,
@@ -46,6 +53,8 @@ __all__ = [
     "Handler",
     "IssuedCertificate",
     "LogLine",
+    "MemberInfo",
+    "MemberRemoved",
     "NodeInfo",
     "PeerIdentity",
     "Placement",
@@ -57,6 +66,7 @@ __all__ = [
     "RuntimeProvider",
     "SchedulerProvider",
     "SecretsProvider",
+    "SendFunc",
     "StateMachine",
     "StatusCode",
     "StoreProvider",

@@ -22,7 +22,7 @@ NODE_ROLES: tuple[str, ...] = ("runtime",)
 #: The role API major version this kernel speaks, per role. A provider declaring another
 #: version is refused at load: the kernel would call methods it does not have.
 API_VERSIONS: dict[str, int] = {
-    "store": 1,
+    "store": 2,
     "scheduler": 1,
     "ca": 2,
     "runtime": 1,

@@ -3,11 +3,18 @@
 The kernel owns the data model. It hands the provider opaque entries (serialised
 ``StoreBatch`` messages) and a ``StateMachine`` to apply committed entries to. The provider
 decides ordering, durability and replication.
+
+API version 2 adds replication between managers. The provider never opens a socket: the
+kernel carries its opaque messages over the cluster's transport (mutual TLS, manager
+certificates only) and tells it who is a member. Members are named by non-zero 64-bit
+integers the provider picks (``member_id``); the kernel records them in each manager's node
+object (``manager_status.raft_id``) beside its address.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
 
@@ -16,6 +23,27 @@ class StoreUnavailable(Exception):
 
     The message is shown to users as is, so it should say what to do.
     """
+
+
+class MemberRemoved(StoreUnavailable):
+    """This member is no longer part of the group (demoted, removed, or the group was
+    recovered without it): its state is stale and it must leave and join again."""
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """One member of the group as this replica sees it (for ``node ls`` MANAGER STATUS)."""
+
+    member_id: int
+    voter: bool
+    leader: bool
+    #: Whether this replica heard from it recently (the leader's view is the authoritative one).
+    reachable: bool
+
+
+#: ``send(member_id, data)``: deliver opaque ``data`` to member ``member_id``. Must not block;
+#: the kernel queues, batches and may drop (the provider retries as its protocol requires).
+SendFunc = Callable[[int, bytes], None]
 
 
 @runtime_checkable
@@ -42,13 +70,24 @@ class StoreProvider(Protocol):
     """
 
     role: ClassVar[str]  # "store"
-    api_version: ClassVar[int]  # 1
+    api_version: ClassVar[int]  # 2
 
-    async def start(self, machine: StateMachine, *, bootstrap: bool) -> None:
+    async def start(
+        self,
+        machine: StateMachine,
+        *,
+        bootstrap: bool,
+        join: bool = False,
+        force_new_cluster: bool = False,
+    ) -> None:
         """Open the durable state and begin serving.
 
-        ``bootstrap=True`` creates a new single-member group (``swarm init``); otherwise the
-        existing state under the plugin's state dir is reopened, and it is an error to have none.
+        ``bootstrap=True`` creates a new single-member group (``swarm init``). ``join=True``
+        creates an empty member that waits for the leader to add it and send it the state
+        (``swarm join`` with a manager token). ``force_new_cluster=True`` reopens the existing
+        state and makes this member the only one, keeping everything it had committed
+        (``swarm init --force-new-cluster``). Otherwise the existing state is reopened, and it
+        is an error to have none.
         """
 
     async def propose(self, entry: bytes) -> int:
@@ -69,3 +108,35 @@ class StoreProvider(Protocol):
 
     def status(self) -> dict[str, object]:
         """Free-form facts for ``node inspect`` and benchmarks (term, indexes, members)."""
+
+    # -- replication (API 2) ------------------------------------------------------------
+
+    @property
+    def member_id(self) -> int:
+        """This member's ID (valid once ``start`` returned)."""
+
+    def attach(self, send: SendFunc) -> None:
+        """Give the provider the kernel's send function (before or after ``start``)."""
+
+    def receive(self, data: bytes) -> None:
+        """Feed data another member sent (called by the kernel on the event loop)."""
+
+    def report_unreachable(self, member_id: int) -> None:
+        """The kernel could not deliver to ``member_id``; the provider may back off."""
+
+    def leader_id(self) -> int:
+        """The member this replica believes leads, or 0 when it knows of none."""
+
+    def members(self) -> list[MemberInfo]:
+        """Every member (voters and non-voters) with this replica's view of it."""
+
+    async def add_member(self, member_id: int) -> None:
+        """Leader only: add ``member_id`` as a non-voter, wait until it has caught up, then
+        make it a voter. Returns once it votes. Raises ``StoreUnavailable``."""
+
+    async def remove_member(self, member_id: int) -> None:
+        """Leader only: remove a member; returns once the removal is committed."""
+
+    async def transfer_leadership(self, member_id: int = 0, timeout: float = 10.0) -> int:  # noqa: ASYNC109
+        """Hand leadership to ``member_id`` (0: the most up-to-date voter); returns the new
+        leader's ID. Raises ``StoreUnavailable`` if no one took over within ``timeout``."""

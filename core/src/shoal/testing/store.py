@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from shoal.roles.base import API_VERSIONS
 from shoal.roles.store import StateMachine, StoreProvider, StoreUnavailable
 
 StoreFactory = Callable[[Path], StoreProvider]
@@ -118,7 +119,7 @@ class StoreConformance:
         store = store_factory(state_dir)
         assert isinstance(store, StoreProvider)
         assert type(store).role == "store"
-        assert type(store).api_version == 1
+        assert type(store).api_version == API_VERSIONS["store"]
 
     # ------------------------------------------------------------------ leadership
 

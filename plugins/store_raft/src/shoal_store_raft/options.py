@@ -18,6 +18,8 @@ class RaftOptions:
     heartbeat_ticks: int = 1
     #: Start a new WAL segment once the current one reaches this size.
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    #: How long a joining manager may take to catch up with the log before the join fails.
+    catch_up_seconds: int = 120
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> RaftOptions:

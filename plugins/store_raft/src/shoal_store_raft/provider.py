@@ -18,16 +18,21 @@ import json
 import logging
 import random
 import secrets
+import shutil
+import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from shoal.roles import PluginContext, StateMachine, StoreUnavailable
+from shoal.roles import MemberInfo, PluginContext, SendFunc, StateMachine, StoreUnavailable
 
 from shoal_store_raft import snapfile
+from shoal_store_raft.codec import CodecError, decode_messages, encode_messages
 from shoal_store_raft.files import atomic_write
 from shoal_store_raft.options import RaftOptions
 from shoal_store_raft.raft import (
+    ConfChangeType,
     Config,
     EntryKind,
     HardState,
@@ -39,6 +44,7 @@ from shoal_store_raft.raft import (
     Role,
     Snapshot,
     SnapshotMeta,
+    decode_conf,
 )
 from shoal_store_raft.wal import WAL, list_segments
 
@@ -67,7 +73,7 @@ class RaftStore:
     """The ``raft`` store provider (see ``shoal.roles.StoreProvider``)."""
 
     role: ClassVar[str] = "store"
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -94,6 +100,7 @@ class RaftStore:
         self._failed: BaseException | None = None
         self._applied = 0
         self._snapshot_index = 0
+        self._last_heard: dict[int, float] = {}
 
     @classmethod
     def from_context(cls, context: PluginContext) -> RaftStore:
@@ -111,11 +118,23 @@ class RaftStore:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, machine: StateMachine, *, bootstrap: bool) -> None:
+    async def start(
+        self,
+        machine: StateMachine,
+        *,
+        bootstrap: bool,
+        join: bool = False,
+        force_new_cluster: bool = False,
+    ) -> None:
         if self._core is not None or self._closed:
             raise RuntimeError("RaftStore.start called twice; build a new provider to restart")
-        if bootstrap:
-            self._bootstrap()
+        if bootstrap or join:
+            self._bootstrap(alone=bootstrap)
+        elif force_new_cluster:
+            self._force_new_cluster(machine)
+        self._open(machine)
+
+    def _open(self, machine: StateMachine) -> None:
         raft_id = self._read_member()
         snap = snapfile.load_latest(self.snap_dir)
         wal, walstate = WAL.open(self.wal_dir, self.options.segment_bytes)
@@ -136,10 +155,19 @@ class RaftStore:
                 )
             if snap is not None:
                 machine.restore(snap.meta.index, snap.data)
+            # A member uses the newest membership in its log, committed or not (Raft thesis
+            # §4.1): restarting with an older one could let it count a quorum that no longer is.
+            voters, learners = meta.voters, meta.learners
+            for entry in reversed(entries):
+                if entry.kind == EntryKind.CONF:
+                    conf = decode_conf(entry.data)
+                    voters, learners = conf.voters, conf.learners
+                    break
             opts = self.options
             core = RaftCore(
                 raft_id,
-                voters=meta.voters,
+                voters=voters,
+                learners=learners,
                 rng=self._rng,
                 config=Config(election_ticks=opts.election_ticks, heartbeat_ticks=opts.heartbeat_ticks),
                 hard_state=walstate.hard_state,
@@ -166,7 +194,9 @@ class RaftStore:
             format_id(core.lead) or "none",
         )
 
-    def _bootstrap(self) -> None:
+    def _bootstrap(self, *, alone: bool) -> None:
+        """A new member: the only voter of a new group (``alone``), or an empty member that
+        learns the membership and the state from the leader that adds it."""
         if (self.state_dir / MEMBER_FILE).exists() or list_segments(self.wal_dir):
             raise StoreStateError(
                 f"raft state already exists in {self.state_dir}; start without bootstrap to reopen it, "
@@ -174,9 +204,39 @@ class RaftStore:
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         raft_id = new_raft_id()
-        WAL.create(self.wal_dir, SnapshotMeta(0, 0, (raft_id,)), HardState()).close()
+        voters = (raft_id,) if alone else ()
+        WAL.create(self.wal_dir, SnapshotMeta(0, 0, voters), HardState()).close()
         # The member file goes last: its presence means "a complete bootstrap happened".
         atomic_write(self.state_dir / MEMBER_FILE, json.dumps({"raft_id": format_id(raft_id)}).encode())
+
+    def _force_new_cluster(self, machine: StateMachine) -> None:
+        """Rewrite the durable state as a one-member group holding everything committed.
+
+        The state machine is rebuilt up to the commit index and saved as a snapshot whose
+        membership is this member alone; the old WAL (with any uncommitted suffix, which no
+        quorum ever acknowledged) is kept aside as ``wal.before-force-new-cluster-*``.
+        """
+        self._open(machine)
+        core, wal = self._core, self._wal
+        assert core is not None and wal is not None
+        self._process()  # apply everything committed; nothing is sent (no network attached)
+        index = self._applied
+        term = core.term_at(index) or core.term
+        snap = Snapshot(SnapshotMeta(index, term, (core.id,)), machine.snapshot())
+        hard = HardState(core.term + 1, 0, index)
+        wal.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        self._core = self._wal = None
+        snapfile.save(self.snap_dir, snap)
+        aside = self.state_dir / f"wal.before-force-new-cluster-{int(time.time())}"
+        shutil.move(str(self.wal_dir), aside)
+        WAL.create(self.wal_dir, snap.meta, hard).close()
+        snapfile.prune(self.snap_dir, index)
+        log.warning(
+            "raft store: forced a new one-member group at index %d (old WAL kept in %s)", index, aside
+        )
 
     def _read_member(self) -> int:
         path = self.state_dir / MEMBER_FILE
@@ -279,21 +339,147 @@ class RaftStore:
             "last_index": core.last_index(),
             "snapshot_index": self._snapshot_index,
             "members": [format_id(v) for v in core.voters],
+            "learners": [format_id(v) for v in core.learners],
             "wal_syncs": self._wal.syncs if self._wal else 0,
         }
 
     # ------------------------------------------------------------------ network hooks
 
     def set_send(self, send: SendHook | None) -> None:
-        """Install the transport's send function (multi-member groups)."""
+        """Install a send function taking decoded messages (simulations and tests)."""
         self._send_hook = send
 
-    def receive(self, message: Message) -> None:
-        """Feed a message from a peer into the core (called by the transport, on the loop)."""
-        if self._core is None or self._closed or self._failed is not None:
+    def attach(self, send: SendFunc) -> None:
+        """The kernel's network: messages go out encoded, one batch per peer per Ready."""
+
+        def send_encoded(messages: Sequence[Message]) -> None:
+            by_peer: dict[int, list[Message]] = defaultdict(list)
+            for m in messages:
+                by_peer[m.to].append(m)
+            for peer, batch in by_peer.items():
+                send(peer, encode_messages(batch))
+
+        self._send_hook = send_encoded
+
+    def receive(self, data: bytes) -> None:
+        """Feed what a peer sent into the core (called by the kernel, on the loop)."""
+        try:
+            messages = decode_messages(data)
+        except CodecError as exc:
+            log.warning("raft store: dropped an undecodable message batch: %s", exc)
             return
-        self._core.step(message)
+        for message in messages:
+            self.step(message)
+
+    def step(self, message: Message) -> None:
+        """Feed one decoded message into the core."""
+        core = self._core
+        if core is None or self._closed or self._failed is not None or message.to != core.id:
+            return
+        self._last_heard[message.frm] = time.monotonic()
+        core.step(message)
         self._schedule()
+
+    def report_unreachable(self, member_id: int) -> None:
+        if self._core is not None and not self._closed:
+            self._core.report_unreachable(member_id)
+
+    # ------------------------------------------------------------------ membership
+
+    @property
+    def member_id(self) -> int:
+        """This member's ID; 0 before ``start`` created or opened the state."""
+        return self._core.id if self._core is not None else 0
+
+    def leader_id(self) -> int:
+        return self._core.lead if self._core is not None and not self._closed else 0
+
+    def members(self) -> list[MemberInfo]:
+        core = self._core
+        if core is None:
+            return []
+        fresh = 2 * self.options.election_ticks * self.options.tick_ms / 1000
+        now = time.monotonic()
+        result = []
+        for member in sorted(set(core.voters) | set(core.learners)):
+            heard = self._last_heard.get(member)
+            reachable = member == core.id or (heard is not None and now - heard < fresh)
+            result.append(MemberInfo(member, member in core.voters, member == core.lead, reachable))
+        return result
+
+    async def add_member(self, member_id: int) -> None:
+        core = self._require_leader()
+        if member_id in core.voters:
+            return
+        if member_id not in core.learners:
+            await self._conf_change(ConfChangeType.ADD_LEARNER, member_id)
+        # Catch up first: a voter that lags would slow every commit (or, with two members,
+        # stop them) until it had the whole log.
+        deadline = time.monotonic() + self.options.catch_up_seconds
+        while True:
+            core = self._require_leader()
+            pr = core.progress(member_id)
+            if pr is not None and pr.match >= core.commit:
+                break
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(
+                    f"the new manager (raft member {format_id(member_id)}) did not catch up with the "
+                    f"log within {self.options.catch_up_seconds} s; check that the managers can reach it"
+                )
+            await asyncio.sleep(self.options.tick_ms / 1000)
+        await self._conf_change(ConfChangeType.ADD_VOTER, member_id)
+
+    async def remove_member(self, member_id: int) -> None:
+        core = self._require_leader()
+        if member_id not in core.voters and member_id not in core.learners:
+            return
+        await self._conf_change(ConfChangeType.REMOVE, member_id)
+
+    async def transfer_leadership(self, member_id: int = 0, timeout: float = 10.0) -> int:  # noqa: ASYNC109
+        core = self._require_leader()
+        if not member_id:
+            candidates = [
+                (pr.match if (pr := core.progress(v)) is not None else 0, v)
+                for v in core.voters
+                if v != core.id
+            ]
+            if not candidates:
+                raise StoreUnavailable("there is no other manager to hand leadership to")
+            member_id = max(candidates)[1]
+        core.transfer_leadership(member_id)
+        self._schedule()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.options.tick_ms / 1000 / 2)
+            lead = self.leader_id()
+            if lead and lead != core.id:
+                return lead
+        raise StoreUnavailable(f"leadership was not transferred within {timeout:g} s; retry")
+
+    def _require_leader(self) -> RaftCore:
+        core = self._core
+        if core is None or self._closed or self._failed is not None or not core.is_leader():
+            raise StoreUnavailable("this member is not the leader; membership changes go to the leader")
+        return core
+
+    async def _conf_change(self, change: ConfChangeType, member_id: int) -> None:
+        """Propose one membership change and wait until it is applied, retrying while
+        another change is still in flight."""
+        deadline = time.monotonic() + 30
+        while True:
+            core = self._require_leader()
+            try:
+                index = core.propose_conf_change(change, member_id)
+                break
+            except ProposalDropped as exc:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(f"the membership change was refused: {exc}") from None
+                await asyncio.sleep(self.options.tick_ms / 1000)
+        assert self._loop is not None
+        fut: asyncio.Future[int] = self._loop.create_future()
+        self._futures[index] = (core.term, fut)
+        self._schedule()
+        await fut
 
     # ------------------------------------------------------------------ the driver
 

@@ -1,0 +1,220 @@
+"""Carries the store provider's replication traffic between managers over the transport.
+
+The provider only sees ``send(member_id, data)`` and ``receive(data)``. This module maps member
+IDs to manager addresses (from the managers' node objects, plus hints from a join), keeps one
+sender task per peer that batches everything queued for it into a single RPC, and serves the
+``StoreStep`` method, which only a manager certificate of this cluster may call and which
+refuses senders that are no longer members (so a manager removed from the group, e.g. by
+``--force-new-cluster``, learns it must leave and join again instead of disrupting it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from shoal import rpc
+from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.store import StoreProvider
+from shoal.roles.transport import PeerIdentity, RPCError, StatusCode, TLSMaterial, TransportProvider
+from shoal.store.memory import ObjectStore
+
+log = logging.getLogger("shoal.manager.storenet")
+
+#: Per-RPC deadline: a peer that does not answer in this time is treated as unreachable (the
+#: store protocol retries), so one dead manager never stalls the queue to the others.
+STEP_TIMEOUT = 2.0
+#: Pause after a failed delivery before trying that peer again (it is down or partitioned).
+RETRY_PAUSE = 0.1
+#: Batches queued for one peer beyond this are dropped oldest-first: a stalled peer must not
+#: grow memory without bound (the protocol resends what it still needs).
+MAX_QUEUED = 4096
+
+REMOVED_MESSAGE = (
+    "this manager is no longer a member of the swarm's managers (it was demoted or removed, or the "
+    "swarm was recovered with --force-new-cluster): its state is out of date. Run "
+    '"shoal swarm leave --force" on it, then join it again'
+)
+
+
+class _Peer:
+    def __init__(self, member_id: int) -> None:
+        self.member_id = member_id
+        self.queue: list[bytes] = []
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.last_ok = 0.0
+
+
+class StoreNetwork:
+    """The manager's half of store replication (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        provider: StoreProvider,
+        store: ObjectStore,
+        transport: TransportProvider,
+        tls: Callable[[], TLSMaterial],
+        cluster_id: str,
+        advertise_addr: str,
+        peers_file: Path,
+        on_removed: Callable[[str], None],
+    ) -> None:
+        self.provider = provider
+        self.store = store
+        self.transport = transport
+        self.tls = tls
+        self.cluster_id = cluster_id
+        self.advertise_addr = advertise_addr
+        self.peers_file = peers_file
+        self.on_removed = on_removed
+        self._hints: dict[int, str] = self._load_hints()
+        self._peers: dict[int, _Peer] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ addresses
+
+    def _load_hints(self) -> dict[int, str]:
+        try:
+            doc = json.loads(self.peers_file.read_text())
+            return {int(k): str(v) for k, v in doc.items()}
+        except FileNotFoundError:
+            return {}
+        except (ValueError, AttributeError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.peers_file, exc)
+            return {}
+
+    def learn(self, member_id: int, addr: str) -> None:
+        """Remember where a member listens (persisted: a restart may need it before the store
+        has replayed the node objects that also say so)."""
+        if not member_id or not addr or self._hints.get(member_id) == addr:
+            return
+        self._hints[member_id] = addr
+        tmp = self.peers_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({str(k): v for k, v in self._hints.items()}))
+        tmp.replace(self.peers_file)
+
+    def address(self, member_id: int) -> str:
+        for node in self.store.view.nodes.all():
+            status = node.manager_status
+            if status.raft_id == member_id and status.addr:
+                return status.addr
+        return self._hints.get(member_id, "")
+
+    def node_of(self, member_id: int) -> pb.Node | None:
+        for node in self.store.view.nodes.all():
+            if node.manager_status.raft_id == member_id:
+                return node
+        return None
+
+    def members(self) -> list[rpb.StoreMember]:
+        """Every known member with its address and node (for a joining manager)."""
+        result = []
+        for info in self.provider.members():
+            node = self.node_of(info.member_id)
+            result.append(
+                rpb.StoreMember(
+                    member_id=info.member_id,
+                    addr=self.address(info.member_id),
+                    node_id=node.id if node is not None else "",
+                )
+            )
+        return result
+
+    def reachable(self, member_id: int, within: float) -> bool:
+        """Whether a delivery to ``member_id`` succeeded in the last ``within`` seconds."""
+        peer = self._peers.get(member_id)
+        return peer is not None and time.monotonic() - peer.last_ok < within
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, member_id: int, data: bytes) -> None:
+        """The provider's ``SendFunc``: queue and wake that peer's sender."""
+        if self._closed:
+            return
+        peer = self._peers.get(member_id)
+        if peer is None:
+            peer = self._peers[member_id] = _Peer(member_id)
+            peer.task = asyncio.get_running_loop().create_task(
+                self._sender(peer), name=f"store-send-{member_id:x}"
+            )
+        peer.queue.append(data)
+        if len(peer.queue) > MAX_QUEUED:
+            del peer.queue[: len(peer.queue) - MAX_QUEUED]
+        peer.wakeup.set()
+
+    async def _sender(self, peer: _Peer) -> None:
+        while not self._closed:
+            await peer.wakeup.wait()
+            peer.wakeup.clear()
+            if not peer.queue:
+                continue
+            batches, peer.queue = peer.queue, []
+            addr = self.address(peer.member_id)
+            if not addr:
+                log.debug(
+                    "no address known for store member %x; dropping %d batch(es)",
+                    peer.member_id,
+                    len(batches),
+                )
+                self.provider.report_unreachable(peer.member_id)
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
+            request = rpb.StoreStepRequest(
+                from_member=self.provider.member_id,
+                to_member=peer.member_id,
+                batches=batches,
+                from_addr=self.advertise_addr,
+            )
+            try:
+                await self.transport.call(
+                    addr, rpc.STORE_STEP, request.SerializeToString(), tls=self.tls(), timeout=STEP_TIMEOUT
+                )
+                peer.last_ok = time.monotonic()
+            except RPCError as exc:
+                if exc.code == StatusCode.FAILED_PRECONDITION and "no longer a member" in exc.message:
+                    self.on_removed(exc.message)
+                    return
+                log.debug("store step to %x at %s failed: %s", peer.member_id, addr, exc.message)
+                self.provider.report_unreachable(peer.member_id)
+                await asyncio.sleep(RETRY_PAUSE)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._peers.clear()
+
+    # ------------------------------------------------------------------ receiving
+
+    async def handle_step(self, request: bytes, peer: PeerIdentity | None) -> bytes:
+        """``StoreStep``: managers of this cluster that are still members only."""
+        caller = rpc.authorize(peer, self.cluster_id, managers_only=True)
+        try:
+            step = rpb.StoreStepRequest.FromString(request)
+        except Exception:
+            raise RPCError(StatusCode.INVALID_ARGUMENT, "malformed store step request") from None
+        if step.to_member and step.to_member != self.provider.member_id:
+            raise RPCError(
+                StatusCode.FAILED_PRECONDITION,
+                f"store member {step.to_member:x} does not live here (this is {self.provider.member_id:x})",
+            )
+        members = {m.member_id for m in self.provider.members()}
+        if members and step.from_member not in members:
+            raise RPCError(StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}")
+        if step.from_addr and not self.address(step.from_member):
+            self.learn(step.from_member, step.from_addr)
+        for batch in step.batches:
+            self.provider.receive(batch)
+        return b""
