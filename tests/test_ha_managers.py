@@ -3,6 +3,7 @@ quorum loss and recovery, over the gRPC transport with mutual TLS."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,3 +59,88 @@ def test_managers_join_and_any_manager_serves_the_cli(node_factory: Callable[...
     # "self" is the node the CLI talks to, even when the call is forwarded.
     inspected: Any = m2.ok("node", "inspect", "self").stdout
     assert m2.node_id() in inspected
+
+
+def test_leader_kill_fails_over_and_the_old_leader_catches_up(node_factory: Callable[..., ShoalNode]) -> None:
+    managers, _workers = three_managers(node_factory, workers=2)
+    m1 = managers[0]
+    m1.ok("service", "create", "--name", "web", "--replicas", "4", "shoal-busybox:1", "sleep", "3600")
+    wait_until(lambda: len(m1.running("web")) == 4, 90, what="4 web tasks running")
+
+    old = leader_of(managers)
+    old.kill()
+    survivors = [m for m in managers if m is not old]
+    new = leader_of(survivors)
+    assert new is not old
+    # Writes work through either survivor; the service stays converged.
+    survivors[0].ok(
+        "service", "create", "--name", "after", "--replicas", "2", "shoal-busybox:1", "sleep", "3600"
+    )
+    survivors[1].ok("service", "scale", "web=5")
+    for name, count in (("web", 5), ("after", 2)):
+        wait_until(
+            lambda name=name, count=count: len(new.running(name)) == count,
+            90,
+            what=f"{count} {name} tasks running after failover",
+        )
+    wait_until(
+        lambda: manager_status(new)[old.name] == "Unreachable",
+        30,
+        what="the killed manager shown Unreachable",
+    )
+    # The old leader comes back as a follower and catches up with what it missed.
+    old.start()
+    wait_until(
+        lambda: manager_status(new).get(old.name) == "Reachable", 60, what="the old leader back as Reachable"
+    )
+
+    def caught_up() -> bool:
+        result = old.ok("service", "ls", "--format", "json")
+        return "out of date" not in result.stderr and {s["Name"] for s in result.json_lines()} == {
+            "web",
+            "after",
+        }
+
+    wait_until(caught_up, 30, what="the old leader to serve the services created while it was down")
+
+
+def test_quorum_loss_refuses_writes_fast_and_force_new_cluster_recovers(
+    node_factory: Callable[..., ShoalNode],
+) -> None:
+    managers, _ = three_managers(node_factory)
+    m1 = managers[0]
+    m1.ok("service", "create", "--name", "keep", "--replicas", "1", "shoal-busybox:1", "sleep", "3600")
+    wait_until(lambda: len(m1.running("keep")) == 1, 60, what="keep running")
+    survivor = managers[2]
+    for m in managers[:2]:
+        m.kill()
+    started = time.monotonic()
+    refused = survivor.cli("service", "create", "--name", "lost", "shoal-busybox:1", "sleep", "3600")
+    elapsed = time.monotonic() - started
+    assert refused.returncode != 0 and NO_LEADER in refused.stderr, refused.stderr
+    assert elapsed < 10, f"the write took {elapsed:.1f}s to be refused"
+    # Reads still answer, flagged as possibly stale.
+    read = survivor.cli("service", "ls")
+    assert read.returncode == 0 and "keep" in read.stdout
+    wait_until(
+        lambda: "may be out of date" in survivor.cli("service", "ls").stderr, 15, what="a stale-read warning"
+    )
+
+    survivor.ok("swarm", "init", "--force-new-cluster")
+    survivor.ok("service", "create", "--name", "after", "shoal-busybox:1", "sleep", "3600")
+    names = {s["Name"] for s in survivor.ok("service", "ls", "--format", "json").json_lines()}
+    assert names == {"keep", "after"}
+    status = manager_status(survivor)
+    assert status[survivor.name] == "Leader"
+    # A new manager can join the recovered swarm.
+    fresh = node_factory("m4").start()
+    fresh.join(survivor, "manager")
+    wait_until(lambda: manager_status(fresh).get("m4") == "Reachable", 30, what="the new manager reachable")
+    # An old manager that comes back is told it was removed, and does not disturb the swarm.
+    managers[0].start()
+    wait_until(
+        lambda: "no longer a member" in managers[0].cli("node", "ls").stderr,
+        30,
+        what="the old manager to report that it was removed",
+    )
+    survivor.ok("service", "scale", "after=2")
