@@ -21,3 +21,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--raft-seeds", type=int, default=2000, help="number of raft simulation seeds (default 2000)"
     )
     group.addoption("--raft-seed-start", type=int, default=0, help="first raft simulation seed of the sweep")
+    memsim = parser.getgroup("raft memnet simulation (test_raft_memnet_sim.py)")
+    memsim.addoption("--memsim-seed", type=int, default=None, help="run only this memnet simulation seed")
+    memsim.addoption(
+        "--memsim-seeds", type=int, default=200, help="number of memnet simulation seeds (default 200)"
+    )
+    memsim.addoption("--memsim-seed-start", type=int, default=0, help="first memnet simulation seed")

@@ -1,0 +1,1 @@
+"""Whole-cluster Raft simulation over the kernel's store network and the memory transport."""
