@@ -44,7 +44,7 @@ STATE_ROOT = "/dev/shm" if Path("/dev/shm").is_dir() else None
 class MemSimConfig:
     members: int = 3
     #: Virtual seconds of chaos; then the cluster must settle within ``settle_seconds``.
-    seconds: float = 12.0
+    seconds: float = 10.0
     settle_seconds: float = 60.0
     step: tuple[float, float] = (0.05, 0.3)
     p_write: float = 0.35
