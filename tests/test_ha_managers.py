@@ -144,3 +144,46 @@ def test_quorum_loss_refuses_writes_fast_and_force_new_cluster_recovers(
         what="the old manager to report that it was removed",
     )
     survivor.ok("service", "scale", "after=2")
+
+
+def test_promote_and_demote(node_factory: Callable[..., ShoalNode]) -> None:
+    m1 = node_factory("m1").start()
+    m1.init()
+    w1, w2 = node_factory("w1").start(), node_factory("w2").start()
+    w1.join(m1)
+    w2.join(m1)
+    refused = m1.cli("node", "demote", "m1")
+    assert refused.returncode != 0 and "attempting to demote the last manager of the swarm" in refused.stderr
+
+    assert "promoted to a manager" in m1.ok("node", "promote", "w1", "w2").stdout
+    wait_until(
+        lambda: manager_status(m1) == {"m1": "Leader", "w1": "Reachable", "w2": "Reachable"},
+        60,
+        what="both promoted workers to be reachable managers",
+    )
+    # A promoted node serves the CLI as a manager.
+    w1.ok("service", "create", "--name", "s", "shoal-busybox:1", "sleep", "3600")
+    # Demoting the leader hands leadership to another manager first.
+    m1.ok("node", "demote", "m1")
+    wait_until(
+        lambda: manager_status(w1).get("m1") == "" and "Leader" in manager_status(w1).values(),
+        60,
+        what="m1 demoted and a new leader elected",
+    )
+    wait_until(lambda: m1.info()["Role"] == "worker", 30, what="m1 to run as a worker")
+    refused = m1.cli("service", "ls")
+    assert refused.returncode != 0 and "not a swarm manager" in refused.stderr
+    # A demoted node can be promoted again (it joins as a new store member).
+    w1.ok("node", "promote", "m1")
+    wait_until(
+        lambda: sorted(manager_status(w1).values()) == ["Leader", "Reachable", "Reachable"],
+        60,
+        what="m1 to be a reachable manager again",
+    )
+    # Three managers, one down: removing another would leave one of two reachable.
+    w2.kill()
+    wait_until(lambda: manager_status(w1).get("w2") == "Unreachable", 30, what="w2 unreachable")
+    target = "m1" if manager_status(w1)["m1"] == "Reachable" else "w1"
+    refused = w1.cli("node", "demote", target)
+    assert refused.returncode != 0
+    assert "can't remove member from the raft: this would result in a loss of quorum" in refused.stderr

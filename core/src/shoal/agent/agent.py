@@ -58,6 +58,7 @@ class Agent:
         tls: Callable[[], TLSMaterial],
         managers: list[str],
         hostname: str = "",
+        on_node: Callable[[pb.Node], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.runtime = runtime
@@ -66,6 +67,8 @@ class Agent:
         self.tls = tls
         self.managers = list(managers)
         self.hostname = hostname
+        #: Told of every version of this node's object the managers send (role changes).
+        self.on_node = on_node
         self.db = TaskDB(state_dir / "worker" / "tasks.db")
         self.controllers: dict[str, TaskController] = {}
         self.connected = asyncio.Event()
@@ -162,6 +165,8 @@ class Agent:
         self.node = message.node
         if message.managers:
             self.managers = list(message.managers)
+        if self.on_node is not None and message.HasField("node"):
+            self.on_node(message.node)
 
     async def _session_updates(self, iterator: object) -> None:
         async for raw in iterator:  # type: ignore[attr-defined]

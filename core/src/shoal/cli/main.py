@@ -405,6 +405,7 @@ def node_inspect(ctx: click.Context, nodes: tuple[str, ...]) -> None:
 @click.option("--availability", default=None, help="Availability of the node: active, pause or drain.")
 @click.option("--label-add", "label_add", multiple=True, help="Add or update a node label (KEY=VALUE).")
 @click.option("--label-rm", "label_rm", multiple=True, help="Remove a node label if exists.")
+@click.option("--role", default=None, help="Role of the node: worker or manager.")
 @click.pass_context
 def node_update(
     ctx: click.Context,
@@ -412,8 +413,16 @@ def node_update(
     availability: str | None,
     label_add: tuple[str, ...],
     label_rm: tuple[str, ...],
+    role: str | None,
 ) -> None:
     """Update a node."""
+    if role not in (None, "worker", "manager"):
+        fail(f'invalid --role "{role}": use worker or manager', 2)
+    if role is not None:
+        call(ctx, "node.promote" if role == "manager" else "node.demote", nodes=[node_ref])
+        if availability is None and not label_add and not label_rm:
+            click.echo(node_ref)
+            return
     result = call(
         ctx,
         "node.update",
@@ -423,6 +432,24 @@ def node_update(
         label_rm=list(label_rm),
     )
     click.echo(result["ID"])
+
+
+@node.command("promote")
+@click.argument("nodes", nargs=-1, required=True)
+@click.pass_context
+def node_promote(ctx: click.Context, nodes: tuple[str, ...]) -> None:
+    """Promote one or more nodes to manager in the swarm."""
+    for line in call(ctx, "node.promote", nodes=list(nodes)):
+        click.echo(line)
+
+
+@node.command("demote")
+@click.argument("nodes", nargs=-1, required=True)
+@click.pass_context
+def node_demote(ctx: click.Context, nodes: tuple[str, ...]) -> None:
+    """Demote one or more nodes from manager in the swarm."""
+    for line in call(ctx, "node.demote", nodes=list(nodes)):
+        click.echo(line)
 
 
 @node.command("rm")

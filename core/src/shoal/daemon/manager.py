@@ -103,6 +103,7 @@ class Manager:
         #: Set when the other managers say this one is no longer a member: every call fails
         #: with this message until the node leaves and joins again.
         self.removed: str = ""
+        self.control.extra = {"node.promote": self.node_promote, "node.demote": self.node_demote}
         self.ca_server = CAServer(self.store, ca, cluster_id)
         self.dispatcher: Dispatcher | None = None
         self._components: list[Any] = []
@@ -144,15 +145,38 @@ class Manager:
         )
         self._ca_config = asyncio.create_task(self._follow_external_cas(), name="external-cas")
 
-    async def join_group(self, remote: str, timeout: float = 180.0) -> None:  # noqa: ASYNC109
-        """Ask the leader (through ``remote``, any manager) to add this store member, then
-        wait until the replica holds the cluster."""
+    async def join_group(self, remote: str, others: list[str] | None = None, timeout: float = 180.0) -> None:  # noqa: ASYNC109
+        """Ask the leader (through ``remote``, any manager, or ``others`` if it fails) to add
+        this store member, then wait until the replica holds the cluster."""
         request = rpb.StoreJoinRequest(
             node_id=self.node_id, member_id=self.store_provider.member_id, addr=self.advertise_addr
-        )
-        raw = await self.transport.call(
-            remote, rpc.STORE_JOIN, request.SerializeToString(), tls=self.tls(), timeout=timeout
-        )
+        ).SerializeToString()
+        deadline = time.monotonic() + timeout
+        targets = [remote]
+        while True:
+            target = targets[-1]
+            try:
+                raw = await self.transport.call(
+                    target,
+                    rpc.STORE_JOIN,
+                    request,
+                    tls=self.tls(),
+                    timeout=max(1.0, deadline - time.monotonic()),
+                )
+                break
+            except RPCError as exc:
+                # The join is idempotent on the leader, so a dropped connection or an election
+                # in progress is retried (through the leader, once this replica knows it).
+                if exc.code not in (StatusCode.UNAVAILABLE, StatusCode.INTERNAL, StatusCode.UNKNOWN):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                log.info("joining the managers through %s failed (%s); retrying", target, exc.message)
+                await asyncio.sleep(0.5)
+                leader = self.leader_addr()
+                candidates = [remote, *(others or [])]
+                fallback = candidates[len(targets) % len(candidates)]
+                targets.append(leader if leader and leader != self.advertise_addr else fallback)
         for member in rpb.StoreJoinResponse.FromString(raw).members:
             self.net.learn(member.member_id, member.addr)
         deadline = time.monotonic() + 60
@@ -314,6 +338,8 @@ class Manager:
             return "Unreachable" if node.role == pb.NodeSpec.MANAGER else ""
         if infos[member].leader:
             return "Leader"
+        if not infos[member].voter:
+            return "Unknown"  # still catching up before it gets a vote
         return "Reachable" if infos[member].reachable or self.net.reachable(member, 3.0) else "Unreachable"
 
     # ------------------------------------------------------------------ the control API
@@ -363,6 +389,99 @@ class Manager:
             for row in result:
                 row["Self"] = row.get("ID") == self.node_id
         return result
+
+    # ------------------------------------------------------------------ promotion and demotion
+
+    async def node_promote(self, params: dict[str, Any]) -> Any:
+        """``node promote``: ask for a manager. The node's agent sees the new desired role,
+        gets a manager certificate and joins the store as a new member (``Daemon``)."""
+        result = []
+        for ref in params.get("nodes") or []:
+            node = self.control.find_node(str(ref))
+            if node.role == pb.NodeSpec.MANAGER:
+                result.append(f"Node {ref} is already a manager.")
+                continue
+
+            def promote(tx: Tx, node_id: str = node.id) -> None:
+                current = tx.node(node_id)
+                if current is None:
+                    raise ControlError(StatusCode.NOT_FOUND, f"node {node_id} not found")
+                current = copy(current)
+                current.spec.desired_role = pb.NodeSpec.MANAGER
+                tx.update(current)
+
+            await self.store.update(promote)
+            result.append(f"Node {ref} promoted to a manager in the swarm.")
+        return result
+
+    async def node_demote(self, params: dict[str, Any]) -> Any:
+        """``node demote``: leave the store's membership first (refused if that would lose
+        quorum or the last manager), then become a worker (its agent renews its certificate
+        as a worker and stops its manager). The leader hands leadership over first."""
+        result = []
+        for ref in params.get("nodes") or []:
+            node = self.control.find_node(str(ref))
+            if node.role == pb.NodeSpec.WORKER:
+                result.append(f"Node {ref} is already a worker.")
+                continue
+            managers = [n for n in self.store.view.nodes.all() if n.role == pb.NodeSpec.MANAGER]
+            if len(managers) <= 1:
+                raise ControlError(
+                    StatusCode.FAILED_PRECONDITION, "attempting to demote the last manager of the swarm"
+                )
+            member = node.manager_status.raft_id
+            if member and member == self.store_provider.member_id:
+                result.extend(await self._demote_self_via_new_leader(node.id))
+                continue
+            if member:
+                self._check_removal_keeps_quorum(member)
+                try:
+                    await self.store_provider.remove_member(member)
+                except StoreUnavailable as exc:
+                    raise ControlError(
+                        StatusCode.UNAVAILABLE, f"can't remove member from the raft: {exc}"
+                    ) from None
+
+            def demote(tx: Tx, node_id: str = node.id) -> None:
+                current = tx.node(node_id)
+                if current is None:
+                    return
+                current = copy(current)
+                current.role = pb.NodeSpec.WORKER
+                current.spec.desired_role = pb.NodeSpec.WORKER
+                current.manager_status.Clear()
+                tx.update(current)
+
+            await self.store.update(demote)
+            result.append(f"Manager {ref} demoted in the swarm.")
+        return result
+
+    def _check_removal_keeps_quorum(self, member: int) -> None:
+        """Swarm's CanRemoveMember: after the removal, the reachable voters (this one counted)
+        must still be a majority of the voters that remain."""
+        voters = [m for m in self.store_provider.members() if m.voter and m.member_id != member]
+        reachable = sum(1 for m in voters if m.reachable or self.net.reachable(m.member_id, 3.0))
+        if reachable < len(voters) // 2 + 1:
+            raise ControlError(
+                StatusCode.FAILED_PRECONDITION,
+                "can't remove member from the raft: this would result in a loss of quorum",
+            )
+
+    async def _demote_self_via_new_leader(self, node_id: str) -> list[str]:
+        try:
+            await self.store_provider.transfer_leadership()
+        except StoreUnavailable as exc:
+            raise ControlError(StatusCode.UNAVAILABLE, f"cannot demote the leader: {exc}") from None
+        deadline = time.monotonic() + LEADER_WAIT
+        while not self.leader_addr() or self.store_provider.is_leader():
+            if time.monotonic() > deadline:
+                raise ControlError(StatusCode.UNAVAILABLE, NO_LEADER)
+            await asyncio.sleep(0.05)
+        try:
+            result = await self._forward(self.leader_addr(), "node.demote", {"nodes": [node_id]})
+        except RPCError as exc:
+            raise ControlError(exc.code, exc.message) from None
+        return list(result)
 
     # ------------------------------------------------------------------ RPC handlers
 
@@ -465,7 +584,9 @@ class Manager:
         try:
             await self.store.update(record)
             self.net.learn(req.member_id, req.addr)
-            await self.store_provider.add_member(req.member_id)
+            # Shielded: a caller that goes away must not leave the member half added (a
+            # non-voter forever); it retries and finds the work done.
+            await asyncio.shield(self.store_provider.add_member(req.member_id))
         except StoreUnavailable as exc:
             raise RPCError(StatusCode.UNAVAILABLE, f"could not add the manager: {exc}") from None
         except ControlError as exc:

@@ -127,6 +127,7 @@ class Daemon:
         self.api = LocalAPIServer(config.socket, map_error)
         self._stop = asyncio.Event()
         self._swarm_lock = asyncio.Lock()
+        self._role_change: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -252,7 +253,8 @@ class Daemon:
             # Workers serve nothing: agents dial managers, never the other way round.
             self.server = await self.transport.serve(state.listen_addr, self.tls, unary, streams)
             if join_via and self.manager is not None:
-                await self.manager.join_group(join_via)
+                others = [m for m in state.managers if m != join_via and m != state.advertise_addr]
+                await self.manager.join_group(join_via, others)
         self.agent = Agent(
             node_id=state.node_id,
             state_dir=self.state_dir,
@@ -262,6 +264,7 @@ class Daemon:
             tls=self._tls,
             managers=state.managers,
             hostname=self.config.hostname,
+            on_node=self._on_node,
         )
         await self.agent.start()
         self.renewer = CertificateRenewer(
@@ -459,6 +462,59 @@ class Daemon:
         if self.server is not None:
             self.server.update_tls(tls)
 
+    # ------------------------------------------------------------------ promotion and demotion
+
+    def _on_node(self, node: pb.Node) -> None:
+        """The managers sent this node's object: act on a promotion or demotion."""
+        state = self.state
+        if state is None or (self._role_change is not None and not self._role_change.done()):
+            return
+        promoted = not state.is_manager and node.spec.desired_role == pb.NodeSpec.MANAGER
+        demoted = state.is_manager and node.role == pb.NodeSpec.WORKER
+        if promoted or demoted:
+            self._role_change = asyncio.get_running_loop().create_task(
+                self._change_role(to_manager=promoted), name="role-change"
+            )
+
+    async def _change_role(self, *, to_manager: bool) -> None:
+        """Get a certificate for the new role, then restart this node's part of the swarm in
+        it: a new manager joins the store as an empty member and catches up; a demoted one
+        drops its copy of the store. Containers keep running and the agent re-adopts them."""
+        try:
+            async with self._swarm_lock:
+                state, renewer = self.state, self.renewer
+                if state is None or renewer is None:
+                    return
+                managers = list(self.agent.managers) if self.agent is not None else list(state.managers)
+                issued = await renewer.renew_once()
+                role = identity.parse_identity(issued.certificate).role
+                if (role == rpc.MANAGER_OU) != to_manager:
+                    log.info("role change not granted yet (certificate role %s); will retry", role)
+                    return
+                await self._stop_swarm()
+                state.managers = managers
+                if to_manager:
+                    plugins = {r: getattr(issued.plugins, r) or self.selection[r] for r in CLUSTER_ROLES}
+                    merged = {**self.selection, **plugins}
+                    loader = PluginLoader(merged, self.config.plugin_options)
+                    for r in ("store", "scheduler", "ca"):
+                        loader.load(r)
+                    loader.load_extensions()
+                    self.loader, self.selection = loader, merged
+                    state.role, state.plugins = "manager", plugins
+                    await self._start_swarm(state, bootstrap=False, join_via=managers[0])
+                    log.info("this node was promoted: it is now a manager")
+                else:
+                    shutil.rmtree(self.state_dir / "plugins", ignore_errors=True)
+                    (self.state_dir / "store-peers.json").unlink(missing_ok=True)
+                    state.role = "worker"
+                    state.plugins = {"transport": self.selection["transport"]}
+                    await self._start_swarm(state, bootstrap=False)
+                    log.info("this node was demoted: it is now a worker")
+                save_state(self.state_dir, state)
+        except Exception as exc:
+            log.error("could not change this node's role: %s", exc)
+
     async def swarm_join(self, params: dict[str, Any]) -> Any:
         async with self._swarm_lock:
             if self.state is not None:
@@ -641,6 +697,8 @@ class Daemon:
             "swarm.join_token",
             "node.update",
             "node.rm",
+            "node.promote",
+            "node.demote",
         ):
             api.unary[method] = self._control(method)
 

@@ -94,8 +94,9 @@ class CertificateRenewer:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, RETRY_MAX)
 
-    async def renew_once(self) -> None:
-        """Ask a manager for a new certificate for a new key, over mutual TLS."""
+    async def renew_once(self) -> rpb.IssueNodeCertificateResponse:
+        """Ask a manager for a new certificate for a new key, over mutual TLS. The manager
+        decides the role in it (a promotion or demotion changes it)."""
         tls = self.current()
         me = identity.parse_identity(tls.cert_pem)
         key_pem = identity.generate_key()
@@ -123,3 +124,4 @@ class CertificateRenewer:
         self.renewals += 1
         log.info("renewed the node certificate (valid until %s)", identity.cert_not_after(issued.certificate))
         self.on_renewed(TLSMaterial(root_pem=tls.root_pem, cert_pem=issued.certificate, key_pem=key_pem))
+        return issued

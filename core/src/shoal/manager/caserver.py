@@ -153,7 +153,11 @@ class CAServer:
                 StatusCode.PERMISSION_DENIED,
                 f"node {peer.node_id} was removed from the swarm; leave and join again with a token",
             )
-        role = rpc.MANAGER_OU if node.role == pb.NodeSpec.MANAGER else rpc.WORKER_OU
+        # A promoted worker gets its manager certificate here (and becomes a manager); a
+        # demoted manager was already made a worker, after it left the store's membership.
+        promote = node.role == pb.NodeSpec.WORKER and node.spec.desired_role == pb.NodeSpec.MANAGER
+        manager = node.role == pb.NodeSpec.MANAGER or promote
+        role = rpc.MANAGER_OU if manager else rpc.WORKER_OU
         try:
             cert = await self._sign(req.csr, peer.node_id, role, expiry)
         except RPCError as exc:
@@ -169,6 +173,11 @@ class CAServer:
             current.certificate.state = pb.Certificate.ISSUED
             current.certificate.err = ""
             current.certificate.not_after = identity.cert_not_after(cert).timestamp()
+            if promote:
+                current.role = pb.NodeSpec.MANAGER
+                current.certificate.role = pb.NodeSpec.MANAGER
+            elif not manager:
+                current.certificate.role = pb.NodeSpec.WORKER
             tx.update(current)
 
         try:
@@ -181,4 +190,5 @@ class CAServer:
             certificate=cert,
             root_ca=cluster.root_ca.ca_cert,
             cluster_id=self.cluster_id,
+            plugins=cluster.plugins,
         ).SerializeToString()

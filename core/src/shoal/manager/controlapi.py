@@ -59,6 +59,8 @@ class ControlAPI:
         #: MANAGER STATUS from the live store membership (Leader/Reachable/Unreachable);
         #: without it, what the node object recorded.
         self.manager_status = manager_status
+        #: Handlers the manager adds (those that need the store membership: promote, demote).
+        self.extra: dict[str, Handler] = {}
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -77,6 +79,7 @@ class ControlAPI:
             "swarm.join_token": self.swarm_join_token,
             "node.update": self.node_update,
             "node.rm": self.node_rm,
+            **self.extra,
         }
 
     # ------------------------------------------------------------------ lookups

@@ -128,11 +128,16 @@ class Dispatcher:
 
         await self.store.update(register)
         with self.store.watch(["node", "cluster"]) as watch:
+            managers = self.manager_addrs()
             yield self._session_message(session).SerializeToString()
             while session.session_id in self._sessions:
                 event = await watch.get()
                 if event.kind == "node" and event.obj.id != peer.node_id:
-                    continue
+                    # Another node: only news if the set of managers changed (the agent
+                    # needs every manager's address to fail over).
+                    if self.manager_addrs() == managers:
+                        continue
+                managers = self.manager_addrs()
                 if event.kind == "node" and event.action == DELETE:
                     raise RPCError(
                         StatusCode.PERMISSION_DENIED, f"node {peer.node_id} was removed from the swarm"

@@ -468,6 +468,8 @@ class RaftStore:
         deadline = time.monotonic() + 30
         while True:
             core = self._require_leader()
+            if _already_applied(core, change, member_id):
+                return  # e.g. a retried join whose first attempt finished meanwhile
             try:
                 index = core.propose_conf_change(change, member_id)
                 break
@@ -604,3 +606,11 @@ class RaftStore:
         self._set_leader(False)
         if self._ticker is not None:
             self._ticker.cancel()
+
+
+def _already_applied(core: RaftCore, change: ConfChangeType, member_id: int) -> bool:
+    if change == ConfChangeType.ADD_VOTER:
+        return member_id in core.voters
+    if change == ConfChangeType.ADD_LEARNER:
+        return member_id in core.voters or member_id in core.learners
+    return member_id not in core.voters and member_id not in core.learners
