@@ -24,6 +24,8 @@ log = logging.getLogger("shoal.localapi")
 
 UnaryMethod = Callable[[dict[str, Any]], Awaitable[Any]]
 StreamMethod = Callable[[dict[str, Any]], AsyncIterator[Any]]
+#: Connections the kernel queues before accepting: many concurrent CLI calls must not be reset.
+BACKLOG = 1024
 LIMIT = 16 * 1024 * 1024
 
 
@@ -60,7 +62,9 @@ class LocalAPIServer:
             self.path.unlink()
         old_umask = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=LIMIT)
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=LIMIT, backlog=BACKLOG
+            )
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)

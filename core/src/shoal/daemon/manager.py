@@ -33,7 +33,7 @@ from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.ca import CAProvider, RootMaterial
 from shoal.roles.scheduler import SchedulerProvider
-from shoal.roles.store import StoreProvider, StoreUnavailable
+from shoal.roles.store import NotLeaderError, StoreProvider, StoreUnavailable
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode, TLSMaterial, TransportProvider
 from shoal.store.memory import ObjectStore, Tx, copy
 
@@ -108,6 +108,9 @@ class Manager:
         self.dispatcher: Dispatcher | None = None
         self._components: list[Any] = []
         self._leadership: asyncio.Task[None] | None = None
+        self._leader_watch: asyncio.Task[None] | None = None
+        #: When this replica last knew of a leader (monotonic clock).
+        self._leader_seen_at = time.monotonic()
         self._ca_config: asyncio.Task[None] | None = None
         self._transition = asyncio.Lock()
 
@@ -125,6 +128,7 @@ class Manager:
         await self.store_provider.start(
             self.store, bootstrap=bootstrap, join=join, force_new_cluster=force_new_cluster
         )
+        self._leader_watch = asyncio.create_task(self._watch_leader(), name="leader-watch")
         if join:
             self._leadership = asyncio.create_task(self._follow_leadership(), name="leadership")
             return
@@ -246,8 +250,14 @@ class Manager:
                     except ValueError as exc:
                         log.error("the CA provider refused the external CA list: %s", exc)
 
+    async def _watch_leader(self) -> None:
+        while True:
+            if self.store_provider.leader_id():
+                self._leader_seen_at = time.monotonic()
+            await asyncio.sleep(0.05)
+
     async def stop(self) -> None:
-        for task in (self._leadership, self._ca_config):
+        for task in (self._leadership, self._ca_config, self._leader_watch):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -349,10 +359,15 @@ class Manager:
         if self.removed:
             raise ControlError(StatusCode.FAILED_PRECONDITION, self.removed)
         handler = self.control.handlers()[method]
-        deadline = time.monotonic() + LEADER_WAIT
+        now = time.monotonic()
+        # No leader for longer than an election takes: the quorum is gone, answer at once.
+        deadline = now if now - self._leader_seen_at > LEADER_WAIT else now + LEADER_WAIT
         while True:
             if self.store_provider.is_leader():
-                return await handler(params)
+                try:
+                    return await handler(params)
+                except NotLeaderError:
+                    pass  # stepped down before the write was appended: nothing done, go on
             leader = self.leader_addr()
             if leader:
                 try:
@@ -535,6 +550,8 @@ class Manager:
                 result = await handler(json.loads(call.json_body or b"{}"))
             except ControlError as exc:
                 raise RPCError(exc.code, exc.message) from None
+            except NotLeaderError:
+                raise RPCError(StatusCode.UNAVAILABLE, NOT_LEADER) from None  # nothing written
             except StoreUnavailable as exc:
                 # Not UNAVAILABLE: the write may have been committed, so it must not be retried.
                 raise RPCError(StatusCode.INTERNAL, str(exc)) from None

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +29,8 @@ log = logging.getLogger("shoal.manager.storenet")
 #: Per-RPC deadline: a peer that does not answer in this time is treated as unreachable (the
 #: store protocol retries), so one dead manager never stalls the queue to the others.
 STEP_TIMEOUT = 2.0
+#: RPCs in flight to one peer at once (HTTP/2 keeps them in order on the connection).
+MAX_IN_FLIGHT = 4
 #: Pause after a failed delivery before trying that peer again (it is down or partitioned).
 RETRY_PAUSE = 0.1
 #: Batches queued for one peer beyond this are dropped oldest-first: a stalled peer must not
@@ -50,6 +51,7 @@ class _Peer:
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.last_ok = 0.0
+        self.removed = False
 
 
 class StoreNetwork:
@@ -131,7 +133,7 @@ class StoreNetwork:
     def reachable(self, member_id: int, within: float) -> bool:
         """Whether a delivery to ``member_id`` succeeded in the last ``within`` seconds."""
         peer = self._peers.get(member_id)
-        return peer is not None and time.monotonic() - peer.last_ok < within
+        return peer is not None and asyncio.get_running_loop().time() - peer.last_ok < within
 
     # ------------------------------------------------------------------ sending
 
@@ -151,40 +153,57 @@ class StoreNetwork:
         peer.wakeup.set()
 
     async def _sender(self, peer: _Peer) -> None:
-        while not self._closed:
-            await peer.wakeup.wait()
-            peer.wakeup.clear()
-            if not peer.queue:
-                continue
-            batches, peer.queue = peer.queue, []
-            addr = self.address(peer.member_id)
-            if not addr:
-                log.debug(
-                    "no address known for store member %x; dropping %d batch(es)",
-                    peer.member_id,
-                    len(batches),
-                )
-                self.provider.report_unreachable(peer.member_id)
-                await asyncio.sleep(RETRY_PAUSE)
-                continue
-            request = rpb.StoreStepRequest(
-                from_member=self.provider.member_id,
-                to_member=peer.member_id,
-                batches=batches,
-                from_addr=self.advertise_addr,
-            )
-            try:
-                await self.transport.call(
-                    addr, rpc.STORE_STEP, request.SerializeToString(), tls=self.tls(), timeout=STEP_TIMEOUT
-                )
-                peer.last_ok = time.monotonic()
-            except RPCError as exc:
-                if exc.code == StatusCode.FAILED_PRECONDITION and "no longer a member" in exc.message:
-                    self.on_removed(exc.message)
+        """Deliver everything queued for one peer, in order, several RPCs in flight at once
+        (a commit needs the append out and the acknowledgement back; waiting for each call's
+        completion before sending the next would add a round trip per batch)."""
+        window = asyncio.Semaphore(MAX_IN_FLIGHT)
+        calls: set[asyncio.Task[None]] = set()
+        try:
+            while not self._closed:
+                await peer.wakeup.wait()
+                peer.wakeup.clear()
+                if not peer.queue:
+                    continue
+                await window.acquire()
+                batches, peer.queue = peer.queue, []
+                addr = self.address(peer.member_id)
+                if not addr:
+                    window.release()
+                    log.debug(
+                        "no address for store member %x; dropped %d batch(es)", peer.member_id, len(batches)
+                    )
+                    self.provider.report_unreachable(peer.member_id)
+                    await asyncio.sleep(RETRY_PAUSE)
+                    continue
+                request = rpb.StoreStepRequest(
+                    from_member=self.provider.member_id,
+                    to_member=peer.member_id,
+                    batches=batches,
+                    from_addr=self.advertise_addr,
+                ).SerializeToString()
+                call = asyncio.get_running_loop().create_task(self._deliver(peer, addr, request, window))
+                calls.add(call)
+                call.add_done_callback(calls.discard)
+                if peer.removed:
                     return
-                log.debug("store step to %x at %s failed: %s", peer.member_id, addr, exc.message)
-                self.provider.report_unreachable(peer.member_id)
-                await asyncio.sleep(RETRY_PAUSE)
+        finally:
+            for call in list(calls):
+                call.cancel()
+
+    async def _deliver(self, peer: _Peer, addr: str, request: bytes, window: asyncio.Semaphore) -> None:
+        try:
+            await self.transport.call(addr, rpc.STORE_STEP, request, tls=self.tls(), timeout=STEP_TIMEOUT)
+            peer.last_ok = asyncio.get_running_loop().time()
+        except RPCError as exc:
+            if exc.code == StatusCode.FAILED_PRECONDITION and "no longer a member" in exc.message:
+                peer.removed = True
+                self.on_removed(exc.message)
+                return
+            log.debug("store step to %x at %s failed: %s", peer.member_id, addr, exc.message)
+            self.provider.report_unreachable(peer.member_id)
+            await asyncio.sleep(RETRY_PAUSE)  # hold the window: do not hammer a peer that is down
+        finally:
+            window.release()
 
     async def close(self) -> None:
         self._closed = True
@@ -198,6 +217,17 @@ class StoreNetwork:
 
     # ------------------------------------------------------------------ receiving
 
+    def _removed(self, node_id: str) -> bool:
+        """Whether this replica knows the caller stopped being a manager (demoted, or left out
+        by ``--force-new-cluster``). Only a positive record counts: a replica that lags (has
+        not yet seen a manager join or a promotion) must not turn a new member away."""
+        node = self.store.view.nodes.get(node_id)
+        return (
+            node is not None
+            and node.role == pb.NodeSpec.WORKER
+            and node.spec.desired_role == pb.NodeSpec.WORKER
+        )
+
     async def handle_step(self, request: bytes, peer: PeerIdentity | None) -> bytes:
         """``StoreStep``: managers of this cluster that are still members only."""
         caller = rpc.authorize(peer, self.cluster_id, managers_only=True)
@@ -210,8 +240,7 @@ class StoreNetwork:
                 StatusCode.FAILED_PRECONDITION,
                 f"store member {step.to_member:x} does not live here (this is {self.provider.member_id:x})",
             )
-        members = {m.member_id for m in self.provider.members()}
-        if members and step.from_member not in members:
+        if self._removed(caller.node_id):
             raise RPCError(StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}")
         if step.from_addr and not self.address(step.from_member):
             self.learn(step.from_member, step.from_addr)

@@ -24,6 +24,7 @@ from shoal.roles.secrets import SecretsProvider
 from shoal.roles.store import (
     MemberInfo,
     MemberRemoved,
+    NotLeaderError,
     SendFunc,
     StateMachine,
     StoreProvider,
@@ -56,6 +57,7 @@ __all__ = [
     "MemberInfo",
     "MemberRemoved",
     "NodeInfo",
+    "NotLeaderError",
     "PeerIdentity",
     "Placement",
     "PluginContext",

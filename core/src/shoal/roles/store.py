@@ -25,6 +25,11 @@ class StoreUnavailable(Exception):
     """
 
 
+class NotLeaderError(StoreUnavailable):
+    """``propose`` on a member that does not lead: nothing was written, so the caller may
+    safely send the write to the leader instead."""
+
+
 class MemberRemoved(StoreUnavailable):
     """This member is no longer part of the group (demoted, removed, or the group was
     recovered without it): its state is stale and it must leave and join again."""

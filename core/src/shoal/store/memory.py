@@ -152,10 +152,86 @@ class ReadView:
                     del self.tasks_by_node[task.node_id]
 
 
+class _OverlayTable(Generic[ObjT]):
+    """A table as committed, overlaid with changes of transactions batched before this one."""
+
+    def __init__(self, base: Table[ObjT], kind: str, changes: dict[tuple[str, str], tuple[int, Any]]) -> None:
+        self._base: Table[ObjT] = base
+        self._kind = kind
+        self._changes = changes
+
+    def get(self, object_id: str) -> ObjT | None:
+        change = self._changes.get((self._kind, object_id))
+        if change is not None:
+            found: ObjT | None = None if change[0] == DELETE else change[1]
+            return found
+        return self._base.get(object_id)
+
+    @property
+    def items(self) -> dict[str, ObjT]:
+        merged = dict(self._base.items)
+        for (kind, object_id), (action, obj) in self._changes.items():
+            if kind != self._kind:
+                continue
+            if action == DELETE:
+                merged.pop(object_id, None)
+            else:
+                merged[object_id] = obj
+        return merged
+
+    def all(self) -> Iterator[ObjT]:
+        return iter(list(self.items.values()))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class _OverlayView:
+    """The committed view plus the changes of the transactions batched before this one, so a
+    transaction in a group commit sees exactly what it would have seen run alone after them."""
+
+    def __init__(self, base: ReadView, changes: dict[tuple[str, str], tuple[int, Any]]) -> None:
+        self._base = base
+        self._changes = changes
+        self.clusters: _OverlayTable[pb.Cluster] = _OverlayTable(base.clusters, "cluster", changes)
+        self.nodes: _OverlayTable[pb.Node] = _OverlayTable(base.nodes, "node", changes)
+        self.services: _OverlayTable[pb.Service] = _OverlayTable(base.services, "service", changes)
+        self.tasks: _OverlayTable[pb.Task] = _OverlayTable(base.tasks, "task", changes)
+        self.secrets: _OverlayTable[pb.Secret] = _OverlayTable(base.secrets, "secret", changes)
+
+    def table(self, kind: str) -> Any:
+        return getattr(self, kind + "s")
+
+    def cluster(self) -> pb.Cluster | None:
+        for cluster in self.clusters.all():
+            return cluster
+        return None
+
+    def _tasks_where(self, base: list[pb.Task], match: Callable[[pb.Task], bool]) -> list[pb.Task]:
+        changed = {oid for kind, oid in self._changes if kind == "task"}
+        result = [t for t in base if t.id not in changed]
+        for (kind, _), (action, obj) in self._changes.items():
+            if kind == "task" and action != DELETE and match(obj):
+                result.append(obj)
+        return result
+
+    def service_tasks(self, service_id: str) -> list[pb.Task]:
+        return self._tasks_where(self._base.service_tasks(service_id), lambda t: t.service_id == service_id)
+
+    def node_tasks(self, node_id: str) -> list[pb.Task]:
+        return self._tasks_where(self._base.node_tasks(node_id), lambda t: t.node_id == node_id)
+
+    def service_by_name(self, name: str) -> pb.Service | None:
+        for service in self.services.all():
+            if service.spec.annotations.name == name:
+                return service
+        return None
+
+
 class Tx:
     """A write transaction: reads see committed state overlaid with this transaction's changes."""
 
-    def __init__(self, view: ReadView) -> None:
+    def __init__(self, view: ReadView | _OverlayView) -> None:
         self._view = view
         self._changes: dict[tuple[str, str], tuple[int, Any]] = {}
 
@@ -183,8 +259,9 @@ class Tx:
 
     @property
     def view(self) -> ReadView:
-        """The committed state under this transaction (does not include its own changes)."""
-        return self._view
+        """The state under this transaction (does not include its own changes): committed
+        state, plus the changes of transactions committed in the same group before it."""
+        return self._view  # type: ignore[return-value] # an _OverlayView reads like a ReadView
 
     # writes
     def create(self, obj: Obj) -> None:
@@ -272,7 +349,8 @@ class ObjectStore:
         self.view = ReadView()
         self.provider: StoreProvider | None = None
         self.applied_index = 0
-        self._lock = asyncio.Lock()
+        self._pending: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
         self._watches: set[Watch] = set()
 
     # ------------------------------------------------------------------ StateMachine
@@ -325,16 +403,56 @@ class ObjectStore:
     async def update(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in a transaction and commit what it recorded.
 
-        Raises ``StoreUnavailable`` if the provider cannot commit; then nothing changed.
+        Transactions run one at a time, in call order, each seeing every earlier one. Those
+        that arrive while a commit is in flight are run together as one group, each against
+        the state the ones before it left, and committed as ONE store entry: one fsync and one
+        replication round for the whole group (group commit). A transaction that raises is
+        left out of the group; if the commit fails, every transaction of the group fails
+        with ``StoreUnavailable`` and nothing of it changed.
         """
         if self.provider is None:
             raise StoreUnavailable("this node is not a manager of a swarm")
-        async with self._lock:
-            tx = Tx(self.view)
-            result = fn(tx)
-            if len(tx):
-                await self.provider.propose(tx.batch().SerializeToString())
-            return result
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((fn, fut))
+        if self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._commit_groups(), name="store-group-commit")
+        return await fut  # type: ignore[no-any-return]
+
+    async def _commit_groups(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            changes: dict[tuple[str, str], tuple[int, Any]] = {}
+            done: list[tuple[asyncio.Future[Any], Any]] = []
+            for fn, fut in group:
+                if fut.cancelled():
+                    continue
+                tx = Tx(_OverlayView(self.view, changes) if changes else self.view)
+                try:
+                    result = fn(tx)
+                except BaseException as exc:
+                    fut.set_exception(exc)
+                    continue
+                changes.update(tx._changes)
+                done.append((fut, result))
+            if changes:
+                batch = pb.StoreBatch()
+                for (kind, _), (action, obj) in changes.items():
+                    store_action = batch.actions.add(kind=action)
+                    getattr(store_action, kind).CopyFrom(obj)
+                try:
+                    assert self.provider is not None
+                    await self.provider.propose(batch.SerializeToString())
+                except BaseException as exc:
+                    for fut, _ in done:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+            for fut, result in done:
+                if not fut.done():
+                    fut.set_result(result)
 
     # ------------------------------------------------------------------ watches
 

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from shoal.roles import MemberInfo, PluginContext, SendFunc, StateMachine, StoreUnavailable
+from shoal.roles import MemberInfo, NotLeaderError, PluginContext, SendFunc, StateMachine, StoreUnavailable
 
 from shoal_store_raft import snapfile
 from shoal_store_raft.codec import CodecError, decode_messages, encode_messages
@@ -44,7 +44,6 @@ from shoal_store_raft.raft import (
     Role,
     Snapshot,
     SnapshotMeta,
-    decode_conf,
 )
 from shoal_store_raft.wal import WAL, list_segments
 
@@ -155,14 +154,11 @@ class RaftStore:
                 )
             if snap is not None:
                 machine.restore(snap.meta.index, snap.data)
-            # A member uses the newest membership in its log, committed or not (Raft thesis
-            # §4.1): restarting with an older one could let it count a quorum that no longer is.
+            # Membership changes take effect when applied (as in etcd), so a restart starts from
+            # the snapshot's membership and replays the committed ones. The commit index that
+            # covers a membership change is made durable before the change is applied
+            # (``_process``), so a restart never forgets an applied change.
             voters, learners = meta.voters, meta.learners
-            for entry in reversed(entries):
-                if entry.kind == EntryKind.CONF:
-                    conf = decode_conf(entry.data)
-                    voters, learners = conf.voters, conf.learners
-                    break
             opts = self.options
             core = RaftCore(
                 raft_id,
@@ -289,9 +285,7 @@ class RaftStore:
         except NotLeader as exc:
             leader = format_id(exc.lead)
             where = f"the leader is {leader}" if leader else "there is no leader right now"
-            raise StoreUnavailable(
-                f"this node is not the leader ({where}); retry against the leader"
-            ) from None
+            raise NotLeaderError(f"this node is not the leader ({where}); retry against the leader") from None
         except ProposalDropped as exc:
             raise StoreUnavailable(f"the write was refused: {exc}; retry it") from None
         assert self._loop is not None
@@ -376,9 +370,13 @@ class RaftStore:
         core = self._core
         if core is None or self._closed or self._failed is not None or message.to != core.id:
             return
-        self._last_heard[message.frm] = time.monotonic()
+        self._last_heard[message.frm] = self._now()
         core.step(message)
         self._schedule()
+
+    def _now(self) -> float:
+        """The event loop's clock (a simulation's virtual clock runs the same code)."""
+        return self._loop.time() if self._loop is not None else asyncio.get_event_loop().time()
 
     def report_unreachable(self, member_id: int) -> None:
         if self._core is not None and not self._closed:
@@ -399,7 +397,7 @@ class RaftStore:
         if core is None:
             return []
         fresh = 2 * self.options.election_ticks * self.options.tick_ms / 1000
-        now = time.monotonic()
+        now = self._now()
         result = []
         for member in sorted(set(core.voters) | set(core.learners)):
             heard = self._last_heard.get(member)
@@ -415,13 +413,13 @@ class RaftStore:
             await self._conf_change(ConfChangeType.ADD_LEARNER, member_id)
         # Catch up first: a voter that lags would slow every commit (or, with two members,
         # stop them) until it had the whole log.
-        deadline = time.monotonic() + self.options.catch_up_seconds
+        deadline = self._now() + self.options.catch_up_seconds
         while True:
             core = self._require_leader()
             pr = core.progress(member_id)
             if pr is not None and pr.match >= core.commit:
                 break
-            if time.monotonic() > deadline:
+            if self._now() > deadline:
                 raise StoreUnavailable(
                     f"the new manager (raft member {format_id(member_id)}) did not catch up with the "
                     f"log within {self.options.catch_up_seconds} s; check that the managers can reach it"
@@ -448,8 +446,8 @@ class RaftStore:
             member_id = max(candidates)[1]
         core.transfer_leadership(member_id)
         self._schedule()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = self._now() + timeout
+        while self._now() < deadline:
             await asyncio.sleep(self.options.tick_ms / 1000 / 2)
             lead = self.leader_id()
             if lead and lead != core.id:
@@ -465,7 +463,7 @@ class RaftStore:
     async def _conf_change(self, change: ConfChangeType, member_id: int) -> None:
         """Propose one membership change and wait until it is applied, retrying while
         another change is still in flight."""
-        deadline = time.monotonic() + 30
+        deadline = self._now() + 30
         while True:
             core = self._require_leader()
             if _already_applied(core, change, member_id):
@@ -474,7 +472,7 @@ class RaftStore:
                 index = core.propose_conf_change(change, member_id)
                 break
             except ProposalDropped as exc:
-                if time.monotonic() > deadline:
+                if self._now() > deadline:
                     raise StoreUnavailable(f"the membership change was refused: {exc}") from None
                 await asyncio.sleep(self.options.tick_ms / 1000)
         assert self._loop is not None
@@ -518,7 +516,8 @@ class RaftStore:
             if rd.snapshot is not None:
                 self._install_snapshot(rd.snapshot)
             if rd.entries or rd.hard_state is not None:
-                wal.save(rd.entries, rd.hard_state, rd.must_sync)
+                conf = any(e.kind == EntryKind.CONF for e in rd.committed)
+                wal.save(rd.entries, rd.hard_state, rd.must_sync or conf)
             if rd.messages and self._send_hook is not None:
                 self._send_hook(rd.messages)
             if rd.committed:

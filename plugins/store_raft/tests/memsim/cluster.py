@@ -212,6 +212,24 @@ class MemSimulation:
             st = m.store.status()
             voters = ",".join(str(v)[:4] for v in st["members"])  # type: ignore[attr-defined]
             learners = ",".join(str(v)[:4] for v in st["learners"])  # type: ignore[attr-defined]
+            if m.net is not None:
+                for pid, peer in m.net._peers.items():
+                    parts.append(
+                        f"<{m.name}->{pid:x} q={len(peer.queue)} done={peer.task.done() if peer.task else None} addr={m.net.address(pid)}>"
+                    )
+            core = m.store._core
+            if core is not None:
+                parts.append(
+                    f"({m.name} offset {core._offset} snap {core._snapshot is not None} last {core.last_index()} pending {core._pending_snapshot is not None} recv {core._snap_recv is not None})"
+                )
+            if core is not None and core.is_leader():
+                for peer in list(core.voters) + list(core.learners):
+                    pr = core.progress(peer)
+                    if pr is not None:
+                        parts.append(
+                            f"[{m.name} sees {peer:x}: state {pr.state.name} match {pr.match} next {pr.next} "
+                            f"active {pr.recent_active} snap_sent {pr.snap_sent} acked {pr.snap_acked}]"
+                        )
             parts.append(
                 f"{m.name}={str(st['raft_id'])[:4]}: {st['role']} term {st['term']} commit {st['commit_index']} "
                 f"applied {st['applied_index']} voters [{voters}] learners [{learners}]"

@@ -805,8 +805,13 @@ class RaftCore:
                     pr.inflight.popleft()
             elif pr.state == ProgressState.SNAPSHOT:
                 pr.snap_sent = pr.snap_acked  # retransmit unacknowledged chunks
+            elif m.index + 1 < pr.next:
+                # Probing, and the follower's log ends before what we would probe: start
+                # there (the probe or its rejection may have been lost).
+                pr.next = max(pr.match + 1, m.index + 1)
             if pr.match < self.last_index() or pr.state == ProgressState.SNAPSHOT:
-                self._send_append(m.frm)
+                # A probe goes out even when empty: it is what finds where the logs match.
+                self._send_append(m.frm, send_empty=pr.state == ProgressState.PROBE)
             if m.context:
                 self._ack_read(m.context, m.frm)
 

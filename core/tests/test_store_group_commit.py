@@ -1,0 +1,124 @@
+"""Group commit in the kernel's object store: concurrent updates share one store entry, and
+each transaction of a group sees exactly what the ones before it wrote (serial semantics)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+import pytest
+from shoal.proto import objects_pb2 as pb
+from shoal.roles.store import StoreUnavailable
+from shoal.store.memory import ObjectStore, Tx, copy
+
+
+class GatedLog:
+    """A logic-only stand-in for a store provider: commits when the test opens the gate."""
+
+    role: ClassVar[str] = "store"
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.proposals: list[bytes] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail_next = False
+
+    async def propose(self, entry: bytes) -> int:
+        self.proposals.append(entry)
+        await self.gate.wait()
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreUnavailable("lost leadership")
+        index = len(self.proposals)
+        self.store.apply(index, entry)
+        return index
+
+
+def make_store() -> tuple[ObjectStore, GatedLog]:
+    store = ObjectStore()
+    log = GatedLog(store)
+    store.provider = log  # type: ignore[assignment]
+    return store, log
+
+
+def bump(tx: Tx) -> int:
+    """Read-modify-write of a counter label: lost updates would show as a lower count."""
+    node = tx.node("n1")
+    assert node is not None
+    node = copy(node)
+    count = int(node.spec.annotations.labels.get("count", "0")) + 1
+    node.spec.annotations.labels["count"] = str(count)
+    tx.update(node)
+    return count
+
+
+async def test_concurrent_updates_share_one_entry_and_see_each_other() -> None:
+    store, log = make_store()
+    await store.update(lambda tx: tx.create(pb.Node(id="n1")))
+    log.gate.clear()
+    first = asyncio.ensure_future(store.update(bump))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(store.update(bump)) for _ in range(20)]
+    await asyncio.sleep(0)
+    log.gate.set()
+    results = [await first, *[await r for r in rest]]
+    assert results == list(range(1, 22))
+    node = store.view.nodes.get("n1")
+    assert node is not None and node.spec.annotations.labels["count"] == "21"
+    assert len(log.proposals) == 3  # the create, the first bump, then the other 20 together
+
+
+async def test_a_group_sees_earlier_creates_in_scans() -> None:
+    store, log = make_store()
+    log.gate.clear()
+    blocker = asyncio.ensure_future(store.update(lambda tx: tx.create(pb.Node(id="n0"))))
+    await asyncio.sleep(0)
+
+    def create(tx: Tx, sid: str) -> str:
+        if tx.view.service_by_name("web") is not None:
+            raise ValueError("name in use")
+        service = pb.Service(id=sid)
+        service.spec.annotations.name = "web"
+        tx.create(service)
+        return sid
+
+    a = asyncio.ensure_future(store.update(lambda tx: create(tx, "s1")))
+    b = asyncio.ensure_future(store.update(lambda tx: create(tx, "s2")))
+    await asyncio.sleep(0)
+    log.gate.set()
+    await blocker
+    assert await a == "s1"
+    with pytest.raises(ValueError, match="name in use"):
+        await b
+    assert [s.id for s in store.view.services.all()] == ["s1"]
+
+
+async def test_a_failing_transaction_is_left_out_and_a_failed_commit_fails_the_group() -> None:
+    store, log = make_store()
+    await store.update(lambda tx: tx.create(pb.Node(id="n1")))
+
+    def boom(tx: Tx) -> None:
+        bump(tx)
+        raise RuntimeError("refused")
+
+    log.gate.clear()
+    first = asyncio.ensure_future(store.update(bump))
+    await asyncio.sleep(0)
+    bad = asyncio.ensure_future(store.update(boom))
+    good = asyncio.ensure_future(store.update(bump))
+    await asyncio.sleep(0)
+    log.gate.set()
+    assert await first == 1
+    with pytest.raises(RuntimeError):
+        await bad
+    assert await good == 2  # the failed transaction's bump was discarded
+
+    log.fail_next = True
+    group = [asyncio.ensure_future(store.update(bump)) for _ in range(3)]
+    for fut in group:
+        with pytest.raises(StoreUnavailable):
+            await fut
+    node = store.view.nodes.get("n1")
+    assert node is not None and node.spec.annotations.labels["count"] == "2"
