@@ -515,10 +515,17 @@ class RaftStore:
             rd = core.ready()
             if rd.snapshot is not None:
                 self._install_snapshot(rd.snapshot)
+            # A leader's appends promise nothing about its own disk (it counts itself towards a
+            # commit only once ``advance`` saw its entries durable), so it sends them before its
+            # fsync and the followers write in parallel with it (Raft thesis §10.2.1). Anyone
+            # else's messages (votes, acknowledgements) may only leave after the write.
+            early = core.is_leader() and rd.soft_state is None and rd.snapshot is None
+            if early and rd.messages and self._send_hook is not None:
+                self._send_hook(rd.messages)
             if rd.entries or rd.hard_state is not None:
                 conf = any(e.kind == EntryKind.CONF for e in rd.committed)
                 wal.save(rd.entries, rd.hard_state, rd.must_sync or conf)
-            if rd.messages and self._send_hook is not None:
+            if not early and rd.messages and self._send_hook is not None:
                 self._send_hook(rd.messages)
             if rd.committed:
                 self._apply(rd)
