@@ -3,6 +3,7 @@ quorum loss and recovery, over the gRPC transport with mutual TLS."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -187,3 +188,111 @@ def test_promote_and_demote(node_factory: Callable[..., ShoalNode]) -> None:
     refused = w1.cli("node", "demote", target)
     assert refused.returncode != 0
     assert "can't remove member from the raft: this would result in a loss of quorum" in refused.stderr
+
+
+def test_leader_killed_three_times_under_writes_loses_no_acknowledged_write(
+    node_factory: Callable[..., ShoalNode],
+) -> None:
+    """kill -9 of the leader three times in a row (restarted each time) while a client keeps
+    creating and updating services through the managers: every write the CLI acknowledged is
+    there at the end, and the services converge."""
+    managers, _workers = three_managers(node_factory, workers=2)
+    acknowledged: dict[str, int] = {}  # service -> last acknowledged replica count
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def client() -> None:
+        i = 0
+        while not stop.is_set():
+            target = managers[i % 3]
+            i += 1
+            if target.proc is None or target.proc.poll() is not None:
+                continue
+            name = f"s{i}"
+            created = target.cli(
+                "service",
+                "create",
+                "--name",
+                name,
+                "--replicas",
+                "0",
+                "shoal-busybox:1",
+                "sleep",
+                "3600",
+                timeout=60,
+            )
+            if created.returncode == 0:
+                acknowledged[name] = 0
+            elif NO_LEADER not in created.stderr and "not the leader" not in created.stderr:
+                errors.append(created.stderr)
+            if acknowledged:
+                victim = sorted(acknowledged)[i % len(acknowledged)]
+                scaled = target.cli("service", "scale", f"{victim}={i % 3}", timeout=60)
+                if scaled.returncode == 0:
+                    acknowledged[victim] = i % 3
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    try:
+        for kill in range(3):
+            progress = 3 * (kill + 1)
+            wait_until(lambda n=progress: len(acknowledged) >= n, 60, what="the client to make progress")
+            old = leader_of(managers)
+            old.kill()
+            leader_of([m for m in managers if m is not old])
+            old.start()
+    finally:
+        stop.set()
+        thread.join(120)
+    leader = leader_of(managers)
+    rows = {s["Name"]: s for s in leader.ok("service", "ls", "--format", "json").json_lines()}
+    missing = sorted(set(acknowledged) - set(rows))
+    assert not missing, f"acknowledged services lost: {missing}"
+    for name, replicas in acknowledged.items():
+        assert rows[name]["Replicas"].split("/")[1] == str(replicas), (name, rows[name], replicas)
+    for name, replicas in acknowledged.items():
+        if replicas:
+            wait_until(
+                lambda name=name, replicas=replicas: len(leader.running(name)) == replicas,
+                120,
+                what=f"{name} converged to {replicas}",
+            )
+    # Every manager holds the same services once they catch up.
+    for m in managers:
+        wait_until(
+            lambda m=m: (
+                {s["Name"] for s in m.ok("service", "ls", "--format", "json").json_lines()} == set(rows)
+            ),
+            60,
+            what=f"{m.name} to hold every service",
+        )
+
+
+def test_all_managers_stopped_and_started_keep_the_cluster(node_factory: Callable[..., ShoalNode]) -> None:
+    managers, _ = three_managers(node_factory)
+    m1 = managers[0]
+    m1.ok("service", "create", "--name", "web", "--replicas", "2", "shoal-busybox:1", "sleep", "3600")
+    wait_until(lambda: len(m1.running("web")) == 2, 60, what="web running")
+    down = managers[2]
+    down.stop()
+    m1.ok("service", "create", "--name", "while-down", "--replicas", "0", "shoal-busybox:1", "sleep", "3600")
+    for m in managers[:2]:
+        m.stop()
+    for m in managers:
+        m.start()
+    leader = leader_of(managers)
+    wait_until(
+        lambda: sorted(manager_status(leader).values()) == ["Leader", "Reachable", "Reachable"],
+        60,
+        what="all three managers back",
+    )
+    # The manager that was down during the write caught up with it.
+    wait_until(
+        lambda: (
+            {s["Name"] for s in down.ok("service", "ls", "--format", "json").json_lines()}
+            == {"web", "while-down"}
+        ),
+        60,
+        what="the manager that missed a write to catch up",
+    )
+    wait_until(lambda: len(leader.running("web")) == 2, 90, what="web converged after the restart")
