@@ -57,6 +57,16 @@ def test_managers_join_and_any_manager_serves_the_cli(node_factory: Callable[...
     m3.ok("service", "create", "--name", "web", "--replicas", "2", "shoal-busybox:1", "sleep", "3600")
     for m in managers:
         wait_until(lambda m=m: len(m.running("web")) == 2, 60, what=f"web running, seen from {m.name}")
+    # The consensus timing is the swarm's: one update reaches every manager's store.
+    refused = m2.cli("swarm", "update", "--election-tick", "2", "--heartbeat-tick", "2")
+    assert refused.returncode == 2 and "must be greater than the heartbeat tick" in refused.stderr
+    m2.ok("swarm", "update", "--raft-tick", "50ms", "--election-tick", "20")
+    for m in managers:
+        wait_until(
+            lambda m=m: (m.info()["Store"]["tick_ms"], m.info()["Store"]["election_ticks"]) == (50, 20),
+            30,
+            what=f"{m.name} to use the new raft timing",
+        )
     # "self" is the node the CLI talks to, even when the call is forwarded.
     inspected: Any = m2.ok("node", "inspect", "self").stdout
     assert m2.node_id() in inspected

@@ -323,6 +323,9 @@ def swarm_leave(ctx: click.Context, force: bool) -> None:
 @click.option("--dispatcher-heartbeat", default=None, help="Dispatcher heartbeat period (e.g. 5s).")
 @click.option("--task-history-limit", default=None, help="Task history retention limit.")
 @click.option("--external-ca", "external_cas", multiple=True, help=EXTERNAL_CA_HELP)
+@click.option("--raft-tick", default=None, help="Raft tick interval of the managers' store (e.g. 100ms).")
+@click.option("--election-tick", default=None, help="Ticks without a leader before an election (default 10).")
+@click.option("--heartbeat-tick", default=None, help="Ticks between leader heartbeats (default 1).")
 @click.pass_context
 def swarm_update(
     ctx: click.Context,
@@ -330,6 +333,9 @@ def swarm_update(
     dispatcher_heartbeat: str | None,
     task_history_limit: str | None,
     external_cas: tuple[str, ...],
+    raft_tick: str | None,
+    election_tick: str | None,
+    heartbeat_tick: str | None,
 ) -> None:
     """Update the swarm."""
     call(
@@ -339,6 +345,9 @@ def swarm_update(
         dispatcher_heartbeat=dispatcher_heartbeat,
         task_history_limit=task_history_limit,
         external_cas=external_ca_values(external_cas),
+        raft_tick=raft_tick,
+        election_tick=election_tick,
+        heartbeat_tick=heartbeat_tick,
     )
     click.echo("Swarm updated.")
 

@@ -109,6 +109,7 @@ class Manager:
         self._components: list[Any] = []
         self._leadership: asyncio.Task[None] | None = None
         self._leader_watch: asyncio.Task[None] | None = None
+        self._raft_timing: asyncio.Task[None] | None = None
         #: When this replica last knew of a leader (monotonic clock).
         self._leader_seen_at = time.monotonic()
         self._ca_config: asyncio.Task[None] | None = None
@@ -148,6 +149,7 @@ class Manager:
             RootMaterial(cert_pem=cluster.root_ca.ca_cert, key_pem=cluster.root_ca.ca_key)
         )
         self._ca_config = asyncio.create_task(self._follow_external_cas(), name="external-cas")
+        self._raft_timing = asyncio.create_task(self._follow_raft_timing(), name="raft-timing")
 
     async def join_group(self, remote: str, others: list[str] | None = None, timeout: float = 180.0) -> None:  # noqa: ASYNC109
         """Ask the leader (through ``remote``, any manager, or ``others`` if it fails) to add
@@ -235,6 +237,34 @@ class Manager:
             await self._step_down()
         await self.store_provider.stop()
 
+    def _tune_store(self, cluster: pb.Cluster) -> None:
+        raft = cluster.spec.raft
+        if not (raft.tick_ms and raft.election_tick and raft.heartbeat_tick):
+            return
+        try:
+            self.store_provider.tune(
+                tick_ms=raft.tick_ms, election_ticks=raft.election_tick, heartbeat_ticks=raft.heartbeat_tick
+            )
+        except ValueError as exc:
+            log.error("the store provider refused the swarm's raft timing: %s", exc)
+
+    async def _follow_raft_timing(self) -> None:
+        """``swarm update --raft-tick/--election-tick/--heartbeat-tick`` reaches every manager."""
+
+        def timing(c: pb.Cluster) -> tuple[int, int, int]:
+            return c.spec.raft.tick_ms, c.spec.raft.election_tick, c.spec.raft.heartbeat_tick
+
+        cluster = self.store.view.cluster()
+        current = timing(cluster) if cluster is not None else None
+        if cluster is not None:
+            self._tune_store(cluster)
+        with self.store.watch(["cluster"]) as watch:
+            while True:
+                event = await watch.get()
+                if timing(event.obj) != current:
+                    current = timing(event.obj)
+                    self._tune_store(event.obj)
+
     async def _follow_external_cas(self) -> None:
         """``swarm update --external-ca`` reaches the CA provider on every manager."""
         cluster = self.store.view.cluster()
@@ -257,7 +287,7 @@ class Manager:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        for task in (self._leadership, self._ca_config, self._leader_watch):
+        for task in (self._leadership, self._ca_config, self._leader_watch, self._raft_timing):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -158,12 +158,14 @@ class ControlAPI:
                         f'invalid --task-history-limit "{params["task_history_limit"]}": give a whole number'
                     ) from None
                 changes.append(lambda c: setattr(c.spec.orchestration, "task_history_retention_limit", limit))
+            changes.extend(self._raft_timing(params))
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         if not changes:
             raise ControlError(
                 StatusCode.INVALID_ARGUMENT,
-                "nothing to update: give --cert-expiry, --dispatcher-heartbeat, --task-history-limit or --external-ca",
+                "nothing to update: give --cert-expiry, --dispatcher-heartbeat, --task-history-limit, "
+                "--external-ca, --raft-tick, --election-tick or --heartbeat-tick",
             )
 
         def update(tx: Tx) -> None:
@@ -177,6 +179,46 @@ class ControlAPI:
 
         await self.store.update(update)
         return {"updated": True}
+
+    def _raft_timing(self, params: dict[str, Any]) -> list[Callable[[pb.Cluster], None]]:
+        """``--raft-tick``, ``--election-tick``, ``--heartbeat-tick``: checked together against
+        the current values (an election must take longer than a heartbeat)."""
+        cluster = self.store.view.cluster()
+        raft = cluster.spec.raft if cluster is not None else pb.RaftConfig()
+        tick_ms, election, heartbeat = raft.tick_ms, raft.election_tick, raft.heartbeat_tick
+        given = False
+        if params.get("raft_tick") not in (None, ""):
+            seconds = parse_duration(str(params["raft_tick"]), "--raft-tick")
+            tick_ms = round(seconds * 1000)
+            if not 10 <= tick_ms <= 10000:
+                raise SpecError(f'invalid --raft-tick "{params["raft_tick"]}": use 10ms to 10s')
+            given = True
+        for key, flag in (("election_tick", "--election-tick"), ("heartbeat_tick", "--heartbeat-tick")):
+            if params.get(key) in (None, ""):
+                continue
+            try:
+                value = int(params[key])
+            except (TypeError, ValueError):
+                raise SpecError(f'invalid {flag} "{params[key]}": give a whole number of ticks') from None
+            if value < 1:
+                raise SpecError(f'invalid {flag} "{params[key]}": must be at least 1')
+            election, heartbeat = (value, heartbeat) if key == "election_tick" else (election, value)
+            given = True
+        if not given:
+            return []
+        if election <= heartbeat:
+            raise SpecError(
+                f"the election tick ({election}) must be greater than the heartbeat tick ({heartbeat})"
+            )
+
+        def set_timing(c: pb.Cluster) -> None:
+            c.spec.raft.tick_ms, c.spec.raft.election_tick, c.spec.raft.heartbeat_tick = (
+                tick_ms,
+                election,
+                heartbeat,
+            )
+
+        return [set_timing]
 
     async def swarm_join_token(self, params: dict[str, Any]) -> Any:
         """The join token for a role, optionally rotated first (only future joins are affected)."""

@@ -142,6 +142,10 @@ class StoreProvider(Protocol):
     async def remove_member(self, member_id: int) -> None:
         """Leader only: remove a member; returns once the removal is committed."""
 
+    def tune(self, *, tick_ms: int, election_ticks: int, heartbeat_ticks: int) -> None:
+        """Apply the swarm's consensus timing (``swarm update --raft-tick/--election-tick/
+        --heartbeat-tick``) from now on. Raises ``ValueError`` for values it cannot use."""
+
     async def transfer_leadership(self, member_id: int = 0, timeout: float = 10.0) -> int:  # noqa: ASYNC109
         """Hand leadership to ``member_id`` (0: the most up-to-date voter); returns the new
         leader's ID. Raises ``StoreUnavailable`` if no one took over within ``timeout``."""

@@ -14,6 +14,7 @@ ordered without locks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -335,6 +336,9 @@ class RaftStore:
             "members": [format_id(v) for v in core.voters],
             "learners": [format_id(v) for v in core.learners],
             "wal_syncs": self._wal.syncs if self._wal else 0,
+            "tick_ms": self.options.tick_ms,
+            "election_ticks": core.config.election_ticks,
+            "heartbeat_ticks": core.config.heartbeat_ticks,
         }
 
     # ------------------------------------------------------------------ network hooks
@@ -454,6 +458,17 @@ class RaftStore:
                 return lead
         raise StoreUnavailable(f"leadership was not transferred within {timeout:g} s; retry")
 
+    def tune(self, *, tick_ms: int, election_ticks: int, heartbeat_ticks: int) -> None:
+        if tick_ms < 1 or heartbeat_ticks < 1 or election_ticks <= heartbeat_ticks:
+            raise ValueError("raft timing: need tick >= 1 ms and 1 <= heartbeat ticks < election ticks")
+        self.options = dataclasses.replace(
+            self.options, tick_ms=tick_ms, election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks
+        )
+        if self._core is not None:
+            self._core.config = dataclasses.replace(
+                self._core.config, election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks
+            )
+
     def _require_leader(self) -> RaftCore:
         core = self._core
         if core is None or self._closed or self._failed is not None or not core.is_leader():
@@ -484,11 +499,10 @@ class RaftStore:
     # ------------------------------------------------------------------ the driver
 
     async def _tick_loop(self) -> None:
-        interval = self.options.tick_ms / 1000
         core = self._core
         assert core is not None
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.options.tick_ms / 1000)  # re-read: ``tune`` may change it
             core.tick()
             if core.has_ready():
                 self._schedule()
