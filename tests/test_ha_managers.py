@@ -306,3 +306,35 @@ def test_all_managers_stopped_and_started_keep_the_cluster(node_factory: Callabl
         what="the manager that missed a write to catch up",
     )
     wait_until(lambda: len(leader.running("web")) == 2, 90, what="web converged after the restart")
+
+
+async def test_only_manager_certificates_reach_the_store_rpcs(node_factory: Callable[..., ShoalNode]) -> None:
+    """A worker's valid certificate of the same swarm is refused by StoreStep and StoreJoin."""
+    from shoal import identity, rpc
+    from shoal.daemon.state import CERTS_DIR
+    from shoal.proto import rpc_pb2 as rpb
+    from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
+    from shoal_transport_grpc import GrpcTransport
+
+    m1 = node_factory("m1").start()
+    m1.init()
+    w1 = node_factory("w1").start()
+    w1.join(m1)
+    creds = identity.load_credentials(w1.state_dir / CERTS_DIR)
+    tls = TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
+    transport = GrpcTransport()
+    try:
+        for method, request in (
+            (rpc.STORE_STEP, rpb.StoreStepRequest(from_member=1, batches=[b"x"])),
+            (rpc.STORE_JOIN, rpb.StoreJoinRequest(node_id=w1.node_id(), member_id=1, addr="127.0.0.1:1")),
+        ):
+            try:
+                await transport.call(m1.addr, method, request.SerializeToString(), tls=tls, timeout=10)
+            except RPCError as exc:
+                assert exc.code == StatusCode.PERMISSION_DENIED, (method, exc.code, exc.message)
+                assert "swarm-manager" in exc.message
+            else:
+                raise AssertionError(f"{method} accepted a worker certificate")
+    finally:
+        await transport.close()
+    assert manager_status(m1) == {"m1": "Leader", "w1": ""}
