@@ -36,12 +36,13 @@ def three_managers(
 ) -> tuple[list[ShoalNode], list[ShoalNode]]:
     managers = [node_factory(f"m{i}").start() for i in range(1, 4)]
     managers[0].init()
-    for m in managers[1:]:
-        out = m.join(managers[0], "manager").stdout
+    # The third manager and the workers join through a follower: it passes the joins on.
+    for m, via in ((managers[1], managers[0]), (managers[2], managers[1])):
+        out = m.join(via, "manager").stdout
         assert "as a manager" in out, out
     others = [node_factory(f"w{i}").start() for i in range(1, workers + 1)]
     for w in others:
-        w.join(managers[0])
+        w.join(managers[2])
     return managers, others
 
 

@@ -77,6 +77,7 @@ class Agent:
         self._status_wakeup = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._reconciled_once = False
+        self._redirected = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,6 +129,11 @@ class Agent:
             except Exception:
                 log.exception("session with manager %s failed", manager)
             self.connected.clear()
+            if self._redirected:
+                self._redirected = False
+                index = 0  # the leader heads the list a follower sent
+                await asyncio.sleep(random.uniform(0, BACKOFF_BASE))
+                continue
             index += 1
             backoff = min(BACKOFF_BASE + 2 * backoff, BACKOFF_MAX)
             await asyncio.sleep(random.uniform(0, backoff))
@@ -139,6 +145,12 @@ class Agent:
         iterator = stream.__aiter__()
         first = rpb.SessionMessage.FromString(await asyncio.wait_for(iterator.__anext__(), RPC_TIMEOUT))
         session_id = first.session_id
+        if not session_id:
+            # A manager that does not lead: it only says where the managers are (leader first).
+            if first.managers:
+                self.managers = list(first.managers)
+                self._redirected = True
+            raise RPCError(StatusCode.UNAVAILABLE, f"{manager} is not the leader; trying the leader")
         self._on_session_message(first)
         log.info("session %s open with manager %s", session_id, manager)
         self.connected.set()

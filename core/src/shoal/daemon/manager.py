@@ -560,6 +560,12 @@ class Manager:
             return await self.ca_server.issue(request, peer)
 
         async def session(request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+            if self.dispatcher is None:
+                # Not the leader: tell the agent where the managers are, leader first, so a
+                # node that joined through a follower finds the leader.
+                rpc.authorize(peer, self.cluster_id, managers_only=False)
+                if self.leader_addr():
+                    yield rpb.SessionMessage(managers=self.manager_addrs()).SerializeToString()
             async for message in self._leader_dispatcher().session(request, peer):
                 yield message
 
