@@ -51,7 +51,7 @@ NOT_LEADER = "this manager is not the leader"
 #: How long a call waits for a leader (an election in progress) before failing: longer than
 #: an election (at most two election timeouts of the default store), short enough that a
 #: swarm that lost its quorum answers within a few seconds.
-LEADER_WAIT = 3.0
+LEADER_WAIT = 2.5
 #: Control methods that only read: with no leader they are answered locally, marked stale.
 READ_METHODS = frozenset(
     {"node.ls", "node.inspect", "service.ls", "service.inspect", "service.ps", "swarm.inspect"}
