@@ -61,8 +61,17 @@ class ControlAPI:
         self.manager_status = manager_status
         #: Handlers the manager adds (those that need the store membership: promote, demote).
         self.extra: dict[str, Handler] = {}
+        self._handlers: dict[str, Handler] | None = None
+        self._built_with: dict[str, Handler] | None = None
 
     def handlers(self) -> dict[str, Handler]:
+        """Method name -> handler, built once (every control call looks its handler up here)."""
+        if self._handlers is None or self._built_with is not self.extra:
+            self._handlers = self._build_handlers()
+            self._built_with = self.extra
+        return self._handlers
+
+    def _build_handlers(self) -> dict[str, Handler]:
         return {
             "node.ls": self.node_ls,
             "node.inspect": self.node_inspect,
