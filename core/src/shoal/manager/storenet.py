@@ -80,6 +80,9 @@ class StoreNetwork:
         self._hints: dict[int, str] = self._load_hints()
         self._peers: dict[int, _Peer] = {}
         self._closed = False
+        #: Per sender of a step being handled: what the provider sends back meanwhile. It
+        #: travels in the step's response, saving the follower a call of its own per commit.
+        self._replies: dict[int, list[bytes]] = {}
 
     # ------------------------------------------------------------------ addresses
 
@@ -138,8 +141,13 @@ class StoreNetwork:
     # ------------------------------------------------------------------ sending
 
     def send(self, member_id: int, data: bytes) -> None:
-        """The provider's ``SendFunc``: queue and wake that peer's sender."""
+        """The provider's ``SendFunc``: queue and wake that peer's sender (or, while a step
+        from that peer is being handled, return it in that step's answer)."""
         if self._closed:
+            return
+        captured = self._replies.get(member_id)
+        if captured is not None:
+            captured.append(data)
             return
         peer = self._peers.get(member_id)
         if peer is None:
@@ -192,8 +200,13 @@ class StoreNetwork:
 
     async def _deliver(self, peer: _Peer, addr: str, request: bytes, window: asyncio.Semaphore) -> None:
         try:
-            await self.transport.call(addr, rpc.STORE_STEP, request, tls=self.tls(), timeout=STEP_TIMEOUT)
+            raw = await self.transport.call(
+                addr, rpc.STORE_STEP, request, tls=self.tls(), timeout=STEP_TIMEOUT
+            )
             peer.last_ok = asyncio.get_running_loop().time()
+            if raw and not self._closed:
+                for batch in rpb.StoreStepResponse.FromString(raw).batches:
+                    self.provider.receive(batch)
         except RPCError as exc:
             if exc.code == StatusCode.FAILED_PRECONDITION and "no longer a member" in exc.message:
                 peer.removed = True
@@ -244,6 +257,17 @@ class StoreNetwork:
             raise RPCError(StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}")
         if step.from_addr and not self.address(step.from_member):
             self.learn(step.from_member, step.from_addr)
-        for batch in step.batches:
-            self.provider.receive(batch)
-        return b""
+        if step.from_member in self._replies:  # another step from it in flight: no capture
+            for batch in step.batches:
+                self.provider.receive(batch)
+            return b""
+        replies = self._replies[step.from_member] = []
+        try:
+            for batch in step.batches:
+                self.provider.receive(batch)
+            # The provider handles what it received in a callback it scheduled just now: let it
+            # run (persist, answer) so its answer rides back in this response.
+            await asyncio.sleep(0)
+        finally:
+            del self._replies[step.from_member]
+        return rpb.StoreStepResponse(batches=replies).SerializeToString()

@@ -463,14 +463,23 @@ Global___StoreStepRequest: _TypeAlias = StoreStepRequest  # noqa: Y015
 
 @_typing.final
 class StoreStepResponse(_message.Message):
+    """What the receiver's provider sent back to the caller while handling the step (its
+    acknowledgements): delivered by the caller as if sent separately.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    BATCHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batches(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
+        *,
+        batches: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
