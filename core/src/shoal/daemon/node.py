@@ -434,6 +434,18 @@ class Daemon:
         log.warning("this manager now leads a new one-manager swarm (--force-new-cluster)")
         return {"NodeID": state.node_id, "ClusterID": state.cluster_id, "AdvertiseAddr": state.advertise_addr}
 
+    def _adopt_swarm_plugins(self, chosen: pb.PluginSelection) -> dict[str, str]:
+        """A node becoming a manager runs the swarm's store, scheduler and CA: load them now
+        (PluginError if this daemon lacks one) and return the swarm's selection."""
+        plugins = {role: getattr(chosen, role) or self.selection[role] for role in CLUSTER_ROLES}
+        merged = {**self.selection, **plugins}
+        loader = PluginLoader(merged, self.config.plugin_options)
+        for role in ("store", "scheduler", "ca"):
+            loader.load(role)
+        loader.load_extensions()
+        self.loader, self.selection = loader, merged
+        return plugins
+
     async def _reissue_if_expired(self, state: NodeState) -> None:
         """A manager whose certificate ran out while it was off signs itself a new one: it
         holds the CA, and nobody else could vouch for it."""
@@ -495,14 +507,7 @@ class Daemon:
                 await self._stop_swarm()
                 state.managers = managers
                 if to_manager:
-                    plugins = {r: getattr(issued.plugins, r) or self.selection[r] for r in CLUSTER_ROLES}
-                    merged = {**self.selection, **plugins}
-                    loader = PluginLoader(merged, self.config.plugin_options)
-                    for r in ("store", "scheduler", "ca"):
-                        loader.load(r)
-                    loader.load_extensions()
-                    self.loader, self.selection = loader, merged
-                    state.role, state.plugins = "manager", plugins
+                    state.role, state.plugins = "manager", self._adopt_swarm_plugins(issued.plugins)
                     await self._start_swarm(state, bootstrap=False, join_via=managers[0])
                     log.info("this node was promoted: it is now a manager")
                 else:
@@ -599,13 +604,7 @@ class Daemon:
         as_manager = peer.role == rpc.MANAGER_OU
         plugins = {"transport": self.selection["transport"]}
         if as_manager:
-            plugins = {role: getattr(issued.plugins, role) or self.selection[role] for role in CLUSTER_ROLES}
-            merged = {**self.selection, **plugins}
-            loader = PluginLoader(merged, self.config.plugin_options)
-            for role in ("store", "scheduler", "ca"):
-                loader.load(role)  # PluginError here: this daemon lacks a plugin the swarm uses
-            loader.load_extensions()
-            self.loader, self.selection = loader, merged
+            plugins = self._adopt_swarm_plugins(issued.plugins)
         state = NodeState(
             node_id=issued.node_id,
             cluster_id=issued.cluster_id,

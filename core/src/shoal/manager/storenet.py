@@ -52,6 +52,7 @@ class _Peer:
         self.task: asyncio.Task[None] | None = None
         self.last_ok = 0.0
         self.removed = False
+        self.addr = ""
 
 
 class StoreNetwork:
@@ -174,7 +175,8 @@ class StoreNetwork:
                     continue
                 await window.acquire()
                 batches, peer.queue = peer.queue, []
-                addr = self.address(peer.member_id)
+                # Resolved once per peer (a scan of the node objects), again after a failure.
+                addr = peer.addr = peer.addr or self.address(peer.member_id)
                 if not addr:
                     window.release()
                     log.debug(
@@ -212,6 +214,7 @@ class StoreNetwork:
                 peer.removed = True
                 self.on_removed(exc.message)
                 return
+            peer.addr = ""  # it may have moved (a new advertise address): look it up again
             log.debug("store step to %x at %s failed: %s", peer.member_id, addr, exc.message)
             self.provider.report_unreachable(peer.member_id)
             await asyncio.sleep(RETRY_PAUSE)  # hold the window: do not hammer a peer that is down
