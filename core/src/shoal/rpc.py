@@ -19,6 +19,7 @@ CONTROL = "/shoal.Control/Call"
 TASK_LOGS = "/shoal.Logs/TaskLogs"
 STORE_STEP = "/shoal.Store/Step"
 STORE_JOIN = "/shoal.Store/Join"
+STORE_PULL = "/shoal.Store/Pull"
 
 MANAGER_OU = "swarm-manager"
 WORKER_OU = "swarm-worker"

@@ -455,6 +455,7 @@ def test_learner_catches_up_never_votes_then_is_promoted() -> None:
     assert net.nodes[4].role == Role.FOLLOWER  # learners never campaign
     net.nodes[1].propose_conf_change(ConfChangeType.ADD_VOTER, 4)
     net.stabilize()
+    net.heartbeat(1)  # the others apply the change once they learn it committed
     assert all(c.voters == (1, 2, 3, 4) for c in net.nodes.values())
     net.nodes[1].transfer_leadership(4)  # the promoted member can lead
     net.stabilize()
@@ -470,6 +471,7 @@ def test_removing_nodes_commits_through_the_smaller_quorum_and_removed_leader_st
     assert net.nodes[1].voters == (1, 2)
     net.nodes[1].propose(b"after")
     net.stabilize()
+    net.heartbeat(1)
     assert net.applied[2][-1].data == b"after"
     net.nodes[1].propose_conf_change(ConfChangeType.REMOVE, 1)
     net.stabilize()
@@ -527,6 +529,7 @@ def test_lost_snapshot_chunks_are_resent_and_install_resumes_replication() -> No
     assert net.nodes[3].commit == net.nodes[1].commit
     net.nodes[1].propose(b"next")
     net.stabilize()
+    net.heartbeat(1)
     pr = net.nodes[1].progress(3)
     assert pr is not None and pr.state == ProgressState.REPLICATE and net.applied[3][-1].data == b"next"
 
@@ -559,3 +562,34 @@ def test_snapshot_install_restores_position_and_membership_and_stale_ones_are_ig
     stale = SnapshotMeta(5, 2, (1, 2, 3))
     follower.step(Message(MsgType.SNAP, 4, 1, 3, snapshot=SnapshotChunk(stale, 0, b"x", 1)))
     assert follower.ready().snapshot is None and follower.commit == 10
+
+
+def test_a_follower_holding_a_snapshot_the_log_moved_past_gets_the_newer_one() -> None:
+    """Found by memsim: the follower installed snapshot A, its acknowledgement was lost, and the
+    leader compacted past A meanwhile. Resending A only earns acknowledgements of A, so the
+    leader must move on to its newer snapshot rather than loop on A forever."""
+    net = Network([1, 2, 3])
+    net.elect(1)
+    net.isolate(3)
+    for n in range(10):
+        net.nodes[1].propose(b"a%d" % n)
+    net.stabilize()
+    net.compact(1)
+    first = net.nodes[1].first_index()
+    net.heal()
+    net.tick(1, net.config.heartbeat_ticks)
+    while net.nodes[3].first_index() < first:  # deliver until 3 has installed snapshot A
+        assert net.deliver_one(), "node 3 never received the snapshot"
+    net.isolate(3)  # its acknowledgement is lost
+    for n in range(10):
+        net.nodes[1].propose(b"b%d" % n)
+    net.stabilize()
+    net.compact(1)  # the leader's log now starts after snapshot A
+    assert net.nodes[1].first_index() > first
+    net.heal()
+    for _ in range(5):
+        net.heartbeat(1)
+    assert net.nodes[3].commit == net.nodes[1].commit
+    pr = net.nodes[1].progress(3)
+    assert pr is not None and pr.state == ProgressState.REPLICATE
+    assert net.nodes[3].first_index() == net.nodes[1].first_index()  # it installed the newer one

@@ -31,6 +31,7 @@ def test_replication_applies_same_entries_in_order_everywhere() -> None:
     indexes = [net.nodes[1].propose(b"v%d" % n) for n in range(20)]
     assert indexes == sorted(indexes) and len(set(indexes)) == 20
     net.stabilize()
+    net.heartbeat(1)  # followers learn the last commit index from the next heartbeat
     expected = [b"v%d" % n for n in range(20)]
     for node in (1, 2, 3):
         assert payloads(net, node) == expected
@@ -140,6 +141,7 @@ def test_lagging_follower_catches_up_through_a_snapshot() -> None:
     assert net.nodes[3].last_index() == net.nodes[1].last_index()
     net.nodes[1].propose(b"after")
     net.stabilize()
+    net.heartbeat(1)
     assert payloads(net, 3)[-1] == b"after"
 
 

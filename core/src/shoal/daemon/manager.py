@@ -606,7 +606,11 @@ class Manager:
             rpc.GET_ROOT_CA: self.ca_server.get_root,
             rpc.ISSUE_NODE_CERTIFICATE: issue,
         }
-        stream_handlers = {rpc.SESSION: session, rpc.ASSIGNMENTS: assignments}
+        stream_handlers = {
+            rpc.SESSION: session,
+            rpc.ASSIGNMENTS: assignments,
+            rpc.STORE_PULL: self.net.handle_pull,
+        }
         return unary_handlers, stream_handlers
 
     async def _store_join(self, req: rpb.StoreJoinRequest) -> bytes:

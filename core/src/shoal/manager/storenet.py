@@ -1,11 +1,22 @@
 """Carries the store provider's replication traffic between managers over the transport.
 
 The provider only sees ``send(member_id, data)`` and ``receive(data)``. This module maps member
-IDs to manager addresses (from the managers' node objects, plus hints from a join), keeps one
-sender task per peer that batches everything queued for it into a single RPC, and serves the
-``StoreStep`` method, which only a manager certificate of this cluster may call and which
-refuses senders that are no longer members (so a manager removed from the group, e.g. by
-``--force-new-cluster``, learns it must leave and join again instead of disrupting it).
+IDs to manager addresses (from the managers' node objects, plus hints from a join) and moves
+the provider's messages two ways:
+
+- **Pull streams**, the fast path. Every manager holds one long-lived ``StorePull`` stream open
+  to each peer it talks to; the peer writes what its provider sends this manager on it. One
+  message on an open stream costs about half the CPU and half the time of a unary call (no new
+  HTTP/2 stream, headers or status per message), which is most of a commit's cost between
+  Python processes. Streams are opened on demand: sending to a peer, or being called by it,
+  starts pulling from it.
+- **StoreStep** unary calls, the fallback: while a peer has no stream open to us (it is starting,
+  restarting or unreachable), one sender task per peer batches everything queued for it into
+  a single call, and the peer's answers to that call ride back in its response.
+
+Both methods accept manager certificates of this cluster only, and refuse callers that are no
+longer members (so a manager removed from the group, e.g. by ``--force-new-cluster``, learns it
+must leave and join again instead of disrupting it).
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from shoal import rpc
@@ -33,6 +44,9 @@ STEP_TIMEOUT = 2.0
 MAX_IN_FLIGHT = 4
 #: Pause after a failed delivery before trying that peer again (it is down or partitioned).
 RETRY_PAUSE = 0.1
+#: Longest pause between attempts to reopen a pull stream (doubling from ``RETRY_PAUSE``);
+#: meanwhile the peer's messages still arrive by ``StoreStep``, so nothing waits on it.
+MAX_PULL_PAUSE = 1.0
 #: Batches queued for one peer beyond this are dropped oldest-first: a stalled peer must not
 #: grow memory without bound (the protocol resends what it still needs).
 MAX_QUEUED = 4096
@@ -44,12 +58,38 @@ REMOVED_MESSAGE = (
 )
 
 
+class _Outlet:
+    """A pull stream a peer holds open to this manager: what the provider sends that peer is
+    written on it, everything queued since the last write in one message."""
+
+    def __init__(self) -> None:
+        self.batches: list[bytes] = []
+        self.ready = asyncio.Event()
+        self.closed = False
+
+    def put(self, data: bytes) -> None:
+        self.batches.append(data)
+        if len(self.batches) > MAX_QUEUED:
+            del self.batches[: len(self.batches) - MAX_QUEUED]
+        self.ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
+
+
 class _Peer:
     def __init__(self, member_id: int) -> None:
         self.member_id = member_id
+        #: Unary fallback: batches waiting for the sender task.
         self.queue: list[bytes] = []
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        #: The stream the peer pulls from us on, while it has one open.
+        self.outlet: _Outlet | None = None
+        #: Our stream pulling from the peer.
+        self.puller: asyncio.Task[None] | None = None
+        #: When a delivery to the peer last succeeded or something last arrived from it.
         self.last_ok = 0.0
         self.removed = False
         self.addr = ""
@@ -135,7 +175,8 @@ class StoreNetwork:
         return result
 
     def reachable(self, member_id: int, within: float) -> bool:
-        """Whether a delivery to ``member_id`` succeeded in the last ``within`` seconds."""
+        """Whether a delivery to ``member_id`` succeeded, or something arrived from it, in the
+        last ``within`` seconds."""
         peer = self._peers.get(member_id)
         return peer is not None and asyncio.get_running_loop().time() - peer.last_ok < within
 
@@ -150,9 +191,11 @@ class StoreNetwork:
         if captured is not None:
             captured.append(data)
             return
-        peer = self._peers.get(member_id)
-        if peer is None:
-            peer = self._peers[member_id] = _Peer(member_id)
+        peer = self._peer(member_id)
+        if peer.outlet is not None:
+            peer.outlet.put(data)
+            return
+        if peer.task is None:
             peer.task = asyncio.get_running_loop().create_task(
                 self._sender(peer), name=f"store-send-{member_id:x}"
             )
@@ -160,6 +203,17 @@ class StoreNetwork:
         if len(peer.queue) > MAX_QUEUED:
             del peer.queue[: len(peer.queue) - MAX_QUEUED]
         peer.wakeup.set()
+
+    def _peer(self, member_id: int) -> _Peer:
+        """The state kept for a peer; the first contact either way starts pulling from it."""
+        peer = self._peers.get(member_id)
+        if peer is None:
+            peer = self._peers[member_id] = _Peer(member_id)
+        if peer.puller is None and not peer.removed and not self._closed:
+            peer.puller = asyncio.get_running_loop().create_task(
+                self._pull(peer), name=f"store-pull-{member_id:x}"
+            )
+        return peer
 
     async def _sender(self, peer: _Peer) -> None:
         """Deliver everything queued for one peer, in order, several RPCs in flight at once
@@ -171,6 +225,10 @@ class StoreNetwork:
             while not self._closed:
                 await peer.wakeup.wait()
                 peer.wakeup.clear()
+                if peer.outlet is not None and peer.queue:  # the peer opened a stream meanwhile
+                    for data in peer.queue:
+                        peer.outlet.put(data)
+                    peer.queue = []
                 if not peer.queue:
                     continue
                 await window.acquire()
@@ -221,9 +279,52 @@ class StoreNetwork:
         finally:
             window.release()
 
+    async def _pull(self, peer: _Peer) -> None:
+        """Hold a pull stream open to ``peer`` and hand what arrives on it to the provider;
+        reopen it (after a pause, doubling up to ``MAX_PULL_PAUSE``) when it ends."""
+        pause = RETRY_PAUSE
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closed and not peer.removed:
+                addr = peer.addr = peer.addr or self.address(peer.member_id)
+                if addr:
+                    tls = self.tls()
+                    request = rpb.StoreStepRequest(
+                        from_member=self.provider.member_id,
+                        to_member=peer.member_id,
+                        from_addr=self.advertise_addr,
+                    ).SerializeToString()
+                    try:
+                        async for raw in self.transport.stream(addr, rpc.STORE_PULL, request, tls=tls):
+                            peer.last_ok = loop.time()
+                            pause = RETRY_PAUSE
+                            for batch in rpb.StoreStepRequest.FromString(raw).batches:
+                                self.provider.receive(batch)
+                            if self.tls() is not tls:  # renewed: present the new certificate
+                                break
+                    except RPCError as exc:
+                        if exc.code == StatusCode.FAILED_PRECONDITION and "no longer a member" in exc.message:
+                            peer.removed = True
+                            self.on_removed(exc.message)
+                            return
+                        peer.addr = ""
+                        log.debug("store pull from %x at %s ended: %s", peer.member_id, addr, exc.message)
+                if self._closed or not self._is_member(peer.member_id):
+                    return  # restarted by the next message to or from it
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_PULL_PAUSE)
+        finally:
+            peer.puller = None
+
+    def _is_member(self, member_id: int) -> bool:
+        return any(info.member_id == member_id for info in self.provider.members())
+
     async def close(self) -> None:
         self._closed = True
-        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        for peer in self._peers.values():
+            if peer.outlet is not None:
+                peer.outlet.close()
+        tasks = [t for p in self._peers.values() for t in (p.task, p.puller) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -244,8 +345,9 @@ class StoreNetwork:
             and node.spec.desired_role == pb.NodeSpec.WORKER
         )
 
-    async def handle_step(self, request: bytes, peer: PeerIdentity | None) -> bytes:
-        """``StoreStep``: managers of this cluster that are still members only."""
+    def _admit(self, request: bytes, peer: PeerIdentity | None) -> tuple[PeerIdentity, rpb.StoreStepRequest]:
+        """Checks shared by ``StoreStep`` and ``StorePull``: a manager of this cluster, still a
+        member, addressing the member that lives here."""
         caller = rpc.authorize(peer, self.cluster_id, managers_only=True)
         try:
             step = rpb.StoreStepRequest.FromString(request)
@@ -260,6 +362,49 @@ class StoreNetwork:
             raise RPCError(StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}")
         if step.from_addr and not self.address(step.from_member):
             self.learn(step.from_member, step.from_addr)
+        return caller, step
+
+    async def handle_pull(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+        """``StorePull``: stream what the provider sends the caller until it hangs up (or a
+        newer stream from it replaces this one)."""
+        caller, step = self._admit(request, peer)
+        if not step.from_member:
+            raise RPCError(StatusCode.INVALID_ARGUMENT, "a store pull needs the caller's member ID")
+        state = self._peer(step.from_member)
+        outlet = _Outlet()
+        if state.outlet is not None:  # a stream it opened before: what that has not sent moves here
+            for data in state.outlet.batches:
+                outlet.put(data)
+            state.outlet.batches = []
+            state.outlet.close()
+        for data in state.queue:  # waiting for the fallback sender: the stream is quicker
+            outlet.put(data)
+        state.queue = []
+        state.outlet = outlet
+        try:
+            while not self._closed:
+                await outlet.ready.wait()
+                outlet.ready.clear()
+                if outlet.closed:
+                    return
+                if not outlet.batches:
+                    continue
+                if self._removed(caller.node_id):
+                    raise RPCError(StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}")
+                batches, outlet.batches = outlet.batches, []
+                yield rpb.StoreStepRequest(
+                    from_member=self.provider.member_id, to_member=step.from_member, batches=batches
+                ).SerializeToString()
+        finally:
+            if state.outlet is outlet:
+                state.outlet = None
+                if not self._closed and outlet.batches:
+                    self.provider.report_unreachable(step.from_member)  # those are lost
+
+    async def handle_step(self, request: bytes, peer: PeerIdentity | None) -> bytes:
+        """``StoreStep``: managers of this cluster that are still members only."""
+        _, step = self._admit(request, peer)
+        self._peer(step.from_member).last_ok = asyncio.get_running_loop().time()
         if step.from_member in self._replies:  # another step from it in flight: no capture
             for batch in step.batches:
                 self.provider.receive(batch)

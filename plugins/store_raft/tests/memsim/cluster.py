@@ -215,7 +215,9 @@ class MemSimulation:
             if m.net is not None:
                 for pid, peer in m.net._peers.items():
                     parts.append(
-                        f"<{m.name}->{pid:x} q={len(peer.queue)} done={peer.task.done() if peer.task else None} addr={m.net.address(pid)}>"
+                        f"<{m.name}->{pid:x} q={len(peer.queue)} done={peer.task.done() if peer.task else None} "
+                        f"outlet={len(peer.outlet.batches) if peer.outlet else None} "
+                        f"pulling={peer.puller is not None} addr={m.net.address(pid)}>"
                     )
             core = m.store._core
             if core is not None:

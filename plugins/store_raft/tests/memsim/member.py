@@ -9,11 +9,12 @@ This is the part of the manager daemon that replication goes through (see
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from shoal import rpc
 from shoal.manager.storenet import StoreNetwork
-from shoal.roles.transport import Handler, PeerIdentity, RPCError, TLSMaterial
+from shoal.roles.transport import Handler, PeerIdentity, RPCError, StreamHandler, TLSMaterial
 from shoal.store.memory import ObjectStore
 from shoal_store_raft.options import RaftOptions
 from shoal_store_raft.provider import RaftStore
@@ -92,7 +93,10 @@ class SimMember:
             net.learn(member_id, addr)
         store.attach(net.send)
         self.server = await transport.serve(
-            self.addr, self.tls, {rpc.STORE_STEP: self._step_handler(net)}, {}
+            self.addr,
+            self.tls,
+            {rpc.STORE_STEP: self._step_handler(net)},
+            {rpc.STORE_PULL: self._pull_handler(net)},
         )
         self.store, self.objects, self.net, self.transport, self.machine = (
             store,
@@ -106,6 +110,11 @@ class SimMember:
     def _on_removed(self, message: str) -> None:
         self.removed = True
 
+    def _note_refusal(self, exc: RPCError, peer: PeerIdentity | None) -> None:
+        if "no longer a member" in exc.message:
+            caller = peer.node_id if peer is not None else "?"
+            self.refusals.append(f"{self.name} refused {caller} as not a member")
+
     def _step_handler(self, net: StoreNetwork) -> Handler:
         """``net.handle_step``, noting each sender it tells it is no longer a member."""
 
@@ -113,9 +122,20 @@ class SimMember:
             try:
                 return await net.handle_step(request, peer)
             except RPCError as exc:
-                if "no longer a member" in exc.message:
-                    sender = peer.node_id if peer is not None else "?"
-                    self.refusals.append(f"{self.name} refused {sender} as not a member")
+                self._note_refusal(exc, peer)
+                raise
+
+        return handle
+
+    def _pull_handler(self, net: StoreNetwork) -> StreamHandler:
+        """``net.handle_pull``, noting each puller it tells it is no longer a member."""
+
+        async def handle(request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+            try:
+                async for message in net.handle_pull(request, peer):
+                    yield message
+            except RPCError as exc:
+                self._note_refusal(exc, peer)
                 raise
 
         return handle

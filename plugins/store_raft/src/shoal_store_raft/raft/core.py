@@ -537,8 +537,8 @@ class RaftCore:
                 self._stable = max(self._stable, last.index)
             if self.role == Role.LEADER:
                 pr = self._progress.get(self.id)
-                if pr is not None and pr.maybe_update(self._stable) and self._maybe_commit():
-                    self._bcast_append()
+                if pr is not None and pr.maybe_update(self._stable):
+                    self._maybe_commit()  # followers learn it with the next append or heartbeat
 
     def status(self) -> dict[str, object]:
         return {
@@ -810,8 +810,10 @@ class RaftCore:
                 # there (the probe or its rejection may have been lost).
                 pr.next = max(pr.match + 1, m.index + 1)
             if pr.match < self.last_index() or pr.state == ProgressState.SNAPSHOT:
-                # A probe goes out even when empty: it is what finds where the logs match.
-                self._send_append(m.frm, send_empty=pr.state == ProgressState.PROBE)
+                # Even when empty: a probe is what finds where the logs match, and when
+                # replicating, an empty append is answered with the follower's match (its
+                # acknowledgement may have been lost, and no other message would repair that).
+                self._send_append(m.frm, send_empty=True)
             if m.context:
                 self._ack_read(m.context, m.frm)
 
@@ -824,6 +826,17 @@ class RaftCore:
                 self._send_append(m.frm)
             return
         was_paused = pr.paused()
+        if (
+            pr.state == ProgressState.SNAPSHOT
+            and pr.snap is not None
+            and m.index >= pr.snap.meta.index
+            and m.index + 1 < self.first_index()
+        ):
+            # It holds the snapshot being sent, but the log was compacted past that since:
+            # only the newer snapshot can bring it up to date.
+            pr.maybe_update(m.index)
+            self._start_snapshot(m.frm, pr)
+            return
         if not pr.maybe_update(m.index):
             return
         if pr.state == ProgressState.PROBE:
@@ -833,9 +846,11 @@ class RaftCore:
             pr.become_replicate()
         elif pr.state == ProgressState.REPLICATE:
             pr.free_le(m.index)
-        if self._maybe_commit():
-            self._bcast_append()
-        elif was_paused or pr.next <= self.last_index():
+        # A new commit index is not worth a message of its own: followers learn it with the next
+        # append or heartbeat (Raft §5.3). Under load that is the next proposal's append; with
+        # one write at a time, sending it at once would double the messages per commit.
+        self._maybe_commit()
+        if was_paused or pr.next <= self.last_index():
             self._send_append(m.frm)
         if m.frm == self.lead_transferee and pr.match == self.last_index():
             self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, self.term))

@@ -114,6 +114,12 @@ class Network:
             self.nodes[node].tick()
             self.process(node)
 
+    def heartbeat(self, leader: int) -> None:
+        """Run ``leader`` through one heartbeat interval and deliver everything: how followers
+        learn a commit index that no new entry carries to them."""
+        self.tick(leader, self.config.heartbeat_ticks)
+        self.stabilize()
+
     def tick_all(self, n: int = 1) -> None:
         for _ in range(n):
             for node in self.ids:
