@@ -9,8 +9,10 @@ The write is ``node.update`` of the daemon's own node with one label, ``k=v<i>``
 committed entry (the node object does not grow, the value is replaced) that touches no
 container. Scenarios, timed like shared/reference/swarm-anchor-on-this-machine.md:
 
-1. ``latency``: one write at a time (new connection per call, as the CLI), against the leader and
-   against a follower (which forwards the call to the leader over gRPC); median and p99.
+1. ``latency``: one write at a time, against the leader and against a follower (which forwards
+   the call to the leader over gRPC), each with a new connection per call (as the CLI) and over
+   one kept connection (as etcd's benchmark tool, and any program making many calls); the four
+   take turns in rounds; median and p99.
 2. ``throughput``: ``--concurrency`` writes in flight at once (asyncio, raw JSON-lines requests
    on the leader's socket, a new connection per request), ``--ops`` in all -> commits/s.
 3. ``failover``: ``kill -9`` of the leader -> end of the first write accepted through a survivor.
@@ -140,6 +142,10 @@ class Node:
         except ClientError:
             return None
 
+    def kept_client(self) -> Client:
+        """A client that sends all its calls over one connection."""
+        return Client(f"unix://{self.sock}", timeout=30, keep_alive=True)
+
     def write(self, i: int, client: Client | None = None) -> None:
         (client or self.client).call("node.update", node="self", label_add=[f"k=v{i}"])
 
@@ -221,15 +227,20 @@ class Cluster:
 # ---------------------------------------------------------------------- 1. latency
 
 
-def latency(node: Node, ops: int, warmup: int = 50) -> list[float]:
+def latency(node: Node, ops: int, client: Client | None = None, warmup: int = 20) -> list[float]:
     for i in range(warmup):
-        node.write(i)
+        node.write(i, client)
     samples = []
     for i in range(ops):
         start = time.perf_counter()
-        node.write(i)
+        node.write(i, client)
         samples.append(time.perf_counter() - start)
     return samples
+
+
+#: Latency rounds: the variants take turns, so a slow spell of the machine (a shared VM varies
+#: by +-20% from one minute to the next) hits all of them alike.
+LATENCY_ROUNDS = 5
 
 
 # ---------------------------------------------------------------------- 2. throughput
@@ -431,11 +442,23 @@ def main() -> None:
         if "latency" in only:
             leader = cluster.leader()
             follower = next(n for n in cluster.nodes if n is not leader)
-            for label, node in (("leader", leader), ("follower (forwarded)", follower)):
-                ms = [s * 1000 for s in latency(node, args.ops)]
+            variants = [
+                ("via leader, a new connection per call (as the CLI)", leader, None),
+                ("via leader, one connection (as etcd's benchmark)", leader, leader.kept_client()),
+                ("via follower (forwarded), a new connection per call", follower, None),
+                ("via follower (forwarded), one connection", follower, follower.kept_client()),
+            ]
+            samples: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+            for _ in range(LATENCY_ROUNDS):
+                for label, node, client in variants:
+                    samples[label] += [s * 1000 for s in latency(node, args.ops // LATENCY_ROUNDS, client)]
+            for label, _, client in variants:
+                if client is not None:
+                    client.close()
+                ms = samples[label]
                 rows.append(
                     (
-                        f"commit latency, 1 at a time, via {label}",
+                        f"commit latency, 1 at a time, {label}",
                         f"median {statistics.median(ms):.2f} ms, p99 {pct(ms, 0.99):.2f} ms",
                         "etcd 3.4 mTLS put: median 1.3-1.7 ms, p99 4.5-7.9 ms",
                     )

@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 DEFAULT_SOCKET = "/run/shoal/shoal.sock"
 HOST_ENV = "SHOAL_HOST"
@@ -33,11 +33,25 @@ def socket_path(host: str | None) -> str:
 
 
 class Client:
-    """One request per connection; methods mirror the daemon's."""
+    """Methods mirror the daemon's. By default every call opens its own connection, as the CLI
+    does; ``keep_alive=True`` sends successive unary calls over one connection (reopened after
+    a failure), which saves a connection per call for a program making many (streams always
+    get their own)."""
 
-    def __init__(self, host: str | None = None, timeout: float | None = 120.0) -> None:
+    def __init__(
+        self, host: str | None = None, timeout: float | None = 120.0, *, keep_alive: bool = False
+    ) -> None:
         self.path = socket_path(host)
         self.timeout = timeout
+        self.keep_alive = keep_alive
+        self._kept: tuple[socket.socket, BinaryIO] | None = None
+
+    def close(self) -> None:
+        """Close the kept connection, if any."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept[1].close()
+            kept[0].close()
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -83,8 +97,47 @@ class Client:
         finally:
             sock.close()
 
+    def _kept_lines(self, method: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """One unary request over the kept connection (opened on first use)."""
+        payload = json.dumps({"method": method, "params": params}).encode() + b"\n"
+        try:
+            for attempt in (1, 2):
+                if self._kept is None:
+                    sock = self._connect()
+                    self._kept = (sock, sock.makefile("rb"))
+                try:
+                    self._kept[0].sendall(payload)
+                    break
+                except (BrokenPipeError, ConnectionResetError):
+                    # The daemon closed the kept connection (it restarted): nothing was sent,
+                    # so the request is safe to send again on a new one.
+                    self.close()
+                    if attempt == 2:
+                        raise
+            assert self._kept is not None
+            raw = self._kept[1].readline()
+        except TimeoutError:
+            self.close()
+            raise ClientError(
+                "DEADLINE_EXCEEDED", f"the shoal daemon did not answer {method} in time"
+            ) from None
+        except OSError as exc:
+            self.close()
+            raise ClientError(
+                "UNAVAILABLE", f"lost the connection to the shoal daemon: {exc.strerror or exc}"
+            ) from None
+        if not raw:
+            self.close()
+            return
+        message: dict[str, Any] = json.loads(raw)
+        if "error" in message:
+            error = message["error"]
+            raise ClientError(str(error.get("code")), str(error.get("message")))
+        yield message
+
     def call(self, method: str, **params: Any) -> Any:
-        for message in self._lines(method, params):
+        lines = self._kept_lines(method, params) if self.keep_alive else self._lines(method, params)
+        for message in lines:
             if "result" in message:
                 if message.get("warning"):
                     # e.g. a manager with no leader answering from its own, possibly stale, copy

@@ -1,9 +1,11 @@
 """The daemon's local API: JSON lines over a root-only Unix socket, like docker.sock.
 
-One connection carries one request: the client writes ``{"method": M, "params": {...}}`` and
-a newline; the server answers ``{"result": ...}``, or ``{"error": {"code": C, "message": M}}``,
-or for streaming methods any number of ``{"item": ...}`` lines then ``{"end": true}``. The
-socket is created with mode 0600: whoever can open it controls the node, so no TLS is needed.
+The client writes ``{"method": M, "params": {...}}`` and a newline; the server answers
+``{"result": ...}``, or ``{"error": {"code": C, "message": M}}``, or for streaming methods any
+number of ``{"item": ...}`` lines then ``{"end": true}``. After a unary answer the connection
+stays open for the client's next request (the CLI closes it; a program making many calls saves
+a connection per call); after a stream or a malformed request the server closes it. The socket
+is created with mode 0600: whoever can open it controls the node, so no TLS is needed.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class LocalAPIServer:
         self.streams: dict[str, StreamMethod] = {}
         self._map_error = error_mapper
         self._server: asyncio.AbstractServer | None = None
+        #: Kept connections waiting for their next request: closed by ``stop``.
+        self._idle: set[asyncio.StreamWriter] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +75,9 @@ class LocalAPIServer:
         os.chmod(self.path, 0o600)
 
     async def stop(self) -> None:
+        self._stopping = True
+        for writer in list(self._idle):
+            writer.close()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -79,55 +87,63 @@ class LocalAPIServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await reader.readline()
-            if not line:
-                return
-            try:
-                request = json.loads(line)
-                method = str(request["method"])
-                params = dict(request.get("params") or {})
-            except (ValueError, KeyError, TypeError):
-                await self._send(
-                    writer, {"error": {"code": "INVALID_ARGUMENT", "message": "malformed request"}}
-                )
-                return
-            try:
-                if method in self.streams:
-                    watcher = asyncio.create_task(reader.read(1))  # EOF = the client went away
-                    try:
-                        async for item in self.streams[method](params):
-                            if watcher.done():
-                                return
-                            await self._send(writer, {"item": item})
-                    finally:
-                        watcher.cancel()
-                    await self._send(writer, {"end": True})
-                elif method in self.unary:
-                    result = await self.unary[method](params)
-                    if isinstance(result, Warned):
-                        await self._send(writer, {"result": result.result, "warning": result.warning})
-                    else:
-                        await self._send(writer, {"result": result})
-                else:
-                    await self._send(
-                        writer, {"error": {"code": "UNIMPLEMENTED", "message": f"unknown method {method}"}}
-                    )
-            except (ConnectionError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                api_error = self._map_error(exc)
-                if api_error is None:
-                    log.exception("local API method %s failed", method)
-                    api_error = APIError(StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-                await self._send(
-                    writer, {"error": {"code": api_error.code.value, "message": api_error.message}}
-                )
+            while await self._serve_one(reader, writer) and not self._stopping:
+                pass
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
                 await writer.wait_closed()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; whether the connection may carry another."""
+        self._idle.add(writer)
+        try:
+            line = await reader.readline()
+        finally:
+            self._idle.discard(writer)
+        if not line:
+            return False
+        try:
+            request = json.loads(line)
+            method = str(request["method"])
+            params = dict(request.get("params") or {})
+        except (ValueError, KeyError, TypeError):
+            await self._send(writer, {"error": {"code": "INVALID_ARGUMENT", "message": "malformed request"}})
+            return False
+        try:
+            if method in self.streams:
+                watcher = asyncio.create_task(reader.read(1))  # EOF = the client went away
+                try:
+                    async for item in self.streams[method](params):
+                        if watcher.done():
+                            return False
+                        await self._send(writer, {"item": item})
+                finally:
+                    watcher.cancel()
+                await self._send(writer, {"end": True})
+                return False
+            if method not in self.unary:
+                await self._send(
+                    writer, {"error": {"code": "UNIMPLEMENTED", "message": f"unknown method {method}"}}
+                )
+                return True
+            result = await self.unary[method](params)
+            if isinstance(result, Warned):
+                await self._send(writer, {"result": result.result, "warning": result.warning})
+            else:
+                await self._send(writer, {"result": result})
+            return True
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            api_error = self._map_error(exc)
+            if api_error is None:
+                log.exception("local API method %s failed", method)
+                api_error = APIError(StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            await self._send(writer, {"error": {"code": api_error.code.value, "message": api_error.message}})
+            return method not in self.streams
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
