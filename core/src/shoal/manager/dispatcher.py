@@ -128,21 +128,33 @@ class Dispatcher:
 
         await self.store.update(register)
         with self.store.watch(["node", "cluster"]) as watch:
-            managers = self.manager_addrs()
+            sent = self._agent_view(peer.node_id)
             yield self._session_message(session).SerializeToString()
             while session.session_id in self._sessions:
                 event = await watch.get()
-                if event.kind == "node" and event.obj.id != peer.node_id:
-                    # Another node: only news if the set of managers changed (the agent
-                    # needs every manager's address to fail over).
-                    if self.manager_addrs() == managers:
-                        continue
-                managers = self.manager_addrs()
-                if event.kind == "node" and event.action == DELETE:
+                if event.kind == "node" and event.action == DELETE and event.obj.id == peer.node_id:
                     raise RPCError(
                         StatusCode.PERMISSION_DENIED, f"node {peer.node_id} was removed from the swarm"
                     )
+                view = self._agent_view(peer.node_id)
+                if view == sent:
+                    continue  # e.g. a label change, or another worker: nothing the agent acts on
+                sent = view
                 yield self._session_message(session).SerializeToString()
+
+    def _agent_view(self, node_id: str) -> tuple[object, ...]:
+        """What an agent acts on in its session messages: its role and desired role, the
+        managers' addresses (to fail over), the heartbeat period and the root CA. A session
+        message goes out when this changes, not on every change of the node object (a label
+        change would otherwise cost a message to the agent per write)."""
+        node = self.store.view.nodes.get(node_id)
+        cluster = self.store.view.cluster()
+        return (
+            tuple(self.manager_addrs()),
+            self.heartbeat_period(),
+            (node.role, node.spec.desired_role, node.spec.availability) if node is not None else None,
+            cluster.root_ca.ca_cert if cluster is not None else b"",
+        )
 
     def _session_message(self, session: _Session) -> rpb.SessionMessage:
         message = rpb.SessionMessage(

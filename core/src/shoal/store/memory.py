@@ -318,6 +318,9 @@ class Watch:
         self._store = store
         self.kinds = frozenset(kinds) if kinds is not None else None
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        #: Events up to this index were applied before the watch began: its owner reads them
+        #: from the view, so they are not delivered (they may still be on their way).
+        self.since = store.applied_index
 
     def wants(self, kind: str) -> bool:
         return self.kinds is None or kind in self.kinds
@@ -352,6 +355,7 @@ class ObjectStore:
         self._pending: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._watches: set[Watch] = set()
+        self._unpublished: list[Event] = []
 
     # ------------------------------------------------------------------ StateMachine
 
@@ -372,6 +376,22 @@ class ObjectStore:
             old = self.view.put(kind, obj)
             events.append(Event(CREATE if old is None else UPDATE, kind, obj, old, index))
         self.applied_index = index
+        if not events:
+            return
+        # Watchers hear of the change two loop turns later. The provider resolves the write's
+        # proposer after this call; the proposer then resolves its callers, whose answers go
+        # out on the next turn, ahead of the watchers' reactions (orchestrators, sessions).
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._publish(events)
+            return
+        if not self._unpublished:
+            loop.call_soon(loop.call_soon, self._publish_applied)
+        self._unpublished.extend(events)
+
+    def _publish_applied(self) -> None:
+        events, self._unpublished = self._unpublished, []
         self._publish(events)
 
     def snapshot(self) -> bytes:
@@ -465,5 +485,5 @@ class ObjectStore:
     def _publish(self, events: list[Event]) -> None:
         for watch in list(self._watches):
             for event in events:
-                if watch.wants(event.kind):
+                if watch.wants(event.kind) and event.index > watch.since:
                     watch.queue.put_nowait(event)

@@ -8,9 +8,11 @@ shares the next fsync (group commit). A separate task ticks the core on a timer.
 
 The WAL write and fsync run on the loop thread on purpose: an fdatasync of an append costs
 ~0.15-0.7 ms here, less than a thread hop per batch, and it keeps Ready processing strictly
-ordered without locks. On a leader, a Ready with new entries sends its appends, then leaves
-its fsync to the next loop turn, so the transport puts the appends on the wire first and the
-followers write in parallel with the leader (nothing else reads the core meanwhile).
+ordered without locks. Messages leave before the slow part of their Ready: a leader's Ready
+with new entries sends its appends and leaves its fsync to the next loop turn, so the
+transport puts them on the wire first and the followers write in parallel with the leader; a
+Ready that sends acknowledgements and has entries to apply leaves applying to the next turn
+(nothing else reads the core meanwhile).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ from shoal_store_raft.raft import (
 from shoal_store_raft.wal import WAL, list_segments
 
 log = logging.getLogger("shoal.store.raft")
+
+#: Where a deferred Ready resumes: at its WAL write (a leader's, after its appends went out) or
+#: at applying (after the acknowledgements went out).
+_PERSIST, _APPLY = "persist", "apply"
 
 #: ``send(messages)``: hand messages to the transport (must not block; may drop on failure).
 SendHook = Callable[[Sequence[Message]], None]
@@ -98,8 +104,9 @@ class RaftStore:
         self._subscribers: set[asyncio.Queue[bool | None]] = set()
         self._leader = False
         self._scheduled = False
-        #: A leader's Ready whose appends went out and whose fsync runs on the next loop turn.
-        self._deferred: Ready | None = None
+        #: A Ready whose messages went out and whose rest (from the stage named) runs on the
+        #: next loop turn; nothing reads the core meanwhile.
+        self._deferred: tuple[Ready, str] | None = None
         self._closed = False
         self._failed: BaseException | None = None
         self._applied = 0
@@ -260,9 +267,9 @@ class RaftStore:
             return
         if self._failed is None:
             try:
-                rd, self._deferred = self._deferred, None
-                if rd is not None:
-                    self._persist_and_advance(rd, early=True)
+                item, self._deferred = self._deferred, None
+                if item is not None:
+                    self._finish_stage(*item)
                 self._process(defer=False)  # persist and acknowledge what was already accepted
             except Exception as exc:  # reported through _fail
                 self._fail(exc)
@@ -529,15 +536,29 @@ class RaftStore:
         except Exception as exc:  # a failed write or apply stops the store
             self._fail(exc)
 
+    def _defer(self, rd: Ready, stage: str) -> None:
+        """Finish ``rd`` from ``stage`` on the next loop turn: the messages just handed to the
+        network go out first (the transport writes them when the loop runs its tasks), so
+        the followers start writing while the leader fsyncs, and an acknowledgement leaves
+        before the follower applies."""
+        assert self._loop is not None
+        self._deferred = (rd, stage)
+        self._loop.call_soon(self._finish_deferred)
+
     def _finish_deferred(self) -> None:
-        rd, self._deferred = self._deferred, None
-        if rd is None or self._closed or self._failed is not None:
+        item, self._deferred = self._deferred, None
+        if item is None or self._closed or self._failed is not None:
             return
         try:
-            self._persist_and_advance(rd, early=True)
+            self._finish_stage(*item)
             self._process()
         except Exception as exc:
             self._fail(exc)
+
+    def _finish_stage(self, rd: Ready, stage: str) -> None:
+        if stage == _PERSIST:
+            self._persist(rd, early=True)
+        self._apply_and_advance(rd)
 
     def _process(self, defer: bool = True) -> None:
         core = self._core
@@ -554,22 +575,26 @@ class RaftStore:
             if early and rd.messages and self._send_hook is not None:
                 self._send_hook(rd.messages)
                 if rd.entries and defer:
-                    # The fsync blocks the loop: let the transport put the appends on the wire
-                    # first (one loop turn), or the followers would only start after it.
-                    assert self._loop is not None
-                    self._deferred = rd
-                    self._loop.call_soon(self._finish_deferred)
+                    self._defer(rd, _PERSIST)  # the fsync blocks the loop: appends first
                     return
-            self._persist_and_advance(rd, early)
+            self._persist(rd, early)
+            if defer and rd.committed and rd.messages and not early:
+                self._defer(rd, _APPLY)  # the acknowledgement first, then apply
+                return
+            self._apply_and_advance(rd)
 
-    def _persist_and_advance(self, rd: Ready, early: bool) -> None:
-        core, wal = self._core, self._wal
-        assert core is not None and wal is not None
+    def _persist(self, rd: Ready, early: bool) -> None:
+        wal = self._wal
+        assert wal is not None
         if rd.entries or rd.hard_state is not None:
             conf = any(e.kind == EntryKind.CONF for e in rd.committed)
             wal.save(rd.entries, rd.hard_state, rd.must_sync or conf)
         if not early and rd.messages and self._send_hook is not None:
             self._send_hook(rd.messages)
+
+    def _apply_and_advance(self, rd: Ready) -> None:
+        core = self._core
+        assert core is not None
         if rd.committed:
             self._apply(rd)
         core.advance(rd)
