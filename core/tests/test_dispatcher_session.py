@@ -1,0 +1,112 @@
+"""The dispatcher's session stream: an agent hears of what it acts on, not of every write."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+from shoal import rpc
+from shoal.manager.dispatcher import Dispatcher
+from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.transport import PeerIdentity
+from shoal.store.memory import ObjectStore, Tx, copy
+
+
+class InstantLog:
+    """A logic-only stand-in for a store provider: every proposal commits at once."""
+
+    role: ClassVar[str] = "store"
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.index = 0
+
+    async def propose(self, entry: bytes) -> int:
+        self.index += 1
+        self.store.apply(self.index, entry)
+        return self.index
+
+
+async def _store() -> ObjectStore:
+    store = ObjectStore()
+    store.provider = InstantLog(store)  # type: ignore[assignment]
+
+    def seed(tx: Tx) -> None:
+        tx.create(pb.Cluster(id="c1"))
+        for node_id in ("w1", "w2"):
+            tx.create(pb.Node(id=node_id, role=pb.NodeSpec.WORKER))
+
+    await store.update(seed)
+    return store
+
+
+async def _change(store: ObjectStore, node_id: str, **labels: str) -> None:
+    def change(tx: Tx) -> None:
+        node = tx.node(node_id)
+        assert node is not None
+        node = copy(node)
+        node.spec.annotations.labels.update(labels)
+        tx.update(node)
+
+    await store.update(change)
+
+
+async def _promote(store: ObjectStore, node_id: str) -> None:
+    def promote(tx: Tx) -> None:
+        node = tx.node(node_id)
+        assert node is not None
+        node = copy(node)
+        node.spec.desired_role = pb.NodeSpec.MANAGER
+        tx.update(node)
+
+    await store.update(promote)
+
+
+async def _next(session: AsyncIterator[bytes]) -> rpb.SessionMessage:
+    return rpb.SessionMessage.FromString(await session.__anext__())
+
+
+async def test_label_changes_send_nothing_and_a_promotion_is_the_next_message() -> None:
+    store = await _store()
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
+    peer = PeerIdentity(node_id="w1", role=rpc.WORKER_OU, cluster_id="c1")
+    received: list[rpb.SessionMessage] = []
+    started, promoted = asyncio.Event(), asyncio.Event()
+
+    async def agent() -> None:
+        async for raw in dispatcher.session(rpb.SessionRequest().SerializeToString(), peer):
+            received.append(rpb.SessionMessage.FromString(raw))
+            started.set()
+            if received[-1].node.spec.desired_role == pb.NodeSpec.MANAGER:
+                promoted.set()
+
+    reader = asyncio.ensure_future(agent())
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        assert received[0].managers == ["10.0.0.1:2377"]
+        for i in range(3):
+            await _change(store, "w1", k=f"v{i}")  # its own labels: the agent acts on none of it
+            await _change(store, "w2", k=f"v{i}")  # another node's
+        await _promote(store, "w1")
+        await asyncio.wait_for(promoted.wait(), 5)
+        # The session reads every event as it comes: a message per label change would be here.
+        assert len(received) == 2
+    finally:
+        reader.cancel()
+
+
+async def test_removing_another_node_keeps_the_session() -> None:
+    store = await _store()
+    managers = ["10.0.0.1:2377"]
+    dispatcher = Dispatcher(store, "c1", lambda: list(managers))
+    peer = PeerIdentity(node_id="w1", role=rpc.WORKER_OU, cluster_id="c1")
+    session = dispatcher.session(rpb.SessionRequest().SerializeToString(), peer).__aiter__()
+    await _next(session)
+    managers.append("10.0.0.2:2377")  # the manager set changes with the removal below
+    await store.update(lambda tx: tx.delete("node", "w2"))
+    assert list((await _next(session)).managers) == managers  # news, not "w1 was removed"
+    await _promote(store, "w1")
+    assert (await _next(session)).node.spec.desired_role == pb.NodeSpec.MANAGER
+    await session.aclose()
