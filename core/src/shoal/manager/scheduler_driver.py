@@ -66,13 +66,14 @@ class SchedulerDriver:
                 except Exception:
                     log.exception("scheduler tick failed")
                 await watch.get()
+                # Debounce: wait for a spell of DEBOUNCE without events, at most MAX_LATENCY
+                # after the first. Events only queue meanwhile (no wakeup for each: a burst
+                # of writes would otherwise cost a timer and a task per write).
                 first = time.monotonic()
-                while time.monotonic() - first < MAX_LATENCY:
-                    try:
-                        await asyncio.wait_for(watch.get(), timeout=DEBOUNCE)
-                    except TimeoutError:
+                while True:
+                    await asyncio.sleep(DEBOUNCE)
+                    if not watch.drain() or time.monotonic() - first >= MAX_LATENCY:
                         break
-                watch.drain()
 
     async def tick(self) -> None:
         """Place every unassigned task once."""
