@@ -390,7 +390,9 @@ class StoreNetwork:
                 if not outlet.batches:
                     continue
                 if self._removed(caller.node_id):
-                    raise RPCError(StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}")
+                    raise RPCError(
+                        StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}"
+                    )
                 batches, outlet.batches = outlet.batches, []
                 yield rpb.StoreStepRequest(
                     from_member=self.provider.member_id, to_member=step.from_member, batches=batches
