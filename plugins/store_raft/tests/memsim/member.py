@@ -50,6 +50,8 @@ class SimMember:
         self.lives = 0
         #: Senders this member's StoreNetwork told they were no longer members.
         self.refusals: list[str] = []
+        #: StoreStep (unary) calls this member handled: the fallback when no pull stream is open.
+        self.steps_handled = 0
         #: A restart is scheduled and has not run yet.
         self.starting = False
         self.last_commit = 0
@@ -119,6 +121,7 @@ class SimMember:
         """``net.handle_step``, noting each sender it tells it is no longer a member."""
 
         async def handle(request: bytes, peer: PeerIdentity | None) -> bytes:
+            self.steps_handled += 1
             try:
                 return await net.handle_step(request, peer)
             except RPCError as exc:
