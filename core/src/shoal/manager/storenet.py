@@ -294,8 +294,9 @@ class StoreNetwork:
                         to_member=peer.member_id,
                         from_addr=self.advertise_addr,
                     ).SerializeToString()
+                    messages = self.transport.stream(addr, rpc.STORE_PULL, request, tls=tls)
                     try:
-                        async for raw in self.transport.stream(addr, rpc.STORE_PULL, request, tls=tls):
+                        async for raw in messages:
                             peer.last_ok = loop.time()
                             pause = RETRY_PAUSE
                             for batch in rpb.StoreStepRequest.FromString(raw).batches:
@@ -309,6 +310,10 @@ class StoreNetwork:
                             return
                         peer.addr = ""
                         log.debug("store pull from %x at %s ended: %s", peer.member_id, addr, exc.message)
+                    finally:
+                        aclose = getattr(messages, "aclose", None)
+                        if aclose is not None:  # a break leaves the call open until then
+                            await aclose()
                 if self._closed or not self._is_member(peer.member_id):
                     return  # restarted by the next message to or from it
                 await asyncio.sleep(pause)
