@@ -410,11 +410,11 @@ class Manager:
                             break
                         raise ControlError(exc.code, exc.message) from None
             elif method in READ_METHODS:
-                return Warned(await handler(params), STALE_WARNING)
+                break  # no leader known: a read need not wait for one
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
-        if method in READ_METHODS:
+        if method in READ_METHODS:  # answered from this replica, which may be behind
             return Warned(await handler(params), STALE_WARNING)
         raise ControlError(StatusCode.UNAVAILABLE, NO_LEADER)
 
