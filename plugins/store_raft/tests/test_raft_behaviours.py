@@ -593,3 +593,37 @@ def test_a_follower_holding_a_snapshot_the_log_moved_past_gets_the_newer_one() -
     pr = net.nodes[1].progress(3)
     assert pr is not None and pr.state == ProgressState.REPLICATE
     assert net.nodes[3].first_index() == net.nodes[1].first_index()  # it installed the newer one
+
+
+def test_a_committed_membership_change_is_announced_at_once_a_plain_entry_is_not() -> None:
+    """Followers learn a plain commit with the next append or heartbeat (no message of its own),
+    but a membership change at once: found by memsim (a leader that removed itself stepped down
+    after its one announcement was lost, leaving the follower waiting for its vote)."""
+    net = Network([1, 2, 3])
+    net.elect(1)
+    leader = net.nodes[1]
+
+    def commit_announcements() -> list[Message]:
+        """What the leader sends once one follower acknowledged its last entry."""
+        net.process(1)
+        to_two = [m for m in net.queue if m.to == 2]
+        net.queue.clear()
+        for m in to_two:
+            net.nodes[2].step(m)
+        net.process(2)
+        ack = [m for m in net.queue if m.to == 1]
+        net.queue.clear()
+        for m in ack:
+            leader.step(m)
+        assert leader.has_ready()
+        rd = leader.ready()
+        announced = [m for m in rd.messages if m.type == MsgType.APP and m.commit >= leader.commit]
+        net.queue.extend(rd.messages)
+        leader.advance(rd)
+        return announced
+
+    leader.propose(b"plain")
+    assert commit_announcements() == []
+    net.stabilize()
+    leader.propose_conf_change(ConfChangeType.REMOVE, 3)
+    assert {m.to for m in commit_announcements()} == {2, 3}

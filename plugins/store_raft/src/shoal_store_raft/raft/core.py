@@ -538,7 +538,7 @@ class RaftCore:
             if self.role == Role.LEADER:
                 pr = self._progress.get(self.id)
                 if pr is not None and pr.maybe_update(self._stable):
-                    self._maybe_commit()  # followers learn it with the next append or heartbeat
+                    self._commit_and_announce()
 
     def status(self) -> dict[str, object]:
         return {
@@ -846,10 +846,7 @@ class RaftCore:
             pr.become_replicate()
         elif pr.state == ProgressState.REPLICATE:
             pr.free_le(m.index)
-        # A new commit index is not worth a message of its own: followers learn it with the next
-        # append or heartbeat (Raft §5.3). Under load that is the next proposal's append; with
-        # one write at a time, sending it at once would double the messages per commit.
-        self._maybe_commit()
+        self._commit_and_announce()
         if was_paused or pr.next <= self.last_index():
             self._send_append(m.frm)
         if m.frm == self.lead_transferee and pr.match == self.last_index():
@@ -866,6 +863,19 @@ class RaftCore:
             self._send(Message(MsgType.TIMEOUT_NOW, target, self.id, self.term))
         else:
             self._send_append(target)
+
+    def _commit_and_announce(self) -> None:
+        """Advance the commit index. A new commit index is not worth a message of its own:
+        followers learn it with the next append or heartbeat (Raft §5.3); under load that is the
+        next proposal's append, and with one write at a time sending it at once would double
+        the messages per commit. Except for a membership change: everyone must learn that at
+        once (a leader that removed itself steps down after applying it, and a follower left
+        not knowing the change committed would wait for the removed member's vote)."""
+        before = self.commit
+        if self._maybe_commit() and any(
+            e.kind == EntryKind.CONF for e in self.entries_between(before + 1, self.commit)
+        ):
+            self._bcast_append()
 
     def _maybe_commit(self) -> bool:
         matches = sorted((self._progress[p].match for p in self.voters if p in self._progress), reverse=True)
