@@ -85,15 +85,9 @@ class Client:
             sock.sendall(payload)
             with sock.makefile("rb") as stream:
                 for raw in stream:
-                    message: dict[str, Any] = json.loads(raw)
-                    if "error" in message:
-                        error = message["error"]
-                        raise ClientError(str(error.get("code")), str(error.get("message")))
-                    yield message
+                    yield _answer(raw)
         except TimeoutError:
-            raise ClientError(
-                "DEADLINE_EXCEEDED", f"the shoal daemon did not answer {method} in time"
-            ) from None
+            raise _no_answer(method) from None
         finally:
             sock.close()
 
@@ -118,9 +112,7 @@ class Client:
             raw = self._kept[1].readline()
         except TimeoutError:
             self.close()
-            raise ClientError(
-                "DEADLINE_EXCEEDED", f"the shoal daemon did not answer {method} in time"
-            ) from None
+            raise _no_answer(method) from None
         except OSError as exc:
             self.close()
             raise ClientError(
@@ -129,11 +121,7 @@ class Client:
         if not raw:
             self.close()
             return
-        message: dict[str, Any] = json.loads(raw)
-        if "error" in message:
-            error = message["error"]
-            raise ClientError(str(error.get("code")), str(error.get("message")))
-        yield message
+        yield _answer(raw)
 
     def call(self, method: str, **params: Any) -> Any:
         lines = self._kept_lines(method, params) if self.keep_alive else self._lines(method, params)
@@ -151,3 +139,16 @@ class Client:
                 return
             if "item" in message:
                 yield message["item"]
+
+
+def _answer(raw: bytes) -> dict[str, Any]:
+    """One line from the daemon; an error line raises it as ``ClientError``."""
+    message: dict[str, Any] = json.loads(raw)
+    if "error" in message:
+        error = message["error"]
+        raise ClientError(str(error.get("code")), str(error.get("message")))
+    return message
+
+
+def _no_answer(method: str) -> ClientError:
+    return ClientError("DEADLINE_EXCEEDED", f"the shoal daemon did not answer {method} in time")

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from shoal import rpc
@@ -72,6 +72,12 @@ class _Outlet:
         if len(self.batches) > MAX_QUEUED:
             del self.batches[: len(self.batches) - MAX_QUEUED]
         self.ready.set()
+
+    def take_over(self, batches: list[bytes]) -> None:
+        """Send what was waiting elsewhere first (an older stream, the fallback queue); the
+        caller empties that list."""
+        for data in batches:
+            self.put(data)
 
     def close(self) -> None:
         self.closed = True
@@ -226,8 +232,7 @@ class StoreNetwork:
                 await peer.wakeup.wait()
                 peer.wakeup.clear()
                 if peer.outlet is not None and peer.queue:  # the peer opened a stream meanwhile
-                    for data in peer.queue:
-                        peer.outlet.put(data)
+                    peer.outlet.take_over(peer.queue)
                     peer.queue = []
                 if not peer.queue:
                     continue
@@ -265,8 +270,7 @@ class StoreNetwork:
             )
             peer.last_ok = asyncio.get_running_loop().time()
             if raw and not self._closed:
-                for batch in rpb.StoreStepResponse.FromString(raw).batches:
-                    self.provider.receive(batch)
+                self._feed(rpb.StoreStepResponse.FromString(raw).batches)
         except RPCError as exc:
             if exc.code == StatusCode.FAILED_PRECONDITION and "no longer a member" in exc.message:
                 peer.removed = True
@@ -299,8 +303,7 @@ class StoreNetwork:
                         async for raw in messages:
                             peer.last_ok = loop.time()
                             pause = RETRY_PAUSE
-                            for batch in rpb.StoreStepRequest.FromString(raw).batches:
-                                self.provider.receive(batch)
+                            self._feed(rpb.StoreStepRequest.FromString(raw).batches)
                             if self.tls() is not tls:  # renewed: present the new certificate
                                 break
                     except RPCError as exc:
@@ -320,6 +323,10 @@ class StoreNetwork:
                 pause = min(pause * 2, MAX_PULL_PAUSE)
         finally:
             peer.puller = None
+
+    def _feed(self, batches: Iterable[bytes]) -> None:
+        for batch in batches:
+            self.provider.receive(batch)
 
     def _is_member(self, member_id: int) -> bool:
         return any(info.member_id == member_id for info in self.provider.members())
@@ -378,12 +385,10 @@ class StoreNetwork:
         state = self._peer(step.from_member)
         outlet = _Outlet()
         if state.outlet is not None:  # a stream it opened before: what that has not sent moves here
-            for data in state.outlet.batches:
-                outlet.put(data)
+            outlet.take_over(state.outlet.batches)
             state.outlet.batches = []
             state.outlet.close()
-        for data in state.queue:  # waiting for the fallback sender: the stream is quicker
-            outlet.put(data)
+        outlet.take_over(state.queue)  # waiting for the fallback sender: the stream is quicker
         state.queue = []
         state.outlet = outlet
         try:
@@ -413,13 +418,11 @@ class StoreNetwork:
         _, step = self._admit(request, peer)
         self._peer(step.from_member).last_ok = asyncio.get_running_loop().time()
         if step.from_member in self._replies:  # another step from it in flight: no capture
-            for batch in step.batches:
-                self.provider.receive(batch)
+            self._feed(step.batches)
             return b""
         replies = self._replies[step.from_member] = []
         try:
-            for batch in step.batches:
-                self.provider.receive(batch)
+            self._feed(step.batches)
             # The provider handles what it received in a callback it scheduled just now: let it
             # run (persist, answer) so its answer rides back in this response.
             await asyncio.sleep(0)
