@@ -345,3 +345,44 @@ async def test_only_manager_certificates_reach_the_store_rpcs(node_factory: Call
     finally:
         await transport.close()
     assert manager_status(m1) == {"m1": "Leader", "w1": ""}
+
+
+def test_either_follower_killed_writes_keep_committing_and_the_spare_is_complete(
+    node_factory: Callable[..., ShoalNode],
+) -> None:
+    """Quorum-first replication: the leader sends new entries at once to the follower that
+    acknowledges first (its quorum set) and to the other in batches. Killing the quorum-set
+    follower must not stop writes (the other one takes its place), and the follower that was
+    batched holds everything committed."""
+    managers, _ = three_managers(node_factory)
+    leader = leader_of(managers)
+    followers = [m for m in managers if m is not leader]
+    by_raft_id = {m.info()["Store"]["raft_id"]: m for m in followers}
+    for i in range(5):
+        leader.ok("service", "create", "--name", f"before{i}", "--replicas", "0", "shoal-busybox:1", "true")
+    quorum = wait_until(
+        lambda: leader.info()["Store"]["quorum_set"] or None, 30, what="the leader to pick its quorum set"
+    )
+    assert len(quorum) == 1 and quorum[0] in by_raft_id, quorum
+    fast, spare = by_raft_id[quorum[0]], next(m for m in followers if m is not by_raft_id[quorum[0]])
+
+    def names(node: ShoalNode) -> set[str]:
+        return {s["Name"] for s in node.ok("service", "ls", "--format", "json").json_lines()}
+
+    wait_until(lambda: names(spare) == names(leader), 10, what="the batched follower to hold every service")
+    fast.kill()
+    for i in range(5):
+        leader.ok("service", "create", "--name", f"after{i}", "--replicas", "0", "shoal-busybox:1", "true")
+    spare_id = spare.info()["Store"]["raft_id"]
+    wait_until(
+        lambda: leader.info()["Store"]["quorum_set"] == [spare_id],
+        10,
+        what="the remaining follower to become the quorum set",
+    )
+    expected = {f"before{i}" for i in range(5)} | {f"after{i}" for i in range(5)}
+    assert names(leader) == expected
+    wait_until(lambda: names(spare) == expected, 10, what="the remaining follower to hold every service")
+    # The killed follower comes back, catches up and is sent entries again.
+    fast.start()
+    leader.ok("service", "create", "--name", "back", "--replicas", "0", "shoal-busybox:1", "true")
+    wait_until(lambda: names(fast) == expected | {"back"}, 30, what="the restarted follower to catch up")

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from shoal_store_raft.wal import DEFAULT_SEGMENT_BYTES
 
+#: Options where 0 means "off".
+_ZERO_ALLOWED = frozenset({"spare-batch-ms"})
+
 
 @dataclass(frozen=True)
 class RaftOptions:
@@ -20,6 +23,9 @@ class RaftOptions:
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     #: How long a joining manager may take to catch up with the log before the join fails.
     catch_up_seconds: int = 120
+    #: Followers beyond the ones a commit needs get new entries in batches at most this many
+    #: milliseconds apart instead of at once (see ``spares``); 0 sends to every follower at once.
+    spare_batch_ms: int = 20
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> RaftOptions:
@@ -35,7 +41,9 @@ class RaftOptions:
                 value = int(raw)
             except ValueError:
                 raise ValueError(f"store option {key} must be a positive integer, got {raw!r}") from None
-            if value < 1:
+            if value < 0 and key in _ZERO_ALLOWED:
+                raise ValueError(f"store option {key} must be 0 (off) or a positive integer, got {raw!r}")
+            if value < 1 and key not in _ZERO_ALLOWED:
                 raise ValueError(f"store option {key} must be a positive integer, got {raw!r}")
             values[known[key]] = value
         opts = cls(**values)

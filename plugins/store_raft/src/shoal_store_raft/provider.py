@@ -42,6 +42,7 @@ from shoal_store_raft.raft import (
     EntryKind,
     HardState,
     Message,
+    MsgType,
     NotLeader,
     ProposalDropped,
     RaftCore,
@@ -50,6 +51,7 @@ from shoal_store_raft.raft import (
     Snapshot,
     SnapshotMeta,
 )
+from shoal_store_raft.spares import QuorumFirstSender
 from shoal_store_raft.wal import WAL, list_segments
 
 log = logging.getLogger("shoal.store.raft")
@@ -112,6 +114,8 @@ class RaftStore:
         self._applied = 0
         self._snapshot_index = 0
         self._last_heard: dict[int, float] = {}
+        #: Quorum-first replication, once ``attach`` connected the kernel's network.
+        self._sender: QuorumFirstSender | None = None
 
     @classmethod
     def from_context(cls, context: PluginContext) -> RaftStore:
@@ -274,6 +278,8 @@ class RaftStore:
             except Exception as exc:  # reported through _fail
                 self._fail(exc)
         self._closed = True
+        if self._sender is not None:
+            self._sender.close()
         if self._ticker is not None:
             self._ticker.cancel()
             try:
@@ -349,6 +355,11 @@ class RaftStore:
             "snapshot_index": self._snapshot_index,
             "members": [format_id(v) for v in core.voters],
             "learners": [format_id(v) for v in core.learners],
+            # The followers a leader sends new entries to at once (see ``spares``).
+            "quorum_set": sorted(format_id(v) for v in self._sender.quorum_set)
+            if self._sender is not None and core.is_leader()
+            else [],
+            "spare_batch_ms": self.options.spare_batch_ms,
             "wal_syncs": self._wal.syncs if self._wal else 0,
             "tick_ms": self.options.tick_ms,
             "election_ticks": core.config.election_ticks,
@@ -364,12 +375,19 @@ class RaftStore:
     def attach(self, send: SendFunc) -> None:
         """The kernel's network: messages go out encoded, one batch per peer per Ready."""
 
+        def send_batch(peer: int, batch: list[Message]) -> None:
+            send(peer, encode_messages(batch))
+
+        sender = self._sender = QuorumFirstSender(send_batch, self.options.spare_batch_ms / 1000)
+
         def send_encoded(messages: Sequence[Message]) -> None:
             by_peer: dict[int, list[Message]] = defaultdict(list)
             for m in messages:
                 by_peer[m.to].append(m)
-            for peer, batch in by_peer.items():
-                send(peer, encode_messages(batch))
+            core = self._core
+            if core is None:
+                return
+            sender.send(by_peer, leader_id=core.id if core.is_leader() else 0, voters=core.voters)
 
         self._send_hook = send_encoded
 
@@ -389,6 +407,8 @@ class RaftStore:
         if core is None or self._closed or self._failed is not None or message.to != core.id:
             return
         self._last_heard[message.frm] = self._now()
+        if message.type == MsgType.APP_RESP and self._sender is not None:
+            self._sender.acknowledged(message)
         core.step(message)
         self._schedule()
 
@@ -657,6 +677,8 @@ class RaftStore:
         if leader == self._leader:
             return
         self._leader = leader
+        if self._sender is not None:
+            self._sender.reset()
         if not leader:
             self._fail_pending(
                 StoreUnavailable(
