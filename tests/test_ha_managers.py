@@ -358,7 +358,7 @@ def test_either_follower_killed_writes_keep_committing_and_the_spare_is_complete
     leader = leader_of(managers)
     followers = [m for m in managers if m is not leader]
     by_raft_id = {m.info()["Store"]["raft_id"]: m for m in followers}
-    for i in range(5):
+    for i in range(3):
         leader.ok("service", "create", "--name", f"before{i}", "--replicas", "0", "shoal-busybox:1", "true")
     quorum = wait_until(
         lambda: leader.info()["Store"]["quorum_set"] or None, 30, what="the leader to pick its quorum set"
@@ -371,7 +371,7 @@ def test_either_follower_killed_writes_keep_committing_and_the_spare_is_complete
 
     wait_until(lambda: names(spare) == names(leader), 10, what="the batched follower to hold every service")
     fast.kill()
-    for i in range(5):
+    for i in range(3):
         leader.ok("service", "create", "--name", f"after{i}", "--replicas", "0", "shoal-busybox:1", "true")
     spare_id = spare.info()["Store"]["raft_id"]
     wait_until(
@@ -379,7 +379,7 @@ def test_either_follower_killed_writes_keep_committing_and_the_spare_is_complete
         10,
         what="the remaining follower to become the quorum set",
     )
-    expected = {f"before{i}" for i in range(5)} | {f"after{i}" for i in range(5)}
+    expected = {f"before{i}" for i in range(3)} | {f"after{i}" for i in range(3)}
     assert names(leader) == expected
     wait_until(lambda: names(spare) == expected, 10, what="the remaining follower to hold every service")
     # The killed follower comes back, catches up and is sent entries again.
