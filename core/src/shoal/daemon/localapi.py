@@ -110,7 +110,7 @@ class LocalAPIServer:
             method = str(request["method"])
             params = dict(request.get("params") or {})
         except (ValueError, KeyError, TypeError):
-            await self._send(writer, {"error": {"code": "INVALID_ARGUMENT", "message": "malformed request"}})
+            await self._send(writer, _error("INVALID_ARGUMENT", "malformed request"))
             return False
         try:
             if method in self.streams:
@@ -125,9 +125,7 @@ class LocalAPIServer:
                 await self._send(writer, {"end": True})
                 return False
             if method not in self.unary:
-                await self._send(
-                    writer, {"error": {"code": "UNIMPLEMENTED", "message": f"unknown method {method}"}}
-                )
+                await self._send(writer, _error("UNIMPLEMENTED", f"unknown method {method}"))
                 return True
             result = await self.unary[method](params)
             if isinstance(result, Warned):
@@ -142,10 +140,15 @@ class LocalAPIServer:
             if api_error is None:
                 log.exception("local API method %s failed", method)
                 api_error = APIError(StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-            await self._send(writer, {"error": {"code": api_error.code.value, "message": api_error.message}})
+            await self._send(writer, _error(api_error.code.value, api_error.message))
             return method not in self.streams
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
         writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
         await writer.drain()
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    """An error answer line."""
+    return {"error": {"code": code, "message": message}}

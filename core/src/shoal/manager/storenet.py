@@ -58,6 +58,13 @@ REMOVED_MESSAGE = (
 )
 
 
+def _append_bounded(batches: list[bytes], data: bytes) -> None:
+    """Queue ``data``, dropping the oldest beyond ``MAX_QUEUED``."""
+    batches.append(data)
+    if len(batches) > MAX_QUEUED:
+        del batches[: len(batches) - MAX_QUEUED]
+
+
 class _Outlet:
     """A pull stream a peer holds open to this manager: what the provider sends that peer is
     written on it, everything queued since the last write in one message."""
@@ -68,16 +75,15 @@ class _Outlet:
         self.closed = False
 
     def put(self, data: bytes) -> None:
-        self.batches.append(data)
-        if len(self.batches) > MAX_QUEUED:
-            del self.batches[: len(self.batches) - MAX_QUEUED]
+        _append_bounded(self.batches, data)
         self.ready.set()
 
     def take_over(self, batches: list[bytes]) -> None:
-        """Send what was waiting elsewhere first (an older stream, the fallback queue); the
-        caller empties that list."""
+        """Send what was waiting elsewhere first (an older stream, the fallback queue), and
+        empty that list."""
         for data in batches:
             self.put(data)
+        batches.clear()
 
     def close(self) -> None:
         self.closed = True
@@ -205,9 +211,7 @@ class StoreNetwork:
             peer.task = asyncio.get_running_loop().create_task(
                 self._sender(peer), name=f"store-send-{member_id:x}"
             )
-        peer.queue.append(data)
-        if len(peer.queue) > MAX_QUEUED:
-            del peer.queue[: len(peer.queue) - MAX_QUEUED]
+        _append_bounded(peer.queue, data)
         peer.wakeup.set()
 
     def _peer(self, member_id: int) -> _Peer:
@@ -231,9 +235,8 @@ class StoreNetwork:
             while not self._closed:
                 await peer.wakeup.wait()
                 peer.wakeup.clear()
-                if peer.outlet is not None and peer.queue:  # the peer opened a stream meanwhile
+                if peer.outlet is not None:  # the peer opened a stream meanwhile
                     peer.outlet.take_over(peer.queue)
-                    peer.queue = []
                 if not peer.queue:
                     continue
                 await window.acquire()
@@ -272,9 +275,7 @@ class StoreNetwork:
             if raw and not self._closed:
                 self._feed(rpb.StoreStepResponse.FromString(raw).batches)
         except RPCError as exc:
-            if exc.code == StatusCode.FAILED_PRECONDITION and "no longer a member" in exc.message:
-                peer.removed = True
-                self.on_removed(exc.message)
+            if self._told_removed(peer, exc):
                 return
             peer.addr = ""  # it may have moved (a new advertise address): look it up again
             log.debug("store step to %x at %s failed: %s", peer.member_id, addr, exc.message)
@@ -307,9 +308,7 @@ class StoreNetwork:
                             if self.tls() is not tls:  # renewed: present the new certificate
                                 break
                     except RPCError as exc:
-                        if exc.code == StatusCode.FAILED_PRECONDITION and "no longer a member" in exc.message:
-                            peer.removed = True
-                            self.on_removed(exc.message)
+                        if self._told_removed(peer, exc):
                             return
                         peer.addr = ""
                         log.debug("store pull from %x at %s ended: %s", peer.member_id, addr, exc.message)
@@ -323,6 +322,15 @@ class StoreNetwork:
                 pause = min(pause * 2, MAX_PULL_PAUSE)
         finally:
             peer.puller = None
+
+    def _told_removed(self, peer: _Peer, exc: RPCError) -> bool:
+        """Whether ``peer`` answered that this manager is no longer a member (then it stops
+        talking to it and tells the daemon)."""
+        if exc.code != StatusCode.FAILED_PRECONDITION or "no longer a member" not in exc.message:
+            return False
+        peer.removed = True
+        self.on_removed(exc.message)
+        return True
 
     def _feed(self, batches: Iterable[bytes]) -> None:
         for batch in batches:
@@ -357,6 +365,10 @@ class StoreNetwork:
             and node.spec.desired_role == pb.NodeSpec.WORKER
         )
 
+    def _refuse_if_removed(self, caller: PeerIdentity) -> None:
+        if self._removed(caller.node_id):
+            raise RPCError(StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}")
+
     def _admit(self, request: bytes, peer: PeerIdentity | None) -> tuple[PeerIdentity, rpb.StoreStepRequest]:
         """Checks shared by ``StoreStep`` and ``StorePull``: a manager of this cluster, still a
         member, addressing the member that lives here."""
@@ -370,8 +382,7 @@ class StoreNetwork:
                 StatusCode.FAILED_PRECONDITION,
                 f"store member {step.to_member:x} does not live here (this is {self.provider.member_id:x})",
             )
-        if self._removed(caller.node_id):
-            raise RPCError(StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}")
+        self._refuse_if_removed(caller)
         if step.from_addr and not self.address(step.from_member):
             self.learn(step.from_member, step.from_addr)
         return caller, step
@@ -386,10 +397,8 @@ class StoreNetwork:
         outlet = _Outlet()
         if state.outlet is not None:  # a stream it opened before: what that has not sent moves here
             outlet.take_over(state.outlet.batches)
-            state.outlet.batches = []
             state.outlet.close()
         outlet.take_over(state.queue)  # waiting for the fallback sender: the stream is quicker
-        state.queue = []
         state.outlet = outlet
         try:
             while not self._closed:
@@ -399,10 +408,7 @@ class StoreNetwork:
                     return
                 if not outlet.batches:
                     continue
-                if self._removed(caller.node_id):
-                    raise RPCError(
-                        StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}"
-                    )
+                self._refuse_if_removed(caller)
                 batches, outlet.batches = outlet.batches, []
                 yield rpb.StoreStepRequest(
                     from_member=self.provider.member_id, to_member=step.from_member, batches=batches

@@ -41,10 +41,9 @@ class RaftOptions:
                 value = int(raw)
             except ValueError:
                 raise ValueError(f"store option {key} must be a positive integer, got {raw!r}") from None
-            if value < 0 and key in _ZERO_ALLOWED:
-                raise ValueError(f"store option {key} must be 0 (off) or a positive integer, got {raw!r}")
-            if value < 1 and key not in _ZERO_ALLOWED:
-                raise ValueError(f"store option {key} must be a positive integer, got {raw!r}")
+            if value < (0 if key in _ZERO_ALLOWED else 1):
+                what = "0 (off) or a positive integer" if key in _ZERO_ALLOWED else "a positive integer"
+                raise ValueError(f"store option {key} must be {what}, got {raw!r}")
             values[known[key]] = value
         opts = cls(**values)
         if opts.election_ticks <= opts.heartbeat_ticks:

@@ -269,14 +269,7 @@ class RaftStore:
         if self._core is None:
             self._closed = True
             return
-        if self._failed is None:
-            try:
-                item, self._deferred = self._deferred, None
-                if item is not None:
-                    self._finish_stage(*item)
-                self._process(defer=False)  # persist and acknowledge what was already accepted
-            except Exception as exc:  # reported through _fail
-                self._fail(exc)
+        self._finish_deferred(defer=False)  # persist and acknowledge what was already accepted
         self._closed = True
         if self._sender is not None:
             self._sender.close()
@@ -385,8 +378,7 @@ class RaftStore:
             for m in messages:
                 by_peer[m.to].append(m)
             core = self._core
-            if core is None:
-                return
+            assert core is not None  # only a Ready of a started core sends
             sender.send(by_peer, leader_id=core.id if core.is_leader() else 0, voters=core.voters)
 
         self._send_hook = send_encoded
@@ -565,14 +557,17 @@ class RaftStore:
         self._deferred = (rd, stage)
         self._loop.call_soon(self._finish_deferred)
 
-    def _finish_deferred(self) -> None:
+    def _finish_deferred(self, defer: bool = True) -> None:
+        """Finish the deferred Ready, if any, then process what came meanwhile (``stop`` runs
+        it with ``defer=False`` to finish everything at once)."""
         item, self._deferred = self._deferred, None
-        if item is None or self._closed or self._failed is not None:
+        if self._closed or self._failed is not None:
             return
         try:
-            self._finish_stage(*item)
-            self._process()
-        except Exception as exc:
+            if item is not None:
+                self._finish_stage(*item)
+            self._process(defer)
+        except Exception as exc:  # a failed write or apply stops the store
             self._fail(exc)
 
     def _finish_stage(self, rd: Ready, stage: str) -> None:

@@ -98,9 +98,7 @@ class QuorumFirstSender:
     def reset(self) -> None:
         """Leadership or membership changed: send what is held and pick the quorum set anew."""
         for peer in list(self._held):
-            held = self._take_held(peer)
-            if held:
-                self._send(peer, held)
+            self._flush(peer)
         self.quorum_set = frozenset()
         self._round_index = 0
         self._round_acks = []
@@ -133,7 +131,6 @@ class QuorumFirstSender:
         return self._held.pop(peer, [])
 
     def _flush(self, peer: int) -> None:
-        self._timers.pop(peer, None)
-        held = self._held.pop(peer, [])
+        held = self._take_held(peer)
         if held:
             self._send(peer, held)
