@@ -110,3 +110,58 @@ async def test_removing_another_node_keeps_the_session() -> None:
     await _promote(store, "w1")
     assert (await _next(session)).node.spec.desired_role == pb.NodeSpec.MANAGER
     await session.aclose()
+
+
+async def _settled(store: ObjectStore) -> None:
+    """Until every committed event was published and taken by its watchers (a session takes
+    an event and handles it in one step, so an empty queue means it was handled)."""
+
+    async def wait() -> None:
+        # Nothing signals "drained", so yield turns until it is (bounded by the wait_for below).
+        while store._unpublished or any(not watch.queue.empty() for watch in store._watches):  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(wait(), 5)
+
+
+async def test_label_changes_skip_rebuilding_views_and_a_manager_address_change_is_sent() -> None:
+    store = await _store()
+    rebuilt = 0
+
+    def manager_addrs() -> list[str]:
+        """As the manager builds them: from the nodes in the store."""
+        nonlocal rebuilt
+        rebuilt += 1
+        return ["10.0.0.1:2377"] + [n.manager_status.addr for n in store.view.nodes.all() if n.manager_status.addr]
+
+    dispatcher = Dispatcher(store, "c1", manager_addrs)
+    peer = PeerIdentity(node_id="w1", role=rpc.WORKER_OU, cluster_id="c1")
+    received: asyncio.Queue[rpb.SessionMessage] = asyncio.Queue()
+
+    async def agent() -> None:
+        async for raw in dispatcher.session(rpb.SessionRequest().SerializeToString(), peer):
+            received.put_nowait(rpb.SessionMessage.FromString(raw))
+
+    reader = asyncio.ensure_future(agent())
+    try:
+        assert list((await asyncio.wait_for(received.get(), 5)).managers) == ["10.0.0.1:2377"]
+        before = rebuilt
+        for i in range(3):
+            await _change(store, "w1", k=f"v{i}")
+            await _change(store, "w2", k=f"v{i}")
+        await _settled(store)
+        assert rebuilt == before  # six label events read, no view rebuilt
+
+        def give_w2_a_manager_address(tx: Tx) -> None:
+            node = tx.node("w2")
+            assert node is not None
+            node = copy(node)
+            node.manager_status.addr = "10.0.0.2:2377"
+            tx.update(node)
+
+        await store.update(give_w2_a_manager_address)
+        message = await asyncio.wait_for(received.get(), 5)
+        assert list(message.managers) == ["10.0.0.1:2377", "10.0.0.2:2377"]
+        assert received.empty()
+    finally:
+        reader.cancel()

@@ -23,7 +23,7 @@ from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.store import StoreUnavailable
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
-from shoal.store.memory import DELETE, ObjectStore, Tx, copy
+from shoal.store.memory import DELETE, UPDATE, Event, ObjectStore, Tx, copy
 
 log = logging.getLogger("shoal.dispatcher")
 
@@ -136,6 +136,8 @@ class Dispatcher:
                     raise RPCError(
                         StatusCode.PERMISSION_DENIED, f"node {peer.node_id} was removed from the swarm"
                     )
+                if not _may_change_agent_views(event):
+                    continue  # e.g. a label change: skip rebuilding the view (all managers' addresses)
                 view = self._agent_view(peer.node_id)
                 if view == sent:
                     continue  # e.g. a label change, or another worker: nothing the agent acts on
@@ -311,3 +313,23 @@ class Dispatcher:
             task.status.applied_by = node_id
             task.status.applied_at = now
             tx.update(task)
+
+
+def _may_change_agent_views(event: Event) -> bool:
+    """Whether ``event`` may change what any agent acts on (see ``Dispatcher._agent_view``).
+
+    Every session watches every node event, and an agent's view holds every manager's address,
+    so rebuilding views on each event costs sessions x nodes per event. An update of a node that
+    leaves its role, desired role, availability and manager status alone (a label, its status,
+    its description) changes no agent's view, so the sessions skip it without looking further.
+    """
+    if event.kind != "node" or event.action != UPDATE or event.old is None:
+        return True
+    old: pb.Node = event.old
+    new: pb.Node = event.obj
+    return (
+        old.role != new.role
+        or old.spec.desired_role != new.spec.desired_role
+        or old.spec.availability != new.spec.availability
+        or old.manager_status != new.manager_status
+    )

@@ -60,6 +60,10 @@ class QuorumFirstSender:
     def send(self, by_peer: dict[int, list[Message]], *, leader_id: int, voters: Iterable[int]) -> None:
         """Send (or hold) one Ready's messages, grouped by peer. ``leader_id`` is this member
         when it leads, else 0 (then nothing is held)."""
+        if not leader_id and not self._held:  # a follower's answers: nothing to hold or count
+            for peer, batch in by_peer.items():
+                self._send(peer, batch)
+            return
         voters = frozenset(voters)
         if voters != self._voters:
             self._voters = voters
