@@ -122,3 +122,17 @@ async def test_a_failing_transaction_is_left_out_and_a_failed_commit_fails_the_g
             await fut
     node = store.view.nodes.get("n1")
     assert node is not None and node.spec.annotations.labels["count"] == "2"
+
+
+async def test_a_watch_with_a_predicate_queues_only_what_it_is_true_for() -> None:
+    store, _ = make_store()
+    with (
+        store.watch(["node"], where=lambda event: event.obj.role == pb.NodeSpec.MANAGER) as managers,
+        store.watch(["node"]) as every_node,
+    ):
+        await store.update(lambda tx: tx.create(pb.Node(id="w1", role=pb.NodeSpec.WORKER)))
+        await store.update(lambda tx: tx.create(pb.Node(id="m1", role=pb.NodeSpec.MANAGER)))
+        event = await asyncio.wait_for(managers.get(), 5)
+        assert event.obj.id == "m1"
+        assert managers.drain() == []
+        assert [e.obj.id for e in [await asyncio.wait_for(every_node.get(), 5), *every_node.drain()]] == ["w1", "m1"]

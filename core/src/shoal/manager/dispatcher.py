@@ -127,7 +127,9 @@ class Dispatcher:
             tx.update(node)
 
         await self.store.update(register)
-        with self.store.watch(["node", "cluster"]) as watch:
+        # Only events that may change what an agent acts on wake the session (a label write
+        # would otherwise wake every session on the leader).
+        with self.store.watch(["node", "cluster"], where=_may_change_agent_views) as watch:
             sent = self._agent_view(peer.node_id)
             yield self._session_message(session).SerializeToString()
             while session.session_id in self._sessions:
@@ -136,8 +138,6 @@ class Dispatcher:
                     raise RPCError(
                         StatusCode.PERMISSION_DENIED, f"node {peer.node_id} was removed from the swarm"
                     )
-                if not _may_change_agent_views(event):
-                    continue  # e.g. a label change: skip rebuilding the view (all managers' addresses)
                 view = self._agent_view(peer.node_id)
                 if view == sent:
                     continue  # e.g. a label change, or another worker: nothing the agent acts on
@@ -321,9 +321,10 @@ def _may_change_agent_views(event: Event) -> bool:
     Every session watches every node event, and an agent's view holds every manager's address,
     so rebuilding views on each event costs sessions x nodes per event. An update of a node that
     leaves its role, desired role, availability and manager status alone (a label, its status,
-    its description) changes no agent's view, so the sessions skip it without looking further.
+    its description) changes no agent's view: the sessions' watches leave it out, so it does
+    not even wake them.
     """
-    if event.kind != "node" or event.action != UPDATE or event.old is None:
+    if event.kind != "node" or event.action != UPDATE or event.old is None:  # a delete: always
         return True
     old: pb.Node = event.old
     new: pb.Node = event.obj

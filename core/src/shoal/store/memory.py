@@ -312,18 +312,22 @@ def copy(obj: ObjT) -> ObjT:
 
 
 class Watch:
-    """A queue of committed events, optionally filtered by kind."""
+    """A queue of committed events, optionally filtered by kind and by a predicate."""
 
-    def __init__(self, store: ObjectStore, kinds: Iterable[str] | None) -> None:
+    def __init__(
+        self, store: ObjectStore, kinds: Iterable[str] | None, where: Callable[[Event], bool] | None = None
+    ) -> None:
         self._store = store
         self.kinds = frozenset(kinds) if kinds is not None else None
+        #: Events it is false for are never queued: its owner is not even woken for them.
+        self.where = where
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         #: Events up to this index were applied before the watch began: its owner reads them
         #: from the view, so they are not delivered (they may still be on their way).
         self.since = store.applied_index
 
-    def wants(self, kind: str) -> bool:
-        return self.kinds is None or kind in self.kinds
+    def wants(self, event: Event) -> bool:
+        return (self.kinds is None or event.kind in self.kinds) and (self.where is None or self.where(event))
 
     async def get(self) -> Event:
         return await self.queue.get()
@@ -476,14 +480,15 @@ class ObjectStore:
 
     # ------------------------------------------------------------------ watches
 
-    def watch(self, kinds: Iterable[str] | None = None) -> Watch:
-        """Start receiving events committed from now on (use as a context manager)."""
-        watch = Watch(self, kinds)
+    def watch(self, kinds: Iterable[str] | None = None, *, where: Callable[[Event], bool] | None = None) -> Watch:
+        """Start receiving events committed from now on (use as a context manager): those of
+        ``kinds`` (all if None) for which ``where`` is true (all if None)."""
+        watch = Watch(self, kinds, where)
         self._watches.add(watch)
         return watch
 
     def _publish(self, events: list[Event]) -> None:
         for watch in list(self._watches):
             for event in events:
-                if watch.wants(event.kind) and event.index > watch.since:
+                if event.index > watch.since and watch.wants(event):
                     watch.queue.put_nowait(event)
