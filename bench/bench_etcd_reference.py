@@ -1,0 +1,364 @@
+"""Commit latency of shoal and of etcd side by side, on this machine, in one run.
+
+The HA benchmark (``bench_ha.py``) compares shoal's write latency with etcd figures measured on
+another day, and this VM's speed drifts by tens of percent from one hour to the next. This
+script removes that doubt: it starts a 3-manager shoal swarm (as ``bench_ha.py`` does) AND a
+3-member etcd 3.4 cluster (Debian's ``etcd-server``: ``apt-get install etcd-server``), both on
+127.0.0.1 with mutual TLS between members and with the client, fsync on, and measures one write
+at a time against each leader, the two taking turns in rounds.
+
+- shoal: ``node update --label-add k=v<i>`` through the leader's local API over one kept
+  connection (``bench_ha.latency``);
+- etcd: ``KV.Put`` of a 16-byte value, one key, over one grpc.aio mTLS channel to the leader (the
+  client of the etcd reference figures in ``shared/reference/raft-behaviours.md``). Each etcd
+  round runs in a fresh client process (``--etcd-client``) so that its gRPC setup is independent
+  of this one; ``--etcd-engine default`` uses gRPC's default I/O engine, ``classic`` the one shoal's
+  daemons use. The faster of the two is etcd's figure (the conservative comparison for shoal).
+
+Both clusters run throughout: each round's idle cluster costs the other its heartbeats.
+
+    .venv/bin/python bench/bench_etcd_reference.py --ops 600 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_ha
+
+KV_PUT = "/etcdserverpb.KV/Put"
+STATUS = "/etcdserverpb.Maintenance/Status"
+CLASSIC_IO = "-event_engine_client,-event_engine_listener,-event_engine_for_all_other_endpoints"
+
+
+# ---------------------------------------------------------------------- protobuf by hand
+# Only PutRequest (key = 1, value = 2) and two fields of StatusResponse are needed: a few
+# lines of wire format instead of etcd's generated stubs.
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field_bytes(number: int, data: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def put_request(key: bytes, value: bytes) -> bytes:
+    return _field_bytes(1, key) + _field_bytes(2, value)
+
+
+def _fields(data: bytes) -> dict[int, Any]:
+    """Top-level fields of a message: varints as int, length-delimited as bytes."""
+    fields: dict[int, Any] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            fields[number], pos = _read_varint(data, pos)
+        elif wire == 2:
+            size, pos = _read_varint(data, pos)
+            fields[number] = data[pos : pos + size]
+            pos += size
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+    return fields
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+# ---------------------------------------------------------------------- certificates
+
+
+def make_certs(directory: Path) -> dict[str, Path]:
+    """A CA and one certificate (server and client use, for 127.0.0.1) for members and client."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench etcd CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench etcd member")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {"ca": directory / "ca.pem", "cert": directory / "cert.pem", "key": directory / "key.pem"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+# ---------------------------------------------------------------------- the etcd cluster
+
+
+class EtcdCluster:
+    """Three etcd members on 127.0.0.1, mutual TLS for peers and clients, data on this disk."""
+
+    def __init__(self, base: Path) -> None:
+        binary = shutil.which("etcd")
+        if binary is None:
+            sys.exit("bench_etcd_reference: no etcd binary; install it with: apt-get install etcd-server")
+        self.certs = make_certs(base)
+        self.members = [
+            {
+                "name": f"e{i}",
+                "client": bench_ha.free_port("127.0.0.1"),
+                "peer": bench_ha.free_port("127.0.0.1"),
+            }
+            for i in (1, 2, 3)
+        ]
+        initial = ",".join(f"{m['name']}=https://127.0.0.1:{m['peer']}" for m in self.members)
+        tls = [
+            f"--cert-file={self.certs['cert']}",
+            f"--key-file={self.certs['key']}",
+            f"--trusted-ca-file={self.certs['ca']}",
+            "--client-cert-auth",
+            f"--peer-cert-file={self.certs['cert']}",
+            f"--peer-key-file={self.certs['key']}",
+            f"--peer-trusted-ca-file={self.certs['ca']}",
+            "--peer-client-cert-auth",
+        ]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for m in self.members:
+            log = open(base / f"{m['name']}.log", "wb")
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        binary,
+                        f"--name={m['name']}",
+                        f"--data-dir={base / m['name']}",
+                        f"--listen-client-urls=https://127.0.0.1:{m['client']}",
+                        f"--advertise-client-urls=https://127.0.0.1:{m['client']}",
+                        f"--listen-peer-urls=https://127.0.0.1:{m['peer']}",
+                        f"--initial-advertise-peer-urls=https://127.0.0.1:{m['peer']}",
+                        f"--initial-cluster={initial}",
+                        "--initial-cluster-state=new",
+                        "--initial-cluster-token=bench",
+                        *tls,
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def addr(self, i: int) -> str:
+        return f"127.0.0.1:{self.members[i]['client']}"
+
+    def leader(self) -> str:
+        """The client address of the leader (from Maintenance.Status), waiting for one."""
+
+        def find() -> str | None:
+            for i in range(3):
+                raw = self._call(self.addr(i), STATUS, b"")
+                if raw is None:
+                    continue
+                fields = _fields(raw)
+                header = _fields(fields.get(1, b""))
+                if fields.get(4) and fields.get(4) == header.get(2):
+                    return self.addr(i)
+            return None
+
+        leader: str = bench_ha.wait(find, 60, "an etcd leader")
+        return leader
+
+    def _call(self, addr: str, method: str, request: bytes) -> bytes | None:
+        import grpc
+
+        creds = grpc.ssl_channel_credentials(
+            self.certs["ca"].read_bytes(), self.certs["key"].read_bytes(), self.certs["cert"].read_bytes()
+        )
+        with grpc.secure_channel(addr, creds) as channel:
+            try:
+                response: bytes = channel.unary_unary(method)(request, timeout=2)
+                return response
+            except grpc.RpcError:
+                return None
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def etcd_round(cluster: EtcdCluster, addr: str, ops: int, engine: str) -> list[float]:
+    """One round of sequential puts from a fresh client process (``--etcd-client``)."""
+    env = dict(os.environ)
+    env.pop("GRPC_EXPERIMENTS", None)
+    if engine == "classic":
+        env["GRPC_EXPERIMENTS"] = CLASSIC_IO
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--etcd-client",
+            addr,
+            "--ops",
+            str(ops),
+            "--certs",
+            str(cluster.certs["ca"].parent),
+        ],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=600,
+    )
+    samples: list[float] = json.loads(out.stdout)
+    return samples
+
+
+def etcd_client(addr: str, ops: int, certs: Path, warmup: int = 50) -> None:
+    """Sequential puts over one grpc.aio mTLS channel; prints the latencies (JSON)."""
+    import asyncio
+
+    import grpc
+
+    async def run() -> list[float]:
+        creds = grpc.ssl_channel_credentials(
+            (certs / "ca.pem").read_bytes(),
+            (certs / "key.pem").read_bytes(),
+            (certs / "cert.pem").read_bytes(),
+        )
+        async with grpc.aio.secure_channel(addr, creds) as channel:
+            put = channel.unary_unary(KV_PUT)
+            samples = []
+            for i in range(warmup + ops):
+                request = put_request(b"bench-key", f"{i:016d}".encode())
+                start = time.perf_counter()
+                await put(request, timeout=10)
+                if i >= warmup:
+                    samples.append(time.perf_counter() - start)
+            return samples
+
+    print(json.dumps(asyncio.run(run())))
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=600, help="writes per round per system")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--etcd-client", help=argparse.SUPPRESS)
+    parser.add_argument("--certs", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.etcd_client:
+        etcd_client(args.etcd_client, args.ops, Path(args.certs))
+        return
+
+    print(f"machine: {bench_ha.machine()}", flush=True)
+    base = Path(tempfile.mkdtemp(prefix="shoal-bench-etcd-"))
+    etcd = EtcdCluster(base)
+    swarm = bench_ha.Cluster()
+    try:
+        etcd_leader = etcd.leader()
+        shoal_leader = swarm.leader()
+        client = shoal_leader.kept_client()
+        results: dict[str, list[float]] = {
+            "shoal": [],
+            "etcd (gRPC default engine)": [],
+            "etcd (classic engine)": [],
+        }
+        for r in range(args.rounds):
+            shoal = bench_ha.latency(shoal_leader, args.ops, client)
+            default = etcd_round(etcd, etcd_leader, args.ops, "default")
+            classic = etcd_round(etcd, etcd_leader, args.ops, "classic")
+            for name, samples in zip(results, (shoal, default, classic), strict=True):
+                results[name] += samples
+            print(
+                f"round {r + 1}: shoal {statistics.median(shoal) * 1e3:.2f} ms, etcd "
+                f"{statistics.median(default) * 1e3:.2f} / {statistics.median(classic) * 1e3:.2f} ms "
+                "(default / classic engine)",
+                flush=True,
+            )
+        print()
+        print("| one write at a time, via the leader, one connection | median | p99 |")
+        print("|---|---|---|")
+        for name, samples in results.items():
+            samples_ms = [s * 1e3 for s in samples]
+            print(
+                f"| {name} | {statistics.median(samples_ms):.2f} ms | {bench_ha.pct(samples_ms, 0.99):.2f} ms |"
+            )
+        print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f}")
+    finally:
+        swarm.close()
+        etcd.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
