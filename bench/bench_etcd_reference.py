@@ -106,32 +106,24 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def make_certs(directory: Path) -> dict[str, Path]:
-    """A CA and one certificate (server and client use, for 127.0.0.1) for members and client."""
+    """A root (shoal's internal CA makes it) and one certificate signed by it for the members
+    and the client: server and client use, for 127.0.0.1 (etcd checks the IP address, which
+    swarm node certificates do not carry)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from shoal import identity
+    from shoal_ca_internal.ca import make_root, parse_root
 
+    root = make_root()
+    root_cert, root_key = parse_root(root)
+    key_pem = identity.generate_key()
     now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench etcd CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench etcd member")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
+        .issuer_name(root_cert.subject)
+        .public_key(identity.load_private_key(key_pem).public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
@@ -145,16 +137,12 @@ def make_certs(directory: Path) -> dict[str, Path]:
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(root_key, hashes.SHA256())
     )
     paths = {"ca": directory / "ca.pem", "cert": directory / "cert.pem", "key": directory / "key.pem"}
-    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["ca"].write_bytes(root.cert_pem)
     paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths["key"].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    paths["key"].write_bytes(key_pem)
     return paths
 
 

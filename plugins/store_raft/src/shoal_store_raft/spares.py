@@ -29,7 +29,7 @@ every message at once, as before.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from shoal_store_raft.raft import Message, MsgType
 
@@ -56,25 +56,29 @@ class QuorumFirstSender:
         self._round_index = 0
         self._round_acks: list[int] = []
         self._voters: frozenset[int] = frozenset()
+        #: The voters as the core last gave them, to notice a change without building a set.
+        self._voters_given: tuple[int, ...] = ()
 
-    def send(self, by_peer: dict[int, list[Message]], *, leader_id: int, voters: Iterable[int]) -> None:
+    def send(self, by_peer: dict[int, list[Message]], *, leader_id: int, voters: tuple[int, ...]) -> None:
         """Send (or hold) one Ready's messages, grouped by peer. ``leader_id`` is this member
         when it leads, else 0 (then nothing is held)."""
         if not leader_id and not self._held:  # a follower's answers: nothing to hold or count
             for peer, batch in by_peer.items():
                 self._send(peer, batch)
             return
-        voters = frozenset(voters)
-        if voters != self._voters:
-            self._voters = voters
-            self.reset()
-        need = len(voters) // 2
+        if voters != self._voters_given:  # a tuple compare per Ready, a set only on a change
+            self._voters_given = voters
+            if frozenset(voters) != self._voters:
+                self._voters = frozenset(voters)
+                self.reset()
+        voter_set = self._voters
+        need = len(voter_set) // 2
         spares_possible = (
             self.delay > 0
-            and leader_id in voters
-            and len(voters) - 1 > need
+            and leader_id in voter_set
+            and len(voter_set) - 1 > need
             and len(self.quorum_set) == need
-            and self.quorum_set <= voters
+            and self.quorum_set <= voter_set
         )
         for peer, batch in by_peer.items():
             if spares_possible and peer not in self.quorum_set and _holdable(batch):
@@ -83,7 +87,7 @@ class QuorumFirstSender:
             held = self._take_held(peer)
             if held:
                 batch = held + batch
-            if peer in voters and (peer in self.quorum_set or not spares_possible):
+            if peer in voter_set and (peer in self.quorum_set or not spares_possible):
                 self._new_round(batch)
             self._send(peer, batch)
 
