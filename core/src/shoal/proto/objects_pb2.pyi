@@ -474,14 +474,65 @@ class PluginSelection(_message.Message):
 Global___PluginSelection: _TypeAlias = PluginSelection  # noqa: Y015
 
 @_typing.final
+class RemovedNode(_message.Message):
+    """A node taken out of the swarm (`node rm`, or a manager left out by `--force-new-cluster`):
+    its certificate is refused by every RPC, on every replica, for as long as it could be valid
+    (Swarm's RemovedNodes / blacklisted certificates). Node IDs are never reused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    removed_at: _builtins.float
+    """unix time"""
+    reason: _builtins.str
+    """"node rm", "force-new-cluster" """
+    def __init__(
+        self,
+        *,
+        removed_at: _builtins.float = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "removed_at", b"removed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemovedNode: _TypeAlias = RemovedNode  # noqa: Y015
+
+@_typing.final
 class Cluster(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RemovedNodesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___RemovedNode: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___RemovedNode | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     ID_FIELD_NUMBER: _builtins.int
     META_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     ROOT_CA_FIELD_NUMBER: _builtins.int
     PLUGINS_FIELD_NUMBER: _builtins.int
+    REMOVED_NODES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     @_builtins.property
     def meta(self) -> Global___Meta: ...
@@ -491,6 +542,10 @@ class Cluster(_message.Message):
     def root_ca(self) -> Global___RootCA: ...
     @_builtins.property
     def plugins(self) -> Global___PluginSelection: ...
+    @_builtins.property
+    def removed_nodes(self) -> _containers.MessageMap[_builtins.str, Global___RemovedNode]:
+        """node ID -> when and why it was removed"""
+
     def __init__(
         self,
         *,
@@ -499,10 +554,11 @@ class Cluster(_message.Message):
         spec: Global___ClusterSpec | None = ...,
         root_ca: Global___RootCA | None = ...,
         plugins: Global___PluginSelection | None = ...,
+        removed_nodes: _abc.Mapping[_builtins.str, Global___RemovedNode] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "plugins", b"plugins", "root_ca", b"root_ca", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "plugins", b"plugins", "root_ca", b"root_ca", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "plugins", b"plugins", "removed_nodes", b"removed_nodes", "root_ca", b"root_ca", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
