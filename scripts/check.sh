@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -m shoal.proto.check >/dev/null
-.venv/bin/ruff check core plugins tests bench
+.venv/bin/python scripts/check-pipefail.py
+.venv/bin/ruff check core plugins tests bench scripts
 .venv/bin/mypy core/src plugins/*/src

@@ -21,7 +21,10 @@ case "$ENGINES" in
   all) ENGINES="docker podman" ;;
   *) echo "build.sh: unknown engine '$ENGINES' (expected docker, podman or all)" >&2; exit 2 ;;
 esac
-if ! "$BUSYBOX" --list 2>/dev/null | grep -qx httpd; then
+# Capture the list before searching it: `busybox --list | grep -q` under pipefail fails at random
+# (grep exits at the match, busybox gets SIGPIPE while still writing; issue 19).
+applets="$("$BUSYBOX" --list 2>/dev/null || true)"
+if ! grep -qx httpd <<<"$applets"; then
   echo "build.sh: $BUSYBOX is not a busybox with httpd (apt-get install busybox-static)" >&2
   exit 1
 fi

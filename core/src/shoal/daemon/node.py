@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal import externalca, identity, rpc, tokens
+from shoal import externalca, filemodes, identity, rpc, tokens
 from shoal.agent.agent import Agent, description_from
 from shoal.daemon.localapi import APIError, LocalAPIServer
 from shoal.daemon.manager import Manager
@@ -795,6 +795,9 @@ SWITCH_INTERVAL = 0.0005
 
 async def serve(config: DaemonConfig) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
+    # Before anything is written: the state dir holds keys, secrets and service env.
+    filemodes.restrict_umask()
+    filemodes.secure_state_dir(config.state_dir)
     daemon = Daemon(config)
     daemon.load_node_plugins()
     await daemon.run()
