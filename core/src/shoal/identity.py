@@ -259,15 +259,16 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
 
 
 def write_credentials(directory: Path, creds: NodeCredentials) -> None:
-    """Save key (0600), certificate and root into ``directory`` (created 0700 if missing).
+    """Save key, certificate and root into ``directory`` (created 0700 if missing), all 0600:
+    nothing under a node's state dir is for other local users (see ``shoal.filemodes``).
 
     Each file is replaced atomically, but three files cannot be replaced at once: a crash in
     between can leave a new certificate next to the old key. ``load_credentials`` detects that
     mismatch and refuses, rather than serving with a key that does not fit its certificate.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _atomic_write(directory / ROOT_FILE, creds.root_pem, 0o644)
-    _atomic_write(directory / CERT_FILE, creds.cert_pem, 0o644)
+    _atomic_write(directory / ROOT_FILE, creds.root_pem, 0o600)
+    _atomic_write(directory / CERT_FILE, creds.cert_pem, 0o600)
     _atomic_write(directory / KEY_FILE, creds.key_pem, 0o600)
 
 

@@ -3,6 +3,9 @@
 SwarmKit keeps assigned tasks and their last status in ``<state>/worker/tasks.db``; we do the
 same with SQLite. After a restart the agent rebuilds its controllers from here and re-adopts
 the running containers before its manager answers, so nothing is restarted needlessly.
+
+The tasks carry their services' env in clear, so the DB is 0600 in a 0700 directory, created
+so before SQLite opens it: SQLite gives the ``-wal`` and ``-shm`` files the main file's mode.
 """
 
 from __future__ import annotations
@@ -10,14 +13,23 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from shoal.filemodes import private_dir, private_file
 from shoal.proto import objects_pb2 as pb
+
+#: The files SQLite keeps beside the DB in WAL mode.
+SIDE_FILES = ("-wal", "-shm")
 
 
 class TaskDB:
     """Assigned tasks (the spec the manager sent) and the last status the agent observed."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_file(path)
+        for suffix in SIDE_FILES:  # left by an older version with a wider mode
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                private_file(side)
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

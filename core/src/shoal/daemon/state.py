@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from shoal.filemodes import PRIVATE_FILE, private_dir
+
 STATE_FILE = "state.json"
 CERTS_DIR = "certificates"
 
@@ -23,6 +25,8 @@ class NodeState:
     role: str  # "manager" or "worker"
     listen_addr: str
     advertise_addr: str
+    #: Every manager's address as the last session message listed them (leader first), so a
+    #: restarted node finds the swarm even when the manager it joined through is down.
     managers: list[str] = field(default_factory=list)
     plugins: dict[str, str] = field(default_factory=dict)
 
@@ -43,11 +47,14 @@ def load_state(state_dir: Path) -> NodeState | None:
 
 
 def save_state(state_dir: Path, state: NodeState) -> None:
-    """Write atomically (temp file, fsync, rename) so a crash never leaves half a file."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Write atomically (temp file, fsync, rename) so a crash never leaves half a file; 0600
+    in a 0700 directory, like everything under the state dir."""
+    private_dir(state_dir)
     path = state_dir / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)  # a leftover temp file keeps its old mode otherwise
+    with os.fdopen(fd, "w") as fh:
         json.dump(asdict(state), fh, indent=2)
         fh.flush()
         os.fsync(fh.fileno())
