@@ -82,7 +82,10 @@ class Client:
         sock = self._connect()
         try:
             payload = json.dumps({"method": method, "params": params}).encode() + b"\n"
-            sock.sendall(payload)
+            try:
+                sock.sendall(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before it read everything (too large): its answer line says why
             with sock.makefile("rb") as stream:
                 for raw in stream:
                     yield _answer(raw)

@@ -6,6 +6,11 @@ number of ``{"item": ...}`` lines then ``{"end": true}``. After a unary answer t
 stays open for the client's next request (the CLI closes it; a program making many calls saves
 a connection per call); after a stream or a malformed request the server closes it. The socket
 is created with mode 0600: whoever can open it controls the node, so no TLS is needed.
+
+A request line longer than ``MAX_REQUEST_BYTES`` or nested deeper than ``boundedjson.MAX_DEPTH``
+gets one ``INVALID_ARGUMENT`` answer and the connection is closed; the rest of an oversized line is
+read and thrown away in small pieces (so the client can finish sending and read the answer), and
+memory never holds more than the cap.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoal import boundedjson
 from shoal.roles.transport import StatusCode
 
 log = logging.getLogger("shoal.localapi")
@@ -28,7 +34,10 @@ UnaryMethod = Callable[[dict[str, Any]], Awaitable[Any]]
 StreamMethod = Callable[[dict[str, Any]], AsyncIterator[Any]]
 #: Connections the kernel queues before accepting: many concurrent CLI calls must not be reset.
 BACKLOG = 1024
-LIMIT = 16 * 1024 * 1024
+#: Longest request line accepted (also the reader's buffer limit).
+MAX_REQUEST_BYTES = boundedjson.MAX_REQUEST_BYTES
+#: How much of an oversized line is read and thrown away before the connection is just closed.
+DISCARD_LIMIT = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ class LocalAPIServer:
         old_umask = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=LIMIT, backlog=BACKLOG
+                self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES, backlog=BACKLOG
             )
         finally:
             os.umask(old_umask)
@@ -100,17 +109,19 @@ class LocalAPIServer:
         """Answer one request; whether the connection may carry another."""
         self._idle.add(writer)
         try:
-            line = await reader.readline()
+            line = await _read_line(reader)
         finally:
             self._idle.discard(writer)
+        if line is None:
+            await self._send(writer, _error("INVALID_ARGUMENT", boundedjson.too_large_message()))
+            await _discard_line(reader)
+            return False
         if not line:
             return False
         try:
-            request = json.loads(line)
-            method = str(request["method"])
-            params = dict(request.get("params") or {})
-        except (ValueError, KeyError, TypeError):
-            await self._send(writer, _error("INVALID_ARGUMENT", "malformed request"))
+            method, params = _parse_request(line)
+        except boundedjson.BadJSON as exc:
+            await self._send(writer, _error("INVALID_ARGUMENT", str(exc)))
             return False
         try:
             if method in self.streams:
@@ -147,6 +158,40 @@ class LocalAPIServer:
     async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
         writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
         await writer.drain()
+
+
+def _parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """``{"method": M, "params": {...}}`` -> (M, params); ``BadJSON`` with the reason otherwise."""
+    request = boundedjson.loads(line)
+    if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+        raise boundedjson.BadJSON('malformed request: send {"method": NAME, "params": {...}}')
+    params = request.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise boundedjson.BadJSON("malformed request: params must be a JSON object")
+    return request["method"], params
+
+
+async def _read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next request line (``b""`` at EOF), or ``None`` when it is longer than the limit (it
+    is then still unread: see ``_discard_line``)."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial  # the client closed after a last line without a newline
+    except asyncio.LimitOverrunError:
+        return None
+
+
+async def _discard_line(reader: asyncio.StreamReader) -> None:
+    """Read the rest of an oversized line in pieces, keeping none of it (up to ``DISCARD_LIMIT``)."""
+    discarded = 0
+    while discarded < DISCARD_LIMIT:
+        chunk = await reader.read(64 * 1024)
+        if not chunk or b"\n" in chunk:
+            return
+        discarded += len(chunk)
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
