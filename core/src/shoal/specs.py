@@ -7,11 +7,12 @@ says what a valid value looks like.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from shoal import defaults, placement
+from shoal import defaults, imageref, placement
 from shoal.proto import objects_pb2 as pb
 
 _NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$")
@@ -19,6 +20,26 @@ _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB]?)\s*$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _ENV_KEY = re.compile(r"^[^=\s]+$")
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+\Z")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+#: The largest values the object model's integer fields hold.
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+INT32_MAX = 2**31 - 1
+#: Replicas one service may ask for: every task lives in every manager's memory and the
+#: orchestrator creates a scale-up's tasks in one transaction, so an absurd count would take the
+#: managers down instead of running anything.
+MAX_REPLICAS = 100_000
+#: Go's time.Duration limit (int64 nanoseconds, about 292 years): docker refuses longer ones.
+MAX_DURATION_SECONDS = INT64_MAX / 1e9
+#: The kernel's HOST_NAME_MAX: sethostname() refuses longer names, so the task could never start.
+HOSTNAME_MAX = 64
+#: Signals a stop signal may name (Linux), with or without "SIG", in any case; or 1-64.
+SIGNALS = frozenset(
+    "HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD CONT STOP "
+    "TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS RTMIN RTMAX".split()
+)
 
 MIN_RESERVED_CPU_NANO = 1_000_000  # 0.001 CPU (Swarm's minimum)
 MIN_RESERVED_MEMORY = 4 * 1024 * 1024  # 4 MiB
@@ -38,9 +59,13 @@ def parse_cpus(value: str, flag: str) -> int:
     try:
         cpus = float(value)
     except ValueError:
-        raise SpecError(f'invalid {flag} "{value}": give a number of CPUs such as 0.5 or 2') from None
+        cpus = math.nan
+    if not math.isfinite(cpus):
+        raise SpecError(f'invalid {flag} "{value}": give a number of CPUs such as 0.5 or 2')
     if cpus < 0:
         raise SpecError(f'invalid {flag} "{value}": must not be negative')
+    if cpus * 1e9 > INT64_MAX:
+        raise SpecError(f'invalid {flag} "{value}": that is more CPUs than any machine has')
     return round(cpus * 1e9)
 
 
@@ -51,7 +76,10 @@ def parse_memory(value: str, flag: str) -> int:
         raise SpecError(f'invalid {flag} "{value}": give a size such as 64MiB, 512m or 1g')
     number, unit, _ = match.groups()
     scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit.lower()]
-    return int(float(number) * scale)
+    size = float(number) * scale
+    if not size < INT64_MAX:  # also catches inf from a number with hundreds of digits
+        raise SpecError(f'invalid {flag} "{value}": the largest size is 8 EiB')
+    return int(size)
 
 
 def parse_duration(value: str, flag: str) -> float:
@@ -68,10 +96,70 @@ def parse_duration(value: str, flag: str) -> float:
         pos = match.end()
     if pos != len(text) or not text:
         raise SpecError(f'invalid {flag} "{value}": give a duration such as 10s, 1m30s or 500ms')
+    if not total <= MAX_DURATION_SECONDS:
+        raise SpecError(f'invalid {flag} "{value}": the longest duration is 2562047h (about 292 years)')
     return total
 
 
+def whole_number(value: Any, flag: str, minimum: int, maximum: int) -> int:
+    """A whole number in ``[minimum, maximum]`` from a JSON int or its decimal text (not a
+    float, a bool or "1_000"), with one line naming the flag otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise SpecError(f'invalid {flag} "{value}": give a whole number')
+    if isinstance(value, str) and not _WHOLE_NUMBER.match(value.strip()):
+        raise SpecError(f'invalid {flag} "{value}": give a whole number')
+    number = int(value)
+    if number < minimum:
+        raise SpecError(f'invalid {flag} "{value}": must be at least {minimum}')
+    if number > maximum:
+        raise SpecError(f'invalid {flag} "{value}": must be at most {maximum}')
+    return number
+
+
+def parse_tail(value: Any) -> int | None:
+    """``service logs --tail``: a number of lines, or ``all`` (also when absent) for every line."""
+    if value is None or value == "all":
+        return None
+    return whole_number(value, "--tail", 0, INT64_MAX)
+
+
+def parse_stop_signal(value: Any) -> str:
+    """A signal docker's ``ParseSignal`` accepts: a name (``SIGTERM``, ``term``) or 1-64."""
+    text = str(value).strip()
+    name = text.upper().removeprefix("SIG")
+    if name in SIGNALS or (text.isdigit() and 1 <= int(text) <= 64):
+        return text
+    raise SpecError(
+        f'invalid --stop-signal "{value}": give a signal name such as SIGTERM, SIGINT or SIGUSR1, '
+        "or a number from 1 to 64"
+    )
+
+
+def parse_hostname(value: Any) -> str:
+    """A container hostname: at most 64 characters (the kernel's limit), dot-separated labels
+    of letters, digits and "-" not starting or ending with "-" (RFC 1123); empty = the default."""
+    name = str(value)
+    shown = name if len(name) <= 70 else name[:60] + f"... ({len(name)} characters)"
+    if len(name) > HOSTNAME_MAX:
+        raise SpecError(f'invalid --hostname "{shown}": a hostname is at most {HOSTNAME_MAX} characters')
+    if name and not all(_HOST_LABEL.match(label) for label in name.split(".")):
+        raise SpecError(
+            f'invalid --hostname "{shown}": use letters, digits and "-" in labels separated by ".", '
+            'each label not starting or ending with "-"'
+        )
+    return name
+
+
+def parse_workdir(value: Any) -> str:
+    """The working directory: absolute, as the engine demands; empty = the image's."""
+    path = str(value)
+    if path and not path.startswith("/"):
+        raise SpecError(f'invalid --workdir "{path}": the working directory must be an absolute path')
+    return path
+
+
 def validate_name(name: str) -> str:
+    """A service name: what docker accepts (up to 63 characters, like a DNS label)."""
     if not name:
         raise SpecError("a service name is required: use --name NAME")
     if not _NAME.match(name):
@@ -82,31 +170,47 @@ def validate_name(name: str) -> str:
     return name
 
 
-def _int(params: Mapping[str, Any], key: str, flag: str, default: int = 0, minimum: int = 0) -> int:
+def _int(
+    params: Mapping[str, Any],
+    key: str,
+    flag: str,
+    default: int = 0,
+    minimum: int = 0,
+    maximum: int = UINT64_MAX,
+) -> int:
+    """An integer option; absent (``None``) means ``default``. An empty string is an error,
+    as in docker: it is a value that is not a number, not a missing one."""
     value = params.get(key)
-    if value is None or value == "":
+    if value is None:
         return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise SpecError(f'invalid {flag} "{value}": give a whole number') from None
-    if number < minimum:
-        raise SpecError(f'invalid {flag} "{value}": must be at least {minimum}')
-    return number
+    return whole_number(value, flag, minimum, maximum)
 
 
 def _given(params: Mapping[str, Any], key: str) -> bool:
+    """Whether the request sets ``key``: present and not ``None`` (an empty string is a value:
+    it clears a text setting and is refused where a number, duration or choice is expected)."""
     value = params.get(key)
-    return value is not None and value != "" and value != []
+    return value is not None and value != []
 
 
 def _image(value: Any) -> str:
     image = str(value or "").strip()
     if not image:
         raise SpecError("an image is required: shoal service create [OPTIONS] IMAGE [COMMAND] [ARG...]")
-    if any(c.isspace() for c in image) or image.startswith("-"):
-        raise SpecError(f'invalid image reference "{image}"')
+    problem = imageref.reference_problem(image)
+    if problem is not None:
+        raise SpecError(f'invalid image reference "{image}": {problem}')
     return image
+
+
+def _strings(params: Mapping[str, Any], key: str, flag: str) -> list[str]:
+    """A list option (``--env``, ``--label``...): a list of strings, or absent."""
+    values = params.get(key)
+    if values is None:
+        return []
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise SpecError(f"invalid {flag}: give a list of strings")
+    return values
 
 
 def _pairs(values: Any, flag: str) -> list[tuple[str, str]]:
@@ -223,8 +327,9 @@ def _healthcheck(health: pb.HealthConfig, params: Mapping[str, Any]) -> None:
         health.test.append("NONE")
         return
     if _given(params, "health_cmd"):
-        del health.test[:]
-        health.test.extend(["CMD-SHELL", str(params["health_cmd"])])
+        del health.test[:]  # an empty --health-cmd goes back to the image's check, as in docker
+        if params["health_cmd"] != "":
+            health.test.extend(["CMD-SHELL", str(params["health_cmd"])])
     for key, field in (
         ("health_interval", "interval"),
         ("health_timeout", "timeout"),
@@ -236,63 +341,73 @@ def _healthcheck(health: pb.HealthConfig, params: Mapping[str, Any]) -> None:
                 raise SpecError(f'invalid --{key.replace("_", "-")} "{params[key]}": the minimum is 1ms')
             setattr(health, field, seconds)
     if _given(params, "health_retries"):
-        health.retries = _int(params, "health_retries", "--health-retries")
+        health.retries = _int(params, "health_retries", "--health-retries", maximum=INT32_MAX)
 
 
 def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -> None:
     """Apply every option present in ``params`` to ``spec`` (create lists or update add/rm)."""
     container = spec.task.container
-    if creating or _given(params, "image"):
+    if creating:
         container.image = _image(params.get("image"))
+    elif params.get("image") is not None:
+        if not str(params["image"]).strip():
+            raise SpecError('invalid --image "": give an image reference such as searchsvc:v1.0')
+        container.image = _image(params["image"])
     if creating or params.get("args") is not None:
         del container.args[:]
-        container.args.extend(str(a) for a in params.get("args") or [])
+        container.args.extend(_strings(params, "args", "args"))
     if _given(params, "entrypoint"):
-        del container.command[:]
+        del container.command[:]  # an empty --entrypoint goes back to the image's
         container.command.extend(str(params["entrypoint"]).split())
 
-    for key, value in _pairs(params.get("labels"), "--label") + _pairs(
-        params.get("label_add"), "--label-add"
+    for key, value in _pairs(_strings(params, "labels", "--label"), "--label") + _pairs(
+        _strings(params, "label_add", "--label-add"), "--label-add"
     ):
         spec.annotations.labels[key] = value
-    for key in params.get("label_rm") or []:
-        spec.annotations.labels.pop(str(key), None)
-    for key, value in _pairs(params.get("container_labels"), "--container-label") + _pairs(
-        params.get("container_label_add"), "--container-label-add"
-    ):
+    for key in _strings(params, "label_rm", "--label-rm"):
+        spec.annotations.labels.pop(key, None)
+    for key, value in _pairs(
+        _strings(params, "container_labels", "--container-label"), "--container-label"
+    ) + _pairs(_strings(params, "container_label_add", "--container-label-add"), "--container-label-add"):
         container.labels[key] = value
-    for key in params.get("container_label_rm") or []:
-        container.labels.pop(str(key), None)
+    for key in _strings(params, "container_label_rm", "--container-label-rm"):
+        container.labels.pop(key, None)
 
     env = list(container.env)
-    removed = {str(k) for k in params.get("env_rm") or []}
-    added = _env(params.get("env"), "--env") + _env(params.get("env_add"), "--env-add")
+    removed = set(_strings(params, "env_rm", "--env-rm"))
+    added = _env(_strings(params, "env", "--env"), "--env") + _env(
+        _strings(params, "env_add", "--env-add"), "--env-add"
+    )
     added_keys = {item.partition("=")[0] for item in added}
     env = [e for e in env if e.partition("=")[0] not in removed | added_keys] + added
     del container.env[:]
     container.env.extend(env)
 
-    for key, flag in (
-        ("hostname", "hostname"),
-        ("workdir", "dir"),
-        ("user", "user"),
-        ("stop_signal", "stop_signal"),
-    ):
-        if _given(params, key):
-            setattr(container, flag, str(params[key]))
+    # Text settings: an empty value clears them (the image's or the engine's default), as in docker.
+    if _given(params, "hostname"):
+        container.hostname = parse_hostname(params["hostname"])
+    if _given(params, "workdir"):
+        container.dir = parse_workdir(params["workdir"])
+    if _given(params, "user"):
+        container.user = str(params["user"])
+    if _given(params, "stop_signal"):
+        container.stop_signal = parse_stop_signal(params["stop_signal"]) if params["stop_signal"] else ""
     if _given(params, "stop_grace_period"):
         container.stop_grace_period = parse_duration(str(params["stop_grace_period"]), "--stop-grace-period")
     elif creating:
         container.stop_grace_period = defaults.STOP_GRACE_PERIOD
     if creating or _given(params, "pull"):
-        pull = str(params.get("pull") or "missing")
+        pull = str(params["pull"]) if _given(params, "pull") else "missing"
         if pull not in PULL_POLICIES:
             raise SpecError(f'invalid --pull "{pull}": use always, missing or never')
         container.pull_policy = PULL_POLICIES[pull]
 
     mounts = list(container.mounts)
-    gone = {str(t) for t in params.get("mount_rm") or []}
-    new_mounts = [parse_mount(m) for m in (params.get("mounts") or []) + (params.get("mount_add") or [])]
+    gone = set(_strings(params, "mount_rm", "--mount-rm"))
+    new_mounts = [
+        parse_mount(m)
+        for m in _strings(params, "mounts", "--mount") + _strings(params, "mount_add", "--mount-add")
+    ]
     targets = {m.target for m in new_mounts} | gone
     del container.mounts[:]
     container.mounts.extend([m for m in mounts if m.target not in targets] + new_mounts)
@@ -337,18 +452,21 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
         restart.window = parse_duration(str(params["restart_window"]), "--restart-window")
 
     place = spec.task.placement
-    rm_constraints = {str(c) for c in params.get("constraint_rm") or []}
+    rm_constraints = set(_strings(params, "constraint_rm", "--constraint-rm"))
     constraints = [c for c in place.constraints if c not in rm_constraints]
     constraints += [
-        _constraint(c) for c in (params.get("constraints") or []) + (params.get("constraint_add") or [])
+        _constraint(c)
+        for c in _strings(params, "constraints", "--constraint")
+        + _strings(params, "constraint_add", "--constraint-add")
     ]
     del place.constraints[:]
     place.constraints.extend(dict.fromkeys(constraints))
-    rm_prefs = {str(p) for p in params.get("placement_pref_rm") or []}
+    rm_prefs = set(_strings(params, "placement_pref_rm", "--placement-pref-rm"))
     prefs = [p for p in place.preferences if p not in rm_prefs]
     prefs += [
         _preference(p)
-        for p in (params.get("placement_prefs") or []) + (params.get("placement_pref_add") or [])
+        for p in _strings(params, "placement_prefs", "--placement-pref")
+        + _strings(params, "placement_pref_add", "--placement-pref-add")
     ]
     del place.preferences[:]
     place.preferences.extend(prefs)
@@ -356,9 +474,9 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
         place.max_replicas = _int(params, "replicas_max_per_node", "--replicas-max-per-node")
 
     if creating:
-        mode = str(params.get("mode") or "replicated")
+        mode = str(params["mode"]) if params.get("mode") is not None else "replicated"
         if mode == "replicated":
-            spec.replicated.replicas = _int(params, "replicas", "--replicas", default=1)
+            spec.replicated.replicas = _int(params, "replicas", "--replicas", default=1, maximum=MAX_REPLICAS)
         elif mode == "global":
             if _given(params, "replicas"):
                 raise SpecError("--replicas can only be used with replicated mode")
@@ -372,7 +490,7 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
     elif _given(params, "replicas"):
         if spec.WhichOneof("mode") != "replicated":
             raise SpecError("--replicas can only be used with replicated mode")
-        spec.replicated.replicas = _int(params, "replicas", "--replicas")
+        spec.replicated.replicas = _int(params, "replicas", "--replicas", maximum=MAX_REPLICAS)
     _update_config(spec.update, params, "update")
     _update_config(spec.rollback, params, "rollback")
     if params.get("force"):
@@ -398,10 +516,4 @@ def updated_spec(current: pb.ServiceSpec, params: Mapping[str, Any]) -> pb.Servi
 
 def replicas(value: Any, flag: str = "replicas") -> int:
     """A replica count from ``service scale NAME=N``."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise SpecError(f'invalid {flag} "{value}": give a whole number of replicas') from None
-    if number < 0:
-        raise SpecError(f'invalid {flag} "{value}": must not be negative')
-    return number
+    return whole_number(value, flag, 0, MAX_REPLICAS)

@@ -6,6 +6,14 @@ certificate is its identity), heartbeats, receives its assignments and runs one
 tasks running and reconnects with SwarmKit's backoff (100 ms doubling to 8 s, randomised).
 What it was assigned is persisted, so after a restart it re-adopts its containers instead of
 starting them again, and removes containers of its own that nobody assigned.
+
+Its engine is reached through ``BoundedRuntime``: at most ``max_engine_calls`` operations at
+once, however many tasks it runs, so a huge service queues here instead of drowning the
+engine, and the session (heartbeats, status reports), which never waits on the engine, keeps
+flowing. Removal converges: besides removing each removed task's container, the agent sweeps
+the engine for containers labelled with its node that no task accounts for (created by a call
+whose answer never came, or by a create still in flight when the task went) after every
+removal and every ``STRAY_SWEEP_SECONDS``.
 """
 
 from __future__ import annotations
@@ -19,10 +27,11 @@ from pathlib import Path
 
 from shoal import rpc, states
 from shoal.agent.controller import TaskController
+from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, BoundedRuntime
 from shoal.agent.taskdb import TaskDB
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.runtime import EngineInfo, RuntimeError_, RuntimeProvider
+from shoal.roles.runtime import ContainerRef, EngineInfo, RuntimeError_, RuntimeProvider
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider
 
 log = logging.getLogger("shoal.agent")
@@ -31,6 +40,8 @@ RPC_TIMEOUT = 5.0
 STATUS_BATCH_INTERVAL = 0.05
 BACKOFF_BASE = 0.1
 BACKOFF_MAX = 8.0
+#: How often the agent looks for containers of its node that no task accounts for.
+STRAY_SWEEP_SECONDS = 30.0
 
 
 def description_from(info: EngineInfo, hostname: str, runtime_name: str) -> pb.NodeDescription:
@@ -59,9 +70,10 @@ class Agent:
         managers: list[str],
         hostname: str = "",
         on_node: Callable[[pb.Node], None] | None = None,
+        max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS,
     ) -> None:
         self.node_id = node_id
-        self.runtime = runtime
+        self.runtime = BoundedRuntime(runtime, max_engine_calls)
         self.runtime_name = runtime_name
         self.transport = transport
         self.tls = tls
@@ -76,6 +88,8 @@ class Agent:
         self._pending: dict[str, pb.TaskStatus] = {}
         self._status_wakeup = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._sweep_wanted = asyncio.Event()
         self._reconciled_once = False
         self._redirected = False
 
@@ -84,12 +98,14 @@ class Agent:
     async def start(self) -> None:
         await self._readopt()
         self._main = asyncio.create_task(self._run(), name="agent")
+        self._sweeper = asyncio.create_task(self._sweep_strays(), name="agent-stray-sweeper")
 
     async def stop(self) -> None:
         """Stop the agent; containers keep running and are re-adopted at the next start."""
-        if self._main is not None:
-            self._main.cancel()
-            await asyncio.gather(self._main, return_exceptions=True)
+        for task in (self._main, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in self.controllers.values()))
         self.db.close()
 
@@ -227,6 +243,8 @@ class Agent:
         if complete and not self._reconciled_once:
             self._reconciled_once = True
             await self._remove_strays()
+        elif removals:
+            self._sweep_wanted.set()
 
     def _add_controller(self, task: pb.Task, status: pb.TaskStatus | None) -> None:
         controller = TaskController(task, status, self.runtime, self._queue_status)
@@ -241,18 +259,40 @@ class Agent:
         await controller.remove()
         self.db.delete(task_id)
 
+    async def _sweep_strays(self) -> None:
+        """Sweep after removals and every ``STRAY_SWEEP_SECONDS``, once the manager's complete
+        set of assignments is known (before that, every container looks like a stray)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_wanted.wait(), STRAY_SWEEP_SECONDS)
+            self._sweep_wanted.clear()
+            if self._reconciled_once:
+                await self._remove_strays()
+
     async def _remove_strays(self) -> None:
-        """Containers labelled with this node that no assignment accounts for (e.g. a crash
-        between create and persist) are removed once the manager's complete set is known."""
+        """Remove the containers labelled with this node that no assignment accounts for: a
+        crash between create and persist, a create still in flight or unanswered when its
+        task was removed."""
         try:
-            for ref in await self.runtime.list_containers(self.node_id):
-                if ref.task_id not in self.controllers:
-                    log.info("removing stray container %s of task %s", ref.container_id[:12], ref.task_id)
-                    stray = pb.Task(id=ref.task_id, node_id=self.node_id, service_id=ref.service_id)
-                    await self.runtime.shutdown(stray, 0.0)
-                    await self.runtime.remove(stray)
+            strays = [
+                ref
+                for ref in await self.runtime.list_containers(self.node_id)
+                if ref.task_id not in self.controllers
+            ]
         except RuntimeError_ as exc:
-            log.warning("could not clean stray containers: %s", exc)
+            log.warning("could not list containers to clean strays: %s", exc)
+            return
+        results = await asyncio.gather(*(self._remove_stray(ref) for ref in strays), return_exceptions=True)
+        for error in results:
+            if isinstance(error, RuntimeError_):
+                log.warning("could not clean stray containers: %s", error)
+            elif isinstance(error, BaseException):
+                raise error
+
+    async def _remove_stray(self, ref: ContainerRef) -> None:
+        log.info("removing stray container %s of task %s", ref.container_id[:12], ref.task_id)
+        stray = pb.Task(id=ref.task_id, node_id=self.node_id, service_id=ref.service_id)
+        await self.runtime.remove(stray)
 
     # ------------------------------------------------------------------ status
 

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from shoal import __version__
 from shoal.cli.common import INPUT_ERRORS, call
 from shoal.cli.errors import fail, one_line
-from shoal.cli.output import human_duration, print_list
+from shoal.cli.output import apply_template, check_template, human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.service_opts import common_options, create_options, params_of, update_options
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
@@ -353,13 +352,21 @@ def swarm_update(
 
 
 @cli.command()
-@click.option("--format", "fmt", default=None, help="json for the raw object.")
+@click.option(
+    "--format", "fmt", default=None, help="json for the raw object, or a template such as '{{.NodeID}}'."
+)
 @click.pass_context
 def info(ctx: click.Context, fmt: str | None) -> None:
     """Show this node's swarm membership and plugins."""
+    if fmt not in (None, "", "json") and "{{" not in fmt:
+        fail(f'invalid --format "{fmt}": use json or a template such as "{{{{.NodeID}}}}"')
     result = call(ctx, "info")
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
+        return
+    if fmt:
+        check_template(fmt, list(result))
+        click.echo(apply_template(fmt, result))
         return
     for key, value in result.items():
         click.echo(f"{key}: {value}")

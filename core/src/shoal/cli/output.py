@@ -12,6 +12,7 @@ import click
 from shoal.cli.errors import fail
 
 _FIELD = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_]*)\s*\}\}")
+_ACTION = re.compile(r"\s*(json\s+)?\.([A-Za-z0-9_]*)\s*\Z")
 PADDING = 3
 
 
@@ -56,6 +57,33 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def check_template(template: str, fields: Sequence[str]) -> None:
+    """Refuse, in one line, a template this subset cannot run, as docker refuses one that does
+    not parse or names a field its objects lack: an unclosed ``{{``, an action other than
+    ``{{.Field}}``/``{{json .Field}}``/``{{json .}}``, or an unknown field."""
+    shown = template if len(template) <= 80 else template[:77] + "..."
+    pos = 0
+    while (start := template.find("{{", pos)) != -1:
+        end = template.find("}}", start + 2)
+        if end == -1:
+            fail(
+                f'invalid --format "{shown}": template parsing error: unclosed action (a "{{{{" without "}}}}")'
+            )
+        action = template[start + 2 : end]
+        match = _ACTION.match(action)
+        if match is None:
+            fail(
+                f'invalid --format "{shown}": unsupported template action "{{{{{action}}}}}" '
+                "(use {{.Field}} or {{json .Field}})"
+            )
+        name = match.group(2)
+        if name and name not in fields:
+            fail(f'invalid --format "{shown}": no field "{name}" (fields: {", ".join(fields)})')
+        if not name and not match.group(1):
+            fail(f'invalid --format "{shown}": use {{{{json .}}}} to print a whole object')
+        pos = end + 2
+
+
 def apply_template(template: str, item: dict[str, Any]) -> str:
     """A small subset of Go templates: ``{{.Field}}`` and ``{{json .}}`` / ``{{json .Field}}``."""
 
@@ -97,6 +125,7 @@ def print_list(
     if "{{" not in fmt:
         fail(f'invalid --format "{fmt}": use table, json or a template such as "{{{{.ID}}}}"')
     template = fmt
+    check_template(template.removeprefix("table "), json_keys)
     if template.startswith("table "):
         template = template[len("table ") :]
         header_item = {key: key.upper() for key in json_keys}

@@ -22,7 +22,7 @@ from typing import Any
 from shoal import externalca, rpc
 from shoal.daemon.localapi import Warned
 from shoal.manager.caserver import CAServer
-from shoal.manager.controlapi import ControlAPI, ControlError
+from shoal.manager.controlapi import ControlAPI, ControlError, control_params
 from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.observers import TaskStateObservers
 from shoal.manager.orchestrator import ReplicatedOrchestrator
@@ -421,10 +421,11 @@ class Manager:
     async def _forward(self, leader: str, method: str, params: dict[str, Any]) -> Any:
         params = dict(params)
         # "self" means the node the CLI runs on, not the leader that serves the call.
-        if params.get("node") in ("self", ""):
+        # (An empty reference is not "self": the leader refuses it, as it would locally.)
+        if params.get("node") == "self":
             params["node"] = self.node_id
-        if "nodes" in params:
-            params["nodes"] = [self.node_id if n in ("self", "") else n for n in params["nodes"] or []]
+        if isinstance(params.get("nodes"), list):
+            params["nodes"] = [self.node_id if n == "self" else n for n in params["nodes"]]
         request = rpb.ControlRequest(method=method, json_body=json.dumps(params).encode())
         raw = await self.transport.call(
             leader, rpc.CONTROL, request.SerializeToString(), tls=self.tls(), timeout=120
@@ -583,7 +584,7 @@ class Manager:
             if not self.store_provider.is_leader():
                 raise RPCError(StatusCode.UNAVAILABLE, NOT_LEADER)  # nothing done: safe to retry
             try:
-                result = await handler(json.loads(call.json_body or b"{}"))
+                result = await handler(control_params(call.json_body))
             except ControlError as exc:
                 raise RPCError(exc.code, exc.message) from None
             except NotLeaderError:

@@ -39,7 +39,7 @@ from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
 from shoal.roles.runtime import RuntimeError_, RuntimeProvider
 from shoal.roles.store import StoreUnavailable
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider, TransportServer
-from shoal.specs import SpecError
+from shoal.specs import SpecError, parse_tail
 from shoal.store.memory import Tx
 
 log = logging.getLogger("shoal.daemon")
@@ -742,8 +742,7 @@ class Daemon:
             raise APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
         service = self.manager.control.find_service(str(params.get("service") or ""))
         follow = bool(params.get("follow"))
-        tail = params.get("tail")
-        tail_n = None if tail in (None, "all") else int(tail)
+        tail_n = parse_tail(params.get("tail"))
         view = self.manager.store.view
         tasks = [t for t in view.service_tasks(service.id) if t.status.state >= pb.PREPARING]
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)

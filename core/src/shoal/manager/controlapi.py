@@ -12,16 +12,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf import json_format
-
-from shoal import externalca, states, tokens
+from shoal import boundedjson, externalca, states, tokens
 from shoal.ids import new_id
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import StatusCode
-from shoal.specs import SpecError, parse_duration, replicas, service_spec, updated_spec
+from shoal.specs import (
+    INT64_MAX,
+    SpecError,
+    parse_duration,
+    replicas,
+    service_spec,
+    updated_spec,
+    whole_number,
+)
 from shoal.store.memory import ObjectStore, Tx, copy
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+#: Raft tick counts are uint32 in the cluster object.
+UINT32_MAX = 2**32 - 1
 
 
 class ControlError(Exception):
@@ -31,6 +40,35 @@ class ControlError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def control_params(json_body: bytes) -> dict[str, Any]:
+    """The parameters of a forwarded control call, parsed with the local API's limits (size,
+    nesting): a bad body is an ``INVALID_ARGUMENT`` line, never a traceback on the leader."""
+    try:
+        params = boundedjson.loads(json_body or b"{}")
+    except boundedjson.BadJSON as exc:
+        raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
+    if not isinstance(params, dict):
+        raise ControlError(StatusCode.INVALID_ARGUMENT, "malformed request: params must be a JSON object")
+    return params
+
+
+def refs(params: dict[str, Any], key: str, what: str, *, required: bool = True) -> list[str]:
+    """A list of node or service references: strings, none empty (an empty one is a mistake,
+    not "self" or "every"), and at least one unless ``required`` is false."""
+    values = params.get(key)
+    if values is None:
+        values = []
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ControlError(StatusCode.INVALID_ARGUMENT, f"invalid {what} list: give {what} IDs or names")
+    if required and not values:
+        raise ControlError(StatusCode.INVALID_ARGUMENT, f"give at least one {what} ID or name")
+    return values
+
+
+def _empty_ref(what: str) -> ControlError:
+    return ControlError(StatusCode.INVALID_ARGUMENT, f'a {what} ID or name is required, not ""')
 
 
 def to_dict(message: Any) -> dict[str, Any]:
@@ -94,8 +132,11 @@ class ControlAPI:
     # ------------------------------------------------------------------ lookups
 
     def find_node(self, ref: str) -> pb.Node:
+        """A node by ID, unique ID prefix or hostname; "self" is this node."""
         view = self.store.view
-        if ref in ("self", ""):
+        if not ref:
+            raise _empty_ref("node")
+        if ref == "self":
             ref = self.node_id
         node = view.nodes.get(ref)
         if node is not None:
@@ -108,6 +149,9 @@ class ControlAPI:
         raise ControlError(StatusCode.INVALID_ARGUMENT, f"node {ref} is ambiguous ({len(matches)} matches)")
 
     def find_service(self, ref: str) -> pb.Service:
+        """A service by ID, name or unique ID prefix."""
+        if not ref:
+            raise _empty_ref("service")
         view = self.store.view
         service = view.services.get(ref) or view.service_by_name(ref)
         if service is not None:
@@ -133,7 +177,7 @@ class ControlAPI:
         """``swarm update``: certificate expiry, heartbeat period, task history limit."""
         changes: list[Callable[[pb.Cluster], None]] = []
         try:
-            if params.get("cert_expiry") not in (None, ""):
+            if params.get("cert_expiry") is not None:
                 expiry = parse_duration(str(params["cert_expiry"]), "--cert-expiry")
                 floor = min_cert_expiry()
                 if expiry < floor:
@@ -144,7 +188,7 @@ class ControlAPI:
                         else f'invalid --cert-expiry "{params["cert_expiry"]}": the minimum is {floor:g}s'
                     )
                 changes.append(lambda c: setattr(c.spec.ca_config, "node_cert_expiry", expiry))
-            if params.get("dispatcher_heartbeat") not in (None, ""):
+            if params.get("dispatcher_heartbeat") is not None:
                 period = parse_duration(str(params["dispatcher_heartbeat"]), "--dispatcher-heartbeat")
                 if period <= 0:
                     raise SpecError(
@@ -159,13 +203,11 @@ class ControlAPI:
                     c.spec.ca_config.external_cas.extend(cas)
 
                 changes.append(set_cas)
-            if params.get("task_history_limit") not in (None, ""):
-                try:
-                    limit = int(params["task_history_limit"])
-                except (TypeError, ValueError):
-                    raise SpecError(
-                        f'invalid --task-history-limit "{params["task_history_limit"]}": give a whole number'
-                    ) from None
+            if params.get("task_history_limit") is not None:
+                # int64 as in docker, where a negative limit means "never delete task history".
+                limit = whole_number(
+                    params["task_history_limit"], "--task-history-limit", -INT64_MAX - 1, INT64_MAX
+                )
                 changes.append(lambda c: setattr(c.spec.orchestration, "task_history_retention_limit", limit))
             changes.extend(self._raft_timing(params))
         except SpecError as exc:
@@ -196,21 +238,16 @@ class ControlAPI:
         raft = cluster.spec.raft if cluster is not None else pb.RaftConfig()
         tick_ms, election, heartbeat = raft.tick_ms, raft.election_tick, raft.heartbeat_tick
         given = False
-        if params.get("raft_tick") not in (None, ""):
+        if params.get("raft_tick") is not None:
             seconds = parse_duration(str(params["raft_tick"]), "--raft-tick")
             tick_ms = round(seconds * 1000)
             if not 10 <= tick_ms <= 10000:
                 raise SpecError(f'invalid --raft-tick "{params["raft_tick"]}": use 10ms to 10s')
             given = True
         for key, flag in (("election_tick", "--election-tick"), ("heartbeat_tick", "--heartbeat-tick")):
-            if params.get(key) in (None, ""):
+            if params.get(key) is None:
                 continue
-            try:
-                value = int(params[key])
-            except (TypeError, ValueError):
-                raise SpecError(f'invalid {flag} "{params[key]}": give a whole number of ticks') from None
-            if value < 1:
-                raise SpecError(f'invalid {flag} "{params[key]}": must be at least 1')
+            value = whole_number(params[key], flag, 1, UINT32_MAX)
             election, heartbeat = (value, heartbeat) if key == "election_tick" else (election, value)
             given = True
         if not given:
@@ -266,13 +303,13 @@ class ControlAPI:
             "pause": pb.NodeSpec.PAUSE,
             "drain": pb.NodeSpec.DRAIN,
         }
-        if availability not in (None, "") and availability not in availabilities:
+        if availability is not None and availability not in availabilities:
             raise ControlError(
                 StatusCode.INVALID_ARGUMENT,
                 f'invalid --availability "{availability}": use active, pause or drain',
             )
-        label_add = [str(label) for label in params.get("label_add") or []]
-        label_rm = [str(label) for label in params.get("label_rm") or []]
+        label_add = refs(params, "label_add", "--label-add", required=False)
+        label_rm = refs(params, "label_rm", "--label-rm", required=False)
         for label in label_add:
             if not label.partition("=")[0]:
                 raise ControlError(
@@ -289,7 +326,7 @@ class ControlAPI:
             if current is None:
                 raise ControlError(StatusCode.NOT_FOUND, f"node {node.id} not found")
             current = copy(current)
-            if availability not in (None, ""):
+            if availability is not None:
                 current.spec.availability = availabilities[str(availability)]
             for label in label_add:
                 key, _, value = label.partition("=")
@@ -304,7 +341,7 @@ class ControlAPI:
     async def node_rm(self, params: dict[str, Any]) -> Any:
         """``node rm [-f]``: a node must be down (or forced); a manager must be demoted first."""
         force = bool(params.get("force"))
-        nodes = [self.find_node(str(ref)) for ref in params.get("nodes") or []]
+        nodes = [self.find_node(ref) for ref in refs(params, "nodes", "node")]
         for node in nodes:
             if node.role == pb.NodeSpec.MANAGER:
                 raise ControlError(
@@ -353,7 +390,9 @@ class ControlAPI:
         return [self._node_row(n) for n in nodes]
 
     async def node_inspect(self, params: dict[str, Any]) -> Any:
-        return [to_dict(self.find_node(str(ref))) for ref in params.get("nodes") or ["self"]]
+        return [
+            to_dict(self.find_node(ref)) for ref in refs(params, "nodes", "node", required=False) or ["self"]
+        ]
 
     # ------------------------------------------------------------------ services
 
@@ -425,17 +464,16 @@ class ControlAPI:
         return [self._service_row(s) for s in services]
 
     async def service_inspect(self, params: dict[str, Any]) -> Any:
-        return [to_dict(self.find_service(str(ref))) for ref in params.get("services") or []]
+        return [to_dict(self.find_service(ref)) for ref in refs(params, "services", "service")]
 
     async def service_ps(self, params: dict[str, Any]) -> Any:
         view = self.store.view
-        refs = params.get("services") or []
         node_ref = params.get("node")
         tasks: list[pb.Task] = []
         if node_ref is not None:
             tasks = view.node_tasks(self.find_node(str(node_ref)).id)
         else:
-            for ref in refs:
+            for ref in refs(params, "services", "service"):
                 tasks.extend(view.service_tasks(self.find_service(str(ref)).id))
         rows = []
         for task in tasks:
@@ -548,8 +586,7 @@ class ControlAPI:
         return {"ID": service.id}
 
     async def service_rm(self, params: dict[str, Any]) -> Any:
-        refs = [str(r) for r in params.get("services") or []]
-        services = [self.find_service(ref) for ref in refs]
+        services = [self.find_service(ref) for ref in refs(params, "services", "service")]
 
         def remove(tx: Tx) -> None:
             for service in services:
