@@ -5,6 +5,13 @@ ACCEPTED -> PREPARING -> READY -> STARTING -> RUNNING -> COMPLETE/FAILED, never 
 desired state; when the manager asks for SHUTDOWN (or REMOVE) it stops the container and
 reports SHUTDOWN. Runtime errors are temporary (retried with backoff) or fatal: REJECTED
 before STARTING, FAILED after.
+
+A create or start that failed temporarily (the engine did not answer in time, or could not
+be reached) may still have happened, or still be happening inside the engine. Such a call is
+never simply repeated: the controller first looks the task's container up by its labels and
+adopts what it finds (a created container is READY, a started one RUNNING), and repeats the
+call only for what is missing. Repeating blindly is what turned an overloaded engine into a
+dead one: every timeout added one more create for the engine to work through.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import time
 from collections.abc import Callable
 
 from shoal import states
+from shoal.agent.enginegate import find_container
 from shoal.proto import objects_pb2 as pb
-from shoal.roles.runtime import DEFAULT_STOP_GRACE_SECONDS, RuntimeError_, RuntimeProvider
+from shoal.roles.runtime import DEFAULT_STOP_GRACE_SECONDS, ContainerRef, RuntimeError_, RuntimeProvider
 
 log = logging.getLogger("shoal.agent")
 
@@ -46,6 +54,8 @@ class TaskController:
         self._report = report
         self._changed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        #: Set when a create or start failed temporarily: it may have happened all the same.
+        self._outcome_unknown = False
 
     # ------------------------------------------------------------------ control
 
@@ -102,6 +112,7 @@ class TaskController:
                 raise
             except RuntimeError_ as exc:
                 if exc.temporary:
+                    self._outcome_unknown = self.status.state in (states.PREPARING, states.STARTING)
                     log.warning("task %s: %s (retrying in %.1fs)", self.task.id, exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, RETRY_MAX)
@@ -135,20 +146,36 @@ class TaskController:
         elif state == states.ACCEPTED:
             self._set(states.PREPARING, "preparing")
         elif state == states.PREPARING:
-            await self.runtime.prepare(self.task)
+            if await self._lookup() is None:
+                await self.runtime.prepare(self.task)
             self._set(states.READY, "prepared")
         elif state == states.READY:
             if desired < states.RUNNING:
                 return False
             self._set(states.STARTING, "starting")
         elif state == states.STARTING:
-            ref = await self.runtime.start(self.task)
+            found = await self._lookup()
+            started = found is not None and (found.running or found.exit_code is not None)
+            ref = found if started and found is not None else await self.runtime.start(self.task)
             self.status.container.container_id = ref.container_id
             self.status.container.pid = ref.pid
             self._set(states.RUNNING, "started")
         elif state == states.RUNNING:
             await self._wait_running()
         return True
+
+    async def _lookup(self) -> ContainerRef | None:
+        """After a create or start whose outcome is unknown: the task's container, if the
+        engine has it (found by its labels). None when the last call's outcome is known."""
+        if not self._outcome_unknown:
+            return None
+        found = await find_container(self.runtime, self.task)
+        self._outcome_unknown = False
+        if found is not None:
+            log.info(
+                "task %s: adopting container %s of an unanswered call", self.task.id, found.container_id[:12]
+            )
+        return found
 
     async def _wait_running(self) -> None:
         """Wait for the container to exit, or for the manager to ask it to stop."""

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from shoal import __version__
+from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.cli.common import INPUT_ERRORS, call
 from shoal.cli.errors import fail, one_line
 from shoal.cli.output import apply_template, check_template, human_duration, print_list
@@ -116,6 +118,14 @@ def cli(ctx: click.Context, host: str | None) -> None:
     default=None,
     help="TOML config file with a [plugins] table.",
 )
+@click.option(
+    "--max-concurrent-engine-calls",
+    "max_engine_calls",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CONCURRENT_ENGINE_CALLS,
+    show_default=True,
+    help="Container engine operations this node runs at once; more tasks wait their turn.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def daemon(
     state_dir: Path,
@@ -126,6 +136,7 @@ def daemon(
     plugins: tuple[str, ...],
     plugin_opts: tuple[str, ...],
     config_file: Path | None,
+    max_engine_calls: int,
     log_level: str,
 ) -> None:
     """Run a shoal node (like dockerd)."""
@@ -152,6 +163,7 @@ def daemon(
             plugins=list(plugins),
             plugin_options=loader.parse_plugin_options(plugin_opts),
             config_plugins=config_plugins,
+            max_engine_calls=max_engine_calls,
         )
         asyncio.run(serve(config))
     except loader.PluginError as exc:

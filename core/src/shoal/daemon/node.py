@@ -25,6 +25,7 @@ from typing import Any
 
 from shoal import externalca, filemodes, identity, rpc, tokens
 from shoal.agent.agent import Agent, description_from
+from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.daemon.localapi import APIError, LocalAPIServer
 from shoal.daemon.manager import Manager
 from shoal.daemon.renewal import CertificateRenewer, check_not_expired
@@ -61,6 +62,8 @@ class DaemonConfig:
     plugins: list[str] = field(default_factory=list)  # raw --plugin values
     plugin_options: dict[str, dict[str, str]] = field(default_factory=dict)
     config_plugins: dict[str, Any] = field(default_factory=dict)
+    #: Engine operations the agent runs at once (``--max-concurrent-engine-calls``).
+    max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 
 
 def map_error(exc: BaseException) -> APIError | None:
@@ -266,6 +269,7 @@ class Daemon:
             managers=state.managers,
             hostname=self.config.hostname,
             on_node=self._on_node,
+            max_engine_calls=self.config.max_engine_calls,
         )
         await self.agent.start()
         self.renewer = CertificateRenewer(

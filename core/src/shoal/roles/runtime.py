@@ -124,7 +124,11 @@ class RuntimeProvider(Protocol):
         Does nothing if it is not running or does not exist."""
 
     async def remove(self, task: pb.Task) -> None:
-        """Remove the container (and anything prepare made for it). Missing is fine."""
+        """Remove the container (and anything prepare made for it). Missing is fine.
+
+        Found by its name or, failing that, by its node and task labels: the agent removes
+        stray containers knowing only ``task.id``, ``task.node_id`` and ``task.service_id``.
+        """
 
     async def list_containers(self, node_id: str) -> list[ContainerRef]:
         """Every container on the engine labelled with ``node_id``, running or not."""

@@ -19,6 +19,7 @@ from shoal.roles.runtime import (
     LABEL_SERVICE_NAME,
     LABEL_SLOT,
     LABEL_TASK_ID,
+    ContainerRef,
     RuntimeError_,
 )
 
@@ -130,6 +131,21 @@ def exited_before_healthy(code: int, error: str) -> str:
     """``start``'s error for a container that ended while its healthcheck was still pending."""
     message = f"container exited with code {code} before it was healthy"
     return f"{message}: {error}" if error else message
+
+
+def listed_container(entry: dict[str, Any], *, exit_code: int | None, pid: int = 0) -> ContainerRef:
+    """A container as an engine's list (``/containers/json``, docker's and libpod's alike)
+    shows it, found again through the labels ``labels`` gave it."""
+    labels = entry.get("Labels") or {}
+    return ContainerRef(
+        task_id=labels.get(LABEL_TASK_ID, ""),
+        container_id=entry["Id"],
+        service_id=labels.get(LABEL_SERVICE_ID, ""),
+        node_id=labels.get(LABEL_NODE_ID, ""),
+        running=entry.get("State") == "running",
+        exit_code=exit_code,
+        pid=pid,
+    )
 
 
 def container_name(task: pb.Task) -> str:

@@ -65,6 +65,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from shoal.agent.enginegate import TaskLookup
 from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.runtime import (
@@ -510,6 +511,37 @@ class RuntimeConformance:
         assert await engine_containers(tasks.node_id) == []
         await runtime.remove(task)
         await runtime.remove(tasks.shell("true"))  # never prepared
+
+    async def test_remove_finds_a_container_by_its_labels(
+        self, runtime: RuntimeProvider, tasks: TaskFactory, engine_containers: EngineContainers
+    ) -> None:
+        """The agent removes a stray container knowing only its labels (node, task, service
+        IDs), not the service name and slot its name is made of."""
+        task = tasks(args=["sleep", "3600"])
+        await runtime.prepare(task)
+        await runtime.start(task)
+        await runtime.remove(pb.Task(id=task.id, node_id=task.node_id, service_id=task.service_id))
+        assert await engine_containers(tasks.node_id) == []
+
+    async def test_find_looks_a_container_up_by_its_labels(
+        self, runtime: RuntimeProvider, tasks: TaskFactory
+    ) -> None:
+        """``find`` is optional (the agent falls back to ``list_containers``); if the runtime
+        has it, it must find the task's container in every state, and only that one."""
+        if not isinstance(runtime, TaskLookup):
+            pytest.skip("this runtime has no find(): the agent uses list_containers instead")
+        task, other = tasks(args=["sleep", "3600"]), tasks(args=["sleep", "3600"])
+        assert await runtime.find(task) is None
+        await runtime.prepare(task)
+        await runtime.prepare(other)
+        created = await runtime.find(task)
+        assert created is not None and created.task_id == task.id and not created.running
+        assert created.exit_code is None
+        started = await runtime.start(task)
+        found = await runtime.find(task)
+        assert found is not None and found.running and found.container_id == started.container_id
+        await runtime.remove(task)
+        assert await runtime.find(task) is None
 
     # ------------------------------------------------------------------ list_containers
 

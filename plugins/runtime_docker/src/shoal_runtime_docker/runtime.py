@@ -13,6 +13,7 @@ Healthchecks are run by dockerd itself; ``start`` and ``wait`` only watch the st
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -24,7 +25,6 @@ from shoal.proto import objects_pb2 as pb
 from shoal.roles.base import PluginContext
 from shoal.roles.runtime import (
     LABEL_NODE_ID,
-    LABEL_SERVICE_ID,
     LABEL_TASK_ID,
     ContainerRef,
     EngineInfo,
@@ -54,6 +54,8 @@ HEALTH_POLL_MAX = 1.0
 _PULL_ALWAYS = pb.ContainerSpec.PULL_ALWAYS
 _MOUNT_TYPES = {pb.Mount.BIND: "bind", pb.Mount.VOLUME: "volume", pb.Mount.TMPFS: "tmpfs"}
 _PULL_MISSING = pb.ContainerSpec.PULL_MISSING
+#: A stopped container's status in the engine's list, e.g. ``Exited (3) 2 seconds ago``.
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
 
 
 def endpoint_from(options: dict[str, str], environ: dict[str, str] | None = None) -> str:
@@ -98,6 +100,13 @@ def _reason(exc: BaseException) -> str:
             break
         seen = inner
     return getattr(seen, "strerror", None) or str(seen)
+
+
+def _ref(entry: dict[str, Any]) -> ContainerRef:
+    """A container as the engine's list shows it; a stopped one's exit code is in its status."""
+    stopped = entry.get("State") not in ("running", "created")
+    exited = _EXITED.match(str(entry.get("Status") or ""))
+    return _task.listed_container(entry, exit_code=int(exited.group(1)) if stopped and exited else None)
 
 
 class DockerRuntime:
@@ -327,43 +336,44 @@ class DockerRuntime:
             pass
 
     async def remove(self, task: pb.Task) -> None:
-        await self._run(self._remove, _task.container_name(task))
+        await self._run(self._remove, task)
 
-    def _remove(self, name: str) -> None:
+    def _remove(self, task: pb.Task) -> None:
+        """By name; failing that, whatever carries the task's labels: the agent removes a
+        stray container knowing only its labels, not the service name and slot in its name."""
+        if self._remove_one(_task.container_name(task)):
+            return
+        for entry in self._labelled(task):
+            self._remove_one(entry["Id"])
+
+    def _remove_one(self, name_or_id: str) -> bool:
+        """False when there is no such container."""
         try:
-            self._api.remove_container(name, v=True, force=True)
+            self._api.remove_container(name_or_id, v=True, force=True)
         except docker.errors.NotFound:
-            pass
+            return False
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
+        return True
+
+    def _labelled(self, task: pb.Task) -> list[dict[str, Any]]:
+        labels = [f"{LABEL_NODE_ID}={task.node_id}", f"{LABEL_TASK_ID}={task.id}"]
+        found: list[dict[str, Any]] = self._api.containers(all=True, filters={"label": labels})
+        return found
+
+    async def find(self, task: pb.Task) -> ContainerRef | None:
+        """The task's container, found by its labels in one call (``TaskLookup``)."""
+        found = await self._run(self._labelled, task)
+        return _ref(found[0]) if found else None
 
     async def list_containers(self, node_id: str) -> list[ContainerRef]:
         return await self._run(self._list, node_id)
 
     def _list(self, node_id: str) -> list[ContainerRef]:
+        """One request, however many containers the node has (no inspect per container)."""
         found = self._api.containers(all=True, filters={"label": f"{LABEL_NODE_ID}={node_id}"})
-        refs = []
-        for entry in found:
-            labels = entry.get("Labels") or {}
-            try:
-                state = self._api.inspect_container(entry["Id"])["State"]
-            except docker.errors.NotFound:
-                continue  # removed meanwhile
-            running = bool(state.get("Running"))
-            started = state.get("Status") not in ("created", None)
-            refs.append(
-                ContainerRef(
-                    task_id=labels.get(LABEL_TASK_ID, ""),
-                    container_id=entry["Id"],
-                    service_id=labels.get(LABEL_SERVICE_ID, ""),
-                    node_id=labels.get(LABEL_NODE_ID, ""),
-                    running=running,
-                    exit_code=None if running or not started else int(state.get("ExitCode", 0)),
-                    pid=int(state.get("Pid") or 0),
-                )
-            )
-        return refs
+        return [_ref(entry) for entry in found]
 
     def logs(self, task: pb.Task, *, follow: bool, tail: int | None) -> AsyncIterator[LogLine]:
         name = _task.container_name(task)

@@ -29,7 +29,6 @@ from shoal.proto import objects_pb2 as pb
 from shoal.roles.base import PluginContext
 from shoal.roles.runtime import (
     LABEL_NODE_ID,
-    LABEL_SERVICE_ID,
     LABEL_TASK_ID,
     ContainerRef,
     EngineInfo,
@@ -174,6 +173,13 @@ def _checked(response: Any, *ok: int) -> Any:
         body = {}
     message = str(body.get("message") or response.text or f"HTTP {response.status_code}").strip()
     raise _EngineError(message, status=response.status_code, cause=str(body.get("cause") or ""))
+
+
+def _ref(entry: dict[str, Any]) -> ContainerRef:
+    """A container as libpod's list shows it: exit code and PID included."""
+    stopped = entry.get("State") not in ("running", "created", "configured", "initialized")
+    exit_code = int(entry.get("ExitCode", 0)) if stopped else None
+    return _task.listed_container(entry, exit_code=exit_code, pid=int(entry.get("Pid") or 0))
 
 
 class PodmanRuntime:
@@ -443,43 +449,47 @@ class PodmanRuntime:
         _checked(response, 204, 304, 404)
 
     async def remove(self, task: pb.Task) -> None:
-        await self._run(self._remove, _task.container_name(task))
+        await self._run(self._remove, task)
 
-    def _remove(self, name: str) -> None:
+    def _remove(self, task: pb.Task) -> None:
+        """By name; failing that, whatever carries the task's labels: the agent removes a
+        stray container knowing only its labels, not the service name and slot in its name."""
+        if self._remove_one(_task.container_name(task)):
+            return
+        for entry in self._labelled([f"{LABEL_NODE_ID}={task.node_id}", f"{LABEL_TASK_ID}={task.id}"]):
+            self._remove_one(entry["Id"])
+
+    def _remove_one(self, name_or_id: str) -> bool:
+        """False when there is no such container."""
         # timeout=0: a forced removal kills at once instead of waiting the stop timeout.
         # ``volumes`` (libpod's name; ``v`` is the docker-compatible API's) removes the
         # container's anonymous volumes with it.
         response = self._api.delete(
-            self._path(name), params={"force": True, "volumes": True, "timeout": 0}, timeout=REQUEST_TIMEOUT
+            self._path(name_or_id),
+            params={"force": True, "volumes": True, "timeout": 0},
+            timeout=REQUEST_TIMEOUT,
         )
-        _checked(response, 200, 204, 404)
+        return bool(_checked(response, 200, 204, 404).status_code != 404)
+
+    def _labelled(self, labels: list[str]) -> list[dict[str, Any]]:
+        """One request: libpod's list already carries exit codes and PIDs."""
+        filters = json.dumps({"label": labels})
+        response = self._api.get(
+            "/containers/json", params={"all": True, "filters": filters}, timeout=REQUEST_TIMEOUT
+        )
+        return list(_checked(response, 200).json() or [])
+
+    async def find(self, task: pb.Task) -> ContainerRef | None:
+        """The task's container, found by its labels in one call (``TaskLookup``)."""
+        labels = [f"{LABEL_NODE_ID}={task.node_id}", f"{LABEL_TASK_ID}={task.id}"]
+        found = await self._run(self._labelled, labels)
+        return _ref(found[0]) if found else None
 
     async def list_containers(self, node_id: str) -> list[ContainerRef]:
         return await self._run(self._list, node_id)
 
     def _list(self, node_id: str) -> list[ContainerRef]:
-        """One request: libpod's list already carries exit codes and PIDs."""
-        filters = json.dumps({"label": [f"{LABEL_NODE_ID}={node_id}"]})
-        response = self._api.get(
-            "/containers/json", params={"all": True, "filters": filters}, timeout=REQUEST_TIMEOUT
-        )
-        refs = []
-        for entry in _checked(response, 200).json() or []:
-            labels = entry.get("Labels") or {}
-            running = entry.get("State") == "running"
-            started = entry.get("State") not in ("created", "configured", "initialized")
-            refs.append(
-                ContainerRef(
-                    task_id=labels.get(LABEL_TASK_ID, ""),
-                    container_id=entry["Id"],
-                    service_id=labels.get(LABEL_SERVICE_ID, ""),
-                    node_id=labels.get(LABEL_NODE_ID, ""),
-                    running=running,
-                    exit_code=None if running or not started else int(entry.get("ExitCode", 0)),
-                    pid=int(entry.get("Pid") or 0),
-                )
-            )
-        return refs
+        return [_ref(entry) for entry in self._labelled([f"{LABEL_NODE_ID}={node_id}"])]
 
     def logs(self, task: pb.Task, *, follow: bool, tail: int | None) -> AsyncIterator[LogLine]:
         name = _task.container_name(task)
