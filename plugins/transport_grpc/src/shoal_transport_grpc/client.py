@@ -14,22 +14,20 @@ certificate from the cluster root *and* be a manager; the plugin option
 Trust on first use: a client with an empty ``TLSMaterial.root_pem`` (a joining node before it
 has the root) learns the root the server presents, as Swarm's joiner does with
 ``InsecureSkipVerify``. That proves nothing by itself: the caller must check what it gets (the
-join token's root digest) before trusting it.
+join token's root digest) before trusting it. Such a channel serves one call, and its errors
+say what the peer turned out to be (``firstcontact``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
-from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
+from shoal.roles.transport import TLSMaterial
 
-from shoal_transport_grpc import anonymous, errors
+from shoal_transport_grpc import anonymous, errors, firstcontact
 from shoal_transport_grpc.options import CLIENT_OPTIONS
 
 _Key = tuple[str, bytes, bytes, bytes]
@@ -65,14 +63,13 @@ class ChannelPool:
         self._server_name = server_name
         self._channels: dict[_Key, _Channel] = {}
         self._closing: set[asyncio.Task[None]] = set()
-        self._tofu_context: ssl.SSLContext | None = None
 
     async def acquire(self, target: str, tls: TLSMaterial, timeout: float | None) -> _Channel:  # noqa: ASYNC109
         """The channel for this target and material, counted as in use until ``release``."""
         key = (target, tls.root_pem, tls.cert_pem, tls.key_pem)
         entry = self._channels.get(key)
         if entry is None:
-            root = tls.root_pem or await self._presented_root(target, timeout)
+            root = tls.root_pem or await firstcontact.presented_root(target, timeout)
             entry = self._channels.get(key)  # another call may have made it meanwhile
             if entry is None:
                 entry = self._open(key, target, tls, root)
@@ -82,6 +79,16 @@ class ChannelPool:
     def release(self, entry: _Channel) -> None:
         entry.active -= 1
         if entry.retired and entry.active == 0:
+            self._close_later(entry)
+
+    def forget(self, entry: _Channel) -> None:
+        """Keep ``entry`` for no further call (closed once idle): a first-contact channel trusts
+        whatever root the peer presented, and the next attempt must look again."""
+        for key, cached in list(self._channels.items()):
+            if cached is entry:
+                del self._channels[key]
+        entry.retired = True
+        if entry.active == 0:
             self._close_later(entry)
 
     def _open(self, key: _Key, target: str, tls: TLSMaterial, root_pem: bytes) -> _Channel:
@@ -115,48 +122,6 @@ class ChannelPool:
         entries, self._channels = list(self._channels.values()), {}
         await asyncio.gather(*(e.channel.close(grace=None) for e in entries), *self._closing)
 
-    # ------------------------------------------------------------------ trust on first use
-
-    def _tofu_ssl_context(self) -> ssl.SSLContext:
-        """An unverifying TLS client context presenting the anonymous certificate (the server
-        requires a client certificate at the handshake)."""
-        if self._tofu_context is None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            key_pem, cert_pem = anonymous.client_material()
-            with tempfile.TemporaryDirectory() as tmp:  # ssl loads key pairs from files only
-                (Path(tmp) / "anon.pem").write_bytes(key_pem + cert_pem)
-                context.load_cert_chain(Path(tmp) / "anon.pem")
-            self._tofu_context = context
-        return self._tofu_context
-
-    async def _presented_root(self, target: str, timeout: float | None) -> bytes:  # noqa: ASYNC109
-        """The last certificate of the chain ``target`` presents (our servers send their root)."""
-        host, _, port = target.rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host.strip("[]"), int(port), ssl=self._tofu_ssl_context()),
-                timeout,
-            )
-        except (OSError, ValueError, TimeoutError) as exc:
-            raise RPCError(
-                StatusCode.UNAVAILABLE, f"cannot reach {target}: {exc or type(exc).__name__}"
-            ) from None
-        try:
-            ssl_object = writer.get_extra_info("ssl_object")
-            # Public as SSLObject.get_unverified_chain() from Python 3.13; the same call before.
-            getter = (
-                getattr(ssl_object, "get_unverified_chain", None) or ssl_object._sslobj.get_unverified_chain
-            )
-            chain = getter() or []
-        finally:
-            writer.close()
-        if len(chain) < 2:
-            raise RPCError(StatusCode.UNAVAILABLE, f"cannot reach {target}: server did not present its root")
-        pem: bytes = chain[-1].public_bytes(ssl._ssl.ENCODING_PEM).encode()  # type: ignore[attr-defined]
-        return pem
-
 
 async def call(
     pool: ChannelPool,
@@ -167,13 +132,18 @@ async def call(
     timeout: float,  # noqa: ASYNC109
 ) -> bytes:
     entry = await pool.acquire(target, tls, timeout)
+    first_contact = not tls.root_pem
     try:
         response: bytes = await entry.unary_callable(method)(request, timeout=timeout)
         return response
     except grpc.aio.AioRpcError as exc:
+        if first_contact:
+            raise firstcontact.call_error(exc, target, method, timeout) from None
         raise errors.from_aio_error(exc, target, method, timeout) from None
     finally:
         pool.release(entry)
+        if first_contact:
+            pool.forget(entry)
 
 
 async def stream(
