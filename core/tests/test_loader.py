@@ -8,7 +8,7 @@ engineers are installing into the venv cannot change what these tests see.
 
 Every plugin module appends its name to ``imports.log`` when imported, and every provider
 appends ``built <name>`` when constructed: that is how "only the selected plugin is imported"
-and "listing builds no provider" are checked.
+and "listing builds each sound plugin's provider once" are checked.
 """
 
 from __future__ import annotations
@@ -439,13 +439,13 @@ BROKEN_PROVIDERS = [
     pytest.param(
         {"declared_role": "scheduler"},
         'plugin "x" (distribution d 1.0) in group shoal.runtime returned a provider for role '
-        '"scheduler", not "runtime"',
+        '"scheduler", not "runtime" (built by shoal_runtime_provider)',
         id="wrong-role",
     ),
     pytest.param(
         {"api_version": 2},
         'runtime plugin "x" (distribution d 1.0) implements runtime API version 2, but this shoal '
-        "speaks version 1",
+        "speaks version 1 (built by shoal_runtime_provider)",
         id="wrong-api-version",
     ),
     pytest.param(
@@ -474,13 +474,14 @@ BROKEN_PROVIDERS = [
     pytest.param(
         {"subclass_protocol": False},
         'runtime plugin "x" (distribution d 1.0) provides a Provider that lacks runtime API methods: '
-        "describe, prepare, start, wait, shutdown, remove, list_containers, logs, close",
+        "describe, prepare, start, wait, shutdown, remove, list_containers, logs, close "
+        "(built by shoal_runtime_provider)",
         id="missing-methods",
     ),
     pytest.param(
         {"preamble": "class Plain:\n    pass\n", "factory": "return Plain()"},
         'runtime plugin "x" (distribution d 1.0) provides a Plain that does not declare role (str) and '
-        "api_version (int) class attributes",
+        "api_version (int) class attributes (built by shoal_runtime_provider)",
         id="no-declaration",
     ),
     pytest.param(
@@ -607,8 +608,12 @@ def test_one_module_may_serve_two_roles(site: Site) -> None:
 # --------------------------------------------------------------------------- listing
 
 
-def test_list_installed_reads_provider_class_without_building(site: Site) -> None:
+def test_list_installed_reads_provider_class_and_builds_each_healthy_plugin(site: Site) -> None:
+    """Each plugin whose declaration is sound is built once (in a throwaway directory), so a
+    factory that raises or a missing factory hook shows in its row, as a daemon would meet it."""
     runtime_dist(site, "good", plugin_source("runtime"), version="0.3.0")
+    runtime_dist(site, "raises", plugin_source("runtime", factory="raise RuntimeError('no\\n engine')"))
+    runtime_dist(site, "nohook", plugin_source("runtime", factory=None))
     runtime_dist(site, "broken", "import xyz\n")
     runtime_dist(site, "future", plugin_source("runtime", api_version=2))
     runtime_dist(site, "noclass", plugin_source("runtime", provider_class=False))
@@ -639,11 +644,18 @@ def test_list_installed_reads_provider_class_without_building(site: Site) -> Non
         ["runtime", "good", "shoal-runtime-good", "0.3.0", 1, True, ""],
         ["runtime", "noclass", "shoal-runtime-noclass", "1.0", None, False,
          "module defines no PROVIDER_CLASS (its provider class)"],
+        ["runtime", "nohook", "shoal-runtime-nohook", "1.0", 1, False,
+         "does not implement the hook shoal_runtime_provider"],
+        ["runtime", "raises", "shoal-runtime-raises", "1.0", 1, False,
+         "failed to build its provider in shoal_runtime_provider: RuntimeError: no engine"],
         ["secrets", "internal", "", "", None, True, "not installed"],
         ["transport", "grpc", "", "", None, True, "not installed"],
         ["extension", "one", "ext-one", "1.0", None, True, ""],
     ]  # fmt: skip
-    assert not [line for line in site.imports() if line.startswith("built")]
+    assert [line for line in site.imports() if line.startswith("built")] == [
+        "built tp_binpack",
+        "built tp_runtime_good",
+    ]
 
 
 def test_list_installed_marks_duplicates(site: Site) -> None:
@@ -658,3 +670,80 @@ def test_list_installed_marks_duplicates(site: Site) -> None:
         ["a-rt", True, "name also registered by b-rt 2.0; uninstall one of them"],
         ["b-rt", True, "name also registered by a-rt 1.0; uninstall one of them"],
     ]
+
+
+# --------------------------------------------------------------------------- checks and declarations
+
+
+def test_check_builds_the_provider_once_and_leaves_nothing(site: Site) -> None:
+    """``check`` is what a daemon runs at start for the providers it builds later."""
+    runtime_dist(site, "good", plugin_source("runtime"))
+    runtime_dist(site, "raises", plugin_source("runtime", factory="raise RuntimeError('boom')"))
+    result = site.run(
+        """
+        import os
+        PluginLoader({"runtime": "good"}).check("runtime")
+        try:
+            PluginLoader({"runtime": "raises"}).check("runtime")
+            error = None
+        except PluginError as exc:
+            error = str(exc)
+        result = [error, sorted(os.listdir("."))]
+        """
+    )
+    assert result == [
+        'runtime plugin "raises" (distribution shoal-runtime-raises 1.0) failed to build its provider '
+        "in shoal_runtime_provider: RuntimeError: boom",
+        ["imports.log", "site1"],  # built in a throwaway directory: nothing left behind
+    ]
+    assert [line for line in site.imports() if line.startswith("built")] == ["built tp_runtime_good"]
+
+
+def test_failure_names_the_plugin_and_the_method(site: Site) -> None:
+    runtime_dist(site, "good", plugin_source("runtime"))
+    message = site.run(
+        """
+        result = str(PluginLoader({"runtime": "good"}).failure("runtime", "describe", OSError("gone\\nfor good")))
+        """
+    )
+    assert message == (
+        'runtime plugin "good" (distribution shoal-runtime-good 1.0) failed in describe: OSError: gone for good'
+    )
+
+
+def ca_dist(site: Site, name: str, protocols: str | None) -> None:
+    preamble = "" if protocols is None else f"PROTOCOLS = {protocols}\n"
+    source = plugin_source("ca", preamble=preamble)
+    if protocols is not None:
+        source = source.replace(
+            "    api_version = 2\n", "    api_version = 2\n    external_ca_protocols = PROTOCOLS\n"
+        )
+    module = f"tp_ca_{name}"
+    site.dist(f"shoal-ca-{name}", "1.0", {"shoal.ca": {name: module}}, {module: source})
+
+
+def test_declared_plugins_reads_what_each_ca_serves_without_building(site: Site) -> None:
+    ca_dist(site, "internal", None)
+    ca_dist(site, "ext", "('acme', 'cfssl')")
+    ca_dist(site, "bad", "'cfssl'")
+    site.dist(
+        "shoal-ca-gone", "1.0", {"shoal.ca": {"gone": "tp_ca_gone"}}, {"tp_ca_gone": "import nothing_here\n"}
+    )
+    rows = site.run(
+        """
+        from shoal.loader import declared_plugins
+        from shoal.roles.ca import external_ca_protocols
+        result = [
+            [d.name, d.error, list(external_ca_protocols(d.provider_class)) if d.provider_class else None]
+            for d in declared_plugins("ca")
+        ]
+        """
+    )
+    assert rows == [
+        ["bad", "Provider has a malformed declaration: external_ca_protocols must be a tuple of protocol "
+         "names, got 'cfssl'", None],
+        ["ext", "", ["acme", "cfssl"]],
+        ["gone", "failed to import: ModuleNotFoundError: No module named 'nothing_here'", None],
+        ["internal", "", []],
+    ]  # fmt: skip
+    assert not [line for line in site.imports() if line.startswith("built")]

@@ -6,10 +6,16 @@ operator selects with ``--plugin role=name``. Discovery reads entry-point *metad
 stevedore's cached entry points have forgotten). Loading goes through stevedore's
 ``NamedExtensionManager`` restricted to the one chosen entry point, so the module of a plugin that
 was not selected is never imported: a broken or slow plugin that nobody asked for costs nothing.
+(Two deliberate exceptions import every plugin of a role: ``shoal plugin ls``, and
+``declared_plugins`` when a plugin is chosen by what it declares, as ``--external-ca protocol=X``
+chooses the CA plugin serving X.)
 
 The loaded module is registered with one pluggy ``PluginManager`` and only *its* factory hook is
 called (a subset hook caller), then the returned provider's declared ``role`` and
 ``api_version`` are checked against ``shoal.roles.API_VERSIONS`` before the kernel touches it.
+``PluginLoader.check`` builds a provider once and drops it: daemons check every provider they
+will need at start, so a plugin that fails only when built later (a scheduler, built when a
+manager becomes leader) still stops the start with its line.
 
 Every failure is a ``PluginError`` whose message is one line naming the role, the plugin, the
 distribution and the cause, because the operator's next step is to uninstall, upgrade or
@@ -23,6 +29,7 @@ import enum
 import importlib.metadata
 import inspect
 import os
+import tempfile
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +42,7 @@ from stevedore.named import NamedExtensionManager
 import shoal.hookspecs
 from shoal import roles as _roles
 from shoal.roles.base import API_VERSIONS, ROLES, PluginContext, Provider
+from shoal.roles.ca import external_ca_protocols
 
 if TYPE_CHECKING:
     import logging
@@ -55,9 +63,11 @@ __all__ = [
     "FROM_ENVIRON",
     "PROVIDER_CLASS_ATTR",
     "ROLE_GROUPS",
+    "DeclaredPlugin",
     "PluginError",
     "PluginLoader",
     "PluginRecord",
+    "declared_plugins",
     "factory_hook_name",
     "list_installed",
     "load_config_plugins",
@@ -86,7 +96,8 @@ DEFAULT_SELECTION: Final[dict[str, str]] = {
 ENV_VAR: Final = "SHOAL_PLUGINS"
 
 #: Module-level attribute every role plugin module must define: its provider class. ``shoal
-#: plugin ls`` reads ``role`` and ``api_version`` from it without building a provider.
+#: plugin ls`` reads ``role`` and ``api_version`` from it before building a provider, and
+#: ``declared_plugins`` reads what a plugin serves (e.g. a CA's ``--external-ca`` protocols).
 PROVIDER_CLASS_ATTR: Final = "PROVIDER_CLASS"
 
 _PROTOCOLS: Final[dict[str, type]] = {
@@ -441,25 +452,36 @@ class PluginLoader:
         if context.role != role:
             raise ValueError(f"context is for role {context.role!r}, not {role!r}")
         plugin, candidate = self._load_role(role)
-        label = self._label(role, candidate)
-        hook_name = factory_hook_name(role)
-        caller = getattr(self._pm.hook, hook_name)
-        if not any(impl.plugin is plugin for impl in caller.get_hookimpls()):
-            raise PluginError(f"{label} does not implement the hook {hook_name}")
-        others = [p for p in self._pm.get_plugins() if p is not plugin]
-        only_this = self._pm.subset_hook_caller(hook_name, remove_plugins=others)
         context = dataclasses.replace(
             context, name=candidate.name, options={**self._options.get(role, {}), **context.options}
         )
-        context.state_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            result = only_this(context=context)
-        except Exception as exc:
-            raise PluginError(
-                f"{label} failed to build its provider in {hook_name}: {_describe(exc)}"
-            ) from exc
-        _check_provider(role, label, candidate, hook_name, result)
-        return result
+        return _call_factory(self._pm, plugin, role, candidate, context)
+
+    def check(self, role: str) -> None:
+        """Build ``role``'s provider once, in a throwaway directory, and drop it.
+
+        A daemon calls this for every role it will build later (the scheduler only when it
+        becomes leader), so that a plugin that cannot be imported, lacks its factory hook,
+        raises in it or declares the wrong API version stops ``swarm init`` or the daemon's
+        start with one line, before anything is created or committed, instead of leaving a
+        manager that silently never schedules. Factories must therefore build without side
+        effects (see ``shoal.hookspecs``).
+        """
+        _check_role(role, "PluginLoader.check")
+        with tempfile.TemporaryDirectory(prefix=f"shoal-check-{role}-") as scratch:
+            self.provider(role, self.make_context(role, Path(scratch)))
+
+    def label(self, role: str) -> str:
+        """``<role> plugin "<name>" (distribution <dist> <version>)``, for one-line errors."""
+        _check_role(role, "PluginLoader.label")
+        return self._label(role, self._load_role(role)[1])
+
+    def failure(self, role: str, method: str, exc: BaseException) -> PluginError:
+        """A provider method raised something the kernel does not expect: name the plugin.
+
+        Without this the operator sees "internal error" and cannot tell which plugin to fix.
+        """
+        return PluginError(f"{self.label(role)} failed in {method}: {_describe(exc)}")
 
     def load_extensions(self) -> list[str]:
         """Import and register every ``shoal.extensions`` plugin (once); returns their names."""
@@ -542,6 +564,26 @@ def _group_by_name(candidates: Iterable[_Candidate]) -> dict[str, list[_Candidat
     return by_name
 
 
+def _call_factory(
+    pm: pluggy.PluginManager, plugin: object, role: str, candidate: _Candidate, context: PluginContext
+) -> Any:
+    """Call ``plugin``'s (and only its) factory hook for ``role`` and check what it returns."""
+    label = PluginLoader._label(role, candidate)
+    hook_name = factory_hook_name(role)
+    caller = getattr(pm.hook, hook_name)
+    if not any(impl.plugin is plugin for impl in caller.get_hookimpls()):
+        raise PluginError(f"{label} does not implement the hook {hook_name}")
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    only_this = pm.subset_hook_caller(hook_name, remove_plugins=others)
+    context.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = only_this(context=context)
+    except Exception as exc:
+        raise PluginError(f"{label} failed to build its provider in {hook_name}: {_describe(exc)}") from exc
+    _check_provider(role, label, candidate, hook_name, result)
+    return result
+
+
 def _check_provider(role: str, label: str, candidate: _Candidate, hook_name: str, result: object) -> None:
     if result is None:
         raise PluginError(f"{label} returned None from {hook_name}; it must return a {role} provider")
@@ -551,7 +593,7 @@ def _check_provider(role: str, label: str, candidate: _Candidate, hook_name: str
         raise PluginError(f"{label} returned an awaitable from {hook_name}; factory hooks must not be async")
     problem = _declaration_problem(role, candidate, type(result))
     if problem is not None:
-        raise PluginError(problem.full)
+        raise PluginError(f"{problem.full} (built by {hook_name})")
 
 
 class _Problem(NamedTuple):
@@ -583,6 +625,14 @@ def _declaration_problem(role: str, candidate: _Candidate, cls: type) -> _Proble
     if missing:
         what = f"lacks {role} API methods: {', '.join(missing)}"
         return _Problem(f"{label} provides a {cls.__qualname__} that {what}", f"{cls.__qualname__} {what}")
+    if role == "ca":
+        try:
+            external_ca_protocols(cls)
+        except TypeError as exc:
+            what = f"has a malformed declaration: {exc}"
+            return _Problem(
+                f"{label} provides a {cls.__qualname__} that {what}", f"{cls.__qualname__} {what}"
+            )
     return None
 
 
@@ -624,10 +674,11 @@ class PluginRecord:
 
 
 def list_installed(selection: Mapping[str, str] | None = None) -> list[PluginRecord]:
-    """Every installed plugin, importing each (but building no provider), in ``ROLES`` order.
+    """Every installed plugin, in ``ROLES`` order, each imported and checked as a daemon would.
 
-    Unlike the loader this imports every plugin, to read ``PROVIDER_CLASS``; an import failure
-    is reported in that plugin's row, never raised.
+    Unlike the loader this imports every plugin, to read ``PROVIDER_CLASS``, and builds each
+    role plugin whose declaration is sound once in a throwaway directory (``_build_problem``);
+    what goes wrong is reported in that plugin's row, never raised.
     """
     chosen = dict(DEFAULT_SELECTION)
     for role, name in (selection or {}).items():
@@ -682,11 +733,85 @@ def _inspect_role_plugin(role: str, candidate: _Candidate) -> tuple[int | None, 
         return None, _import_reason(exc)
     cls = getattr(plugin, PROVIDER_CLASS_ATTR, None)
     if not isinstance(cls, type):
-        return None, f"module defines no {PROVIDER_CLASS_ATTR} (its provider class)"
+        return None, _NO_PROVIDER_CLASS
     version = getattr(cls, "api_version", None)
     known = version if isinstance(version, int) and not isinstance(version, bool) else None
     problem = _declaration_problem(role, candidate, cls)
-    return known, "" if problem is None else problem.short
+    if problem is not None:
+        return known, problem.short
+    return known, _build_problem(role, candidate, plugin)
+
+
+_NO_PROVIDER_CLASS: Final = f"module defines no {PROVIDER_CLASS_ATTR} (its provider class)"
+
+
+def _build_problem(role: str, candidate: _Candidate, plugin: object) -> str:
+    """Why ``plugin`` cannot build its provider, as a daemon would build it ("" when it can).
+
+    The listing builds every provider once, in a throwaway directory with no options, and
+    drops it: a factory that raises, a missing factory hook or a provider whose API version
+    differs from its ``PROVIDER_CLASS`` then shows as broken here instead of only when a
+    manager starts or becomes leader.
+    """
+    pm = pluggy.PluginManager(shoal.hookspecs.PROJECT)
+    pm.add_hookspecs(shoal.hookspecs)
+    label = PluginLoader._label(role, candidate)
+    try:
+        pm.register(plugin)
+        with tempfile.TemporaryDirectory(prefix=f"shoal-ls-{role}-") as scratch:
+            context = PluginContext(role=role, name=candidate.name, state_dir=Path(scratch))
+            _call_factory(pm, plugin, role, candidate, context)
+    except pluggy.PluginValidationError as exc:
+        return f"has an invalid hook implementation: {_one_line(str(exc))}"
+    except PluginError as exc:
+        return str(exc).removeprefix(label).strip()
+    return ""
+
+
+@dataclass(frozen=True)
+class DeclaredPlugin:
+    """One installed plugin of a role and the provider class it declares (nothing built).
+
+    ``provider_class`` is ``None`` when the plugin cannot be used; ``error`` then says why
+    (import failure, no ``PROVIDER_CLASS``, a faulty declaration, a duplicate name).
+    """
+
+    name: str
+    label: str
+    provider_class: type | None
+    error: str = ""
+
+
+def declared_plugins(role: str) -> list[DeclaredPlugin]:
+    """Every installed plugin of ``role`` with its ``PROVIDER_CLASS``, sorted by name.
+
+    Imports each plugin module (registering none with a plugin manager and building no
+    provider): this is how a plugin is chosen by what it declares, e.g. the CA plugin serving
+    an ``--external-ca`` protocol, without the kernel knowing any plugin's name.
+    """
+    _check_role(role, "declared_plugins")
+    found: list[DeclaredPlugin] = []
+    for name, same in sorted(_group_by_name(_discover(ROLE_GROUPS[role])).items()):
+        candidate = same[0]
+        label = PluginLoader._label(role, candidate)
+        if len(same) > 1:
+            found.append(DeclaredPlugin(name, label, None, _duplicate_error(role, name, same).args[0]))
+            continue
+        try:
+            plugin = _import(candidate, role)
+        except PluginError as exc:
+            found.append(DeclaredPlugin(name, label, None, _import_reason(exc)))
+            continue
+        cls = getattr(plugin, PROVIDER_CLASS_ATTR, None)
+        if not isinstance(cls, type):
+            found.append(DeclaredPlugin(name, label, None, _NO_PROVIDER_CLASS))
+            continue
+        problem = _declaration_problem(role, candidate, cls)
+        if problem is not None:
+            found.append(DeclaredPlugin(name, label, None, problem.short))
+            continue
+        found.append(DeclaredPlugin(name, label, cls))
+    return found
 
 
 def _import_reason(exc: PluginError) -> str:

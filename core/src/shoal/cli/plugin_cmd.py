@@ -1,8 +1,10 @@
 """``shoal plugin``: see which plugins are installed and which one each role would use.
 
-``plugin ls`` imports every installed plugin module (never building a provider) to read its
-declared API version, so a plugin that cannot even be imported shows up with the reason in its
-row instead of surprising the operator at ``swarm init``.
+``plugin ls`` imports every installed plugin module to read its declared API version, and
+builds each sound one's provider once in a throwaway directory (nothing is started), so a plugin
+that cannot be imported, lacks its factory hook, raises in it or declares the wrong API version
+shows up as broken, with the reason in its row, instead of surprising the operator at ``swarm
+init`` or when a manager becomes leader.
 
 The selection shown follows the daemon's precedence: ``--plugin`` > ``SHOAL_PLUGINS`` > the
 config file's ``[plugins]`` table > defaults. The config table is taken from the root click

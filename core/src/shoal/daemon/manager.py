@@ -21,6 +21,7 @@ from typing import Any
 
 from shoal import externalca, rpc
 from shoal.daemon.localapi import Warned
+from shoal.loader import PluginError
 from shoal.manager.caserver import CAServer
 from shoal.manager.controlapi import ControlAPI, ControlError, control_params
 from shoal.manager.dispatcher import Dispatcher
@@ -31,7 +32,7 @@ from shoal.manager.scheduler_driver import SchedulerDriver
 from shoal.manager.storenet import REMOVED_MESSAGE, StoreNetwork
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.ca import CAProvider, RootMaterial
+from shoal.roles.ca import CAProvider, ExternalCA, RootMaterial
 from shoal.roles.scheduler import SchedulerProvider
 from shoal.roles.store import NotLeaderError, StoreProvider, StoreUnavailable
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode, TLSMaterial, TransportProvider
@@ -75,6 +76,7 @@ class Manager:
         state_dir: Path,
         node_filters: Callable[[], list[Any]] = list,
         task_state_changed: Callable[..., Any] | None = None,
+        on_plugin_failure: Callable[[PluginError], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -84,6 +86,9 @@ class Manager:
         self.scheduler_factory = scheduler_factory
         self.node_filters = node_filters
         self.task_state_changed = task_state_changed
+        #: Told when a plugin fails after start (a scheduler built on becoming leader): the
+        #: daemon stops with the error's line rather than lead without scheduling.
+        self.on_plugin_failure = on_plugin_failure
         self.transport = transport
         self.tls = tls
         self.state_dir = state_dir
@@ -104,6 +109,7 @@ class Manager:
         #: with this message until the node leaves and joins again.
         self.removed: str = ""
         self.control.extra = {"node.promote": self.node_promote, "node.demote": self.node_demote}
+        self.control.check_external_cas = self._check_external_cas
         self.ca_server = CAServer(self.store, ca, cluster_id)
         self.dispatcher: Dispatcher | None = None
         self._components: list[Any] = []
@@ -304,16 +310,22 @@ class Manager:
         async for leader in self.store_provider.leadership():
             async with self._transition:
                 if leader:
-                    await self._become_leader()
+                    try:
+                        await self._become_leader()
+                    except PluginError as exc:
+                        self._plugin_failed(exc)
+                        return
                 else:
                     await self._step_down()
 
     async def _become_leader(self) -> None:
         if self._components:
             return
+        # Built first: a scheduler plugin that fails leaves nothing half started.
+        scheduler_provider = self.scheduler_factory()
         log.info("this node is now the leader")
         self.dispatcher = Dispatcher(self.store, self.cluster_id, self.manager_addrs)
-        scheduler = SchedulerDriver(self.store, self.scheduler_factory(), self.node_filters())
+        scheduler = SchedulerDriver(self.store, scheduler_provider, self.node_filters())
         self._components = [
             self.dispatcher,
             ReplicatedOrchestrator(self.store),
@@ -325,6 +337,19 @@ class Manager:
         for component in self._components:
             component.start()
         await self._mark_self_leader()
+
+    def _plugin_failed(self, error: PluginError) -> None:
+        """A leader-only provider could not be built: a leader that cannot schedule must not
+        stay leader quietly. The daemon stops (and another manager can lead)."""
+        if self.on_plugin_failure is not None:
+            self.on_plugin_failure(error)
+        else:
+            log.error("%s", error)
+
+    def _check_external_cas(self, cas: list[ExternalCA]) -> None:
+        cluster = self.store.view.cluster()
+        name = cluster.plugins.ca if cluster is not None and cluster.plugins.ca else type(self.ca).__name__
+        externalca.check_served(cas, type(self.ca), name)
 
     async def _step_down(self) -> None:
         components, self._components = self._components, []

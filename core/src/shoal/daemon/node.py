@@ -32,7 +32,7 @@ from shoal.daemon.renewal import CertificateRenewer, check_not_expired
 from shoal.daemon.state import CERTS_DIR, NodeState, load_state, save_state
 from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
-from shoal.loader import PluginError, PluginLoader, parse_plugin_args, resolve_selection
+from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
 from shoal.manager.controlapi import ControlError
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
@@ -44,6 +44,10 @@ from shoal.specs import SpecError, parse_tail
 from shoal.store.memory import Tx
 
 log = logging.getLogger("shoal.daemon")
+
+#: The roles a manager builds providers for: the store and CA at start, the scheduler each
+#: time it becomes leader. All are checked (built once) before a manager starts.
+MANAGER_PLUGIN_ROLES = ("store", "ca", "scheduler")
 
 DEFAULT_PORT = 2377
 NOT_IN_SWARM = (
@@ -132,6 +136,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._swarm_lock = asyncio.Lock()
         self._role_change: asyncio.Task[None] | None = None
+        #: A plugin failure after start (see ``_plugin_failed``): ``run`` raises it.
+        self._plugin_failure: PluginError | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,8 +173,22 @@ class Daemon:
         self.runtime = self.loader.provider("runtime", self._context("runtime"))
         self.transport = self.loader.provider("transport", self._context("transport"))
         if self.state is not None and self.state.is_manager:
-            for role in ("store", "ca", "scheduler"):
-                self.loader.load(role)
+            self._check_manager_plugins(self.loader)
+
+    def _check_manager_plugins(self, loader: PluginLoader) -> None:
+        """Build every provider a manager needs once and drop it (``PluginLoader.check``), so a
+        broken store, CA or scheduler plugin stops ``swarm init``, a join as manager or the
+        daemon's start with one ``PluginError`` line, before anything is created, instead of
+        a manager that leads and never schedules."""
+        loader.load_extensions()
+        for role in MANAGER_PLUGIN_ROLES:
+            loader.check(role)
+
+    def _plugin_failed(self, error: PluginError) -> None:
+        """A plugin failed after start (a scheduler built on becoming leader): stop; ``run``
+        raises the error, so the daemon exits 2 with its one line."""
+        self._plugin_failure = self._plugin_failure or error
+        self._stop.set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -183,6 +203,8 @@ class Daemon:
         await self._stop.wait()
         log.info("shutting down")
         await self.shutdown()
+        if self._plugin_failure is not None:
+            raise self._plugin_failure
 
     async def shutdown(self) -> None:
         await self.api.stop()
@@ -246,6 +268,7 @@ class Daemon:
                 state_dir=self.state_dir,
                 node_filters=lambda: [f for fs in loader.hook.shoal_node_filters() for f in fs],
                 task_state_changed=loader.hook.shoal_task_state_changed,
+                on_plugin_failure=self._plugin_failed,
             )
             await self.manager.start(
                 bootstrap=bootstrap, join=bool(join_via), force_new_cluster=force_new_cluster, init=init
@@ -297,8 +320,10 @@ class Daemon:
         assert self.runtime is not None
         requested = parse_plugin_args([str(v) for v in params.get("plugins") or []])
         external_cas = externalca.from_request(params.get("external_cas") or [])
-        if external_cas and "ca" not in requested:
-            requested["ca"] = "cfssl"  # --external-ca protocol=cfssl selects the cfssl CA plugin
+        if external_cas:  # the CA plugin whose provider class declares the protocols given
+            requested["ca"] = externalca.choose_ca_plugin(
+                external_cas, declared_plugins("ca"), requested.get("ca")
+            )
         bootstrap = (params.get("bootstrap_cert") or "", params.get("bootstrap_key") or "")
         for role, name in requested.items():
             if role in NODE_ROLES:
@@ -308,9 +333,7 @@ class Daemon:
                 )
         selection = {**self.selection, **requested}
         loader = PluginLoader(selection, self.config.plugin_options)
-        for role in ("store", "scheduler", "ca"):
-            loader.load(role)  # PluginError here: nothing has been created yet
-        loader.load_extensions()
+        self._check_manager_plugins(loader)  # PluginError here: nothing has been created yet
 
         listen = str(params.get("listen_addr") or self.config.listen_addr)
         listen_host, listen_port = split_addr(listen)
@@ -357,7 +380,10 @@ class Daemon:
                 self._bootstrap_tls = TLSMaterial(
                     root_pem=cacerts, cert_pem=str(bootstrap[0]).encode(), key_pem=str(bootstrap[1]).encode()
                 )
-            root = await ca.create_root()
+            try:
+                root = await ca.create_root()
+            except Exception as exc:  # the plugin's fault, not the request's: name the plugin
+                raise loader.failure("ca", "create_root", exc) from exc
             await ca.load_root(root)
             key_pem = identity.generate_key()
             csr = identity.build_csr(key_pem, node_id)
@@ -444,9 +470,7 @@ class Daemon:
         plugins = {role: getattr(chosen, role) or self.selection[role] for role in CLUSTER_ROLES}
         merged = {**self.selection, **plugins}
         loader = PluginLoader(merged, self.config.plugin_options)
-        for role in ("store", "scheduler", "ca"):
-            loader.load(role)
-        loader.load_extensions()
+        self._check_manager_plugins(loader)
         self.loader, self.selection = loader, merged
         return plugins
 

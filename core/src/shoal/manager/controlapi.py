@@ -16,6 +16,7 @@ from shoal import boundedjson, externalca, states, tokens
 from shoal.ids import new_id
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
+from shoal.roles.ca import ExternalCA
 from shoal.roles.transport import StatusCode
 from shoal.specs import (
     INT64_MAX,
@@ -99,6 +100,9 @@ class ControlAPI:
         self.manager_status = manager_status
         #: Handlers the manager adds (those that need the store membership: promote, demote).
         self.extra: dict[str, Handler] = {}
+        #: Refuses (``SpecError``) ``swarm update --external-ca`` values the swarm's CA plugin
+        #: does not serve; the manager sets it from its CA provider.
+        self.check_external_cas: Callable[[list[ExternalCA]], None] = lambda cas: None
         self._handlers: dict[str, Handler] | None = None
         self._built_with: dict[str, Handler] | None = None
 
@@ -196,7 +200,9 @@ class ControlAPI:
                     )
                 changes.append(lambda c: setattr(c.spec.dispatcher, "heartbeat_period", period))
             if params.get("external_cas"):
-                cas = externalca.to_spec(externalca.from_request(params["external_cas"]))
+                requested = externalca.from_request(params["external_cas"])
+                self.check_external_cas(requested)
+                cas = externalca.to_spec(requested)
 
                 def set_cas(c: pb.Cluster) -> None:
                     del c.spec.ca_config.external_cas[:]

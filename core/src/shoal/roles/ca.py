@@ -45,6 +45,32 @@ class IssuedCertificate:
     chain_pem: bytes = b""
 
 
+#: Optional class attribute of a CA provider class: the ``--external-ca protocol=`` values it
+#: serves, e.g. ``external_ca_protocols = ("acme",)``. ``swarm init --external-ca protocol=X``
+#: picks the installed CA plugin whose provider class lists X, so the kernel never names a CA
+#: plugin. A CA that signs by itself (the internal one) declares nothing: it serves none.
+EXTERNAL_CA_PROTOCOLS_ATTR = "external_ca_protocols"
+
+
+def external_ca_protocols(provider_class: type) -> tuple[str, ...]:
+    """The ``--external-ca`` protocols ``provider_class`` declares it serves (``()`` when none).
+
+    Read from the class, never from a built provider, so a plugin can be chosen for a protocol
+    before anything is built. Raises ``TypeError`` (one line) for a malformed declaration: a
+    protocol must be a non-empty name without spaces, commas or ``=`` (it is a flag value).
+    """
+    declared = getattr(provider_class, EXTERNAL_CA_PROTOCOLS_ATTR, ())
+    if isinstance(declared, str) or not isinstance(declared, tuple | list | frozenset | set):
+        raise TypeError(f"{EXTERNAL_CA_PROTOCOLS_ATTR} must be a tuple of protocol names, got {declared!r}")
+    for protocol in declared:
+        if not isinstance(protocol, str) or not protocol or any(c.isspace() or c in ",=" for c in protocol):
+            raise TypeError(
+                f"{EXTERNAL_CA_PROTOCOLS_ATTR} holds {protocol!r}: a protocol is a non-empty name "
+                "without spaces, commas or ="
+            )
+    return tuple(sorted(declared))
+
+
 @runtime_checkable
 class CAProvider(Protocol):
     """Creates or adopts the root CA and signs node certificates."""

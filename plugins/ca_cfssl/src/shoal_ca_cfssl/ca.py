@@ -84,6 +84,8 @@ class CfsslCA:
 
     role: ClassVar[str] = "ca"
     api_version: ClassVar[int] = 2
+    #: ``swarm init --external-ca protocol=cfssl`` picks this plugin (see ``shoal.roles.ca``).
+    external_ca_protocols: ClassVar[tuple[str, ...]] = (PROTOCOL,)
 
     def __init__(self, *, state_dir: Path, node_tls: Callable[[], TLSMaterial | None]) -> None:
         self._node_tls = node_tls
