@@ -200,13 +200,16 @@ class Manager:
 
     async def _forget_other_managers(self) -> None:
         """After ``--force-new-cluster``: this manager is the only one. The others' node objects
-        stay (as down workers with a note) so operators see what happened; their store traffic
-        is refused, which tells them to leave and join again."""
+        stay (as down workers with a note) so operators see what happened; they go on the
+        removed-node list in the same transaction, so their certificates are refused by every
+        RPC (their store traffic is told to leave and join again)."""
 
         def forget(tx: Tx) -> None:
+            forgotten = []
             for node in list(tx.view.nodes.all()):
                 if node.id == self.node_id or node.role != pb.NodeSpec.MANAGER:
                     continue
+                forgotten.append(node.id)
                 node = copy(node)
                 node.role = pb.NodeSpec.WORKER
                 node.spec.desired_role = pb.NodeSpec.WORKER
@@ -214,6 +217,7 @@ class Manager:
                 node.status.state = pb.NodeStatus.DOWN
                 node.status.message = "removed by swarm init --force-new-cluster: leave and join again"
                 tx.update(node)
+            rpc.record_removed(tx, forgotten, "force-new-cluster")
             me = tx.node(self.node_id)
             if me is not None:
                 me = copy(me)
@@ -561,9 +565,11 @@ class Manager:
             raise RPCError(StatusCode.UNAVAILABLE, "this manager is not the leader")
         return self.dispatcher
 
-    def rpc_handlers(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def rpc_handlers(self) -> tuple[rpc.UnaryTable, rpc.StreamTable]:
         """Transport handlers: dispatcher calls go to the leader's dispatcher; CA calls to the
-        CA server (issuing needs the leader, which writes the node object)."""
+        CA server (issuing needs the leader, which writes the node object). Every method is
+        served behind ``rpc.guard``: its access rule is checked against this replica's store
+        before the handler runs (and before each message of a stream)."""
 
         async def heartbeat(request: bytes, peer: PeerIdentity | None) -> bytes:
             return await self._leader_dispatcher().heartbeat(request, peer)
@@ -589,7 +595,6 @@ class Manager:
             if self.dispatcher is None:
                 # Not the leader: tell the agent where the managers are, leader first, so a
                 # node that joined through a follower finds the leader.
-                rpc.authorize(peer, self.cluster_id, managers_only=False)
                 if self.leader_addr():
                     yield rpb.SessionMessage(managers=self.manager_addrs()).SerializeToString()
             async for message in self._leader_dispatcher().session(request, peer):
@@ -600,8 +605,7 @@ class Manager:
                 yield message
 
         async def control(request: bytes, peer: PeerIdentity | None) -> bytes:
-            """The control API for other managers (forwarding): manager certificates only."""
-            rpc.authorize(peer, self.cluster_id, managers_only=True)
+            """The control API for other managers (forwarding): current managers only."""
             call = rpb.ControlRequest.FromString(request)
             handler = self.control.handlers().get(call.method)
             if handler is None:
@@ -620,10 +624,9 @@ class Manager:
             return rpb.ControlResponse(json_body=json.dumps(result).encode()).SerializeToString()
 
         async def store_join(request: bytes, peer: PeerIdentity | None) -> bytes:
-            rpc.authorize(peer, self.cluster_id, managers_only=True)
             return await self._store_join(rpb.StoreJoinRequest.FromString(request))
 
-        unary_handlers = {
+        unary_handlers: rpc.UnaryTable = {
             rpc.CONTROL: control,
             rpc.STORE_STEP: self.net.handle_step,
             rpc.STORE_JOIN: store_join,
@@ -632,12 +635,12 @@ class Manager:
             rpc.GET_ROOT_CA: self.ca_server.get_root,
             rpc.ISSUE_NODE_CERTIFICATE: issue,
         }
-        stream_handlers = {
+        stream_handlers: rpc.StreamTable = {
             rpc.SESSION: session,
             rpc.ASSIGNMENTS: assignments,
             rpc.STORE_PULL: self.net.handle_pull,
         }
-        return unary_handlers, stream_handlers
+        return rpc.guard(unary_handlers, stream_handlers, rpc.checker(self.cluster_id, lambda: self.store.view))
 
     async def _store_join(self, req: rpb.StoreJoinRequest) -> bytes:
         """Add a manager's store member (on the leader; a follower passes the call on)."""

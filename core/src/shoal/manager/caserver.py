@@ -146,7 +146,8 @@ class CAServer:
     async def _renew(
         self, req: rpb.IssueNodeCertificateRequest, cluster: pb.Cluster, peer: PeerIdentity, expiry: float
     ) -> bytes:
-        rpc.authorize(peer, self.cluster_id, managers_only=False)
+        # rpc.guard admitted the caller (Access.JOIN: a member, not on the removed list); the
+        # role signed is the store's, so a demoted manager renews as a worker.
         node = self.store.view.nodes.get(peer.node_id)
         if node is None:
             raise RPCError(

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf import json_format
-from shoal import boundedjson, externalca, states, tokens
+from shoal import boundedjson, externalca, rpc, states, tokens
 from shoal.ids import new_id
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
@@ -364,6 +364,8 @@ class ControlAPI:
         def remove(tx: Tx) -> None:
             for node in nodes:
                 tx.delete("node", node.id)
+            # Same transaction: no replica ever sees the node gone but its certificate still good.
+            rpc.record_removed(tx, [n.id for n in nodes], "node rm")
 
         await self.store.update(remove)
         return [n.id for n in nodes]

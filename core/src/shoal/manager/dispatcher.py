@@ -5,6 +5,7 @@ receive their assignments as a stream (a complete set first, then incremental ch
 report task status. Status reports are buffered and written in one store transaction every
 100 ms, as SwarmKit does, so a burst of task transitions costs one commit rather than many.
 A node that misses three heartbeat periods is marked DOWN ("heartbeat failure").
+Who may call is decided before these handlers run, by ``rpc.guard`` (``Access.NODE``).
 """
 
 from __future__ import annotations
@@ -87,16 +88,6 @@ class Dispatcher:
             return cluster.spec.dispatcher.heartbeat_period
         return 5.0
 
-    def _authorize(self, peer: PeerIdentity | None) -> PeerIdentity:
-        peer = rpc.authorize(peer, self.cluster_id, managers_only=False)
-        if self.store.view.nodes.get(peer.node_id) is None:
-            raise RPCError(
-                StatusCode.PERMISSION_DENIED,
-                f"node {peer.node_id} is not a member of this swarm (it was removed); "
-                "run 'shoal swarm leave' on it and join again",
-            )
-        return peer
-
     def _session_for(self, session_id: str, peer: PeerIdentity) -> _Session:
         session = self._sessions.get(session_id)
         if session is None or session.node_id != peer.node_id:
@@ -106,7 +97,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ Session
 
     async def session(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
-        peer = self._authorize(peer)
+        peer = rpc.caller(peer)  # authorised by rpc.guard (Access.NODE)
         req = rpb.SessionRequest.FromString(request)
         session = _Session(
             new_id(), peer.node_id, time.monotonic() + self.heartbeat_period() * GRACE_MULTIPLIER
@@ -175,7 +166,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ Heartbeat
 
     async def heartbeat(self, request: bytes, peer: PeerIdentity | None) -> bytes:
-        peer = self._authorize(peer)
+        peer = rpc.caller(peer)  # authorised by rpc.guard (Access.NODE)
         req = rpb.HeartbeatRequest.FromString(request)
         session = self._session_for(req.session_id, peer)
         period = self.heartbeat_period()
@@ -224,7 +215,7 @@ class Dispatcher:
         return task.node_id == node_id and task.status.state >= states.ASSIGNED
 
     async def assignments(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
-        peer = self._authorize(peer)
+        peer = rpc.caller(peer)  # authorised by rpc.guard (Access.NODE)
         req = rpb.AssignmentsRequest.FromString(request)
         session = self._session_for(req.session_id, peer)
         node_id = peer.node_id
@@ -268,7 +259,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ UpdateTaskStatus
 
     async def update_task_status(self, request: bytes, peer: PeerIdentity | None) -> bytes:
-        peer = self._authorize(peer)
+        peer = rpc.caller(peer)  # authorised by rpc.guard (Access.NODE)
         req = rpb.UpdateTaskStatusRequest.FromString(request)
         self._session_for(req.session_id, peer)
         view = self.store.view

@@ -14,9 +14,11 @@ the provider's messages two ways:
   restarting or unreachable), one sender task per peer batches everything queued for it into
   a single call, and the peer's answers to that call ride back in its response.
 
-Both methods accept manager certificates of this cluster only, and refuse callers that are no
-longer members (so a manager removed from the group, e.g. by ``--force-new-cluster``, learns it
-must leave and join again instead of disrupting it).
+Who may call both methods is decided by ``rpc.guard`` (``Access.STORE_PEER``): manager
+certificates of this cluster whose node is not on the removed list nor recorded as demoted, so a
+manager removed from the group (``node demote``, ``--force-new-cluster``) learns it must leave
+and join again instead of disrupting it, while a replica that lags never turns away a member
+that just joined.
 """
 
 from __future__ import annotations
@@ -51,11 +53,9 @@ MAX_PULL_PAUSE = 1.0
 #: grow memory without bound (the protocol resends what it still needs).
 MAX_QUEUED = 4096
 
-REMOVED_MESSAGE = (
-    "this manager is no longer a member of the swarm's managers (it was demoted or removed, or the "
-    "swarm was recovered with --force-new-cluster): its state is out of date. Run "
-    '"shoal swarm leave --force" on it, then join it again'
-)
+REMOVED_MESSAGE = rpc.REMOVED_MESSAGE
+#: Answers that tell a manager the others no longer count it as a member.
+_REFUSED_CODES = (StatusCode.PERMISSION_DENIED, StatusCode.FAILED_PRECONDITION)
 
 
 def _append_bounded(batches: list[bytes], data: bytes) -> None:
@@ -326,7 +326,7 @@ class StoreNetwork:
     def _told_removed(self, peer: _Peer, exc: RPCError) -> bool:
         """Whether ``peer`` answered that this manager is no longer a member (then it stops
         talking to it and tells the daemon)."""
-        if exc.code != StatusCode.FAILED_PRECONDITION or "no longer a member" not in exc.message:
+        if exc.code not in _REFUSED_CODES or "no longer a member" not in exc.message:
             return False
         peer.removed = True
         self.on_removed(exc.message)
@@ -354,25 +354,9 @@ class StoreNetwork:
 
     # ------------------------------------------------------------------ receiving
 
-    def _removed(self, node_id: str) -> bool:
-        """Whether this replica knows the caller stopped being a manager (demoted, or left out
-        by ``--force-new-cluster``). Only a positive record counts: a replica that lags (has
-        not yet seen a manager join or a promotion) must not turn a new member away."""
-        node = self.store.view.nodes.get(node_id)
-        return (
-            node is not None
-            and node.role == pb.NodeSpec.WORKER
-            and node.spec.desired_role == pb.NodeSpec.WORKER
-        )
-
-    def _refuse_if_removed(self, caller: PeerIdentity) -> None:
-        if self._removed(caller.node_id):
-            raise RPCError(StatusCode.FAILED_PRECONDITION, f"node {caller.node_id}: {REMOVED_MESSAGE}")
-
-    def _admit(self, request: bytes, peer: PeerIdentity | None) -> tuple[PeerIdentity, rpb.StoreStepRequest]:
-        """Checks shared by ``StoreStep`` and ``StorePull``: a manager of this cluster, still a
-        member, addressing the member that lives here."""
-        caller = rpc.authorize(peer, self.cluster_id, managers_only=True)
+    def _admit(self, request: bytes) -> rpb.StoreStepRequest:
+        """Checks shared by ``StoreStep`` and ``StorePull`` (the caller was authorised by
+        ``rpc.guard``): a well-formed request addressing the member that lives here."""
         try:
             step = rpb.StoreStepRequest.FromString(request)
         except Exception:
@@ -382,15 +366,15 @@ class StoreNetwork:
                 StatusCode.FAILED_PRECONDITION,
                 f"store member {step.to_member:x} does not live here (this is {self.provider.member_id:x})",
             )
-        self._refuse_if_removed(caller)
         if step.from_addr and not self.address(step.from_member):
             self.learn(step.from_member, step.from_addr)
-        return caller, step
+        return step
 
     async def handle_pull(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
         """``StorePull``: stream what the provider sends the caller until it hangs up (or a
-        newer stream from it replaces this one)."""
-        caller, step = self._admit(request, peer)
+        newer stream from it replaces this one). ``rpc.guard`` checks the caller again before
+        each message, so a manager demoted meanwhile loses the stream at the next one."""
+        step = self._admit(request)
         if not step.from_member:
             raise RPCError(StatusCode.INVALID_ARGUMENT, "a store pull needs the caller's member ID")
         state = self._peer(step.from_member)
@@ -408,7 +392,6 @@ class StoreNetwork:
                     return
                 if not outlet.batches:
                     continue
-                self._refuse_if_removed(caller)
                 batches, outlet.batches = outlet.batches, []
                 yield rpb.StoreStepRequest(
                     from_member=self.provider.member_id, to_member=step.from_member, batches=batches
@@ -420,8 +403,8 @@ class StoreNetwork:
                     self.provider.report_unreachable(step.from_member)  # those are lost
 
     async def handle_step(self, request: bytes, peer: PeerIdentity | None) -> bytes:
-        """``StoreStep``: managers of this cluster that are still members only."""
-        _, step = self._admit(request, peer)
+        """``StoreStep``: managers of this cluster that are still members only (``rpc.guard``)."""
+        step = self._admit(request)
         self._peer(step.from_member).last_ok = asyncio.get_running_loop().time()
         if step.from_member in self._replies:  # another step from it in flight: no capture
             self._feed(step.batches)
