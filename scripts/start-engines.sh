@@ -56,9 +56,19 @@ for engine in $ENGINES; do
       ;;
   esac
 done
+bridge_present() { # dockerd answering is not enough: its containers need the docker0 bridge
+  # Another dockerd started with --bridge=none in this network namespace deletes docker0 at its
+  # start; ours then answers /_ping but fails every container start with "could not find bridge".
+  ip link show docker0 >/dev/null 2>&1 && return 0
+  echo "start-engines.sh: dockerd answers but its bridge docker0 is gone (a second dockerd started" \
+    "with --bridge=none outside its own network namespace deletes it); restart dockerd, or recreate it:" \
+    "ip link add docker0 type bridge && ip addr add 172.17.0.1/16 dev docker0 && ip link set docker0 up" >&2
+  exit 1
+}
+
 for engine in $ENGINES; do
   case "$engine" in
-    docker) wait_for dockerd "$DOCKER_SOCK" /tmp/shoal-dockerd.log ;;
+    docker) wait_for dockerd "$DOCKER_SOCK" /tmp/shoal-dockerd.log && bridge_present ;;
     podman) wait_for "podman service" "$PODMAN_SOCK" /tmp/shoal-podman-service.log ;;
   esac
 done
