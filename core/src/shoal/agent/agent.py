@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shoal import rpc, states
@@ -70,6 +70,7 @@ class Agent:
         managers: list[str],
         hostname: str = "",
         on_node: Callable[[pb.Node], None] | None = None,
+        on_managers: Callable[[list[str]], None] | None = None,
         max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS,
     ) -> None:
         self.node_id = node_id
@@ -81,6 +82,8 @@ class Agent:
         self.hostname = hostname
         #: Told of every version of this node's object the managers send (role changes).
         self.on_node = on_node
+        #: Told of every new manager list (leader first), to keep it across restarts.
+        self.on_managers = on_managers
         self.db = TaskDB(state_dir / "worker" / "tasks.db")
         self.controllers: dict[str, TaskController] = {}
         self.connected = asyncio.Event()
@@ -164,7 +167,7 @@ class Agent:
         if not session_id:
             # A manager that does not lead: it only says where the managers are (leader first).
             if first.managers:
-                self.managers = list(first.managers)
+                self._learn_managers(first.managers)
                 self._redirected = True
             raise RPCError(StatusCode.UNAVAILABLE, f"{manager} is not the leader; trying the leader")
         self._on_session_message(first)
@@ -191,10 +194,18 @@ class Agent:
 
     def _on_session_message(self, message: rpb.SessionMessage) -> None:
         self.node = message.node
-        if message.managers:
-            self.managers = list(message.managers)
+        self._learn_managers(message.managers)
         if self.on_node is not None and message.HasField("node"):
             self.on_node(message.node)
+
+    def _learn_managers(self, managers: Sequence[str]) -> None:
+        """A manager listed the swarm's managers (leader first): fail over through them from
+        now on, and let the daemon keep them for its next start (``on_managers``)."""
+        if not managers or list(managers) == self.managers:
+            return
+        self.managers = list(managers)
+        if self.on_managers is not None:
+            self.on_managers(list(self.managers))
 
     async def _session_updates(self, iterator: object) -> None:
         async for raw in iterator:  # type: ignore[attr-defined]

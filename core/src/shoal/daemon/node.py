@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from shoal import externalca, filemodes, identity, rpc, tokens
 from shoal.agent.agent import Agent, description_from
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.daemon.localapi import APIError, LocalAPIServer
 from shoal.daemon.manager import Manager
 from shoal.daemon.renewal import CertificateRenewer, check_not_expired
-from shoal.daemon.state import CERTS_DIR, NodeState, load_state, save_state
+from shoal.daemon.state import CERTS_DIR, STATE_FILE, NodeState, load_state, save_state
 from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
@@ -101,6 +103,14 @@ def split_addr(addr: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     if not 0 <= number < 65536:
         raise SpecError(f'invalid address "{addr}": the port must be between 0 and 65535')
     return host.strip("[]"), number
+
+
+def _root_from(raw: bytes) -> bytes:
+    """The root CA certificate in a GetRootCA answer; empty if the answer is not one."""
+    try:
+        return rpb.GetRootCAResponse.FromString(raw).certificate
+    except DecodeError:
+        return b""
 
 
 def guess_advertise_host() -> str:
@@ -292,6 +302,7 @@ class Daemon:
             managers=state.managers,
             hostname=self.config.hostname,
             on_node=self._on_node,
+            on_managers=self._managers_learned,
             max_engine_calls=self.config.max_engine_calls,
         )
         await self.agent.start()
@@ -497,6 +508,20 @@ class Daemon:
         self.tls = TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
         log.warning("this manager's certificate had expired; it issued itself a new one")
 
+    def _managers_learned(self, managers: list[str]) -> None:
+        """The agent's session listed the managers (leader first): keep them in state.json, so
+        a restart while the manager this node joined through is down finds the others."""
+        state = self.state
+        if state is None or state.managers == managers:
+            return
+        state.managers = list(managers)
+        if not (self.state_dir / STATE_FILE).exists():
+            return  # init or join is still under way: it saves the state (this list included)
+        try:
+            save_state(self.state_dir, state)
+        except OSError as exc:
+            log.warning("could not record the managers' addresses in %s: %s", self.state_dir, exc)
+
     def _renewed(self, tls: TLSMaterial) -> None:
         """A renewed certificate: new connections (client and server side) use it from now on."""
         self.tls = tls
@@ -590,10 +615,14 @@ class Daemon:
                 remote, rpc.GET_ROOT_CA, b"", tls=TLSMaterial(root_pem=b""), timeout=10
             )
         except RPCError as exc:
+            # The transport says what answered there (nothing, no TLS, not a shoal manager).
+            raise APIError(StatusCode.UNAVAILABLE, f"cannot join: {exc.message}") from None
+        root_pem = _root_from(raw)
+        if not root_pem:
             raise APIError(
-                StatusCode.UNAVAILABLE, f"cannot reach the manager at {remote}: {exc.message}"
-            ) from None
-        root_pem = rpb.GetRootCAResponse.FromString(raw).certificate
+                StatusCode.UNAVAILABLE,
+                f"cannot join: {remote} did not answer as a shoal manager (no root CA in its answer)",
+            )
         if tokens.root_digest(root_pem) != parsed.digest:
             raise APIError(
                 StatusCode.PERMISSION_DENIED,
