@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from harness import SHOAL, ShoalNode, wait_until
+from shoal_store_raft.raft import HardState
+from shoal_store_raft.wal import encode_hard_state
 
 pytestmark = [pytest.mark.cluster]
 
@@ -82,9 +84,9 @@ def test_torn_tail_record_is_dropped_with_a_warning(node_factory: object) -> Non
         node.ok("service", "create", "--name", f"s{index}", "--replicas", "0", "--detach", "shoal-busybox:1")
     node.kill()
     segment = wal_segments(node)[-1]
-    data = segment.read_bytes()
-    # A crash in the middle of writing a record: a half-written last record at the end of the log.
-    segment.write_bytes(data + data[-40:-20])
+    # A crash in the middle of writing a record leaves a prefix of it at the end of the log.
+    record = encode_hard_state(HardState(99, 0, 0))
+    segment.write_bytes(segment.read_bytes() + record[: len(record) // 2])
     node.start()
     assert {"s0", "s1", "s2"} <= service_names(node)
     wait_until(

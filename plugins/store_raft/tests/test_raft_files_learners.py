@@ -10,7 +10,8 @@ import pytest
 from shoal_store_raft import snapfile
 from shoal_store_raft.raft import Entry, HardState, Snapshot, SnapshotMeta
 from shoal_store_raft.snapfile import SnapshotCorrupt
-from shoal_store_raft.wal import HEADER, SNAPMARK, T_SNAPSHOT, WAL, WalCorruption, list_segments
+from shoal_store_raft.wal import SNAPMARK, T_SNAPSHOT, WAL, WalCorruption, list_segments
+from shoal_store_raft.walformat import record
 
 BOOT = SnapshotMeta(0, 0, (1, 2, 3), (9,))
 
@@ -74,7 +75,7 @@ def test_a_marker_whose_counts_disagree_with_its_length_is_corruption(tmp_path: 
     (segment,) = list_segments(tmp_path / "wal")
     payload = SNAPMARK.pack(T_SNAPSHOT, 5, 1, 3, 1) + struct.pack("<Q", 1)  # claims 4 IDs, holds 1
     with open(segment, "ab") as fh:
-        fh.write(HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+        fh.write(record(payload))
     with pytest.raises(WalCorruption, match="does not hold 3 voters and 1 learners"):
         WAL.open(tmp_path / "wal")
 

@@ -105,7 +105,28 @@ async def test_corruption_before_the_tail_refuses_to_open(tmp_path: Path) -> Non
     data = bytearray(segment.read_bytes())
     data[len(data) // 3] ^= 0x55
     segment.write_bytes(bytes(data))
-    with pytest.raises(WalCorruption, match=rf"{segment.name} is corrupt at offset \d+"):
+    with pytest.raises(WalCorruption, match=rf"{segment.name} is corrupt at offset \d+") as info:
+        await started(tmp_path, RecordingMachine(), False)
+    # One line an operator can act on: what is wrong, where, and the three ways out.
+    message = str(info.value)
+    assert "\n" not in message
+    for remedy in (f"restore {tmp_path} from a backup", "join it again", "--force-new-cluster"):
+        assert remedy in message
+    assert segment.read_bytes() == bytes(data)
+
+
+async def test_a_corrupt_newest_snapshot_refuses_to_open_with_the_remedy(tmp_path: Path) -> None:
+    store = await started(tmp_path, RecordingMachine(), True, snapshot_interval=20)
+    for n in range(30):
+        await store.propose(b"s%d" % n)
+    await store.stop()
+    newest = snapfile.list_snapshots(tmp_path / "snap")[-1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0x08
+    newest.write_bytes(bytes(data))
+    with pytest.raises(
+        snapfile.SnapshotCorrupt, match=rf"{newest.name} fails its CRC check; .*--force-new-cluster"
+    ):
         await started(tmp_path, RecordingMachine(), False)
 
 

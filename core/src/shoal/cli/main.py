@@ -144,6 +144,7 @@ def daemon(
 
     from shoal import loader
     from shoal.daemon.node import DaemonConfig, serve
+    from shoal.roles import StoreOpenError
 
     logging.basicConfig(
         level=getattr(logging, log_level.upper()),
@@ -170,7 +171,7 @@ def daemon(
         fail(str(exc), 2)
     except KeyboardInterrupt:
         pass
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError, StoreOpenError) as exc:
         fail(f"shoal daemon: {one_line(exc)}", 1)
 
 

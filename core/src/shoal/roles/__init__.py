@@ -27,6 +27,7 @@ from shoal.roles.store import (
     NotLeaderError,
     SendFunc,
     StateMachine,
+    StoreOpenError,
     StoreProvider,
     StoreUnavailable,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "SendFunc",
     "StateMachine",
     "StatusCode",
+    "StoreOpenError",
     "StoreProvider",
     "StoreUnavailable",
     "StreamHandler",

@@ -25,6 +25,14 @@ class StoreUnavailable(Exception):
     """
 
 
+class StoreOpenError(Exception):
+    """``start`` found durable state it must not open: damaged, missing or inconsistent.
+
+    Opening anyway could serve state that lost acknowledged writes, so the daemon prints the
+    message (one line: which file, where, and how to recover) and exits non-zero.
+    """
+
+
 class NotLeaderError(StoreUnavailable):
     """``propose`` on a member that does not lead: nothing was written, so the caller may
     safely send the write to the leader instead."""
@@ -92,7 +100,9 @@ class StoreProvider(Protocol):
         (``swarm join`` with a manager token). ``force_new_cluster=True`` reopens the existing
         state and makes this member the only one, keeping everything it had committed
         (``swarm init --force-new-cluster``). Otherwise the existing state is reopened, and it
-        is an error to have none.
+        is an error to have none. State that is damaged, missing or inconsistent raises
+        ``StoreOpenError`` with a one-line message: never open on fewer writes than were
+        acknowledged.
         """
 
     async def propose(self, entry: bytes) -> int:

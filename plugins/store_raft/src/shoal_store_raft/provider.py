@@ -30,7 +30,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from shoal.roles import MemberInfo, NotLeaderError, PluginContext, SendFunc, StateMachine, StoreUnavailable
+from shoal.roles import (
+    MemberInfo,
+    NotLeaderError,
+    PluginContext,
+    SendFunc,
+    StateMachine,
+    StoreOpenError,
+    StoreUnavailable,
+)
 
 from shoal_store_raft import snapfile
 from shoal_store_raft.codec import CodecError, decode_messages, encode_messages
@@ -52,7 +60,7 @@ from shoal_store_raft.raft import (
     SnapshotMeta,
 )
 from shoal_store_raft.spares import QuorumFirstSender
-from shoal_store_raft.wal import WAL, list_segments
+from shoal_store_raft.wal import WAL, WalState, list_segments
 
 log = logging.getLogger("shoal.store.raft")
 
@@ -66,8 +74,20 @@ SendHook = Callable[[Sequence[Message]], None]
 MEMBER_FILE = "member.json"
 
 
-class StoreStateError(Exception):
-    """The on-disk state does not allow the requested start (missing, or already present)."""
+class StoreStateError(StoreOpenError):
+    """The on-disk state does not allow the requested start (missing, already present, or
+    inconsistent)."""
+
+
+def recovery_advice(state_dir: Path) -> str:
+    """What an operator can do about a store that refuses its own state (one line)."""
+    return (
+        "the store refuses to start on it, as it may have lost acknowledged writes. To recover: "
+        f"restore {state_dir} from a backup; or, with other healthy managers, demote and remove this "
+        "node on the leader (`shoal node demote`, `shoal node rm`), delete this node's state directory "
+        "and join it again; or, if the other managers lost their quorum, run "
+        "`shoal swarm init --force-new-cluster` on the most up-to-date of them"
+    )
 
 
 def new_raft_id() -> int:
@@ -151,23 +171,18 @@ class RaftStore:
 
     def _open(self, machine: StateMachine) -> None:
         raft_id = self._read_member()
-        snap = snapfile.load_latest(self.snap_dir)
-        wal, walstate = WAL.open(self.wal_dir, self.options.segment_bytes)
+        try:
+            snap = snapfile.load_latest(self.snap_dir)
+            wal, walstate = WAL.open(
+                self.wal_dir, self.options.segment_bytes, verify=lambda state: self._check(snap, state)
+            )
+        except StoreOpenError as exc:
+            raise type(exc)(f"{exc}; {recovery_advice(self.state_dir)}") from None
         try:
             meta = walstate.snapshot
             if snap is not None and snap.meta.index >= meta.index:
                 meta = snap.meta
-            elif meta.index > 0:
-                raise StoreStateError(
-                    f"the raft WAL in {self.wal_dir} refers to a snapshot at index {meta.index} "
-                    f"but {self.snap_dir} has no such snapshot file"
-                )
             entries = [e for e in walstate.entries if e.index > meta.index]
-            if entries and entries[0].index != meta.index + 1:
-                raise StoreStateError(
-                    f"the raft WAL in {self.wal_dir} is missing entries "
-                    f"{meta.index + 1}..{entries[0].index - 1}"
-                )
             if snap is not None:
                 machine.restore(snap.meta.index, snap.data)
             # Membership changes take effect when applied (as in etcd), so a restart starts from
@@ -205,6 +220,23 @@ class RaftStore:
             self._applied,
             format_id(core.lead) or "none",
         )
+
+    def _check(self, snap: Snapshot | None, state: WalState) -> None:
+        """Refuse a WAL that the newest snapshot file does not complete (before the WAL writes
+        anything: a refused start changes nothing on disk)."""
+        meta = state.snapshot
+        if snap is not None and snap.meta.index >= meta.index:
+            meta = snap.meta
+        elif meta.index > 0:
+            raise StoreStateError(
+                f"the raft WAL in {self.wal_dir} refers to a snapshot at index {meta.index} "
+                f"but {self.snap_dir} has no such snapshot file"
+            )
+        entries = [e for e in state.entries if e.index > meta.index]
+        if entries and entries[0].index != meta.index + 1:
+            raise StoreStateError(
+                f"the raft WAL in {self.wal_dir} is missing entries {meta.index + 1}..{entries[0].index - 1}"
+            )
 
     def _bootstrap(self, *, alone: bool) -> None:
         """A new member: the only voter of a new group (``alone``), or an empty member that
@@ -261,7 +293,9 @@ class RaftStore:
                 "(bootstrap a new group with `swarm init`, or join an existing one)"
             ) from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise StoreStateError(f"raft member file {path} is unreadable: {exc}") from None
+            raise StoreStateError(
+                f"raft member file {path} is unreadable ({exc}); {recovery_advice(self.state_dir)}"
+            ) from None
 
     async def stop(self) -> None:
         if self._closed:

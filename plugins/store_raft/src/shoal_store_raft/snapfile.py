@@ -5,14 +5,22 @@ then the learner IDs as ``<Q``, the state machine's bytes, then a CRC32 of every
 it. (``SHOALSN1`` files, without learners, are refused by name rather than misread: a restored
 member that forgot its learners would stop replicating to them.) Names sort by index
 (``<index:016x>-<term:016x>.snap``) so the newest is found without reading the others.
+
+A newest file that does not verify (CRC, layout, or an index and term other than its name's)
+refuses the open, like a corrupt WAL record: older snapshots are pruned as soon as a newer one
+is durable and the WAL before the newest is released, so nothing older could rebuild the state
+without losing acknowledged writes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
+
+from shoal.roles import StoreOpenError
 
 from shoal_store_raft.files import atomic_write, fsync_dir
 from shoal_store_raft.raft.types import Snapshot, SnapshotMeta
@@ -22,9 +30,10 @@ OLD_MAGIC = b"SHOALSN1"
 _HEAD = struct.Struct("<QQII")
 _CRC = struct.Struct("<I")
 SUFFIX = ".snap"
+_NAME = re.compile(r"[0-9a-f]{16}-[0-9a-f]{16}\.snap")
 
 
-class SnapshotCorrupt(Exception):
+class SnapshotCorrupt(StoreOpenError):
     """The newest snapshot file does not verify; the store cannot safely open."""
 
 
@@ -62,7 +71,12 @@ def decode(path: Path, raw: bytes) -> Snapshot:
         )
     ids = struct.unpack_from(f"<{n_voters + n_learners}Q", raw, fixed)
     data = raw[data_start : len(raw) - _CRC.size]
-    return Snapshot(SnapshotMeta(index, term, ids[:n_voters], ids[n_voters:]), data)
+    meta = SnapshotMeta(index, term, ids[:n_voters], ids[n_voters:])
+    if path.name != snapshot_name(meta):
+        raise SnapshotCorrupt(
+            f"snapshot file {path} holds index {index}, term {term}, which its name does not match"
+        )
+    return Snapshot(meta, data)
 
 
 def save(directory: Path, snap: Snapshot) -> Path:
@@ -76,7 +90,7 @@ def save(directory: Path, snap: Snapshot) -> Path:
 def list_snapshots(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+    return sorted(p for p in directory.iterdir() if _NAME.fullmatch(p.name))
 
 
 def load_latest(directory: Path) -> Snapshot | None:
@@ -92,7 +106,7 @@ def prune(directory: Path, keep_index: int) -> None:
     removed = False
     for path in directory.iterdir():
         if path.name.startswith(".tmp-") or (
-            path.name.endswith(SUFFIX) and int(path.name[:16], 16) < keep_index
+            _NAME.fullmatch(path.name) and int(path.name[:16], 16) < keep_index
         ):
             os.unlink(path)
             removed = True

@@ -1,7 +1,7 @@
 """The write-ahead log: append-only, CRC-checked records in segment files.
 
-Record = ``<II`` (payload length, CRC32 of payload) + payload; the payload's first byte is the
-record type:
+Records are framed as ``walformat`` describes (a header with the payload length, the payload's
+CRC32 and a CRC32 of the header itself); the payload's first byte is the record type:
 
 * ENTRY ``<BQQB`` type, index, term, kind, then the entry data. A later ENTRY at an index that
   is already present replaces it and everything after it (a new leader overwrote our suffix).
@@ -11,13 +11,14 @@ record type:
   (written after the snapshot file is durable; index 0 marks a fresh group). Learners are kept
   so a restarted member still replicates to (and never counts votes from) its learners.
 
-Segments are named ``<seq:016x>-<first index:016x>.wal``. Every segment opens with the latest
-SNAPSHOT marker and HARDSTATE, so deleting older segments (compaction) never loses them.
+Segments are named ``<seq:016x>-<first index:016x>.wal``. Every segment opens with the format
+magic, the latest SNAPSHOT marker and HARDSTATE, so deleting older segments (compaction) never
+loses them.
 
-Recovery: a torn or CRC-bad record at the very end of the last segment is what a crash in the
-middle of a write leaves; it was never acknowledged (we fsync before acknowledging), so it is
-cut away with a warning. A bad record anywhere else means the disk lost acknowledged data:
-that is fatal and names the file and offset.
+Recovery: only a torn tail of the last segment (what a crash in the middle of a write leaves;
+it was never acknowledged, as we fsync before acknowledging) is cut away, with a warning;
+``walformat`` gives the exact rule. Anything else that does not verify, anywhere, may be
+acknowledged data: the WAL refuses to open and names the file and offset, and changes nothing.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal_store_raft.files import fsync_dir
 from shoal_store_raft.raft.types import Entry, EntryKind, HardState, SnapshotMeta
+from shoal_store_raft.walformat import MAGIC, WalCorruption, frame, record, scan_segment
 
 log = logging.getLogger("shoal.store.raft")
 
-HEADER = struct.Struct("<II")
 ENTRY = struct.Struct("<BQQB")
 HARDSTATE = struct.Struct("<BQQQ")
 SNAPMARK = struct.Struct("<BQQII")
@@ -45,10 +46,7 @@ SUFFIX = ".wal"
 DEFAULT_SEGMENT_BYTES = 64 << 20
 
 _crc32 = zlib.crc32
-
-
-class WalCorruption(Exception):
-    """Acknowledged data in the WAL does not verify; the store must not open on it."""
+_ENTRY_KINDS = frozenset(kind.value for kind in EntryKind)
 
 
 @dataclass
@@ -65,31 +63,35 @@ def _segment_name(seq: int, first_index: int) -> str:
 
 
 def _parse_name(path: Path) -> tuple[int, int]:
-    stem = path.name[: -len(SUFFIX)]
-    seq, first = stem.split("-")
-    return int(seq, 16), int(first, 16)
+    seq, _, first = path.name[: -len(SUFFIX)].partition("-")
+    try:
+        return int(seq, 16), int(first, 16)
+    except ValueError:
+        raise WalCorruption(
+            f"{path} is not a raft WAL segment (names are <seq>-<first index>{SUFFIX}); move it out of "
+            f"{path.parent}"
+        ) from None
 
 
 def encode_hard_state(hs: HardState) -> bytes:
-    payload = HARDSTATE.pack(T_HARDSTATE, hs.term, hs.vote, hs.commit)
-    return HEADER.pack(len(payload), _crc32(payload)) + payload
+    return record(HARDSTATE.pack(T_HARDSTATE, hs.term, hs.vote, hs.commit))
 
 
 def encode_snapshot_marker(meta: SnapshotMeta) -> bytes:
     voters, learners = meta.voters, meta.learners
-    payload = SNAPMARK.pack(T_SNAPSHOT, meta.index, meta.term, len(voters), len(learners)) + struct.pack(
-        f"<{len(voters) + len(learners)}Q", *voters, *learners
+    return record(
+        SNAPMARK.pack(T_SNAPSHOT, meta.index, meta.term, len(voters), len(learners))
+        + struct.pack(f"<{len(voters) + len(learners)}Q", *voters, *learners)
     )
-    return HEADER.pack(len(payload), _crc32(payload)) + payload
 
 
 def encode_entries(entries: Sequence[Entry], parts: list[bytes]) -> None:
     """Append the records for ``entries`` to ``parts`` (no copy of the entry data)."""
-    pack_head, pack_entry, size = HEADER.pack, ENTRY.pack, ENTRY.size
+    pack_entry, size = ENTRY.pack, ENTRY.size
     for e in entries:
         head = pack_entry(T_ENTRY, e.index, e.term, e.kind)
         data = e.data
-        parts.append(pack_head(size + len(data), _crc32(data, _crc32(head))))
+        parts.append(frame(size + len(data), _crc32(data, _crc32(head))))
         parts.append(head)
         if data:
             parts.append(data)
@@ -132,15 +134,43 @@ class WAL:
         return wal
 
     @classmethod
-    def open(cls, directory: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> tuple[WAL, WalState]:
-        """Replay every segment; repair a torn tail; return the WAL ready to append."""
+    def open(
+        cls,
+        directory: Path,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        verify: Callable[[WalState], None] | None = None,
+    ) -> tuple[WAL, WalState]:
+        """Replay every segment; cut a torn tail; return the WAL ready to append.
+
+        Raises ``WalCorruption`` when any record that may have been acknowledged does not
+        verify. That, and whatever ``verify`` raises on the replayed state, happens before
+        the WAL writes anything: a refused open changes nothing on disk.
+        """
         segments = list_segments(directory)
         if not segments:
             raise FileNotFoundError(f"no raft WAL segments in {directory}")
+        for path in segments:
+            _parse_name(path)
         state = WalState()
         entries = state.entries
+        cut: tuple[Path, int, str] | None = None
+        layout_version = 0
         for n, path in enumerate(segments):
-            _replay_segment(path, state, entries, is_last=n == len(segments) - 1)
+            cut, layout_version = _replay_segment(path, state, entries, is_last=n == len(segments) - 1)
+        if verify is not None:
+            verify(state)
+        if cut is not None:
+            path, offset, problem = cut
+            log.warning(
+                "raft WAL %s: dropping torn last record at offset %d (%s): a crash cut it short "
+                "before it was acknowledged",
+                path,
+                offset,
+                problem,
+            )
+            with open(path, "r+b") as fh:
+                fh.truncate(offset)
+                os.fsync(fh.fileno())
         wal = cls(directory, segment_bytes)
         wal._hard_state = state.hard_state
         wal._snapshot = state.snapshot
@@ -150,8 +180,13 @@ class WAL:
         wal._size = os.fstat(wal._fd).st_size
         if wal._size == 0:
             # A crash while rolling left a segment without its header: give it one again.
+            wal._write(MAGIC + encode_snapshot_marker(wal._snapshot) + encode_hard_state(wal._hard_state))
+            os.fsync(wal._fd)
+        elif layout_version == 2 and wal._size == len(MAGIC):
             wal._write(encode_snapshot_marker(wal._snapshot) + encode_hard_state(wal._hard_state))
             os.fsync(wal._fd)
+        elif layout_version == 1:
+            wal._roll()  # never append format-2 records to a format-1 segment
         return wal, state
 
     def close(self) -> None:
@@ -220,7 +255,7 @@ class WAL:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         self._seq = seq
         self._size = 0
-        self._write(encode_snapshot_marker(self._snapshot) + encode_hard_state(self._hard_state))
+        self._write(MAGIC + encode_snapshot_marker(self._snapshot) + encode_hard_state(self._hard_state))
         os.fsync(self._fd)
         fsync_dir(self.directory)
 
@@ -231,48 +266,30 @@ def list_segments(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX))
 
 
-def _replay_segment(path: Path, state: WalState, entries: list[Entry], is_last: bool) -> None:
+def _replay_segment(
+    path: Path, state: WalState, entries: list[Entry], is_last: bool
+) -> tuple[tuple[Path, int, str] | None, int]:
+    """Apply one segment's records; returns where its torn tail starts (if it has one) and
+    its format version (0 for a segment that holds nothing yet)."""
     raw = path.read_bytes()
-    size = len(raw)
-    off = 0
-    unpack_head = HEADER.unpack_from
-    while off < size:
-        problem = ""
-        if size - off < HEADER.size:
-            problem, end = "truncated record header", size
-        else:
-            length, crc = unpack_head(raw, off)
-            end = off + HEADER.size + length
-            if length == 0:
-                problem = "empty record"
-            elif end > size:
-                problem = f"record of {length} bytes runs past the end of the file"
-            elif _crc32(memoryview(raw)[off + HEADER.size : end]) != crc:
-                problem = "CRC mismatch"
-        if problem:
-            at_tail = end >= size or not raw[end:].strip(b"\0")
-            if is_last and at_tail:
-                log.warning(
-                    "raft WAL %s: dropping torn last record at offset %d (%s); it was never acknowledged",
-                    path,
-                    off,
-                    problem,
-                )
-                with open(path, "r+b") as fh:
-                    fh.truncate(off)
-                    os.fsync(fh.fileno())
-                return
-            raise WalCorruption(f"raft WAL {path} is corrupt at offset {off}: {problem}")
-        _apply_record(path, off, raw, off + HEADER.size, end, state, entries)
-        off = end
+    scan = scan_segment(path, raw, is_last=is_last)
+    for off, start, end in scan.records:
+        _apply_record(path, off, raw, start, end, state, entries)
+    cut = None if scan.torn_at is None else (path, scan.torn_at, scan.torn_reason)
+    return cut, scan.layout.version if scan.layout is not None else 0
 
 
 def _apply_record(
     path: Path, off: int, raw: bytes, start: int, end: int, state: WalState, entries: list[Entry]
 ) -> None:
     kind = raw[start]
+    smallest = {T_ENTRY: ENTRY.size, T_HARDSTATE: HARDSTATE.size, T_SNAPSHOT: SNAPMARK.size}.get(kind, 1)
+    if end - start < smallest:
+        raise WalCorruption(f"raft WAL {path} is corrupt at offset {off}: record of type {kind} is too short")
     if kind == T_ENTRY:
         _, index, term, ekind = ENTRY.unpack_from(raw, start)
+        if ekind not in _ENTRY_KINDS:
+            raise WalCorruption(f"raft WAL {path} is corrupt at offset {off}: unknown entry kind {ekind}")
         entry = Entry(index, term, raw[start + ENTRY.size : end], EntryKind(ekind))
         if entries:
             first = entries[0].index
@@ -287,8 +304,6 @@ def _apply_record(
         _, term, vote, commit = HARDSTATE.unpack_from(raw, start)
         state.hard_state = HardState(term, vote, commit)
     elif kind == T_SNAPSHOT:
-        if end - start < SNAPMARK.size:
-            raise WalCorruption(f"raft WAL {path} is corrupt at offset {off}: short snapshot marker")
         _, index, term, n_voters, n_learners = SNAPMARK.unpack_from(raw, start)
         if end - start != SNAPMARK.size + 8 * (n_voters + n_learners):
             raise WalCorruption(
