@@ -148,7 +148,8 @@ def _refused(path: Path, payload: bytes) -> list[dict[str, Any]]:
 
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
-        lines = [json.loads(line) for line in sock.makefile("rb")]
+        with sock.makefile("rb") as stream:
+            lines = [json.loads(line) for line in stream]
         sender.join(30)
         return lines
 

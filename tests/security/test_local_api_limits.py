@@ -37,7 +37,8 @@ def answers(path: Path, payload: bytes) -> list[dict[str, Any]]:
 
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
-        lines = [json.loads(line) for line in sock.makefile("rb")]
+        with sock.makefile("rb") as stream:
+            lines = [json.loads(line) for line in stream]
         sender.join(60)
         return lines
 
