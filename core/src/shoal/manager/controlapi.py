@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf import json_format
+
 from shoal import boundedjson, externalca, rpc, states, tokens
 from shoal.ids import new_id
 from shoal.manager.caserver import min_cert_expiry
