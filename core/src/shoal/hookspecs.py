@@ -16,12 +16,16 @@ Implement a hook with ``shoal.hookimpl``::
 
 Every role plugin module must also define, at module level, ``PROVIDER_CLASS = <its provider
 class>`` (the class object): ``shoal plugin ls`` reads ``role`` and ``api_version`` from it
-without building a provider. The loader refuses a built provider whose ``role`` is not the
+before building a provider. The loader refuses a built provider whose ``role`` is not the
 entry-point group's role, whose ``api_version`` is not ``shoal.roles.API_VERSIONS[role]``, or
 which lacks a method of the role's protocol. Factory hooks are plain (not ``async``) functions.
 
-Providers are built once per daemon and then called directly (their methods are ``async``);
-pluggy is not on the hot path.
+A daemon builds every provider it will need once as a check before it starts anything (and
+``shoal plugin ls`` builds each installed plugin), dropping the result: factories must build
+without side effects (no connections, threads or files outside ``context.state_dir``).
+
+Providers are then built for real (once per daemon; the scheduler once per leadership) and
+called directly (their methods are ``async``); pluggy is not on the hot path.
 """
 
 from __future__ import annotations
@@ -80,7 +84,10 @@ def shoal_scheduler_provider(context: PluginContext) -> SchedulerProvider | None
     :param context: options come from ``--plugin-opt scheduler.KEY=VALUE``.
     :returns: an object satisfying ``shoal.roles.SchedulerProvider`` with ``role = "scheduler"``.
 
-    Called when a manager becomes leader. Stops at the first non-None result.
+    Called each time a manager becomes leader, and once as a check (the provider dropped) at
+    ``swarm init``, a join as manager and every manager start, so a broken scheduler stops
+    those with one line instead of leaving a leader that never schedules. Stops at the first
+    non-None result.
 
     Example::
 

@@ -13,5 +13,5 @@ PROVIDER_CLASS = BinpackScheduler
 
 @hookimpl
 def shoal_scheduler_provider(context: PluginContext) -> BinpackScheduler:
-    """Build the provider; called once when a manager becomes leader."""
+    """Build the provider: checked at every manager start, then once per leadership."""
     return BinpackScheduler()
