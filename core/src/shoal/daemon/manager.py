@@ -640,7 +640,8 @@ class Manager:
             rpc.ASSIGNMENTS: assignments,
             rpc.STORE_PULL: self.net.handle_pull,
         }
-        return rpc.guard(unary_handlers, stream_handlers, rpc.checker(self.cluster_id, lambda: self.store.view))
+        check = rpc.checker(self.cluster_id, lambda: self.store.view)
+        return rpc.guard(unary_handlers, stream_handlers, check)
 
     async def _store_join(self, req: rpb.StoreJoinRequest) -> bytes:
         """Add a manager's store member (on the leader; a follower passes the call on)."""
