@@ -40,7 +40,7 @@ from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
 from shoal.roles.runtime import RuntimeError_, RuntimeProvider
-from shoal.roles.store import StoreUnavailable
+from shoal.roles.store import StoreOpenError, StoreUnavailable
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider, TransportServer
 from shoal.specs import SpecError, parse_tail
 from shoal.store.memory import Tx
@@ -82,6 +82,8 @@ def map_error(exc: BaseException) -> APIError | None:
         return APIError(StatusCode.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, StoreUnavailable):
         return APIError(StatusCode.UNAVAILABLE, str(exc))
+    if isinstance(exc, StoreOpenError):
+        return APIError(StatusCode.FAILED_PRECONDITION, str(exc))
     if isinstance(exc, RPCError):
         return APIError(exc.code, exc.message)
     if isinstance(exc, RuntimeError_):
