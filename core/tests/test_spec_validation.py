@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from shoal import specs
+from shoal import defaults, specs
 from shoal.imageref import reference_problem
 from shoal.manager.controlapi import ControlAPI, ControlError, control_params
 from shoal.proto import objects_pb2 as pb
@@ -174,8 +174,12 @@ def test_control_api_refuses_before_touching_the_store(
     method: str, params: dict[str, Any], code: StatusCode
 ) -> None:
     control = _control()
+
+    async def call() -> Any:
+        return await control.handlers()[method](params)
+
     with pytest.raises(ControlError) as failure:
-        asyncio.run(control.handlers()[method](params))
+        asyncio.run(call())
     assert failure.value.code == code, failure.value.message
     assert "\n" not in failure.value.message
 
@@ -192,3 +196,60 @@ def test_forwarded_bodies_are_bounded() -> None:
         with pytest.raises(ControlError, match=reason) as failure:
             control_params(body)
         assert failure.value.code == StatusCode.INVALID_ARGUMENT
+
+
+class _InstantLog:
+    """A store provider that commits every proposal at once (logic tests only)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.index = 0
+
+    async def propose(self, entry: bytes) -> int:
+        self.index += 1
+        self.store.apply(self.index, entry)
+        return self.index
+
+
+WEIRD: list[Any] = [None, "", 5, -1, 1.5, True, [], [1], ["x"], {}, {"a": 1}, "x" * 10]
+KEYS = (
+    "name image replicas env labels mode nodes node services service availability label_add "
+    "label_rm task_history_limit hostname stop_signal args mounts constraints force rollback "
+    "cert_expiry external_cas role rotate raft_tick election_tick reserve_cpu update_parallelism "
+    "health_cmd no_healthcheck entrypoint pull container_labels env_rm mount_rm"
+).split()
+
+
+def test_any_json_value_in_any_parameter_is_refused_cleanly_or_accepted() -> None:
+    """A scripted caller can send any JSON: every handler answers with a one-line refusal or
+    does its job, never an internal error (a TypeError would reach the user as one)."""
+
+    async def run() -> list[str]:
+        store = ObjectStore()
+        store.provider = _InstantLog(store)  # type: ignore[assignment]
+        control = ControlAPI(store, node_id="n1")
+
+        def seed(tx: Any) -> None:
+            tx.create(pb.Cluster(id="c1", spec=defaults.cluster_spec()))
+            tx.create(pb.Node(id="n1", role=pb.NodeSpec.MANAGER))
+
+        await store.update(seed)
+        await control.handlers()["service.create"]({"name": "keep", "image": "a:1"})
+        crashes = []
+        for method, handler in control.handlers().items():
+            for key in KEYS:
+                for value in WEIRD:
+                    params: dict[str, Any] = {"service": "keep", "node": "n1", "nodes": ["n1"]}
+                    params.update(services=["keep"], name="other", image="a:1", role="worker")
+                    if method in ("node.rm", "service.rm"):
+                        params.update(nodes=["none"], services=["none"])
+                    params[key] = value
+                    try:
+                        await handler(params)
+                    except (ControlError, specs.SpecError):
+                        pass
+                    except Exception as exc:  # what the test looks for
+                        crashes.append(f"{method} {key}={value!r}: {type(exc).__name__}: {exc}")
+        return crashes
+
+    assert asyncio.run(run()) == []

@@ -69,6 +69,15 @@ def refs(params: dict[str, Any], key: str, what: str, *, required: bool = True) 
     return values
 
 
+def _external_ca_fields(value: Any) -> list[dict[str, str]]:
+    """``external_cas`` as the CLI sends it: a list of objects of strings (one per flag)."""
+    if not isinstance(value, list) or not all(
+        isinstance(fields, dict) and all(isinstance(v, str) for v in fields.values()) for fields in value
+    ):
+        raise SpecError('invalid --external-ca: give a list of objects such as {"protocol": "cfssl", ...}')
+    return value
+
+
 def _empty_ref(what: str) -> ControlError:
     return ControlError(StatusCode.INVALID_ARGUMENT, f'a {what} ID or name is required, not ""')
 
@@ -201,7 +210,7 @@ class ControlAPI:
                     )
                 changes.append(lambda c: setattr(c.spec.dispatcher, "heartbeat_period", period))
             if params.get("external_cas"):
-                requested = externalca.from_request(params["external_cas"])
+                requested = externalca.from_request(_external_ca_fields(params["external_cas"]))
                 self.check_external_cas(requested)
                 cas = externalca.to_spec(requested)
 
@@ -310,7 +319,9 @@ class ControlAPI:
             "pause": pb.NodeSpec.PAUSE,
             "drain": pb.NodeSpec.DRAIN,
         }
-        if availability is not None and availability not in availabilities:
+        if availability is not None and (
+            not isinstance(availability, str) or availability not in availabilities
+        ):
             raise ControlError(
                 StatusCode.INVALID_ARGUMENT,
                 f'invalid --availability "{availability}": use active, pause or drain',
