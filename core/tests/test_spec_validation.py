@@ -63,6 +63,8 @@ BAD_CREATES: list[tuple[dict[str, Any], str]] = [
     ({"workdir": "relative/dir"}, "absolute path"),
     ({"env": "A=1"}, "list of strings"),
     ({"constraints": [1]}, "list of strings"),
+    ({"mounts": ["type=volume,source=bad/name,target=/data"]}, "volume name"),
+    ({"mounts": ["type=tmpfs,target=/"]}, "cannot be"),
 ]
 
 

@@ -21,6 +21,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _ENV_KEY = re.compile(r"^[^=\s]+$")
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+\Z")
+_VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 #: The largest values the object model's integer fields hold.
@@ -279,6 +280,13 @@ def parse_mount(text: str) -> pb.Mount:
         raise SpecError(f'invalid --mount "{text}": unknown option {", ".join(sorted(fields))}')
     if not mount.target.startswith("/"):
         raise SpecError(f'invalid --mount "{text}": target must be an absolute path inside the container')
+    if mount.target.strip("/") == "":
+        raise SpecError(f'invalid --mount "{text}": the target cannot be "/"')
+    if mount.type == pb.Mount.VOLUME and mount.source and not _VOLUME_NAME.match(mount.source):
+        raise SpecError(
+            f'invalid --mount "{text}": a volume name is letters, digits, "_", "." and "-", '
+            "starting with a letter or digit"
+        )
     if mount.type == pb.Mount.BIND and not mount.source.startswith("/"):
         raise SpecError(f'invalid --mount "{text}": a bind mount needs an absolute source path on the host')
     if mount.type == pb.Mount.TMPFS and mount.source:
