@@ -49,6 +49,22 @@ FAILS_WHEN_LEADING = HEALTHY.replace(
     "        raise RuntimeError('fails when leading')\n",
 )
 
+#: A CA plugin whose root cannot be made (say, its HSM is offline).
+CA_WITHOUT_ROOT = """
+from shoal import hookimpl
+from shoal_ca_internal.ca import InternalCA
+
+class RootlessCA(InternalCA):
+    async def create_root(self):
+        raise RuntimeError("HSM offline")
+
+PROVIDER_CLASS = RootlessCA
+
+@hookimpl
+def shoal_ca_provider(context):
+    return RootlessCA()
+"""
+
 HOOK = "shoal_scheduler_provider"
 #: (plugin name, module source, what its one line must say after the plugin and distribution)
 BROKEN = [
@@ -62,18 +78,16 @@ BROKEN = [
 ]
 
 
-def install(site: Path, name: str, source: str) -> str:
-    """Write (or rewrite) distribution ``shoal-test-scheduler-<name>``; returns its label."""
-    module = f"shoal_test_scheduler_{name}"
+def install(site: Path, name: str, source: str, role: str = "scheduler") -> str:
+    """Write (or rewrite) distribution ``shoal-test-<role>-<name>``; returns its label."""
+    module = f"shoal_test_{role}_{name}"
     site.mkdir(parents=True, exist_ok=True)
     (site / f"{module}.py").write_text(source)
-    info = site / f"shoal_test_scheduler_{name}-1.0.dist-info"
+    info = site / f"{module}-1.0.dist-info"
     info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: shoal-test-scheduler-{name}\nVersion: 1.0\n"
-    )
-    (info / "entry_points.txt").write_text(f"[shoal.scheduler]\n{name} = {module}\n")
-    return f'scheduler plugin "{name}" (distribution shoal-test-scheduler-{name} 1.0)'
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: shoal-test-{role}-{name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[shoal.{role}]\n{name} = {module}\n")
+    return f'{role} plugin "{name}" (distribution shoal-test-{role}-{name} 1.0)'
 
 
 def site_env(site: Path) -> dict[str, str]:
@@ -91,6 +105,7 @@ def assert_not_initialised(node: ShoalNode) -> None:
 def test_broken_plugins_stop_swarm_init(node_factory: Factory, tmp_path: Path) -> None:
     site = tmp_path / "site"
     labels = {name: install(site, name, source) for name, source, _ in BROKEN}
+    rootless = install(site, "rootless", CA_WITHOUT_ROOT, role="ca")
     node = node_factory(env=site_env(site)).start()
 
     for name, _, reason in BROKEN:
@@ -105,6 +120,12 @@ def test_broken_plugins_stop_swarm_init(node_factory: Factory, tmp_path: Path) -
     rows = {row["Name"]: row for row in node.ok("plugin", "ls", "--format", "json").json_lines()}
     for name, _, reason in BROKEN:
         assert rows[name]["Error"] == reason.removesuffix(f" (built by {HOOK})"), rows[name]
+
+    # A CA failing in create_root is named (it used to be "internal error").
+    result = node.cli("swarm", "init", "--advertise-addr", node.addr, "--plugin", "ca=rootless")
+    assert result.returncode != 0, result
+    assert result.stderr == f"Error: {rootless} failed in create_root: RuntimeError: HSM offline\n"
+    assert_not_initialised(node)
 
     # No CA plugin serves the protocol: one line saying which protocols the installed ones serve.
     result = node.cli(
@@ -152,3 +173,12 @@ def test_broken_scheduler_stops_the_daemon(node_factory: Factory, tmp_path: Path
         row for row in node.ok("plugin", "ls", "--format", "json").json_lines() if row["Name"] == "variable"
     ]
     assert [json.dumps(row["Error"]) for row in rows] == ['""']
+
+    # The swarm's CA plugin (internal, fixed at init) serves no --external-ca protocol: an
+    # update naming one is refused with one line instead of being recorded and ignored.
+    result = node.cli("swarm", "update", "--external-ca", "protocol=cfssl,url=https://127.0.0.1:9/sign")
+    assert result.returncode != 0, result
+    assert result.stderr == (
+        'Error: --external-ca protocol=cfssl: this swarm\'s CA plugin "internal" (chosen at swarm init) '
+        "does not serve it; it serves no --external-ca protocol (it signs with the cluster root)\n"
+    )
