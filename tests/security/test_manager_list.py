@@ -63,3 +63,10 @@ def test_restarted_worker_reaches_the_other_managers_when_its_join_manager_is_do
         30,
         what="the worker's saved list to start with the new leader",
     )
+    # A manager that is demoted leaves the list the worker keeps.
+    m2.ok("node", "demote", "m1")
+    wait_until(
+        lambda: set(saved_managers(worker)) == {m2.addr, m3.addr},
+        30,
+        what="the demoted manager to leave the worker's saved list",
+    )
