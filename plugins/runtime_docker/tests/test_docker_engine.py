@@ -206,3 +206,31 @@ async def test_the_images_healthcheck_is_run_unless_the_spec_disables_it(
     await asyncio.wait_for(runtime.start(disabled), 30)  # never ready: only "none" lets it start
     assert time.monotonic() - began < 5
     assert "Health" not in engine().inspect_container(_task.container_name(disabled))["State"]
+
+
+async def test_waiting_on_many_containers_costs_one_event_stream(
+    runtime: DockerRuntime, made: list[pb.Task]
+) -> None:
+    """Issue 13 defect 3: a wait per running container used to hold a thread and a connection
+    to dockerd each for as long as the container ran (10,000 replicas: 10,000 of each)."""
+    node_id = new_id()
+    tasks = [
+        make_task("shoal-busybox:1", node_id=node_id, args=["sleep", "3600"], slot=n) for n in range(1, 11)
+    ]
+    made.extend(tasks)
+    for task in tasks:
+        await runtime.prepare(task)
+        await runtime.start(task)
+    waits = [asyncio.ensure_future(runtime.wait(task)) for task in tasks]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=1.0)
+        assert not done, "a wait returned while its container runs"
+        assert _threads("shoal-runtime-") <= 2, [t.name for t in threading.enumerate()]
+        engine().kill(_task.container_name(tasks[0]))
+        status = await asyncio.wait_for(waits[0], 10)
+        assert status.exit_code == 137
+        assert not any(wait.done() for wait in waits[1:])
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+def post_to_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
     """Schedule ``callback`` on ``loop`` from another thread; a closed loop means nobody waits."""
     try:
         loop.call_soon_threadsafe(callback, *args)
@@ -49,9 +49,9 @@ async def call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:  # handed to the awaiting coroutine
-            _post(loop, settle, None, exc)
+            post_to_loop(loop, settle, None, exc)
         else:
-            _post(loop, settle, result, None)
+            post_to_loop(loop, settle, result, None)
 
     threading.Thread(target=run, name=f"shoal-runtime-{getattr(fn, '__name__', 'call')}", daemon=True).start()
     return await future
@@ -90,7 +90,7 @@ class Pipe:
         """Called by the producer thread; False once the consumer has stopped."""
         while not self.stopped.is_set():
             if self._credits.acquire(timeout=0.5):
-                _post(self._loop, self._queue.put_nowait, item)
+                post_to_loop(self._loop, self._queue.put_nowait, item)
                 return True
         return False
 

@@ -34,6 +34,7 @@ from shoal.roles.runtime import (
 )
 from shoal.runtimekit import task as _task
 from shoal.runtimekit.bridge import call
+from shoal.runtimekit.exits import ExitWatch, Subscription
 from shoal.runtimekit.logs import stream_logs
 
 T = TypeVar("T")
@@ -123,6 +124,7 @@ class DockerRuntime:
             )
         except docker.errors.DockerException as exc:
             raise RuntimeError_(f"invalid docker endpoint {endpoint!r}: {exc}") from exc
+        self._exits = ExitWatch(self._subscribe_deaths, endpoint)
 
     @classmethod
     def from_context(cls, context: PluginContext) -> DockerRuntime:
@@ -287,8 +289,16 @@ class DockerRuntime:
                 return int(result.get("StatusCode", -1))
 
     async def wait(self, task: pb.Task) -> ExitStatus:
+        """Without a healthcheck, sleep on the shared event stream until the container dies (no
+        engine call or thread per running container); with one, poll its health as before."""
         name = _task.container_name(task)
-        health = _task.effective_health((await self._run(self._inspect, name))["Config"].get("Healthcheck"))
+        async with self._exits.watching(name) as died:
+            state = await self._run(self._inspect, name)
+            health = _task.effective_health(state["Config"].get("Healthcheck"))
+            while health is None and state["State"].get("Running"):
+                await died.wait()
+                died.clear()
+                state = await self._run(self._inspect, name)
         period = WAIT_POLL_SECONDS if health is None else health_poll_seconds(health)
         while True:
             result = await self._run(self._wait_once, name, period)
@@ -394,5 +404,15 @@ class DockerRuntime:
 
         return stream_logs(open_response, task.id, self._translate)
 
+    def _subscribe_deaths(self) -> Subscription:
+        """The engine's ``die`` events of shoal's containers (``ExitWatch``)."""
+        filters = {"type": "container", "event": "die", "label": LABEL_TASK_ID}
+        stream = self._api.events(decode=True, filters=filters)
+        names = (
+            str(((event.get("Actor") or {}).get("Attributes") or {}).get("name") or "") for event in stream
+        )
+        return names, stream.close
+
     async def close(self) -> None:
+        self._exits.close()
         self._api.close()
