@@ -71,6 +71,9 @@ def test_managers_join_and_any_manager_serves_the_cli(node_factory: Callable[...
     # "self" is the node the CLI talks to, even when the call is forwarded.
     inspected: Any = m2.ok("node", "inspect", "self").stdout
     assert m2.node_id() in inspected
+    # An empty reference is a mistake, not "self", on a follower too (issue 13, defect 7).
+    empty = m2.cli("node", "inspect", "")
+    assert empty.returncode == 2 and "node ID or name is required" in empty.stderr, empty.stderr
 
 
 def test_leader_kill_fails_over_and_the_old_leader_catches_up(node_factory: Callable[..., ShoalNode]) -> None:
