@@ -290,3 +290,26 @@ def test_fail_uses_the_given_code() -> None:
 def test_broken_pipe_ends_quietly() -> None:
     result = CliRunner().invoke(make_command(BrokenPipeError(32, "Broken pipe")))
     assert (result.exit_code, result.stderr) == (1, "")
+
+
+def test_ls_builds_each_plugin_with_the_given_options(site: Site) -> None:
+    """A factory that raises shows in its row; ``--plugin-opt`` reaches the factory as the
+    daemon's would, so a plugin that needs an option is not shown broken when it is given."""
+    needs_host = plugin_source("runtime").replace(
+        "    return Provider()\n",
+        "    if 'host' not in context.options:\n"
+        "        raise ValueError('set --plugin-opt runtime.host=URL')\n"
+        "    return Provider()\n",
+    )
+    site.dist("shoal-runtime-remote", "1.0", "shoal.runtime", "remote", needs_host)
+
+    def remote_error(*args: str) -> str:
+        proc = site.shoal_plugin("ls", "--format", "json", *args)
+        assert (proc.returncode, proc.stderr) == (0, "")
+        rows = [json.loads(line) for line in proc.stdout.splitlines()]
+        return str(next(r["Error"] for r in rows if r["Name"] == "remote"))
+
+    assert remote_error() == (
+        "failed to build its provider in shoal_runtime_provider: ValueError: set --plugin-opt runtime.host=URL"
+    )
+    assert remote_error("--plugin-opt", "runtime.host=unix:///x.sock") == ""

@@ -673,12 +673,15 @@ class PluginRecord:
     error: str = ""
 
 
-def list_installed(selection: Mapping[str, str] | None = None) -> list[PluginRecord]:
+def list_installed(
+    selection: Mapping[str, str] | None = None, options: Mapping[str, Mapping[str, str]] | None = None
+) -> list[PluginRecord]:
     """Every installed plugin, in ``ROLES`` order, each imported and checked as a daemon would.
 
     Unlike the loader this imports every plugin, to read ``PROVIDER_CLASS``, and builds each
-    role plugin whose declaration is sound once in a throwaway directory (``_build_problem``);
-    what goes wrong is reported in that plugin's row, never raised.
+    role plugin whose declaration is sound once in a throwaway directory (``_build_problem``)
+    with ``options`` (``--plugin-opt``, per role); what goes wrong is reported in that plugin's
+    row, never raised.
     """
     chosen = dict(DEFAULT_SELECTION)
     for role, name in (selection or {}).items():
@@ -693,7 +696,7 @@ def list_installed(selection: Mapping[str, str] | None = None) -> list[PluginRec
             same = by_name[name]
             for candidate in same:
                 dup = _duplicate_reason(candidate, same) if len(same) > 1 else ""
-                version, error = _inspect_role_plugin(role, candidate)
+                version, error = _inspect_role_plugin(role, candidate, (options or {}).get(role, {}))
                 records.append(
                     PluginRecord(
                         role=role,
@@ -725,7 +728,9 @@ def list_installed(selection: Mapping[str, str] | None = None) -> list[PluginRec
     return records
 
 
-def _inspect_role_plugin(role: str, candidate: _Candidate) -> tuple[int | None, str]:
+def _inspect_role_plugin(
+    role: str, candidate: _Candidate, options: Mapping[str, str]
+) -> tuple[int | None, str]:
     """(declared API version, short error) of one installed role plugin, importing it."""
     try:
         plugin = _import(candidate, role)
@@ -739,17 +744,17 @@ def _inspect_role_plugin(role: str, candidate: _Candidate) -> tuple[int | None, 
     problem = _declaration_problem(role, candidate, cls)
     if problem is not None:
         return known, problem.short
-    return known, _build_problem(role, candidate, plugin)
+    return known, _build_problem(role, candidate, plugin, options)
 
 
 _NO_PROVIDER_CLASS: Final = f"module defines no {PROVIDER_CLASS_ATTR} (its provider class)"
 
 
-def _build_problem(role: str, candidate: _Candidate, plugin: object) -> str:
+def _build_problem(role: str, candidate: _Candidate, plugin: object, options: Mapping[str, str]) -> str:
     """Why ``plugin`` cannot build its provider, as a daemon would build it ("" when it can).
 
-    The listing builds every provider once, in a throwaway directory with no options, and
-    drops it: a factory that raises, a missing factory hook or a provider whose API version
+    The listing builds every provider once, in a throwaway directory with the role's
+    ``--plugin-opt`` options given to ``plugin ls``, and drops it: a factory that raises, a missing factory hook or a provider whose API version
     differs from its ``PROVIDER_CLASS`` then shows as broken here instead of only when a
     manager starts or becomes leader.
     """
@@ -759,7 +764,9 @@ def _build_problem(role: str, candidate: _Candidate, plugin: object) -> str:
     try:
         pm.register(plugin)
         with tempfile.TemporaryDirectory(prefix=f"shoal-ls-{role}-") as scratch:
-            context = PluginContext(role=role, name=candidate.name, state_dir=Path(scratch))
+            context = PluginContext(
+                role=role, name=candidate.name, state_dir=Path(scratch), options=dict(options)
+            )
             _call_factory(pm, plugin, role, candidate, context)
     except pluggy.PluginValidationError as exc:
         return f"has an invalid hook implementation: {_one_line(str(exc))}"

@@ -21,7 +21,13 @@ from typing import Any
 import click
 
 from shoal.cli.errors import handle_errors
-from shoal.loader import PluginRecord, list_installed, parse_plugin_args, resolve_selection
+from shoal.loader import (
+    PluginRecord,
+    list_installed,
+    parse_plugin_args,
+    parse_plugin_options,
+    resolve_selection,
+)
 
 #: Key of the config file's ``[plugins]`` table in the root context's ``obj`` mapping.
 CONFIG_PLUGINS_KEY = "config_plugins"
@@ -50,12 +56,19 @@ def plugin() -> None:
     metavar="ROLE=NAME",
     help="Show the selection as if the daemon were started with this choice (repeatable).",
 )
+@click.option(
+    "--plugin-opt",
+    "plugin_opts",
+    multiple=True,
+    metavar="ROLE.KEY=VALUE",
+    help="Option the plugins of ROLE are built with to check them, as the daemon's (repeatable).",
+)
 @click.pass_context
 @handle_errors
-def ls(ctx: click.Context, fmt: str, plugin_args: tuple[str, ...]) -> None:
+def ls(ctx: click.Context, fmt: str, plugin_args: tuple[str, ...], plugin_opts: tuple[str, ...]) -> None:
     """List installed plugins: role, name, distribution, version, API version, selected."""
     selection = resolve_selection(parse_plugin_args(plugin_args), config=_config_plugins(ctx))
-    records = list_installed(selection)
+    records = list_installed(selection, parse_plugin_options(plugin_opts))
     if fmt == "json":
         for record in records:
             click.echo(json.dumps(record_to_json(record)))
