@@ -106,6 +106,8 @@ def test_bad_input_is_one_line_nonzero_and_changes_nothing(node_factory: Any) ->
         ("service.create", {"name": "b", "image": TEST_IMAGE, "env": "A=1"}),
         ("service.scale", {"service": "keep", "replicas": -1}),
         ("node.rm", {"nodes": "self"}),
+        ("node.promote", {"nodes": "self"}),
+        ("node.demote", {"nodes": 7}),
         ("service.logs", {"service": "keep", "tail": "many"}),
     ):
         with pytest.raises(ClientError) as refused:

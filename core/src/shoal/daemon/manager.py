@@ -23,7 +23,7 @@ from shoal import externalca, rpc
 from shoal.daemon.localapi import Warned
 from shoal.loader import PluginError
 from shoal.manager.caserver import CAServer
-from shoal.manager.controlapi import ControlAPI, ControlError, control_params
+from shoal.manager.controlapi import ControlAPI, ControlError, control_params, refs
 from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.observers import TaskStateObservers
 from shoal.manager.orchestrator import ReplicatedOrchestrator
@@ -471,8 +471,8 @@ class Manager:
         """``node promote``: ask for a manager. The node's agent sees the new desired role,
         gets a manager certificate and joins the store as a new member (``Daemon``)."""
         result = []
-        for ref in params.get("nodes") or []:
-            node = self.control.find_node(str(ref))
+        for ref in refs(params, "nodes", "node"):
+            node = self.control.find_node(ref)
             if node.role == pb.NodeSpec.MANAGER:
                 result.append(f"Node {ref} is already a manager.")
                 continue
@@ -494,8 +494,8 @@ class Manager:
         quorum or the last manager), then become a worker (its agent renews its certificate
         as a worker and stops its manager). The leader hands leadership over first."""
         result = []
-        for ref in params.get("nodes") or []:
-            node = self.control.find_node(str(ref))
+        for ref in refs(params, "nodes", "node"):
+            node = self.control.find_node(ref)
             if node.role == pb.NodeSpec.WORKER:
                 result.append(f"Node {ref} is already a worker.")
                 continue
