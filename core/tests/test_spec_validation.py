@@ -27,6 +27,7 @@ def create(**params: Any) -> pb.ServiceSpec:
 
 BAD_CREATES: list[tuple[dict[str, Any], str]] = [
     ({"replicas": HUGE}, "--replicas"),
+    ({"replicas": "9" * 5000}, "at most"),
     ({"replicas": str(specs.MAX_REPLICAS + 1)}, "at most"),
     ({"replicas": 2.5}, "whole number"),
     ({"replicas": True}, "whole number"),

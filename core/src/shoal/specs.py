@@ -109,6 +109,9 @@ def whole_number(value: Any, flag: str, minimum: int, maximum: int) -> int:
         raise SpecError(f'invalid {flag} "{value}": give a whole number')
     if isinstance(value, str) and not _WHOLE_NUMBER.match(value.strip()):
         raise SpecError(f'invalid {flag} "{value}": give a whole number')
+    if isinstance(value, str) and len(value.strip()) > 40:  # int() refuses over 4300 digits
+        shown = value.strip()[:20] + f"... ({len(value.strip())} digits)"
+        raise SpecError(f'invalid {flag} "{shown}": must be at most {maximum}')
     number = int(value)
     if number < minimum:
         raise SpecError(f'invalid {flag} "{value}": must be at least {minimum}')
