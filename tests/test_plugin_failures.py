@@ -182,3 +182,27 @@ def test_broken_scheduler_stops_the_daemon(node_factory: Factory, tmp_path: Path
         'Error: --external-ca protocol=cfssl: this swarm\'s CA plugin "internal" (chosen at swarm init) '
         "does not serve it; it serves no --external-ca protocol (it signs with the cluster root)\n"
     )
+
+
+def test_promotion_refused_when_the_swarms_scheduler_cannot_be_built(
+    node_factory: Factory, tmp_path: Path
+) -> None:
+    """A worker promoted to manager checks the swarm's plugins before it stops its worker part:
+    a scheduler its daemon cannot build refuses the promotion with one line, and the node goes
+    on running as a worker (it used to stop its agent and stay dead, or become a manager that
+    could never lead)."""
+    manager_site, worker_site = tmp_path / "manager-site", tmp_path / "worker-site"
+    install(manager_site, "variable", HEALTHY)
+    label = install(worker_site, "variable", RAISES)
+    manager = node_factory(name="mgr", env=site_env(manager_site)).start()
+    manager.init("--plugin", "scheduler=variable")
+    worker = node_factory(name="wrk", host="127.0.0.2", env=site_env(worker_site)).start()
+    worker.join(manager)
+
+    manager.ok("node", "promote", "wrk")
+    line = f"could not change this node's role: {label} failed to build its provider in {HOOK}: RuntimeError"
+    wait_until(lambda: line in worker.log_text(), 60, what="the worker to refuse its promotion")
+    assert worker.info()["Role"] == "worker"
+    assert worker.info()["AgentConnected"]
+    rows = {row["Hostname"]: row for row in manager.ok("node", "ls", "--format", "json").json_lines()}
+    assert rows["wrk"]["Status"] == "Ready", rows

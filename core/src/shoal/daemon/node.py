@@ -559,10 +559,13 @@ class Daemon:
                 if (role == rpc.MANAGER_OU) != to_manager:
                     log.info("role change not granted yet (certificate role %s); will retry", role)
                     return
+                # Checked before anything stops: a swarm plugin this daemon cannot build refuses
+                # the promotion with its one line while the node still runs as a worker.
+                plugins = self._adopt_swarm_plugins(issued.plugins) if to_manager else {}
                 await self._stop_swarm()
                 state.managers = managers
                 if to_manager:
-                    state.role, state.plugins = "manager", self._adopt_swarm_plugins(issued.plugins)
+                    state.role, state.plugins = "manager", plugins
                     await self._start_swarm(state, bootstrap=False, join_via=managers[0])
                     log.info("this node was promoted: it is now a manager")
                 else:
