@@ -250,3 +250,34 @@ async def test_the_images_healthcheck_is_run_unless_the_spec_disables_it(
     assert time.monotonic() - began < 5
     config = engine().get(f"/containers/{_task.container_name(disabled)}/json").json()["Config"]
     assert config["Healthcheck"]["Test"] == ["NONE"]
+
+
+async def test_waiting_on_many_containers_costs_one_event_stream(
+    runtime: PodmanRuntime, made: list[pb.Task]
+) -> None:
+    """Issue 13 defect 3: a wait per running container used to hold a thread and a connection
+    to the engine each for as long as the container ran (10,000 replicas: 10,000 of each)."""
+    node_id = new_id()
+    tasks = [
+        make_task("shoal-busybox:1", node_id=node_id, args=["sleep", "3600"], slot=n) for n in range(1, 11)
+    ]
+    made.extend(tasks)
+    for task in tasks:
+        await runtime.prepare(task)
+        await runtime.start(task)
+    waits = [asyncio.ensure_future(runtime.wait(task)) for task in tasks]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=1.0)
+        assert not done, "a wait returned while its container runs"
+        assert _threads("shoal-runtime-") <= 2, [t.name for t in threading.enumerate()]
+        killed = engine().post(
+            f"/containers/{_task.container_name(tasks[0])}/kill", params={"signal": "KILL"}
+        )
+        assert killed.status_code == 204, killed.text
+        status = await asyncio.wait_for(waits[0], 10)
+        assert status.exit_code == 137
+        assert not any(wait.done() for wait in waits[1:])
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)

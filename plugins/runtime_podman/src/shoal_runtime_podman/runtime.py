@@ -18,7 +18,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import podman.api
@@ -37,7 +37,8 @@ from shoal.roles.runtime import (
     RuntimeError_,
 )
 from shoal.runtimekit import task as _task
-from shoal.runtimekit.bridge import call
+from shoal.runtimekit.bridge import abort_response, call
+from shoal.runtimekit.exits import ExitWatch, Subscription
 from shoal.runtimekit.logs import stream_logs
 
 T = TypeVar("T")
@@ -196,6 +197,7 @@ class PodmanRuntime:
             self._api: Any = podman.api.APIClient(base_url=endpoint, version=API_VERSION, max_pool_size=128)
         except (ValueError, podman.errors.PodmanError) as exc:
             raise RuntimeError_(f"invalid podman endpoint {endpoint!r}: {exc}") from exc
+        self._exits = ExitWatch(self._subscribe_deaths, endpoint)
 
     @classmethod
     def from_context(cls, context: PluginContext) -> PodmanRuntime:
@@ -392,8 +394,16 @@ class PodmanRuntime:
         return _health_status(self._inspect(name))
 
     async def wait(self, task: pb.Task) -> ExitStatus:
+        """Without a healthcheck, sleep on the shared event stream until the container dies (no
+        engine call or thread per running container); with one, poll its health as before."""
         name = _task.container_name(task)
-        health = _task.effective_health((await self._run(self._inspect, name))["Config"].get("Healthcheck"))
+        async with self._exits.watching(name) as died:
+            state = await self._run(self._inspect, name)
+            health = _task.effective_health(state["Config"].get("Healthcheck"))
+            while health is None and state["State"].get("Running"):
+                await died.wait()
+                died.clear()
+                state = await self._run(self._inspect, name)
         next_check = time.monotonic() + (health.interval if health else 0)
         while True:
             code = await self._run(self._wait_once, name, _pause(next_check) if health else WAIT_POLL_SECONDS)
@@ -503,5 +513,25 @@ class PodmanRuntime:
 
         return stream_logs(open_response, task.id, self._translate)
 
+    def _subscribe_deaths(self) -> Subscription:
+        """libpod's ``died`` events of shoal's containers (``ExitWatch``). libpod filters on a
+        label only with its value, so the label is checked here. ``since`` a second ago: the
+        answer may come before libpod has begun to follow its event log, and what is replayed
+        only makes a waiter look once more."""
+        filters = json.dumps({"type": ["container"], "event": ["died"]})
+        params = {"stream": True, "since": str(int(time.time()) - 1), "filters": filters}
+        response = _checked(self._api.get("/events", params=params, stream=True, timeout=None), 200)
+
+        def names() -> Iterator[str]:
+            for line in response.iter_lines():
+                if not line:
+                    continue
+                attributes = (json.loads(line).get("Actor") or {}).get("Attributes") or {}
+                if LABEL_TASK_ID in attributes:
+                    yield str(attributes.get("name") or "")
+
+        return names(), lambda: abort_response(response)
+
     async def close(self) -> None:
+        self._exits.close()
         self._api.close()
