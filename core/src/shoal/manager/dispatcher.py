@@ -75,11 +75,6 @@ class Dispatcher:
         self._tasks = []
         self._sessions.clear()
 
-    def handlers(self) -> tuple[dict[str, object], dict[str, object]]:
-        unary = {rpc.HEARTBEAT: self.heartbeat, rpc.UPDATE_TASK_STATUS: self.update_task_status}
-        streams = {rpc.SESSION: self.session, rpc.ASSIGNMENTS: self.assignments}
-        return unary, streams  # type: ignore[return-value]
-
     # ------------------------------------------------------------------ helpers
 
     def heartbeat_period(self) -> float:
