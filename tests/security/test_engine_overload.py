@@ -126,6 +126,10 @@ def start_dockerd(base: Path) -> DedicatedEngine:
     log = open(base / "dockerd.log", "ab")
     proc = subprocess.Popen(
         [
+            # Its own network namespace: a dockerd started with --bridge=none deletes the
+            # interface docker0 of its namespace, which would break the main dockerd for every
+            # later test (and the demo) on this host.
+            "unshare", "--net",
             "dockerd",
             "--data-root", str(base / "data"),
             "--exec-root", str(base / "exec"),
