@@ -102,7 +102,7 @@ show_an_answer() { # the demo's last line: one replica answering HTTP at its con
     address="$(task_address "$task")"
     [ -n "$address" ] || continue
     echo "+ curl http://$address:$DEMO_HTTP_PORT/"
-    curl -fsS --max-time 5 "http://$address:$DEMO_HTTP_PORT/"
+    curl -fsS --max-time 5 --retry 5 --retry-connrefused --retry-delay 1 "http://$address:$DEMO_HTTP_PORT/"
     return 0
   done
   demo_fail "no running replica of $DEMO_SERVICE has a container address in $RUNTIME"
