@@ -82,6 +82,12 @@ def state(node: ShoalNode) -> dict[str, Any]:
 def test_bad_input_is_one_line_nonzero_and_changes_nothing(node_factory: Any) -> None:
     node: ShoalNode = node_factory()
     node.start()
+    client = Client(f"unix://{node.socket}", timeout=30)
+    for params in ({"external_cas": 5}, {"external_cas": [{"url": "x"}]}, {"plugins": "scheduler=spread"}):
+        with pytest.raises(ClientError) as refused:
+            client.call("swarm.init", **params)
+        assert refused.value.code == "INVALID_ARGUMENT", (params, refused.value.message)
+    assert node.info()["Swarm"] == "inactive"
     node.init()
     node.ok("service", "create", "--detach", "--name", "keep", "--replicas", "0", TEST_IMAGE)
     before = state(node)
@@ -99,7 +105,6 @@ def test_bad_input_is_one_line_nonzero_and_changes_nothing(node_factory: Any) ->
             failures.append(f"{args[:4]}...: exit {result.returncode}, stderr {result.stderr[-300:]!r}")
     assert not failures, "\n".join(failures)
 
-    client = Client(f"unix://{node.socket}", timeout=30)
     for method, params in (
         ("service.create", {"name": "b", "image": TEST_IMAGE, "replicas": 10**30}),
         ("service.create", {"name": "b", "image": TEST_IMAGE, "replicas": 1.5}),

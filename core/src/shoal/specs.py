@@ -207,7 +207,7 @@ def _image(value: Any) -> str:
     return image
 
 
-def _strings(params: Mapping[str, Any], key: str, flag: str) -> list[str]:
+def strings(params: Mapping[str, Any], key: str, flag: str) -> list[str]:
     """A list option (``--env``, ``--label``...): a list of strings, or absent."""
     values = params.get(key)
     if values is None:
@@ -366,28 +366,28 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
         container.image = _image(params["image"])
     if creating or params.get("args") is not None:
         del container.args[:]
-        container.args.extend(_strings(params, "args", "args"))
+        container.args.extend(strings(params, "args", "args"))
     if _given(params, "entrypoint"):
         del container.command[:]  # an empty --entrypoint goes back to the image's
         container.command.extend(str(params["entrypoint"]).split())
 
-    for key, value in _pairs(_strings(params, "labels", "--label"), "--label") + _pairs(
-        _strings(params, "label_add", "--label-add"), "--label-add"
+    for key, value in _pairs(strings(params, "labels", "--label"), "--label") + _pairs(
+        strings(params, "label_add", "--label-add"), "--label-add"
     ):
         spec.annotations.labels[key] = value
-    for key in _strings(params, "label_rm", "--label-rm"):
+    for key in strings(params, "label_rm", "--label-rm"):
         spec.annotations.labels.pop(key, None)
     for key, value in _pairs(
-        _strings(params, "container_labels", "--container-label"), "--container-label"
-    ) + _pairs(_strings(params, "container_label_add", "--container-label-add"), "--container-label-add"):
+        strings(params, "container_labels", "--container-label"), "--container-label"
+    ) + _pairs(strings(params, "container_label_add", "--container-label-add"), "--container-label-add"):
         container.labels[key] = value
-    for key in _strings(params, "container_label_rm", "--container-label-rm"):
+    for key in strings(params, "container_label_rm", "--container-label-rm"):
         container.labels.pop(key, None)
 
     env = list(container.env)
-    removed = set(_strings(params, "env_rm", "--env-rm"))
-    added = _env(_strings(params, "env", "--env"), "--env") + _env(
-        _strings(params, "env_add", "--env-add"), "--env-add"
+    removed = set(strings(params, "env_rm", "--env-rm"))
+    added = _env(strings(params, "env", "--env"), "--env") + _env(
+        strings(params, "env_add", "--env-add"), "--env-add"
     )
     added_keys = {item.partition("=")[0] for item in added}
     env = [e for e in env if e.partition("=")[0] not in removed | added_keys] + added
@@ -414,10 +414,10 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
         container.pull_policy = PULL_POLICIES[pull]
 
     mounts = list(container.mounts)
-    gone = set(_strings(params, "mount_rm", "--mount-rm"))
+    gone = set(strings(params, "mount_rm", "--mount-rm"))
     new_mounts = [
         parse_mount(m)
-        for m in _strings(params, "mounts", "--mount") + _strings(params, "mount_add", "--mount-add")
+        for m in strings(params, "mounts", "--mount") + strings(params, "mount_add", "--mount-add")
     ]
     targets = {m.target for m in new_mounts} | gone
     del container.mounts[:]
@@ -463,21 +463,21 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
         restart.window = parse_duration(str(params["restart_window"]), "--restart-window")
 
     place = spec.task.placement
-    rm_constraints = set(_strings(params, "constraint_rm", "--constraint-rm"))
+    rm_constraints = set(strings(params, "constraint_rm", "--constraint-rm"))
     constraints = [c for c in place.constraints if c not in rm_constraints]
     constraints += [
         _constraint(c)
-        for c in _strings(params, "constraints", "--constraint")
-        + _strings(params, "constraint_add", "--constraint-add")
+        for c in strings(params, "constraints", "--constraint")
+        + strings(params, "constraint_add", "--constraint-add")
     ]
     del place.constraints[:]
     place.constraints.extend(dict.fromkeys(constraints))
-    rm_prefs = set(_strings(params, "placement_pref_rm", "--placement-pref-rm"))
+    rm_prefs = set(strings(params, "placement_pref_rm", "--placement-pref-rm"))
     prefs = [p for p in place.preferences if p not in rm_prefs]
     prefs += [
         _preference(p)
-        for p in _strings(params, "placement_prefs", "--placement-pref")
-        + _strings(params, "placement_pref_add", "--placement-pref-add")
+        for p in strings(params, "placement_prefs", "--placement-pref")
+        + strings(params, "placement_pref_add", "--placement-pref-add")
     ]
     del place.preferences[:]
     place.preferences.extend(prefs)

@@ -35,14 +35,14 @@ from shoal.daemon.state import CERTS_DIR, STATE_FILE, NodeState, load_state, sav
 from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
-from shoal.manager.controlapi import ControlError
+from shoal.manager.controlapi import ControlError, external_ca_fields
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
 from shoal.roles.runtime import RuntimeError_, RuntimeProvider
 from shoal.roles.store import StoreOpenError, StoreUnavailable
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider, TransportServer
-from shoal.specs import SpecError, parse_tail
+from shoal.specs import SpecError, parse_tail, strings
 from shoal.store.memory import Tx
 
 log = logging.getLogger("shoal.daemon")
@@ -331,8 +331,8 @@ class Daemon:
 
     async def _init(self, params: dict[str, Any]) -> Any:
         assert self.runtime is not None
-        requested = parse_plugin_args([str(v) for v in params.get("plugins") or []])
-        external_cas = externalca.from_request(params.get("external_cas") or [])
+        requested = parse_plugin_args(strings(params, "plugins", "--plugin"))
+        external_cas = externalca.from_request(external_ca_fields(params.get("external_cas") or []))
         if external_cas:  # the CA plugin whose provider class declares the protocols given
             requested["ca"] = externalca.choose_ca_plugin(
                 external_cas, declared_plugins("ca"), requested.get("ca")

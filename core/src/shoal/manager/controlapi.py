@@ -69,12 +69,18 @@ def refs(params: dict[str, Any], key: str, what: str, *, required: bool = True) 
     return values
 
 
-def _external_ca_fields(value: Any) -> list[dict[str, str]]:
-    """``external_cas`` as the CLI sends it: a list of objects of strings (one per flag)."""
+def external_ca_fields(value: Any) -> list[dict[str, str]]:
+    """``external_cas`` as the CLI sends it: a list of objects of strings (one per flag), each
+    with a protocol and a URL."""
     if not isinstance(value, list) or not all(
-        isinstance(fields, dict) and all(isinstance(v, str) for v in fields.values()) for fields in value
+        isinstance(fields, dict)
+        and all(isinstance(v, str) for v in fields.values())
+        and {"protocol", "url"} <= fields.keys()
+        for fields in value
     ):
-        raise SpecError('invalid --external-ca: give a list of objects such as {"protocol": "cfssl", ...}')
+        raise SpecError(
+            'invalid --external-ca: give a list of objects such as {"protocol": "cfssl", "url": "https://..."}'
+        )
     return value
 
 
@@ -210,7 +216,7 @@ class ControlAPI:
                     )
                 changes.append(lambda c: setattr(c.spec.dispatcher, "heartbeat_period", period))
             if params.get("external_cas"):
-                requested = externalca.from_request(_external_ca_fields(params["external_cas"]))
+                requested = externalca.from_request(external_ca_fields(params["external_cas"]))
                 self.check_external_cas(requested)
                 cas = externalca.to_spec(requested)
 
