@@ -451,11 +451,13 @@ class PluginSelection(_message.Message):
     CA_FIELD_NUMBER: _builtins.int
     TRANSPORT_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     store: _builtins.str
     scheduler: _builtins.str
     ca: _builtins.str
     transport: _builtins.str
     secrets: _builtins.str
+    network: _builtins.str
     def __init__(
         self,
         *,
@@ -464,10 +466,11 @@ class PluginSelection(_message.Message):
         ca: _builtins.str = ...,
         transport: _builtins.str = ...,
         secrets: _builtins.str = ...,
+        network: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca", b"ca", "scheduler", b"scheduler", "secrets", b"secrets", "store", b"store", "transport", b"transport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca", b"ca", "network", b"network", "scheduler", b"scheduler", "secrets", b"secrets", "store", b"store", "transport", b"transport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -968,21 +971,69 @@ Global___PortConfig: _TypeAlias = PortConfig  # noqa: Y015
 class EndpointSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _ResolutionMode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ResolutionModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[EndpointSpec._ResolutionMode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        VIP: EndpointSpec._ResolutionMode.ValueType  # 0
+        """NAME resolves to one virtual IP per network"""
+        DNSRR: EndpointSpec._ResolutionMode.ValueType  # 1
+        """NAME resolves to the running tasks' addresses"""
+
+    class ResolutionMode(_ResolutionMode, metaclass=_ResolutionModeEnumTypeWrapper): ...
+    VIP: EndpointSpec.ResolutionMode.ValueType  # 0
+    """NAME resolves to one virtual IP per network"""
+    DNSRR: EndpointSpec.ResolutionMode.ValueType  # 1
+    """NAME resolves to the running tasks' addresses"""
+
     PORTS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    mode: Global___EndpointSpec.ResolutionMode.ValueType
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConfig]: ...
     def __init__(
         self,
         *,
         ports: _abc.Iterable[Global___PortConfig] | None = ...,
+        mode: Global___EndpointSpec.ResolutionMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "ports", b"ports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EndpointSpec: _TypeAlias = EndpointSpec  # noqa: Y015
+
+@_typing.final
+class Endpoint(_message.Message):
+    """What the manager allocated for a service (Swarm's Endpoint): the spec it was allocated for,
+    its ports with every ingress published port filled in (30000-32767 when the spec left it 0).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> Global___EndpointSpec: ...
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConfig]: ...
+    def __init__(
+        self,
+        *,
+        spec: Global___EndpointSpec | None = ...,
+        ports: _abc.Iterable[Global___PortConfig] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
 
 @_typing.final
 class Mount(_message.Message):
@@ -1486,6 +1537,7 @@ class Service(_message.Message):
     PREVIOUS_SPEC_VERSION_FIELD_NUMBER: _builtins.int
     UPDATE_STATUS_FIELD_NUMBER: _builtins.int
     PENDING_DELETE_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     spec_version: _builtins.int
     previous_spec_version: _builtins.int
@@ -1498,6 +1550,10 @@ class Service(_message.Message):
     def previous_spec(self) -> Global___ServiceSpec: ...
     @_builtins.property
     def update_status(self) -> Global___UpdateStatus: ...
+    @_builtins.property
+    def endpoint(self) -> Global___Endpoint:
+        """allocated by the manager (published ports)"""
+
     def __init__(
         self,
         *,
@@ -1509,10 +1565,11 @@ class Service(_message.Message):
         previous_spec_version: _builtins.int = ...,
         update_status: Global___UpdateStatus | None = ...,
         pending_delete: _builtins.bool = ...,
+        endpoint: Global___Endpoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "pending_delete", b"pending_delete", "previous_spec", b"previous_spec", "previous_spec_version", b"previous_spec_version", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "meta", b"meta", "pending_delete", b"pending_delete", "previous_spec", b"previous_spec", "previous_spec_version", b"previous_spec_version", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
