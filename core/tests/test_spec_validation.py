@@ -256,3 +256,11 @@ def test_any_json_value_in_any_parameter_is_refused_cleanly_or_accepted() -> Non
         return crashes
 
     assert asyncio.run(run()) == []
+
+
+def test_availability() -> None:
+    assert specs.parse_availability(None) == pb.NodeSpec.ACTIVE
+    assert specs.parse_availability("drain") == pb.NodeSpec.DRAIN
+    for bad in ("", "Drain", 1, ["active"]):
+        with pytest.raises(specs.SpecError, match="--availability"):
+            specs.parse_availability(bad)

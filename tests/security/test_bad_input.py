@@ -51,6 +51,7 @@ BAD_COMMANDS: list[tuple[list[str], str]] = [
     (["node", "inspect", ""], "node ID or name is required"),
     (["node", "update", "--availability", "drain", ""], "node ID or name is required"),
     (["node", "ps", ""], "node ID or name is required"),
+    (["node", "update", "--availability", "", "self"], "--availability"),
     (["node", "rm", ""], "node ID or name is required"),
     (["service", "inspect", ""], "service ID or name is required"),
     (["service", "ps", ""], "service ID or name is required"),
@@ -87,6 +88,8 @@ def test_bad_input_is_one_line_nonzero_and_changes_nothing(node_factory: Any) ->
         with pytest.raises(ClientError) as refused:
             client.call("swarm.init", **params)
         assert refused.value.code == "INVALID_ARGUMENT", (params, refused.value.message)
+    empty = node.cli("swarm", "init", "--availability", "")
+    assert empty.returncode == 2 and "--availability" in empty.stderr, empty.stderr
     assert node.info()["Swarm"] == "inactive"
     node.init()
     node.ok("service", "create", "--detach", "--name", "keep", "--replicas", "0", TEST_IMAGE)

@@ -55,6 +55,17 @@ class SpecError(ValueError):
     """A user-supplied value is invalid; the message is shown as is."""
 
 
+def parse_availability(value: Any) -> pb.NodeSpec.Availability.ValueType:
+    """``--availability``: active, pause or drain (absent: active); anything else, an empty
+    value too (as in docker), is refused."""
+    if value is None:
+        return pb.NodeSpec.ACTIVE
+    availabilities = {"active": pb.NodeSpec.ACTIVE, "pause": pb.NodeSpec.PAUSE, "drain": pb.NodeSpec.DRAIN}
+    if not isinstance(value, str) or value not in availabilities:
+        raise SpecError(f'invalid --availability "{value}": use active, pause or drain')
+    return availabilities[value]
+
+
 def parse_cpus(value: str, flag: str) -> int:
     """``"0.5"`` -> 500000000 nano CPUs."""
     try:

@@ -42,7 +42,7 @@ from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
 from shoal.roles.runtime import RuntimeError_, RuntimeProvider
 from shoal.roles.store import StoreOpenError, StoreUnavailable
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider, TransportServer
-from shoal.specs import SpecError, parse_tail, strings
+from shoal.specs import SpecError, parse_availability, parse_tail, strings
 from shoal.store.memory import Tx
 
 log = logging.getLogger("shoal.daemon")
@@ -356,14 +356,7 @@ class Daemon:
         else:
             adv_host = listen_host if listen_host not in ("0.0.0.0", "::", "") else guess_advertise_host()
             adv_port = listen_port
-        availability = str(params.get("availability") or "active")
-        availabilities = {
-            "active": pb.NodeSpec.ACTIVE,
-            "pause": pb.NodeSpec.PAUSE,
-            "drain": pb.NodeSpec.DRAIN,
-        }
-        if availability not in availabilities:
-            raise SpecError(f'invalid --availability "{availability}": use active, pause or drain')
+        availability = parse_availability(params.get("availability"))
         try:
             info = await self.runtime.describe()
         except RuntimeError_ as exc:
@@ -422,7 +415,7 @@ class Daemon:
             node = pb.Node(id=node_id, role=pb.NodeSpec.MANAGER)
             node.spec.desired_role = pb.NodeSpec.MANAGER
             node.spec.membership = pb.NodeSpec.ACCEPTED
-            node.spec.availability = availabilities[availability]
+            node.spec.availability = availability
             node.description.CopyFrom(description_from(info, self.config.hostname, selection["runtime"]))
             node.status.state = pb.NodeStatus.UNKNOWN
             node.status.addr = adv_host
@@ -597,14 +590,7 @@ class Daemon:
         parsed = tokens.parse(token)
         remote_host, remote_port = split_addr(str(params.get("remote_addr") or ""))
         remote = f"{remote_host}:{remote_port}"
-        availability = str(params.get("availability") or "active")
-        availabilities = {
-            "active": pb.NodeSpec.ACTIVE,
-            "pause": pb.NodeSpec.PAUSE,
-            "drain": pb.NodeSpec.DRAIN,
-        }
-        if availability not in availabilities:
-            raise SpecError(f'invalid --availability "{availability}": use active, pause or drain')
+        availability = parse_availability(params.get("availability"))
         listen = str(params.get("listen_addr") or self.config.listen_addr)
         listen_host, listen_port = split_addr(listen)
         advertise = str(params.get("advertise_addr") or self.config.advertise_addr or "")
@@ -637,7 +623,7 @@ class Daemon:
         # 2. A key that never leaves this node, a CSR, and the token, over TLS checked against that root.
         key_pem = identity.generate_key()
         request = rpb.IssueNodeCertificateRequest(
-            csr=identity.build_csr(key_pem), token=token, availability=availabilities[availability]
+            csr=identity.build_csr(key_pem), token=token, availability=availability
         )
         try:
             raw = await self.transport.call(

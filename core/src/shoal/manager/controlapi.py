@@ -22,6 +22,7 @@ from shoal.roles.transport import StatusCode
 from shoal.specs import (
     INT64_MAX,
     SpecError,
+    parse_availability,
     parse_duration,
     replicas,
     service_spec,
@@ -320,18 +321,10 @@ class ControlAPI:
         """``node update``: availability and labels."""
         node = self.find_node(str(params.get("node") or ""))
         availability = params.get("availability")
-        availabilities = {
-            "active": pb.NodeSpec.ACTIVE,
-            "pause": pb.NodeSpec.PAUSE,
-            "drain": pb.NodeSpec.DRAIN,
-        }
-        if availability is not None and (
-            not isinstance(availability, str) or availability not in availabilities
-        ):
-            raise ControlError(
-                StatusCode.INVALID_ARGUMENT,
-                f'invalid --availability "{availability}": use active, pause or drain',
-            )
+        try:
+            new_availability = None if availability is None else parse_availability(availability)
+        except SpecError as exc:
+            raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         label_add = refs(params, "label_add", "--label-add", required=False)
         label_rm = refs(params, "label_rm", "--label-rm", required=False)
         for label in label_add:
@@ -350,8 +343,8 @@ class ControlAPI:
             if current is None:
                 raise ControlError(StatusCode.NOT_FOUND, f"node {node.id} not found")
             current = copy(current)
-            if availability is not None:
-                current.spec.availability = availabilities[str(availability)]
+            if new_availability is not None:
+                current.spec.availability = new_availability
             for label in label_add:
                 key, _, value = label.partition("=")
                 current.spec.annotations.labels[key] = value
