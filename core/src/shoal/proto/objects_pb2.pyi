@@ -530,12 +530,33 @@ class Cluster(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SecretsMaterialEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     META_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     ROOT_CA_FIELD_NUMBER: _builtins.int
     PLUGINS_FIELD_NUMBER: _builtins.int
     REMOVED_NODES_FIELD_NUMBER: _builtins.int
+    SECRETS_MATERIAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     @_builtins.property
     def meta(self) -> Global___Meta: ...
@@ -549,6 +570,12 @@ class Cluster(_message.Message):
     def removed_nodes(self) -> _containers.MessageMap[_builtins.str, Global___RemovedNode]:
         """node ID -> when and why it was removed"""
 
+    @_builtins.property
+    def secrets_material(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """Per secrets plugin name: what that plugin keeps in the cluster (the internal plugin's
+        sealing key). Never returned by the API.
+        """
+
     def __init__(
         self,
         *,
@@ -558,10 +585,11 @@ class Cluster(_message.Message):
         root_ca: Global___RootCA | None = ...,
         plugins: Global___PluginSelection | None = ...,
         removed_nodes: _abc.Mapping[_builtins.str, Global___RemovedNode] | None = ...,
+        secrets_material: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "plugins", b"plugins", "root_ca", b"root_ca", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "plugins", b"plugins", "removed_nodes", b"removed_nodes", "root_ca", b"root_ca", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "plugins", b"plugins", "removed_nodes", b"removed_nodes", "root_ca", b"root_ca", "secrets_material", b"secrets_material", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1173,6 +1201,8 @@ class ContainerSpec(_message.Message):
     PULL_POLICY_FIELD_NUMBER: _builtins.int
     MOUNTS_FIELD_NUMBER: _builtins.int
     HEALTHCHECK_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
+    CONFIGS_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     hostname: _builtins.str
     dir: _builtins.str
@@ -1201,6 +1231,14 @@ class ContainerSpec(_message.Message):
     def mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mount]: ...
     @_builtins.property
     def healthcheck(self) -> Global___HealthConfig: ...
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretReference]:
+        """mounted at /run/secrets/<file.name>"""
+
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigReference]:
+        """mounted at file.name (an absolute path)"""
+
     def __init__(
         self,
         *,
@@ -1217,14 +1255,100 @@ class ContainerSpec(_message.Message):
         pull_policy: Global___ContainerSpec.PullPolicy.ValueType = ...,
         mounts: _abc.Iterable[Global___Mount] | None = ...,
         healthcheck: Global___HealthConfig | None = ...,
+        secrets: _abc.Iterable[Global___SecretReference] | None = ...,
+        configs: _abc.Iterable[Global___ConfigReference] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["healthcheck", b"healthcheck"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "dir", b"dir", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "labels", b"labels", "mounts", b"mounts", "pull_policy", b"pull_policy", "stop_grace_period", b"stop_grace_period", "stop_signal", b"stop_signal", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "configs", b"configs", "dir", b"dir", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "labels", b"labels", "mounts", b"mounts", "pull_policy", b"pull_policy", "secrets", b"secrets", "stop_grace_period", b"stop_grace_period", "stop_signal", b"stop_signal", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerSpec: _TypeAlias = ContainerSpec  # noqa: Y015
+
+@_typing.final
+class FileTarget(_message.Message):
+    """Where and how a secret or config appears in a task's container (Swarm's FileTarget)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    GID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """secrets: a file name under /run/secrets; configs: an absolute path"""
+    uid: _builtins.int
+    gid: _builtins.int
+    mode: _builtins.int
+    """permission bits; the control API fills 0444 when unset"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        uid: _builtins.int = ...,
+        gid: _builtins.int = ...,
+        mode: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid", "mode", b"mode", "name", b"name", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileTarget: _TypeAlias = FileTarget  # noqa: Y015
+
+@_typing.final
+class SecretReference(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_ID_FIELD_NUMBER: _builtins.int
+    SECRET_NAME_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    secret_id: _builtins.str
+    secret_name: _builtins.str
+    @_builtins.property
+    def file(self) -> Global___FileTarget: ...
+    def __init__(
+        self,
+        *,
+        secret_id: _builtins.str = ...,
+        secret_name: _builtins.str = ...,
+        file: Global___FileTarget | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "secret_id", b"secret_id", "secret_name", b"secret_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretReference: _TypeAlias = SecretReference  # noqa: Y015
+
+@_typing.final
+class ConfigReference(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_ID_FIELD_NUMBER: _builtins.int
+    CONFIG_NAME_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    config_id: _builtins.str
+    config_name: _builtins.str
+    @_builtins.property
+    def file(self) -> Global___FileTarget: ...
+    def __init__(
+        self,
+        *,
+        config_id: _builtins.str = ...,
+        config_name: _builtins.str = ...,
+        file: Global___FileTarget | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_name", b"config_name", "file", b"file"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigReference: _TypeAlias = ConfigReference  # noqa: Y015
 
 @_typing.final
 class RestartPolicy(_message.Message):
@@ -1753,6 +1877,58 @@ class Secret(_message.Message):
 Global___Secret: _TypeAlias = Secret  # noqa: Y015
 
 @_typing.final
+class ConfigSpec(_message.Message):
+    """Configs: like secrets but not sensitive: data is stored as given and may be inspected."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANNOTATIONS_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def annotations(self) -> Global___Annotations: ...
+    def __init__(
+        self,
+        *,
+        annotations: Global___Annotations | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigSpec: _TypeAlias = ConfigSpec  # noqa: Y015
+
+@_typing.final
+class Config(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    META_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    @_builtins.property
+    def meta(self) -> Global___Meta: ...
+    @_builtins.property
+    def spec(self) -> Global___ConfigSpec: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        meta: Global___Meta | None = ...,
+        spec: Global___ConfigSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Config: _TypeAlias = Config  # noqa: Y015
+
+@_typing.final
 class StoreAction(_message.Message):
     """---------------------------------------------------------------- store log
 
@@ -1782,6 +1958,7 @@ class StoreAction(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
     kind: Global___StoreAction.Kind.ValueType
     @_builtins.property
     def cluster(self) -> Global___Cluster: ...
@@ -1793,6 +1970,8 @@ class StoreAction(_message.Message):
     def task(self) -> Global___Task: ...
     @_builtins.property
     def secret(self) -> Global___Secret: ...
+    @_builtins.property
+    def config(self) -> Global___Config: ...
     def __init__(
         self,
         *,
@@ -1802,12 +1981,13 @@ class StoreAction(_message.Message):
         service: Global___Service | None = ...,
         task: Global___Task | None = ...,
         secret: Global___Secret | None = ...,
+        config: Global___Config | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "kind", b"kind", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "kind", b"kind", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["cluster", "node", "service", "task", "secret"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["cluster", "node", "service", "task", "secret", "config"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
@@ -1842,6 +2022,7 @@ class StoreSnapshot(_message.Message):
     SERVICES_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
+    CONFIGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cluster]: ...
     @_builtins.property
@@ -1852,6 +2033,8 @@ class StoreSnapshot(_message.Message):
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]: ...
     @_builtins.property
     def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Secret]: ...
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Config]: ...
     def __init__(
         self,
         *,
@@ -1860,10 +2043,11 @@ class StoreSnapshot(_message.Message):
         services: _abc.Iterable[Global___Service] | None = ...,
         tasks: _abc.Iterable[Global___Task] | None = ...,
         secrets: _abc.Iterable[Global___Secret] | None = ...,
+        configs: _abc.Iterable[Global___Config] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "nodes", b"nodes", "secrets", b"secrets", "services", b"services", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "configs", b"configs", "nodes", b"nodes", "secrets", b"secrets", "services", b"services", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -160,18 +160,31 @@ class AssignmentChange(_message.Message):
 
     ACTION_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
     action: Global___AssignmentChange.Action.ValueType
     @_builtins.property
-    def task(self) -> _objects_pb2.Task: ...
+    def task(self) -> _objects_pb2.Task:
+        """Exactly one of these. A secret or config travels only with (before) a task of this node
+        that uses it; its data is the value in clear (inside mutual TLS), and REMOVE tells the
+        agent to forget it (only its id is set then).
+        """
+
+    @_builtins.property
+    def secret(self) -> _objects_pb2.Secret: ...
+    @_builtins.property
+    def config(self) -> _objects_pb2.Config: ...
     def __init__(
         self,
         *,
         action: Global___AssignmentChange.Action.ValueType = ...,
         task: _objects_pb2.Task | None = ...,
+        secret: _objects_pb2.Secret | None = ...,
+        config: _objects_pb2.Config | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "secret", b"secret", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "config", b"config", "secret", b"secret", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

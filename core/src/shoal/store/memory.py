@@ -26,17 +26,18 @@ from shoal.roles.store import StoreProvider, StoreUnavailable
 
 log = logging.getLogger("shoal.store")
 
-Obj = pb.Cluster | pb.Node | pb.Service | pb.Task | pb.Secret
+Obj = pb.Cluster | pb.Node | pb.Service | pb.Task | pb.Secret | pb.Config
 T = TypeVar("T")
-ObjT = TypeVar("ObjT", pb.Cluster, pb.Node, pb.Service, pb.Task, pb.Secret)
+ObjT = TypeVar("ObjT", pb.Cluster, pb.Node, pb.Service, pb.Task, pb.Secret, pb.Config)
 
-KINDS: tuple[str, ...] = ("cluster", "node", "service", "task", "secret")
+KINDS: tuple[str, ...] = ("cluster", "node", "service", "task", "secret", "config")
 _KIND_OF_TYPE: dict[type, str] = {
     pb.Cluster: "cluster",
     pb.Node: "node",
     pb.Service: "service",
     pb.Task: "task",
     pb.Secret: "secret",
+    pb.Config: "config",
 }
 
 CREATE = pb.StoreAction.CREATE
@@ -89,6 +90,7 @@ class ReadView:
         self.services: Table[pb.Service] = Table()
         self.tasks: Table[pb.Task] = Table()
         self.secrets: Table[pb.Secret] = Table()
+        self.configs: Table[pb.Config] = Table()
         self.tasks_by_service: dict[str, set[str]] = {}
         self.tasks_by_node: dict[str, set[str]] = {}
 
@@ -198,6 +200,7 @@ class _OverlayView:
         self.services: _OverlayTable[pb.Service] = _OverlayTable(base.services, "service", changes)
         self.tasks: _OverlayTable[pb.Task] = _OverlayTable(base.tasks, "task", changes)
         self.secrets: _OverlayTable[pb.Secret] = _OverlayTable(base.secrets, "secret", changes)
+        self.configs: _OverlayTable[pb.Config] = _OverlayTable(base.configs, "config", changes)
 
     def table(self, kind: str) -> Any:
         return getattr(self, kind + "s")
@@ -405,6 +408,7 @@ class ObjectStore:
             services=self.view.services.items.values(),
             tasks=self.view.tasks.items.values(),
             secrets=self.view.secrets.items.values(),
+            configs=self.view.configs.items.values(),
         )
         return snap.SerializeToString()
 
@@ -417,6 +421,7 @@ class ObjectStore:
             ("service", snap.services),
             ("task", snap.tasks),
             ("secret", snap.secrets),
+            ("config", snap.configs),
         ):
             for obj in items:
                 self.view.put(kind, obj)
