@@ -126,7 +126,7 @@ engine_answers() { "$1" info >/dev/null 2>&1; }
 check_down() { # check_down NODE_ID PID: nothing of the demo is left
   local node="$1" pid="$2" engine left
   if [ -n "$pid" ] && [ -e "/proc/$pid" ]; then
-    [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)" != *"$DEMO_DIR/state"* ]] ||
+    [[ "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" || true)" != *"$DEMO_DIR/state"* ]] ||
       fail "the demo daemon (pid $pid) still runs after down"
   fi
   left="$(pgrep -af -- "--state-dir $DEMO_DIR/state" || true)"

@@ -50,7 +50,7 @@ demo_daemon_pid() { # the recorded daemon PID while that process is still our da
   pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 0
   # A PID is reused after its process exits: only a process running on our state dir is ours.
-  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+  cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" || true)"
   if [[ "$cmdline" == *" daemon "*"--state-dir $DEMO_DIR/state "* ]]; then echo "$pid"; fi
 }
 
