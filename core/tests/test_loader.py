@@ -217,7 +217,7 @@ def test_parse_plugin_args() -> None:
         (
             ["gpu=nvidia"],
             'unknown plugin role "gpu" in --plugin gpu=nvidia; '
-            "roles are: store, scheduler, ca, runtime, secrets, transport",
+            "roles are: store, scheduler, ca, runtime, secrets, transport, network",
         ),
         (
             ["runtime=docker", "runtime=podman"],
@@ -256,7 +256,7 @@ def test_parse_plugin_options() -> None:
         (
             ["gpu.count=2"],
             'unknown plugin role "gpu" in --plugin-opt gpu.count=2; '
-            "roles are: store, scheduler, ca, runtime, secrets, transport",
+            "roles are: store, scheduler, ca, runtime, secrets, transport, network",
         ),
         (
             ["runtime.host=a", "runtime.host=b"],
@@ -301,7 +301,7 @@ def test_selection_reads_shoal_plugins_at_call_time(monkeypatch: pytest.MonkeyPa
         (
             {"gpu": "x"},
             'unknown plugin role "gpu" in the config file\'s [plugins] table; '
-            "roles are: store, scheduler, ca, runtime, secrets, transport",
+            "roles are: store, scheduler, ca, runtime, secrets, transport, network",
         ),
         ({"runtime": 3}, 'config file [plugins] runtime must be a plugin name such as "docker", got 3'),
     ],
@@ -650,6 +650,7 @@ def test_list_installed_reads_provider_class_and_builds_each_healthy_plugin(site
          "failed to build its provider in shoal_runtime_provider: RuntimeError: no engine"],
         ["secrets", "internal", "", "", None, True, "not installed"],
         ["transport", "grpc", "", "", None, True, "not installed"],
+        ["network", "overlay", "", "", None, True, "not installed"],
         ["extension", "one", "ext-one", "1.0", None, True, ""],
     ]  # fmt: skip
     assert [line for line in site.imports() if line.startswith("built")] == [

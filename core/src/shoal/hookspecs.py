@@ -2,7 +2,7 @@
 
 A plugin is a module (or object) named by an entry point in one of the groups
 ``shoal.store``, ``shoal.scheduler``, ``shoal.ca``, ``shoal.runtime``, ``shoal.secrets``,
-``shoal.transport`` (one *role* each) or ``shoal.extensions``. Role plugins implement that
+``shoal.transport``, ``shoal.network`` (one *role* each) or ``shoal.extensions``. Role plugins implement that
 role's factory hook; only the plugin selected for a role is imported, and only its factory
 hook is called. Extension plugins are all loaded and take part in the call-all hooks.
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from shoal.proto import objects_pb2 as pb
     from shoal.roles import (
         CAProvider,
+        NetworkProvider,
         PluginContext,
         RuntimeProvider,
         SchedulerProvider,
@@ -134,11 +135,17 @@ def shoal_runtime_provider(context: PluginContext) -> RuntimeProvider | None:
 
 @hookspec(firstresult=True)
 def shoal_secrets_provider(context: PluginContext) -> SecretsProvider | None:
-    """Build the secrets provider that seals secret values at rest.
+    """Build the secrets provider that keeps secret values at rest (``store``) and gives them
+    back to the leader for a task's assignment (``fetch``).
 
     :returns: an object satisfying ``shoal.roles.SecretsProvider`` with ``role = "secrets"``.
 
-    Called on managers. Stops at the first non-None result.
+    Called on managers: the cluster's secrets plugin, and the plugin a secret's ``--driver``
+    names. Stops at the first non-None result. Example::
+
+        @hookimpl
+        def shoal_secrets_provider(context):
+            return VaultSecrets(url=context.options["url"])
     """
 
 
@@ -155,6 +162,24 @@ def shoal_transport_provider(context: PluginContext) -> TransportProvider | None
         @hookimpl
         def shoal_transport_provider(context):
             return GrpcTransport()
+    """
+
+
+@hookspec(firstresult=True)
+def shoal_network_provider(context: PluginContext) -> NetworkProvider | None:
+    """Build the network provider that realises the swarm's networks on this node.
+
+    :param context: options come from ``--plugin-opt network.KEY=VALUE``.
+    :returns: an object satisfying ``shoal.roles.NetworkProvider`` with ``role = "network"``.
+
+    The plugin is chosen for the whole swarm at ``swarm init`` (``--plugin network=NAME``) and
+    built on every node, once as a check at start. Stops at the first non-None result.
+
+    Example::
+
+        @hookimpl
+        def shoal_network_provider(context):
+            return OverlayNetwork(context.state_dir)
     """
 
 

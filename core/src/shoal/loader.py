@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from shoal.roles import (
         CAProvider,
+        NetworkProvider,
         RuntimeProvider,
         SchedulerProvider,
         SecretsProvider,
@@ -90,6 +91,7 @@ DEFAULT_SELECTION: Final[dict[str, str]] = {
     "runtime": "docker",
     "secrets": "internal",
     "transport": "grpc",
+    "network": "overlay",
 }
 
 #: Environment variable holding ``role=name,role=name``.
@@ -107,6 +109,7 @@ _PROTOCOLS: Final[dict[str, type]] = {
     "runtime": _roles.RuntimeProvider,
     "secrets": _roles.SecretsProvider,
     "transport": _roles.TransportProvider,
+    "network": _roles.NetworkProvider,
 }
 
 _COUNT_WORDS: Final = {2: "two", 3: "three", 4: "four", 5: "five"}
@@ -438,6 +441,8 @@ class PluginLoader:
     def provider(self, role: Literal["secrets"], context: PluginContext) -> SecretsProvider: ...
     @overload
     def provider(self, role: Literal["transport"], context: PluginContext) -> TransportProvider: ...
+    @overload
+    def provider(self, role: Literal["network"], context: PluginContext) -> NetworkProvider: ...
     @overload
     def provider(self, role: str, context: PluginContext) -> Provider: ...
 

@@ -1,4 +1,4 @@
-"""The six roles a plugin can fill, as typed provider protocols.
+"""The seven roles a plugin can fill, as typed provider protocols.
 
 Each role has one factory hook in ``shoal.hookspecs`` that returns an object satisfying the
 protocol below. Providers declare ``role`` (the role name) and ``api_version`` (the major
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from shoal.roles.base import API_VERSIONS, CLUSTER_ROLES, NODE_ROLES, ROLES, PluginContext, Provider
 from shoal.roles.ca import CAProvider, ExternalCA, IssuedCertificate, RootMaterial
+from shoal.roles.network import NetworkError, NetworkProvider
 from shoal.roles.runtime import (
     ContainerRef,
     EngineInfo,
@@ -20,7 +21,7 @@ from shoal.roles.runtime import (
     RuntimeProvider,
 )
 from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
-from shoal.roles.secrets import SecretsProvider
+from shoal.roles.secrets import SecretFetchError, SecretsProvider, SecretUse
 from shoal.roles.store import (
     MemberInfo,
     MemberRemoved,
@@ -57,6 +58,8 @@ __all__ = [
     "LogLine",
     "MemberInfo",
     "MemberRemoved",
+    "NetworkError",
+    "NetworkProvider",
     "NodeInfo",
     "NotLeaderError",
     "PeerIdentity",
@@ -68,6 +71,8 @@ __all__ = [
     "RuntimeError_",
     "RuntimeProvider",
     "SchedulerProvider",
+    "SecretFetchError",
+    "SecretUse",
     "SecretsProvider",
     "SendFunc",
     "StateMachine",

@@ -11,10 +11,12 @@ from typing import ClassVar, Protocol, runtime_checkable
 from shoal.roles.transport import TLSMaterial
 
 #: Every role, in the order ``shoal plugin ls`` shows them.
-ROLES: tuple[str, ...] = ("store", "scheduler", "ca", "runtime", "secrets", "transport")
+ROLES: tuple[str, ...] = ("store", "scheduler", "ca", "runtime", "secrets", "transport", "network")
 
 #: Roles fixed for the whole cluster at ``swarm init`` and recorded in the cluster object.
-CLUSTER_ROLES: tuple[str, ...] = ("store", "scheduler", "ca", "transport", "secrets")
+#: ``network`` is cluster-wide although every node runs it: all nodes must realise the same
+#: data path (the same VXLAN and forwarding scheme) for their tasks to reach each other.
+CLUSTER_ROLES: tuple[str, ...] = ("store", "scheduler", "ca", "transport", "secrets", "network")
 
 #: Roles each daemon chooses for itself.
 NODE_ROLES: tuple[str, ...] = ("runtime",)
@@ -25,9 +27,10 @@ API_VERSIONS: dict[str, int] = {
     "store": 2,
     "scheduler": 1,
     "ca": 2,
-    "runtime": 1,
-    "secrets": 1,
+    "runtime": 2,
+    "secrets": 2,
     "transport": 1,
+    "network": 1,
 }
 
 

@@ -1,0 +1,126 @@
+"""Conformance suite for network providers.
+
+Use it from your plugin's tests::
+
+    import pytest
+    from shoal.testing.network import NetworkConformance
+
+    class TestMyNetwork(NetworkConformance):
+        @pytest.fixture
+        def network(self):
+            return MyNetwork()
+
+Every test then runs against your provider (the async tests carry ``pytest.mark.asyncio``).
+They check the contract of ``shoal.roles.NetworkProvider`` that holds for every provider: the
+declaration (role, API version, ``features`` a subset of ``shoal.roles.network.FEATURES``),
+``start``/``cleanup``/``close`` idempotent and safe in any order a daemon may call them (a
+node that leaves twice, a restart), and every method of a feature the provider does not
+declare refusing with ``NetworkError`` (so the kernel never half-builds a network with a
+provider that cannot finish it). The tests of each feature's data path (overlay traffic
+between namespaces, ingress forwarding, discovery answers) need root and network namespaces
+and come with the default plugin's implementation of that feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from shoal.roles.base import API_VERSIONS
+from shoal.roles.network import (
+    FEATURE_DISCOVERY,
+    FEATURE_INGRESS,
+    FEATURE_OVERLAY,
+    FEATURES,
+    Backend,
+    EndpointAttachment,
+    NetworkError,
+    NetworkProvider,
+    NetworkSpec,
+    NodeNetwork,
+    PublishedPort,
+    ServiceRecord,
+)
+
+#: A node on loopback: what a provider is started with in these tests.
+NODE = NodeNetwork(node_id="conformance-node", advertise_ip="127.0.0.1")
+SPEC = NetworkSpec(
+    network_id="conformancenet", name="conformance", subnet="10.250.0.0/24", gateway="10.250.0.1", vni=4242
+)
+ATTACHMENT = EndpointAttachment(
+    task_id="conformancetask",
+    network_id=SPEC.network_id,
+    address="10.250.0.2/24",
+    aliases=("conformance",),
+    sandbox="/proc/self/ns/net",
+)
+PORT = PublishedPort(service_id="conformancesvc", protocol="tcp", published=30999, target=80)
+
+Call = Callable[[NetworkProvider], Awaitable[object]]
+
+#: Every feature's methods, called with harmless arguments.
+FEATURE_CALLS: dict[str, list[tuple[str, Call]]] = {
+    FEATURE_OVERLAY: [
+        ("set_peers", lambda n: n.set_peers(["127.0.0.2"])),
+        ("create_network", lambda n: n.create_network(SPEC)),
+        ("remove_network", lambda n: n.remove_network(SPEC.network_id)),
+        ("attach", lambda n: n.attach(ATTACHMENT)),
+        ("detach", lambda n: n.detach(ATTACHMENT.task_id, SPEC.network_id)),
+    ],
+    FEATURE_INGRESS: [
+        ("publish", lambda n: n.publish(PORT, [Backend(task_id="t", address="127.0.0.1")])),
+        ("unpublish", lambda n: n.unpublish(PORT.protocol, PORT.published)),
+    ],
+    FEATURE_DISCOVERY: [
+        ("set_records", lambda n: n.set_records(SPEC.network_id, [ServiceRecord("svc", "", ())])),
+        ("resolve", lambda n: n.resolve(SPEC.network_id, "svc")),
+    ],
+}
+_CASES = [(feature, name, call) for feature, calls in FEATURE_CALLS.items() for name, call in calls]
+
+
+class NetworkConformance:
+    """Subclass and provide a ``network`` fixture returning a fresh, unstarted provider."""
+
+    @pytest.fixture
+    def network(self) -> NetworkProvider:
+        raise NotImplementedError("override the `network` fixture with your provider")
+
+    def test_declaration(self, network: NetworkProvider) -> None:
+        assert network.role == "network"
+        assert network.api_version == API_VERSIONS["network"]
+        assert isinstance(network.features, frozenset)
+        assert network.features <= FEATURES, f"unknown features: {set(network.features - FEATURES)}"
+        assert isinstance(network, NetworkProvider)
+
+    @pytest.mark.asyncio
+    async def test_start_cleanup_close_are_idempotent(self, network: NetworkProvider) -> None:
+        await network.start(NODE)
+        await network.start(NODE)  # a restarted daemon starts over what is there
+        await network.cleanup()
+        await network.cleanup()  # leaving twice (a removed node that also leaves) is fine
+        await network.close()
+        await network.close()
+
+    @pytest.mark.asyncio
+    async def test_cleanup_without_start(self, network: NetworkProvider) -> None:
+        await network.cleanup()  # a node removed before its provider ever started
+        await network.close()
+
+    @pytest.mark.asyncio
+    @pytest.mark.parametrize(("feature", "method", "call"), _CASES, ids=[f"{f}-{m}" for f, m, _ in _CASES])
+    async def test_undeclared_feature_refuses(
+        self, network: NetworkProvider, feature: str, method: str, call: Call
+    ) -> None:
+        if feature in network.features:
+            pytest.skip(f"{feature} is declared: its data-path tests apply instead")
+        await network.start(NODE)
+        try:
+            with pytest.raises(NetworkError) as raised:
+                await call(network)
+            message = str(raised.value)
+            assert message and "\n" not in message, f"{method}: one line expected, got {message!r}"
+        finally:
+            await network.cleanup()
+            await network.close()
