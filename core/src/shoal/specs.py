@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shoal import defaults, imageref, placement
+from shoal import ports as published
 from shoal.proto import objects_pb2 as pb
 
 _NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$")
@@ -515,8 +516,26 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
         spec.replicated.replicas = _int(params, "replicas", "--replicas", maximum=MAX_REPLICAS)
     _update_config(spec.update, params, "update")
     _update_config(spec.rollback, params, "rollback")
+    _endpoint(spec, params)
     if params.get("force"):
         spec.task.force_update += 1
+
+
+def _endpoint(spec: pb.ServiceSpec, params: Mapping[str, Any]) -> None:
+    """``--publish`` (create), ``--publish-add``/``--publish-rm`` (update): see ``shoal.ports``."""
+    added = strings(params, "publish", "--publish") + strings(params, "publish_add", "--publish-add")
+    removed = strings(params, "publish_rm", "--publish-rm")
+    if not added and not removed:
+        return
+    flag = "--publish" if _given(params, "publish") else "--publish-add"
+    try:
+        ports = published.apply(spec.endpoint.ports, added, removed, flag)
+    except published.PublishError as exc:
+        raise SpecError(str(exc)) from None
+    del spec.endpoint.ports[:]
+    spec.endpoint.ports.extend(ports)
+    if not spec.endpoint.ListFields():
+        spec.ClearField("endpoint")
 
 
 def service_spec(params: Mapping[str, Any]) -> pb.ServiceSpec:

@@ -66,6 +66,11 @@ _CREATE_LISTS: list[tuple[tuple[str, ...], str, str]] = [
     (("--constraint",), "constraints", "Placement constraint, e.g. node.role==worker."),
     (("--placement-pref",), "placement_prefs", "Placement preference, e.g. spread=node.labels.zone."),
     (("--mount",), "mounts", "Mount: type=bind|volume|tmpfs,source=...,target=...[,readonly]."),
+    (
+        ("-p", "--publish"),
+        "publish",
+        "Publish a port: PUBLISHED:TARGET[/udp] or published=P,target=T[,protocol=udp][,mode=host].",
+    ),
 ]
 
 _UPDATE_LISTS: list[tuple[str, str, str]] = [
@@ -75,6 +80,7 @@ _UPDATE_LISTS: list[tuple[str, str, str]] = [
     ("constraint", "constraint", "a placement constraint"),
     ("placement-pref", "placement_pref", "a placement preference"),
     ("mount", "mount", "a mount (remove by target path)"),
+    ("publish", "publish", "a published port (remove by target port[/protocol])"),
 ]
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from shoal import boundedjson, externalca, rpc, states, tokens
+from shoal import boundedjson, externalca, ports, rpc, states, tokens
 from shoal.ids import new_id
+from shoal.manager import ports as portalloc
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.ca import ExternalCA
@@ -99,6 +100,18 @@ def redacted_cluster(cluster: pb.Cluster) -> pb.Cluster:
     clean = copy(cluster)
     clean.root_ca.ca_key = b""
     return clean
+
+
+def _allocate_ports(tx: Tx, service: pb.Service) -> None:
+    """Fill ``service.endpoint`` for its spec inside the write (``manager/ports.py``)."""
+    try:
+        endpoint = portalloc.allocate(tx, service.id, service.spec.endpoint)
+    except portalloc.PortError as exc:
+        raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
+    if endpoint.ports:
+        service.endpoint.CopyFrom(endpoint)
+    else:
+        service.ClearField("endpoint")
 
 
 class ControlAPI:
@@ -427,6 +440,7 @@ class ControlAPI:
                 raise ControlError(
                     StatusCode.ALREADY_EXISTS, f'service name "{spec.annotations.name}" is already in use'
                 )
+            _allocate_ports(tx, service)
             tx.create(service)
 
         await self.store.update(create)
@@ -471,7 +485,7 @@ class ControlAPI:
             "Mode": "global" if service.spec.WhichOneof("mode") == "global" else "replicated",
             "Replicas": replicas_text,
             "Image": service.spec.task.container.image,
-            "Ports": "",
+            "Ports": ports.ls_text(service.endpoint.ports),
             "Running": running,
             "Desired": desired,
             "UpdateState": pb.UpdateStatus.UpdateState.Name(status.state).lower() if status.state else "",
@@ -512,7 +526,9 @@ class ControlAPI:
                     "Timestamp": task.status.timestamp,
                     "Error": task.status.err,
                     "Message": task.status.message,
-                    "Ports": "",
+                    "Ports": ports.ps_text(task.endpoint.ports)
+                    if task.status.state == states.RUNNING
+                    else "",
                     "CreatedAt": task.meta.created_at,
                 }
             )
@@ -568,6 +584,7 @@ class ControlAPI:
                 current.previous_spec_version = current.spec_version
                 current.spec.CopyFrom(spec)
                 current.spec_version += 1
+                _allocate_ports(tx, current)
             current.ClearField("update_status")
             tx.update(current)
 
@@ -595,6 +612,7 @@ class ControlAPI:
             current.previous_spec_version = current.spec_version
             current.spec.CopyFrom(previous)
             current.spec_version += 1
+            _allocate_ports(tx, current)
             current.update_status.Clear()
             current.update_status.state = pb.UpdateStatus.ROLLBACK_STARTED
             current.update_status.message = "manually requested rollback"
