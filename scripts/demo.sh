@@ -78,7 +78,11 @@ port_free() { # nothing listens on 127.0.0.1:$DEMO_PORT (or on every address at 
 }
 
 start_daemon() {
-  mkdir -p "$DEMO_DIR"
+  # A fresh folder only root can enter: DEMO_DIR is a predictable name under /tmp, so a folder
+  # someone else made there (between `down` and here) must not receive the cluster's keys.
+  mkdir -p -- "$(dirname "$DEMO_DIR")"
+  mkdir -m 0700 -- "$DEMO_DIR" 2>/dev/null ||
+    demo_fail "$DEMO_DIR was created by someone else while the demo started; remove it or choose another DEMO_DIR"
   touch "$MARKER"
   echo "$RUNTIME" >"$DEMO_DIR/runtime"
   setsid nohup "${SHOAL[@]}" daemon --state-dir "$DEMO_DIR/state" --socket "$SOCK" \
