@@ -9,7 +9,7 @@ The real-engine counterpart is tests/security/test_engine_overload.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,7 +20,7 @@ from shoal.agent.controller import TaskController
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, BoundedRuntime
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.runtime import ContainerRef, EngineInfo, ExitStatus, LogLine, RuntimeError_
+from shoal.roles.runtime import ContainerRef, EngineInfo, ExitStatus, LogLine, RuntimeError_, TaskFile
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
 from shoal.testing.runtime import make_task
 
@@ -33,7 +33,7 @@ class FakeEngine:
     """A container engine with slow operations that cannot be called back once begun."""
 
     role: ClassVar[str] = "runtime"
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
     def __init__(self, delay: float = 0.01, create_delay: float | None = None) -> None:
         self.delay = delay
@@ -69,7 +69,7 @@ class FakeEngine:
     async def describe(self) -> EngineInfo:
         return EngineInfo("fake", "linux", "x86_64", 2_000_000_000, 1 << 30, "0")
 
-    async def prepare(self, task: pb.Task) -> None:
+    async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
         def create() -> None:
             if task.id in self.lose_create:
                 return

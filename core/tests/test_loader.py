@@ -443,9 +443,9 @@ BROKEN_PROVIDERS = [
         id="wrong-role",
     ),
     pytest.param(
-        {"api_version": 2},
-        'runtime plugin "x" (distribution d 1.0) implements runtime API version 2, but this shoal '
-        "speaks version 1 (built by shoal_runtime_provider)",
+        {"api_version": 3},
+        'runtime plugin "x" (distribution d 1.0) implements runtime API version 3, but this shoal '
+        "speaks version 2 (built by shoal_runtime_provider)",
         id="wrong-api-version",
     ),
     pytest.param(
@@ -584,7 +584,8 @@ def test_one_module_may_serve_two_roles(site: Site) -> None:
         from shoal.roles import SecretsProvider
         class Secrets(SecretsProvider):
             role = "secrets"
-            api_version = 1
+            api_version = 2
+            takes_value = True
         @hookimpl
         def shoal_secrets_provider(context):
             return Secrets()
@@ -615,7 +616,7 @@ def test_list_installed_reads_provider_class_and_builds_each_healthy_plugin(site
     runtime_dist(site, "raises", plugin_source("runtime", factory="raise RuntimeError('no\\n engine')"))
     runtime_dist(site, "nohook", plugin_source("runtime", factory=None))
     runtime_dist(site, "broken", "import xyz\n")
-    runtime_dist(site, "future", plugin_source("runtime", api_version=2))
+    runtime_dist(site, "future", plugin_source("runtime", api_version=API_VERSIONS["runtime"] + 1))
     runtime_dist(site, "noclass", plugin_source("runtime", provider_class=False))
     site.dist(
         "sched-bin",
@@ -639,14 +640,14 @@ def test_list_installed_reads_provider_class_and_builds_each_healthy_plugin(site
         ["ca", "internal", "", "", None, True, "not installed"],
         ["runtime", "broken", "shoal-runtime-broken", "1.0", None, False,
          "failed to import: ModuleNotFoundError: No module named 'xyz'"],
-        ["runtime", "future", "shoal-runtime-future", "1.0", 2, False,
-         "implements runtime API version 2, but this shoal speaks version 1"],
-        ["runtime", "good", "shoal-runtime-good", "0.3.0", 1, True, ""],
+        ["runtime", "future", "shoal-runtime-future", "1.0", 3, False,
+         "implements runtime API version 3, but this shoal speaks version 2"],
+        ["runtime", "good", "shoal-runtime-good", "0.3.0", 2, True, ""],
         ["runtime", "noclass", "shoal-runtime-noclass", "1.0", None, False,
          "module defines no PROVIDER_CLASS (its provider class)"],
-        ["runtime", "nohook", "shoal-runtime-nohook", "1.0", 1, False,
+        ["runtime", "nohook", "shoal-runtime-nohook", "1.0", 2, False,
          "does not implement the hook shoal_runtime_provider"],
-        ["runtime", "raises", "shoal-runtime-raises", "1.0", 1, False,
+        ["runtime", "raises", "shoal-runtime-raises", "1.0", 2, False,
          "failed to build its provider in shoal_runtime_provider: RuntimeError: no engine"],
         ["secrets", "internal", "", "", None, True, "not installed"],
         ["transport", "grpc", "", "", None, True, "not installed"],

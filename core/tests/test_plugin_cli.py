@@ -136,9 +136,9 @@ def test_ls_table_matches_docker_style(full_site: Site) -> None:
         "store       raft       shoal-store-raft         0.1.0     2     *\n"
         "scheduler   spread     shoal-scheduler-spread   0.1.0     1     *\n"
         "ca          internal   shoal-ca-internal        0.1.0     2     *\n"
-        "runtime     docker     shoal-runtime-docker     0.1.0     1     *\n"
-        "runtime     podman     shoal-runtime-podman     0.2.0     1\n"
-        "secrets     internal   shoal-secrets-internal   0.1.0     1     *\n"
+        "runtime     docker     shoal-runtime-docker     0.1.0     2     *\n"
+        "runtime     podman     shoal-runtime-podman     0.2.0     2\n"
+        "secrets     internal   shoal-secrets-internal   0.1.0     2     *\n"
         "transport   grpc       shoal-transport-grpc     0.1.0     1     *\n"
     )
 
@@ -158,7 +158,7 @@ def test_ls_json_one_object_per_line(full_site: Site) -> None:
         "Name": "podman",
         "Distribution": "shoal-runtime-podman",
         "Version": "0.2.0",
-        "APIVersion": 1,
+        "APIVersion": 2,
         "Selected": True,
         "Error": "",
     }
@@ -199,7 +199,13 @@ def test_ls_takes_the_config_table_from_the_root_context(full_site: Site) -> Non
 
 def test_ls_shows_broken_plugins_in_their_row(site: Site) -> None:
     site.dist("shoal-runtime-broken", "1.0", "shoal.runtime", "broken", "import xyz\n")
-    site.dist("shoal-runtime-next", "3.0", "shoal.runtime", "next", plugin_source("runtime", api_version=2))
+    site.dist(
+        "shoal-runtime-next",
+        "3.0",
+        "shoal.runtime",
+        "next",
+        plugin_source("runtime", api_version=API_VERSIONS["runtime"] + 1),
+    )
     proc = site.shoal_plugin("ls")
     assert (proc.returncode, proc.stderr) == (0, "")
     lines = proc.stdout.splitlines()
@@ -208,8 +214,8 @@ def test_ls_shows_broken_plugins_in_their_row(site: Site) -> None:
     assert runtime == [
         ["runtime", "broken", "shoal-runtime-broken", "1.0", "-",
          "failed to import: ModuleNotFoundError: No module named 'xyz'"],
-        ["runtime", "next", "shoal-runtime-next", "3.0", "2",
-         "implements runtime API version 2, but this shoal speaks version 1"],
+        ["runtime", "next", "shoal-runtime-next", "3.0", "3",
+         "implements runtime API version 3, but this shoal speaks version 2"],
         ["runtime", "docker", "-", "-", "-", "*          not installed"],
     ]  # fmt: skip
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from shoal import rpc, states
 from shoal.agent.controller import TaskController
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, BoundedRuntime
+from shoal.agent.secrets import TaskFileStore
 from shoal.agent.taskdb import TaskDB
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
@@ -86,6 +87,8 @@ class Agent:
         self.on_managers = on_managers
         self.db = TaskDB(state_dir / "worker" / "tasks.db")
         self.controllers: dict[str, TaskController] = {}
+        #: Secret and config values for this node's tasks, in memory only.
+        self.files = TaskFileStore()
         self.connected = asyncio.Event()
         self.node: pb.Node | None = None
         self._pending: dict[str, pb.TaskStatus] = {}
@@ -236,7 +239,11 @@ class Agent:
         complete = message.type == rpb.AssignmentsMessage.COMPLETE
         seen: set[str] = set()
         removals: list[str] = []
+        if complete:
+            self.files.reset()
         for change in message.changes:
+            if self.files.apply(change):
+                continue
             task = change.task
             if change.action == rpb.AssignmentChange.REMOVE:
                 removals.append(task.id)
@@ -258,7 +265,7 @@ class Agent:
             self._sweep_wanted.set()
 
     def _add_controller(self, task: pb.Task, status: pb.TaskStatus | None) -> None:
-        controller = TaskController(task, status, self.runtime, self._queue_status)
+        controller = TaskController(task, status, self.runtime, self._queue_status, self.files.files_for)
         self.controllers[task.id] = controller
         self.db.put_task(task)
         controller.start()

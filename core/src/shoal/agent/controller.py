@@ -20,12 +20,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from shoal import states
 from shoal.agent.enginegate import find_container
 from shoal.proto import objects_pb2 as pb
-from shoal.roles.runtime import DEFAULT_STOP_GRACE_SECONDS, ContainerRef, RuntimeError_, RuntimeProvider
+from shoal.roles.runtime import (
+    DEFAULT_STOP_GRACE_SECONDS,
+    ContainerRef,
+    RuntimeError_,
+    RuntimeProvider,
+    TaskFile,
+)
 
 log = logging.getLogger("shoal.agent")
 
@@ -45,9 +51,16 @@ class TaskController:
     """Drives one task through the runtime; ``update`` feeds it the latest assignment."""
 
     def __init__(
-        self, task: pb.Task, status: pb.TaskStatus | None, runtime: RuntimeProvider, report: Reporter
+        self,
+        task: pb.Task,
+        status: pb.TaskStatus | None,
+        runtime: RuntimeProvider,
+        report: Reporter,
+        files: Callable[[pb.Task], Sequence[TaskFile]] = lambda task: (),
     ) -> None:
         self.task = task
+        #: The task's secrets and configs with their values (the agent's memory, never disk).
+        self.files = files
         self.status = pb.TaskStatus()
         self.status.CopyFrom(status if status is not None else task.status)
         self.runtime = runtime
@@ -147,7 +160,7 @@ class TaskController:
             self._set(states.PREPARING, "preparing")
         elif state == states.PREPARING:
             if await self._lookup() is None:
-                await self.runtime.prepare(self.task)
+                await self.runtime.prepare(self.task, self.files(self.task))
             self._set(states.READY, "prepared")
         elif state == states.READY:
             if desired < states.RUNNING:

@@ -25,11 +25,11 @@ Two rules keep the engine's view and ours the same:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import ClassVar, Protocol, TypeVar, runtime_checkable
 
 from shoal.proto import objects_pb2 as pb
-from shoal.roles.runtime import ContainerRef, EngineInfo, ExitStatus, LogLine, RuntimeProvider
+from shoal.roles.runtime import ContainerRef, EngineInfo, ExitStatus, LogLine, RuntimeProvider, TaskFile
 
 T = TypeVar("T")
 
@@ -122,8 +122,8 @@ class BoundedRuntime:
     async def describe(self) -> EngineInfo:
         return await self._bounded("", self.inner.describe)
 
-    async def prepare(self, task: pb.Task) -> None:
-        await self._bounded(task.id, lambda: self.inner.prepare(task))
+    async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
+        await self._bounded(task.id, lambda: self.inner.prepare(task, files))
 
     async def start(self, task: pb.Task) -> ContainerRef:
         return await self._bounded(task.id, lambda: self.inner.start(task))

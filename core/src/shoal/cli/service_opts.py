@@ -71,6 +71,8 @@ _CREATE_LISTS: list[tuple[tuple[str, ...], str, str]] = [
         "publish",
         "Publish a port: PUBLISHED:TARGET[/udp] or published=P,target=T[,protocol=udp][,mode=host].",
     ),
+    (("--secret",), "secrets", "Secret: NAME or source=NAME,target=FILE,uid=,gid=,mode=0444."),
+    (("--config",), "configs", "Config: NAME or source=NAME,target=/PATH,uid=,gid=,mode=0444."),
 ]
 
 _UPDATE_LISTS: list[tuple[str, str, str]] = [
@@ -81,6 +83,8 @@ _UPDATE_LISTS: list[tuple[str, str, str]] = [
     ("placement-pref", "placement_pref", "a placement preference"),
     ("mount", "mount", "a mount (remove by target path)"),
     ("publish", "publish", "a published port (remove by target port[/protocol])"),
+    ("secret", "secret", "a secret (remove by name)"),
+    ("config", "config", "a config (remove by name)"),
 ]
 
 

@@ -29,16 +29,23 @@ from shoal.manager.observers import TaskStateObservers
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
 from shoal.manager.scheduler_driver import SchedulerDriver
+from shoal.manager.secrets import SecretsControl, SecretsFactory
 from shoal.manager.storenet import REMOVED_MESSAGE, StoreNetwork
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.ca import CAProvider, ExternalCA, RootMaterial
 from shoal.roles.scheduler import SchedulerProvider
+from shoal.roles.secrets import SecretsProvider
 from shoal.roles.store import NotLeaderError, StoreProvider, StoreUnavailable
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode, TLSMaterial, TransportProvider
 from shoal.store.memory import ObjectStore, Tx, copy
 
 log = logging.getLogger("shoal.manager")
+
+
+def _no_secrets(driver: str) -> SecretsProvider:
+    raise PluginError(f"no secrets plugin was given to this manager (driver {driver})")
+
 
 NO_LEADER = (
     "The swarm does not have a leader. It's possible that too few managers are online. "
@@ -55,7 +62,18 @@ NOT_LEADER = "this manager is not the leader"
 LEADER_WAIT = 2.5
 #: Control methods that only read: with no leader they are answered locally, marked stale.
 READ_METHODS = frozenset(
-    {"node.ls", "node.inspect", "service.ls", "service.inspect", "service.ps", "swarm.inspect"}
+    {
+        "node.ls",
+        "node.inspect",
+        "service.ls",
+        "service.inspect",
+        "service.ps",
+        "swarm.inspect",
+        "secret.ls",
+        "secret.inspect",
+        "config.ls",
+        "config.inspect",
+    }
 )
 
 
@@ -77,6 +95,7 @@ class Manager:
         node_filters: Callable[[], list[Any]] = list,
         task_state_changed: Callable[..., Any] | None = None,
         on_plugin_failure: Callable[[PluginError], None] | None = None,
+        secrets: SecretsFactory | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -108,7 +127,13 @@ class Manager:
         #: Set when the other managers say this one is no longer a member: every call fails
         #: with this message until the node leaves and joins again.
         self.removed: str = ""
-        self.control.extra = {"node.promote": self.node_promote, "node.demote": self.node_demote}
+        #: Secrets and configs: the control methods and, on the leader, the dispatcher's values.
+        self.secrets = SecretsControl(self.store, secrets or _no_secrets, self._secrets_driver)
+        self.control.extra = {
+            "node.promote": self.node_promote,
+            "node.demote": self.node_demote,
+            **self.secrets.handlers(),
+        }
         self.control.check_external_cas = self._check_external_cas
         self.ca_server = CAServer(self.store, ca, cluster_id)
         self.dispatcher: Dispatcher | None = None
@@ -328,7 +353,9 @@ class Manager:
         # Built first: a scheduler plugin that fails leaves nothing half started.
         scheduler_provider = self.scheduler_factory()
         log.info("this node is now the leader")
-        self.dispatcher = Dispatcher(self.store, self.cluster_id, self.manager_addrs)
+        self.dispatcher = Dispatcher(
+            self.store, self.cluster_id, self.manager_addrs, secret_value=self.secrets.value_for
+        )
         scheduler = SchedulerDriver(self.store, scheduler_provider, self.node_filters())
         self._components = [
             self.dispatcher,
@@ -349,6 +376,11 @@ class Manager:
             self.on_plugin_failure(error)
         else:
             log.error("%s", error)
+
+    def _secrets_driver(self) -> str:
+        """The cluster's secrets plugin: the default ``--driver`` of ``secret create``."""
+        cluster = self.store.view.cluster()
+        return cluster.plugins.secrets if cluster is not None and cluster.plugins.secrets else "internal"
 
     def _check_external_cas(self, cas: list[ExternalCA]) -> None:
         cluster = self.store.view.cluster()

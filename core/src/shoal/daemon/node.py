@@ -36,10 +36,12 @@ from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
 from shoal.manager.controlapi import ControlError, external_ca_fields
+from shoal.manager.secrets import SECRET_METHODS
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
 from shoal.roles.runtime import RuntimeError_, RuntimeProvider
+from shoal.roles.secrets import SecretsProvider
 from shoal.roles.store import StoreOpenError, StoreUnavailable
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider, TransportServer
 from shoal.specs import SpecError, parse_availability, parse_tail, strings
@@ -49,7 +51,7 @@ log = logging.getLogger("shoal.daemon")
 
 #: The roles a manager builds providers for: the store and CA at start, the scheduler each
 #: time it becomes leader. All are checked (built once) before a manager starts.
-MANAGER_PLUGIN_ROLES = ("store", "ca", "scheduler")
+MANAGER_PLUGIN_ROLES = ("store", "ca", "scheduler", "secrets")
 
 DEFAULT_PORT = 2377
 NOT_IN_SWARM = (
@@ -281,6 +283,7 @@ class Daemon:
                 node_filters=lambda: [f for fs in loader.hook.shoal_node_filters() for f in fs],
                 task_state_changed=loader.hook.shoal_task_state_changed,
                 on_plugin_failure=self._plugin_failed,
+                secrets=self._secrets_provider,
             )
             await self.manager.start(
                 bootstrap=bootstrap, join=bool(join_via), force_new_cluster=force_new_cluster, init=init
@@ -316,6 +319,12 @@ class Daemon:
             managers=lambda: self.agent.managers if self.agent is not None else state.managers,
         )
         self.renewer.start()
+
+    def _secrets_provider(self, driver: str) -> SecretsProvider:
+        """The secrets plugin named ``driver`` (a secret's ``--driver``, or the swarm's own)."""
+        loader = PluginLoader({**self.loader.selection, "secrets": driver}, self.config.plugin_options)
+        loader.load_extensions()
+        return loader.provider("secrets", self._context("secrets", loader))
 
     async def swarm_init(self, params: dict[str, Any]) -> Any:
         async with self._swarm_lock:
@@ -747,6 +756,7 @@ class Daemon:
             "node.rm",
             "node.promote",
             "node.demote",
+            *SECRET_METHODS,
         ):
             api.unary[method] = self._control(method)
 

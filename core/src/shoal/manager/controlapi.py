@@ -16,6 +16,7 @@ from google.protobuf import json_format
 from shoal import boundedjson, externalca, ports, rpc, states, tokens
 from shoal.ids import new_id
 from shoal.manager import ports as portalloc
+from shoal.manager import secretrefs
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.ca import ExternalCA
@@ -96,9 +97,10 @@ def to_dict(message: Any) -> dict[str, Any]:
 
 
 def redacted_cluster(cluster: pb.Cluster) -> pb.Cluster:
-    """The cluster object without its CA key (never leaves the store)."""
+    """The cluster object without its CA key and secrets keys (never leave the store)."""
     clean = copy(cluster)
     clean.root_ca.ca_key = b""
+    clean.ClearField("secrets_material")
     return clean
 
 
@@ -431,6 +433,7 @@ class ControlAPI:
     async def service_create(self, params: dict[str, Any]) -> Any:
         try:
             spec = service_spec(params)
+            secretrefs.apply_create(self.store.view, spec, params)
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         service = pb.Service(id=new_id(), spec=spec, spec_version=1)
@@ -570,6 +573,7 @@ class ControlAPI:
             return await self._rollback(service)
         try:
             spec = updated_spec(service.spec, params)
+            secretrefs.apply_update(self.store.view, spec, params)
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         name = service.spec.annotations.name

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 from shoal import rpc, states
 from shoal.ids import new_id
+from shoal.manager.deliveries import NodeDependencies, SecretValue
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.secrets import SecretFetchError
 from shoal.roles.store import StoreUnavailable
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
 from shoal.store.memory import DELETE, UPDATE, Event, ObjectStore, Tx, copy
@@ -47,8 +49,16 @@ class _Session:
 class Dispatcher:
     """Serves the dispatcher RPCs on the leader."""
 
-    def __init__(self, store: ObjectStore, cluster_id: str, manager_addrs: Callable[[], list[str]]) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        cluster_id: str,
+        manager_addrs: Callable[[], list[str]],
+        secret_value: SecretValue | None = None,
+    ) -> None:
         self.store = store
+        #: Opens a secret for a task's assignment (the leader's secrets providers).
+        self.secret_value = secret_value or _no_secret_values
         self.cluster_id = cluster_id
         #: Every manager's address (the leader's first), asked afresh for each session message
         #: so agents learn of managers that join later and can fail over to them.
@@ -209,19 +219,28 @@ class Dispatcher:
     def _assigned(self, task: pb.Task, node_id: str) -> bool:
         return task.node_id == node_id and task.status.state >= states.ASSIGNED
 
+    def _node_assigned(self, node_id: str) -> list[pb.Task]:
+        return [t for t in self.store.view.node_tasks(node_id) if self._assigned(t, node_id)]
+
     async def assignments(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
         peer = rpc.caller(peer)  # authorised by rpc.guard (Access.NODE)
         req = rpb.AssignmentsRequest.FromString(request)
         session = self._session_for(req.session_id, peer)
         node_id = peer.node_id
         sequence = 0
+        dependencies = NodeDependencies(self.store, self.secret_value)
         with self.store.watch(["task"]) as watch:
-            complete = rpb.AssignmentsMessage(type=rpb.AssignmentsMessage.COMPLETE, results_in=1)
-            sent: set[str] = set()
-            for task in self.store.view.node_tasks(node_id):
-                if self._assigned(task, node_id):
-                    complete.changes.add(action=rpb.AssignmentChange.UPDATE).task.CopyFrom(task)
-                    sent.add(task.id)
+            assigned = self._node_assigned(node_id)
+            sent: set[str] = {task.id for task in assigned}
+            files, _ = await dependencies.changes(assigned)
+            complete = rpb.AssignmentsMessage(
+                type=rpb.AssignmentsMessage.COMPLETE,
+                results_in=1,
+                changes=[
+                    *files,  # a task's secrets and configs before the task
+                    *(rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=t) for t in assigned),
+                ],
+            )
             sequence = 1
             yield complete.SerializeToString()
             while session.session_id in self._sessions:
@@ -240,13 +259,17 @@ class Dispatcher:
                         continue
                     sent.add(task.id)
                     changes[task.id] = rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=task)
-                if not changes:
+                files_before: list[rpb.AssignmentChange] = []
+                files_after: list[rpb.AssignmentChange] = []
+                if dependencies.may_change(c.task for c in changes.values()):
+                    files_before, files_after = await dependencies.changes(self._node_assigned(node_id))
+                if not changes and not files_before and not files_after:
                     continue
                 message = rpb.AssignmentsMessage(
                     type=rpb.AssignmentsMessage.INCREMENTAL,
                     applies_to=sequence,
                     results_in=sequence + 1,
-                    changes=changes.values(),
+                    changes=[*files_before, *changes.values(), *files_after],
                 )
                 sequence += 1
                 yield message.SerializeToString()
@@ -299,6 +322,10 @@ class Dispatcher:
             task.status.applied_by = node_id
             task.status.applied_at = now
             tx.update(task)
+
+
+async def _no_secret_values(secret: pb.Secret, task: pb.Task) -> bytes:
+    raise SecretFetchError(f"this dispatcher has no secrets provider (secret {secret.spec.annotations.name})")
 
 
 def _may_change_agent_views(event: Event) -> bool:

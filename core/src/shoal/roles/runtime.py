@@ -10,7 +10,7 @@ engine: a node only ever lists or touches containers labelled with its own node 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -82,12 +82,35 @@ class LogLine:
     timestamp: float = 0.0
 
 
+#: Where a task's secrets appear in its container (Swarm's path).
+SECRETS_DIR = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """A secret or config file a task's container must see, with its value.
+
+    The agent builds these from the values its managers sent with the task (memory only) and
+    hands them to ``prepare``; they are never part of the ``pb.Task`` (which the agent keeps
+    on disk). ``target`` is absolute: ``/run/secrets/<name>`` for a secret. The runtime must
+    keep ``data`` off disk (a tmpfs), read-only to the container, owned ``uid``:``gid`` with
+    permission bits ``mode``.
+    """
+
+    target: str
+    data: bytes = field(repr=False)
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o444
+    secret: bool = True
+
+
 @runtime_checkable
 class RuntimeProvider(Protocol):
     """Drives one container engine for one node."""
 
     role: ClassVar[str]  # "runtime"
-    api_version: ClassVar[int]  # 1
+    api_version: ClassVar[int]  # 2 (2 added ``files`` to ``prepare``)
 
     async def describe(self) -> EngineInfo:
         """Hostname, platform, resources and engine version of this node's engine.
@@ -95,13 +118,18 @@ class RuntimeProvider(Protocol):
         Raises ``RuntimeError_`` naming the endpoint when the engine cannot be reached.
         """
 
-    async def prepare(self, task: pb.Task) -> None:
+    async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
         """Make the image available (per ``task.spec.container.pull_policy``) and create the
         container, labelled with ``TASK_LABELS``, with the spec's mounts (``bind``: a host path;
         ``volume``: a named volume, created if missing; ``tmpfs``) and healthcheck (empty test =
         the image's own, ``["NONE"]`` = none). Idempotent: an existing container for the task is
         reused. A missing image with pull policy ``never``, or a failed pull, raises
         ``RuntimeError_`` with the engine's message.
+
+        ``files`` (the task's secrets and configs) must be readable in the container at their
+        targets before its process starts, from memory (a tmpfs), read-only, with their owner
+        and mode; ``remove`` must make them go away. ``shoal.runtimekit.taskfiles`` does it for
+        an engine on the same host.
         """
 
     async def start(self, task: pb.Task) -> ContainerRef:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import docker
@@ -31,8 +32,10 @@ from shoal.roles.runtime import (
     ExitStatus,
     LogLine,
     RuntimeError_,
+    TaskFile,
 )
 from shoal.runtimekit import task as _task
+from shoal.runtimekit import taskfiles
 from shoal.runtimekit.bridge import call
 from shoal.runtimekit.exits import ExitWatch, Subscription
 from shoal.runtimekit.logs import stream_logs
@@ -81,6 +84,11 @@ def mounts(spec: pb.ContainerSpec) -> list[dict[str, Any]]:
     return result
 
 
+def _bind(bind: taskfiles.Bind) -> dict[str, Any]:
+    """A secrets or configs tmpfs path, read-only in the container."""
+    return {"Type": "bind", "Source": bind.source, "Target": bind.target, "ReadOnly": True}
+
+
 def health_poll_seconds(health: _task.Health) -> float:
     return min(max(health.interval / 2, HEALTH_POLL_MIN), HEALTH_POLL_MAX)
 
@@ -114,10 +122,18 @@ class DockerRuntime:
     """Runs this node's tasks as containers on one dockerd."""
 
     role: ClassVar[str] = "runtime"
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        timeout: float = 60.0,
+        files_dir: Path = taskfiles.DEFAULT_DIR,
+    ) -> None:
         self.endpoint = endpoint
+        #: Where each task's secrets and configs tmpfs is mounted (``shoal.runtimekit.taskfiles``).
+        self.files_dir = files_dir
         try:
             self._api: Any = docker.APIClient(
                 base_url=endpoint, version=API_VERSION, timeout=timeout, max_pool_size=128
@@ -128,7 +144,7 @@ class DockerRuntime:
 
     @classmethod
     def from_context(cls, context: PluginContext) -> DockerRuntime:
-        return cls(endpoint_from(context.options))
+        return cls(endpoint_from(context.options), files_dir=context.state_dir / "task-files")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -181,27 +197,29 @@ class DockerRuntime:
             labels=labels,
         )
 
-    async def prepare(self, task: pb.Task) -> None:
+    async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
         _task.check(task)
-        await self._run(self._prepare, task)
+        taskfiles.check(files)
+        await self._run(self._prepare, task, files)
 
-    def _prepare(self, task: pb.Task) -> None:
+    def _prepare(self, task: pb.Task, files: Sequence[TaskFile]) -> None:
         """Create the container, pulling first or on a miss as the pull policy says.
 
         Creating straight away (rather than inspecting the image first) costs one round trip
         when the image is present, which is the common case.
         """
+        binds = taskfiles.materialise(self.files_dir, task.id, files)
         policy = task.spec.container.pull_policy
         if policy == _PULL_ALWAYS:
             self._pull(task.spec.container.image)
         try:
-            self._create(task)
+            self._create(task, binds)
             return
         except docker.errors.ImageNotFound:
             if policy != _PULL_MISSING:
                 raise
         self._pull(task.spec.container.image)
-        self._create(task)
+        self._create(task, binds)
 
     def _pull(self, image: str) -> None:
         for event in self._api.pull(image, stream=True, decode=True):
@@ -209,11 +227,13 @@ class DockerRuntime:
             if error:
                 raise RuntimeError_(str(error))
 
-    def _create(self, task: pb.Task) -> None:
+    def _create(self, task: pb.Task, binds: Sequence[taskfiles.Bind] = ()) -> None:
         spec = task.spec.container
         nano_cpus, memory = _task.limits(task)
         host_config = self._api.create_host_config(
-            nano_cpus=nano_cpus or None, mem_limit=memory or None, mounts=mounts(spec) or None
+            nano_cpus=nano_cpus or None,
+            mem_limit=memory or None,
+            mounts=mounts(spec) + [_bind(b) for b in binds] or None,
         )
         try:
             self._api.create_container(
@@ -352,9 +372,11 @@ class DockerRuntime:
         """By name; failing that, whatever carries the task's labels: the agent removes a
         stray container knowing only its labels, not the service name and slot in its name."""
         if self._remove_one(_task.container_name(task)):
+            taskfiles.release(self.files_dir, task.id)
             return
         for entry in self._labelled(task):
             self._remove_one(entry["Id"])
+        taskfiles.release(self.files_dir, task.id)
 
     def _remove_one(self, name_or_id: str) -> bool:
         """False when there is no such container."""

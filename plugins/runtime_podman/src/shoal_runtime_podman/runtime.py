@@ -18,7 +18,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import podman.api
@@ -35,8 +36,10 @@ from shoal.roles.runtime import (
     ExitStatus,
     LogLine,
     RuntimeError_,
+    TaskFile,
 )
 from shoal.runtimekit import task as _task
+from shoal.runtimekit import taskfiles
 from shoal.runtimekit.bridge import abort_response, call
 from shoal.runtimekit.exits import ExitWatch, Subscription
 from shoal.runtimekit.logs import stream_logs
@@ -187,10 +190,12 @@ class PodmanRuntime:
     """Runs this node's tasks as containers on one podman service."""
 
     role: ClassVar[str] = "runtime"
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT) -> None:
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, files_dir: Path = taskfiles.DEFAULT_DIR) -> None:
         self.endpoint = endpoint
+        #: Where each task's secrets and configs tmpfs is mounted (``shoal.runtimekit.taskfiles``).
+        self.files_dir = files_dir
         try:
             # No client-wide timeout: followed logs must be able to wait for output forever.
             # Every other request passes its own.
@@ -201,7 +206,7 @@ class PodmanRuntime:
 
     @classmethod
     def from_context(cls, context: PluginContext) -> PodmanRuntime:
-        return cls(endpoint_from(context.options))
+        return cls(endpoint_from(context.options), files_dir=context.state_dir / "task-files")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -248,30 +253,32 @@ class PodmanRuntime:
             labels={},
         )
 
-    async def prepare(self, task: pb.Task) -> None:
+    async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
         _task.check(task)
+        taskfiles.check(files)
         spec = task.spec.container
         if spec.stop_signal:
             signal_number(spec.stop_signal)  # refuse a bad signal before touching the engine
-        await self._run(self._prepare, task)
+        await self._run(self._prepare, task, files)
 
-    def _prepare(self, task: pb.Task) -> None:
+    def _prepare(self, task: pb.Task, files: Sequence[TaskFile]) -> None:
         """Create the container, pulling first or on a miss as the pull policy says.
 
         Creating straight away (rather than asking whether the image exists) costs one round
         trip when the image is present, which is the common case.
         """
+        binds = taskfiles.materialise(self.files_dir, task.id, files)
         policy = task.spec.container.pull_policy
         if policy == _PULL_ALWAYS:
             self._pull(task.spec.container.image, "always")
         try:
-            self._create(task)
+            self._create(task, binds)
             return
         except _EngineError as exc:
             if exc.cause != "image not known" or policy != _PULL_MISSING:
                 raise
         self._pull(task.spec.container.image, "missing")
-        self._create(task)
+        self._create(task, binds)
 
     def _pull(self, image: str, policy: str) -> None:
         response = self._api.post(
@@ -286,7 +293,7 @@ class PodmanRuntime:
             if isinstance(event, dict) and event.get("error"):
                 raise RuntimeError_(str(event["error"]))
 
-    def _create(self, task: pb.Task) -> None:
+    def _create(self, task: pb.Task, binds: Sequence[taskfiles.Bind] = ()) -> None:
         spec = task.spec.container
         body: dict[str, Any] = {
             "name": _task.container_name(task),
@@ -309,6 +316,9 @@ class PodmanRuntime:
         if spec.stop_signal:
             body["stop_signal"] = signal_number(spec.stop_signal)
         mounts, volumes = storage(spec)
+        mounts += [
+            {"Type": "bind", "Source": b.source, "Destination": b.target, "Options": ["ro"]} for b in binds
+        ]
         if mounts:
             body["mounts"] = mounts
         if volumes:
@@ -465,9 +475,11 @@ class PodmanRuntime:
         """By name; failing that, whatever carries the task's labels: the agent removes a
         stray container knowing only its labels, not the service name and slot in its name."""
         if self._remove_one(_task.container_name(task)):
+            taskfiles.release(self.files_dir, task.id)
             return
         for entry in self._labelled([f"{LABEL_NODE_ID}={task.node_id}", f"{LABEL_TASK_ID}={task.id}"]):
             self._remove_one(entry["Id"])
+        taskfiles.release(self.files_dir, task.id)
 
     def _remove_one(self, name_or_id: str) -> bool:
         """False when there is no such container."""
