@@ -135,11 +135,17 @@ def shoal_runtime_provider(context: PluginContext) -> RuntimeProvider | None:
 
 @hookspec(firstresult=True)
 def shoal_secrets_provider(context: PluginContext) -> SecretsProvider | None:
-    """Build the secrets provider that seals secret values at rest.
+    """Build the secrets provider that keeps secret values at rest (``store``) and gives them
+    back to the leader for a task's assignment (``fetch``).
 
     :returns: an object satisfying ``shoal.roles.SecretsProvider`` with ``role = "secrets"``.
 
-    Called on managers. Stops at the first non-None result.
+    Called on managers: the cluster's secrets plugin, and the plugin a secret's ``--driver``
+    names. Stops at the first non-None result. Example::
+
+        @hookimpl
+        def shoal_secrets_provider(context):
+            return VaultSecrets(url=context.options["url"])
     """
 
 

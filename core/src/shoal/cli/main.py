@@ -21,6 +21,7 @@ from shoal.cli.common import INPUT_ERRORS, call
 from shoal.cli.errors import fail, one_line
 from shoal.cli.output import apply_template, check_template, human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
+from shoal.cli.secret_cmd import config, secret
 from shoal.cli.service_opts import common_options, create_options, params_of, update_options
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
@@ -714,6 +715,10 @@ def service_logs(
             click.echo(line if raw else f"{prefix}    | {line}", err=item.get("Stream") == "stderr")
     except ClientError as exc:
         fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
+
+
+cli.add_command(secret)
+cli.add_command(config)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from shoal.roles.runtime import (
     RuntimeProvider,
 )
 from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
-from shoal.roles.secrets import SecretsProvider
+from shoal.roles.secrets import SecretFetchError, SecretsProvider, SecretUse
 from shoal.roles.store import (
     MemberInfo,
     MemberRemoved,
@@ -71,6 +71,8 @@ __all__ = [
     "RuntimeError_",
     "RuntimeProvider",
     "SchedulerProvider",
+    "SecretFetchError",
+    "SecretUse",
     "SecretsProvider",
     "SendFunc",
     "StateMachine",

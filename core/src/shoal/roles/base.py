@@ -27,8 +27,8 @@ API_VERSIONS: dict[str, int] = {
     "store": 2,
     "scheduler": 1,
     "ca": 2,
-    "runtime": 1,
-    "secrets": 1,
+    "runtime": 2,
+    "secrets": 2,
     "transport": 1,
     "network": 1,
 }
