@@ -34,8 +34,8 @@ from shoal.roles.runtime import (
     RuntimeError_,
     TaskFile,
 )
+from shoal.runtimekit import hostports, taskfiles
 from shoal.runtimekit import task as _task
-from shoal.runtimekit import taskfiles
 from shoal.runtimekit.bridge import call
 from shoal.runtimekit.exits import ExitWatch, Subscription
 from shoal.runtimekit.logs import stream_logs
@@ -235,6 +235,9 @@ class DockerRuntime:
             mem_limit=memory or None,
             mounts=mounts(spec) + [_bind(b) for b in binds] or None,
         )
+        bindings = hostports.docker_bindings(task)
+        if bindings:  # mode=host published ports: bound by dockerd on this node
+            host_config["PortBindings"] = bindings
         try:
             self._api.create_container(
                 spec.image,
@@ -248,6 +251,7 @@ class DockerRuntime:
                 labels=_task.labels(task),
                 stop_signal=spec.stop_signal or None,
                 healthcheck=_task.requested_health(task),
+                ports=hostports.docker_exposed(task) or None,
                 host_config=host_config,
             )
         except docker.errors.APIError as exc:

@@ -38,8 +38,8 @@ from shoal.roles.runtime import (
     RuntimeError_,
     TaskFile,
 )
+from shoal.runtimekit import hostports, taskfiles
 from shoal.runtimekit import task as _task
-from shoal.runtimekit import taskfiles
 from shoal.runtimekit.bridge import abort_response, call
 from shoal.runtimekit.exits import ExitWatch, Subscription
 from shoal.runtimekit.logs import stream_logs
@@ -334,6 +334,9 @@ class PodmanRuntime:
             limits["memory"] = {"limit": memory}
         if limits:
             body["resource_limits"] = limits
+        mappings = hostports.podman_mappings(task)
+        if mappings:  # mode=host published ports: bound by podman (netavark) on this node
+            body["portmappings"] = mappings
         response = self._api.post("/containers/create", data=json.dumps(body), timeout=REQUEST_TIMEOUT)
         try:
             _checked(response, 201)
