@@ -12,9 +12,13 @@ complete set of assignments, which it does for every task that has not ended.
 
 from __future__ import annotations
 
+import logging
+
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.runtime import SECRETS_DIR, RuntimeError_, TaskFile
+
+log = logging.getLogger("shoal.agent")
 
 
 class MissingFile(RuntimeError_):
@@ -53,7 +57,9 @@ class TaskFileStore:
         else:
             return False
         if remove:
-            table.pop(obj_id, None)
+            if table.pop(obj_id, None) is not None:
+                kind = "secret" if table is self._secrets else "config"
+                log.info("forgot %s %s: no task of this node uses it", kind, obj_id)
         else:
             table[obj_id] = bytes(data)
         return True
