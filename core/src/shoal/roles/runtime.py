@@ -126,6 +126,11 @@ class RuntimeProvider(Protocol):
         reused. A missing image with pull policy ``never``, or a failed pull, raises
         ``RuntimeError_`` with the engine's message.
 
+        Ports in ``task.endpoint.ports`` with ``publish_mode`` HOST (``--publish mode=host``)
+        are bound on this node: ``published_port`` on every host address to ``target_port`` in
+        the container (0: the engine picks), as the engine's port bindings
+        (``shoal.runtimekit.hostports``). Ingress ports are the network plugin's, not yours.
+
         ``files`` (the task's secrets and configs) must be readable in the container at their
         targets before its process starts, from memory (a tmpfs), read-only, with their owner
         and mode; ``remove`` must make them go away. ``shoal.runtimekit.taskfiles`` does it for

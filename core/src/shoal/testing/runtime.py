@@ -39,7 +39,7 @@ Every test then runs against your provider on a real engine. They check the cont
 ``shoal.roles.RuntimeProvider``: container naming and labels, the pull policies, exit codes,
 the stop signal and grace period, removal, listing by node ID (several nodes share one
 engine), logs (with and without ``follow``), cancellation of ``wait`` and ``logs``, idempotent
-``prepare``/``start``, resource limits, mounts (bind, named volume, tmpfs, read-only),
+``prepare``/``start``, resource limits, mounts (bind, named volume, tmpfs, read-only), host-mode published ports,
 healthchecks (``start`` waits for healthy, fails on unhealthy; ``wait`` reports a container
 that turns unhealthy), ``describe`` and the errors it raises.
 
@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -174,6 +175,23 @@ class TaskFactory:
 
     def everything(self) -> list[TaskFactory]:
         return [self, *self._others]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _http_status_line(port: int) -> str:
+    """The first line of an HTTP answer on 127.0.0.1:port, "" when none comes (an engine's
+    proxy may accept and close before the container listens)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return conn.recv(64).decode(errors="replace").split("\r\n")[0]
+    except OSError:
+        return ""
 
 
 def bind(source: str, target: str, *, readonly: bool = False) -> pb.Mount:
@@ -644,6 +662,23 @@ class RuntimeConformance:
         assert lines == [secret, "readonly-refused"], lines
         assert not (given / "new").exists()
         assert (taken / "reply").read_text() == "from-container\n"
+
+    async def test_host_mode_published_port_reaches_the_container(
+        self, runtime: RuntimeProvider, tasks: TaskFactory
+    ) -> None:
+        """``task.endpoint`` ports with ``publish_mode`` HOST are bound on the node (Swarm's
+        ``--publish mode=host``): a connection to the published port reaches the container."""
+        published = _free_port()
+        task = tasks.shell("echo ready; exec httpd -f -p 8080 -h /tmp")
+        task.endpoint.ports.add(target_port=8080, published_port=published, publish_mode=pb.PortConfig.HOST)
+        await runtime.prepare(task)
+        await runtime.start(task)
+
+        async def answers() -> bool:
+            return (await asyncio.to_thread(_http_status_line, published)).startswith("HTTP/1.")
+
+        await eventually(answers, f"an HTTP answer on 127.0.0.1:{published}")
+        await runtime.shutdown(task, 1.0)
 
     async def test_bind_mount_of_a_missing_host_path_is_a_permanent_error(
         self,
