@@ -78,6 +78,7 @@ from shoal.roles.runtime import (
     LogLine,
     RuntimeError_,
     RuntimeProvider,
+    TaskFile,
 )
 
 #: Upper bound for anything the suite waits on (an engine on a loaded CI machine is slow).
@@ -640,6 +641,30 @@ class RuntimeConformance:
         assert time.monotonic() - began < 6, "abandoning a followed log stream blocked the caller"
 
     # ------------------------------------------------------------------ mounts
+
+    async def test_task_files_are_on_a_read_only_tmpfs_with_their_owner_and_mode(
+        self, runtime: RuntimeProvider, tasks: TaskFactory
+    ) -> None:
+        # Runtime API 2: ``prepare``'s files (secrets at /run/secrets/<name>, configs at their
+        # path) are in the container before it starts, from memory, read-only, owned and
+        # moded as given.
+        value = secrets.token_hex(16)
+        task = tasks.shell(
+            "echo \"$(cat /run/secrets/db)\"; stat -c '%a %u:%g' /run/secrets/db;"
+            " grep ' /run/secrets ' /proc/mounts | cut -d' ' -f3,4 | cut -d, -f1;"
+            " echo \"$(cat /etc/app.conf)\"; stat -c '%a' /etc/app.conf;"
+            " if { echo x > /run/secrets/db; } 2>/dev/null; then echo wrote; else echo refused; fi"
+        )
+        files = [
+            TaskFile("/run/secrets/db", value.encode(), uid=7, gid=8, mode=0o400),
+            TaskFile("/etc/app.conf", b"conf-data", secret=False),
+        ]
+        await runtime.prepare(task, files)
+        await runtime.start(task)
+        assert await self._wait(runtime, task) == 0
+        lines = [line.text for line in await collect(runtime.logs(task, follow=False, tail=None))]
+        assert lines == [value, "400 7:8", "tmpfs ro", "conf-data", "444", "refused"], lines
+        await runtime.remove(task)
 
     async def test_bind_mounts_share_host_files_and_readonly_refuses_writes(
         self, runtime: RuntimeProvider, tasks: TaskFactory, tmp_path: Path
