@@ -136,7 +136,7 @@ def apply_create(view: Any, spec: pb.ServiceSpec, params: Mapping[str, Any]) -> 
     """``service create --secret/--config``: fill the container spec's references."""
     container = spec.task.container
     for key, flag, secret in (("secrets", "--secret", True), ("configs", "--config", False)):
-        objects = view.secrets.all() if secret else view.configs.all()
+        objects = list(view.secrets.all() if secret else view.configs.all())
         make: Any = _secret if secret else _config
         refs = [_reference(t, flag, objects, secret=secret, make=make) for t in strings(params, key, flag)]
         _no_duplicate_targets(refs, flag)

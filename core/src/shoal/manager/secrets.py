@@ -189,7 +189,7 @@ class SecretsControl:
         return await self._remove(params, "secret")
 
     async def _remove(self, params: dict[str, Any], kind: str) -> Any:
-        objects = self.store.view.secrets.all() if kind == "secret" else self.store.view.configs.all()
+        objects = list(self.store.view.secrets.all() if kind == "secret" else self.store.view.configs.all())
         found = [self._find(objects, ref, kind) for ref in refs(params, kind + "s", kind)]
         for obj in found:
             users = services_using(self.store.view, kind, obj.id)

@@ -1,0 +1,274 @@
+"""Secrets and configs logic, in process: the control API, references, deliveries, the agent's
+memory. The real thing (daemons, engines, tmpfs) is tests/test_secrets.py."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, ClassVar
+
+import pytest
+from shoal import states
+from shoal.agent.secrets import MissingFile, TaskFileStore
+from shoal.manager.controlapi import ControlAPI, ControlError, redacted_cluster
+from shoal.manager.deliveries import NodeDependencies
+from shoal.manager.secrets import SecretsControl
+from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.secrets import SecretsProvider
+from shoal.store.memory import ObjectStore, Tx, copy
+from shoal_secrets_internal import InternalSecrets
+
+
+class InstantLog:
+    """Every proposal commits at once (a logic-only store provider)."""
+
+    role: ClassVar[str] = "store"
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.index = 0
+
+    async def propose(self, entry: bytes) -> int:
+        self.index += 1
+        self.store.apply(self.index, entry)
+        return self.index
+
+
+async def _store() -> ObjectStore:
+    store = ObjectStore()
+    store.provider = InstantLog(store)  # type: ignore[assignment]
+    await store.update(lambda tx: tx.create(pb.Cluster(id="c1")))
+    return store
+
+
+def _providers(name: str) -> SecretsProvider:
+    if name != "internal":
+        raise ValueError(f'no secrets plugin "{name}"')
+    return InternalSecrets()
+
+
+async def _apis() -> tuple[ObjectStore, SecretsControl, ControlAPI]:
+    store = await _store()
+    return store, SecretsControl(store, _providers, lambda: "internal"), ControlAPI(store, "n1")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+VALUE = b"correct horse battery staple"
+
+
+async def _created(secrets: SecretsControl, name: str = "db", value: bytes = VALUE) -> str:
+    return str((await secrets.secret_create({"name": name, "data": _b64(value)}))["ID"])
+
+
+# --------------------------------------------------------------------------- control API
+
+
+async def test_a_secret_is_stored_sealed_and_never_shown() -> None:
+    store, secrets, _ = await _apis()
+    secret_id = await _created(secrets)
+    stored = store.view.secrets.get(secret_id)
+    assert stored is not None and VALUE not in stored.SerializeToString()
+    cluster = store.view.cluster()
+    assert cluster is not None and len(cluster.secrets_material["internal"]) == 32
+    assert "secrets_material" not in str(redacted_cluster(cluster))
+    shown = str(await secrets.secret_inspect({"secrets": ["db"]})) + str(await secrets.secret_ls({}))
+    assert VALUE.decode() not in shown and "'data'" not in shown
+    assert (await secrets.secret_ls({}))[0]["Driver"] == "internal"
+    # the leader opens it for a task
+    task = pb.Task(id="t1", node_id="w1")
+    assert await secrets.value_for(stored, task) == VALUE
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"name": "db", "data": _b64(b"x" * 500 * 1024)}, "too large: 512000 bytes, the limit is 500 KiB"),
+        ({"name": "db", "data": ""}, "must not be empty"),
+        ({"name": "db", "data": "%%%"}, "must be base64"),
+        ({"name": "-db", "data": _b64(b"x")}, 'invalid secret name "-db"'),
+        ({"name": "d" * 65, "data": _b64(b"x")}, "at most 64 characters"),
+        (
+            {"name": "db", "data": _b64(b"x"), "driver": "vault"},
+            'invalid --driver vault: no secrets plugin "vault"',
+        ),
+        ({"name": "db", "data": _b64(b"x"), "labels": ["=v"]}, 'invalid --label "=v"'),
+    ],
+)
+async def test_bad_secret_create_is_one_line_and_stores_nothing(params: dict[str, Any], message: str) -> None:
+    store, secrets, _ = await _apis()
+    with pytest.raises(ControlError) as caught:
+        await secrets.secret_create(params)
+    assert message in caught.value.message and "\n" not in caught.value.message
+    assert list(store.view.secrets.all()) == []
+
+
+async def test_names_are_unique_and_values_immutable() -> None:
+    _, secrets, _ = await _apis()
+    await _created(secrets)
+    with pytest.raises(ControlError, match="secret db already exists"):
+        await _created(secrets, value=b"other")
+
+
+async def test_config_data_may_be_inspected_and_is_limited() -> None:
+    _, secrets, _ = await _apis()
+    await secrets.config_create({"name": "app", "data": _b64(b"port=80")})
+    (shown,) = await secrets.config_inspect({"configs": ["app"]})
+    assert base64.b64decode(shown["spec"]["data"]) == b"port=80"
+    with pytest.raises(ControlError, match="1000 KiB"):
+        await secrets.config_create({"name": "big", "data": _b64(b"x" * 1000 * 1024)})
+
+
+async def test_service_references_resolve_and_block_removal() -> None:
+    store, secrets, control = await _apis()
+    secret_id = await _created(secrets)
+    await secrets.config_create({"name": "app", "data": _b64(b"c")})
+    created = await control.service_create(
+        {
+            "name": "web",
+            "image": "busybox",
+            "secrets": ["db", "source=db,target=db2,uid=1,gid=2,mode=0400"],
+            "configs": ["app"],
+        }
+    )
+    service = store.view.services.get(created["ID"])
+    assert service is not None
+    refs = service.spec.task.container.secrets
+    assert [(r.secret_id, r.secret_name, r.file.name, r.file.mode) for r in refs] == [
+        (secret_id, "db", "db", 0o444),
+        (secret_id, "db", "db2", 0o400),
+    ]
+    assert (refs[1].file.uid, refs[1].file.gid) == (1, 2)
+    assert [c.file.name for c in service.spec.task.container.configs] == ["/app"]
+    with pytest.raises(ControlError, match="secret 'db' is in use by the following service: web"):
+        await secrets.secret_rm({"secrets": ["db"]})
+    with pytest.raises(ControlError, match="config 'app' is in use"):
+        await secrets.config_rm({"configs": ["app"]})
+    # --secret-rm / --secret-add is a spec change (a rolling update)
+    version = service.spec_version
+    await control.service_update({"service": "web", "secret_rm": ["db"], "config_rm": ["app"]})
+    updated = store.view.services.get(created["ID"])
+    assert updated is not None and updated.spec_version == version + 1
+    assert list(updated.spec.task.container.secrets) == []
+    await _created(secrets, "other")
+    assert await secrets.secret_rm({"secrets": ["db", "other"]}) == ["db", "other"]
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("nope", "secret not found: nope"),
+        ("source=db,target=a/b", "target must be a file name"),
+        ("source=db,mode=0999", "mode must be an octal mode"),
+        ("source=db,uid=-1", "uid must be a number"),
+        ("source=db,color=red", "use NAME or source=NAME"),
+        ("target=x", "source (the secret name) is required"),
+    ],
+)
+async def test_bad_secret_reference_is_refused_and_nothing_created(secret: str, message: str) -> None:
+    store, secrets, control = await _apis()
+    await _created(secrets)
+    with pytest.raises(ControlError) as caught:
+        await control.service_create({"name": "web", "image": "busybox", "secrets": [secret]})
+    assert message in caught.value.message
+    assert list(store.view.services.all()) == []
+
+
+async def test_two_references_with_one_target_are_refused() -> None:
+    _, secrets, control = await _apis()
+    await _created(secrets)
+    await _created(secrets, "other")
+    with pytest.raises(ControlError, match="two references use the target db"):
+        await control.service_create(
+            {"name": "web", "image": "busybox", "secrets": ["db", "source=other,target=db"]}
+        )
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+def _task(task_id: str, secret_ids: list[str], state: int = states.RUNNING) -> pb.Task:
+    task = pb.Task(id=task_id, node_id="w1")
+    task.status.state = state  # type: ignore[assignment]
+    for secret_id in secret_ids:
+        task.spec.container.secrets.add(secret_id=secret_id, secret_name=secret_id)
+    return task
+
+
+async def test_a_node_gets_a_secret_once_with_its_first_task_and_loses_it_after_the_last() -> None:
+    store, secrets, _ = await _apis()
+    first = await _created(secrets, "a")
+    second = await _created(secrets, "b", b"other value")
+    opened: list[tuple[str, str]] = []
+
+    async def value(secret: pb.Secret, task: pb.Task) -> bytes:
+        opened.append((secret.id, task.id))
+        return await secrets.value_for(secret, task)
+
+    deps = NodeDependencies(store, value)
+    assert deps.may_change([_task("t0", [])]) is False  # services without secrets cost nothing
+    before, after = await deps.changes([_task("t1", [first]), _task("t2", [first])])
+    assert [(c.action, c.secret.id, c.secret.spec.data) for c in before] == [
+        (rpb.AssignmentChange.UPDATE, first, VALUE)
+    ]
+    assert after == [] and opened == [(first, "t1")]
+    # unchanged: nothing is sent again
+    assert await deps.changes([_task("t1", [first]), _task("t2", [first])]) == ([], [])
+    # t1 ends, t2 still runs: kept; a task needing b arrives: b is sent
+    before, after = await deps.changes(
+        [_task("t1", [first], states.FAILED), _task("t2", [first]), _task("t3", [second])]
+    )
+    assert [c.secret.id for c in before] == [second] and after == []
+    # no task of the node needs a any more: REMOVE, carrying no value
+    before, after = await deps.changes([_task("t3", [second])])
+    assert before == []
+    assert [(c.action, c.secret.id, c.secret.spec.data) for c in after] == [
+        (rpb.AssignmentChange.REMOVE, first, b"")
+    ]
+
+
+async def test_a_secret_that_cannot_be_opened_is_not_sent() -> None:
+    store, secrets, _ = await _apis()
+    secret_id = await _created(secrets)
+
+    def tamper(tx: Tx) -> None:
+        secret = tx.get("secret", secret_id)
+        secret = copy(secret)
+        secret.spec.data = secret.spec.data[:-1] + bytes([secret.spec.data[-1] ^ 1])
+        tx.update(secret)
+
+    await store.update(tamper)
+    deps = NodeDependencies(store, secrets.value_for)
+    assert await deps.changes([_task("t1", [secret_id])]) == ([], [])
+
+
+# --------------------------------------------------------------------------- the agent's memory
+
+
+def test_agent_store_serves_a_task_only_its_own_files_and_forgets() -> None:
+    files = TaskFileStore()
+    files.reset()  # a complete set of assignments arrived
+    change = rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE)
+    change.secret.id = "s1"
+    change.secret.spec.data = b"v1"
+    assert files.apply(change)
+    assert not files.apply(rpb.AssignmentChange(task=pb.Task(id="t1")))
+    task = _task("t1", ["s1"])
+    task.spec.container.secrets[0].file.name = "db"
+    task.spec.container.secrets[0].file.mode = 0o400
+    (file,) = files.files_for(task)
+    assert (file.target, file.data, file.mode, file.secret) == ("/run/secrets/db", b"v1", 0o400, True)
+    assert files.files_for(_task("t2", [])) == []
+    files.apply(rpb.AssignmentChange(action=rpb.AssignmentChange.REMOVE, secret=pb.Secret(id="s1")))
+    assert len(files) == 0
+    with pytest.raises(MissingFile) as caught:
+        files.files_for(task)
+    assert not caught.value.temporary  # fatal once the complete set was seen
+
+
+def test_a_missing_file_before_the_first_complete_set_is_temporary() -> None:
+    with pytest.raises(MissingFile) as caught:
+        TaskFileStore().files_for(_task("t1", ["s1"]))
+    assert caught.value.temporary
