@@ -30,10 +30,12 @@ DEFAULT_NAMES = {
     "runtime": "docker",
     "secrets": "internal",
     "transport": "grpc",
+    "network": "overlay",
 }
 PROTOCOLS = {
     "store": "StoreProvider",
     "scheduler": "SchedulerProvider",
+    "network": "NetworkProvider",
     "ca": "CAProvider",
     "runtime": "RuntimeProvider",
     "secrets": "SecretsProvider",
@@ -140,6 +142,7 @@ def test_ls_table_matches_docker_style(full_site: Site) -> None:
         "runtime     podman     shoal-runtime-podman     0.2.0     2\n"
         "secrets     internal   shoal-secrets-internal   0.1.0     2     *\n"
         "transport   grpc       shoal-transport-grpc     0.1.0     1     *\n"
+        "network     overlay    shoal-network-overlay    0.1.0     1     *\n"
     )
 
 
@@ -147,7 +150,7 @@ def test_ls_json_one_object_per_line(full_site: Site) -> None:
     proc = full_site.shoal_plugin("ls", "--format", "json", "--plugin", "runtime=podman")
     assert (proc.returncode, proc.stderr) == (0, "")
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert len(rows) == 7
+    assert len(rows) == 8
     assert all(
         list(row) == ["Role", "Name", "Distribution", "Version", "APIVersion", "Selected", "Error"]
         for row in rows
@@ -232,7 +235,7 @@ def test_ls_shows_broken_plugins_in_their_row(site: Site) -> None:
             ["--plugin", "gpu=nvidia"],
             {},
             'Error: unknown plugin role "gpu" in --plugin gpu=nvidia; '
-            "roles are: store, scheduler, ca, runtime, secrets, transport",
+            "roles are: store, scheduler, ca, runtime, secrets, transport, network",
         ),
         (
             [],

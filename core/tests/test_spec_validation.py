@@ -219,7 +219,8 @@ KEYS = (
     "name image replicas env labels mode nodes node services service availability label_add "
     "label_rm task_history_limit hostname stop_signal args mounts constraints force rollback "
     "cert_expiry external_cas role rotate raft_tick election_tick reserve_cpu update_parallelism "
-    "health_cmd no_healthcheck entrypoint pull container_labels env_rm mount_rm"
+    "health_cmd no_healthcheck entrypoint pull container_labels env_rm mount_rm publish publish_add "
+    "publish_rm"
 ).split()
 
 
