@@ -27,7 +27,7 @@ Factory = Callable[..., ShoalNode]
 #: config, then it sleeps.
 SHOW = (
     "sha256sum /run/secrets/db; stat -c 'mode=%a owner=%u:%g' /run/secrets/db; "
-    "grep ' /run/secrets ' /proc/mounts; cat /etc/app.conf; echo; sleep 3600"
+    "grep ' /run/secrets ' /proc/mounts; echo \"$(cat /etc/app.conf)\"; sleep 3600"
 )
 
 
@@ -200,3 +200,41 @@ def test_secret_reaches_only_the_node_of_its_task_on_a_tmpfs(
     assert manager.ok("secret", "rm", "db-password").stdout.split() == ["db-password"]
     assert manager.ok("config", "rm", "app-conf").stdout.split() == ["app-conf"]
     assert re.fullmatch(r"\s*", manager.ok("secret", "ls", "-q").stdout)
+
+
+def test_secret_and_config_on_podman(node_factory: Factory, tmp_path: Path) -> None:
+    """The same mount on the other runtime, through a whole daemon (one node)."""
+    node = node_factory(name="p1", runtime="podman").start()
+    node.init()
+    value = f"podman-{random.token_hex(16)}".encode()
+    (tmp_path / "value").write_bytes(value)
+    (tmp_path / "conf").write_text("config-data-42")
+    node.ok("secret", "create", "db-password", str(tmp_path / "value"))
+    node.ok("config", "create", "app-conf", str(tmp_path / "conf"))
+    try:
+        node.ok(
+            "service", "create", "--name", "web", "--detach",
+            "--secret", "source=db-password,target=db,uid=7,gid=8,mode=0400",
+            "--config", "source=app-conf,target=/etc/app.conf",
+            TEST_IMAGE, "sh", "-c", SHOW,
+        )  # fmt: skip
+        shown = wait_until(
+            lambda: (
+                (out := node.ok("service", "logs", "--raw", "web").stdout.splitlines())
+                and len(out) >= 4
+                and out
+            ),
+            60,
+            what="the container to show its secret",
+        )
+        assert shown[0].split()[0] == hashlib.sha256(value).hexdigest()
+        assert shown[1] == "mode=400 owner=7:8"
+        mount = shown[2].split()
+        assert mount[1:3] == ["/run/secrets", "tmpfs"] and "ro" in mount[3].split(","), shown[2]
+        assert shown[3] == "config-data-42"
+        assert files_holding(node.state_dir, value) == []
+        node.ok("service", "rm", "web")
+        wait_until(lambda: not secrets_mounts(node.state_dir), 60, what="the task's tmpfs to go")
+    finally:
+        for line in secrets_mounts(node.state_dir):
+            subprocess.run(["umount", "-l", line.split()[1]], check=False)
