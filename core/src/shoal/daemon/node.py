@@ -51,7 +51,9 @@ log = logging.getLogger("shoal.daemon")
 
 #: The roles a manager builds providers for: the store and CA at start, the scheduler each
 #: time it becomes leader. All are checked (built once) before a manager starts.
-MANAGER_PLUGIN_ROLES = ("store", "ca", "scheduler", "secrets")
+MANAGER_PLUGIN_ROLES = ("store", "ca", "scheduler", "secrets", "network")
+#: Cluster-wide roles every node runs, workers included (their data paths must match).
+EVERY_NODE_CLUSTER_ROLES = ("network",)
 
 DEFAULT_PORT = 2377
 NOT_IN_SWARM = (
@@ -188,6 +190,9 @@ class Daemon:
         self.transport = self.loader.provider("transport", self._context("transport"))
         if self.state is not None and self.state.is_manager:
             self._check_manager_plugins(self.loader)
+        elif self.state is not None:
+            for role in EVERY_NODE_CLUSTER_ROLES:
+                self.loader.check(role)
 
     def _check_manager_plugins(self, loader: PluginLoader) -> None:
         """Build every provider a manager needs once and drop it (``PluginLoader.check``), so a
@@ -489,6 +494,17 @@ class Daemon:
         self.loader, self.selection = loader, merged
         return plugins
 
+    def _adopt_node_plugins(self, chosen: pb.PluginSelection) -> dict[str, str]:
+        """A worker joining runs the swarm's network plugin too: check it now (PluginError,
+        nothing written, if this daemon lacks it) and return it for ``state.json``."""
+        plugins = {role: getattr(chosen, role) or self.selection[role] for role in EVERY_NODE_CLUSTER_ROLES}
+        loader = PluginLoader({**self.selection, **plugins}, self.config.plugin_options)
+        for role in EVERY_NODE_CLUSTER_ROLES:
+            loader.check(role)
+        self.loader = loader
+        self.selection = {**self.selection, **plugins}
+        return plugins
+
     async def _reissue_if_expired(self, state: NodeState) -> None:
         """A manager whose certificate ran out while it was off signs itself a new one: it
         holds the CA, and nobody else could vouch for it."""
@@ -662,6 +678,8 @@ class Daemon:
         plugins = {"transport": self.selection["transport"]}
         if as_manager:
             plugins = self._adopt_swarm_plugins(issued.plugins)
+        else:
+            plugins.update(self._adopt_node_plugins(issued.plugins))
         state = NodeState(
             node_id=issued.node_id,
             cluster_id=issued.cluster_id,
