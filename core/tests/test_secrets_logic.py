@@ -272,3 +272,61 @@ def test_a_missing_file_before_the_first_complete_set_is_temporary() -> None:
     with pytest.raises(MissingFile) as caught:
         TaskFileStore().files_for(_task("t1", ["s1"]))
     assert caught.value.temporary
+
+
+WEIRD: list[Any] = [
+    None,
+    "",
+    5,
+    -1,
+    1.5,
+    True,
+    [],
+    [1],
+    ["x"],
+    {},
+    {"a": 1},
+    "x" * 10,
+    "%%",
+    "source=db,mode=x",
+]
+KEYS = "name data labels driver secrets configs secret_add secret_rm config_add config_rm".split()
+
+
+async def test_any_json_value_in_any_secret_parameter_is_refused_cleanly_or_accepted() -> None:
+    """A scripted caller can send any JSON: one-line refusals, never an internal error."""
+    store, secrets, control = await _apis()
+    await _created(secrets)
+    await control.service_create({"name": "keep", "image": "a:1"})
+    handlers = {
+        **secrets.handlers(),
+        "service.create": control.service_create,
+        "service.update": control.service_update,
+    }
+    crashes = []
+    for method, handler in handlers.items():
+        for key in KEYS:
+            for value in WEIRD:
+                params: dict[str, Any] = {
+                    "name": "other",
+                    "data": _b64(b"v"),
+                    "image": "a:1",
+                    "service": "keep",
+                }
+                params.update(secrets=["db"], configs=[], services=["keep"])
+                params[key] = value
+                try:
+                    await handler(params)
+                except ControlError as exc:
+                    if "\n" in exc.message:
+                        crashes.append(f"{method} {key}={value!r}: two lines: {exc.message!r}")
+                except Exception as exc:  # what the test looks for
+                    crashes.append(f"{method} {key}={value!r}: {type(exc).__name__}: {exc}")
+                for name in ("other",):
+                    for kind in ("secret", "config"):
+                        table = store.view.secrets if kind == "secret" else store.view.configs
+                        if any(o.spec.annotations.name == name for o in table.all()):
+                            await getattr(secrets, f"{kind}_rm")({f"{kind}s": [name]})
+                if store.view.service_by_name("other") is not None:
+                    await control.service_rm({"services": ["other"]})
+    assert crashes == []
