@@ -18,6 +18,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from engines import engine_for
 from harness import TEST_IMAGE, ShoalNode, wait_until
 
 pytestmark = [pytest.mark.cluster]
@@ -160,17 +161,12 @@ def test_secret_reaches_only_the_node_of_its_task_on_a_tmpfs(
     assert "secret 'db-password' is in use by the following service: web" in one_line_error(refused.stderr)
 
     # No trace on any disk: every node's state dir (WAL and snapshots included), the engine's
-    # files for the container. Worker 2 never had it, not even in memory; worker 1 holds it
-    # (which shows the memory scan finds what is there).
+    # data dir (the container's config, log and writable layer among the rest). Worker 2
+    # never had it, not even in memory; worker 1 holds it (the memory scan finds what is there).
     for node in (manager, w1, w2):
         assert files_holding(node.state_dir, value) == [], node.name
-    for container in api.containers(filters={"label": "io.shoal.service.name=web"}):
-        details = api.inspect_container(container["Id"])
-        for root in (
-            Path("/var/lib/docker/containers") / container["Id"],
-            Path(details["GraphDriver"]["Data"]["UpperDir"]),
-        ):
-            assert files_holding(root, value) == [], root
+    engine_root = Path(api.info()["DockerRootDir"])
+    assert files_holding(engine_root, value) == [], engine_root
     assert not memory_holds(daemon_pid(w2), value)
     assert memory_holds(daemon_pid(w1), value)
 
@@ -233,6 +229,12 @@ def test_secret_and_config_on_podman(node_factory: Factory, tmp_path: Path) -> N
         assert mount[1:3] == ["/run/secrets", "tmpfs"] and "ro" in mount[3].split(","), shown[2]
         assert shown[3] == "config-data-42"
         assert files_holding(node.state_dir, value) == []
+        podman = engine_for("podman")
+        try:
+            graph_root = Path(podman.client.api.get("/info").json()["store"]["graphRoot"])
+        finally:
+            podman.close()
+        assert files_holding(graph_root, value) == [], graph_root
         node.ok("service", "rm", "web")
         wait_until(lambda: not secrets_mounts(node.state_dir), 60, what="the task's tmpfs to go")
     finally:
