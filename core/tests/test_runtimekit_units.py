@@ -12,7 +12,7 @@ from shoal.roles.runtime import RuntimeError_
 from shoal.runtimekit import bridge as _bridge
 from shoal.runtimekit import logs as _logs
 from shoal.runtimekit import task as _task
-from shoal.testing.runtime import make_task
+from shoal.testing.runtime import eventually, make_task
 
 
 def frame(kind: int, payload: bytes) -> bytes:
@@ -116,3 +116,36 @@ async def test_pipe_producer_gives_up_once_the_consumer_stops() -> None:
 
 def test_pull_policy_default_is_missing() -> None:
     assert make_task("img", node_id="n").spec.container.pull_policy == pb.ContainerSpec.PULL_MISSING
+
+
+async def test_calls_run_in_at_most_max_threads_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13 defect 3: a thread per call, unbounded, was a thread and an engine connection
+    per task (10,000 replicas: 10,000 threads)."""
+    monkeypatch.setattr(_bridge, "MAX_THREADS", 4)
+    lock, running, peak = threading.Lock(), [0], [0]
+    release = threading.Event()
+
+    def engine_call() -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release.wait(30)
+        with lock:
+            running[0] -= 1
+
+    calls = [asyncio.ensure_future(_bridge.call(engine_call)) for _ in range(20)]
+    abandoned = asyncio.ensure_future(_bridge.call(engine_call))
+
+    async def four_running() -> bool:
+        return running[0] >= 4
+
+    await eventually(four_running, "four calls running")
+    calls[0].cancel()  # its thread runs on: it keeps its place
+    for _ in range(10):  # let a wrongly freed place go to a waiting call
+        await asyncio.sleep(0)
+    threads = [t for t in threading.enumerate() if t.name == "shoal-runtime-engine_call"]
+    assert (len(threads), peak[0]) == (4, 4)
+    abandoned.cancel()  # still queued: it never gets a thread
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*calls[1:]), 10)
+    assert peak[0] == 4 and running[0] == 0

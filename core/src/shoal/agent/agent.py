@@ -96,6 +96,9 @@ class Agent:
         self._main: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._sweep_wanted = asyncio.Event()
+        #: Removals under way, by task ID: they run on their own, so that removing thousands
+        #: of tasks (each waiting its turn for the engine) never holds up new assignments.
+        self._removing: dict[str, asyncio.Task[None]] = {}
         self._reconciled_once = False
         self._redirected = False
 
@@ -108,7 +111,7 @@ class Agent:
 
     async def stop(self) -> None:
         """Stop the agent; containers keep running and are re-adopted at the next start."""
-        for task in (self._main, self._sweeper):
+        for task in (self._main, self._sweeper, *self._removing.values()):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -257,12 +260,11 @@ class Agent:
                 controller.update(task)
         if complete:
             removals.extend(task_id for task_id in self.controllers if task_id not in seen)
-        await asyncio.gather(*(self._remove(task_id) for task_id in removals))
+        for task_id in removals:
+            self._start_removal(task_id)
         if complete and not self._reconciled_once:
             self._reconciled_once = True
             await self._remove_strays()
-        elif removals:
-            self._sweep_wanted.set()
 
     def _add_controller(self, task: pb.Task, status: pb.TaskStatus | None) -> None:
         controller = TaskController(task, status, self.runtime, self._queue_status, self.files.files_for)
@@ -270,12 +272,28 @@ class Agent:
         self.db.put_task(task)
         controller.start()
 
-    async def _remove(self, task_id: str) -> None:
+    async def remove_all(self) -> None:
+        """Remove every task's container (the node leaves the swarm); return once all are gone."""
+        for task_id in list(self.controllers):
+            self._start_removal(task_id)
+        await asyncio.gather(*self._removing.values(), return_exceptions=True)
+
+    def _start_removal(self, task_id: str) -> None:
         controller = self.controllers.pop(task_id, None)
-        if controller is None:
-            return
-        await controller.remove()
-        self.db.delete(task_id)
+        if controller is not None:
+            self._removing[task_id] = asyncio.create_task(self._remove(task_id, controller))
+
+    async def _remove(self, task_id: str, controller: TaskController) -> None:
+        """Stop and remove the task's container (its task DB entry only then: a daemon that
+        dies meanwhile re-adopts it and removes it again), then, once no other removal is
+        under way, sweep for what they may have left."""
+        try:
+            await controller.remove()
+            self.db.delete(task_id)
+        finally:
+            self._removing.pop(task_id, None)
+            if not self._removing:
+                self._sweep_wanted.set()
 
     async def _sweep_strays(self) -> None:
         """Sweep after removals and every ``STRAY_SWEEP_SECONDS``, once the manager's complete
@@ -295,7 +313,7 @@ class Agent:
             strays = [
                 ref
                 for ref in await self.runtime.list_containers(self.node_id)
-                if ref.task_id not in self.controllers
+                if ref.task_id not in self.controllers and ref.task_id not in self._removing
             ]
         except RuntimeError_ as exc:
             log.warning("could not list containers to clean strays: %s", exc)

@@ -729,7 +729,7 @@ class Daemon:
                 )
             agent = self.agent
             if agent is not None:
-                await asyncio.gather(*(agent._remove(task_id) for task_id in list(agent.controllers)))
+                await agent.remove_all()
             await self._stop_swarm()
             if self.runtime is not None:
                 with contextlib.suppress(RuntimeError_):

@@ -8,6 +8,13 @@ the HTTP round trip it wraps, and a call whose caller gave up cannot hold the pr
 
 Long calls still end on their own: ``wait`` polls with a bounded request timeout and log
 streams are aborted by shutting their socket down (see ``abort_response``).
+
+The threads are bounded all the same: at most ``MAX_THREADS`` calls per event loop run at
+once, the others wait their turn without a thread. A thread whose caller gave up keeps its
+place until it ends, so the bound counts every thread (and engine connection) really in use.
+The agent bounds its engine operations far lower (``shoal.agent.enginegate``); this bound is
+for the rest: a burst of ``wait`` set-ups after a restart re-adopting 10,000 containers, or
+healthcheck polls.
 """
 
 from __future__ import annotations
@@ -15,10 +22,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: Engine calls one event loop runs in threads at once.
+MAX_THREADS = 64
+_thread_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def post_to_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
@@ -35,6 +49,10 @@ async def call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     Cancelling the await abandons the thread; its result is then dropped.
     """
     loop = asyncio.get_running_loop()
+    slots = _thread_slots.get(loop)
+    if slots is None:
+        slots = _thread_slots[loop] = asyncio.Semaphore(MAX_THREADS)
+    await slots.acquire()  # cancelled while waiting here: no thread was started
     future: asyncio.Future[T] = loop.create_future()
 
     def settle(result: T | None, error: BaseException | None) -> None:
@@ -52,8 +70,17 @@ async def call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
             post_to_loop(loop, settle, None, exc)
         else:
             post_to_loop(loop, settle, result, None)
+        finally:
+            post_to_loop(loop, slots.release)
 
-    threading.Thread(target=run, name=f"shoal-runtime-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    try:
+        thread = threading.Thread(
+            target=run, name=f"shoal-runtime-{getattr(fn, '__name__', 'call')}", daemon=True
+        )
+        thread.start()
+    except BaseException:
+        slots.release()
+        raise
     return await future
 
 
