@@ -283,3 +283,20 @@ async def test_removing_many_tasks_does_not_hold_up_assignments(
     engine.delay = 0.01
     await agent.remove_all()
     assert engine.containers == {}
+
+
+async def test_opening_a_session_does_not_queue_behind_engine_work() -> None:
+    """The agent describes its engine when it opens a session with a manager: behind a
+    backlog of creates that would delay the session past its heartbeats."""
+    engine = FakeEngine(delay=2.0)
+    bounded = BoundedRuntime(engine, 2)
+    backlog = [asyncio.ensure_future(bounded.prepare(running_task(slot=n))) for n in range(1, 11)]
+    try:
+        await eventually(lambda: engine.active == 2, "the engine busy")
+        info = await asyncio.wait_for(bounded.describe(), 1.0)
+        assert info.hostname == "fake"
+    finally:
+        for call in backlog:
+            call.cancel()
+        engine.delay = 0.0
+        await asyncio.gather(*backlog, return_exceptions=True)

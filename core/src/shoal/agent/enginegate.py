@@ -6,10 +6,12 @@ file descriptors (it then refused every client on the host) and starved the agen
 heartbeats. The kernel applies the bound here, around whatever runtime plugin the node uses,
 so every runtime gets it without doing anything.
 
-What is bounded: the operations that make the engine work (``describe``, ``prepare``,
-``start``, ``shutdown``, ``remove``, ``list_containers``, ``find``). ``wait`` and ``logs``
-are not: they are long waits on containers that already exist, one per running task or per
-reader, and would otherwise hold a slot for as long as a container runs.
+What is bounded: the operations that make the engine work (``prepare``, ``start``,
+``shutdown``, ``remove``, ``list_containers``, ``find``). ``wait`` and ``logs`` are not: they
+are long waits on containers that already exist, one per running task or per reader, and
+would otherwise hold a slot for as long as a container runs. Nor is ``describe``: the agent
+calls it once per session it opens, and a session must not queue behind thousands of
+creates, or the node would miss its heartbeats and be marked Down for being busy.
 
 Two rules keep the engine's view and ours the same:
 
@@ -123,7 +125,7 @@ class BoundedRuntime:
     # ------------------------------------------------------------------ role API
 
     async def describe(self) -> EngineInfo:
-        return await self._bounded("", self.inner.describe)
+        return await self.inner.describe()
 
     async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
         await self._bounded(task.id, lambda: self.inner.prepare(task, files))
