@@ -176,3 +176,19 @@ class ShoalNode:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+def start_cluster(
+    factory: Callable[..., ShoalNode], *workers: str, heartbeat: str = "1s"
+) -> tuple[ShoalNode, list[ShoalNode]]:
+    """A manager ``mgr`` (heartbeat ``heartbeat``) and one worker per name, each on its own
+    loopback address (127.0.0.2, 127.0.0.3, ...), all joined."""
+    manager = factory(name="mgr").start()
+    manager.init()
+    manager.ok("swarm", "update", "--dispatcher-heartbeat", heartbeat)
+    joined = []
+    for index, name in enumerate(workers, start=2):
+        worker = factory(name=name, host=f"127.0.0.{index}").start()
+        worker.join(manager)
+        joined.append(worker)
+    return manager, joined

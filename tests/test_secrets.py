@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 import pytest
 from engines import engine_for
-from harness import TEST_IMAGE, ShoalNode, wait_until
+from harness import TEST_IMAGE, ShoalNode, start_cluster, wait_until
 
 pytestmark = [pytest.mark.cluster]
 
@@ -93,14 +93,7 @@ def secrets_mounts(base: Path) -> list[str]:
 
 @pytest.fixture
 def cluster(node_factory: Factory) -> Iterator[tuple[ShoalNode, ShoalNode, ShoalNode]]:
-    manager = node_factory(name="mgr").start()
-    manager.init()
-    manager.ok("swarm", "update", "--dispatcher-heartbeat", "1s")
-    workers = []
-    for index, name in ((2, "w1"), (3, "w2")):
-        worker = node_factory(name=name, host=f"127.0.0.{index}").start()
-        worker.join(manager)
-        workers.append(worker)
+    manager, workers = start_cluster(node_factory, "w1", "w2")
     manager.ok("node", "update", "--availability", "drain", "mgr")
     yield manager, workers[0], workers[1]
     # A failed test may leave a task's secrets tmpfs mounted: unmount it (memory, never disk).

@@ -4,7 +4,7 @@ memory. The real thing (daemons, engines, tmpfs) is tests/test_secrets.py."""
 from __future__ import annotations
 
 import base64
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from shoal import states
@@ -16,29 +16,8 @@ from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.secrets import SecretsProvider
 from shoal.store.memory import ObjectStore, Tx, copy
+from shoal.testing.objectstore import instant_store
 from shoal_secrets_internal import InternalSecrets
-
-
-class InstantLog:
-    """Every proposal commits at once (a logic-only store provider)."""
-
-    role: ClassVar[str] = "store"
-
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
-        self.index = 0
-
-    async def propose(self, entry: bytes) -> int:
-        self.index += 1
-        self.store.apply(self.index, entry)
-        return self.index
-
-
-async def _store() -> ObjectStore:
-    store = ObjectStore()
-    store.provider = InstantLog(store)  # type: ignore[assignment]
-    await store.update(lambda tx: tx.create(pb.Cluster(id="c1")))
-    return store
 
 
 def _providers(name: str) -> SecretsProvider:
@@ -48,7 +27,7 @@ def _providers(name: str) -> SecretsProvider:
 
 
 async def _apis() -> tuple[ObjectStore, SecretsControl, ControlAPI]:
-    store = await _store()
+    store = await instant_store()
     return store, SecretsControl(store, _providers, lambda: "internal"), ControlAPI(store, "n1")
 
 
