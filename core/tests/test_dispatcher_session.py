@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import ClassVar
 
 from shoal import rpc
 from shoal.manager.dispatcher import Dispatcher
@@ -12,21 +11,7 @@ from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import PeerIdentity
 from shoal.store.memory import ObjectStore, Tx, copy
-
-
-class InstantLog:
-    """A logic-only stand-in for a store provider: every proposal commits at once."""
-
-    role: ClassVar[str] = "store"
-
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
-        self.index = 0
-
-    async def propose(self, entry: bytes) -> int:
-        self.index += 1
-        self.store.apply(self.index, entry)
-        return self.index
+from shoal.testing.objectstore import InstantLog
 
 
 async def _store() -> ObjectStore:
@@ -132,7 +117,9 @@ async def test_label_changes_skip_rebuilding_views_and_a_manager_address_change_
         """As the manager builds them: from the nodes in the store."""
         nonlocal rebuilt
         rebuilt += 1
-        return ["10.0.0.1:2377"] + [n.manager_status.addr for n in store.view.nodes.all() if n.manager_status.addr]
+        return ["10.0.0.1:2377"] + [
+            n.manager_status.addr for n in store.view.nodes.all() if n.manager_status.addr
+        ]
 
     dispatcher = Dispatcher(store, "c1", manager_addrs)
     peer = PeerIdentity(node_id="w1", role=rpc.WORKER_OU, cluster_id="c1")
