@@ -17,6 +17,7 @@ from shoal.manager.controlapi import ControlAPI, ControlError, control_params
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import StatusCode
 from shoal.store.memory import ObjectStore
+from shoal.testing.objectstore import InstantLog
 
 HUGE = "99999999999999999999999"
 
@@ -201,19 +202,6 @@ def test_forwarded_bodies_are_bounded() -> None:
         assert failure.value.code == StatusCode.INVALID_ARGUMENT
 
 
-class _InstantLog:
-    """A store provider that commits every proposal at once (logic tests only)."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
-        self.index = 0
-
-    async def propose(self, entry: bytes) -> int:
-        self.index += 1
-        self.store.apply(self.index, entry)
-        return self.index
-
-
 WEIRD: list[Any] = [None, "", 5, -1, 1.5, True, [], [1], ["x"], {}, {"a": 1}, "x" * 10]
 KEYS = (
     "name image replicas env labels mode nodes node services service availability label_add "
@@ -230,7 +218,7 @@ def test_any_json_value_in_any_parameter_is_refused_cleanly_or_accepted() -> Non
 
     async def run() -> list[str]:
         store = ObjectStore()
-        store.provider = _InstantLog(store)  # type: ignore[assignment]
+        store.provider = InstantLog(store)  # type: ignore[assignment]
         control = ControlAPI(store, node_id="n1")
 
         def seed(tx: Any) -> None:
