@@ -30,6 +30,7 @@ from shoal.agent.agent import Agent, description_from
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.daemon.localapi import APIError, LocalAPIServer
 from shoal.daemon.manager import Manager
+from shoal.daemon.network import NodeNetworkLife
 from shoal.daemon.renewal import CertificateRenewer, check_not_expired
 from shoal.daemon.state import CERTS_DIR, STATE_FILE, NodeState, load_state, save_state
 from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
@@ -40,6 +41,7 @@ from shoal.manager.secrets import SECRET_METHODS
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
+from shoal.roles.network import NodeNetwork
 from shoal.roles.runtime import RuntimeError_, RuntimeProvider
 from shoal.roles.secrets import SecretsProvider
 from shoal.roles.store import StoreOpenError, StoreUnavailable
@@ -145,6 +147,8 @@ class Daemon:
         self.server: TransportServer | None = None
         self.tls: TLSMaterial | None = None
         self.renewer: CertificateRenewer | None = None
+        #: The swarm's network plugin on this node (``daemon/network.py``).
+        self.network = NodeNetworkLife()
         #: A certificate issued out of band by an external CA, used by the first manager to
         #: authenticate to that CA before it has a certificate of its own (swarm init only).
         self._bootstrap_tls: TLSMaterial | None = None
@@ -248,6 +252,7 @@ class Daemon:
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
+        await self.network.close()
 
     # ------------------------------------------------------------------ swarm membership
 
@@ -302,6 +307,11 @@ class Daemon:
             if join_via and self.manager is not None:
                 others = [m for m in state.managers if m != join_via and m != state.advertise_addr]
                 await self.manager.join_group(join_via, others)
+        # Before the agent: a task's endpoint needs the node's network ready.
+        advertise_ip = split_addr(state.advertise_addr)[0]
+        await self.network.start(
+            self.loader, self._context("network"), NodeNetwork(state.node_id, advertise_ip)
+        )
         self.agent = Agent(
             node_id=state.node_id,
             state_dir=self.state_dir,
@@ -730,6 +740,7 @@ class Daemon:
             agent = self.agent
             if agent is not None:
                 await agent.remove_all()
+            await self.network.cleanup(self.loader, self._context("network"))
             await self._stop_swarm()
             if self.runtime is not None:
                 with contextlib.suppress(RuntimeError_):
