@@ -3,18 +3,21 @@ memory. The real thing (daemons, engines, tmpfs) is tests/test_secrets.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
 import pytest
-from shoal import states
+from shoal import rpc, states
 from shoal.agent.secrets import MissingFile, TaskFileStore
 from shoal.manager.controlapi import ControlAPI, ControlError, redacted_cluster
-from shoal.manager.deliveries import NodeDependencies
+from shoal.manager.deliveries import Delivery, NodeDependencies
+from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.secrets import SecretsControl
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.secrets import SecretsProvider
+from shoal.roles.transport import PeerIdentity
 from shoal.store.memory import ObjectStore, Tx, copy
 from shoal.testing.objectstore import instant_store
 from shoal_secrets_internal import InternalSecrets
@@ -188,39 +191,90 @@ async def test_a_node_gets_a_secret_once_with_its_first_task_and_loses_it_after_
 
     deps = NodeDependencies(store, value)
     assert deps.may_change([_task("t0", [])]) is False  # services without secrets cost nothing
-    before, after = await deps.changes([_task("t1", [first]), _task("t2", [first])])
-    assert [(c.action, c.secret.id, c.secret.spec.data) for c in before] == [
+    sent = await deps.changes([_task("t1", [first]), _task("t2", [first])])
+    assert [(c.action, c.secret.id, c.secret.spec.data) for c in sent.before] == [
         (rpb.AssignmentChange.UPDATE, first, VALUE)
     ]
-    assert after == [] and opened == [(first, "t1")]
+    assert sent.after == [] and sent.refused == {} and opened == [(first, "t1")]
     # unchanged: nothing is sent again
-    assert await deps.changes([_task("t1", [first]), _task("t2", [first])]) == ([], [])
+    assert await deps.changes([_task("t1", [first]), _task("t2", [first])]) == Delivery()
     # t1 ends, t2 still runs: kept; a task needing b arrives: b is sent
-    before, after = await deps.changes(
+    sent = await deps.changes(
         [_task("t1", [first], states.FAILED), _task("t2", [first]), _task("t3", [second])]
     )
-    assert [c.secret.id for c in before] == [second] and after == []
+    assert [c.secret.id for c in sent.before] == [second] and sent.after == []
     # no task of the node needs a any more: REMOVE, carrying no value
-    before, after = await deps.changes([_task("t3", [second])])
-    assert before == []
-    assert [(c.action, c.secret.id, c.secret.spec.data) for c in after] == [
+    sent = await deps.changes([_task("t3", [second])])
+    assert sent.before == []
+    assert [(c.action, c.secret.id, c.secret.spec.data) for c in sent.after] == [
         (rpb.AssignmentChange.REMOVE, first, b"")
     ]
 
 
-async def test_a_secret_that_cannot_be_opened_is_not_sent() -> None:
-    store, secrets, _ = await _apis()
-    secret_id = await _created(secrets)
-
+async def _tamper(store: ObjectStore, secret_id: str) -> None:
     def tamper(tx: Tx) -> None:
-        secret = tx.get("secret", secret_id)
-        secret = copy(secret)
+        secret = copy(tx.get("secret", secret_id))
         secret.spec.data = secret.spec.data[:-1] + bytes([secret.spec.data[-1] ^ 1])
         tx.update(secret)
 
     await store.update(tamper)
+
+
+async def test_tasks_whose_secret_cannot_be_had_are_refused_with_the_backends_words() -> None:
+    store, secrets, _ = await _apis()
+    secret_id = await _created(secrets)
+    await _tamper(store, secret_id)
     deps = NodeDependencies(store, secrets.value_for)
-    assert await deps.changes([_task("t1", [secret_id])]) == ([], [])
+    sent = await deps.changes([_task("new", [secret_id], states.ASSIGNED), _task("running", [secret_id])])
+    assert sent.before == [] and list(sent.refused) == ["new"]  # a running task has its files
+    assert sent.refused["new"].startswith(f"cannot get secret {secret_id}: internal secrets backend:")
+    gone = await deps.changes([_task("t9", ["nope"], states.ASSIGNED)])
+    assert gone.refused == {"t9": "cannot get secret nope: secret nope does not exist any more"}
+
+
+async def test_the_dispatcher_holds_back_and_rejects_a_task_whose_secret_cannot_be_had() -> None:
+    store, secrets, _ = await _apis()
+    good = await _created(secrets, "good")
+    bad = await _created(secrets, "bad", b"other")
+    await _tamper(store, bad)
+
+    def seed(tx: Tx) -> None:
+        tx.create(pb.Node(id="w1", role=pb.NodeSpec.WORKER))
+        for task_id, secret_id, name in (("t-good", good, "good"), ("t-bad", bad, "bad")):
+            task = _task(task_id, [secret_id], states.ASSIGNED)
+            task.spec.container.secrets[0].secret_name = name
+            task.desired_state = states.RUNNING  # type: ignore[assignment]
+            tx.create(task)
+
+    await store.update(seed)
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"], secret_value=secrets.value_for)
+    dispatcher.start()
+    peer = PeerIdentity(node_id="w1", role=rpc.WORKER_OU, cluster_id="c1")
+    session = dispatcher.session(rpb.SessionRequest().SerializeToString(), peer).__aiter__()
+    first = rpb.SessionMessage.FromString(await asyncio.wait_for(session.__anext__(), 5))
+    stream = dispatcher.assignments(
+        rpb.AssignmentsRequest(session_id=first.session_id).SerializeToString(), peer
+    ).__aiter__()
+    try:
+        complete = rpb.AssignmentsMessage.FromString(await asyncio.wait_for(stream.__anext__(), 5))
+        assert [(c.secret.id, c.task.id) for c in complete.changes] == [(good, ""), ("", "t-good")]
+
+        async def rejected() -> pb.Task:
+            while True:
+                task = store.view.tasks.get("t-bad")
+                if task is not None and task.status.state == states.REJECTED:
+                    return task
+                await asyncio.sleep(0.01)
+
+        task = await asyncio.wait_for(rejected(), 5)
+        assert task.status.err.startswith("cannot get secret bad: internal secrets backend: secret bad:")
+        # the rejected task then goes out as such (the agent records it, runs nothing)
+        later = rpb.AssignmentsMessage.FromString(await asyncio.wait_for(stream.__anext__(), 5))
+        assert [(c.task.id, c.task.status.state) for c in later.changes] == [("t-bad", states.REJECTED)]
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+        await session.aclose()  # type: ignore[attr-defined]
+        await dispatcher.stop()
 
 
 # --------------------------------------------------------------------------- the agent's memory

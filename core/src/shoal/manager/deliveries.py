@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
 from shoal import states
 from shoal.proto import objects_pb2 as pb
@@ -49,49 +50,75 @@ class NodeDependencies:
             return True
         return any(t.spec.container.secrets or t.spec.container.configs for t in changed)
 
-    async def changes(
-        self, tasks: Iterable[pb.Task]
-    ) -> tuple[list[rpb.AssignmentChange], list[rpb.AssignmentChange]]:
-        """``(to send before the task changes, to send after them)`` for the node's ``tasks``
-        (every task assigned to it): new dependencies first, so a task never arrives before
-        its files; forgotten ones last."""
-        wanted_secrets: dict[str, pb.Task] = {}
-        wanted_configs: set[str] = set()
+    async def changes(self, tasks: Iterable[pb.Task]) -> Delivery:
+        """What to send with the node's ``tasks`` (every task assigned to it): see ``Delivery``."""
+        wanted_secrets: dict[str, list[pb.Task]] = {}
+        wanted_configs: dict[str, list[pb.Task]] = {}
         for task in tasks:
             if not needs_files(task):
                 continue
             for secret_ref in task.spec.container.secrets:
-                wanted_secrets.setdefault(secret_ref.secret_id, task)
-            wanted_configs.update(c.config_id for c in task.spec.container.configs)
-        before: list[rpb.AssignmentChange] = []
+                wanted_secrets.setdefault(secret_ref.secret_id, []).append(task)
+            for config_ref in task.spec.container.configs:
+                wanted_configs.setdefault(config_ref.config_id, []).append(task)
+        delivery = Delivery()
         view = self.store.view
-        for secret_id, task in wanted_secrets.items():
+        for secret_id, users in wanted_secrets.items():
             if secret_id in self.secrets:
                 continue
             secret = view.secrets.get(secret_id)
-            if secret is None:
-                continue  # removed meanwhile: the agent reports the task's file as missing
             try:
-                value = await self.secret_value(secret, task)
+                if secret is None:
+                    raise SecretFetchError(f"secret {_name_in(users[0], secret_id)} does not exist any more")
+                value = await self.secret_value(secret, users[0])
             except SecretFetchError as exc:
-                log.warning("secret %s not sent to node %s: %s", secret_id, task.node_id, exc)
+                log.warning("secret %s not sent to node %s: %s", secret_id, users[0].node_id, exc)
+                delivery.refuse(users, f"cannot get secret {_name_in(users[0], secret_id)}: {exc}")
                 continue
             sent = pb.Secret(
                 id=secret.id, spec=pb.SecretSpec(annotations=secret.spec.annotations, data=value)
             )
-            before.append(rpb.AssignmentChange(action=UPDATE, secret=sent))
+            delivery.before.append(rpb.AssignmentChange(action=UPDATE, secret=sent))
             self.secrets.add(secret_id)
-        for config_id in wanted_configs - self.configs:
+        for config_id, users in wanted_configs.items():
+            if config_id in self.configs:
+                continue
             config = view.configs.get(config_id)
             if config is None:
+                delivery.refuse(users, f"config {config_id} does not exist any more")
                 continue
-            before.append(rpb.AssignmentChange(action=UPDATE, config=config))
+            delivery.before.append(rpb.AssignmentChange(action=UPDATE, config=config))
             self.configs.add(config_id)
-        after: list[rpb.AssignmentChange] = []
         for secret_id in sorted(self.secrets - wanted_secrets.keys()):
-            after.append(rpb.AssignmentChange(action=REMOVE, secret=pb.Secret(id=secret_id)))
+            delivery.after.append(rpb.AssignmentChange(action=REMOVE, secret=pb.Secret(id=secret_id)))
             self.secrets.discard(secret_id)
-        for config_id in sorted(self.configs - wanted_configs):
-            after.append(rpb.AssignmentChange(action=REMOVE, config=pb.Config(id=config_id)))
+        for config_id in sorted(self.configs - wanted_configs.keys()):
+            delivery.after.append(rpb.AssignmentChange(action=REMOVE, config=pb.Config(id=config_id)))
             self.configs.discard(config_id)
-        return before, after
+        return delivery
+
+
+@dataclass
+class Delivery:
+    """One batch's secrets and configs for a node.
+
+    ``before`` goes ahead of the batch's task changes (a task never arrives before its
+    files), ``after`` behind them (forgetting what no task needs). ``refused`` holds, by task
+    ID, the error of the tasks not yet prepared whose files could not be had (the backend is
+    down, the secret is gone): the dispatcher holds those tasks back and rejects them with it,
+    so ``service ps`` names the cause.
+    """
+
+    before: list[rpb.AssignmentChange] = field(default_factory=list)
+    after: list[rpb.AssignmentChange] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def refuse(self, users: list[pb.Task], error: str) -> None:
+        for task in users:
+            if task.status.state < states.READY:  # a prepared task already has its files
+                self.refused.setdefault(task.id, error)
+
+
+def _name_in(task: pb.Task, secret_id: str) -> str:
+    """The secret's name as the task's spec references it (the ID if it does not)."""
+    return next((r.secret_name for r in task.spec.container.secrets if r.secret_id == secret_id), secret_id)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from shoal import rpc, states
 from shoal.ids import new_id
-from shoal.manager.deliveries import NodeDependencies, SecretValue
+from shoal.manager.deliveries import Delivery, NodeDependencies, SecretValue
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.secrets import SecretFetchError
@@ -230,14 +230,15 @@ class Dispatcher:
         sequence = 0
         dependencies = NodeDependencies(self.store, self.secret_value)
         with self.store.watch(["task"]) as watch:
-            assigned = self._node_assigned(node_id)
+            files = await dependencies.changes(self._node_assigned(node_id))
+            self._reject(node_id, files.refused)
+            assigned = [t for t in self._node_assigned(node_id) if t.id not in files.refused]
             sent: set[str] = {task.id for task in assigned}
-            files, _ = await dependencies.changes(assigned)
             complete = rpb.AssignmentsMessage(
                 type=rpb.AssignmentsMessage.COMPLETE,
                 results_in=1,
                 changes=[
-                    *files,  # a task's secrets and configs before the task
+                    *files.before,  # a task's secrets and configs before the task
                     *(rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=t) for t in assigned),
                 ],
             )
@@ -259,20 +260,35 @@ class Dispatcher:
                         continue
                     sent.add(task.id)
                     changes[task.id] = rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=task)
-                files_before: list[rpb.AssignmentChange] = []
-                files_after: list[rpb.AssignmentChange] = []
+                files = Delivery()
                 if dependencies.may_change(c.task for c in changes.values()):
-                    files_before, files_after = await dependencies.changes(self._node_assigned(node_id))
-                if not changes and not files_before and not files_after:
+                    files = await dependencies.changes(self._node_assigned(node_id))
+                    self._reject(node_id, files.refused)
+                    for task_id in files.refused:  # held back: it could not run without them
+                        if task_id in changes and changes[task_id].action == rpb.AssignmentChange.UPDATE:
+                            del changes[task_id]
+                            sent.discard(task_id)
+                if not changes and not files.before and not files.after:
                     continue
                 message = rpb.AssignmentsMessage(
                     type=rpb.AssignmentsMessage.INCREMENTAL,
                     applies_to=sequence,
                     results_in=sequence + 1,
-                    changes=[*files_before, *changes.values(), *files_after],
+                    changes=[*files.before, *changes.values(), *files.after],
                 )
                 sequence += 1
                 yield message.SerializeToString()
+
+    def _reject(self, node_id: str, refused: dict[str, str]) -> None:
+        """Reject tasks whose secrets or configs could not be had, with the reason (written
+        with the next status flush, as if the node had reported it)."""
+        for task_id, error in refused.items():
+            status = pb.TaskStatus(
+                state=states.REJECTED, message="rejected", err=error, timestamp=time.time()
+            )
+            self._pending_status[task_id] = (node_id, status)
+        if refused:
+            self._flush_wakeup.set()
 
     # ------------------------------------------------------------------ UpdateTaskStatus
 
