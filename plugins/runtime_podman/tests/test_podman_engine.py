@@ -16,6 +16,7 @@ import pytest
 from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
 from shoal.roles import PluginContext, RuntimeError_, RuntimeProvider
+from shoal.roles.base import API_VERSIONS
 from shoal.runtimekit import task as _task
 from shoal.testing.runtime import eventually, make_task, volume
 from shoal_runtime_podman import PodmanRuntime, plugin
@@ -56,7 +57,12 @@ def test_entry_point_builds_the_provider(tmp_path: Path, monkeypatch: pytest.Mon
     context = PluginContext(role="runtime", name="podman", state_dir=tmp_path)
     provider = plugin.shoal_runtime_provider(context=context)
     assert isinstance(provider, RuntimeProvider)
-    assert (provider.role, provider.api_version, provider.endpoint) == ("runtime", 1, ENDPOINT)
+    assert (provider.role, provider.api_version, provider.endpoint) == (
+        "runtime",
+        API_VERSIONS["runtime"],
+        ENDPOINT,
+    )
+    assert provider.files_dir == tmp_path / "task-files"  # each node's own secrets mounts
     context.options["host"] = "tcp://127.0.0.1:2375"
     assert plugin.shoal_runtime_provider(context=context).endpoint == "tcp://127.0.0.1:2375"
 
