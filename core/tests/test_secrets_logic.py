@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +19,10 @@ from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.secrets import SecretsControl
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.runtime import RuntimeError_, TaskFile
 from shoal.roles.secrets import SecretsProvider
 from shoal.roles.transport import PeerIdentity
+from shoal.runtimekit import taskfiles
 from shoal.store.memory import ObjectStore, Tx, copy
 from shoal.testing.objectstore import instant_store
 from shoal_secrets_internal import InternalSecrets
@@ -363,3 +368,43 @@ async def test_any_json_value_in_any_secret_parameter_is_refused_cleanly_or_acce
                 if store.view.service_by_name("other") is not None:
                     await control.service_rm({"services": ["other"]})
     assert crashes == []
+
+
+# --------------------------------------------------------------------------- the runtime's tmpfs
+
+
+def test_task_files_check_refuses_targets_in_one_line() -> None:
+    for files, message in (
+        ([TaskFile("/run/secrets/a/b", b"x")], "is not a file directly under /run/secrets"),
+        ([TaskFile("/etc/x", b"x")], "is not a file directly under /run/secrets"),
+        ([TaskFile("relative", b"x", secret=False)], "is not an absolute file path"),
+        ([TaskFile("/run/secrets/a", b"x"), TaskFile("/run/secrets/a", b"y")], "two secrets or configs"),
+    ):
+        with pytest.raises(RuntimeError_, match=message):
+            taskfiles.check(files)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_task_files_live_on_a_private_read_only_tmpfs_until_released(tmp_path: Path) -> None:
+    base = tmp_path / "task-files"
+    files = [
+        TaskFile("/run/secrets/db", b"v", uid=7, gid=8, mode=0o400),
+        TaskFile("/etc/app", b"c", secret=False),
+    ]
+    binds = taskfiles.materialise(base, "t1", files)
+    try:
+        root = base / "t1"
+        assert [(b.source, b.target) for b in binds] == [
+            (str(root / "secrets"), "/run/secrets"),
+            (str(root / "configs" / "0"), "/etc/app"),
+        ]
+        assert stat.S_IMODE(base.stat().st_mode) == 0o700
+        db = (root / "secrets" / "db").stat()
+        assert (stat.S_IMODE(db.st_mode), db.st_uid, db.st_gid) == (0o400, 7, 8)
+        assert os.statvfs(root).f_flag & os.ST_RDONLY
+        assert root.stat().st_dev != base.stat().st_dev  # its own filesystem: a tmpfs
+        assert taskfiles.materialise(base, "t1", files) == binds  # a repeated prepare reuses it
+    finally:
+        taskfiles.release(base, "t1")
+    assert not (base / "t1").exists()
+    taskfiles.release(base, "t1")  # already gone: fine

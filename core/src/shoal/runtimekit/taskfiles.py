@@ -104,6 +104,7 @@ def materialise(base: Path, task_id: str, files: Sequence[TaskFile]) -> list[Bin
     if os.path.ismount(root):
         return binds(files, root)
     base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o700)  # only root (and the engine, as root) may reach a task's files
     root.mkdir(mode=0o700, exist_ok=True)
     size = sum(len(f.data) for f in files) + SIZE_SLACK
     options = f"mode=0755,size={size}"
