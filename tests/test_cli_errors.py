@@ -230,7 +230,17 @@ def test_lists_formats(cluster: ShoalNode) -> None:
     table = cluster.ok("service", "ls").stdout.splitlines()
     assert table[0].split() == ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
     assert table[1].split()[0] == services[0]["ID"][:12]
-    assert cluster.ok("service", "ls", "-q").stdout.split() == [services[0]["ID"]]
+    # -q prints docker's 12 characters, and they work as a reference (a unique ID prefix).
+    short = services[0]["ID"][:12]
+    assert cluster.ok("service", "ls", "-q").stdout.split() == [short]
+    assert json.loads(cluster.ok("service", "inspect", short).stdout)[0]["id"] == services[0]["ID"]
+    task_ids = wait_until(
+        lambda: cluster.ok("node", "ps", "-q", "self").stdout.split(), 30, what="the task on this node"
+    )
+    assert len(task_ids) == 1 and len(task_ids[0]) == 12
+    assert cluster.ok("service", "ps", "-q", short).stdout.split() == task_ids
+    full_task_ids = cluster.ok("service", "ps", "-q", "--no-trunc", "fmt").stdout.split()
+    assert len(full_task_ids[0]) == 25 and full_task_ids[0].startswith(task_ids[0])
     assert cluster.ok("service", "ls", "--format", "{{.Name}}:{{.Mode}}").stdout.strip() == "fmt:replicated"
     nodes = cluster.ok("node", "ls", "--format", "json").json_lines()
     assert set(nodes[0]) == {

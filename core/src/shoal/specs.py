@@ -15,6 +15,7 @@ from typing import Any
 from shoal import defaults, imageref, placement
 from shoal import ports as published
 from shoal.proto import objects_pb2 as pb
+from shoal.shellwords import ShellWordsError, split_words
 
 _NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$")
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB]?)\s*$")
@@ -229,6 +230,15 @@ def strings(params: Mapping[str, Any], key: str, flag: str) -> list[str]:
     return values
 
 
+def command_words(text: str, flag: str) -> list[str]:
+    """A command given as one string (``--entrypoint``, ``--args``), split as docker splits it:
+    as a shell would, quotes kept together (``"sh -c 'sleep 1'"`` is three words)."""
+    try:
+        return split_words(text)
+    except ShellWordsError as exc:
+        raise SpecError(f'invalid {flag} "{text}": {exc} (quote as in a shell)') from None
+
+
 def _pairs(values: Any, flag: str) -> list[tuple[str, str]]:
     pairs = []
     for item in values or []:
@@ -381,7 +391,7 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
         container.args.extend(strings(params, "args", "args"))
     if _given(params, "entrypoint"):
         del container.command[:]  # an empty --entrypoint goes back to the image's
-        container.command.extend(str(params["entrypoint"]).split())
+        container.command.extend(command_words(str(params["entrypoint"]), "--entrypoint"))
 
     for key, value in _pairs(strings(params, "labels", "--label"), "--label") + _pairs(
         strings(params, "label_add", "--label-add"), "--label-add"

@@ -19,7 +19,8 @@ from shoal import __version__
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.cli.common import INPUT_ERRORS, call
 from shoal.cli.errors import fail, one_line
-from shoal.cli.output import apply_template, check_template, human_duration, print_list
+from shoal.cli.info_cmd import info
+from shoal.cli.output import human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.secret_cmd import config, secret
 from shoal.cli.service_opts import common_options, create_options, params_of, update_options
@@ -365,25 +366,7 @@ def swarm_update(
     click.echo("Swarm updated.")
 
 
-@cli.command()
-@click.option(
-    "--format", "fmt", default=None, help="json for the raw object, or a template such as '{{.NodeID}}'."
-)
-@click.pass_context
-def info(ctx: click.Context, fmt: str | None) -> None:
-    """Show this node's swarm membership and plugins."""
-    if fmt not in (None, "", "json") and "{{" not in fmt:
-        fail(f'invalid --format "{fmt}": use json or a template such as "{{{{.NodeID}}}}"')
-    result = call(ctx, "info")
-    if fmt == "json":
-        click.echo(json.dumps(result, indent=2))
-        return
-    if fmt:
-        check_template(fmt, list(result))
-        click.echo(apply_template(fmt, result))
-        return
-    for key, value in result.items():
-        click.echo(f"{key}: {value}")
+cli.add_command(info)
 
 
 # --------------------------------------------------------------------------- node
@@ -541,7 +524,9 @@ def service_create(
 @service.command("update")
 @click.argument("service_ref")
 @click.option("--image", default=None, help="Service image tag.")
-@click.option("--args", "args_text", default=None, help="Service command args (one string, split on spaces).")
+@click.option(
+    "--args", "args_text", default=None, help="Service command args (one string, split as a shell does)."
+)
 @click.option("--replicas", default=None, help="Number of tasks.")
 @update_options
 @common_options
@@ -556,7 +541,12 @@ def service_update(
     """Update a service (a rolling update of the tasks whose spec changed)."""
     params = params_of(options)
     if args_text is not None:
-        params["args"] = args_text.split()
+        from shoal.specs import SpecError, command_words
+
+        try:
+            params["args"] = command_words(args_text, "--args")
+        except SpecError as exc:
+            fail(str(exc), 2)
     result = call(ctx, "service.update", service=service_ref, **params)
     click.echo(service_ref)
     if not detach:
@@ -590,7 +580,7 @@ def service_ls(ctx: click.Context, quiet: bool, fmt: str | None) -> None:
         headers=("ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"),
         row=lambda s: (short_id(s["ID"]), s["Name"], s["Mode"], s["Replicas"], s["Image"], s["Ports"]),
         json_keys=("ID", "Name", "Mode", "Replicas", "Image", "Ports"),
-        id_of=lambda s: str(s["ID"]),
+        id_of=lambda s: short_id(s["ID"]),  # docker's -q prints 12 characters (no --no-trunc here)
     )
 
 
@@ -635,7 +625,7 @@ def task_rows(result: dict[str, Any], no_trunc: bool) -> list[dict[str, Any]]:
 
 
 def print_tasks(result: dict[str, Any], *, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
-    rows = task_rows(result, no_trunc or quiet)
+    rows = task_rows(result, no_trunc)  # -q prints 12-character IDs too, unless --no-trunc
     keys = ("ID", "Name", "Image", "Node", "DesiredState", "CurrentState", "Error", "Ports")
     print_list(
         rows,

@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 from shoal import externalca, filemodes, identity, rpc, tokens
 from shoal.agent.agent import Agent, description_from
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
+from shoal.daemon.clusterinfo import cluster_summary
 from shoal.daemon.localapi import APIError, LocalAPIServer
 from shoal.daemon.manager import Manager
 from shoal.daemon.network import NodeNetworkLife
@@ -821,6 +822,7 @@ class Daemon:
                 result["BoundAddr"] = self.server.address
             if self.manager is not None:
                 result["Store"] = self.manager.store_provider.status()
+                result["Cluster"] = cluster_summary(self.manager.store.view)
         return result
 
     async def service_logs(self, params: dict[str, Any]) -> AsyncIterator[Any]:
