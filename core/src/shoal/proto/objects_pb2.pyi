@@ -652,7 +652,12 @@ class NodeDescription(_message.Message):
     PLATFORM_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
+    ADDR_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
+    addr: _builtins.str
+    """host:port where the node serves node-to-node calls to managers (a task's logs for
+    `service logs`): its advertise address, sent by its agent with each new session.
+    """
     @_builtins.property
     def platform(self) -> Global___Platform: ...
     @_builtins.property
@@ -666,10 +671,11 @@ class NodeDescription(_message.Message):
         platform: Global___Platform | None = ...,
         resources: Global___Resources | None = ...,
         engine: Global___EngineDescription | None = ...,
+        addr: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "platform", b"platform", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "hostname", b"hostname", "platform", b"platform", "resources", b"resources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "engine", b"engine", "hostname", b"hostname", "platform", b"platform", "resources", b"resources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

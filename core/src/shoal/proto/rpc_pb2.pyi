@@ -569,3 +569,68 @@ class StoreJoinResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StoreJoinResponse: _TypeAlias = StoreJoinResponse  # noqa: Y015
+
+@_typing.final
+class TaskLogsRequest(_message.Message):
+    """---------------------------------------------------------------- task logs
+
+    A manager asks the node that runs a task for the task's output (`service logs`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    follow: _builtins.bool
+    tail: _builtins.int
+    """lines from the end; negative: every line"""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        tail: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "tail", b"tail", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLogsRequest: _TypeAlias = TaskLogsRequest  # noqa: Y015
+
+@_typing.final
+class TaskLogLine(_message.Message):
+    """One line of a task's output; the stream ends when the output does (or, with follow, when the
+    caller goes away). A node that cannot read the output ends with one message carrying `error`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    stream: _builtins.str
+    """"stdout" or "stderr" """
+    timestamp: _builtins.float
+    """seconds since the epoch"""
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        stream: _builtins.str = ...,
+        timestamp: _builtins.float = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "stream", b"stream", "text", b"text", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLogLine: _TypeAlias = TaskLogLine  # noqa: Y015
