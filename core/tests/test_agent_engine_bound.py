@@ -300,3 +300,28 @@ async def test_opening_a_session_does_not_queue_behind_engine_work() -> None:
             call.cancel()
         engine.delay = 0.0
         await asyncio.gather(*backlog, return_exceptions=True)
+
+
+async def test_a_huge_assignment_lets_the_session_run_while_it_is_applied(
+    agent_on: Callable[[FakeEngine], Awaitable[Agent]],
+) -> None:
+    """Applying 10,000 assignments takes over a second of task DB writes: heartbeats and
+    status reports must get turns meanwhile."""
+    agent = await agent_on(FakeEngine(delay=0.0))
+    turns = 0
+
+    async def session_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.ensure_future(session_work())
+    await asyncio.sleep(0)
+    before = turns
+    tasks = [running_task(slot=slot) for slot in range(1, 1001)]
+    await agent._apply_assignments(message(rpb.AssignmentsMessage.INCREMENTAL, tasks))
+    during = turns - before
+    ticker.cancel()
+    assert during >= 1000 // 256, during
+    await agent.remove_all()

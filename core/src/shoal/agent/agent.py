@@ -41,6 +41,8 @@ RPC_TIMEOUT = 5.0
 STATUS_BATCH_INTERVAL = 0.05
 BACKOFF_BASE = 0.1
 BACKOFF_MAX = 8.0
+#: Assignment changes applied between two turns of the event loop (each costs task DB writes).
+YIELD_EVERY = 256
 #: How often the agent looks for containers of its node that no task accounts for.
 STRAY_SWEEP_SECONDS = 30.0
 
@@ -73,8 +75,11 @@ class Agent:
         on_node: Callable[[pb.Node], None] | None = None,
         on_managers: Callable[[list[str]], None] | None = None,
         max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS,
+        serve_addr: str = "",
     ) -> None:
         self.node_id = node_id
+        #: Where this node serves managers (its tasks' logs), told to them with each session.
+        self.serve_addr = serve_addr
         self.runtime = BoundedRuntime(runtime, max_engine_calls)
         self.runtime_name = runtime_name
         self.transport = transport
@@ -165,7 +170,9 @@ class Agent:
 
     async def _session(self, manager: str) -> None:
         info = await self.runtime.describe()
-        request = rpb.SessionRequest(description=description_from(info, self.hostname, self.runtime_name))
+        description = description_from(info, self.hostname, self.runtime_name)
+        description.addr = self.serve_addr
+        request = rpb.SessionRequest(description=description)
         stream = self.transport.stream(manager, rpc.SESSION, request.SerializeToString(), tls=self.tls())
         iterator = stream.__aiter__()
         first = rpb.SessionMessage.FromString(await asyncio.wait_for(iterator.__anext__(), RPC_TIMEOUT))
@@ -244,7 +251,9 @@ class Agent:
         removals: list[str] = []
         if complete:
             self.files.reset()
-        for change in message.changes:
+        for index, change in enumerate(message.changes, 1):
+            if index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # thousands of tasks: let heartbeats and status through
             if self.files.apply(change):
                 continue
             task = change.task
@@ -268,8 +277,7 @@ class Agent:
 
     def _add_controller(self, task: pb.Task, status: pb.TaskStatus | None) -> None:
         controller = TaskController(task, status, self.runtime, self._queue_status, self.files.files_for)
-        self.controllers[task.id] = controller
-        self.db.put_task(task)
+        self.controllers[task.id] = controller  # the task DB has it: the caller wrote it or read it
         controller.start()
 
     async def remove_all(self) -> None:
