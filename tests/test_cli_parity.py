@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 
 import pytest
-from harness import TEST_IMAGE, ShoalNode
+from harness import TEST_IMAGE, ShoalNode, start_cluster, wait_until
 
 pytestmark = [pytest.mark.cluster]
 
@@ -51,3 +51,34 @@ def test_shell_quoted_args_and_info_block(node_factory: Factory) -> None:
         assert expected in lines, (expected, text)
     assert json.loads(node.ok("info", "--format", "json").stdout)["Cluster"]["Nodes"] == 1
     assert node.ok("info", "--format", "{{.Role}}").stdout.strip() == "manager"
+
+
+def test_service_logs_come_from_the_node_running_the_task(node_factory: Factory) -> None:
+    manager, (worker,) = start_cluster(node_factory, "w1")
+    worker_id = worker.node_id()
+    manager.ok(
+        "service", "create", "--name", "chatty", "--detach", "--constraint", "node.role==worker",
+        TEST_IMAGE, "sh", "-c", "echo hello from the worker; echo second line; exec sleep 3600",
+    )  # fmt: skip
+    wait_until(lambda: manager.running("chatty"), 60, what="the task to run on the worker")
+    assert {t["Node"] for t in manager.running("chatty")} == {"w1"}
+
+    def logs() -> list[str] | None:
+        result = manager.ok("service", "logs", "chatty")
+        lines = result.stdout.splitlines()
+        return lines if len(lines) == 2 else None
+
+    lines = wait_until(logs, 30, what="the worker's task output through the manager")
+    assert [line.split(" | ", 1)[1] for line in lines] == ["hello from the worker", "second line"]
+    assert all(line.startswith("chatty.1.") and "@w1 " in line for line in lines), lines
+    raw = manager.ok("service", "logs", "--raw", "--tail", "1", "chatty").stdout
+    assert raw == "second line\n"
+
+    # The worker gone: its logs cannot be had; one warning naming it, exit 1 as docker's
+    # "incomplete log stream" error.
+    worker.stop()
+    gone = manager.cli("service", "logs", "chatty")
+    assert gone.returncode == 1 and gone.stdout == "", gone
+    warnings = gone.stderr.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: incomplete log stream: node w1"), warnings
+    assert worker_id in warnings[0]

@@ -29,8 +29,8 @@ pytestmark = [pytest.mark.cluster]
 Factory = Callable[..., ShoalNode]
 #: How long a stream may stay silent before the probe counts it as open (admitted).
 STREAM_WAIT = 10.0
-#: Served by no node today (logs are read through the local API); nothing to probe.
-NOT_SERVED = {rpc.TASK_LOGS}
+#: Methods no node serves (none today: every one is probed).
+NOT_SERVED: set[str] = set()
 DENIED = StatusCode.PERMISSION_DENIED
 
 
@@ -75,10 +75,11 @@ def requests() -> dict[str, bytes]:
         rpc.STORE_STEP: step.SerializeToString(),
         rpc.STORE_PULL: step.SerializeToString(),
         rpc.STORE_JOIN: rpb.StoreJoinRequest(node_id="probe").SerializeToString(),
+        rpc.TASK_LOGS: rpb.TaskLogsRequest(task_id="probe").SerializeToString(),
     }
 
 
-STREAMS = {rpc.SESSION, rpc.ASSIGNMENTS, rpc.STORE_PULL}
+STREAMS = {rpc.SESSION, rpc.ASSIGNMENTS, rpc.STORE_PULL, rpc.TASK_LOGS}
 
 
 async def call(addr: str, method: str, tls: TLSMaterial) -> tuple[StatusCode, bytes]:
@@ -150,7 +151,7 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     m3.kill()
     lead = leader([m1, m2])
     demoted = probe(lead.addr, m3_cert)
-    for method in (rpc.CONTROL, rpc.STORE_STEP, rpc.STORE_PULL, rpc.STORE_JOIN):
+    for method in (rpc.CONTROL, rpc.STORE_STEP, rpc.STORE_PULL, rpc.STORE_JOIN, rpc.TASK_LOGS):
         assert demoted[method] == DENIED, (method, demoted)
     # A worker may use the dispatcher: past authorisation (a bogus session is NOT_FOUND; should
     # leadership move meanwhile, UNAVAILABLE), never refused.

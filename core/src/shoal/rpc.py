@@ -71,7 +71,8 @@ ACCESS: Mapping[str, Access] = {
     HEARTBEAT: Access.NODE,
     ASSIGNMENTS: Access.NODE,
     UPDATE_TASK_STATUS: Access.NODE,
-    TASK_LOGS: Access.NODE,
+    # A manager reading a task's output for ``service logs`` from the node that runs it.
+    TASK_LOGS: Access.MANAGER,
     CONTROL: Access.MANAGER,
     STORE_STEP: Access.STORE_PEER,
     STORE_PULL: Access.STORE_PEER,
@@ -165,6 +166,30 @@ def checker(cluster_id: str, view: Callable[[], ReadView]) -> Check:
 
     def check(method: str, peer: PeerIdentity | None) -> None:
         authorize(peer, ACCESS[method], cluster_id=cluster_id, view=view())
+
+    return check
+
+
+def certificate_checker(cluster_id: str) -> Check:
+    """The check of a node that holds no store (a worker serving its tasks' logs): the verified
+    certificate alone. It must be of this cluster and carry the role the rule needs; a worker
+    cannot see a removal or demotion, so a manager certificate keeps passing here until it
+    expires (managers renew theirs as workers once demoted)."""
+
+    def check(method: str, peer: PeerIdentity | None) -> None:
+        access = ACCESS[method]
+        if access is Access.PUBLIC or (peer is None and access is Access.JOIN):
+            return
+        if peer is None:
+            raise _denied("a node certificate is required for this call")
+        if peer.cluster_id != cluster_id:
+            raise _denied(
+                f"certificate of node {peer.node_id} belongs to cluster {peer.cluster_id!r}, not this one"
+            )
+        if access in (Access.MANAGER, Access.STORE_PEER) and peer.role != MANAGER_OU:
+            raise _denied(
+                f"role {peer.role!r} of node {peer.node_id} may not call this method (needs {MANAGER_OU})"
+            )
 
     return check
 

@@ -75,8 +75,11 @@ class Agent:
         on_node: Callable[[pb.Node], None] | None = None,
         on_managers: Callable[[list[str]], None] | None = None,
         max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS,
+        serve_addr: str = "",
     ) -> None:
         self.node_id = node_id
+        #: Where this node serves managers (its tasks' logs), told to them with each session.
+        self.serve_addr = serve_addr
         self.runtime = BoundedRuntime(runtime, max_engine_calls)
         self.runtime_name = runtime_name
         self.transport = transport
@@ -167,7 +170,9 @@ class Agent:
 
     async def _session(self, manager: str) -> None:
         info = await self.runtime.describe()
-        request = rpb.SessionRequest(description=description_from(info, self.hostname, self.runtime_name))
+        description = description_from(info, self.hostname, self.runtime_name)
+        description.addr = self.serve_addr
+        request = rpb.SessionRequest(description=description)
         stream = self.transport.stream(manager, rpc.SESSION, request.SerializeToString(), tls=self.tls())
         iterator = stream.__aiter__()
         first = rpb.SessionMessage.FromString(await asyncio.wait_for(iterator.__anext__(), RPC_TIMEOUT))

@@ -693,10 +693,15 @@ def service_logs(
     """Fetch the logs of a service's tasks."""
     if tail != "all" and not tail.isdigit():
         fail(f'invalid --tail "{tail}": use a number of lines or all', 2)
+    incomplete = False
     try:
         for item in Client(ctx.find_root().params.get("host"), timeout=None).stream(
             "service.logs", service=service_ref, follow=follow, tail=tail
         ):
+            if "Warning" in item:  # a node whose tasks' logs cannot be had: said, and exit 1
+                click.echo(f"warning: {item['Warning']}", err=True)
+                incomplete = True
+                continue
             prefix = item["Prefix"]
             if no_task_ids:
                 name, _, rest = prefix.partition("@")
@@ -705,6 +710,8 @@ def service_logs(
             click.echo(line if raw else f"{prefix}    | {line}", err=item.get("Stream") == "stderr")
     except ClientError as exc:
         fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
+    if incomplete:
+        sys.exit(1)  # as docker: "incomplete log stream" is an error once the rest is printed
 
 
 cli.add_command(secret)

@@ -33,7 +33,9 @@ from shoal.daemon.localapi import APIError, LocalAPIServer
 from shoal.daemon.manager import Manager
 from shoal.daemon.network import NodeNetworkLife
 from shoal.daemon.renewal import CertificateRenewer, check_not_expired
+from shoal.daemon.servicelogs import LogReader, service_log_items
 from shoal.daemon.state import CERTS_DIR, STATE_FILE, NodeState, load_state, save_state
+from shoal.daemon.tasklogs import TaskLogServer
 from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
@@ -302,12 +304,24 @@ class Daemon:
             if not join_via:
                 await self._reissue_if_expired(state)
             unary, streams = self.manager.rpc_handlers()
+        streams.update(self._task_log_handlers(state))
+        serve_addr = state.advertise_addr
         if state.is_manager:
-            # Workers serve nothing: agents dial managers, never the other way round.
             self.server = await self.transport.serve(state.listen_addr, self.tls, unary, streams)
             if join_via and self.manager is not None:
                 others = [m for m in state.managers if m != join_via and m != state.advertise_addr]
                 await self.manager.join_group(join_via, others)
+        else:
+            # A worker serves managers one thing, its tasks' logs; agents still dial managers.
+            try:
+                self.server = await self.transport.serve(state.listen_addr, self.tls, unary, streams)
+            except Exception as exc:  # the node still runs tasks; only its logs are out of reach
+                log.warning(
+                    "cannot serve task logs on %s (service logs will miss this node): %s",
+                    state.listen_addr,
+                    exc,
+                )
+                serve_addr = ""
         # Before the agent: a task's endpoint needs the node's network ready.
         advertise_ip = split_addr(state.advertise_addr)[0]
         await self.network.start(
@@ -325,6 +339,7 @@ class Daemon:
             on_node=self._on_node,
             on_managers=self._managers_learned,
             max_engine_calls=self.config.max_engine_calls,
+            serve_addr=serve_addr,
         )
         await self.agent.start()
         self.renewer = CertificateRenewer(
@@ -335,6 +350,23 @@ class Daemon:
             managers=lambda: self.agent.managers if self.agent is not None else state.managers,
         )
         self.renewer.start()
+
+    def _task_log_handlers(self, state: NodeState) -> rpc.StreamTable:
+        """``rpc.TASK_LOGS`` for this node's tasks, guarded by the store on a manager and by the
+        certificate alone on a worker (which has no store)."""
+        manager = self.manager
+        check = (
+            rpc.checker(state.cluster_id, lambda: manager.store.view)
+            if manager is not None
+            else rpc.certificate_checker(state.cluster_id)
+        )
+
+        def task(task_id: str) -> pb.Task | None:
+            controller = self.agent.controllers.get(task_id) if self.agent is not None else None
+            return controller.task if controller is not None else None
+
+        server = TaskLogServer(state.node_id, task, lambda: self.runtime)
+        return server.handlers(check)[1]
 
     def _secrets_provider(self, driver: str) -> SecretsProvider:
         """The secrets plugin named ``driver`` (a secret's ``--driver``, or the swarm's own)."""
@@ -826,53 +858,23 @@ class Daemon:
         return result
 
     async def service_logs(self, params: dict[str, Any]) -> AsyncIterator[Any]:
-        """Output of the service's tasks that run on this node, prefixed like docker's."""
+        """Output of the service's tasks on every node, prefixed like docker's (servicelogs)."""
         if self.manager is None or self.runtime is None:
             raise APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
         service = self.manager.control.find_service(str(params.get("service") or ""))
-        follow = bool(params.get("follow"))
-        tail_n = parse_tail(params.get("tail"))
-        view = self.manager.store.view
-        tasks = [t for t in view.service_tasks(service.id) if t.status.state >= pb.PREPARING]
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
-        done = object()
-        runtime = self.runtime
-
-        async def pump(task: pb.Task) -> None:
-            node = view.nodes.get(task.node_id)
-            prefix = f"{task.service_annotations.name}.{task.slot}.{task.id[:12]}@" + (
-                node.description.hostname if node else task.node_id[:12]
-            )
-            try:
-                if task.node_id != self.manager.node_id if self.manager else True:
-                    return
-                async for line in runtime.logs(task, follow=follow, tail=tail_n):
-                    await queue.put(
-                        {
-                            "Prefix": prefix,
-                            "Line": line.text,
-                            "Stream": line.stream,
-                            "Timestamp": line.timestamp,
-                        }
-                    )
-            except RuntimeError_ as exc:
-                await queue.put({"Prefix": prefix, "Line": f"error reading logs: {exc}", "Stream": "stderr"})
-            finally:
-                await queue.put(done)
-
-        pumps = [asyncio.create_task(pump(t)) for t in tasks]
-        remaining = len(pumps)
-        try:
-            while remaining:
-                item = await queue.get()
-                if item is done:
-                    remaining -= 1
-                    continue
-                yield item
-        finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+        assert self.transport is not None
+        reader = LogReader(
+            node_id=self.manager.node_id,
+            runtime=self.runtime,
+            transport=self.transport,
+            tls=self._tls,
+            store=self.manager.store,
+        )
+        items = service_log_items(
+            reader, service.id, follow=bool(params.get("follow")), tail=parse_tail(params.get("tail"))
+        )
+        async for item in items:
+            yield item
 
 
 #: The GIL hand-off interval for the daemon. gRPC's I/O thread and the event loop pass the

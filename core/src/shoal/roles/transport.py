@@ -125,9 +125,21 @@ class TransportProvider(Protocol):
         """Call a unary method on ``target`` (``host:port``); raises ``RPCError``."""
 
     def stream(
-        self, target: str, method: str, request: bytes, *, tls: TLSMaterial, timeout: float | None = None
+        self,
+        target: str,
+        method: str,
+        request: bytes,
+        *,
+        tls: TLSMaterial,
+        timeout: float | None = None,
+        server_name: str = "",
     ) -> AsyncIterator[bytes]:
-        """Call a server-streaming method; iterate for the messages. Raises ``RPCError``."""
+        """Call a server-streaming method; iterate for the messages. Raises ``RPCError``.
+
+        ``server_name``: the name (a DNS SAN) the server's certificate must carry; empty, the
+        name managers carry (``swarm-manager`` unless configured). The kernel names a node's ID
+        to reach that node and no other: a worker serving its tasks' logs to a manager.
+        """
 
     async def close(self) -> None:
         """Close client channels this provider opened."""

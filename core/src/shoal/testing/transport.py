@@ -251,6 +251,33 @@ class TransportConformance:
         assert messages == [prefix + str(i).encode() for i in range(25)]
         assert await collect(transport.stream(server.address, COUNT, b"0", tls=manager)) == []
 
+    async def test_stream_to_a_named_server(
+        self, transport: TransportProvider, listen_addr: str, pki: ClusterPKI, service: TestService
+    ) -> None:
+        """``server_name`` picks the name the server's certificate must carry: a worker's server
+        answers when called by its node ID, and fails the handshake for the default manager
+        name (nothing that expects a manager can be pointed at a worker)."""
+        server = await transport.serve(
+            listen_addr, pki.node("worker-3", "swarm-worker"), service.unary(), service.streams()
+        )
+        try:
+            manager = pki.node("manager-2", "swarm-manager")
+            named = transport.stream(
+                server.address, COUNT, b"2", tls=manager, timeout=10, server_name="worker-3"
+            )
+            assert len(await collect(named)) == 2
+            for wrong in ("", "worker-4"):
+                with pytest.raises(RPCError) as refused:
+                    await collect(
+                        transport.stream(
+                            server.address, COUNT, b"2", tls=manager, timeout=10, server_name=wrong
+                        )
+                    )
+                assert refused.value.code == StatusCode.UNAVAILABLE, wrong
+        finally:
+            service.release.set()
+            await server.stop(0)
+
     async def test_concurrent_calls(
         self, transport: TransportProvider, server: TransportServer, pki: ClusterPKI
     ) -> None:

@@ -30,7 +30,8 @@ from shoal.roles.transport import TLSMaterial
 from shoal_transport_grpc import anonymous, errors, firstcontact
 from shoal_transport_grpc.options import CLIENT_OPTIONS
 
-_Key = tuple[str, bytes, bytes, bytes]
+#: (target, root, certificate, key, server name)
+_Key = tuple[str, bytes, bytes, bytes, str]
 
 
 class _Channel:
@@ -64,9 +65,16 @@ class ChannelPool:
         self._channels: dict[_Key, _Channel] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    async def acquire(self, target: str, tls: TLSMaterial, timeout: float | None) -> _Channel:  # noqa: ASYNC109
-        """The channel for this target and material, counted as in use until ``release``."""
-        key = (target, tls.root_pem, tls.cert_pem, tls.key_pem)
+    async def acquire(
+        self,
+        target: str,
+        tls: TLSMaterial,
+        timeout: float | None,  # noqa: ASYNC109
+        server_name: str = "",
+    ) -> _Channel:
+        """The channel for this target, material and expected server name (empty: the pool's
+        manager name), counted as in use until ``release``."""
+        key = (target, tls.root_pem, tls.cert_pem, tls.key_pem, server_name or self._server_name)
         entry = self._channels.get(key)
         if entry is None:
             root = tls.root_pem or await firstcontact.presented_root(target, timeout)
@@ -101,11 +109,11 @@ class ChannelPool:
         )
         options: list[tuple[str, Any]] = [
             *CLIENT_OPTIONS,
-            ("grpc.ssl_target_name_override", self._server_name),
+            ("grpc.ssl_target_name_override", key[4]),
         ]
         entry = _Channel(grpc.aio.secure_channel(target, credentials, options=options))
         for old_key, old in list(self._channels.items()):
-            if old_key[0] == target:
+            if old_key[0] == target and old_key[4] == key[4]:
                 del self._channels[old_key]
                 old.retired = True
                 if old.active == 0:
@@ -153,8 +161,9 @@ async def stream(
     request: bytes,
     tls: TLSMaterial,
     timeout: float | None,  # noqa: ASYNC109
+    server_name: str = "",
 ) -> AsyncIterator[bytes]:
-    entry = await pool.acquire(target, tls, timeout)
+    entry = await pool.acquire(target, tls, timeout, server_name)
     rpc = entry.stream_callable(method)(request, timeout=timeout)
     try:
         async for message in rpc:

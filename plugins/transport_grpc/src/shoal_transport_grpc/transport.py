@@ -63,9 +63,16 @@ class GrpcTransport:
         return await client.call(self._pool, target, method, request, tls, timeout)
 
     def stream(
-        self, target: str, method: str, request: bytes, *, tls: TLSMaterial, timeout: float | None = None
+        self,
+        target: str,
+        method: str,
+        request: bytes,
+        *,
+        tls: TLSMaterial,
+        timeout: float | None = None,
+        server_name: str = "",
     ) -> AsyncIterator[bytes]:
-        return client.stream(self._pool, target, method, request, tls, timeout)
+        return client.stream(self._pool, target, method, request, tls, timeout, server_name)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -84,7 +84,7 @@ class Caller:
         self._sources = sources
 
     def _connect(
-        self, target: str, tls: TLSMaterial
+        self, target: str, tls: TLSMaterial, server_name: str = ""
     ) -> tuple[MemoryServer, PeerIdentity | None, frozenset[str]]:
         network = self.network
         network.stats["calls"] += 1
@@ -97,7 +97,7 @@ class Caller:
             network.stats["refused"] += 1
             raise RPCError(StatusCode.UNAVAILABLE, f"cannot reach {target}: {reason}")
         try:
-            peer = self._handshaker.handshake(tls, server.tls)
+            peer = self._handshaker.handshake(tls, server.tls, server_name)
         except HandshakeFailure as exc:
             raise RPCError(
                 StatusCode.UNAVAILABLE, f"cannot reach {target}: TLS handshake failed: {exc}"
@@ -190,13 +190,14 @@ class Caller:
         request: bytes,
         tls: TLSMaterial,
         timeout: float | None,  # noqa: ASYNC109
+        server_name: str = "",
     ) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         data = check_message(method, request, "request is")
         if isinstance(data, RPCError):
             raise data
-        server, peer, sources = self._connect(target, tls)
+        server, peer, sources = self._connect(target, tls, server_name)
         handler = server.stream_handler(method)
         if handler is None:
             raise RPCError(StatusCode.UNIMPLEMENTED, f"{method}: method not found on {target}")

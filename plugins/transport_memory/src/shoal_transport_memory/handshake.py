@@ -74,16 +74,19 @@ class Handshaker:
         self._servers: dict[tuple[bytes, ...], _Window] = {}
         self._clients: dict[tuple[bytes, ...], _Window] = {}
 
-    def handshake(self, client: TLSMaterial, server: TLSMaterial) -> PeerIdentity | None:
-        """The peer the server sees; raises ``HandshakeFailure`` or ``RPCError`` (UNAUTHENTICATED)."""
+    def handshake(
+        self, client: TLSMaterial, server: TLSMaterial, server_name: str = ""
+    ) -> PeerIdentity | None:
+        """The peer the server sees; raises ``HandshakeFailure`` or ``RPCError`` (UNAUTHENTICATED).
+        ``server_name``: the name the server must carry (empty: this transport's manager name)."""
         now = dt.datetime.now(dt.UTC)
-        self._verify_server(server, client.root_pem or server.root_pem, now)
+        self._verify_server(server, client.root_pem or server.root_pem, now, server_name or self.server_name)
         if not (client.cert_pem and client.key_pem):
             return None  # like gRPC: a certificate without its key is not presented
         return self._identify_client(client, server.root_pem, now)
 
-    def _verify_server(self, server: TLSMaterial, trusted: bytes, now: dt.datetime) -> None:
-        key = (server.cert_pem, trusted)
+    def _verify_server(self, server: TLSMaterial, trusted: bytes, now: dt.datetime, expected: str) -> None:
+        key = (server.cert_pem, trusted, expected.encode())
         cached = self._servers.get(key)
         if cached is not None and cached.holds(now):
             return
@@ -93,10 +96,9 @@ class Handshaker:
             raise HandshakeFailure(f"server certificate refused: {exc}") from None
         cert = identity.load_certificate(server.cert_pem)
         names = _dns_names(cert)
-        if self.server_name not in names:
+        if expected not in names:
             raise HandshakeFailure(
-                f"server certificate refused: it names {', '.join(names) or 'nothing'}, "
-                f"expected {self.server_name}"
+                f"server certificate refused: it names {', '.join(names) or 'nothing'}, expected {expected}"
             )
         self._remember(self._servers, key, _Window(cert, None))
 

@@ -65,9 +65,16 @@ class MemoryTransport:
         return await self._caller.call(target, method, request, tls, timeout)
 
     def stream(
-        self, target: str, method: str, request: bytes, *, tls: TLSMaterial, timeout: float | None = None
+        self,
+        target: str,
+        method: str,
+        request: bytes,
+        *,
+        tls: TLSMaterial,
+        timeout: float | None = None,
+        server_name: str = "",
     ) -> AsyncIterator[bytes]:
-        return self._caller.stream(target, method, request, tls, timeout)
+        return self._caller.stream(target, method, request, tls, timeout, server_name)
 
     async def close(self) -> None:
         """Cancel this transport's calls in flight (``CANCELLED``), as closing gRPC channels does."""
