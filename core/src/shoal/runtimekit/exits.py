@@ -95,6 +95,9 @@ class ExitWatch:
                 self._closing.wait(retry)
                 retry = min(retry * 2, RETRY_MAX)
                 continue
+            if self._closing.is_set():  # closed while it was opening
+                self._close_stream()
+                return
             retry = RETRY_MIN
             post_to_loop(loop, self._opened)
             try:
