@@ -4,10 +4,12 @@ the readable ``shoal info`` block, and ``service logs`` of tasks on other nodes.
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 from collections.abc import Callable
 
 import pytest
-from harness import TEST_IMAGE, ShoalNode, start_cluster, wait_until
+from harness import SHOAL, TEST_IMAGE, ShoalNode, start_cluster, wait_until
 
 pytestmark = [pytest.mark.cluster]
 
@@ -73,6 +75,28 @@ def test_service_logs_come_from_the_node_running_the_task(node_factory: Factory)
     assert all(line.startswith("chatty.1.") and "@w1 " in line for line in lines), lines
     raw = manager.ok("service", "logs", "--raw", "--tail", "1", "chatty").stdout
     assert raw == "second line\n"
+
+    # -f follows a task that starts later, on the worker too.
+    following = subprocess.Popen(
+        [*SHOAL, "service", "logs", "-f", "chatty"], stdout=subprocess.PIPE, text=True, env=manager.env()
+    )
+    followed: list[str] = []
+    reader = threading.Thread(
+        target=lambda: followed.extend(iter(following.stdout.readline, "")), daemon=True
+    )  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_until(lambda: len(followed) >= 2, 30, what="the backlog through -f")
+        manager.ok("service", "scale", "--detach", "chatty=2")
+        wait_until(
+            lambda: any(line.startswith("chatty.2.") and "@w1 " in line for line in followed),
+            60,
+            what="the new task's output through -f",
+        )
+    finally:
+        following.terminate()
+        following.wait(10)
+        reader.join(10)
 
     # The worker gone: its logs cannot be had; one warning naming it, exit 1 as docker's
     # "incomplete log stream" error.
