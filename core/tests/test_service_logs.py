@@ -207,18 +207,25 @@ async def test_merge_holds_one_line_per_source() -> None:
     assert [i["Line"] async for i in merged] == ["b2", "a3", "b4"]
 
 
-def test_a_worker_checks_the_certificate_alone() -> None:
-    check = rpc.certificate_checker("c1")
+def test_a_worker_checks_the_certificate_and_the_managers_its_leader_named() -> None:
+    current: list[frozenset[str] | None] = [frozenset({MANAGER.node_id})]
+    check = rpc.certificate_checker("c1", lambda: current[0])
     check(rpc.TASK_LOGS, MANAGER)
+    demoted = PeerIdentity(node_id="m2", role=rpc.MANAGER_OU, cluster_id="c1")
     refusals: list[tuple[Any, str]] = [
         (PeerIdentity(node_id="w1", role=rpc.WORKER_OU, cluster_id="c1"), "needs swarm-manager"),
         (PeerIdentity(node_id="m9", role=rpc.MANAGER_OU, cluster_id="other"), "belongs to cluster 'other'"),
         (None, "certificate is required"),
+        # An old manager certificate of a node the leader no longer names (demoted or removed).
+        (demoted, "not a manager of this swarm now"),
     ]
     for peer, reason in refusals:
         with pytest.raises(RPCError, match=reason) as refused:
             check(rpc.TASK_LOGS, peer)
         assert refused.value.code == StatusCode.PERMISSION_DENIED
+    current[0] = None  # not told by a leader yet: manager-only calls are refused
+    with pytest.raises(RPCError, match="not yet heard from a leader"):
+        check(rpc.TASK_LOGS, MANAGER)
 
 
 async def test_task_log_server_serves_only_its_tasks() -> None:
@@ -230,7 +237,7 @@ async def test_task_log_server_serves_only_its_tasks() -> None:
     with pytest.raises(RPCError) as missing:
         await anext(server.task_logs(rpb.TaskLogsRequest(task_id="t9").SerializeToString(), MANAGER))
     assert missing.value.code == StatusCode.NOT_FOUND
-    unary, streams = server.handlers(rpc.certificate_checker("c1"))
+    unary, streams = server.handlers(rpc.certificate_checker("c1", lambda: frozenset({MANAGER.node_id})))
     assert unary == {} and set(streams) == {rpc.TASK_LOGS}
     worker = PeerIdentity(node_id="w2", role=rpc.WORKER_OU, cluster_id="c1")
     with pytest.raises(RPCError) as refused:

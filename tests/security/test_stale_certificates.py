@@ -105,6 +105,26 @@ async def call(addr: str, method: str, tls: TLSMaterial) -> tuple[StatusCode, by
         await transport.close()
 
 
+def worker_task_logs(worker: ShoalNode, worker_id: str, tls: TLSMaterial) -> StatusCode:
+    """The outcome of asking a worker for a task's logs (its certificate names its node ID)."""
+
+    async def ask() -> StatusCode:
+        transport = GrpcTransport()
+        try:
+            messages = transport.stream(
+                worker.addr, rpc.TASK_LOGS, requests()[rpc.TASK_LOGS], tls=tls, server_name=worker_id
+            )
+            async for _ in messages:
+                break
+            return StatusCode.OK
+        except RPCError as exc:
+            return exc.code
+        finally:
+            await transport.close()
+
+    return asyncio.run(ask())
+
+
 def probe(addr: str, tls: TLSMaterial, methods: set[str] | None = None) -> dict[str, StatusCode]:
     """Every RPC method of the node API (or ``methods``) called with ``tls``: its outcome code."""
     assert set(requests()) == set(rpc.ACCESS) - NOT_SERVED, "a new RPC method needs a probe here"
@@ -144,6 +164,14 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     m2_cert, m3_cert, w1_cert = old_certificate(m2), old_certificate(m3), old_certificate(w1)
     m2_id, m3_id = m2.node_id(), m3.node_id()  # the probe's session clears m3's hostname
     assert probe(m1.addr, m3_cert, {rpc.CONTROL}) == {rpc.CONTROL: StatusCode.OK}  # the probe works
+    w1_id = w1.node_id()
+    # A worker serves its tasks' logs to the current managers: m3's certificate passes its
+    # check (an unknown task is NOT_FOUND) once w1 has heard from the leader...
+    wait_until(
+        lambda: worker_task_logs(w1, w1_id, m3_cert) == StatusCode.NOT_FOUND,
+        30,
+        what="w1 to serve task logs to manager m3",
+    )
 
     # --- a demoted manager: its manager certificate counts as a worker's
     m1.ok("node", "demote", "m3")
@@ -158,6 +186,12 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     for method in (rpc.SESSION, rpc.HEARTBEAT, rpc.ASSIGNMENTS, rpc.UPDATE_TASK_STATUS):
         assert demoted[method] != DENIED, (method, demoted)
     assert demoted[rpc.SESSION] == StatusCode.OK, demoted
+    # ...and the worker, which holds no store, refuses it once the leader no longer names m3.
+    wait_until(
+        lambda: worker_task_logs(w1, w1_id, m3_cert) == DENIED,
+        30,
+        what="w1 to refuse the demoted manager's certificate for task logs",
+    )
 
     # Renewal gives it a worker certificate (retried only if leadership moved meanwhile).
     def renew() -> tuple[StatusCode, bytes] | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import Handler, PeerIdentity, RPCError, StatusCode, StreamHandler
@@ -170,11 +170,13 @@ def checker(cluster_id: str, view: Callable[[], ReadView]) -> Check:
     return check
 
 
-def certificate_checker(cluster_id: str) -> Check:
+def certificate_checker(cluster_id: str, current_managers: Callable[[], Collection[str] | None]) -> Check:
     """The check of a node that holds no store (a worker serving its tasks' logs): the verified
-    certificate alone. It must be of this cluster and carry the role the rule needs; a worker
-    cannot see a removal or demotion, so a manager certificate keeps passing here until it
-    expires (managers renew theirs as workers once demoted)."""
+    certificate must be of this cluster and carry the role the rule needs, and for a
+    manager-only rule its node must be one of ``current_managers()``, the managers the leader
+    last named in this node's session. A demoted or removed manager's old certificate is thus
+    refused here as soon as the worker hears of the change; before the worker has heard from a
+    leader at all (``None``), manager-only calls are refused."""
 
     def check(method: str, peer: PeerIdentity | None) -> None:
         access = ACCESS[method]
@@ -186,10 +188,18 @@ def certificate_checker(cluster_id: str) -> Check:
             raise _denied(
                 f"certificate of node {peer.node_id} belongs to cluster {peer.cluster_id!r}, not this one"
             )
-        if access in (Access.MANAGER, Access.STORE_PEER) and peer.role != MANAGER_OU:
-            raise _denied(
-                f"role {peer.role!r} of node {peer.node_id} may not call this method (needs {MANAGER_OU})"
-            )
+        if access in (Access.MANAGER, Access.STORE_PEER):
+            if peer.role != MANAGER_OU:
+                raise _denied(
+                    f"role {peer.role!r} of node {peer.node_id} may not call this method (needs {MANAGER_OU})"
+                )
+            managers = current_managers()
+            if managers is None:
+                raise _denied("this node has not yet heard from a leader which nodes are managers")
+            if peer.node_id not in managers:
+                raise _denied(
+                    f"node {peer.node_id} is not a manager of this swarm now (it was demoted or removed)"
+                )
 
     return check
 

@@ -85,6 +85,9 @@ class Agent:
         self.transport = transport
         self.tls = tls
         self.managers = list(managers)
+        #: Node IDs of the current managers as the leader last said (None: not told yet). The
+        #: node serves manager-only calls to these alone (see ``rpc.certificate_checker``).
+        self.manager_ids: frozenset[str] | None = None
         self.hostname = hostname
         #: Told of every version of this node's object the managers send (role changes).
         self.on_node = on_node
@@ -207,6 +210,7 @@ class Agent:
 
     def _on_session_message(self, message: rpb.SessionMessage) -> None:
         self.node = message.node
+        self.manager_ids = frozenset(message.manager_ids)
         self._learn_managers(message.managers)
         if self.on_node is not None and message.HasField("node"):
             self.on_node(message.node)

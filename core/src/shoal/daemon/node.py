@@ -358,7 +358,9 @@ class Daemon:
         check = (
             rpc.checker(state.cluster_id, lambda: manager.store.view)
             if manager is not None
-            else rpc.certificate_checker(state.cluster_id)
+            else rpc.certificate_checker(
+                state.cluster_id, lambda: self.agent.manager_ids if self.agent is not None else None
+            )
         )
 
         def task(task_id: str) -> pb.Task | None:

@@ -2,7 +2,7 @@
 
 Every node serves ``rpc.TASK_LOGS`` (rule ``MANAGER``) behind ``rpc.guard``: a manager checks the
 caller against its store (a current manager), a worker, which holds no store, against the
-certificate alone (``rpc.certificate_checker``: this cluster, manager role). Only tasks the
+certificate and the managers its leader last named (``rpc.certificate_checker``). Only tasks the
 node's agent holds are served, so a caller cannot name another container of the engine.
 """
 

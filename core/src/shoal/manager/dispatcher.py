@@ -149,15 +149,29 @@ class Dispatcher:
         cluster = self.store.view.cluster()
         return (
             tuple(self.manager_addrs()),
+            self.manager_ids(),
             self.heartbeat_period(),
             (node.role, node.spec.desired_role, node.spec.availability) if node is not None else None,
             cluster.root_ca.ca_cert if cluster is not None else b"",
+        )
+
+    def manager_ids(self) -> tuple[str, ...]:
+        """The node IDs of the current managers, sent to agents: a worker serves manager-only
+        calls (its tasks' logs) to these nodes alone. A manager being demoted (desired role
+        worker) is left out at once, before its demotion completes."""
+        return tuple(
+            sorted(
+                node.id
+                for node in self.store.view.nodes.all()
+                if node.role == pb.NodeSpec.MANAGER and node.spec.desired_role == pb.NodeSpec.MANAGER
+            )
         )
 
     def _session_message(self, session: _Session) -> rpb.SessionMessage:
         message = rpb.SessionMessage(
             session_id=session.session_id,
             managers=self.manager_addrs(),
+            manager_ids=self.manager_ids(),
             heartbeat_period=self.heartbeat_period(),
         )
         node = self.store.view.nodes.get(session.node_id)

@@ -57,6 +57,7 @@ class SessionMessage(_message.Message):
     MANAGERS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_PERIOD_FIELD_NUMBER: _builtins.int
     ROOT_CA_FIELD_NUMBER: _builtins.int
+    MANAGER_IDS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     heartbeat_period: _builtins.float
     root_ca: _builtins.bytes
@@ -66,6 +67,13 @@ class SessionMessage(_message.Message):
     def managers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """addresses of managers, for reconnects"""
 
+    @_builtins.property
+    def manager_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Node IDs of the current managers (role and desired role manager): a worker, which holds
+        no store, serves manager-only calls (its tasks' logs) to these nodes alone, so a demoted or
+        removed manager's old certificate stops working there too.
+        """
+
     def __init__(
         self,
         *,
@@ -74,10 +82,11 @@ class SessionMessage(_message.Message):
         managers: _abc.Iterable[_builtins.str] | None = ...,
         heartbeat_period: _builtins.float = ...,
         root_ca: _builtins.bytes = ...,
+        manager_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "managers", b"managers", "node", b"node", "root_ca", b"root_ca", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "manager_ids", b"manager_ids", "managers", b"managers", "node", b"node", "root_ca", b"root_ca", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
