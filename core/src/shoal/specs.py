@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from shoal import defaults, imageref, placement
+from shoal import defaults, imageref, placement, tasktemplates
 from shoal import ports as published
 from shoal.proto import objects_pb2 as pb
 from shoal.shellwords import ShellWordsError, split_words
@@ -155,8 +155,9 @@ def parse_stop_signal(value: Any) -> str:
 def parse_hostname(value: Any) -> str:
     """A container hostname: at most 64 characters (the kernel's limit), dot-separated labels
     of letters, digits and "-" not starting or ending with "-" (RFC 1123); empty = the default."""
-    name = str(value)
-    shown = name if len(name) <= 70 else name[:60] + f"... ({len(name)} characters)"
+    raw = str(value)
+    shown = raw if len(raw) <= 70 else raw[:60] + f"... ({len(raw)} characters)"
+    name = _template_probe(raw, f'--hostname "{shown}"')
     if len(name) > HOSTNAME_MAX:
         raise SpecError(f'invalid --hostname "{shown}": a hostname is at most {HOSTNAME_MAX} characters')
     if name and not all(_HOST_LABEL.match(label) for label in name.split(".")):
@@ -164,7 +165,17 @@ def parse_hostname(value: Any) -> str:
             f'invalid --hostname "{shown}": use letters, digits and "-" in labels separated by ".", '
             'each label not starting or ending with "-"'
         )
-    return name
+    return raw
+
+
+def _template_probe(text: str, what: str) -> str:
+    """``text`` as it would look once a task expands its templates (tasktemplates.SAMPLE), so
+    that the usual checks apply to it; a template that cannot be expanded is refused here, on
+    the manager, instead of reaching the nodes. ``what`` names the flag and its value."""
+    try:
+        return tasktemplates.expand(text, tasktemplates.SAMPLE)
+    except tasktemplates.TemplateError as exc:
+        raise SpecError(f"invalid {what}: {exc}") from None
 
 
 def parse_workdir(value: Any) -> str:
@@ -252,7 +263,7 @@ def _pairs(values: Any, flag: str) -> list[tuple[str, str]]:
 def _env(values: Any, flag: str) -> list[str]:
     out = []
     for item in values or []:
-        key = str(item).partition("=")[0]
+        key = _template_probe(str(item), f'{flag} "{item}"').partition("=")[0]
         if not key or not _ENV_KEY.match(key):
             raise SpecError(f'invalid {flag} "{item}": use KEY=VALUE')
         out.append(str(item))
@@ -303,20 +314,28 @@ def parse_mount(text: str) -> pb.Mount:
         mount.tmpfs_size_bytes = parse_memory(fields.pop("tmpfs-size"), "--mount tmpfs-size")
     if fields:
         raise SpecError(f'invalid --mount "{text}": unknown option {", ".join(sorted(fields))}')
-    if not mount.target.startswith("/"):
+    _check_mount_paths(mount, text)
+    return mount
+
+
+def _check_mount_paths(mount: pb.Mount, text: str) -> None:
+    """The source and target rules, applied to what they expand to when they hold templates."""
+    what = f'--mount "{text}"'
+    source = _template_probe(mount.source, what)
+    target = _template_probe(mount.target, what)
+    if not target.startswith("/"):
         raise SpecError(f'invalid --mount "{text}": target must be an absolute path inside the container')
-    if mount.target.strip("/") == "":
+    if target.strip("/") == "":
         raise SpecError(f'invalid --mount "{text}": the target cannot be "/"')
-    if mount.type == pb.Mount.VOLUME and mount.source and not _VOLUME_NAME.match(mount.source):
+    if mount.type == pb.Mount.VOLUME and source and not _VOLUME_NAME.match(source):
         raise SpecError(
             f'invalid --mount "{text}": a volume name is letters, digits, "_", "." and "-", '
             "starting with a letter or digit"
         )
-    if mount.type == pb.Mount.BIND and not mount.source.startswith("/"):
+    if mount.type == pb.Mount.BIND and not source.startswith("/"):
         raise SpecError(f'invalid --mount "{text}": a bind mount needs an absolute source path on the host')
-    if mount.type == pb.Mount.TMPFS and mount.source:
+    if mount.type == pb.Mount.TMPFS and source:
         raise SpecError(f'invalid --mount "{text}": a tmpfs mount takes no source')
-    return mount
 
 
 def _update_config(config: pb.UpdateConfig, params: Mapping[str, Any], prefix: str) -> None:

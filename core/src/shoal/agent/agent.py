@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from shoal import rpc, states
+from shoal import rpc, states, tasktemplates
 from shoal.agent.controller import TaskController
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, BoundedRuntime
 from shoal.agent.secrets import TaskFileStore
@@ -89,6 +89,9 @@ class Agent:
         #: node serves manager-only calls to these alone (see ``rpc.certificate_checker``).
         self.manager_ids: frozenset[str] | None = None
         self.hostname = hostname
+        #: This node as it last described itself: what ``{{.Node.Hostname}}`` and the other
+        #: node placeholders of a task's templates stand for (tasktemplates).
+        self.description = pb.NodeDescription(hostname=hostname)
         #: Told of every version of this node's object the managers send (role changes).
         self.on_node = on_node
         #: Told of every new manager list (leader first), to keep it across restarts.
@@ -113,6 +116,10 @@ class Agent:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        with contextlib.suppress(RuntimeError_):
+            self.description = description_from(
+                await self.runtime.describe(), self.hostname, self.runtime_name
+            )
         await self._readopt()
         self._main = asyncio.create_task(self._run(), name="agent")
         self._sweeper = asyncio.create_task(self._sweep_strays(), name="agent-stray-sweeper")
@@ -175,6 +182,7 @@ class Agent:
         info = await self.runtime.describe()
         description = description_from(info, self.hostname, self.runtime_name)
         description.addr = self.serve_addr
+        self.description = description
         request = rpb.SessionRequest(description=description)
         stream = self.transport.stream(manager, rpc.SESSION, request.SerializeToString(), tls=self.tls())
         iterator = stream.__aiter__()
@@ -270,7 +278,7 @@ class Agent:
             if controller is None:
                 self._add_controller(task, None)
             else:
-                controller.update(task)
+                controller.update(self._expanded(task))
         if complete:
             removals.extend(task_id for task_id in self.controllers if task_id not in seen)
         for task_id in removals:
@@ -279,8 +287,22 @@ class Agent:
             self._reconciled_once = True
             await self._remove_strays()
 
+    def _expanded(self, task: pb.Task) -> pb.Task:
+        """The task as its container is built: templates in its hostname, environment and
+        mounts expanded for this node (SwarmKit does it in the agent too: only the node knows
+        its own ID and hostname). The manager checked them when the service was stored."""
+        try:
+            return tasktemplates.expand_task(
+                task, tasktemplates.values_for(task, self.node_id, self.description)
+            )
+        except tasktemplates.TemplateError as exc:
+            log.warning("task %s: templates left as they are: %s", task.id, exc)
+            return task
+
     def _add_controller(self, task: pb.Task, status: pb.TaskStatus | None) -> None:
-        controller = TaskController(task, status, self.runtime, self._queue_status, self.files.files_for)
+        controller = TaskController(
+            self._expanded(task), status, self.runtime, self._queue_status, self.files.files_for
+        )
         self.controllers[task.id] = controller  # the task DB has it: the caller wrote it or read it
         controller.start()
 
