@@ -408,3 +408,14 @@ def test_task_files_live_on_a_private_read_only_tmpfs_until_released(tmp_path: P
         taskfiles.release(base, "t1")
     assert not (base / "t1").exists()
     taskfiles.release(base, "t1")  # already gone: fine
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_hundred_small_secrets_fit_their_tmpfs(tmp_path: Path) -> None:
+    # A tmpfs gives each file whole pages: sized by bytes alone, 100 secrets did not fit.
+    files = [TaskFile(f"/run/secrets/s{i}", b"x" * 64) for i in range(100)]
+    try:
+        taskfiles.materialise(tmp_path, "t1", files)
+        assert len(list((tmp_path / "t1" / "secrets").iterdir())) == 100
+    finally:
+        taskfiles.release(tmp_path, "t1")

@@ -106,17 +106,27 @@ def materialise(base: Path, task_id: str, files: Sequence[TaskFile]) -> list[Bin
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o700)  # only root (and the engine, as root) may reach a task's files
     root.mkdir(mode=0o700, exist_ok=True)
-    size = sum(len(f.data) for f in files) + SIZE_SLACK
+    size = tmpfs_size(files)
     options = f"mode=0755,size={size}"
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     _mount("tmpfs", root, "tmpfs", flags, options)
     try:
         _write_all(root, files)
         _mount("tmpfs", root, None, flags | MS_REMOUNT | MS_RDONLY, options)
+    except OSError as exc:
+        release(base, task_id)
+        raise RuntimeError_(f"cannot write the task's secrets and configs: {exc.strerror or exc}") from None
     except BaseException:
         release(base, task_id)
         raise
     return binds(files, root)
+
+
+def tmpfs_size(files: Sequence[TaskFile]) -> int:
+    """Bytes the task's tmpfs needs: a tmpfs gives every file whole pages (a 10-byte secret
+    takes 4 KiB), plus room for the directories."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    return sum(max(1, -(-len(f.data) // page)) * page for f in files) + SIZE_SLACK
 
 
 def _write_all(root: Path, files: Sequence[TaskFile]) -> None:
