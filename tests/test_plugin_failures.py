@@ -72,7 +72,7 @@ BROKEN = [
     (
         "wrongapi",
         WRONG_API,
-        f"implements scheduler API version 99, but this shoal speaks version 1 (built by {HOOK})",
+        f"implements scheduler API version 99, but this shoal speaks version 2 (built by {HOOK})",
     ),
     ("nohook", NO_HOOK, f"does not implement the hook {HOOK}"),
 ]

@@ -9,16 +9,18 @@ several ready nodes, each scheduler built through the plugin loader as a manager
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from harness import TEST_IMAGE, ShoalNode, wait_until
-from shoal import states
+from shoal import placement, states
 from shoal.ids import new_id
 from shoal.loader import PluginLoader
 from shoal.manager.orchestrator import new_task
 from shoal.manager.scheduler_driver import SchedulerDriver
 from shoal.proto import objects_pb2 as pb
+from shoal.roles import NodeInfo
 from shoal.store.memory import ObjectStore, Tx
 
 
@@ -43,7 +45,21 @@ def test_daemon_runs_with_binpack(node_factory: object) -> None:
     wait_until(lambda: len(node.running("packed")) == 3, 60, what="3 tasks running after restart")
 
 
-async def place_with(scheduler: str, tmp_path: Path) -> Counter[str]:
+class _NotNode0(placement.Filter):
+    """An extension filter: keeps tasks off node0."""
+
+    static = True
+
+    def check(self, info: NodeInfo) -> bool:
+        return info.id != "node0"
+
+    def explain(self, nodes: int) -> str:
+        return f"node0 is reserved on {nodes} nodes"
+
+
+async def place_with(
+    scheduler: str, tmp_path: Path, filters: Sequence[placement.Filter] = ()
+) -> Counter[str]:
     loader = PluginLoader(selection={"scheduler": scheduler})
     provider = loader.provider("scheduler", loader.make_context("scheduler", tmp_path / scheduler))
     store = ObjectStore()
@@ -66,7 +82,7 @@ async def place_with(scheduler: str, tmp_path: Path) -> Counter[str]:
                 tx.create(new_task(service, slot))
 
         await store.update(seed)
-        await SchedulerDriver(store, provider).tick()
+        await SchedulerDriver(store, provider, filters).tick()
         tasks = list(store.view.tasks.all())
         assert all(t.status.state == states.ASSIGNED for t in tasks)
         return Counter(t.node_id for t in tasks)
@@ -106,3 +122,11 @@ def test_placements_differ_on_a_real_cluster(
     wait_until(lambda: len(manager.running("placed")) == 3, 60, what="3 running")
     per_node = Counter(t["Node"] for t in manager.running("placed"))
     assert sorted(per_node.values()) == expected
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("scheduler", ["spread", "binpack"])
+async def test_driver_hands_extension_filters_to_the_scheduler(scheduler: str, tmp_path: Path) -> None:
+    """The filters from ``shoal_node_filters`` reach the plugin through ``schedule``'s arguments."""
+    placed = await place_with(scheduler, tmp_path, [_NotNode0()])
+    assert "node0" not in placed and sum(placed.values()) == 6

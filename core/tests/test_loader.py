@@ -635,7 +635,7 @@ def test_list_installed_reads_provider_class_and_builds_each_healthy_plugin(site
     )
     assert rows == [
         ["store", "raft", "", "", None, True, "not installed"],
-        ["scheduler", "binpack", "sched-bin", "0.9", 1, False, ""],
+        ["scheduler", "binpack", "sched-bin", "0.9", 2, False, ""],
         ["scheduler", "spread", "", "", None, True, "not installed"],
         ["ca", "internal", "", "", None, True, "not installed"],
         ["runtime", "broken", "shoal-runtime-broken", "1.0", None, False,

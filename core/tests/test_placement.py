@@ -211,18 +211,18 @@ def test_extra_filters_run_after_builtins() -> None:
     assert pipeline.explain() == "1 node not available for new tasks; not the chosen one on 1 nodes"
 
 
-def test_registered_extension_filters_are_the_default() -> None:
+def test_check_filters_refuses_what_is_not_a_filter() -> None:
     only = _OnlyNode("a")
-    infos = node_infos([make_node("a"), make_node("b")])
-    placement.set_extension_filters([only])
-    try:
-        assert placement.extension_filters() == (only,)
-        assert _process_all(Pipeline().set_task(make_task("t")), infos) == ["a"]
-        assert _process_all(Pipeline(()).set_task(make_task("t")), infos) == ["a", "b"]
-    finally:
-        placement.set_extension_filters([])
+    assert placement.check_filters([only]) == (only,)
     with pytest.raises(TypeError, match=r"is not a shoal\.placement\.Filter"):
-        placement.set_extension_filters([object()])  # type: ignore[list-item]
+        placement.check_filters([only, object()])
+
+
+def test_pipeline_has_no_hidden_extension_filters() -> None:
+    """Extension filters reach a scheduler only through ``schedule(..., filters)``."""
+    assert not hasattr(placement, "set_extension_filters")
+    infos = node_infos([make_node("a"), make_node("b")])
+    assert _process_all(Pipeline().set_task(make_task("t")), infos) == ["a", "b"]
 
 
 # --------------------------------------------------------------------------- node infos

@@ -11,15 +11,15 @@ scheduler, so that swapping the scheduler never changes what ``--constraint`` or
 * :class:`Pipeline` runs the filters in Swarm's fixed order (ready, resources, constraints,
   host ports, max replicas, then extension filters) and explains failures in Swarm's words.
 * :class:`Filter` is the base class for extra filters; extensions contribute instances through
-  the ``shoal_node_filters`` hook and the scheduler driver registers them with
-  :func:`set_extension_filters`.
+  the ``shoal_node_filters`` hook and the scheduler driver hands them to the scheduler as the
+  ``filters`` argument of ``schedule``, which passes them to ``Pipeline(filters)``.
 * :func:`build_node_infos` turns the store's nodes and tasks into the ``NodeInfo`` objects a
   scheduler receives; :func:`group_batches` splits tasks into Swarm's (service, spec version)
   batches.
 
 Typical use inside a scheduler::
 
-    pipeline = Pipeline().set_task(tasks[0])   # once per batch: parses constraints once
+    pipeline = Pipeline(filters).set_task(tasks[0])   # once per batch: parses constraints once
     eligible = [info for info in nodes if pipeline.process(info)]
     ...                                        # choose, then info.add_task(task)
     if not pipeline.recheck(info): ...         # the node filled up (resources, ports, ...)
@@ -51,12 +51,11 @@ __all__ = [
     "ResourceFilter",
     "batch_key",
     "build_node_infos",
-    "extension_filters",
+    "check_filters",
     "group_batches",
     "parse_constraint",
     "parse_constraints",
     "parse_preference",
-    "set_extension_filters",
 ]
 
 # --------------------------------------------------------------------------- constraints
@@ -401,26 +400,18 @@ class MaxReplicasFilter(Filter):
         return "max replicas per node limit exceed"
 
 
-_extension_filters: tuple[Filter, ...] = ()
+def check_filters(filters: Iterable[object]) -> tuple[Filter, ...]:
+    """The filters extensions returned from ``shoal_node_filters``, checked to be ``Filter``s.
 
-
-def set_extension_filters(filters: Iterable[Filter]) -> None:
-    """Register the filters extensions returned from ``shoal_node_filters``.
-
-    The scheduler driver calls this when it starts on the leader; every ``Pipeline()`` built
-    without explicit ``extra_filters`` then applies them after the built-in filters.
+    The scheduler driver calls this once when it starts on the leader, so that a plugin
+    returning something else fails there, not in the middle of a scheduling tick.
     """
-    global _extension_filters
-    checked = tuple(filters)
-    for item in checked:
+    checked: list[Filter] = []
+    for item in filters:
         if not isinstance(item, Filter):
             raise TypeError(f"node filter {item!r} is not a shoal.placement.Filter")
-    _extension_filters = checked
-
-
-def extension_filters() -> tuple[Filter, ...]:
-    """The filters registered with :func:`set_extension_filters`."""
-    return _extension_filters
+        checked.append(item)
+    return tuple(checked)
 
 
 class Pipeline:
@@ -428,12 +419,12 @@ class Pipeline:
 
     Filters run in a fixed order (ready, resources, constraints, host ports, max replicas,
     then ``extra_filters``); the first that rejects a node gets the blame, and ``explain``
-    reports the counts, most frequent first. ``extra_filters=None`` means the filters
-    registered by extensions (:func:`set_extension_filters`); pass ``()`` for none.
+    reports the counts, most frequent first. A scheduler passes the ``filters`` argument
+    of ``SchedulerProvider.schedule`` as ``extra_filters``.
     """
 
-    def __init__(self, extra_filters: Iterable[Filter] | None = None) -> None:
-        extras = extension_filters() if extra_filters is None else tuple(extra_filters)
+    def __init__(self, extra_filters: Iterable[Filter] = ()) -> None:
+        extras = tuple(extra_filters)
         self._filters: list[Filter] = [
             ReadyFilter(),
             ResourceFilter(),

@@ -42,7 +42,7 @@ def existing(node_id: str, count: int, service_id: str = "svc") -> list[pb.Task]
 def test_factory_builds_the_provider(tmp_path: Path) -> None:
     provider = plugin.shoal_scheduler_provider(PluginContext("scheduler", "spread", tmp_path))
     assert isinstance(provider, SchedulerProvider)
-    assert (provider.role, provider.api_version) == ("scheduler", 1)
+    assert (provider.role, provider.api_version) == ("scheduler", 2)
 
 
 def test_spreads_evenly_with_node_id_tie_break() -> None:

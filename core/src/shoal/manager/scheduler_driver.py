@@ -42,13 +42,12 @@ class SchedulerDriver:
     ) -> None:
         self.store = store
         self.provider = provider
-        self.extra_filters = list(extra_filters)
+        # The extension filters plugins contributed (shoal_node_filters): handed to the
+        # provider with every call, as the scheduler contract says, never through a global.
+        self.extra_filters = placement.check_filters(extra_filters)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        # Every scheduler builds its Pipeline from shoal.placement; the extension filters that
-        # plugins contributed (shoal_node_filters) must be registered there to take effect.
-        placement.set_extension_filters(self.extra_filters)
         self._task = asyncio.create_task(self._run(), name="scheduler")
 
     async def stop(self) -> None:
@@ -89,7 +88,7 @@ class SchedulerDriver:
         decisions: list[Placement] = []
         for batch in groups.values():
             batch.sort(key=lambda t: t.slot)
-            decisions.extend(await self.provider.schedule(batch, nodes))
+            decisions.extend(await self.provider.schedule(batch, nodes, self.extra_filters))
         await self.store.update(lambda tx: self._commit(tx, decisions, infos))
 
     def _commit(self, tx: Tx, decisions: list[Placement], infos: dict[str, NodeInfo]) -> None:

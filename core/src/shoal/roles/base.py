@@ -25,7 +25,7 @@ NODE_ROLES: tuple[str, ...] = ("runtime",)
 #: version is refused at load: the kernel would call methods it does not have.
 API_VERSIONS: dict[str, int] = {
     "store": 2,
-    "scheduler": 1,
+    "scheduler": 2,
     "ca": 2,
     "runtime": 2,
     "secrets": 2,

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from shoal.proto import objects_pb2 as pb
+
+if TYPE_CHECKING:  # shoal.placement imports NodeInfo from here
+    from shoal.placement import Filter
 
 
 @dataclass
@@ -83,13 +86,18 @@ class SchedulerProvider(Protocol):
     """Places a batch of tasks that share one service and spec version."""
 
     role: ClassVar[str]  # "scheduler"
-    api_version: ClassVar[int]  # 1
+    api_version: ClassVar[int]  # 2 (2 added ``filters`` to ``schedule``)
 
-    async def schedule(self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo]) -> list[Placement]:
+    async def schedule(
+        self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo], filters: Sequence[Filter]
+    ) -> list[Placement]:
         """Return one ``Placement`` per task, in any order.
 
-        ``nodes`` is every node in the cluster, eligible or not. The provider must only pick
-        nodes that pass ``shoal.placement.Pipeline`` for the task, and must call
-        ``NodeInfo.add_task`` on the node it picks so later tasks in the batch see it. The
-        driver commits all placements of a batch in one store transaction.
+        ``tasks`` may hold several batches (group them with ``shoal.placement.group_batches``);
+        every task must be placed unless no node can take it. ``nodes`` is every node in the
+        cluster, eligible or not. ``filters`` are the extension node filters installed plugins
+        contributed (``shoal_node_filters``): the provider must only pick nodes that pass
+        ``shoal.placement.Pipeline(filters)`` for the task, and must call ``NodeInfo.add_task``
+        on the node it picks so later tasks see it. The driver commits all placements of a
+        tick in one store transaction.
         """

@@ -12,11 +12,12 @@ Use it from your plugin's tests::
 
 Every test then runs against your provider (the async tests carry ``pytest.mark.asyncio``, so
 they run in pytest-asyncio's strict mode too). They check the contract of
-``shoal.roles.SchedulerProvider.schedule``: one placement per task, only nodes that pass
-``shoal.placement.Pipeline`` (ready and active, resources, constraints, host ports, max
-replicas, extension filters), ``NodeInfo.add_task`` called on the chosen node, and a reason
-for every task that fits nowhere. They do not check *which* eligible node you choose: that is
-your scheduler's policy.
+``shoal.roles.SchedulerProvider.schedule``: one placement per task, every batch of the call
+placed (not only the first), only nodes that pass ``shoal.placement.Pipeline`` (ready and
+active, resources, constraints, host ports, max replicas, and the extension filters handed in
+as ``filters``), ``NodeInfo.add_task`` called on the chosen node, no task left unplaced while
+a node could still take it, and a reason for every task that fits nowhere. They do not check
+*which* eligible node you choose: that is your scheduler's policy.
 
 The helpers ``make_node``, ``make_task``, ``make_tasks``, ``node_infos`` and
 ``verify_placements`` are public too; use them in your own tests.
@@ -32,6 +33,7 @@ import pytest
 
 from shoal import placement
 from shoal.proto import objects_pb2 as pb
+from shoal.roles.base import API_VERSIONS
 from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
 
 GIB = 1024**3
@@ -125,7 +127,8 @@ def verify_placements(
     ``before`` must be a copy of the node infos taken before ``schedule`` ran. Every task gets
     exactly one placement; every chosen node exists and passes the pipeline at the moment the
     task is added (tasks are replayed in placement order on fresh copies); every unplaced task
-    has a reason.
+    has a reason, and no node could still take it once every placement is made (a scheduler
+    that gives up on part of a batch is caught here).
     """
     by_task = Counter(p.task_id for p in placements)
     assert sorted(by_task) == sorted(t.id for t in tasks), "exactly the batch's tasks must be placed"
@@ -133,10 +136,12 @@ def verify_placements(
     replay = {info.id: copy.deepcopy(info) for info in before}
     tasks_by_id = {t.id: t for t in tasks}
     pipeline = placement.Pipeline(extra_filters)
+    unplaced: list[pb.Task] = []
     for decision in placements:
         task = tasks_by_id[decision.task_id]
         if not decision.node_id:
             assert decision.reason, f"task {task.id} unplaced without a reason"
+            unplaced.append(task)
             continue
         assert decision.node_id in replay, f"task {task.id} placed on unknown node {decision.node_id}"
         info = replay[decision.node_id]
@@ -145,6 +150,13 @@ def verify_placements(
             f"task {task.id} placed on {info.id}, which the pipeline rejects: {pipeline.explain()}"
         )
         info.add_task(task)
+    for task in unplaced:
+        pipeline.set_task(task)
+        candidates = (
+            [replay[task.node_id]] if task.node_id in replay else [] if task.node_id else replay.values()
+        )
+        room = [info.id for info in candidates if pipeline.process(info)]
+        assert not room, f"task {task.id} left unplaced although {room[0]} can still take it"
 
 
 def snapshot(infos: Sequence[NodeInfo]) -> list[NodeInfo]:
@@ -170,16 +182,20 @@ class SchedulerConformance:
         pytest.fail("override the `scheduler` fixture to return your scheduler provider")
 
     async def _run(
-        self, scheduler: SchedulerProvider, tasks: Sequence[pb.Task], infos: Sequence[NodeInfo]
+        self,
+        scheduler: SchedulerProvider,
+        tasks: Sequence[pb.Task],
+        infos: Sequence[NodeInfo],
+        filters: Sequence[placement.Filter] = (),
     ) -> dict[str, Placement]:
         before = snapshot(infos)
-        placements = await scheduler.schedule(tasks, infos)
-        verify_placements(tasks, before, placements)
+        placements = await scheduler.schedule(tasks, infos, filters)
+        verify_placements(tasks, before, placements, filters)
         return {p.task_id: p for p in placements}
 
     def test_declares_role(self, scheduler: SchedulerProvider) -> None:
         assert scheduler.role == "scheduler"
-        assert scheduler.api_version == 1
+        assert scheduler.api_version == API_VERSIONS["scheduler"]
         assert isinstance(scheduler, SchedulerProvider)
 
     @pytest.mark.asyncio
@@ -294,11 +310,29 @@ class SchedulerConformance:
         assert [p.node_id for p in second.values()] == [""]
 
     @pytest.mark.asyncio
+    async def test_places_every_batch(self, scheduler: SchedulerProvider) -> None:
+        nodes = [make_node(f"n{i}") for i in range(3)]
+        tasks = [
+            *make_tasks(3, prefix="web", service_id="web"),
+            *make_tasks(4, prefix="db", service_id="db", memory_bytes=GIB),
+            *make_tasks(2, prefix="web2", service_id="web", spec_version=2),
+        ]
+        placed = await self._run(scheduler, tasks[::-1], node_infos(nodes))
+        assert all(p.node_id for p in placed.values()), "9 tasks of 3 batches fit on 3 empty nodes"
+
+    @pytest.mark.asyncio
+    async def test_places_whole_batch(self, scheduler: SchedulerProvider) -> None:
+        nodes = [make_node(f"n{i}", memory_bytes=4 * GIB) for i in range(5)]
+        tasks = make_tasks(20, memory_bytes=GIB)
+        placed = await self._run(scheduler, tasks, node_infos(nodes))
+        assert Counter(p.node_id for p in placed.values()) == {f"n{i}": 4 for i in range(5)}
+
+    @pytest.mark.asyncio
     async def test_applies_extension_filters(self, scheduler: SchedulerProvider) -> None:
-        nodes = [make_node(f"host{i}") for i in range(4)]
-        placement.set_extension_filters([_RejectOddHosts()])
-        try:
-            placed = await self._run(scheduler, make_tasks(4), node_infos(nodes))
-        finally:
-            placement.set_extension_filters([])
-        assert {p.node_id for p in placed.values()} <= {"host0", "host2"}
+        # One task fills a node, so the filters decide which two of the four tasks are placed.
+        nodes = [make_node(f"host{i}", memory_bytes=GIB) for i in range(4)]
+        filters = [_RejectOddHosts()]
+        placed = await self._run(scheduler, make_tasks(4, memory_bytes=GIB), node_infos(nodes), filters)
+        assert sorted(p.node_id for p in placed.values() if p.node_id) == ["host0", "host2"]
+        reasons = {p.reason for p in placed.values() if not p.node_id}
+        assert len(reasons) == 1 and "odd hostname on 2 nodes" in reasons.pop()

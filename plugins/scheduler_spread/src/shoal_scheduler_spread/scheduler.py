@@ -14,7 +14,7 @@ is not applied: ``NodeInfo`` carries no failure history.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 from shoal.placement import Filter, Pipeline, Preference, group_batches, parse_preference
@@ -49,33 +49,34 @@ class SpreadScheduler:
     """Places each task on the eligible node with the fewest tasks of its service."""
 
     role: ClassVar[str] = "scheduler"
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
-    def __init__(self, extra_filters: Iterable[Filter] | None = None) -> None:
-        # None: the filters extensions registered in shoal.placement (looked up per call,
-        # since the driver registers them after the provider is built).
-        self._extra = None if extra_filters is None else tuple(extra_filters)
-
-    async def schedule(self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo]) -> list[Placement]:
+    async def schedule(
+        self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo], filters: Sequence[Filter] = ()
+    ) -> list[Placement]:
         """One placement per task; see ``shoal.roles.SchedulerProvider.schedule``."""
-        return self.schedule_sync(tasks, nodes)
+        return self.schedule_sync(tasks, nodes, filters)
 
-    def schedule_sync(self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo]) -> list[Placement]:
+    def schedule_sync(
+        self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo], filters: Sequence[Filter] = ()
+    ) -> list[Placement]:
         """``schedule`` without the event loop (it never waits; handy for benchmarks)."""
         placements: list[Placement] = []
         preassigned = [task for task in tasks if task.node_id]
         if preassigned:
-            placements.extend(self._schedule_preassigned(preassigned, nodes))
+            placements.extend(self._schedule_preassigned(preassigned, nodes, filters))
         for batch in group_batches([task for task in tasks if not task.node_id]):
-            placements.extend(self.schedule_batch(batch, nodes))
+            placements.extend(self.schedule_batch(batch, nodes, filters))
         return placements
 
-    def schedule_batch(self, batch: Sequence[pb.Task], nodes: Sequence[NodeInfo]) -> list[Placement]:
+    def schedule_batch(
+        self, batch: Sequence[pb.Task], nodes: Sequence[NodeInfo], filters: Sequence[Filter] = ()
+    ) -> list[Placement]:
         """Place a batch of tasks of one service and spec version."""
         if not batch:
             return []
         first = batch[0]
-        pipeline = Pipeline(self._extra).set_task(first)
+        pipeline = Pipeline(filters).set_task(first)
         tree = build_tree(nodes, _preferences(first), pipeline, first.service_id, len(batch))
         cursor = Cursor(batch, pipeline)
         tree.schedule(len(batch), cursor)
@@ -85,10 +86,12 @@ class SpreadScheduler:
             placements.extend(Placement(task.id, "", reason) for task in batch[cursor.next :])
         return placements
 
-    def _schedule_preassigned(self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo]) -> list[Placement]:
+    def _schedule_preassigned(
+        self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo], filters: Sequence[Filter]
+    ) -> list[Placement]:
         """Global-service tasks name their node already: only check that it still fits."""
         by_id = {info.id: info for info in nodes}
-        pipeline = Pipeline(self._extra)
+        pipeline = Pipeline(filters)
         placements = []
         for task in tasks:
             info = by_id.get(task.node_id)

@@ -55,4 +55,4 @@ def test_plugin_ls_lists_binpack() -> None:
     shoal = Path(sys.executable).with_name("shoal")
     out = subprocess.run([str(shoal), "plugin", "ls"], capture_output=True, text=True, check=True).stdout
     (row,) = [line.split() for line in out.splitlines() if line.split()[:2] == ["scheduler", "binpack"]]
-    assert row == ["scheduler", "binpack", "shoal-scheduler-binpack", "0.1.0", "1"]
+    assert row == ["scheduler", "binpack", "shoal-scheduler-binpack", "0.1.0", "2"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from shoal.placement import Pipeline, group_batches
+from shoal.placement import Filter, Pipeline, group_batches
 from shoal.proto import objects_pb2 as pb
 from shoal.roles import NodeInfo, Placement
 
@@ -25,16 +25,21 @@ class BinpackScheduler:
     """Places each task on the eligible node that already runs the most tasks."""
 
     role: ClassVar[str] = "scheduler"
-    api_version: ClassVar[int] = 1
+    api_version: ClassVar[int] = 2
 
-    async def schedule(self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo]) -> list[Placement]:
+    async def schedule(
+        self, tasks: Sequence[pb.Task], nodes: Sequence[NodeInfo], filters: Sequence[Filter] = ()
+    ) -> list[Placement]:
         placements: list[Placement] = []
         for batch in group_batches(tasks):  # one service and spec version per batch
-            placements.extend(self._schedule_batch(batch, nodes))
+            placements.extend(self._schedule_batch(batch, nodes, filters))
         return placements
 
-    def _schedule_batch(self, batch: Sequence[pb.Task], nodes: Sequence[NodeInfo]) -> list[Placement]:
-        pipeline = Pipeline().set_task(batch[0])  # same spec for the whole batch
+    def _schedule_batch(
+        self, batch: Sequence[pb.Task], nodes: Sequence[NodeInfo], filters: Sequence[Filter]
+    ) -> list[Placement]:
+        # The extension filters come with every call: pass them on, or they do not apply.
+        pipeline = Pipeline(filters).set_task(batch[0])  # same spec for the whole batch
         candidates = sorted((info for info in nodes if pipeline.process(info)), key=fullest_first)
         placements = []
         index = 0
