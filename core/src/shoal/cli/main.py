@@ -20,6 +20,7 @@ from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.cli.common import INPUT_ERRORS, call
 from shoal.cli.errors import fail, one_line
 from shoal.cli.info_cmd import info
+from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params
 from shoal.cli.output import human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.secret_cmd import config, secret
@@ -383,10 +384,17 @@ NODE_JSON_KEYS = ("ID", "Hostname", "Status", "Availability", "ManagerStatus", "
 @node.command("ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display IDs.")
 @click.option("--format", "fmt", default=None, help="table, json, or a template such as '{{.Hostname}}'.")
+@click.option(
+    "-f",
+    "--filter",
+    "filters",
+    multiple=True,
+    help=filter_help("id, label, membership, name, node.label, role"),
+)
 @click.pass_context
-def node_ls(ctx: click.Context, quiet: bool, fmt: str | None) -> None:
+def node_ls(ctx: click.Context, quiet: bool, fmt: str | None, filters: tuple[str, ...]) -> None:
     """List nodes in the swarm."""
-    nodes = call(ctx, "node.ls")
+    nodes = call(ctx, "node.ls", **filter_params(filters))
     print_list(
         nodes,
         fmt=fmt,
@@ -480,10 +488,13 @@ def node_rm(ctx: click.Context, nodes: tuple[str, ...], force: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("--no-trunc", is_flag=True)
 @click.option("--format", "fmt", default=None)
+@click.option("-f", "--filter", "filters", multiple=True, help=filter_help(TASK_FILTERS))
 @click.pass_context
-def node_ps(ctx: click.Context, node_ref: str, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
+def node_ps(
+    ctx: click.Context, node_ref: str, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[str, ...]
+) -> None:
     """List tasks running on a node (default: self)."""
-    result = call(ctx, "service.ps", node=node_ref)
+    result = call(ctx, "service.ps", node=node_ref, **filter_params(filters))
     print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
 
 
@@ -569,10 +580,11 @@ def service_rollback(ctx: click.Context, service_ref: str, detach: bool, quiet: 
 @service.command("ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display IDs.")
 @click.option("--format", "fmt", default=None, help="table, json, or a template.")
+@click.option("-f", "--filter", "filters", multiple=True, help=filter_help("id, label, mode, name"))
 @click.pass_context
-def service_ls(ctx: click.Context, quiet: bool, fmt: str | None) -> None:
+def service_ls(ctx: click.Context, quiet: bool, fmt: str | None, filters: tuple[str, ...]) -> None:
     """List services."""
-    services = call(ctx, "service.ls")
+    services = call(ctx, "service.ls", **filter_params(filters))
     print_list(
         services,
         fmt=fmt,
@@ -643,12 +655,19 @@ def print_tasks(result: dict[str, Any], *, quiet: bool, no_trunc: bool, fmt: str
 @click.option("-q", "--quiet", is_flag=True, help="Only display task IDs.")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate output.")
 @click.option("--format", "fmt", default=None, help="table, json, or a template.")
+@click.option("-f", "--filter", "filters", multiple=True, help=filter_help(TASK_FILTERS))
 @click.pass_context
 def service_ps(
-    ctx: click.Context, services: tuple[str, ...], quiet: bool, no_trunc: bool, fmt: str | None
+    ctx: click.Context,
+    services: tuple[str, ...],
+    quiet: bool,
+    no_trunc: bool,
+    fmt: str | None,
+    filters: tuple[str, ...],
 ) -> None:
     """List the tasks of one or more services."""
-    print_tasks(call(ctx, "service.ps", services=list(services)), quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+    result = call(ctx, "service.ps", services=list(services), **filter_params(filters))
+    print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
 
 
 @service.command("scale")

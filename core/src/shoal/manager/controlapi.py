@@ -8,15 +8,15 @@ socket and calls forwarded between managers. Every write validates first and rai
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
 
 from shoal import boundedjson, externalca, ports, rpc, states, tokens
 from shoal.ids import new_id
+from shoal.manager import listfilters, secretrefs
 from shoal.manager import ports as portalloc
-from shoal.manager import secretrefs
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.ca import ExternalCA
@@ -57,6 +57,16 @@ def control_params(json_body: bytes) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ControlError(StatusCode.INVALID_ARGUMENT, "malformed request: params must be a JSON object")
     return params
+
+
+def list_filters(
+    params: dict[str, Any], keys: Mapping[str, tuple[str, ...] | None], command: str
+) -> listfilters.Filters:
+    """The call's ``filters`` (``--filter``), checked: an unknown key is one line naming the valid ones."""
+    try:
+        return listfilters.parse(params.get("filters"), keys, command)
+    except listfilters.FilterError as exc:
+        raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
 
 def refs(params: dict[str, Any], key: str, what: str, *, required: bool = True) -> list[str]:
@@ -420,8 +430,9 @@ class ControlAPI:
         }
 
     async def node_ls(self, params: dict[str, Any]) -> Any:
+        wanted = list_filters(params, listfilters.NODE_KEYS, "node ls")
         nodes = sorted(self.store.view.nodes.all(), key=lambda n: n.description.hostname or n.id)
-        return [self._node_row(n) for n in nodes]
+        return [self._node_row(n) for n in nodes if listfilters.node_matches(n, wanted)]
 
     async def node_inspect(self, params: dict[str, Any]) -> Any:
         return [
@@ -496,8 +507,9 @@ class ControlAPI:
         }
 
     async def service_ls(self, params: dict[str, Any]) -> Any:
+        wanted = list_filters(params, listfilters.SERVICE_KEYS, "service ls")
         services = sorted(self.store.view.services.all(), key=lambda s: s.spec.annotations.name)
-        return [self._service_row(s) for s in services]
+        return [self._service_row(s) for s in services if listfilters.service_matches(s, wanted)]
 
     async def service_inspect(self, params: dict[str, Any]) -> Any:
         return [to_dict(self.find_service(ref)) for ref in refs(params, "services", "service")]
@@ -505,6 +517,9 @@ class ControlAPI:
     async def service_ps(self, params: dict[str, Any]) -> Any:
         view = self.store.view
         node_ref = params.get("node")
+        wanted = list_filters(
+            params, listfilters.TASK_KEYS, "node ps" if node_ref is not None else "service ps"
+        )
         tasks: list[pb.Task] = []
         if node_ref is not None:
             tasks = view.node_tasks(self.find_node(str(node_ref)).id)
@@ -514,6 +529,8 @@ class ControlAPI:
         rows = []
         for task in tasks:
             node = view.nodes.get(task.node_id) if task.node_id else None
+            if not listfilters.task_matches(task, wanted, node.description.hostname if node else ""):
+                continue
             service = view.services.get(task.service_id)
             name = task.service_annotations.name or (service.spec.annotations.name if service else "")
             rows.append(
