@@ -21,7 +21,7 @@ def test_templates_are_expanded_on_the_worker_and_lists_filter(node_factory: Fac
     bad = manager.cli(
         "service", "create", "--name", "typo", "--detach", "--hostname", "{{.Node.Name}}", TEST_IMAGE, "true"
     )  # fmt: skip
-    assert bad.returncode != 0 and bad.stdout == "", bad
+    assert bad.returncode == 2 and bad.stdout == "", bad
     assert bad.stderr.count("\n") == 1 and 'unknown placeholder "{{.Node.Name}}"' in bad.stderr, bad
     assert "{{.Node.Hostname}}" in bad.stderr
     assert "typo" not in manager.ok("service", "ls").stdout
@@ -66,5 +66,5 @@ def test_templates_are_expanded_on_the_worker_and_lists_filter(node_factory: Fac
     )
     assert on_worker.stdout.split() == [t["ID"] for t in manager.running("tmpl")]
     refused = manager.cli("service", "ls", "--filter", "colour=red")
-    assert refused.returncode != 0 and refused.stdout == ""
+    assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "service ls takes id, label, mode, name" in refused.stderr
