@@ -208,7 +208,7 @@ KEYS = (
     "label_rm task_history_limit hostname stop_signal args mounts constraints force rollback "
     "cert_expiry external_cas role rotate raft_tick election_tick reserve_cpu update_parallelism "
     "health_cmd no_healthcheck entrypoint pull container_labels env_rm mount_rm publish publish_add "
-    "publish_rm"
+    "publish_rm filters"
 ).split()
 
 
