@@ -1668,6 +1668,7 @@ class Service(_message.Message):
     UPDATE_STATUS_FIELD_NUMBER: _builtins.int
     PENDING_DELETE_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    REGISTRY_AUTH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     spec_version: _builtins.int
     previous_spec_version: _builtins.int
@@ -1684,6 +1685,14 @@ class Service(_message.Message):
     def endpoint(self) -> Global___Endpoint:
         """allocated by the manager (published ports)"""
 
+    @_builtins.property
+    def registry_auth(self) -> Global___Secret:
+        """``--with-registry-auth``: the client's credentials for the image's registry, sealed by the
+        swarm's secrets plugin like a secret's value (id: what the seal is bound to; spec.driver,
+        spec.data: the at-rest form). Kept off the spec so that tasks (and the agents' task DB)
+        never carry it; the API shows only that it is set.
+        """
+
     def __init__(
         self,
         *,
@@ -1696,10 +1705,11 @@ class Service(_message.Message):
         update_status: Global___UpdateStatus | None = ...,
         pending_delete: _builtins.bool = ...,
         endpoint: Global___Endpoint | None = ...,
+        registry_auth: Global___Secret | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "previous_spec", b"previous_spec", "registry_auth", b"registry_auth", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "meta", b"meta", "pending_delete", b"pending_delete", "previous_spec", b"previous_spec", "previous_spec_version", b"previous_spec_version", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "meta", b"meta", "pending_delete", b"pending_delete", "previous_spec", b"previous_spec", "previous_spec_version", b"previous_spec_version", "registry_auth", b"registry_auth", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

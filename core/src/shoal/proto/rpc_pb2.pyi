@@ -171,6 +171,7 @@ class AssignmentChange(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
+    REGISTRY_AUTH_FIELD_NUMBER: _builtins.int
     action: Global___AssignmentChange.Action.ValueType
     @_builtins.property
     def task(self) -> _objects_pb2.Task:
@@ -183,6 +184,13 @@ class AssignmentChange(_message.Message):
     def secret(self) -> _objects_pb2.Secret: ...
     @_builtins.property
     def config(self) -> _objects_pb2.Config: ...
+    @_builtins.property
+    def registry_auth(self) -> _objects_pb2.Secret:
+        """The registry credentials of a service (``--with-registry-auth``) for this node's tasks of
+        it: id = the service ID, spec.data = docker's AuthConfig JSON in clear (inside mutual TLS).
+        Sent before the first such task, REMOVE when none is left; kept in memory only.
+        """
+
     def __init__(
         self,
         *,
@@ -190,10 +198,11 @@ class AssignmentChange(_message.Message):
         task: _objects_pb2.Task | None = ...,
         secret: _objects_pb2.Secret | None = ...,
         config: _objects_pb2.Config | None = ...,
+        registry_auth: _objects_pb2.Secret | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "secret", b"secret", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "registry_auth", b"registry_auth", "secret", b"secret", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "config", b"config", "secret", b"secret", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "config", b"config", "registry_auth", b"registry_auth", "secret", b"secret", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
