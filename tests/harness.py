@@ -192,3 +192,16 @@ def start_cluster(
         worker.join(manager)
         joined.append(worker)
     return manager, joined
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """End a helper process a test started (a registry, a mock server): SIGTERM, then SIGKILL
+    after ``timeout`` seconds; reaped either way. Nothing if it is gone already."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

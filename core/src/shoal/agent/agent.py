@@ -301,7 +301,12 @@ class Agent:
 
     def _add_controller(self, task: pb.Task, status: pb.TaskStatus | None) -> None:
         controller = TaskController(
-            self._expanded(task), status, self.runtime, self._queue_status, self.files.files_for
+            self._expanded(task),
+            status,
+            self.runtime,
+            self._queue_status,
+            self.files.files_for,
+            registry_auth=self.files.registry_auth_for,
         )
         self.controllers[task.id] = controller  # the task DB has it: the caller wrote it or read it
         controller.start()

@@ -28,6 +28,7 @@ from shoal.proto import objects_pb2 as pb
 from shoal.roles.runtime import (
     DEFAULT_STOP_GRACE_SECONDS,
     ContainerRef,
+    RegistryAuth,
     RuntimeError_,
     RuntimeProvider,
     TaskFile,
@@ -57,10 +58,13 @@ class TaskController:
         runtime: RuntimeProvider,
         report: Reporter,
         files: Callable[[pb.Task], Sequence[TaskFile]] = lambda task: (),
+        registry_auth: Callable[[pb.Task], RegistryAuth | None] = lambda task: None,
     ) -> None:
         self.task = task
         #: The task's secrets and configs with their values (the agent's memory, never disk).
         self.files = files
+        #: The credentials to pull the task's image with (``--with-registry-auth``), in memory.
+        self.registry_auth = registry_auth
         self.status = pb.TaskStatus()
         self.status.CopyFrom(status if status is not None else task.status)
         self.runtime = runtime
@@ -160,7 +164,11 @@ class TaskController:
             self._set(states.PREPARING, "preparing")
         elif state == states.PREPARING:
             if await self._lookup() is None:
-                await self.runtime.prepare(self.task, self.files(self.task))
+                auth = self.registry_auth(self.task)
+                if auth is None:
+                    await self.runtime.prepare(self.task, self.files(self.task))
+                else:
+                    await self.runtime.prepare(self.task, self.files(self.task), registry_auth=auth)
             self._set(states.READY, "prepared")
         elif state == states.READY:
             if desired < states.RUNNING:

@@ -31,7 +31,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import ClassVar, Protocol, TypeVar, runtime_checkable
 
 from shoal.proto import objects_pb2 as pb
-from shoal.roles.runtime import ContainerRef, EngineInfo, ExitStatus, LogLine, RuntimeProvider, TaskFile
+from shoal.roles.runtime import (
+    ContainerRef,
+    EngineInfo,
+    ExitStatus,
+    LogLine,
+    RegistryAuth,
+    RuntimeProvider,
+    TaskFile,
+)
 
 T = TypeVar("T")
 
@@ -127,8 +135,13 @@ class BoundedRuntime:
     async def describe(self) -> EngineInfo:
         return await self.inner.describe()
 
-    async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
-        await self._bounded(task.id, lambda: self.inner.prepare(task, files))
+    async def prepare(
+        self, task: pb.Task, files: Sequence[TaskFile] = (), *, registry_auth: RegistryAuth | None = None
+    ) -> None:
+        if registry_auth is None:  # a runtime plugin need not know the keyword until it is used
+            await self._bounded(task.id, lambda: self.inner.prepare(task, files))
+        else:
+            await self._bounded(task.id, lambda: self.inner.prepare(task, files, registry_auth=registry_auth))
 
     async def start(self, task: pb.Task) -> ContainerRef:
         return await self._bounded(task.id, lambda: self.inner.start(task))

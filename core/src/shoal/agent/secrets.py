@@ -12,11 +12,12 @@ complete set of assignments, which it does for every task that has not ended.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.runtime import SECRETS_DIR, RuntimeError_, TaskFile
+from shoal.roles.runtime import SECRETS_DIR, RegistryAuth, RuntimeError_, TaskFile
 
 log = logging.getLogger("shoal.agent")
 
@@ -31,6 +32,8 @@ class TaskFileStore:
     def __init__(self) -> None:
         self._secrets: dict[str, bytes] = {}
         self._configs: dict[str, bytes] = {}
+        #: ``--with-registry-auth`` credentials by service ID (docker's AuthConfig JSON).
+        self._registry_auths: dict[str, bytes] = {}
         #: Until the first complete set of assignments, a missing value may still come (a task
         #: re-adopted after a restart starts before the session): missing is then temporary.
         self.complete_seen = False
@@ -45,11 +48,18 @@ class TaskFileStore:
         """A complete set of assignments follows: forget everything first."""
         self._secrets.clear()
         self._configs.clear()
+        self._registry_auths.clear()
         self.complete_seen = True
 
     def apply(self, change: rpb.AssignmentChange) -> bool:
         """Take a secret or config change; False when ``change`` is about a task."""
         remove = change.action == rpb.AssignmentChange.REMOVE
+        if change.HasField("registry_auth"):
+            if remove:
+                self._registry_auths.pop(change.registry_auth.id, None)
+            else:
+                self._registry_auths[change.registry_auth.id] = bytes(change.registry_auth.spec.data)
+            return True
         if change.HasField("secret"):
             table, obj_id, data = self._secrets, change.secret.id, change.secret.spec.data
         elif change.HasField("config"):
@@ -63,6 +73,26 @@ class TaskFileStore:
         else:
             table[obj_id] = bytes(data)
         return True
+
+    def registry_auth_for(self, task: pb.Task) -> RegistryAuth | None:
+        """The credentials the manager sent for ``task``'s service, if any (a service made
+        without ``--with-registry-auth`` has none: the runtime pulls as it would anyway)."""
+        data = self._registry_auths.get(task.service_id)
+        if data is None:
+            return None
+        try:
+            fields = json.loads(data)
+        except ValueError:
+            log.warning(
+                "registry credentials of service %s are not JSON: pulling without them", task.service_id
+            )
+            return None
+        return RegistryAuth(
+            username=str(fields.get("username", "")),
+            password=str(fields.get("password", "")),
+            server_address=str(fields.get("serveraddress", "")),
+            identity_token=str(fields.get("identitytoken", "")),
+        )
 
     def files_for(self, task: pb.Task) -> list[TaskFile]:
         """The files of ``task``'s own references; raises ``MissingFile`` (fatal for the task)

@@ -23,6 +23,7 @@ from shoal.cli.info_cmd import info
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params
 from shoal.cli.output import human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
+from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
 from shoal.cli.secret_cmd import config, secret
 from shoal.cli.service_opts import common_options, create_options, params_of, update_options
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
@@ -516,6 +517,7 @@ def service() -> None:
 @common_options
 @click.option("-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for convergence.")
 @click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.option("--with-registry-auth", is_flag=True, help=REGISTRY_AUTH_HELP)
 @click.argument("image")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -525,6 +527,8 @@ def service_create(
     """Create a new service: IMAGE [COMMAND] [ARG...]."""
     params = params_of(options)
     params.update(image=image, args=list(args))
+    if params.pop("with_registry_auth", False):
+        params["registry_auth"] = registry_credentials(image)
     result = call(ctx, "service.create", **params)
     service_id = result["ID"]
     click.echo(service_id)
@@ -545,6 +549,7 @@ def service_create(
 @click.option("--rollback", is_flag=True, help="Rollback to previous specification.")
 @click.option("-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for convergence.")
 @click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.option("--with-registry-auth", is_flag=True, help=REGISTRY_AUTH_HELP)
 @click.pass_context
 def service_update(
     ctx: click.Context, /, service_ref: str, args_text: str | None, detach: bool, quiet: bool, **options: Any
@@ -558,10 +563,19 @@ def service_update(
             params["args"] = command_words(args_text, "--args")
         except SpecError as exc:
             fail(str(exc), 2)
+    if params.pop("with_registry_auth", False):
+        params["registry_auth"] = registry_credentials(
+            params.get("image") or _service_image(ctx, service_ref)
+        )
     result = call(ctx, "service.update", service=service_ref, **params)
     click.echo(service_ref)
     if not detach:
         wait_update(ctx, result["ID"], quiet=quiet, rollback=bool(params.get("rollback")))
+
+
+def _service_image(ctx: click.Context, service_ref: str) -> str:
+    found = call(ctx, "service.inspect", services=[service_ref])
+    return str(found[0].get("spec", {}).get("task", {}).get("container", {}).get("image", ""))
 
 
 @service.command("rollback")

@@ -16,12 +16,14 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from shoal import externalca, rpc
 from shoal.daemon.localapi import Warned
 from shoal.loader import PluginError
+from shoal.manager import registryauth
 from shoal.manager.caserver import CAServer
 from shoal.manager.controlapi import ControlAPI, ControlError, control_params, refs
 from shoal.manager.dispatcher import Dispatcher
@@ -135,6 +137,7 @@ class Manager:
             **self.secrets.handlers(),
         }
         self.control.check_external_cas = self._check_external_cas
+        self.control.seal_registry_auth = partial(registryauth.seal, self.secrets)
         self.ca_server = CAServer(self.store, ca, cluster_id)
         self.dispatcher: Dispatcher | None = None
         self._components: list[Any] = []

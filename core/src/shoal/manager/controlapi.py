@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from shoal import boundedjson, externalca, ports, rpc, states, tokens
 from shoal.ids import new_id
-from shoal.manager import listfilters, secretrefs
+from shoal.manager import listfilters, registryauth, secretrefs
 from shoal.manager import ports as portalloc
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
@@ -142,6 +142,9 @@ class ControlAPI:
         self.manager_status = manager_status
         #: Handlers the manager adds (those that need the store membership: promote, demote).
         self.extra: dict[str, Handler] = {}
+        #: Seals ``--with-registry-auth`` credentials (service name, AuthConfig JSON) with the
+        #: swarm's secrets plugin; the manager sets it (``registryauth.seal``).
+        self.seal_registry_auth: Callable[[str, bytes], Awaitable[pb.Secret]] | None = None
         #: Refuses (``SpecError``) ``swarm update --external-ca`` values the swarm's CA plugin
         #: does not serve; the manager sets it from its CA provider.
         self.check_external_cas: Callable[[list[ExternalCA]], None] = lambda cas: None
@@ -445,9 +448,12 @@ class ControlAPI:
         try:
             spec = service_spec(params)
             secretrefs.apply_create(self.store.view, spec, params)
+            credentials = registryauth.requested(params)
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         service = pb.Service(id=new_id(), spec=spec, spec_version=1)
+        if credentials is not None:
+            service.registry_auth.CopyFrom(await self._sealed(spec.annotations.name, credentials))
 
         def create(tx: Tx) -> None:
             if tx.view.service_by_name(spec.annotations.name) is not None:
@@ -512,7 +518,19 @@ class ControlAPI:
         return [self._service_row(s) for s in services if listfilters.service_matches(s, wanted)]
 
     async def service_inspect(self, params: dict[str, Any]) -> Any:
-        return [to_dict(self.find_service(ref)) for ref in refs(params, "services", "service")]
+        found = [self.find_service(ref) for ref in refs(params, "services", "service")]
+        return [registryauth.shown(service, to_dict(service)) for service in found]
+
+    async def _sealed(self, service_name: str, credentials: bytes) -> pb.Secret:
+        """``credentials`` sealed for ``Service.registry_auth`` (one line when it cannot be)."""
+        if self.seal_registry_auth is None:
+            raise ControlError(
+                StatusCode.FAILED_PRECONDITION, "this manager cannot keep registry credentials"
+            )
+        try:
+            return await self.seal_registry_auth(service_name, credentials)
+        except SpecError as exc:
+            raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
     async def service_ps(self, params: dict[str, Any]) -> Any:
         view = self.store.view
@@ -591,9 +609,13 @@ class ControlAPI:
         try:
             spec = updated_spec(service.spec, params)
             secretrefs.apply_update(self.store.view, spec, params)
+            credentials = registryauth.requested(params)
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         name = service.spec.annotations.name
+        # Without --with-registry-auth the credentials already kept stay (docker's rule); new
+        # ones replace them for the tasks sent from now on (no rolling update of their own).
+        sealed = await self._sealed(name, credentials) if credentials is not None else None
 
         def update(tx: Tx) -> None:
             current = tx.service(service.id)
@@ -606,6 +628,8 @@ class ControlAPI:
                 current.spec.CopyFrom(spec)
                 current.spec_version += 1
                 _allocate_ports(tx, current)
+            if sealed is not None:
+                current.registry_auth.CopyFrom(sealed)
             current.ClearField("update_status")
             tx.update(current)
 

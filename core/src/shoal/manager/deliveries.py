@@ -41,28 +41,41 @@ class NodeDependencies:
         self.secret_value = secret_value
         self.secrets: set[str] = set()
         self.configs: set[str] = set()
+        #: Services whose registry credentials the node holds, with the ID of the seal sent
+        #: (``service update --with-registry-auth`` makes a new one: sent with the next task).
+        self.registry_auths: dict[str, str] = {}
 
     def may_change(self, changed: Iterable[pb.Task]) -> bool:
         """Whether ``changes`` may have anything to say after these task changes: only when the
         node holds something or a changed task uses something (most services use nothing, and
         their assignment batches then cost nothing here)."""
-        if self.secrets or self.configs:
+        if self.secrets or self.configs or self.registry_auths:
             return True
-        return any(t.spec.container.secrets or t.spec.container.configs for t in changed)
+        services = self.store.view.services
+        return any(
+            t.spec.container.secrets
+            or t.spec.container.configs
+            or _has_registry_auth(services.get(t.service_id))
+            for t in changed
+        )
 
     async def changes(self, tasks: Iterable[pb.Task]) -> Delivery:
         """What to send with the node's ``tasks`` (every task assigned to it): see ``Delivery``."""
         wanted_secrets: dict[str, list[pb.Task]] = {}
         wanted_configs: dict[str, list[pb.Task]] = {}
+        wanted_auths: dict[str, list[pb.Task]] = {}
+        view = self.store.view
         for task in tasks:
             if not needs_files(task):
                 continue
+            if _has_registry_auth(view.services.get(task.service_id)):
+                wanted_auths.setdefault(task.service_id, []).append(task)
             for secret_ref in task.spec.container.secrets:
                 wanted_secrets.setdefault(secret_ref.secret_id, []).append(task)
             for config_ref in task.spec.container.configs:
                 wanted_configs.setdefault(config_ref.config_id, []).append(task)
         delivery = Delivery()
-        view = self.store.view
+        await self._registry_auths(wanted_auths, delivery)
         for secret_id, users in wanted_secrets.items():
             if secret_id in self.secrets:
                 continue
@@ -96,6 +109,36 @@ class NodeDependencies:
             delivery.after.append(rpb.AssignmentChange(action=REMOVE, config=pb.Config(id=config_id)))
             self.configs.discard(config_id)
         return delivery
+
+    async def _registry_auths(self, wanted: dict[str, list[pb.Task]], delivery: Delivery) -> None:
+        """The ``--with-registry-auth`` credentials of the services of ``wanted`` (by service ID,
+        their tasks on this node) the node lacks, opened now; those no task needs are taken back."""
+        services = self.store.view.services
+        for service_id, users in wanted.items():
+            service = services.get(service_id)
+            if service is None:  # gone since ``changes`` looked (same loop turn: cannot happen)
+                continue
+            seal = service.registry_auth
+            if self.registry_auths.get(service_id) == seal.id:
+                continue
+            try:
+                value = await self.secret_value(seal, users[0])
+            except SecretFetchError as exc:
+                log.warning(
+                    "registry credentials of %s not sent to node %s: %s", service_id, users[0].node_id, exc
+                )
+                delivery.refuse(users, f"cannot open the service's registry credentials: {exc}")
+                continue
+            sent = pb.Secret(id=service_id, spec=pb.SecretSpec(data=value))
+            delivery.before.append(rpb.AssignmentChange(action=UPDATE, registry_auth=sent))
+            self.registry_auths[service_id] = seal.id
+        for service_id in sorted(self.registry_auths.keys() - wanted.keys()):
+            delivery.after.append(rpb.AssignmentChange(action=REMOVE, registry_auth=pb.Secret(id=service_id)))
+            del self.registry_auths[service_id]
+
+
+def _has_registry_auth(service: pb.Service | None) -> bool:
+    return service is not None and service.HasField("registry_auth")
 
 
 @dataclass

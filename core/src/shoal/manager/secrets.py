@@ -108,7 +108,7 @@ class SecretsControl:
             self._providers[driver] = self._factory(driver)
         return self._providers[driver]
 
-    async def _material(self, driver: str) -> bytes:
+    async def material(self, driver: str) -> bytes:
         """The driver's cluster material, made and committed the first time it is needed."""
         cluster = self.store.view.cluster()
         if cluster is not None and driver in cluster.secrets_material:
@@ -146,7 +146,7 @@ class SecretsControl:
         if _by_name(self.store.view.secrets.all(), name) is not None:
             raise ControlError(StatusCode.ALREADY_EXISTS, f"secret {name} already exists")
         secret = pb.Secret(id=new_id())
-        material = await self._material(driver)
+        material = await self.material(driver)
         try:
             stored = await provider.store(material, secret.id, name, value)
         except SecretFetchError as exc:

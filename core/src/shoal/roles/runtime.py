@@ -105,6 +105,27 @@ class TaskFile:
     secret: bool = True
 
 
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for pulling a task's image (``service create --with-registry-auth``): docker's
+    AuthConfig as ``docker login`` stored it on the client. Held in memory only; never logged."""
+
+    username: str = ""
+    password: str = field(default="", repr=False)
+    server_address: str = ""
+    identity_token: str = field(default="", repr=False)
+
+    def docker_auth_config(self) -> dict[str, str]:
+        """The AuthConfig mapping docker's and podman's pull APIs take (empty values left out)."""
+        fields = {
+            "username": self.username,
+            "password": self.password,
+            "serveraddress": self.server_address,
+            "identitytoken": self.identity_token,
+        }
+        return {key: value for key, value in fields.items() if value}
+
+
 @runtime_checkable
 class RuntimeProvider(Protocol):
     """Drives one container engine for one node."""
@@ -118,7 +139,9 @@ class RuntimeProvider(Protocol):
         Raises ``RuntimeError_`` naming the endpoint when the engine cannot be reached.
         """
 
-    async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
+    async def prepare(
+        self, task: pb.Task, files: Sequence[TaskFile] = (), *, registry_auth: RegistryAuth | None = None
+    ) -> None:
         """Make the image available (per ``task.spec.container.pull_policy``) and create the
         container, labelled with ``TASK_LABELS``, with the spec's mounts (``bind``: a host path;
         ``volume``: a named volume, created if missing; ``tmpfs``) and healthcheck (empty test =
@@ -135,6 +158,10 @@ class RuntimeProvider(Protocol):
         targets before its process starts, from memory (a tmpfs), read-only, with their owner
         and mode; ``remove`` must make them go away. ``shoal.runtimekit.taskfiles`` does it for
         an engine on the same host.
+
+        ``registry_auth`` (given only for a service made ``--with-registry-auth``; the agent
+        calls ``prepare`` without it otherwise) must be used for the pull and kept in memory:
+        never written to a file, never logged.
         """
 
     async def start(self, task: pb.Task) -> ContainerRef:

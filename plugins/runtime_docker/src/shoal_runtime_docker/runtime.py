@@ -31,6 +31,7 @@ from shoal.roles.runtime import (
     EngineInfo,
     ExitStatus,
     LogLine,
+    RegistryAuth,
     RuntimeError_,
     TaskFile,
 )
@@ -197,12 +198,14 @@ class DockerRuntime:
             labels=labels,
         )
 
-    async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
+    async def prepare(
+        self, task: pb.Task, files: Sequence[TaskFile] = (), *, registry_auth: RegistryAuth | None = None
+    ) -> None:
         _task.check(task)
         taskfiles.check(files)
-        await self._run(self._prepare, task, files)
+        await self._run(self._prepare, task, files, registry_auth)
 
-    def _prepare(self, task: pb.Task, files: Sequence[TaskFile]) -> None:
+    def _prepare(self, task: pb.Task, files: Sequence[TaskFile], auth: RegistryAuth | None = None) -> None:
         """Create the container, pulling first or on a miss as the pull policy says.
 
         Creating straight away (rather than inspecting the image first) costs one round trip
@@ -211,18 +214,21 @@ class DockerRuntime:
         binds = taskfiles.materialise(self.files_dir, task.id, files)
         policy = task.spec.container.pull_policy
         if policy == _PULL_ALWAYS:
-            self._pull(task.spec.container.image)
+            self._pull(task.spec.container.image, auth)
         try:
             self._create(task, binds)
             return
         except docker.errors.ImageNotFound:
             if policy != _PULL_MISSING:
                 raise
-        self._pull(task.spec.container.image)
+        self._pull(task.spec.container.image, auth)
         self._create(task, binds)
 
-    def _pull(self, image: str) -> None:
-        for event in self._api.pull(image, stream=True, decode=True):
+    def _pull(self, image: str, auth: RegistryAuth | None) -> None:
+        """Pull ``image``; with ``auth`` (``--with-registry-auth``) as the client sent it, else
+        with whatever the docker SDK finds in this daemon's own docker config."""
+        config = auth.docker_auth_config() if auth is not None else None
+        for event in self._api.pull(image, stream=True, decode=True, auth_config=config):
             error = event.get("error") or (event.get("errorDetail") or {}).get("message")
             if error:
                 raise RuntimeError_(str(error))

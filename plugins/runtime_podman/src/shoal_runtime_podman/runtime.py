@@ -14,6 +14,7 @@ import`` stores them as ``localhost/<name>``, before any pull is attempted.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ from shoal.roles.runtime import (
     EngineInfo,
     ExitStatus,
     LogLine,
+    RegistryAuth,
     RuntimeError_,
     TaskFile,
 )
@@ -253,15 +255,17 @@ class PodmanRuntime:
             labels={},
         )
 
-    async def prepare(self, task: pb.Task, files: Sequence[TaskFile] = ()) -> None:
+    async def prepare(
+        self, task: pb.Task, files: Sequence[TaskFile] = (), *, registry_auth: RegistryAuth | None = None
+    ) -> None:
         _task.check(task)
         taskfiles.check(files)
         spec = task.spec.container
         if spec.stop_signal:
             signal_number(spec.stop_signal)  # refuse a bad signal before touching the engine
-        await self._run(self._prepare, task, files)
+        await self._run(self._prepare, task, files, registry_auth)
 
-    def _prepare(self, task: pb.Task, files: Sequence[TaskFile]) -> None:
+    def _prepare(self, task: pb.Task, files: Sequence[TaskFile], auth: RegistryAuth | None = None) -> None:
         """Create the container, pulling first or on a miss as the pull policy says.
 
         Creating straight away (rather than asking whether the image exists) costs one round
@@ -270,19 +274,28 @@ class PodmanRuntime:
         binds = taskfiles.materialise(self.files_dir, task.id, files)
         policy = task.spec.container.pull_policy
         if policy == _PULL_ALWAYS:
-            self._pull(task.spec.container.image, "always")
+            self._pull(task.spec.container.image, "always", auth)
         try:
             self._create(task, binds)
             return
         except _EngineError as exc:
             if exc.cause != "image not known" or policy != _PULL_MISSING:
                 raise
-        self._pull(task.spec.container.image, "missing")
+        self._pull(task.spec.container.image, "missing", auth)
         self._create(task, binds)
 
-    def _pull(self, image: str, policy: str) -> None:
+    def _pull(self, image: str, policy: str, auth: RegistryAuth | None = None) -> None:
+        """Pull ``image``; with ``auth`` (``--with-registry-auth``) in podman's
+        ``X-Registry-Auth`` header (base64url of docker's AuthConfig JSON), never on disk."""
+        headers = {}
+        if auth is not None:
+            encoded = base64.urlsafe_b64encode(json.dumps(auth.docker_auth_config()).encode())
+            headers["X-Registry-Auth"] = encoded.decode()
         response = self._api.post(
-            "/images/pull", params={"reference": image, "policy": policy, "quiet": True}, timeout=None
+            "/images/pull",
+            params={"reference": image, "policy": policy, "quiet": True},
+            headers=headers,
+            timeout=None,
         )
         _checked(response, 200)
         for line in response.text.splitlines():
