@@ -195,6 +195,34 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+def is_ca_certificate(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` carries CA basic constraints (a node certificate never does)."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return constraints.ca
+
+
+def _check_may_issue(cert: x509.Certificate) -> None:
+    """An intermediate must be a CA certificate allowed to sign certificates.
+
+    Without this check a node could sign a certificate with its own node key (its leaf is
+    issued by the root, so the chain "leaf -> node certificate -> root" would verify) and
+    claim any identity, a manager's included.
+    """
+    if not is_ca_certificate(cert):
+        raise CertificateError(f"certificate {_describe(cert)} signs another one but is not a CA certificate")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not usage.key_cert_sign:
+        raise CertificateError(
+            f"certificate {_describe(cert)} signs another one but its key usage forbids it"
+        )
+
+
 def verify_chain(
     cert_pem: bytes, root_pem: bytes, *, intermediates_pem: bytes = b"", now: dt.datetime | None = None
 ) -> None:
@@ -206,7 +234,8 @@ def verify_chain(
 
     ``root_pem`` may be a bundle (during a root rotation both roots are trusted). Extra
     certificates after the leaf in ``cert_pem`` are treated as intermediates, so an issued
-    certificate with its chain appended can be passed as it is.
+    certificate with its chain appended can be passed as it is. An intermediate must be a CA
+    certificate whose key usage (if any) allows signing certificates.
     """
     when = now or dt.datetime.now(dt.UTC)
     certs = load_certificates(cert_pem)
@@ -226,6 +255,7 @@ def verify_chain(
         issuer = next((c for c in pool if c is not current and _issued_by(current, c)), None)
         if issuer is None:
             break
+        _check_may_issue(issuer)
         _check_validity(issuer, when)
         current = issuer
     names = ", ".join(_describe(r) for r in roots)

@@ -461,7 +461,9 @@ class Daemon:
             )
             identity.write_credentials(
                 self.state_dir / CERTS_DIR,
-                identity.NodeCredentials(key_pem=key_pem, cert_pem=issued.cert_pem, root_pem=root.cert_pem),
+                identity.NodeCredentials(
+                    key_pem=key_pem, cert_pem=issued.presented_pem, root_pem=root.cert_pem
+                ),
             )
             cluster = pb.Cluster(id=cluster_id, spec=cluster_spec())
             cluster.spec.ca_config.external_cas.extend(externalca.to_spec(external_cas))
@@ -483,7 +485,7 @@ class Daemon:
             node.certificate.role = pb.NodeSpec.MANAGER
             node.certificate.state = pb.Certificate.ISSUED
             node.certificate.cn = node_id
-            node.certificate.certificate = issued.cert_pem
+            node.certificate.certificate = issued.presented_pem
 
             def init(tx: Tx) -> None:
                 tx.create(cluster)
@@ -567,7 +569,7 @@ class Daemon:
             expiry_seconds=expiry,
         )
         creds = identity.NodeCredentials(
-            key_pem=key_pem, cert_pem=issued.cert_pem, root_pem=self.tls.root_pem
+            key_pem=key_pem, cert_pem=issued.presented_pem, root_pem=self.tls.root_pem
         )
         identity.write_credentials(self.state_dir / CERTS_DIR, creds)
         self.tls = TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)

@@ -71,7 +71,7 @@ class CAServer:
             raise RPCError(StatusCode.INVALID_ARGUMENT, f"certificate request refused: {exc}") from None
         except RuntimeError as exc:
             raise RPCError(StatusCode.UNAVAILABLE, f"the CA could not sign: {exc}") from None
-        return issued.cert_pem
+        return issued.presented_pem  # leaf + intermediates: the node must present both
 
     def _role_for(self, token: str, cluster: pb.Cluster) -> pb.NodeSpec.Role.ValueType:
         try:

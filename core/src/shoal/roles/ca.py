@@ -39,10 +39,28 @@ class ExternalCA:
 
 @dataclass(frozen=True)
 class IssuedCertificate:
-    """A signed node certificate (PEM) and the chain up to the root (PEM, may be empty)."""
+    """A signed node certificate (PEM) and the chain up to the root (PEM, may be empty).
+
+    ``chain_pem`` holds the intermediates between the certificate and the root, when the CA
+    signs with an intermediate under an offline root. The root itself stays out of it: it is
+    the cluster root, which every node already trusts and join tokens pin.
+    """
 
     cert_pem: bytes
     chain_pem: bytes = b""
+
+    @property
+    def presented_pem(self) -> bytes:
+        """The certificate followed by its intermediates: what the node keeps and presents.
+
+        A peer trusts only the root, so a node whose CA signs with an intermediate must send
+        the intermediate in every TLS handshake; the kernel stores this bundle as the node's
+        certificate (``swarm-node.crt``) instead of the bare leaf.
+        """
+        if not self.chain_pem.strip():
+            return self.cert_pem
+        leaf = self.cert_pem if self.cert_pem.endswith(b"\n") else self.cert_pem + b"\n"
+        return leaf + self.chain_pem
 
 
 #: Optional class attribute of a CA provider class: the ``--external-ca protocol=`` values it

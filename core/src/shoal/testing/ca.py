@@ -15,12 +15,23 @@ Use it from your plugin's tests::
 By default the suite makes the root with ``create_root()`` and adopts it with ``load_root()``
 (fixture ``ca_root``); override ``ca_root`` if your CA gets its root another way. A CA whose
 certificate lifetime is set elsewhere (an external CA's signing profile) sets
-``honours_expiry = False``; its certificates must still be valid now.
+``honours_expiry = False``; its certificates must still be valid now, and backdated by at
+least ``MIN_BACKDATE`` (Swarm's ``now - 1h`` is checked exactly when ``honours_expiry``).
+
+Beyond parsing what ``sign`` returned, the suite opens real mutual-TLS connections (Python's
+``ssl``, i.e. OpenSSL) with what it issued, presented as the kernel presents it (the leaf
+followed by ``chain_pem``, ``IssuedCertificate.presented_pem``) and trusting only the root: a
+CA that signs with an intermediate must return it in ``chain_pem``, and the intermediate must
+be a real CA certificate, or every handshake in a cluster fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import ssl
+import tempfile
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -36,12 +47,73 @@ from shoal.roles.transport import PeerIdentity
 NODE_ID = "3k9cx2r6ljqa1mz0f7ydpbw5e"
 CLUSTER_ID = "0c8qz1w2e3r4t5y6u7i8o9p0a"
 DAY = 86_400.0
+#: Swarm backdates NotBefore by an hour against clock skew between nodes.
+BACKDATE = dt.timedelta(hours=1)
+#: The least backdating accepted from a CA whose validity follows its own policy.
+MIN_BACKDATE = dt.timedelta(minutes=1)
 
 
 def _public_der(cert_or_csr: x509.Certificate | x509.CertificateSigningRequest) -> bytes:
     return cert_or_csr.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def _tls_context(
+    side: ssl._SSLMethod, root_pem: bytes, key_pem: bytes, cert_pem: bytes, folder: Path
+) -> ssl.SSLContext:
+    """An OpenSSL context that presents ``cert_pem`` (leaf + intermediates) and trusts only the root."""
+    name = "server" if side == ssl.PROTOCOL_TLS_SERVER else "client"
+    (folder / f"{name}.crt").write_bytes(cert_pem)
+    (folder / f"{name}.key").write_bytes(key_pem)
+    context = ssl.SSLContext(side)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(folder / f"{name}.crt", folder / f"{name}.key")
+    context.load_verify_locations(cadata=root_pem.decode())
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+async def mutual_tls_peer(
+    root_pem: bytes,
+    server: tuple[bytes, bytes],
+    client: tuple[bytes, bytes],
+    server_name: str = "swarm-manager",
+) -> PeerIdentity:
+    """Open one real mutual-TLS connection on 127.0.0.1; return the client as the server saw it.
+
+    ``server`` and ``client`` are ``(key_pem, presented_pem)``; both sides trust only
+    ``root_pem``, and the client checks ``server_name`` as the default transport does. Raises
+    ``ssl.SSLError`` (or ``ConnectionError``) when either side refuses the other.
+    """
+    seen: asyncio.Future[PeerIdentity] = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        if not seen.done():
+            seen.set_result(identity.parse_identity(x509.load_der_x509_certificate(der)))
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    with tempfile.TemporaryDirectory(prefix="shoal-ca-tls-") as tmp:
+        folder = Path(tmp)
+        server_context = _tls_context(ssl.PROTOCOL_TLS_SERVER, root_pem, *server, folder)
+        client_context = _tls_context(ssl.PROTOCOL_TLS_CLIENT, root_pem, *client, folder)
+        listener = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+        try:
+            port = listener.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, ssl=client_context, server_hostname=server_name),
+                10,
+            )
+            try:
+                assert await asyncio.wait_for(reader.read(2), 10) == b"ok"
+            finally:
+                writer.close()
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            listener.close()
 
 
 class CAConformance:
@@ -150,6 +222,33 @@ class CAConformance:
             slack = dt.timedelta(seconds=2)
             wanted = dt.timedelta(seconds=expiry)
             assert before + wanted - slack <= cert.not_valid_after_utc <= after + wanted + slack
+
+    async def test_backdated(self, ca: CAProvider, ca_root: RootMaterial) -> None:
+        before = dt.datetime.now(dt.UTC)
+        _, issued = await self._sign(ca)
+        after = dt.datetime.now(dt.UTC)
+        not_before = identity.load_certificate(issued.cert_pem).not_valid_before_utc
+        if self.honours_expiry:
+            slack = dt.timedelta(seconds=2)
+            assert before - BACKDATE - slack <= not_before <= after - BACKDATE + slack, (
+                f"NotBefore must be the signing time minus {BACKDATE}, got {not_before}"
+            )
+        else:
+            assert not_before <= before - MIN_BACKDATE, f"NotBefore {not_before} is not backdated"
+
+    async def test_mutual_tls_with_what_was_issued(self, ca: CAProvider, ca_root: RootMaterial) -> None:
+        server_key, client_key = identity.generate_key(), identity.generate_key()
+        _, server = await self._sign(ca, role="swarm-manager", key_pem=server_key)
+        _, client = await self._sign(ca, role="swarm-worker", key_pem=client_key)
+        peer = await mutual_tls_peer(
+            ca_root.cert_pem, (server_key, server.presented_pem), (client_key, client.presented_pem)
+        )
+        assert peer == PeerIdentity(NODE_ID, "swarm-worker", CLUSTER_ID)
+        # The other way round: a worker certificate is no manager (server name swarm-manager).
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await mutual_tls_peer(
+                ca_root.cert_pem, (client_key, client.presented_pem), (server_key, server.presented_pem)
+            )
 
     async def test_chain_verifies_against_root(self, ca: CAProvider, ca_root: RootMaterial) -> None:
         _, issued = await self._sign(ca)

@@ -75,6 +75,34 @@ class ClusterPKI:
             .sign(self._key, hashes.SHA256())
         )
         self.root_pem = cert.public_bytes(serialization.Encoding.PEM)
+        self._intermediate: tuple[ec.EllipticCurvePrivateKey, x509.Name, bytes] | None = None
+
+    def _issuing_intermediate(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Name, bytes]:
+        """A CA the root signed (made once), as a CA plugin with an offline root signs."""
+        if self._intermediate is None:
+            key = ec.generate_private_key(ec.SECP256R1())
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarm-intermediate")])
+            now = dt.datetime.now(dt.UTC)
+            cert = (
+                x509.CertificateBuilder()
+                .subject_name(name)
+                .issuer_name(self._name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - HOUR)
+                .not_valid_after(now + 24 * HOUR)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(
+                    x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+                )
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .add_extension(
+                    x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
+                )
+                .sign(self._key, hashes.SHA256())
+            )
+            self._intermediate = (key, name, cert.public_bytes(serialization.Encoding.PEM))
+        return self._intermediate
 
     def node(
         self,
@@ -83,9 +111,17 @@ class ClusterPKI:
         *,
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
+        via_intermediate: bool = False,
     ) -> TLSMaterial:
-        """TLS material for a node: a fresh key and a certificate for it."""
+        """TLS material for a node: a fresh key and a certificate for it.
+
+        ``via_intermediate``: the certificate is signed by an intermediate CA under the root,
+        and ``cert_pem`` holds the leaf followed by that intermediate (what a node presents).
+        """
         now = dt.datetime.now(dt.UTC)
+        signer, issuer, chain = (self._key, self._name, b"")
+        if via_intermediate:
+            signer, issuer, chain = self._issuing_intermediate()
         key_pem = identity.generate_key()
         public = identity.load_private_key(key_pem).public_key()
         names = [role, node_id] + (["swarm-ca"] if role == "swarm-manager" else [])
@@ -99,7 +135,7 @@ class ClusterPKI:
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(self._name)
+            .issuer_name(issuer)
             .public_key(public)
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before or now - HOUR)
@@ -114,12 +150,14 @@ class ClusterPKI:
             )
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
             )
-            .sign(self._key, hashes.SHA256())
+            .sign(signer, hashes.SHA256())
         )
         return TLSMaterial(
-            root_pem=self.root_pem, cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=key_pem
+            root_pem=self.root_pem,
+            cert_pem=cert.public_bytes(serialization.Encoding.PEM) + chain,
+            key_pem=key_pem,
         )
 
     def anonymous(self) -> TLSMaterial:
@@ -234,6 +272,20 @@ class TransportConformance:
         payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
         assert await transport.call(server.address, ECHO, payload, tls=worker, timeout=10) == payload
         assert await transport.call(server.address, ECHO, b"", tls=worker, timeout=10) == b""
+
+    async def test_identity_through_an_intermediate(
+        self, transport: TransportProvider, listen_addr: str, pki: ClusterPKI, service: TestService
+    ) -> None:
+        # A CA plugin may sign with an intermediate under an offline root: both sides present
+        # leaf + intermediate and trust only the root; the caller's identity is its leaf's.
+        manager = pki.node("manager-2", "swarm-manager", via_intermediate=True)
+        server = await transport.serve(listen_addr, manager, service.unary(), service.streams())
+        try:
+            worker = pki.node("worker-8", "swarm-worker", via_intermediate=True)
+            reply = await transport.call(server.address, WHO, b"", tls=worker, timeout=10)
+            assert reply == f"worker-8|swarm-worker|{pki.cluster_id}".encode()
+        finally:
+            await server.stop(0)
 
     async def test_caller_without_certificate_is_anonymous(
         self, transport: TransportProvider, server: TransportServer, pki: ClusterPKI, service: TestService

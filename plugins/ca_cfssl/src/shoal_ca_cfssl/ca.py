@@ -53,11 +53,7 @@ def _check_ca_certificate(pem: bytes, what: str) -> x509.Certificate:
         cert = identity.load_certificate(pem)
     except identity.CertificateError as exc:
         raise ValueError(f"{what}: {exc}") from None
-    try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is None or not constraints.ca:
+    if not identity.is_ca_certificate(cert):
         raise ValueError(f"{what}: {cert.subject.rfc4514_string()} is not a CA certificate")
     return cert
 

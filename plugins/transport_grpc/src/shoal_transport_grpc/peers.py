@@ -37,10 +37,15 @@ class PeerVerifier:
 
     def identify(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> PeerIdentity | None:
         """The caller's identity; raises ``RPCError`` for a certificate that must not be used."""
-        certs: Any = context.auth_context().get("x509_pem_cert")
+        properties: Any = context.auth_context()
+        certs = properties.get("x509_pem_cert")
         if not certs:
             return None
-        pem = certs[0]
+        # The leaf, then the intermediates the peer sent (a CA may sign with an intermediate
+        # under the offline cluster root): the leaf alone would not chain to the root. On a
+        # server, gRPC's chain property holds what the peer sent besides its leaf.
+        chain = properties.get("x509_pem_cert_chain") or []
+        pem = certs[0] + b"".join(chain)
         entry = self._cache.get(pem)
         if entry is None:
             entry = self._classify(pem)
