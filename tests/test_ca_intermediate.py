@@ -82,6 +82,7 @@ def site_env(site: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(path), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+@pytest.mark.cluster
 def test_cluster_runs_with_an_intermediate_ca(node_factory: Factory, tmp_path: Path) -> None:
     site = tmp_path / "site"
     root_pem = intermediate_ca.install(site)
