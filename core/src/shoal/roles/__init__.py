@@ -17,8 +17,10 @@ from shoal.roles.runtime import (
     EngineInfo,
     ExitStatus,
     LogLine,
+    RegistryAuth,
     RuntimeError_,
     RuntimeProvider,
+    TaskFile,
 )
 from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
 from shoal.roles.secrets import SecretFetchError, SecretsProvider, SecretUse
@@ -67,6 +69,7 @@ __all__ = [
     "PluginContext",
     "Provider",
     "RPCError",
+    "RegistryAuth",
     "RootMaterial",
     "RuntimeError_",
     "RuntimeProvider",
@@ -82,6 +85,7 @@ __all__ = [
     "StoreUnavailable",
     "StreamHandler",
     "TLSMaterial",
+    "TaskFile",
     "TransportProvider",
     "TransportServer",
 ]
