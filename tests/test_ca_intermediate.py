@@ -7,7 +7,8 @@ intermediates, and the cluster root stays the offline root that join tokens pin.
 
 The fast tests run the CA conformance suite (which now opens real mutual-TLS connections and
 checks backdating) against the test plugin in ``intermediate_ca``, and check the suite refuses
-broken variants of it. The cluster test runs real daemons: 1 manager + 1 worker, a service.
+broken variants of it. The cluster test runs real daemons: 1 manager + 1 worker whose
+certificates of seconds renew through the CA, and a service on the worker.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import datetime as dt
 import os
 import ssl
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import intermediate_ca
@@ -82,14 +84,28 @@ def site_env(site: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(path), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+def consistent_credentials(node: ShoalNode) -> identity.NodeCredentials | None:
+    """The node's key and certificate, or None while a renewal is replacing them (3 files)."""
+    try:
+        return identity.load_credentials(node.state_dir / "certificates")
+    except identity.CertificateError:
+        return None
+
+
 @pytest.mark.cluster
 def test_cluster_runs_with_an_intermediate_ca(node_factory: Factory, tmp_path: Path) -> None:
     site = tmp_path / "site"
     root_pem = intermediate_ca.install(site)
-    manager = node_factory(name="mgr", env=site_env(site)).start()
+    # Certificates of seconds (test-only floor), so the worker renews through the CA too.
+    env = {**site_env(site), "SHOAL_UNSAFE_TEST_MIN_CERT_EXPIRY": "6"}
+    manager = node_factory(name="mgr", env=env).start()
     manager.init("--plugin", "ca=intermediate")
-    worker = node_factory(name="wrk", host="127.0.0.2", env=site_env(site)).start()
+    manager.ok("swarm", "update", "--cert-expiry", "12s")
+    worker = node_factory(name="wrk", host="127.0.0.2", env=env).start()
     worker.join(manager)
+    cert_file = worker.state_dir / "certificates" / "swarm-node.crt"
+    joined = cert_file.read_bytes()
+    wait_until(lambda: cert_file.read_bytes() != joined, 40, interval=0.5, what="a renewal over mutual TLS")
     wait_until(
         lambda: (
             {
@@ -105,7 +121,7 @@ def test_cluster_runs_with_an_intermediate_ca(node_factory: Factory, tmp_path: P
     # The cluster root is the offline root (what join tokens pin); each node presents its
     # certificate followed by the intermediate, and that chain verifies against the root.
     for node in (manager, worker):
-        creds = identity.load_credentials(node.state_dir / "certificates")
+        creds = wait_until(partial(consistent_credentials, node), 10, what="a key and certificate that match")
         assert creds.root_pem == root_pem
         chain = identity.load_certificates(creds.cert_pem)
         assert [c.subject.rfc4514_string() for c in chain[1:]] == ["CN=issuing intermediate"]
