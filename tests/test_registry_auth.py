@@ -121,3 +121,38 @@ def test_private_image_runs_on_a_worker_that_never_logged_in(
             docker.APIClient().remove_image(image, force=True)
         except docker.errors.NotFound:
             pass
+
+
+def test_podman_pulls_a_private_image_with_the_credentials_sent(
+    node_factory: Factory, registry: PrivateRegistry, tmp_path: Path
+) -> None:
+    """The other runtime, one node: without the flag the registry refuses, with it the task runs."""
+    node = node_factory(name="p1", runtime="podman").start()
+    node.init()
+    image = push(registry, "private/podman")
+    logged_in = {**node.env(), "DOCKER_CONFIG": str(registry.docker_config(tmp_path / "client"))}
+
+    def create(name: str, *flags: str) -> None:
+        created = subprocess.run(
+            [*SHOAL, "service", "create", "--name", name, "--detach", *flags, image],
+            capture_output=True,
+            text=True,
+            env=logged_in,
+            timeout=120,
+        )
+        assert created.returncode == 0, created.stderr
+
+    try:
+        create("anon")
+        wait_until(
+            lambda: any(word in t["Error"] for t in node.tasks("anon") for word in AUTH_REFUSED),
+            90,
+            what="the registry's refusal in service ps",
+        )
+        node.ok("service", "rm", "anon")
+        create("private", "--with-registry-auth")
+        wait_until(lambda: len(node.running("private")) == 1, 90, what="the task running on podman")
+    finally:
+        for name in ("anon", "private"):
+            node.cli("service", "rm", name)
+        subprocess.run(["podman", "rmi", "-f", image], capture_output=True, check=False)
