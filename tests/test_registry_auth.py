@@ -17,7 +17,7 @@ import docker
 import pytest
 from harness import SHOAL, TEST_IMAGE, ShoalNode, start_cluster, wait_until
 from private_registry import PrivateRegistry
-from test_secrets import files_holding, one_line_error
+from test_secrets import daemon_pid, files_holding, memory_holds, one_line_error
 
 pytestmark = [pytest.mark.cluster]
 
@@ -61,7 +61,7 @@ def test_private_image_runs_on_a_worker_that_never_logged_in(
     def factory(**kwargs: object) -> ShoalNode:
         return node_factory(env={"DOCKER_CONFIG": str(empty)}, **kwargs)
 
-    manager, (worker,) = start_cluster(factory, "w1")
+    manager, (worker, idle) = start_cluster(factory, "w1", "w2")
     manager.ok("node", "update", "--availability", "drain", "mgr")
     image = push(registry, "private/app")
     logged_in = {**manager.env(), "DOCKER_CONFIG": str(registry.docker_config(tmp_path / "client"))}
@@ -112,8 +112,11 @@ def test_private_image_runs_on_a_worker_that_never_logged_in(
         auth_line = base64.b64encode(f"{registry.username}:{registry.password}".encode())
         for needle in (registry.password.encode(), auth_line):
             assert needle.decode() not in inspected
-            for node in (manager, worker):
+            for node in (manager, worker, idle):
                 assert files_holding(node.state_dir, needle) == [], node.name
+        # Sent to the node of the task only: the other worker never had them, even in memory.
+        assert memory_holds(daemon_pid(worker), registry.password.encode())
+        assert not memory_holds(daemon_pid(idle), registry.password.encode())
     finally:
         for name in ("anon", "private"):
             manager.cli("service", "rm", name)
