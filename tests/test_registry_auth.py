@@ -114,6 +114,10 @@ def test_private_image_runs_on_a_worker_that_never_logged_in(
             assert needle.decode() not in inspected
             for node in (manager, worker, idle):
                 assert files_holding(node.state_dir, needle) == [], node.name
+        # update --with-registry-auth reads the credentials for the service's image again.
+        updated = client("service", "update", "--detach", "--with-registry-auth", "private")
+        assert updated.returncode == 0, updated.stderr
+        assert '"WithRegistryAuth": true' in manager.ok("service", "inspect", "private").stdout
         # Sent to the node of the task only: the other worker never had them, even in memory.
         assert memory_holds(daemon_pid(worker), registry.password.encode())
         assert not memory_holds(daemon_pid(idle), registry.password.encode())
