@@ -25,8 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cryptography import x509
 from shoal import identity
-from shoal.roles.ca import ExternalCA, IssuedCertificate, RootMaterial
-from shoal.roles.transport import TLSMaterial
+from shoal.plugin import ExternalCA, IssuedCertificate, RootMaterial, TLSMaterial
 
 from shoal_ca_cfssl import client, request
 

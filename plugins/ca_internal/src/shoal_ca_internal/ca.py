@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from shoal import identity
-from shoal.roles.ca import ExternalCA, IssuedCertificate, RootMaterial
+from shoal.plugin import ExternalCA, IssuedCertificate, RootMaterial
 
 ROOT_COMMON_NAME = "swarm-ca"
 #: Swarm's ``RootCAExpiration`` (630720000s).

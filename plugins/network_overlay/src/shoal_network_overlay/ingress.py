@@ -21,7 +21,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shoal.roles.network import NetworkError
+from shoal.plugin import NetworkError
 
 TABLE = "shoal"
 #: Swarm's NAT priority for DNAT (``dstnat``), written as a number: ``output`` hooks refuse

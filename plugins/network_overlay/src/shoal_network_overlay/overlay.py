@@ -23,7 +23,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
-from shoal.roles.network import EndpointAttachment, NetworkError, NetworkSpec
+from shoal.plugin import EndpointAttachment, NetworkError, NetworkSpec
 
 VXLAN_PORT = 4789
 _NETNS_PATH = re.compile(r"/run/netns/([A-Za-z0-9_.-]+)\Z")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from shoal.roles.network import (
+from shoal.plugin import (
     FEATURE_DISCOVERY,
     FEATURE_INGRESS,
     FEATURE_OVERLAY,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from shoal import hookimpl
-from shoal.roles.base import PluginContext
+from shoal.plugin import PluginContext, hookimpl
 
 from .runtime import PodmanRuntime
 

@@ -27,19 +27,19 @@ import podman.api
 import podman.errors
 import requests
 import urllib3
-from shoal.proto import objects_pb2 as pb
-from shoal.roles.base import PluginContext
-from shoal.roles.runtime import (
+from shoal.plugin import (
     LABEL_NODE_ID,
     LABEL_TASK_ID,
     ContainerRef,
     EngineInfo,
     ExitStatus,
     LogLine,
+    PluginContext,
     RegistryAuth,
     RuntimeError_,
     TaskFile,
 )
+from shoal.plugin import objects_pb2 as pb
 from shoal.runtimekit import hostports, taskfiles
 from shoal.runtimekit import task as _task
 from shoal.runtimekit.bridge import abort_response, call

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from shoal.placement import Filter, Pipeline, Preference, group_batches, parse_preference
-from shoal.proto import objects_pb2 as pb
-from shoal.roles import NodeInfo, Placement
+from shoal.plugin import Filter, NodeInfo, Pipeline, Placement, Preference, group_batches, parse_preference
+from shoal.plugin import objects_pb2 as pb
 
 from shoal_scheduler_spread.tree import Cursor, build_tree
 

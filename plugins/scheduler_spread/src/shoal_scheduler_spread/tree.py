@@ -16,9 +16,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
-from shoal.placement import Pipeline, Preference
-from shoal.proto import objects_pb2 as pb
-from shoal.roles import NodeInfo, Placement
+from shoal.plugin import NodeInfo, Pipeline, Placement, Preference
+from shoal.plugin import objects_pb2 as pb
 
 # A leaf heap entry: (tasks of the service, total tasks, node ID, sequence, node). The node ID
 # makes ties deterministic; the sequence number keeps NodeInfo out of comparisons.

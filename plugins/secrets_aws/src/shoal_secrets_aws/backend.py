@@ -19,7 +19,7 @@ import os
 from typing import Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from shoal.roles.secrets import SecretFetchError, SecretUse
+from shoal.plugin import SecretFetchError, SecretUse
 
 from shoal_secrets_aws.reference import MATERIAL_BYTES, BadReference, Reference, swarm_tag
 from shoal_secrets_aws.settings import AwsOptionError, AwsSettings

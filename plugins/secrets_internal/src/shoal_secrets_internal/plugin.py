@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from shoal import hookimpl
-from shoal.roles import PluginContext
+from shoal.plugin import PluginContext, hookimpl
 
 from shoal_secrets_internal.sealing import InternalSecrets
 

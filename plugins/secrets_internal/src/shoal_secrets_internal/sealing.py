@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from shoal.roles.secrets import SecretFetchError, SecretUse
+from shoal.plugin import SecretFetchError, SecretUse
 
 FORMAT = b"\x01"
 KEY_BYTES = 32

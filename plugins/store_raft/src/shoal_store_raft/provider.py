@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from shoal.roles import (
+from shoal.plugin import (
     MemberInfo,
     NotLeaderError,
     PluginContext,

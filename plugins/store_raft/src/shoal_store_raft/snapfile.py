@@ -20,7 +20,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from shoal.roles import StoreOpenError
+from shoal.plugin import StoreOpenError
 
 from shoal_store_raft.files import atomic_write, fsync_dir
 from shoal_store_raft.raft.types import Snapshot, SnapshotMeta

@@ -37,7 +37,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoal.roles import StoreOpenError
+from shoal.plugin import StoreOpenError
 
 MAGIC = b"SHWAL\x00\x02\n"
 HEADER = struct.Struct("<III")

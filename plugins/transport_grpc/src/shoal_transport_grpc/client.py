@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from shoal.roles.transport import TLSMaterial
+from shoal.plugin import TLSMaterial
 
 from shoal_transport_grpc import anonymous, errors, firstcontact
 from shoal_transport_grpc.options import CLIENT_OPTIONS

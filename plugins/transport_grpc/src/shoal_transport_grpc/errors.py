@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from shoal.roles.transport import RPCError, StatusCode
+from shoal.plugin import RPCError, StatusCode
 
 #: Trailing metadata key set by the server when a handler raised the status itself.
 HANDLER_MARK = "shoal-handler-status"

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import grpc
-from shoal.roles.transport import RPCError, StatusCode
+from shoal.plugin import RPCError, StatusCode
 
 from shoal_transport_grpc import anonymous, errors
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from shoal import identity
-from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
+from shoal.plugin import PeerIdentity, RPCError, StatusCode
 
 from shoal_transport_grpc import anonymous
 

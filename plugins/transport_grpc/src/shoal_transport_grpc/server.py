@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
-from shoal.roles.transport import Handler, RPCError, StatusCode, StreamHandler, TLSMaterial
+from shoal.plugin import Handler, RPCError, StatusCode, StreamHandler, TLSMaterial
 
 from shoal_transport_grpc import anonymous, errors
 from shoal_transport_grpc.options import SERVER_OPTIONS

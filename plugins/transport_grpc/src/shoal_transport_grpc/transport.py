@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import ClassVar
 
-from shoal.roles.transport import Handler, StreamHandler, TLSMaterial
+from shoal.plugin import Handler, StreamHandler, TLSMaterial
 
 from shoal_transport_grpc import client
 from shoal_transport_grpc.server import GrpcServer

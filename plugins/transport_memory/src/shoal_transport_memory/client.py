@@ -19,7 +19,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-from shoal.roles.transport import Handler, PeerIdentity, RPCError, StatusCode, StreamHandler, TLSMaterial
+from shoal.plugin import Handler, PeerIdentity, RPCError, StatusCode, StreamHandler, TLSMaterial
 
 from shoal_transport_memory.handshake import HandshakeFailure, Handshaker
 from shoal_transport_memory.network import Link, MemoryNetwork

@@ -24,7 +24,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from shoal import identity
-from shoal.roles.transport import PeerIdentity, RPCError, StatusCode, TLSMaterial
+from shoal.plugin import PeerIdentity, RPCError, StatusCode, TLSMaterial
 
 _CACHE_LIMIT = 4096
 

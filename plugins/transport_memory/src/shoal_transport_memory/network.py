@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from shoal.roles.transport import RPCError, StatusCode
+from shoal.plugin import RPCError, StatusCode
 
 if TYPE_CHECKING:
     from shoal_transport_memory.server import MemoryServer

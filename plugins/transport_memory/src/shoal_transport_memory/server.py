@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from shoal.roles.transport import Handler, PeerIdentity, RPCError, StatusCode, StreamHandler, TLSMaterial
+from shoal.plugin import Handler, PeerIdentity, RPCError, StatusCode, StreamHandler, TLSMaterial
 
 from shoal_transport_memory.handshake import check_server_material
 from shoal_transport_memory.network import Link, MemoryNetwork

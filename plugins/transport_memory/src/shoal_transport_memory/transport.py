@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import ClassVar
 
-from shoal.roles.transport import Handler, RPCError, StatusCode, StreamHandler, TLSMaterial
+from shoal.plugin import Handler, RPCError, StatusCode, StreamHandler, TLSMaterial
 
 from shoal_transport_memory.client import Caller
 from shoal_transport_memory.handshake import Handshaker

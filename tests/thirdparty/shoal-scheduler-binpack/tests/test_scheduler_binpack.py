@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from shoal.loader import PluginLoader
-from shoal.roles import SchedulerProvider
+from shoal.plugin import SchedulerProvider
 from shoal.testing.scheduler import GIB, SchedulerConformance, make_node, make_tasks, node_infos
 from shoal_scheduler_binpack.scheduler import BinpackScheduler
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from shoal.placement import Filter, Pipeline, group_batches
-from shoal.proto import objects_pb2 as pb
-from shoal.roles import NodeInfo, Placement
+from shoal.plugin import Filter, NodeInfo, Pipeline, Placement, group_batches
+from shoal.plugin import objects_pb2 as pb
 
 
 def fullest_first(info: NodeInfo) -> tuple[int, int, int, str]:
