@@ -4,9 +4,11 @@ the readable ``shoal info`` block, and ``service logs`` of tasks on other nodes.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from harness import SHOAL, TEST_IMAGE, ShoalNode, start_cluster, wait_until
@@ -75,6 +77,22 @@ def test_service_logs_come_from_the_node_running_the_task(node_factory: Factory)
     assert all(line.startswith("chatty.1.") and "@w1 " in line for line in lines), lines
     raw = manager.ok("service", "logs", "--raw", "--tail", "1", "chatty").stdout
     assert raw == "second line\n"
+
+    # -t: docker's fixed-width RFC3339Nano stamp first; --since drops older lines on the worker.
+    stamped = manager.ok("service", "logs", "-t", "chatty").stdout.splitlines()
+    stamps = [line.split(" ", 1)[0] for line in stamped]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", s) for s in stamps), stamped
+    assert [line.split(" ", 1)[1].split(" | ", 1)[1] for line in stamped] == [
+        "hello from the worker",
+        "second line",
+    ]
+    assert manager.ok("service", "logs", "--since", "10m", "chatty").stdout.splitlines() == lines
+    later = manager.ok("service", "logs", "--raw", "--since", stamps[1], "chatty").stdout.splitlines()
+    assert later == (["second line"] if stamps[0] < stamps[1] else ["hello from the worker", "second line"])
+    future = datetime.fromisoformat(stamps[1][:26]).replace(tzinfo=UTC) + timedelta(hours=1)
+    assert manager.ok("service", "logs", "--since", future.isoformat(), "chatty").stdout == ""
+    bad = manager.cli("service", "logs", "--since", "nonsense", "chatty")
+    assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.count("\n") == 1, bad
 
     # -f follows a task that starts later, on the worker too.
     following = subprocess.Popen(

@@ -243,3 +243,37 @@ async def test_task_log_server_serves_only_its_tasks() -> None:
     with pytest.raises(RPCError) as refused:
         await anext(streams[rpc.TASK_LOGS](request, worker))
     assert refused.value.code == StatusCode.PERMISSION_DENIED
+
+
+async def test_since_leaves_out_older_lines_where_they_are_read() -> None:
+    local, remote = task("t1", "m1", 1), task("t2", "w1", 2)
+    lines = {"t1": [(1.0, "a"), (4.0, "d")], "t2": [(2.0, "b"), (5.0, "e")]}
+    runtime = FakeRuntime(lines)
+    server = server_for("w1", [remote], runtime)
+    transport = FakeTransport({"10.0.0.2:2377": server})
+    store = await cluster(local, remote)
+    logs = reader(store, runtime, transport)
+    items = await collect(service_log_items(logs, "s1", follow=False, tail=None, since=3.0))
+    assert [i["Line"] for i in items] == ["d", "e"]
+    # The worker itself drops the older lines: they never cross the network.
+    request = rpb.TaskLogsRequest(task_id="t2", tail=-1, since=2.5).SerializeToString()
+    sent = [rpb.TaskLogLine.FromString(m).text async for m in server.task_logs(request, MANAGER)]
+    assert sent == ["e"]
+
+
+async def test_each_line_carries_the_ids_the_cli_prints() -> None:
+    remote = task("t2" + "x" * 20, "w1", 2)
+    runtime = FakeRuntime({remote.id: [(2.0, "b")]})
+    transport = FakeTransport({"10.0.0.2:2377": server_for("w1", [remote], runtime)})
+    store = await cluster(remote)
+    (item,) = await collect(
+        service_log_items(reader(store, runtime, transport), "s1", follow=False, tail=None)
+    )
+    assert {k: item[k] for k in ("ServiceName", "ServiceID", "Slot", "TaskID", "NodeID", "NodeName")} == {
+        "ServiceName": "web",
+        "ServiceID": "s1",
+        "Slot": "2",
+        "TaskID": remote.id,
+        "NodeID": "w1",
+        "NodeName": "w1",
+    }

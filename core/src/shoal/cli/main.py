@@ -716,31 +716,64 @@ def service_rm(ctx: click.Context, services: tuple[str, ...]) -> None:
 @service.command("logs")
 @click.argument("service_ref")
 @click.option("-f", "--follow", is_flag=True, help="Follow log output.")
-@click.option("--tail", default="all", help="Number of lines from the end (default all).")
+@click.option("-n", "--tail", default="all", help="Number of lines from the end (default all).")
+@click.option(
+    "--since",
+    default="",
+    help='Show logs since a time (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes).',
+)
+@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.option("--details", is_flag=True, help="Show extra details provided to logs.")
 @click.option("--no-task-ids", is_flag=True, help="Do not include task IDs in output.")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate output.")
+@click.option("--no-resolve", is_flag=True, help="Do not map IDs to Names in output.")
 @click.option("--raw", is_flag=True, help="Do not prefix lines.")
 @click.pass_context
 def service_logs(
-    ctx: click.Context, service_ref: str, follow: bool, tail: str, no_task_ids: bool, raw: bool
+    ctx: click.Context,
+    service_ref: str,
+    follow: bool,
+    tail: str,
+    since: str,
+    timestamps: bool,
+    details: bool,
+    no_task_ids: bool,
+    no_trunc: bool,
+    no_resolve: bool,
+    raw: bool,
 ) -> None:
     """Fetch the logs of a service's tasks."""
+    import time
+
+    from shoal.cli.logformat import LogFormat, format_line
+    from shoal.logtime import SinceError, parse_since
+
     if tail != "all" and not tail.isdigit():
         fail(f'invalid --tail "{tail}": use a number of lines or all', 2)
+    since_seconds = 0.0
+    if since:
+        try:
+            since_seconds = parse_since(since, time.time())  # relative to this machine's clock
+        except SinceError as exc:
+            fail(str(exc), 2)
+    fmt = LogFormat(
+        raw=raw,
+        no_task_ids=no_task_ids,
+        no_trunc=no_trunc,
+        no_resolve=no_resolve,
+        timestamps=timestamps,
+        details=details,
+    )
     incomplete = False
     try:
         for item in Client(ctx.find_root().params.get("host"), timeout=None).stream(
-            "service.logs", service=service_ref, follow=follow, tail=tail
+            "service.logs", service=service_ref, follow=follow, tail=tail, since=since_seconds
         ):
             if "Warning" in item:  # a node whose tasks' logs cannot be had: said, and exit 1
                 click.echo(f"warning: {item['Warning']}", err=True)
                 incomplete = True
                 continue
-            prefix = item["Prefix"]
-            if no_task_ids:
-                name, _, rest = prefix.partition("@")
-                prefix = name.rsplit(".", 1)[0] + "@" + rest
-            line = item["Line"]
-            click.echo(line if raw else f"{prefix}    | {line}", err=item.get("Stream") == "stderr")
+            click.echo(format_line(item, fmt), err=item.get("Stream") == "stderr")
     except ClientError as exc:
         fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
     if incomplete:

@@ -39,6 +39,7 @@ from shoal.daemon.tasklogs import TaskLogServer
 from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
+from shoal.logtime import since_param
 from shoal.manager.controlapi import ControlError, external_ca_fields
 from shoal.manager.secrets import SECRET_METHODS
 from shoal.proto import objects_pb2 as pb
@@ -875,7 +876,11 @@ class Daemon:
             store=self.manager.store,
         )
         items = service_log_items(
-            reader, service.id, follow=bool(params.get("follow")), tail=parse_tail(params.get("tail"))
+            reader,
+            service.id,
+            follow=bool(params.get("follow")),
+            tail=parse_tail(params.get("tail")),
+            since=since_param(params.get("since")),
         )
         async for item in items:
             yield item

@@ -25,7 +25,8 @@ from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportPr
 from shoal.store.memory import Event, ObjectStore
 
 #: One item of the local API's ``service.logs`` stream: a line (``Prefix``, ``Line``,
-#: ``Stream``, ``Timestamp``) or ``{"Warning": text}`` for a node whose logs are missing.
+#: ``Stream``, ``Timestamp`` and the IDs and names the CLI builds its prefix from, see
+#: ``LogReader.context``) or ``{"Warning": text}`` for a node whose logs are missing.
 LogItem = dict[str, Any]
 
 #: Tasks that have (or had) a container: their output is worth asking for.
@@ -53,6 +54,19 @@ class LogReader:
         slot = task.slot if task.slot else task.node_id
         return f"{task.service_annotations.name}.{slot}.{task.id[:12]}@{self.node_name(task.node_id)}"
 
+    def context(self, task: pb.Task) -> LogItem:
+        """What a line of ``task`` is printed with: docker's prefix and the IDs that
+        ``--no-trunc``, ``--no-resolve`` and ``--details`` show instead or as well."""
+        return {
+            "Prefix": self.prefix(task),
+            "ServiceName": task.service_annotations.name,
+            "ServiceID": task.service_id,
+            "Slot": str(task.slot) if task.slot else task.node_id,
+            "TaskID": task.id,
+            "NodeID": task.node_id,
+            "NodeName": self.node_name(task.node_id),
+        }
+
     def warning(self, node_id: str, reason: str) -> LogItem | None:
         if node_id in self.warned:
             return None
@@ -61,34 +75,41 @@ class LogReader:
             "Warning": f"incomplete log stream: node {self.node_name(node_id)} ({node_id}) is not available: {reason}"
         }
 
-    async def task_lines(self, task: pb.Task, *, follow: bool, tail: int | None) -> AsyncIterator[LogItem]:
-        """One task's output, from this node's runtime or from the node that runs it."""
+    async def task_lines(
+        self, task: pb.Task, *, follow: bool, tail: int | None, since: float = 0.0
+    ) -> AsyncIterator[LogItem]:
+        """One task's output, from this node's runtime or from the node that runs it; lines
+        older than ``since`` (seconds since the epoch, 0: none) are left out where they are read."""
         if task.node_id == self.node_id:
-            source = self._local(task, follow=follow, tail=tail)
+            source = self._local(task, follow=follow, tail=tail, since=since)
         else:
-            source = self._remote(task, follow=follow, tail=tail)
+            source = self._remote(task, follow=follow, tail=tail, since=since)
         async for item in source:
             yield item
 
-    async def _local(self, task: pb.Task, *, follow: bool, tail: int | None) -> AsyncIterator[LogItem]:
-        prefix = self.prefix(task)
+    async def _local(
+        self, task: pb.Task, *, follow: bool, tail: int | None, since: float
+    ) -> AsyncIterator[LogItem]:
+        context = self.context(task)
         try:
             async for line in self.runtime.logs(task, follow=follow, tail=tail):
-                yield {
-                    "Prefix": prefix,
+                if line.timestamp < since:
+                    continue
+                yield context | {
                     "Line": line.text,
                     "Stream": line.stream,
                     "Timestamp": line.timestamp,
                 }
         except RuntimeError_ as exc:
-            yield {
-                "Prefix": prefix,
+            yield context | {
                 "Line": f"error reading logs: {exc}",
                 "Stream": "stderr",
                 "Timestamp": 0.0,
             }
 
-    async def _remote(self, task: pb.Task, *, follow: bool, tail: int | None) -> AsyncIterator[LogItem]:
+    async def _remote(
+        self, task: pb.Task, *, follow: bool, tail: int | None, since: float
+    ) -> AsyncIterator[LogItem]:
         node = self.store.view.nodes.get(task.node_id)
         addr = ""
         if node is not None:
@@ -104,8 +125,10 @@ class LogReader:
             if (warning := self.warning(task.node_id, problem)) is not None:
                 yield warning
             return
-        prefix = self.prefix(task)
-        request = rpb.TaskLogsRequest(task_id=task.id, follow=follow, tail=-1 if tail is None else tail)
+        context = self.context(task)
+        request = rpb.TaskLogsRequest(
+            task_id=task.id, follow=follow, tail=-1 if tail is None else tail, since=since
+        )
         # The certificate must name the node that runs the task (every node certificate carries
         # its node ID), not just any node of the swarm: the output goes to that node alone.
         stream = self.transport.stream(
@@ -118,7 +141,7 @@ class LogReader:
                     text, kind = f"error reading logs: {line.error}", "stderr"
                 else:
                     text, kind = line.text, line.stream or "stdout"
-                yield {"Prefix": prefix, "Line": text, "Stream": kind, "Timestamp": line.timestamp}
+                yield context | {"Line": text, "Stream": kind, "Timestamp": line.timestamp}
         except RPCError as exc:
             if exc.code == StatusCode.NOT_FOUND:
                 return  # the node no longer holds the task: its container went with it
@@ -154,7 +177,7 @@ async def merge_in_time_order(sources: list[AsyncIterator[LogItem]]) -> AsyncIte
 
 
 async def follow_service(
-    reader: LogReader, service_id: str, tasks: list[pb.Task], *, tail: int | None
+    reader: LogReader, service_id: str, tasks: list[pb.Task], *, tail: int | None, since: float = 0.0
 ) -> AsyncIterator[LogItem]:
     """Lines as they come from every task, and from each task of the service that starts later."""
     queue: asyncio.Queue[LogItem] = asyncio.Queue(maxsize=1000)
@@ -162,7 +185,7 @@ async def follow_service(
     pumps: set[asyncio.Task[None]] = set()
 
     async def pump(task: pb.Task) -> None:
-        async for item in reader.task_lines(task, follow=True, tail=tail):
+        async for item in reader.task_lines(task, follow=True, tail=tail, since=since):
             await queue.put(item)
 
     def start(task: pb.Task) -> None:
@@ -199,12 +222,12 @@ async def follow_service(
 
 
 def service_log_items(
-    reader: LogReader, service_id: str, *, follow: bool, tail: int | None
+    reader: LogReader, service_id: str, *, follow: bool, tail: int | None, since: float = 0.0
 ) -> AsyncIterator[LogItem]:
     """The service's logs from every node: merged in time order, or followed."""
     tasks = [
         t for t in reader.store.view.service_tasks(service_id) if t.status.state >= FIRST_STATE_WITH_OUTPUT
     ]
     if follow:
-        return follow_service(reader, service_id, tasks, tail=tail)
-    return merge_in_time_order([reader.task_lines(t, follow=False, tail=tail) for t in tasks])
+        return follow_service(reader, service_id, tasks, tail=tail, since=since)
+    return merge_in_time_order([reader.task_lines(t, follow=False, tail=tail, since=since) for t in tasks])

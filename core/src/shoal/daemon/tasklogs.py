@@ -41,6 +41,8 @@ class TaskLogServer:
         tail = None if req.tail < 0 else req.tail
         try:
             async for line in runtime.logs(task, follow=req.follow, tail=tail):
+                if line.timestamp < req.since:  # --since: older lines never leave the node
+                    continue
                 yield rpb.TaskLogLine(
                     text=line.text, stream=line.stream, timestamp=line.timestamp
                 ).SerializeToString()
