@@ -94,7 +94,7 @@ class CAProvider(Protocol):
     """Creates or adopts the root CA and signs node certificates."""
 
     role: ClassVar[str]  # "ca"
-    api_version: ClassVar[int]  # 1
+    api_version: ClassVar[int]  # 2 (2 added ``configure`` and ``PluginContext.node_tls``)
 
     async def create_root(self) -> RootMaterial:
         """Make the cluster's root at ``swarm init``.
