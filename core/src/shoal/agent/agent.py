@@ -338,8 +338,11 @@ class Agent:
         """Sweep after removals and every ``STRAY_SWEEP_SECONDS``, once the manager's complete
         set of assignments is known (before that, every container looks like a stray)."""
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and this loop would then outlive ``stop``.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sweep_wanted.wait(), STRAY_SWEEP_SECONDS)
+                async with asyncio.timeout(STRAY_SWEEP_SECONDS):
+                    await self._sweep_wanted.wait()
             self._sweep_wanted.clear()
             if self._reconciled_once:
                 await self._remove_strays()

@@ -335,7 +335,8 @@ class ReplicatedOrchestrator:
                 if not old.node_id:
                     return
                 try:
-                    await asyncio.wait_for(watch.get(), timeout=max(0.0, deadline - time.monotonic()))
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await watch.get()
                 except TimeoutError:
                     return
 

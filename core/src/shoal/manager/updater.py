@@ -182,7 +182,8 @@ class Updater:
             await self._update_slot(key)
             if self.config.delay > 0 and not self._stop.is_set():
                 try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=self.config.delay)
+                    async with asyncio.timeout(self.config.delay):
+                        await self._stop.wait()
                 except TimeoutError:
                     pass
 
@@ -277,7 +278,8 @@ class Updater:
                 if not pending:
                     return
                 try:
-                    await asyncio.wait_for(watch.get(), timeout=max(0.0, deadline - time.monotonic()))
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await watch.get()
                 except TimeoutError:
                     return
 
