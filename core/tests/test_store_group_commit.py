@@ -135,4 +135,7 @@ async def test_a_watch_with_a_predicate_queues_only_what_it_is_true_for() -> Non
         event = await asyncio.wait_for(managers.get(), 5)
         assert event.obj.id == "m1"
         assert managers.drain() == []
-        assert [e.obj.id for e in [await asyncio.wait_for(every_node.get(), 5), *every_node.drain()]] == ["w1", "m1"]
+        assert [e.obj.id for e in [await asyncio.wait_for(every_node.get(), 5), *every_node.drain()]] == [
+            "w1",
+            "m1",
+        ]

@@ -485,7 +485,9 @@ class ObjectStore:
 
     # ------------------------------------------------------------------ watches
 
-    def watch(self, kinds: Iterable[str] | None = None, *, where: Callable[[Event], bool] | None = None) -> Watch:
+    def watch(
+        self, kinds: Iterable[str] | None = None, *, where: Callable[[Event], bool] | None = None
+    ) -> Watch:
         """Start receiving events committed from now on (use as a context manager): those of
         ``kinds`` (all if None) for which ``where`` is true (all if None)."""
         watch = Watch(self, kinds, where)
