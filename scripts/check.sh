@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m shoal.proto.check >/dev/null
 .venv/bin/python scripts/check-pipefail.py
 .venv/bin/ruff check core plugins tests bench scripts
+.venv/bin/ruff format --check core plugins tests bench scripts
 .venv/bin/mypy core/src plugins/*/src scripts/check-pipefail.py
