@@ -384,7 +384,6 @@ def test_task_files_check_refuses_targets_in_one_line() -> None:
             taskfiles.check(files)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_task_files_live_on_a_private_read_only_tmpfs_until_released(tmp_path: Path) -> None:
     base = tmp_path / "task-files"
     files = [
@@ -410,7 +409,6 @@ def test_task_files_live_on_a_private_read_only_tmpfs_until_released(tmp_path: P
     taskfiles.release(base, "t1")  # already gone: fine
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_a_hundred_small_secrets_fit_their_tmpfs(tmp_path: Path) -> None:
     # A tmpfs gives each file whole pages: sized by bytes alone, 100 secrets did not fit.
     files = [TaskFile(f"/run/secrets/s{i}", b"x" * 64) for i in range(100)]

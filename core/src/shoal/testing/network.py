@@ -85,7 +85,7 @@ class NetworkConformance:
 
     @pytest.fixture
     def network(self) -> NetworkProvider:
-        raise NotImplementedError("override the `network` fixture with your provider")
+        pytest.fail("override the `network` fixture to return your network provider")
 
     def test_declaration(self, network: NetworkProvider) -> None:
         assert network.role == "network"
