@@ -381,11 +381,9 @@ class DockerRuntime:
     def _remove(self, task: pb.Task) -> None:
         """By name; failing that, whatever carries the task's labels: the agent removes a
         stray container knowing only its labels, not the service name and slot in its name."""
-        if self._remove_one(_task.container_name(task)):
-            taskfiles.release(self.files_dir, task.id)
-            return
-        for entry in self._labelled(task):
-            self._remove_one(entry["Id"])
+        if not self._remove_one(_task.container_name(task)):
+            for entry in self._labelled(task):
+                self._remove_one(entry["Id"])
         taskfiles.release(self.files_dir, task.id)
 
     def _remove_one(self, name_or_id: str) -> bool:
