@@ -1,4 +1,5 @@
-"""A throwaway CA and a server certificate signed by it, for tests that start a TLS server (a
+"""A throwaway CA and a server certificate signed by it (with the key usage and key
+identifiers strict verifiers ask for), for tests that start a TLS server (a
 registry, a mock cloud API) their clients must verify. Never for anything but tests."""
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def server_certificates(ip: str, ca_name: str = "shoal test CA", days: int = 1) 
     ca = (
         builder(issuer, ca_key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     server = (
@@ -51,6 +56,9 @@ def server_certificates(ip: str, ca_name: str = "shoal test CA", days: int = 1) 
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
