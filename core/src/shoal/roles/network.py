@@ -52,7 +52,14 @@ class NodeNetwork:
 @dataclass(frozen=True)
 class NetworkSpec:
     """One overlay network as the managers allocated it. ``subnet`` is a CIDR (``10.0.1.0/24``),
-    ``gateway`` its first address, ``vni`` the VXLAN network identifier (unique in the swarm)."""
+    ``gateway`` its first address, ``vni`` the VXLAN network identifier (unique in the swarm).
+
+    ``ingress`` marks the routing mesh's network (exactly one in a swarm, named ``ingress``):
+    published ports forward their connections into it. ``host_address`` (CIDR form,
+    ``10.0.0.2/24``) is this node's own address on that network, allocated by the managers: the
+    provider gives it to the node's side of the network and rewrites the source of forwarded
+    ingress connections to it (so replies come back through the node that received the
+    connection). Empty for every other network."""
 
     network_id: str
     name: str
@@ -60,6 +67,8 @@ class NetworkSpec:
     gateway: str
     vni: int
     options: dict[str, str] = field(default_factory=dict)
+    ingress: bool = False
+    host_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,8 @@ class PublishedPort:
 
 @dataclass(frozen=True)
 class Backend:
-    """A running task that may receive a published port's connections: its address on the
-    ingress network (or, before overlay exists, any address this node routes to it)."""
+    """A running task that may receive a published port's connections: its address (plain
+    IPv4) on the ingress network, reached through the node's side of that network."""
 
     task_id: str
     address: str
@@ -132,7 +141,13 @@ class NetworkProvider(Protocol):
 
     async def attach(self, attachment: EndpointAttachment) -> None:
         """Give a task's container its endpoint on a network (interface, address, routes).
-        Idempotent for the same task and network."""
+        Idempotent for the same task and network.
+
+        With ``discovery``: once this returns, the container resolves names through the
+        provider's resolver at ``127.0.0.11:53`` inside its namespace, which answers the records
+        of the networks the container is attached to and forwards other names to the host's
+        resolvers (the runtime writes ``nameserver 127.0.0.11`` into the container's
+        resolv.conf). Connections to a service's VIP on those networks spread over its tasks."""
 
     async def detach(self, task_id: str, network_id: str) -> None:
         """Remove a task's endpoint. Missing is fine (the container may already be gone)."""
@@ -146,7 +161,9 @@ class NetworkProvider(Protocol):
         """Stop accepting a published port. Missing is fine."""
 
     async def set_records(self, network_id: str, records: Sequence[ServiceRecord]) -> None:
-        """Replace what discovery answers to tasks on ``network_id``."""
+        """Replace what discovery answers to tasks on ``network_id``, and the VIP load balancing
+        of every local endpoint on that network (new connections to ``vip`` spread over
+        ``task_addresses``). Records of a network not created here are kept for when it is."""
 
     async def resolve(self, network_id: str, name: str) -> list[str]:
         """The addresses a task on ``network_id`` gets for ``name`` (``[]`` when unknown there):
