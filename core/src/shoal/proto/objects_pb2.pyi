@@ -556,8 +556,11 @@ class Cluster(_message.Message):
     ROOT_CA_FIELD_NUMBER: _builtins.int
     PLUGINS_FIELD_NUMBER: _builtins.int
     REMOVED_NODES_FIELD_NUMBER: _builtins.int
+    DEFAULT_ADDRESS_POOL_FIELD_NUMBER: _builtins.int
+    SUBNET_SIZE_FIELD_NUMBER: _builtins.int
     SECRETS_MATERIAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    subnet_size: _builtins.int
     @_builtins.property
     def meta(self) -> Global___Meta: ...
     @_builtins.property
@@ -569,6 +572,12 @@ class Cluster(_message.Message):
     @_builtins.property
     def removed_nodes(self) -> _containers.MessageMap[_builtins.str, Global___RemovedNode]:
         """node ID -> when and why it was removed"""
+
+    @_builtins.property
+    def default_address_pool(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Where overlay subnets come from (`swarm init --default-addr-pool`, repeatable; empty:
+        10.0.0.0/8) and the prefix length of each one (`--default-addr-pool-mask-length`; 0: 24).
+        """
 
     @_builtins.property
     def secrets_material(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
@@ -585,11 +594,13 @@ class Cluster(_message.Message):
         root_ca: Global___RootCA | None = ...,
         plugins: Global___PluginSelection | None = ...,
         removed_nodes: _abc.Mapping[_builtins.str, Global___RemovedNode] | None = ...,
+        default_address_pool: _abc.Iterable[_builtins.str] | None = ...,
+        subnet_size: _builtins.int = ...,
         secrets_material: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "plugins", b"plugins", "root_ca", b"root_ca", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "meta", b"meta", "plugins", b"plugins", "removed_nodes", b"removed_nodes", "root_ca", b"root_ca", "secrets_material", b"secrets_material", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_address_pool", b"default_address_pool", "id", b"id", "meta", b"meta", "plugins", b"plugins", "removed_nodes", b"removed_nodes", "root_ca", b"root_ca", "secrets_material", b"secrets_material", "spec", b"spec", "subnet_size", b"subnet_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -906,6 +917,7 @@ class Node(_message.Message):
     MANAGER_STATUS_FIELD_NUMBER: _builtins.int
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     role: Global___NodeSpec.Role.ValueType
     @_builtins.property
@@ -920,6 +932,12 @@ class Node(_message.Message):
     def manager_status(self) -> Global___ManagerStatus: ...
     @_builtins.property
     def certificate(self) -> Global___Certificate: ...
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAttachment]:
+        """The node's own address on the ingress network: the source address of the ingress
+        connections it forwards (SNAT), allocated by the manager.
+        """
+
     def __init__(
         self,
         *,
@@ -931,10 +949,11 @@ class Node(_message.Message):
         manager_status: Global___ManagerStatus | None = ...,
         certificate: Global___Certificate | None = ...,
         role: Global___NodeSpec.Role.ValueType = ...,
+        attachments: _abc.Iterable[Global___NetworkAttachment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "description", b"description", "manager_status", b"manager_status", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "description", b"description", "id", b"id", "manager_status", b"manager_status", "meta", b"meta", "role", b"role", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "certificate", b"certificate", "description", b"description", "id", b"id", "manager_status", b"manager_status", "meta", b"meta", "role", b"role", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1051,19 +1070,27 @@ class Endpoint(_message.Message):
 
     SPEC_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
+    VIRTUAL_IPS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def spec(self) -> Global___EndpointSpec: ...
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConfig]: ...
+    @_builtins.property
+    def virtual_ips(self) -> _containers.RepeatedCompositeFieldContainer[Global___VirtualIP]:
+        """One per network of the service (ingress included when it has ingress ports); none in
+        dnsrr mode.
+        """
+
     def __init__(
         self,
         *,
         spec: Global___EndpointSpec | None = ...,
         ports: _abc.Iterable[Global___PortConfig] | None = ...,
+        virtual_ips: _abc.Iterable[Global___VirtualIP] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports", "spec", b"spec", "virtual_ips", b"virtual_ips"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1572,6 +1599,7 @@ class ServiceSpec(_message.Message):
     UPDATE_FIELD_NUMBER: _builtins.int
     ROLLBACK_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def annotations(self) -> Global___Annotations: ...
     @_builtins.property
@@ -1584,6 +1612,10 @@ class ServiceSpec(_message.Message):
     def rollback(self) -> Global___UpdateConfig: ...
     @_builtins.property
     def endpoint(self) -> Global___EndpointSpec: ...
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAttachmentConfig]:
+        """`--network`"""
+
     def __init__(
         self,
         *,
@@ -1593,10 +1625,11 @@ class ServiceSpec(_message.Message):
         update: Global___UpdateConfig | None = ...,
         rollback: Global___UpdateConfig | None = ...,
         endpoint: Global___EndpointSpec | None = ...,
+        networks: _abc.Iterable[Global___NetworkAttachmentConfig] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "global", b"global", "mode", b"mode", "replicated", b"replicated", "rollback", b"rollback", "task", b"task", "update", b"update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "global", b"global", "mode", b"mode", "replicated", b"replicated", "rollback", b"rollback", "task", b"task", "update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "global", b"global", "mode", b"mode", "networks", b"networks", "replicated", b"replicated", "rollback", b"rollback", "task", b"task", "update", b"update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_mode: _TypeAlias = _typing.Literal["replicated", "global"]  # noqa: Y015
     _WhichOneofArgType_mode: _TypeAlias = _typing.Literal["mode", b"mode"]  # noqa: Y015
@@ -1794,6 +1827,7 @@ class Task(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     DESIRED_STATE_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     spec_version: _builtins.int
     service_id: _builtins.str
@@ -1812,6 +1846,13 @@ class Task(_message.Message):
     def status(self) -> Global___TaskStatus: ...
     @_builtins.property
     def endpoint(self) -> Global___EndpointSpec: ...
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAttachment]:
+        """Filled by the manager before the task is assigned: one per network of the service, plus
+        the ingress network when the service has an ingress published port. The agent attaches
+        exactly these.
+        """
+
     def __init__(
         self,
         *,
@@ -1827,10 +1868,11 @@ class Task(_message.Message):
         status: Global___TaskStatus | None = ...,
         desired_state: Global___TaskState.ValueType = ...,
         endpoint: Global___EndpointSpec | None = ...,
+        networks: _abc.Iterable[Global___NetworkAttachment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "meta", b"meta", "service_annotations", b"service_annotations", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "meta", b"meta", "node_id", b"node_id", "service_annotations", b"service_annotations", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_annotations", b"service_annotations", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1945,6 +1987,213 @@ class Config(_message.Message):
 Global___Config: _TypeAlias = Config  # noqa: Y015
 
 @_typing.final
+class IPAMConfig(_message.Message):
+    """---------------------------------------------------------------- network"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBNET_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    subnet: _builtins.str
+    """CIDR"""
+    gateway: _builtins.str
+    """plain address"""
+    def __init__(
+        self,
+        *,
+        subnet: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "subnet", b"subnet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IPAMConfig: _TypeAlias = IPAMConfig  # noqa: Y015
+
+@_typing.final
+class NetworkSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DriverOptsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ANNOTATIONS_FIELD_NUMBER: _builtins.int
+    DRIVER_FIELD_NUMBER: _builtins.int
+    ATTACHABLE_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    IPAM_FIELD_NUMBER: _builtins.int
+    DRIVER_OPTS_FIELD_NUMBER: _builtins.int
+    driver: _builtins.str
+    """"overlay" """
+    attachable: _builtins.bool
+    ingress: _builtins.bool
+    """The routing mesh's network: exactly one, named "ingress", created by `swarm init` as
+    10.0.0.0/24 (Swarm's default).
+    """
+    @_builtins.property
+    def annotations(self) -> Global___Annotations:
+        """name, labels"""
+
+    @_builtins.property
+    def ipam(self) -> Global___IPAMConfig:
+        """what the user asked (empty subnet: from the pool)"""
+
+    @_builtins.property
+    def driver_opts(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        annotations: Global___Annotations | None = ...,
+        driver: _builtins.str = ...,
+        attachable: _builtins.bool = ...,
+        ingress: _builtins.bool = ...,
+        ipam: Global___IPAMConfig | None = ...,
+        driver_opts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ipam", b"ipam"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "attachable", b"attachable", "driver", b"driver", "driver_opts", b"driver_opts", "ingress", b"ingress", "ipam", b"ipam"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkSpec: _TypeAlias = NetworkSpec  # noqa: Y015
+
+@_typing.final
+class Network(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    META_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    ALLOCATED_FIELD_NUMBER: _builtins.int
+    VNI_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    vni: _builtins.int
+    """VXLAN ID, unique in the swarm, 4096.."""
+    @_builtins.property
+    def meta(self) -> Global___Meta: ...
+    @_builtins.property
+    def spec(self) -> Global___NetworkSpec: ...
+    @_builtins.property
+    def allocated(self) -> Global___IPAMConfig:
+        """the subnet and gateway in use"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        meta: Global___Meta | None = ...,
+        spec: Global___NetworkSpec | None = ...,
+        allocated: Global___IPAMConfig | None = ...,
+        vni: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "id", b"id", "meta", b"meta", "spec", b"spec", "vni", b"vni"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Network: _TypeAlias = Network  # noqa: Y015
+
+@_typing.final
+class NetworkAttachmentConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    """network ID (the control API resolves names)"""
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkAttachmentConfig: _TypeAlias = NetworkAttachmentConfig  # noqa: Y015
+
+@_typing.final
+class NetworkAttachment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_FIELD_NUMBER: _builtins.int
+    ADDRESSES_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def network(self) -> Global___Network: ...
+    @_builtins.property
+    def addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """CIDR form: "10.0.1.5/24" """
+
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names it answers to (service name first)"""
+
+    def __init__(
+        self,
+        *,
+        network: Global___Network | None = ...,
+        addresses: _abc.Iterable[_builtins.str] | None = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "aliases", b"aliases", "network", b"network"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkAttachment: _TypeAlias = NetworkAttachment  # noqa: Y015
+
+@_typing.final
+class VirtualIP(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    ADDR_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    addr: _builtins.str
+    """CIDR form"""
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        addr: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "network_id", b"network_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VirtualIP: _TypeAlias = VirtualIP  # noqa: Y015
+
+@_typing.final
 class StoreAction(_message.Message):
     """---------------------------------------------------------------- store log
 
@@ -1975,6 +2224,7 @@ class StoreAction(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     kind: Global___StoreAction.Kind.ValueType
     @_builtins.property
     def cluster(self) -> Global___Cluster: ...
@@ -1988,6 +2238,8 @@ class StoreAction(_message.Message):
     def secret(self) -> Global___Secret: ...
     @_builtins.property
     def config(self) -> Global___Config: ...
+    @_builtins.property
+    def network(self) -> Global___Network: ...
     def __init__(
         self,
         *,
@@ -1998,12 +2250,13 @@ class StoreAction(_message.Message):
         task: Global___Task | None = ...,
         secret: Global___Secret | None = ...,
         config: Global___Config | None = ...,
+        network: Global___Network | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "network", b"network", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "kind", b"kind", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "kind", b"kind", "network", b"network", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["cluster", "node", "service", "task", "secret", "config"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["cluster", "node", "service", "task", "secret", "config", "network"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
@@ -2039,6 +2292,7 @@ class StoreSnapshot(_message.Message):
     TASKS_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
     CONFIGS_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cluster]: ...
     @_builtins.property
@@ -2051,6 +2305,8 @@ class StoreSnapshot(_message.Message):
     def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Secret]: ...
     @_builtins.property
     def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Config]: ...
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Network]: ...
     def __init__(
         self,
         *,
@@ -2060,10 +2316,11 @@ class StoreSnapshot(_message.Message):
         tasks: _abc.Iterable[Global___Task] | None = ...,
         secrets: _abc.Iterable[Global___Secret] | None = ...,
         configs: _abc.Iterable[Global___Config] | None = ...,
+        networks: _abc.Iterable[Global___Network] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "configs", b"configs", "nodes", b"nodes", "secrets", b"secrets", "services", b"services", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "configs", b"configs", "networks", b"networks", "nodes", b"nodes", "secrets", b"secrets", "services", b"services", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

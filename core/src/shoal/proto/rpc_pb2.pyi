@@ -58,6 +58,7 @@ class SessionMessage(_message.Message):
     HEARTBEAT_PERIOD_FIELD_NUMBER: _builtins.int
     ROOT_CA_FIELD_NUMBER: _builtins.int
     MANAGER_IDS_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     heartbeat_period: _builtins.float
     root_ca: _builtins.bytes
@@ -74,6 +75,12 @@ class SessionMessage(_message.Message):
         removed manager's old certificate stops working there too.
         """
 
+    @_builtins.property
+    def network(self) -> Global___NetworkState:
+        """What the node's network provider must realise (peers, ingress, discovery records):
+        re-sent whenever it changes.
+        """
+
     def __init__(
         self,
         *,
@@ -83,14 +90,144 @@ class SessionMessage(_message.Message):
         heartbeat_period: _builtins.float = ...,
         root_ca: _builtins.bytes = ...,
         manager_ids: _abc.Iterable[_builtins.str] | None = ...,
+        network: Global___NetworkState | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "manager_ids", b"manager_ids", "managers", b"managers", "node", b"node", "root_ca", b"root_ca", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "manager_ids", b"manager_ids", "managers", b"managers", "network", b"network", "node", b"node", "root_ca", b"root_ca", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionMessage: _TypeAlias = SessionMessage  # noqa: Y015
+
+@_typing.final
+class IngressPort(_message.Message):
+    """---------------------------------------------------------------- network state (per node)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    BACKENDS_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    protocol: _builtins.str
+    """"tcp" | "udp" """
+    published: _builtins.int
+    target: _builtins.int
+    @_builtins.property
+    def backends(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """plain IPv4: the running tasks' ingress addresses"""
+
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        published: _builtins.int = ...,
+        target: _builtins.int = ...,
+        backends: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "protocol", b"protocol", "published", b"published", "service_id", b"service_id", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngressPort: _TypeAlias = IngressPort  # noqa: Y015
+
+@_typing.final
+class ServiceRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VIP_FIELD_NUMBER: _builtins.int
+    TASK_ADDRESSES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    vip: _builtins.str
+    """plain IPv4, "" in dnsrr mode"""
+    @_builtins.property
+    def task_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """plain IPv4 of running tasks"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        vip: _builtins.str = ...,
+        task_addresses: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "task_addresses", b"task_addresses", "vip", b"vip"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceRecord: _TypeAlias = ServiceRecord  # noqa: Y015
+
+@_typing.final
+class NetworkRecords(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceRecord]: ...
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        records: _abc.Iterable[Global___ServiceRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network_id", b"network_id", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkRecords: _TypeAlias = NetworkRecords  # noqa: Y015
+
+@_typing.final
+class NetworkState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_IPS_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    INGRESS_PORTS_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def peer_ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the OTHER nodes' underlay (advertise) IPs"""
+
+    @_builtins.property
+    def ingress(self) -> _objects_pb2.NetworkAttachment:
+        """this node's ingress address; unset = none"""
+
+    @_builtins.property
+    def ingress_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___IngressPort]:
+        """every ingress port in the swarm"""
+
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkRecords]:
+        """every network this node has a task on"""
+
+    def __init__(
+        self,
+        *,
+        peer_ips: _abc.Iterable[_builtins.str] | None = ...,
+        ingress: _objects_pb2.NetworkAttachment | None = ...,
+        ingress_ports: _abc.Iterable[Global___IngressPort] | None = ...,
+        records: _abc.Iterable[Global___NetworkRecords] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ingress", b"ingress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ingress", b"ingress", "ingress_ports", b"ingress_ports", "peer_ips", b"peer_ips", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkState: _TypeAlias = NetworkState  # noqa: Y015
 
 @_typing.final
 class HeartbeatRequest(_message.Message):
