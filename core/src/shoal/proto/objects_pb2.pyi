@@ -359,6 +359,7 @@ class ClusterSpec(_message.Message):
     RAFT_FIELD_NUMBER: _builtins.int
     DISPATCHER_FIELD_NUMBER: _builtins.int
     CA_CONFIG_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_CONFIG_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def annotations(self) -> Global___Annotations: ...
     @_builtins.property
@@ -369,6 +370,8 @@ class ClusterSpec(_message.Message):
     def dispatcher(self) -> Global___DispatcherConfig: ...
     @_builtins.property
     def ca_config(self) -> Global___CAConfig: ...
+    @_builtins.property
+    def encryption_config(self) -> Global___EncryptionConfig: ...
     def __init__(
         self,
         *,
@@ -377,14 +380,39 @@ class ClusterSpec(_message.Message):
         raft: Global___RaftConfig | None = ...,
         dispatcher: Global___DispatcherConfig | None = ...,
         ca_config: Global___CAConfig | None = ...,
+        encryption_config: Global___EncryptionConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "orchestration", b"orchestration", "raft", b"raft"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "encryption_config", b"encryption_config", "orchestration", b"orchestration", "raft", b"raft"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "orchestration", b"orchestration", "raft", b"raft"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "ca_config", b"ca_config", "dispatcher", b"dispatcher", "encryption_config", b"encryption_config", "orchestration", b"orchestration", "raft", b"raft"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClusterSpec: _TypeAlias = ClusterSpec  # noqa: Y015
+
+@_typing.final
+class EncryptionConfig(_message.Message):
+    """`swarm init --autolock`, `swarm update --autolock=true|false` (Swarm's EncryptionConfig)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTO_LOCK_MANAGERS_FIELD_NUMBER: _builtins.int
+    auto_lock_managers: _builtins.bool
+    """Managers keep their store key and TLS key wrapped by the unlock key, which no manager
+    keeps on disk: a restarted manager serves nothing until `swarm unlock`.
+    """
+    def __init__(
+        self,
+        *,
+        auto_lock_managers: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_lock_managers", b"auto_lock_managers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EncryptionConfig: _TypeAlias = EncryptionConfig  # noqa: Y015
 
 @_typing.final
 class JoinTokens(_message.Message):
@@ -559,8 +587,14 @@ class Cluster(_message.Message):
     DEFAULT_ADDRESS_POOL_FIELD_NUMBER: _builtins.int
     SUBNET_SIZE_FIELD_NUMBER: _builtins.int
     SECRETS_MATERIAL_FIELD_NUMBER: _builtins.int
+    MANAGER_UNLOCK_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     subnet_size: _builtins.int
+    manager_unlock_key: _builtins.bytes
+    """With autolock: the unlock key (32 random bytes; shown as SWMKEY-1-...), replicated so
+    every manager re-wraps its keys when it changes. Empty without autolock. Never returned
+    by the API except by `swarm unlock-key`.
+    """
     @_builtins.property
     def meta(self) -> Global___Meta: ...
     @_builtins.property
@@ -597,10 +631,11 @@ class Cluster(_message.Message):
         default_address_pool: _abc.Iterable[_builtins.str] | None = ...,
         subnet_size: _builtins.int = ...,
         secrets_material: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+        manager_unlock_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "plugins", b"plugins", "root_ca", b"root_ca", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_address_pool", b"default_address_pool", "id", b"id", "meta", b"meta", "plugins", b"plugins", "removed_nodes", b"removed_nodes", "root_ca", b"root_ca", "secrets_material", b"secrets_material", "spec", b"spec", "subnet_size", b"subnet_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_address_pool", b"default_address_pool", "id", b"id", "manager_unlock_key", b"manager_unlock_key", "meta", b"meta", "plugins", b"plugins", "removed_nodes", b"removed_nodes", "root_ca", b"root_ca", "secrets_material", b"secrets_material", "spec", b"spec", "subnet_size", b"subnet_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
