@@ -28,10 +28,12 @@ from pathlib import Path
 from shoal import rpc, states, tasktemplates
 from shoal.agent.controller import TaskController
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, BoundedRuntime
+from shoal.agent.networking import NodeNetworking
 from shoal.agent.secrets import TaskFileStore
 from shoal.agent.taskdb import TaskDB
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.network import NetworkProvider
 from shoal.roles.runtime import ContainerRef, EngineInfo, RuntimeError_, RuntimeProvider
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider
 
@@ -76,8 +78,11 @@ class Agent:
         on_managers: Callable[[list[str]], None] | None = None,
         max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS,
         serve_addr: str = "",
+        network: NetworkProvider | None = None,
     ) -> None:
         self.node_id = node_id
+        #: The node's network provider, driven from the session state and the tasks.
+        self.networking = NodeNetworking(network)
         #: Where this node serves managers (its tasks' logs), told to them with each session.
         self.serve_addr = serve_addr
         self.runtime = BoundedRuntime(runtime, max_engine_calls)
@@ -120,6 +125,7 @@ class Agent:
             self.description = description_from(
                 await self.runtime.describe(), self.hostname, self.runtime_name
             )
+        self.networking.start()
         await self._readopt()
         self._main = asyncio.create_task(self._run(), name="agent")
         self._sweeper = asyncio.create_task(self._sweep_strays(), name="agent-stray-sweeper")
@@ -131,6 +137,7 @@ class Agent:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in self.controllers.values()))
+        await self.networking.close()
         self.db.close()
 
     async def _readopt(self) -> None:
@@ -222,6 +229,8 @@ class Agent:
         self._learn_managers(message.managers)
         if self.on_node is not None and message.HasField("node"):
             self.on_node(message.node)
+        # Every session message carries the whole network picture (absent: nothing to realise).
+        self.networking.submit(message.network)
 
     def _learn_managers(self, managers: Sequence[str]) -> None:
         """A manager listed the swarm's managers (leader first): fail over through them from
@@ -307,6 +316,7 @@ class Agent:
             self._queue_status,
             self.files.files_for,
             registry_auth=self.files.registry_auth_for,
+            networks=self.networking,
         )
         self.controllers[task.id] = controller  # the task DB has it: the caller wrote it or read it
         controller.start()

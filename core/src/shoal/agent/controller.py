@@ -24,7 +24,9 @@ from collections.abc import Callable, Sequence
 
 from shoal import states
 from shoal.agent.enginegate import find_container
+from shoal.agent.networking import NodeNetworking
 from shoal.proto import objects_pb2 as pb
+from shoal.roles.network import NetworkError
 from shoal.roles.runtime import (
     DEFAULT_STOP_GRACE_SECONDS,
     ContainerRef,
@@ -59,8 +61,14 @@ class TaskController:
         report: Reporter,
         files: Callable[[pb.Task], Sequence[TaskFile]] = lambda task: (),
         registry_auth: Callable[[pb.Task], RegistryAuth | None] = lambda task: None,
+        networks: NodeNetworking | None = None,
     ) -> None:
         self.task = task
+        #: The node's networking: the task's endpoints are attached before it is RUNNING.
+        self.networks = networks or NodeNetworking(None)
+        #: Whether this process attached the task's endpoints (a re-adopted task is attached
+        #: again, harmlessly: attach is idempotent).
+        self._attached = False
         #: The task's secrets and configs with their values (the agent's memory, never disk).
         self.files = files
         #: The credentials to pull the task's image with (``--with-registry-auth``), in memory.
@@ -92,6 +100,7 @@ class TaskController:
             if not states.is_terminal(self.status.state) and self.status.state >= states.PREPARING:
                 await self.runtime.shutdown(self.task, grace_seconds(self.task))
             await self.runtime.remove(self.task)
+        await self.networks.detach(self.task)
 
     async def close(self) -> None:
         """Stop driving the task but leave its container as it is (daemon shutdown)."""
@@ -135,6 +144,9 @@ class TaskController:
                     backoff = min(backoff * 2, RETRY_MAX)
                     continue
                 self._fail(str(exc))
+            except NetworkError as exc:  # the task cannot have its networks: it fails
+                self.networks.task_stopped(self.task)
+                self._fail(f"network: {exc}")
             except Exception as exc:  # an unexpected bug must not kill the agent
                 log.exception("task %s: unexpected error", self.task.id)
                 self._fail(f"{type(exc).__name__}: {exc}")
@@ -153,6 +165,7 @@ class TaskController:
             if states.is_terminal(state):
                 return False
             if state >= states.PREPARING:
+                self.networks.task_stopped(self.task)  # out of the mesh before it stops
                 await self.runtime.shutdown(self.task, grace_seconds(self.task))
             self._set(states.SHUTDOWN, "shutdown")
             return True
@@ -180,10 +193,17 @@ class TaskController:
             ref = found if started and found is not None else await self.runtime.start(self.task)
             self.status.container.container_id = ref.container_id
             self.status.container.pid = ref.pid
+            await self._attach(ref.pid)
             self._set(states.RUNNING, "started")
         elif state == states.RUNNING:
+            if not self._attached:  # re-adopted after a restart: make sure, idempotently
+                await self._attach(self.status.container.pid)
             await self._wait_running()
         return True
+
+    async def _attach(self, pid: int) -> None:
+        await self.networks.attach(self.task, pid)
+        self._attached = True
 
     async def _lookup(self) -> ContainerRef | None:
         """After a create or start whose outcome is unknown: the task's container, if the
@@ -209,6 +229,7 @@ class TaskController:
                 if not waiter.done() and self.task.desired_state >= states.SHUTDOWN:
                     return  # the next step shuts it down and reports SHUTDOWN
             exit_status = waiter.result()
+            self.networks.task_stopped(self.task)  # out of the mesh now, not when managers know
         finally:
             if not waiter.done():
                 waiter.cancel()

@@ -341,6 +341,7 @@ class Daemon:
             on_managers=self._managers_learned,
             max_engine_calls=self.config.max_engine_calls,
             serve_addr=serve_addr,
+            network=self.network.provider,
         )
         await self.agent.start()
         self.renewer = CertificateRenewer(

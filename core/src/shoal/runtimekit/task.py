@@ -188,3 +188,15 @@ def stop_seconds(grace_seconds: float) -> int:
 def normalise_arch(arch: str) -> str:
     """Report architectures like Swarm does: x86_64, aarch64, ..."""
     return _ARCH.get(arch, arch)
+
+
+#: Where a task on a swarm network asks its names: the network provider's resolver, bound to
+#: this address inside the task's own network namespace (as Docker's embedded DNS is).
+SWARM_RESOLVER = "127.0.0.11"
+
+
+def dns_servers(task: pb.Task) -> list[str]:
+    """The container's ``nameserver`` lines: the swarm resolver for a task with networks (it
+    answers service names and forwards the rest to the node's resolvers); none, so the engine's
+    default applies, for every other task."""
+    return [SWARM_RESOLVER] if task.networks else []

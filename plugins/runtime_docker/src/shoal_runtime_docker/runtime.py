@@ -240,6 +240,7 @@ class DockerRuntime:
             nano_cpus=nano_cpus or None,
             mem_limit=memory or None,
             mounts=mounts(spec) + [_bind(b) for b in binds] or None,
+            dns=_task.dns_servers(task) or None,
         )
         bindings = hostports.docker_bindings(task)
         if bindings:  # mode=host published ports: bound by dockerd on this node

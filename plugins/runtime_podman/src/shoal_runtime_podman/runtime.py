@@ -347,6 +347,9 @@ class PodmanRuntime:
             limits["memory"] = {"limit": memory}
         if limits:
             body["resource_limits"] = limits
+        dns = _task.dns_servers(task)
+        if dns:  # a task on swarm networks asks the network provider's resolver
+            body["dns_server"] = dns
         mappings = hostports.podman_mappings(task)
         if mappings:  # mode=host published ports: bound by podman (netavark) on this node
             body["portmappings"] = mappings
