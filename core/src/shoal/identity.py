@@ -13,11 +13,14 @@ from the moment it exists.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -268,7 +271,7 @@ def verify_chain(
 # --------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to ``path`` so readers see either the old or the new file, never half."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -297,9 +300,9 @@ def write_credentials(directory: Path, creds: NodeCredentials) -> None:
     mismatch and refuses, rather than serving with a key that does not fit its certificate.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _atomic_write(directory / ROOT_FILE, creds.root_pem, 0o600)
-    _atomic_write(directory / CERT_FILE, creds.cert_pem, 0o600)
-    _atomic_write(directory / KEY_FILE, creds.key_pem, 0o600)
+    atomic_write(directory / ROOT_FILE, creds.root_pem, 0o600)
+    atomic_write(directory / CERT_FILE, creds.cert_pem, 0o600)
+    atomic_write(directory / KEY_FILE, _seal_key(directory, creds.key_pem), 0o600)
 
 
 def _public_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
@@ -323,7 +326,73 @@ def load_credentials(directory: Path) -> NodeCredentials:
             data[name] = path.read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(f"node certificate file missing: {path}") from None
+    data[KEY_FILE] = _open_key(paths[KEY_FILE], data[KEY_FILE])
     creds = NodeCredentials(key_pem=data[KEY_FILE], cert_pem=data[CERT_FILE], root_pem=data[ROOT_FILE])
     if not key_matches_cert(creds.key_pem, creds.cert_pem):
         raise CertificateError(f"{paths[KEY_FILE]} does not match the certificate in {paths[CERT_FILE]}")
     return creds
+
+
+# --------------------------------------------------------------------------- the key at rest
+
+#: A manager's node key is sealed on disk with its key-encryption key (``shoal.statekeys``):
+#: with autolock, a stolen disk holds no usable TLS key. The daemon registers the sealer for its
+#: certificates directory once it has opened its keys, so every writer of the credentials (init,
+#: join, renewal, role change) seals without knowing about autolock. Workers register nothing
+#: and keep a plain PEM key, as in Swarm.
+_key_sealers: dict[Path, KeySealer] = {}
+SEALED_KEY_LABEL = b"SHOAL SEALED PRIVATE KEY"
+_KEY_CONTEXT = b"shoal node key"
+
+
+class KeySealer(Protocol):
+    """What seals the node key: ``shoal.statekeys.Sealer``."""
+
+    def seal(self, data: bytes, context: bytes = b"") -> bytes: ...
+
+    def open(self, blob: bytes, context: bytes = b"") -> bytes: ...
+
+
+class KeySealedError(ValueError):
+    """The node key on disk is sealed and this process holds no key that opens it."""
+
+
+def seal_keys(directory: Path, sealer: KeySealer | None) -> None:
+    """From now on, write (and read) the node key in ``directory`` sealed by ``sealer``
+    (None: in clear)."""
+    if sealer is None:
+        _key_sealers.pop(directory.resolve(), None)
+    else:
+        _key_sealers[directory.resolve()] = sealer
+
+
+def key_is_sealed(directory: Path) -> bool:
+    """Whether the node key file in ``directory`` is sealed (needs a KEK to be read)."""
+    try:
+        return (directory / KEY_FILE).read_bytes().startswith(b"-----BEGIN " + SEALED_KEY_LABEL)
+    except FileNotFoundError:
+        return False
+
+
+def _seal_key(directory: Path, key_pem: bytes) -> bytes:
+    sealer = _key_sealers.get(directory.resolve())
+    if sealer is None:
+        return key_pem
+    body = base64.encodebytes(sealer.seal(key_pem, _KEY_CONTEXT))
+    return (
+        b"-----BEGIN " + SEALED_KEY_LABEL + b"-----\n" + body + b"-----END " + SEALED_KEY_LABEL + b"-----\n"
+    )
+
+
+def _open_key(path: Path, raw: bytes) -> bytes:
+    head = b"-----BEGIN " + SEALED_KEY_LABEL + b"-----"
+    if not raw.startswith(head):
+        return raw
+    sealer = _key_sealers.get(path.parent.resolve())
+    if sealer is None:
+        raise KeySealedError(f"{path} is sealed by the manager's key-encryption key, which is not loaded")
+    body = raw[len(head) :].split(b"-----END", 1)[0]
+    try:
+        return sealer.open(base64.decodebytes(body), _KEY_CONTEXT)
+    except (ValueError, binascii.Error):
+        raise KeySealedError(f"{path} does not open with this manager's key-encryption key") from None

@@ -9,7 +9,15 @@ directly by the kernel: pluggy is used only to build providers, never on the hot
 
 from __future__ import annotations
 
-from shoal.roles.base import API_VERSIONS, CLUSTER_ROLES, NODE_ROLES, ROLES, PluginContext, Provider
+from shoal.roles.base import (
+    API_VERSIONS,
+    CLUSTER_ROLES,
+    NODE_ROLES,
+    ROLES,
+    AtRestSealer,
+    PluginContext,
+    Provider,
+)
 from shoal.roles.ca import CAProvider, ExternalCA, IssuedCertificate, RootMaterial
 from shoal.roles.network import NetworkError, NetworkProvider
 from shoal.roles.runtime import (
@@ -50,6 +58,7 @@ __all__ = [
     "CLUSTER_ROLES",
     "NODE_ROLES",
     "ROLES",
+    "AtRestSealer",
     "CAProvider",
     "ContainerRef",
     "EngineInfo",

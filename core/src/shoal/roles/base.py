@@ -44,6 +44,20 @@ class Provider(Protocol):
     api_version: ClassVar[int]
 
 
+@runtime_checkable
+class AtRestSealer(Protocol):
+    """Encrypts what a store writes to disk (``PluginContext.sealer``); the kernel holds the key.
+
+    ``seal`` returns an authenticated ciphertext of ``data`` bound to ``context`` (any bytes the
+    caller chooses, for example a record kind or a file header); ``open`` returns the data, or
+    raises ``ValueError`` when the bytes were altered, sealed under another key or context.
+    """
+
+    def seal(self, data: bytes, context: bytes = b"") -> bytes: ...
+
+    def open(self, blob: bytes, context: bytes = b"") -> bytes: ...
+
+
 @dataclass
 class PluginContext:
     """What a factory hook receives to build its provider.
@@ -62,3 +76,6 @@ class PluginContext:
     #: The node's current TLS identity (root, certificate, key), or None before it has one.
     #: An external-CA plugin authenticates to its CA with it (a manager's own certificate).
     node_tls: Callable[[], TLSMaterial | None] = field(default=lambda: None)
+    #: Store role only: the manager's data key. A store must encrypt what it writes with it
+    #: (every record and snapshot); None when the kernel gives none (tests, other roles).
+    sealer: AtRestSealer | None = None

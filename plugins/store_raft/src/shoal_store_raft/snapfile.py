@@ -10,6 +10,11 @@ A newest file that does not verify (CRC, layout, or an index and term other than
 refuses the open, like a corrupt WAL record: older snapshots are pruned as soon as a newer one
 is durable and the WAL before the newest is released, so nothing older could rebuild the state
 without losing acknowledged writes.
+
+A store given a sealer (``PluginContext.sealer``) writes ``SHOALSN3`` files: the same layout,
+but the state machine's bytes are sealed with the manager's data key, bound to the header
+(so data moved between snapshot files does not open). The index, term and member IDs stay in
+clear, as in Swarm. ``SHOALSN2`` files are still read, and replaced by the next snapshot.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import struct
 import zlib
 from pathlib import Path
 
-from shoal.plugin import StoreOpenError
+from shoal.plugin import AtRestSealer, StoreOpenError
 
 from shoal_store_raft.files import atomic_write, fsync_dir
 from shoal_store_raft.raft.types import Snapshot, SnapshotMeta
 
 MAGIC = b"SHOALSN2"
+MAGIC_SEALED = b"SHOALSN3"
+SEAL_CONTEXT = b"shoal raft snapshot"
 OLD_MAGIC = b"SHOALSN1"
 _HEAD = struct.Struct("<QQII")
 _CRC = struct.Struct("<I")
@@ -41,25 +48,29 @@ def snapshot_name(meta: SnapshotMeta) -> str:
     return f"{meta.index:016x}-{meta.term:016x}{SUFFIX}"
 
 
-def encode(snap: Snapshot) -> bytes:
+def encode(snap: Snapshot, sealer: AtRestSealer | None = None) -> bytes:
     meta = snap.meta
-    body = b"".join(
+    head = b"".join(
         [
-            MAGIC,
+            MAGIC if sealer is None else MAGIC_SEALED,
             _HEAD.pack(meta.index, meta.term, len(meta.voters), len(meta.learners)),
             struct.pack(f"<{len(meta.voters) + len(meta.learners)}Q", *meta.voters, *meta.learners),
-            snap.data,
         ]
     )
+    data = snap.data if sealer is None else sealer.seal(snap.data, SEAL_CONTEXT + head)
+    body = head + data
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def decode(path: Path, raw: bytes) -> Snapshot:
+def decode(path: Path, raw: bytes, sealer: AtRestSealer | None = None) -> Snapshot:
     fixed = len(MAGIC) + _HEAD.size
     if raw.startswith(OLD_MAGIC):
         raise SnapshotCorrupt(f"snapshot file {path} is in the old SHOALSN1 format (no learners); remove it")
-    if len(raw) < fixed + _CRC.size or not raw.startswith(MAGIC):
+    sealed = raw.startswith(MAGIC_SEALED)
+    if len(raw) < fixed + _CRC.size or not (sealed or raw.startswith(MAGIC)):
         raise SnapshotCorrupt(f"snapshot file {path} is truncated or not a shoal snapshot")
+    if sealed and sealer is None:
+        raise SnapshotCorrupt(f"snapshot file {path} is encrypted and the store was given no key to open it")
     (crc,) = _CRC.unpack_from(raw, len(raw) - _CRC.size)
     if zlib.crc32(memoryview(raw)[: len(raw) - _CRC.size]) != crc:
         raise SnapshotCorrupt(f"snapshot file {path} fails its CRC check")
@@ -71,6 +82,15 @@ def decode(path: Path, raw: bytes) -> Snapshot:
         )
     ids = struct.unpack_from(f"<{n_voters + n_learners}Q", raw, fixed)
     data = raw[data_start : len(raw) - _CRC.size]
+    if sealed:
+        assert sealer is not None
+        try:
+            data = sealer.open(data, SEAL_CONTEXT + raw[:data_start])
+        except ValueError:
+            raise SnapshotCorrupt(
+                f"snapshot file {path} does not decrypt with this manager's key (altered on disk, or "
+                "sealed under another key)"
+            ) from None
     meta = SnapshotMeta(index, term, ids[:n_voters], ids[n_voters:])
     if path.name != snapshot_name(meta):
         raise SnapshotCorrupt(
@@ -79,11 +99,11 @@ def decode(path: Path, raw: bytes) -> Snapshot:
     return Snapshot(meta, data)
 
 
-def save(directory: Path, snap: Snapshot) -> Path:
+def save(directory: Path, snap: Snapshot, sealer: AtRestSealer | None = None) -> Path:
     """Write ``snap`` durably (tmp + fsync + rename + dir fsync); returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / snapshot_name(snap.meta)
-    atomic_write(path, encode(snap))
+    atomic_write(path, encode(snap, sealer))
     return path
 
 
@@ -93,12 +113,12 @@ def list_snapshots(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NAME.fullmatch(p.name))
 
 
-def load_latest(directory: Path) -> Snapshot | None:
+def load_latest(directory: Path, sealer: AtRestSealer | None = None) -> Snapshot | None:
     """The newest snapshot, or None. A corrupt newest file is fatal: older state would lose data."""
     paths = list_snapshots(directory)
     if not paths:
         return None
-    return decode(paths[-1], paths[-1].read_bytes())
+    return decode(paths[-1], paths[-1].read_bytes(), sealer)
 
 
 def prune(directory: Path, keep_index: int) -> None:

@@ -15,6 +15,11 @@ Segments are named ``<seq:016x>-<first index:016x>.wal``. Every segment opens wi
 magic, the latest SNAPSHOT marker and HARDSTATE, so deleting older segments (compaction) never
 loses them.
 
+Encryption at rest: a WAL given a sealer (the store's ``PluginContext.sealer``) writes format
+3 segments, whose every payload is sealed (``walformat``). Segments written in clear before
+(format 1 or 2) are still read; the WAL then continues in a new sealed segment, and the store
+takes a snapshot at once so that compaction deletes the clear ones.
+
 Recovery: only a torn tail of the last segment (what a crash in the middle of a write leaves;
 it was never acknowledged, as we fsync before acknowledging) is cut away, with a warning;
 ``walformat`` gives the exact rule. Anything else that does not verify, anywhere, may be
@@ -32,9 +37,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.plugin import AtRestSealer
+
 from shoal_store_raft.files import fsync_dir
 from shoal_store_raft.raft.types import Entry, EntryKind, HardState, SnapshotMeta
-from shoal_store_raft.walformat import MAGIC, WalCorruption, frame, record, scan_segment
+from shoal_store_raft.walformat import MAGIC, MAGIC_SEALED, WalCorruption, frame, record, scan_segment
 
 log = logging.getLogger("shoal.store.raft")
 
@@ -44,6 +51,8 @@ SNAPMARK = struct.Struct("<BQQII")
 T_ENTRY, T_HARDSTATE, T_SNAPSHOT = 1, 2, 3
 SUFFIX = ".wal"
 DEFAULT_SEGMENT_BYTES = 64 << 20
+#: Bound into every sealed WAL payload, so a sealed snapshot or another value never opens as one.
+SEAL_CONTEXT = b"shoal raft WAL record"
 
 _crc32 = zlib.crc32
 _ENTRY_KINDS = frozenset(kind.value for kind in EntryKind)
@@ -73,24 +82,32 @@ def _parse_name(path: Path) -> tuple[int, int]:
         ) from None
 
 
-def encode_hard_state(hs: HardState) -> bytes:
-    return record(HARDSTATE.pack(T_HARDSTATE, hs.term, hs.vote, hs.commit))
+def _sealed_record(payload: bytes, sealer: AtRestSealer | None) -> bytes:
+    return record(payload if sealer is None else sealer.seal(payload, SEAL_CONTEXT))
 
 
-def encode_snapshot_marker(meta: SnapshotMeta) -> bytes:
+def encode_hard_state(hs: HardState, sealer: AtRestSealer | None = None) -> bytes:
+    return _sealed_record(HARDSTATE.pack(T_HARDSTATE, hs.term, hs.vote, hs.commit), sealer)
+
+
+def encode_snapshot_marker(meta: SnapshotMeta, sealer: AtRestSealer | None = None) -> bytes:
     voters, learners = meta.voters, meta.learners
-    return record(
+    return _sealed_record(
         SNAPMARK.pack(T_SNAPSHOT, meta.index, meta.term, len(voters), len(learners))
-        + struct.pack(f"<{len(voters) + len(learners)}Q", *voters, *learners)
+        + struct.pack(f"<{len(voters) + len(learners)}Q", *voters, *learners),
+        sealer,
     )
 
 
-def encode_entries(entries: Sequence[Entry], parts: list[bytes]) -> None:
-    """Append the records for ``entries`` to ``parts`` (no copy of the entry data)."""
+def encode_entries(entries: Sequence[Entry], parts: list[bytes], sealer: AtRestSealer | None = None) -> None:
+    """Append the records for ``entries`` to ``parts`` (in clear: no copy of the entry data)."""
     pack_entry, size = ENTRY.pack, ENTRY.size
     for e in entries:
         head = pack_entry(T_ENTRY, e.index, e.term, e.kind)
         data = e.data
+        if sealer is not None:
+            parts.append(record(sealer.seal(head + data, SEAL_CONTEXT)))
+            continue
         parts.append(frame(size + len(data), _crc32(data, _crc32(head))))
         parts.append(head)
         if data:
@@ -100,9 +117,13 @@ def encode_entries(entries: Sequence[Entry], parts: list[bytes]) -> None:
 class WAL:
     """An open WAL positioned for appending. Not thread-safe; one writer (the driver)."""
 
-    def __init__(self, directory: Path, segment_bytes: int) -> None:
+    def __init__(self, directory: Path, segment_bytes: int, sealer: AtRestSealer | None = None) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.sealer = sealer
+        self._magic = MAGIC if sealer is None else MAGIC_SEALED
+        #: Whether replay read segments written in clear (the store snapshots to retire them).
+        self.holds_clear_records = False
         self._fd = -1
         self._seq = 0
         self._size = 0
@@ -120,12 +141,13 @@ class WAL:
         snapshot: SnapshotMeta,
         hard_state: HardState,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        sealer: AtRestSealer | None = None,
     ) -> WAL:
         """Start a new WAL (bootstrap). Refuses a directory that already holds segments."""
         directory.mkdir(parents=True, exist_ok=True)
         if any(p.name.endswith(SUFFIX) for p in directory.iterdir()):
             raise FileExistsError(f"a raft WAL already exists in {directory}")
-        wal = cls(directory, segment_bytes)
+        wal = cls(directory, segment_bytes, sealer)
         wal._snapshot = snapshot
         wal._hard_state = hard_state
         wal._last_index = snapshot.index
@@ -139,6 +161,7 @@ class WAL:
         directory: Path,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         verify: Callable[[WalState], None] | None = None,
+        sealer: AtRestSealer | None = None,
     ) -> tuple[WAL, WalState]:
         """Replay every segment; cut a torn tail; return the WAL ready to append.
 
@@ -155,8 +178,12 @@ class WAL:
         entries = state.entries
         cut: tuple[Path, int, str] | None = None
         layout_version = 0
+        clear = False
         for n, path in enumerate(segments):
-            cut, layout_version = _replay_segment(path, state, entries, is_last=n == len(segments) - 1)
+            cut, layout_version = _replay_segment(
+                path, state, entries, is_last=n == len(segments) - 1, sealer=sealer
+            )
+            clear = clear or layout_version in (1, 2)
         if verify is not None:
             verify(state)
         if cut is not None:
@@ -171,22 +198,24 @@ class WAL:
             with open(path, "r+b") as fh:
                 fh.truncate(offset)
                 os.fsync(fh.fileno())
-        wal = cls(directory, segment_bytes)
+        wal = cls(directory, segment_bytes, sealer)
+        wal.holds_clear_records = clear and sealer is not None
         wal._hard_state = state.hard_state
         wal._snapshot = state.snapshot
         wal._last_index = entries[-1].index if entries else state.snapshot.index
         wal._seq = _parse_name(segments[-1])[0]
         wal._fd = os.open(segments[-1], os.O_WRONLY | os.O_APPEND)
         wal._size = os.fstat(wal._fd).st_size
+        wanted = 2 if sealer is None else 3
         if wal._size == 0:
             # A crash while rolling left a segment without its header: give it one again.
-            wal._write(MAGIC + encode_snapshot_marker(wal._snapshot) + encode_hard_state(wal._hard_state))
+            wal._write(wal._magic + wal._segment_head())
             os.fsync(wal._fd)
-        elif layout_version == 2 and wal._size == len(MAGIC):
-            wal._write(encode_snapshot_marker(wal._snapshot) + encode_hard_state(wal._hard_state))
+        elif layout_version == wanted and wal._size == len(wal._magic):
+            wal._write(wal._segment_head())
             os.fsync(wal._fd)
-        elif layout_version == 1:
-            wal._roll()  # never append format-2 records to a format-1 segment
+        elif layout_version != wanted:
+            wal._roll()  # never append records of another format (or sealing) to a segment
         return wal, state
 
     def close(self) -> None:
@@ -203,10 +232,10 @@ class WAL:
         """
         parts: list[bytes] = []
         if entries:
-            encode_entries(entries, parts)
+            encode_entries(entries, parts, self.sealer)
             self._last_index = entries[-1].index
         if hard_state is not None:
-            parts.append(encode_hard_state(hard_state))
+            parts.append(encode_hard_state(hard_state, self.sealer))
             self._hard_state = hard_state
         if parts:
             self._write(b"".join(parts))
@@ -220,7 +249,7 @@ class WAL:
         """Record (durably) that the log now starts after ``meta.index``."""
         self._snapshot = meta
         self._last_index = max(self._last_index, meta.index)
-        self._write(encode_snapshot_marker(meta))
+        self._write(encode_snapshot_marker(meta, self.sealer))
         os.fdatasync(self._fd)
         self.syncs += 1
 
@@ -255,9 +284,15 @@ class WAL:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         self._seq = seq
         self._size = 0
-        self._write(MAGIC + encode_snapshot_marker(self._snapshot) + encode_hard_state(self._hard_state))
+        self._write(self._magic + self._segment_head())
         os.fsync(self._fd)
         fsync_dir(self.directory)
+
+    def _segment_head(self) -> bytes:
+        """What follows the magic of every segment: the snapshot marker and the hard state."""
+        return encode_snapshot_marker(self._snapshot, self.sealer) + encode_hard_state(
+            self._hard_state, self.sealer
+        )
 
 
 def list_segments(directory: Path) -> list[Path]:
@@ -267,14 +302,31 @@ def list_segments(directory: Path) -> list[Path]:
 
 
 def _replay_segment(
-    path: Path, state: WalState, entries: list[Entry], is_last: bool
+    path: Path, state: WalState, entries: list[Entry], is_last: bool, sealer: AtRestSealer | None = None
 ) -> tuple[tuple[Path, int, str] | None, int]:
     """Apply one segment's records; returns where its torn tail starts (if it has one) and
     its format version (0 for a segment that holds nothing yet)."""
     raw = path.read_bytes()
     scan = scan_segment(path, raw, is_last=is_last)
+    sealed = scan.layout is not None and scan.layout.version == 3
+    if sealed and sealer is None:
+        raise WalCorruption(
+            f"raft WAL {path} is encrypted (sealed-format magic at offset 0) and the store was "
+            "given no key to open it (a manager's store opens only through its daemon)"
+        )
     for off, start, end in scan.records:
-        _apply_record(path, off, raw, start, end, state, entries)
+        if not sealed:
+            _apply_record(path, off, raw, start, end, state, entries)
+            continue
+        assert sealer is not None
+        try:
+            payload = sealer.open(raw[start:end], SEAL_CONTEXT)
+        except ValueError:
+            raise WalCorruption(
+                f"raft WAL {path} is corrupt at offset {off}: the record does not decrypt with this "
+                "manager's key (altered on disk, or sealed under another key)"
+            ) from None
+        _apply_record(path, off, payload, 0, len(payload), state, entries)
     cut = None if scan.torn_at is None else (path, scan.torn_at, scan.torn_reason)
     return cut, scan.layout.version if scan.layout is not None else 0
 

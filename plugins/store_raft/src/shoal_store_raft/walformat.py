@@ -6,6 +6,13 @@ then the payload. The header CRC is what lets recovery trust a length: without i
 bit in a length in the middle of a segment looked exactly like a record cut short by a crash,
 and the "torn" tail that was cut away held megabytes of acknowledged entries.
 
+**Format 3** (a store given a sealer, ``PluginContext.sealer``: every manager since issue 15):
+framed exactly as format 2 under its own magic, but each payload is the record *sealed*
+(AES-256-GCM with the manager's data key, ``shoal.statekeys``): nothing of an entry, not even
+its index or term, is in clear. The CRCs cover the sealed bytes, so the torn/corrupt rule below
+is unchanged; a record whose CRCs verify but which does not open is corruption (or the wrong
+key), reported like any other.
+
 **Format 1** (segments written before): no magic; ``<II`` (payload length, payload CRC), then
 the payload. Still read, never written: a WAL whose last segment is format 1 continues in a
 new format-2 segment.
@@ -40,6 +47,7 @@ from pathlib import Path
 from shoal.plugin import StoreOpenError
 
 MAGIC = b"SHWAL\x00\x02\n"
+MAGIC_SEALED = b"SHWAL\x00\x03\n"
 HEADER = struct.Struct("<III")
 HEADER_V1 = struct.Struct("<II")
 _LENGTH_CRC = struct.Struct("<II")
@@ -76,6 +84,7 @@ class Layout:
 
 
 V2 = Layout(2, len(MAGIC), HEADER)
+V3 = Layout(3, len(MAGIC_SEALED), HEADER)
 V1 = Layout(1, 0, HEADER_V1)
 
 
@@ -98,7 +107,9 @@ def scan_segment(path: Path, raw: bytes, *, is_last: bool) -> Scan:
     """
     if raw.startswith(MAGIC):
         layout = V2
-    elif is_last and MAGIC.startswith(raw):
+    elif raw.startswith(MAGIC_SEALED):
+        layout = V3
+    elif is_last and (MAGIC.startswith(raw) or MAGIC_SEALED.startswith(raw)):
         return Scan(None, [], 0 if raw else None, "a segment header cut short" if raw else "")
     elif not raw:
         raise WalCorruption(f"raft WAL {path} is empty but later segments exist: its records were lost")
@@ -126,7 +137,7 @@ def _check_record(raw: bytes, off: int, layout: Layout) -> tuple[str, bool, bool
     size, header = len(raw), layout.header
     if size - off < header.size:
         return "truncated record header", False, False
-    if layout.version == 2:
+    if layout.version >= 2:
         length, crc, head_crc = HEADER.unpack_from(raw, off)
         if _crc32(memoryview(raw)[off : off + 8]) != head_crc:
             return "record header fails its CRC check", False, False
@@ -149,6 +160,6 @@ def _is_torn(raw: bytes, off: int, layout: Layout, *, header_ok: bool, past_end:
         return True
     if raw.count(0, off + header_size) == size - off - header_size:
         return True
-    if layout.version == 2:
+    if layout.version >= 2:
         return header_ok and past_end
     return past_end and size - off - header_size < MIN_PAYLOAD
