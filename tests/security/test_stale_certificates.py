@@ -76,10 +76,12 @@ def requests() -> dict[str, bytes]:
         rpc.STORE_PULL: step.SerializeToString(),
         rpc.STORE_JOIN: rpb.StoreJoinRequest(node_id="probe").SerializeToString(),
         rpc.TASK_LOGS: rpb.TaskLogsRequest(task_id="probe").SerializeToString(),
+        # since 0: the ring's recent events at once, so an admitted call answers quickly
+        rpc.EVENTS: rpb.ControlRequest(method="events", json_body=b'{"since": 0}').SerializeToString(),
     }
 
 
-STREAMS = {rpc.SESSION, rpc.ASSIGNMENTS, rpc.STORE_PULL, rpc.TASK_LOGS}
+STREAMS = {rpc.SESSION, rpc.ASSIGNMENTS, rpc.STORE_PULL, rpc.TASK_LOGS, rpc.EVENTS}
 
 
 async def call(addr: str, method: str, tls: TLSMaterial) -> tuple[StatusCode, bytes]:
@@ -179,7 +181,7 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     m3.kill()
     lead = leader([m1, m2])
     demoted = probe(lead.addr, m3_cert)
-    for method in (rpc.CONTROL, rpc.STORE_STEP, rpc.STORE_PULL, rpc.STORE_JOIN, rpc.TASK_LOGS):
+    for method in (rpc.CONTROL, rpc.STORE_STEP, rpc.STORE_PULL, rpc.STORE_JOIN, rpc.TASK_LOGS, rpc.EVENTS):
         assert demoted[method] == DENIED, (method, demoted)
     # A worker may use the dispatcher: past authorisation (a bogus session is NOT_FOUND; should
     # leadership move meanwhile, UNAVAILABLE), never refused.

@@ -29,6 +29,8 @@ UPDATE_TASK_STATUS = "/shoal.Dispatcher/UpdateTaskStatus"
 GET_ROOT_CA = "/shoal.CA/GetRootCACertificate"
 ISSUE_NODE_CERTIFICATE = "/shoal.NodeCA/IssueNodeCertificate"
 CONTROL = "/shoal.Control/Call"
+#: ``shoal events`` from a manager's own ring (``manager/events.py``); any manager serves it.
+EVENTS = "/shoal.Control/Events"
 TASK_LOGS = "/shoal.Logs/TaskLogs"
 STORE_STEP = "/shoal.Store/Step"
 STORE_JOIN = "/shoal.Store/Join"
@@ -74,6 +76,8 @@ ACCESS: Mapping[str, Access] = {
     # A manager reading a task's output for ``service logs`` from the node that runs it.
     TASK_LOGS: Access.MANAGER,
     CONTROL: Access.MANAGER,
+    # The swarm's events name every service, node, secret and network: managers only.
+    EVENTS: Access.MANAGER,
     STORE_STEP: Access.STORE_PEER,
     STORE_PULL: Access.STORE_PEER,
     STORE_JOIN: Access.STORE_PEER,

@@ -19,6 +19,7 @@ from shoal import __version__
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.cli.common import INPUT_ERRORS, call
 from shoal.cli.errors import fail, one_line
+from shoal.cli.events_cmd import events
 from shoal.cli.info_cmd import info
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params
 from shoal.cli.output import human_duration, print_list
@@ -369,6 +370,7 @@ def swarm_update(
 
 
 cli.add_command(info)
+cli.add_command(events)
 
 
 # --------------------------------------------------------------------------- node

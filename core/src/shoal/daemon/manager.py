@@ -27,6 +27,7 @@ from shoal.manager import registryauth
 from shoal.manager.caserver import CAServer
 from shoal.manager.controlapi import ControlAPI, ControlError, control_params, refs
 from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.events import EventLog, events_stream
 from shoal.manager.observers import TaskStateObservers
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
@@ -116,6 +117,8 @@ class Manager:
         self.store = ObjectStore()
         self.store.provider = store_provider
         self.control = ControlAPI(self.store, node_id, manager_status=self.live_manager_status)
+        #: ``shoal events``: this replica's ring of recent events (every manager has one).
+        self.events = EventLog(self.store)
         self.net = StoreNetwork(
             provider=store_provider,
             store=self.store,
@@ -160,6 +163,7 @@ class Manager:
         """Open the store replica. A joining manager's store is empty until ``join_group``;
         everything else is ready when this returns."""
         self.store_provider.attach(self.net.send)
+        self.events.start()  # before the store replays its log: replayed entries count
         await self.store_provider.start(
             self.store, bootstrap=bootstrap, join=join, force_new_cluster=force_new_cluster
         )
@@ -332,6 +336,7 @@ class Manager:
         await self._step_down()
         await self.store_provider.stop()
         await self.net.close()
+        await self.events.stop()
 
     def is_leader(self) -> bool:
         return self.store_provider.is_leader()
@@ -674,6 +679,7 @@ class Manager:
             rpc.SESSION: session,
             rpc.ASSIGNMENTS: assignments,
             rpc.STORE_PULL: self.net.handle_pull,
+            rpc.EVENTS: events_stream(lambda: self.events),
         }
         check = rpc.checker(self.cluster_id, lambda: self.store.view)
         return rpc.guard(unary_handlers, stream_handlers, check)

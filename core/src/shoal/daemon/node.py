@@ -41,6 +41,7 @@ from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
 from shoal.logtime import since_param
 from shoal.manager.controlapi import ControlError, external_ca_fields
+from shoal.manager.events import parse_query
 from shoal.manager.secrets import SECRET_METHODS
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
@@ -806,6 +807,7 @@ class Daemon:
         api.unary["swarm.leave"] = self.swarm_leave
         api.unary["info"] = self.info
         api.streams["service.logs"] = self.service_logs
+        api.streams["events"] = self.events
         for method in (
             "node.ls",
             "node.inspect",
@@ -885,6 +887,14 @@ class Daemon:
         )
         async for item in items:
             yield item
+
+    async def events(self, params: dict[str, Any]) -> AsyncIterator[Any]:
+        """``shoal events``: this manager's own ring of the swarm's events (manager/events.py)."""
+        if self.manager is None:
+            raise APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
+        query = parse_query(params)
+        async for message in self.manager.events.follow(query):
+            yield message
 
 
 #: The GIL hand-off interval for the daemon. gRPC's I/O thread and the event loop pass the
