@@ -7,7 +7,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
 
-PACKAGES=(docker.io podman runc busybox-static curl iproute2 procps nftables python3-venv python3-pip
+PACKAGES=(docker.io podman runc busybox-static curl iproute2 procps nftables iptables python3-venv python3-pip
           uidmap fuse-overlayfs golang-cfssl docker-registry)
 missing=()
 for pkg in "${PACKAGES[@]}"; do

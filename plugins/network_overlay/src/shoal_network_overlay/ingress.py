@@ -1,33 +1,42 @@
-"""The routing mesh's data path on one node: nftables DNAT with ``numgen`` round robin.
+"""The node's own nftables table: the routing mesh (ingress DNAT), its masquerade, and the
+filter that accepts VXLAN only from the swarm's nodes.
 
-Everything lives in one table of shoal's own (``table ip shoal``); the host's other tables are
-never read or written. For each published port, a new connection to any local address of the
-node (not loopback) is DNATed to one of the port's backends, picked by ``numgen inc mod N``:
-connections spread evenly over the running tasks. The table is rewritten whole in one ``nft -f``
-transaction on every change (delete and re-create are atomic together), so a backend that
-leaves gets no new connection from the moment the call returns, while conntrack keeps every
-established connection on the backend it was given. A port with no backend has no rule: a
-connection to it is refused like any closed port.
+Everything lives in ``table ip shoal_<node digest>``; the host's other tables are never read or
+written. A new connection to any local address of the node (127.0.0.1 included) on a published
+port jumps, through a verdict map keyed by port, to that port's chain, which DNATs it to one of
+the port's backends picked by ``numgen inc mod N``: connections spread evenly over the running
+tasks, wherever they run (the backends are task addresses on the ingress overlay network). A
+connection forwarded into the ingress network's bridge is masqueraded to the node's own
+address there, so the task's replies come back through the node that accepted it.
 
-This is the kernel data path chosen for the mesh (no IPVS on this kernel; no user-space
-copying). The agent does not drive it yet: the ``overlay`` plugin declares the ``ingress``
-feature once tasks on other nodes are reachable too (docs/architecture.md, "Networking").
+Each ``publish`` replaces one port's chain and map entry in one ``nft -f`` transaction (atomic),
+so a backend that leaves gets no new connection from the moment the call returns, while
+conntrack keeps every established connection on the backend it was given. A port with no
+backend has no entry: connections to it are refused like any closed port. Because ports are
+separate chains, ``start`` adopts an earlier run's table as it is: a restarted daemon cuts
+nothing, and re-publishing replaces each port in place.
+
+nftables ``numgen`` DNAT rather than IPVS (Swarm's choice): this kernel has no IPVS, and DNAT in
+prerouting keeps the data path in the kernel with no user-space copying.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shoal.plugin import NetworkError
 
-TABLE = "shoal"
-#: Swarm's NAT priority for DNAT (``dstnat``), written as a number: ``output`` hooks refuse
-#: the name in nft 1.0.6.
+from shoal_network_overlay.commands import Commands
+
+#: DNAT priority (``dstnat``) and SNAT priority (``srcnat``), written as numbers: ``output``
+#: hooks refuse the names in nft 1.0.6.
 DSTNAT_PRIORITY = -100
+SRCNAT_PRIORITY = 100
 PROTOCOLS = ("tcp", "udp")
+VXLAN_PORT = 4789
 
 
 @dataclass(frozen=True)
@@ -40,87 +49,135 @@ class Forward:
     backends: tuple[str, ...]
 
 
-def _checked(forward: Forward) -> Forward:
+def _port(port: object) -> int:
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise NetworkError(f"ingress: port {port!r} is not a number from 1 to 65535")
+    return port
+
+
+def _protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise NetworkError(f"ingress: protocol {protocol!r} is not tcp or udp")
+    return protocol
+
+
+def _address(address: str, what: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(address))
+    except ValueError:
+        raise NetworkError(f"ingress: {what} {address!r} is not an IPv4 address") from None
+
+
+def checked(forward: Forward) -> Forward:
     """Only values that cannot change the script's meaning reach nft (no injection)."""
-    if forward.protocol not in PROTOCOLS:
-        raise NetworkError(f"ingress: protocol {forward.protocol!r} is not tcp or udp")
-    for port in (forward.published, forward.target):
-        if not isinstance(port, int) or not 1 <= port <= 65535:
-            raise NetworkError(f"ingress: port {port!r} is not a number from 1 to 65535")
+    _protocol(forward.protocol)
+    _port(forward.published)
+    _port(forward.target)
     for address in forward.backends:
-        try:
-            ipaddress.IPv4Address(address)
-        except ValueError:
-            raise NetworkError(f"ingress: backend address {address!r} is not an IPv4 address") from None
+        _address(address, "backend address")
     return forward
 
 
-def _rule(forward: Forward, *, local_only: bool) -> str:
-    choices = ", ".join(f"{i} : {address}" for i, address in enumerate(forward.backends))
-    match = "ip daddr != 127.0.0.0/8 " if local_only else ""
+def port_chain(protocol: str, published: int) -> str:
+    return f"p_{protocol}_{published}"
+
+
+def base_script(table: str, advertise_ip: str) -> str:
+    """Create the table if missing (adopting an earlier run's ports) and (re)write its base
+    chains' rules in one transaction."""
+    advertise = _address(advertise_ip, "advertise address")
+    dispatch = "".join(
+        f"add rule ip {table} {{hook}} fib daddr type local {p} dport vmap @{p}_ports\n" for p in PROTOCOLS
+    )
     return (
-        f"    {match}fib daddr type local {forward.protocol} dport {forward.published} "
+        f"table ip {table} {{\n"
+        "  set peers { type ipv4_addr; }\n"
+        "  map tcp_ports { type inet_service : verdict; }\n"
+        "  map udp_ports { type inet_service : verdict; }\n"
+        f"  chain prerouting {{ type nat hook prerouting priority {DSTNAT_PRIORITY}; policy accept; }}\n"
+        f"  chain output {{ type nat hook output priority {DSTNAT_PRIORITY}; policy accept; }}\n"
+        f"  chain postrouting {{ type nat hook postrouting priority {SRCNAT_PRIORITY}; policy accept; }}\n"
+        "  chain input { type filter hook input priority 0; policy accept; }\n"
+        "}\n"
+        f"flush chain ip {table} prerouting\n"
+        f"flush chain ip {table} output\n"
+        f"flush chain ip {table} input\n"
+        + dispatch.format(hook="prerouting")
+        + dispatch.format(hook="output")
+        + f"add rule ip {table} input ip daddr {advertise} udp dport {VXLAN_PORT} ip saddr != @peers drop\n"
+    )
+
+
+def publish_script(table: str, forward: Forward) -> str:
+    """Replace one port's chain and map entry; with no backend, remove both (port closed)."""
+    checked(forward)
+    chain = port_chain(forward.protocol, forward.published)
+    key = f"{forward.protocol}_ports {{ {forward.published} : jump {chain} }}"
+    script = f"add chain ip {table} {chain}\nflush chain ip {table} {chain}\nadd element ip {table} {key}\n"
+    if not forward.backends:
+        # add-then-delete: correct whether or not the port was published before
+        return script + (
+            f"delete element ip {table} {forward.protocol}_ports {{ {forward.published} }}\n"
+            f"delete chain ip {table} {chain}\n"
+        )
+    choices = ", ".join(f"{i} : {address}" for i, address in enumerate(forward.backends))
+    return script + (
+        f"add rule ip {table} {chain} {forward.protocol} dport {forward.published} "
         f"dnat to numgen inc mod {len(forward.backends)} map {{ {choices} }} : {forward.target}\n"
     )
 
 
-def ruleset(forwards: Sequence[Forward]) -> str:
-    """The whole ``nft -f`` script: (re)create the table with one rule per port that has
-    backends, in the ``prerouting`` (from other hosts) and ``output`` (from this host) hooks."""
-    live = sorted((_checked(f) for f in forwards if f.backends), key=lambda f: (f.protocol, f.published))
-    chains = ""
-    for hook in ("prerouting", "output"):
-        rules = "".join(_rule(f, local_only=hook == "output") for f in live)
-        chains += (
-            f"  chain {hook} {{\n"
-            f"    type nat hook {hook} priority {DSTNAT_PRIORITY}; policy accept;\n"
-            f"{rules}"
-            "  }\n"
-        )
-    return f"table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n{chains}}}\n"
+class NodeTable:
+    """This node's table (see the module docstring); ``commands`` runs ``nft`` in the node's
+    namespace."""
 
+    def __init__(self, commands: Commands, table: str) -> None:
+        self.commands = commands
+        self.table = table
 
-class IngressTable:
-    """Keeps this node's published ports and writes them to its nftables table.
+    async def ensure(self, advertise_ip: str) -> None:
+        await self._nft(base_script(self.table, advertise_ip))
 
-    ``nft`` is the command to run (``nsenter --net=... nft`` puts the table in another network
-    namespace, which is how the tests use it).
-    """
+    async def set_peers(self, peer_ips: Sequence[str]) -> None:
+        """Only these addresses may send VXLAN to the node (a forged frame from elsewhere on the
+        underlay is dropped before it reaches any overlay network)."""
+        peers = [_address(peer, "peer address") for peer in peer_ips]
+        script = f"flush set ip {self.table} peers\n"
+        if peers:
+            script += f"add element ip {self.table} peers {{ {', '.join(peers)} }}\n"
+        await self._nft(script)
 
-    def __init__(self, nft: Sequence[str] = ("nft",)) -> None:
-        self.nft = tuple(nft)
-        self.forwards: dict[tuple[str, int], Forward] = {}
+    async def set_masquerade(self, bridge: str | None) -> None:
+        """Masquerade DNATed connections leaving into ``bridge`` (the ingress network's)."""
+        script = f"flush chain ip {self.table} postrouting\n"
+        if bridge:
+            script += f'add rule ip {self.table} postrouting oifname "{bridge}" ct status dnat masquerade\n'
+        await self._nft(script)
 
     async def publish(self, forward: Forward) -> None:
-        """Set (or replace) one port's backends and rewrite the table."""
-        _checked(forward)
-        self.forwards[(forward.protocol, forward.published)] = forward
-        await self._run(ruleset(list(self.forwards.values())))
+        await self._nft(publish_script(self.table, forward))
 
     async def unpublish(self, protocol: str, published: int) -> None:
-        if self.forwards.pop((protocol, published), None) is not None:
-            await self._run(ruleset(list(self.forwards.values())))
+        await self._nft(publish_script(self.table, Forward(_protocol(protocol), _port(published), 1, ())))
+
+    async def ports(self) -> list[tuple[str, int]]:
+        """The published ports in the table now (adopted from an earlier run included)."""
+        out = await self.commands.run("nft", "-j", "list", "table", "ip", self.table, check=False)
+        items = json.loads(out).get("nftables", []) if out.strip() else []
+        found = []
+        for item in items:
+            name = item.get("chain", {}).get("name", "")
+            parts = name.split("_")
+            if len(parts) == 3 and parts[0] == "p" and parts[1] in PROTOCOLS and parts[2].isdigit():
+                found.append((parts[1], int(parts[2])))
+        return sorted(found)
 
     async def remove(self) -> None:
-        """Delete the table (missing is fine): what a node leaving must leave behind is nothing."""
-        self.forwards.clear()
-        await self._run(f"table ip {TABLE}\ndelete table ip {TABLE}\n")
+        """Delete the table (missing is fine)."""
+        await self._nft(f"table ip {self.table}\ndelete table ip {self.table}\n")
 
-    async def _run(self, script: str) -> None:
+    async def _nft(self, script: str) -> None:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.nft,
-                "-f",
-                "-",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as exc:
-            raise NetworkError(
-                f"ingress: cannot run {self.nft[-1]} ({exc.strerror}); install nftables"
-            ) from None
-        _, err = await proc.communicate(script.encode())
-        if proc.returncode != 0:
-            first = (err.decode(errors="replace").strip().splitlines() or ["no message"])[0]
-            raise NetworkError(f"ingress: nft refused the ruleset: {first}")
+            await self.commands.run("nft", "-f", "-", stdin=script)
+        except NetworkError as exc:
+            raise NetworkError(f"ingress: nft refused the ruleset: {exc}") from None

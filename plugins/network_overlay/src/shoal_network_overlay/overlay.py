@@ -1,50 +1,55 @@
 """Overlay networks on one node: a bridge and a VXLAN device per network, a veth per endpoint.
 
-For a network with VXLAN ID ``vni`` the node has a bridge ``shb<vni>`` with a VXLAN device
-``shv<vni>`` (UDP 4789, sourced from the node's underlay address, no learning) enslaved to it;
-the other nodes are all-zero FDB entries on the VXLAN device (head-end replication: broadcast
-and unknown unicast go to every peer, which is how ARP finds a task on another node). A task's
-endpoint is a veth pair: one end on the bridge, the other moved into the container's network
-namespace, renamed ``eth<n>`` there and given the task's address. Tasks of one network reach
-each other across nodes at layer 2; tasks of another network are in another bridge and another
-subnet, with no route between them.
+For a network with VXLAN ID ``vni`` the node has a bridge ``shb<node><vni>`` with a VXLAN
+device ``shv<node><vni>`` (UDP 4789, sourced from the node's underlay address) enslaved to it.
+The other nodes are all-zero FDB entries on the VXLAN device: head-end replication, so
+broadcast and unknown unicast (ARP looking for a task on another node) go to every peer, and
+the device learns from the answers which peer holds which task, so later unicast goes to that
+peer only. No multicast underlay and no control plane are needed: ``set_peers`` is the whole
+membership. A task's endpoint is a veth pair: one end on the bridge, the other moved into the
+container's network namespace, renamed ``eth<n>`` (the first free) and given the task's
+address. Tasks of one network meet at layer 2 across nodes; another network is another bridge
+and subnet, and the bridges of ordinary networks carry no address, so the node routes nothing
+between them. Only the ingress network's bridge gets the node's own address (``host_address``):
+it is where the routing mesh forwards published ports.
 
-Every device this module creates carries the ``sh`` prefix and is remembered, so ``remove_all``
-deletes exactly what it made. Commands are run as ``ip``/``bridge`` (iproute2, netlink); the
-``prefix`` runs them in another namespace (the tests' nodes). Not driven by the agent yet: the
-``overlay`` feature is declared once the managers allocate networks (docs/architecture.md).
+MTU: the veth ends get 1450 (1500 minus VXLAN's 50 bytes), so a full-size frame from a task
+fits through the tunnel instead of being dropped by the bridge.
+
+Every device name carries the node digest (``names.py``): ``start`` adopts what is there, and
+``remove_all`` finds exactly this node's devices by listing them, even after a restart.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import ipaddress
+import json
 import re
 from collections.abc import Sequence
 
 from shoal.plugin import EndpointAttachment, NetworkError, NetworkSpec
 
+from shoal_network_overlay.commands import Commands
+from shoal_network_overlay.names import (
+    BRIDGE,
+    ENDPOINT,
+    PEER,
+    VXLAN,
+    bridge_name,
+    endpoint_name,
+    is_ours,
+    peer_name,
+    vxlan_name,
+)
+
 VXLAN_PORT = 4789
+MTU = 1450
+ZERO_MAC = "00:00:00:00:00:00"
 _NETNS_PATH = re.compile(r"/run/netns/([A-Za-z0-9_.-]+)\Z")
 _PROC_PATH = re.compile(r"/proc/([0-9]+)/ns/net\Z")
 
 
-def bridge_name(vni: int) -> str:
-    return f"shb{vni}"
-
-
-def vxlan_name(vni: int) -> str:
-    return f"shv{vni}"
-
-
-def endpoint_name(task_id: str, network_id: str) -> str:
-    """The host end of a task's veth (15 characters at most, stable for the pair)."""
-    digest = hashlib.sha256(f"{task_id}/{network_id}".encode()).hexdigest()[:10]
-    return f"she{digest}"
-
-
-def _netns_target(sandbox: str) -> str:
+def netns_target(sandbox: str) -> str:
     """What ``ip link set ... netns`` takes for a sandbox path: a PID or a named namespace."""
     for pattern in (_PROC_PATH, _NETNS_PATH):
         match = pattern.match(sandbox)
@@ -53,109 +58,166 @@ def _netns_target(sandbox: str) -> str:
     raise NetworkError(f"overlay: sandbox {sandbox!r} is not /proc/<pid>/ns/net or /run/netns/<name>")
 
 
-class OverlayDevices:
-    """Creates and removes this node's overlay devices (see the module docstring)."""
+def _ipv4(value: str, what: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise NetworkError(f"overlay: {what} {value!r} is not an IPv4 address") from None
 
-    def __init__(self, prefix: Sequence[str] = ()) -> None:
-        self.prefix = tuple(prefix)
-        self.networks: dict[str, NetworkSpec] = {}
-        self.made: list[str] = []
 
-    async def create_network(self, spec: NetworkSpec, local_ip: str) -> None:
-        if spec.network_id in self.networks:
-            return
+def check_spec(spec: NetworkSpec) -> None:
+    """Only well-formed values reach the kernel tools (no option injection, clear errors)."""
+    try:
+        subnet = ipaddress.IPv4Network(spec.subnet)
+    except ValueError:
+        raise NetworkError(
+            f"overlay: network {spec.name}: subnet {spec.subnet!r} is not an IPv4 CIDR"
+        ) from None
+    if not 1 <= spec.vni < 2**24:
+        raise NetworkError(f"overlay: network {spec.name}: VXLAN ID {spec.vni} is out of range (1-16777215)")
+    if spec.host_address:
         try:
-            ipaddress.IPv4Network(spec.subnet)
-            ipaddress.IPv4Address(local_ip)
-        except ValueError as exc:
-            raise NetworkError(f"overlay: network {spec.name}: {exc}") from None
-        if not 1 <= spec.vni < 2**24:
-            raise NetworkError(f"overlay: VXLAN ID {spec.vni} is out of range (1-16777215)")
-        bridge, vxlan = bridge_name(spec.vni), vxlan_name(spec.vni)
-        await self._ip("link", "add", bridge, "type", "bridge")
-        self.made.append(bridge)
-        await self._ip(
-            "link", "add", vxlan, "type", "vxlan", "id", str(spec.vni), "dstport", str(VXLAN_PORT),
-            "local", local_ip, "nolearning",
-        )  # fmt: skip
-        self.made.append(vxlan)
-        await self._ip("link", "set", vxlan, "master", bridge)
-        await self._ip("link", "set", vxlan, "up")
-        await self._ip("link", "set", bridge, "up")
+            host = ipaddress.IPv4Interface(spec.host_address)
+        except ValueError:
+            raise NetworkError(
+                f"overlay: network {spec.name}: host address {spec.host_address!r} is not an IPv4 CIDR"
+            ) from None
+        if host.network != subnet:
+            raise NetworkError(
+                f"overlay: network {spec.name}: host address {spec.host_address} is not in {subnet}"
+            )
+
+
+class OverlayDevices:
+    """Creates, adopts and removes this node's overlay devices (see the module docstring)."""
+
+    def __init__(self, commands: Commands, digest: str, local_ip: str) -> None:
+        self.commands = commands
+        self.digest = digest
+        self.local_ip = str(_ipv4(local_ip, "advertise address"))
+        self.networks: dict[str, NetworkSpec] = {}
+        self.peers: tuple[str, ...] = ()
+
+    def bridge(self, spec: NetworkSpec) -> str:
+        return bridge_name(self.digest, spec.vni)
+
+    async def links(self, netns: str | None = None) -> list[str]:
+        out = await self.commands.run("ip", "-j", "link", "show", netns=netns)
+        return [link["ifname"] for link in json.loads(out or "[]")]
+
+    async def create_network(self, spec: NetworkSpec) -> None:
+        """Create (or adopt, after a restart) the network's bridge and VXLAN device."""
+        check_spec(spec)
+        bridge, vxlan = bridge_name(self.digest, spec.vni), vxlan_name(self.digest, spec.vni)
+        present = await self.links()
+        batch = []
+        if bridge not in present:
+            batch.append(f"link add {bridge} type bridge")
+        if vxlan not in present:
+            batch.append(
+                f"link add {vxlan} mtu {MTU} type vxlan id {spec.vni} dstport {VXLAN_PORT} local {self.local_ip}"
+            )
+        batch += [f"link set {vxlan} master {bridge}", f"link set {vxlan} up", f"link set {bridge} up"]
+        if spec.host_address:
+            batch.append(f"address replace {spec.host_address} dev {bridge}")
+        try:
+            await self.commands.run("ip", "-batch", "-", stdin="\n".join(batch) + "\n")
+        except NetworkError as exc:
+            if "File exists" in str(exc) and vxlan not in present:
+                await self.commands.run("ip", "link", "del", bridge, check=False)
+                raise NetworkError(
+                    f"overlay: network {spec.name}: VXLAN ID {spec.vni} is already in use in this "
+                    "network namespace (another node or program runs VXLAN here)"
+                ) from None
+            raise
         self.networks[spec.network_id] = spec
+        await self._flood(spec, self.peers)
 
-    async def set_peers(self, network_id: str, peer_ips: Sequence[str]) -> None:
-        """Flood entries for the other nodes (replacing the previous ones)."""
-        vxlan = vxlan_name(self._spec(network_id).vni)
-        await self._run("bridge", "fdb", "del", "00:00:00:00:00:00", "dev", vxlan, check=False)
-        for peer in peer_ips:
-            try:
-                ipaddress.IPv4Address(peer)
-            except ValueError as exc:
-                raise NetworkError(f"overlay: peer {exc}") from None
-            await self._run("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", vxlan, "dst", peer)
+    async def set_peers(self, peer_ips: Sequence[str]) -> None:
+        """Replace the flood list of every network (and remember it for networks made later)."""
+        peers = tuple(dict.fromkeys(str(_ipv4(peer, "peer")) for peer in peer_ips if peer != self.local_ip))
+        self.peers = peers
+        for spec in self.networks.values():
+            await self._flood(spec, peers)
 
-    async def attach(self, attachment: EndpointAttachment, interface: str = "eth1") -> None:
+    async def _flood(self, spec: NetworkSpec, peers: Sequence[str]) -> None:
+        vxlan = vxlan_name(self.digest, spec.vni)
+        out = await self.commands.run("bridge", "-j", "fdb", "show", "dev", vxlan)
+        current = {entry.get("dst") for entry in json.loads(out or "[]") if entry.get("mac") == ZERO_MAC}
+        batch = [f"fdb del {ZERO_MAC} dev {vxlan} dst {dst}" for dst in sorted(current - set(peers)) if dst]
+        batch += [f"fdb append {ZERO_MAC} dev {vxlan} dst {dst}" for dst in peers if dst not in current]
+        if batch:
+            await self.commands.run("bridge", "-batch", "-", stdin="\n".join(batch) + "\n")
+
+    async def attach(self, attachment: EndpointAttachment) -> None:
+        """Give the container its interface on the network (nothing to do when it has it)."""
         spec = self._spec(attachment.network_id)
         try:
             address = ipaddress.IPv4Interface(attachment.address)
-        except ValueError as exc:
-            raise NetworkError(f"overlay: endpoint {exc}") from None
+        except ValueError:
+            raise NetworkError(
+                f"overlay: endpoint address {attachment.address!r} is not an IPv4 CIDR"
+            ) from None
         if address.network != ipaddress.IPv4Network(spec.subnet):
             raise NetworkError(f"overlay: address {attachment.address} is not in {spec.subnet}")
-        host_end = endpoint_name(attachment.task_id, attachment.network_id)
-        target = _netns_target(attachment.sandbox)
-        peer = f"{host_end}p"[:15]
-        await self._ip("link", "add", host_end, "type", "veth", "peer", "name", peer)
-        self.made.append(host_end)
-        await self._ip("link", "set", host_end, "master", bridge_name(spec.vni))
-        await self._ip("link", "set", host_end, "up")
-        await self._ip("link", "set", peer, "netns", target)
-        inside = ("nsenter", f"--net={attachment.sandbox}", "ip")
-        await self._exec((*inside, "link", "set", peer, "name", interface))
-        await self._exec((*inside, "addr", "add", str(address), "dev", interface))
-        await self._exec((*inside, "link", "set", interface, "up"))
+        target = netns_target(attachment.sandbox)
+        host_end = endpoint_name(self.digest, attachment.task_id, attachment.network_id)
+        peer = peer_name(self.digest, attachment.task_id, attachment.network_id)
+        if host_end in await self.links():
+            return
+        inside = await self.links(netns=attachment.sandbox)
+        interface = next(f"eth{n}" for n in range(len(inside) + 1) if f"eth{n}" not in inside)
+        await self.commands.run(
+            "ip", "-batch", "-",
+            stdin=(
+                f"link add {host_end} mtu {MTU} type veth peer name {peer} mtu {MTU}\n"
+                f"link set {host_end} master {self.bridge(spec)}\n"
+                f"link set {host_end} up\n"
+                f"link set {peer} netns {target}\n"
+            ),
+        )  # fmt: skip
+        try:
+            await self.commands.run(
+                "ip", "-batch", "-", netns=attachment.sandbox,
+                stdin=(
+                    f"link set {peer} name {interface}\n"
+                    f"address add {address} dev {interface}\n"
+                    f"link set {interface} up\n"
+                    "link set lo up\n"
+                ),
+            )  # fmt: skip
+        except NetworkError:
+            await self.commands.run("ip", "link", "del", host_end, check=False)
+            raise
 
     async def detach(self, task_id: str, network_id: str) -> None:
         """Deleting the host end deletes the pair, wherever the other end is."""
-        host_end = endpoint_name(task_id, network_id)
-        await self._ip("link", "del", host_end, check=False)
-        if host_end in self.made:
-            self.made.remove(host_end)
+        await self.commands.run(
+            "ip", "link", "del", endpoint_name(self.digest, task_id, network_id), check=False
+        )
 
-    async def remove_network(self, network_id: str) -> None:
+    async def remove_network(self, network_id: str) -> NetworkSpec | None:
         spec = self.networks.pop(network_id, None)
-        if spec is None:
-            return
-        for name in (vxlan_name(spec.vni), bridge_name(spec.vni)):
-            await self._ip("link", "del", name, check=False)
-            if name in self.made:
-                self.made.remove(name)
+        if spec is not None:
+            for name in (vxlan_name(self.digest, spec.vni), bridge_name(self.digest, spec.vni)):
+                await self.commands.run("ip", "link", "del", name, check=False)
+        return spec
 
     async def remove_all(self) -> None:
-        """Delete every device this object made (endpoints first), missing ones included."""
-        for name in reversed(self.made):
-            await self._ip("link", "del", name, check=False)
-        self.made.clear()
+        """Delete every device of this node, found by name (endpoints first), made by this run
+        or an earlier one."""
+        order = {ENDPOINT: 0, PEER: 0, VXLAN: 1, BRIDGE: 2}
+        ours = sorted((d for d in await self.links() if is_ours(d, self.digest)), key=lambda d: order[d[:3]])
+        if ours:
+            await self.commands.run(
+                "ip", "-force", "-batch", "-", stdin="".join(f"link del {d}\n" for d in ours), check=False
+            )
         self.networks.clear()
 
     def _spec(self, network_id: str) -> NetworkSpec:
         spec = self.networks.get(network_id)
         if spec is None:
-            raise NetworkError(f"overlay: network {network_id} does not exist on this node")
+            raise NetworkError(
+                f"overlay: network {network_id} does not exist on this node (create_network first)"
+            )
         return spec
-
-    async def _ip(self, *args: str, check: bool = True) -> None:
-        await self._run("ip", *args, check=check)
-
-    async def _run(self, tool: str, *args: str, check: bool = True) -> None:
-        await self._exec((*self.prefix, tool, *args), check=check)
-
-    async def _exec(self, command: Sequence[str], check: bool = True) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-        )
-        _, err = await proc.communicate()
-        if check and proc.returncode != 0:
-            first = (err.decode(errors="replace").strip().splitlines() or ["no message"])[0]
-            raise NetworkError(f"overlay: {' '.join(command[len(self.prefix) :][:3])} failed: {first}")

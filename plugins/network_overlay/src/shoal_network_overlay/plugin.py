@@ -12,5 +12,6 @@ PROVIDER_CLASS = OverlayNetwork
 
 @hookimpl
 def shoal_network_provider(context: PluginContext) -> OverlayNetwork:
-    """The provider takes no options yet; it builds without touching the host."""
-    return OverlayNetwork()
+    """Builds without touching the host; the node ID and state directory let ``cleanup`` find
+    this node's devices even when the provider never started in this process."""
+    return OverlayNetwork(node_id=context.node_id, state_dir=context.state_dir)

@@ -1,0 +1,76 @@
+"""The routing mesh on real kernel networking: three hosts (namespaces on one LAN), the ingress
+overlay network between them, two task namespaces as backends, a client on the LAN."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from shoal.plugin import Backend, EndpointAttachment, NetworkSpec, NodeNetwork, PublishedPort
+from shoal_network_overlay import OverlayNetwork
+from shoal_network_overlay.testing import HOSTS, Lab
+
+CONTAINERS = 2
+INGRESS = NetworkSpec("ingressid", "ingress", "10.0.0.0/24", "10.0.0.1", 4096, ingress=True)
+HOST_ADDRESSES = {"h1": "10.0.0.2/24", "h2": "10.0.0.3/24", "h3": "10.0.0.4/24"}
+TASKS = {"c1": ("h1", "10.0.0.10"), "c2": ("h2", "10.0.0.11")}
+PORT = PublishedPort("websvc", "tcp", 8080, 80)
+BACKENDS = [Backend(f"task-{c}", address) for c, (_, address) in TASKS.items()]
+
+
+async def start_node(lab: Lab, host: str) -> OverlayNetwork:
+    node = OverlayNetwork(netns=lab.path(host))
+    await node.start(NodeNetwork(f"node-{host}", HOSTS[host]))
+    await node.set_peers([ip for h, ip in HOSTS.items() if h != host])
+    spec = NetworkSpec(**{**INGRESS.__dict__, "host_address": HOST_ADDRESSES[host]})
+    await node.create_network(spec)
+    return node
+
+
+async def test_published_port_answers_on_every_host_spreads_follows_changes_and_leaves_nothing(
+    lab: Lab,
+) -> None:
+    # h3 runs dockerd's firewall: FORWARD drops, DOCKER-USER is the hook for other software
+    for rule in (["-N", "DOCKER-USER"], ["-P", "FORWARD", "DROP"], ["-I", "FORWARD", "-j", "DOCKER-USER"]):
+        await lab.sh("h3", "iptables", "-w", *rule)
+    before = lab.snapshot("h1", "h2", "h3")
+    nodes = {host: await start_node(lab, host) for host in HOSTS}
+    for container, (host, address) in TASKS.items():
+        await nodes[host].attach(
+            EndpointAttachment(
+                f"task-{container}", INGRESS.network_id, f"{address}/24", (), lab.path(container)
+            )
+        )
+        lab.serve(container, container, 80)
+    for node in nodes.values():
+        await node.publish(PORT, BACKENDS)
+
+    # every host answers, a host with no task (h3, behind dockerd's firewall) too, from the LAN
+    for host in HOSTS:
+        answers = await lab.requests("lan", HOSTS[host], 8080, 10)
+        assert Counter(answers) == {"c1": 5, "c2": 5}, (host, answers)
+    # on a host itself, through 127.0.0.1 (route_localnet on the ingress bridge) and its address
+    assert sorted(set(await lab.requests("h3", "127.0.0.1", 8080, 4))) == ["c1", "c2"]
+    assert sorted(set(await lab.requests("h3", HOSTS["h3"], 8080, 4))) == ["c1", "c2"]
+    # (the tasks have no default route: their answers to the LAN client come back only because
+    # the forwarding node masqueraded the connection to its own ingress address)
+
+    # c1 leaves: from the moment publish returns, no new connection goes to it
+    await nodes["h3"].publish(PORT, BACKENDS[1:])
+    assert await lab.requests("lan", HOSTS["h3"], 8080, 6) == ["c2"] * 6
+    # no backend: the port is closed on that host (refused, not hanging)
+    await nodes["h3"].publish(PORT, [])
+    assert await lab.requests("lan", HOSTS["h3"], 8080, 2) == ["", ""]
+
+    # a restarted daemon adopts the data path: h1's port keeps answering before any new call
+    await nodes["h1"].close()
+    nodes["h1"] = OverlayNetwork(netns=lab.path("h1"))
+    await nodes["h1"].start(NodeNetwork("node-h1", HOSTS["h1"]))
+    assert Counter(await lab.requests("lan", HOSTS["h1"], 8080, 4)) == {"c1": 2, "c2": 2}
+    await nodes["h1"].unpublish("tcp", 8080)
+    await nodes["h1"].unpublish("tcp", 8080)  # missing is fine
+    assert await lab.requests("lan", HOSTS["h1"], 8080, 1) == [""]
+
+    for node in nodes.values():
+        await node.cleanup()
+        await node.close()
+    assert lab.snapshot("h1", "h2", "h3") == before  # devices, tables and DOCKER-USER rules gone

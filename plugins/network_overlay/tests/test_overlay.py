@@ -1,0 +1,83 @@
+"""Overlay networks on real kernel networking: hosts are namespaces on one LAN, VXLAN between
+them, tasks are namespaces attached by the provider (``shoal_network_overlay.testing``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from shoal.plugin import EndpointAttachment, NetworkError, NetworkSpec, NodeNetwork
+from shoal_network_overlay import OverlayNetwork
+from shoal_network_overlay.names import node_digest, vxlan_name
+from shoal_network_overlay.testing import HOSTS, Lab
+
+NET_A = NetworkSpec("neta", "a", "10.10.1.0/24", "10.10.1.1", 4100)
+NET_B = NetworkSpec("netb", "b", "10.10.2.0/24", "10.10.2.1", 4200)
+CONTAINERS = 3
+
+
+def attachment(lab: Lab, container: str, spec: NetworkSpec, address: str) -> EndpointAttachment:
+    return EndpointAttachment(
+        f"task-{container}", spec.network_id, address, (container,), lab.path(container)
+    )
+
+
+async def test_tasks_of_one_network_reach_each_other_across_hosts_and_no_other(lab: Lab) -> None:
+    before = lab.snapshot("h1", "h2")
+    nodes = {h: OverlayNetwork(netns=lab.path(h)) for h in ("h1", "h2")}
+    for host, node in nodes.items():
+        await node.start(NodeNetwork(f"node-{host}", HOSTS[host]))
+    # peers first, networks later: a network made after set_peers floods to them too
+    await nodes["h1"].set_peers([HOSTS["h2"], HOSTS["h3"]])
+    await nodes["h1"].set_peers([HOSTS["h2"]])  # replaced, not added
+    await nodes["h1"].create_network(NET_A)
+    await nodes["h1"].create_network(NET_A)  # idempotent
+    for spec in (NET_A, NET_B):
+        await nodes["h2"].create_network(spec)
+    await nodes["h2"].set_peers([HOSTS["h1"]])
+    await nodes["h1"].attach(attachment(lab, "c1", NET_A, "10.10.1.2/24"))
+    await nodes["h2"].attach(attachment(lab, "c2", NET_A, "10.10.1.3/24"))
+    await nodes["h2"].attach(attachment(lab, "c3", NET_B, "10.10.2.3/24"))
+    await nodes["h2"].attach(attachment(lab, "c3", NET_B, "10.10.2.3/24"))  # idempotent
+    lab.serve("c2", "c2", 9000)
+    lab.serve("c3", "c3", 9000)
+
+    assert await lab.requests("c1", "10.10.1.3", 9000, 3) == ["c2"] * 3
+    # a full-size packet (1500 bytes) crosses the tunnel: the endpoints' MTU leaves room for
+    # VXLAN's 50 bytes, so the task fragments it instead of the bridge dropping it
+    await lab.sh("c1", "busybox", "ping", "-c", "1", "-W", "2", "-s", "1472", "10.10.1.3")
+    assert await lab.requests("c1", "10.10.2.3", 9000, 1) == [""]  # another network: no route
+    vxlan = vxlan_name(node_digest("node-h1"), NET_A.vni)
+    flood = await lab.sh("h1", "bridge", "fdb", "show", "dev", vxlan)
+    assert f"dst {HOSTS['h2']}" in flood and f"dst {HOSTS['h3']}" not in flood
+
+    with pytest.raises(NetworkError, match=r"is not in 10\.10\.1\.0/24"):
+        await nodes["h1"].attach(attachment(lab, "c1", NET_A, "10.10.9.9/24"))
+    with pytest.raises(NetworkError, match="does not exist on this node"):
+        await nodes["h1"].attach(attachment(lab, "c1", NET_B, "10.10.2.2/24"))
+
+    await nodes["h2"].detach("task-c2", NET_A.network_id)
+    assert await lab.requests("c1", "10.10.1.3", 9000, 1) == [""]
+    for node in nodes.values():
+        await node.cleanup()
+        await node.cleanup()
+        await node.close()
+    assert lab.snapshot("h1", "h2") == before
+    assert lab.links("c1") == ["lo"] and lab.links("c3") == ["lo"]  # the task ends went with the pairs
+
+
+async def test_vxlan_from_an_address_that_is_not_a_peer_is_dropped(lab: Lab) -> None:
+    """A host on the underlay that is not in the swarm cannot inject frames into a network."""
+    nodes = {h: OverlayNetwork(netns=lab.path(h)) for h in ("h1", "h2")}
+    for host, node in nodes.items():
+        await node.start(NodeNetwork(f"node-{host}", HOSTS[host]))
+        await node.create_network(NET_A)
+    await nodes["h1"].attach(attachment(lab, "c1", NET_A, "10.10.1.2/24"))
+    await nodes["h2"].attach(attachment(lab, "c2", NET_A, "10.10.1.3/24"))
+    lab.serve("c2", "c2", 9000)
+    await nodes["h1"].set_peers([HOSTS["h2"]])
+    await nodes["h2"].set_peers([HOSTS["h3"]])  # h1 is not h2's peer: h2 drops h1's VXLAN
+    assert await lab.requests("c1", "10.10.1.3", 9000, 1) == [""]
+    await nodes["h2"].set_peers([HOSTS["h1"]])
+    assert await lab.requests("c1", "10.10.1.3", 9000, 1) == ["c2"]
+    await asyncio.gather(*(node.cleanup() for node in nodes.values()))
