@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from shoal.plugin import (
+    AtRestSealer,
     MemberInfo,
     NotLeaderError,
     PluginContext,
@@ -112,8 +113,11 @@ class RaftStore:
         *,
         send: SendHook | None = None,
         rng_seed: int | None = None,
+        sealer: AtRestSealer | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
+        #: Encrypts every WAL record and snapshot (the manager's data key; None: in clear).
+        self.sealer = sealer
         self.options = options or RaftOptions()
         self._send_hook = send
         self._rng = random.Random(secrets.randbits(64) if rng_seed is None else rng_seed)
@@ -139,7 +143,7 @@ class RaftStore:
 
     @classmethod
     def from_context(cls, context: PluginContext) -> RaftStore:
-        return cls(context.state_dir, RaftOptions.parse(context.options))
+        return cls(context.state_dir, RaftOptions.parse(context.options), sealer=context.sealer)
 
     # ------------------------------------------------------------------ paths
 
@@ -172,9 +176,12 @@ class RaftStore:
     def _open(self, machine: StateMachine) -> None:
         raft_id = self._read_member()
         try:
-            snap = snapfile.load_latest(self.snap_dir)
+            snap = snapfile.load_latest(self.snap_dir, self.sealer)
             wal, walstate = WAL.open(
-                self.wal_dir, self.options.segment_bytes, verify=lambda state: self._check(snap, state)
+                self.wal_dir,
+                self.options.segment_bytes,
+                verify=lambda state: self._check(snap, state),
+                sealer=self.sealer,
             )
         except StoreOpenError as exc:
             raise type(exc)(f"{exc}; {recovery_advice(self.state_dir)}") from None
@@ -212,6 +219,8 @@ class RaftStore:
         if core.is_single_voter():
             core.campaign()  # the only voter: no one to wait for, lead at once
         self._process()  # replay committed entries (and, alone, commit everything durable)
+        if wal.holds_clear_records and self._applied > self._snapshot_index:
+            self._take_snapshot()  # encrypt what was written in clear; compaction drops the rest
         self._ticker = self._loop.create_task(self._tick_loop(), name="shoal-raft-ticker")
         log.info(
             "raft store started: member %s, term %d, applied %d, leader %s",
@@ -249,7 +258,7 @@ class RaftStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         raft_id = new_raft_id()
         voters = (raft_id,) if alone else ()
-        WAL.create(self.wal_dir, SnapshotMeta(0, 0, voters), HardState()).close()
+        WAL.create(self.wal_dir, SnapshotMeta(0, 0, voters), HardState(), sealer=self.sealer).close()
         # The member file goes last: its presence means "a complete bootstrap happened".
         atomic_write(self.state_dir / MEMBER_FILE, json.dumps({"raft_id": format_id(raft_id)}).encode())
 
@@ -273,10 +282,10 @@ class RaftStore:
             self._ticker.cancel()
             self._ticker = None
         self._core = self._wal = None
-        snapfile.save(self.snap_dir, snap)
+        snapfile.save(self.snap_dir, snap, self.sealer)
         aside = self.state_dir / f"wal.before-force-new-cluster-{int(time.time())}"
         shutil.move(str(self.wal_dir), aside)
-        WAL.create(self.wal_dir, snap.meta, hard).close()
+        WAL.create(self.wal_dir, snap.meta, hard, sealer=self.sealer).close()
         snapfile.prune(self.snap_dir, index)
         log.warning(
             "raft store: forced a new one-member group at index %d (old WAL kept in %s)", index, aside
@@ -677,7 +686,7 @@ class RaftStore:
     def _install_snapshot(self, snap: Snapshot) -> None:
         """A leader sent us its state: make it durable, then load it."""
         assert self._wal is not None and self._machine is not None
-        snapfile.save(self.snap_dir, snap)
+        snapfile.save(self.snap_dir, snap, self.sealer)
         self._wal.save_snapshot(snap.meta)
         self._machine.restore(snap.meta.index, snap.data)
         self._applied = self._snapshot_index = snap.meta.index
@@ -694,7 +703,7 @@ class RaftStore:
         term = core.term_at(index)
         assert term is not None
         snap = Snapshot(SnapshotMeta(index, term, core.voters), machine.snapshot())
-        snapfile.save(self.snap_dir, snap)
+        snapfile.save(self.snap_dir, snap, self.sealer)
         wal.save_snapshot(snap.meta)
         released = wal.release_to(index)
         snapfile.prune(self.snap_dir, index)
