@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from shoal import defaults, ports
+from shoal.manager import netobjects
 from shoal.manager import ports as portalloc
 from shoal.manager.controlapi import ControlAPI, ControlError
 from shoal.proto import objects_pb2 as pb
-from shoal.roles.network import FEATURE_INGRESS
+from shoal.roles.network import FEATURE_INGRESS, FEATURES
 from shoal.roles.transport import StatusCode
 from shoal.store.memory import ObjectStore
 
@@ -112,6 +113,7 @@ def _run(*calls: tuple[str, dict[str, Any]]) -> tuple[list[Any], ObjectStore]:
         store.provider = _InstantLog(store)  # type: ignore[assignment]
         control = ControlAPI(store, node_id="n1")
         await store.update(lambda tx: tx.create(pb.Cluster(id="c1", spec=defaults.cluster_spec())))
+        await store.update(lambda tx: tx.create(netobjects.ingress_network([], 0)))  # as swarm init
         results: list[Any] = []
         for method, params in calls:
             try:
@@ -164,7 +166,10 @@ def test_a_service_keeps_its_ports_across_updates_and_frees_them(mesh: None) -> 
     assert _published(store, "b") == ["*:30000->83/tcp"]  # freed by a's --publish-rm
 
 
-def test_ingress_is_refused_without_a_routing_mesh_and_host_mode_is_not_allocated() -> None:
+def test_ingress_is_refused_without_a_routing_mesh_and_host_mode_is_not_allocated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(portalloc, "network_features", lambda plugin: frozenset())  # declares none
     results, store = _run(
         ("service.create", {"name": "a", "image": "x:1", "publish": ["8080:80"]}),
         ("service.create", {"name": "b", "image": "x:1", "publish": ["published=8080,target=80,mode=host"]}),
@@ -184,6 +189,6 @@ def test_ingress_is_refused_without_a_routing_mesh_and_host_mode_is_not_allocate
     assert _published(store, "b") == ["*:8080->80/tcp"]
 
 
-def test_installed_overlay_plugin_declares_no_ingress_yet() -> None:
-    assert FEATURE_INGRESS not in portalloc.network_features("overlay")
+def test_features_are_read_from_the_installed_plugin() -> None:
+    assert portalloc.network_features("overlay") <= FEATURES
     assert portalloc.network_features("not-installed") == frozenset()

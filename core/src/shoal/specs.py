@@ -550,19 +550,35 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
         spec.task.force_update += 1
 
 
+ENDPOINT_MODES = {"vip": pb.EndpointSpec.VIP, "dnsrr": pb.EndpointSpec.DNSRR}
+
+
 def _endpoint(spec: pb.ServiceSpec, params: Mapping[str, Any]) -> None:
-    """``--publish`` (create), ``--publish-add``/``--publish-rm`` (update): see ``shoal.ports``."""
+    """``--publish`` (create), ``--publish-add``/``--publish-rm`` (update): see ``shoal.ports``;
+    ``--endpoint-mode vip|dnsrr`` (dnsrr has no virtual IP, so no routing mesh: Swarm refuses
+    it with ingress ports)."""
     added = strings(params, "publish", "--publish") + strings(params, "publish_add", "--publish-add")
     removed = strings(params, "publish_rm", "--publish-rm")
-    if not added and not removed:
-        return
-    flag = "--publish" if _given(params, "publish") else "--publish-add"
-    try:
-        ports = published.apply(spec.endpoint.ports, added, removed, flag)
-    except published.PublishError as exc:
-        raise SpecError(str(exc)) from None
-    del spec.endpoint.ports[:]
-    spec.endpoint.ports.extend(ports)
+    if added or removed:
+        flag = "--publish" if _given(params, "publish") else "--publish-add"
+        try:
+            ports = published.apply(spec.endpoint.ports, added, removed, flag)
+        except published.PublishError as exc:
+            raise SpecError(str(exc)) from None
+        del spec.endpoint.ports[:]
+        spec.endpoint.ports.extend(ports)
+    if params.get("endpoint_mode") is not None:
+        mode = params["endpoint_mode"]
+        if not isinstance(mode, str) or mode not in ENDPOINT_MODES:
+            raise SpecError(f'invalid --endpoint-mode "{mode}": use vip or dnsrr')
+        spec.endpoint.mode = ENDPOINT_MODES[mode]
+    if spec.endpoint.mode == pb.EndpointSpec.DNSRR and any(
+        p.publish_mode == pb.PortConfig.INGRESS for p in spec.endpoint.ports
+    ):
+        raise SpecError(
+            "port published with ingress mode can't be used with dnsrr mode: "
+            "publish with mode=host, or use --endpoint-mode vip"
+        )
     if not spec.endpoint.ListFields():
         spec.ClearField("endpoint")
 

@@ -22,6 +22,7 @@ from shoal.cli.errors import fail, one_line
 from shoal.cli.events_cmd import events
 from shoal.cli.info_cmd import info
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params
+from shoal.cli.network_cmd import network
 from shoal.cli.output import human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
@@ -248,6 +249,17 @@ def read_file(path: str | None, what: str) -> str:
     is_flag=True,
     help="Recover a swarm that lost its quorum: restart this manager as the only one, keeping its state.",
 )
+@click.option(
+    "--default-addr-pool",
+    "default_addr_pools",
+    multiple=True,
+    help="Address pool (CIDR) overlay network subnets come from (default 10.0.0.0/8), repeatable.",
+)
+@click.option(
+    "--default-addr-pool-mask-length",
+    default=None,
+    help="Prefix length of each overlay network subnet from the pools (default 24).",
+)
 @click.pass_context
 def swarm_init(
     ctx: click.Context,
@@ -259,6 +271,8 @@ def swarm_init(
     bootstrap_cert: str | None,
     bootstrap_key: str | None,
     force_new_cluster: bool,
+    default_addr_pools: tuple[str, ...],
+    default_addr_pool_mask_length: str | None,
 ) -> None:
     """Initialize a swarm with this node as its first manager."""
     from shoal import loader
@@ -280,6 +294,8 @@ def swarm_init(
         bootstrap_cert=read_file(bootstrap_cert, "the bootstrap certificate"),
         bootstrap_key=read_file(bootstrap_key, "the bootstrap key"),
         force_new_cluster=force_new_cluster,
+        default_addr_pool=list(default_addr_pools),
+        default_addr_pool_mask_length=default_addr_pool_mask_length,
     )
     click.echo(f"Swarm initialized: current node ({result['NodeID']}) is now a manager.")
 
@@ -784,6 +800,7 @@ def service_logs(
 
 cli.add_command(secret)
 cli.add_command(config)
+cli.add_command(network)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ _SCALARS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--health-timeout",), {"help": "Maximum time to allow one check to run."}),
     (("--health-retries",), {"help": "Consecutive failures needed to report unhealthy."}),
     (("--health-start-period",), {"help": "Start period before failures count."}),
+    (("--endpoint-mode",), {"help": "Endpoint mode: vip or dnsrr (default vip)."}),
     (
         ("--no-healthcheck",),
         {"is_flag": True, "default": None, "help": "Disable any container-specified HEALTHCHECK."},
@@ -73,6 +74,7 @@ _CREATE_LISTS: list[tuple[tuple[str, ...], str, str]] = [
     ),
     (("--secret",), "secrets", "Secret: NAME or source=NAME,target=FILE,uid=,gid=,mode=0444."),
     (("--config",), "configs", "Config: NAME or source=NAME,target=/PATH,uid=,gid=,mode=0444."),
+    (("--network",), "networks", "Network to attach to: NAME or name=NAME[,alias=ALIAS]."),
 ]
 
 _UPDATE_LISTS: list[tuple[str, str, str]] = [
@@ -85,6 +87,7 @@ _UPDATE_LISTS: list[tuple[str, str, str]] = [
     ("publish", "publish", "a published port (remove by target port[/protocol])"),
     ("secret", "secret", "a secret (remove by name)"),
     ("config", "config", "a config (remove by name)"),
+    ("network", "network", "a network (NAME or name=NAME,alias=ALIAS; remove by name)"),
 ]
 
 

@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from shoal import boundedjson, externalca, ports, rpc, states, tokens
 from shoal.ids import new_id
-from shoal.manager import listfilters, registryauth, secretrefs
+from shoal.manager import listfilters, netalloc, netobjects, netrefs, registryauth, secretrefs
 from shoal.manager import ports as portalloc
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
@@ -115,13 +115,17 @@ def redacted_cluster(cluster: pb.Cluster) -> pb.Cluster:
 
 
 def _allocate_ports(tx: Tx, service: pb.Service) -> None:
-    """Fill ``service.endpoint`` for its spec inside the write (``manager/ports.py``)."""
+    """Fill ``service.endpoint`` for its spec inside the write: published ports
+    (``manager/ports.py``) and one virtual IP per network (``manager/netobjects.py``)."""
     try:
         endpoint = portalloc.allocate(tx, service.id, service.spec.endpoint)
-    except portalloc.PortError as exc:
+        endpoint.virtual_ips.extend(service.endpoint.virtual_ips)
+        holder = pb.Service(spec=service.spec, endpoint=endpoint)
+        netobjects.Allocations.of(tx).service_vips(holder)
+    except (portalloc.PortError, netalloc.AllocationError) as exc:
         raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
-    if endpoint.ports:
-        service.endpoint.CopyFrom(endpoint)
+    if holder.endpoint.ports or holder.endpoint.virtual_ips:
+        service.endpoint.CopyFrom(holder.endpoint)
     else:
         service.ClearField("endpoint")
 
@@ -448,6 +452,7 @@ class ControlAPI:
         try:
             spec = service_spec(params)
             secretrefs.apply_create(self.store.view, spec, params)
+            netrefs.apply(self.store.view, spec, params, creating=True)
             credentials = registryauth.requested(params)
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
@@ -568,6 +573,10 @@ class ControlAPI:
                     if task.status.state == states.RUNNING
                     else "",
                     "CreatedAt": task.meta.created_at,
+                    "NetworksAttachments": [
+                        {"Network": a.network.spec.annotations.name, "Addresses": list(a.addresses)}
+                        for a in task.networks
+                    ],
                 }
             )
         return {"tasks": rows, "now": time.time()}
@@ -609,6 +618,7 @@ class ControlAPI:
         try:
             spec = updated_spec(service.spec, params)
             secretrefs.apply_update(self.store.view, spec, params)
+            netrefs.apply(self.store.view, spec, params, creating=False)
             credentials = registryauth.requested(params)
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from shoal import rpc, states
 from shoal.ids import new_id
 from shoal.manager.deliveries import Delivery, NodeDependencies, SecretValue
+from shoal.manager.netobjects import Allocations
+from shoal.manager.netstate import NetworkStatePublisher
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.secrets import SecretFetchError
@@ -68,6 +70,8 @@ class Dispatcher:
         self._flush_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started_at = time.monotonic()
+        #: Each node's NetworkState, computed once per change for the whole swarm.
+        self.network_state = NetworkStatePublisher(store)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,6 +80,7 @@ class Dispatcher:
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="dispatcher-flush"),
             asyncio.create_task(self._heartbeat_monitor(), name="dispatcher-heartbeats"),
+            asyncio.create_task(self.network_state.run(), name="dispatcher-network-state"),
         ]
 
     async def stop(self) -> None:
@@ -120,14 +125,19 @@ class Dispatcher:
             node.description.CopyFrom(req.description)
             node.status.state = pb.NodeStatus.READY
             node.status.message = ""
+            Allocations.of(tx).node_ingress(node)  # its source address for ingress forwarding
             tx.update(node)
 
         await self.store.update(register)
         # Only events that may change what an agent acts on wake the session (a label write
         # would otherwise wake every session on the leader).
-        with self.store.watch(["node", "cluster"], where=_may_change_agent_views) as watch:
+        with (
+            self.store.watch(["node", "cluster"], where=_may_change_agent_views) as watch,
+            self.network_state.subscribe(peer.node_id, lambda: watch.queue.put_nowait(_NETWORK_CHANGED)),
+        ):
             sent = self._agent_view(peer.node_id)
-            yield self._session_message(session).SerializeToString()
+            sent_network = self.network_state.state_for(peer.node_id)
+            yield self._session_message(session, sent_network).SerializeToString()
             while session.session_id in self._sessions:
                 event = await watch.get()
                 if event.kind == "node" and event.action == DELETE and event.obj.id == peer.node_id:
@@ -135,10 +145,11 @@ class Dispatcher:
                         StatusCode.PERMISSION_DENIED, f"node {peer.node_id} was removed from the swarm"
                     )
                 view = self._agent_view(peer.node_id)
-                if view == sent:
+                network = self.network_state.state_for(peer.node_id)
+                if view == sent and network == sent_network:
                     continue  # e.g. a label change, or another worker: nothing the agent acts on
-                sent = view
-                yield self._session_message(session).SerializeToString()
+                sent, sent_network = view, network
+                yield self._session_message(session, network).SerializeToString()
 
     def _agent_view(self, node_id: str) -> tuple[object, ...]:
         """What an agent acts on in its session messages: its role and desired role, the
@@ -167,7 +178,7 @@ class Dispatcher:
             )
         )
 
-    def _session_message(self, session: _Session) -> rpb.SessionMessage:
+    def _session_message(self, session: _Session, network: bytes = b"") -> rpb.SessionMessage:
         message = rpb.SessionMessage(
             session_id=session.session_id,
             managers=self.manager_addrs(),
@@ -180,6 +191,7 @@ class Dispatcher:
         cluster = self.store.view.cluster()
         if cluster is not None:
             message.root_ca = cluster.root_ca.ca_cert
+        message.network.ParseFromString(network)
         return message
 
     # ------------------------------------------------------------------ Heartbeat
@@ -352,6 +364,10 @@ class Dispatcher:
             task.status.applied_by = node_id
             task.status.applied_at = now
             tx.update(task)
+
+
+#: Put in a session's queue when its node's NetworkState changed (not a store event).
+_NETWORK_CHANGED = Event(UPDATE, "networkstate", None)
 
 
 async def _no_secret_values(secret: pb.Secret, task: pb.Task) -> bytes:

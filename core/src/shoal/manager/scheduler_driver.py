@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from shoal import placement, states
+from shoal.manager.netalloc import AllocationError
+from shoal.manager.netobjects import Allocations
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
 from shoal.roles.store import StoreUnavailable
@@ -93,6 +95,7 @@ class SchedulerDriver:
 
     def _commit(self, tx: Tx, decisions: list[Placement], infos: dict[str, NodeInfo]) -> None:
         now = time.time()
+        networks = Allocations.of(tx)  # a placed task's addresses, one per network of its service
         for decision in decisions:
             task = tx.task(decision.task_id)
             if task is None or not unassigned(task):
@@ -100,19 +103,14 @@ class SchedulerDriver:
             if decision.node_id:
                 if decision.node_id not in infos or (task.node_id and task.node_id != decision.node_id):
                     continue
-                preassigned = bool(task.node_id)
-                task = copy(task)
-                task.node_id = decision.node_id
-                task.status.state = states.ASSIGNED
-                task.status.message = (
-                    "scheduler confirmed task can run on preassigned node"
-                    if preassigned
-                    else "scheduler assigned task to node"
-                )
-                task.status.err = ""
-                task.status.timestamp = now
-                tx.update(task)
-                continue
+                placed = copy(task)
+                try:
+                    networks.task_networks(placed)
+                except AllocationError as exc:  # a network is full: pending until addresses free
+                    decision = Placement(task_id=task.id, reason=str(exc))
+                else:
+                    self._assign(tx, placed, decision.node_id, now)
+                    continue
             err = f"no suitable node ({decision.reason})" if decision.reason else "no suitable node"
             if task.status.state == states.PENDING and task.status.err == err:
                 continue
@@ -122,3 +120,17 @@ class SchedulerDriver:
             task.status.err = err
             task.status.timestamp = now
             tx.update(task)
+
+    @staticmethod
+    def _assign(tx: Tx, task: pb.Task, node_id: str, now: float) -> None:
+        preassigned = bool(task.node_id)
+        task.node_id = node_id
+        task.status.state = states.ASSIGNED
+        task.status.message = (
+            "scheduler confirmed task can run on preassigned node"
+            if preassigned
+            else "scheduler assigned task to node"
+        )
+        task.status.err = ""
+        task.status.timestamp = now
+        tx.update(task)

@@ -26,11 +26,11 @@ from shoal.roles.store import StoreProvider, StoreUnavailable
 
 log = logging.getLogger("shoal.store")
 
-Obj = pb.Cluster | pb.Node | pb.Service | pb.Task | pb.Secret | pb.Config
+Obj = pb.Cluster | pb.Node | pb.Service | pb.Task | pb.Secret | pb.Config | pb.Network
 T = TypeVar("T")
-ObjT = TypeVar("ObjT", pb.Cluster, pb.Node, pb.Service, pb.Task, pb.Secret, pb.Config)
+ObjT = TypeVar("ObjT", pb.Cluster, pb.Node, pb.Service, pb.Task, pb.Secret, pb.Config, pb.Network)
 
-KINDS: tuple[str, ...] = ("cluster", "node", "service", "task", "secret", "config")
+KINDS: tuple[str, ...] = ("cluster", "node", "service", "task", "secret", "config", "network")
 _KIND_OF_TYPE: dict[type, str] = {
     pb.Cluster: "cluster",
     pb.Node: "node",
@@ -38,6 +38,7 @@ _KIND_OF_TYPE: dict[type, str] = {
     pb.Task: "task",
     pb.Secret: "secret",
     pb.Config: "config",
+    pb.Network: "network",
 }
 
 CREATE = pb.StoreAction.CREATE
@@ -91,6 +92,7 @@ class ReadView:
         self.tasks: Table[pb.Task] = Table()
         self.secrets: Table[pb.Secret] = Table()
         self.configs: Table[pb.Config] = Table()
+        self.networks: Table[pb.Network] = Table()
         self.tasks_by_service: dict[str, set[str]] = {}
         self.tasks_by_node: dict[str, set[str]] = {}
 
@@ -201,6 +203,7 @@ class _OverlayView:
         self.tasks: _OverlayTable[pb.Task] = _OverlayTable(base.tasks, "task", changes)
         self.secrets: _OverlayTable[pb.Secret] = _OverlayTable(base.secrets, "secret", changes)
         self.configs: _OverlayTable[pb.Config] = _OverlayTable(base.configs, "config", changes)
+        self.networks: _OverlayTable[pb.Network] = _OverlayTable(base.networks, "network", changes)
 
     def table(self, kind: str) -> Any:
         return getattr(self, kind + "s")
@@ -409,6 +412,7 @@ class ObjectStore:
             tasks=self.view.tasks.items.values(),
             secrets=self.view.secrets.items.values(),
             configs=self.view.configs.items.values(),
+            networks=self.view.networks.items.values(),
         )
         return snap.SerializeToString()
 
@@ -422,6 +426,7 @@ class ObjectStore:
             ("task", snap.tasks),
             ("secret", snap.secrets),
             ("config", snap.configs),
+            ("network", snap.networks),
         ):
             for obj in items:
                 self.view.put(kind, obj)
