@@ -330,6 +330,8 @@ async def test_only_manager_certificates_reach_the_store_rpcs(node_factory: Call
     from shoal.daemon.state import CERTS_DIR
     from shoal.proto import rpc_pb2 as rpb
     from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
+    from shoal_store_raft import wire
+    from shoal_store_raft.peernet import RAFT_STEP
     from shoal_transport_grpc import GrpcTransport
 
     m1 = node_factory("m1").start()
@@ -341,11 +343,14 @@ async def test_only_manager_certificates_reach_the_store_rpcs(node_factory: Call
     transport = GrpcTransport()
     try:
         for method, request in (
-            (rpc.STORE_STEP, rpb.StoreStepRequest(from_member=1, batches=[b"x"])),
-            (rpc.STORE_JOIN, rpb.StoreJoinRequest(node_id=w1.node_id(), member_id=1, addr="127.0.0.1:1")),
+            (RAFT_STEP, wire.encode(wire.Envelope(from_member=1, batches=[b"x"]))),
+            (
+                rpc.STORE_JOIN,
+                rpb.StoreJoinRequest(node_id=w1.node_id(), addr="127.0.0.1:1").SerializeToString(),
+            ),
         ):
             try:
-                await transport.call(m1.addr, method, request.SerializeToString(), tls=tls, timeout=10)
+                await transport.call(m1.addr, method, request, tls=tls, timeout=10)
             except RPCError as exc:
                 assert exc.code == StatusCode.PERMISSION_DENIED, (method, exc.code, exc.message)
                 assert "swarm-manager" in exc.message

@@ -15,6 +15,7 @@ from shoal import rpc
 from shoal.daemon.manager import Manager
 from shoal.manager.controlapi import ControlAPI
 from shoal.proto import objects_pb2 as pb
+from shoal.roles.store import STORE_PEER_METHOD_PREFIX
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
 from shoal.store.memory import ObjectStore, Tx, copy
 
@@ -169,10 +170,27 @@ async def test_guarded_stream_ends_when_its_caller_is_removed() -> None:
 class _Unused:
     """Providers the handler table is built with but that a refused call never reaches."""
 
-    member_id = 1
-
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"a refused call reached the provider ({name})")
+
+
+#: The store provider's own replication methods (a store that replicates itself serves them).
+STORE_PROBE = STORE_PEER_METHOD_PREFIX + "Probe"
+STORE_PROBE_STREAM = STORE_PEER_METHOD_PREFIX + "ProbeStream"
+
+
+class _PeerStore(_Unused):
+    """A store provider that serves methods of its own to the other managers."""
+
+    def rpc_handlers(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        async def probe(request: bytes, peer: Any) -> bytes:
+            raise AssertionError("a refused call reached the store's own method")
+
+        async def probe_stream(request: bytes, peer: Any) -> Any:
+            raise AssertionError("a refused call reached the store's own stream")
+            yield b""
+
+        return {STORE_PROBE: probe}, {STORE_PROBE_STREAM: probe_stream}
 
 
 async def test_every_method_the_manager_serves_is_authorised(tmp_path: Path) -> None:
@@ -182,7 +200,7 @@ async def test_every_method_the_manager_serves_is_authorised(tmp_path: Path) -> 
         node_id="m1",
         cluster_id=CLUSTER,
         advertise_addr="127.0.0.1:1",
-        store_provider=_Unused(),  # type: ignore[arg-type]
+        store_provider=_PeerStore(),  # type: ignore[arg-type]
         ca=_Unused(),  # type: ignore[arg-type]
         scheduler_factory=_Unused,  # type: ignore[arg-type]
         transport=_Unused(),  # type: ignore[arg-type]
@@ -200,10 +218,11 @@ async def test_every_method_the_manager_serves_is_authorised(tmp_path: Path) -> 
 
     await store.update(remove)
     unary, streams = mgr.rpc_handlers()
-    assert set(unary) | set(streams) <= set(rpc.ACCESS)
+    assert set(unary) | set(streams) <= set(rpc.ACCESS) | {STORE_PROBE, STORE_PROBE_STREAM}
+    assert STORE_PROBE in unary and STORE_PROBE_STREAM in streams
     callers = [manager("m1", "other"), manager("gone"), worker("gone")]
     for method, handler in unary.items():
-        if rpc.ACCESS[method] is Access.PUBLIC:
+        if rpc.ACCESS.get(method) is Access.PUBLIC:
             continue
         for peer in callers:
             with pytest.raises(RPCError) as refused:
@@ -215,7 +234,7 @@ async def test_every_method_the_manager_serves_is_authorised(tmp_path: Path) -> 
                 await stream(b"", peer).__anext__()
             assert refused.value.code == StatusCode.PERMISSION_DENIED, (method, peer)
     # A demoted manager: worker-level methods only.
-    for method in (rpc.CONTROL, rpc.STORE_STEP, rpc.STORE_JOIN):
+    for method in (rpc.CONTROL, STORE_PROBE, rpc.STORE_JOIN):
         with pytest.raises(RPCError) as refused:
             await unary[method](b"", manager("d1"))
         assert refused.value.code == StatusCode.PERMISSION_DENIED, method

@@ -22,6 +22,8 @@ from shoal import identity, rpc
 from shoal.daemon.state import CERTS_DIR
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
+from shoal_store_raft import wire
+from shoal_store_raft.peernet import RAFT_PULL, RAFT_STEP
 from shoal_transport_grpc import GrpcTransport
 
 pytestmark = [pytest.mark.cluster]
@@ -63,7 +65,7 @@ def requests() -> dict[str, bytes]:
         method="swarm.join_token", json_body=json.dumps({"role": "manager"}).encode()
     )
     renew = rpb.IssueNodeCertificateRequest(csr=identity.build_csr(identity.generate_key()))
-    step = rpb.StoreStepRequest(from_member=0xDEAD, from_addr="127.0.0.1:9")
+    step = wire.encode(wire.Envelope(from_member=0xDEAD, from_addr="127.0.0.1:9"))
     return {
         rpc.GET_ROOT_CA: b"",
         rpc.ISSUE_NODE_CERTIFICATE: renew.SerializeToString(),
@@ -72,8 +74,8 @@ def requests() -> dict[str, bytes]:
         rpc.HEARTBEAT: rpb.HeartbeatRequest(session_id="probe").SerializeToString(),
         rpc.ASSIGNMENTS: rpb.AssignmentsRequest(session_id="probe").SerializeToString(),
         rpc.UPDATE_TASK_STATUS: rpb.UpdateTaskStatusRequest(session_id="probe").SerializeToString(),
-        rpc.STORE_STEP: step.SerializeToString(),
-        rpc.STORE_PULL: step.SerializeToString(),
+        RAFT_STEP: step,
+        RAFT_PULL: step,
         rpc.STORE_JOIN: rpb.StoreJoinRequest(node_id="probe").SerializeToString(),
         rpc.TASK_LOGS: rpb.TaskLogsRequest(task_id="probe").SerializeToString(),
         # since 0: the ring's recent events at once, so an admitted call answers quickly
@@ -81,7 +83,7 @@ def requests() -> dict[str, bytes]:
     }
 
 
-STREAMS = {rpc.SESSION, rpc.ASSIGNMENTS, rpc.STORE_PULL, rpc.TASK_LOGS, rpc.EVENTS}
+STREAMS = {rpc.SESSION, rpc.ASSIGNMENTS, RAFT_PULL, rpc.TASK_LOGS, rpc.EVENTS}
 
 
 async def call(addr: str, method: str, tls: TLSMaterial) -> tuple[StatusCode, bytes]:
@@ -181,7 +183,7 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     m3.kill()
     lead = leader([m1, m2])
     demoted = probe(lead.addr, m3_cert)
-    for method in (rpc.CONTROL, rpc.STORE_STEP, rpc.STORE_PULL, rpc.STORE_JOIN, rpc.TASK_LOGS, rpc.EVENTS):
+    for method in (rpc.CONTROL, RAFT_STEP, RAFT_PULL, rpc.STORE_JOIN, rpc.TASK_LOGS, rpc.EVENTS):
         assert demoted[method] == DENIED, (method, demoted)
     # A worker may use the dispatcher: past authorisation (a bogus session is NOT_FOUND; should
     # leadership move meanwhile, UNAVAILABLE), never refused.
@@ -204,7 +206,7 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     assert renewal[0] == StatusCode.OK, renewal
     renewed = rpb.IssueNodeCertificateResponse.FromString(renewal[1]).certificate
     assert identity.parse_identity(renewed).role == rpc.WORKER_OU
-    follower = probe(m2.addr, m3_cert, {rpc.STORE_STEP, rpc.STORE_PULL})
+    follower = probe(m2.addr, m3_cert, {RAFT_STEP, RAFT_PULL})
     assert set(follower.values()) == {DENIED}, follower
 
     # --- removed: the demoted manager, then a worker

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 
 from shoal.proto import objects_pb2 as pb
+from shoal.roles.store import STORE_PEER_METHOD_PREFIX
 from shoal.roles.transport import Handler, PeerIdentity, RPCError, StatusCode, StreamHandler
 from shoal.store.memory import ReadView, Tx, copy
 
@@ -32,9 +33,10 @@ CONTROL = "/shoal.Control/Call"
 #: ``shoal events`` from a manager's own ring (``manager/events.py``); any manager serves it.
 EVENTS = "/shoal.Control/Events"
 TASK_LOGS = "/shoal.Logs/TaskLogs"
-STORE_STEP = "/shoal.Store/Step"
+#: A manager asks the leader to add it to the store's group (the leader calls the store's
+#: ``add_member``). The store's own replication methods are not listed here: whatever the
+#: provider serves under ``STORE_PEER_METHOD_PREFIX`` gets the ``STORE_PEER`` rule.
 STORE_JOIN = "/shoal.Store/Join"
-STORE_PULL = "/shoal.Store/Pull"
 
 MANAGER_OU = "swarm-manager"
 WORKER_OU = "swarm-worker"
@@ -78,8 +80,6 @@ ACCESS: Mapping[str, Access] = {
     CONTROL: Access.MANAGER,
     # The swarm's events name every service, node, secret and network: managers only.
     EVENTS: Access.MANAGER,
-    STORE_STEP: Access.STORE_PEER,
-    STORE_PULL: Access.STORE_PEER,
     STORE_JOIN: Access.STORE_PEER,
 }
 
@@ -169,7 +169,7 @@ def checker(cluster_id: str, view: Callable[[], ReadView]) -> Check:
     """``authorize`` bound to a cluster and a replica's current view, by method name."""
 
     def check(method: str, peer: PeerIdentity | None) -> None:
-        authorize(peer, ACCESS[method], cluster_id=cluster_id, view=view())
+        authorize(peer, _rule_for(method), cluster_id=cluster_id, view=view())
 
     return check
 
@@ -183,7 +183,7 @@ def certificate_checker(cluster_id: str, current_managers: Callable[[], Collecti
     leader at all (``None``), manager-only calls are refused."""
 
     def check(method: str, peer: PeerIdentity | None) -> None:
-        access = ACCESS[method]
+        access = _rule_for(method)
         if access is Access.PUBLIC or (peer is None and access is Access.JOIN):
             return
         if peer is None:
@@ -209,7 +209,10 @@ def certificate_checker(cluster_id: str, current_managers: Callable[[], Collecti
 
 
 def _rule_for(method: str) -> Access:
+    """``ACCESS[method]``; the store provider's own methods are store-peer calls."""
     access = ACCESS.get(method)
+    if access is None and method.startswith(STORE_PEER_METHOD_PREFIX):
+        return Access.STORE_PEER
     if access is None:
         raise UnguardedMethod(f"RPC method {method} has no access rule: add one to shoal.rpc.ACCESS")
     return access

@@ -222,4 +222,4 @@ def test_entry_point_builds_the_provider(tmp_path: Path) -> None:
     module = ep.load()
     store = module.shoal_store_provider(PluginContext("store", "raft", tmp_path, {"snapshot-interval": "3"}))
     assert isinstance(store, RaftStore) and store.options.snapshot_interval == 3
-    assert RaftStore.role == "store" and RaftStore.api_version == 2
+    assert RaftStore.role == "store" and RaftStore.api_version == 3

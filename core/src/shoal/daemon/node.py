@@ -40,10 +40,8 @@ from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
 from shoal.logtime import since_param
-from shoal.manager import netobjects
 from shoal.manager.controlapi import ControlError, external_ca_fields
 from shoal.manager.events import parse_query
-from shoal.manager.netcontrol import NETWORK_METHODS
 from shoal.manager.secrets import SECRET_METHODS
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
@@ -178,6 +176,9 @@ class Daemon:
             role, directory, node_id=node_id, logger=logging.getLogger(f"shoal.{role}")
         )
         context.node_tls = lambda: self.tls or self._bootstrap_tls
+        # A store that replicates itself reaches the other managers through these.
+        context.transport = self.transport
+        context.advertise_addr = self.state.advertise_addr if self.state else ""
         return context
 
     def load_node_plugins(self) -> None:
@@ -421,7 +422,6 @@ class Daemon:
             adv_host = listen_host if listen_host not in ("0.0.0.0", "::", "") else guess_advertise_host()
             adv_port = listen_port
         availability = parse_availability(params.get("availability"))
-        pools, subnet_size = netobjects.address_pools(params)
         try:
             info = await self.runtime.describe()
         except RuntimeError_ as exc:
@@ -479,8 +479,6 @@ class Daemon:
             cluster.root_ca.join_tokens.worker = tokens.new_token(root.cert_pem)
             cluster.root_ca.join_tokens.manager = tokens.new_token(root.cert_pem)
             cluster.plugins.CopyFrom(pb.PluginSelection(**{r: selection[r] for r in CLUSTER_ROLES}))
-            cluster.default_address_pool.extend(pools)
-            cluster.subnet_size = subnet_size
             node = pb.Node(id=node_id, role=pb.NodeSpec.MANAGER)
             node.spec.desired_role = pb.NodeSpec.MANAGER
             node.spec.membership = pb.NodeSpec.ACCEPTED
@@ -498,7 +496,6 @@ class Daemon:
             def init(tx: Tx) -> None:
                 tx.create(cluster)
                 tx.create(node)
-                tx.create(netobjects.ingress_network(cluster.default_address_pool, cluster.subnet_size))
 
             await self._start_swarm(state, bootstrap=True, init=init)
             save_state(self.state_dir, state)
@@ -533,7 +530,6 @@ class Daemon:
             host, port = split_addr(listen)
             state.listen_addr = f"{host}:{port}"
         await self._stop_swarm()
-        (self.state_dir / "store-peers.json").unlink(missing_ok=True)
         state.managers = [state.advertise_addr]
         await self._start_swarm(state, bootstrap=False, force_new_cluster=True)
         save_state(self.state_dir, state)
@@ -644,7 +640,6 @@ class Daemon:
                     log.info("this node was promoted: it is now a manager")
                 else:
                     shutil.rmtree(self.state_dir / "plugins", ignore_errors=True)
-                    (self.state_dir / "store-peers.json").unlink(missing_ok=True)
                     state.role = "worker"
                     state.plugins = {"transport": self.selection["transport"]}
                     await self._start_swarm(state, bootstrap=False)
@@ -761,7 +756,6 @@ class Daemon:
                 self.state_dir / CERTS_DIR,
                 self.state_dir / "worker",
                 self.state_dir / "plugins",
-                self.state_dir / "store-peers.json",
             ):
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
@@ -833,7 +827,6 @@ class Daemon:
             "node.promote",
             "node.demote",
             *SECRET_METHODS,
-            *NETWORK_METHODS,
         ):
             api.unary[method] = self._control(method)
 

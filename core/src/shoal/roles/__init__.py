@@ -33,10 +33,10 @@ from shoal.roles.runtime import (
 from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
 from shoal.roles.secrets import SecretFetchError, SecretsProvider, SecretUse
 from shoal.roles.store import (
+    STORE_PEER_METHOD_PREFIX,
     MemberInfo,
     MemberRemoved,
     NotLeaderError,
-    SendFunc,
     StateMachine,
     StoreOpenError,
     StoreProvider,
@@ -58,6 +58,7 @@ __all__ = [
     "CLUSTER_ROLES",
     "NODE_ROLES",
     "ROLES",
+    "STORE_PEER_METHOD_PREFIX",
     "AtRestSealer",
     "CAProvider",
     "ContainerRef",
@@ -86,7 +87,6 @@ __all__ = [
     "SecretFetchError",
     "SecretUse",
     "SecretsProvider",
-    "SendFunc",
     "StateMachine",
     "StatusCode",
     "StoreOpenError",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
-from shoal.roles.transport import TLSMaterial
+from shoal.roles.transport import TLSMaterial, TransportProvider
 
 #: Every role, in the order ``shoal plugin ls`` shows them.
 ROLES: tuple[str, ...] = ("store", "scheduler", "ca", "runtime", "secrets", "transport", "network")
@@ -24,7 +24,7 @@ NODE_ROLES: tuple[str, ...] = ("runtime",)
 #: The role API major version this kernel speaks, per role. A provider declaring another
 #: version is refused at load: the kernel would call methods it does not have.
 API_VERSIONS: dict[str, int] = {
-    "store": 2,
+    "store": 3,
     "scheduler": 2,
     "ca": 2,
     "runtime": 2,
@@ -76,6 +76,11 @@ class PluginContext:
     #: The node's current TLS identity (root, certificate, key), or None before it has one.
     #: An external-CA plugin authenticates to its CA with it (a manager's own certificate).
     node_tls: Callable[[], TLSMaterial | None] = field(default=lambda: None)
+    #: The node's transport (mutual TLS with ``node_tls``), or None where the node has none
+    #: yet. A store that replicates itself talks to the other managers with it.
+    transport: TransportProvider | None = None
+    #: Where other nodes reach this node (``host:port``), empty until it is in a swarm.
+    advertise_addr: str = ""
     #: Store role only: the manager's data key. A store must encrypt what it writes with it
     #: (every record and snapshot); None when the kernel gives none (tests, other roles).
     sealer: AtRestSealer | None = None

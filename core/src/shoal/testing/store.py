@@ -13,10 +13,13 @@ Use it from your plugin's tests::
 ``store_factory`` returns a callable that builds a *new, unstarted* provider over a state
 directory; the suite calls it again with the same directory to check what survives a restart.
 Every test then runs against your provider. They check the contract of
-``shoal.roles.StoreProvider`` for a single bootstrapped member: it leads at once, ``propose``
-returns increasing indexes only after ``apply`` ran for them, ``apply`` sees each index once
-and in order, a restart restores and replays every acknowledged entry, reopening a directory
-without state fails, and a stopped store refuses proposals with ``StoreUnavailable``.
+``shoal.roles.StoreProvider`` (API 3) for a single bootstrapped member: it leads at once and
+says so through ``is_leader``, ``leadership``, ``leader`` and ``members`` (one voter, the
+leader, reachable), ``propose`` returns increasing indexes only after ``apply`` ran for them,
+``apply`` sees each index once and in order, a restart restores and replays every acknowledged
+entry, reopening a directory without state fails, a stopped store refuses proposals with
+``StoreUnavailable`` and no longer leads, its own RPC methods are named under
+``STORE_PEER_METHOD_PREFIX``, and ``tune`` ignores settings it has no use for.
 
 The tests are plain functions that run their own event loop (no pytest-asyncio needed).
 ``RecordingMachine`` is public: use it in your own tests.
@@ -33,7 +36,7 @@ from typing import Any, TypeVar
 import pytest
 
 from shoal.roles.base import API_VERSIONS
-from shoal.roles.store import StateMachine, StoreProvider, StoreUnavailable
+from shoal.roles.store import STORE_PEER_METHOD_PREFIX, StateMachine, StoreProvider, StoreUnavailable
 
 StoreFactory = Callable[[Path], StoreProvider]
 T = TypeVar("T")
@@ -135,6 +138,57 @@ class StoreConformance:
                 first = await anext(events)
                 assert first is True
                 await events.aclose()  # type: ignore[attr-defined]
+
+            await _stopping(store, check())
+
+        run(body())
+
+    def test_single_member_is_the_whole_group_and_its_leader(
+        self, store_factory: StoreFactory, state_dir: Path
+    ) -> None:
+        async def body() -> None:
+            store = await _started(store_factory, state_dir, RecordingMachine(), True)
+
+            async def check() -> None:
+                members = store.members()
+                assert len(members) == 1, members
+                (me,) = members
+                assert me.voter and me.leader and me.reachable, me
+                leader = store.leader()
+                assert leader is not None and leader.leader, leader
+                assert leader.node_id == me.node_id and leader.store_id == me.store_id
+
+            await _stopping(store, check())
+
+        run(body())
+
+    def test_own_rpc_methods_are_named_under_the_store_prefix(
+        self, store_factory: StoreFactory, state_dir: Path
+    ) -> None:
+        async def body() -> None:
+            store = await _started(store_factory, state_dir, RecordingMachine(), True)
+
+            async def check() -> None:
+                unary, streams = store.rpc_handlers()
+                for name in [*unary, *streams]:
+                    assert name.startswith(STORE_PEER_METHOD_PREFIX), (
+                        f"{name}: a store's own RPC methods must be named under {STORE_PEER_METHOD_PREFIX}"
+                    )
+
+            await _stopping(store, check())
+
+        run(body())
+
+    def test_tune_ignores_settings_it_does_not_know(
+        self, store_factory: StoreFactory, state_dir: Path
+    ) -> None:
+        async def body() -> None:
+            store = await _started(store_factory, state_dir, RecordingMachine(), True)
+
+            async def check() -> None:
+                store.tune({})
+                store.tune({"no_such_setting": 1})
+                assert await store.propose(b"after-tune") >= 1
 
             await _stopping(store, check())
 
@@ -250,6 +304,7 @@ class StoreConformance:
                 await store.propose(b"after")
             assert str(info.value).strip()
             assert not store.is_leader()
+            assert store.leader() is None or not store.is_leader()
 
         run(body())
 

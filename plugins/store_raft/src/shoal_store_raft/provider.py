@@ -26,25 +26,34 @@ import secrets
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from shoal.plugin import (
     AtRestSealer,
+    Handler,
     MemberInfo,
+    MemberRemoved,
     NotLeaderError,
     PluginContext,
-    SendFunc,
+    RPCError,
     StateMachine,
+    StatusCode,
     StoreOpenError,
     StoreUnavailable,
+    StreamHandler,
+    TLSMaterial,
+    TransportProvider,
 )
 
 from shoal_store_raft import snapfile
 from shoal_store_raft.codec import CodecError, decode_messages, encode_messages
 from shoal_store_raft.files import atomic_write
 from shoal_store_raft.options import RaftOptions
+from shoal_store_raft.peernet import PeerNetwork
+from shoal_store_raft.peers import PEERS_FILE, PeerBook
 from shoal_store_raft.raft import (
     ConfChangeType,
     Config,
@@ -71,6 +80,10 @@ _PERSIST, _APPLY = "persist", "apply"
 
 #: ``send(messages)``: hand messages to the transport (must not block; may drop on failure).
 SendHook = Callable[[Sequence[Message]], None]
+#: ``send(member_id, data)``: deliver encoded messages to one member (``PeerNetwork.send``).
+SendFunc = Callable[[int, bytes], None]
+#: How recently a delivery to a member must have succeeded for ``node ls`` to call it reachable.
+REACHABLE_WITHIN = 3.0
 
 MEMBER_FILE = "member.json"
 
@@ -100,11 +113,32 @@ def format_id(raft_id: int) -> str:
     return f"{raft_id:016x}" if raft_id else ""
 
 
+@dataclass(frozen=True)
+class RaftMember:
+    """One Raft member by its member ID (the simulations and tests work at this level)."""
+
+    member_id: int
+    voter: bool
+    leader: bool
+    reachable: bool
+
+
+@dataclass(frozen=True)
+class PeerLink:
+    """What the Raft store needs to talk to the other managers: the node's transport and TLS
+    identity, who this node is and where it listens (from its ``PluginContext``)."""
+
+    transport: TransportProvider
+    tls: Callable[[], TLSMaterial | None]
+    node_id: str
+    advertise_addr: str
+
+
 class RaftStore:
     """The ``raft`` store provider (see ``shoal.roles.StoreProvider``)."""
 
     role: ClassVar[str] = "store"
-    api_version: ClassVar[int] = 2
+    api_version: ClassVar[int] = 3
 
     def __init__(
         self,
@@ -113,6 +147,7 @@ class RaftStore:
         *,
         send: SendHook | None = None,
         rng_seed: int | None = None,
+        link: PeerLink | None = None,
         sealer: AtRestSealer | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
@@ -120,6 +155,14 @@ class RaftStore:
         self.sealer = sealer
         self.options = options or RaftOptions()
         self._send_hook = send
+        #: How to reach the other managers (None: a test wires the network itself).
+        self.link = link
+        #: Member ID -> node and address (``peers``), opened by ``start``.
+        self.book = PeerBook(None)
+        #: Our network to the other members, once started with a ``link``.
+        self.net: PeerNetwork | None = None
+        #: Set when the others said this member is no longer one of them.
+        self._removed = ""
         self._rng = random.Random(secrets.randbits(64) if rng_seed is None else rng_seed)
         self._machine: StateMachine | None = None
         self._core: RaftCore | None = None
@@ -127,7 +170,7 @@ class RaftStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._futures: dict[int, tuple[int, asyncio.Future[int]]] = {}
-        self._subscribers: set[asyncio.Queue[bool | None]] = set()
+        self._subscribers: set[asyncio.Queue[bool | str | None]] = set()
         self._leader = False
         self._scheduled = False
         #: A Ready whose messages went out and whose rest (from the stage named) runs on the
@@ -143,7 +186,10 @@ class RaftStore:
 
     @classmethod
     def from_context(cls, context: PluginContext) -> RaftStore:
-        return cls(context.state_dir, RaftOptions.parse(context.options), sealer=context.sealer)
+        link = None
+        if context.transport is not None:
+            link = PeerLink(context.transport, context.node_tls, context.node_id, context.advertise_addr)
+        return cls(context.state_dir, RaftOptions.parse(context.options), link=link, sealer=context.sealer)
 
     # ------------------------------------------------------------------ paths
 
@@ -172,6 +218,36 @@ class RaftStore:
         elif force_new_cluster:
             self._force_new_cluster(machine)
         self._open(machine)
+        self._connect(forget_others=force_new_cluster)
+
+    def _connect(self, *, forget_others: bool) -> None:
+        """Open the member book and, given a link, the network to the other members."""
+        core = self._core
+        assert core is not None
+        self.book = PeerBook(self.state_dir / PEERS_FILE)
+        if forget_others:
+            self.book.keep_only(core.id)
+        link = self.link
+        if link is None:
+            return
+        self.book.learn(core.id, link.node_id, link.advertise_addr)
+
+        def tls() -> TLSMaterial:
+            material = link.tls()
+            if material is None:
+                raise RPCError(StatusCode.UNAVAILABLE, "this node has no TLS identity yet")
+            return material
+
+        self.net = PeerNetwork(
+            replica=self,
+            book=self.book,
+            transport=link.transport,
+            tls=tls,
+            node_id=link.node_id,
+            advertise_addr=link.advertise_addr,
+            on_removed=self._on_removed,
+        )
+        self.attach(self.net.send)
 
     def _open(self, machine: StateMachine) -> None:
         raft_id = self._read_member()
@@ -328,6 +404,8 @@ class RaftStore:
             queue.put_nowait(None)
         if self._wal is not None:
             self._wal.close()
+        if self.net is not None:
+            await self.net.close()
 
     # ------------------------------------------------------------------ proposals
 
@@ -356,11 +434,13 @@ class RaftStore:
 
     def leadership(self) -> AsyncIterator[bool]:
         # Subscribe now, not at first iteration, so no change can slip in between.
-        queue: asyncio.Queue[bool | None] = asyncio.Queue()
+        queue: asyncio.Queue[bool | str | None] = asyncio.Queue()
         self._subscribers.add(queue)
+        if self._removed:
+            queue.put_nowait(self._removed)
         return self._leadership(queue)
 
-    async def _leadership(self, queue: asyncio.Queue[bool | None]) -> AsyncIterator[bool]:
+    async def _leadership(self, queue: asyncio.Queue[bool | str | None]) -> AsyncIterator[bool]:
         try:
             last = self._leader
             yield last
@@ -368,6 +448,8 @@ class RaftStore:
                 value = await queue.get()
                 if value is None:
                     return
+                if isinstance(value, str):
+                    raise MemberRemoved(value)
                 if value != last:
                     last = value
                     yield value
@@ -409,7 +491,8 @@ class RaftStore:
         self._send_hook = send
 
     def attach(self, send: SendFunc) -> None:
-        """The kernel's network: messages go out encoded, one batch per peer per Ready."""
+        """Send through ``send(member_id, data)`` (``PeerNetwork.send``): messages go out
+        encoded, one batch per peer per Ready."""
 
         def send_batch(peer: int, batch: list[Message]) -> None:
             send(peer, encode_messages(batch))
@@ -427,7 +510,7 @@ class RaftStore:
         self._send_hook = send_encoded
 
     def receive(self, data: bytes) -> None:
-        """Feed what a peer sent into the core (called by the kernel, on the loop)."""
+        """Feed what a peer sent into the core (called by the network, on the loop)."""
         try:
             messages = decode_messages(data)
         except CodecError as exc:
@@ -452,20 +535,99 @@ class RaftStore:
         return self._loop.time() if self._loop is not None else asyncio.get_event_loop().time()
 
     def report_unreachable(self, member_id: int) -> None:
+        """The network could not deliver to ``member_id``: probe it again from its match."""
         if self._core is not None and not self._closed:
             self._core.report_unreachable(member_id)
 
-    # ------------------------------------------------------------------ membership
+    def _on_removed(self, message: str) -> None:
+        """A peer said this member is no longer one of the group: ``leadership()`` raises
+        ``MemberRemoved`` and the kernel stops the store."""
+        if self._removed:
+            return
+        self._removed = message
+        for queue in self._subscribers:
+            queue.put_nowait(message)
+
+    def rpc_handlers(self) -> tuple[Mapping[str, Handler], Mapping[str, StreamHandler]]:
+        if self.net is None:
+            return {}, {}
+        return self.net.handlers()
+
+    # ------------------------------------------------------------------ membership (kernel)
+
+    def _member_info(self, member: RaftMember) -> MemberInfo:
+        peer = self.book.get(member.member_id)
+        reachable = member.reachable or (
+            self.net is not None and self.net.reachable(member.member_id, REACHABLE_WITHIN)
+        )
+        return MemberInfo(
+            node_id=peer.node_id if peer is not None else "",
+            addr=peer.addr if peer is not None else "",
+            voter=member.voter,
+            leader=member.leader,
+            reachable=reachable,
+            store_id=format_id(member.member_id),
+        )
+
+    def members(self) -> list[MemberInfo]:
+        return [self._member_info(m) for m in self.raft_members()]
+
+    def leader(self) -> MemberInfo | None:
+        lead = self.leader_id()
+        if not lead:
+            return None
+        peer = self.book.get(lead)
+        return MemberInfo(
+            node_id=peer.node_id if peer is not None else "",
+            addr=peer.addr if peer is not None else "",
+            voter=True,
+            leader=True,
+            reachable=True,
+            store_id=format_id(lead),
+        )
+
+    async def add_member(self, node_id: str, addr: str) -> None:
+        """Ask the manager at ``addr`` for its member ID (``RaftHello``), then add it."""
+        self._require_leader()
+        if self.net is None:
+            raise StoreUnavailable("this raft member has no network to reach the new manager")
+        try:
+            hello = await self.net.hello(addr)
+        except RPCError as exc:
+            raise StoreUnavailable(f"cannot reach the new manager at {addr}: {exc.message}") from None
+        if hello.from_node and hello.from_node != node_id:
+            raise StoreUnavailable(
+                f"the manager at {addr} is node {hello.from_node}, not {node_id}; check its advertise address"
+            )
+        self.book.learn(hello.from_member, node_id, addr)
+        await self.add_raft_member(hello.from_member)
+
+    async def remove_member(self, node_id: str) -> None:
+        core = self._require_leader()
+        for member_id in self.book.by_node(node_id):
+            if member_id in core.voters or member_id in core.learners:
+                await self.remove_raft_member(member_id)
+
+    async def transfer_leadership(self, timeout: float = 10.0) -> str:  # noqa: ASYNC109
+        lead = await self.transfer_to(0, timeout)
+        peer = self.book.get(lead)
+        return peer.node_id if peer is not None else format_id(lead)
+
+    # ------------------------------------------------------------------ membership (raft)
 
     @property
     def member_id(self) -> int:
         """This member's ID; 0 before ``start`` created or opened the state."""
         return self._core.id if self._core is not None else 0
 
+    def is_member(self, member_id: int) -> bool:
+        core = self._core
+        return core is not None and (member_id in core.voters or member_id in core.learners)
+
     def leader_id(self) -> int:
         return self._core.lead if self._core is not None and not self._closed else 0
 
-    def members(self) -> list[MemberInfo]:
+    def raft_members(self) -> list[RaftMember]:
         core = self._core
         if core is None:
             return []
@@ -475,10 +637,11 @@ class RaftStore:
         for member in sorted(set(core.voters) | set(core.learners)):
             heard = self._last_heard.get(member)
             reachable = member == core.id or (heard is not None and now - heard < fresh)
-            result.append(MemberInfo(member, member in core.voters, member == core.lead, reachable))
+            result.append(RaftMember(member, member in core.voters, member == core.lead, reachable))
         return result
 
-    async def add_member(self, member_id: int) -> None:
+    async def add_raft_member(self, member_id: int) -> None:
+        """Add ``member_id`` as a learner, wait until it caught up, then make it a voter."""
         core = self._require_leader()
         if member_id in core.voters:
             return
@@ -500,13 +663,15 @@ class RaftStore:
             await asyncio.sleep(self.options.tick_ms / 1000)
         await self._conf_change(ConfChangeType.ADD_VOTER, member_id)
 
-    async def remove_member(self, member_id: int) -> None:
+    async def remove_raft_member(self, member_id: int) -> None:
         core = self._require_leader()
         if member_id not in core.voters and member_id not in core.learners:
             return
         await self._conf_change(ConfChangeType.REMOVE, member_id)
 
-    async def transfer_leadership(self, member_id: int = 0, timeout: float = 10.0) -> int:  # noqa: ASYNC109
+    async def transfer_to(self, member_id: int = 0, timeout: float = 10.0) -> int:  # noqa: ASYNC109
+        """Hand leadership to ``member_id`` (0: the most up-to-date voter); returns the new
+        leader's member ID."""
         core = self._require_leader()
         if not member_id:
             candidates = [
@@ -527,7 +692,17 @@ class RaftStore:
                 return lead
         raise StoreUnavailable(f"leadership was not transferred within {timeout:g} s; retry")
 
-    def tune(self, *, tick_ms: int, election_ticks: int, heartbeat_ticks: int) -> None:
+    def tune(self, settings: Mapping[str, int]) -> None:
+        """The swarm's ``swarm update --raft-*`` timing; keys this store does not know are
+        ignored, a missing one keeps its value."""
+        opts = self.options
+        self.set_timing(
+            tick_ms=settings.get("tick_ms", opts.tick_ms),
+            election_ticks=settings.get("election_ticks", opts.election_ticks),
+            heartbeat_ticks=settings.get("heartbeat_ticks", opts.heartbeat_ticks),
+        )
+
+    def set_timing(self, *, tick_ms: int, election_ticks: int, heartbeat_ticks: int) -> None:
         if tick_ms < 1 or heartbeat_ticks < 1 or election_ticks <= heartbeat_ticks:
             raise ValueError("raft timing: need tick >= 1 ms and 1 <= heartbeat ticks < election ticks")
         self.options = dataclasses.replace(

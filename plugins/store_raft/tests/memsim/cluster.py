@@ -254,21 +254,21 @@ class MemSimulation:
             m = await self._new_member(bootstrap=False)
             leader = self.leader()
             assert leader is not None and leader.store is not None
-            await leader.store.add_member(m.member_id)
+            await leader.store.add_raft_member(m.member_id)
 
     async def _add(self) -> None:
         """Add a new member, or finish promoting a learner whose earlier add timed out."""
         leader = self.leader()
         if leader is None or leader.store is None:
             return
-        learners = [self._by_id(i.member_id) for i in leader.store.members() if not i.voter]
+        learners = [self._by_id(i.member_id) for i in leader.store.raft_members() if not i.voter]
         m = next((x for x in learners if x is not None and x.alive), None)
         if m is None:
             if len(self.members) >= self.cfg.members + self.cfg.extra_members:
                 return
             m = await self._new_member(bootstrap=False)
         self.note(f"add {m.name} via {leader.name}")
-        await leader.store.add_member(m.member_id)
+        await leader.store.add_raft_member(m.member_id)
         self.note(f"added {m.name}")
 
     async def _remove(self, victim: SimMember) -> None:
@@ -276,7 +276,7 @@ class MemSimulation:
         if leader is None or leader.store is None:
             return
         self.note(f"remove {victim.name} via {leader.name}")
-        await leader.store.remove_member(victim.member_id)
+        await leader.store.remove_raft_member(victim.member_id)
         self.note(f"removed {victim.name}")
         victim.gone = True
         await victim.stop()
@@ -286,7 +286,7 @@ class MemSimulation:
         if leader is None or leader.store is None:
             return
         self.note(f"transfer from {leader.name} to {target:x}")
-        got = await leader.store.transfer_leadership(target, timeout=2.0)
+        got = await leader.store.transfer_to(target, timeout=2.0)
         self.note(f"transferred to {got:x}")
 
     def _admin(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -346,7 +346,7 @@ class MemSimulation:
         leader = self.leader()
         if leader is None or leader.store is None:
             return
-        voters = [i.member_id for i in leader.store.members() if i.voter]
+        voters = [i.member_id for i in leader.store.raft_members() if i.voter]
         if r < cfg.p_add:
             self._admin(self._add)
         elif r < cfg.p_add + cfg.p_remove and len(voters) >= 3:
@@ -479,7 +479,7 @@ class MemSimulation:
         leader = self.leader()
         if leader is None or leader.store is None or leader.objects is None:
             return False
-        group = {i.member_id for i in leader.store.members()}
+        group = {i.member_id for i in leader.store.raft_members()}
         status = leader.store.status()
         commit = status["commit_index"]
         if status["applied_index"] != commit:

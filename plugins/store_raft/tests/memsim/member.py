@@ -1,8 +1,8 @@
-"""One simulated manager: the provider, the kernel's object store and store network, a server.
+"""One simulated manager: the provider with its peer network, the kernel's object store, a server.
 
 This is the part of the manager daemon that replication goes through (see
 ``shoal.daemon.manager``), with nothing faked: a ``RaftStore`` on real WAL and snapshot files,
-``ObjectStore`` as its state machine, ``StoreNetwork`` carrying its bytes over a
+``ObjectStore`` as its state machine, its ``PeerNetwork`` carrying its bytes over a
 ``MemoryTransport`` whose server checks internal-CA manager certificates.
 """
 
@@ -12,16 +12,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from shoal import rpc
-from shoal.manager.storenet import StoreNetwork
 from shoal.roles.transport import Handler, PeerIdentity, RPCError, StreamHandler, TLSMaterial
 from shoal.store.memory import ObjectStore
 from shoal_store_raft.options import RaftOptions
-from shoal_store_raft.provider import RaftStore
+from shoal_store_raft.peernet import RAFT_PULL, RAFT_STEP, PeerNetwork
+from shoal_store_raft.provider import PeerLink, RaftStore
 from shoal_transport_memory import MemoryNetwork, MemoryServer, MemoryTransport
 
 from memsim.checks import AppliedHistory, RecordingMachine
-from memsim.pki import CLUSTER_ID
 
 
 class SimMember:
@@ -39,18 +37,18 @@ class SimMember:
         self.member_id = 0
         self.store: RaftStore | None = None
         self.objects: ObjectStore | None = None
-        self.net: StoreNetwork | None = None
+        self.net: PeerNetwork | None = None
         self.transport: MemoryTransport | None = None
         self.server: MemoryServer | None = None
         self.machine: RecordingMachine | None = None
-        #: The StoreNetwork was told it is no longer a member (the kernel would make it leave).
+        #: The store was told it is no longer a member (the kernel would make it leave).
         self.removed = False
         #: Left the group for good (removed, or a join that never completed); never restarted.
         self.gone = False
         self.lives = 0
-        #: Senders this member's StoreNetwork told they were no longer members.
+        #: Senders this member's PeerNetwork told they were no longer members.
         self.refusals: list[str] = []
-        #: StoreStep (unary) calls this member handled: the fallback when no pull stream is open.
+        #: RaftStep (unary) calls this member handled: the fallback when no pull stream is open.
         self.steps_handled = 0
         #: A restart is scheduled and has not run yet.
         self.starting = False
@@ -77,28 +75,21 @@ class SimMember:
         self.network.set_down(self.addr, False)
         objects = ObjectStore()
         machine = RecordingMachine(f"{self.name}#{self.lives}", objects, history)
-        store = RaftStore(self.state_dir, self.options, rng_seed=rng_seed)
+        transport = MemoryTransport(self.network)
+        link = PeerLink(transport, lambda: self.tls, node_id=self.name, advertise_addr=self.addr)
+        store = RaftStore(self.state_dir, self.options, rng_seed=rng_seed, link=link)
         objects.provider = store
         await store.start(machine, bootstrap=bootstrap, join=join)
-        transport = MemoryTransport(self.network)
-        net = StoreNetwork(
-            provider=store,
-            store=objects,
-            transport=transport,
-            tls=lambda: self.tls,
-            cluster_id=CLUSTER_ID,
-            advertise_addr=self.addr,
-            peers_file=self.state_dir / "peers.json",
-            on_removed=self._on_removed,
-        )
+        net = store.net
+        assert net is not None
+        net.on_removed = self._on_removed
         for member_id, addr in (peers or {}).items():
-            net.learn(member_id, addr)
-        store.attach(net.send)
+            store.book.learn(member_id, "", addr)
         self.server = await transport.serve(
             self.addr,
             self.tls,
-            {rpc.STORE_STEP: self._step_handler(net)},
-            {rpc.STORE_PULL: self._pull_handler(net)},
+            {RAFT_STEP: self._step_handler(net)},
+            {RAFT_PULL: self._pull_handler(net)},
         )
         self.store, self.objects, self.net, self.transport, self.machine = (
             store,
@@ -117,7 +108,7 @@ class SimMember:
             caller = peer.node_id if peer is not None else "?"
             self.refusals.append(f"{self.name} refused {caller} as not a member")
 
-    def _step_handler(self, net: StoreNetwork) -> Handler:
+    def _step_handler(self, net: PeerNetwork) -> Handler:
         """``net.handle_step``, noting each sender it tells it is no longer a member."""
 
         async def handle(request: bytes, peer: PeerIdentity | None) -> bytes:
@@ -130,7 +121,7 @@ class SimMember:
 
         return handle
 
-    def _pull_handler(self, net: StoreNetwork) -> StreamHandler:
+    def _pull_handler(self, net: PeerNetwork) -> StreamHandler:
         """``net.handle_pull``, noting each puller it tells it is no longer a member."""
 
         async def handle(request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
@@ -144,8 +135,8 @@ class SimMember:
         return handle
 
     def learn(self, member_id: int, addr: str) -> None:
-        if self.net is not None:
-            self.net.learn(member_id, addr)
+        if self.store is not None:
+            self.store.book.learn(member_id, "", addr)
 
     def kill(self) -> None:
         """Die between two event-loop callbacks: nothing more runs, files stay as written.
