@@ -1,7 +1,7 @@
 """The manager half of a node: the store replica and, while leader, the control loops.
 
-Every manager holds the object store (fed by the store provider, replicated between managers
-by ``StoreNetwork``). The one that leads also runs the dispatcher, the replicated
+Every manager holds the object store (fed by the store provider, which replicates it between
+managers its own way). The one that leads also runs the dispatcher, the replicated
 orchestrator, the scheduler driver and the task reaper; they start when the store provider
 reports leadership and stop when it is lost. Any manager serves the control API: a follower
 forwards each call to the leader, and with no leader it answers reads from its own copy with
@@ -34,13 +34,12 @@ from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
 from shoal.manager.scheduler_driver import SchedulerDriver
 from shoal.manager.secrets import SecretsControl, SecretsFactory
-from shoal.manager.storenet import REMOVED_MESSAGE, StoreNetwork
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.ca import CAProvider, ExternalCA, RootMaterial
 from shoal.roles.scheduler import SchedulerProvider
 from shoal.roles.secrets import SecretsProvider
-from shoal.roles.store import NotLeaderError, StoreProvider, StoreUnavailable
+from shoal.roles.store import MemberRemoved, NotLeaderError, StoreProvider, StoreUnavailable
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode, TLSMaterial, TransportProvider
 from shoal.store.memory import ObjectStore, Tx, copy
 
@@ -122,16 +121,6 @@ class Manager:
         self.control = ControlAPI(self.store, node_id, manager_status=self.live_manager_status)
         #: ``shoal events``: this replica's ring of recent events (every manager has one).
         self.events = EventLog(self.store)
-        self.net = StoreNetwork(
-            provider=store_provider,
-            store=self.store,
-            transport=transport,
-            tls=tls,
-            cluster_id=cluster_id,
-            advertise_addr=advertise_addr,
-            peers_file=state_dir / "store-peers.json",
-            on_removed=self._removed_from_group,
-        )
         #: Set when the other managers say this one is no longer a member: every call fails
         #: with this message until the node leaves and joins again.
         self.removed: str = ""
@@ -166,7 +155,6 @@ class Manager:
     ) -> None:
         """Open the store replica. A joining manager's store is empty until ``join_group``;
         everything else is ready when this returns."""
-        self.store_provider.attach(self.net.send)
         self.events.start()  # before the store replays its log: replayed entries count
         await self.store_provider.start(
             self.store, bootstrap=bootstrap, join=join, force_new_cluster=force_new_cluster
@@ -196,15 +184,13 @@ class Manager:
     async def join_group(self, remote: str, others: list[str] | None = None, timeout: float = 180.0) -> None:  # noqa: ASYNC109
         """Ask the leader (through ``remote``, any manager, or ``others`` if it fails) to add
         this store member, then wait until the replica holds the cluster."""
-        request = rpb.StoreJoinRequest(
-            node_id=self.node_id, member_id=self.store_provider.member_id, addr=self.advertise_addr
-        ).SerializeToString()
+        request = rpb.StoreJoinRequest(node_id=self.node_id, addr=self.advertise_addr).SerializeToString()
         deadline = time.monotonic() + timeout
         targets = [remote]
         while True:
             target = targets[-1]
             try:
-                raw = await self.transport.call(
+                await self.transport.call(
                     target,
                     rpc.STORE_JOIN,
                     request,
@@ -225,8 +211,6 @@ class Manager:
                 candidates = [remote, *(others or [])]
                 fallback = candidates[len(targets) % len(candidates)]
                 targets.append(leader if leader and leader != self.advertise_addr else fallback)
-        for member in rpb.StoreJoinResponse.FromString(raw).members:
-            self.net.learn(member.member_id, member.addr)
         deadline = time.monotonic() + 60
         while self.store.view.cluster() is None:
             if time.monotonic() > deadline:
@@ -257,7 +241,6 @@ class Manager:
             me = tx.node(self.node_id)
             if me is not None:
                 me = copy(me)
-                me.manager_status.raft_id = self.store_provider.member_id
                 me.manager_status.addr = self.advertise_addr
                 tx.update(me)
 
@@ -274,8 +257,8 @@ class Manager:
     def _removed_from_group(self, message: str) -> None:
         if self.removed:
             return
-        self.removed = REMOVED_MESSAGE
-        log.error("%s (%s)", REMOVED_MESSAGE, message)
+        self.removed = rpc.REMOVED_MESSAGE
+        log.error("%s (%s)", rpc.REMOVED_MESSAGE, message)
         asyncio.get_running_loop().create_task(self._shut_store(), name="removed-from-group")
 
     async def _shut_store(self) -> None:
@@ -289,7 +272,11 @@ class Manager:
             return
         try:
             self.store_provider.tune(
-                tick_ms=raft.tick_ms, election_ticks=raft.election_tick, heartbeat_ticks=raft.heartbeat_tick
+                {
+                    "tick_ms": raft.tick_ms,
+                    "election_ticks": raft.election_tick,
+                    "heartbeat_ticks": raft.heartbeat_tick,
+                }
             )
         except ValueError as exc:
             log.error("the store provider refused the swarm's raft timing: %s", exc)
@@ -328,7 +315,7 @@ class Manager:
 
     async def _watch_leader(self) -> None:
         while True:
-            if self.store_provider.leader_id():
+            if self.store_provider.leader() is not None:
                 self._leader_seen_at = time.monotonic()
             await asyncio.sleep(0.05)
 
@@ -339,7 +326,6 @@ class Manager:
                 await asyncio.gather(task, return_exceptions=True)
         await self._step_down()
         await self.store_provider.stop()
-        await self.net.close()
         await self.events.stop()
 
     def is_leader(self) -> bool:
@@ -348,16 +334,19 @@ class Manager:
     # ------------------------------------------------------------------ leadership
 
     async def _follow_leadership(self) -> None:
-        async for leader in self.store_provider.leadership():
-            async with self._transition:
-                if leader:
-                    try:
-                        await self._become_leader()
-                    except PluginError as exc:
-                        self._plugin_failed(exc)
-                        return
-                else:
-                    await self._step_down()
+        try:
+            async for leader in self.store_provider.leadership():
+                async with self._transition:
+                    if leader:
+                        try:
+                            await self._become_leader()
+                        except PluginError as exc:
+                            self._plugin_failed(exc)
+                            return
+                    else:
+                        await self._step_down()
+        except MemberRemoved as exc:
+            self._removed_from_group(str(exc))
 
     async def _become_leader(self) -> None:
         if self._components:
@@ -419,7 +408,6 @@ class Manager:
                 if is_self:
                     node.manager_status.reachability = pb.ManagerStatus.REACHABLE
                     node.manager_status.addr = self.advertise_addr
-                    node.manager_status.raft_id = self.store_provider.member_id
                 tx.update(node)
 
         try:
@@ -431,7 +419,7 @@ class Manager:
 
     def manager_addrs(self) -> list[str]:
         """Every manager's address, the leader's first (sent to agents in their session)."""
-        leader = self.net.address(self.store_provider.leader_id())
+        leader = self.leader_addr()
         addrs = [leader] if leader else []
         for node in self.store.view.nodes.all():
             addr = node.manager_status.addr
@@ -440,20 +428,19 @@ class Manager:
         return addrs or [self.advertise_addr]
 
     def leader_addr(self) -> str:
-        lead = self.store_provider.leader_id()
-        return self.net.address(lead) if lead else ""
+        lead = self.store_provider.leader()
+        return lead.addr if lead is not None else ""
 
     def live_manager_status(self, node: pb.Node) -> str:
-        """MANAGER STATUS as ``node ls`` shows it, from this replica's live view."""
-        member = node.manager_status.raft_id
-        infos = {m.member_id: m for m in self.store_provider.members()}
-        if not member or member not in infos:
+        """MANAGER STATUS as ``node ls`` shows it, from the store's live membership view."""
+        member = next((m for m in self.store_provider.members() if m.node_id == node.id), None)
+        if member is None:
             return "Unreachable" if node.role == pb.NodeSpec.MANAGER else ""
-        if infos[member].leader:
+        if member.leader:
             return "Leader"
-        if not infos[member].voter:
+        if not member.voter:
             return "Unknown"  # still catching up before it gets a vote
-        return "Reachable" if infos[member].reachable or self.net.reachable(member, 3.0) else "Unreachable"
+        return "Reachable" if member.reachable else "Unreachable"
 
     # ------------------------------------------------------------------ the control API
 
@@ -548,14 +535,13 @@ class Manager:
                 raise ControlError(
                     StatusCode.FAILED_PRECONDITION, "attempting to demote the last manager of the swarm"
                 )
-            member = node.manager_status.raft_id
-            if member and member == self.store_provider.member_id:
+            if node.id == self.node_id:
                 result.extend(await self._demote_self_via_new_leader(node.id))
                 continue
-            if member:
-                self._check_removal_keeps_quorum(member)
+            if any(m.node_id == node.id for m in self.store_provider.members()):
+                self._check_removal_keeps_quorum(node.id)
                 try:
-                    await self.store_provider.remove_member(member)
+                    await self.store_provider.remove_member(node.id)
                 except StoreUnavailable as exc:
                     raise ControlError(
                         StatusCode.UNAVAILABLE, f"can't remove member from the raft: {exc}"
@@ -575,11 +561,11 @@ class Manager:
             result.append(f"Manager {ref} demoted in the swarm.")
         return result
 
-    def _check_removal_keeps_quorum(self, member: int) -> None:
+    def _check_removal_keeps_quorum(self, node_id: str) -> None:
         """Swarm's CanRemoveMember: after the removal, the reachable voters (this one counted)
         must still be a majority of the voters that remain."""
-        voters = [m for m in self.store_provider.members() if m.voter and m.member_id != member]
-        reachable = sum(1 for m in voters if m.reachable or self.net.reachable(m.member_id, 3.0))
+        voters = [m for m in self.store_provider.members() if m.voter and m.node_id != node_id]
+        reachable = sum(1 for m in voters if m.reachable)
         if reachable < len(voters) // 2 + 1:
             raise ControlError(
                 StatusCode.FAILED_PRECONDITION,
@@ -672,7 +658,6 @@ class Manager:
 
         unary_handlers: rpc.UnaryTable = {
             rpc.CONTROL: control,
-            rpc.STORE_STEP: self.net.handle_step,
             rpc.STORE_JOIN: store_join,
             rpc.HEARTBEAT: heartbeat,
             rpc.UPDATE_TASK_STATUS: update_task_status,
@@ -682,9 +667,13 @@ class Manager:
         stream_handlers: rpc.StreamTable = {
             rpc.SESSION: session,
             rpc.ASSIGNMENTS: assignments,
-            rpc.STORE_PULL: self.net.handle_pull,
             rpc.EVENTS: events_stream(lambda: self.events),
         }
+        # The store's own replication methods (names under STORE_PEER_METHOD_PREFIX: rpc.guard
+        # serves them to the other managers only).
+        store_unary, store_streams = self.store_provider.rpc_handlers()
+        unary_handlers.update(store_unary)
+        stream_handlers.update(store_streams)
         check = rpc.checker(self.cluster_id, lambda: self.store.view)
         return rpc.guard(unary_handlers, stream_handlers, check)
 
@@ -700,28 +689,26 @@ class Manager:
         node = self.store.view.nodes.get(req.node_id)
         if node is None or node.role != pb.NodeSpec.MANAGER:
             raise RPCError(StatusCode.PERMISSION_DENIED, f"node {req.node_id} is not a manager of this swarm")
-        if not req.member_id or not req.addr:
-            raise RPCError(StatusCode.INVALID_ARGUMENT, "a store join needs a member ID and an address")
+        if not req.addr:
+            raise RPCError(StatusCode.INVALID_ARGUMENT, "a store join needs the manager's address")
 
         def record(tx: Tx) -> None:
             current = tx.node(req.node_id)
             if current is None:
                 raise ControlError(StatusCode.NOT_FOUND, f"node {req.node_id} not found")
             current = copy(current)
-            current.manager_status.raft_id = req.member_id
             current.manager_status.addr = req.addr
             current.manager_status.reachability = pb.ManagerStatus.REACHABLE
             tx.update(current)
 
         try:
             await self.store.update(record)
-            self.net.learn(req.member_id, req.addr)
             # Shielded: a caller that goes away must not leave the member half added (a
             # non-voter forever); it retries and finds the work done.
-            await asyncio.shield(self.store_provider.add_member(req.member_id))
+            await asyncio.shield(self.store_provider.add_member(req.node_id, req.addr))
         except StoreUnavailable as exc:
             raise RPCError(StatusCode.UNAVAILABLE, f"could not add the manager: {exc}") from None
         except ControlError as exc:
             raise RPCError(exc.code, exc.message) from None
-        log.info("manager %s joined the store as member %x", req.node_id, req.member_id)
-        return rpb.StoreJoinResponse(members=self.net.members()).SerializeToString()
+        log.info("manager %s joined the store", req.node_id)
+        return rpb.StoreJoinResponse().SerializeToString()
