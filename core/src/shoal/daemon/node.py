@@ -40,8 +40,10 @@ from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
 from shoal.logtime import since_param
+from shoal.manager import netobjects
 from shoal.manager.controlapi import ControlError, external_ca_fields
 from shoal.manager.events import parse_query
+from shoal.manager.netcontrol import NETWORK_METHODS
 from shoal.manager.secrets import SECRET_METHODS
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
@@ -422,6 +424,7 @@ class Daemon:
             adv_host = listen_host if listen_host not in ("0.0.0.0", "::", "") else guess_advertise_host()
             adv_port = listen_port
         availability = parse_availability(params.get("availability"))
+        pools, subnet_size = netobjects.address_pools(params)
         try:
             info = await self.runtime.describe()
         except RuntimeError_ as exc:
@@ -479,6 +482,8 @@ class Daemon:
             cluster.root_ca.join_tokens.worker = tokens.new_token(root.cert_pem)
             cluster.root_ca.join_tokens.manager = tokens.new_token(root.cert_pem)
             cluster.plugins.CopyFrom(pb.PluginSelection(**{r: selection[r] for r in CLUSTER_ROLES}))
+            cluster.default_address_pool.extend(pools)
+            cluster.subnet_size = subnet_size
             node = pb.Node(id=node_id, role=pb.NodeSpec.MANAGER)
             node.spec.desired_role = pb.NodeSpec.MANAGER
             node.spec.membership = pb.NodeSpec.ACCEPTED
@@ -496,6 +501,7 @@ class Daemon:
             def init(tx: Tx) -> None:
                 tx.create(cluster)
                 tx.create(node)
+                tx.create(netobjects.ingress_network(cluster.default_address_pool, cluster.subnet_size))
 
             await self._start_swarm(state, bootstrap=True, init=init)
             save_state(self.state_dir, state)
@@ -827,6 +833,7 @@ class Daemon:
             "node.promote",
             "node.demote",
             *SECRET_METHODS,
+            *NETWORK_METHODS,
         ):
             api.unary[method] = self._control(method)
 
