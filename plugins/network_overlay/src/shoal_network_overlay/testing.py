@@ -99,8 +99,14 @@ class Lab:
         return {role: (self.links(role), self.ruleset(role)) for role in roles}
 
     def serve(self, role: str, name: str, port: int) -> None:
+        """Run the test server in ``role``'s namespace, answering ``name`` on ``port``."""
+        self.serve_script(role, SERVER, name, str(port))
+
+    def serve_script(self, role: str, script: str, *args: str) -> None:
+        """Run a Python ``script`` in ``role``'s namespace until teardown; it prints ``ready``
+        once it listens (returns then: no sleep)."""
         proc = subprocess.Popen(
-            ["nsenter", f"--net={self.path(role)}", sys.executable, "-c", SERVER, name, str(port)],
+            ["nsenter", f"--net={self.path(role)}", sys.executable, "-c", script, *args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.processes.append(proc)
