@@ -16,9 +16,17 @@ declaration (role, API version, ``features`` a subset of ``shoal.roles.network.F
 ``start``/``cleanup``/``close`` idempotent and safe in any order a daemon may call them (a
 node that leaves twice, a restart), and every method of a feature the provider does not
 declare refusing with ``NetworkError`` (so the kernel never half-builds a network with a
-provider that cannot finish it). The tests of each feature's data path (overlay traffic
-between namespaces, ingress forwarding, discovery answers) need root and network namespaces
-and come with the default plugin's implementation of that feature.
+provider that cannot finish it), and for each feature it does declare, the contract's
+behaviour that needs no container: ``overlay`` (``create_network`` idempotent, an endpoint on a
+network not created here refused in one line, removing what is missing is fine), ``ingress``
+(publishing, re-publishing with fewer backends or none, unpublishing twice) and ``discovery``
+(``NAME`` gives the VIP, or the tasks in dnsrr mode; ``tasks.NAME`` the tasks; records are
+scoped to their network and replaced whole by ``set_records``). These run against the
+provider as the ``network`` fixture builds it (the default plugin's fixture puts it in a
+network namespace of its own, so they touch nothing of the host). The tests of each feature's
+data path (overlay traffic between namespaces, ingress forwarding, answers inside a container)
+need root and network namespaces and come with the plugin's implementation of that feature
+(the default plugin's: ``plugins/network_overlay/tests``).
 """
 
 from __future__ import annotations
@@ -124,3 +132,72 @@ class NetworkConformance:
         finally:
             await network.cleanup()
             await network.close()
+
+    # ---------------------------------------------------------------- declared features
+
+    @pytest.mark.asyncio
+    async def test_overlay_contract(self, network: NetworkProvider) -> None:
+        _require(network, FEATURE_OVERLAY)
+        await network.start(NODE)
+        try:
+            await network.set_peers([])
+            await network.create_network(SPEC)
+            await network.create_network(SPEC)  # idempotent: every task on it asks again
+            await network.detach("notask", SPEC.network_id)  # missing endpoint: fine
+            elsewhere = EndpointAttachment("t", "notcreatednet", "10.251.0.2/24", (), ATTACHMENT.sandbox)
+            with pytest.raises(NetworkError) as refused:
+                await network.attach(elsewhere)  # refused before touching any namespace
+            assert str(refused.value) and "\n" not in str(refused.value)
+            await network.remove_network(SPEC.network_id)
+            await network.remove_network(SPEC.network_id)  # missing: fine
+        finally:
+            await network.cleanup()
+            await network.close()
+
+    @pytest.mark.asyncio
+    async def test_ingress_contract(self, network: NetworkProvider) -> None:
+        _require(network, FEATURE_INGRESS)
+        await network.start(NODE)
+        try:
+            two = [Backend("t1", "10.250.0.2"), Backend("t2", "10.250.0.3")]
+            await network.publish(PORT, two)
+            await network.publish(PORT, two[1:])  # replaces the set
+            await network.publish(PORT, [])  # none: the port refuses connections
+            udp = PublishedPort(PORT.service_id, "udp", PORT.published, PORT.target)
+            await network.publish(udp, two)  # the same number in the other protocol
+            for protocol in ("tcp", "udp", "udp"):  # unpublishing what is missing is fine
+                await network.unpublish(protocol, PORT.published)
+        finally:
+            await network.cleanup()
+            await network.close()
+
+    @pytest.mark.asyncio
+    async def test_discovery_contract(self, network: NetworkProvider) -> None:
+        _require(network, FEATURE_DISCOVERY)
+        await network.start(NODE)
+        try:
+            tasks = ("10.250.0.3", "10.250.0.4")
+            await network.set_records(
+                SPEC.network_id, [ServiceRecord("api", "10.250.0.100", tasks), ServiceRecord("rr", "", tasks)]
+            )
+            await network.set_records("othernet", [ServiceRecord("other", "10.251.0.100", ("10.251.0.3",))])
+            assert await network.resolve(SPEC.network_id, "api") == ["10.250.0.100"]
+            assert sorted(await network.resolve(SPEC.network_id, "tasks.api")) == list(tasks)
+            assert sorted(await network.resolve(SPEC.network_id, "rr")) == list(tasks)  # dnsrr
+            assert sorted(await network.resolve(SPEC.network_id, "tasks.rr")) == list(tasks)
+            assert await network.resolve(SPEC.network_id, "unknown") == []
+            assert await network.resolve(SPEC.network_id, "other") == []  # scoped per network
+            assert await network.resolve("othernet", "api") == []
+            await network.set_records(SPEC.network_id, [ServiceRecord("api", "10.250.0.100", tasks[1:])])
+            assert await network.resolve(SPEC.network_id, "tasks.api") == [tasks[1]]  # replaced
+            assert await network.resolve(SPEC.network_id, "rr") == []
+            await network.set_records(SPEC.network_id, [])
+            assert await network.resolve(SPEC.network_id, "api") == []
+        finally:
+            await network.cleanup()
+            await network.close()
+
+
+def _require(network: NetworkProvider, feature: str) -> None:
+    if feature not in network.features:
+        pytest.skip(f"{feature} is not declared: test_undeclared_feature_refuses applies instead")
