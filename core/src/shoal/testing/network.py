@@ -31,7 +31,8 @@ need root and network namespaces and come with the plugin's implementation of th
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -138,8 +139,7 @@ class NetworkConformance:
     @pytest.mark.asyncio
     async def test_overlay_contract(self, network: NetworkProvider) -> None:
         _require(network, FEATURE_OVERLAY)
-        await network.start(NODE)
-        try:
+        async with _started(network):
             await network.set_peers([])
             await network.create_network(SPEC)
             await network.create_network(SPEC)  # idempotent: every task on it asks again
@@ -150,15 +150,11 @@ class NetworkConformance:
             assert str(refused.value) and "\n" not in str(refused.value)
             await network.remove_network(SPEC.network_id)
             await network.remove_network(SPEC.network_id)  # missing: fine
-        finally:
-            await network.cleanup()
-            await network.close()
 
     @pytest.mark.asyncio
     async def test_ingress_contract(self, network: NetworkProvider) -> None:
         _require(network, FEATURE_INGRESS)
-        await network.start(NODE)
-        try:
+        async with _started(network):
             two = [Backend("t1", "10.250.0.2"), Backend("t2", "10.250.0.3")]
             await network.publish(PORT, two)
             await network.publish(PORT, two[1:])  # replaces the set
@@ -167,15 +163,11 @@ class NetworkConformance:
             await network.publish(udp, two)  # the same number in the other protocol
             for protocol in ("tcp", "udp", "udp"):  # unpublishing what is missing is fine
                 await network.unpublish(protocol, PORT.published)
-        finally:
-            await network.cleanup()
-            await network.close()
 
     @pytest.mark.asyncio
     async def test_discovery_contract(self, network: NetworkProvider) -> None:
         _require(network, FEATURE_DISCOVERY)
-        await network.start(NODE)
-        try:
+        async with _started(network):
             tasks = ("10.250.0.3", "10.250.0.4")
             await network.set_records(
                 SPEC.network_id, [ServiceRecord("api", "10.250.0.100", tasks), ServiceRecord("rr", "", tasks)]
@@ -193,9 +185,17 @@ class NetworkConformance:
             assert await network.resolve(SPEC.network_id, "rr") == []
             await network.set_records(SPEC.network_id, [])
             assert await network.resolve(SPEC.network_id, "api") == []
-        finally:
-            await network.cleanup()
-            await network.close()
+
+
+@contextlib.asynccontextmanager
+async def _started(network: NetworkProvider) -> AsyncIterator[NetworkProvider]:
+    """The provider started on ``NODE``, cleaned up and closed however the test ends."""
+    await network.start(NODE)
+    try:
+        yield network
+    finally:
+        await network.cleanup()
+        await network.close()
 
 
 def _require(network: NetworkProvider, feature: str) -> None:
