@@ -106,7 +106,45 @@ def test_node_key_is_sealed_on_disk_once_a_sealer_is_registered(tmp_path: Path) 
         with pytest.raises(identity.KeySealedError, match="does not open"):
             identity.load_credentials(tmp_path)
         identity.seal_keys(tmp_path, None)
-        with pytest.raises(identity.KeySealedError, match="not loaded"):
+        with pytest.raises(identity.KeySealedError, match="unlock the manager first"):
             identity.load_credentials(tmp_path)
     finally:
         identity.seal_keys(tmp_path, None)
+
+
+def test_keyring_seals_a_clear_node_key_and_follows_the_cluster(tmp_path: Path) -> None:
+    """A manager from before encryption at rest: its first start seals the clear TLS key;
+    without autolock any reader of the state dir still opens it (the KEK lies beside it), with
+    autolock only the unlock key does, and a rotation re-wraps in one file."""
+    certs = tmp_path / "certificates"
+    key_pem = identity.generate_key()
+    cert_pem = self_signed(key_pem)
+    creds = identity.NodeCredentials(key_pem, cert_pem, cert_pem)
+    identity.write_credentials(certs, creds)
+    keyring = statekeys.ManagerKeyring(tmp_path, certs)
+    try:
+        keyring.open()
+        assert identity.key_is_sealed(certs)
+        identity.seal_keys(certs, None)  # another process: the stored KEK opens it
+        assert identity.load_credentials(certs) == creds
+
+        first, second = statekeys.new_key(), statekeys.new_key()
+        assert keyring.follow(True, first)
+        assert not keyring.follow(True, first)
+        with pytest.raises(identity.KeySealedError):
+            identity.load_credentials(certs)
+        assert keyring.follow(True, second)
+        with pytest.raises(SealError, match="invalid key"):
+            statekeys.ManagerKeyring(tmp_path, certs).unlock(first)
+        other = statekeys.ManagerKeyring(tmp_path, certs)
+        other.unlock(second)
+        other.open()
+        assert identity.load_credentials(certs) == creds
+
+        assert keyring.follow(False, b"")
+        assert not statekeys.is_locked(tmp_path)
+        keyring.release()
+        assert not identity.key_is_sealed(certs) and not statekeys.exists(tmp_path)
+        assert identity.load_credentials(certs) == creds
+    finally:
+        identity.seal_keys(certs, None)

@@ -390,7 +390,15 @@ def _open_key(path: Path, raw: bytes) -> bytes:
         return raw
     sealer = _key_sealers.get(path.parent.resolve())
     if sealer is None:
-        raise KeySealedError(f"{path} is sealed by the manager's key-encryption key, which is not loaded")
+        # Without autolock the key-encryption key lies beside the certificates (not a secret
+        # from whoever can read this directory): any reader of the files may open the key.
+        from shoal import statekeys
+
+        sealer = statekeys.unlocked_node_key_sealer(path.parent.parent)
+    if sealer is None:
+        raise KeySealedError(
+            f"{path} is sealed by the manager's unlock key (autolock): unlock the manager first"
+        )
     body = raw[len(head) :].split(b"-----END", 1)[0]
     try:
         return sealer.open(base64.decodebytes(body), _KEY_CONTEXT)

@@ -1,10 +1,11 @@
 """A manager's keys at rest: the data key (DEK) its store encrypts with, wrapped by a key
 encryption key (KEK), and the unlock key that autolock turns the KEK into.
 
-Why two keys: the DEK encrypts everything the store writes (WAL records, snapshots); the KEK
-only wraps the DEK (and the node's TLS key, ``identity.seal_keys``). Changing who may unlock a
-manager (autolock on or off, ``swarm unlock-key --rotate``) then rewrites one small file, not
-the store.
+Why two keys: the DEK encrypts everything the store writes (WAL records, snapshots) and the
+node's TLS key (``identity.seal_keys``); the KEK only wraps the DEK, so the TLS key and the
+store open with the KEK and with nothing else. Changing who may unlock a manager (autolock on
+or off, ``swarm unlock-key --rotate``) then rewrites one small file atomically, not the store
+and not the TLS key.
 
 * **Autolock off:** the KEK is stored in clear beside the wrapped DEK, as in Swarm. It protects
   nothing against someone with the disk; its point is that the on-disk layout is the same in
@@ -196,3 +197,93 @@ def load(state_dir: Path, unlock_key: bytes | None = None) -> ManagerKeys:
             f"{keys_path(state_dir)} does not open with its own key; restore it from a backup"
         ) from None
     return ManagerKeys(dek, kek, locked)
+
+
+class _NodeKeySealer:
+    """Seals the node's TLS key with the DEK, so one atomic rewrite of ``KEYS_FILE`` re-wraps
+    both: a crash in the middle of a rotation can never leave the DEK and the TLS key wrapped
+    by different KEKs (Swarm gets the same from keeping both in one file)."""
+
+    def __init__(self, dek: bytes) -> None:
+        self._sealer = Sealer(dek)
+
+    def seal(self, data: bytes, context: bytes = b"") -> bytes:
+        return self._sealer.seal(data, b"shoal node TLS key\x00" + context)
+
+    def open(self, blob: bytes, context: bytes = b"") -> bytes:
+        return self._sealer.open(blob, b"shoal node TLS key\x00" + context)
+
+
+def unlocked_node_key_sealer(state_dir: Path) -> _NodeKeySealer | None:
+    """What opens the node key under ``state_dir`` when its KEK is stored (autolock off)."""
+    if not exists(state_dir) or is_locked(state_dir):
+        return None
+    try:
+        return _NodeKeySealer(load(state_dir).dek)
+    except (SealError, OSError):
+        return None
+
+
+class ManagerKeyring:
+    """One node's keys at rest, as its daemon uses them.
+
+    A manager opens (or, the first time, creates) its keys before anything reads its TLS key
+    or its store; with autolock the daemon must ``unlock`` first. ``follow`` re-wraps when the
+    cluster's autolock setting or unlock key changes. A worker has no keyring file and keeps
+    its TLS key in clear (Swarm: workers are never locked).
+    """
+
+    def __init__(self, state_dir: Path, certs_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.certs_dir = certs_dir
+        self.keys: ManagerKeys | None = None
+
+    def needs_unlock(self) -> bool:
+        """Whether this node's keys are wrapped by an unlock key this process does not hold."""
+        return self.keys is None and is_locked(self.state_dir)
+
+    def create(self, unlock_key: bytes | None) -> ManagerKeys:
+        """New keys for a new manager (``swarm init``; with ``unlock_key`` when ``--autolock``)."""
+        self.keys = create(self.state_dir, unlock_key=unlock_key)
+        return self.keys
+
+    def unlock(self, unlock_key: bytes) -> ManagerKeys:
+        """``swarm unlock``: ``SealError`` (``INVALID_KEY_MESSAGE``) when the key does not open them."""
+        self.keys = load(self.state_dir, unlock_key)
+        return self.keys
+
+    def open(self) -> ManagerKeys:
+        """The keys a starting manager uses: loaded, or created for a state dir that has none
+        (a join, a promotion, a manager from before encryption at rest). Seals the node key
+        on disk if it is still in clear."""
+        if self.keys is None:
+            self.keys = load(self.state_dir) if exists(self.state_dir) else create(self.state_dir)
+        identity.seal_keys(self.certs_dir, _NodeKeySealer(self.keys.dek))
+        if (self.certs_dir / identity.KEY_FILE).exists() and not identity.key_is_sealed(self.certs_dir):
+            identity.write_credentials(self.certs_dir, identity.load_credentials(self.certs_dir))
+        return self.keys
+
+    def follow(self, auto_lock: bool, unlock_key: bytes) -> bool:
+        """Re-wrap for the cluster's current autolock setting and unlock key; True if it did."""
+        keys = self.keys
+        if keys is None:
+            return False
+        if auto_lock and unlock_key and (not keys.locked or keys.kek != unlock_key):
+            self.keys = ManagerKeys(keys.dek, unlock_key, locked=True)
+        elif not auto_lock and keys.locked:
+            self.keys = ManagerKeys(keys.dek, keys.kek, locked=False)
+        else:
+            return False
+        save(self.state_dir, self.keys)
+        return True
+
+    def release(self) -> None:
+        """This node is no longer a manager (demoted, or leaving): its TLS key goes back to
+        clear (if it still has one) and the keys file is deleted."""
+        if (self.certs_dir / identity.KEY_FILE).exists() and self.keys is not None:
+            creds = identity.load_credentials(self.certs_dir)
+            identity.seal_keys(self.certs_dir, None)
+            identity.write_credentials(self.certs_dir, creds)
+        identity.seal_keys(self.certs_dir, None)
+        keys_path(self.state_dir).unlink(missing_ok=True)
+        self.keys = None

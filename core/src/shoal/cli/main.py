@@ -260,6 +260,11 @@ def read_file(path: str | None, what: str) -> str:
     default=None,
     help="Prefix length of each overlay network subnet from the pools (default 24).",
 )
+@click.option(
+    "--autolock",
+    is_flag=True,
+    help="Enable manager autolocking (requiring an unlock key to start a stopped manager).",
+)
 @click.pass_context
 def swarm_init(
     ctx: click.Context,
@@ -273,6 +278,7 @@ def swarm_init(
     force_new_cluster: bool,
     default_addr_pools: tuple[str, ...],
     default_addr_pool_mask_length: str | None,
+    autolock: bool,
 ) -> None:
     """Initialize a swarm with this node as its first manager."""
     from shoal import loader
@@ -296,8 +302,12 @@ def swarm_init(
         force_new_cluster=force_new_cluster,
         default_addr_pool=list(default_addr_pools),
         default_addr_pool_mask_length=default_addr_pool_mask_length,
+        autolock=autolock,
     )
     click.echo(f"Swarm initialized: current node ({result['NodeID']}) is now a manager.")
+    if result.get("UnlockKey"):
+        click.echo("")
+        click.echo(unlock_advice(result["UnlockKey"]), nl=False)
 
 
 @swarm.command("join")
@@ -359,6 +369,7 @@ def swarm_leave(ctx: click.Context, force: bool) -> None:
 @click.option("--raft-tick", default=None, help="Raft tick interval of the managers' store (e.g. 100ms).")
 @click.option("--election-tick", default=None, help="Ticks without a leader before an election (default 10).")
 @click.option("--heartbeat-tick", default=None, help="Ticks between leader heartbeats (default 1).")
+@click.option("--autolock", default=None, help="Change manager autolocking setting (true|false).")
 @click.pass_context
 def swarm_update(
     ctx: click.Context,
@@ -369,6 +380,7 @@ def swarm_update(
     raft_tick: str | None,
     election_tick: str | None,
     heartbeat_tick: str | None,
+    autolock: str | None,
 ) -> None:
     """Update the swarm."""
     call(
@@ -381,8 +393,59 @@ def swarm_update(
         raft_tick=raft_tick,
         election_tick=election_tick,
         heartbeat_tick=heartbeat_tick,
+        autolock=autolock,
     )
     click.echo("Swarm updated.")
+    if autolock is not None and autolock.strip().lower() in ("true", "1", "t", "yes"):
+        key = call(ctx, "swarm.unlock_key").get("UnlockKey", "")
+        if key:
+            click.echo(unlock_advice(key), nl=False)
+
+
+def unlock_advice(key: str) -> str:
+    """Docker's words after a new unlock key (``printUnlockCommand``), with shoal's command."""
+    return (
+        "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n"
+        f"command and provide the following key:\n\n    {key}\n\n"
+        "Please remember to store this key in a password manager, since without it you\n"
+        "will not be able to restart the manager.\n"
+    )
+
+
+@swarm.command("unlock-key")
+@click.option("-q", "--quiet", is_flag=True, help="Only display the unlock key.")
+@click.option("--rotate", is_flag=True, help="Rotate the unlock key.")
+@click.pass_context
+def swarm_unlock_key(ctx: click.Context, quiet: bool, rotate: bool) -> None:
+    """Manage the unlock key."""
+    result = call(ctx, "swarm.unlock_key", rotate=rotate)
+    if rotate and not quiet:
+        click.echo("Successfully rotated manager unlock key.\n")
+    key = result.get("UnlockKey", "")
+    if not key:
+        fail("no unlock key is set (turn autolock on with `shoal swarm update --autolock=true`)", 1)
+    if quiet:
+        click.echo(key)
+        return
+    click.echo(unlock_advice(key), nl=False)
+
+
+@swarm.command("unlock")
+@click.pass_context
+def swarm_unlock(ctx: click.Context) -> None:
+    """Unlock a locked manager: reads the unlock key from a prompt, or from stdin."""
+    swarm_state = call(ctx, "info").get("Swarm")
+    if swarm_state == "inactive":
+        fail("This node is not part of a swarm", 1)
+    if swarm_state != "locked":
+        fail("swarm is not locked", 1)
+    if sys.stdin.isatty():
+        key = click.prompt("Please enter unlock key", hide_input=True, default="", show_default=False)
+    else:
+        key = sys.stdin.readline()
+    if not key.strip():
+        fail("no unlock key given: type it at the prompt or pipe it on stdin (SWMKEY-1-...)", 2)
+    call(ctx, "swarm.unlock", key=key.strip())
 
 
 cli.add_command(info)

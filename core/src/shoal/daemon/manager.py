@@ -20,10 +20,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shoal import externalca, rpc
+from shoal import externalca, rpc, statekeys
 from shoal.daemon.localapi import Warned
 from shoal.loader import PluginError
-from shoal.manager import registryauth
+from shoal.manager import autolock, registryauth
 from shoal.manager.caserver import CAServer
 from shoal.manager.controlapi import ControlAPI, ControlError, control_params, refs
 from shoal.manager.dispatcher import Dispatcher
@@ -101,6 +101,7 @@ class Manager:
         task_state_changed: Callable[..., Any] | None = None,
         on_plugin_failure: Callable[[PluginError], None] | None = None,
         secrets: SecretsFactory | None = None,
+        keyring: statekeys.ManagerKeyring | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -131,7 +132,11 @@ class Manager:
             "node.demote": self.node_demote,
             **self.secrets.handlers(),
             **NetworkControl(self.store).handlers(),
+            "swarm.unlock_key": partial(autolock.unlock_key, self.store),
         }
+        #: This manager's keys at rest, re-wrapped when the cluster's unlock key changes.
+        self.keyring = keyring
+        self._key_follow: asyncio.Task[None] | None = None
         self.control.check_external_cas = self._check_external_cas
         self.control.seal_registry_auth = partial(registryauth.seal, self.secrets)
         self.ca_server = CAServer(self.store, ca, cluster_id)
@@ -160,6 +165,10 @@ class Manager:
             self.store, bootstrap=bootstrap, join=join, force_new_cluster=force_new_cluster
         )
         self._leader_watch = asyncio.create_task(self._watch_leader(), name="leader-watch")
+        if self.keyring is not None:
+            self._key_follow = asyncio.create_task(
+                autolock.follow_cluster(self.store, self.keyring), name="autolock-follow"
+            )
         if join:
             self._leadership = asyncio.create_task(self._follow_leadership(), name="leadership")
             return
@@ -320,7 +329,13 @@ class Manager:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        for task in (self._leadership, self._ca_config, self._leader_watch, self._raft_timing):
+        for task in (
+            self._leadership,
+            self._ca_config,
+            self._leader_watch,
+            self._raft_timing,
+            self._key_follow,
+        ):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

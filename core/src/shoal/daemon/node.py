@@ -25,7 +25,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from shoal import externalca, filemodes, identity, rpc, tokens
+from shoal import externalca, filemodes, identity, rpc, statekeys, tokens
 from shoal.agent.agent import Agent, description_from
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.daemon.clusterinfo import cluster_summary
@@ -165,6 +165,10 @@ class Daemon:
         self._role_change: asyncio.Task[None] | None = None
         #: A plugin failure after start (see ``_plugin_failed``): ``run`` raises it.
         self._plugin_failure: PluginError | None = None
+        #: A manager's keys at rest (``shoal.statekeys``); with autolock, ``locked`` until
+        #: ``swarm unlock``: the node then serves nothing (no store, no dispatcher, no CA).
+        self.keyring = statekeys.ManagerKeyring(self.state_dir, self.state_dir / CERTS_DIR)
+        self.locked = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -228,7 +232,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         self._register_api()
-        if self.state is not None:
+        if self.state is not None and self._stays_locked(self.state):
+            log.warning("this manager's keys are locked (autolock): run `shoal swarm unlock` to start it")
+        elif self.state is not None:
             await self._start_swarm(self.state, bootstrap=False)
         await self.api.start()
         log.info("shoal daemon ready on unix://%s", self.config.socket)
@@ -283,6 +289,9 @@ class Daemon:
         ``join_via`` (a manager address) makes it a new, empty replica that the leader adds
         once this node serves the store RPCs."""
         assert self.transport is not None and self.runtime is not None
+        store_context = self._context("store") if state.is_manager else None
+        if store_context is not None:  # before the node key is read: it is sealed by these keys
+            store_context.sealer = self.keyring.open().store_sealer()
         creds = identity.load_credentials(self.state_dir / CERTS_DIR)
         check_not_expired(creds, state.is_manager)
         self.tls = TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
@@ -294,7 +303,7 @@ class Daemon:
                 node_id=state.node_id,
                 cluster_id=state.cluster_id,
                 advertise_addr=state.advertise_addr,
-                store_provider=loader.provider("store", self._context("store")),
+                store_provider=loader.provider("store", store_context or self._context("store")),
                 ca=loader.provider("ca", self._context("ca")),
                 scheduler_factory=lambda: loader.provider("scheduler", self._context("scheduler")),
                 transport=self.transport,
@@ -304,6 +313,7 @@ class Daemon:
                 task_state_changed=loader.hook.shoal_task_state_changed,
                 on_plugin_failure=self._plugin_failed,
                 secrets=self._secrets_provider,
+                keyring=self.keyring,
             )
             await self.manager.start(
                 bootstrap=bootstrap, join=bool(join_via), force_new_cluster=force_new_cluster, init=init
@@ -386,6 +396,8 @@ class Daemon:
 
     async def swarm_init(self, params: dict[str, Any]) -> Any:
         async with self._swarm_lock:
+            if self.locked:
+                raise self._not_serving()
             if params.get("force_new_cluster"):
                 return await self._force_new_cluster(params)
             if self.state is not None:
@@ -498,6 +510,8 @@ class Daemon:
             node.certificate.cn = node_id
             node.certificate.certificate = issued.presented_pem
 
+            unlock_key = self._init_keys(cluster, bool(params.get("autolock")))
+
             def init(tx: Tx) -> None:
                 tx.create(cluster)
                 tx.create(node)
@@ -508,6 +522,7 @@ class Daemon:
         except BaseException:
             await self._stop_swarm()
             self.state = None
+            self.keyring.release()
             for leftover in (
                 self.state_dir / CERTS_DIR,
                 self.state_dir / "plugins",
@@ -515,7 +530,12 @@ class Daemon:
             ):
                 shutil.rmtree(leftover, ignore_errors=True)
             raise
-        return {"NodeID": node_id, "ClusterID": cluster_id, "AdvertiseAddr": state.advertise_addr}
+        return {
+            "NodeID": node_id,
+            "ClusterID": cluster_id,
+            "AdvertiseAddr": state.advertise_addr,
+            "UnlockKey": statekeys.format_unlock_key(unlock_key) if unlock_key else "",
+        }
 
     async def _force_new_cluster(self, params: dict[str, Any]) -> Any:
         """``swarm init --force-new-cluster``: restart this manager as the only one, from its
@@ -647,6 +667,7 @@ class Daemon:
                 else:
                     shutil.rmtree(self.state_dir / "plugins", ignore_errors=True)
                     state.role = "worker"
+                    self.keyring.release()  # workers are never locked: the TLS key in clear again
                     state.plugins = {"transport": self.selection["transport"]}
                     await self._start_swarm(state, bootstrap=False)
                     log.info("this node was demoted: it is now a worker")
@@ -794,6 +815,8 @@ class Daemon:
                         stray = pb.Task(id=ref.task_id, node_id=state.node_id, service_id=ref.service_id)
                         await self.runtime.shutdown(stray, 0.0)
                         await self.runtime.remove(stray)
+            self.keyring.release()
+            self.locked = False
             for leftover in (
                 self.state_dir / CERTS_DIR,
                 self.state_dir / "plugins",
@@ -811,6 +834,7 @@ class Daemon:
         api.unary["swarm.init"] = self.swarm_init
         api.unary["swarm.join"] = self.swarm_join
         api.unary["swarm.leave"] = self.swarm_leave
+        api.unary["swarm.unlock"] = self.swarm_unlock
         api.unary["info"] = self.info
         api.streams["service.logs"] = self.service_logs
         api.streams["events"] = self.events
@@ -828,6 +852,7 @@ class Daemon:
             "swarm.inspect",
             "swarm.update",
             "swarm.join_token",
+            "swarm.unlock_key",
             "node.update",
             "node.rm",
             "node.promote",
@@ -837,10 +862,53 @@ class Daemon:
         ):
             api.unary[method] = self._control(method)
 
+    # ------------------------------------------------------------------ autolock
+
+    def _stays_locked(self, state: NodeState) -> bool:
+        """A manager whose keys need the unlock key starts locked (Swarm: workers never are)."""
+        self.locked = state.is_manager and self.keyring.needs_unlock()
+        return self.locked
+
+    def _not_serving(self) -> APIError:
+        """Why a swarm command cannot run here: the manager is locked, or this is no manager."""
+        if self.locked:
+            return APIError(StatusCode.FAILED_PRECONDITION, statekeys.LOCKED_MESSAGE)
+        return APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
+
+    def _init_keys(self, cluster: pb.Cluster, autolock: bool) -> bytes:
+        """``swarm init [--autolock]``: this manager's keys, and the unlock key in the cluster."""
+        unlock_key = statekeys.new_key() if autolock else None
+        if unlock_key is not None:
+            cluster.spec.encryption_config.auto_lock_managers = True
+            cluster.manager_unlock_key = unlock_key
+        self.keyring.create(unlock_key)
+        return unlock_key or b""
+
+    async def swarm_unlock(self, params: dict[str, Any]) -> Any:
+        """``swarm unlock``: open this manager's keys with the unlock key, then start it."""
+        async with self._swarm_lock:
+            if self.state is None:
+                raise APIError(StatusCode.FAILED_PRECONDITION, "This node is not part of a swarm")
+            if not self.locked:
+                raise APIError(StatusCode.FAILED_PRECONDITION, "swarm is not locked")
+            try:
+                self.keyring.unlock(statekeys.parse_unlock_key(str(params.get("key") or "")))
+            except ValueError as exc:  # SealError included: the key does not open these keys
+                raise APIError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            self.locked = False
+            try:
+                await self._start_swarm(self.state, bootstrap=False)
+            except BaseException:
+                await self._stop_swarm()
+                self.locked, self.keyring.keys = True, None
+                raise
+            log.info("swarm unlocked: this manager has started")
+            return {}
+
     def _control(self, method: str) -> Any:
         async def call(params: dict[str, Any]) -> Any:
             if self.manager is None:
-                raise APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
+                raise self._not_serving()
             return await self.manager.call(method, params)
 
         return call
@@ -848,7 +916,7 @@ class Daemon:
     async def info(self, params: dict[str, Any]) -> Any:
         state = self.state
         result: dict[str, Any] = {
-            "Swarm": "active" if state else "inactive",
+            "Swarm": ("locked" if self.locked else "active") if state else "inactive",
             "Plugins": self.selection,
             "StateDir": str(self.state_dir),
         }
@@ -875,7 +943,7 @@ class Daemon:
     async def service_logs(self, params: dict[str, Any]) -> AsyncIterator[Any]:
         """Output of the service's tasks on every node, prefixed like docker's (servicelogs)."""
         if self.manager is None or self.runtime is None:
-            raise APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
+            raise self._not_serving()
         service = self.manager.control.find_service(str(params.get("service") or ""))
         assert self.transport is not None
         reader = LogReader(
@@ -898,7 +966,7 @@ class Daemon:
     async def events(self, params: dict[str, Any]) -> AsyncIterator[Any]:
         """``shoal events``: this manager's own ring of the swarm's events (manager/events.py)."""
         if self.manager is None:
-            raise APIError(StatusCode.FAILED_PRECONDITION, NOT_IN_SWARM)
+            raise self._not_serving()
         query = parse_query(params)
         async for message in self.manager.events.follow(query):
             yield message

@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from shoal import boundedjson, externalca, ports, rpc, states, tokens
 from shoal.ids import new_id
-from shoal.manager import listfilters, netalloc, netobjects, netrefs, registryauth, secretrefs
+from shoal.manager import autolock, listfilters, netalloc, netobjects, netrefs, registryauth, secretrefs
 from shoal.manager import ports as portalloc
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
@@ -107,9 +107,11 @@ def to_dict(message: Any) -> dict[str, Any]:
 
 
 def redacted_cluster(cluster: pb.Cluster) -> pb.Cluster:
-    """The cluster object without its CA key and secrets keys (never leave the store)."""
+    """The cluster object without its CA key, secrets keys and unlock key (never leave the
+    store; the unlock key only through ``swarm unlock-key``)."""
     clean = copy(cluster)
     clean.root_ca.ca_key = b""
+    clean.manager_unlock_key = b""
     clean.ClearField("secrets_material")
     return clean
 
@@ -265,13 +267,14 @@ class ControlAPI:
                 )
                 changes.append(lambda c: setattr(c.spec.orchestration, "task_history_retention_limit", limit))
             changes.extend(self._raft_timing(params))
+            changes.extend(autolock.autolock_changes(params))
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         if not changes:
             raise ControlError(
                 StatusCode.INVALID_ARGUMENT,
                 "nothing to update: give --cert-expiry, --dispatcher-heartbeat, --task-history-limit, "
-                "--external-ca, --raft-tick, --election-tick or --heartbeat-tick",
+                "--external-ca, --raft-tick, --election-tick, --heartbeat-tick or --autolock",
             )
 
         def update(tx: Tx) -> None:
