@@ -1,0 +1,102 @@
+"""The overlay plugin's pure logic: names, the scripts given to nft, discovery answers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from dnslib import QTYPE, RCODE, DNSRecord
+from shoal.plugin import NetworkError, ServiceRecord
+from shoal_network_overlay.dns import Answerer, Records, Upstream
+from shoal_network_overlay.ingress import Forward, base_script, publish_script
+from shoal_network_overlay.names import (
+    bridge_name,
+    endpoint_name,
+    is_ours,
+    node_digest,
+    peer_name,
+    vxlan_name,
+)
+from shoal_network_overlay.vip import vip_script
+
+
+def test_names_fit_linux_and_differ_per_node() -> None:
+    one, two = node_digest("node-one"), node_digest("node-two")
+    assert one != two
+    largest = 2**24 - 1
+    for name in (bridge_name(one, largest), vxlan_name(one, largest), endpoint_name(one, "t" * 25, "n" * 25)):
+        assert len(name) <= 15 and is_ours(name, one) and not is_ours(name, two)
+    assert endpoint_name(one, "t", "n") != peer_name(one, "t", "n")
+    assert bridge_name(one, 4096) != bridge_name(two, 4096)  # two nodes in one namespace
+
+
+def test_publish_script_replaces_one_port_or_removes_it() -> None:
+    script = publish_script("shoal_x", Forward("tcp", 8080, 80, ("10.0.0.2", "10.0.0.3")))
+    assert "flush chain ip shoal_x p_tcp_8080" in script
+    assert "tcp dport 8080 dnat to numgen inc mod 2 map { 0 : 10.0.0.2, 1 : 10.0.0.3 } : 80" in script
+    assert "add element ip shoal_x tcp_ports { 8080 : jump p_tcp_8080 }" in script
+    empty = publish_script("shoal_x", Forward("udp", 53, 53, ()))
+    assert empty.endswith("delete element ip shoal_x udp_ports { 53 }\ndelete chain ip shoal_x p_udp_53\n")
+    assert "dnat" not in empty
+    assert "fib daddr type local tcp dport vmap @tcp_ports" in base_script("shoal_x", "192.0.2.1")
+
+
+@pytest.mark.parametrize(
+    "forward",
+    [
+        Forward("sctp", 8080, 80, ("10.0.0.2",)),
+        Forward("tcp", 0, 80, ("10.0.0.2",)),
+        Forward("tcp", 8080, 70000, ("10.0.0.2",)),
+        Forward("tcp", 8080, 80, ("10.0.0.2; flush ruleset",)),
+    ],
+)
+def test_values_that_could_change_an_nft_script_are_refused(forward: Forward) -> None:
+    with pytest.raises(NetworkError):
+        publish_script("shoal_x", forward)
+
+
+def test_vip_script_balances_refuses_without_tasks_and_checks_addresses() -> None:
+    script = vip_script(
+        [
+            ServiceRecord("api", "10.0.1.2/24", ("10.0.1.5", "10.0.1.6")),
+            ServiceRecord("idle", "10.0.1.3", ()),
+            ServiceRecord("rr", "", ("10.0.1.7",)),
+        ]
+    )
+    assert "ip daddr 10.0.1.2 dnat to numgen inc mod 2 map { 0 : 10.0.1.5, 1 : 10.0.1.6 }" in script
+    assert "ip daddr 10.0.1.3 meta l4proto tcp reject with tcp reset" in script
+    assert "10.0.1.7" not in script  # dnsrr: no VIP
+    with pytest.raises(NetworkError, match="is not an IPv4 address"):
+        vip_script([ServiceRecord("api", "10.0.1.2 } ; flush ruleset", ())])
+
+
+def test_records_are_scoped_case_blind_and_join_networks() -> None:
+    records = Records()
+    records.set(
+        "a", [ServiceRecord("api", "10.0.1.2", ("10.0.1.5",)), ServiceRecord("rr", "", ("10.0.1.7",))]
+    )
+    records.set("b", [ServiceRecord("api", "10.0.2.2", ("10.0.2.5",))])
+    assert records.lookup(["a"], "API.") == ["10.0.1.2"]
+    assert records.lookup(["a"], "tasks.api") == ["10.0.1.5"]
+    assert records.lookup(["a"], "rr") == ["10.0.1.7"]
+    assert records.lookup(["b"], "rr") is None
+    assert records.lookup(["a", "b"], "api") == ["10.0.1.2", "10.0.2.2"]  # a task on both networks
+    assert records.lookup([], "api") is None
+
+
+def test_unknown_name_without_resolvers_is_servfail_and_aaaa_of_a_known_name_is_empty(tmp_path: Path) -> None:
+    records = Records()
+    records.set("a", [ServiceRecord("api", "10.0.1.2", ())])
+    answerer = Answerer(records, Upstream(tmp_path / "missing-resolv.conf", None))
+
+    def ask(name: str, qtype: str = "A") -> DNSRecord:
+        reply = asyncio.run(answerer.reply(DNSRecord.question(name, qtype).pack(), ["a"]))
+        assert reply is not None
+        return DNSRecord.parse(reply)
+
+    assert ask("elsewhere.test").header.rcode == RCODE.SERVFAIL
+    aaaa = ask("api", "AAAA")
+    assert aaaa.header.rcode == RCODE.NOERROR and not aaaa.rr
+    assert [str(r.rdata) for r in ask("api").rr if r.rtype == QTYPE.A] == ["10.0.1.2"]
+    assert asyncio.run(answerer.reply(b"garbage", ["a"])) is None
