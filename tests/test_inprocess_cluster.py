@@ -1,0 +1,202 @@
+"""Orchestration logic on a whole cluster in one process (``shoal.testing.cluster``).
+
+Real daemons (store, CA, orchestrator, updater, scheduler, dispatcher, agents, mutual-TLS
+checks) on the memory transport and the fake runtime: the same claims as the slow real-engine
+tests of spreading, draining, restart policies, rolling updates and re-adoption, about the
+logic rather than the engine, in well under a second each. The real-engine tests in
+test_service_lifecycle.py, test_multi_node.py and test_single_node.py still prove each
+capability once on docker and podman.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shoal.daemon.localapi import APIError
+from shoal.roles.transport import StatusCode
+from shoal.testing.cluster import InProcessCluster
+
+IMAGE_1, IMAGE_2 = "app:1", "app:2"
+
+
+async def running_by_node(cluster: InProcessCluster, service: str) -> Counter[str]:
+    return Counter(
+        t["Node"]
+        for t in await cluster.tasks(service)
+        if t["DesiredState"] == "Running" and t["State"] == "Running"
+    )
+
+
+async def images_running(cluster: InProcessCluster, service: str) -> Counter[str]:
+    return Counter(
+        t["Image"]
+        for t in await cluster.tasks(service)
+        if t["DesiredState"] == "Running" and t["State"] == "Running"
+    )
+
+
+async def update_state(cluster: InProcessCluster, service: str) -> tuple[str, str]:
+    status: dict[str, Any] = (await cluster.call("service.inspect", services=[service]))[0].get(
+        "update_status", {}
+    )
+    return str(status.get("state", "")).upper(), str(status.get("message", ""))
+
+
+async def test_spread_drain_and_worker_constraint(tmp_path: Path) -> None:
+    """Spread evenly, move everything off a drained node, keep a constraint (the logic of
+    test_multi_node.py::test_spread_drain_and_worker_constraint)."""
+    async with InProcessCluster(tmp_path, managers=1, workers=2) as cluster:
+        await cluster.call("service.create", name="six", image=IMAGE_1, replicas=6, stop_grace_period="0s")
+        await cluster.wait_until(
+            lambda: _equals(running_by_node(cluster, "six"), Counter({"m1": 2, "w1": 2, "w2": 2})), "2/2/2"
+        )
+        await cluster.call("node.update", node="m1", availability="drain")
+        await cluster.wait_until(
+            lambda: _equals(running_by_node(cluster, "six"), Counter({"w1": 3, "w2": 3})), "3/3 after drain"
+        )
+        await cluster.call("node.update", node="m1", availability="active")
+        await cluster.call(
+            "service.create", name="onlyworkers", image=IMAGE_1, replicas=6, constraints=["node.role==worker"]
+        )
+        await cluster.wait_until(
+            lambda: _equals(running_by_node(cluster, "onlyworkers"), Counter({"w1": 3, "w2": 3})),
+            "only on workers",
+        )
+
+
+async def test_restart_on_failure_stops_after_max_attempts(tmp_path: Path) -> None:
+    """A task that exits 3 is replaced twice, then no more (test_restart_on_failure_max_attempts)."""
+    async with InProcessCluster(tmp_path) as cluster:
+        await cluster.call(
+            "service.create",
+            name="flaky",
+            image=IMAGE_1,
+            args=["sh", "-c", "exit 3"],
+            restart_condition="on-failure",
+            restart_max_attempts=2,
+            restart_delay="0s",
+        )
+
+        async def three_failed_and_all_stopped() -> list[dict[str, Any]] | None:
+            tasks = await cluster.tasks("flaky")
+            failed = [t for t in tasks if t["State"] == "Failed"]
+            done = len(failed) == 3 and all(t["DesiredState"] == "Shutdown" for t in tasks)
+            return tasks if done else None
+
+        await cluster.wait_until(three_failed_and_all_stopped, "the first run and 2 restarts to fail")
+        # The orchestrator has seen every failure; a fourth attempt would be a new task now.
+        for _ in range(10):
+            tasks = await cluster.tasks("flaky")
+            assert len(tasks) == 3, tasks
+            assert {t["Error"] for t in tasks} and all("3" in t["Error"] for t in tasks), tasks
+
+
+async def test_failing_update_rolls_back(tmp_path: Path) -> None:
+    """An update whose tasks fail is rolled back to the old spec (test_failing_update_rolls_back)."""
+    async with InProcessCluster(tmp_path, workers=1) as cluster:
+        await cluster.call(
+            "service.create", name="rb", image=IMAGE_1, replicas=3, stop_grace_period="0s", restart_delay="0s"
+        )
+        await cluster.wait_for_running("rb", 3)
+        await cluster.call(
+            "service.update",
+            service="rb",
+            image=IMAGE_2,
+            args=["sh", "-c", "exit 1"],
+            update_failure_action="rollback",
+            update_monitor="0.3s",
+            rollback_monitor="0.1s",
+        )
+        await cluster.wait_until(
+            lambda: _is(update_state(cluster, "rb"), lambda s: s[0] == "ROLLBACK_COMPLETED"),
+            "rollback completed",
+        )
+        await cluster.wait_until(
+            lambda: _equals(images_running(cluster, "rb"), Counter({IMAGE_1: 3})), "all on the old image"
+        )
+        service = (await cluster.call("service.inspect", services=["rb"]))[0]
+        assert "previous_spec" not in service, "an automatic rollback clears the previous spec"
+
+
+@pytest.mark.parametrize(("order", "floor"), [("stop-first", 4), ("start-first", 6)])
+async def test_rolling_update_keeps_capacity(tmp_path: Path, order: str, floor: int) -> None:
+    """Parallelism 2 of 6: never fewer than 4 running (stop-first) or 6 (start-first), counted
+    in the fake engines themselves at every turn of the loop (test_rolling_update_keeps_capacity)."""
+    async with InProcessCluster(tmp_path, workers=1) as cluster:
+        await cluster.call("service.create", name="roll", image=IMAGE_1, replicas=6, stop_grace_period="0s")
+        await cluster.wait_for_running("roll", 6)
+        lowest = 6
+
+        async def count_engine_containers() -> None:
+            nonlocal lowest
+            while True:
+                running = sum(
+                    1
+                    for node in cluster.nodes
+                    for container in cluster.runtime(node).engine.containers.values()
+                    if container.running
+                )
+                lowest = min(lowest, running)
+                await asyncio.sleep(0)
+
+        counter = asyncio.ensure_future(count_engine_containers())
+        try:
+            await cluster.call(
+                "service.update",
+                service="roll",
+                image=IMAGE_2,
+                update_parallelism=2,
+                update_delay="0s",
+                update_order=order,
+                update_monitor="0.1s",
+            )
+
+            async def converged() -> bool:
+                state, _ = await update_state(cluster, "roll")
+                return state == "COMPLETED" and await images_running(cluster, "roll") == Counter({IMAGE_2: 6})
+
+            await cluster.wait_until(converged, "the update to complete on 6 tasks")
+        finally:
+            counter.cancel()
+        assert lowest >= floor, f"{order}: only {lowest} containers were running at one point"
+
+
+async def test_restarted_worker_readopts_its_containers(tmp_path: Path) -> None:
+    """A worker's daemon restarts: its tasks keep their containers (test_daemon_restart_readopts_containers)."""
+    async with InProcessCluster(tmp_path, workers=1) as cluster:
+        await cluster.call(
+            "service.create", name="keep", image=IMAGE_1, replicas=4, constraints=["node.role==worker"]
+        )
+        await cluster.wait_for_running("keep", 4)
+        worker = cluster.node("w1")
+        before = {c.id for c in cluster.runtime(worker).engine.containers.values() if c.running}
+        assert len(before) == 4
+        worker = await cluster.restart(worker)
+        await cluster.wait_until(
+            lambda: worker.daemon.agent is not None and worker.daemon.agent.connected.is_set(), "agent back"
+        )
+        await cluster.wait_for_running("keep", 4)
+        after = {c.id for c in cluster.runtime(worker).engine.containers.values() if c.running}
+        assert after == before, "the restarted agent started new containers instead of re-adopting"
+        assert len(await cluster.tasks("keep")) == 4, "tasks were replaced"
+
+
+async def test_bad_service_spec_is_one_line_and_stores_nothing(tmp_path: Path) -> None:
+    async with InProcessCluster(tmp_path) as cluster:
+        with pytest.raises(APIError) as caught:
+            await cluster.call("service.create", name="bad", image=IMAGE_1, replicas="many")
+        assert caught.value.code == StatusCode.INVALID_ARGUMENT
+        assert "--replicas" in caught.value.message and "\n" not in caught.value.message
+        assert await cluster.call("service.ls") in ([], {"services": []})
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def _is(value: Any, check: Any) -> bool:
+    return bool(check(await value))
