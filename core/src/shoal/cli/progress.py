@@ -1,19 +1,288 @@
-"""Following a service until it converges, like docker's progress output.
+"""Following a service until it converges, drawn as docker draws it.
 
-Both commands poll the manager every 200 ms and print a line when a slot changes state. They
-exit 0 once the service converged, and 1 with the reason when it did not (a slot that keeps
-failing, an update that paused or rolled back, or the timeout).
+``service create``, ``update``, ``scale`` and ``rollback`` (without ``--detach``) poll the
+manager every 200 ms and turn what they see into a ``Progress``: one line per slot (its task's
+state and docker's bar), ``overall progress: N out of M tasks`` (``rolling back update:`` in a
+rollback), a ``rollback: REASON`` header, and ``verify: ...``. They exit 0 once the service
+converged, and 1 with the reason when it did not (a slot that keeps failing, an update that
+paused or rolled back, or the timeout).
+
+Two displays draw it (``progress_display``):
+
+- in a terminal, ``TerminalDisplay`` redraws docker's fixed block in place with ANSI escapes
+  (cursor up, erase line), only when something changed. Lines are cut to the terminal's width
+  so none wraps (a wrapped line would break the redraw), and a service with more slots than
+  fit on the screen (or over ``MAX_SLOT_LINES``) shows a count per state and the slots that
+  are not running yet, instead of one line per slot: 50 or 500 replicas stay readable and cost
+  one short redraw per change;
+- otherwise (a pipe, a file, CI), ``PlainDisplay`` prints docker's plain lines without the
+  per-change noise: one line per slot when it reaches its final state (or fails), then the
+  final lines. Four replicas print seven lines.
 """
 
 from __future__ import annotations
 
+import math
+import shutil
+import sys
 import time
-from typing import Any
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
 
 import click
 
 from shoal.cli.common import call
 from shoal.cli.errors import fail
+from shoal.ids import short_id
+
+#: docker's ``numberedStates``: how far along a task is, for the bar.
+STAGES = {
+    "new": 1,
+    "allocated": 2,
+    "pending": 3,
+    "assigned": 4,
+    "accepted": 5,
+    "preparing": 6,
+    "ready": 7,
+    "starting": 8,
+    "running": 9,
+}
+LAST_STAGE = 9
+BAR_WIDTH = 50
+#: docker pads the state to its longest one ("preparing") before the bar.
+STATE_WIDTH = len("preparing")
+#: docker stops drawing one line per slot beyond 100 replicas; so does shoal.
+MAX_SLOT_LINES = 100
+#: Lines the block needs besides the slots (header, overall, verify, summary) plus a spare.
+FIXED_LINES = 5
+#: The longest error shown on a slot line (docker truncates errors too).
+ERROR_WIDTH = 60
+#: States a slot stops in: a plain display prints the slot once it reaches one.
+FINAL_STATES = ("running", "complete")
+POLL_SECONDS = 0.2
+
+
+def progress_bar(state: str) -> str:
+    """docker's ``[=====>      ]`` for how far a task is along its states."""
+    filled = STAGES.get(state, 0) * BAR_WIDTH // LAST_STAGE
+    return "[" + "=" * filled + ">" + " " * (BAR_WIDTH - filled) + "]"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A slot's current task as the block shows it (``label`` is ``1/4`` or a node ID)."""
+
+    label: str
+    state: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One poll's view of a service converging: what both displays draw."""
+
+    slots: tuple[Slot, ...]
+    running: int
+    desired: int
+    #: ``rollback: REASON`` above the block, when the service is rolling back.
+    header: str = ""
+    rolling_back: bool = False
+    #: The text after ``verify: ``, once every slot runs.
+    verify: str = ""
+
+    def overall(self) -> str:
+        what = "rolling back update: " if self.rolling_back else ""
+        return f"overall progress: {what}{self.running} out of {self.desired} tasks"
+
+
+def slot_line(slot: Slot, *, bar: bool) -> str:
+    """``1/4: running   [====>]``: an error, when the task has one, in place of the state."""
+    if slot.error:
+        error = slot.error.splitlines()[0] if slot.error.strip() else slot.error
+        if len(error) > ERROR_WIDTH:
+            error = error[: ERROR_WIDTH - 1] + "…"
+        return f"{slot.label}: {error}"
+    if not bar:
+        return f"{slot.label}: {slot.state}"
+    return f"{slot.label}: {slot.state.ljust(STATE_WIDTH)} {progress_bar(slot.state)}"
+
+
+def block_lines(progress: Progress, *, width: int, height: int) -> list[str]:
+    """The whole block for a terminal ``width`` x ``height``, no line wider than the screen."""
+    lines = [progress.header] if progress.header else []
+    lines.append(progress.overall())
+    room = min(MAX_SLOT_LINES, max(1, height - FIXED_LINES - len(lines)))
+    bar = width > len("100/100: preparing ") + BAR_WIDTH + 2
+    if len(progress.slots) <= room:
+        lines.extend(slot_line(slot, bar=bar) for slot in progress.slots)
+    else:
+        lines.extend(_summary(progress.slots, room, bar=bar))
+    if progress.verify:
+        lines.append(f"verify: {progress.verify}")
+    return [line if len(line) < width else line[: max(1, width - 2)] + "…" for line in lines]
+
+
+def _summary(slots: tuple[Slot, ...], room: int, *, bar: bool) -> list[str]:
+    """Too many slots for the screen: a count per state, then the slots that are not running
+    (failing ones first) as far as they fit."""
+    counts = Counter(slot.state for slot in slots)
+    order = sorted(counts, key=lambda state: (-STAGES.get(state, 0), state))
+    lines = ["tasks: " + ", ".join(f"{counts[state]} {state}" for state in order)]
+    behind = sorted(
+        (slot for slot in slots if slot.state not in FINAL_STATES or slot.error),
+        key=lambda slot: (not slot.error, STAGES.get(slot.state, 0)),
+    )
+    shown = behind[: max(0, room - 2)]
+    lines.extend(slot_line(slot, bar=bar) for slot in shown)
+    if len(behind) > len(shown):
+        lines.append(f"... and {len(behind) - len(shown)} more not running")
+    return lines
+
+
+class Display(Protocol):
+    def update(self, progress: Progress) -> None: ...
+
+    def finish(self, progress: Progress) -> None: ...
+
+
+def _terminal_size() -> tuple[int, int]:
+    columns, lines = shutil.get_terminal_size((80, 24))
+    return columns, lines
+
+
+class QuietDisplay:
+    """``-q``: nothing."""
+
+    def update(self, progress: Progress) -> None:
+        pass
+
+    def finish(self, progress: Progress) -> None:
+        pass
+
+
+@dataclass
+class TerminalDisplay:
+    """docker's block, redrawn in place: up over the lines drawn last, each line erased and
+    written again. Nothing is written when the block did not change."""
+
+    out: TextIO
+    size: Callable[[], tuple[int, int]] = field(default=lambda: _terminal_size())
+    _drawn: list[str] = field(default_factory=list)
+
+    def update(self, progress: Progress) -> None:
+        width, height = self.size()
+        lines = block_lines(progress, width=width, height=height)
+        if lines == self._drawn:
+            return
+        parts = [f"\x1b[{len(self._drawn)}A\r"] if self._drawn else []
+        parts.extend(f"\x1b[2K{line}\n" for line in lines)
+        if len(lines) < len(self._drawn):
+            parts.append("\x1b[J")  # the old block was longer: erase what is left of it
+        self.out.write("".join(parts))
+        self.out.flush()
+        self._drawn = lines
+
+    def finish(self, progress: Progress) -> None:
+        self.update(progress)
+
+
+@dataclass
+class PlainDisplay:
+    """docker's lines for a pipe or a file: the rollback header once, one line per slot when
+    it reaches its final state (an error once per slot and message), then the final lines."""
+
+    out: TextIO
+    _said: set[str] = field(default_factory=set)
+
+    def _say(self, line: str, key: str = "") -> None:
+        """Print ``line`` unless it (or another line with the same ``key``) was printed."""
+        key = key or line
+        if key not in self._said:
+            self._said.add(key)
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def update(self, progress: Progress) -> None:
+        if progress.header:
+            self._say(progress.header)
+        for slot in progress.slots:
+            if slot.error or slot.state in FINAL_STATES:
+                self._say(slot_line(slot, bar=False))
+        if progress.verify:
+            self._say(progress.overall(), key="overall")
+            # The countdown says the same thing each second: once is enough here.
+            key = "waiting" if progress.verify.startswith("Waiting") else ""
+            self._say(f"verify: {progress.verify}", key=key)
+
+    def finish(self, progress: Progress) -> None:
+        self.update(progress)
+
+
+def progress_display(quiet: bool, out: TextIO | None = None) -> Display:
+    """The display for stdout: quiet, in place in a terminal, plain lines otherwise."""
+    stream = out or sys.stdout
+    if quiet:
+        return QuietDisplay()
+    if stream.isatty():
+        return TerminalDisplay(stream)
+    return PlainDisplay(stream)
+
+
+# ------------------------------------------------------------------------------- polling
+
+
+def _live(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [t for t in tasks if t["DesiredState"] in ("Running", "Ready")]
+
+
+def slots_of(tasks: list[dict[str, Any]], desired: int, *, global_mode: bool) -> tuple[Slot, ...]:
+    """The live task of each slot (of each node, for a global service), in slot order."""
+    slots = []
+    for task in sorted(_live(tasks), key=lambda t: (t["Slot"], t["NodeID"])):
+        if global_mode or not task["Slot"]:
+            label = short_id(task["NodeID"]) if task["NodeID"] else "-"
+        else:
+            label = f"{task['Slot']}/{desired}"
+        slots.append(Slot(label=label, state=task["State"].lower(), error=task["Error"] or ""))
+    return tuple(slots)
+
+
+def _snapshot(ctx: click.Context, service_ref: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    service = call(ctx, "service.inspect", services=[service_ref])[0]
+    return service, call(ctx, "service.ps", services=[service_ref])["tasks"]
+
+
+def _counts(spec: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """(desired, running, live): a global service wants one task per eligible node, as many
+    as the orchestrator made."""
+    live = _live(tasks)
+    desired = int(spec["replicated"].get("replicas", 0)) if "replicated" in spec else len(live)
+    running = sum(1 for t in live if t["State"] == "Running" and t["DesiredState"] == "Running")
+    return desired, running, len(live)
+
+
+def _check_failures(service_ref: str, tasks: list[dict[str, Any]]) -> None:
+    """A slot whose tasks were rejected or failed twice, with none running: give up."""
+    failures: dict[int, list[dict[str, Any]]] = {}
+    for task in tasks:
+        if task["State"] in ("Rejected", "Failed"):
+            failures.setdefault(int(task["Slot"]), []).append(task)
+    live = _live(tasks)
+    for slot, failed in failures.items():
+        if len(failed) >= 2 and not any(t["State"] == "Running" for t in live if t["Slot"] == slot):
+            reason = failed[0]["Error"] or failed[0]["State"].lower()
+            fail(
+                f"service {service_ref} did not converge: task {failed[0]['ServiceName']}.{slot} "
+                f"{failed[0]['State'].lower()}: {reason}",
+                1,
+            )
+
+
+def _waiting(stable_for: float, converged_at: float) -> str:
+    left = max(1, math.ceil(stable_for - (time.monotonic() - converged_at)))
+    return f"Waiting {left} seconds to verify that tasks are stable..."
 
 
 def wait_converged(
@@ -24,122 +293,113 @@ def wait_converged(
     verify: bool = True,
     stable_for: float = 5.0,
     timeout: float = 300.0,
+    display: Display | None = None,
 ) -> None:
-    """Follow a service until every slot runs (like docker's progress), or say why not.
-
-    Exits 1 when the service does not converge: a slot whose tasks keep being rejected or
-    failing (twice), or the timeout.
-    """
+    """Follow a service until every slot runs (and, with ``verify``, keeps running for
+    ``stable_for`` seconds), drawing docker's progress; or say why not and exit 1."""
+    shown = display or progress_display(quiet)
     deadline = time.monotonic() + timeout
-    last_lines: dict[str, str] = {}
     converged_at: float | None = None
     while True:
-        services = call(ctx, "service.inspect", services=[service_ref])
-        spec = services[0]["spec"]
-        result = call(ctx, "service.ps", services=[service_ref])
-        tasks = result["tasks"]
-        live = [t for t in tasks if t["DesiredState"] in ("Running", "Ready")]
-        # A global service wants one task per eligible node: as many as the orchestrator made.
-        desired = int(spec["replicated"].get("replicas", 0)) if "replicated" in spec else len(live)
-        running = [t for t in live if t["State"] == "Running" and t["DesiredState"] == "Running"]
-        if not quiet:
-            for task in sorted(live, key=lambda t: t["Slot"]):
-                line = f"{task['Slot']}/{desired}: {task['State'].lower()}"
-                if task["Error"]:
-                    line += f" ({task['Error']})"
-                if last_lines.get(str(task["Slot"])) != line:
-                    last_lines[str(task["Slot"])] = line
-                    click.echo(line)
-        failures: dict[int, list[dict[str, Any]]] = {}
-        for task in tasks:
-            if task["State"] in ("Rejected", "Failed"):
-                failures.setdefault(int(task["Slot"]), []).append(task)
-        for slot, failed in failures.items():
-            if len(failed) >= 2 and not any(t["State"] == "Running" for t in live if t["Slot"] == slot):
-                reason = failed[0]["Error"] or failed[0]["State"].lower()
-                fail(
-                    f"service {service_ref} did not converge: task {failed[0]['ServiceName']}.{slot} "
-                    f"{failed[0]['State'].lower()}: {reason}",
-                    1,
-                )
-        if len(running) == desired and len(live) == desired:
-            if converged_at is None:
-                converged_at = time.monotonic()
-                if not quiet:
-                    click.echo(f"overall progress: {len(running)} out of {desired} tasks")
-                    if verify:
-                        click.echo(
-                            f"verify: Waiting {int(stable_for)} seconds to verify that tasks are stable..."
-                        )
+        service, tasks = _snapshot(ctx, service_ref)
+        spec = service["spec"]
+        desired, running, live = _counts(spec, tasks)
+        slots = slots_of(tasks, desired, global_mode="replicated" not in spec)
+        _check_failures(service_ref, tasks)
+        progress = Progress(slots=slots, running=running, desired=desired)
+        if running == desired and live == desired:
+            converged_at = converged_at or time.monotonic()
             if not verify or time.monotonic() - converged_at >= stable_for:
-                if not quiet:
-                    click.echo(f"verify: Service {service_ref} converged")
+                shown.finish(_with(progress, verify="Service converged"))
                 return
+            shown.update(_with(progress, verify=_waiting(stable_for, converged_at)))
         else:
             converged_at = None
+            shown.update(progress)
         if time.monotonic() > deadline:
-            pending = [t for t in live if t["Error"]]
-            reason = pending[0]["Error"] if pending else f"{len(running)} of {desired} tasks running"
+            pending = [t for t in _live(tasks) if t["Error"]]
+            reason = pending[0]["Error"] if pending else f"{running} of {desired} tasks running"
             fail(f"service {service_ref} did not converge within {int(timeout)}s: {reason}", 1)
-        time.sleep(0.2)
+        time.sleep(POLL_SECONDS)
 
 
-def _slot_lines(tasks: list[dict[str, Any]], last: dict[str, str], quiet: bool) -> None:
-    if quiet:
-        return
-    live = [t for t in tasks if t["DesiredState"] in ("Running", "Ready")]
-    for task in sorted(live, key=lambda t: (t["Slot"], t["NodeID"])):
-        slot = str(task["Slot"] or task["Node"])
-        line = f"{slot}: {task['State'].lower()} {task['Image']}"
-        if task["Error"]:
-            line += f" ({task['Error']})"
-        if last.get(slot) != line:
-            last[slot] = line
-            click.echo(line)
+def _with(progress: Progress, **changes: Any) -> Progress:
+    return Progress(**{**progress.__dict__, **changes})
 
 
 def wait_update(
     ctx: click.Context, service_ref: str, *, quiet: bool, rollback: bool, timeout: float = 600.0
 ) -> None:
     """Follow a rolling update (or rollback) until it completes, pauses or rolls back."""
+    shown = progress_display(quiet)
     deadline = time.monotonic() + timeout
-    last: dict[str, str] = {}
     reason = ""
     while True:
-        service = call(ctx, "service.inspect", services=[service_ref])[0]
+        service, tasks = _snapshot(ctx, service_ref)
         status = service.get("update_status", {})
         state = status.get("state", "UNKNOWN")
         message = status.get("message", "")
-        if state == "ROLLBACK_STARTED" and not rollback:
-            if not reason and not quiet:
-                click.echo(f"rollback: {message}")
-            reason = reason or message
-        _slot_lines(call(ctx, "service.ps", services=[service_ref])["tasks"], last, quiet)
         name = service["spec"]["annotations"]["name"]
+        rolling_back = state.startswith("ROLLBACK")
+        if rolling_back:
+            reason = reason or message
+        desired, running, _ = _counts(service["spec"], tasks)
+        progress = Progress(
+            slots=slots_of(tasks, desired, global_mode="replicated" not in service["spec"]),
+            running=running,
+            desired=desired,
+            header=f"rollback: {reason}" if rolling_back and reason else "",
+            rolling_back=rolling_back,
+        )
         if state == "COMPLETED" or (state == "ROLLBACK_COMPLETED" and rollback):
-            if not quiet:
-                click.echo(f"verify: Service {name} converged")
+            shown.finish(_with(progress, verify="Service converged"))
             return
         if state == "ROLLBACK_COMPLETED":
+            shown.finish(progress)
             fail(f"service {name} was rolled back: {reason or message}", 1)
         if state in ("PAUSED", "ROLLBACK_PAUSED"):
+            shown.finish(progress)
             fail(
                 f"service {name} {'rollback' if state == 'ROLLBACK_PAUSED' else 'update'} paused: {message}",
                 1,
             )
         if state == "UNKNOWN":
             # Nothing needed replacing (or the updater has not started yet): plain convergence.
+            deferred = _Deferred(shown)
             wait_converged(
-                ctx, service_ref, quiet=True, verify=False, timeout=max(1.0, deadline - time.monotonic())
+                ctx,
+                service_ref,
+                quiet=quiet,
+                verify=False,
+                timeout=max(1.0, deadline - time.monotonic()),
+                display=deferred,
             )
             service = call(ctx, "service.inspect", services=[service_ref])[0]
             if service.get("update_status", {}).get("state", "UNKNOWN") == "UNKNOWN":
-                if not quiet:
-                    click.echo(f"verify: Service {name} converged")
+                shown.finish(_with(deferred.last or progress, verify="Service converged"))
                 return
+        else:
+            shown.update(progress)
         if time.monotonic() > deadline:
             fail(
                 f"service {name} did not finish updating within {int(timeout)}s ({message or state.lower()})",
                 1,
             )
-        time.sleep(0.2)
+        time.sleep(POLL_SECONDS)
+
+
+@dataclass
+class _Deferred:
+    """Passes updates on but keeps the final one back: the caller decides whether the update
+    is really over (an updater that had not started yet is not)."""
+
+    display: Display
+    last: Progress | None = None
+
+    def update(self, progress: Progress) -> None:
+        self.last = progress
+        self.display.update(progress)
+
+    def finish(self, progress: Progress) -> None:
+        self.last = _with(progress, verify="")
+        self.display.update(self.last)
