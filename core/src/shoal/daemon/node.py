@@ -920,7 +920,7 @@ class Daemon:
             "Plugins": self.selection,
             "StateDir": str(self.state_dir),
         }
-        if state is not None:
+        if state is not None and not self.locked:  # locked: nothing to say but that
             result.update(
                 NodeID=state.node_id,
                 ClusterID=state.cluster_id,
