@@ -20,11 +20,14 @@ pytestmark = [pytest.mark.cluster]
 #: (length, payload CRC, header CRC); older ones have 8-byte headers (length, payload CRC).
 #: The test reads both so that it also runs (and fails) on the code from before the fix.
 V2_MAGIC = b"SHWAL\x00\x02\n"
+#: Format 3 (a manager's WAL since encryption at rest, issue 15) frames records as format 2.
+V3_MAGIC = b"SHWAL\x00\x03\n"
 
 
 def record_offsets(raw: bytes) -> tuple[list[int], int]:
     """The offset of every record in a segment and the size of its header."""
-    start, header = (len(V2_MAGIC), 12) if raw.startswith(V2_MAGIC) else (0, 8)
+    framed = raw.startswith((V2_MAGIC, V3_MAGIC))
+    start, header = (len(V2_MAGIC), 12) if framed else (0, 8)
     offsets, off = [], start
     while off + header <= len(raw):
         (length,) = struct.unpack_from("<I", raw, off)
