@@ -305,7 +305,6 @@ def wait_converged(
         spec = service["spec"]
         desired, running, live = _counts(spec, tasks)
         slots = slots_of(tasks, desired, global_mode="replicated" not in spec)
-        _check_failures(service_ref, tasks)
         progress = Progress(slots=slots, running=running, desired=desired)
         if running == desired and live == desired:
             converged_at = converged_at or time.monotonic()
@@ -316,6 +315,7 @@ def wait_converged(
         else:
             converged_at = None
             shown.update(progress)
+            _check_failures(service_ref, tasks)
         if time.monotonic() > deadline:
             pending = [t for t in _live(tasks) if t["Error"]]
             reason = pending[0]["Error"] if pending else f"{running} of {desired} tasks running"
