@@ -233,7 +233,7 @@ def test_lists_formats(cluster: ShoalNode) -> None:
     # -q prints docker's 12 characters, and they work as a reference (a unique ID prefix).
     short = services[0]["ID"][:12]
     assert cluster.ok("service", "ls", "-q").stdout.split() == [short]
-    assert json.loads(cluster.ok("service", "inspect", short).stdout)[0]["id"] == services[0]["ID"]
+    assert json.loads(cluster.ok("service", "inspect", short).stdout)[0]["ID"] == services[0]["ID"]
     task_ids = wait_until(
         lambda: cluster.ok("node", "ps", "-q", "self").stdout.split(), 30, what="the task on this node"
     )
@@ -261,7 +261,7 @@ def test_lists_formats(cluster: ShoalNode) -> None:
     tasks = cluster.ok("service", "ps", "fmt", "--format", "json").json_lines()
     assert set(tasks[0]) == {"ID", "Name", "Image", "Node", "DesiredState", "CurrentState", "Error", "Ports"}
     inspect = json.loads(cluster.ok("service", "inspect", "fmt").stdout)
-    assert inspect[0]["spec"]["annotations"]["name"] == "fmt"
+    assert inspect[0]["Spec"]["Name"] == "fmt"
     node_inspect = json.loads(cluster.ok("node", "inspect", "self").stdout)
-    assert node_inspect[0]["role"] == "MANAGER"
+    assert node_inspect[0]["Spec"]["Role"] == "manager"
     assert "ca_key" not in json.dumps(json.loads(cluster.ok("info", "--format", "json").stdout))

@@ -25,17 +25,18 @@ def test_shell_quoted_args_and_info_block(node_factory: Factory) -> None:
 
     node.ok("service", "update", "--detach", "--args", "sh -c 'sleep 1000'", "quoted")
     node.ok("service", "update", "--detach", "--entrypoint", "/bin/env 'A=b c'", "quoted")
-    container = json.loads(node.ok("service", "inspect", "quoted").stdout)[0]["spec"]["task"]["container"]
-    assert container["args"] == ["sh", "-c", "sleep 1000"]
-    assert container["command"] == ["/bin/env", "A=b c"]
+    shape = json.loads(node.ok("service", "inspect", "quoted").stdout)[0]
+    container = shape["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert container["Args"] == ["sh", "-c", "sleep 1000"]
+    assert container["Command"] == ["/bin/env", "A=b c"]
 
     bad = node.cli("service", "update", "--detach", "--args", "sh -c 'sleep", "quoted")
     assert bad.returncode == 2 and bad.stdout == ""
     assert (
         bad.stderr.count("\n") == 1 and 'invalid --args "sh -c \'sleep": no closing quotation' in bad.stderr
     )
-    after = json.loads(node.ok("service", "inspect", "quoted").stdout)[0]["spec"]["task"]["container"]
-    assert after["args"] == ["sh", "-c", "sleep 1000"]
+    after = json.loads(node.ok("service", "inspect", "quoted").stdout)[0]["Spec"]["TaskTemplate"]
+    assert after["ContainerSpec"]["Args"] == ["sh", "-c", "sleep 1000"]
 
     text = node.ok("info").stdout
     assert "{" not in text and "[" not in text, text  # no Python reprs

@@ -39,8 +39,9 @@ def test_templates_are_expanded_on_the_worker_and_lists_filter(node_factory: Fac
         return text or None
 
     assert wait_until(output, 30, what="the task's output") == "w1-1 tmpl.1 1"
-    stored = json.loads(manager.ok("service", "inspect", "tmpl").stdout)[0]["spec"]["task"]["container"]
-    assert stored["hostname"] == "{{.Node.Hostname}}-{{.Task.Slot}}"  # the spec keeps the template
+    stored = json.loads(manager.ok("service", "inspect", "tmpl").stdout)[0]["Spec"]["TaskTemplate"]
+    hostname = stored["ContainerSpec"]["Hostname"]
+    assert hostname == "{{.Node.Hostname}}-{{.Task.Slot}}"  # the spec keeps the template
 
     # Filters, done by the manager: a key twice is OR, two keys AND; a bad key is one line.
     manager.ok(

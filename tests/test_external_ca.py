@@ -74,7 +74,9 @@ def sign_requests(cfssl: CfsslServer) -> int:
 
 
 def inspect(manager: ShoalNode, node: str) -> dict[str, object]:
-    return json.loads(manager.ok("node", "inspect", node).stdout)[0]  # type: ignore[no-any-return]
+    """The node's certificate issuance (shoal's ``Certificate`` beside docker's node shape)."""
+    shown = json.loads(manager.ok("node", "inspect", node).stdout)[0].get("Certificate", {})
+    return {"certificate": {"state": shown.get("State", "").upper(), "err": shown.get("Error", "")}}
 
 
 def node_rows(manager: ShoalNode) -> dict[str, dict[str, object]]:

@@ -383,7 +383,7 @@ def test_node_management(node_factory: Factory) -> None:
 
     manager.ok("node", "update", "--label-add", "zone=a", "--label-add", "disk=ssd", "w1")
     manager.ok("node", "update", "--label-rm", "disk", "w1")
-    labels = json.loads(manager.ok("node", "inspect", "w1").stdout)[0]["spec"]["annotations"]["labels"]
+    labels = json.loads(manager.ok("node", "inspect", "w1").stdout)[0]["Spec"]["Labels"]
     assert labels == {"zone": "a"}
     missing = manager.cli("node", "update", "--label-rm", "nope", "w1")
     assert missing.returncode != 0 and "nope" in one_line_error(missing.stderr)

@@ -50,8 +50,8 @@ def test_host_mode_port_is_bound_by_the_engine(
 
     wait_until(lambda: running_ports() == [f"*:{port}->8080/tcp"], 30, what="service ps showing the port")
     (service,) = json.loads(node.ok("service", "inspect", "search").stdout)
-    assert service["endpoint"]["ports"] == [
-        {"target_port": 8080, "published_port": port, "publish_mode": "HOST"}
+    assert service["Endpoint"]["Ports"] == [
+        {"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": port, "PublishMode": "host"}
     ]
 
     # one task per node per host port: a second replica has nowhere to go on a one-node swarm

@@ -32,9 +32,9 @@ def inspect(node: ShoalNode, service: str) -> dict[str, object]:
 
 
 def update_state(node: ShoalNode, service: str) -> tuple[str, str]:
-    status = inspect(node, service).get("update_status", {})
+    status = inspect(node, service).get("UpdateStatus", {})
     assert isinstance(status, dict)
-    return str(status.get("state", "")), str(status.get("message", ""))
+    return str(status.get("State", "")).upper(), str(status.get("Message", ""))
 
 
 def images_running(node: ShoalNode, service: str) -> Counter[str]:
@@ -185,7 +185,7 @@ def test_failing_update_rolls_back(node_factory: Factory) -> None:
     wait_until(lambda: update_state(node, "rb")[0] == "ROLLBACK_COMPLETED", 60, what="rollback completed")
     wait_until(lambda: images_running(node, "rb") == Counter({IMAGE_1: 3}), 60, what="all on the old image")
     service = inspect(node, "rb")
-    assert "previous_spec" not in service, "an automatic rollback clears the previous spec"
+    assert "PreviousSpec" not in service, "an automatic rollback clears the previous spec"
 
 
 def test_manual_rollback_twice_and_without_previous(node_factory: Factory) -> None:
@@ -389,7 +389,7 @@ def test_container_options_reach_both_runtimes(
         what="the task's output",
     )
     assert line[0] == "hi 65534 /tmp custom-host"
-    assert inspect(node, "opts")["spec"]["annotations"]["labels"] == {"team": "core"}  # type: ignore[index]
+    assert inspect(node, "opts")["Spec"]["Labels"] == {"team": "core"}  # type: ignore[index]
 
 
 def test_healthcheck_gates_running(node_factory: Factory, runtime_name: str, engine: Engine) -> None:

@@ -7,7 +7,6 @@ non-zero exit: 2 for bad input (flags, plugin choice), 1 for anything the daemon
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from shoal.cli.common import INPUT_ERRORS, call
 from shoal.cli.errors import fail, one_line
 from shoal.cli.events_cmd import events
 from shoal.cli.info_cmd import info
+from shoal.cli.inspect_cmd import inspect, inspect_options, inspect_refs
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params
 from shoal.cli.network_cmd import network
 from shoal.cli.output import human_duration, print_list
@@ -449,6 +449,7 @@ def swarm_unlock(ctx: click.Context) -> None:
 
 
 cli.add_command(info)
+cli.add_command(inspect)
 cli.add_command(events)
 
 
@@ -496,11 +497,12 @@ def node_ls(ctx: click.Context, quiet: bool, fmt: str | None, filters: tuple[str
 
 
 @node.command("inspect")
+@inspect_options("node", pretty=True)
 @click.argument("nodes", nargs=-1)
 @click.pass_context
-def node_inspect(ctx: click.Context, nodes: tuple[str, ...]) -> None:
-    """Display detailed information on one or more nodes (default: self)."""
-    click.echo(json.dumps(call(ctx, "node.inspect", nodes=list(nodes) or ["self"]), indent=4))
+def node_inspect(ctx: click.Context, nodes: tuple[str, ...], fmt: str | None, pretty: bool) -> None:
+    """Display detailed information on one or more nodes (default: self), in Docker's shape."""
+    inspect_refs(ctx, ["node"], nodes or ("self",), fmt, pretty)
 
 
 @node.command("update")
@@ -692,11 +694,12 @@ def service_ls(ctx: click.Context, quiet: bool, fmt: str | None, filters: tuple[
 
 
 @service.command("inspect")
+@inspect_options("service", pretty=True)
 @click.argument("services", nargs=-1, required=True)
 @click.pass_context
-def service_inspect(ctx: click.Context, services: tuple[str, ...]) -> None:
-    """Display detailed information on one or more services."""
-    click.echo(json.dumps(call(ctx, "service.inspect", services=list(services)), indent=4))
+def service_inspect(ctx: click.Context, services: tuple[str, ...], fmt: str | None, pretty: bool) -> None:
+    """Display detailed information on one or more services, in Docker's shape."""
+    inspect_refs(ctx, ["service"], services, fmt, pretty)
 
 
 def task_rows(result: dict[str, Any], no_trunc: bool) -> list[dict[str, Any]]:

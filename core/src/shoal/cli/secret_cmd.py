@@ -7,7 +7,6 @@ prints it (the API does not return it). A config's data may be inspected.
 from __future__ import annotations
 
 import base64
-import json
 import sys
 import time
 from typing import Any, BinaryIO
@@ -16,6 +15,7 @@ import click
 
 from shoal.cli.common import call
 from shoal.cli.errors import fail
+from shoal.cli.inspect_cmd import inspect_options, inspect_refs
 from shoal.cli.output import human_duration, print_list
 from shoal.ids import short_id
 
@@ -141,10 +141,11 @@ def _common_commands(group: click.Group, what: str) -> None:
     ls.help = f"List {what}s."
 
     @group.command("inspect")
+    @inspect_options(what, pretty=False)
     @click.argument("refs", nargs=-1, required=True)
     @click.pass_context
-    def inspect(ctx: click.Context, refs: tuple[str, ...]) -> None:
-        click.echo(json.dumps(call(ctx, f"{what}.inspect", **{what + "s": list(refs)}), indent=4))
+    def inspect(ctx: click.Context, refs: tuple[str, ...], fmt: str | None) -> None:
+        inspect_refs(ctx, [what], refs, fmt)
 
     inspect.help = f"Display detailed information on one or more {what}s" + (
         " (never the value)." if what == "secret" else "."

@@ -71,6 +71,7 @@ READ_METHODS = frozenset(
         "service.ls",
         "service.inspect",
         "service.ps",
+        "task.inspect",
         "swarm.inspect",
         "network.ls",
         "network.inspect",

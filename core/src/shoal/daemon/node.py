@@ -845,6 +845,7 @@ class Daemon:
             "service.ls",
             "service.inspect",
             "service.ps",
+            "task.inspect",
             "service.scale",
             "service.rm",
             "service.update",

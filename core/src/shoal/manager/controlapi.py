@@ -181,8 +181,14 @@ class ControlAPI:
             "swarm.join_token": self.swarm_join_token,
             "node.update": self.node_update,
             "node.rm": self.node_rm,
+            "task.inspect": self._task_inspect,
             **self.extra,
         }
+
+    async def _task_inspect(self, params: dict[str, Any]) -> Any:
+        from shoal.manager.taskinspect import task_inspect
+
+        return await task_inspect(self.store, params)
 
     # ------------------------------------------------------------------ lookups
 
