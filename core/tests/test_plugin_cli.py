@@ -135,7 +135,7 @@ def test_ls_table_matches_docker_style(full_site: Site) -> None:
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout == (
         "ROLE        NAME       DISTRIBUTION             VERSION   API   SELECTED\n"
-        "store       raft       shoal-store-raft         0.1.0     2     *\n"
+        "store       raft       shoal-store-raft         0.1.0     3     *\n"
         "scheduler   spread     shoal-scheduler-spread   0.1.0     2     *\n"
         "ca          internal   shoal-ca-internal        0.1.0     2     *\n"
         "runtime     docker     shoal-runtime-docker     0.1.0     2     *\n"

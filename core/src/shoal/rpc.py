@@ -41,7 +41,7 @@ STORE_JOIN = "/shoal.Store/Join"
 MANAGER_OU = "swarm-manager"
 WORKER_OU = "swarm-worker"
 
-#: Said to a manager the others no longer count as one (storenet stops and tells the daemon
+#: Said to a manager the others no longer count as one (its store stops and tells the daemon
 #: when an answer carries "no longer a member").
 REMOVED_MESSAGE = (
     "this manager is no longer a member of the swarm's managers (it was demoted or removed, or the "

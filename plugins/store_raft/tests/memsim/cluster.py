@@ -4,8 +4,10 @@ One ``random.Random(seed)`` decides every client action and fault; the ``MemoryN
 each provider get seeds drawn from it, and everything runs on a ``VirtualTimeLoop`` (checking
 the invariants after every loop iteration), so one seed is one run. The phases:
 
-1. bootstrap the first member, join the others through ``add_member`` (a learner that
-   catches up, then a voter), as ``swarm join`` does;
+1. bootstrap the first member, join the others through ``add_member(node_id, addr)`` as the
+   kernel does for ``swarm join`` (the leader asks the new member for its ID with ``RaftHello``,
+   adds it as a learner that catches up, then as a voter). No member is told another's address:
+   each learns them from the member books the members pass each other;
 2. chaos: clients write and read, while the rng loses, duplicates and delays messages,
    partitions and heals, crashes members (abruptly) and restarts them on their directories,
    adds and removes members and hands leadership over;
@@ -91,7 +93,6 @@ class MemSimulation:
         self.network = MemoryNetwork(seed=self.rng.getrandbits(32))
         self.history = AppliedHistory()
         self.members: dict[str, SimMember] = {}
-        self.addresses: dict[int, str] = {}
         self.leader_of_term: dict[int, int] = {}
         self.ops: list[Op] = []
         self.tx_ops: list[Op] = []
@@ -194,11 +195,7 @@ class MemSimulation:
             bootstrap=bootstrap,
             join=not bootstrap,
             rng_seed=self.rng.getrandbits(32),
-            peers=dict(self.addresses),
         )
-        self.addresses[m.member_id] = m.addr
-        for other in self.members.values():
-            other.learn(m.member_id, m.addr)
         self.note(f"start {name} ({m.member_id:x}) {'bootstrap' if bootstrap else 'join'}")
         return m
 
@@ -217,7 +214,7 @@ class MemSimulation:
                     parts.append(
                         f"<{m.name}->{pid:x} q={len(peer.queue)} done={peer.task.done() if peer.task else None} "
                         f"outlet={len(peer.outlet.batches) if peer.outlet else None} "
-                        f"pulling={peer.puller is not None} addr={m.net.address(pid)}>"
+                        f"pulling={peer.puller is not None} addr={m.net.book.address(pid)}>"
                     )
             core = m.store._core
             if core is not None:
@@ -254,7 +251,7 @@ class MemSimulation:
             m = await self._new_member(bootstrap=False)
             leader = self.leader()
             assert leader is not None and leader.store is not None
-            await leader.store.add_raft_member(m.member_id)
+            await leader.store.add_member(m.name, m.addr)
 
     async def _add(self) -> None:
         """Add a new member, or finish promoting a learner whose earlier add timed out."""
@@ -268,7 +265,7 @@ class MemSimulation:
                 return
             m = await self._new_member(bootstrap=False)
         self.note(f"add {m.name} via {leader.name}")
-        await leader.store.add_raft_member(m.member_id)
+        await leader.store.add_member(m.name, m.addr)
         self.note(f"added {m.name}")
 
     async def _remove(self, victim: SimMember) -> None:
@@ -375,7 +372,7 @@ class MemSimulation:
         self.note(f"restart {m.name}")
 
         async def restart() -> None:
-            await m.start(self.history, rng_seed=self.rng.getrandbits(32), peers=dict(self.addresses))
+            await m.start(self.history, rng_seed=self.rng.getrandbits(32))
 
         if not m.alive and not m.starting:
             m.starting = True
@@ -462,7 +459,7 @@ class MemSimulation:
                 await m.stop()
         for m in self.members.values():
             if not m.alive and not m.gone:
-                await m.start(self.history, rng_seed=self.rng.getrandbits(32), peers=dict(self.addresses))
+                await m.start(self.history, rng_seed=self.rng.getrandbits(32))
         if self.clients:
             await asyncio.wait(list(self.clients))
         await self._wait(

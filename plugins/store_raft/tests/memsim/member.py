@@ -65,7 +65,6 @@ class SimMember:
         bootstrap: bool = False,
         join: bool = False,
         rng_seed: int = 0,
-        peers: dict[int, str] | None = None,
     ) -> None:
         """Open (or create) the member's state and begin serving its store network."""
         self.starting = False
@@ -83,13 +82,12 @@ class SimMember:
         net = store.net
         assert net is not None
         net.on_removed = self._on_removed
-        for member_id, addr in (peers or {}).items():
-            store.book.learn(member_id, "", addr)
+        unary, streams = store.rpc_handlers()  # what the kernel would serve, RaftHello too
         self.server = await transport.serve(
             self.addr,
             self.tls,
-            {RAFT_STEP: self._step_handler(net)},
-            {RAFT_PULL: self._pull_handler(net)},
+            {**unary, RAFT_STEP: self._step_handler(net)},
+            {**streams, RAFT_PULL: self._pull_handler(net)},
         )
         self.store, self.objects, self.net, self.transport, self.machine = (
             store,
@@ -133,10 +131,6 @@ class SimMember:
                 raise
 
         return handle
-
-    def learn(self, member_id: int, addr: str) -> None:
-        if self.store is not None:
-            self.store.book.learn(member_id, "", addr)
 
     def kill(self) -> None:
         """Die between two event-loop callbacks: nothing more runs, files stay as written.
