@@ -19,6 +19,7 @@ from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.cli.common import INPUT_ERRORS, call
 from shoal.cli.errors import fail, one_line
 from shoal.cli.events_cmd import events
+from shoal.cli.hollow_cmd import hollow
 from shoal.cli.info_cmd import info
 from shoal.cli.inspect_cmd import inspect, inspect_options, inspect_refs
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params
@@ -449,6 +450,7 @@ def swarm_unlock(ctx: click.Context) -> None:
 
 
 cli.add_command(info)
+cli.add_command(hollow)
 cli.add_command(inspect)
 cli.add_command(events)
 

@@ -1,0 +1,160 @@
+"""Many hollow nodes on one event loop, and a fleet spread over several processes.
+
+One process holds its nodes on one asyncio loop and one transport provider (each node still
+has its own certificate, so its own mutual-TLS connection to the managers). Joins run a few
+at a time (``join_concurrency``): every join is a CA signature and a store write on the leader,
+and a thousand at once would only queue there. Several processes (``processes``) use more
+cores; each runs its share of the indexes, so names stay distinct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal.hollow.node import RUNTIME_PLUGIN, HollowNode, profile
+from shoal.loader import PluginLoader
+
+log = logging.getLogger("shoal.hollow")
+
+DEFAULT_JOIN_CONCURRENCY = 16
+
+
+@dataclass
+class FleetConfig:
+    """What ``shoal hollow`` was asked for."""
+
+    managers: list[str]
+    token: str
+    count: int
+    state_dir: Path
+    first_index: int = 0
+    prefix: str = "hollow"
+    transport: str = "grpc"
+    join_concurrency: int = DEFAULT_JOIN_CONCURRENCY
+    runtime_options: dict[str, str] = field(default_factory=dict)
+    transport_options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FleetReport:
+    """How the fleet came up: nodes running, joins that failed (one line each), and when."""
+
+    started: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Fleet:
+    """``config.count`` hollow nodes in this process."""
+
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self.loader = PluginLoader(
+            {"runtime": RUNTIME_PLUGIN, "transport": config.transport},
+            {"runtime": config.runtime_options, "transport": config.transport_options},
+        )
+        transport_dir = config.state_dir / "plugins" / f"transport-{config.transport}-{config.first_index}"
+        self.transport = self.loader.provider(
+            "transport", self.loader.make_context("transport", transport_dir)
+        )
+        self.nodes = [
+            HollowNode(
+                node_profile=profile(index, config.prefix),
+                state_dir=config.state_dir / profile(index, config.prefix).hostname,
+                transport=self.transport,
+                loader=self.loader,
+                managers=config.managers,
+            )
+            for index in range(config.first_index, config.first_index + config.count)
+        ]
+
+    async def start(self) -> FleetReport:
+        """Join and start every node; a node that cannot join is reported, not fatal."""
+        report = FleetReport()
+        gate = asyncio.Semaphore(max(1, self.config.join_concurrency))
+        began = time.monotonic()
+
+        async def bring_up(node: HollowNode) -> None:
+            async with gate:
+                await node.join(self.config.token)
+            await node.start()
+
+        results = await asyncio.gather(*(bring_up(node) for node in self.nodes), return_exceptions=True)
+        for node, result in zip(self.nodes, results, strict=True):
+            if isinstance(result, BaseException):
+                report.failures.append(f"{node.profile.hostname}: {result}")
+            else:
+                report.started += 1
+        report.seconds = time.monotonic() - began
+        return report
+
+    def connected(self) -> int:
+        return sum(1 for node in self.nodes if node.connected)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+
+
+async def run_fleet(config: FleetConfig, say: Callable[[str], None]) -> int:
+    """Run the fleet until SIGTERM or SIGINT; the exit status (1 if any node failed to join)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    fleet = Fleet(config)
+    try:
+        report = await fleet.start()
+        for failure in report.failures[:5]:
+            say(f"hollow: {failure}")
+        if len(report.failures) > 5:
+            say(f"hollow: ... and {len(report.failures) - 5} more nodes could not join")
+        say(
+            f"hollow: {report.started}/{config.count} nodes started in {report.seconds:.1f}s"
+            f" ({config.prefix}-{config.first_index:05d}..{config.prefix}-{config.first_index + config.count - 1:05d})"
+        )
+        if report.started:
+            await stop.wait()
+        return 1 if report.failures else 0
+    finally:
+        await fleet.stop()
+
+
+def shares(count: int, processes: int) -> list[tuple[int, int]]:
+    """``(first_index, count)`` for each process: the nodes split as evenly as possible."""
+    processes = max(1, min(processes, count))
+    base, extra = divmod(count, processes)
+    result, first = [], 0
+    for number in range(processes):
+        size = base + (1 if number < extra else 0)
+        result.append((first, size))
+        first += size
+    return result
+
+
+def run_processes(argv_for: Callable[[int, int], list[str]], count: int, processes: int) -> int:
+    """Run one child ``shoal hollow`` per share, forward SIGTERM/SIGINT, wait for them all."""
+    children = [
+        subprocess.Popen([sys.executable, "-m", "shoal.cli.main", *argv_for(first, size)])
+        for first, size in shares(count, processes)
+    ]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
