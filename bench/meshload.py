@@ -5,7 +5,8 @@ only, so the same client measures the mesh and the direct path:
 
     python bench/meshload.py probe --interval 0.02 --timeout 0.5 URL...
         one GET after another, round robin over the URLs, until SIGTERM; one JSON line per
-        request: {"t": seconds since start, "url": ..., "ok": bool, "body": first line or error}
+        request: {"t": seconds since start, "wall": time.time() when sent, "url": ..., "ok": bool,
+        "body": first line or error}
     python bench/meshload.py get --count 60 URL
         COUNT GETs one after another; one JSON line: a list of [ok, body] pairs
     python bench/meshload.py load --connections 16 --duration 10 URL
@@ -60,7 +61,8 @@ async def probe(urls: list[str], interval: float, request_timeout: float) -> Non
             body, ok = await get(url, request_timeout), True
         except (OSError, TimeoutError) as exc:
             body, ok = f"{type(exc).__name__}: {exc}", False
-        print(json.dumps({"t": round(sent - began, 4), "url": url, "ok": ok, "body": body}), flush=True)
+        line = {"t": round(sent - began, 4), "wall": time.time(), "url": url, "ok": ok, "body": body}
+        print(json.dumps(line), flush=True)
         rest = interval - (time.monotonic() - sent)
         if rest > 0:
             try:

@@ -255,6 +255,27 @@ class Host:
 
 
 @dataclass
+class Client:
+    """A client process on the underlay and its output files."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def stop(self) -> None:
+        terminate(self.proc)
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """The complete JSON lines written so far."""
+        text = self.stdout.read_text(errors="replace")
+        return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"client exited {self.proc.returncode}: {self.stderr.read_text()[-2000:]}")
+
+
+@dataclass
 class Cluster:
     """N hosts on one underlay, each with its engine; ``start_shoal`` makes them a swarm."""
 
@@ -380,14 +401,15 @@ class Cluster:
         """A command run from the underlay, as a client outside every host would."""
         return subprocess.run([*in_netns(self.hub), *argv], capture_output=True, text=True, timeout=timeout)
 
-    def start_client(self, *argv: str) -> subprocess.Popen[str]:
-        """A long-running client on the underlay (a prober, a load generator); stop it with
-        ``harness.terminate``. Registered for teardown."""
-        proc = subprocess.Popen(
-            [*in_netns(self.hub), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.undo.push("stop a client", lambda: terminate(proc))  # type: ignore[arg-type]
-        return proc
+    def start_client(self, *argv: str) -> Client:
+        """A long-running client on the underlay (a prober, a load generator) writing to a
+        file (a pipe nobody reads would stall it); stopped at teardown at the latest."""
+        out = self.base / f"client-{secrets.token_hex(4)}"
+        with open(f"{out}.out", "wb") as stdout, open(f"{out}.err", "wb") as stderr:
+            proc = subprocess.Popen([*in_netns(self.hub), *argv], stdout=stdout, stderr=stderr)
+        client = Client(proc, Path(f"{out}.out"), Path(f"{out}.err"))
+        self.undo.push("stop a client", client.stop)
+        return client
 
     # ------------------------------------------------------------------ down
 
