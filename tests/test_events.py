@@ -62,12 +62,16 @@ def test_events_live_then_replayed_filtered_and_formatted(node_factory: Factory)
         manager.ok("service", "create", "--name", "web", "--detach", TEST_IMAGE, "sleep", "3600")
         manager.ok("service", "update", "--detach", "--replicas", "2", "web")
         manager.ok("service", "rm", "web")
+        manager.ok("network", "create", "--driver", "overlay", "backend")  # a kind added later
+        manager.ok("network", "rm", "backend")
         worker.kill()  # the manager marks it down: a node update with state.new=down
         wanted = [
             ("secret", "create", "probe"),
             ("service", "create", "web"),
             ("service", "update", "web"),
             ("service", "remove", "web"),
+            ("network", "create", "backend"),
+            ("network", "remove", "backend"),
         ]
         wait_until(lambda: all(w in follower.seen() for w in wanted), 60, what=f"{wanted} live")
         wait_until(
@@ -112,3 +116,41 @@ def test_events_live_then_replayed_filtered_and_formatted(node_factory: Factory)
     assert bad.stderr.count("\n") == 1 and 'invalid --filter "colour=red"' in bad.stderr, bad.stderr
     bad_time = manager.cli("events", "--since", "yesterday")
     assert bad_time.returncode == 2 and 'invalid --since "yesterday"' in bad_time.stderr, bad_time.stderr
+
+
+def test_events_on_a_follower_survive_a_leader_change(node_factory: Factory) -> None:
+    """Any manager serves events from its own ring: a follower reports what the leader wrote,
+    and after the leader dies it still has those events and adds the new leader's."""
+    managers = [node_factory(f"m{i}").start() for i in range(1, 4)]
+    m1, m2, m3 = managers
+    m1.init()
+    m2.join(m1, "manager")
+    m3.join(m1, "manager")
+    m1.ok("swarm", "update", "--raft-tick", "50ms", "--election-tick", "20")  # a quick election
+    start = time.time()
+    m1.ok("service", "create", "--name", "before", "--detach", TEST_IMAGE, "sleep", "3600")
+
+    def service_events(node: ShoalNode) -> list[str]:
+        result = node.cli(
+            "events", "--since", f"{start:.3f}", "--until", "0s", "--filter", "type=service",
+            "--format", "{{.Action}} {{.Actor.Attributes.name}}",
+        )  # fmt: skip
+        return result.stdout.splitlines() if result.returncode == 0 else []
+
+    wait_until(lambda: "create before" in service_events(m2), 30, what="m2 to report the leader's create")
+    m1.kill()
+
+    def create_after() -> bool:
+        return (
+            m2.cli("service", "create", "--name", "after", "--detach", TEST_IMAGE, "sleep", "3600").returncode
+            == 0
+        )
+
+    wait_until(create_after, 60, interval=0.5, what="a new leader to take the create")
+    for node in (m2, m3):
+        seen = wait_until(
+            lambda node=node: (events := service_events(node)) and "create after" in events and events,
+            30,
+            what=f"{node.name} to report both creates",
+        )
+        assert seen.index("create before") < seen.index("create after"), seen
