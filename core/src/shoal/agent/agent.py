@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from google.protobuf import json_format
 
 from shoal import rpc, states, tasktemplates
 from shoal.agent.controller import TaskController
@@ -230,6 +233,8 @@ class Agent:
         if self.on_node is not None and message.HasField("node"):
             self.on_node(message.node)
         # Every session message carries the whole network picture (absent: nothing to realise).
+        if log.isEnabledFor(logging.DEBUG):  # what this node was told, one JSON line (tests read it)
+            log.debug("network state received: %s", json.dumps(json_format.MessageToDict(message.network)))
         self.networking.submit(message.network)
 
     def _learn_managers(self, managers: Sequence[str]) -> None:
