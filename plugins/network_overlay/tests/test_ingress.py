@@ -34,6 +34,8 @@ async def test_published_port_answers_on_every_host_spreads_follows_changes_and_
         await lab.sh("h3", "iptables", "-w", *rule)
     before = lab.snapshot("h1", "h2", "h3")
     nodes = {host: await start_node(lab, host) for host in HOSTS}
+    # every node is given the ingress network, but makes nothing before its first use
+    assert lab.snapshot("h1", "h2", "h3") == before
     for container, (host, address) in TASKS.items():
         await nodes[host].attach(
             EndpointAttachment(

@@ -83,3 +83,22 @@ async def test_vxlan_from_an_address_that_is_not_a_peer_is_dropped(lab: Lab) -> 
     await lab.sh("c1", "ip", "neigh", "flush", "all")
     assert await lab.requests("c1", "10.10.1.3", 9000, 1) == ["c2"]
     await asyncio.gather(*(node.cleanup() for node in nodes.values()))
+
+
+async def test_nodes_sharing_a_namespace_do_not_collide_and_clean_up_only_their_own(lab: Lab) -> None:
+    """Two nodes in one namespace (as in tests): the kernel allows one VXLAN device per ID there,
+    so the second node's network is a bridge alone; each node's cleanup removes only its own."""
+    before = lab.snapshot("h1")
+    first, second = (OverlayNetwork(netns=lab.path("h1")) for _ in range(2))
+    await first.start(NodeNetwork("node-first", HOSTS["h1"]))
+    await second.start(NodeNetwork("node-second", HOSTS["h1"]))
+    for node, container, address in ((first, "c1", "10.10.1.2/24"), (second, "c2", "10.10.1.3/24")):
+        await node.create_network(NET_A)
+        await node.attach(attachment(lab, container, NET_A, address))
+        await node.set_peers([HOSTS["h2"]])
+    await first.cleanup()
+    remaining = lab.links("h1")
+    assert any(d.startswith("shb" + node_digest("node-second")) for d in remaining)
+    assert not any(d.startswith("shb" + node_digest("node-first")) for d in remaining)
+    await second.cleanup()
+    assert lab.snapshot("h1") == before

@@ -135,6 +135,11 @@ class NodeTable:
         self.commands = commands
         self.table = table
 
+    async def exists(self) -> bool:
+        out = await self.commands.run("nft", "-j", "list", "tables", "ip")
+        tables = json.loads(out).get("nftables", []) if out.strip() else []
+        return any(item.get("table", {}).get("name") == self.table for item in tables)
+
     async def ensure(self, advertise_ip: str) -> None:
         await self._nft(base_script(self.table, advertise_ip))
 

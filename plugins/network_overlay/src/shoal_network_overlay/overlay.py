@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 from collections.abc import Sequence
 
@@ -41,6 +42,8 @@ from shoal_network_overlay.names import (
     peer_name,
     vxlan_name,
 )
+
+log = logging.getLogger(__name__)
 
 VXLAN_PORT = 4789
 MTU = 1450
@@ -97,6 +100,8 @@ class OverlayDevices:
         self.local_ip = str(_ipv4(local_ip, "advertise address"))
         self.networks: dict[str, NetworkSpec] = {}
         self.peers: tuple[str, ...] = ()
+        #: Networks with a VXLAN device of this node (all but those sharing a namespace's ID).
+        self.tunnelled: set[str] = set()
 
     def bridge(self, spec: NetworkSpec) -> str:
         return bridge_name(self.digest, spec.vni)
@@ -106,32 +111,53 @@ class OverlayDevices:
         return [link["ifname"] for link in json.loads(out or "[]")]
 
     async def create_network(self, spec: NetworkSpec) -> None:
-        """Create (or adopt, after a restart) the network's bridge and VXLAN device."""
+        """Create (or adopt, after a restart) the network's bridge and VXLAN device.
+
+        Several nodes may share one network namespace (tests); the kernel allows one VXLAN
+        device per VXLAN ID there. When another node's device already has this ID, this node
+        gets the bridge alone: its tasks on the network reach each other and the node, not the
+        other nodes (logged once, as a warning)."""
         check_spec(spec)
         bridge, vxlan = bridge_name(self.digest, spec.vni), vxlan_name(self.digest, spec.vni)
         present = await self.links()
+        owner = None if vxlan in present else await self._vxlan_owner(spec.vni)
+        if owner is not None:
+            log.warning(
+                "overlay: VXLAN ID %d is in use in this network namespace (device %s, another node "
+                "here?): network %s reaches no other node from this one",
+                spec.vni, owner, spec.name,
+            )  # fmt: skip
         batch = []
         if bridge not in present:
             batch.append(f"link add {bridge} type bridge")
-        if vxlan not in present:
+        if vxlan not in present and owner is None:
             batch.append(
                 f"link add {vxlan} mtu {MTU} type vxlan id {spec.vni} dstport {VXLAN_PORT} local {self.local_ip}"
             )
-        batch += [f"link set {vxlan} master {bridge}", f"link set {vxlan} up", f"link set {bridge} up"]
+        if owner is None:
+            batch += [f"link set {vxlan} master {bridge}", f"link set {vxlan} up"]
+        batch.append(f"link set {bridge} up")
         if spec.host_address:
             batch.append(f"address replace {spec.host_address} dev {bridge}")
         try:
             await self.commands.run("ip", "-batch", "-", stdin="\n".join(batch) + "\n")
-        except NetworkError as exc:
-            if "File exists" in str(exc) and vxlan not in present:
-                await self.commands.run("ip", "link", "del", bridge, check=False)
-                raise NetworkError(
-                    f"overlay: network {spec.name}: VXLAN ID {spec.vni} is already in use in this "
-                    "network namespace (another node or program runs VXLAN here)"
-                ) from None
+        except NetworkError:
+            for made in (vxlan, bridge):  # leave nothing half-made
+                if made not in present:
+                    await self.commands.run("ip", "link", "del", made, check=False)
             raise
         self.networks[spec.network_id] = spec
-        await self._flood(spec, self.peers)
+        if owner is None:
+            self.tunnelled.add(spec.network_id)
+            await self._flood(spec, self.peers)
+
+    async def _vxlan_owner(self, vni: int) -> str | None:
+        """The VXLAN device with ID ``vni`` in this namespace, if any."""
+        out = await self.commands.run("ip", "-d", "-j", "link", "show", "type", "vxlan")
+        for link in json.loads(out or "[]"):
+            if link.get("linkinfo", {}).get("info_data", {}).get("id") == vni:
+                return str(link.get("ifname"))
+        return None
 
     async def set_peers(self, peer_ips: Sequence[str]) -> None:
         """Replace the flood list of every network (and remember it for networks made later)."""
@@ -141,6 +167,8 @@ class OverlayDevices:
             await self._flood(spec, peers)
 
     async def _flood(self, spec: NetworkSpec, peers: Sequence[str]) -> None:
+        if spec.network_id not in self.tunnelled:
+            return  # another node's device has this VXLAN ID here (see create_network)
         vxlan = vxlan_name(self.digest, spec.vni)
         out = await self.commands.run("bridge", "-j", "fdb", "show", "dev", vxlan)
         current = {entry.get("dst") for entry in json.loads(out or "[]") if entry.get("mac") == ZERO_MAC}
@@ -198,6 +226,7 @@ class OverlayDevices:
 
     async def remove_network(self, network_id: str) -> NetworkSpec | None:
         spec = self.networks.pop(network_id, None)
+        self.tunnelled.discard(network_id)
         if spec is not None:
             for name in (vxlan_name(self.digest, spec.vni), bridge_name(self.digest, spec.vni)):
                 await self.commands.run("ip", "link", "del", name, check=False)
@@ -213,6 +242,7 @@ class OverlayDevices:
                 "ip", "-force", "-batch", "-", stdin="".join(f"link del {d}\n" for d in ours), check=False
             )
         self.networks.clear()
+        self.tunnelled.clear()
 
     def _spec(self, network_id: str) -> NetworkSpec:
         spec = self.networks.get(network_id)

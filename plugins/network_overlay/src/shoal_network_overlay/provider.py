@@ -7,6 +7,11 @@ balancing in each task's namespace) and ``dns`` (the resolver at 127.0.0.11 in e
 namespace). Calls are serialised by one lock: the agent may call from several tasks, and each
 change is a read-modify-write of kernel state.
 
+Nothing is made on the host before it is needed: the node's table comes with its first
+network or published port, and the ingress network (which every node is given) is realised on
+the first published port with a backend or the first task attached to it. A node that never
+carries traffic (most nodes of a test suite, several per network namespace) leaves no trace.
+
 ``netns`` runs the whole node in another network namespace (the tests' nodes); ``resolv_conf``
 is where the host's resolvers are read (the tests point it at a resolver they run).
 """
@@ -36,9 +41,9 @@ from shoal_network_overlay import vip
 from shoal_network_overlay.commands import Commands
 from shoal_network_overlay.dns import Answerer, EndpointResolver, Records, Upstream
 from shoal_network_overlay.firewall import DockerUserRules
-from shoal_network_overlay.ingress import Forward, NodeTable
+from shoal_network_overlay.ingress import Forward, NodeTable, checked
 from shoal_network_overlay.names import bridge_name, firewall_comment, node_digest, table_name
-from shoal_network_overlay.overlay import OverlayDevices
+from shoal_network_overlay.overlay import OverlayDevices, check_spec
 
 #: Where ``start`` records the node ID, so ``cleanup`` finds this node's devices and rules even
 #: when it runs in a later process that never started (a node removed while stopped).
@@ -81,6 +86,10 @@ class OverlayNetwork:
         self.table: NodeTable | None = None
         self.firewall: DockerUserRules | None = None
         self.sandboxes: dict[str, Sandbox] = {}
+        #: Every network ``create_network`` gave (realised or waiting for its first use).
+        self.specs: dict[str, NetworkSpec] = {}
+        #: Whether the node's table exists (made by this run or adopted from an earlier one).
+        self.table_ready = False
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -92,7 +101,9 @@ class OverlayNetwork:
             digest = node_digest(node.node_id)
             devices = OverlayDevices(self.commands, digest, node.advertise_ip)
             table = NodeTable(self.commands, table_name(digest))
-            await table.ensure(node.advertise_ip)
+            self.table_ready = await table.exists()
+            if self.table_ready:  # an earlier run's: adopt it (its ports keep forwarding)
+                await table.ensure(node.advertise_ip)
             self.node, self.node_id, self.devices, self.table = node, node.node_id, devices, table
             self.firewall = DockerUserRules(self.commands, firewall_comment(digest))
             self._remember()
@@ -112,6 +123,9 @@ class OverlayNetwork:
                 await OverlayDevices(self.commands, digest, ip).remove_all()
             if self.devices is not None:
                 self.devices.networks.clear()
+                self.devices.tunnelled.clear()
+            self.specs.clear()
+            self.table_ready = False
 
     async def close(self) -> None:
         """Stop the resolvers (their sockets live in this process); the kernel data path stays."""
@@ -121,6 +135,8 @@ class OverlayNetwork:
                     await sandbox.resolver.close()
                     sandbox.resolver = None
             self.sandboxes.clear()
+            self.specs.clear()
+            self.table_ready = False
             self.node = self.devices = self.table = self.firewall = None
 
     # ------------------------------------------------------------------ overlay
@@ -129,23 +145,23 @@ class OverlayNetwork:
         async with self._lock:
             devices, table = self._started()
             await devices.set_peers(peer_ips)
-            await table.set_peers(devices.peers)
+            if self.table_ready:
+                await table.set_peers(devices.peers)
 
     async def create_network(self, network: NetworkSpec) -> None:
+        """A network for a task arriving here is realised at once; the ingress network (every
+        node gets it) waits for its first use, unless the node already carries traffic."""
         async with self._lock:
-            devices, table = self._started()
-            await devices.create_network(network)
-            bridge = devices.bridge(network)
-            assert self.firewall is not None
-            await self.firewall.allow(bridge)
-            if network.ingress:
-                await self.commands.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-                await self.commands.run("sysctl", "-qw", f"net.ipv4.conf.{bridge}.route_localnet=1")
-                await table.set_masquerade(bridge)
+            devices, _ = self._started()
+            check_spec(network)
+            self.specs[network.network_id] = network
+            if not network.ingress or self.table_ready or network.network_id in devices.networks:
+                await self._realise(network)
 
     async def remove_network(self, network_id: str) -> None:
         async with self._lock:
             devices, table = self._started()
+            self.specs.pop(network_id, None)
             spec = devices.networks.get(network_id)
             if spec is None:
                 return
@@ -162,6 +178,13 @@ class OverlayNetwork:
     async def attach(self, attachment: EndpointAttachment) -> None:
         async with self._lock:
             devices, _ = self._started()
+            spec = self.specs.get(attachment.network_id)
+            if spec is None:
+                raise NetworkError(
+                    f"overlay: network {attachment.network_id} does not exist on this node (create_network first)"
+                )
+            if attachment.network_id not in devices.networks:
+                await self._realise(spec)
             await devices.attach(attachment)
             sandbox = self.sandboxes.setdefault(attachment.sandbox, Sandbox(attachment.sandbox))
             sandbox.endpoints[attachment.network_id] = attachment.task_id
@@ -184,14 +207,22 @@ class OverlayNetwork:
 
     async def publish(self, port: PublishedPort, backends: Sequence[Backend]) -> None:
         async with self._lock:
-            _, table = self._started()
+            devices, table = self._started()
             addresses = tuple(dict.fromkeys(b.address.split("/")[0] for b in backends))
-            await table.publish(Forward(port.protocol, port.published, port.target, addresses))
+            forward = checked(Forward(port.protocol, port.published, port.target, addresses))
+            if not addresses and not self.table_ready:
+                return  # nothing was published here: nothing to close
+            for spec in self.specs.values():
+                if spec.ingress and spec.network_id not in devices.networks:
+                    await self._realise(spec)  # the backends are on the ingress network
+            await self._ensure_table()
+            await table.publish(forward)
 
     async def unpublish(self, protocol: str, published: int) -> None:
         async with self._lock:
             _, table = self._started()
-            await table.unpublish(protocol, published)
+            if self.table_ready:
+                await table.unpublish(protocol, published)
 
     # ------------------------------------------------------------------ discovery
 
@@ -214,6 +245,27 @@ class OverlayNetwork:
         if self.devices is None or self.table is None:
             raise NetworkError("the overlay network plugin is not started (start(node) first)")
         return self.devices, self.table
+
+    async def _ensure_table(self) -> None:
+        devices, table = self._started()
+        if not self.table_ready:
+            assert self.node is not None
+            await table.ensure(self.node.advertise_ip)
+            await table.set_peers(devices.peers)
+            self.table_ready = True
+
+    async def _realise(self, spec: NetworkSpec) -> None:
+        """Make the network's devices (and, for the ingress network, its forwarding)."""
+        devices, table = self._started()
+        await self._ensure_table()
+        await devices.create_network(spec)
+        bridge = devices.bridge(spec)
+        assert self.firewall is not None
+        await self.firewall.allow(bridge)
+        if spec.ingress:
+            await self.commands.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+            await self.commands.run("sysctl", "-qw", f"net.ipv4.conf.{bridge}.route_localnet=1")
+            await table.set_masquerade(bridge)
 
     async def _write_vips(self, sandbox: Sandbox) -> None:
         records = [r for network_id in sandbox.endpoints for r in self.records.by_network.get(network_id, ())]
