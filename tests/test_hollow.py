@@ -80,8 +80,8 @@ def test_fifty_hollow_nodes_join_and_run_200_replicas(manager: ShoalNode, tmp_pa
 
         # Distinct descriptions: resources and engine labels differ from node to node.
         described = json.loads(manager.ok("node", "inspect", "hollow-00000", "hollow-00001").stdout)
-        cpus = {d["description"]["resources"]["nano_cpus"] for d in described}
-        zones = {d["description"]["engine"]["labels"]["zone"] for d in described}
+        cpus = {d["Description"]["Resources"]["NanoCPUs"] for d in described}
+        zones = {d["Description"]["Engine"]["Labels"]["zone"] for d in described}
         assert len(cpus) == 2 and len(zones) == 2, described
 
         manager.ok("service", "create", "--name", "big", "--replicas", str(REPLICAS), "--detach", "app:1")
