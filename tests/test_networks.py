@@ -85,8 +85,7 @@ def test_network_commands_refusals_and_service_endpoints(node_factory: Any) -> N
         "alpine",
     )
     (web,) = json.loads(node.ok("service", "inspect", "web").stdout)
-    vips = web.get("Endpoint", web.get("endpoint", {})).get("VirtualIPs") or web["endpoint"]["virtual_ips"]
-    addrs = sorted(v.get("Addr") or v.get("addr") for v in vips)
+    addrs = sorted(v["Addr"] for v in web["Endpoint"]["VirtualIPs"])
     assert addrs[0].startswith("10.0.0.") and addrs[1] == "10.0.1.2/24"  # ingress (it publishes), front
 
     _refused(node, 'network "front" is in use by service(s) web', "network", "rm", "front")

@@ -2,8 +2,8 @@
 
 ``mode=host``: the engine binds the port where the task runs (curl reaches the replica), the
 scheduler keeps one task per node per port, ``--publish-rm`` is a rolling update that unbinds
-it. ``mode=ingress`` (the default) is refused with one line while the swarm's network plugin
-has no routing mesh, and nothing is created.
+it. ``mode=ingress`` (the default): one published port per swarm, a conflict refused with one
+line and nothing created.
 """
 
 from __future__ import annotations
@@ -71,19 +71,26 @@ def test_host_mode_port_is_bound_by_the_engine(
     wait_until(lambda: answer(port) == "", 90, what=f"port {port} unbound after --publish-rm")
 
 
-def test_ingress_publishing_is_refused_until_the_mesh_exists(
-    node_factory: object, runtime_name: str, engine: Engine
-) -> None:
-    node: ShoalNode = node_factory(runtime=runtime_name)  # type: ignore[operator]
+def test_ingress_ports_are_allocated_once_in_the_swarm(node_factory: object) -> None:
+    """With a network plugin that declares the routing mesh (the in-memory fake: allocation is
+    the managers' business; the mesh's data path is tested in test_networking_e2e), an ingress
+    port is taken swarm-wide: a second service asking for it is refused with one line, nothing
+    changed. (A plugin without the ``ingress`` feature: refused, core/tests/test_published_ports.)"""
+    node: ShoalNode = node_factory(runtime="fake")  # type: ignore[operator]
     node.start()
-    node.init()
-    refused = node.cli("service", "create", "--name", "web", "-p", "8080:80", SEARCH_IMAGE)
-    assert refused.returncode != 0
-    assert refused.stderr.strip().splitlines() == [
-        "Error: ingress publishing (the routing mesh) is not available with this swarm's network plugin "
-        '"overlay" yet: publish in host mode, e.g. --publish published=8080,target=80,protocol=tcp,mode=host'
-    ]
-    bad = node.cli("service", "create", "--name", "web", "-p", "8080:80/sctp", SEARCH_IMAGE)
-    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
-    assert 'protocol "sctp" is not supported; use tcp or udp' in bad.stderr
-    assert node.ok("service", "ls", "-q").stdout.strip() == ""
+    node.init("--plugin", "network=fake")
+    node.ok("service", "create", "--name", "web", "-d", "-p", "8080:80", "-p", "90", SEARCH_IMAGE)
+    assert (
+        node.ok("service", "ls", "--format", "{{.Ports}}").stdout.strip() == "*:8080->80/tcp, *:30000->90/tcp"
+    )
+    before = node.ok("service", "ls", "--format", "json").stdout
+    for args, says in [
+        (["-p", "8080:81"], 'port 8080/tcp is already published by service "web"'),
+        (["-p", "8080:80/sctp"], 'protocol "sctp" is not supported; use tcp or udp'),
+        (["--endpoint-mode", "dnsrr", "-p", "81"], "can't be used with dnsrr mode"),
+    ]:
+        refused = node.cli("service", "create", "--name", "api", "-d", *args, SEARCH_IMAGE)
+        assert refused.returncode != 0
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and says in lines[0], refused.stderr
+    assert node.ok("service", "ls", "--format", "json").stdout == before
