@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from shoal import rpc, states
 from shoal.manager import netobjects, netstate
-from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.dispatcher import Dispatcher, _varint
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import PeerIdentity
@@ -181,3 +181,17 @@ async def test_session_pushes_the_new_state_promptly_and_builds_once_per_change(
         publisher.cancel()
         for session in sessions:
             await session.aclose()  # type: ignore[attr-defined]
+
+
+def test_appended_state_reads_back_whatever_its_size() -> None:
+    """The dispatcher appends the serialised state to the session message instead of parsing it
+    into the message: the agent must read exactly the state, for any length (1 to 3 byte
+    varints)."""
+    for count in (0, 3, 200, 5000):
+        state = rpb.NetworkState(peer_ips=[f"10.{i // 250}.0.{i % 250}" for i in range(count)])
+        encoded = state.SerializeToString()
+        raw = (
+            rpb.SessionMessage(session_id="s").SerializeToString() + b"\x3a" + _varint(len(encoded)) + encoded
+        )
+        message = rpb.SessionMessage.FromString(raw)
+        assert message.session_id == "s" and message.network == state and message.HasField("network")

@@ -137,7 +137,7 @@ class Dispatcher:
         ):
             sent = self._agent_view(peer.node_id)
             sent_network = self.network_state.state_for(peer.node_id)
-            yield self._session_message(session, sent_network).SerializeToString()
+            yield self._session_bytes(session, sent_network)
             while session.session_id in self._sessions:
                 event = await watch.get()
                 if event.kind == "node" and event.action == DELETE and event.obj.id == peer.node_id:
@@ -149,7 +149,7 @@ class Dispatcher:
                 if view == sent and network == sent_network:
                     continue  # e.g. a label change, or another worker: nothing the agent acts on
                 sent, sent_network = view, network
-                yield self._session_message(session, network).SerializeToString()
+                yield self._session_bytes(session, network)
 
     def _agent_view(self, node_id: str) -> tuple[object, ...]:
         """What an agent acts on in its session messages: its role and desired role, the
@@ -178,7 +178,17 @@ class Dispatcher:
             )
         )
 
-    def _session_message(self, session: _Session, network: bytes = b"") -> rpb.SessionMessage:
+    def _session_bytes(self, session: _Session, network: bytes) -> bytes:
+        """The session message with the node's serialised NetworkState appended as field 7
+        (protobuf merges fields in any order): a large state is never parsed or re-encoded."""
+        return (
+            self._session_message(session).SerializeToString()
+            + _NETWORK_TAG
+            + _varint(len(network))
+            + network
+        )
+
+    def _session_message(self, session: _Session) -> rpb.SessionMessage:
         message = rpb.SessionMessage(
             session_id=session.session_id,
             managers=self.manager_addrs(),
@@ -191,7 +201,6 @@ class Dispatcher:
         cluster = self.store.view.cluster()
         if cluster is not None:
             message.root_ca = cluster.root_ca.ca_cert
-        message.network.ParseFromString(network)
         return message
 
     # ------------------------------------------------------------------ Heartbeat
@@ -368,6 +377,18 @@ class Dispatcher:
 
 #: Put in a session's queue when its node's NetworkState changed (not a store event).
 _NETWORK_CHANGED = Event(UPDATE, "networkstate", None)
+#: SessionMessage field 7 (``network``), length-delimited.
+_NETWORK_TAG = bytes([7 << 3 | 2])
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 async def _no_secret_values(secret: pb.Secret, task: pb.Task) -> bytes:
