@@ -2,8 +2,8 @@
 
 ``swarm update --autolock=true`` prints the key and every manager re-wraps its keys with it,
 without a restart; ``swarm unlock-key --rotate`` replaces it on every manager, after which a
-restarted manager opens only with the new key; ``--autolock=false`` lets managers restart
-without one. Each manager's keys file is checked through ``shoal.statekeys`` itself.
+restarted manager opens only with the new key; a manager demoted meanwhile is a worker that
+restarts without one; ``--autolock=false`` lets managers restart without one. Each manager's keys file is checked through ``shoal.statekeys`` itself.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 from harness import SHOAL, ShoalNode, wait_until
-from shoal import statekeys
+from shoal import identity, statekeys
+from shoal.daemon.state import CERTS_DIR
 
 pytestmark = [pytest.mark.cluster]
 
@@ -81,6 +82,16 @@ def test_autolock_on_rotate_and_off_reach_every_manager_without_downtime(node_fa
     assert old.returncode != 0 and old.stderr == "Error: swarm could not be unlocked: invalid key provided\n"
     assert unlock(m3, second).returncode == 0
     wait_until(lambda: "during-rotation" in m3.cli("service", "ls").stdout, 30, what="m3 to serve again")
+
+    # A manager demoted while autolock is on becomes a worker, and workers are never locked.
+    m1.ok("node", "demote", "m3")
+    wait_until(lambda: m3.info().get("Role") == "worker", 60, what="m3 to run as a worker")
+    assert not statekeys.exists(m3.state_dir)
+    assert not identity.key_is_sealed(m3.state_dir / CERTS_DIR)
+    m3.stop()
+    m3.start()
+    assert m3.info()["Swarm"] == "active"
+    managers = [m1, m2]
 
     m1.ok("swarm", "update", "--autolock=false")
     for node in managers:
