@@ -240,7 +240,7 @@ async def test_backend_change_republishes_and_a_removed_port_is_unpublished(
     del without_port.ingress_ports[:]
     glue.submit(without_port)
     await glue.apply()
-    assert provider.calls[-1] == ("unpublish", ("tcp", 8080))
+    assert ("unpublish", ("tcp", 8080)) in provider.calls
     assert not provider.published
 
 
@@ -252,6 +252,27 @@ async def test_ingress_network_goes_when_the_state_drops_it(provider: RecordingN
     glue.submit(rpb.NetworkState())
     await glue.apply()
     assert ("remove_network", INGRESS.id) in provider.calls
+    assert not provider.networks
+
+
+@pytest.mark.asyncio
+async def test_no_ingress_port_no_ingress_network_and_the_last_port_takes_it_away(
+    provider: RecordingNetwork,
+) -> None:
+    """A swarm that publishes nothing leaves no device on its nodes; the network is made
+    before the first port is published and removed after the last one is unpublished."""
+    glue = NodeNetworking(provider)
+    without_ports = state()
+    del without_ports.ingress_ports[:]
+    glue.submit(without_ports)
+    await glue.apply()
+    assert "create_network" not in provider.names()
+    glue.submit(state(backends=["10.0.0.5"]))
+    await glue.apply()
+    assert provider.names()[-2:] == ["create_network", "publish"]
+    glue.submit(without_ports)
+    await glue.apply()
+    assert provider.names()[-2:] == ["unpublish", "remove_network"]
     assert not provider.networks
 
 

@@ -153,9 +153,11 @@ class NodeNetworking:
             features = self._features()
             if FEATURE_OVERLAY in features:
                 await self._apply_peers(state)
-                await self._apply_ingress_network(state)
+                await self._apply_ingress_network(state, create=True)
             if FEATURE_INGRESS in features:
                 await self._apply_ports(state)
+            if FEATURE_OVERLAY in features:
+                await self._apply_ingress_network(state, create=False)
             if FEATURE_DISCOVERY in features:
                 await self._apply_records(state)
             self._forget_gone(state)
@@ -167,17 +169,24 @@ class NodeNetworking:
             await self.provider.set_peers(list(peers))
             self._peers = peers
 
-    async def _apply_ingress_network(self, state: rpb.NetworkState) -> None:
-        """Every node has the ingress network while the swarm gives it an address there."""
+    async def _apply_ingress_network(self, state: rpb.NetworkState, *, create: bool) -> None:
+        """Every node has the ingress network while the swarm publishes an ingress port and
+        gives the node an address there; without ports it has none (nothing to forward: a swarm
+        that publishes nothing leaves no device on its nodes). Created before the ports are
+        published (``create``), removed after they are unpublished."""
         assert self.provider is not None
         ingress = state.ingress if state.HasField("ingress") and state.ingress.network.id else None
+        wanted = ingress if ingress is not None and ingress.addresses and state.ingress_ports else None
         old = self._ingress
-        if old is not None and (ingress is None or old.network.id != ingress.network.id):
+        if create and wanted is not None:
+            if old is not None and old.network.id != wanted.network.id:
+                self._ingress = None
+                await self._release(old.network.id)
+            await self._create(network_spec(wanted.network, wanted.addresses[0]))
+            self._ingress = wanted
+        elif not create and wanted is None and old is not None:
             self._ingress = None
             await self._release(old.network.id)
-        if ingress is not None and ingress.addresses:
-            await self._create(network_spec(ingress.network, ingress.addresses[0]))
-            self._ingress = ingress
 
     async def _apply_ports(self, state: rpb.NetworkState) -> None:
         assert self.provider is not None
