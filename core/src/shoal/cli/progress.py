@@ -62,6 +62,8 @@ ERROR_WIDTH = 60
 #: States a slot stops in: a plain display prints the slot once it reaches one.
 FINAL_STATES = ("running", "complete")
 POLL_SECONDS = 0.2
+#: The reason the control API records for ``service rollback`` (docker's words).
+MANUAL_ROLLBACK = "manually requested rollback"
 
 
 def progress_bar(state: str) -> str:
@@ -341,8 +343,10 @@ def wait_update(
         message = status.get("message", "")
         name = service["spec"]["annotations"]["name"]
         rolling_back = state.startswith("ROLLBACK")
-        if rolling_back:
+        if state in ("ROLLBACK_STARTED", "ROLLBACK_PAUSED"):
             reason = reason or message
+        elif state == "ROLLBACK_COMPLETED" and rollback and not reason:
+            reason = MANUAL_ROLLBACK  # done before the first look: it was the one asked for
         desired, running, _ = _counts(service["spec"], tasks)
         progress = Progress(
             slots=slots_of(tasks, desired, global_mode="replicated" not in service["spec"]),
