@@ -3,6 +3,7 @@ overlay network between them, two task namespaces as backends, a client on the L
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 from shoal.plugin import Backend, EndpointAttachment, NetworkSpec, NodeNetwork, PublishedPort
@@ -76,3 +77,40 @@ async def test_published_port_answers_on_every_host_spreads_follows_changes_and_
         await node.cleanup()
         await node.close()
     assert lab.snapshot("h1", "h2", "h3") == before  # devices, tables and DOCKER-USER rules gone
+
+
+#: Prints every datagram it gets on 127.0.0.1:7777, a line each.
+LOOPBACK_LISTENER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 7777))
+print("ready", flush=True)
+while True:
+    print(s.recv(100).decode(), flush=True)
+"""
+SEND = """
+import socket, sys
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(sys.argv[1].encode(), ("127.0.0.1", 7777))
+"""
+
+
+async def test_a_task_on_the_ingress_network_cannot_reach_the_nodes_loopback(lab: Lab) -> None:
+    """route_localnet on the ingress bridge (for curl 127.0.0.1:PORT) must not let a task send
+    to services the node binds to 127.0.0.1 (CVE-2020-8558 in Kubernetes)."""
+    node = await start_node(lab, "h1")
+    await node.attach(EndpointAttachment("task-c1", INGRESS.network_id, "10.0.0.10/24", (), lab.path("c1")))
+    listener = lab.serve_script("h1", LOOPBACK_LISTENER)
+    # a hostile task routes 127.0.0.1 to its node's ingress address, past its own loopback
+    for command in (
+        ["ip", "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local"],
+        ["ip", "route", "del", "local", "127.0.0.1", "dev", "lo", "table", "local"],
+        ["ip", "route", "add", "127.0.0.1/32", "via", HOST_ADDRESSES["h1"].split("/")[0]],
+    ):
+        await lab.sh("c1", *command)
+    await lab.sh("c1", sys.executable, "-c", SEND, "from-the-task")
+    await lab.sh(
+        "c1", "busybox", "ping", "-c", "1", "-W", "2", HOST_ADDRESSES["h1"].split("/")[0]
+    )  # same path
+    await lab.sh("h1", sys.executable, "-c", SEND, "from-the-node")
+    assert listener.stdout is not None
+    assert listener.stdout.readline().strip() == b"from-the-node"  # the task's datagram never arrived
+    await node.cleanup()

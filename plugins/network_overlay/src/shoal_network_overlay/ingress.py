@@ -34,6 +34,8 @@ from shoal_network_overlay.commands import Commands
 #: DNAT priority (``dstnat``) and SNAT priority (``srcnat``), written as numbers: ``output``
 #: hooks refuse the names in nft 1.0.6.
 DSTNAT_PRIORITY = -100
+#: Before conntrack and NAT (``raw``): what arrives from the ingress bridge is checked as sent.
+RAW_PRIORITY = -300
 SRCNAT_PRIORITY = 100
 PROTOCOLS = ("tcp", "udp")
 VXLAN_PORT = 4789
@@ -98,6 +100,7 @@ def base_script(table: str, advertise_ip: str) -> str:
         f"  chain output {{ type nat hook output priority {DSTNAT_PRIORITY}; policy accept; }}\n"
         f"  chain postrouting {{ type nat hook postrouting priority {SRCNAT_PRIORITY}; policy accept; }}\n"
         "  chain input { type filter hook input priority 0; policy accept; }\n"
+        f"  chain guard {{ type filter hook prerouting priority {RAW_PRIORITY}; policy accept; }}\n"
         "}\n"
         f"flush chain ip {table} prerouting\n"
         f"flush chain ip {table} output\n"
@@ -152,11 +155,20 @@ class NodeTable:
             script += f"add element ip {self.table} peers {{ {', '.join(peers)} }}\n"
         await self._nft(script)
 
-    async def set_masquerade(self, bridge: str | None) -> None:
-        """Masquerade DNATed connections leaving into ``bridge`` (the ingress network's)."""
-        script = f"flush chain ip {self.table} postrouting\n"
+    async def set_ingress_bridge(self, bridge: str | None) -> None:
+        """Masquerade DNATed connections leaving into ``bridge`` (the ingress network's), and
+        guard the node's loopback: ``route_localnet`` on that bridge (for ``127.0.0.1:PORT``)
+        would otherwise let a task on the ingress network, or any node's VXLAN, reach services
+        the node binds to 127.0.0.1 (Kubernetes' CVE-2020-8558). Packets from the bridge with a
+        loopback source or destination are dropped before conntrack, so the legitimate replies
+        (addressed to the node's ingress address until conntrack rewrites them) pass."""
+        script = f"flush chain ip {self.table} postrouting\nflush chain ip {self.table} guard\n"
         if bridge:
-            script += f'add rule ip {self.table} postrouting oifname "{bridge}" ct status dnat masquerade\n'
+            script += (
+                f'add rule ip {self.table} postrouting oifname "{bridge}" ct status dnat masquerade\n'
+                f'add rule ip {self.table} guard iifname "{bridge}" ip daddr 127.0.0.0/8 drop\n'
+                f'add rule ip {self.table} guard iifname "{bridge}" ip saddr 127.0.0.0/8 drop\n'
+            )
         await self._nft(script)
 
     async def publish(self, forward: Forward) -> None:

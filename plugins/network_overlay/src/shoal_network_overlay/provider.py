@@ -173,7 +173,7 @@ class OverlayNetwork:
             assert self.firewall is not None
             await self.firewall.forget(bridge_name(devices.digest, spec.vni))
             if spec.ingress:
-                await table.set_masquerade(None)
+                await table.set_ingress_bridge(None)
 
     async def attach(self, attachment: EndpointAttachment) -> None:
         async with self._lock:
@@ -265,7 +265,7 @@ class OverlayNetwork:
         if spec.ingress:
             await self.commands.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
             await self.commands.run("sysctl", "-qw", f"net.ipv4.conf.{bridge}.route_localnet=1")
-            await table.set_masquerade(bridge)
+            await table.set_ingress_bridge(bridge)
 
     async def _write_vips(self, sandbox: Sandbox) -> None:
         records = [r for network_id in sandbox.endpoints for r in self.records.by_network.get(network_id, ())]

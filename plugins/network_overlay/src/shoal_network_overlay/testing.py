@@ -102,7 +102,7 @@ class Lab:
         """Run the test server in ``role``'s namespace, answering ``name`` on ``port``."""
         self.serve_script(role, SERVER, name, str(port))
 
-    def serve_script(self, role: str, script: str, *args: str) -> None:
+    def serve_script(self, role: str, script: str, *args: str) -> subprocess.Popen[bytes]:
         """Run a Python ``script`` in ``role``'s namespace until teardown; it prints ``ready``
         once it listens (returns then: no sleep)."""
         proc = subprocess.Popen(
@@ -111,6 +111,7 @@ class Lab:
         )  # fmt: skip
         self.processes.append(proc)
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        return proc
 
     def remove(self) -> None:
         for proc in self.processes:
