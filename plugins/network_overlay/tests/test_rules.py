@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from shoal.plugin import NetworkError, ServiceRecord
-from shoal_network_overlay.dns import Answerer, Records, Upstream
+from shoal_network_overlay.dns import MAX_IN_FLIGHT, Answerer, EndpointResolver, Records, Upstream, _Datagrams
 from shoal_network_overlay.ingress import Forward, base_script, publish_script
 from shoal_network_overlay.names import (
     bridge_name,
@@ -100,3 +100,22 @@ def test_unknown_name_without_resolvers_is_servfail_and_aaaa_of_a_known_name_is_
     assert aaaa.header.rcode == RCODE.NOERROR and not aaaa.rr
     assert [str(r.rdata) for r in ask("api").rr if r.rtype == QTYPE.A] == ["10.0.1.2"]
     assert asyncio.run(answerer.reply(b"garbage", ["a"])) is None
+
+
+class _SilentUpstream(Upstream):
+    """Host resolvers that never answer: every forwarded question stays in flight."""
+
+    async def ask(self, query: bytes) -> bytes | None:
+        await asyncio.Event().wait()
+        return None
+
+
+async def test_a_task_flooding_its_resolver_holds_a_bounded_number_of_questions(tmp_path: Path) -> None:
+    resolver = EndpointResolver("/nonexistent", Answerer(Records(), _SilentUpstream(tmp_path / "r", None)))
+    datagrams = _Datagrams(resolver)
+    question = DNSRecord.question("elsewhere.test").pack()
+    for _ in range(MAX_IN_FLIGHT * 3):
+        datagrams.datagram_received(question, ("127.0.0.1", 5353))
+    assert len(resolver.in_flight) == MAX_IN_FLIGHT
+    await resolver.close()
+    assert not resolver.in_flight

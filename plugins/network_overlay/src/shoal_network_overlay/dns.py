@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 ADDRESS = ("127.0.0.11", 53)
 FORWARD_TIMEOUT = 2.0
 TTL = 0
+#: Questions one task may have in flight (UDP) and TCP connections it may hold open: a task
+#: flooding its resolver cannot exhaust the daemon's sockets; beyond, a UDP question is dropped
+#: (the client retries) and a TCP connection closed.
+MAX_IN_FLIGHT = 128
+MAX_STREAMS = 16
 
 
 class Records:
@@ -148,7 +153,8 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        self.server.spawn(self._answer(data, addr))
+        if len(self.server.in_flight) < MAX_IN_FLIGHT:
+            self.server.spawn(self._answer(data, addr))
 
     async def _answer(self, data: bytes, addr: tuple[str | object, int]) -> None:
         reply = await self.server.answerer.reply(data, self.server.networks)
@@ -165,7 +171,8 @@ class EndpointResolver:
         self.networks: set[str] = set()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._streams: set[asyncio.StreamWriter] = set()
 
     async def open(self) -> None:
         """Bind 127.0.0.11:53 (UDP and TCP) in the task's namespace and start serving."""
@@ -182,10 +189,14 @@ class EndpointResolver:
 
     def spawn(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._streams) >= MAX_STREAMS:
+            writer.close()
+            return
+        self._streams.add(writer)
         try:
             while True:
                 (length,) = struct.unpack("!H", await reader.readexactly(2))
@@ -197,6 +208,7 @@ class EndpointResolver:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self._streams.discard(writer)
             writer.close()
 
     async def close(self) -> None:
@@ -206,6 +218,9 @@ class EndpointResolver:
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
-        for task in list(self._tasks):
+        for task in list(self.in_flight):
             task.cancel()
-        self._tasks.clear()
+        self.in_flight.clear()
+        for writer in list(self._streams):
+            writer.close()
+        self._streams.clear()
