@@ -210,7 +210,7 @@ def test_bad_service_input_is_refused_without_change(cluster: ShoalNode) -> None
         (["scale", "nosuch=2"], "nosuch not found"),
         (["rm", "nosuch"], "nosuch not found"),
         (["ps", "nosuch"], "nosuch not found"),
-        (["inspect", "nosuch"], "nosuch not found"),
+        (["inspect", "nosuch"], "no such service: nosuch"),  # docker's words
         (["logs", "keep", "--tail", "many"], "--tail"),
     ]:
         result = cluster.cli("service", *args)

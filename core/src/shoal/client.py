@@ -1,16 +1,34 @@
-"""The CLI's client for the daemon's local API (JSON lines over the Unix socket)."""
+"""The CLI's client for the daemon's control API: JSON lines over the local Unix socket, or
+over TCP with mutual TLS (``tcp://HOST:PORT``, see ``shoal.controltls``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
+
+from shoal.controltls import (
+    TCPAddress,
+    TLSConfigError,
+    TLSFiles,
+    client_context,
+    describe_tls_error,
+    parse_tcp,
+)
 
 DEFAULT_SOCKET = "/run/shoal/shoal.sock"
 HOST_ENV = "SHOAL_HOST"
+#: docker's DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, under shoal's names.
+TLS_VERIFY_ENV = "SHOAL_TLS_VERIFY"
+CERT_PATH_ENV = "SHOAL_CERT_PATH"
+#: Where contexts, the current context and the default certificates live (``~/.shoal``).
+CONFIG_DIR_ENV = "SHOAL_CONFIG"
 
 
 class ClientError(Exception):
@@ -22,14 +40,55 @@ class ClientError(Exception):
         self.message = message
 
 
-def socket_path(host: str | None) -> str:
-    """``-H unix:///path`` (or ``SHOAL_HOST``) -> ``/path``; the default socket otherwise."""
+def config_dir() -> Path:
+    """``SHOAL_CONFIG``, else ``~/.shoal``: contexts, the current context, default certificates."""
+    return Path(os.environ.get(CONFIG_DIR_ENV) or Path.home() / ".shoal")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a daemon is reached: a Unix socket, or a TCP address with the TLS files to use."""
+
+    unix_path: str = DEFAULT_SOCKET
+    tcp: TCPAddress | None = None
+    tls: TLSFiles | None = None
+
+    def __str__(self) -> str:
+        return str(self.tcp) if self.tcp is not None else f"unix://{self.unix_path}"
+
+
+def endpoint(host: str | None, tls: TLSFiles | None = None) -> Endpoint:
+    """``-H``/``SHOAL_HOST`` -> an endpoint. ``unix:///path`` (or ``/path``) needs nothing else;
+    ``tcp://HOST:PORT`` needs mutual TLS: ``tls``, or ``SHOAL_TLS_VERIFY`` set with the files in
+    ``SHOAL_CERT_PATH`` (default ``~/.shoal``) as ``ca.pem``, ``cert.pem``, ``key.pem``."""
     value = host or os.environ.get(HOST_ENV) or f"unix://{DEFAULT_SOCKET}"
     if value.startswith("unix://"):
-        return value[len("unix://") :]
+        return Endpoint(unix_path=value[len("unix://") :])
     if value.startswith("/"):
-        return value
-    raise ClientError("INVALID_ARGUMENT", f'invalid host "{value}": use -H unix:///path/to/shoal.sock')
+        return Endpoint(unix_path=value)
+    if not value.startswith("tcp://"):
+        raise ClientError(
+            "INVALID_ARGUMENT",
+            f'invalid host "{value}": use -H unix:///path/to/shoal.sock or tcp://HOST:PORT',
+        )
+    try:
+        address = parse_tcp(value, "host")
+    except TLSConfigError as exc:
+        raise ClientError("INVALID_ARGUMENT", str(exc)) from None
+    if tls is None and os.environ.get(TLS_VERIFY_ENV):
+        tls = TLSFiles.in_directory(Path(os.environ.get(CERT_PATH_ENV) or config_dir()))
+    if tls is None:
+        raise ClientError(
+            "INVALID_ARGUMENT",
+            f"{address} needs mutual TLS: add --tlsverify (with --tlscacert, --tlscert, --tlskey or "
+            f"the files ca.pem, cert.pem, key.pem in {CERT_PATH_ENV}), or use a context",
+        )
+    return Endpoint(tcp=address, tls=tls)
+
+
+def socket_path(host: str | None) -> str:
+    """``-H unix:///path`` (or ``SHOAL_HOST``) -> ``/path``; the default socket otherwise."""
+    return endpoint(host).unix_path
 
 
 class Client:
@@ -39,12 +98,14 @@ class Client:
     get their own)."""
 
     def __init__(
-        self, host: str | None = None, timeout: float | None = 120.0, *, keep_alive: bool = False
+        self, host: str | Endpoint | None = None, timeout: float | None = 120.0, *, keep_alive: bool = False
     ) -> None:
-        self.path = socket_path(host)
+        self.endpoint = host if isinstance(host, Endpoint) else endpoint(host)
+        self.path = self.endpoint.unix_path
         self.timeout = timeout
         self.keep_alive = keep_alive
         self._kept: tuple[socket.socket, BinaryIO] | None = None
+        self._tls_context: ssl.SSLContext | None = None
 
     def close(self) -> None:
         """Close the kept connection, if any."""
@@ -54,6 +115,8 @@ class Client:
             kept[0].close()
 
     def _connect(self) -> socket.socket:
+        if self.endpoint.tcp is not None:
+            return self._connect_tcp(self.endpoint.tcp)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -78,6 +141,34 @@ class Client:
             ) from None
         return sock
 
+    def _connect_tcp(self, address: TCPAddress) -> socket.socket:
+        """A TCP connection with mutual TLS, the handshake done (one-line ``ClientError``s)."""
+        if self._tls_context is None:
+            assert self.endpoint.tls is not None
+            try:
+                self._tls_context = client_context(self.endpoint.tls)
+            except TLSConfigError as exc:
+                raise ClientError("INVALID_ARGUMENT", str(exc)) from None
+        try:
+            raw = socket.create_connection((address.host, address.port), timeout=self.timeout)
+        except OSError as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            raise ClientError(
+                "UNAVAILABLE", f"cannot connect to the shoal daemon at {address}: {reason}"
+            ) from None
+        try:
+            return self._tls_context.wrap_socket(raw, server_hostname=address.host)
+        except (ssl.SSLError, OSError) as exc:
+            raw.close()
+            raise ClientError("UNAVAILABLE", describe_tls_error(exc, address)) from None
+
+    def _lost(self, exc: OSError) -> ClientError:
+        """A connection that failed after it was made: over TLS, most often the daemon refusing
+        this client's certificate once it has seen it (TLS 1.3 says so on the first read)."""
+        if self.endpoint.tcp is not None and isinstance(exc, ssl.SSLError):
+            return ClientError("UNAVAILABLE", describe_tls_error(exc, self.endpoint.tcp))
+        return ClientError("UNAVAILABLE", f"lost the connection to the shoal daemon: {exc.strerror or exc}")
+
     def _lines(self, method: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         sock = self._connect()
         try:
@@ -91,6 +182,8 @@ class Client:
                     yield _answer(raw)
         except TimeoutError:
             raise _no_answer(method) from None
+        except (ssl.SSLError, ConnectionResetError) as exc:
+            raise self._lost(exc) from None
         finally:
             sock.close()
 
@@ -118,9 +211,7 @@ class Client:
             raise _no_answer(method) from None
         except OSError as exc:
             self.close()
-            raise ClientError(
-                "UNAVAILABLE", f"lost the connection to the shoal daemon: {exc.strerror or exc}"
-            ) from None
+            raise self._lost(exc) from None
         if not raw:
             self.close()
             return
@@ -134,6 +225,15 @@ class Client:
                     # e.g. a manager with no leader answering from its own, possibly stale, copy
                     print(f"Warning: {message['warning']}", file=sys.stderr)
                 return message["result"]
+        if self.endpoint.tcp is not None:
+            # Over TLS 1.3 a daemon that refuses the client's certificate does so after the
+            # client's side of the handshake is done: the first read just ends.
+            raise ClientError(
+                "UNAVAILABLE",
+                f"the shoal daemon at {self.endpoint.tcp} closed the connection without an answer: it "
+                "refused this client's certificate (use one signed by the CA the daemon trusts: "
+                "--tlscert, --tlskey), or it is stopping",
+            )
         raise ClientError("UNAVAILABLE", "the shoal daemon closed the connection without an answer")
 
     def stream(self, method: str, **params: Any) -> Iterator[Any]:

@@ -1,19 +1,78 @@
-"""Calling the daemon from a command: one request, a one-line error on refusal."""
+"""Calling the daemon from a command: one request, a one-line error on refusal; and which
+daemon that is (``-H``, ``-c``, the TLS options, ``SHOAL_*`` variables, the current context)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from shoal.cli.errors import fail
-from shoal.client import Client, ClientError
+from shoal.client import Client, ClientError, Endpoint
+from shoal.controltls import TLSConfigError, parse_tcp, server_context
 
 INPUT_ERRORS = {"INVALID_ARGUMENT", "ALREADY_EXISTS", "NOT_FOUND"}
+#: Commands that never talk to a daemon through the client: no need to choose one.
+_LOCAL_COMMANDS = {"daemon", "context", "plugin"}
+
+
+def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The global ``-H``, ``-c`` and TLS options (docker's names)."""
+    for option in reversed(
+        (
+            click.option(
+                "-H",
+                "--host",
+                default=None,
+                help="Daemon to connect to: unix:///path/to/shoal.sock (default "
+                "unix:///run/shoal/shoal.sock) or tcp://HOST:PORT (with --tlsverify). Env: SHOAL_HOST.",
+            ),
+            click.option(
+                "-c",
+                "--context",
+                "context_name",
+                default=None,
+                help="Name of the context to use (overrides SHOAL_HOST and 'shoal context use').",
+            ),
+            click.option(
+                "--tlsverify",
+                is_flag=True,
+                help="Use mutual TLS and verify the daemon (env: SHOAL_TLS_VERIFY).",
+            ),
+            click.option("--tlscacert", default=None, help="Trust certs signed only by this CA (ca.pem)."),
+            click.option("--tlscert", default=None, help="Path to TLS certificate file (cert.pem)."),
+            click.option("--tlskey", default=None, help="Path to TLS key file (key.pem)."),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+def choose_daemon(ctx: click.Context) -> None:
+    """Resolve the global options into the daemon's ``Endpoint`` (kept as the root's ``host``
+    parameter, which every ``Client`` is built from); one line and exit 2 when they conflict or
+    name something that does not exist."""
+    from shoal.cli import contexts
+    from shoal.cli.context_cmd import tls_files
+
+    if ctx.invoked_subcommand in _LOCAL_COMMANDS:
+        return
+    params = ctx.params
+    tls = tls_files(params["tlsverify"], params["tlscacert"], params["tlscert"], params["tlskey"])
+    try:
+        chosen, _ = contexts.choose(params.get("host"), params.get("context_name"), tls)
+    except contexts.ContextError as exc:
+        fail(str(exc), 2)
+    params["host"] = chosen
 
 
 def client(ctx: click.Context) -> Client:
-    return Client(ctx.find_root().params.get("host"))
+    host: str | Endpoint | None = ctx.find_root().params.get("host")
+    try:
+        return Client(host)
+    except ClientError as exc:
+        fail(exc.message, 2)
 
 
 def call(ctx: click.Context, method: str, **params: Any) -> Any:
@@ -22,3 +81,30 @@ def call(ctx: click.Context, method: str, **params: Any) -> Any:
         return client(ctx).call(method, **params)
     except ClientError as exc:
         fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
+
+
+def control_listener(address: str | None, ca: str | None, cert: str | None, key: str | None) -> Any:
+    """``shoal daemon --control-listen tcp://ADDR:PORT --tlscacert --tlscert --tlskey`` -> the
+    daemon's ``RemoteListener`` (None without ``--control-listen``); one line and exit 2 when a
+    value is missing or a file does not load."""
+    from pathlib import Path
+
+    from shoal.controltls import TLSFiles
+    from shoal.daemon.localapi import RemoteListener
+
+    if address is None:
+        if ca or cert or key:
+            fail("--tlscacert, --tlscert and --tlskey go with --control-listen tcp://ADDR:PORT", 2)
+        return None
+    if not (ca and cert and key):
+        fail(
+            "--control-listen needs --tlscacert (the CA of the clients' certificates), --tlscert and "
+            "--tlskey: the control API is never served on TCP without mutual TLS",
+            2,
+        )
+    try:
+        return RemoteListener(
+            parse_tcp(address, "--control-listen"), server_context(TLSFiles(Path(ca), Path(cert), Path(key)))
+        )
+    except TLSConfigError as exc:
+        fail(str(exc), 2)

@@ -16,7 +16,8 @@ import click
 
 from shoal import __version__
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
-from shoal.cli.common import INPUT_ERRORS, call
+from shoal.cli.common import INPUT_ERRORS, call, choose_daemon, remote_options
+from shoal.cli.context_cmd import context
 from shoal.cli.errors import fail, one_line
 from shoal.cli.events_cmd import events
 from shoal.cli.hollow_cmd import hollow
@@ -83,12 +84,13 @@ class ShoalGroup(click.Group):
 
 
 @click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-H", "--host", envvar="SHOAL_HOST", help=f"Daemon socket (default unix://{DEFAULT_SOCKET}).")
+@remote_options
 @click.version_option(__version__, prog_name="shoal")
 @click.pass_context
-def cli(ctx: click.Context, host: str | None) -> None:
+def cli(ctx: click.Context, /, host: str | None, **tls: Any) -> None:
     """shoal: Docker Swarm mode as a Python plugin microkernel."""
     ctx.obj = {"config_plugins": {}}  # shoal.cli.plugin_cmd.CONFIG_PLUGINS_KEY
+    choose_daemon(ctx)
 
 
 # --------------------------------------------------------------------------- daemon
@@ -133,6 +135,15 @@ def cli(ctx: click.Context, host: str | None) -> None:
     show_default=True,
     help="Container engine operations this node runs at once; more tasks wait their turn.",
 )
+@click.option(
+    "--control-listen",
+    default=None,
+    metavar="tcp://ADDR:PORT",
+    help="Also serve the control API on TCP, with mutual TLS (needs the three --tls options).",
+)
+@click.option("--tlscacert", default=None, help="CA whose client certificates --control-listen accepts.")
+@click.option("--tlscert", default=None, help="This daemon's certificate for --control-listen.")
+@click.option("--tlskey", default=None, help="The key of --tlscert.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def daemon(
     state_dir: Path,
@@ -144,12 +155,17 @@ def daemon(
     plugin_opts: tuple[str, ...],
     config_file: Path | None,
     max_engine_calls: int,
+    control_listen: str | None,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
     log_level: str,
 ) -> None:
     """Run a shoal node (like dockerd)."""
     import asyncio
 
     from shoal import loader
+    from shoal.cli.common import control_listener
     from shoal.daemon.node import DaemonConfig, serve
     from shoal.roles import StoreOpenError
 
@@ -172,6 +188,7 @@ def daemon(
             plugin_options=loader.parse_plugin_options(plugin_opts),
             config_plugins=config_plugins,
             max_engine_calls=max_engine_calls,
+            control_listener=control_listener(control_listen, tlscacert, tlscert, tlskey),
         )
         asyncio.run(serve(config))
     except loader.PluginError as exc:
@@ -450,6 +467,7 @@ def swarm_unlock(ctx: click.Context) -> None:
 
 
 cli.add_command(info)
+cli.add_command(context)
 cli.add_command(hollow)
 cli.add_command(inspect)
 cli.add_command(events)

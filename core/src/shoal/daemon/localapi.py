@@ -7,6 +7,10 @@ stays open for the client's next request (the CLI closes it; a program making ma
 a connection per call); after a stream or a malformed request the server closes it. The socket
 is created with mode 0600: whoever can open it controls the node, so no TLS is needed.
 
+The same API may also be served on TCP (``RemoteListener``: ``shoal daemon --control-listen
+tcp://ADDR:PORT`` with a CA, certificate and key), where every client must present a certificate
+from that CA (mutual TLS, ``shoal.controltls``); such a client can do all a local root user can.
+
 A request line longer than ``MAX_REQUEST_BYTES`` or nested deeper than ``boundedjson.MAX_DEPTH``
 gets one ``INVALID_ARGUMENT`` answer and the connection is closed; the rest of an oversized line is
 read and thrown away in small pieces (so the client can finish sending and read the answer), and
@@ -20,12 +24,14 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shoal import boundedjson
+from shoal.controltls import TCPAddress
 from shoal.roles.transport import StatusCode
 
 log = logging.getLogger("shoal.localapi")
@@ -46,6 +52,14 @@ class Warned:
 
     result: Any
     warning: str
+
+
+@dataclass(frozen=True)
+class RemoteListener:
+    """Where to serve the control API on TCP, and the TLS context that requires client certificates."""
+
+    address: TCPAddress
+    tls: ssl.SSLContext
 
 
 class APIError(Exception):
@@ -69,6 +83,9 @@ class LocalAPIServer:
         #: Kept connections waiting for their next request: closed by ``stop``.
         self._idle: set[asyncio.StreamWriter] = set()
         self._stopping = False
+        #: Also serve on TCP with mutual TLS (``--control-listen``); set before ``start``.
+        self.remote: RemoteListener | None = None
+        self._remote_server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,15 +99,33 @@ class LocalAPIServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
+        await self._start_remote()
+
+    async def _start_remote(self) -> None:
+        """The TCP listener, if asked for: a client without a certificate from the operator's CA
+        fails the TLS handshake and never reaches a method."""
+        if self.remote is None:
+            return
+        self._remote_server = await asyncio.start_server(
+            self._serve,
+            host=self.remote.address.host,
+            port=self.remote.address.port,
+            ssl=self.remote.tls,
+            limit=MAX_REQUEST_BYTES,
+            backlog=BACKLOG,
+            ssl_handshake_timeout=10.0,
+        )
+        log.info("control API listening on %s (mutual TLS)", self.remote.address)
 
     async def stop(self) -> None:
         self._stopping = True
         for writer in list(self._idle):
             writer.close()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        for server in (self._server, self._remote_server):
+            if server is not None:
+                server.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 2.0)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

@@ -29,7 +29,7 @@ from shoal import externalca, filemodes, identity, rpc, statekeys, tokens
 from shoal.agent.agent import Agent, description_from
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.daemon.clusterinfo import cluster_summary
-from shoal.daemon.localapi import APIError, LocalAPIServer
+from shoal.daemon.localapi import APIError, LocalAPIServer, RemoteListener
 from shoal.daemon.manager import Manager
 from shoal.daemon.network import NodeNetworkLife
 from shoal.daemon.renewal import CertificateRenewer, check_not_expired
@@ -83,6 +83,8 @@ class DaemonConfig:
     config_plugins: dict[str, Any] = field(default_factory=dict)
     #: Engine operations the agent runs at once (``--max-concurrent-engine-calls``).
     max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
+    #: ``--control-listen``: also serve the control API on TCP with mutual TLS.
+    control_listener: RemoteListener | None = None
 
 
 def map_error(exc: BaseException) -> APIError | None:
@@ -160,6 +162,7 @@ class Daemon:
         #: authenticate to that CA before it has a certificate of its own (swarm init only).
         self._bootstrap_tls: TLSMaterial | None = None
         self.api = LocalAPIServer(config.socket, map_error)
+        self.api.remote = config.control_listener
         self._stop = asyncio.Event()
         self._swarm_lock = asyncio.Lock()
         self._role_change: asyncio.Task[None] | None = None
