@@ -98,6 +98,12 @@ def test_progress_in_place_in_a_terminal_and_plain_through_a_pipe(
         "verify: Service converged",
     ], lines
     assert "\x1b" not in plain.stdout
+    scaled = node.ok("service", "scale", "plain=5").stdout.splitlines()
+    assert scaled[0] == "plain scaled to 5" and scaled[-2:] == [
+        "overall progress: 5 out of 5 tasks",
+        "verify: Service converged",
+    ], scaled
+    assert sorted(scaled[1:-2]) == [f"{slot}/5: running" for slot in range(1, 6)], scaled
 
     # In a terminal: the block redrawn in place, its final state once on the screen.
     term = terminal(node)

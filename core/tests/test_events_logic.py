@@ -60,6 +60,7 @@ async def test_messages_in_docker_shape_with_the_attributes_docker_adds() -> Non
         tx.create(node)
         secret = pb.Secret(id="sec1")
         secret.spec.annotations.name = "pw"
+        secret.spec.data = b"sealed-secret-value"
         tx.create(secret)
         tx.create(pb.Task(id="task1", service_id="svc1"))  # docker has no task events
 
@@ -68,6 +69,7 @@ async def test_messages_in_docker_shape_with_the_attributes_docker_adds() -> Non
         service.spec.replicated.replicas = 4
         service.spec.task.container.image = "img:2"
         service.update_status.state = pb.UpdateStatus.UPDATING
+        service.registry_auth.spec.data = b"sealed-registry-credentials"
         tx.update(service)
         node = copy(tx.node("node1"))  # type: ignore[arg-type]
         node.status.state = pb.NodeStatus.DOWN
@@ -103,6 +105,9 @@ async def test_messages_in_docker_shape_with_the_attributes_docker_adds() -> Non
         "availability.new": "drain",
     }
     assert all(m["scope"] == "swarm" for m in recorded)
+    # Events name objects, never carry what they hold: no secret value, no registry credentials.
+    text = json.dumps(recorded)
+    assert "sealed-secret-value" not in text and "sealed-registry-credentials" not in text
     assert recorded[0]["timeNano"] // 1_000_000_000 == recorded[0]["time"]
     assert recorded[5]["time"] == 1000  # a removal: the time this manager applied it
 
