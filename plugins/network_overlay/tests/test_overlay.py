@@ -4,6 +4,7 @@ them, tasks are namespaces attached by the provider (``shoal_network_overlay.tes
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from shoal.plugin import EndpointAttachment, NetworkError, NetworkSpec, NodeNetwork
@@ -102,3 +103,20 @@ async def test_nodes_sharing_a_namespace_do_not_collide_and_clean_up_only_their_
     assert not any(d.startswith("shb" + node_digest("node-first")) for d in remaining)
     await second.cleanup()
     assert lab.snapshot("h1") == before
+
+
+async def test_a_node_removed_while_stopped_is_cleaned_up_by_a_provider_that_never_started(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """``shoal swarm leave`` on a stopped daemon builds the provider only to call ``cleanup``:
+    the node ID recorded by ``start`` in the plugin's state directory finds its devices."""
+    before = lab.snapshot("h1")
+    first = OverlayNetwork(netns=lab.path("h1"), state_dir=tmp_path)
+    await first.start(NodeNetwork("node-h1", HOSTS["h1"]))
+    await first.create_network(NET_A)
+    await first.attach(attachment(lab, "c1", NET_A, "10.10.1.2/24"))
+    await first.close()  # the daemon stops: the data path stays
+    assert lab.snapshot("h1") != before
+    await OverlayNetwork(netns=lab.path("h1"), state_dir=tmp_path).cleanup()
+    assert lab.snapshot("h1") == before
+    assert lab.links("c1") == ["lo"]
