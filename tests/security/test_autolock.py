@@ -9,12 +9,14 @@ that swarm restarts without a key.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 from harness import ShoalNode, wait_until
 from shoal import identity, statekeys
+from shoal.client import Client
 from shoal.daemon.state import CERTS_DIR
 from shoal_store_raft.wal import WAL, WalCorruption
 
@@ -116,3 +118,6 @@ def test_locked_manager_serves_nothing_until_the_right_key_and_its_disk_reveals_
     assert wait_until(lambda: SERVICE in node.cli("service", "ls").stdout, 30, what="the service back")
     assert "autolock-secret" in node.ok("secret", "ls").stdout
     assert node.cli("swarm", "unlock").stderr == "Error: swarm is not locked\n"
+    inspect = json.dumps(Client(f"unix://{node.socket}").call("swarm.inspect"))
+    assert '"auto_lock_managers": true' in inspect
+    assert key[len("SWMKEY-1-") :][:40] not in inspect, "swarm inspect shows the unlock key"
