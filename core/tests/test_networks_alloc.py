@@ -282,3 +282,32 @@ async def test_node_ingress_address_is_allocated_once_and_survives_a_new_allocat
         assert not netobjects.Allocations.of(tx).node_ingress(node)
 
     await store.update(again)
+
+
+async def test_network_add_and_rm_make_assigned_tasks_dirty_a_scale_does_not() -> None:
+    from shoal.manager.updater import is_dirty
+
+    store, api, nets = await _swarm()
+    await nets.network_create({"name": "front"})
+    await nets.network_create({"name": "back"})
+    await store.update(lambda tx: tx.create(pb.Node(id="w1")))
+    await api.service_create({"name": "web", "image": "alpine", "networks": ["front"]})
+    web = store.view.service_by_name("web")
+    assert web is not None
+    await _tasks_for(store, web, 1)
+    await _place(store, "w1")
+    (task,) = store.view.service_tasks(web.id)
+
+    def current() -> pb.Service:
+        service = store.view.service_by_name("web")
+        assert service is not None
+        return service
+
+    await api.service_scale({"service": "web", "replicas": 3})
+    assert not is_dirty(task, current())
+    await api.service_update({"service": "web", "network_add": ["back"]})
+    assert is_dirty(task, current())
+    await api.service_update({"service": "web", "network_rm": ["back"]})
+    assert not is_dirty(task, current())  # back where the task is
+    await api.service_update({"service": "web", "network_rm": ["front"]})
+    assert is_dirty(task, current())

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shoal import states
 from shoal.ids import new_id
 from shoal.manager import netalloc
 from shoal.proto import objects_pb2 as pb
@@ -228,6 +229,16 @@ class Allocations:
             del node.attachments[:]
             node.attachments.extend(current)
         return changed
+
+
+def networks_differ(task: pb.Task, service: pb.Service) -> bool:
+    """Whether an assigned task is on other networks (or with other aliases) than its service
+    asks for now: ``--network-add/-rm`` replaces the tasks, as a changed task spec does."""
+    if not task.networks and task.status.state < states.ASSIGNED:
+        return False  # it gets the service's networks when it is assigned
+    have = sorted((a.network.id, tuple(a.aliases[1:])) for a in task.networks if not a.network.spec.ingress)
+    want = sorted((c.target, tuple(c.aliases)) for c in service.spec.networks)
+    return have != want
 
 
 def services_using(services: Iterable[pb.Service], network: pb.Network) -> list[str]:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from shoal import states
+from shoal.manager.netobjects import networks_differ
 from shoal.manager.tasks import new_task
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
@@ -49,7 +50,7 @@ def is_dirty(task: pb.Task, service: pb.Service) -> bool:
     """
     if task.spec_version == service.spec_version:
         return False
-    if task.endpoint != service.spec.endpoint:
+    if task.endpoint != service.spec.endpoint or networks_differ(task, service):
         return True
     if task.spec == service.spec.task:
         return False
