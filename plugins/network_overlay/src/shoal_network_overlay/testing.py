@@ -71,6 +71,11 @@ class Lab:
         return f"/run/netns/{self.names[role]}"
 
     async def sh(self, role: str, *command: str, check: bool = True) -> str:
+        """Run ``command`` in ``role``'s namespace without blocking the event loop; stdout."""
+        out, _ = await self.sh_both(role, *command, check=check)
+        return out
+
+    async def sh_both(self, role: str, *command: str, check: bool = True) -> tuple[str, str]:
         proc = await asyncio.create_subprocess_exec(
             "nsenter", f"--net={self.path(role)}", *command,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -78,7 +83,7 @@ class Lab:
         out, err = await proc.communicate()
         if check and proc.returncode != 0:
             raise AssertionError(f"{command} in {role}: {err.decode()}")
-        return out.decode()
+        return out.decode(), err.decode()
 
     def links(self, role: str) -> list[str]:
         out = subprocess.run(
