@@ -280,7 +280,10 @@ def read_file(path: str | None, what: str) -> str:
 )
 @click.option(
     "--autolock",
-    is_flag=True,
+    is_flag=False,
+    flag_value="true",
+    default=None,
+    metavar="[=true|false]",
     help="Enable manager autolocking (requiring an unlock key to start a stopped manager).",
 )
 @click.pass_context
@@ -296,7 +299,7 @@ def swarm_init(
     force_new_cluster: bool,
     default_addr_pools: tuple[str, ...],
     default_addr_pool_mask_length: str | None,
-    autolock: bool,
+    autolock: str | None,
 ) -> None:
     """Initialize a swarm with this node as its first manager."""
     from shoal import loader
@@ -320,7 +323,7 @@ def swarm_init(
         force_new_cluster=force_new_cluster,
         default_addr_pool=list(default_addr_pools),
         default_addr_pool_mask_length=default_addr_pool_mask_length,
-        autolock=autolock,
+        autolock=autolock_flag(autolock),
     )
     click.echo(f"Swarm initialized: current node ({result['NodeID']}) is now a manager.")
     if result.get("UnlockKey"):
@@ -387,7 +390,14 @@ def swarm_leave(ctx: click.Context, force: bool) -> None:
 @click.option("--raft-tick", default=None, help="Raft tick interval of the managers' store (e.g. 100ms).")
 @click.option("--election-tick", default=None, help="Ticks without a leader before an election (default 10).")
 @click.option("--heartbeat-tick", default=None, help="Ticks between leader heartbeats (default 1).")
-@click.option("--autolock", default=None, help="Change manager autolocking setting (true|false).")
+@click.option(
+    "--autolock",
+    is_flag=False,
+    flag_value="true",
+    default=None,
+    metavar="[=true|false]",
+    help="Change manager autolocking setting (true|false).",
+)
 @click.pass_context
 def swarm_update(
     ctx: click.Context,
@@ -414,10 +424,21 @@ def swarm_update(
         autolock=autolock,
     )
     click.echo("Swarm updated.")
-    if autolock is not None and autolock.strip().lower() in ("true", "1", "t", "yes"):
+    if autolock is not None and autolock_flag(autolock):
         key = call(ctx, "swarm.unlock_key").get("UnlockKey", "")
         if key:
             click.echo(unlock_advice(key), nl=False)
+
+
+def autolock_flag(value: str | None) -> bool:
+    """``--autolock``, ``--autolock=true|false`` (docker's boolean flag); exit 2 on anything else."""
+    from shoal.manager.autolock import parse_autolock
+    from shoal.specs import SpecError
+
+    try:
+        return value is not None and parse_autolock(value)
+    except SpecError as exc:
+        fail(str(exc), 2)
 
 
 def unlock_advice(key: str) -> str:
