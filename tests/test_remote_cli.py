@@ -148,6 +148,12 @@ def test_remote_cli_with_mutual_tls_contexts_and_refusals(remote: Remote, tmp_pa
     untrusted = remote.cli("-H", remote.url, *remote.tls_args(remote.rogue), "service", "rm", "remote")
     assert "cannot verify the shoal daemon" in one_line_error(untrusted, 1)
     assert "needs mutual TLS" in one_line_error(remote.cli("-H", remote.url, "service", "ls"), 2)
+    garbage = write_dir(tmp_path / "garbage", b"not a CA", b"not a certificate", b"not a key")
+    bad_files = remote.cli("-H", remote.url, *remote.tls_args(garbage), "service", "ls")
+    assert f"cannot use the CA certificate {garbage / 'ca.pem'}" in one_line_error(bad_files, 2)
+    mismatched = [*remote.tls_args()[:5], "--tlskey", str(remote.rogue / "key.pem")]
+    mismatch = remote.cli("-H", remote.url, *mismatched, "service", "ls")
+    assert "cannot use the certificate" in one_line_error(mismatch, 2)
     closed = f"tcp://127.0.0.1:{free_port()}"
     unreachable = remote.cli("-H", closed, *remote.tls_args(), "service", "ls")
     assert f"cannot connect to the shoal daemon at {closed}" in one_line_error(unreachable, 1)
@@ -200,6 +206,12 @@ def test_daemon_refuses_control_listen_without_tls(tmp_path: Path) -> None:
             "use tcp://HOST:PORT",
         ),
     ]
+    config = tmp_path / "daemon.toml"
+    config.write_text('[control]\nlisten = "tcp://127.0.0.1:1"\ntlscacert = "ca.pem"\n')
+    cases.append((["--config", str(config)], "needs --tlscacert"))
+    config_key = tmp_path / "key.toml"
+    config_key.write_text('[control]\nlisten = "tcp://127.0.0.1:1"\ntlskey = 3\n')
+    cases.append((["--config", str(config_key)], "[control] takes the strings"))
     for args, message in cases:
         proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
         result = CLIResult(proc.returncode, proc.stdout, proc.stderr)

@@ -4,6 +4,7 @@ daemon that is (``-H``, ``-c``, the TLS options, ``SHOAL_*`` variables, the curr
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -83,15 +84,23 @@ def call(ctx: click.Context, method: str, **params: Any) -> Any:
         fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
 
 
-def control_listener(address: str | None, ca: str | None, cert: str | None, key: str | None) -> Any:
-    """``shoal daemon --control-listen tcp://ADDR:PORT --tlscacert --tlscert --tlskey`` -> the
-    daemon's ``RemoteListener`` (None without ``--control-listen``); one line and exit 2 when a
-    value is missing or a file does not load."""
-    from pathlib import Path
-
+def control_listener(
+    address: str | None,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
+    config_file: Path | None = None,
+) -> Any:
+    """``shoal daemon --control-listen tcp://ADDR:PORT --tlscacert --tlscert --tlskey`` (or the
+    ``[control]`` table of its ``--config`` file: ``listen``, ``tlscacert``, ``tlscert``,
+    ``tlskey``; flags win) -> the daemon's ``RemoteListener``, None when not asked for; one line
+    and exit 2 when a value is missing or a file does not load."""
     from shoal.controltls import TLSFiles
     from shoal.daemon.localapi import RemoteListener
 
+    table = _control_table(config_file) if config_file is not None else {}
+    address = address or table.get("listen")
+    ca, cert, key = ca or table.get("tlscacert"), cert or table.get("tlscert"), key or table.get("tlskey")
     if address is None:
         if ca or cert or key:
             fail("--tlscacert, --tlscert and --tlskey go with --control-listen tcp://ADDR:PORT", 2)
@@ -108,3 +117,21 @@ def control_listener(address: str | None, ca: str | None, cert: str | None, key:
         )
     except TLSConfigError as exc:
         fail(str(exc), 2)
+
+
+def _control_table(config_file: Path) -> dict[str, str]:
+    """The ``[control]`` table; relative file names are taken from the config file's directory."""
+    import tomllib
+
+    try:
+        with config_file.open("rb") as handle:
+            table = tomllib.load(handle).get("control", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        fail(f"cannot read the [control] table of {config_file}: {exc}", 2)
+    keys = ("listen", "tlscacert", "tlscert", "tlskey")
+    if not isinstance(table, dict) or not all(k in keys and isinstance(v, str) for k, v in table.items()):
+        fail(f"config file {config_file}: [control] takes the strings {', '.join(keys)}", 2)
+    return {
+        k: (v if k == "listen" else str((config_file.parent / v) if not Path(v).is_absolute() else v))
+        for k, v in table.items()
+    }

@@ -125,7 +125,7 @@ def cli(ctx: click.Context, /, host: str | None, **tls: Any) -> None:
     "config_file",
     type=click.Path(path_type=Path),
     default=None,
-    help="TOML config file with a [plugins] table.",
+    help="TOML config file with a [plugins] table (and [control]: listen, tlscacert, tlscert, tlskey).",
 )
 @click.option(
     "--max-concurrent-engine-calls",
@@ -188,7 +188,7 @@ def daemon(
             plugin_options=loader.parse_plugin_options(plugin_opts),
             config_plugins=config_plugins,
             max_engine_calls=max_engine_calls,
-            control_listener=control_listener(control_listen, tlscacert, tlscert, tlskey),
+            control_listener=control_listener(control_listen, tlscacert, tlscert, tlskey, config_file),
         )
         asyncio.run(serve(config))
     except loader.PluginError as exc:
