@@ -311,3 +311,33 @@ async def test_network_add_and_rm_make_assigned_tasks_dirty_a_scale_does_not() -
     assert not is_dirty(task, current())  # back where the task is
     await api.service_update({"service": "web", "network_rm": ["front"]})
     assert is_dirty(task, current())
+
+
+async def test_a_new_leader_allocates_from_what_the_store_holds() -> None:
+    """A replica that restored the old leader's state (as a new leader has it) hands out no
+    subnet, VNI, VIP or task address the old one gave: nothing lives outside the store."""
+    old, api, nets = await _swarm()
+    await nets.network_create({"name": "front"})
+    await old.update(lambda tx: tx.create(pb.Node(id="w1")))
+    await api.service_create({"name": "web", "image": "alpine", "networks": ["front"], "publish": ["80"]})
+    web = old.view.service_by_name("web")
+    assert web is not None
+    await _tasks_for(old, web, 3)
+    await _place(old, "w1")
+
+    new = await instant_store()
+    new.restore(old.applied_index, old.snapshot())
+    new_api, new_nets = ControlAPI(new, "m2"), NetworkControl(new)
+    await new_nets.network_create({"name": "back"})
+    await new_api.service_create({"name": "api", "image": "alpine", "networks": ["front"], "publish": ["81"]})
+    api_service = new.view.service_by_name("api")
+    assert api_service is not None
+    await _tasks_for(new, api_service, 3)
+    await _place(new, "w1")
+
+    networks = list(new.view.networks.all())
+    assert len({n.allocated.subnet for n in networks}) == len({n.vni for n in networks}) == len(networks) == 3
+    used = netobjects.used_addresses(new.view.tasks.all(), new.view.services.all(), new.view.nodes.all())
+    held = [a for t in new.view.tasks.all() for n in t.networks for a in n.addresses]
+    held += [v.addr for s in new.view.services.all() for v in s.endpoint.virtual_ips]
+    assert len(held) == len(set(held)) == sum(len(v) for v in used.values()) == 16  # 6 tasks x 2 + 2 x 2 VIPs
