@@ -341,3 +341,20 @@ async def test_a_new_leader_allocates_from_what_the_store_holds() -> None:
     held = [a for t in new.view.tasks.all() for n in t.networks for a in n.addresses]
     held += [v.addr for s in new.view.services.all() for v in s.endpoint.virtual_ips]
     assert len(held) == len(set(held)) == sum(len(v) for v in used.values()) == 16  # 6 tasks x 2 + 2 x 2 VIPs
+
+
+async def test_the_ingress_network_can_be_removed_when_unused_and_made_again() -> None:
+    store, api, nets = await _swarm()
+    await api.service_create({"name": "web", "image": "alpine", "publish": ["8080:80"]})
+    with pytest.raises(ControlError, match="in use by services that publish ingress ports: web"):
+        await nets.network_rm({"networks": ["ingress"]})
+    await api.service_rm({"services": ["web"]})
+    await nets.network_rm({"networks": ["ingress"]})
+    with pytest.raises(ControlError, match="the swarm has no ingress network for published ports"):
+        await api.service_create({"name": "web", "image": "alpine", "publish": ["8080:80"]})
+    await nets.network_create({"name": "mesh", "ingress": True})
+    with pytest.raises(ControlError, match=re.escape('the swarm already has an ingress network ("mesh")')):
+        await nets.network_create({"name": "mesh2", "ingress": True})
+    await api.service_create({"name": "web", "image": "alpine", "publish": ["8080:80"]})
+    web = store.view.service_by_name("web")
+    assert web is not None and web.endpoint.virtual_ips[0].addr == "10.0.0.2/24"
