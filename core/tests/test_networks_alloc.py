@@ -216,7 +216,7 @@ async def _tasks_for(store: ObjectStore, service: pb.Service, count: int) -> Non
     await store.update(create)
 
 
-async def test_assigned_tasks_get_one_address_per_network_freed_when_removed() -> None:
+async def test_assigned_tasks_get_one_address_per_network_freed_when_dead_or_removed() -> None:
     store, api, nets = await _swarm()
     await nets.network_create({"name": "front"})
     await store.update(lambda tx: tx.create(pb.Node(id="w1")))
@@ -244,6 +244,23 @@ async def test_assigned_tasks_get_one_address_per_network_freed_when_removed() -
     await _place(store, "w1")
     newest = max(store.view.service_tasks(web.id), key=lambda t: t.meta.created_at)
     assert [list(a.addresses) for a in newest.networks] == [["10.0.0.3/24"], ["10.0.1.3/24"]]
+
+    def stop(tx: Tx, state: int) -> None:  # the second task: shut down, then stopped
+        task = copy(tx.task(tasks[1].id))  # type: ignore[type-var]
+        task.desired_state = states.SHUTDOWN  # type: ignore[assignment]
+        task.status.state = state  # type: ignore[assignment]
+        tx.update(task)
+
+    await store.update(lambda tx: stop(tx, states.RUNNING))  # still running: keeps its addresses
+    await _tasks_for(store, web, 1)
+    await _place(store, "w1")
+    newest = max(store.view.service_tasks(web.id), key=lambda t: t.meta.created_at)
+    assert [list(a.addresses) for a in newest.networks] == [["10.0.0.5/24"], ["10.0.1.5/24"]]
+    await store.update(lambda tx: stop(tx, states.SHUTDOWN))  # dead: its addresses are free again
+    await _tasks_for(store, web, 1)
+    await _place(store, "w1")
+    newest = max(store.view.service_tasks(web.id), key=lambda t: t.meta.created_at)
+    assert [list(a.addresses) for a in newest.networks] == [["10.0.0.4/24"], ["10.0.1.4/24"]]
 
 
 async def test_a_full_network_leaves_the_task_pending_with_the_reason() -> None:

@@ -4,9 +4,11 @@ Every allocation happens inside the store transaction that records it, against w
 store already holds (``netalloc`` does the arithmetic): a service's virtual IPs when the
 control API writes its spec, a task's addresses when the scheduler assigns it (so tasks that
 never get a node hold none), a node's ingress address when its agent opens a session. An
-address is free again once the object holding it is gone from the store (a task when the
-reaper removes it, a VIP when its service is removed or leaves the network). Nothing lives
-outside the store, so a new leader goes on from exactly where the old one stopped.
+address is free again once the object holding it is gone from the store or, for a task, once
+it is dead (Swarm's rule: meant to stop and stopped; else a service restarting on a /24 would
+run out while the history keeps its dead tasks), a VIP when its service is removed or leaves
+the network. Nothing lives outside the store, so a new leader goes on from exactly where the
+old one stopped.
 """
 
 from __future__ import annotations
@@ -97,12 +99,22 @@ def node_ip(node: pb.Node) -> str:
     return host_of(node.description.addr) or host_of(node.status.addr)
 
 
+def task_dead(task: pb.Task) -> bool:
+    """Swarm's rule for giving a task's addresses back: it is meant to stop and has stopped
+    (its container, and with it the namespace its endpoints were in, is gone). The task keeps
+    them in its record (``inspect`` shows where it was) until the reaper removes it."""
+    return task.desired_state > states.RUNNING and task.status.state > states.RUNNING
+
+
 def used_addresses(
     tasks: Iterable[pb.Task], services: Iterable[pb.Service], nodes: Iterable[pb.Node]
 ) -> dict[str, set[str]]:
-    """Network ID -> every address held in it (tasks, virtual IPs, nodes' ingress addresses)."""
+    """Network ID -> every address held in it (tasks not dead, virtual IPs, nodes' ingress
+    addresses)."""
     used: dict[str, set[str]] = {}
     for task in tasks:
+        if task_dead(task):
+            continue
         for attachment in task.networks:
             used.setdefault(attachment.network.id, set()).update(attachment.addresses)
     for service in services:
