@@ -252,12 +252,15 @@ class ManagerKeyring:
         self.keys = load(self.state_dir, unlock_key)
         return self.keys
 
-    def open(self) -> ManagerKeys:
+    def open(self, *, fresh: bool = False) -> ManagerKeys:
         """The keys a starting manager uses: loaded, or created for a state dir that has none
-        (a join, a promotion, a manager from before encryption at rest). Seals the node key
-        on disk if it is still in clear."""
-        if self.keys is None:
-            self.keys = load(self.state_dir) if exists(self.state_dir) else create(self.state_dir)
+        (a manager from before encryption at rest). ``fresh``: a new, empty store (a join or a
+        promotion) gets new keys whatever a failed earlier attempt left. Seals the node key on
+        disk if it is still in clear."""
+        if fresh or (self.keys is None and not exists(self.state_dir)):
+            self.keys = create(self.state_dir)
+        elif self.keys is None:
+            self.keys = load(self.state_dir)
         identity.seal_keys(self.certs_dir, _NodeKeySealer(self.keys.dek))
         if (self.certs_dir / identity.KEY_FILE).exists() and not identity.key_is_sealed(self.certs_dir):
             identity.write_credentials(self.certs_dir, identity.load_credentials(self.certs_dir))
