@@ -159,6 +159,8 @@ def _common_commands(group: click.Group, what: str) -> None:
             click.echo(name)
 
     rm.help = f"Remove one or more {what}s (refused while a service uses one)."
+    if what == "secret":  # as in Swarm, a secret driver is never called on removal
+        rm.help += " A secret of an external driver (--driver) keeps its value in that backend."
 
 
 @click.group()
