@@ -185,6 +185,21 @@ async def test_restarted_worker_readopts_its_containers(tmp_path: Path) -> None:
         assert len(await cluster.tasks("keep")) == 4, "tasks were replaced"
 
 
+async def test_nodes_beyond_the_ingress_subnet_still_join_and_run_tasks(tmp_path: Path) -> None:
+    """Every node gets an address on the ingress network when its session opens; once that
+    subnet is full (a /24 holds 253 nodes: found with 1,000 hollow nodes), the next nodes must
+    still come up and run tasks (they cannot forward ingress connections), not fail their
+    session forever. A /29 ingress makes the point with 8 workers."""
+    async with InProcessCluster(
+        tmp_path, workers=8, init_options={"default_addr_pool_mask_length": "29"}
+    ) as cluster:
+        await cluster.call("service.create", name="all", image=IMAGE_1, mode="global")
+        await cluster.wait_until(
+            lambda: _is(running_by_node(cluster, "all"), lambda c: len(c) == 9),
+            "a task on each of the 9 nodes",
+        )
+
+
 async def test_bad_service_spec_is_one_line_and_stores_nothing(tmp_path: Path) -> None:
     async with InProcessCluster(tmp_path) as cluster:
         with pytest.raises(APIError) as caught:

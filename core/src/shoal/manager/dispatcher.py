@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from shoal import rpc, states
 from shoal.ids import new_id
 from shoal.manager.deliveries import Delivery, NodeDependencies, SecretValue
+from shoal.manager.netalloc import AllocationError
 from shoal.manager.netobjects import Allocations
 from shoal.manager.netstate import NetworkStatePublisher
 from shoal.proto import objects_pb2 as pb
@@ -125,7 +126,12 @@ class Dispatcher:
             node.description.CopyFrom(req.description)
             node.status.state = pb.NodeStatus.READY
             node.status.message = ""
-            Allocations.of(tx).node_ingress(node)  # its source address for ingress forwarding
+            try:
+                Allocations.of(tx).node_ingress(node)  # its source address for ingress forwarding
+            except AllocationError as exc:
+                # A full ingress subnet (a /24 holds 253 nodes) must not keep a node out of the
+                # swarm: it runs tasks, it only cannot forward ingress connections (Swarm too).
+                log.warning("node %s has no ingress address: %s", peer.node_id, exc)
             tx.update(node)
 
         await self.store.update(register)

@@ -88,7 +88,8 @@ class InProcessCluster:
     """``managers`` managers and ``workers`` workers, started on ``__aenter__``.
 
     ``runtime_options`` go to every node's fake runtime (``--plugin-opt runtime.KEY=VALUE``);
-    ``plugins`` adds ``--plugin role=name`` choices (the runtime and transport are fixed).
+    ``plugins`` adds ``--plugin role=name`` choices (the runtime and transport are fixed);
+    ``init_options`` are more ``swarm.init`` parameters.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class InProcessCluster:
         runtime_options: Mapping[str, str] | None = None,
         plugins: list[str] | None = None,
         plugin_options: Mapping[str, Mapping[str, str]] | None = None,
+        init_options: Mapping[str, Any] | None = None,
     ) -> None:
         if managers < 1:
             raise ValueError("a cluster needs at least one manager")
@@ -112,6 +114,8 @@ class InProcessCluster:
         self.runtime_options = dict(runtime_options or {})
         self.plugins = list(plugins or [])
         self.plugin_options = {role: dict(opts) for role, opts in (plugin_options or {}).items()}
+        #: Extra ``swarm.init`` parameters (what ``swarm init``'s flags send).
+        self.init_options = dict(init_options or {})
         self.nodes: list[ClusterNode] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -131,7 +135,7 @@ class InProcessCluster:
 
     async def start(self) -> None:
         first = await self.add_node("m1")
-        await first.call("swarm.init", advertise_addr=first.addr, listen_addr=first.addr)
+        await first.call("swarm.init", advertise_addr=first.addr, listen_addr=first.addr, **self.init_options)
         for index in range(2, self.want_managers + 1):
             await self.join(f"m{index}", role="manager")
         for index in range(1, self.want_workers + 1):
