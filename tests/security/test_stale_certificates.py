@@ -23,7 +23,7 @@ from shoal.daemon.state import CERTS_DIR
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
 from shoal_store_raft import wire
-from shoal_store_raft.peernet import RAFT_PULL, RAFT_STEP
+from shoal_store_raft.peernet import RAFT_HELLO, RAFT_PULL, RAFT_STEP
 from shoal_transport_grpc import GrpcTransport
 
 pytestmark = [pytest.mark.cluster]
@@ -33,6 +33,8 @@ Factory = Callable[..., ShoalNode]
 STREAM_WAIT = 10.0
 #: Methods no node serves (none today: every one is probed).
 NOT_SERVED: set[str] = set()
+#: What the default store (raft) serves to the other managers under the store-peer rule.
+STORE_METHODS = {RAFT_STEP, RAFT_PULL, RAFT_HELLO}
 DENIED = StatusCode.PERMISSION_DENIED
 
 
@@ -76,6 +78,7 @@ def requests() -> dict[str, bytes]:
         rpc.UPDATE_TASK_STATUS: rpb.UpdateTaskStatusRequest(session_id="probe").SerializeToString(),
         RAFT_STEP: step,
         RAFT_PULL: step,
+        RAFT_HELLO: step,
         rpc.STORE_JOIN: rpb.StoreJoinRequest(node_id="probe").SerializeToString(),
         rpc.TASK_LOGS: rpb.TaskLogsRequest(task_id="probe").SerializeToString(),
         # since 0: the ring's recent events at once, so an admitted call answers quickly
@@ -131,7 +134,9 @@ def worker_task_logs(worker: ShoalNode, worker_id: str, tls: TLSMaterial) -> Sta
 
 def probe(addr: str, tls: TLSMaterial, methods: set[str] | None = None) -> dict[str, StatusCode]:
     """Every RPC method of the node API (or ``methods``) called with ``tls``: its outcome code."""
-    assert set(requests()) == set(rpc.ACCESS) - NOT_SERVED, "a new RPC method needs a probe here"
+    assert set(requests()) == (set(rpc.ACCESS) - NOT_SERVED) | STORE_METHODS, (
+        "a new RPC method needs a probe here"
+    )
     wanted = sorted(methods or requests())
     return {m: asyncio.run(call(addr, m, tls))[0] for m in wanted}
 
@@ -183,7 +188,7 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     m3.kill()
     lead = leader([m1, m2])
     demoted = probe(lead.addr, m3_cert)
-    for method in (rpc.CONTROL, RAFT_STEP, RAFT_PULL, rpc.STORE_JOIN, rpc.TASK_LOGS, rpc.EVENTS):
+    for method in (rpc.CONTROL, *STORE_METHODS, rpc.STORE_JOIN, rpc.TASK_LOGS, rpc.EVENTS):
         assert demoted[method] == DENIED, (method, demoted)
     # A worker may use the dispatcher: past authorisation (a bogus session is NOT_FOUND; should
     # leadership move meanwhile, UNAVAILABLE), never refused.
@@ -206,7 +211,7 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     assert renewal[0] == StatusCode.OK, renewal
     renewed = rpb.IssueNodeCertificateResponse.FromString(renewal[1]).certificate
     assert identity.parse_identity(renewed).role == rpc.WORKER_OU
-    follower = probe(m2.addr, m3_cert, {RAFT_STEP, RAFT_PULL})
+    follower = probe(m2.addr, m3_cert, STORE_METHODS)
     assert set(follower.values()) == {DENIED}, follower
 
     # --- removed: the demoted manager, then a worker
