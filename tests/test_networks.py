@@ -171,3 +171,66 @@ def test_worker_agent_receives_its_network_state_and_its_changes(node_factory: A
 
     manager.ok("service", "scale", "-d", "web=1")
     wait_until(lambda: len(_backends(told())) == 1, 10, what="the worker told of the scale-down")
+
+
+def _allocations(node: ShoalNode) -> tuple[list[str], list[str]]:
+    """Every network's subnet, and every address held (VIPs and task addresses), as a manager
+    shows them."""
+    names = node.ok("network", "ls", "--format", "{{.Name}}").stdout.split()
+    subnets = [
+        n["IPAM"]["Config"][0]["Subnet"] for n in json.loads(node.ok("network", "inspect", *names).stdout)
+    ]
+    services = node.ok("service", "ls", "--format", "{{.Name}}").stdout.split()
+    held = [
+        v["Addr"]
+        for s in json.loads(node.ok("service", "inspect", *services).stdout)
+        for v in s["Endpoint"]["VirtualIPs"]
+    ]
+    ids = [t["ID"] for s in services for t in node.running(s)]
+    for task in json.loads(node.ok("inspect", "--type", "task", *ids).stdout):
+        held.extend(a for n in task["NetworksAttachments"] for a in n["Addresses"])
+    return subnets, held
+
+
+def test_a_new_leader_allocates_where_the_old_one_stopped(node_factory: Any) -> None:
+    from test_ha_managers import leader_of
+
+    managers = [node_factory(name=f"m{i}", runtime="fake", host=f"127.0.0.{i + 1}") for i in range(1, 4)]
+    for m in managers:
+        m.start()
+    managers[0].init("--plugin", "network=fake")
+    for m in managers[1:]:
+        m.join(managers[0], "manager")
+    old = leader_of(managers)
+    old.ok("network", "create", "front")
+    old.ok(
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "front",
+        "-p",
+        "80",
+        "alpine",
+    )
+    wait_until(lambda: len(old.running("web")) == 3, 60, what="3 web tasks running")
+
+    old.kill()
+    survivors = [m for m in managers if m is not old]
+    new = leader_of(survivors)
+    new.ok("network", "create", "back")
+    new.ok(
+        "service", "create", "-d", "--name", "api", "--replicas", "3", "--network", "front", "--network", "back",
+        "-p", "81", "alpine",
+    )  # fmt: skip
+    wait_until(
+        lambda: len(new.running("api")) == 3 and len(new.running("web")) == 3, 90, what="api and web running"
+    )
+    subnets, held = _allocations(new)
+    assert len(subnets) == len(set(subnets)) == 3  # ingress, front, back
+    assert len(held) == len(set(held)), sorted(held)  # no address given twice across the failover
+    assert len(held) == 5 + 3 * 2 + 3 * 3  # VIPs (web 2, api 3), web tasks 2 each, api tasks 3 each
