@@ -3,17 +3,22 @@
 ``swarm update --autolock=true`` prints the key and every manager re-wraps its keys with it,
 without a restart; ``swarm unlock-key --rotate`` replaces it on every manager, after which a
 restarted manager opens only with the new key; a manager demoted meanwhile is a worker that
-restarts without one; ``--autolock=false`` lets managers restart without one. Each manager's keys file is checked through ``shoal.statekeys`` itself.
+restarts without one; ``--autolock=false`` lets managers restart without one. Turning autolock
+on replaces each manager's data key, so a copy of a disk taken before opens nothing written
+after. Each manager's keys file is checked through ``shoal.statekeys`` itself.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from harness import SHOAL, ShoalNode, wait_until
 from shoal import identity, statekeys
 from shoal.daemon.state import CERTS_DIR
+from shoal_store_raft.wal import WAL, WalCorruption
 
 pytestmark = [pytest.mark.cluster]
 
@@ -41,7 +46,15 @@ def key_of(output: str) -> bytes:
     return statekeys.parse_unlock_key(next(w for w in output.split() if w.startswith("SWMKEY-1-")))
 
 
-def test_autolock_on_rotate_and_off_reach_every_manager_without_downtime(node_factory: object) -> None:
+def wal_copy(node: ShoalNode, target: Path) -> Path:
+    """A copy of a live manager's WAL to open (opening may cut a torn tail: not the original)."""
+    shutil.copytree(node.state_dir / "plugins" / "store-raft" / "wal", target)
+    return target
+
+
+def test_autolock_on_rotate_and_off_reach_every_manager_without_downtime(
+    node_factory: object, tmp_path: Path
+) -> None:
     make = node_factory  # type: ignore[assignment]
     m1: ShoalNode = make("m1").start()  # type: ignore[operator]
     m1.init()
@@ -54,6 +67,7 @@ def test_autolock_on_rotate_and_off_reach_every_manager_without_downtime(node_fa
     bad = m1.cli("swarm", "update", "--autolock=maybe")
     assert bad.returncode != 0 and bad.stderr == 'Error: invalid --autolock "maybe": use true or false\n'
 
+    stolen = statekeys.load(m1.state_dir)  # a copy of m1's disk now (the KEK lies beside the DEK)
     out = m2.ok("swarm", "update", "--autolock").stdout  # through a follower; docker's bare flag
     assert out.startswith("Swarm updated.\nTo unlock a swarm manager after it restarts")
     first = key_of(out)
@@ -63,6 +77,13 @@ def test_autolock_on_rotate_and_off_reach_every_manager_without_downtime(node_fa
     managers = [m1, m2, m3]
     for node in managers:
         wait_until(lambda node=node: opens_with(node, first), 60, what=f"{node.name} to re-wrap with the key")
+    # Turning autolock on replaced the DEK: the copy opens none of what is written from now on.
+    m1.ok("service", "create", "--name", "after-autolock", "--replicas", "0", "--detach", "shoal-busybox:1")
+    chain = statekeys.load(m1.state_dir, first).store_sealer()
+    wal = wal_copy(m1, tmp_path / "wal")
+    assert any(b"after-autolock" in e.data for e in WAL.open(wal, sealer=chain)[1].entries)
+    with pytest.raises(WalCorruption, match="does not decrypt"):
+        WAL.open(wal, sealer=stolen.store_sealer())
 
     rotated = m3.ok("swarm", "unlock-key", "--rotate").stdout
     assert rotated.startswith("Successfully rotated manager unlock key.\n\nTo unlock a swarm manager")

@@ -123,14 +123,28 @@ def test_keyring_seals_a_clear_node_key_and_follows_the_cluster(tmp_path: Path) 
     identity.write_credentials(certs, creds)
     keyring = statekeys.ManagerKeyring(tmp_path, certs)
     try:
-        keyring.open()
+        chain = keyring.open()
         assert identity.key_is_sealed(certs)
         identity.seal_keys(certs, None)  # another process: the stored KEK opens it
         assert identity.load_credentials(certs) == creds
+        before = statekeys.keys_path(tmp_path).read_bytes()  # a copy of the disk, autolock off
+        old_record = chain.seal(b"written before autolock", b"ctx")
 
         first, second = statekeys.new_key(), statekeys.new_key()
         assert keyring.follow(True, first)
         assert not keyring.follow(True, first)
+        # Autolock on replaced the DEK: the copy's DEK opens nothing written from now on.
+        new_record = chain.seal(b"written after", b"ctx")
+        statekeys.keys_path(tmp_path).write_bytes(before)
+        stolen = statekeys.load(tmp_path)
+        with pytest.raises(SealError):
+            Sealer(stolen.dek).open(new_record, b"ctx")
+        assert keyring.keys is not None
+        statekeys.save(tmp_path, keyring.keys)
+        assert chain.open(old_record, b"ctx") == b"written before autolock"
+        assert statekeys.load(tmp_path, first).old_deks == (stolen.dek,)
+        assert identity.load_credentials(certs) == creds  # re-sealed with the new DEK
+        identity.seal_keys(certs, None)  # another process: only the unlock key opens it now
         with pytest.raises(identity.KeySealedError):
             identity.load_credentials(certs)
         assert keyring.follow(True, second)

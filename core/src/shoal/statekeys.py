@@ -115,16 +115,52 @@ def key_id(kek: bytes) -> str:
     return hashlib.sha256(b"shoal KEK id\x00" + kek).hexdigest()[:12]
 
 
+#: How many earlier DEKs a manager keeps (records sealed with them wait for compaction).
+MAX_OLD_DEKS = 7
+
+
+class KeyChain:
+    """Seals with the current DEK and opens with it or with any earlier one.
+
+    A DEK is replaced when autolock is turned on (as in Swarm: a copy of the disk taken while
+    the KEK lay beside it must not open what is written from then on). The store holds this one
+    object, so it seals with the new DEK at once; records and snapshots sealed with an older
+    one still open until compaction retires them.
+    """
+
+    def __init__(self, deks: tuple[bytes, ...]) -> None:
+        self._sealers = [Sealer(dek) for dek in deks]
+
+    def rotate(self, deks: tuple[bytes, ...]) -> None:
+        self._sealers = [Sealer(dek) for dek in deks]
+
+    def seal(self, data: bytes, context: bytes = b"") -> bytes:
+        return self._sealers[0].seal(data, context)
+
+    def open(self, blob: bytes, context: bytes = b"") -> bytes:
+        for sealer in self._sealers:
+            try:
+                return sealer.open(blob, context)
+            except SealError:
+                continue
+        raise SealError("does not decrypt: wrong key or altered data")
+
+
 @dataclass(frozen=True)
 class ManagerKeys:
-    """A manager's opened keys: the store's DEK and the KEK that wraps it."""
+    """A manager's opened keys: the store's DEK (and earlier ones) and the KEK that wraps them."""
 
     dek: bytes
     kek: bytes
     locked: bool
+    old_deks: tuple[bytes, ...] = ()
 
-    def store_sealer(self) -> Sealer:
-        return Sealer(self.dek)
+    @property
+    def deks(self) -> tuple[bytes, ...]:
+        return (self.dek, *self.old_deks)
+
+    def store_sealer(self) -> KeyChain:
+        return KeyChain(self.deks)
 
     def key_sealer(self) -> Sealer:
         return Sealer(self.kek)
@@ -165,10 +201,13 @@ def create(state_dir: Path, *, unlock_key: bytes | None = None) -> ManagerKeys:
 
 def save(state_dir: Path, keys: ManagerKeys) -> None:
     """Write the DEK wrapped by ``keys.kek`` (and the KEK itself unless locked), atomically."""
+    wrap = keys.key_sealer()
     doc: dict[str, object] = {
         "version": 1,
-        "dek": base64.b64encode(keys.key_sealer().seal(keys.dek, _DEK_CONTEXT)).decode(),
+        "dek": base64.b64encode(wrap.seal(keys.dek, _DEK_CONTEXT)).decode(),
     }
+    if keys.old_deks:
+        doc["old_deks"] = [base64.b64encode(wrap.seal(dek, _DEK_CONTEXT)).decode() for dek in keys.old_deks]
     if not keys.locked:
         doc["kek"] = base64.b64encode(keys.kek).decode()
     identity.atomic_write(keys_path(state_dir), json.dumps(doc).encode(), 0o600)
@@ -187,25 +226,32 @@ def load(state_dir: Path, unlock_key: bytes | None = None) -> ManagerKeys:
         raise SealError(LOCKED_MESSAGE)
     else:
         kek, locked = unlock_key, True
+    old = doc.get("old_deks", [])
+    if not isinstance(old, list):
+        raise SealError(
+            f"{keys_path(state_dir)} is unreadable (old_deks is not a list); restore it from a backup"
+        )
     try:
-        wrapped = base64.b64decode(str(doc["dek"]))
-        dek = Sealer(kek).open(wrapped, _DEK_CONTEXT)
+        unwrap = Sealer(kek)
+        dek = unwrap.open(base64.b64decode(str(doc["dek"])), _DEK_CONTEXT)
+        old_deks = tuple(unwrap.open(base64.b64decode(str(w)), _DEK_CONTEXT) for w in old)
     except (SealError, binascii.Error, ValueError):
         if locked:
             raise SealError(INVALID_KEY_MESSAGE) from None
         raise SealError(
             f"{keys_path(state_dir)} does not open with its own key; restore it from a backup"
         ) from None
-    return ManagerKeys(dek, kek, locked)
+    return ManagerKeys(dek, kek, locked, old_deks)
 
 
 class _NodeKeySealer:
     """Seals the node's TLS key with the DEK, so one atomic rewrite of ``KEYS_FILE`` re-wraps
     both: a crash in the middle of a rotation can never leave the DEK and the TLS key wrapped
-    by different KEKs (Swarm gets the same from keeping both in one file)."""
+    by different KEKs (Swarm gets the same from keeping both in one file). Opens with earlier
+    DEKs too, so a crash between a new DEK and the TLS key sealed with it loses nothing."""
 
-    def __init__(self, dek: bytes) -> None:
-        self._sealer = Sealer(dek)
+    def __init__(self, chain: KeyChain) -> None:
+        self._sealer = chain
 
     def seal(self, data: bytes, context: bytes = b"") -> bytes:
         return self._sealer.seal(data, b"shoal node TLS key\x00" + context)
@@ -219,7 +265,7 @@ def unlocked_node_key_sealer(state_dir: Path) -> _NodeKeySealer | None:
     if not exists(state_dir) or is_locked(state_dir):
         return None
     try:
-        return _NodeKeySealer(load(state_dir).dek)
+        return _NodeKeySealer(load(state_dir).store_sealer())
     except (SealError, OSError):
         return None
 
@@ -229,14 +275,17 @@ class ManagerKeyring:
 
     A manager opens (or, the first time, creates) its keys before anything reads its TLS key
     or its store; with autolock the daemon must ``unlock`` first. ``follow`` re-wraps when the
-    cluster's autolock setting or unlock key changes. A worker has no keyring file and keeps
-    its TLS key in clear (Swarm: workers are never locked).
+    cluster's autolock setting or unlock key changes, and replaces the DEK when autolock is
+    turned on. A worker has no keyring file and keeps its TLS key in clear (Swarm: workers are
+    never locked).
     """
 
     def __init__(self, state_dir: Path, certs_dir: Path) -> None:
         self.state_dir = state_dir
         self.certs_dir = certs_dir
         self.keys: ManagerKeys | None = None
+        #: The store's sealer: one object for the life of the store, so a new DEK reaches it.
+        self.chain = KeyChain(())
 
     def needs_unlock(self) -> bool:
         """Whether this node's keys are wrapped by an unlock key this process does not hold."""
@@ -252,32 +301,49 @@ class ManagerKeyring:
         self.keys = load(self.state_dir, unlock_key)
         return self.keys
 
-    def open(self, *, fresh: bool = False) -> ManagerKeys:
-        """The keys a starting manager uses: loaded, or created for a state dir that has none
-        (a manager from before encryption at rest). ``fresh``: a new, empty store (a join or a
-        promotion) gets new keys whatever a failed earlier attempt left. Seals the node key on
-        disk if it is still in clear."""
+    def open(self, *, fresh: bool = False) -> KeyChain:
+        """The store sealer of a starting manager, from its keys: loaded, or created for a state
+        dir that has none (a manager from before encryption at rest). ``fresh``: a new, empty
+        store (a join or a promotion) gets new keys whatever a failed earlier attempt left.
+        Seals the node key on disk if it is still in clear."""
         if fresh or (self.keys is None and not exists(self.state_dir)):
             self.keys = create(self.state_dir)
         elif self.keys is None:
             self.keys = load(self.state_dir)
-        identity.seal_keys(self.certs_dir, _NodeKeySealer(self.keys.dek))
+        self.chain = KeyChain(self.keys.deks)
+        identity.seal_keys(self.certs_dir, _NodeKeySealer(self.chain))
         if (self.certs_dir / identity.KEY_FILE).exists() and not identity.key_is_sealed(self.certs_dir):
             identity.write_credentials(self.certs_dir, identity.load_credentials(self.certs_dir))
-        return self.keys
+        return self.chain
 
     def follow(self, auto_lock: bool, unlock_key: bytes) -> bool:
-        """Re-wrap for the cluster's current autolock setting and unlock key; True if it did."""
+        """Re-wrap for the cluster's current autolock setting and unlock key; True if it did.
+
+        Turning autolock on also replaces the DEK (the old one was wrapped by a KEK on disk):
+        the store seals with the new one at once, and the TLS key is sealed again with it.
+        """
         keys = self.keys
         if keys is None:
             return False
-        if auto_lock and unlock_key and (not keys.locked or keys.kek != unlock_key):
-            self.keys = ManagerKeys(keys.dek, unlock_key, locked=True)
+        if auto_lock and unlock_key and not keys.locked:
+            old = keys.deks[:MAX_OLD_DEKS]
+            self.keys = ManagerKeys(new_key(), unlock_key, locked=True, old_deks=old)
+        elif auto_lock and unlock_key and keys.kek != unlock_key:
+            self.keys = ManagerKeys(keys.dek, unlock_key, locked=True, old_deks=keys.old_deks)
         elif not auto_lock and keys.locked:
-            self.keys = ManagerKeys(keys.dek, keys.kek, locked=False)
+            self.keys = ManagerKeys(keys.dek, keys.kek, locked=False, old_deks=keys.old_deks)
         else:
             return False
+        new_dek = self.keys.dek != keys.dek
+        creds = None
+        if new_dek and (self.certs_dir / identity.KEY_FILE).exists():
+            creds = identity.load_credentials(self.certs_dir)  # before the keys file changes
         save(self.state_dir, self.keys)
+        if new_dek:
+            self.chain.rotate(self.keys.deks)
+            identity.seal_keys(self.certs_dir, _NodeKeySealer(self.chain))
+        if creds is not None:
+            identity.write_credentials(self.certs_dir, creds)
         return True
 
     def release(self) -> None:

@@ -294,7 +294,7 @@ class Daemon:
         assert self.transport is not None and self.runtime is not None
         store_context = self._context("store") if state.is_manager else None
         if store_context is not None:  # before the node key is read: it is sealed by these keys
-            store_context.sealer = self.keyring.open(fresh=bool(join_via)).store_sealer()
+            store_context.sealer = self.keyring.open(fresh=bool(join_via))
         creds = identity.load_credentials(self.state_dir / CERTS_DIR)
         check_not_expired(creds, state.is_manager)
         self.tls = TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
