@@ -200,6 +200,37 @@ async def test_nodes_beyond_the_ingress_subnet_still_join_and_run_tasks(tmp_path
         )
 
 
+async def test_the_manager_list_is_not_rebuilt_for_every_session_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every session message carries the managers' addresses; building that list scans every
+    node, so it is rebuilt only after the store changed (quadratic with 1,000 hollow nodes)."""
+    async with InProcessCluster(tmp_path, workers=2) as cluster:
+        leader = cluster.leader()
+        assert leader is not None and leader.daemon.manager is not None
+        manager = leader.daemon.manager
+        nodes = manager.store.view.nodes
+        scans = 0
+        every = type(nodes).all
+
+        def counted(table: Any) -> Any:
+            nonlocal scans
+            if table is nodes:
+                scans += 1
+            return every(table)
+
+        monkeypatch.setattr(type(nodes), "all", counted)
+        first = manager.manager_addrs()
+        assert first == [leader.addr]
+        for _ in range(100):
+            assert manager.manager_addrs() == first
+        assert scans <= 1, f"the node table was scanned {scans} times for 101 identical lists"
+        await cluster.call("node.update", node="w1", label_add=["k=v"])
+        await cluster.wait_until(
+            lambda: manager.manager_addrs() == first and scans >= 2, "a rescan after a write"
+        )
+
+
 async def test_bad_service_spec_is_one_line_and_stores_nothing(tmp_path: Path) -> None:
     async with InProcessCluster(tmp_path) as cluster:
         with pytest.raises(APIError) as caught:
