@@ -90,6 +90,11 @@ def test_network_commands_refusals_and_service_endpoints(node_factory: Any) -> N
 
     _refused(node, 'network "front" is in use by service(s) web', "network", "rm", "front")
     _refused(node, "in use by services that publish ingress ports: web", "network", "rm", "ingress")
+    node.ok("service", "update", "-d", "--network-add", "back", "web")
+    (web,) = json.loads(node.ok("service", "inspect", "web").stdout)
+    assert len(web["Spec"]["TaskTemplate"]["Networks"]) == 2 and len(web["Endpoint"]["VirtualIPs"]) == 3
+    _refused(node, 'network "back" is in use by service(s) web', "network", "rm", "back")
+    node.ok("service", "update", "-d", "--network-rm", "back", "web")
     assert node.ok("network", "rm", "back").stdout.split() == ["back"]
 
 
