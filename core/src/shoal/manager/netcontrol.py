@@ -78,10 +78,11 @@ def allocate(tx: Tx, spec: pb.NetworkSpec) -> pb.Network:
     name = spec.annotations.name
     if any(n.spec.annotations.name == name for n in existing):
         raise ControlError(StatusCode.ALREADY_EXISTS, f'network with name "{name}" already exists')
-    if spec.ingress and ingress_of(existing) is not None:
+    current_ingress = ingress_of(existing) if spec.ingress else None
+    if current_ingress is not None:
         raise ControlError(
             StatusCode.ALREADY_EXISTS,
-            f'the swarm already has an ingress network ("{ingress_of(existing).spec.annotations.name}")',  # type: ignore[union-attr]
+            f'the swarm already has an ingress network ("{current_ingress.spec.annotations.name}")',
         )
     used = [
         (n.spec.annotations.name, netalloc.IPv4Net(n.allocated.subnet))
