@@ -2,10 +2,14 @@
 # Check the README's main command end to end on one runtime, as CI does (.ci/run, issue 19):
 #   1. scripts/demo.sh; `search` reaches 4/4; every replica answers HTTP on :8080 at its
 #      container address (found through the engine by the task label), each with its own name;
+#      with DEMO_CHECK_PUBLISHED=1 (CI sets it), the published port 127.0.0.1:8080 answers 20
+#      requests from more than one replica (the routing mesh);
 #   2. scripts/demo.sh down; nothing of the demo is left: no daemon process, no container of its
-#      node in docker or podman, no state dir, no socket, nothing listening on its port;
+#      node in docker or podman, no network device or nftables table of its node, no state dir,
+#      no socket, nothing listening on its port;
 #   3. the same again with the daemon killed (SIGKILL) before `down`: `down` must still remove
-#      the containers (through the engine, by the node label) and the state.
+#      the containers (through the engine, by the node label), the node's network devices and
+#      rules (it restarts the daemon to leave the swarm) and the state.
 # With --stress N it runs N plain up/down cycles instead and prints how long one takes
 # (up, down and the whole cycle: median, min, max).
 #
@@ -103,11 +107,8 @@ check_up() { # search at 4/4 and every replica answering at its container addres
   check_published_port
 }
 
-# ---------------------------------------------------------------------------------------------
-# PUBLISHED PORT CHECK: turn on when shoal publishes ports (the networking issue). Then demo.sh
-# creates search with `-p 8080:8080`, and this must see 127.0.0.1:8080 answered by more than one
-# replica. Until then DEMO_CHECK_PUBLISHED=1 runs it by hand.
-# ---------------------------------------------------------------------------------------------
+# PUBLISHED PORT CHECK (DEMO_CHECK_PUBLISHED=1; .ci/run sets it): demo.sh creates search with
+# `-p 8080:8080`, and 127.0.0.1:8080 must be answered by more than one replica.
 check_published_port() {
   [ "${DEMO_CHECK_PUBLISHED:-0}" = 1 ] || return 0
   local attempt answer seen=()
@@ -119,6 +120,17 @@ check_published_port() {
   local distinct
   distinct="$(printf '%s\n' "${seen[@]}" | sort -u | wc -l)"
   [ "$distinct" -gt 1 ] || fail "20 requests to 127.0.0.1:$DEMO_HTTP_PORT all reached one replica (${seen[0]})"
+}
+
+check_no_network_left() { # check_no_network_left NODE_ID: none of the node's devices or rules
+  # The network plugin names everything it makes after a digest of the node ID (devices
+  # sh[bvep]<digest>..., the nftables table shoal_<digest>), so other nodes' are not counted.
+  local digest left
+  digest="$(printf '%s' "$1" | sha256sum | cut -c1-5)"
+  left="$(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^sh[bvep]$digest" || true)"
+  [ -z "$left" ] || fail "network devices of the demo node left after down: $left"
+  left="$(nft list tables 2>/dev/null | grep -E "shoal_$digest\$" || true)"
+  [ -z "$left" ] || fail "nftables table of the demo node left after down: $left"
 }
 
 engine_answers() { "$1" info >/dev/null 2>&1; }
@@ -140,6 +152,7 @@ check_down() { # check_down NODE_ID PID: nothing of the demo is left
     left="$(engine_containers "$engine" "$node")"
     [ -z "$left" ] || fail "containers of the demo node $node left in $engine after down: $left"
   done
+  check_no_network_left "$node"
   [ ! -e "$SOCK" ] || fail "socket $SOCK left after down"
   [ ! -e "$DEMO_DIR" ] || fail "state dir $DEMO_DIR left after down"
   left="$(ss -Hltn "sport = :$DEMO_PORT")"
