@@ -133,3 +133,25 @@ def test_display_choice() -> None:
     assert isinstance(progress.progress_display(False, FakeTTY()), TerminalDisplay)
     assert isinstance(progress.progress_display(False, io.StringIO()), PlainDisplay)
     assert isinstance(progress.progress_display(True, FakeTTY()), progress.QuietDisplay)
+
+
+def _task(slot: int, node: str, state: str, desired: str = "Running", error: str = "") -> dict[str, object]:
+    return {"Slot": slot, "NodeID": node, "State": state, "DesiredState": desired, "Error": error}
+
+
+def test_slots_from_service_ps_rows() -> None:
+    tasks = [
+        _task(2, "n2", "Running"),
+        _task(1, "n1", "Failed", desired="Shutdown", error="exit 1"),  # history: not shown
+        _task(1, "n1", "Starting"),
+    ]
+    assert progress.slots_of(tasks, 2, global_mode=False) == (
+        Slot("1/2", "starting"),
+        Slot("2/2", "running"),
+    )
+    # A global service: one line per node, labelled with the node's short ID, as docker does.
+    nodes = [_task(0, "abcdefghijklmnopqrstu", "Running"), _task(0, "zyxwvutsrqponmlkjihgf", "Pending")]
+    assert [s.label for s in progress.slots_of(nodes, 2, global_mode=True)] == [
+        "abcdefghijkl",
+        "zyxwvutsrqpo",
+    ]
