@@ -203,8 +203,9 @@ async def test_nodes_beyond_the_ingress_subnet_still_join_and_run_tasks(tmp_path
 async def test_the_manager_list_is_not_rebuilt_for_every_session_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every session message carries the managers' addresses; building that list scans every
-    node, so it is rebuilt only after the store changed (quadratic with 1,000 hollow nodes)."""
+    """Every session message carries the managers' addresses and node IDs; building those lists
+    scans every node, so they are rebuilt only after the store changed (quadratic with 1,000
+    hollow nodes)."""
     async with InProcessCluster(tmp_path, workers=2) as cluster:
         leader = cluster.leader()
         assert leader is not None and leader.daemon.manager is not None
@@ -225,6 +226,15 @@ async def test_the_manager_list_is_not_rebuilt_for_every_session_message(
         for _ in range(100):
             assert manager.manager_addrs() == first
         assert scans <= 1, f"the node table was scanned {scans} times for 101 identical lists"
+        dispatcher = manager.dispatcher
+        assert dispatcher is not None
+        scans = 0
+        ids = dispatcher.manager_ids()
+        assert ids == (leader.node_id,)
+        for _ in range(100):
+            assert dispatcher.manager_ids() == ids
+        assert scans <= 1, f"the node table was scanned {scans} times for 101 identical manager ID lists"
+        scans = 1
         await cluster.call("node.update", node="w1", label_add=["k=v"])
         await cluster.wait_until(
             lambda: manager.manager_addrs() == first and scans >= 2, "a rescan after a write"
