@@ -269,8 +269,11 @@ class NetworkStatePublisher:
                 await asyncio.sleep(max(self.debounce, 2 * self.last_round))
                 watch.drain()
                 started = time.monotonic()
-                self._rebuild()
-                self._notify()
+                try:
+                    self._rebuild()
+                    self._notify()
+                except Exception:  # a bug here must not end every node's updates: the next change retries
+                    log.exception("network state not rebuilt")
                 self.last_round = time.monotonic() - started
 
     def _notify(self) -> None:
