@@ -164,21 +164,55 @@ class Resources(_message.Message):
 
     NANO_CPUS_FIELD_NUMBER: _builtins.int
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    PIDS_FIELD_NUMBER: _builtins.int
+    GENERIC_FIELD_NUMBER: _builtins.int
     nano_cpus: _builtins.int
     memory_bytes: _builtins.int
+    pids: _builtins.int
+    """limits only: `--limit-pids` (0 = unlimited)"""
+    @_builtins.property
+    def generic(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenericResource]:
+        """reservations only: `--generic-resource KIND=N`"""
+
     def __init__(
         self,
         *,
         nano_cpus: _builtins.int = ...,
         memory_bytes: _builtins.int = ...,
+        pids: _builtins.int = ...,
+        generic: _abc.Iterable[Global___GenericResource] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_bytes", b"memory_bytes", "nano_cpus", b"nano_cpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generic", b"generic", "memory_bytes", b"memory_bytes", "nano_cpus", b"nano_cpus", "pids", b"pids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Resources: _TypeAlias = Resources  # noqa: Y015
+
+@_typing.final
+class GenericResource(_message.Message):
+    """A node resource that is not CPU or memory, e.g. gpu=2 (Swarm's DiscreteGenericResource)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    value: _builtins.int
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        value: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenericResource: _TypeAlias = GenericResource  # noqa: Y015
 
 @_typing.final
 class ResourceRequirements(_message.Message):
@@ -1256,6 +1290,26 @@ class ContainerSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SysctlsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     IMAGE_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
@@ -1271,6 +1325,16 @@ class ContainerSpec(_message.Message):
     HEALTHCHECK_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
     CONFIGS_FIELD_NUMBER: _builtins.int
+    CAPABILITY_ADD_FIELD_NUMBER: _builtins.int
+    CAPABILITY_DROP_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    INIT_FIELD_NUMBER: _builtins.int
+    SYSCTLS_FIELD_NUMBER: _builtins.int
+    ULIMITS_FIELD_NUMBER: _builtins.int
+    DNS_CONFIG_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     hostname: _builtins.str
     dir: _builtins.str
@@ -1279,6 +1343,11 @@ class ContainerSpec(_message.Message):
     """seconds; <0 means unset (10s)"""
     stop_signal: _builtins.str
     pull_policy: Global___ContainerSpec.PullPolicy.ValueType
+    read_only: _builtins.bool
+    """root filesystem mounted read-only"""
+    init: _builtins.bool
+    """run an init process as PID 1"""
+    tty: _builtins.bool
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """overrides the image's entrypoint when set"""
@@ -1307,6 +1376,28 @@ class ContainerSpec(_message.Message):
     def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigReference]:
         """mounted at file.name (an absolute path)"""
 
+    @_builtins.property
+    def capability_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Docker's container options (issue 17 item 10), Swarm's names.
+        CAP_NET_ADMIN, ... or ALL
+        """
+
+    @_builtins.property
+    def capability_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sysctls(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def ulimits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Ulimit]: ...
+    @_builtins.property
+    def dns_config(self) -> Global___DNSConfig: ...
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"IP HOSTNAME" lines added to /etc/hosts"""
+
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """supplementary groups"""
+
     def __init__(
         self,
         *,
@@ -1325,14 +1416,123 @@ class ContainerSpec(_message.Message):
         healthcheck: Global___HealthConfig | None = ...,
         secrets: _abc.Iterable[Global___SecretReference] | None = ...,
         configs: _abc.Iterable[Global___ConfigReference] | None = ...,
+        capability_add: _abc.Iterable[_builtins.str] | None = ...,
+        capability_drop: _abc.Iterable[_builtins.str] | None = ...,
+        read_only: _builtins.bool = ...,
+        init: _builtins.bool = ...,
+        sysctls: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        ulimits: _abc.Iterable[Global___Ulimit] | None = ...,
+        dns_config: Global___DNSConfig | None = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
+        tty: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["healthcheck", b"healthcheck"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dns_config", b"dns_config", "healthcheck", b"healthcheck"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "configs", b"configs", "dir", b"dir", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "labels", b"labels", "mounts", b"mounts", "pull_policy", b"pull_policy", "secrets", b"secrets", "stop_grace_period", b"stop_grace_period", "stop_signal", b"stop_signal", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "capability_add", b"capability_add", "capability_drop", b"capability_drop", "command", b"command", "configs", b"configs", "dir", b"dir", "dns_config", b"dns_config", "env", b"env", "groups", b"groups", "healthcheck", b"healthcheck", "hostname", b"hostname", "hosts", b"hosts", "image", b"image", "init", b"init", "labels", b"labels", "mounts", b"mounts", "pull_policy", b"pull_policy", "read_only", b"read_only", "secrets", b"secrets", "stop_grace_period", b"stop_grace_period", "stop_signal", b"stop_signal", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerSpec: _TypeAlias = ContainerSpec  # noqa: Y015
+
+@_typing.final
+class Ulimit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SOFT_FIELD_NUMBER: _builtins.int
+    HARD_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """nofile, nproc, ..."""
+    soft: _builtins.int
+    hard: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        soft: _builtins.int = ...,
+        hard: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hard", b"hard", "name", b"name", "soft", b"soft"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Ulimit: _TypeAlias = Ulimit  # noqa: Y015
+
+@_typing.final
+class DNSConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESERVERS_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def nameservers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def search(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        nameservers: _abc.Iterable[_builtins.str] | None = ...,
+        search: _abc.Iterable[_builtins.str] | None = ...,
+        options: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nameservers", b"nameservers", "options", b"options", "search", b"search"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DNSConfig: _TypeAlias = DNSConfig  # noqa: Y015
+
+@_typing.final
+class LogDriver(_message.Message):
+    """`--log-driver`/`--log-opt` (Swarm's TaskSpec.LogDriver); unset = the engine's default."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogDriver: _TypeAlias = LogDriver  # noqa: Y015
 
 @_typing.final
 class FileTarget(_message.Message):
@@ -1501,6 +1701,7 @@ class TaskSpec(_message.Message):
     RESTART_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
     FORCE_UPDATE_FIELD_NUMBER: _builtins.int
+    LOG_DRIVER_FIELD_NUMBER: _builtins.int
     force_update: _builtins.int
     @_builtins.property
     def container(self) -> Global___ContainerSpec: ...
@@ -1510,6 +1711,8 @@ class TaskSpec(_message.Message):
     def restart(self) -> Global___RestartPolicy: ...
     @_builtins.property
     def placement(self) -> Global___Placement: ...
+    @_builtins.property
+    def log_driver(self) -> Global___LogDriver: ...
     def __init__(
         self,
         *,
@@ -1518,10 +1721,11 @@ class TaskSpec(_message.Message):
         restart: Global___RestartPolicy | None = ...,
         placement: Global___Placement | None = ...,
         force_update: _builtins.int = ...,
+        log_driver: Global___LogDriver | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "placement", b"placement", "resources", b"resources", "restart", b"restart"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "log_driver", b"log_driver", "placement", b"placement", "resources", b"resources", "restart", b"restart"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "force_update", b"force_update", "placement", b"placement", "resources", b"resources", "restart", b"restart"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "force_update", b"force_update", "log_driver", b"log_driver", "placement", b"placement", "resources", b"resources", "restart", b"restart"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
