@@ -197,6 +197,9 @@ SWARM_RESOLVER = "127.0.0.11"
 
 def dns_servers(task: pb.Task) -> list[str]:
     """The container's ``nameserver`` lines: the swarm resolver for a task with networks (it
-    answers service names and forwards the rest to the node's resolvers); none, so the engine's
-    default applies, for every other task."""
-    return [SWARM_RESOLVER] if task.networks else []
+    answers service names and forwards the rest to the node's resolvers, as Docker's embedded
+    DNS does); else the service's ``--dns`` servers, or none so that the engine's default
+    applies."""
+    if task.networks:
+        return [SWARM_RESOLVER]
+    return list(task.spec.container.dns_config.nameservers)
