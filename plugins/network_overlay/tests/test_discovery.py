@@ -171,3 +171,25 @@ async def test_vip_connections_spread_over_tasks_and_follow_records(
         await node.cleanup()
     assert lab.ruleset("c1") == []  # the VIP table is gone
     assert await ask(lab, "c1", "api", "tcp") == "ERROR ConnectionRefusedError"  # and the resolver
+
+
+async def test_a_restarted_daemon_attaches_its_running_tasks_again_without_cutting_them(
+    lab: Lab, tmp_path: Path, nodes_factory
+) -> None:  # type: ignore[no-untyped-def]
+    """After a restart the agent calls create_network and attach again for its running tasks:
+    the interfaces stay as they are and the resolver answers again."""
+    nodes = await nodes_factory(resolv_conf(tmp_path))
+    links = lab.links("c1")
+    await nodes["h1"].close()  # the daemon stops: its resolvers go with the process
+    assert await ask(lab, "c1", "api", "tcp") == "ERROR ConnectionRefusedError"
+    restarted = OverlayNetwork(netns=lab.path("h1"), resolv_conf=resolv_conf(tmp_path))
+    await restarted.start(NodeNetwork("node-h1", HOSTS["h1"]))
+    await restarted.create_network(NET_A)
+    await restarted.set_records(NET_A.network_id, [API, RR])
+    await restarted.attach(
+        EndpointAttachment("task-c1", NET_A.network_id, "10.10.1.2/24", (), lab.path("c1"))
+    )
+    assert lab.links("c1") == links
+    assert await ask(lab, "c1", "api") == "NOERROR 10.10.1.100"
+    for node in (restarted, nodes["h2"]):
+        await node.cleanup()
