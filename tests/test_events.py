@@ -64,6 +64,12 @@ def test_events_live_then_replayed_filtered_and_formatted(node_factory: Factory)
         manager.ok("service", "rm", "web")
         manager.ok("network", "create", "--driver", "overlay", "backend")  # a kind added later
         manager.ok("network", "rm", "backend")
+        # A worker holds no store and no ring: one line saying so.
+        on_worker = worker.cli("events", "--since", "1m", "--until", "0s")
+        assert on_worker.returncode == 1 and on_worker.stdout == "", on_worker
+        assert on_worker.stderr.count("\n") == 1 and "not a swarm manager" in on_worker.stderr, (
+            on_worker.stderr
+        )
         worker.kill()  # the manager marks it down: a node update with state.new=down
         wanted = [
             ("secret", "create", "probe"),
