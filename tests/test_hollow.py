@@ -118,3 +118,14 @@ def test_bad_token_is_one_line_and_joins_nothing(manager: ShoalNode, tmp_path: P
     assert result.returncode != 0
     assert result.stderr.startswith("Error: invalid --token") and len(result.stderr.strip().splitlines()) == 1
     assert len(ready_nodes(manager)) == 1
+
+
+def test_each_hollow_node_has_its_own_transport(tmp_path: Path) -> None:
+    """Nodes sharing a transport provider evict each other's channel to a manager at every
+    call (a provider keeps one per manager, replaced when the TLS material differs): each
+    call became a TLS handshake and 1,000 hollow nodes never all came up."""
+    from shoal.hollow.fleet import Fleet, FleetConfig
+
+    fleet = Fleet(FleetConfig(managers=["127.0.0.1:1"], token="unused", count=3, state_dir=tmp_path))
+    assert len({id(node.transport) for node in fleet.nodes}) == 3
+    assert [node.profile.hostname for node in fleet.nodes] == ["hollow-00000", "hollow-00001", "hollow-00002"]

@@ -1,7 +1,7 @@
 """Many hollow nodes on one event loop, and a fleet spread over several processes.
 
-One process holds its nodes on one asyncio loop and one transport provider (each node still
-has its own certificate, so its own mutual-TLS connection to the managers). Joins run a few
+One process holds its nodes on one asyncio loop; each node has its own transport provider and
+certificate, so its own mutual-TLS connection to the managers. Joins run a few
 at a time (``join_concurrency``): every join is a CA signature and a store write on the leader,
 and a thousand at once would only queue there. Several processes (``processes``) use more
 cores; each runs its share of the indexes, so names stay distinct.
@@ -62,20 +62,26 @@ class Fleet:
             {"runtime": RUNTIME_PLUGIN, "transport": config.transport},
             {"runtime": config.runtime_options, "transport": config.transport_options},
         )
-        transport_dir = config.state_dir / "plugins" / f"transport-{config.transport}-{config.first_index}"
-        self.transport = self.loader.provider(
-            "transport", self.loader.make_context("transport", transport_dir)
-        )
         self.nodes = [
-            HollowNode(
-                node_profile=profile(index, config.prefix),
-                state_dir=config.state_dir / profile(index, config.prefix).hostname,
-                transport=self.transport,
-                loader=self.loader,
-                managers=config.managers,
-            )
-            for index in range(config.first_index, config.first_index + config.count)
+            self._node(index) for index in range(config.first_index, config.first_index + config.count)
         ]
+
+    def _node(self, index: int) -> HollowNode:
+        """A node with its own transport provider: a provider keeps one channel per manager
+        and replaces it when a call brings other TLS material (a renewed certificate), so
+        nodes sharing one would evict each other's channels and pay a TLS handshake per call
+        (that alone kept 1,000 hollow nodes from ever all being Ready)."""
+        node_profile = profile(index, self.config.prefix)
+        state_dir = self.config.state_dir / node_profile.hostname
+        transport_dir = state_dir / "plugins" / f"transport-{self.config.transport}"
+        transport = self.loader.provider("transport", self.loader.make_context("transport", transport_dir))
+        return HollowNode(
+            node_profile=node_profile,
+            state_dir=state_dir,
+            transport=transport,
+            loader=self.loader,
+            managers=self.config.managers,
+        )
 
     async def start(self) -> FleetReport:
         """Join and start every node; a node that cannot join is reported, not fatal."""
@@ -102,12 +108,36 @@ class Fleet:
 
     async def stop(self) -> None:
         await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.transport.close()
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                await node.transport.close()
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records as one line each, an exception as its type and message: a thousand agents
+    losing their manager at once must not print a thousand tracebacks (the printing alone
+    would starve the event loop that runs their heartbeats)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"hollow {record.levelname.lower()} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            line += f": {type(error).__name__}: {error}"
+        return line
+
+
+def quiet_logging() -> None:
+    """Warnings and errors on stderr, one line each."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
 
 
 async def run_fleet(config: FleetConfig, say: Callable[[str], None]) -> int:
     """Run the fleet until SIGTERM or SIGINT; the exit status (1 if any node failed to join)."""
+    quiet_logging()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
