@@ -193,3 +193,25 @@ async def test_a_restarted_daemon_attaches_its_running_tasks_again_without_cutti
     assert await ask(lab, "c1", "api") == "NOERROR 10.10.1.100"
     for node in (restarted, nodes["h2"]):
         await node.cleanup()
+
+
+#: Holds 127.0.0.11:53 (UDP) in a task's namespace, as something else in the container might.
+SQUATTER = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.11", 53))
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+async def test_a_task_whose_resolver_address_is_taken_is_refused_and_left_unattached(lab: Lab) -> None:
+    node = OverlayNetwork(netns=lab.path("h1"))
+    await node.start(NodeNetwork("node-h1", HOSTS["h1"]))
+    await node.create_network(NET_A)
+    lab.serve_script("c1", SQUATTER)
+    with pytest.raises(
+        NetworkError, match=r"^discovery: cannot listen on 127\.0\.0\.11:53 in .*: Address already in use$"
+    ):
+        await node.attach(EndpointAttachment("task-c1", NET_A.network_id, "10.10.1.2/24", (), lab.path("c1")))
+    assert lab.links("c1") == ["lo"]  # all or nothing
+    await node.cleanup()

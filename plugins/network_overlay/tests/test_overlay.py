@@ -56,6 +56,12 @@ async def test_tasks_of_one_network_reach_each_other_across_hosts_and_no_other(l
         await nodes["h1"].attach(attachment(lab, "c1", NET_A, "10.10.9.9/24"))
     with pytest.raises(NetworkError, match="does not exist on this node"):
         await nodes["h1"].attach(attachment(lab, "c1", NET_B, "10.10.2.2/24"))
+    gone = EndpointAttachment(
+        "task-gone", NET_A.network_id, "10.10.1.9/24", (), "/run/netns/shoal-no-such-ns"
+    )
+    with pytest.raises(NetworkError, match=r"^overlay: cannot attach task task-gone to network a: [^\n]+$"):
+        await nodes["h1"].attach(gone)  # the container is gone: one line, nothing left behind
+    assert len([d for d in lab.links("h1") if d.startswith("she")]) == 1  # c1's endpoint only
 
     await nodes["h2"].detach("task-c2", NET_A.network_id)
     assert await lab.requests("c1", "10.10.1.3", 9000, 1) == [""]

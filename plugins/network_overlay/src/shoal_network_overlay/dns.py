@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import cast
 
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
-from shoal.plugin import ServiceRecord
+from shoal.plugin import NetworkError, ServiceRecord
 
 from shoal_network_overlay.namespaces import bound_socket, in_namespace
 
@@ -177,15 +177,23 @@ class EndpointResolver:
     async def open(self) -> None:
         """Bind 127.0.0.11:53 (UDP and TCP) in the task's namespace and start serving."""
         loop = asyncio.get_running_loop()
-        udp = await in_namespace(self.sandbox, bound_socket(socket.SOCK_DGRAM, ADDRESS))
+        try:
+            udp = await in_namespace(self.sandbox, bound_socket(socket.SOCK_DGRAM, ADDRESS))
+        except OSError as exc:
+            raise self._refused(exc) from None
         try:
             tcp = await in_namespace(self.sandbox, bound_socket(socket.SOCK_STREAM, ADDRESS))
-        except BaseException:
+        except BaseException as exc:
             udp.close()
-            raise
+            raise self._refused(exc) if isinstance(exc, OSError) else exc from None
         transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), sock=udp)
         self._udp = transport
         self._tcp = await asyncio.start_server(self._stream, sock=tcp)
+
+    def _refused(self, exc: OSError) -> NetworkError:
+        return NetworkError(
+            f"discovery: cannot listen on {ADDRESS[0]}:{ADDRESS[1]} in {self.sandbox}: {exc.strerror}"
+        )
 
     def spawn(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(work)

@@ -141,11 +141,11 @@ class OverlayDevices:
             batch.append(f"address replace {spec.host_address} dev {bridge}")
         try:
             await self.commands.run("ip", "-batch", "-", stdin="\n".join(batch) + "\n")
-        except NetworkError:
+        except NetworkError as exc:
             for made in (vxlan, bridge):  # leave nothing half-made
                 if made not in present:
                     await self.commands.run("ip", "link", "del", made, check=False)
-            raise
+            raise NetworkError(f"overlay: cannot create network {spec.name}: {exc}") from None
         self.networks[spec.network_id] = spec
         if owner is None:
             self.tunnelled.add(spec.network_id)
@@ -193,18 +193,18 @@ class OverlayDevices:
         peer = peer_name(self.digest, attachment.task_id, attachment.network_id)
         if host_end in await self.links():
             return
-        inside = await self.links(netns=attachment.sandbox)
-        interface = next(f"eth{n}" for n in range(len(inside) + 1) if f"eth{n}" not in inside)
-        await self.commands.run(
-            "ip", "-batch", "-",
-            stdin=(
-                f"link add {host_end} mtu {MTU} type veth peer name {peer} mtu {MTU}\n"
-                f"link set {host_end} master {self.bridge(spec)}\n"
-                f"link set {host_end} up\n"
-                f"link set {peer} netns {target}\n"
-            ),
-        )  # fmt: skip
         try:
+            inside = await self.links(netns=attachment.sandbox)
+            interface = next(f"eth{n}" for n in range(len(inside) + 1) if f"eth{n}" not in inside)
+            await self.commands.run(
+                "ip", "-batch", "-",
+                stdin=(
+                    f"link add {host_end} mtu {MTU} type veth peer name {peer} mtu {MTU}\n"
+                    f"link set {host_end} master {self.bridge(spec)}\n"
+                    f"link set {host_end} up\n"
+                    f"link set {peer} netns {target}\n"
+                ),
+            )  # fmt: skip
             await self.commands.run(
                 "ip", "-batch", "-", netns=attachment.sandbox,
                 stdin=(
@@ -214,9 +214,11 @@ class OverlayDevices:
                     "link set lo up\n"
                 ),
             )  # fmt: skip
-        except NetworkError:
-            await self.commands.run("ip", "link", "del", host_end, check=False)
-            raise
+        except NetworkError as exc:
+            await self.commands.run("ip", "link", "del", host_end, check=False)  # the pair goes
+            raise NetworkError(
+                f"overlay: cannot attach task {attachment.task_id} to network {spec.name}: {exc}"
+            ) from None
 
     async def detach(self, task_id: str, network_id: str) -> None:
         """Deleting the host end deletes the pair, wherever the other end is."""

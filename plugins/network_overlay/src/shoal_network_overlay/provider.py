@@ -188,12 +188,18 @@ class OverlayNetwork:
             await devices.attach(attachment)
             sandbox = self.sandboxes.setdefault(attachment.sandbox, Sandbox(attachment.sandbox))
             sandbox.endpoints[attachment.network_id] = attachment.task_id
-            if sandbox.resolver is None:
-                resolver = EndpointResolver(attachment.sandbox, self.answerer)
-                await resolver.open()
-                sandbox.resolver = resolver
-            sandbox.resolver.networks.add(attachment.network_id)
-            await self._write_vips(sandbox)
+            try:
+                if sandbox.resolver is None:
+                    resolver = EndpointResolver(attachment.sandbox, self.answerer)
+                    await resolver.open()
+                    sandbox.resolver = resolver
+                sandbox.resolver.networks.add(attachment.network_id)
+                await self._write_vips(sandbox)
+            except NetworkError:
+                # all or nothing: a task that cannot resolve or balance is not half attached
+                await self._detach(sandbox, attachment.task_id, attachment.network_id)
+                await devices.detach(attachment.task_id, attachment.network_id)
+                raise
 
     async def detach(self, task_id: str, network_id: str) -> None:
         async with self._lock:
