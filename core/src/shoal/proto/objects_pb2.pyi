@@ -1828,6 +1828,75 @@ class GlobalService(_message.Message):
 Global___GlobalService: _TypeAlias = GlobalService  # noqa: Y015
 
 @_typing.final
+class ReplicatedJob(_message.Message):
+    """`--mode replicated-job`: run tasks to completion until total_completions tasks have exited 0,
+    at most max_concurrent at a time (0 means 1, as Swarm).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
+    TOTAL_COMPLETIONS_FIELD_NUMBER: _builtins.int
+    max_concurrent: _builtins.int
+    total_completions: _builtins.int
+    def __init__(
+        self,
+        *,
+        max_concurrent: _builtins.int = ...,
+        total_completions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_concurrent", b"max_concurrent", "total_completions", b"total_completions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicatedJob: _TypeAlias = ReplicatedJob  # noqa: Y015
+
+@_typing.final
+class GlobalJob(_message.Message):
+    """`--mode global-job`: one task to completion on every eligible node (nodes joining later too)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GlobalJob: _TypeAlias = GlobalJob  # noqa: Y015
+
+@_typing.final
+class JobStatus(_message.Message):
+    """A job service's run: every spec change (and `update --force`) starts a new iteration, whose
+    tasks carry its number; tasks of older iterations are history.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ITERATION_FIELD_NUMBER: _builtins.int
+    LAST_EXECUTION_FIELD_NUMBER: _builtins.int
+    job_iteration: _builtins.int
+    last_execution: _builtins.float
+    def __init__(
+        self,
+        *,
+        job_iteration: _builtins.int = ...,
+        last_execution: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_iteration", b"job_iteration", "last_execution", b"last_execution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
+
+@_typing.final
 class ServiceSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1835,6 +1904,8 @@ class ServiceSpec(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     REPLICATED_FIELD_NUMBER: _builtins.int
     GLOBAL_FIELD_NUMBER: _builtins.int
+    REPLICATED_JOB_FIELD_NUMBER: _builtins.int
+    GLOBAL_JOB_FIELD_NUMBER: _builtins.int
     UPDATE_FIELD_NUMBER: _builtins.int
     ROLLBACK_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
@@ -1845,6 +1916,10 @@ class ServiceSpec(_message.Message):
     def task(self) -> Global___TaskSpec: ...
     @_builtins.property
     def replicated(self) -> Global___ReplicatedService: ...
+    @_builtins.property
+    def replicated_job(self) -> Global___ReplicatedJob: ...
+    @_builtins.property
+    def global_job(self) -> Global___GlobalJob: ...
     @_builtins.property
     def update(self) -> Global___UpdateConfig: ...
     @_builtins.property
@@ -1861,16 +1936,18 @@ class ServiceSpec(_message.Message):
         annotations: Global___Annotations | None = ...,
         task: Global___TaskSpec | None = ...,
         replicated: Global___ReplicatedService | None = ...,
+        replicated_job: Global___ReplicatedJob | None = ...,
+        global_job: Global___GlobalJob | None = ...,
         update: Global___UpdateConfig | None = ...,
         rollback: Global___UpdateConfig | None = ...,
         endpoint: Global___EndpointSpec | None = ...,
         networks: _abc.Iterable[Global___NetworkAttachmentConfig] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "global", b"global", "mode", b"mode", "replicated", b"replicated", "rollback", b"rollback", "task", b"task", "update", b"update"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "global", b"global", "global_job", b"global_job", "mode", b"mode", "replicated", b"replicated", "replicated_job", b"replicated_job", "rollback", b"rollback", "task", b"task", "update", b"update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "global", b"global", "mode", b"mode", "networks", b"networks", "replicated", b"replicated", "rollback", b"rollback", "task", b"task", "update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "global", b"global", "global_job", b"global_job", "mode", b"mode", "networks", b"networks", "replicated", b"replicated", "replicated_job", b"replicated_job", "rollback", b"rollback", "task", b"task", "update", b"update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_mode: _TypeAlias = _typing.Literal["replicated", "global"]  # noqa: Y015
+    _WhichOneofReturnType_mode: _TypeAlias = _typing.Literal["replicated", "global", "replicated_job", "global_job"]  # noqa: Y015
     _WhichOneofArgType_mode: _TypeAlias = _typing.Literal["mode", b"mode"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_mode) -> _WhichOneofReturnType_mode | None: ...
 
@@ -1941,6 +2018,7 @@ class Service(_message.Message):
     PENDING_DELETE_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     REGISTRY_AUTH_FIELD_NUMBER: _builtins.int
+    JOB_STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     spec_version: _builtins.int
     previous_spec_version: _builtins.int
@@ -1965,6 +2043,10 @@ class Service(_message.Message):
         never carry it; the API shows only that it is set.
         """
 
+    @_builtins.property
+    def job_status(self) -> Global___JobStatus:
+        """job modes only"""
+
     def __init__(
         self,
         *,
@@ -1978,10 +2060,11 @@ class Service(_message.Message):
         pending_delete: _builtins.bool = ...,
         endpoint: Global___Endpoint | None = ...,
         registry_auth: Global___Secret | None = ...,
+        job_status: Global___JobStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "previous_spec", b"previous_spec", "registry_auth", b"registry_auth", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "job_status", b"job_status", "meta", b"meta", "previous_spec", b"previous_spec", "registry_auth", b"registry_auth", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "meta", b"meta", "pending_delete", b"pending_delete", "previous_spec", b"previous_spec", "previous_spec_version", b"previous_spec_version", "registry_auth", b"registry_auth", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "job_status", b"job_status", "meta", b"meta", "pending_delete", b"pending_delete", "previous_spec", b"previous_spec", "previous_spec_version", b"previous_spec_version", "registry_auth", b"registry_auth", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2067,12 +2150,15 @@ class Task(_message.Message):
     DESIRED_STATE_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     NETWORKS_FIELD_NUMBER: _builtins.int
+    JOB_ITERATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     spec_version: _builtins.int
     service_id: _builtins.str
     slot: _builtins.int
     node_id: _builtins.str
     desired_state: Global___TaskState.ValueType
+    job_iteration: _builtins.int
+    """job modes: the service's JobStatus.job_iteration it runs for"""
     @_builtins.property
     def meta(self) -> Global___Meta: ...
     @_builtins.property
@@ -2108,10 +2194,11 @@ class Task(_message.Message):
         desired_state: Global___TaskState.ValueType = ...,
         endpoint: Global___EndpointSpec | None = ...,
         networks: _abc.Iterable[Global___NetworkAttachment] | None = ...,
+        job_iteration: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "endpoint", b"endpoint", "meta", b"meta", "service_annotations", b"service_annotations", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_annotations", b"service_annotations", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_annotations", b"service_annotations", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
