@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from shoal import containeropts, defaults, imageref, placement, tasktemplates
+from shoal import defaults, imageref, placement, tasktemplates
 from shoal import ports as published
 from shoal.proto import objects_pb2 as pb
 from shoal.shellwords import ShellWordsError, split_words
@@ -535,23 +535,64 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
             getattr(spec, "global").SetInParent()  # "global" is a Python keyword
             if place.max_replicas:
                 raise SpecError("--replicas-max-per-node can only be used with replicated mode")
+        elif mode in JOB_MODES:
+            _job_mode(spec, params, mode)
         else:
-            raise SpecError(f'invalid --mode "{mode}": use replicated or global')
-        spec.update.CopyFrom(defaults.update_config())
-        spec.rollback.CopyFrom(defaults.update_config())
+            raise SpecError(f'invalid --mode "{mode}": use replicated, global, replicated-job or global-job')
+        if spec.WhichOneof("mode") not in ("replicated_job", "global_job"):
+            spec.update.CopyFrom(defaults.update_config())
+            spec.rollback.CopyFrom(defaults.update_config())
+    elif _given(params, "replicas") and spec.WhichOneof("mode") == "replicated_job":
+        total = _int(params, "replicas", "--replicas", maximum=MAX_REPLICAS)
+        spec.replicated_job.total_completions = total
     elif _given(params, "replicas"):
         if spec.WhichOneof("mode") != "replicated":
             raise SpecError("--replicas can only be used with replicated mode")
         spec.replicated.replicas = _int(params, "replicas", "--replicas", maximum=MAX_REPLICAS)
+    _job_options(spec, params)
     _update_config(spec.update, params, "update")
     _update_config(spec.rollback, params, "rollback")
     _endpoint(spec, params)
-    try:
-        containeropts.apply(spec, params, creating=creating)
-    except containeropts.OptionError as exc:
-        raise SpecError(str(exc)) from None
     if params.get("force"):
         spec.task.force_update += 1
+
+
+JOB_MODES = ("replicated-job", "global-job")
+
+
+def _job_mode(spec: pb.ServiceSpec, params: Mapping[str, Any], mode: str) -> None:
+    """``--mode replicated-job|global-job`` (docker's rules): ``--replicas`` is the total of
+    completions (default 1), ``--max-concurrent`` the tasks at once (default ``--replicas``);
+    the restart condition defaults to on-failure, as a job that exited 0 is done."""
+    if mode == "global-job":
+        if _given(params, "replicas"):
+            raise SpecError("--replicas can only be used with replicated or replicated-job mode")
+        if spec.task.placement.max_replicas:
+            raise SpecError("--replicas-max-per-node can only be used with replicated or replicated-job mode")
+        spec.global_job.SetInParent()
+    else:
+        job = spec.replicated_job
+        job.total_completions = _int(params, "replicas", "--replicas", default=1, maximum=MAX_REPLICAS)
+        job.max_concurrent = job.total_completions
+    if not _given(params, "restart_condition"):
+        spec.task.restart.condition = pb.RestartPolicy.ON_FAILURE
+
+
+def _job_options(spec: pb.ServiceSpec, params: Mapping[str, Any]) -> None:
+    """``--max-concurrent`` only for a replicated job; no ``--update-*``/``--rollback-*`` on a
+    job (a job has no rolling update: a changed job runs again)."""
+    mode = spec.WhichOneof("mode")
+    if _given(params, "max_concurrent"):
+        if mode != "replicated_job":
+            raise SpecError("--max-concurrent can only be used with replicated-job mode")
+        spec.replicated_job.max_concurrent = _int(
+            params, "max_concurrent", "--max-concurrent", minimum=1, maximum=MAX_REPLICAS
+        )
+    if mode in ("replicated_job", "global_job"):
+        given = sorted(k for k in params if k.startswith(("update_", "rollback_")) and _given(params, k))
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise SpecError(f"{flag} cannot be used with a job: jobs have no rolling update or rollback")
 
 
 ENDPOINT_MODES = {"vip": pb.EndpointSpec.VIP, "dnsrr": pb.EndpointSpec.DNSRR}

@@ -29,14 +29,7 @@ from shoal.cli.output import human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
 from shoal.cli.secret_cmd import config, secret
-from shoal.cli.service_opts import (
-    DockerFlagsCommand,
-    common_options,
-    create_options,
-    env_from_files,
-    params_of,
-    update_options,
-)
+from shoal.cli.service_opts import common_options, create_options, params_of, update_options
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
 
@@ -639,13 +632,14 @@ def service() -> None:
 
 
 @service.command(
-    "create",
-    cls=DockerFlagsCommand,
-    context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False},
+    "create", context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False}
 )
-@click.option("--name", default="", help="Service name (default: a generated adjective_surname).")
+@click.option("--name", default="", help="Service name.")
 @click.option("--replicas", default=None, help="Number of tasks (default 1).")
-@click.option("--mode", default="replicated", help="Service mode: replicated or global.")
+@click.option(
+    "--mode", default="replicated", help="Service mode: replicated, global, replicated-job or global-job."
+)
+@click.option("--max-concurrent", default=None, help="Job tasks to run at once (default: --replicas).")
 @create_options
 @common_options
 @click.option("-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for convergence.")
@@ -660,9 +654,6 @@ def service_create(
     """Create a new service: IMAGE [COMMAND] [ARG...]."""
     params = params_of(options)
     params.update(image=image, args=list(args))
-    params.pop("no_resolve_image", None)  # shoal never resolves an image to a remote digest
-    if "env_file" in params:  # read here, as docker does: the files are on the client's machine
-        params["env"] = env_from_files(params.pop("env_file")) + params.get("env", [])
     if params.pop("with_registry_auth", False):
         params["registry_auth"] = registry_credentials(image)
     result = call(ctx, "service.create", **params)
@@ -672,13 +663,14 @@ def service_create(
         wait_converged(ctx, service_id, quiet=quiet)
 
 
-@service.command("update", cls=DockerFlagsCommand)
+@service.command("update")
 @click.argument("service_ref")
 @click.option("--image", default=None, help="Service image tag.")
 @click.option(
     "--args", "args_text", default=None, help="Service command args (one string, split as a shell does)."
 )
 @click.option("--replicas", default=None, help="Number of tasks.")
+@click.option("--max-concurrent", default=None, help="Job tasks to run at once.")
 @update_options
 @common_options
 @click.option("--force", is_flag=True, help="Force update even if no changes require it.")
@@ -692,7 +684,6 @@ def service_update(
 ) -> None:
     """Update a service (a rolling update of the tasks whose spec changed)."""
     params = params_of(options)
-    params.pop("no_resolve_image", None)
     if args_text is not None:
         from shoal.specs import SpecError, command_words
 

@@ -304,6 +304,9 @@ def wait_converged(
     converged_at: float | None = None
     while True:
         service, tasks = _snapshot(ctx, service_ref)
+        if is_job(service):
+            wait_job(ctx, service_ref, quiet=quiet, display=display)
+            return
         spec = service["spec"]
         desired, running, live = _counts(spec, tasks)
         slots = slots_of(tasks, desired, global_mode="replicated" not in spec)
@@ -338,6 +341,9 @@ def wait_update(
     reason = ""
     while True:
         service, tasks = _snapshot(ctx, service_ref)
+        if is_job(service):  # a changed job runs again: no rolling update to follow
+            wait_job(ctx, service_ref, quiet=quiet)
+            return
         status = service.get("update_status", {})
         state = status.get("state", "UNKNOWN")
         message = status.get("message", "")
@@ -407,3 +413,76 @@ class _Deferred:
     def finish(self, progress: Progress) -> None:
         self.last = _with(progress, verify="")
         self.display.update(self.last)
+
+
+# ------------------------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class JobProgress(Progress):
+    """A job's block: docker's ``job progress: C out of T complete`` in place of the overall
+    line (a job's tasks finish rather than keep running)."""
+
+    completed: int = 0
+    total: int = 0
+
+    def overall(self) -> str:
+        return f"job progress: {self.completed} out of {self.total} complete"
+
+
+JOB_MODES = ("replicated_job", "global_job")
+
+
+def _job_progress(service: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[JobProgress, str]:
+    """The current iteration's slots (or nodes) as a ``JobProgress``, and the first slot that
+    gave up (no task active, none complete: its restart policy let it fail), if any."""
+    spec = service["spec"]
+    iteration = int(service.get("job_status", {}).get("job_iteration", 0))
+    current = [t for t in tasks if int(t.get("JobIteration", 0)) == iteration]
+    global_job = "global_job" in spec
+    by_slot: dict[str, list[dict[str, Any]]] = {}
+    for task in current:
+        key = task["NodeID"] if global_job else str(task["Slot"])
+        by_slot.setdefault(key, []).append(task)
+    total = len(by_slot) if global_job else int(spec["replicated_job"].get("total_completions", 0))
+    slots, completed, gave_up = [], 0, ""
+    for key in sorted(by_slot, key=lambda k: (len(k), k)):
+        group = by_slot[key]
+        done = [t for t in group if t["State"] == "Complete"]
+        live = [t for t in group if t["DesiredState"] in ("Running", "Ready")]
+        shown = (done or live or sorted(group, key=lambda t: t["Timestamp"]))[-1]
+        completed += bool(done)
+        if not done and not live and not gave_up:
+            gave_up = f"task {shown['ServiceName']}.{key}: {shown['Error'] or shown['State'].lower()}"
+        label = short_id(key) if global_job else f"{key}/{total}"
+        error = "" if done or live else shown["Error"] or ""
+        slots.append(Slot(label=label, state=shown["State"].lower(), error=error))
+    running = sum(1 for t in current if t["State"] == "Running" and t["DesiredState"] == "Running")
+    progress = JobProgress(
+        slots=tuple(slots), running=running, desired=total, completed=completed, total=total
+    )
+    return progress, gave_up
+
+
+def is_job(service: dict[str, Any]) -> bool:
+    return any(mode in service.get("spec", {}) for mode in JOB_MODES)
+
+
+def wait_job(ctx: click.Context, service_ref: str, *, quiet: bool, display: Display | None = None) -> None:
+    """Follow a job (``service create/update/scale`` without ``--detach``) until every slot of
+    its current run completed, then print docker's ``job complete``; exit 1 when a slot's task
+    failed for good. No timeout: a job runs as long as it runs (as docker waits)."""
+    shown = display or progress_display(quiet)
+    while True:
+        service, tasks = _snapshot(ctx, service_ref)
+        progress, gave_up = _job_progress(service, tasks)
+        if progress.total and progress.completed >= progress.total:
+            shown.finish(progress)
+            if not quiet:
+                click.echo("job complete")
+            return
+        shown.update(progress)
+        if gave_up:
+            shown.finish(progress)
+            fail(f"job {service_ref} did not complete: {gave_up}", 1)
+        time.sleep(POLL_SECONDS)

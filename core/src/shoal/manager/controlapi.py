@@ -13,9 +13,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from shoal import boundedjson, externalca, namegen, ports, rpc, states, tokens
+from shoal import boundedjson, externalca, ports, rpc, states, tokens
 from shoal.ids import new_id
-from shoal.manager import autolock, listfilters, netalloc, netobjects, netrefs, registryauth, secretrefs
+from shoal.manager import autolock, jobs, listfilters, netalloc, netobjects, netrefs, registryauth, secretrefs
 from shoal.manager import ports as portalloc
 from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
@@ -458,12 +458,6 @@ class ControlAPI:
     # ------------------------------------------------------------------ services
 
     async def service_create(self, params: dict[str, Any]) -> Any:
-        if not params.get("name"):  # docker's adjective_surname, one no service has
-            view = self.store.view
-            params = {
-                **params,
-                "name": namegen.unused_name(lambda name: view.service_by_name(name) is not None),
-            }
         try:
             spec = service_spec(params)
             secretrefs.apply_create(self.store.view, spec, params)
@@ -472,6 +466,7 @@ class ControlAPI:
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         service = pb.Service(id=new_id(), spec=spec, spec_version=1)
+        jobs.start_iteration(service)
         if credentials is not None:
             service.registry_auth.CopyFrom(await self._sealed(spec.annotations.name, credentials))
 
@@ -506,7 +501,10 @@ class ControlAPI:
         desired = self._desired(service)
         running = self._running(service)
         replicas_text = f"{running}/{desired}"
-        if service.spec.task.placement.max_replicas:
+        mode = service.spec.WhichOneof("mode") or "replicated"
+        if jobs.is_job(service):
+            running, desired, replicas_text = jobs.counts(service, self.store.view.service_tasks(service.id))
+        elif service.spec.task.placement.max_replicas:
             replicas_text += f" (max {service.spec.task.placement.max_replicas} per node)"
         status = service.update_status
         # docker's columns, with the update state shown beside the counts while it matters
@@ -522,7 +520,7 @@ class ControlAPI:
         return {
             "ID": service.id,
             "Name": service.spec.annotations.name,
-            "Mode": "global" if service.spec.WhichOneof("mode") == "global" else "replicated",
+            "Mode": jobs.MODE_WORDS.get(mode, mode),
             "Replicas": replicas_text,
             "Image": service.spec.task.container.image,
             "Ports": ports.ls_text(service.endpoint.ports),
@@ -588,6 +586,7 @@ class ControlAPI:
                     if task.status.state == states.RUNNING
                     else "",
                     "CreatedAt": task.meta.created_at,
+                    "JobIteration": task.job_iteration,
                     "NetworksAttachments": [
                         {"Network": a.network.spec.annotations.name, "Addresses": list(a.addresses)}
                         for a in task.networks
@@ -602,10 +601,11 @@ class ControlAPI:
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
         service = self.find_service(str(params.get("service") or ""))
-        if service.spec.WhichOneof("mode") != "replicated":
+        if service.spec.WhichOneof("mode") not in ("replicated", "replicated_job"):
             raise ControlError(
                 StatusCode.FAILED_PRECONDITION,
-                f"scale can only be used with replicated mode: {service.spec.annotations.name} is not",
+                "scale can only be used with replicated or replicated-job mode: "
+                f"{service.spec.annotations.name} is not",
             )
 
         def scale(tx: Tx) -> None:
@@ -613,7 +613,11 @@ class ControlAPI:
             if current is None:
                 raise ControlError(StatusCode.NOT_FOUND, f"service {service.spec.annotations.name} not found")
             current = copy(current)
-            current.spec.replicated.replicas = count
+            if jobs.is_job(current):  # docker scales a replicated job's total completions
+                current.spec.replicated_job.total_completions = count
+                jobs.start_iteration(current)
+            else:
+                current.spec.replicated.replicas = count
             current.spec_version += 1
             tx.update(current)
 
@@ -652,6 +656,7 @@ class ControlAPI:
                 current.previous_spec_version = current.spec_version
                 current.spec.CopyFrom(spec)
                 current.spec_version += 1
+                jobs.start_iteration(current)  # a changed job runs again
                 _allocate_ports(tx, current)
             if sealed is not None:
                 current.registry_auth.CopyFrom(sealed)

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from shoal import placement, states
+from shoal.manager import jobs
 from shoal.manager.tasks import new_task, node_unavailable, restart_policy
 from shoal.manager.updater import UpdateSupervisor
 from shoal.proto import objects_pb2 as pb
@@ -108,7 +109,9 @@ class ReplicatedOrchestrator:
             node = None if event.action == DELETE else event.obj
             # Global services follow the node set: a new, returning or relabelled node may need
             # (or no longer want) their task.
-            self._dirty.update(s.id for s in self.store.view.services.all() if is_global(s))
+            self._dirty.update(
+                s.id for s in self.store.view.services.all() if is_global(s) or jobs.is_global_job(s)
+            )
             if node_unavailable(node):
                 for task in self.store.view.node_tasks(event.obj.id):
                     if task.desired_state <= states.RUNNING:
@@ -135,7 +138,7 @@ class ReplicatedOrchestrator:
                 await self.store.update(functools.partial(self._reconcile, dirty=dirty, restarts=restarts))
                 for service_id in dirty:
                     service = self.store.view.services.get(service_id)
-                    if service is None:
+                    if service is None or jobs.is_job(service):  # jobs re-run, never roll out
                         await self.updates.forget(service_id)
                     else:
                         await self.updates.update(service)
@@ -158,6 +161,8 @@ class ReplicatedOrchestrator:
             service = tx.service(service_id)
             if service is None:
                 self._remove_all(tx, service_id)
+            elif jobs.is_job(service):
+                self._reconcile_job(tx, service)
             elif is_global(service):
                 self._reconcile_global(tx, service)
             else:
@@ -215,6 +220,12 @@ class ReplicatedOrchestrator:
                 tx.create(task)
 
     @staticmethod
+    def _reconcile_job(tx: Tx, service: pb.Service) -> None:
+        fit = {node.id for node in tx.view.nodes.all() if global_eligible(node, service)}
+        paused = {node.id for node in tx.view.nodes.all() if node.spec.availability == pb.NodeSpec.PAUSE}
+        jobs.reconcile(tx, service, fit, fit - paused)
+
+    @staticmethod
     def _shutdown(tx: Tx, task: pb.Task) -> None:
         if task.desired_state < states.SHUTDOWN:
             task = copy(task)
@@ -251,19 +262,27 @@ class ReplicatedOrchestrator:
     # ------------------------------------------------------------------ restart supervisor
 
     def _restart(self, tx: Tx, task: pb.Task) -> None:
+        service = tx.service(task.service_id)
+        if service is not None and jobs.is_job(service) and task.status.state == states.COMPLETE:
+            jobs.finished(tx, task)
+            self._dirty.add(service.id)  # room for the job's next task
+            return
         old = copy(task)
         old.desired_state = states.SHUTDOWN
         tx.update(old)
-        service = tx.service(task.service_id)
         if service is None:
             return
         node = tx.node(task.node_id) if task.node_id else None
-        if is_global(service) and (node is None or not global_eligible(node, service)):
+        one_per_node = is_global(service) or jobs.is_global_job(service)
+        if one_per_node and (node is None or not global_eligible(node, service)):
             return  # a global task is not moved: its node is gone, down, drained or unfit
         policy = restart_policy(task)
         if not self._should_restart(task, policy):
             return
-        replacement = new_task(service, task.slot, desired=states.READY)
+        if jobs.is_job(service):
+            replacement = jobs.replacement(service, task)
+        else:
+            replacement = new_task(service, task.slot, desired=states.READY)
         if is_global(service):
             replacement.node_id = task.node_id
             replacement.annotations.name = task.annotations.name
