@@ -8,7 +8,7 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
 
 PACKAGES=(docker.io podman runc busybox-static curl iproute2 procps nftables iptables python3-venv python3-pip
-          uidmap fuse-overlayfs golang-cfssl docker-registry etcd-server)
+          uidmap fuse-overlayfs golang-cfssl docker-registry etcd-server catatonit)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   # Captured, not piped into `grep -q`: under pipefail that races (issue 19).

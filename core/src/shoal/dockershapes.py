@@ -117,6 +117,7 @@ def container_spec_shape(container: pb.ContainerSpec) -> JSON:
     _put(shape, "StopSignal", container.stop_signal)
     if container.HasField("healthcheck"):
         shape["Healthcheck"] = healthcheck_shape(container.healthcheck)
+    _container_options_shape(shape, container)
     _put(
         shape,
         "Secrets",
@@ -137,10 +138,39 @@ def container_spec_shape(container: pb.ContainerSpec) -> JSON:
     return shape
 
 
+def _container_options_shape(shape: JSON, container: pb.ContainerSpec) -> None:
+    """docker's container options (``--cap-add``, ``--dns``, ``--ulimit``...), Go's omitempty."""
+    _put(shape, "TTY", container.tty)
+    _put(shape, "ReadOnly", container.read_only)
+    _put(shape, "Init", container.init)
+    _put(shape, "Groups", list(container.groups))
+    _put(shape, "Hosts", list(container.hosts))
+    if container.HasField("dns_config"):
+        dns: JSON = {}
+        _put(dns, "Nameservers", list(container.dns_config.nameservers))
+        _put(dns, "Search", list(container.dns_config.search))
+        _put(dns, "Options", list(container.dns_config.options))
+        shape["DNSConfig"] = dns
+    _put(shape, "Sysctls", _labels(container.sysctls))
+    _put(shape, "CapabilityAdd", list(container.capability_add))
+    _put(shape, "CapabilityDrop", list(container.capability_drop))
+    _put(
+        shape,
+        "Ulimits",
+        [{"Name": u.name, "Soft": int(u.soft), "Hard": int(u.hard)} for u in container.ulimits],
+    )
+
+
 def _resources(resources: pb.Resources) -> JSON:
     shape: JSON = {}
     _put(shape, "NanoCPUs", int(resources.nano_cpus))
     _put(shape, "MemoryBytes", int(resources.memory_bytes))
+    _put(shape, "Pids", int(resources.pids))
+    _put(
+        shape,
+        "GenericResources",
+        [{"DiscreteResourceSpec": {"Kind": g.kind, "Value": int(g.value)}} for g in resources.generic],
+    )
     return shape
 
 
@@ -170,7 +200,17 @@ def task_spec_shape(task: pb.TaskSpec) -> JSON:
         "Placement": placement,
         "ForceUpdate": int(task.force_update),
         "Runtime": "container",
+        **_log_driver_shape(task),
     }
+
+
+def _log_driver_shape(task: pb.TaskSpec) -> JSON:
+    """``TaskTemplate.LogDriver`` when ``--log-driver`` was given."""
+    if not task.log_driver.name:
+        return {}
+    driver: JSON = {"Name": task.log_driver.name}
+    _put(driver, "Options", _labels(task.log_driver.options))
+    return {"LogDriver": driver}
 
 
 def update_config_shape(update: pb.UpdateConfig) -> JSON:

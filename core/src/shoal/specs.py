@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from shoal import defaults, imageref, placement, tasktemplates
+from shoal import containeropts, defaults, imageref, placement, tasktemplates
 from shoal import ports as published
 from shoal.proto import objects_pb2 as pb
 from shoal.shellwords import ShellWordsError, split_words
@@ -553,6 +553,10 @@ def _apply(spec: pb.ServiceSpec, params: Mapping[str, Any], *, creating: bool) -
     _update_config(spec.update, params, "update")
     _update_config(spec.rollback, params, "rollback")
     _endpoint(spec, params)
+    try:
+        containeropts.apply(spec, params, creating=creating)
+    except containeropts.OptionError as exc:
+        raise SpecError(str(exc)) from None
     if params.get("force"):
         spec.task.force_update += 1
 

@@ -29,7 +29,14 @@ from shoal.cli.output import human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
 from shoal.cli.secret_cmd import config, secret
-from shoal.cli.service_opts import common_options, create_options, params_of, update_options
+from shoal.cli.service_opts import (
+    DockerFlagsCommand,
+    common_options,
+    create_options,
+    env_from_files,
+    params_of,
+    update_options,
+)
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
 
@@ -632,9 +639,11 @@ def service() -> None:
 
 
 @service.command(
-    "create", context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False}
+    "create",
+    cls=DockerFlagsCommand,
+    context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False},
 )
-@click.option("--name", default="", help="Service name.")
+@click.option("--name", default="", help="Service name (default: a generated adjective_surname).")
 @click.option("--replicas", default=None, help="Number of tasks (default 1).")
 @click.option(
     "--mode", default="replicated", help="Service mode: replicated, global, replicated-job or global-job."
@@ -654,6 +663,9 @@ def service_create(
     """Create a new service: IMAGE [COMMAND] [ARG...]."""
     params = params_of(options)
     params.update(image=image, args=list(args))
+    params.pop("no_resolve_image", None)  # shoal never resolves an image to a remote digest
+    if "env_file" in params:  # read here, as docker does: the files are on the client's machine
+        params["env"] = env_from_files(params.pop("env_file")) + params.get("env", [])
     if params.pop("with_registry_auth", False):
         params["registry_auth"] = registry_credentials(image)
     result = call(ctx, "service.create", **params)
@@ -663,7 +675,7 @@ def service_create(
         wait_converged(ctx, service_id, quiet=quiet)
 
 
-@service.command("update")
+@service.command("update", cls=DockerFlagsCommand)
 @click.argument("service_ref")
 @click.option("--image", default=None, help="Service image tag.")
 @click.option(
@@ -684,6 +696,7 @@ def service_update(
 ) -> None:
     """Update a service (a rolling update of the tasks whose spec changed)."""
     params = params_of(options)
+    params.pop("no_resolve_image", None)
     if args_text is not None:
         from shoal.specs import SpecError, command_words
 

@@ -7,10 +7,13 @@ them, so every client gets the same errors.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.parser import _OptionParser
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +45,31 @@ _SCALARS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         ("--no-healthcheck",),
         {"is_flag": True, "default": None, "help": "Disable any container-specified HEALTHCHECK."},
     ),
+    (("--limit-pids",), {"help": "Limit the number of processes in a container (0 = unlimited)."}),
+    (("--log-driver",), {"help": "Logging driver for the service's containers, e.g. json-file."}),
+    (
+        ("--no-resolve-image",),
+        {
+            "is_flag": True,
+            "default": None,
+            "help": "Accepted for docker compatibility: shoal never resolves images remotely.",
+        },
+    ),
+]
+#: docker's boolean flags: bare, or ``--read-only=true|false`` (``DockerFlagsCommand``).
+_BOOLEANS: list[tuple[tuple[str, ...], str]] = [
+    (("--read-only/--no-read-only",), "Mount the container's root filesystem as read only."),
+    (
+        ("--init/--no-init",),
+        "Use an init inside each service container to forward signals and reap processes.",
+    ),
+    (("-t", "--tty/--no-tty"), "Allocate a pseudo-TTY."),
+]
+#: List flags spelled the same on create and update.
+_BOTH_LISTS: list[tuple[tuple[str, ...], str, str]] = [
+    (("--cap-add",), "cap_add", "Add a Linux capability (e.g. NET_ADMIN, or ALL)."),
+    (("--cap-drop",), "cap_drop", "Drop a Linux capability (e.g. CHOWN, or ALL)."),
+    (("--log-opt",), "log_opt", "Logging driver option (KEY=VALUE)."),
 ]
 for _prefix, _what in (("update", "updates"), ("rollback", "rollbacks")):
     _SCALARS += [
@@ -75,6 +103,15 @@ _CREATE_LISTS: list[tuple[tuple[str, ...], str, str]] = [
     (("--secret",), "secrets", "Secret: NAME or source=NAME,target=FILE,uid=,gid=,mode=0444."),
     (("--config",), "configs", "Config: NAME or source=NAME,target=/PATH,uid=,gid=,mode=0444."),
     (("--network",), "networks", "Network to attach to: NAME or name=NAME[,alias=ALIAS]."),
+    (("--env-file",), "env_file", "Read environment variables from a file (KEY=VALUE lines)."),
+    (("--sysctl",), "sysctl", "Namespaced kernel parameter (KEY=VALUE)."),
+    (("--ulimit",), "ulimit", "Ulimit: NAME=SOFT[:HARD], e.g. nofile=1024:2048."),
+    (("--dns",), "dns", "Custom DNS server (an IP address)."),
+    (("--dns-search",), "dns_search", "Custom DNS search domain."),
+    (("--dns-option",), "dns_option", "DNS resolver option, e.g. ndots:2."),
+    (("--host",), "host", "Add a custom host-to-IP mapping (HOST:IP)."),
+    (("--group",), "group", "Add a supplementary group for the user."),
+    (("--generic-resource",), "generic_resource", "Reserve a generic resource: KIND=COUNT, e.g. gpu=1."),
 ]
 
 _UPDATE_LISTS: list[tuple[str, str, str]] = [
@@ -88,6 +125,14 @@ _UPDATE_LISTS: list[tuple[str, str, str]] = [
     ("secret", "secret", "a secret (remove by name)"),
     ("config", "config", "a config (remove by name)"),
     ("network", "network", "a network (NAME or name=NAME,alias=ALIAS; remove by name)"),
+    ("sysctl", "sysctl", "a namespaced kernel parameter (KEY=VALUE; remove by KEY)"),
+    ("ulimit", "ulimit", "a ulimit (NAME=SOFT[:HARD]; remove by NAME)"),
+    ("dns", "dns", "a custom DNS server"),
+    ("dns-search", "dns_search", "a custom DNS search domain"),
+    ("dns-option", "dns_option", "a DNS resolver option"),
+    ("host", "host", "a custom host-to-IP mapping (HOST:IP; remove by HOST:IP or HOST)"),
+    ("group", "group", "a supplementary group"),
+    ("generic-resource", "generic_resource", "a generic resource reservation (KIND=COUNT; remove by KIND)"),
 ]
 
 
@@ -99,7 +144,12 @@ def _apply(func: F, decorators: list[Callable[[F], F]]) -> F:
 
 def common_options(func: F) -> F:
     """Flags that mean the same on create and update."""
-    return _apply(func, [click.option(*flags, **{"default": None, **opts}) for flags, opts in _SCALARS])
+    decorators: list[Callable[[F], F]] = [
+        click.option(*flags, **{"default": None, **opts}) for flags, opts in _SCALARS
+    ]
+    decorators += [click.option(*flags, default=None, help=text) for flags, text in _BOOLEANS]
+    decorators += [click.option(*flags, dest, multiple=True, help=text) for flags, dest, text in _BOTH_LISTS]
+    return _apply(func, decorators)
 
 
 def create_options(func: F) -> F:
@@ -130,3 +180,64 @@ def params_of(options: dict[str, Any]) -> dict[str, Any]:
             continue
         params[key] = value
     return params
+
+
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+
+
+class _DockerFlagsParser(_OptionParser):
+    """Click's parser, taking docker's ``--read-only=false`` form of a boolean flag (pflag's):
+    ``=true`` is the bare flag and ``=false`` its ``--no-`` twin."""
+
+    def _match_long_opt(self, opt: str, explicit_value: str | None, state: Any) -> None:
+        if explicit_value is not None and f"--no-{opt[2:]}" in self._long_opt:
+            if explicit_value in _FALSE:
+                opt, explicit_value = f"--no-{opt[2:]}", None
+            elif explicit_value in _TRUE:
+                explicit_value = None
+            else:
+                raise click.BadOptionUsage(
+                    opt,
+                    f'invalid {opt} "{explicit_value}": use {opt}, {opt}=true or {opt}=false',
+                    ctx=self.ctx,
+                )
+        super()._match_long_opt(opt, explicit_value, state)
+
+
+class DockerFlagsCommand(click.Command):
+    """A command whose boolean flags also take ``=true``/``=false``, as docker's do."""
+
+    def make_parser(self, ctx: click.Context) -> _OptionParser:
+        parser = _DockerFlagsParser(ctx)
+        for param in self.get_params(ctx):
+            param.add_to_parser(parser, ctx)
+        return parser
+
+
+def env_from_files(paths: list[str]) -> list[str]:
+    """``--env-file``: each file's ``KEY=VALUE`` lines (blank lines and ``#`` comments skipped;
+    a bare ``KEY`` takes this shell's value, or is left out when unset), read by the client as
+    docker does; a file that cannot be read or a bad line is one line naming the file."""
+    entries: list[str] = []
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.UsageError(
+                f'invalid --env-file "{path}": {getattr(exc, "strerror", None) or exc}'
+            ) from None
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.lstrip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            if not key or any(c.isspace() for c in key):
+                raise click.UsageError(
+                    f'invalid --env-file "{path}" line {number}: "{key}" is not a variable name (use KEY=VALUE)'
+                )
+            if sep:
+                entries.append(f"{key}={value}")
+            elif key in os.environ:
+                entries.append(f"{key}={os.environ[key]}")
+    return entries

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from shoal import boundedjson, externalca, ports, rpc, states, tokens
+from shoal import boundedjson, externalca, namegen, ports, rpc, states, tokens
 from shoal.ids import new_id
 from shoal.manager import autolock, jobs, listfilters, netalloc, netobjects, netrefs, registryauth, secretrefs
 from shoal.manager import ports as portalloc
@@ -458,6 +458,12 @@ class ControlAPI:
     # ------------------------------------------------------------------ services
 
     async def service_create(self, params: dict[str, Any]) -> Any:
+        if not params.get("name"):  # docker's adjective_surname, one no service has
+            view = self.store.view
+            params = {
+                **params,
+                "name": namegen.unused_name(lambda name: view.service_by_name(name) is not None),
+            }
         try:
             spec = service_spec(params)
             secretrefs.apply_create(self.store.view, spec, params)

@@ -203,3 +203,31 @@ def dns_servers(task: pb.Task) -> list[str]:
     if task.networks:
         return [SWARM_RESOLVER]
     return list(task.spec.container.dns_config.nameservers)
+
+
+def nameservers(task: pb.Task) -> list[str]:
+    """Every ``nameserver`` line: the swarm resolver first for a task with networks (so service
+    names resolve), then the service's ``--dns`` servers. Unlike Docker's embedded DNS, the swarm
+    resolver forwards other names to the node's resolvers, not to ``--dns`` ones: those are asked
+    when it fails (the resolver library moves on to the next nameserver)."""
+    servers = dns_servers(task) + list(task.spec.container.dns_config.nameservers)
+    return list(dict.fromkeys(servers))
+
+
+def extra_hosts(task: pb.Task) -> list[str]:
+    """The spec's ``IP HOST`` lines (Swarm's form) as the engines' ``HOST:IP``."""
+    result = []
+    for line in task.spec.container.hosts:
+        address, _, host = line.partition(" ")
+        result.append(f"{host.strip()}:{address}")
+    return result
+
+
+def ulimits(task: pb.Task) -> list[dict[str, Any]]:
+    """The spec's ulimits as ``{"Name", "Soft", "Hard"}`` (docker's HostConfig shape)."""
+    return [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in task.spec.container.ulimits]
+
+
+def pids_limit(task: pb.Task) -> int:
+    """``--limit-pids``; 0 = unlimited (the engine's default)."""
+    return max(task.spec.resources.limits.pids, 0)

@@ -85,6 +85,32 @@ def mounts(spec: pb.ContainerSpec) -> list[dict[str, Any]]:
     return result
 
 
+def host_options(task: pb.Task) -> dict[str, Any]:
+    """The spec's container options (``--cap-add``, ``--dns``, ``--ulimit``...) as
+    ``create_host_config`` arguments; unset ones are left out (the engine's defaults)."""
+    spec = task.spec.container
+    options: dict[str, Any] = {
+        "dns": _task.nameservers(task),
+        "dns_search": list(spec.dns_config.search),
+        "dns_opt": list(spec.dns_config.options),
+        "cap_add": list(spec.capability_add),
+        "cap_drop": list(spec.capability_drop),
+        "sysctls": dict(spec.sysctls),
+        "ulimits": [{"name": u["Name"], "soft": u["Soft"], "hard": u["Hard"]} for u in _task.ulimits(task)],
+        "extra_hosts": _task.extra_hosts(task),
+        "group_add": list(spec.groups),
+        "pids_limit": _task.pids_limit(task),
+        "read_only": spec.read_only,
+        "init": spec.init,
+    }
+    if task.spec.log_driver.name:
+        options["log_config"] = {
+            "type": task.spec.log_driver.name,
+            "config": dict(task.spec.log_driver.options),
+        }
+    return {key: value for key, value in options.items() if value}
+
+
 def _bind(bind: taskfiles.Bind) -> dict[str, Any]:
     """A secrets or configs tmpfs path, read-only in the container."""
     return {"Type": "bind", "Source": bind.source, "Target": bind.target, "ReadOnly": True}
@@ -240,7 +266,7 @@ class DockerRuntime:
             nano_cpus=nano_cpus or None,
             mem_limit=memory or None,
             mounts=mounts(spec) + [_bind(b) for b in binds] or None,
-            dns=_task.dns_servers(task) or None,
+            **host_options(task),
         )
         bindings = hostports.docker_bindings(task)
         if bindings:  # mode=host published ports: bound by dockerd on this node
@@ -259,6 +285,7 @@ class DockerRuntime:
                 stop_signal=spec.stop_signal or None,
                 healthcheck=_task.requested_health(task),
                 ports=hostports.docker_exposed(task) or None,
+                tty=spec.tty,
                 host_config=host_config,
             )
         except docker.errors.APIError as exc:

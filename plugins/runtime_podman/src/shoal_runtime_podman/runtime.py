@@ -118,6 +118,36 @@ def storage(spec: pb.ContainerSpec) -> tuple[list[dict[str, Any]], list[dict[str
     return oci, volumes
 
 
+def container_options(task: pb.Task) -> dict[str, Any]:
+    """The spec's container options (``--cap-add``, ``--dns``, ``--ulimit``...) in libpod's
+    SpecGenerator shape; unset ones are left out (podman's defaults). A task on swarm networks
+    asks the network provider's resolver first (``_task.nameservers``)."""
+    spec = task.spec.container
+    given = {u["Name"] for u in _task.ulimits(task)}
+    options: dict[str, Any] = {
+        "r_limits": [u for u in ULIMITS if u["type"] not in given]
+        + [{"type": u["Name"], "soft": u["Soft"], "hard": u["Hard"]} for u in _task.ulimits(task)],
+        "dns_server": _task.nameservers(task),
+        "dns_search": list(spec.dns_config.search),
+        "dns_option": list(spec.dns_config.options),
+        "cap_add": list(spec.capability_add),
+        "cap_drop": list(spec.capability_drop),
+        "sysctl": dict(spec.sysctls),
+        "hostadd": _task.extra_hosts(task),
+        "groups": list(spec.groups),
+        "terminal": spec.tty,
+        "init": spec.init,
+    }
+    if spec.read_only:  # as docker's: no writable tmpfs on /tmp, /run... added behind the user's back
+        options.update(read_only_filesystem=True, read_write_tmpfs=False)
+    if task.spec.log_driver.name:
+        options["log_configuration"] = {
+            "driver": task.spec.log_driver.name,
+            "options": dict(task.spec.log_driver.options),
+        }
+    return {key: value for key, value in options.items() if value}
+
+
 def healthconfig(task: pb.Task) -> dict[str, Any] | None:
     """The spec's healthcheck with podman's CLI defaults where the spec says 0 (libpod's API
     would take a literal 0: zero retries means unhealthy on the first failure)."""
@@ -312,7 +342,6 @@ class PodmanRuntime:
             "name": _task.container_name(task),
             "image": spec.image,
             "labels": _task.labels(task),
-            "r_limits": ULIMITS,
         }
         if spec.command:
             body["entrypoint"] = list(spec.command)
@@ -345,11 +374,11 @@ class PodmanRuntime:
             limits["cpu"] = {"quota": nano_cpus * CPU_PERIOD // 1_000_000_000, "period": CPU_PERIOD}
         if memory:
             limits["memory"] = {"limit": memory}
+        if _task.pids_limit(task):
+            limits["pids"] = {"limit": _task.pids_limit(task)}
         if limits:
             body["resource_limits"] = limits
-        dns = _task.dns_servers(task)
-        if dns:  # a task on swarm networks asks the network provider's resolver
-            body["dns_server"] = dns
+        body.update(container_options(task))
         mappings = hostports.podman_mappings(task)
         if mappings:  # mode=host published ports: bound by podman (netavark) on this node
             body["portmappings"] = mappings

@@ -1,0 +1,344 @@
+"""Issue 17 item 10: docker's container options on ``service create``/``service update``, the
+generated service name and the ``swarm init`` settings.
+
+Fast tests check the parsing (manager side, ``shoal.specs``; client side, the CLI's flags and
+``--env-file``); one real-daemon test per runtime checks that a container really gets the options
+(its engine's inspect and the container's own ``/proc``), their ``-add``/``-rm`` forms on update,
+and that a bad value changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+from engines import Engine
+from harness import TEST_IMAGE, ShoalNode, wait_until
+from shoal import namegen
+from shoal.cli.service_opts import (
+    DockerFlagsCommand,
+    common_options,
+    create_options,
+    env_from_files,
+    params_of,
+)
+from shoal.proto import objects_pb2 as pb
+from shoal.specs import SpecError, service_spec, updated_spec
+
+Factory = Callable[..., ShoalNode]
+
+# ----------------------------------------------------------------------------- parsing (fast)
+
+
+def _create(**params: Any) -> pb.ServiceSpec:
+    return service_spec({"name": "web", "image": "busybox", **params})
+
+
+def test_create_stores_every_option_in_swarms_fields() -> None:
+    spec = _create(
+        cap_add=["net_admin", "CAP_SYS_TIME"],
+        cap_drop=["chown"],
+        read_only="true",
+        init=True,
+        tty=True,
+        sysctl=["net.core.somaxconn=1024"],
+        ulimit=["nofile=512:1024", "nproc=100"],
+        dns=["10.0.0.2"],
+        dns_search=["example.com"],
+        dns_option=["ndots:2"],
+        host=["db.local:10.1.2.3", "v6:::1"],
+        group=["audio", "1234"],
+        log_driver="json-file",
+        log_opt=["max-size=10m"],
+        limit_pids="64",
+        generic_resource=["gpu=2"],
+    )
+    container = spec.task.container
+    assert list(container.capability_add) == ["CAP_NET_ADMIN", "CAP_SYS_TIME"]
+    assert list(container.capability_drop) == ["CAP_CHOWN"]
+    assert container.read_only and container.init and container.tty
+    assert dict(container.sysctls) == {"net.core.somaxconn": "1024"}
+    assert [(u.name, u.soft, u.hard) for u in container.ulimits] == [
+        ("nofile", 512, 1024),
+        ("nproc", 100, 100),
+    ]
+    assert list(container.dns_config.nameservers) == ["10.0.0.2"]
+    assert list(container.dns_config.search) == ["example.com"]
+    assert list(container.dns_config.options) == ["ndots:2"]
+    assert list(container.hosts) == ["10.1.2.3 db.local", "::1 v6"]
+    assert list(container.groups) == ["audio", "1234"]
+    assert spec.task.log_driver.name == "json-file"
+    assert dict(spec.task.log_driver.options) == {"max-size": "10m"}
+    assert spec.task.resources.limits.pids == 64
+    assert [(g.kind, g.value) for g in spec.task.resources.reservations.generic] == [("gpu", 2)]
+
+
+def test_update_add_and_rm_forms() -> None:
+    spec = _create(
+        cap_add=["NET_ADMIN"],
+        sysctl=["net.core.somaxconn=1024", "net.ipv4.tcp_syncookies=1"],
+        ulimit=["nofile=512:1024"],
+        dns=["10.0.0.2", "10.0.0.3"],
+        dns_search=["a.example"],
+        host=["db:10.0.0.5", "db:10.0.0.6", "cache:10.0.0.7"],
+        group=["audio"],
+        generic_resource=["gpu=2", "fpga=1"],
+        log_driver="json-file",
+        log_opt=["max-size=10m"],
+        read_only=True,
+    )
+    new = updated_spec(
+        spec,
+        {
+            "cap_drop": ["NET_ADMIN"],
+            "cap_add": ["SYS_TIME"],
+            "sysctl_rm": ["net.core.somaxconn"],
+            "sysctl_add": ["net.ipv4.tcp_syncookies=0"],
+            "ulimit_add": ["nofile=256:512", "nproc=50"],
+            "dns_rm": ["10.0.0.2"],
+            "dns_add": ["10.0.0.9"],
+            "dns_search_add": ["b.example"],
+            "dns_option_add": ["timeout:3"],
+            "host_rm": ["db"],
+            "host_add": ["web:10.0.0.8"],
+            "group_rm": ["audio"],
+            "group_add": ["video"],
+            "generic_resource_rm": ["fpga"],
+            "generic_resource_add": ["gpu=1"],
+            "log_opt": ["max-file=3"],
+            "read_only": "false",
+            "tty": "1",
+            "limit_pids": "0",
+        },
+    )
+    container = new.task.container
+    assert list(container.capability_add) == ["CAP_SYS_TIME"]
+    assert list(container.capability_drop) == ["CAP_NET_ADMIN"]
+    assert dict(container.sysctls) == {"net.ipv4.tcp_syncookies": "0"}
+    assert [(u.name, u.soft, u.hard) for u in container.ulimits] == [("nofile", 256, 512), ("nproc", 50, 50)]
+    assert list(container.dns_config.nameservers) == ["10.0.0.3", "10.0.0.9"]
+    assert list(container.dns_config.search) == ["a.example", "b.example"]
+    assert list(container.dns_config.options) == ["timeout:3"]
+    assert list(container.hosts) == ["10.0.0.7 cache", "10.0.0.8 web"]
+    assert list(container.groups) == ["video"]
+    assert [(g.kind, g.value) for g in new.task.resources.reservations.generic] == [("gpu", 1)]
+    assert dict(new.task.log_driver.options) == {"max-size": "10m", "max-file": "3"}
+    assert not container.read_only and container.tty
+    assert new.task.resources.limits.pids == 0
+    # --host-rm HOST:IP removes that line only; --log-driver "" goes back to the engine's default
+    newer = updated_spec(new, {"host_rm": ["cache:10.0.0.7"], "log_driver": ""})
+    assert list(newer.task.container.hosts) == ["10.0.0.8 web"]
+    assert not newer.task.HasField("log_driver")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"cap_add": ["NET_FLY"]}, 'invalid --cap-add "NET_FLY": unknown capability'),
+        ({"cap_add": ["CHOWN"], "cap_drop": ["chown"]}, "--cap-add and --cap-drop both name CAP_CHOWN"),
+        ({"read_only": "maybe"}, 'invalid --read-only "maybe": use true or false'),
+        ({"sysctl": ["novalue"]}, 'invalid --sysctl "novalue": use KEY=VALUE'),
+        ({"ulimit": ["files=10"]}, 'invalid --ulimit "files=10": use NAME=SOFT[:HARD]'),
+        ({"ulimit": ["nofile=2048:1024"]}, "the soft limit must not exceed the hard limit"),
+        ({"ulimit": ["nofile=lots"]}, 'invalid --ulimit "nofile=lots": limits are whole numbers'),
+        ({"dns": ["dns.google"]}, 'invalid --dns "dns.google": give a nameserver IP address'),
+        ({"dns_search": ["-bad-.com"]}, 'invalid --dns-search "-bad-.com": give a domain name'),
+        ({"dns_option": ["a b"]}, 'invalid --dns-option "a b"'),
+        ({"host": ["db"]}, 'invalid --host "db": use HOST:IP'),
+        ({"host": ["db:10.0.0.300"]}, 'invalid --host "db:10.0.0.300": use HOST:IP'),
+        ({"group": ["two words"]}, 'invalid --group "two words"'),
+        ({"log_opt": ["max-size=1m"]}, "--log-opt needs a --log-driver"),
+        ({"log_driver": "a b"}, 'invalid --log-driver "a b"'),
+        ({"limit_pids": "-1"}, 'invalid --limit-pids "-1": give a whole number of processes'),
+        ({"generic_resource": ["gpu"]}, 'invalid --generic-resource "gpu": use KIND=COUNT'),
+        ({"generic_resource": ["gpu=0"]}, "the count must be a whole number of 1 or more"),
+    ],
+)
+def test_bad_values_are_one_line_naming_the_option(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        _create(**params)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_generated_names_are_adjective_surname_and_unused() -> None:
+    assert re.fullmatch(r"[a-z]+_[a-z]+", namegen.random_name())
+    taken = {f"{a}_{s}" for a in namegen.ADJECTIVES for s in namegen.SURNAMES}
+    name = namegen.unused_name(lambda n: n in taken)
+    assert name not in taken and re.fullmatch(r"[a-z]+_[a-z]+[0-9a-f_]*", name)
+
+
+@click.command(cls=DockerFlagsCommand, context_settings={"allow_interspersed_args": False})
+@create_options
+@common_options
+@click.argument("image")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def _probe(image: str, args: tuple[str, ...], **options: Any) -> None:
+    click.echo(json.dumps(params_of(options), sort_keys=True))
+
+
+def _parsed(*argv: str) -> dict[str, Any]:
+    result = CliRunner().invoke(_probe, list(argv))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)  # type: ignore[no-any-return]
+
+
+def test_boolean_flags_take_dockers_forms() -> None:
+    assert _parsed("--read-only", "--init", "-t", "img") == {"init": True, "read_only": True, "tty": True}
+    assert _parsed("--read-only=false", "--tty=true", "img", "--init=false")["read_only"] is False
+    assert "init" not in _parsed("img", "--init=false")  # after the image: the container's arguments
+    bad = CliRunner().invoke(_probe, ["--init=perhaps", "img"])
+    assert bad.exit_code == 2 and 'invalid --init "perhaps"' in bad.output
+
+
+def test_env_file_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FROM_SHELL", "shell value")
+    monkeypatch.delenv("UNSET_HERE", raising=False)
+    envfile = tmp_path / "app.env"
+    envfile.write_text("# a comment\n\nA=1\nB=two words=x\nFROM_SHELL\nUNSET_HERE\n")
+    assert env_from_files([str(envfile)]) == ["A=1", "B=two words=x", "FROM_SHELL=shell value"]
+    envfile.write_text("GOOD=1\nBAD KEY=2\n")
+    with pytest.raises(click.UsageError, match='line 2: "BAD KEY" is not a variable name'):
+        env_from_files([str(envfile)])
+    with pytest.raises(click.UsageError, match=r"invalid --env-file .*missing\.env"):
+        env_from_files([str(tmp_path / "missing.env")])
+
+
+# ----------------------------------------------------------------------------- real daemons
+
+
+def _inspect(engine: Engine, container_id: str) -> dict[str, Any]:
+    if engine.name == "docker":
+        return engine.client.api.inspect_container(container_id)  # type: ignore[no-any-return]
+    response = engine.client.api.get(f"/containers/{container_id}/json")
+    response.raise_for_status()
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _proc(pid: int, name: str) -> str:
+    return Path(f"/proc/{pid}/{name}").read_text()
+
+
+def _one_container(node: ShoalNode, engine: Engine, node_id: str, service: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        running = engine.service_containers(node_id, service)
+        if len(running) != 1 or not node.running(service):
+            return None
+        state = _inspect(engine, running[0].id)
+        return state if state["State"].get("Pid") else None
+
+    return wait_until(found, 90, what=f"one running container of {service}")
+
+
+@pytest.mark.cluster
+def test_container_options_reach_the_container(
+    node_factory: Factory, runtime_name: str, engine: Engine, tmp_path: Path
+) -> None:
+    node = node_factory(runtime=runtime_name).start()
+    node.init()
+    node_id = node.node_id()
+    envfile = tmp_path / "app.env"
+    envfile.write_text("# settings\nFROM_FILE=yes\nOVERRIDDEN=file\n")
+    service_id = node.ok(
+        "service", "create", "--detach", "--no-resolve-image",
+        "--env-file", str(envfile), "-e", "OVERRIDDEN=flag",
+        "--cap-add", "NET_ADMIN", "--cap-drop", "CHOWN", "--read-only", "--init", "-t",
+        "--sysctl", "net.ipv4.ip_unprivileged_port_start=99",
+        "--ulimit", "nofile=512:1024",
+        "--dns", "10.9.8.7", "--dns-search", "example.com", "--dns-option", "ndots:2",
+        "--host", "db.local:10.1.2.3", "--group", "1234",
+        "--log-driver", "json-file", "--limit-pids", "64",
+        TEST_IMAGE, "sleep", "3600",
+    ).stdout.strip()  # fmt: skip
+    shape = json.loads(node.ok("service", "inspect", service_id).stdout)[0]
+    name = shape["Spec"]["Name"]
+    assert re.fullmatch(r"[a-z]+_[a-z]+[0-9]?", name), name  # generated, docker's style
+    spec = shape["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert spec["CapabilityAdd"] == ["CAP_NET_ADMIN"] and spec["ReadOnly"] is True and spec["Init"] is True
+    assert spec["DNSConfig"]["Nameservers"] == ["10.9.8.7"] and spec["Hosts"] == ["10.1.2.3 db.local"]
+    assert shape["Spec"]["TaskTemplate"]["Resources"]["Limits"]["Pids"] == 64
+
+    state = _one_container(node, engine, node_id, name)
+    pid = int(state["State"]["Pid"])
+    host = state["HostConfig"]
+    assert host["ReadonlyRootfs"] is True and host["Init"] is True and state["Config"]["Tty"] is True
+    sysctl = subprocess.run(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert sysctl.strip() == "99"  # in the container's network namespace (podman 4.3's inspect omits it)
+    assert host["PidsLimit"] == 64
+    assert host["LogConfig"]["Type"] in ("json-file", "k8s-file")  # podman's name for json-file
+    env = state["Config"]["Env"]
+    assert "FROM_FILE=yes" in env and "OVERRIDDEN=flag" in env
+    # What the process itself has, read from the host through /proc
+    status = _proc(pid, "status")
+    caps = int(re.search(r"^CapEff:\s*([0-9a-f]+)", status, re.M).group(1), 16)  # type: ignore[union-attr]
+    assert caps & (1 << 12), "CAP_NET_ADMIN (12) is effective"
+    assert not caps & (1 << 0), "CAP_CHOWN (0) is dropped"
+    assert "1234" in re.search(r"^Groups:(.*)$", status, re.M).group(1).split()  # type: ignore[union-attr]
+    assert re.search(r"^Max open files\s+512\s+1024\s", _proc(pid, "limits"), re.M)
+    resolv = Path(f"/proc/{pid}/root/etc/resolv.conf").read_text()
+    assert "nameserver 10.9.8.7" in resolv and "example.com" in resolv and "ndots:2" in resolv
+    assert re.search(r"^10\.1\.2\.3\s+db\.local", Path(f"/proc/{pid}/root/etc/hosts").read_text(), re.M)
+    root_mount = next(line for line in _proc(pid, "mountinfo").splitlines() if line.split()[4] == "/")
+    assert "ro" in root_mount.split()[5].split(","), root_mount
+    assert Path(f"/proc/{pid}/fd/0").readlink().as_posix().startswith("/dev/pts/")  # a tty
+    ppid_of_sleep = [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == pid and _comm(p) == "sleep"
+    ]
+    assert ppid_of_sleep, "PID 1 is an init that runs the command as its child"
+
+    # update: -add/-rm forms and booleans reach a new container
+    node.ok(
+        "service", "update", "--detach", "--cap-drop", "NET_ADMIN", "--read-only=false",
+        "--ulimit-rm", "nofile", "--dns-rm", "10.9.8.7", "--dns-add", "10.9.8.6",
+        "--host-rm", "db.local", "--host-add", "cache.local:10.4.5.6", "--limit-pids", "32", name,
+    )  # fmt: skip
+
+    def updated() -> dict[str, Any] | None:
+        state = _one_container(node, engine, node_id, name)
+        return state if state["HostConfig"].get("PidsLimit") == 32 else None
+
+    state = wait_until(updated, 90, what="the updated container")
+    pid = int(state["State"]["Pid"])
+    assert state["HostConfig"]["ReadonlyRootfs"] is False
+    caps = int(re.search(r"^CapEff:\s*([0-9a-f]+)", _proc(pid, "status"), re.M).group(1), 16)  # type: ignore[union-attr]
+    assert not caps & (1 << 12), "CAP_NET_ADMIN dropped by the update"
+    assert not re.search(r"^Max open files\s+512\s", _proc(pid, "limits"), re.M)
+    resolv = Path(f"/proc/{pid}/root/etc/resolv.conf").read_text()
+    assert "nameserver 10.9.8.6" in resolv and "10.9.8.7" not in resolv
+    hosts = Path(f"/proc/{pid}/root/etc/hosts").read_text()
+    assert "cache.local" in hosts and "db.local" not in hosts
+
+    # a bad value: one line naming the option, exit 2, the spec unchanged
+    before = json.loads(node.ok("service", "inspect", name).stdout)[0]["Spec"]
+    for args, words in (
+        (["--ulimit-add", "nofile=9:1"], 'invalid --ulimit-add "nofile=9:1"'),
+        (["--cap-add", "FLY"], 'invalid --cap-add "FLY"'),
+        (["--tty=sometimes"], 'invalid --tty "sometimes"'),
+    ):
+        bad = node.cli("service", "update", "--detach", *args, name)
+        assert bad.returncode == 2 and words in bad.stderr and bad.stderr.strip().count("\n") == 0, bad
+    assert json.loads(node.ok("service", "inspect", name).stdout)[0]["Spec"] == before
+
+
+def _ppid(proc_dir: Path) -> int:
+    try:
+        fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return -1
+    return int(fields[1])
+
+
+def _comm(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "comm").read_text().strip()
+    except OSError:
+        return ""
