@@ -126,3 +126,24 @@ async def test_a_node_removed_while_stopped_is_cleaned_up_by_a_provider_that_nev
     await OverlayNetwork(netns=lab.path("h1"), state_dir=tmp_path).cleanup()
     assert lab.snapshot("h1") == before
     assert lab.links("c1") == ["lo"]
+
+
+async def test_a_replacement_reusing_a_task_address_on_another_host_is_reached_at_once(lab: Lab) -> None:
+    """The managers give a replacement its dead predecessor's address. The tasks that talked to
+    the old one keep its neighbour entry and the nodes their learned forwarding entries: the
+    derived MAC and the new endpoint's announcement make the new one reachable at once."""
+    nodes = {h: OverlayNetwork(netns=lab.path(h)) for h in ("h1", "h2")}
+    for host, node in nodes.items():
+        await node.start(NodeNetwork(f"node-{host}", HOSTS[host]))
+        await node.set_peers([HOSTS[h] for h in nodes if h != host])
+        await node.create_network(NET_A)
+    await nodes["h1"].attach(attachment(lab, "c1", NET_A, "10.10.1.2/24"))
+    await nodes["h2"].attach(attachment(lab, "c2", NET_A, "10.10.1.3/24"))
+    lab.serve("c2", "c2", 9000)
+    lab.serve("c3", "c3", 9000)
+    assert await lab.requests("c1", "10.10.1.3", 9000, 1) == ["c2"]
+    await nodes["h2"].detach("task-c2", NET_A.network_id)  # c2 dies; c3, on h1, gets its address
+    await nodes["h1"].attach(attachment(lab, "c3", NET_A, "10.10.1.3/24"))
+    assert await lab.requests("c1", "10.10.1.3", 9000, 1) == ["c3"]
+    for node in nodes.values():
+        await node.cleanup()

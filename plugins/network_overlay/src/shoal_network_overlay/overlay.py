@@ -13,6 +13,10 @@ and subnet, and the bridges of ordinary networks carry no address, so the node r
 between them. Only the ingress network's bridge gets the node's own address (``host_address``):
 it is where the routing mesh forwards published ports.
 
+An endpoint's MAC is derived from its address (``arp.mac_for``) and it announces itself with a
+gratuitous ARP once attached: a replacement task that reuses its predecessor's address is
+reached at once, by the other tasks' neighbour caches and the nodes' learned entries alike.
+
 MTU: the veth ends get 1450 (1500 minus VXLAN's 50 bytes), so a full-size frame from a task
 fits through the tunnel instead of being dropped by the bridge.
 
@@ -30,6 +34,7 @@ from collections.abc import Sequence
 
 from shoal.plugin import EndpointAttachment, NetworkError, NetworkSpec
 
+from shoal_network_overlay.arp import announce, mac_for
 from shoal_network_overlay.commands import Commands
 from shoal_network_overlay.names import (
     BRIDGE,
@@ -193,13 +198,14 @@ class OverlayDevices:
         peer = peer_name(self.digest, attachment.task_id, attachment.network_id)
         if host_end in await self.links():
             return
+        mac = mac_for(str(address))
         try:
             inside = await self.links(netns=attachment.sandbox)
             interface = next(f"eth{n}" for n in range(len(inside) + 1) if f"eth{n}" not in inside)
             await self.commands.run(
                 "ip", "-batch", "-",
                 stdin=(
-                    f"link add {host_end} mtu {MTU} type veth peer name {peer} mtu {MTU}\n"
+                    f"link add {host_end} mtu {MTU} type veth peer name {peer} mtu {MTU} address {mac}\n"
                     f"link set {host_end} master {self.bridge(spec)}\n"
                     f"link set {host_end} up\n"
                     f"link set {peer} netns {target}\n"
@@ -219,6 +225,7 @@ class OverlayDevices:
             raise NetworkError(
                 f"overlay: cannot attach task {attachment.task_id} to network {spec.name}: {exc}"
             ) from None
+        await announce(attachment.sandbox, interface, mac, str(address))
 
     async def detach(self, task_id: str, network_id: str) -> None:
         """Deleting the host end deletes the pair, wherever the other end is."""
