@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shoal.cli.main import task_rows
 from shoal.daemon.localapi import APIError
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.roles.transport import StatusCode
@@ -95,6 +96,10 @@ async def test_restart_on_failure_stops_after_max_attempts(tmp_path: Path) -> No
             tasks = await cluster.tasks("flaky")
             assert len(tasks) == 3, tasks
             assert {t["Error"] for t in tasks} and all("3" in t["Error"] for t in tasks), tasks
+        rows = task_rows(await cluster.call("service.ps", services=["flaky"]), no_trunc=False)
+        assert [r["Name"] for r in rows] == ["flaky.1", " \\_ flaky.1", " \\_ flaky.1"], (
+            "history rows under the slot"
+        )
 
 
 async def test_failing_update_rolls_back(tmp_path: Path) -> None:

@@ -152,40 +152,10 @@ def test_failing_update_pauses_naming_the_task(node_factory: Factory) -> None:
     assert update_state(node, "pz")[0] == "COMPLETED"
 
 
-def test_failing_update_rolls_back(node_factory: Factory) -> None:
-    node = one_node(node_factory)
-    node.ok(
-        "service",
-        "create",
-        "--name",
-        "rb",
-        "--replicas",
-        "3",
-        "--stop-grace-period",
-        "0s",
-        "--detach",
-        IMAGE_1,
-    )
-    wait_until(lambda: len(node.running("rb")) == 3, 60, what="3 running")
-    result = node.cli(
-        "service",
-        "update",
-        "--image",
-        IMAGE_2,
-        "--args",
-        "sh -c 'exit 1'",
-        "--update-failure-action",
-        "rollback",
-        "--update-monitor",
-        "2s",
-        "rb",
-        timeout=300,
-    )
-    assert result.returncode == 1 and "rolled back" in result.stderr
-    wait_until(lambda: update_state(node, "rb")[0] == "ROLLBACK_COMPLETED", 60, what="rollback completed")
-    wait_until(lambda: images_running(node, "rb") == Counter({IMAGE_1: 3}), 60, what="all on the old image")
-    service = inspect(node, "rb")
-    assert "PreviousSpec" not in service, "an automatic rollback clears the previous spec"
+# The automatic rollback of a failing update and the restart policy's max attempts are
+# orchestration logic: tests/test_inprocess_cluster.py checks them on an in-process cluster
+# (about 1.5 s each instead of 23 s and 44 s here). The engine's side of both (an exit code
+# reaching the task, a rollback on a real engine) stays proven by the tests here.
 
 
 def test_manual_rollback_twice_and_without_previous(node_factory: Factory) -> None:
@@ -213,39 +183,6 @@ def test_manual_rollback_twice_and_without_previous(node_factory: Factory) -> No
     assert update_state(node, "mr")[0] == "ROLLBACK_COMPLETED"
     node.ok("service", "update", "--rollback", "mr", timeout=300)  # rolling back twice: the new spec again
     assert images_running(node, "mr") == Counter({IMAGE_2: 2})
-
-
-def test_restart_on_failure_max_attempts(node_factory: Factory) -> None:
-    node = one_node(node_factory)
-    node.ok(
-        "service",
-        "create",
-        "--name",
-        "flaky",
-        "--restart-condition",
-        "on-failure",
-        "--restart-max-attempts",
-        "2",
-        "--restart-delay",
-        "0s",
-        "--detach",
-        IMAGE_1,
-        "sh",
-        "-c",
-        "exit 3",
-    )
-
-    def failed() -> list[dict[str, str]]:
-        return [t for t in node.tasks("flaky") if t["CurrentState"].startswith("Failed")]
-
-    wait_until(lambda: len(failed()) == 3, 60, what="the first run and 2 restarts to fail")
-    # ... and no fourth attempt: the slot history stays at exactly 3 for several polls.
-    for _ in range(20):
-        tasks = node.tasks("flaky")
-        assert len(tasks) == 3, tasks
-        assert all(t["DesiredState"] == "Shutdown" for t in tasks)
-    table = node.ok("service", "ps", "flaky").stdout.splitlines()
-    assert sum(1 for line in table if "\\_ flaky.1" in line) == 2, "history rows under the slot"
 
 
 def test_global_service_follows_nodes(node_factory: Factory) -> None:
