@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shoal.cli.progress import job_progress, block_lines
 from shoal.daemon.localapi import APIError
 from shoal.testing.cluster import InProcessCluster
 
@@ -58,6 +59,10 @@ async def test_replicated_job_runs_to_its_completions_within_max_concurrent(tmp_
         assert (row["Mode"], row["Replicas"]) == ("replicated job", "0/0 (5/5 completed)")
         for _ in range(5):  # completed tasks stay completed: nothing new appears
             assert len(await cluster.tasks("batch")) == 5
+        await cluster.call("service.create", name="web", image=IMAGE)
+        jobs = await cluster.call("service.ls", filters=["mode=replicated-job"])
+        assert [row["Name"] for row in jobs] == ["batch"]
+        assert await cluster.call("service.ls", filters=["mode=global-job"]) == []
 
 
 async def test_failed_job_task_is_retried_in_its_slot(tmp_path: Path) -> None:
@@ -161,6 +166,36 @@ async def test_scale_of_a_global_job_is_refused(tmp_path: Path) -> None:
         with pytest.raises(APIError) as refused:
             await cluster.call("service.scale", service="g", replicas=3)
         assert "scale can only be used with replicated or replicated-job mode" in refused.value.message
+
+
+def _row(slot: int, state: str, desired: str, iteration: int = 1, error: str = "") -> dict[str, Any]:
+    return {
+        "Slot": slot, "NodeID": "n1", "State": state, "DesiredState": desired, "Error": error,
+        "ServiceName": "batch", "Timestamp": float(slot), "JobIteration": iteration,
+    }  # fmt: skip
+
+
+def testjob_progress_counts_the_current_run_and_names_a_slot_that_gave_up() -> None:
+    """The block ``service create`` draws for a job: ``job progress: C out of T complete``, a
+    line per slot of the current iteration (older runs left out), and the slot whose task
+    failed for good (nothing active, nothing complete)."""
+    service = {
+        "spec": {"replicated_job": {"total_completions": "3", "max_concurrent": "1"}},
+        "job_status": {"job_iteration": "2"},
+    }
+    rows = [
+        _row(1, "Complete", "Shutdown", iteration=1),
+        _row(1, "Complete", "Complete", iteration=2),
+        _row(2, "Failed", "Shutdown", iteration=2, error="task: non-zero exit (1)"),
+        _row(2, "Running", "Running", iteration=2),
+    ]
+    progress, gave_up = job_progress(service, rows)
+    lines = block_lines(progress, width=120, height=40)
+    assert lines[0] == "job progress: 1 out of 3 complete"
+    assert [line.split()[:2] for line in lines[1:]] == [["1/3:", "complete"], ["2/3:", "running"]]
+    assert gave_up == ""
+    rows[-1] = _row(2, "Failed", "Shutdown", iteration=2, error="task: non-zero exit (1)")
+    assert job_progress(service, rows)[1] == "task batch.2: task: non-zero exit (1)"
 
 
 async def _len(rows: Any, count: int) -> Any:
