@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shoal.cli.progress import job_progress, block_lines
+from shoal import dockershapes
+from shoal.cli.inspect_pretty import service_pretty
+from shoal.cli.progress import block_lines, job_progress
 from shoal.daemon.localapi import APIError
+from shoal.proto import objects_pb2 as pb
+from shoal.specs import service_spec
 from shoal.testing.cluster import InProcessCluster
 
 IMAGE = "app:1"
@@ -201,3 +205,20 @@ def testjob_progress_counts_the_current_run_and_names_a_slot_that_gave_up() -> N
 async def _len(rows: Any, count: int) -> Any:
     found = await rows
     return found if len(found) == count else None
+
+
+def test_inspect_shapes_of_a_job() -> None:
+    """``service inspect`` shows docker's ``Spec.Mode.ReplicatedJob`` / ``GlobalJob``,
+    ``JobStatus.JobIteration`` and a task's ``JobIteration``; ``--pretty`` names the mode."""
+    spec = service_spec(
+        {"name": "batch", "image": IMAGE, "mode": "replicated-job", "replicas": 4, "max_concurrent": 2}
+    )
+    service = pb.Service(id="s1", spec=spec)
+    service.job_status.job_iteration = 3
+    shape = dockershapes.service_shape(service)
+    assert shape["Spec"]["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 4}}
+    assert shape["JobStatus"]["JobIteration"] == {"Index": 3}
+    assert "Service Mode:\tReplicated Job" in service_pretty(shape)
+    assert dockershapes.task_shape(pb.Task(id="t1", job_iteration=3))["JobIteration"] == {"Index": 3}
+    global_job = service_spec({"name": "g", "image": IMAGE, "mode": "global-job"})
+    assert dockershapes.mode_shape(global_job) == {"GlobalJob": {}}
