@@ -289,7 +289,8 @@ def service_shape(service: pb.Service) -> JSON:
     shape["Spec"] = service_spec_shape(service.spec)
     if service.HasField("previous_spec"):
         shape["PreviousSpec"] = service_spec_shape(service.previous_spec)
-    endpoint: JSON = {"Spec": endpoint_spec_shape(service.endpoint.spec or service.spec.endpoint)}
+    allocated_for = service.endpoint.spec if service.HasField("endpoint") else service.spec.endpoint
+    endpoint: JSON = {"Spec": endpoint_spec_shape(allocated_for)}
     _put(endpoint, "Ports", [port_shape(p) for p in service.endpoint.ports])
     _put(
         endpoint,
@@ -440,3 +441,53 @@ def config_shape(config: pb.Config) -> JSON:
         "Data": base64.b64encode(config.spec.data).decode(),
     }
     return shape
+
+
+# ---------------------------------------------------------------------------- swarm
+
+
+def swarm_shape(cluster: pb.Cluster) -> JSON:
+    """``GET /swarm``: Docker's ``swarm.Swarm`` (settings of ``swarm init``/``swarm update``,
+    the CA's certificate and the join tokens; never a key)."""
+    spec = cluster.spec
+    ca_config: JSON = {"NodeCertExpiry": nanoseconds(spec.ca_config.node_cert_expiry)}
+    _put(
+        ca_config,
+        "ExternalCAs",
+        [
+            {
+                "Protocol": ca.protocol,
+                "URL": ca.url,
+                **({"Options": _labels(ca.options)} if ca.options else {}),
+            }
+            for ca in spec.ca_config.external_cas
+        ],
+    )
+    return {
+        **_meta(cluster.id, cluster.meta),
+        "Spec": {
+            "Name": spec.annotations.name,
+            "Labels": _labels(spec.annotations.labels),
+            "Orchestration": {
+                "TaskHistoryRetentionLimit": int(spec.orchestration.task_history_retention_limit)
+            },
+            "Raft": {
+                "SnapshotInterval": int(spec.raft.snapshot_interval),
+                "KeepOldSnapshots": int(spec.raft.keep_old_snapshots),
+                "ElectionTick": int(spec.raft.election_tick),
+                "HeartbeatTick": int(spec.raft.heartbeat_tick),
+            },
+            "Dispatcher": {"HeartbeatPeriod": nanoseconds(spec.dispatcher.heartbeat_period)},
+            "CAConfig": ca_config,
+            "TaskDefaults": {},
+            "EncryptionConfig": {"AutoLockManagers": spec.encryption_config.auto_lock_managers},
+        },
+        "TLSInfo": {"TrustRoot": cluster.root_ca.ca_cert.decode(errors="replace")},
+        "RootRotationInProgress": False,
+        "DefaultAddrPool": list(cluster.default_address_pool) or ["10.0.0.0/8"],
+        "SubnetSize": int(cluster.subnet_size or 24),
+        "JoinTokens": {
+            "Worker": cluster.root_ca.join_tokens.worker,
+            "Manager": cluster.root_ca.join_tokens.manager,
+        },
+    }
