@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from engines import Engine
 from harness import TEST_IMAGE, ShoalNode, wait_until
-from shoal import namegen
+from shoal import identity, namegen
 from shoal.cli.service_opts import (
     DockerFlagsCommand,
     common_options,
@@ -29,8 +30,12 @@ from shoal.cli.service_opts import (
     env_from_files,
     params_of,
 )
+from shoal.manager import clustersettings
+from shoal.plugin import PluginContext
 from shoal.proto import objects_pb2 as pb
 from shoal.specs import SpecError, service_spec, updated_spec
+from shoal_store_raft.options import RaftOptions
+from shoal_store_raft.provider import RaftStore
 
 Factory = Callable[..., ShoalNode]
 
@@ -342,3 +347,95 @@ def _comm(proc_dir: Path) -> str:
         return (proc_dir / "comm").read_text().strip()
     except OSError:
         return ""
+
+
+# ----------------------------------------------------------------------------- swarm settings
+
+
+def test_cluster_settings_parse_and_refuse() -> None:
+    cluster = pb.Cluster()
+    for change in clustersettings.changes(
+        {
+            "cert_expiry": "48h",
+            "dispatcher_heartbeat": "7s",
+            "task_history_limit": "-1",
+            "snapshot_interval": "500",
+            "max_snapshots": "2",
+        }
+    ):
+        change(cluster)
+    spec = cluster.spec
+    assert spec.ca_config.node_cert_expiry == 48 * 3600 and spec.dispatcher.heartbeat_period == 7
+    assert spec.orchestration.task_history_retention_limit == -1
+    assert spec.raft.snapshot_interval == 500 and spec.raft.keep_old_snapshots == 2
+    for params, message in (
+        ({"snapshot_interval": "0"}, 'invalid --snapshot-interval "0": must be at least 1'),
+        ({"max_snapshots": "-1"}, 'invalid --max-snapshots "-1": must be at least 0'),
+        ({"dispatcher_heartbeat": "0s"}, 'invalid --dispatcher-heartbeat "0s": must be positive'),
+        ({"cert_expiry": "soon"}, 'invalid --cert-expiry "soon": give a duration'),
+    ):
+        with pytest.raises(SpecError, match=re.escape(message)):
+            clustersettings.changes(params)
+
+
+def test_raft_store_takes_the_swarms_snapshot_interval(tmp_path: Path) -> None:
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=10000))
+    store.tune({"snapshot_interval": 42})
+    assert store.options.snapshot_interval == 42
+    store.tune({"tick_ms": 100})  # a missing key keeps its value
+    assert store.options.snapshot_interval == 42
+    with pytest.raises(ValueError, match="snapshot interval"):
+        store.tune({"snapshot_interval": 0})
+    own = RaftStore.from_context(PluginContext("store", "raft", tmp_path, {"snapshot-interval": "5"}))
+    own.tune({"snapshot_interval": 42})  # the daemon's --plugin-opt store.snapshot-interval wins
+    assert own.options.snapshot_interval == 5
+
+
+@pytest.mark.cluster
+def test_swarm_init_and_update_settings(node_factory: Factory) -> None:
+    refused = node_factory("refused").start()
+    bad = refused.cli("swarm", "init", "--advertise-addr", refused.addr, "--max-snapshots", "many")
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == 'Error: invalid --max-snapshots "many": give a whole number'
+    )
+    assert refused.info()["Swarm"] == "inactive" and not refused.info().get("NodeID")  # nothing created
+
+    node = node_factory().start()
+    node.init(
+        "--cert-expiry", "48h", "--dispatcher-heartbeat", "7s", "--task-history-limit", "3",
+        "--snapshot-interval", "500", "--max-snapshots", "2",
+    )  # fmt: skip
+    lines = node.ok("info").stdout.splitlines()
+    for expected in (
+        "  Task History Retention Limit: 3",
+        "  Snapshot Interval: 500",
+        "  Number of Old Snapshots to Retain: 2",
+        "  Heartbeat Period: 7 seconds",
+        "  Expiry Duration: 2 days",
+    ):
+        assert expected in lines, (expected, lines)
+    swarm = json.loads(node.ok("swarm", "inspect").stdout)
+    assert swarm["Spec"]["Raft"]["SnapshotInterval"] == 500 and swarm["Spec"]["Raft"]["KeepOldSnapshots"] == 2
+    assert swarm["Spec"]["CAConfig"]["NodeCertExpiry"] == 48 * 3600 * 10**9
+    assert swarm["Spec"]["Dispatcher"]["HeartbeatPeriod"] == 7 * 10**9
+    assert (
+        node.ok("swarm", "inspect", "--format", "{{.Spec.Orchestration.TaskHistoryRetentionLimit}}").stdout
+        == "3\n"
+    )
+    # the first manager's own certificate already has the swarm's validity
+    certificate = identity.load_certificate(
+        (node.state_dir / "certificates" / identity.CERT_FILE).read_bytes()
+    )
+    left = certificate.not_valid_after_utc - datetime.now(UTC)  # (not_before is backdated)
+    assert abs(left.total_seconds() - 48 * 3600) < 600, left
+
+    node.ok("swarm", "update", "--snapshot-interval", "600", "--max-snapshots", "0")
+    raft = json.loads(node.ok("swarm", "inspect").stdout)["Spec"]["Raft"]
+    assert raft["SnapshotInterval"] == 600 and raft["KeepOldSnapshots"] == 0
+    bad = node.cli("swarm", "update", "--snapshot-interval", "0", "--task-history-limit", "9")
+    assert bad.returncode == 2 and 'invalid --snapshot-interval "0"' in bad.stderr
+    assert (
+        json.loads(node.ok("swarm", "inspect").stdout)["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"]
+        == 3
+    )

@@ -7,6 +7,7 @@ non-zero exit: 2 for bad input (flags, plugin choice), 1 for anything the daemon
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from shoal.cli.errors import fail, one_line
 from shoal.cli.events_cmd import events
 from shoal.cli.hollow_cmd import hollow
 from shoal.cli.info_cmd import info
-from shoal.cli.inspect_cmd import inspect, inspect_options, inspect_refs
+from shoal.cli.inspect_cmd import inspect, inspect_options, inspect_refs, print_objects
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params
 from shoal.cli.network_cmd import network
 from shoal.cli.output import human_duration, print_list
@@ -37,6 +38,7 @@ from shoal.cli.service_opts import (
     params_of,
     update_options,
 )
+from shoal.cli.swarm_opts import cluster_setting_options
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
 
@@ -293,9 +295,11 @@ def read_file(path: str | None, what: str) -> str:
     metavar="[=true|false]",
     help="Enable manager autolocking (requiring an unlock key to start a stopped manager).",
 )
+@cluster_setting_options
 @click.pass_context
 def swarm_init(
     ctx: click.Context,
+    /,
     advertise_addr: str,
     listen_addr: str,
     availability: str,
@@ -307,6 +311,7 @@ def swarm_init(
     default_addr_pools: tuple[str, ...],
     default_addr_pool_mask_length: str | None,
     autolock: str | None,
+    **settings: str | None,
 ) -> None:
     """Initialize a swarm with this node as its first manager."""
     from shoal import loader
@@ -331,6 +336,7 @@ def swarm_init(
         default_addr_pool=list(default_addr_pools),
         default_addr_pool_mask_length=default_addr_pool_mask_length,
         autolock=autolock_flag(autolock),
+        **settings,
     )
     click.echo(f"Swarm initialized: current node ({result['NodeID']}) is now a manager.")
     if result.get("UnlockKey"):
@@ -389,10 +395,28 @@ def swarm_leave(ctx: click.Context, force: bool) -> None:
     click.echo("Node left the swarm.")
 
 
+@swarm.command("inspect")
+@inspect_options("swarm", pretty=False)
+@click.pass_context
+def swarm_inspect(ctx: click.Context, fmt: str | None) -> None:
+    """Display the swarm's settings: Docker's GET /swarm shape, or --format's template of it."""
+    from google.protobuf import json_format
+
+    from shoal import dockershapes
+    from shoal.cli.inspect_cmd import check_format
+    from shoal.proto import objects_pb2 as pb
+
+    template = check_format(fmt)
+    stored = call(ctx, "swarm.inspect")
+    shape = dockershapes.swarm_shape(json_format.ParseDict(stored, pb.Cluster(), ignore_unknown_fields=True))
+    if template is None:
+        click.echo(json.dumps(shape, indent=4, ensure_ascii=False))
+    else:
+        print_objects([shape], template, fmt or "")
+
+
 @swarm.command("update")
-@click.option("--cert-expiry", default=None, help="Validity period for node certificates (e.g. 2160h).")
-@click.option("--dispatcher-heartbeat", default=None, help="Dispatcher heartbeat period (e.g. 5s).")
-@click.option("--task-history-limit", default=None, help="Task history retention limit.")
+@cluster_setting_options
 @click.option("--external-ca", "external_cas", multiple=True, help=EXTERNAL_CA_HELP)
 @click.option("--raft-tick", default=None, help="Raft tick interval of the managers' store (e.g. 100ms).")
 @click.option("--election-tick", default=None, help="Ticks without a leader before an election (default 10).")
@@ -408,22 +432,19 @@ def swarm_leave(ctx: click.Context, force: bool) -> None:
 @click.pass_context
 def swarm_update(
     ctx: click.Context,
-    cert_expiry: str | None,
-    dispatcher_heartbeat: str | None,
-    task_history_limit: str | None,
+    /,
     external_cas: tuple[str, ...],
     raft_tick: str | None,
     election_tick: str | None,
     heartbeat_tick: str | None,
     autolock: str | None,
+    **settings: str | None,
 ) -> None:
     """Update the swarm."""
     call(
         ctx,
         "swarm.update",
-        cert_expiry=cert_expiry,
-        dispatcher_heartbeat=dispatcher_heartbeat,
-        task_history_limit=task_history_limit,
+        **settings,
         external_cas=external_ca_values(external_cas),
         raft_tick=raft_tick,
         election_tick=election_tick,

@@ -280,24 +280,27 @@ class Manager:
 
     def _tune_store(self, cluster: pb.Cluster) -> None:
         raft = cluster.spec.raft
-        if not (raft.tick_ms and raft.election_tick and raft.heartbeat_tick):
+        settings: dict[str, int] = {}
+        if raft.tick_ms and raft.election_tick and raft.heartbeat_tick:
+            settings.update(
+                tick_ms=raft.tick_ms, election_ticks=raft.election_tick, heartbeat_ticks=raft.heartbeat_tick
+            )
+        if raft.snapshot_interval:  # swarm init/update --snapshot-interval
+            settings["snapshot_interval"] = raft.snapshot_interval
+        if not settings:
             return
         try:
-            self.store_provider.tune(
-                {
-                    "tick_ms": raft.tick_ms,
-                    "election_ticks": raft.election_tick,
-                    "heartbeat_ticks": raft.heartbeat_tick,
-                }
-            )
+            self.store_provider.tune(settings)
         except ValueError as exc:
             log.error("the store provider refused the swarm's raft timing: %s", exc)
 
     async def _follow_raft_timing(self) -> None:
-        """``swarm update --raft-tick/--election-tick/--heartbeat-tick`` reaches every manager."""
+        """``swarm update --raft-tick/--election-tick/--heartbeat-tick/--snapshot-interval``
+        reaches every manager."""
 
-        def timing(c: pb.Cluster) -> tuple[int, int, int]:
-            return c.spec.raft.tick_ms, c.spec.raft.election_tick, c.spec.raft.heartbeat_tick
+        def timing(c: pb.Cluster) -> tuple[int, int, int, int]:
+            raft = c.spec.raft
+            return raft.tick_ms, raft.election_tick, raft.heartbeat_tick, raft.snapshot_interval
 
         cluster = self.store.view.cluster()
         current = timing(cluster) if cluster is not None else None

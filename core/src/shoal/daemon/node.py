@@ -40,7 +40,7 @@ from shoal.defaults import NODE_CERT_EXPIRY, cluster_spec
 from shoal.ids import new_id
 from shoal.loader import PluginError, PluginLoader, declared_plugins, parse_plugin_args, resolve_selection
 from shoal.logtime import since_param
-from shoal.manager import netobjects
+from shoal.manager import clustersettings, netobjects
 from shoal.manager.controlapi import ControlError, external_ca_fields
 from shoal.manager.events import parse_query
 from shoal.manager.netcontrol import NETWORK_METHODS
@@ -440,6 +440,9 @@ class Daemon:
             adv_port = listen_port
         availability = parse_availability(params.get("availability"))
         pools, subnet_size = netobjects.address_pools(params)
+        cluster = pb.Cluster(spec=cluster_spec())
+        for change in clustersettings.changes(params):  # a bad value: nothing created yet
+            change(cluster)
         try:
             info = await self.runtime.describe()
         except RuntimeError_ as exc:
@@ -481,7 +484,7 @@ class Daemon:
                 node_id=node_id,
                 role=rpc.MANAGER_OU,
                 cluster_id=cluster_id,
-                expiry_seconds=NODE_CERT_EXPIRY,
+                expiry_seconds=cluster.spec.ca_config.node_cert_expiry,
             )
             identity.write_credentials(
                 self.state_dir / CERTS_DIR,
@@ -489,7 +492,7 @@ class Daemon:
                     key_pem=key_pem, cert_pem=issued.presented_pem, root_pem=root.cert_pem
                 ),
             )
-            cluster = pb.Cluster(id=cluster_id, spec=cluster_spec())
+            cluster.id = cluster_id
             cluster.spec.ca_config.external_cas.extend(externalca.to_spec(external_cas))
             cluster.root_ca.ca_cert = root.cert_pem
             cluster.root_ca.ca_key = root.key_pem

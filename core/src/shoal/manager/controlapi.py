@@ -15,14 +15,22 @@ from google.protobuf import json_format
 
 from shoal import boundedjson, externalca, namegen, ports, rpc, states, tokens
 from shoal.ids import new_id
-from shoal.manager import autolock, jobs, listfilters, netalloc, netobjects, netrefs, registryauth, secretrefs
+from shoal.manager import (
+    autolock,
+    clustersettings,
+    jobs,
+    listfilters,
+    netalloc,
+    netobjects,
+    netrefs,
+    registryauth,
+    secretrefs,
+)
 from shoal.manager import ports as portalloc
-from shoal.manager.caserver import min_cert_expiry
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.ca import ExternalCA
 from shoal.roles.transport import StatusCode
 from shoal.specs import (
-    INT64_MAX,
     SpecError,
     parse_availability,
     parse_duration,
@@ -238,24 +246,7 @@ class ControlAPI:
         """``swarm update``: certificate expiry, heartbeat period, task history limit."""
         changes: list[Callable[[pb.Cluster], None]] = []
         try:
-            if params.get("cert_expiry") is not None:
-                expiry = parse_duration(str(params["cert_expiry"]), "--cert-expiry")
-                floor = min_cert_expiry()
-                if expiry < floor:
-                    raise SpecError(
-                        f'invalid --cert-expiry "{params["cert_expiry"]}": the minimum is 1h '
-                        "(shorter certificates would leave nodes no time to renew)"
-                        if floor >= 3600
-                        else f'invalid --cert-expiry "{params["cert_expiry"]}": the minimum is {floor:g}s'
-                    )
-                changes.append(lambda c: setattr(c.spec.ca_config, "node_cert_expiry", expiry))
-            if params.get("dispatcher_heartbeat") is not None:
-                period = parse_duration(str(params["dispatcher_heartbeat"]), "--dispatcher-heartbeat")
-                if period <= 0:
-                    raise SpecError(
-                        f'invalid --dispatcher-heartbeat "{params["dispatcher_heartbeat"]}": must be positive'
-                    )
-                changes.append(lambda c: setattr(c.spec.dispatcher, "heartbeat_period", period))
+            changes.extend(clustersettings.changes(params))
             if params.get("external_cas"):
                 requested = externalca.from_request(external_ca_fields(params["external_cas"]))
                 self.check_external_cas(requested)
@@ -266,12 +257,6 @@ class ControlAPI:
                     c.spec.ca_config.external_cas.extend(cas)
 
                 changes.append(set_cas)
-            if params.get("task_history_limit") is not None:
-                # int64 as in docker, where a negative limit means "never delete task history".
-                limit = whole_number(
-                    params["task_history_limit"], "--task-history-limit", -INT64_MAX - 1, INT64_MAX
-                )
-                changes.append(lambda c: setattr(c.spec.orchestration, "task_history_retention_limit", limit))
             changes.extend(self._raft_timing(params))
             changes.extend(autolock.autolock_changes(params))
         except SpecError as exc:
@@ -280,7 +265,8 @@ class ControlAPI:
             raise ControlError(
                 StatusCode.INVALID_ARGUMENT,
                 "nothing to update: give --cert-expiry, --dispatcher-heartbeat, --task-history-limit, "
-                "--external-ca, --raft-tick, --election-tick, --heartbeat-tick or --autolock",
+                "--snapshot-interval, --max-snapshots, --external-ca, --raft-tick, --election-tick, "
+                "--heartbeat-tick or --autolock",
             )
 
         def update(tx: Tx) -> None:

@@ -182,6 +182,6 @@ class StoreProvider(Protocol):
 
     def tune(self, settings: Mapping[str, int]) -> None:
         """The swarm's consensus settings (``swarm update --raft-tick/--election-tick/
-        --heartbeat-tick``, keys ``tick_ms``, ``election_ticks``, ``heartbeat_ticks``), at
-        start and on every change. A store without such settings ignores them; raise
+        --heartbeat-tick/--snapshot-interval``, keys ``tick_ms``, ``election_ticks``,
+        ``heartbeat_ticks``, ``snapshot_interval``), at start and on every change. A store without such settings ignores them; raise
         ``ValueError`` for values it cannot use."""

@@ -154,6 +154,8 @@ class RaftStore:
         #: Encrypts every WAL record and snapshot (the manager's data key; None: in clear).
         self.sealer = sealer
         self.options = options or RaftOptions()
+        #: The daemon's own ``--plugin-opt store.snapshot-interval``, which wins over the swarm's.
+        self.own_snapshot_interval = False
         self._send_hook = send
         #: How to reach the other managers (None: a test wires the network itself).
         self.link = link
@@ -189,7 +191,9 @@ class RaftStore:
         link = None
         if context.transport is not None:
             link = PeerLink(context.transport, context.node_tls, context.node_id, context.advertise_addr)
-        return cls(context.state_dir, RaftOptions.parse(context.options), link=link, sealer=context.sealer)
+        store = cls(context.state_dir, RaftOptions.parse(context.options), link=link, sealer=context.sealer)
+        store.own_snapshot_interval = "snapshot-interval" in context.options
+        return store
 
     # ------------------------------------------------------------------ paths
 
@@ -693,9 +697,16 @@ class RaftStore:
         raise StoreUnavailable(f"leadership was not transferred within {timeout:g} s; retry")
 
     def tune(self, settings: Mapping[str, int]) -> None:
-        """The swarm's ``swarm update --raft-*`` timing; keys this store does not know are
-        ignored, a missing one keeps its value."""
+        """The swarm's ``swarm update --raft-*`` timing and ``--snapshot-interval``; keys this
+        store does not know are ignored, a missing one keeps its value (and the daemon's own
+        ``store.snapshot-interval`` option wins over the swarm's)."""
         opts = self.options
+        interval = settings.get("snapshot_interval", opts.snapshot_interval)
+        if self.own_snapshot_interval:
+            interval = opts.snapshot_interval
+        if interval < 1:
+            raise ValueError(f"raft snapshot interval: need at least 1 entry, got {interval}")
+        self.options = opts = dataclasses.replace(opts, snapshot_interval=interval)
         self.set_timing(
             tick_ms=settings.get("tick_ms", opts.tick_ms),
             election_ticks=settings.get("election_ticks", opts.election_ticks),
