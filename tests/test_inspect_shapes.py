@@ -92,6 +92,10 @@ def test_service_shape_uses_docker_names_numbers_times_and_enums() -> None:
     assert shape["Endpoint"]["Ports"][0]["PublishedPort"] == 8080
     assert shape["UpdateStatus"]["State"] == "completed" and "CompletedAt" not in shape["UpdateStatus"]
     assert "PreviousSpec" not in shape
+    unallocated = sample_service()
+    unallocated.ClearField("endpoint")
+    unallocated.spec.endpoint.mode = pb.EndpointSpec.DNSRR
+    assert dockershapes.service_shape(unallocated)["Endpoint"]["Spec"]["Mode"] == "dnsrr"
     global_service = sample_service()
     global_service.spec.ClearField("replicated")
     getattr(global_service.spec, "global").SetInParent()

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shoal import dockershapes
+from shoal.cli.inspect_pretty import service_pretty
+from shoal.cli.progress import block_lines, job_progress
 from shoal.daemon.localapi import APIError
+from shoal.proto import objects_pb2 as pb
+from shoal.specs import service_spec
 from shoal.testing.cluster import InProcessCluster
 
 IMAGE = "app:1"
@@ -58,6 +63,10 @@ async def test_replicated_job_runs_to_its_completions_within_max_concurrent(tmp_
         assert (row["Mode"], row["Replicas"]) == ("replicated job", "0/0 (5/5 completed)")
         for _ in range(5):  # completed tasks stay completed: nothing new appears
             assert len(await cluster.tasks("batch")) == 5
+        await cluster.call("service.create", name="web", image=IMAGE)
+        jobs = await cluster.call("service.ls", filters=["mode=replicated-job"])
+        assert [row["Name"] for row in jobs] == ["batch"]
+        assert await cluster.call("service.ls", filters=["mode=global-job"]) == []
 
 
 async def test_failed_job_task_is_retried_in_its_slot(tmp_path: Path) -> None:
@@ -163,6 +172,53 @@ async def test_scale_of_a_global_job_is_refused(tmp_path: Path) -> None:
         assert "scale can only be used with replicated or replicated-job mode" in refused.value.message
 
 
+def _row(slot: int, state: str, desired: str, iteration: int = 1, error: str = "") -> dict[str, Any]:
+    return {
+        "Slot": slot, "NodeID": "n1", "State": state, "DesiredState": desired, "Error": error,
+        "ServiceName": "batch", "Timestamp": float(slot), "JobIteration": iteration,
+    }  # fmt: skip
+
+
+def testjob_progress_counts_the_current_run_and_names_a_slot_that_gave_up() -> None:
+    """The block ``service create`` draws for a job: ``job progress: C out of T complete``, a
+    line per slot of the current iteration (older runs left out), and the slot whose task
+    failed for good (nothing active, nothing complete)."""
+    service = {
+        "spec": {"replicated_job": {"total_completions": "3", "max_concurrent": "1"}},
+        "job_status": {"job_iteration": "2"},
+    }
+    rows = [
+        _row(1, "Complete", "Shutdown", iteration=1),
+        _row(1, "Complete", "Complete", iteration=2),
+        _row(2, "Failed", "Shutdown", iteration=2, error="task: non-zero exit (1)"),
+        _row(2, "Running", "Running", iteration=2),
+    ]
+    progress, gave_up = job_progress(service, rows)
+    lines = block_lines(progress, width=120, height=40)
+    assert lines[0] == "job progress: 1 out of 3 complete"
+    assert [line.split()[:2] for line in lines[1:]] == [["1/3:", "complete"], ["2/3:", "running"]]
+    assert gave_up == ""
+    rows[-1] = _row(2, "Failed", "Shutdown", iteration=2, error="task: non-zero exit (1)")
+    assert job_progress(service, rows)[1] == "task batch.2: task: non-zero exit (1)"
+
+
 async def _len(rows: Any, count: int) -> Any:
     found = await rows
     return found if len(found) == count else None
+
+
+def test_inspect_shapes_of_a_job() -> None:
+    """``service inspect`` shows docker's ``Spec.Mode.ReplicatedJob`` / ``GlobalJob``,
+    ``JobStatus.JobIteration`` and a task's ``JobIteration``; ``--pretty`` names the mode."""
+    spec = service_spec(
+        {"name": "batch", "image": IMAGE, "mode": "replicated-job", "replicas": 4, "max_concurrent": 2}
+    )
+    service = pb.Service(id="s1", spec=spec)
+    service.job_status.job_iteration = 3
+    shape = dockershapes.service_shape(service)
+    assert shape["Spec"]["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 4}}
+    assert shape["JobStatus"]["JobIteration"] == {"Index": 3}
+    assert "Service Mode:\tReplicated Job" in service_pretty(shape)
+    assert dockershapes.task_shape(pb.Task(id="t1", job_iteration=3))["JobIteration"] == {"Index": 3}
+    global_job = service_spec({"name": "g", "image": IMAGE, "mode": "global-job"})
+    assert dockershapes.mode_shape(global_job) == {"GlobalJob": {}}

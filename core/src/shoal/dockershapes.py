@@ -248,14 +248,29 @@ def service_spec_shape(spec: pb.ServiceSpec) -> JSON:
         _put(network, "Aliases", list(config.aliases))
         networks.append(network)
     _put(shape["TaskTemplate"], "Networks", networks)
-    if spec.WhichOneof("mode") == "global":
-        shape["Mode"] = {"Global": {}}
-    else:
-        shape["Mode"] = {"Replicated": {"Replicas": int(spec.replicated.replicas)}}
+    shape["Mode"] = mode_shape(spec)
     shape["UpdateConfig"] = update_config_shape(spec.update)
     shape["RollbackConfig"] = update_config_shape(spec.rollback)
     shape["EndpointSpec"] = endpoint_spec_shape(spec.endpoint)
     return shape
+
+
+def mode_shape(spec: pb.ServiceSpec) -> JSON:
+    """``Spec.Mode``: ``Replicated``, ``Global``, ``ReplicatedJob`` or ``GlobalJob``."""
+    mode = spec.WhichOneof("mode")
+    if mode == "global":
+        return {"Global": {}}
+    if mode == "global_job":
+        return {"GlobalJob": {}}
+    if mode == "replicated_job":
+        job = spec.replicated_job
+        return {
+            "ReplicatedJob": {
+                "MaxConcurrent": int(job.max_concurrent),
+                "TotalCompletions": int(job.total_completions),
+            }
+        }
+    return {"Replicated": {"Replicas": int(spec.replicated.replicas)}}
 
 
 def update_status_shape(status: pb.UpdateStatus) -> JSON:
@@ -274,7 +289,8 @@ def service_shape(service: pb.Service) -> JSON:
     shape["Spec"] = service_spec_shape(service.spec)
     if service.HasField("previous_spec"):
         shape["PreviousSpec"] = service_spec_shape(service.previous_spec)
-    endpoint: JSON = {"Spec": endpoint_spec_shape(service.endpoint.spec or service.spec.endpoint)}
+    allocated_for = service.endpoint.spec if service.HasField("endpoint") else service.spec.endpoint
+    endpoint: JSON = {"Spec": endpoint_spec_shape(allocated_for)}
     _put(endpoint, "Ports", [port_shape(p) for p in service.endpoint.ports])
     _put(
         endpoint,
@@ -284,6 +300,11 @@ def service_shape(service: pb.Service) -> JSON:
     shape["Endpoint"] = endpoint
     if service.update_status.state != pb.UpdateStatus.UNKNOWN:
         shape["UpdateStatus"] = update_status_shape(service.update_status)
+    if service.HasField("job_status"):
+        shape["JobStatus"] = {
+            "JobIteration": {"Index": int(service.job_status.job_iteration)},
+            "LastExecution": rfc3339(service.job_status.last_execution),
+        }
     return shape
 
 
@@ -340,6 +361,8 @@ def task_shape(task: pb.Task) -> JSON:
     shape["ServiceID"] = task.service_id
     _put(shape, "Slot", int(task.slot))
     _put(shape, "NodeID", task.node_id)
+    if task.job_iteration:
+        shape["JobIteration"] = {"Index": int(task.job_iteration)}
     status: JSON = {
         "Timestamp": rfc3339(task.status.timestamp),
         "State": task_state_word(task.status.state),

@@ -109,6 +109,13 @@ def service_pretty(service: JSON) -> str:
         lines += [f" {k}" + (f"={v}" if v else "") for k, v in spec["Labels"].items()]
     if "Global" in spec["Mode"]:
         lines.append("Service Mode:\tGlobal")
+    elif "GlobalJob" in spec["Mode"]:
+        lines.append("Service Mode:\tGlobal Job")
+    elif "ReplicatedJob" in spec["Mode"]:
+        job = spec["Mode"]["ReplicatedJob"]
+        lines.append("Service Mode:\tReplicated Job")
+        lines.append(f" Max Concurrent:\t{job['MaxConcurrent']}")
+        lines.append(f" Total Completions:\t{job['TotalCompletions']}")
     else:
         lines.append("Service Mode:\tReplicated")
         lines.append(f" Replicas:\t{spec['Mode']['Replicated']['Replicas']}")

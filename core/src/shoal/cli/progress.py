@@ -433,7 +433,7 @@ class JobProgress(Progress):
 JOB_MODES = ("replicated_job", "global_job")
 
 
-def _job_progress(service: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[JobProgress, str]:
+def job_progress(service: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[JobProgress, str]:
     """The current iteration's slots (or nodes) as a ``JobProgress``, and the first slot that
     gave up (no task active, none complete: its restart policy let it fail), if any."""
     spec = service["spec"]
@@ -475,7 +475,7 @@ def wait_job(ctx: click.Context, service_ref: str, *, quiet: bool, display: Disp
     shown = display or progress_display(quiet)
     while True:
         service, tasks = _snapshot(ctx, service_ref)
-        progress, gave_up = _job_progress(service, tasks)
+        progress, gave_up = job_progress(service, tasks)
         if progress.total and progress.completed >= progress.total:
             shown.finish(progress)
             if not quiet:

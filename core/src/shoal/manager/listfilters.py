@@ -34,7 +34,7 @@ NODE_KEYS: Mapping[str, tuple[str, ...] | None] = {
 SERVICE_KEYS: Mapping[str, tuple[str, ...] | None] = {
     "id": None,
     "label": None,
-    "mode": ("replicated", "global"),
+    "mode": ("replicated", "global", "replicated-job", "global-job"),
     "name": None,
 }
 TASK_KEYS: Mapping[str, tuple[str, ...] | None] = {
@@ -106,7 +106,7 @@ def node_matches(node: pb.Node, filters: Filters) -> bool:
 
 
 def service_matches(service: pb.Service, filters: Filters) -> bool:
-    mode = "global" if service.spec.WhichOneof("mode") == "global" else "replicated"
+    mode = (service.spec.WhichOneof("mode") or "replicated").replace("_", "-")
     return _all(
         filters,
         {
