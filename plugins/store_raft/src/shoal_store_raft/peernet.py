@@ -170,12 +170,16 @@ class PeerNetwork:
         peer = self._peers.get(member_id)
         return peer is not None and asyncio.get_running_loop().time() - peer.last_ok < within
 
-    def _envelope(self, to_member: int, batches: list[bytes] | None = None, book: bool = False) -> Envelope:
+    def _envelope(
+        self, to_member: int, batches: list[bytes] | None = None, book: bool = False, names: bool = True
+    ) -> Envelope:
+        """What we send; ``names=False`` leaves out our node ID and address (a pull stream's
+        messages after the first: the peer learnt them already)."""
         return Envelope(
             from_member=self.replica.member_id,
             to_member=to_member,
-            from_addr=self.advertise_addr,
-            from_node=self.node_id,
+            from_addr=self.advertise_addr if names else "",
+            from_node=self.node_id if names else "",
             peers=self.book.all() if book else [],
             batches=batches or [],
         )
@@ -407,7 +411,7 @@ class PeerNetwork:
                 batches, outlet.batches = outlet.batches, []
                 book = outlet.book_version != self.book.version
                 outlet.book_version = self.book.version
-                yield wire.encode(self._envelope(env.from_member, batches, book=book))
+                yield wire.encode(self._envelope(env.from_member, batches, book=book, names=book))
         finally:
             if state.outlet is outlet:
                 state.outlet = None

@@ -4,10 +4,9 @@ One format for the three methods (``peernet``): who sends (member ID, node ID, a
 whom, the encoded Raft message batches (``codec``), and optionally the sender's member book
 (``peers``). A fixed little-endian layout, cheap to build per commit:
 
-    u64 from_member, u64 to_member,
-    str from_addr, str from_node,            (str = u16 length + UTF-8)
-    u16 n_peers,   n x (u64 member_id, str node_id, str addr),
-    u32 n_batches, n x (u32 length + bytes)
+    u64 from_member, u64 to_member, u16 len(from_addr), u16 len(from_node), from_addr, from_node,
+    u16 n_peers,   n x (u64 member_id, u16 len(node_id), node_id, u16 len(addr), addr),
+    u32 n_batches, n x (u32 length, bytes)              (names are UTF-8)
 """
 
 from __future__ import annotations
@@ -17,10 +16,10 @@ from dataclasses import dataclass, field
 
 from shoal_store_raft.peers import Peer
 
-_IDS = struct.Struct("<QQ")
+_HEAD = struct.Struct("<QQHH")  # from_member, to_member, then the lengths of the two names
+_PEER = struct.Struct("<QH")  # member_id, length of node_id
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 
 
 class WireError(ValueError):
@@ -37,59 +36,53 @@ class Envelope:
     batches: list[bytes] = field(default_factory=list)
 
 
-def _str(value: str) -> bytes:
-    raw = value.encode()
-    return _U16.pack(len(raw)) + raw
-
-
 def encode(env: Envelope) -> bytes:
-    parts = [_IDS.pack(env.from_member, env.to_member), _str(env.from_addr), _str(env.from_node)]
+    """Written per message on the commit path, hence flat code with precompiled structs."""
+    addr, node = env.from_addr.encode(), env.from_node.encode()
+    parts = [_HEAD.pack(env.from_member, env.to_member, len(addr), len(node)), addr, node]
     parts.append(_U16.pack(len(env.peers)))
     for peer in env.peers:
-        parts += [_U64.pack(peer.member_id), _str(peer.node_id), _str(peer.addr)]
+        peer_node, peer_addr = peer.node_id.encode(), peer.addr.encode()
+        parts += [_PEER.pack(peer.member_id, len(peer_node)), peer_node, _U16.pack(len(peer_addr)), peer_addr]
     parts.append(_U32.pack(len(env.batches)))
     for batch in env.batches:
         parts += [_U32.pack(len(batch)), batch]
     return b"".join(parts)
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = memoryview(data)
-        self.off = 0
-
-    def take(self, size: int) -> memoryview:
-        end = self.off + size
-        if end > len(self.data):
-            raise WireError("truncated raft store envelope")
-        chunk = self.data[self.off : end]
-        self.off = end
-        return chunk
-
-    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
-        return fmt.unpack(self.take(fmt.size))
-
-    def string(self) -> str:
-        (size,) = self.unpack(_U16)
-        try:
-            return str(self.take(size), "utf-8")
-        except UnicodeDecodeError:
-            raise WireError("raft store envelope: a name is not UTF-8") from None
-
-
 def decode(data: bytes) -> Envelope:
     """Parse an envelope; raises ``WireError`` for anything else."""
-    r = _Reader(data)
-    from_member, to_member = r.unpack(_IDS)
-    env = Envelope(from_member, to_member, r.string(), r.string())
-    (count,) = r.unpack(_U16)
-    for _ in range(count):
-        (member_id,) = r.unpack(_U64)
-        env.peers.append(Peer(member_id, r.string(), r.string()))
-    (count,) = r.unpack(_U32)
-    for _ in range(count):
-        (size,) = r.unpack(_U32)
-        env.batches.append(bytes(r.take(size)))
-    if r.off != len(r.data):
-        raise WireError("raft store envelope: trailing bytes")
-    return env
+    try:
+        from_member, to_member, addr_len, node_len = _HEAD.unpack_from(data, 0)
+        off = _HEAD.size
+        addr = data[off : off + addr_len].decode()
+        off += addr_len
+        node = data[off : off + node_len].decode()
+        off += node_len
+        (count,) = _U16.unpack_from(data, off)
+        off += 2
+        peers = []
+        for _ in range(count):
+            member_id, size = _PEER.unpack_from(data, off)
+            off += _PEER.size
+            peer_node = data[off : off + size].decode()
+            off += size
+            (size,) = _U16.unpack_from(data, off)
+            off += 2
+            peers.append(Peer(member_id, peer_node, data[off : off + size].decode()))
+            off += size
+        (count,) = _U32.unpack_from(data, off)
+        off += 4
+        batches = []
+        for _ in range(count):
+            (size,) = _U32.unpack_from(data, off)
+            off += 4
+            batches.append(data[off : off + size])
+            off += size
+    except struct.error:
+        raise WireError("truncated raft store envelope") from None
+    except UnicodeDecodeError:
+        raise WireError("raft store envelope: a name is not UTF-8") from None
+    if off != len(data):  # a short slice above leaves ``off`` past the end
+        raise WireError("raft store envelope: truncated or trailing bytes")
+    return Envelope(from_member, to_member, addr, node, peers, batches)
