@@ -281,7 +281,7 @@ def test_container_options_reach_the_container(
     assert host["PidsLimit"] == 64
     assert host["LogConfig"]["Type"] in ("json-file", "k8s-file")  # podman's name for json-file
     env = state["Config"]["Env"]
-    assert "FROM_FILE=yes" in env and "OVERRIDDEN=flag" in env
+    assert "FROM_FILE=yes" in env and "OVERRIDDEN=flag" in env and "OVERRIDDEN=file" not in env
     # What the process itself has, read from the host through /proc
     status = _proc(pid, "status")
     caps = int(re.search(r"^CapEff:\s*([0-9a-f]+)", status, re.M).group(1), 16)  # type: ignore[union-attr]
