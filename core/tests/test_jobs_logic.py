@@ -52,7 +52,7 @@ async def test_replicated_job_runs_to_its_completions_within_max_concurrent(tmp_
             nonlocal most
             tasks = await cluster.tasks("batch")
             most = max(most, sum(1 for t in tasks if t["State"] in ("Running", "Starting")))
-            return len([t for t in tasks if t["State"] == "Complete"]) == 5
+            return len([t for t in tasks if (t["State"], t["DesiredState"]) == ("Complete", "Complete")]) == 5
 
         await cluster.wait_until(all_complete, "5 completions")
         assert most == 2, f"at most 2 tasks at once, and 2 did run together (saw {most})"

@@ -149,8 +149,10 @@ def counts(service: pb.Service, tasks: list[pb.Task]) -> tuple[int, int, str]:
     """
     iteration = service.job_status.job_iteration
     current = [t for t in tasks if t.job_iteration == iteration]
-    running = sum(1 for t in current if active(t) and t.status.state == states.RUNNING)
-    desired = sum(1 for t in current if active(t))
+    # A task that exited is not counted as wanted even before the orchestrator marks it.
+    to_finish = [t for t in current if active(t) and not states.is_terminal(t.status.state)]
+    running = sum(1 for t in to_finish if t.status.state == states.RUNNING)
+    desired = len(to_finish)
     completed = len({t.slot if t.slot else t.node_id for t in current if t.status.state == states.COMPLETE})
     if is_global_job(service):
         total = desired + completed
