@@ -686,7 +686,9 @@ def service_create(
     params.update(image=image, args=list(args))
     params.pop("no_resolve_image", None)  # shoal never resolves an image to a remote digest
     if "env_file" in params:  # read here, as docker does: the files are on the client's machine
-        params["env"] = env_from_files(params.pop("env_file")) + params.get("env", [])
+        given = {item.partition("=")[0] for item in params.get("env", [])}
+        from_files = [e for e in env_from_files(params.pop("env_file")) if e.partition("=")[0] not in given]
+        params["env"] = from_files + params.get("env", [])
     if params.pop("with_registry_auth", False):
         params["registry_auth"] = registry_credentials(image)
     result = call(ctx, "service.create", **params)
