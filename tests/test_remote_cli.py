@@ -212,6 +212,18 @@ def test_daemon_refuses_control_listen_without_tls(tmp_path: Path) -> None:
     config_key = tmp_path / "key.toml"
     config_key.write_text('[control]\nlisten = "tcp://127.0.0.1:1"\ntlskey = 3\n')
     cases.append((["--config", str(config_key)], "[control] takes the strings"))
+    # the swarm's own CA as the clients' CA: every node certificate would control the swarm
+    swarm_ca = TestCA("swarm CA")
+    (tmp_path / "state" / "certificates").mkdir(parents=True)
+    (tmp_path / "state" / "certificates" / "swarm-root-ca.crt").write_bytes(swarm_ca.pem)
+    server = write_dir(tmp_path / "server", swarm_ca.pem, *swarm_ca.issue("127.0.0.1", server_ip="127.0.0.1"))
+    tls = ["--tlscacert", str(server / "ca.pem"), "--tlscert", str(server / "cert.pem")]
+    cases.append(
+        (
+            ["--control-listen", "tcp://127.0.0.1:1", *tls, "--tlskey", str(server / "key.pem")],
+            "this swarm's CA",
+        )
+    )
     for args, message in cases:
         proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
         result = CLIResult(proc.returncode, proc.stdout, proc.stderr)

@@ -90,11 +90,14 @@ def control_listener(
     cert: str | None,
     key: str | None,
     config_file: Path | None = None,
+    swarm_root: Path | None = None,
 ) -> Any:
     """``shoal daemon --control-listen tcp://ADDR:PORT --tlscacert --tlscert --tlskey`` (or the
     ``[control]`` table of its ``--config`` file: ``listen``, ``tlscacert``, ``tlscert``,
     ``tlskey``; flags win) -> the daemon's ``RemoteListener``, None when not asked for; one line
-    and exit 2 when a value is missing or a file does not load."""
+    and exit 2 when a value is missing or a file does not load, or when ``--tlscacert`` is the
+    CA of the swarm this node is in (``swarm_root``): every node's certificate would then
+    control the swarm."""
     from shoal.controltls import TLSFiles
     from shoal.daemon.localapi import RemoteListener
 
@@ -111,12 +114,32 @@ def control_listener(
             "--tlskey: the control API is never served on TCP without mutual TLS",
             2,
         )
+    if swarm_root is not None and _same_certificate(Path(ca), swarm_root):
+        fail(
+            f"--tlscacert {ca} is this swarm's CA: every node's certificate would control the swarm; "
+            "use a CA of your own for the clients' certificates",
+            2,
+        )
     try:
         return RemoteListener(
             parse_tcp(address, "--control-listen"), server_context(TLSFiles(Path(ca), Path(cert), Path(key)))
         )
     except TLSConfigError as exc:
         fail(str(exc), 2)
+
+
+def _same_certificate(ca_file: Path, swarm_root: Path) -> bool:
+    """Whether ``ca_file`` holds the swarm's root certificate (False if either cannot be read:
+    loading ``ca_file`` reports that)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        trusted = x509.load_pem_x509_certificates(ca_file.read_bytes())
+        root = x509.load_pem_x509_certificate(swarm_root.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return root.public_bytes(Encoding.DER) in {c.public_bytes(Encoding.DER) for c in trusted}
 
 
 def _control_table(config_file: Path) -> dict[str, str]:
@@ -135,3 +158,11 @@ def _control_table(config_file: Path) -> dict[str, str]:
         k: (v if k == "listen" else str((config_file.parent / v) if not Path(v).is_absolute() else v))
         for k, v in table.items()
     }
+
+
+def swarm_root_file(state_dir: Path) -> Path:
+    """Where a node in a swarm keeps the swarm's root CA certificate."""
+    from shoal.daemon.state import CERTS_DIR
+    from shoal.identity import ROOT_FILE
+
+    return state_dir.absolute() / CERTS_DIR / ROOT_FILE

@@ -174,7 +174,7 @@ def daemon(
     import asyncio
 
     from shoal import loader
-    from shoal.cli.common import control_listener
+    from shoal.cli.common import control_listener, swarm_root_file
     from shoal.daemon.node import DaemonConfig, serve
     from shoal.roles import StoreOpenError
 
@@ -197,7 +197,9 @@ def daemon(
             plugin_options=loader.parse_plugin_options(plugin_opts),
             config_plugins=config_plugins,
             max_engine_calls=max_engine_calls,
-            control_listener=control_listener(control_listen, tlscacert, tlscert, tlskey, config_file),
+            control_listener=control_listener(
+                control_listen, tlscacert, tlscert, tlskey, config_file, swarm_root_file(state_dir)
+            ),
         )
         asyncio.run(serve(config))
     except loader.PluginError as exc:
