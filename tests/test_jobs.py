@@ -45,6 +45,10 @@ def test_replicated_job_completes(node_factory: Factory, runtime_name: str) -> N
     assert created.stdout.strip().endswith("job complete"), created.stdout
     ps_states(node, "batch", 2)
     assert ls_columns(node, "batch") == ["replicated job", "0/0 (2/2 completed)"]
+    rerun = node.ok("service", "update", "--force", "batch")  # a new run of the job
+    assert rerun.stdout.strip().endswith("job complete"), rerun.stdout
+    ps_states(node, "batch", 4)
+    assert ls_columns(node, "batch") == ["replicated job", "0/0 (2/2 completed)"]
     refused = node.cli("service", "create", "--name", "bad", "--max-concurrent", "2", TEST_IMAGE)
     assert refused.returncode != 0
     assert refused.stderr.strip().splitlines() == [
