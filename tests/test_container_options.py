@@ -33,7 +33,10 @@ from shoal.cli.service_opts import (
 from shoal.manager import clustersettings
 from shoal.plugin import PluginContext
 from shoal.proto import objects_pb2 as pb
+from shoal.runtimekit import task as runtime_task
 from shoal.specs import SpecError, service_spec, updated_spec
+from shoal_runtime_docker.runtime import host_options as docker_host_options
+from shoal_runtime_podman.runtime import container_options as podman_container_options
 from shoal_store_raft.options import RaftOptions
 from shoal_store_raft.provider import RaftStore
 
@@ -292,8 +295,10 @@ def test_container_options_reach_the_container(
     resolv = Path(f"/proc/{pid}/root/etc/resolv.conf").read_text()
     assert "nameserver 10.9.8.7" in resolv and "example.com" in resolv and "ndots:2" in resolv
     assert re.search(r"^10\.1\.2\.3\s+db\.local", Path(f"/proc/{pid}/root/etc/hosts").read_text(), re.M)
-    root_mount = next(line for line in _proc(pid, "mountinfo").splitlines() if line.split()[4] == "/")
+    mounts = _proc(pid, "mountinfo").splitlines()
+    root_mount = next(line for line in mounts if line.split()[4] == "/")
     assert "ro" in root_mount.split()[5].split(","), root_mount
+    assert not [line for line in mounts if line.split()[4] in ("/tmp", "/var/tmp")]  # no tmpfs added (podman)
     assert Path(f"/proc/{pid}/fd/0").readlink().as_posix().startswith("/dev/pts/")  # a tty
     ppid_of_sleep = [
         p for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == pid and _comm(p) == "sleep"
@@ -439,3 +444,27 @@ def test_swarm_init_and_update_settings(node_factory: Factory) -> None:
         json.loads(node.ok("swarm", "inspect").stdout)["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"]
         == 3
     )
+
+
+def test_runtimes_map_the_spec_to_engine_options() -> None:
+    spec = _create(
+        cap_add=["NET_ADMIN"], read_only=True, init=True, ulimit=["nofile=512:1024"], dns=["10.9.8.7"],
+        dns_search=["example.com"], host=["db:10.1.2.3"], group=["1234"], limit_pids="64",
+        log_driver="json-file", log_opt=["max-size=1m"],
+    )  # fmt: skip
+    task = pb.Task(id="t1", node_id="n1", spec=spec.task)
+    task.networks.add()  # on a swarm network: the swarm resolver stays first
+    assert runtime_task.nameservers(task) == [runtime_task.SWARM_RESOLVER, "10.9.8.7"]
+    docker = docker_host_options(task)
+    assert docker["dns"] == ["127.0.0.11", "10.9.8.7"] and docker["extra_hosts"] == ["db:10.1.2.3"]
+    assert docker["ulimits"] == [{"name": "nofile", "soft": 512, "hard": 1024}] and docker["pids_limit"] == 64
+    assert docker["log_config"] == {"type": "json-file", "config": {"max-size": "1m"}}
+    assert docker["read_only"] and docker["init"] and docker["cap_add"] == ["CAP_NET_ADMIN"]
+    podman = podman_container_options(task)
+    assert podman["dns_server"] == ["127.0.0.11", "10.9.8.7"] and podman["hostadd"] == ["db:10.1.2.3"]
+    assert {"type": "nofile", "soft": 512, "hard": 1024} in podman["r_limits"]
+    assert [u["type"] for u in podman["r_limits"]].count("nofile") == 1  # the spec's replaces the default
+    assert podman["read_only_filesystem"] and podman["read_write_tmpfs"] is False and podman["init"]
+    assert podman["log_configuration"] == {"driver": "json-file", "options": {"max-size": "1m"}}
+    bare = pb.Task(id="t2", node_id="n1", spec=_create().task)
+    assert docker_host_options(bare) == {} and set(podman_container_options(bare)) == {"r_limits"}

@@ -138,14 +138,15 @@ def container_options(task: pb.Task) -> dict[str, Any]:
         "terminal": spec.tty,
         "init": spec.init,
     }
-    if spec.read_only:  # as docker's: no writable tmpfs on /tmp, /run... added behind the user's back
-        options.update(read_only_filesystem=True, read_write_tmpfs=False)
     if task.spec.log_driver.name:
         options["log_configuration"] = {
             "driver": task.spec.log_driver.name,
             "options": dict(task.spec.log_driver.options),
         }
-    return {key: value for key, value in options.items() if value}
+    chosen = {key: value for key, value in options.items() if value}
+    if spec.read_only:  # as docker's: no writable tmpfs on /tmp, /run... added behind the user's back
+        chosen.update(read_only_filesystem=True, read_write_tmpfs=False)
+    return chosen
 
 
 def healthconfig(task: pb.Task) -> dict[str, Any] | None:
