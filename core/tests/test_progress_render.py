@@ -28,6 +28,7 @@ def _progress(states: list[str], desired: int = 0, **extra: object) -> Progress:
 
 def test_bar_follows_the_task_states_like_docker() -> None:
     assert progress.progress_bar("running") == "[" + "=" * 50 + ">]"
+    assert progress.progress_bar("complete") == "[" + "=" * 50 + ">]"  # a job's finished slot
     assert progress.progress_bar("new") == "[=====>" + " " * 45 + "]"
     assert progress.progress_bar("pending") == "[" + "=" * 16 + ">" + " " * 34 + "]"
     assert progress.slot_line(Slot("1/4", "running"), bar=True) == "1/4: running   [" + "=" * 50 + ">]"

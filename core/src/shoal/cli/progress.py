@@ -48,6 +48,8 @@ STAGES = {
     "ready": 7,
     "starting": 8,
     "running": 9,
+    # A job's task that exited 0: its bar is full, as docker draws it.
+    "complete": 9,
 }
 LAST_STAGE = 9
 BAR_WIDTH = 50
