@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from engines import Engine
 from harness import TEST_IMAGE, ShoalNode, wait_until
-from shoal import identity, namegen
+from shoal import identity, namegen, placement
 from shoal.cli.service_opts import (
     DockerFlagsCommand,
     common_options,
@@ -35,6 +35,7 @@ from shoal.plugin import PluginContext
 from shoal.proto import objects_pb2 as pb
 from shoal.runtimekit import task as runtime_task
 from shoal.specs import SpecError, service_spec, updated_spec
+from shoal.testing.scheduler import make_node, make_task
 from shoal_runtime_docker.runtime import host_options as docker_host_options
 from shoal_runtime_podman.runtime import container_options as podman_container_options
 from shoal_store_raft.options import RaftOptions
@@ -468,3 +469,48 @@ def test_runtimes_map_the_spec_to_engine_options() -> None:
     assert podman["log_configuration"] == {"driver": "json-file", "options": {"max-size": "1m"}}
     bare = pb.Task(id="t2", node_id="n1", spec=_create().task)
     assert docker_host_options(bare) == {} and set(podman_container_options(bare)) == {"r_limits"}
+
+
+def test_generic_resources_limit_where_tasks_go() -> None:
+    gpu_node = make_node("gpu")
+    gpu_node.description.resources.generic.add(kind="gpu", value=2)
+    plain = make_node("plain")
+    wanting = make_task("t1")
+    wanting.spec.resources.reservations.generic.add(kind="gpu", value=1)
+    placed = make_task("t0", node_id="gpu")
+    placed.spec.resources.reservations.generic.add(kind="gpu", value=1)
+    infos = placement.build_node_infos([gpu_node, plain], [placed])
+    assert infos["gpu"].available_generic == {"gpu": 1} and infos["plain"].available_generic == {}
+    pipeline = placement.Pipeline().set_task(wanting)
+    assert [pipeline.process(info) for info in infos.values()] == [True, False]
+    assert pipeline.explain() == "insufficient resources on 1 node"
+    infos["gpu"].add_task(wanting)  # the last gpu taken: nobody fits any more
+    assert not pipeline.recheck(infos["gpu"])
+    infos["gpu"].remove_task(wanting)
+    assert infos["gpu"].available_generic == {"gpu": 1}
+
+
+@pytest.mark.cluster
+def test_generic_resources_reserve_what_the_node_offers(node_factory: Factory) -> None:
+    bad = node_factory("badres", extra_args=["--node-generic-resource", "gpu"])
+    started = subprocess.run(bad.daemon_args(), capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2
+    assert 'invalid --node-generic-resource "gpu": use KIND=COUNT' in started.stderr
+
+    node = node_factory(extra_args=["--node-generic-resource", "gpu=1"]).start()
+    node.init()
+    offered = json.loads(node.ok("node", "inspect", "self").stdout)[0]["Description"]["Resources"]
+    assert offered["GenericResources"] == [{"DiscreteResourceSpec": {"Kind": "gpu", "Value": 1}}]
+    node.ok(
+        "service", "create", "--detach", "--name", "trainer", "--replicas", "2",
+        "--generic-resource", "gpu=1", TEST_IMAGE, "sleep", "3600",
+    )  # fmt: skip
+
+    def one_running_one_waiting() -> list[dict[str, Any]] | None:
+        tasks = node.tasks("trainer")
+        pending = [t for t in tasks if "insufficient resources on 1 node" in t.get("Error", "")]
+        return tasks if len(node.running("trainer")) == 1 and pending else None
+
+    wait_until(one_running_one_waiting, 90, what="one task on the node's only gpu, one waiting")
+    node.ok("service", "update", "--detach", "--generic-resource-rm", "gpu", "trainer")
+    wait_until(lambda: len(node.running("trainer")) == 2, 90, what="both tasks once gpu is not reserved")

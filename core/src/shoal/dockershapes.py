@@ -166,6 +166,13 @@ def _resources(resources: pb.Resources) -> JSON:
     _put(shape, "NanoCPUs", int(resources.nano_cpus))
     _put(shape, "MemoryBytes", int(resources.memory_bytes))
     _put(shape, "Pids", int(resources.pids))
+    shape.update(_generic_resources(resources))
+    return shape
+
+
+def _generic_resources(resources: pb.Resources) -> JSON:
+    """``GenericResources`` (``gpu=2``: a ``DiscreteResourceSpec``), omitted when none."""
+    shape: JSON = {}
     _put(
         shape,
         "GenericResources",
@@ -329,6 +336,7 @@ def node_shape(node: pb.Node) -> JSON:
         "Resources": {
             "NanoCPUs": int(description.resources.nano_cpus),
             "MemoryBytes": int(description.resources.memory_bytes),
+            **_generic_resources(description.resources),
         },
         "Engine": engine,
     }

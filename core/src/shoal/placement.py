@@ -309,19 +309,26 @@ class ReadyFilter(Filter):
 
 
 class ResourceFilter(Filter):
-    """The task's CPU and memory reservations fit in what the node has left."""
+    """The task's CPU, memory and generic resource (``gpu=1``) reservations fit in what the
+    node has left."""
 
     def __init__(self) -> None:
         self._cpus = 0
         self._memory = 0
+        self._generic: list[tuple[str, int]] = []
 
     def set_task(self, task: pb.Task) -> bool:
         reservations = task.spec.resources.reservations
         self._cpus, self._memory = reservations.nano_cpus, reservations.memory_bytes
-        return bool(self._cpus or self._memory)
+        self._generic = [(g.kind, g.value) for g in reservations.generic]
+        return bool(self._cpus or self._memory or self._generic)
 
     def check(self, info: NodeInfo) -> bool:
-        return self._cpus <= info.available_nano_cpus and self._memory <= info.available_memory_bytes
+        return (
+            self._cpus <= info.available_nano_cpus
+            and self._memory <= info.available_memory_bytes
+            and all(value <= info.available_generic.get(kind, 0) for kind, value in self._generic)
+        )
 
     def explain(self, nodes: int) -> str:
         return f"insufficient resources on {_nodes(nodes)}"
@@ -498,6 +505,7 @@ def build_node_infos(nodes: Iterable[pb.Node], tasks: Iterable[pb.Task]) -> dict
             node=node,
             available_nano_cpus=resources.nano_cpus,
             available_memory_bytes=resources.memory_bytes,
+            available_generic={g.kind: g.value for g in resources.generic},
         )
     for task in tasks:
         info = infos.get(task.node_id) if task.node_id else None

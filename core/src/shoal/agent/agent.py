@@ -52,11 +52,15 @@ YIELD_EVERY = 256
 STRAY_SWEEP_SECONDS = 30.0
 
 
-def description_from(info: EngineInfo, hostname: str, runtime_name: str) -> pb.NodeDescription:
+def description_from(
+    info: EngineInfo, hostname: str, runtime_name: str, *, generic: Sequence[pb.GenericResource] = ()
+) -> pb.NodeDescription:
+    """The node as it registers: the engine's facts, plus the generic resources (``gpu=2``)
+    the daemon was told it offers (``--node-generic-resource``)."""
     return pb.NodeDescription(
         hostname=hostname or info.hostname,
         platform=pb.Platform(os=info.os, arch=info.arch),
-        resources=pb.Resources(nano_cpus=info.nano_cpus, memory_bytes=info.memory_bytes),
+        resources=pb.Resources(nano_cpus=info.nano_cpus, memory_bytes=info.memory_bytes, generic=generic),
         engine=pb.EngineDescription(
             engine_version=info.engine_version, labels=info.labels, runtime=runtime_name
         ),
@@ -82,8 +86,11 @@ class Agent:
         max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS,
         serve_addr: str = "",
         network: NetworkProvider | None = None,
+        generic_resources: Sequence[pb.GenericResource] = (),
     ) -> None:
         self.node_id = node_id
+        #: ``--node-generic-resource``: reported with the node's description.
+        self.generic_resources = tuple(generic_resources)
         #: The node's network provider, driven from the session state and the tasks.
         self.networking = NodeNetworking(network)
         #: Where this node serves managers (its tasks' logs), told to them with each session.
@@ -126,7 +133,10 @@ class Agent:
     async def start(self) -> None:
         with contextlib.suppress(RuntimeError_):
             self.description = description_from(
-                await self.runtime.describe(), self.hostname, self.runtime_name
+                await self.runtime.describe(),
+                self.hostname,
+                self.runtime_name,
+                generic=self.generic_resources,
             )
         self.networking.start()
         await self._readopt()
@@ -190,7 +200,7 @@ class Agent:
 
     async def _session(self, manager: str) -> None:
         info = await self.runtime.describe()
-        description = description_from(info, self.hostname, self.runtime_name)
+        description = description_from(info, self.hostname, self.runtime_name, generic=self.generic_resources)
         description.addr = self.serve_addr
         self.description = description
         request = rpb.SessionRequest(description=description)

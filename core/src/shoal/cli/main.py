@@ -153,6 +153,13 @@ def cli(ctx: click.Context, /, host: str | None, **tls: Any) -> None:
 @click.option("--tlscacert", default=None, help="CA whose client certificates --control-listen accepts.")
 @click.option("--tlscert", default=None, help="This daemon's certificate for --control-listen.")
 @click.option("--tlskey", default=None, help="The key of --tlscert.")
+@click.option(
+    "--node-generic-resource",
+    "node_generic_resources",
+    multiple=True,
+    metavar="KIND=COUNT",
+    help="A resource this node offers to --generic-resource reservations, e.g. gpu=2 (repeatable).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def daemon(
     state_dir: Path,
@@ -168,6 +175,7 @@ def daemon(
     tlscacert: str | None,
     tlscert: str | None,
     tlskey: str | None,
+    node_generic_resources: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run a shoal node (like dockerd)."""
@@ -197,6 +205,7 @@ def daemon(
             plugin_options=loader.parse_plugin_options(plugin_opts),
             config_plugins=config_plugins,
             max_engine_calls=max_engine_calls,
+            generic_resources=node_resources(node_generic_resources),
             control_listener=control_listener(
                 control_listen, tlscacert, tlscert, tlskey, config_file, swarm_root_file(state_dir)
             ),
@@ -208,6 +217,16 @@ def daemon(
         pass
     except (OSError, RuntimeError, ValueError, StoreOpenError) as exc:
         fail(f"shoal daemon: {one_line(exc)}", 1)
+
+
+def node_resources(values: tuple[str, ...]) -> list[Any]:
+    """``--node-generic-resource KIND=COUNT`` values; one line and exit 2 for a bad one."""
+    from shoal.containeropts import OptionError, generic_resource
+
+    try:
+        return [generic_resource(value, "--node-generic-resource") for value in values]
+    except OptionError as exc:
+        fail(str(exc), 2)
 
 
 # --------------------------------------------------------------------------- swarm

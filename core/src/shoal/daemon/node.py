@@ -85,6 +85,8 @@ class DaemonConfig:
     max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
     #: ``--control-listen``: also serve the control API on TCP with mutual TLS.
     control_listener: RemoteListener | None = None
+    #: ``--node-generic-resource``: what this node offers to ``--generic-resource`` reservations.
+    generic_resources: list[pb.GenericResource] = field(default_factory=list)
 
 
 def map_error(exc: BaseException) -> APIError | None:
@@ -361,6 +363,7 @@ class Daemon:
             max_engine_calls=self.config.max_engine_calls,
             serve_addr=serve_addr,
             network=self.network.provider,
+            generic_resources=self.config.generic_resources,
         )
         await self.agent.start()
         self.renewer = CertificateRenewer(
@@ -506,7 +509,11 @@ class Daemon:
             node.spec.desired_role = pb.NodeSpec.MANAGER
             node.spec.membership = pb.NodeSpec.ACCEPTED
             node.spec.availability = availability
-            node.description.CopyFrom(description_from(info, self.config.hostname, selection["runtime"]))
+            node.description.CopyFrom(
+                description_from(
+                    info, self.config.hostname, selection["runtime"], generic=self.config.generic_resources
+                )
+            )
             node.status.state = pb.NodeStatus.UNKNOWN
             node.status.addr = adv_host
             node.manager_status.addr = state.advertise_addr

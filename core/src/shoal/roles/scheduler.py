@@ -25,8 +25,9 @@ class NodeInfo:
 
     ``tasks_by_service`` and ``total_tasks`` count tasks with desired state <= RUNNING (as
     Swarm does, so tasks assigned but not yet running count). ``available`` is the node's
-    resources minus the reservations of those tasks. ``used_host_ports`` holds
-    ``(protocol, port)`` pairs bound in host mode.
+    resources minus the reservations of those tasks (``available_generic``: per kind of
+    generic resource, ``--generic-resource``). ``used_host_ports`` holds ``(protocol, port)``
+    pairs bound in host mode.
     """
 
     node: pb.Node
@@ -35,6 +36,7 @@ class NodeInfo:
     available_nano_cpus: int = 0
     available_memory_bytes: int = 0
     used_host_ports: set[tuple[int, int]] = field(default_factory=set)
+    available_generic: dict[str, int] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -47,6 +49,8 @@ class NodeInfo:
         reservations = task.spec.resources.reservations
         self.available_nano_cpus -= reservations.nano_cpus
         self.available_memory_bytes -= reservations.memory_bytes
+        for generic in reservations.generic:
+            self.available_generic[generic.kind] = self.available_generic.get(generic.kind, 0) - generic.value
         if not task.HasField("endpoint"):  # the common case; skips a hot protobuf walk
             return
         for port in task.endpoint.ports:
@@ -64,6 +68,8 @@ class NodeInfo:
         reservations = task.spec.resources.reservations
         self.available_nano_cpus += reservations.nano_cpus
         self.available_memory_bytes += reservations.memory_bytes
+        for generic in reservations.generic:
+            self.available_generic[generic.kind] = self.available_generic.get(generic.kind, 0) + generic.value
         for port in task.endpoint.ports:
             if port.publish_mode == pb.PortConfig.HOST and port.published_port:
                 self.used_host_ports.discard((port.protocol, port.published_port))
