@@ -124,6 +124,9 @@ def test_remote_cli_with_mutual_tls_contexts_and_refusals(remote: Remote, tmp_pa
     assert any(line.startswith("prod *") and remote.url in line for line in table), table
     current = remote.cli("service", "ls", "--format", "{{.Name}}")  # no -H, no SHOAL_HOST: the context
     assert current.returncode == 0 and current.stdout == "remote\n", current.stderr
+    # streams too: events up to now, over the same TLS connection kind
+    streamed = remote.cli("events", "--since", "10m", "--until", "0s", "--format", "{{.Action}}")
+    assert streamed.returncode == 0 and "create" in streamed.stdout.split(), streamed.stderr
     (inspected,) = json.loads(remote.cli("context", "inspect", "prod").stdout)
     assert inspected["Endpoints"]["shoal"]["Host"] == remote.url
     assert inspected["Metadata"] == {"Description": "the test swarm"}
