@@ -50,7 +50,7 @@ def running(swarm: Cluster, service: str, count: int) -> list[dict[str, Any]]:
         tasks = swarm.manager.running(service)
         return tasks if len(tasks) == count else None
 
-    return wait_until(found, 90, 0.2, f"{count} running tasks of {service}")
+    return wait_until(found, 180, 0.2, f"{count} running tasks of {service}")
 
 
 def host_of(swarm: Cluster, task: dict[str, Any]) -> Host:
@@ -127,7 +127,7 @@ def test_published_port_answers_on_every_host_and_reaches_every_replica(swarm: C
     for host in swarm.hosts:
         wait_until(
             lambda host=host: len(replica_names(get_many(swarm, f"http://{host.ip}:8080/", 8))) == 4,
-            20,
+            60,
             0.2,
             f"{host.name}:8080 to reach all 4 replicas",
         )
@@ -244,15 +244,15 @@ def test_overlay_vip_tasks_dnsrr_and_isolation_across_hosts(swarm: Cluster) -> N
         code, out = in_task(swarm, web, "timeout", "3", "wget", "-q", "-O-", "http://api:8080/")
         return out if code == 0 and ANSWER in out else ""
 
-    wait_until(through_vip, 30, 0.3, "web to reach api by name")
-    vip = wait_until(lambda: lookup(swarm, web, "api"), 10, 0.3, "api to resolve")
+    wait_until(through_vip, 60, 0.3, "web to reach api by name")
+    vip = wait_until(lambda: lookup(swarm, web, "api"), 30, 0.3, "api to resolve")
     assert len(vip) == 1 and vip[0] not in api_addresses and vip[0].startswith(appnet), vip
     answered = {through_vip() for _ in range(12)}
     assert len(answered) == 2, f"12 connections to the VIP reached {answered}"
 
     # tasks.NAME: every task; dnsrr: NAME itself gives the tasks, and works for wget.
-    assert wait_until(lambda: lookup(swarm, web, "tasks.api") == api_addresses, 10, 0.3, "tasks.api")
-    assert wait_until(lambda: lookup(swarm, web, "apirr") == apirr_addresses, 10, 0.3, "apirr (dnsrr)")
+    assert wait_until(lambda: lookup(swarm, web, "tasks.api") == api_addresses, 30, 0.3, "tasks.api")
+    assert wait_until(lambda: lookup(swarm, web, "apirr") == apirr_addresses, 30, 0.3, "apirr (dnsrr)")
     code, out = in_task(swarm, web, "timeout", "3", "wget", "-q", "-O-", "http://apirr:8080/")
     assert code == 0 and ANSWER in out, out
 
