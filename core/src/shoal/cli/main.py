@@ -24,7 +24,7 @@ from shoal.cli.events_cmd import events
 from shoal.cli.hollow_cmd import hollow
 from shoal.cli.info_cmd import info
 from shoal.cli.inspect_cmd import inspect, inspect_options, inspect_refs, print_objects
-from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params
+from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params, task_list_options
 from shoal.cli.network_cmd import network
 from shoal.cli.output import human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
@@ -38,6 +38,7 @@ from shoal.cli.service_opts import (
     params_of,
     update_options,
 )
+from shoal.cli.stack_cmd import stack
 from shoal.cli.swarm_opts import cluster_setting_options
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
@@ -783,7 +784,11 @@ def service_rollback(ctx: click.Context, service_ref: str, detach: bool, quiet: 
 @click.pass_context
 def service_ls(ctx: click.Context, quiet: bool, fmt: str | None, filters: tuple[str, ...]) -> None:
     """List services."""
-    services = call(ctx, "service.ls", **filter_params(filters))
+    print_services(call(ctx, "service.ls", **filter_params(filters)), quiet=quiet, fmt=fmt)
+
+
+def print_services(services: list[dict[str, Any]], *, quiet: bool, fmt: str | None) -> None:
+    """``service ls`` rows (``stack services`` prints the same)."""
     print_list(
         services,
         fmt=fmt,
@@ -852,10 +857,7 @@ def print_tasks(result: dict[str, Any], *, quiet: bool, no_trunc: bool, fmt: str
 
 @service.command("ps")
 @click.argument("services", nargs=-1, required=True)
-@click.option("-q", "--quiet", is_flag=True, help="Only display task IDs.")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate output.")
-@click.option("--format", "fmt", default=None, help="table, json, or a template.")
-@click.option("-f", "--filter", "filters", multiple=True, help=filter_help(TASK_FILTERS))
+@task_list_options
 @click.pass_context
 def service_ps(
     ctx: click.Context,
@@ -969,6 +971,7 @@ def service_logs(
 cli.add_command(secret)
 cli.add_command(config)
 cli.add_command(network)
+cli.add_command(stack)
 
 
 def main() -> None:

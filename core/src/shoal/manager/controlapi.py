@@ -626,13 +626,22 @@ class ControlAPI:
         service = self.find_service(str(params.get("service") or ""))
         if params.get("rollback"):
             return await self._rollback(service)
+        replace = bool(params.get("replace"))  # stack deploy: a whole new spec from create's options
         try:
-            spec = updated_spec(service.spec, params)
-            secretrefs.apply_update(self.store.view, spec, params)
-            netrefs.apply(self.store.view, spec, params, creating=False)
+            if replace:
+                spec = service_spec({**params, "name": service.spec.annotations.name})
+                spec.task.force_update = service.spec.task.force_update
+                secretrefs.apply_create(self.store.view, spec, params)
+                netrefs.apply(self.store.view, spec, params, creating=True)
+            else:
+                spec = updated_spec(service.spec, params)
+                secretrefs.apply_update(self.store.view, spec, params)
+                netrefs.apply(self.store.view, spec, params, creating=False)
             credentials = registryauth.requested(params)
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        if replace and spec == service.spec and credentials is None:
+            return {"ID": service.id, "Changed": False}  # untouched: no new version, no update
         name = service.spec.annotations.name
         # Without --with-registry-auth the credentials already kept stay (docker's rule); new
         # ones replace them for the tasks sent from now on (no rolling update of their own).
