@@ -34,6 +34,7 @@ from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, BoundedR
 from shoal.agent.networking import NodeNetworking
 from shoal.agent.secrets import TaskFileStore
 from shoal.agent.taskdb import TaskDB
+from shoal.pacing import Pacer
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.network import NetworkProvider
@@ -405,9 +406,12 @@ class Agent:
         self._status_wakeup.set()
 
     async def _report_status(self, manager: str, session_id: str) -> None:
+        """Send the queued status updates in one call: at once after a quiet spell, at most
+        one call per STATUS_BATCH_INTERVAL in a burst (every update still goes)."""
+        pacer = Pacer(STATUS_BATCH_INTERVAL)
         while True:
             await self._status_wakeup.wait()
-            await asyncio.sleep(STATUS_BATCH_INTERVAL)
+            await pacer.pace()
             self._status_wakeup.clear()
             pending, self._pending = self._pending, {}
             if not pending:

@@ -24,6 +24,7 @@ from shoal.manager.deliveries import Delivery, NodeDependencies, SecretValue
 from shoal.manager.netalloc import AllocationError
 from shoal.manager.netobjects import Allocations
 from shoal.manager.netstate import NetworkStatePublisher
+from shoal.pacing import Pacer
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.secrets import SecretFetchError
@@ -281,6 +282,7 @@ class Dispatcher:
         node_id = peer.node_id
         sequence = 0
         dependencies = NodeDependencies(self.store, self.secret_value)
+        pacer = Pacer(ASSIGNMENT_DEBOUNCE)  # a lone change goes at once, a burst in batches
         with self.store.watch(["task"]) as watch:
             files = await dependencies.changes(self._node_assigned(node_id))
             self._reject(node_id, files.refused)
@@ -298,7 +300,7 @@ class Dispatcher:
             yield complete.SerializeToString()
             while session.session_id in self._sessions:
                 events = [await watch.get()]
-                await asyncio.sleep(ASSIGNMENT_DEBOUNCE)
+                await pacer.pace()
                 events.extend(watch.drain())
                 changes: dict[str, rpb.AssignmentChange] = {}
                 for event in events:
@@ -363,9 +365,12 @@ class Dispatcher:
         return rpb.UpdateTaskStatusResponse().SerializeToString()
 
     async def _flush_loop(self) -> None:
+        """One store commit for the status updates of every node that came in meanwhile: at
+        once after a quiet spell, at most one per STATUS_FLUSH_INTERVAL in a burst."""
+        pacer = Pacer(STATUS_FLUSH_INTERVAL)
         while True:
             await self._flush_wakeup.wait()
-            await asyncio.sleep(STATUS_FLUSH_INTERVAL)
+            await pacer.pace()
             self._flush_wakeup.clear()
             pending, self._pending_status = self._pending_status, {}
             if not pending:

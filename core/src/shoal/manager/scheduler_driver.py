@@ -22,12 +22,14 @@ from shoal.manager.netobjects import Allocations
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
 from shoal.roles.store import StoreUnavailable
-from shoal.store.memory import ObjectStore, Tx, copy
+from shoal.store.memory import ObjectStore, Tx, Watch, copy
 
 log = logging.getLogger("shoal.scheduler")
 
 DEBOUNCE = 0.05
 MAX_LATENCY = 1.0
+#: No tick for this long: the cluster is idle, and the next event ticks at once.
+QUIET = DEBOUNCE
 
 
 def unassigned(task: pb.Task) -> bool:
@@ -66,15 +68,29 @@ class SchedulerDriver:
                     log.warning("scheduler could not commit: %s", exc)
                 except Exception:
                     log.exception("scheduler tick failed")
+                last_tick = time.monotonic()
                 await watch.get()
-                # Debounce: wait for a spell of DEBOUNCE without events, at most MAX_LATENCY
-                # after the first. Events only queue meanwhile (no wakeup for each: a burst
-                # of writes would otherwise cost a timer and a task per write).
-                first = time.monotonic()
-                while True:
-                    await asyncio.sleep(DEBOUNCE)
-                    if not watch.drain() or time.monotonic() - first >= MAX_LATENCY:
-                        break
+                await self._settle(watch, last_tick)
+
+    @staticmethod
+    async def _settle(watch: Watch, last_tick: float) -> None:
+        """Wait until the events that woke the scheduler are worth a tick.
+
+        After a quiet spell (no tick for QUIET) the first event ticks at once, after one
+        yield so the rest of its commit's events join it: a ``service create`` on an idle
+        cluster is placed without a timer. Otherwise debounce: wait for a spell of DEBOUNCE
+        without events, at most MAX_LATENCY after the first. Events only queue meanwhile (no
+        wakeup for each: a burst of writes would otherwise cost a timer and a task per write).
+        """
+        if time.monotonic() - last_tick >= QUIET:
+            await asyncio.sleep(0)
+            watch.drain()
+            return
+        first = time.monotonic()
+        while True:
+            await asyncio.sleep(DEBOUNCE)
+            if not watch.drain() or time.monotonic() - first >= MAX_LATENCY:
+                break
 
     async def tick(self) -> None:
         """Place every unassigned task once."""
