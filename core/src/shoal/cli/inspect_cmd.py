@@ -22,6 +22,7 @@ from shoal import dockershapes
 from shoal.cli import gotemplate
 from shoal.cli.common import INPUT_ERRORS, client
 from shoal.cli.errors import fail
+from shoal.cli.inspect_opts import inspect_options as inspect_options
 from shoal.cli.inspect_pretty import node_pretty, service_pretty
 from shoal.client import ClientError
 from shoal.proto import objects_pb2 as pb
@@ -37,7 +38,6 @@ KINDS: dict[str, tuple[str, str, type[Message], Callable[[Any], JSON]]] = {
     "config": ("config.inspect", "configs", pb.Config, dockershapes.config_shape),
 }
 PRETTY: dict[str, Callable[[JSON], str]] = {"service": service_pretty, "node": node_pretty}
-FORMAT_HELP = "Format output using a Go template, e.g. '{{.Spec.Name}}' or '{{json .Spec}}'."
 
 
 def shape(kind: str, stored: JSON) -> JSON:
@@ -133,20 +133,6 @@ def _lookup(ctx: click.Context, kinds: list[str], ref: str) -> tuple[str, JSON] 
                 continue
             fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
     return None
-
-
-def inspect_options(kind: str, *, pretty: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``-f/--format`` (and ``--pretty``) on a ``KIND inspect`` command."""
-
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        func = click.option("-f", "--format", "fmt", default=None, help=FORMAT_HELP)(func)
-        if pretty:
-            func = click.option(
-                "--pretty", is_flag=True, help="Print the information in a human friendly format."
-            )(func)
-        return func
-
-    return decorate
 
 
 @click.command("inspect")

@@ -7,6 +7,7 @@ non-zero exit: 2 for bad input (flags, plugin choice), 1 for anything the daemon
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -16,20 +17,14 @@ from typing import Any
 import click
 
 from shoal import __version__
-from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
+from shoal.agent.enginelimits import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.cli.common import INPUT_ERRORS, call, choose_daemon, remote_options
-from shoal.cli.context_cmd import context
 from shoal.cli.errors import fail, one_line
-from shoal.cli.events_cmd import events
-from shoal.cli.hollow_cmd import hollow
-from shoal.cli.info_cmd import info
-from shoal.cli.inspect_cmd import inspect, inspect_options, inspect_refs, print_objects
+from shoal.cli.inspect_opts import inspect_options
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params, task_list_options
-from shoal.cli.network_cmd import network
 from shoal.cli.output import human_duration, print_list
 from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
-from shoal.cli.secret_cmd import config, secret
 from shoal.cli.service_opts import (
     DockerFlagsCommand,
     common_options,
@@ -38,10 +33,24 @@ from shoal.cli.service_opts import (
     params_of,
     update_options,
 )
-from shoal.cli.stack_cmd import stack
 from shoal.cli.swarm_opts import cluster_setting_options
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
+
+#: Command groups imported only when used: ``service create`` should not pay for the imports
+#: of ``inspect`` (protobuf, Docker's shapes, Go templates), ``stack`` (compose), ``events``
+#: or ``hollow``; the CLI's start-up counts in every command's time (issue 18 item 4).
+LAZY_COMMANDS = {
+    "info": "shoal.cli.info_cmd",
+    "context": "shoal.cli.context_cmd",
+    "hollow": "shoal.cli.hollow_cmd",
+    "inspect": "shoal.cli.inspect_cmd",
+    "events": "shoal.cli.events_cmd",
+    "secret": "shoal.cli.secret_cmd",
+    "config": "shoal.cli.secret_cmd",
+    "network": "shoal.cli.network_cmd",
+    "stack": "shoal.cli.stack_cmd",
+}
 
 
 class ShoalGroup(click.Group):
@@ -69,7 +78,7 @@ class ShoalGroup(click.Group):
             fail(str(exc), 2)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name) or self._builtin(cmd_name)
         if command is None:
             self._load_lazy()
             command = super().get_command(ctx, cmd_name)
@@ -77,7 +86,17 @@ class ShoalGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_lazy()
-        return super().list_commands(ctx)
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def _builtin(self, cmd_name: str) -> click.Command | None:
+        """A built-in command group of ``LAZY_COMMANDS``, imported the first time it is asked for."""
+        where = LAZY_COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        command = getattr(importlib.import_module(where), cmd_name)
+        assert isinstance(command, click.Command)
+        self.add_command(command)
+        return command
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -425,7 +444,7 @@ def swarm_inspect(ctx: click.Context, fmt: str | None) -> None:
     from google.protobuf import json_format
 
     from shoal import dockershapes
-    from shoal.cli.inspect_cmd import check_format
+    from shoal.cli.inspect_cmd import check_format, print_objects
     from shoal.proto import objects_pb2 as pb
 
     template = check_format(fmt)
@@ -537,13 +556,6 @@ def swarm_unlock(ctx: click.Context) -> None:
     call(ctx, "swarm.unlock", key=key.strip())
 
 
-cli.add_command(info)
-cli.add_command(context)
-cli.add_command(hollow)
-cli.add_command(inspect)
-cli.add_command(events)
-
-
 # --------------------------------------------------------------------------- node
 
 
@@ -593,6 +605,8 @@ def node_ls(ctx: click.Context, quiet: bool, fmt: str | None, filters: tuple[str
 @click.pass_context
 def node_inspect(ctx: click.Context, nodes: tuple[str, ...], fmt: str | None, pretty: bool) -> None:
     """Display detailed information on one or more nodes (default: self), in Docker's shape."""
+    from shoal.cli.inspect_cmd import inspect_refs
+
     inspect_refs(ctx, ["node"], nodes or ("self",), fmt, pretty)
 
 
@@ -806,6 +820,8 @@ def print_services(services: list[dict[str, Any]], *, quiet: bool, fmt: str | No
 @click.pass_context
 def service_inspect(ctx: click.Context, services: tuple[str, ...], fmt: str | None, pretty: bool) -> None:
     """Display detailed information on one or more services, in Docker's shape."""
+    from shoal.cli.inspect_cmd import inspect_refs
+
     inspect_refs(ctx, ["service"], services, fmt, pretty)
 
 
@@ -966,12 +982,6 @@ def service_logs(
         fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
     if incomplete:
         sys.exit(1)  # as docker: "incomplete log stream" is an error once the rest is printed
-
-
-cli.add_command(secret)
-cli.add_command(config)
-cli.add_command(network)
-cli.add_command(stack)
 
 
 def main() -> None:
