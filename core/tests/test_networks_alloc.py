@@ -144,7 +144,9 @@ async def test_service_networks_get_a_vip_each_kept_across_updates_none_in_dnsrr
     store, api, nets = await _swarm()
     await nets.network_create({"name": "front"})
     await nets.network_create({"name": "back"})
-    await api.service_create({"name": "api", "image": "alpine", "networks": ["front", "name=back,alias=db"]})
+    await api.handlers()["service.create"](
+        {"name": "api", "image": "alpine", "networks": ["front", "name=back,alias=db"]}
+    )
     service = store.view.service_by_name("api")
     assert service is not None
     front, back = (netobjects.find(store.view.networks.all(), n) for n in ("front", "back"))
@@ -153,12 +155,12 @@ async def test_service_networks_get_a_vip_each_kept_across_updates_none_in_dnsrr
     vips = {v.network_id: v.addr for v in service.endpoint.virtual_ips}
     assert vips == {front.id: "10.0.1.2/24", back.id: "10.0.2.2/24"}
 
-    await api.service_update({"service": "api", "network_rm": ["front"], "env_add": ["A=1"]})
+    await api.handlers()["service.update"]({"service": "api", "network_rm": ["front"], "env_add": ["A=1"]})
     service = store.view.service_by_name("api")
     assert service is not None
     assert [(v.network_id, v.addr) for v in service.endpoint.virtual_ips] == [(back.id, "10.0.2.2/24")]
 
-    await api.service_create(
+    await api.handlers()["service.create"](
         {"name": "rr", "image": "alpine", "networks": ["back"], "endpoint_mode": "dnsrr"}
     )
     rr = store.view.service_by_name("rr")
@@ -181,7 +183,7 @@ async def test_service_network_refusals_change_nothing(params: dict[str, object]
     await nets.network_create({"name": "front"})
     before = _snapshot(store)
     with pytest.raises(ControlError) as refused:
-        await api.service_create({"name": "web", "image": "alpine", **params})
+        await api.handlers()["service.create"]({"name": "web", "image": "alpine", **params})
     assert says in refused.value.message and "\n" not in refused.value.message
     assert _snapshot(store) == before
 
@@ -189,11 +191,11 @@ async def test_service_network_refusals_change_nothing(params: dict[str, object]
 async def test_network_rm_refused_while_used_naming_the_services() -> None:
     store, api, nets = await _swarm()
     await nets.network_create({"name": "front"})
-    await api.service_create({"name": "web", "image": "alpine", "networks": ["front"]})
-    await api.service_create({"name": "api", "image": "alpine", "networks": ["front"]})
+    await api.handlers()["service.create"]({"name": "web", "image": "alpine", "networks": ["front"]})
+    await api.handlers()["service.create"]({"name": "api", "image": "alpine", "networks": ["front"]})
     with pytest.raises(ControlError, match=r'network "front" is in use by service\(s\) api, web'):
         await nets.network_rm({"networks": ["front"]})
-    await api.service_rm({"services": ["web", "api"]})
+    await api.handlers()["service.rm"]({"services": ["web", "api"]})
     assert await nets.network_rm({"networks": ["front"]}) == ["front"]
     assert netobjects.find(store.view.networks.all(), "front") is None
 
@@ -220,7 +222,7 @@ async def test_assigned_tasks_get_one_address_per_network_freed_when_dead_or_rem
     store, api, nets = await _swarm()
     await nets.network_create({"name": "front"})
     await store.update(lambda tx: tx.create(pb.Node(id="w1")))
-    await api.service_create(
+    await api.handlers()["service.create"](
         {"name": "web", "image": "alpine", "networks": ["front"], "publish": ["8080:80"]}
     )
     web = store.view.service_by_name("web")
@@ -267,7 +269,7 @@ async def test_a_full_network_leaves_the_task_pending_with_the_reason() -> None:
     store, api, nets = await _swarm()
     await nets.network_create({"name": "tiny", "subnet": "10.50.0.0/29"})  # 6 hosts: gateway + VIP + 4
     await store.update(lambda tx: tx.create(pb.Node(id="w1")))
-    await api.service_create({"name": "web", "image": "alpine", "networks": ["tiny"]})
+    await api.handlers()["service.create"]({"name": "web", "image": "alpine", "networks": ["tiny"]})
     web = store.view.service_by_name("web")
     assert web is not None
     await _tasks_for(store, web, 5)
@@ -308,7 +310,7 @@ async def test_network_add_and_rm_make_assigned_tasks_dirty_a_scale_does_not() -
     await nets.network_create({"name": "front"})
     await nets.network_create({"name": "back"})
     await store.update(lambda tx: tx.create(pb.Node(id="w1")))
-    await api.service_create({"name": "web", "image": "alpine", "networks": ["front"]})
+    await api.handlers()["service.create"]({"name": "web", "image": "alpine", "networks": ["front"]})
     web = store.view.service_by_name("web")
     assert web is not None
     await _tasks_for(store, web, 1)
@@ -320,13 +322,13 @@ async def test_network_add_and_rm_make_assigned_tasks_dirty_a_scale_does_not() -
         assert service is not None
         return service
 
-    await api.service_scale({"service": "web", "replicas": 3})
+    await api.handlers()["service.scale"]({"service": "web", "replicas": 3})
     assert not is_dirty(task, current())
-    await api.service_update({"service": "web", "network_add": ["back"]})
+    await api.handlers()["service.update"]({"service": "web", "network_add": ["back"]})
     assert is_dirty(task, current())
-    await api.service_update({"service": "web", "network_rm": ["back"]})
+    await api.handlers()["service.update"]({"service": "web", "network_rm": ["back"]})
     assert not is_dirty(task, current())  # back where the task is
-    await api.service_update({"service": "web", "network_rm": ["front"]})
+    await api.handlers()["service.update"]({"service": "web", "network_rm": ["front"]})
     assert is_dirty(task, current())
 
 
@@ -336,7 +338,9 @@ async def test_a_new_leader_allocates_from_what_the_store_holds() -> None:
     old, api, nets = await _swarm()
     await nets.network_create({"name": "front"})
     await old.update(lambda tx: tx.create(pb.Node(id="w1")))
-    await api.service_create({"name": "web", "image": "alpine", "networks": ["front"], "publish": ["80"]})
+    await api.handlers()["service.create"](
+        {"name": "web", "image": "alpine", "networks": ["front"], "publish": ["80"]}
+    )
     web = old.view.service_by_name("web")
     assert web is not None
     await _tasks_for(old, web, 3)
@@ -346,7 +350,9 @@ async def test_a_new_leader_allocates_from_what_the_store_holds() -> None:
     new.restore(old.applied_index, old.snapshot())
     new_api, new_nets = ControlAPI(new, "m2"), NetworkControl(new)
     await new_nets.network_create({"name": "back"})
-    await new_api.service_create({"name": "api", "image": "alpine", "networks": ["front"], "publish": ["81"]})
+    await new_api.handlers()["service.create"](
+        {"name": "api", "image": "alpine", "networks": ["front"], "publish": ["81"]}
+    )
     api_service = new.view.service_by_name("api")
     assert api_service is not None
     await _tasks_for(new, api_service, 3)
@@ -362,16 +368,16 @@ async def test_a_new_leader_allocates_from_what_the_store_holds() -> None:
 
 async def test_the_ingress_network_can_be_removed_when_unused_and_made_again() -> None:
     store, api, nets = await _swarm()
-    await api.service_create({"name": "web", "image": "alpine", "publish": ["8080:80"]})
+    await api.handlers()["service.create"]({"name": "web", "image": "alpine", "publish": ["8080:80"]})
     with pytest.raises(ControlError, match="in use by services that publish ingress ports: web"):
         await nets.network_rm({"networks": ["ingress"]})
-    await api.service_rm({"services": ["web"]})
+    await api.handlers()["service.rm"]({"services": ["web"]})
     await nets.network_rm({"networks": ["ingress"]})
     with pytest.raises(ControlError, match="the swarm has no ingress network for published ports"):
-        await api.service_create({"name": "web", "image": "alpine", "publish": ["8080:80"]})
+        await api.handlers()["service.create"]({"name": "web", "image": "alpine", "publish": ["8080:80"]})
     await nets.network_create({"name": "mesh", "ingress": True})
     with pytest.raises(ControlError, match=re.escape('the swarm already has an ingress network ("mesh")')):
         await nets.network_create({"name": "mesh2", "ingress": True})
-    await api.service_create({"name": "web", "image": "alpine", "publish": ["8080:80"]})
+    await api.handlers()["service.create"]({"name": "web", "image": "alpine", "publish": ["8080:80"]})
     web = store.view.service_by_name("web")
     assert web is not None and web.endpoint.virtual_ips[0].addr == "10.0.0.2/24"

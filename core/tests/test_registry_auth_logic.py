@@ -113,7 +113,7 @@ async def _control() -> tuple[Any, SecretsControl, ControlAPI]:
 async def test_credentials_are_kept_sealed_off_the_spec_and_shown_only_as_set() -> None:
     store, secrets, control = await _control()
     service_id = (
-        await control.service_create(
+        await control.handlers()["service.create"](
             {"name": "web", "image": "reg.example:5000/app", "registry_auth": CREDENTIALS}
         )
     )["ID"]
@@ -122,17 +122,22 @@ async def test_credentials_are_kept_sealed_off_the_spec_and_shown_only_as_set() 
     assert PASSWORD.encode() not in service.SerializeToString()  # sealed, and not in the spec
     opened = await secrets.value_for(service.registry_auth, pb.Task(service_id=service_id))
     assert json.loads(opened) == CREDENTIALS
-    shown = (await control.service_inspect({"services": ["web"]}))[0]
+    shown = (await control.handlers()["service.inspect"]({"services": ["web"]}))[0]
     assert shown["WithRegistryAuth"] is True and "registry_auth" not in shown
-    assert "WithRegistryAuth" not in (await control.service_inspect({"services": ["web"]}))[0]["spec"]
+    assert (
+        "WithRegistryAuth"
+        not in (await control.handlers()["service.inspect"]({"services": ["web"]}))[0]["spec"]
+    )
 
     # An update without the flag keeps them (and changes no spec: no rolling update for them);
     # with it, a new seal replaces the old.
     first_seal = service.registry_auth.id
-    await control.service_update({"service": "web", "env_add": ["A=1"]})
+    await control.handlers()["service.update"]({"service": "web", "env_add": ["A=1"]})
     kept = store.view.services.get(service_id)
     assert kept is not None and kept.registry_auth.id == first_seal
-    await control.service_update({"service": "web", "registry_auth": {**CREDENTIALS, "password": "new"}})
+    await control.handlers()["service.update"](
+        {"service": "web", "registry_auth": {**CREDENTIALS, "password": "new"}}
+    )
     replaced = store.view.services.get(service_id)
     assert replaced is not None and replaced.registry_auth.id != first_seal
     assert replaced.spec_version == kept.spec_version
@@ -151,7 +156,7 @@ async def test_credentials_are_kept_sealed_off_the_spec_and_shown_only_as_set() 
 async def test_bad_credentials_are_refused_in_one_line_with_nothing_stored(given: Any, message: str) -> None:
     store, _, control = await _control()
     with pytest.raises(ControlError) as raised:
-        await control.service_create({"name": "web", "image": "app", "registry_auth": given})
+        await control.handlers()["service.create"]({"name": "web", "image": "app", "registry_auth": given})
     assert message in raised.value.message
     assert list(store.view.services.all()) == []
 
@@ -168,11 +173,11 @@ def _task(task_id: str, service_id: str, state: int = states.RUNNING) -> pb.Task
 async def test_a_node_gets_a_services_credentials_with_its_tasks_only_and_loses_them_after() -> None:
     store, secrets, control = await _control()
     private = (
-        await control.service_create(
+        await control.handlers()["service.create"](
             {"name": "p", "image": "reg.example:5000/app", "registry_auth": CREDENTIALS}
         )
     )["ID"]
-    public = (await control.service_create({"name": "q", "image": "app"}))["ID"]
+    public = (await control.handlers()["service.create"]({"name": "q", "image": "app"}))["ID"]
     deps = NodeDependencies(store, secrets.value_for)
     assert deps.may_change([_task("t0", public)]) is False  # services without credentials cost nothing
     assert deps.may_change([_task("t1", private)]) is True
@@ -182,7 +187,9 @@ async def test_a_node_gets_a_services_credentials_with_its_tasks_only_and_loses_
     assert json.loads(sent.before[0].registry_auth.spec.data) == CREDENTIALS
     assert await deps.changes([_task("t1", private), _task("t2", private)]) == Delivery()  # once
     # New credentials go with the next task change; when no task needs them: REMOVE, no value.
-    await control.service_update({"service": "p", "registry_auth": {**CREDENTIALS, "password": "new"}})
+    await control.handlers()["service.update"](
+        {"service": "p", "registry_auth": {**CREDENTIALS, "password": "new"}}
+    )
     sent = await deps.changes([_task("t1", private)])
     assert json.loads(sent.before[0].registry_auth.spec.data)["password"] == "new"
     sent = await deps.changes([_task("t1", private, states.FAILED)])

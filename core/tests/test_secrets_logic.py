@@ -112,7 +112,7 @@ async def test_service_references_resolve_and_block_removal() -> None:
     store, secrets, control = await _apis()
     secret_id = await _created(secrets)
     await secrets.config_create({"name": "app", "data": _b64(b"c")})
-    created = await control.service_create(
+    created = await control.handlers()["service.create"](
         {
             "name": "web",
             "image": "busybox",
@@ -135,7 +135,7 @@ async def test_service_references_resolve_and_block_removal() -> None:
         await secrets.config_rm({"configs": ["app"]})
     # --secret-rm / --secret-add is a spec change (a rolling update)
     version = service.spec_version
-    await control.service_update({"service": "web", "secret_rm": ["db"], "config_rm": ["app"]})
+    await control.handlers()["service.update"]({"service": "web", "secret_rm": ["db"], "config_rm": ["app"]})
     updated = store.view.services.get(created["ID"])
     assert updated is not None and updated.spec_version == version + 1
     assert list(updated.spec.task.container.secrets) == []
@@ -158,7 +158,7 @@ async def test_bad_secret_reference_is_refused_and_nothing_created(secret: str, 
     store, secrets, control = await _apis()
     await _created(secrets)
     with pytest.raises(ControlError) as caught:
-        await control.service_create({"name": "web", "image": "busybox", "secrets": [secret]})
+        await control.handlers()["service.create"]({"name": "web", "image": "busybox", "secrets": [secret]})
     assert message in caught.value.message
     assert list(store.view.services.all()) == []
 
@@ -168,7 +168,7 @@ async def test_two_references_with_one_target_are_refused() -> None:
     await _created(secrets)
     await _created(secrets, "other")
     with pytest.raises(ControlError, match="two references use the target db"):
-        await control.service_create(
+        await control.handlers()["service.create"](
             {"name": "web", "image": "busybox", "secrets": ["db", "source=other,target=db"]}
         )
 
@@ -335,11 +335,11 @@ async def test_any_json_value_in_any_secret_parameter_is_refused_cleanly_or_acce
     """A scripted caller can send any JSON: one-line refusals, never an internal error."""
     store, secrets, control = await _apis()
     await _created(secrets)
-    await control.service_create({"name": "keep", "image": "a:1"})
+    await control.handlers()["service.create"]({"name": "keep", "image": "a:1"})
     handlers = {
         **secrets.handlers(),
-        "service.create": control.service_create,
-        "service.update": control.service_update,
+        "service.create": control.handlers()["service.create"],
+        "service.update": control.handlers()["service.update"],
     }
     crashes = []
     for method, handler in handlers.items():
@@ -366,7 +366,7 @@ async def test_any_json_value_in_any_secret_parameter_is_refused_cleanly_or_acce
                         if any(o.spec.annotations.name == name for o in table.all()):
                             await getattr(secrets, f"{kind}_rm")({f"{kind}s": [name]})
                 if store.view.service_by_name("other") is not None:
-                    await control.service_rm({"services": ["other"]})
+                    await control.handlers()["service.rm"]({"services": ["other"]})
     assert crashes == []
 
 

@@ -24,10 +24,12 @@ from shoal import externalca, rpc, statekeys
 from shoal.daemon.localapi import Warned
 from shoal.loader import PluginError
 from shoal.manager import autolock, registryauth
+from shoal.manager import requests as rq
 from shoal.manager.caserver import CAServer
-from shoal.manager.controlapi import ControlAPI, ControlError, control_params, refs
+from shoal.manager.controlapi import ControlAPI, ControlError, control_params
 from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.events import EventLog, events_stream
+from shoal.manager.methods import READ_METHODS, Owner
 from shoal.manager.netcontrol import NetworkControl
 from shoal.manager.observers import TaskStateObservers
 from shoal.manager.orchestrator import ReplicatedOrchestrator
@@ -63,24 +65,6 @@ NOT_LEADER = "this manager is not the leader"
 #: an election (at most two election timeouts of the default store), short enough that a
 #: swarm that lost its quorum answers within a few seconds.
 LEADER_WAIT = 2.5
-#: Control methods that only read: with no leader they are answered locally, marked stale.
-READ_METHODS = frozenset(
-    {
-        "node.ls",
-        "node.inspect",
-        "service.ls",
-        "service.inspect",
-        "service.ps",
-        "task.inspect",
-        "swarm.inspect",
-        "network.ls",
-        "network.inspect",
-        "secret.ls",
-        "secret.inspect",
-        "config.ls",
-        "config.inspect",
-    }
-)
 
 
 class Manager:
@@ -130,12 +114,11 @@ class Manager:
         self.removed: str = ""
         #: Secrets and configs: the control methods and, on the leader, the dispatcher's values.
         self.secrets = SecretsControl(self.store, secrets or _no_secrets, self._secrets_driver)
-        self.control.extra = {
-            "node.promote": self.node_promote,
-            "node.demote": self.node_demote,
-            **self.secrets.handlers(),
-            **NetworkControl(self.store).handlers(),
-            "swarm.unlock_key": partial(autolock.unlock_key, self.store),
+        #: The control methods served here besides ``ControlAPI``'s (``methods.py``).
+        self.control.owners = {
+            Owner.MANAGER: self,
+            Owner.SECRETS: self.secrets,
+            Owner.NETWORKS: NetworkControl(self.store),
         }
         #: This manager's keys at rest, re-wrapped when the cluster's unlock key changes.
         self.keyring = keyring
@@ -479,7 +462,9 @@ class Manager:
         """Serve a control call from the local CLI on any manager (see the module docstring)."""
         if self.removed:
             raise ControlError(StatusCode.FAILED_PRECONDITION, self.removed)
-        handler = self.control.handlers()[method]
+        handler = self.control.handlers().get(method)
+        if handler is None:  # the local socket serves only registered methods; be sure
+            raise ControlError(StatusCode.UNIMPLEMENTED, f"unknown method {method}")
         now = time.monotonic()
         # No leader for longer than an election takes: the quorum is gone, answer at once.
         deadline = now if now - self._leader_seen_at > LEADER_WAIT else now + LEADER_WAIT
@@ -529,11 +514,15 @@ class Manager:
 
     # ------------------------------------------------------------------ promotion and demotion
 
-    async def node_promote(self, params: dict[str, Any]) -> Any:
+    async def swarm_unlock_key(self, params: dict[str, Any]) -> Any:
+        """``swarm unlock-key [--rotate]`` (``autolock.unlock_key``)."""
+        return await autolock.unlock_key(self.store, params)
+
+    async def node_promote(self, request: rq.NodeRefs) -> Any:
         """``node promote``: ask for a manager. The node's agent sees the new desired role,
         gets a manager certificate and joins the store as a new member (``Daemon``)."""
         result = []
-        for ref in refs(params, "nodes", "node"):
+        for ref in request.refs:
             node = self.control.find_node(ref)
             if node.role == pb.NodeSpec.MANAGER:
                 result.append(f"Node {ref} is already a manager.")
@@ -551,12 +540,12 @@ class Manager:
             result.append(f"Node {ref} promoted to a manager in the swarm.")
         return result
 
-    async def node_demote(self, params: dict[str, Any]) -> Any:
+    async def node_demote(self, request: rq.NodeRefs) -> Any:
         """``node demote``: leave the store's membership first (refused if that would lose
         quorum or the last manager), then become a worker (its agent renews its certificate
         as a worker and stops its manager). The leader hands leadership over first."""
         result = []
-        for ref in refs(params, "nodes", "node"):
+        for ref in request.refs:
             node = self.control.find_node(ref)
             if node.role == pb.NodeSpec.WORKER:
                 result.append(f"Node {ref} is already a worker.")

@@ -43,8 +43,7 @@ from shoal.logtime import since_param
 from shoal.manager import clustersettings, netobjects
 from shoal.manager.controlapi import ControlError, external_ca_fields
 from shoal.manager.events import parse_query
-from shoal.manager.netcontrol import NETWORK_METHODS
-from shoal.manager.secrets import SECRET_METHODS
+from shoal.manager.methods import CONTROL_METHODS
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.base import CLUSTER_ROLES, NODE_ROLES
@@ -851,29 +850,7 @@ class Daemon:
         api.unary["info"] = self.info
         api.streams["service.logs"] = self.service_logs
         api.streams["events"] = self.events
-        for method in (
-            "node.ls",
-            "node.inspect",
-            "service.create",
-            "service.ls",
-            "service.inspect",
-            "service.ps",
-            "task.inspect",
-            "service.scale",
-            "service.rm",
-            "service.update",
-            "service.rollback",
-            "swarm.inspect",
-            "swarm.update",
-            "swarm.join_token",
-            "swarm.unlock_key",
-            "node.update",
-            "node.rm",
-            "node.promote",
-            "node.demote",
-            *SECRET_METHODS,
-            *NETWORK_METHODS,
-        ):
+        for method in CONTROL_METHODS:  # every registered control method, through the manager
             api.unary[method] = self._control(method)
 
     # ------------------------------------------------------------------ autolock

@@ -8,7 +8,7 @@ socket and calls forwarded between managers. Every write validates first and rai
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -20,6 +20,7 @@ from shoal.manager import (
     clustersettings,
     jobs,
     listfilters,
+    methods,
     netalloc,
     netobjects,
     netrefs,
@@ -27,6 +28,7 @@ from shoal.manager import (
     secretrefs,
 )
 from shoal.manager import ports as portalloc
+from shoal.manager import requests as rq
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.ca import ExternalCA
 from shoal.roles.transport import StatusCode
@@ -34,14 +36,13 @@ from shoal.specs import (
     SpecError,
     parse_availability,
     parse_duration,
-    replicas,
     service_spec,
     updated_spec,
     whole_number,
 )
 from shoal.store.memory import ObjectStore, Tx, copy
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Handler = methods.Handler
 #: Raft tick counts are uint32 in the cluster object.
 UINT32_MAX = 2**32 - 1
 
@@ -67,27 +68,8 @@ def control_params(json_body: bytes) -> dict[str, Any]:
     return params
 
 
-def list_filters(
-    params: dict[str, Any], keys: Mapping[str, tuple[str, ...] | None], command: str
-) -> listfilters.Filters:
-    """The call's ``filters`` (``--filter``), checked: an unknown key is one line naming the valid ones."""
-    try:
-        return listfilters.parse(params.get("filters"), keys, command)
-    except listfilters.FilterError as exc:
-        raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
-
-
-def refs(params: dict[str, Any], key: str, what: str, *, required: bool = True) -> list[str]:
-    """A list of node or service references: strings, none empty (an empty one is a mistake,
-    not "self" or "every"), and at least one unless ``required`` is false."""
-    values = params.get(key)
-    if values is None:
-        values = []
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise ControlError(StatusCode.INVALID_ARGUMENT, f"invalid {what} list: give {what} IDs or names")
-    if required and not values:
-        raise ControlError(StatusCode.INVALID_ARGUMENT, f"give at least one {what} ID or name")
-    return values
+#: A list of references from the params, checked (``requests.refs``; other modules import it here).
+refs = rq.refs
 
 
 def external_ca_fields(value: Any) -> list[dict[str, str]]:
@@ -141,7 +123,8 @@ def _allocate_ports(tx: Tx, service: pb.Service) -> None:
 
 
 class ControlAPI:
-    """Handlers for the ``node.*`` and ``service.*`` methods."""
+    """Handlers for the ``node.*``, ``service.*``, ``swarm.*`` and ``task.*`` methods (which
+    ones, and their request types: ``methods.CONTROL_METHODS``)."""
 
     def __init__(
         self,
@@ -154,8 +137,9 @@ class ControlAPI:
         #: MANAGER STATUS from the live store membership (Leader/Reachable/Unreachable);
         #: without it, what the node object recorded.
         self.manager_status = manager_status
-        #: Handlers the manager adds (those that need the store membership: promote, demote).
-        self.extra: dict[str, Handler] = {}
+        #: The other components that serve registered methods (the manager gives itself, its
+        #: secrets and its networks); without them only this object's methods are bound.
+        self.owners: dict[methods.Owner, object] = {}
         #: Seals ``--with-registry-auth`` credentials (service name, AuthConfig JSON) with the
         #: swarm's secrets plugin; the manager sets it (``registryauth.seal``).
         self.seal_registry_auth: Callable[[str, bytes], Awaitable[pb.Secret]] | None = None
@@ -163,37 +147,17 @@ class ControlAPI:
         #: does not serve; the manager sets it from its CA provider.
         self.check_external_cas: Callable[[list[ExternalCA]], None] = lambda cas: None
         self._handlers: dict[str, Handler] | None = None
-        self._built_with: dict[str, Handler] | None = None
+        self._built_with: dict[methods.Owner, object] | None = None
 
     def handlers(self) -> dict[str, Handler]:
-        """Method name -> handler, built once (every control call looks its handler up here)."""
-        if self._handlers is None or self._built_with is not self.extra:
-            self._handlers = self._build_handlers()
-            self._built_with = self.extra
+        """Method name -> handler (params parsed into the method's request type), derived from
+        the registry and built once: every control call looks its handler up here."""
+        if self._handlers is None or self._built_with is not self.owners:
+            self._handlers = methods.bind({methods.Owner.CONTROL: self, **self.owners})
+            self._built_with = self.owners
         return self._handlers
 
-    def _build_handlers(self) -> dict[str, Handler]:
-        return {
-            "node.ls": self.node_ls,
-            "node.inspect": self.node_inspect,
-            "service.create": self.service_create,
-            "service.ls": self.service_ls,
-            "service.inspect": self.service_inspect,
-            "service.ps": self.service_ps,
-            "service.scale": self.service_scale,
-            "service.update": self.service_update,
-            "service.rollback": self.service_rollback,
-            "service.rm": self.service_rm,
-            "swarm.inspect": self.swarm_inspect,
-            "swarm.update": self.swarm_update,
-            "swarm.join_token": self.swarm_join_token,
-            "node.update": self.node_update,
-            "node.rm": self.node_rm,
-            "task.inspect": self._task_inspect,
-            **self.extra,
-        }
-
-    async def _task_inspect(self, params: dict[str, Any]) -> Any:
+    async def task_inspect(self, params: dict[str, Any]) -> Any:
         from shoal.manager.taskinspect import task_inspect
 
         return await task_inspect(self.store, params)
@@ -236,7 +200,7 @@ class ControlAPI:
 
     # ------------------------------------------------------------------ swarm
 
-    async def swarm_inspect(self, params: dict[str, Any]) -> Any:
+    async def swarm_inspect(self, request: rq.NoParams) -> Any:
         cluster = self.store.view.cluster()
         if cluster is None:
             raise ControlError(StatusCode.FAILED_PRECONDITION, "the swarm has no cluster object yet")
@@ -316,12 +280,10 @@ class ControlAPI:
 
         return [set_timing]
 
-    async def swarm_join_token(self, params: dict[str, Any]) -> Any:
+    async def swarm_join_token(self, request: rq.JoinToken) -> Any:
         """The join token for a role, optionally rotated first (only future joins are affected)."""
-        role = str(params.get("role") or "")
-        if role not in ("worker", "manager"):
-            raise ControlError(StatusCode.INVALID_ARGUMENT, f'unknown role "{role}": use worker or manager')
-        if params.get("rotate"):
+        role = request.role
+        if request.rotate:
 
             def rotate(tx: Tx) -> None:
                 cluster = tx.cluster()
@@ -339,7 +301,7 @@ class ControlAPI:
         return {
             "Token": getattr(cluster.root_ca.join_tokens, role),
             "ManagerAddr": addr,
-            "Rotated": bool(params.get("rotate")),
+            "Rotated": request.rotate,
         }
 
     # ------------------------------------------------------------------ nodes
@@ -431,19 +393,17 @@ class ControlAPI:
             "Self": node.id == self.node_id,
         }
 
-    async def node_ls(self, params: dict[str, Any]) -> Any:
-        wanted = list_filters(params, listfilters.NODE_KEYS, "node ls")
+    async def node_ls(self, request: rq.NodeList) -> Any:
         nodes = sorted(self.store.view.nodes.all(), key=lambda n: n.description.hostname or n.id)
-        return [self._node_row(n) for n in nodes if listfilters.node_matches(n, wanted)]
+        return [self._node_row(n) for n in nodes if listfilters.node_matches(n, request.filters)]
 
-    async def node_inspect(self, params: dict[str, Any]) -> Any:
-        return [
-            to_dict(self.find_node(ref)) for ref in refs(params, "nodes", "node", required=False) or ["self"]
-        ]
+    async def node_inspect(self, request: rq.NodeInspect) -> Any:
+        return [to_dict(self.find_node(ref)) for ref in request.nodes]
 
     # ------------------------------------------------------------------ services
 
-    async def service_create(self, params: dict[str, Any]) -> Any:
+    async def service_create(self, request: rq.Options) -> Any:
+        params = request.options
         if not params.get("name"):  # docker's adjective_surname, one no service has
             view = self.store.view
             params = {
@@ -522,13 +482,12 @@ class ControlAPI:
             "UpdateMessage": status.message,
         }
 
-    async def service_ls(self, params: dict[str, Any]) -> Any:
-        wanted = list_filters(params, listfilters.SERVICE_KEYS, "service ls")
+    async def service_ls(self, request: rq.ServiceList) -> Any:
         services = sorted(self.store.view.services.all(), key=lambda s: s.spec.annotations.name)
-        return [self._service_row(s) for s in services if listfilters.service_matches(s, wanted)]
+        return [self._service_row(s) for s in services if listfilters.service_matches(s, request.filters)]
 
-    async def service_inspect(self, params: dict[str, Any]) -> Any:
-        found = [self.find_service(ref) for ref in refs(params, "services", "service")]
+    async def service_inspect(self, request: rq.ServiceRefs) -> Any:
+        found = [self.find_service(ref) for ref in request.refs]
         return [registryauth.shown(service, to_dict(service)) for service in found]
 
     async def _sealed(self, service_name: str, credentials: bytes) -> pb.Secret:
@@ -542,18 +501,15 @@ class ControlAPI:
         except SpecError as exc:
             raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
-    async def service_ps(self, params: dict[str, Any]) -> Any:
+    async def service_ps(self, request: rq.TaskList) -> Any:
         view = self.store.view
-        node_ref = params.get("node")
-        wanted = list_filters(
-            params, listfilters.TASK_KEYS, "node ps" if node_ref is not None else "service ps"
-        )
+        wanted = request.filters
         tasks: list[pb.Task] = []
-        if node_ref is not None:
-            tasks = view.node_tasks(self.find_node(str(node_ref)).id)
+        if request.node is not None:
+            tasks = view.node_tasks(self.find_node(request.node).id)
         else:
-            for ref in refs(params, "services", "service"):
-                tasks.extend(view.service_tasks(self.find_service(str(ref)).id))
+            for ref in request.services:
+                tasks.extend(view.service_tasks(self.find_service(ref).id))
         rows = []
         for task in tasks:
             node = view.nodes.get(task.node_id) if task.node_id else None
@@ -587,12 +543,9 @@ class ControlAPI:
             )
         return {"tasks": rows, "now": time.time()}
 
-    async def service_scale(self, params: dict[str, Any]) -> Any:
-        try:
-            count = replicas(params.get("replicas"))
-        except SpecError as exc:
-            raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        service = self.find_service(str(params.get("service") or ""))
+    async def service_scale(self, request: rq.ServiceScale) -> Any:
+        count = request.replicas
+        service = self.find_service(request.service)
         if service.spec.WhichOneof("mode") not in ("replicated", "replicated_job"):
             raise ControlError(
                 StatusCode.FAILED_PRECONDITION,
@@ -616,15 +569,16 @@ class ControlAPI:
         await self.store.update(scale)
         return {"ID": service.id, "Replicas": count}
 
-    async def service_update(self, params: dict[str, Any]) -> Any:
+    async def service_update(self, request: rq.ServiceUpdate) -> Any:
         """``service update``: a new spec (the old one kept as previous), or a rollback.
 
         A changed spec clears the update status, which is also how a paused update resumes.
         ``rollback`` swaps the spec and the previous spec (rolling back twice returns to the
         newer one); the updater then walks the tasks back with the rollback config.
         """
-        service = self.find_service(str(params.get("service") or ""))
-        if params.get("rollback"):
+        params = request.options
+        service = self.find_service(request.service)
+        if request.rollback:
             return await self._rollback(service)
         replace = bool(params.get("replace"))  # stack deploy: a whole new spec from create's options
         try:
@@ -667,8 +621,8 @@ class ControlAPI:
         await self.store.update(update)
         return {"ID": service.id}
 
-    async def service_rollback(self, params: dict[str, Any]) -> Any:
-        return await self._rollback(self.find_service(str(params.get("service") or "")))
+    async def service_rollback(self, request: rq.ServiceRef) -> Any:
+        return await self._rollback(self.find_service(request.service))
 
     async def _rollback(self, service: pb.Service) -> Any:
         name = service.spec.annotations.name
@@ -698,8 +652,8 @@ class ControlAPI:
         await self.store.update(rollback)
         return {"ID": service.id}
 
-    async def service_rm(self, params: dict[str, Any]) -> Any:
-        services = [self.find_service(ref) for ref in refs(params, "services", "service")]
+    async def service_rm(self, request: rq.ServiceRefs) -> Any:
+        services = [self.find_service(ref) for ref in request.refs]
 
         def remove(tx: Tx) -> None:
             for service in services:

@@ -13,15 +13,15 @@ import re
 from typing import Any
 
 from shoal.ids import new_id
-from shoal.manager import netalloc
-from shoal.manager.controlapi import ControlError, Handler, refs
+from shoal.manager import methods, netalloc
+from shoal.manager.controlapi import ControlError, refs
+from shoal.manager.methods import Handler
 from shoal.manager.netobjects import INGRESS_NAME, OVERLAY, find, ingress_of, inspect_shape, services_using
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import StatusCode
 from shoal.specs import SpecError, strings
 from shoal.store.memory import ObjectStore, Tx
 
-NETWORK_METHODS = ("network.create", "network.ls", "network.inspect", "network.rm")
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
 
 
@@ -129,12 +129,8 @@ class NetworkControl:
         self.store = store
 
     def handlers(self) -> dict[str, Handler]:
-        return {
-            "network.create": self.network_create,
-            "network.ls": self.network_ls,
-            "network.inspect": self.network_inspect,
-            "network.rm": self.network_rm,
-        }
+        """Its registered methods (``methods.py``), parsed and bound."""
+        return methods.bind({methods.Owner.NETWORKS: self})
 
     def find(self, ref: str) -> pb.Network:
         if not ref:

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from shoal.ids import new_id
-from shoal.manager.controlapi import ControlError, Handler, refs, to_dict
+from shoal.manager import methods
+from shoal.manager.controlapi import ControlError, refs, to_dict
+from shoal.manager.methods import Handler
 from shoal.manager.secretrefs import check_name, find, services_using
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.secrets import SecretFetchError, SecretsProvider, SecretUse
@@ -28,18 +30,6 @@ MAX_SECRET_BYTES = 500 * 1024
 MAX_CONFIG_BYTES = 1000 * 1024
 
 SecretsFactory = Callable[[str], SecretsProvider]
-
-#: The control methods this module serves (the daemon's local API forwards them).
-SECRET_METHODS = (
-    "secret.create",
-    "secret.ls",
-    "secret.inspect",
-    "secret.rm",
-    "config.create",
-    "config.ls",
-    "config.inspect",
-    "config.rm",
-)
 
 
 def _data(params: dict[str, Any], what: str, limit: int) -> bytes:
@@ -91,16 +81,8 @@ class SecretsControl:
         self.default_driver = default_driver
 
     def handlers(self) -> dict[str, Handler]:
-        return {
-            "secret.create": self.secret_create,
-            "secret.ls": self.secret_ls,
-            "secret.inspect": self.secret_inspect,
-            "secret.rm": self.secret_rm,
-            "config.create": self.config_create,
-            "config.ls": self.config_ls,
-            "config.inspect": self.config_inspect,
-            "config.rm": self.config_rm,
-        }
+        """Its registered methods (``methods.py``), parsed and bound."""
+        return methods.bind({methods.Owner.SECRETS: self})
 
     def provider(self, driver: str) -> SecretsProvider:
         driver = driver or self.default_driver()
