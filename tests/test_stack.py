@@ -18,16 +18,16 @@ pytestmark = [pytest.mark.cluster]
 NAMESPACE = "com.docker.stack.namespace"
 
 
-def _compose(port: int, api_value: str) -> str:
-    return f"""
-version: "3.8"
-services:
+def _compose(port: int, api_value: str, *, with_api: bool = True) -> str:
+    web = f"""
   web:
     image: {TEST_IMAGE}
     command: ["sh", "-c", "sleep 3600"]
     ports: ["{port}:80"]
     networks: [front]
     secrets: [token]
+"""
+    api = f"""
   api:
     image: {TEST_IMAGE}
     command: sleep 3600
@@ -36,6 +36,10 @@ services:
     deploy:
       replicas: 1
       labels: {{role: api}}
+"""
+    return f"""
+version: "3.8"
+services:{web}{api if with_api else ""}
 networks:
   front: {{}}
 secrets:
@@ -146,9 +150,14 @@ def test_stack_deploy_ls_ps_services_redeploy_and_rm(node_factory: Any, tmp_path
     ).stderr.replace("nosuch", "bad")
     assert _state(node) == before
 
+    # --prune: the service the file no longer names goes; the unchanged one is not touched
+    compose.write_text(_compose(port, "2", with_api=False))
+    pruned = node.ok("stack", "deploy", "--prune", "-c", str(compose), "st").stdout.splitlines()
+    assert pruned == ["Removing service st_api"]
+    assert _version(node, "st_web") == versions["st_web"]
+
     removed = node.ok("stack", "rm", "st").stdout.splitlines()
     assert removed == [
-        "Removing service st_api",
         "Removing service st_web",
         "Removing secret st_token",
         "Removing network st_default",
