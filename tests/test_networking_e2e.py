@@ -84,6 +84,16 @@ def get_many(swarm: Cluster, url: str, count: int) -> list[tuple[bool, str]]:
     return [(bool(ok), str(body)) for ok, body in json.loads(proc.stdout)]
 
 
+def wait_for_mesh(swarm: Cluster, host: Host, port: int, replicas: int) -> None:
+    """Until requests to ``port`` on ``host`` reach all ``replicas`` (the mesh is in place)."""
+    wait_until(
+        lambda: len(replica_names(get_many(swarm, f"http://{host.ip}:{port}/", 2 * replicas))) == replicas,
+        60,
+        0.2,
+        f"{host.name}:{port} to reach all {replicas} replicas",
+    )
+
+
 def replica_names(results: list[tuple[bool, str]]) -> set[str]:
     return {body.removeprefix(ANSWER) for ok, body in results if ok and body.startswith(ANSWER)}
 
@@ -125,12 +135,7 @@ def test_published_port_answers_on_every_host_and_reaches_every_replica(swarm: C
     assert "h3" not in {t["Node"] for t in tasks}
     # The mesh follows the tasks within a second of their status: wait for it, then count.
     for host in swarm.hosts:
-        wait_until(
-            lambda host=host: len(replica_names(get_many(swarm, f"http://{host.ip}:8080/", 8))) == 4,
-            60,
-            0.2,
-            f"{host.name}:8080 to reach all 4 replicas",
-        )
+        wait_for_mesh(swarm, host, 8080, 4)
     seen: set[str] = set()
     for host in swarm.hosts:
         results = get_many(swarm, f"http://{host.ip}:8080/", 60)

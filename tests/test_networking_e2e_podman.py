@@ -15,13 +15,12 @@ from multihost import Cluster
 from test_networking_e2e import (
     ANSWER,
     IMAGE,
-    get_many,
     in_task,
     lookup,
     network_subnet,
     overlay_address,
-    replica_names,
     running,
+    wait_for_mesh,
 )
 
 pytestmark = [pytest.mark.cluster]
@@ -58,12 +57,7 @@ def test_podman_published_port_and_discovery_across_two_hosts(podman_swarm: Clus
     search = running(podman_swarm, "search", 2)
     (web,) = running(podman_swarm, "web", 1)
     for host in podman_swarm.hosts:
-        wait_until(
-            lambda host=host: len(replica_names(get_many(podman_swarm, f"http://{host.ip}:8080/", 8))) == 2,
-            60,
-            0.3,
-            f"{host.name}:8080 (podman) to reach both replicas",
-        )
+        wait_for_mesh(podman_swarm, host, 8080, 2)
     appnet = network_subnet(podman_swarm, "appnet")
     addresses = sorted(overlay_address(podman_swarm, t, appnet) for t in search)
     assert wait_until(lambda: lookup(podman_swarm, web, "tasks.search") == addresses, 45, 0.3, "tasks.search")
