@@ -133,7 +133,7 @@ def test_stack_deploy_ls_ps_services_redeploy_and_rm(node_factory: Any, tmp_path
         (f"services: {{web: {{image: {TEST_IMAGE}, bogus: 1}}}}", "services.web: Additional property bogus"),
         (
             f"services: {{w: {{image: {TEST_IMAGE}, deploy: {{replicas: x}}}}}}",
-            'services.w: invalid --replicas "x"',
+            'services.w.deploy.replicas: invalid --replicas "x"',
         ),
         (
             f"services: {{w: {{image: {TEST_IMAGE}, networks: [n]}}}}\nnetworks: {{n: {{external: true}}}}",

@@ -167,9 +167,14 @@ def test_no_default_network_when_every_service_names_one(tmp_path: Path) -> None
 def test_external_objects_keep_their_names(tmp_path: Path) -> None:
     stack = _plan(
         tmp_path,
-        "services: {a: {image: x, networks: [n], secrets: [s]}}\n"
-        "networks: {n: {external: true}}\nsecrets: {s: {external: true, name: real}}\n",
+        "services: {a: {image: x, networks: [n], secrets: [s], volumes: [v:/v, w:/w]}}\n"
+        "networks: {n: {external: true}}\nsecrets: {s: {external: true, name: real}}\n"
+        "volumes: {v: {external: true}, w: {name: wide}}\n",
     )
+    assert stack.services[0].params["mounts"] == [
+        "type=volume,source=v,target=/v",
+        "type=volume,source=wide,target=/w",
+    ]
     assert {(o.name, o.external) for o in stack.objects} == {("n", True), ("real", True)}
     assert stack.services[0].params["secrets"] == ["source=real,target=s"]
 
@@ -217,8 +222,14 @@ def test_interpolation_forms() -> None:
             "services: {web: {image: x, deploy: {resources: {limits: {gpu: 1}}}}}",
             "services.web.deploy.resources.limits: Additional property gpu",
         ),
-        ("services: {web: {image: x, deploy: {replicas: two}}}", 'services.web: invalid --replicas "two"'),
-        ("services: {web: {image: x, stop_grace_period: soon}}", "services.web: invalid --stop-grace-period"),
+        (
+            "services: {web: {image: x, deploy: {replicas: two}}}",
+            'services.web.deploy.replicas: invalid --replicas "two"',
+        ),
+        (
+            "services: {web: {image: x, stop_grace_period: soon}}",
+            "services.web.stop_grace_period: invalid --stop-grace-period",
+        ),
         (
             "services: {web: {image: x, networks: [nope]}}",
             'services.web.networks.nope: network "nope" is not declared',
@@ -235,6 +246,14 @@ def test_interpolation_forms() -> None:
         ),
         ("services: {web: [oops", "compose.yml: line"),
         ("services: {web: {image: x, read_only: maybe}}", "services.web.read_only: must be true or false"),
+        (
+            "services: {web: {image: x, deploy: {mode: global, replicas: 2}}}",
+            "services.web.deploy.replicas: --replicas can only be used with replicated mode",
+        ),
+        (
+            "services: {web: {image: x, deploy: {mode: daemon}}}",
+            'services.web.deploy.mode: invalid --mode "daemon"',
+        ),
         ("services: {}", "the stack has no services"),
         ("services: {web: {image: x}}\nsecrets: {s: {file: ./missing}}", "secrets.s.file: cannot read"),
     ],

@@ -24,7 +24,7 @@ from shoal.cli.output import print_list
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
 from shoal.specs import SpecError, service_spec, validate_name
 from shoal.stack.compose import ComposeError, load
-from shoal.stack.convert import NAMESPACE_LABEL, StackObject, StackPlan, plan
+from shoal.stack.convert import NAMESPACE_LABEL, StackObject, StackPlan, compose_key_of, plan
 
 _LIST_METHODS = {"network": "network.ls", "secret": "secret.ls", "config": "config.ls"}
 
@@ -44,7 +44,9 @@ def build_plan(files: list[Path], namespace: str, env: dict[str, str]) -> StackP
         try:
             service_spec(service.params)
         except SpecError as exc:
-            raise ComposeError(f"{service.file}: services.{service.key}: {exc}") from None
+            key = compose_key_of(str(exc))
+            where = f"services.{service.key}" + (f".{key}" if key else "")
+            raise ComposeError(f"{service.file}: {where}: {exc}") from None
     return stack
 
 

@@ -65,6 +65,69 @@ class _Where:
         return ComposeError(f"{self.file}: {self.path}: {problem}")
 
 
+#: ``service create`` flags as the Compose keys they come from, so that an error the spec
+#: builder reports with a flag's name also names the key in the file.
+FLAG_KEYS = {
+    "--replicas": "deploy.replicas",
+    "--mode": "deploy.mode",
+    "--endpoint-mode": "deploy.endpoint_mode",
+    "--label": "deploy.labels",
+    "--constraint": "deploy.placement.constraints",
+    "--placement-pref": "deploy.placement.preferences",
+    "--replicas-max-per-node": "deploy.placement.max_replicas_per_node",
+    "--limit-cpu": "deploy.resources.limits.cpus",
+    "--limit-memory": "deploy.resources.limits.memory",
+    "--limit-pids": "deploy.resources.limits.pids",
+    "--reserve-cpu": "deploy.resources.reservations.cpus",
+    "--reserve-memory": "deploy.resources.reservations.memory",
+    "--generic-resource": "deploy.resources.reservations.generic_resources",
+    **{
+        f"--restart-{k.replace('_', '-')}": f"deploy.restart_policy.{k}"
+        for k in ("condition", "delay", "window")
+    },
+    "--restart-max-attempts": "deploy.restart_policy.max_attempts",
+    **{
+        f"--{section}-{k.replace('_', '-')}": f"deploy.{section}_config.{k}"
+        for section in ("update", "rollback")
+        for k in ("parallelism", "delay", "failure_action", "monitor", "max_failure_ratio", "order")
+    },
+    "--health-cmd": "healthcheck.test",
+    **{
+        f"--health-{k.replace('_', '-')}": f"healthcheck.{k}"
+        for k in ("interval", "timeout", "retries", "start_period")
+    },
+    "--env": "environment",
+    "--container-label": "labels",
+    "--publish": "ports",
+    "--mount": "volumes",
+    "--entrypoint": "entrypoint",
+    "--hostname": "hostname",
+    "--workdir": "working_dir",
+    "--user": "user",
+    "--stop-grace-period": "stop_grace_period",
+    "--stop-signal": "stop_signal",
+    "--cap-add": "cap_add",
+    "--cap-drop": "cap_drop",
+    "--sysctl": "sysctls",
+    "--ulimit": "ulimits",
+    "--dns": "dns",
+    "--dns-search": "dns_search",
+    "--dns-option": "dns_opt",
+    "--host": "extra_hosts",
+    "--group": "group_add",
+    "--log-driver": "logging.driver",
+    "--log-opt": "logging.options",
+}
+
+
+def compose_key_of(message: str) -> str:
+    """The Compose key behind the first ``--flag`` a spec error names ("" when none)."""
+    for word in message.replace('"', " ").split():
+        if word in FLAG_KEYS:
+            return FLAG_KEYS[word]
+    return ""
+
+
 def _text(value: Any, where: _Where) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -434,6 +497,8 @@ def _file_ref(
 
 
 def _volume(value: Any, where: _Where, namespace: str, base: Path, volumes: Mapping[str, Any]) -> str:
+    """``volumes``: short (``data:/path[:ro]``, ``./dir:/path``, ``/path``) or long syntax, as
+    ``--mount``'s text; a named volume is ``STACK_NAME`` unless external or named."""
     if isinstance(value, dict):
         kind = _text(value.get("type", "volume"), where.at("type"))
         source = _text(value.get("source", ""), where.at("source"))
@@ -453,13 +518,9 @@ def _volume(value: Any, where: _Where, namespace: str, base: Path, volumes: Mapp
     elif kind == "volume" and source:
         if source not in volumes:
             raise where.error(f'volume "{source}" is not declared in the top-level volumes: section')
-        spec = volumes[source] or {}
-        external = isinstance(spec, dict) and spec.get("external")
-        source = (
-            str(spec.get("name") or (source if external else f"{namespace}_{source}"))
-            if isinstance(spec, dict)
-            else f"{namespace}_{source}"
-        )
+        spec = _map(volumes[source], _Where(where.file, f"volumes.{source}"))
+        given = spec.get("name")
+        source = str(given) if given else source if spec.get("external") else f"{namespace}_{source}"
     text = f"type={kind},{'source=' + source + ',' if source else ''}target={target}"
     return text + (",readonly" if readonly else "")
 
