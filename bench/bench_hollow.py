@@ -251,7 +251,8 @@ def main() -> None:
                 flush=True,
             )
             if spy is not None:
-                terminate(spy, 120)
+                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                spy.wait(120)
                 raw = base / f"profile-{replicas}.txt"
                 if raw.exists():
                     print("  leader's hottest frames (self time):")
