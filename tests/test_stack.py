@@ -109,22 +109,16 @@ def test_stack_deploy_ls_ps_services_redeploy_and_rm(node_factory: Any, tmp_path
     # a redeploy with one change: only that service gets a new version (a rolling update)
     versions = {name: _version(node, name) for name in ("st_web", "st_api")}
     compose.write_text(_compose(port, "2"))
-    redeployed = node.ok("stack", "deploy", "--compose-file", str(compose), "st").stdout.splitlines()
-    assert [line.split(" (")[0] for line in redeployed] == ["Updating service st_api"]
+    # --detach=false follows the rolling update to its end
+    redeployed = node.ok("stack", "deploy", "--detach=false", "--compose-file", str(compose), "st").stdout
+    updating = [line.split(" (")[0] for line in redeployed.splitlines() if line.startswith("Updating")]
+    assert updating == ["Updating service st_api"] and "verify: Service converged" in redeployed, redeployed
+    replicas = node.ok("stack", "services", "st", "--format", "{{.Name}} {{.Replicas}}").stdout
+    assert replicas.splitlines() == ["st_api 1/1", "st_web 1/1"]
     assert _version(node, "st_web") == versions["st_web"]
     assert _version(node, "st_api") > versions["st_api"]
     env = _inspect(node, "service", "st_api")["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
     assert env == ["VALUE=2"]
-    wait_until(
-        lambda: (
-            node.ok(
-                "stack", "services", "st", "--filter", "name=st_api", "--format", "{{.Replicas}}"
-            ).stdout.strip()
-            == "1/1"
-        ),
-        90,
-        what="the rolling update of st_api to finish",
-    )
 
     # errors: one line naming the file, the service and the key; nothing created or changed
     bad = tmp_path / "bad.yml"

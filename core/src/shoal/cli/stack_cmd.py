@@ -21,7 +21,9 @@ from shoal.cli.common import call
 from shoal.cli.errors import fail
 from shoal.cli.listfilter_opts import filter_help, task_list_options
 from shoal.cli.output import print_list
+from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
+from shoal.cli.service_opts import DockerFlagsCommand
 from shoal.specs import SpecError, service_spec, validate_name
 from shoal.stack.compose import ComposeError, load
 from shoal.stack.convert import NAMESPACE_LABEL, StackObject, StackPlan, compose_key_of, plan
@@ -92,7 +94,7 @@ def stack() -> None:
     """Manage swarm stacks (services, networks, secrets and configs from Compose files)."""
 
 
-@stack.command("deploy")
+@stack.command("deploy", cls=DockerFlagsCommand)
 @click.option(
     "-c",
     "--compose-file",
@@ -110,7 +112,12 @@ def stack() -> None:
     default="always",
     help="Accepted for docker compatibility: shoal never resolves images remotely.",
 )
-@click.option("-d", "--detach/--no-detach", default=True, help="Accepted: a deploy never waits.")
+@click.option(
+    "-d",
+    "--detach/--no-detach",
+    default=True,
+    help="Exit at once (default); --detach=false follows each created or updated service to convergence.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
 @click.argument("namespace", metavar="STACK")
 @click.pass_context
@@ -140,6 +147,7 @@ def stack_deploy(
         if not obj.external and obj.name not in existing[obj.kind]:
             _create(ctx, obj, say)
     current = {s["Name"]: s for s in _stack_services(ctx, namespace)}
+    created, updated = [], []
     for service in stack_plan.services:
         params = dict(service.params)
         if with_registry_auth:
@@ -148,14 +156,20 @@ def stack_deploy(
             result = call(ctx, "service.update", service=current[service.name]["ID"], replace=True, **params)
             if result.get("Changed", True):
                 say(f"Updating service {service.name} (id: {result['ID']})")
+                updated.append(str(result["ID"]))
         else:
             say(f"Creating service {service.name}")
-            call(ctx, "service.create", **params)
+            created.append(str(call(ctx, "service.create", **params)["ID"]))
     if prune:
         wanted = {s.name for s in stack_plan.services}
         for name in sorted(set(current) - wanted):
             say(f"Removing service {name}")
             call(ctx, "service.rm", services=[current[name]["ID"]])
+    if not detach:
+        for service_id in created:
+            wait_converged(ctx, service_id, quiet=quiet)
+        for service_id in updated:
+            wait_update(ctx, service_id, quiet=quiet, rollback=False)
 
 
 @stack.command("ls")
