@@ -103,9 +103,11 @@ def _snapshot(store: ObjectStore) -> bytes:
 
 async def test_networks_get_pool_subnets_and_unique_vnis_and_ingress_is_10_0_0_0() -> None:
     store, _, nets = await _swarm()
-    await nets.network_create({"name": "front"})
-    await nets.network_create({"name": "back", "subnet": "10.99.0.0/16", "gateway": "10.99.0.254"})
-    await nets.network_create({"name": "third"})
+    await nets.handlers()["network.create"]({"name": "front"})
+    await nets.handlers()["network.create"](
+        {"name": "back", "subnet": "10.99.0.0/16", "gateway": "10.99.0.254"}
+    )
+    await nets.handlers()["network.create"]({"name": "third"})
     by_name = {n.spec.annotations.name: n for n in store.view.networks.all()}
     assert by_name["ingress"].allocated.subnet == "10.0.0.0/24" and by_name["ingress"].spec.ingress
     assert by_name["front"].allocated.subnet == "10.0.1.0/24"
@@ -132,18 +134,18 @@ async def test_networks_get_pool_subnets_and_unique_vnis_and_ingress_is_10_0_0_0
 )
 async def test_network_create_refusals_change_nothing(params: dict[str, str], says: str) -> None:
     store, _, nets = await _swarm()
-    await nets.network_create({"name": "front"})
+    await nets.handlers()["network.create"]({"name": "front"})
     before = _snapshot(store)
     with pytest.raises(ControlError) as refused:
-        await nets.network_create(params)
+        await nets.handlers()["network.create"](params)
     assert says in refused.value.message and "\n" not in refused.value.message
     assert _snapshot(store) == before
 
 
 async def test_service_networks_get_a_vip_each_kept_across_updates_none_in_dnsrr() -> None:
     store, api, nets = await _swarm()
-    await nets.network_create({"name": "front"})
-    await nets.network_create({"name": "back"})
+    await nets.handlers()["network.create"]({"name": "front"})
+    await nets.handlers()["network.create"]({"name": "back"})
     await api.handlers()["service.create"](
         {"name": "api", "image": "alpine", "networks": ["front", "name=back,alias=db"]}
     )
@@ -180,7 +182,7 @@ async def test_service_networks_get_a_vip_each_kept_across_updates_none_in_dnsrr
 )
 async def test_service_network_refusals_change_nothing(params: dict[str, object], says: str) -> None:
     store, api, nets = await _swarm()
-    await nets.network_create({"name": "front"})
+    await nets.handlers()["network.create"]({"name": "front"})
     before = _snapshot(store)
     with pytest.raises(ControlError) as refused:
         await api.handlers()["service.create"]({"name": "web", "image": "alpine", **params})
@@ -190,13 +192,13 @@ async def test_service_network_refusals_change_nothing(params: dict[str, object]
 
 async def test_network_rm_refused_while_used_naming_the_services() -> None:
     store, api, nets = await _swarm()
-    await nets.network_create({"name": "front"})
+    await nets.handlers()["network.create"]({"name": "front"})
     await api.handlers()["service.create"]({"name": "web", "image": "alpine", "networks": ["front"]})
     await api.handlers()["service.create"]({"name": "api", "image": "alpine", "networks": ["front"]})
     with pytest.raises(ControlError, match=r'network "front" is in use by service\(s\) api, web'):
-        await nets.network_rm({"networks": ["front"]})
+        await nets.handlers()["network.rm"]({"networks": ["front"]})
     await api.handlers()["service.rm"]({"services": ["web", "api"]})
-    assert await nets.network_rm({"networks": ["front"]}) == ["front"]
+    assert await nets.handlers()["network.rm"]({"networks": ["front"]}) == ["front"]
     assert netobjects.find(store.view.networks.all(), "front") is None
 
 
@@ -220,7 +222,7 @@ async def _tasks_for(store: ObjectStore, service: pb.Service, count: int) -> Non
 
 async def test_assigned_tasks_get_one_address_per_network_freed_when_dead_or_removed() -> None:
     store, api, nets = await _swarm()
-    await nets.network_create({"name": "front"})
+    await nets.handlers()["network.create"]({"name": "front"})
     await store.update(lambda tx: tx.create(pb.Node(id="w1")))
     await api.handlers()["service.create"](
         {"name": "web", "image": "alpine", "networks": ["front"], "publish": ["8080:80"]}
@@ -267,7 +269,9 @@ async def test_assigned_tasks_get_one_address_per_network_freed_when_dead_or_rem
 
 async def test_a_full_network_leaves_the_task_pending_with_the_reason() -> None:
     store, api, nets = await _swarm()
-    await nets.network_create({"name": "tiny", "subnet": "10.50.0.0/29"})  # 6 hosts: gateway + VIP + 4
+    await nets.handlers()["network.create"](
+        {"name": "tiny", "subnet": "10.50.0.0/29"}
+    )  # 6 hosts: gateway + VIP + 4
     await store.update(lambda tx: tx.create(pb.Node(id="w1")))
     await api.handlers()["service.create"]({"name": "web", "image": "alpine", "networks": ["tiny"]})
     web = store.view.service_by_name("web")
@@ -307,8 +311,8 @@ async def test_network_add_and_rm_make_assigned_tasks_dirty_a_scale_does_not() -
     from shoal.manager.updater import is_dirty
 
     store, api, nets = await _swarm()
-    await nets.network_create({"name": "front"})
-    await nets.network_create({"name": "back"})
+    await nets.handlers()["network.create"]({"name": "front"})
+    await nets.handlers()["network.create"]({"name": "back"})
     await store.update(lambda tx: tx.create(pb.Node(id="w1")))
     await api.handlers()["service.create"]({"name": "web", "image": "alpine", "networks": ["front"]})
     web = store.view.service_by_name("web")
@@ -336,7 +340,7 @@ async def test_a_new_leader_allocates_from_what_the_store_holds() -> None:
     """A replica that restored the old leader's state (as a new leader has it) hands out no
     subnet, VNI, VIP or task address the old one gave: nothing lives outside the store."""
     old, api, nets = await _swarm()
-    await nets.network_create({"name": "front"})
+    await nets.handlers()["network.create"]({"name": "front"})
     await old.update(lambda tx: tx.create(pb.Node(id="w1")))
     await api.handlers()["service.create"](
         {"name": "web", "image": "alpine", "networks": ["front"], "publish": ["80"]}
@@ -349,7 +353,7 @@ async def test_a_new_leader_allocates_from_what_the_store_holds() -> None:
     new = await instant_store()
     new.restore(old.applied_index, old.snapshot())
     new_api, new_nets = ControlAPI(new, "m2"), NetworkControl(new)
-    await new_nets.network_create({"name": "back"})
+    await new_nets.handlers()["network.create"]({"name": "back"})
     await new_api.handlers()["service.create"](
         {"name": "api", "image": "alpine", "networks": ["front"], "publish": ["81"]}
     )
@@ -370,14 +374,14 @@ async def test_the_ingress_network_can_be_removed_when_unused_and_made_again() -
     store, api, nets = await _swarm()
     await api.handlers()["service.create"]({"name": "web", "image": "alpine", "publish": ["8080:80"]})
     with pytest.raises(ControlError, match="in use by services that publish ingress ports: web"):
-        await nets.network_rm({"networks": ["ingress"]})
+        await nets.handlers()["network.rm"]({"networks": ["ingress"]})
     await api.handlers()["service.rm"]({"services": ["web"]})
-    await nets.network_rm({"networks": ["ingress"]})
+    await nets.handlers()["network.rm"]({"networks": ["ingress"]})
     with pytest.raises(ControlError, match="the swarm has no ingress network for published ports"):
         await api.handlers()["service.create"]({"name": "web", "image": "alpine", "publish": ["8080:80"]})
-    await nets.network_create({"name": "mesh", "ingress": True})
+    await nets.handlers()["network.create"]({"name": "mesh", "ingress": True})
     with pytest.raises(ControlError, match=re.escape('the swarm already has an ingress network ("mesh")')):
-        await nets.network_create({"name": "mesh2", "ingress": True})
+        await nets.handlers()["network.create"]({"name": "mesh2", "ingress": True})
     await api.handlers()["service.create"]({"name": "web", "image": "alpine", "publish": ["8080:80"]})
     web = store.view.service_by_name("web")
     assert web is not None and web.endpoint.virtual_ips[0].addr == "10.0.0.2/24"

@@ -127,7 +127,7 @@ async def test_node_rm_lists_the_node_in_the_same_commit() -> None:
     store, log = await _store()
     control = ControlAPI(store, "m1")
     before = log.batches
-    await control.node_rm({"nodes": ["gone"], "force": True})
+    await control.handlers()["node.rm"]({"nodes": ["gone"], "force": True})
     assert log.batches == before + 1
     cluster = store.view.cluster()
     assert cluster is not None and cluster.removed_nodes["gone"].reason == "node rm"

@@ -47,7 +47,7 @@ VALUE = b"correct horse battery staple"
 
 
 async def _created(secrets: SecretsControl, name: str = "db", value: bytes = VALUE) -> str:
-    return str((await secrets.secret_create({"name": name, "data": _b64(value)}))["ID"])
+    return str((await secrets.handlers()["secret.create"]({"name": name, "data": _b64(value)}))["ID"])
 
 
 # --------------------------------------------------------------------------- control API
@@ -61,9 +61,11 @@ async def test_a_secret_is_stored_sealed_and_never_shown() -> None:
     cluster = store.view.cluster()
     assert cluster is not None and len(cluster.secrets_material["internal"]) == 32
     assert "secrets_material" not in str(redacted_cluster(cluster))
-    shown = str(await secrets.secret_inspect({"secrets": ["db"]})) + str(await secrets.secret_ls({}))
+    shown = str(await secrets.handlers()["secret.inspect"]({"secrets": ["db"]})) + str(
+        await secrets.handlers()["secret.ls"]({})
+    )
     assert VALUE.decode() not in shown and "'data'" not in shown
-    assert (await secrets.secret_ls({}))[0]["Driver"] == "internal"
+    assert (await secrets.handlers()["secret.ls"]({}))[0]["Driver"] == "internal"
     # the leader opens it for a task
     task = pb.Task(id="t1", node_id="w1")
     assert await secrets.value_for(stored, task) == VALUE
@@ -87,7 +89,7 @@ async def test_a_secret_is_stored_sealed_and_never_shown() -> None:
 async def test_bad_secret_create_is_one_line_and_stores_nothing(params: dict[str, Any], message: str) -> None:
     store, secrets, _ = await _apis()
     with pytest.raises(ControlError) as caught:
-        await secrets.secret_create(params)
+        await secrets.handlers()["secret.create"](params)
     assert message in caught.value.message and "\n" not in caught.value.message
     assert list(store.view.secrets.all()) == []
 
@@ -101,17 +103,17 @@ async def test_names_are_unique_and_values_immutable() -> None:
 
 async def test_config_data_may_be_inspected_and_is_limited() -> None:
     _, secrets, _ = await _apis()
-    await secrets.config_create({"name": "app", "data": _b64(b"port=80")})
-    (shown,) = await secrets.config_inspect({"configs": ["app"]})
+    await secrets.handlers()["config.create"]({"name": "app", "data": _b64(b"port=80")})
+    (shown,) = await secrets.handlers()["config.inspect"]({"configs": ["app"]})
     assert base64.b64decode(shown["spec"]["data"]) == b"port=80"
     with pytest.raises(ControlError, match="1000 KiB"):
-        await secrets.config_create({"name": "big", "data": _b64(b"x" * 1000 * 1024)})
+        await secrets.handlers()["config.create"]({"name": "big", "data": _b64(b"x" * 1000 * 1024)})
 
 
 async def test_service_references_resolve_and_block_removal() -> None:
     store, secrets, control = await _apis()
     secret_id = await _created(secrets)
-    await secrets.config_create({"name": "app", "data": _b64(b"c")})
+    await secrets.handlers()["config.create"]({"name": "app", "data": _b64(b"c")})
     created = await control.handlers()["service.create"](
         {
             "name": "web",
@@ -130,9 +132,9 @@ async def test_service_references_resolve_and_block_removal() -> None:
     assert (refs[1].file.uid, refs[1].file.gid) == (1, 2)
     assert [c.file.name for c in service.spec.task.container.configs] == ["/app"]
     with pytest.raises(ControlError, match="secret 'db' is in use by the following service: web"):
-        await secrets.secret_rm({"secrets": ["db"]})
+        await secrets.handlers()["secret.rm"]({"secrets": ["db"]})
     with pytest.raises(ControlError, match="config 'app' is in use"):
-        await secrets.config_rm({"configs": ["app"]})
+        await secrets.handlers()["config.rm"]({"configs": ["app"]})
     # --secret-rm / --secret-add is a spec change (a rolling update)
     version = service.spec_version
     await control.handlers()["service.update"]({"service": "web", "secret_rm": ["db"], "config_rm": ["app"]})
@@ -140,7 +142,7 @@ async def test_service_references_resolve_and_block_removal() -> None:
     assert updated is not None and updated.spec_version == version + 1
     assert list(updated.spec.task.container.secrets) == []
     await _created(secrets, "other")
-    assert await secrets.secret_rm({"secrets": ["db", "other"]}) == ["db", "other"]
+    assert await secrets.handlers()["secret.rm"]({"secrets": ["db", "other"]}) == ["db", "other"]
 
 
 @pytest.mark.parametrize(
@@ -364,7 +366,7 @@ async def test_any_json_value_in_any_secret_parameter_is_refused_cleanly_or_acce
                     for kind in ("secret", "config"):
                         table = store.view.secrets if kind == "secret" else store.view.configs
                         if any(o.spec.annotations.name == name for o in table.all()):
-                            await getattr(secrets, f"{kind}_rm")({f"{kind}s": [name]})
+                            await secrets.handlers()[f"{kind}.rm"]({f"{kind}s": [name]})
                 if store.view.service_by_name("other") is not None:
                     await control.handlers()["service.rm"]({"services": ["other"]})
     assert crashes == []

@@ -514,9 +514,9 @@ class Manager:
 
     # ------------------------------------------------------------------ promotion and demotion
 
-    async def swarm_unlock_key(self, params: dict[str, Any]) -> Any:
+    async def swarm_unlock_key(self, request: rq.UnlockKey) -> Any:
         """``swarm unlock-key [--rotate]`` (``autolock.unlock_key``)."""
-        return await autolock.unlock_key(self.store, params)
+        return await autolock.unlock_key(self.store, rotate=request.rotate)
 
     async def node_promote(self, request: rq.NodeRefs) -> Any:
         """``node promote``: ask for a manager. The node's agent sees the new desired role,

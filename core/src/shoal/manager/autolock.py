@@ -53,13 +53,13 @@ def autolock_changes(params: dict[str, Any]) -> list[Callable[[pb.Cluster], None
     return [change]
 
 
-async def unlock_key(store: ObjectStore, params: dict[str, Any]) -> dict[str, str]:
+async def unlock_key(store: ObjectStore, *, rotate: bool) -> dict[str, str]:
     """``swarm unlock-key [--rotate]``: the current key (empty without autolock)."""
     from shoal.manager.controlapi import ControlError
 
-    if params.get("rotate"):
+    if rotate:
 
-        def rotate(tx: Tx) -> None:
+        def rotated(tx: Tx) -> None:
             cluster = tx.cluster()
             if cluster is None:
                 raise ControlError(StatusCode.FAILED_PRECONDITION, "the swarm has no cluster object yet")
@@ -69,7 +69,7 @@ async def unlock_key(store: ObjectStore, params: dict[str, Any]) -> dict[str, st
             cluster.manager_unlock_key = statekeys.new_key()
             tx.update(cluster)
 
-        await store.update(rotate)
+        await store.update(rotated)
     cluster = store.view.cluster()
     key = cluster.manager_unlock_key if cluster is not None else b""
     return {"UnlockKey": statekeys.format_unlock_key(key) if key else ""}

@@ -157,10 +157,10 @@ class ControlAPI:
             self._built_with = self.owners
         return self._handlers
 
-    async def task_inspect(self, params: dict[str, Any]) -> Any:
-        from shoal.manager.taskinspect import task_inspect
+    async def task_inspect(self, request: rq.TaskRefs) -> Any:
+        from shoal.manager.taskinspect import find_task
 
-        return await task_inspect(self.store, params)
+        return [to_dict(find_task(self.store, ref)) for ref in request.refs]
 
     # ------------------------------------------------------------------ lookups
 
@@ -344,10 +344,10 @@ class ControlAPI:
         await self.store.update(update)
         return {"ID": node.id}
 
-    async def node_rm(self, params: dict[str, Any]) -> Any:
+    async def node_rm(self, request: rq.NodeRemove) -> Any:
         """``node rm [-f]``: a node must be down (or forced); a manager must be demoted first."""
-        force = bool(params.get("force"))
-        nodes = [self.find_node(ref) for ref in refs(params, "nodes", "node")]
+        force = request.force
+        nodes = [self.find_node(ref) for ref in request.refs]
         for node in nodes:
             if node.role == pb.NodeSpec.MANAGER:
                 raise ControlError(

@@ -14,7 +14,8 @@ from typing import Any
 
 from shoal.ids import new_id
 from shoal.manager import methods, netalloc
-from shoal.manager.controlapi import ControlError, refs
+from shoal.manager import requests as rq
+from shoal.manager.controlapi import ControlError
 from shoal.manager.methods import Handler
 from shoal.manager.netobjects import INGRESS_NAME, OVERLAY, find, ingress_of, inspect_shape, services_using
 from shoal.proto import objects_pb2 as pb
@@ -140,8 +141,8 @@ class NetworkControl:
             raise ControlError(StatusCode.NOT_FOUND, f"network {ref} not found")
         return network
 
-    async def network_create(self, params: dict[str, Any]) -> Any:
-        spec = network_spec(params)
+    async def network_create(self, request: rq.Options) -> Any:
+        spec = network_spec(request.options)
         created: list[pb.Network] = []
 
         def create(tx: Tx) -> None:
@@ -152,15 +153,15 @@ class NetworkControl:
         await self.store.update(create)
         return {"ID": created[0].id}
 
-    async def network_ls(self, params: dict[str, Any]) -> Any:
+    async def network_ls(self, request: rq.NoParams) -> Any:
         networks = sorted(self.store.view.networks.all(), key=lambda n: n.spec.annotations.name)
         return [_row(n) for n in networks]
 
-    async def network_inspect(self, params: dict[str, Any]) -> Any:
-        return [inspect_shape(self.find(ref)) for ref in refs(params, "networks", "network")]
+    async def network_inspect(self, request: rq.NetworkRefs) -> Any:
+        return [inspect_shape(self.find(ref)) for ref in request.refs]
 
-    async def network_rm(self, params: dict[str, Any]) -> Any:
-        networks = [self.find(ref) for ref in refs(params, "networks", "network")]
+    async def network_rm(self, request: rq.NetworkRefs) -> Any:
+        networks = [self.find(ref) for ref in request.refs]
 
         def remove(tx: Tx) -> None:
             services = list(tx.view.services.all())

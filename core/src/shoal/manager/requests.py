@@ -207,3 +207,50 @@ class JoinToken:
         if role not in ("worker", "manager"):
             raise _control_error(f'unknown role "{role}": use worker or manager')
         return cls(role, bool(params.get("rotate")))
+
+
+@dataclass(frozen=True)
+class UnlockKey:
+    """``swarm unlock-key [--rotate]``."""
+
+    rotate: bool
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> Self:
+        return cls(bool(params.get("rotate")))
+
+
+@dataclass(frozen=True)
+class NodeRemove:
+    """``node rm [-f] NODE...``."""
+
+    refs: list[str]
+    force: bool
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> Self:
+        return cls(refs(params, "nodes", "node"), bool(params.get("force")))
+
+
+class TaskRefs(_Refs):
+    """``inspect TASK...``."""
+
+    KEY, WHAT = "tasks", "task"
+
+
+class NetworkRefs(_Refs):
+    """``network inspect|rm NETWORK...``."""
+
+    KEY, WHAT = "networks", "network"
+
+
+class SecretRefs(_Refs):
+    """``secret inspect|rm SECRET...``."""
+
+    KEY, WHAT = "secrets", "secret"
+
+
+class ConfigRefs(_Refs):
+    """``config inspect|rm CONFIG...``."""
+
+    KEY, WHAT = "configs", "config"

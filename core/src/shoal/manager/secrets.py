@@ -16,6 +16,7 @@ from typing import Any
 
 from shoal.ids import new_id
 from shoal.manager import methods
+from shoal.manager import requests as rq
 from shoal.manager.controlapi import ControlError, refs, to_dict
 from shoal.manager.methods import Handler
 from shoal.manager.secretrefs import check_name, find, services_using
@@ -113,7 +114,8 @@ class SecretsControl:
 
     # ------------------------------------------------------------------ secrets
 
-    async def secret_create(self, params: dict[str, Any]) -> Any:
+    async def secret_create(self, request: rq.Options) -> Any:
+        params = request.options
         name = _name(params, "secret")
         labels = _labels(params)
         driver = params.get("driver") or ""
@@ -160,19 +162,19 @@ class SecretsControl:
             raise ControlError(StatusCode.NOT_FOUND, f"{what} {ref} not found")
         return found
 
-    async def secret_ls(self, params: dict[str, Any]) -> Any:
+    async def secret_ls(self, request: rq.NoParams) -> Any:
         secrets = sorted(self.store.view.secrets.all(), key=lambda s: s.spec.annotations.name)
         return [_row(s, s.spec.driver or self.default_driver()) for s in secrets]
 
-    async def secret_inspect(self, params: dict[str, Any]) -> Any:
-        return [redacted_secret(self._find_secret(ref)) for ref in refs(params, "secrets", "secret")]
+    async def secret_inspect(self, request: rq.SecretRefs) -> Any:
+        return [redacted_secret(self._find_secret(ref)) for ref in request.refs]
 
-    async def secret_rm(self, params: dict[str, Any]) -> Any:
-        return await self._remove(params, "secret")
+    async def secret_rm(self, request: rq.SecretRefs) -> Any:
+        return await self._remove(request.refs, "secret")
 
-    async def _remove(self, params: dict[str, Any], kind: str) -> Any:
+    async def _remove(self, names: list[str], kind: str) -> Any:
         objects = list(self.store.view.secrets.all() if kind == "secret" else self.store.view.configs.all())
-        found = [self._find(objects, ref, kind) for ref in refs(params, kind + "s", kind)]
+        found = [self._find(objects, ref, kind) for ref in names]
         for obj in found:
             users = services_using(self.store.view, kind, obj.id)
             if users:
@@ -198,7 +200,8 @@ class SecretsControl:
 
     # ------------------------------------------------------------------ configs
 
-    async def config_create(self, params: dict[str, Any]) -> Any:
+    async def config_create(self, request: rq.Options) -> Any:
+        params = request.options
         name = _name(params, "config")
         labels = _labels(params)
         data = _data(params, "config", MAX_CONFIG_BYTES)
@@ -214,18 +217,15 @@ class SecretsControl:
         await self.store.update(create)
         return {"ID": config.id}
 
-    async def config_ls(self, params: dict[str, Any]) -> Any:
+    async def config_ls(self, request: rq.NoParams) -> Any:
         configs = sorted(self.store.view.configs.all(), key=lambda c: c.spec.annotations.name)
         return [_row(c, "") for c in configs]
 
-    async def config_inspect(self, params: dict[str, Any]) -> Any:
-        return [
-            to_dict(self._find(self.store.view.configs.all(), ref, "config"))
-            for ref in refs(params, "configs", "config")
-        ]
+    async def config_inspect(self, request: rq.ConfigRefs) -> Any:
+        return [to_dict(self._find(self.store.view.configs.all(), ref, "config")) for ref in request.refs]
 
-    async def config_rm(self, params: dict[str, Any]) -> Any:
-        return await self._remove(params, "config")
+    async def config_rm(self, request: rq.ConfigRefs) -> Any:
+        return await self._remove(request.refs, "config")
 
     # ------------------------------------------------------------------ delivery (leader)
 

@@ -7,9 +7,7 @@ value and registry credentials are never part of a task), so it is returned whol
 
 from __future__ import annotations
 
-from typing import Any
-
-from shoal.manager.controlapi import ControlError, refs, to_dict
+from shoal.manager.controlapi import ControlError
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import StatusCode
 from shoal.store.memory import ObjectStore
@@ -30,7 +28,3 @@ def find_task(store: ObjectStore, ref: str) -> pb.Task:
     if matches:
         raise ControlError(StatusCode.INVALID_ARGUMENT, f"task {ref} is ambiguous ({len(matches)} matches)")
     raise ControlError(StatusCode.NOT_FOUND, f"no such task: {ref}")
-
-
-async def task_inspect(store: ObjectStore, params: dict[str, Any]) -> Any:
-    return [to_dict(find_task(store, ref)) for ref in refs(params, "tasks", "task")]
