@@ -15,7 +15,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from engines import Engine, engine_for
+from etcdcluster import etcd_cluster, store, store_args
 from harness import RUNTIMES, TEST_IMAGE, ShoalNode
+
+__all__ = ["etcd_cluster", "store"]  # fixtures for the tests (see etcdcluster.py)
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -32,9 +35,13 @@ def engine(runtime_name: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """Start daemons; every one is killed and its containers removed at teardown."""
+def node_factory(
+    tmp_path_factory: pytest.TempPathFactory, store: str, request: pytest.FixtureRequest
+) -> Iterator[object]:
+    """Start daemons; every one is killed and its containers removed at teardown. A test
+    parametrised on ``store`` gets daemons on that store (``etcdcluster.py``)."""
     base = Path(tmp_path_factory.mktemp("shoal", numbered=True))
+    store_plugin = store_args(store, request)
     nodes: list[ShoalNode] = []
 
     def make(
@@ -49,7 +56,7 @@ def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             base=base,
             name=name,
             runtime=runtime,
-            extra_args=list(extra_args or []),
+            extra_args=[*store_plugin, *(extra_args or [])],
             host=host,
             env_extra=dict(env or {}),
             wrapper=list(wrapper or []),

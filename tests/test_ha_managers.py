@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+from etcdcluster import STORES
 from harness import ShoalNode, wait_until
 
 NO_LEADER = "The swarm does not have a leader"
@@ -76,6 +78,7 @@ def test_managers_join_and_any_manager_serves_the_cli(node_factory: Callable[...
     assert empty.returncode == 2 and "node ID or name is required" in empty.stderr, empty.stderr
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_leader_kill_fails_over_and_the_old_leader_catches_up(node_factory: Callable[..., ShoalNode]) -> None:
     managers, _workers = three_managers(node_factory, workers=2)
     m1 = managers[0]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from engines import Engine
-from harness import TEST_IMAGE, ShoalNode, wait_until
+from harness import RUNTIMES, TEST_IMAGE, ShoalNode, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
 
@@ -25,6 +25,11 @@ def replicas_column(node: ShoalNode, service: str) -> str:
     return str(rows[0]["Replicas"]) if rows else ""
 
 
+@pytest.mark.parametrize(
+    ("runtime_name", "store"),
+    [*((runtime, "raft") for runtime in RUNTIMES), ("docker", "etcd")],
+    indirect=["store"],
+)
 def test_replicas_scale_and_remove(node_factory: object, runtime_name: str, engine: Engine) -> None:
     node = start_cluster(node_factory, runtime_name)
     node_id = node.node_id()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,16 +14,10 @@ try:
 except ImportError:  # run from a checkout without installing the plugin
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from etcdcluster import EtcdCluster
+from shoal_store_etcd.testing import EtcdCluster, running_cluster
 
 
 @pytest.fixture(scope="session")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    if shutil.which("etcd") is None:
-        pytest.fail("the etcd store tests need etcd: apt-get install etcd-server")
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
-    try:
-        cluster.wait_ready()
+    with running_cluster(tmp_path_factory.mktemp("etcd")) as cluster:
         yield cluster
-    finally:
-        cluster.close()

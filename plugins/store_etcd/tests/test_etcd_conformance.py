@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from etcdcluster import EtcdCluster
 from shoal.roles.store import StoreProvider
 from shoal.testing.store import StoreConformance
 from shoal_store_etcd.client import Credentials
 from shoal_store_etcd.options import EtcdOptions
 from shoal_store_etcd.provider import EtcdStore
+from shoal_store_etcd.testing import EtcdCluster
 
 
 def options(etcd: EtcdCluster, prefix: str) -> EtcdOptions:

@@ -1,18 +1,20 @@
 """Several managers on one etcd store (real etcd, mutual TLS): joining, replication, leader
-failover through the lease, removal, and the fast "no leader" when etcd loses its quorum."""
+failover through the lease, removal, the fast "no leader" when etcd loses its quorum, and
+snapshots with compaction of etcd's history."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from etcdcluster import EtcdCluster
 from shoal.roles.store import MemberRemoved, NotLeaderError, StoreUnavailable
 from shoal.testing.store import RecordingMachine
+from shoal_store_etcd import etcdapi_pb2 as pb
 from shoal_store_etcd.provider import EtcdStore
+from shoal_store_etcd.testing import EtcdCluster, running_cluster
 from test_etcd_conformance import options
 
 
@@ -119,12 +121,8 @@ def test_managers_join_replicate_fail_over_and_leave(etcd: EtcdCluster, tmp_path
 
 @pytest.fixture
 def own_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd-quorum"))
-    try:
-        cluster.wait_ready()
+    with running_cluster(tmp_path_factory.mktemp("etcd-quorum")) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def test_etcd_quorum_lost_gives_no_leader_fast(own_etcd: EtcdCluster, tmp_path: Path) -> None:
@@ -145,3 +143,51 @@ def test_etcd_quorum_lost_gives_no_leader_fast(own_etcd: EtcdCluster, tmp_path: 
         )
 
     run(body, own_etcd, tmp_path, "/t/quorum")
+
+
+def test_snapshot_compacts_etcd_and_restarts_and_joins_from_it(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """Every ``snapshot_interval`` entries the leader writes a snapshot and compacts etcd's
+    history up to it: a restart and a new manager rebuild the state from the snapshot plus
+    the entries after it (before, the history grew forever and a compacted one was refused)."""
+
+    async def body(m: Managers) -> None:
+        m1 = await m.start("m1", bootstrap=True)
+        m1.tune({"snapshot_interval": 5})
+        for n in range(12):
+            await m1.propose(b"entry-%d" % n)
+        await until(lambda: m1.status()["snapshot_index"] != 0, 10, "a snapshot")
+        snapshot_index = int(str(m1.status()["snapshot_index"]))
+        expected = dict(m.machines["m1"].state)
+        assert len(expected) == 12
+
+        # etcd's history before the snapshot is gone: a watch from revision 1 is refused.
+        client = m1._client
+        assert client is not None
+
+        async def first_watch_reply() -> pb.WatchResponse:
+            async def one() -> AsyncIterator[pb.WatchRequest]:
+                yield pb.WatchRequest(create_request=pb.WatchCreateRequest(key=m1.k_log, start_revision=1))
+                await asyncio.Event().wait()
+
+            async for reply in client.watch(one()):
+                if reply.compact_revision or reply.events:
+                    return reply  # type: ignore[no-any-return]
+            raise AssertionError("the watch ended")
+
+        reply = await asyncio.wait_for(first_watch_reply(), 10)
+        assert reply.compact_revision >= snapshot_index > 0, reply
+
+        # A manager restarted after the compaction gets the whole state back.
+        await m1.stop()
+        del m.stores["m1"]
+        again = await m.start("m1")
+        assert m.machines["m1"].state == expected
+        await until(lambda: again.is_leader(), 10, "the restarted manager to lead")
+        index = await again.propose(b"after restart")
+        # A manager that joins after the compaction gets it too.
+        await m.start("m2", join=True)
+        await again.add_member("m2", "m2:2377")
+        await until(lambda: m.machines["m2"].state.get(index) == b"after restart", 10, "m2 caught up")
+        assert m.machines["m2"].state == {**expected, index: b"after restart"}
+
+    run(body, etcd, tmp_path, "/t/snapshots")

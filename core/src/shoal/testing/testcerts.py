@@ -59,11 +59,17 @@ class TestCA:
             .not_valid_after(self.now + datetime.timedelta(days=self.days))
         )
 
-    def issue(self, common_name: str, *, server_ip: str = "") -> tuple[bytes, bytes]:
+    def issue(
+        self, common_name: str, *, server_ip: str = "", client_too: bool = False
+    ) -> tuple[bytes, bytes]:
         """(certificate, key) PEM: a server certificate for IP ``server_ip`` (its SAN), or a
-        client certificate for ``common_name`` when no IP is given."""
+        client certificate for ``common_name`` when no IP is given. ``client_too``: a server
+        certificate that is also a client one (members of a cluster that dial each other with
+        mutual TLS using one certificate, like etcd's peers)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server_ip else ExtendedKeyUsageOID.CLIENT_AUTH
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server_ip else []
+        if client_too or not server_ip:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = self._builder(
             x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), key.public_key()
         )
@@ -73,7 +79,7 @@ class TestCA:
             )
         certificate = (
             builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
             )

@@ -103,6 +103,10 @@ class EtcdClient:
     async def txn(self, request: pb.TxnRequest, timeout: float | None = None) -> pb.TxnResponse:  # noqa: ASYNC109
         return await self._unary(_KV + "Txn", request, pb.TxnResponse, timeout)
 
+    async def compact(self, revision: int) -> None:
+        """Drop etcd's history before ``revision`` (every key keeps its value as of it)."""
+        await self._unary(_KV + "Compact", pb.CompactionRequest(revision=revision), pb.CompactionResponse)
+
     async def grant(self, ttl: int) -> int:
         reply = await self._unary(_LEASE + "LeaseGrant", pb.LeaseGrantRequest(TTL=ttl), pb.LeaseGrantResponse)
         if reply.error:

@@ -15,9 +15,11 @@ etcd (mutual TLS), which orders, replicates and persists the entries. Under ``pr
   ``add_member``/``remove_member``; ``alive/<node ID>``: each manager's presence, attached to
   its lease (``node ls`` reachability).
 - ``cluster``: exists once ``swarm init`` created the swarm here.
-
-Not done yet: snapshots and compaction (etcd's history of ``log`` grows; a compacted history
-refuses the start with one line).
+- ``snapshot``: the state machine's snapshot, as ``<index>\\n<bytes>``. Every
+  ``snapshot_interval`` entries (the swarm's ``--snapshot-interval``) the leader writes one
+  and compacts etcd's history up to its index, so a long-running swarm does not grow etcd
+  forever. A manager that starts (or whose watch finds the history compacted) restores the
+  snapshot and follows the log from the entry after it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ log = logging.getLogger("shoal.store.etcd")
 MEMBER_FILE = "member.json"
 #: How often a follower retries a campaign without being told the leader key went away.
 CAMPAIGN_EVERY = 0.5
+#: Entries between snapshots until the swarm's setting arrives through ``tune`` (Swarm's default).
+DEFAULT_SNAPSHOT_INTERVAL = 10000
 
 
 class EtcdStore:
@@ -67,6 +71,11 @@ class EtcdStore:
         p = options.prefix.encode()
         self.k_cluster, self.k_log, self.k_leader = p + b"/cluster", p + b"/log", p + b"/leader"
         self.k_members, self.k_alive = p + b"/members/", p + b"/alive/"
+        self.k_snapshot = p + b"/snapshot"
+        self.snapshot_interval = DEFAULT_SNAPSHOT_INTERVAL
+        #: The index of the last snapshot written or restored here (compaction is up to it).
+        self._snapshot_index = 0
+        self._snapshotting = False
         self._client: EtcdClient | None = None
         self._machine: StateMachine | None = None
         self._lease = 0
@@ -172,15 +181,7 @@ class EtcdStore:
             await client.put(self.k_members + self.node_id.encode(), self.addr.encode())
         self._lease = await client.grant(self.options.lease_ttl)
         await client.put(self.k_alive + self.node_id.encode(), self.addr.encode(), lease=self._lease)
-        # The current membership and leader as of one revision, then every change after it.
-        snapshot = await client.range(self.options.prefix.encode() + b"/", prefix=True)
-        at = snapshot.header.revision
-        last_entry = 0
-        for kv in snapshot.kvs:
-            if kv.key == self.k_log:
-                last_entry = kv.mod_revision
-            else:
-                self._note(pb.Event(type=pb.Event.PUT, kv=kv))
+        at, last_entry = await self._load()
         loop = asyncio.get_running_loop()
         caught_up = loop.create_future()
         self._tasks = [
@@ -194,6 +195,35 @@ class EtcdStore:
         log.info(
             "etcd store started: node %s, applied %d, leader %s", self.node_id, self._applied, self._leader
         )
+
+    async def _load(self) -> tuple[int, int]:
+        """Read every key of the swarm as of one revision: restore the snapshot if it is ahead
+        of what was applied here, note membership and leader; return (that revision, the last
+        entry's index). The watch then follows every change after it."""
+        client = self._client
+        assert client is not None
+        current = await client.range(self.options.prefix.encode() + b"/", prefix=True)
+        last_entry = 0
+        self._members.clear()
+        self._alive.clear()
+        for kv in current.kvs:
+            if kv.key == self.k_log:
+                last_entry = kv.mod_revision
+            elif kv.key == self.k_snapshot:
+                self._restore(kv.value)
+            else:
+                self._note(pb.Event(type=pb.Event.PUT, kv=kv))
+        return current.header.revision, last_entry
+
+    def _restore(self, value: bytes) -> None:
+        header, _, data = value.partition(b"\n")
+        index = int(header)
+        self._snapshot_index = max(self._snapshot_index, index)
+        if index > self._applied:
+            assert self._machine is not None
+            self._machine.restore(index, data)
+            self._applied = index
+            log.info("etcd store restored the snapshot at index %d", index)
 
     async def stop(self) -> None:
         if self._closed:
@@ -222,6 +252,7 @@ class EtcdStore:
             "prefix": self.options.prefix,
             "state": "stopped" if self._closed else "running",
             "applied_index": self._applied,
+            "snapshot_index": self._snapshot_index,
             "leader": self._leader_info[0] if self._leader_info else "",
             "members": sorted(self._members),
         }
@@ -234,22 +265,14 @@ class EtcdStore:
             raise StoreUnavailable("the store is stopped; start the daemon's store before writing")
         if not self._leader:
             raise NotLeaderError("this node is not the leader; retry against the leader")
-        fence = pb.Compare(
-            result=pb.Compare.EQUAL,
-            target=pb.Compare.CREATE,
-            key=self.k_leader,
-            create_revision=self._leader_rev,
-        )
         try:
-            reply = await client.txn(
-                pb.TxnRequest(
-                    compare=[fence],
-                    success=[pb.RequestOp(request_put=pb.PutRequest(key=self.k_log, value=entry))],
-                )
-            )
+            reply = await self._put_while_leading(client, self.k_log, entry)
         except EtcdError as exc:
+            # The kernel's "no leader" words: with etcd's quorum gone, no manager can lead.
             raise StoreUnavailable(
-                f"etcd did not confirm the write ({exc}); it may or may not have been committed, check and retry"
+                f"The swarm does not have a leader: its etcd store did not confirm the write ({exc}). "
+                "Make sure more than half of the etcd members are online; the write may or may not "
+                "have been committed, check before retrying"
             ) from None
         if not reply.succeeded:
             self._set_leader(False)
@@ -261,12 +284,24 @@ class EtcdStore:
         self._futures.setdefault(index, []).append(fut)
         return await fut
 
+    async def _put_while_leading(self, client: EtcdClient, key: bytes, value: bytes) -> pb.TxnResponse:
+        """Write ``key`` only if our leader key is still the one in etcd (a deposed leader's
+        write fails: ``succeeded`` is false)."""
+        fence = pb.Compare(
+            result=pb.Compare.EQUAL,
+            target=pb.Compare.CREATE,
+            key=self.k_leader,
+            create_revision=self._leader_rev,
+        )
+        put = pb.RequestOp(request_put=pb.PutRequest(key=key, value=value))
+        return await client.txn(pb.TxnRequest(compare=[fence], success=[put]))
+
     async def _watch(self, at: int, last_entry: int, caught_up: asyncio.Future[None]) -> None:
         """Apply every entry from the first, then follow every change under the prefix."""
         client = self._client
         assert client is not None
-        start = 1
-        if last_entry == 0 and not caught_up.done():
+        start = self._applied + 1
+        if last_entry <= self._applied and not caught_up.done():
             caught_up.set_result(None)
         while not self._closed:
             request = pb.WatchRequest(
@@ -284,13 +319,20 @@ class EtcdStore:
             try:
                 async for reply in client.watch(requests()):
                     if reply.compact_revision:
-                        error = StoreOpenError(
-                            f"etcd compacted the swarm's log under {self.options.prefix} (revision "
-                            f"{reply.compact_revision}); this store cannot rebuild the state without it"
-                        )
-                        if not caught_up.done():
-                            caught_up.set_exception(error)
-                        return
+                        # The entries we still need were compacted after a snapshot: restore
+                        # the snapshot and follow on from it.
+                        at, last_entry = await self._load()
+                        if self._snapshot_index + 1 < reply.compact_revision:
+                            error = StoreOpenError(
+                                f"etcd compacted the swarm's log under {self.options.prefix} up to "
+                                f"revision {reply.compact_revision}, past its last snapshot "
+                                f"({self._snapshot_index}): restore etcd from a backup"
+                            )
+                            if not caught_up.done():
+                                caught_up.set_exception(error)
+                            return
+                        start = self._applied + 1
+                        break
                     for event in reply.events:
                         start = event.kv.mod_revision + 1
                         if event.kv.key == self.k_log:
@@ -300,6 +342,10 @@ class EtcdStore:
                             self._note(event)
                     if not caught_up.done() and self._applied >= last_entry:
                         caught_up.set_result(None)
+                else:
+                    continue
+                if not caught_up.done() and self._applied >= last_entry:
+                    caught_up.set_result(None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the endpoint went away: resume on another from `start`
@@ -311,6 +357,11 @@ class EtcdStore:
         assert self._machine is not None
         self._machine.apply(index, entry)
         self._applied = index
+        if self._leader and not self._snapshotting and index - self._snapshot_index >= self.snapshot_interval:
+            self._snapshotting = True
+            snapshot = b"%d\n" % index + self._machine.snapshot()
+            task = asyncio.get_running_loop().create_task(self._snapshot(index, snapshot))
+            self._tasks.append(task)
         for waiting in [i for i in self._futures if i <= index]:
             for fut in self._futures.pop(waiting):
                 if not fut.done():
@@ -345,6 +396,22 @@ class EtcdStore:
             (self._alive.add if put else self._alive.discard)(node)
 
     # ------------------------------------------------------------------ leadership
+
+    async def _snapshot(self, index: int, snapshot: bytes) -> None:
+        """Leader: write the snapshot taken at ``index`` (only while still leading, and only
+        over an older one), then compact etcd's history up to it."""
+        client = self._client
+        assert client is not None
+        try:
+            reply = await self._put_while_leading(client, self.k_snapshot, snapshot)
+            if reply.succeeded:
+                self._snapshot_index = max(self._snapshot_index, index)
+                await client.compact(index)
+                log.info("etcd store: snapshot at index %d, history compacted up to it", index)
+        except EtcdError as exc:
+            log.warning("etcd store: snapshot at index %d not written (%s); retrying later", index, exc)
+        finally:
+            self._snapshotting = False
 
     async def _campaign(self) -> None:
         client = self._client
@@ -410,6 +477,8 @@ class EtcdStore:
                     isinstance(exc, EtcdError) and "expired" in str(exc)
                 ):
                     self._set_leader(False)
+                    if self._leader_info is not None and self._leader_info[0] == self.node_id:
+                        self._leader_info = None  # not us any more, and who else is unknown
                     try:
                         self._lease = await client.grant(ttl)
                         await client.put(
@@ -539,7 +608,13 @@ class EtcdStore:
         return {}, {}  # the managers never call each other: etcd is between them
 
     def tune(self, settings: Mapping[str, int]) -> None:
-        """Raft timing does not apply: leadership follows the lease (``store.lease-ttl``)."""
+        """Raft timing does not apply (leadership follows the lease, ``store.lease-ttl``); the
+        snapshot interval does: entries between snapshots and compactions of etcd's history."""
+        interval = settings.get("snapshot_interval")
+        if interval is not None:
+            if interval < 1:
+                raise ValueError(f"the snapshot interval must be at least 1 entry, got {interval}")
+            self.snapshot_interval = interval
 
     def _fail_pending(self, exc: StoreUnavailable) -> None:
         for futures in self._futures.values():

@@ -1,0 +1,77 @@
+"""The cluster tests with the etcd store (``--plugin store=etcd``, three real etcd members with
+mutual TLS per test module, see ``etcdcluster.py``), and what only the etcd store has: etcd
+losing its quorum.
+
+Which cluster tests run with both stores (``store`` parametrised), and why these: each is the
+one real-daemon test of a capability the store carries, so together they cover every store
+call the kernel makes, for about 3 minutes of CI on top of the raft runs (measured on 2 busy cores):
+
+- ``test_single_node.py::test_replicas_scale_and_remove[docker-etcd]``: a swarm bootstrapped on
+  etcd, writes from the orchestrator, scheduler, dispatcher and CLI (service create, scale, rm).
+- ``test_ha_managers.py::test_leader_kill_fails_over_and_the_old_leader_catches_up[etcd]``:
+  three managers joining through a follower and two workers joining and running tasks, the
+  leader killed, failover through the lease, writes through either survivor, the old leader
+  restarted on its state in etcd and back as a follower that caught up. (This is also the
+  multi-node test: ``test_multi_node.py::test_agent_keeps_tasks_when_manager_is_lost`` passed
+  with etcd too, 30 s, but adds nothing this one does not cover.)
+- here: etcd's quorum lost gives the same fast "no leader" one-line error as the raft store's,
+  and a swarm cannot be created on an etcd without quorum (one line, nothing half-made).
+
+Left to the raft runs: the rest of those modules (nothing in them depends on the store beyond
+what the tests above do), and force-new-cluster, promote/demote (the plugin's own tests in
+``plugins/store_etcd/tests`` drive membership changes against real etcd).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from harness import ShoalNode, wait_until
+from shoal_store_etcd.testing import EtcdCluster
+
+pytestmark = [pytest.mark.cluster]
+
+NO_LEADER = "The swarm does not have a leader"
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("store", ["etcd"], indirect=True)
+def test_etcd_quorum_lost_refuses_writes_fast_with_no_leader(
+    node_factory: Callable[..., ShoalNode], etcd_cluster: EtcdCluster
+) -> None:
+    manager = node_factory("m1").start()
+    manager.init()
+    assert manager.info()["Store"]["backend"] == "etcd"
+    manager.ok("service", "create", "--name", "keep", "--replicas", "1", "shoal-busybox:1", "sleep", "3600")
+    etcd_cluster.stop(1)
+    etcd_cluster.stop(2)
+    try:
+        started = time.monotonic()
+        refused = manager.cli("service", "create", "--name", "lost", "shoal-busybox:1", "sleep", "3600")
+        elapsed = time.monotonic() - started
+        assert refused.returncode != 0 and NO_LEADER in one_line(refused.stderr), refused.stderr
+        assert elapsed < 10, f"the write took {elapsed:.1f}s to be refused"
+        # Reads still answer from the manager's applied state.
+        read = manager.cli("service", "ls")
+        assert read.returncode == 0 and "keep" in read.stdout
+        # No swarm can be created on an etcd without its quorum: one line, nothing made.
+        fresh = node_factory("m2").start()
+        failed = fresh.cli("swarm", "init", "--advertise-addr", fresh.addr)
+        assert failed.returncode != 0 and "etcd" in one_line(failed.stderr), failed.stderr
+        assert fresh.cli("node", "ls").returncode != 0
+    finally:
+        etcd_cluster.start(1)
+        etcd_cluster.start(2)
+    # With the quorum back, the same manager writes again.
+    wait_until(
+        lambda: manager.cli("service", "scale", "--detach", "keep=2").returncode == 0,
+        30,
+        what="writes to work again once etcd has its quorum",
+    )
