@@ -592,114 +592,27 @@ class ControlResponse(_message.Message):
 Global___ControlResponse: _TypeAlias = ControlResponse  # noqa: Y015
 
 @_typing.final
-class StoreStepRequest(_message.Message):
-    """---------------------------------------------------------------- store replication (managers only)
-
-    Opaque store-provider data for one member, batched: each element is one ``send`` of the
-    provider, delivered in order.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    FROM_MEMBER_FIELD_NUMBER: _builtins.int
-    TO_MEMBER_FIELD_NUMBER: _builtins.int
-    BATCHES_FIELD_NUMBER: _builtins.int
-    FROM_ADDR_FIELD_NUMBER: _builtins.int
-    from_member: _builtins.int
-    to_member: _builtins.int
-    from_addr: _builtins.str
-    """Where the sender listens: a member that just joined learns its peers' addresses here
-    before its replica holds their node objects.
-    """
-    @_builtins.property
-    def batches(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
-    def __init__(
-        self,
-        *,
-        from_member: _builtins.int = ...,
-        to_member: _builtins.int = ...,
-        batches: _abc.Iterable[_builtins.bytes] | None = ...,
-        from_addr: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "from_addr", b"from_addr", "from_member", b"from_member", "to_member", b"to_member"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___StoreStepRequest: _TypeAlias = StoreStepRequest  # noqa: Y015
-
-@_typing.final
-class StoreStepResponse(_message.Message):
-    """What the receiver's provider sent back to the caller while handling the step (its
-    acknowledgements): delivered by the caller as if sent separately.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    BATCHES_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def batches(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
-    def __init__(
-        self,
-        *,
-        batches: _abc.Iterable[_builtins.bytes] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___StoreStepResponse: _TypeAlias = StoreStepResponse  # noqa: Y015
-
-@_typing.final
-class StoreMember(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    MEMBER_ID_FIELD_NUMBER: _builtins.int
-    ADDR_FIELD_NUMBER: _builtins.int
-    NODE_ID_FIELD_NUMBER: _builtins.int
-    member_id: _builtins.int
-    addr: _builtins.str
-    node_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        member_id: _builtins.int = ...,
-        addr: _builtins.str = ...,
-        node_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "member_id", b"member_id", "node_id", b"node_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___StoreMember: _TypeAlias = StoreMember  # noqa: Y015
-
-@_typing.final
 class StoreJoinRequest(_message.Message):
-    """A manager that has its certificate asks the leader to add its (empty) store member."""
+    """---------------------------------------------------------------- store membership (managers only)
+
+    A manager that has its certificate asks the leader to add its (empty) store member.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
-    MEMBER_ID_FIELD_NUMBER: _builtins.int
     ADDR_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
-    member_id: _builtins.int
     addr: _builtins.str
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
-        member_id: _builtins.int = ...,
         addr: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "member_id", b"member_id", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "node_id", b"node_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -707,19 +620,16 @@ Global___StoreJoinRequest: _TypeAlias = StoreJoinRequest  # noqa: Y015
 
 @_typing.final
 class StoreJoinResponse(_message.Message):
+    """Empty: the joiner's store learns its peers from its provider (store API 3)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    MEMBERS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoreMember]: ...
     def __init__(
         self,
-        *,
-        members: _abc.Iterable[Global___StoreMember] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
