@@ -133,6 +133,10 @@ def test_stack_deploy_ls_ps_services_redeploy_and_rm(node_factory: Any, tmp_path
             f"services: {{w: {{image: {TEST_IMAGE}, networks: [n]}}}}\nnetworks: {{n: {{external: true}}}}",
             'network "n" is declared as external, but could not be found',
         ),
+        (
+            f"services: {{a: {{image: {TEST_IMAGE}}}, w: {{image: {TEST_IMAGE}, ports: ['{port}:81']}}}}",
+            f"services.w.ports: port {port}/tcp is already published by service st_web",
+        ),
     ):
         bad.write_text(text)
         result = node.cli("stack", "deploy", "-c", str(bad), "other")

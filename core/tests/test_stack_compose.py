@@ -299,3 +299,19 @@ def test_replace_update_leaves_an_unchanged_service_alone(tmp_path: Path) -> Non
 
     first_version, writes, second_version, previous_env = asyncio.run(run())
     assert first_version == 1 and writes == 0 and second_version == 2 and previous_env == "K=1"
+
+
+def test_a_published_port_another_service_has_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    from shoal.cli.stack_cmd import port_conflicts
+
+    stack = _plan(tmp_path, "services: {a: {image: x, ports: ['8080:80', '9090:90/udp', '7070:70']}}\n")
+    other = {"Name": "other", "Ports": "*:8080->8000/tcp"}
+    assert port_conflicts(stack, [other]) == (
+        f"{tmp_path}/compose.yml: services.a.ports: port 8080/tcp is already published by service other"
+    )
+    assert port_conflicts(stack, [{"Name": "other", "Ports": "*:9090->90/tcp, *:7070->70/udp"}]) == ""
+    assert port_conflicts(stack, [{"Name": "st_a", "Ports": "*:8080->80/tcp"}]) == ""  # its own, redeployed
+    twice = _plan(
+        tmp_path, "services: {a: {image: x, ports: ['8080:80']}, b: {image: x, ports: ['8080:81']}}\n"
+    )
+    assert "services.b.ports: port 8080/tcp is already published by service st_a" in port_conflicts(twice, [])

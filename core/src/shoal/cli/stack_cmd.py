@@ -11,6 +11,7 @@ Everything a stack makes carries the ``com.docker.stack.namespace`` label, which
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from shoal.cli.output import print_list
 from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
 from shoal.cli.service_opts import DockerFlagsCommand
+from shoal.ports import parse_publish, protocol_name
+from shoal.proto import objects_pb2 as pb
 from shoal.specs import SpecError, service_spec, validate_name
 from shoal.stack.compose import ComposeError, load
 from shoal.stack.convert import NAMESPACE_LABEL, StackObject, StackPlan, compose_key_of, plan
@@ -78,6 +81,34 @@ def _check_external(stack: StackPlan, existing: dict[str, dict[str, dict[str, An
                     "remove it, or declare it external: true",
                     2,
                 )
+
+
+_PORTS_TEXT = re.compile(r"\*:(\d+)->\d+/(\w+)")
+
+
+def port_conflicts(stack: StackPlan, services: list[dict[str, Any]]) -> str:
+    """The first routing-mesh port the stack would publish that another service (of the swarm,
+    or of this stack) already has, as the error line; "" when there is none. Checked before
+    anything is made, so a clash does not leave half a stack behind."""
+    owners: dict[tuple[int, str], str] = {}
+    for row in services:
+        for port, protocol in _PORTS_TEXT.findall(str(row.get("Ports") or "")):
+            owners[(int(port), protocol)] = str(row["Name"])
+    mine = {s.name for s in stack.services}
+    owners = {k: v for k, v in owners.items() if v not in mine}
+    for service in stack.services:
+        for text in service.params.get("publish", []):
+            port = parse_publish(text, "ports")
+            if port.publish_mode != pb.PortConfig.INGRESS or not port.published_port:
+                continue
+            key = (port.published_port, protocol_name(port))
+            if key in owners and owners[key] != service.name:
+                return (
+                    f"{service.file}: services.{service.key}.ports: port {key[0]}/{key[1]} is already "
+                    f"published by service {owners[key]}"
+                )
+            owners[key] = service.name
+    return ""
 
 
 def _create(ctx: click.Context, obj: StackObject, say: Callable[[str], None]) -> None:
@@ -143,6 +174,9 @@ def stack_deploy(
             click.echo(f"Ignoring unsupported options for service {key}: {', '.join(keys)}", err=True)
     existing = _existing(ctx)
     _check_external(stack_plan, existing)
+    clash = port_conflicts(stack_plan, call(ctx, "service.ls"))
+    if clash:
+        fail(clash, 2)
     for obj in stack_plan.objects:
         if not obj.external and obj.name not in existing[obj.kind]:
             _create(ctx, obj, say)
