@@ -151,6 +151,13 @@ def test_a_control_api_alone_binds_only_its_own_methods() -> None:
         ("service.inspect", {}, "give at least one service ID or name"),
         ("node.inspect", {"nodes": [1]}, "invalid node list: give node IDs or names"),
         ("service.ls", {"filters": ["colour=red"]}, "colour"),
+        ("node.update", {"node": "n1", "availability": "gone"}, 'invalid --availability "gone"'),
+        (
+            "node.update",
+            {"node": "n1", "label_add": ["=v"]},
+            'invalid --label-add "=v": use KEY=VALUE or KEY',
+        ),
+        ("node.rm", {"nodes": [""]}, 'a node ID or name is required, not ""'),
     ],
 )
 def test_a_typed_request_refuses_bad_params_in_one_line(

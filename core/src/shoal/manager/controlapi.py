@@ -34,7 +34,6 @@ from shoal.roles.ca import ExternalCA
 from shoal.roles.transport import StatusCode
 from shoal.specs import (
     SpecError,
-    parse_availability,
     parse_duration,
     service_spec,
     updated_spec,
@@ -206,8 +205,9 @@ class ControlAPI:
             raise ControlError(StatusCode.FAILED_PRECONDITION, "the swarm has no cluster object yet")
         return to_dict(redacted_cluster(cluster))
 
-    async def swarm_update(self, params: dict[str, Any]) -> Any:
+    async def swarm_update(self, request: rq.Options) -> Any:
         """``swarm update``: certificate expiry, heartbeat period, task history limit."""
+        params = request.options
         changes: list[Callable[[pb.Cluster], None]] = []
         try:
             changes.extend(clustersettings.changes(params))
@@ -306,21 +306,10 @@ class ControlAPI:
 
     # ------------------------------------------------------------------ nodes
 
-    async def node_update(self, params: dict[str, Any]) -> Any:
+    async def node_update(self, request: rq.NodeUpdate) -> Any:
         """``node update``: availability and labels."""
-        node = self.find_node(str(params.get("node") or ""))
-        availability = params.get("availability")
-        try:
-            new_availability = None if availability is None else parse_availability(availability)
-        except SpecError as exc:
-            raise ControlError(StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        label_add = refs(params, "label_add", "--label-add", required=False)
-        label_rm = refs(params, "label_rm", "--label-rm", required=False)
-        for label in label_add:
-            if not label.partition("=")[0]:
-                raise ControlError(
-                    StatusCode.INVALID_ARGUMENT, f'invalid --label-add "{label}": use KEY=VALUE or KEY'
-                )
+        node = self.find_node(request.node)
+        new_availability, label_add, label_rm = request.availability, request.label_add, request.label_rm
         for key in label_rm:
             if key not in node.spec.annotations.labels and not any(
                 a.partition("=")[0] == key for a in label_add

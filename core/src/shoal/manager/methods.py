@@ -67,7 +67,7 @@ CONTROL_METHODS: dict[str, ControlMethod] = {
     for m in (
         _m("node.ls", READ, rq.NodeList, list, C, "node_ls"),
         _m("node.inspect", READ, rq.NodeInspect, list, C, "node_inspect"),
-        _m("node.update", WRITE, dict, dict, C, "node_update"),
+        _m("node.update", WRITE, rq.NodeUpdate, dict, C, "node_update"),
         _m("node.rm", WRITE, rq.NodeRemove, list, C, "node_rm"),
         _m("node.promote", WRITE, rq.NodeRefs, list, M, "node_promote"),
         _m("node.demote", WRITE, rq.NodeRefs, list, M, "node_demote"),
@@ -81,7 +81,7 @@ CONTROL_METHODS: dict[str, ControlMethod] = {
         _m("service.rm", WRITE, rq.ServiceRefs, list, C, "service_rm"),
         _m("task.inspect", READ, rq.TaskRefs, list, C, "task_inspect"),
         _m("swarm.inspect", READ, rq.NoParams, dict, C, "swarm_inspect"),
-        _m("swarm.update", WRITE, dict, dict, C, "swarm_update"),
+        _m("swarm.update", WRITE, rq.Options, dict, C, "swarm_update"),
         _m("swarm.join_token", WRITE, rq.JoinToken, dict, C, "swarm_join_token"),
         _m("swarm.unlock_key", WRITE, rq.UnlockKey, dict, M, "swarm_unlock_key"),
         _m("network.create", WRITE, rq.Options, dict, N, "network_create"),

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from shoal.manager import listfilters
+from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import StatusCode
-from shoal.specs import SpecError, replicas
+from shoal.specs import SpecError, parse_availability, replicas
 
 
 def _control_error(message: str) -> Exception:
@@ -254,3 +255,28 @@ class ConfigRefs(_Refs):
     """``config inspect|rm CONFIG...``."""
 
     KEY, WHAT = "configs", "config"
+
+
+@dataclass(frozen=True)
+class NodeUpdate:
+    """``node update [--availability] [--label-add KEY[=VALUE]] [--label-rm KEY] NODE``: the
+    flags are checked here; that a removed label exists, once the node is found."""
+
+    node: str
+    availability: pb.NodeSpec.Availability.ValueType | None
+    label_add: list[str]
+    label_rm: list[str]
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> Self:
+        availability = params.get("availability")
+        try:
+            parsed = None if availability is None else parse_availability(availability)
+        except SpecError as exc:
+            raise _control_error(str(exc)) from None
+        label_add = refs(params, "label_add", "--label-add", required=False)
+        label_rm = refs(params, "label_rm", "--label-rm", required=False)
+        for label in label_add:
+            if not label.partition("=")[0]:
+                raise _control_error(f'invalid --label-add "{label}": use KEY=VALUE or KEY')
+        return cls(ref(params, "node"), parsed, label_add, label_rm)
