@@ -255,7 +255,14 @@ def test_interpolation_forms() -> None:
             'services.web.deploy.mode: invalid --mode "daemon"',
         ),
         ("services: {}", "the stack has no services"),
-        ("services: {web: {image: x}}\nsecrets: {s: {file: ./missing}}", "secrets.s.file: cannot read"),
+        (
+            "services: {web: {image: x}}\nsecrets: {s: {file: ./missing}}",
+            "compose.yml: secrets.s.file: cannot read",
+        ),
+        (
+            "services: {web: {image: x}}\nconfigs: {c: {file: /dev/zero}}",
+            "compose.yml: configs.c.file: /dev/zero is too large",
+        ),
     ],
 )
 def test_bad_files_are_one_line_naming_file_service_and_key(tmp_path: Path, text: str, says: str) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal.cli.secret_cmd import LIMITS
 from shoal.stack.compose import ComposeError, ComposeProject
 
 NAMESPACE_LABEL = "com.docker.stack.namespace"
@@ -59,7 +60,9 @@ class _Where:
         self.file, self.path = file, path
 
     def at(self, key: str | int) -> _Where:
-        return _Where(self.file, f"{self.path}[{key}]" if isinstance(key, int) else f"{self.path}.{key}")
+        if isinstance(key, int):
+            return _Where(self.file, f"{self.path}[{key}]")
+        return _Where(self.file, f"{self.path}.{key}" if self.path else key)
 
     def error(self, problem: str) -> ComposeError:
         return ComposeError(f"{self.file}: {self.path}: {problem}")
@@ -209,10 +212,15 @@ def _named(project: ComposeProject, kind: str, namespace: str, where: _Where) ->
             if "file" not in spec:
                 raise here.error("give file: PATH (or external: true)")
             path = project.base_dir / os.path.expanduser(_text(spec["file"], here.at("file")))
+            limit = LIMITS[obj.kind]
             try:
-                obj.data = base64.b64encode(path.read_bytes()).decode()
+                with path.open("rb") as handle:
+                    data = handle.read(limit + 1)  # a huge file is refused, not read whole
             except OSError as exc:
                 raise here.at("file").error(f"cannot read {path}: {exc.strerror or exc}") from None
+            if len(data) > limit:
+                raise here.at("file").error(f"{path} is too large: the limit is {limit // 1024} KiB")
+            obj.data = base64.b64encode(data).decode()
         if kind == "networks" and not external:
             obj.options = _network_options(spec, here)
         objects[key] = obj
