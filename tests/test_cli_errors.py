@@ -190,7 +190,7 @@ BAD_CREATES = [
     (["--name", "a", "--env", "=x", TEST_IMAGE], "--env"),
     (["--name", "a", "--restart-delay", "5 parsecs", TEST_IMAGE], "--restart-delay"),
     (["--name", "a", "--restart-condition", "maybe", TEST_IMAGE], "--restart-condition"),
-    ([TEST_IMAGE], "service name is required"),
+    (["--ulimit", "nofile=lots", TEST_IMAGE], "--ulimit"),  # without --name: docker's generated name
 ]
 
 
