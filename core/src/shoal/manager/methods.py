@@ -47,8 +47,8 @@ READ, WRITE = Access.READ, Access.WRITE
 class ControlMethod:
     name: str
     access: Access
-    #: Parses the JSON params (``parse(params) -> request``); ``dict`` passes them as given.
-    request: Any
+    #: Parses the JSON params into what the handler takes (``requests.py``).
+    request: rq.RequestType
     #: The reply's JSON shape: ``dict`` (an object) or ``list`` (an array).
     reply: type
     owner: Owner
@@ -56,7 +56,9 @@ class ControlMethod:
     handler: str
 
 
-def _m(name: str, access: Access, request: Any, reply: type, owner: Owner, handler: str) -> ControlMethod:
+def _m(
+    name: str, access: Access, request: rq.RequestType, reply: type, owner: Owner, handler: str
+) -> ControlMethod:
     return ControlMethod(name, access, request, reply, owner, handler)
 
 
@@ -105,16 +107,9 @@ NAMES: tuple[str, ...] = tuple(CONTROL_METHODS)
 READ_METHODS: frozenset[str] = frozenset(n for n, m in CONTROL_METHODS.items() if m.access is READ)
 
 
-def parse(method: ControlMethod, params: dict[str, Any]) -> Any:
-    """``params`` as ``method``'s handler takes them (one ``ControlError`` line when malformed)."""
-    if method.request is dict:
-        return params
-    return method.request.parse(params)
-
-
 def _bound(method: ControlMethod, serve: Callable[[Any], Awaitable[Any]]) -> Handler:
     async def handle(params: dict[str, Any]) -> Any:
-        return await serve(parse(method, params))
+        return await serve(method.request.parse(params))
 
     handle.__name__ = handle.__qualname__ = serve.__name__
     return handle

@@ -14,12 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 from shoal.manager import listfilters
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import StatusCode
 from shoal.specs import SpecError, parse_availability, replicas
+
+
+class RequestType(Protocol):
+    """A request class: ``parse`` checks the JSON params (one ``ControlError`` line when
+    malformed) and returns the request the handler takes."""
+
+    def parse(self, params: Mapping[str, Any], /) -> Any: ...
 
 
 def _control_error(message: str) -> Exception:
