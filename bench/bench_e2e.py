@@ -10,8 +10,14 @@ shoal is polled through its client library over the daemon's socket (one call ta
 Swarm through ``docker service ps`` (40-70 ms here), as the anchor did. The create command is a
 real ``shoal service create --detach`` process on shoal's side, so CLI start-up is counted.
 
+The engine's floor is measured in the same run, on each runtime: N containers of the same
+image and command created and started straight through the engine's API (docker SDK,
+podman-py), once with a thread pool as wide as the agent's engine gate (what shoal's node may
+ask at once) and once all at once (N threads). The clock runs from the first create to the
+last start; the ratio shoal / floor is printed for both.
+
     .venv/bin/python bench/bench_e2e.py [--runtime docker|podman|both] [--sizes 4,20,50]
-                                        [--reps 3] [--no-swarm]
+                                        [--reps 3] [--no-swarm] [--no-floor]
 """
 
 from __future__ import annotations
@@ -26,9 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+from shoal.agent.enginelimits import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
 from shoal.client import Client, ClientError
+from shoal_runtime_podman.runtime import ULIMITS as PODMAN_ULIMITS
 
 IMAGE = "shoal-busybox:1"
 POLL_SLEEP = 0.05
@@ -60,6 +70,10 @@ class ShoalSide:
         self.sock = self.dir / "shoal.sock"
         self.env = {**os.environ, "SHOAL_HOST": f"unix://{self.sock}"}
         self.env.pop("SHOAL_PLUGINS", None)
+        # As installed (pip writes bytecode): without a bytecode cache every CLI process
+        # compiles its ~50 modules from source again (about 0.2 s at load on this machine).
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.env["PYTHONPYCACHEPREFIX"] = str(self.dir / "pycache")
         port = free_port()
         self.log = open(self.dir / "daemon.log", "wb")
         self.proc = subprocess.Popen(
@@ -94,6 +108,13 @@ class ShoalSide:
                     sys.exit(f"shoal daemon did not start: see {self.dir / 'daemon.log'}")
                 time.sleep(0.05)
         self.client.call("swarm.init", advertise_addr=f"127.0.0.1:{port}")
+
+    def warm_up(self, image: str) -> None:
+        """One untimed create of one task: the CLI's bytecode is written, the daemon's lazy
+        imports and the engine's first container are behind us."""
+        time_create(self, "warmup", 1, image)
+        self.remove("warmup")
+        self.wait_all_removed()
 
     def create(self, name: str, replicas: int, image: str) -> None:
         subprocess.run(
@@ -214,7 +235,89 @@ class SwarmSide:
         subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
 
 
-def time_create(side: ShoalSide | SwarmSide, name: str, replicas: int, image: str) -> float:
+class FloorSide:
+    """The engine alone: N containers created and started through its API by ``width`` threads."""
+
+    def __init__(self, runtime: str, width: int | None) -> None:
+        self.runtime = runtime
+        self.width = width
+        self.client: Any
+        if runtime == "docker":
+            import docker
+
+            self.client = docker.APIClient(base_url="unix:///var/run/docker.sock", timeout=120)
+        else:
+            import podman
+
+            self.client = podman.PodmanClient(base_url="unix:///run/podman/podman.sock", timeout=120)
+        self.names: list[str] = []
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """The containers an interrupted run of this bench left (its label), so names are free."""
+        engine = ["docker"] if self.runtime == "docker" else ["podman"]
+        listed = subprocess.run(
+            [*engine, "ps", "-aq", "--filter", "label=io.shoal.bench.floor=1"], capture_output=True, text=True
+        )
+        if listed.stdout.split():
+            subprocess.run([*engine, "rm", "-f", *listed.stdout.split()], capture_output=True)
+
+    def _create_start(self, name: str, image: str) -> None:
+        labels = {"io.shoal.bench.floor": "1"}
+        if self.runtime == "docker":
+            self.client.create_container(image, name=name, command=["sleep", "3600"], labels=labels)
+            self.client.start(name)
+        else:  # libpod's API as shoal's podman runtime sends it (its explicit ulimits too)
+            body: dict[str, Any] = {
+                "name": name,
+                "image": image,
+                "command": ["sleep", "3600"],
+                "labels": labels,
+            }
+            body["r_limits"] = PODMAN_ULIMITS
+            created = self.client.api.post("/containers/create", data=json.dumps(body))
+            created.raise_for_status()
+            self.client.api.post(f"/containers/{name}/start").raise_for_status()
+
+    def time_create(self, name: str, replicas: int, image: str) -> float:
+        self.names = [f"{name}-{i}" for i in range(replicas)]
+        width = self.width or replicas
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            start = time.monotonic()
+            for future in [pool.submit(self._create_start, n, image) for n in self.names]:
+                future.result()
+            return time.monotonic() - start
+
+    def remove(self, name: str) -> None:
+        del name
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(self._remove_one, self.names))
+        self.names = []
+
+    def _remove_one(self, name: str) -> None:
+        if self.runtime == "docker":
+            self.client.remove_container(name, force=True)
+        else:
+            self.client.containers.get(name).remove(force=True)
+
+    def wait_all_removed(self) -> None:
+        return
+
+    def warm_up(self, image: str) -> None:
+        """One untimed container, as shoal's side gets."""
+        self.time_create("floor-warmup", 1, image)
+        self.remove("floor-warmup")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+Side = ShoalSide | SwarmSide | FloorSide
+
+
+def time_create(side: Side, name: str, replicas: int, image: str) -> float:
+    if isinstance(side, FloorSide):
+        return side.time_create(name, replicas, image)
     start = time.monotonic()
     side.create(name, replicas, image)
     deadline = start + 300
@@ -225,10 +328,10 @@ def time_create(side: ShoalSide | SwarmSide, name: str, replicas: int, image: st
     return time.monotonic() - start
 
 
-def run(
-    side: ShoalSide | SwarmSide, label: str, sizes: list[int], reps: int, image: str
-) -> dict[int, list[float]]:
+def run(side: Side, label: str, sizes: list[int], reps: int, image: str) -> dict[int, list[float]]:
     results: dict[int, list[float]] = {}
+    if not isinstance(side, SwarmSide):
+        side.warm_up(image)
     for size in sizes:
         for rep in range(reps):
             name = f"b{size}r{rep}"
@@ -250,6 +353,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="4,20,50")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-swarm", action="store_true")
+    parser.add_argument("--no-floor", action="store_true", help="skip the engine's floor")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -261,6 +365,14 @@ def main() -> None:
             table[f"shoal ({runtime})"] = run(side, f"shoal/{runtime}", sizes, args.reps, image_id(runtime))
         finally:
             side.close()
+        if not args.no_floor:
+            for width, what in ((DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, "gate"), (None, "all at once")):
+                floor = FloorSide(runtime, width)
+                label = f"floor {runtime} ({what})"
+                try:
+                    table[label] = run(floor, label, sizes, args.reps, image_id(runtime))
+                finally:
+                    floor.close()
     if not args.no_swarm:
         swarm = SwarmSide()
         try:
@@ -280,6 +392,16 @@ def main() -> None:
                 continue
             ratios = " | ".join(f"{statistics.median(results[s]) / swarm_med[s]:.2f}" for s in sizes)
             print(f"| {label} / Swarm | {ratios} |")
+    for runtime in runtimes:
+        shoal_label = f"shoal ({runtime})"
+        for what in ("gate", "all at once"):
+            floor_label = f"floor {runtime} ({what})"
+            if shoal_label in table and floor_label in table:
+                ratios = " | ".join(
+                    f"{statistics.median(table[shoal_label][s]) / statistics.median(table[floor_label][s]):.2f}"
+                    for s in sizes
+                )
+                print(f"| {shoal_label} / {floor_label} | {ratios} |")
     print(f"\n1-minute load average at the end: {load:.2f}")
     if args.json:
         args.json.write_text(
