@@ -22,8 +22,10 @@ from shoal.manager import methods
 from shoal.manager.controlapi import ControlAPI, ControlError
 from shoal.manager.netcontrol import NetworkControl
 from shoal.manager.secrets import SecretsControl
+from shoal.proto import objects_pb2 as pb
 from shoal.roles.transport import StatusCode
 from shoal.store.memory import ObjectStore
+from shoal.testing.objectstore import InstantLog
 
 OWNER_CLASSES: dict[methods.Owner, type] = {
     methods.Owner.CONTROL: ControlAPI,
@@ -167,3 +169,34 @@ def test_a_typed_request_refuses_bad_params_in_one_line(
         asyncio.run(handler(params))
     assert caught.value.code == StatusCode.INVALID_ARGUMENT
     assert message in caught.value.message and "\n" not in caught.value.message
+
+
+async def test_replies_have_the_registered_shape(tmp_path: Path) -> None:
+    """Each call below answers with its method's registered reply type (object or array)."""
+    manager = _manager(tmp_path)
+    manager.store.provider = InstantLog(manager.store)  # type: ignore[assignment]
+    await manager.store.update(lambda tx: tx.create(pb.Cluster(id="c1")))
+    handlers = manager.control.handlers()
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("service.create", {"name": "web", "image": "busybox", "replicas": 1}),
+        ("service.ls", {}),
+        ("service.inspect", {"services": ["web"]}),
+        ("service.ps", {"services": ["web"]}),
+        ("service.scale", {"service": "web", "replicas": 2}),
+        ("service.update", {"service": "web", "env_add": ["A=1"]}),
+        ("service.rollback", {"service": "web"}),
+        ("node.ls", {}),
+        ("network.create", {"name": "front"}),
+        ("network.ls", {}),
+        ("network.inspect", {"networks": ["front"]}),
+        ("network.rm", {"networks": ["front"]}),
+        ("config.create", {"name": "app", "data": "eA=="}),
+        ("config.ls", {}),
+        ("config.inspect", {"configs": ["app"]}),
+        ("config.rm", {"configs": ["app"]}),
+        ("secret.ls", {}),
+        ("service.rm", {"services": ["web"]}),
+    ]
+    for name, params in calls:
+        reply = await handlers[name](params)
+        assert isinstance(reply, methods.CONTROL_METHODS[name].reply), (name, reply)
