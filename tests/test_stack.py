@@ -165,3 +165,5 @@ def test_stack_deploy_ls_ps_services_redeploy_and_rm(node_factory: Any, tmp_path
     assert "st_" not in node.ok("network", "ls").stdout + node.ok("secret", "ls").stdout
     missing = node.cli("stack", "ps", "st")
     assert missing.returncode == 1 and "nothing found in stack: st" in missing.stderr
+    for again in (node.ok("stack", "rm", "st"), node.ok("stack", "services", "st")):  # docker: exit 0
+        assert (again.stdout, again.stderr.strip()) == ("", "Nothing found in stack: st")

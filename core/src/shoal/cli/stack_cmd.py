@@ -229,15 +229,6 @@ def stack_ls(ctx: click.Context, fmt: str | None) -> None:
     )
 
 
-def _services_or_fail(
-    ctx: click.Context, namespace: str, filters: tuple[str, ...] = ()
-) -> list[dict[str, Any]]:
-    services = _stack_services(ctx, namespace, filters)
-    if not services and not filters:
-        fail(f"nothing found in stack: {namespace}", 1)
-    return services
-
-
 @stack.command("services")
 @click.argument("namespace", metavar="STACK")
 @click.option("-q", "--quiet", is_flag=True, help="Only display IDs.")
@@ -250,7 +241,11 @@ def stack_services(
     """List the services in the stack."""
     from shoal.cli.main import print_services
 
-    print_services(_services_or_fail(ctx, namespace, filters), quiet=quiet, fmt=fmt)
+    services = _stack_services(ctx, namespace, filters)
+    if not services and not filters:  # docker's words, on stderr, and exit 0
+        click.echo(f"Nothing found in stack: {namespace}", err=True)
+        return
+    print_services(services, quiet=quiet, fmt=fmt)
 
 
 @stack.command("ps")
@@ -263,7 +258,9 @@ def stack_ps(
     """List the tasks in the stack."""
     from shoal.cli.main import print_tasks
 
-    services = _services_or_fail(ctx, namespace)
+    services = _stack_services(ctx, namespace)
+    if not services:  # docker's stack ps: an error
+        fail(f"nothing found in stack: {namespace}", 1)
     extra = {"filters": list(filters)} if filters else {}
     result = call(ctx, "service.ps", services=[s["ID"] for s in services], **extra)
     print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
@@ -274,7 +271,6 @@ def stack_ps(
 @click.pass_context
 def stack_rm(ctx: click.Context, namespaces: tuple[str, ...]) -> None:
     """Remove one or more stacks: their services, then their networks, secrets and configs."""
-    missing = False
     for namespace in namespaces:
         services = _stack_services(ctx, namespace)
         existing = _existing(ctx)
@@ -285,8 +281,7 @@ def stack_rm(ctx: click.Context, namespaces: tuple[str, ...]) -> None:
             for kind, objs in existing.items()
         }
         if not services and not any(owned.values()):
-            click.echo(f"Nothing found in stack: {namespace}", err=True)
-            missing = True
+            click.echo(f"Nothing found in stack: {namespace}", err=True)  # exit 0, as docker
             continue
         for service in sorted(services, key=lambda s: str(s["Name"])):
             click.echo(f"Removing service {service['Name']}")
@@ -295,5 +290,3 @@ def stack_rm(ctx: click.Context, namespaces: tuple[str, ...]) -> None:
             for name in owned[kind]:
                 click.echo(f"Removing {kind} {name}")
                 call(ctx, f"{kind}.rm", **{kind + "s": [name]})
-    if missing:
-        raise SystemExit(1)
