@@ -322,3 +322,12 @@ def test_a_published_port_another_service_has_is_refused_before_anything_is_made
         tmp_path, "services: {a: {image: x, ports: ['8080:80']}, b: {image: x, ports: ['8080:81']}}\n"
     )
     assert "services.b.ports: port 8080/tcp is already published by service st_a" in port_conflicts(twice, [])
+
+
+def test_yaml_tags_that_build_python_objects_are_refused(tmp_path: Path) -> None:
+    """The files are read with YAML's safe loader: a tag that would run code on the deploying
+    machine is one line, and nothing runs."""
+    marker = tmp_path / "ran"
+    text = f"services: !!python/object/apply:os.system ['touch {marker}']\n"
+    _refused(tmp_path, text, "compose.yml:")
+    assert not marker.exists()
