@@ -80,8 +80,9 @@ def summary(values: list[float]) -> str:
 class Node:
     """One manager daemon: its own dir, port, socket and log; restartable on the same state."""
 
-    def __init__(self, base: Path, name: str) -> None:
+    def __init__(self, base: Path, name: str, extra_args: list[str]) -> None:
         self.name = name
+        self.extra_args = extra_args
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
         self.dir = base / name
@@ -117,6 +118,7 @@ class Node:
                 self.name,
                 "--log-level",
                 "warning",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=log,
@@ -166,11 +168,19 @@ class Node:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, store: str = "raft") -> None:
         self.base = Path(tempfile.mkdtemp(prefix="shoal-bench-ha-"))
         self.nodes: list[Node] = []
+        self.etcd: Any = None
         try:
-            self.nodes = [Node(self.base, f"m{i}") for i in (1, 2, 3)]
+            extra_args: list[str] = []
+            if store == "etcd":  # three etcd members with mutual TLS, started here
+                from shoal_store_etcd.testing import EtcdCluster
+
+                self.etcd = EtcdCluster(self.base / "etcd")
+                self.etcd.wait_ready()
+                extra_args = self.etcd.plugin_args("/bench-ha")
+            self.nodes = [Node(self.base, f"m{i}", extra_args) for i in (1, 2, 3)]
             first = self.nodes[0]
             first.client.call("swarm.init", advertise_addr=first.addr)
             token = first.client.call("swarm.join_token", role="manager")["Token"]
@@ -221,6 +231,8 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes:
             node.stop()
+        if self.etcd is not None:
+            self.etcd.close()
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -426,16 +438,27 @@ def main() -> None:
         default="latency,throughput,failover,quorum",
         help="comma-separated subset of: latency, throughput, failover, quorum",
     )
+    parser.add_argument(
+        "--store",
+        choices=("raft", "etcd"),
+        default="raft",
+        help="the managers' store (etcd: three etcd 3.4 members with mutual TLS, started here)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     unknown = only - {"latency", "throughput", "failover", "quorum"}
     if unknown:
         parser.error(f"unknown --only scenario(s): {', '.join(sorted(unknown))}")
+    if args.store == "etcd" and "quorum" in only:
+        parser.error(
+            "quorum is the managers' quorum, which the etcd store does not have: use --only without it"
+        )
     if args.reps < 1 or args.quorum_reps < 1 or args.ops < 1 or args.concurrency < 1:
         parser.error("--reps, --quorum-reps, --ops and --concurrency must be at least 1")
 
     print(f"machine: {machine()}", flush=True)
-    cluster = Cluster()
+    print(f"store: {args.store}", flush=True)
+    cluster = Cluster(args.store)
     rows: list[tuple[str, str, str]] = []
     notes: list[str] = []
     try:

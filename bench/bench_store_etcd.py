@@ -8,7 +8,8 @@ daemon around it:
 1. ``latency``: one ``propose`` at a time on the leader, until applied (etcd commit + watch).
 2. ``failover``: the leader manager dies without a word (its lease is not revoked) -> the first
    ``propose`` accepted by a survivor; the dead manager is started again between repetitions.
-3. ``quorum``: two of the three etcd members killed -> the leader's ``propose`` refused, and
+3. ``compaction``: a snapshot every 100 entries compacts etcd; a follower restarted on it.
+4. ``quorum``: two of the three etcd members killed -> the leader's ``propose`` refused, and
    the leader stepped down (the kernel's "no leader" answer from then on).
 
     .venv/bin/python bench/bench_store_etcd.py [--ops 500] [--reps 5]
@@ -19,20 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plugins" / "store_etcd" / "tests"))
-
-from etcdcluster import EtcdCluster  # noqa: E402
-from shoal.roles.store import StoreUnavailable  # noqa: E402
-from shoal.testing.store import RecordingMachine  # noqa: E402
-from shoal_store_etcd.client import Credentials  # noqa: E402
-from shoal_store_etcd.options import EtcdOptions  # noqa: E402
-from shoal_store_etcd.provider import EtcdStore  # noqa: E402
+from shoal.roles.store import StoreUnavailable
+from shoal.testing.store import RecordingMachine
+from shoal_store_etcd.client import Credentials
+from shoal_store_etcd.options import EtcdOptions
+from shoal_store_etcd.provider import EtcdStore
+from shoal_store_etcd.testing import EtcdCluster
 
 
 def options(etcd: EtcdCluster) -> EtcdOptions:
@@ -80,6 +77,23 @@ async def run(etcd: EtcdCluster, base: Path, ops: int, reps: int) -> None:
     print(
         f"| etcd store, 3 managers on 3 etcd members: propose on the leader, 1 at a time ({ops}) | "
         f"median {statistics.median(samples):.2f} ms, p99 {samples[int(len(samples) * 0.99) - 1]:.2f} ms |"
+    )
+
+    # Snapshots and compaction: a snapshot every 100 entries, then a manager restarted on the
+    # compacted history (snapshot + the entries after it).
+    lead.tune({"snapshot_interval": 100})
+    for i in range(250):
+        await lead.propose(b"compact-%d" % i)
+    await until(lambda: int(str(lead.status()["snapshot_index"])) > 0, 10)
+    follower = next(n for n, s in stores.items() if s is not lead)
+    await stores.pop(follower).stop()
+    began = time.perf_counter()
+    await start(follower)
+    restart = (time.perf_counter() - began) * 1000
+    applied = stores[follower].status()["applied_index"]
+    print(
+        f"| etcd store: follower restarted after compaction (snapshot at {lead.status()['snapshot_index']}, "
+        f"applied {applied}) | {restart:.0f} ms |"
     )
 
     failovers = []

@@ -361,7 +361,7 @@ class EtcdStore:
             self._snapshotting = True
             snapshot = b"%d\n" % index + self._machine.snapshot()
             task = asyncio.get_running_loop().create_task(self._snapshot(index, snapshot))
-            self._tasks.append(task)
+            self._tasks = [t for t in self._tasks if not t.done()] + [task]
         for waiting in [i for i in self._futures if i <= index]:
             for fut in self._futures.pop(waiting):
                 if not fut.done():
