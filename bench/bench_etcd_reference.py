@@ -15,9 +15,16 @@ at a time against each leader, the two taking turns in rounds.
   of this one; ``--etcd-engine default`` uses gRPC's default I/O engine, ``classic`` the one shoal's
   daemons use. The faster of the two is etcd's figure (the conservative comparison for shoal).
 
+Throughput (``--only throughput``, or both by default): ``--concurrency`` writers in flight
+(256), ``--throughput-ops`` writes per round, the systems taking turns each round: shoal with each
+writer over its own kept local-API connection, shoal with a new connection per write (the
+method of ``bench_ha.py``'s throughput), and etcd with that many coroutines sharing one kept
+grpc.aio mTLS channel in a fresh client process (the method of etcd's reference figures). shoal's
+row also says how many Raft entries and leader fsyncs the writes took (group commit).
+
 Both clusters run throughout: each round's idle cluster costs the other its heartbeats.
 
-    .venv/bin/python bench/bench_etcd_reference.py --ops 600 --rounds 5
+    .venv/bin/python bench/bench_etcd_reference.py --ops 600 --rounds 5 --throughput-ops 3000
 """
 
 from __future__ import annotations
@@ -242,12 +249,10 @@ class EtcdCluster:
                 proc.kill()
 
 
-def etcd_round(cluster: EtcdCluster, addr: str, ops: int, engine: str) -> list[float]:
-    """One round of sequential puts from a fresh client process (``--etcd-client``)."""
-    env = dict(os.environ)
-    env.pop("GRPC_EXPERIMENTS", None)
-    if engine == "classic":
-        env["GRPC_EXPERIMENTS"] = CLASSIC_IO
+def _etcd_client_process(
+    cluster: EtcdCluster, addr: str, ops: int, concurrency: int, env: dict[str, str] | None = None
+) -> list[float]:
+    """Run ``--etcd-client`` in a fresh process; returns what it printed (JSON numbers)."""
     out = subprocess.run(
         [
             sys.executable,
@@ -256,6 +261,8 @@ def etcd_round(cluster: EtcdCluster, addr: str, ops: int, engine: str) -> list[f
             addr,
             "--ops",
             str(ops),
+            "--concurrency",
+            str(concurrency),
             "--certs",
             str(cluster.certs["ca"].parent),
         ],
@@ -264,12 +271,23 @@ def etcd_round(cluster: EtcdCluster, addr: str, ops: int, engine: str) -> list[f
         check=True,
         timeout=600,
     )
-    samples: list[float] = json.loads(out.stdout)
-    return samples
+    numbers: list[float] = json.loads(out.stdout)
+    return numbers
 
 
-def etcd_client(addr: str, ops: int, certs: Path, warmup: int = 50) -> None:
-    """Sequential puts over one grpc.aio mTLS channel; prints the latencies (JSON)."""
+def etcd_round(cluster: EtcdCluster, addr: str, ops: int, engine: str) -> list[float]:
+    """One round of sequential puts from a fresh client process (``--etcd-client``)."""
+    env = dict(os.environ)
+    env.pop("GRPC_EXPERIMENTS", None)
+    if engine == "classic":
+        env["GRPC_EXPERIMENTS"] = CLASSIC_IO
+    return _etcd_client_process(cluster, addr, ops, 1, env)
+
+
+def etcd_client(addr: str, ops: int, certs: Path, warmup: int = 50, concurrency: int = 1) -> None:
+    """Puts over one grpc.aio mTLS channel; prints the latencies (JSON). With ``concurrency`` > 1,
+    that many coroutines share the channel (etcd's own throughput figures are measured so) and
+    the elapsed time comes first: ``[elapsed, latency, ...]``."""
     import asyncio
 
     import grpc
@@ -283,6 +301,8 @@ def etcd_client(addr: str, ops: int, certs: Path, warmup: int = 50) -> None:
         async with grpc.aio.secure_channel(addr, creds) as channel:
             put = channel.unary_unary(KV_PUT)
             samples = []
+            if concurrency > 1:
+                return await concurrent_puts(put, ops, concurrency)
             for i in range(warmup + ops):
                 request = put_request(b"bench-key", f"{i:016d}".encode())
                 start = time.perf_counter()
@@ -294,6 +314,115 @@ def etcd_client(addr: str, ops: int, certs: Path, warmup: int = 50) -> None:
     print(json.dumps(asyncio.run(run())))
 
 
+async def concurrent_puts(put: Any, ops: int, concurrency: int) -> list[float]:
+    """``ops`` puts from ``concurrency`` coroutines (after one warm-up put each)."""
+    import asyncio
+
+    await asyncio.gather(*(put(put_request(b"warm", b"0"), timeout=30) for _ in range(concurrency)))
+    counter = iter(range(ops))
+    samples: list[float] = []
+
+    async def worker(w: int) -> None:
+        for i in counter:
+            start = time.perf_counter()
+            await put(put_request(f"bench-key-{w}".encode(), f"{i:016d}".encode()), timeout=30)
+            samples.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return [time.perf_counter() - start, *samples]
+
+
+def etcd_throughput(cluster: EtcdCluster, addr: str, ops: int, concurrency: int) -> tuple[float, list[float]]:
+    """``ops`` puts from ``concurrency`` coroutines over one channel, in a fresh client process."""
+    elapsed, *samples = _etcd_client_process(cluster, addr, ops, concurrency)
+    return float(elapsed), samples
+
+
+async def _shoal_kept_throughput(path: str, ops: int, concurrency: int) -> tuple[float, list[float]]:
+    """``ops`` ``node.update`` writes from ``concurrency`` coroutines, each over its own kept
+    local-API connection (as etcd's client keeps its channel)."""
+    import asyncio
+
+    counter = iter(range(ops))
+    samples: list[float] = []
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_unix_connection(path)
+        try:
+            for i in counter:
+                line = json.dumps(
+                    {"method": "node.update", "params": {"node": "self", "label_add": [f"k=t{i}"]}}
+                )
+                start = time.perf_counter()
+                writer.write(line.encode() + b"\n")
+                answer = json.loads(await reader.readline())
+                if "error" in answer:
+                    raise SystemExit(f"shoal write failed: {answer['error']}")
+                samples.append(time.perf_counter() - start)
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, samples
+
+
+def shoal_throughput(node: bench_ha.Node, ops: int, concurrency: int) -> tuple[float, list[float]]:
+    import asyncio
+
+    return asyncio.run(_shoal_kept_throughput(str(node.sock), ops, concurrency))
+
+
+def _store_counters(node: bench_ha.Node) -> tuple[int, int]:
+    """The leader's (commit index, WAL fsyncs): how many Raft entries and fsyncs a round cost."""
+    info = node.info() or {}
+    store = info.get("Store", {})
+    return int(store.get("commit_index", 0)), int(store.get("wal_syncs", 0))
+
+
+def throughput_rounds(
+    etcd: EtcdCluster, etcd_leader: str, shoal_leader: bench_ha.Node, ops: int, concurrency: int, rounds: int
+) -> None:
+    """The systems take turns; prints one line per round and the medians of the rates. shoal is
+    measured twice: each writer over its own kept connection (as etcd's coroutines share one
+    kept channel), and with a new connection per write (``bench_ha.py``'s throughput)."""
+    names = ("shoal, kept connections", "shoal, a new connection per write", "etcd 3.4, one channel")
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    medians: dict[str, list[float]] = {name: [] for name in names}
+    costs: list[str] = []
+    shoal_throughput(shoal_leader, min(ops, 500), concurrency)  # warm-up
+    for r in range(rounds):
+        entries0, syncs0 = _store_counters(shoal_leader)
+        kept = shoal_throughput(shoal_leader, ops, concurrency)
+        entries1, syncs1 = _store_counters(shoal_leader)
+        costs.append(f"{entries1 - entries0} entries, {syncs1 - syncs0} leader fsyncs")
+        elapsed, samples, errors = bench_ha.throughput([shoal_leader], concurrency, ops)
+        if errors:
+            print(f"  shoal (new connections) errors: {errors}", flush=True)
+        fresh = (elapsed, samples)
+        etcd_run = etcd_throughput(etcd, etcd_leader, ops, concurrency)
+        line = [f"throughput round {r + 1}:"]
+        for name, (el, samp) in zip(names, (kept, fresh, etcd_run), strict=True):
+            rates[name].append(len(samp) / el)
+            medians[name].append(statistics.median(samp) * 1e3)
+            line.append(f"{name} {rates[name][-1]:,.0f}/s (p50 {medians[name][-1]:.1f} ms);")
+        line.append(f"shoal kept: {costs[-1]} for {ops} writes")
+        print(" ".join(line), flush=True)
+    print()
+    print(f"| {concurrency} writers in flight, via the leader | median rate | rounds | p50 per round |")
+    print("|---|---|---|---|")
+    for name in names:
+        print(
+            f"| {name} | {statistics.median(rates[name]):,.0f}/s | "
+            f"{', '.join(f'{v:,.0f}' for v in rates[name])} | {', '.join(f'{v:.1f}' for v in medians[name])} ms |"
+        )
+    etcd_name = names[-1]
+    for name in names[:-1]:
+        ratios = [a / b for a, b in zip(rates[name], rates[etcd_name], strict=True)]
+        print(f"{name} / etcd per round: {', '.join(f'{x:.2f}' for x in ratios)}")
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -301,12 +430,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=600, help="writes per round per system")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--only", default="latency,throughput", help="comma-separated subset of: latency, throughput"
+    )
+    parser.add_argument("--concurrency", type=int, default=256, help="writers in flight (throughput)")
+    parser.add_argument("--throughput-ops", type=int, default=5000, help="writes per throughput round")
     parser.add_argument("--etcd-client", help=argparse.SUPPRESS)
     parser.add_argument("--certs", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.etcd_client:
-        etcd_client(args.etcd_client, args.ops, Path(args.certs))
+        etcd_client(args.etcd_client, args.ops, Path(args.certs), concurrency=args.concurrency)
         return
+    only = set(args.only.split(","))
+    if only - {"latency", "throughput"}:
+        parser.error(f"unknown --only part(s): {', '.join(sorted(only - {'latency', 'throughput'}))}")
 
     print(f"machine: {bench_ha.machine()}", flush=True)
     base = Path(tempfile.mkdtemp(prefix="shoal-bench-etcd-"))
@@ -315,6 +452,14 @@ def main() -> None:
     try:
         etcd_leader = etcd.leader()
         shoal_leader = swarm.leader()
+        print(f"1-minute load average at the start: {os.getloadavg()[0]:.2f}", flush=True)
+        if "throughput" in only:
+            throughput_rounds(
+                etcd, etcd_leader, shoal_leader, args.throughput_ops, args.concurrency, args.rounds
+            )
+        if "latency" not in only:
+            print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f}")
+            return
         client = shoal_leader.kept_client()
         results: dict[str, list[float]] = {
             "shoal": [],
