@@ -268,29 +268,6 @@ def test_overlay_vip_tasks_dnsrr_and_isolation_across_hosts(swarm: Cluster) -> N
         assert code != 0, f"other (othernet) reached api at {address}: {out}"
 
 
-def interfaces(swarm: Cluster, task: dict[str, Any]) -> list[str]:
-    _, out = in_task(swarm, task, "ip", "-o", "link", check=True)
-    return sorted(re.findall(r"^\d+: ([^:@]+)", out, re.M))
-
-
-def test_restarted_daemon_keeps_the_mesh_and_attaches_nothing_twice(swarm: Cluster) -> None:
-    """h2's daemon restarts (SIGTERM, start): its tasks are re-adopted and attached again,
-    which adds no second interface, and every host's published port still reaches all 4."""
-    on_h2 = [t for t in running(swarm, "search", 4) if t["Node"] == "h2"]
-    assert on_h2, "search has no task on h2"
-    before = {t["ID"]: interfaces(swarm, t) for t in on_h2}
-    node = swarm.hosts[1].shoal()
-    adoptions = node.log_text().count("re-adopted")
-    node.stop()
-    node.start()
-    wait_until(lambda: node.log_text().count("re-adopted") > adoptions, 30, 0.3, "h2 to re-adopt its tasks")
-    wait_until(lambda: {t["ID"] for t in running(swarm, "search", 4)} >= set(before), 60, 0.3, "h2's tasks")
-    for task in on_h2:
-        assert interfaces(swarm, task) == before[task["ID"]], f"task {task['ID']} changed interfaces"
-    for host in swarm.hosts:
-        wait_for_mesh(swarm, host, 8080, 4)
-
-
 # ---------------------------------------------------------------------- leaving (last: it changes the swarm)
 
 
