@@ -3,8 +3,10 @@ mutual TLS per test module, see ``etcdcluster.py``), and what only the etcd stor
 losing its quorum.
 
 Which cluster tests run with both stores (``store`` parametrised), and why these: each is the
-one real-daemon test of a capability the store carries, so together they cover every store
-call the kernel makes, for about 3 minutes of CI on top of the raft runs (measured on 2 busy cores):
+one real-daemon test of a capability the store carries (bootstrap, writes and their ordered
+apply, managers and workers joining, leadership, failover, a restart on the stored state), for
+about 2 minutes of CI on top of the raft runs (44 + 39 + 29 s, plus 1-3 s to start each
+module's etcd members, measured on 2 cores under load average 18):
 
 - ``test_single_node.py::test_replicas_scale_and_remove[docker-etcd]``: a swarm bootstrapped on
   etcd, writes from the orchestrator, scheduler, dispatcher and CLI (service create, scale, rm).
@@ -15,7 +17,9 @@ call the kernel makes, for about 3 minutes of CI on top of the raft runs (measur
   multi-node test: ``test_multi_node.py::test_agent_keeps_tasks_when_manager_is_lost`` passed
   with etcd too, 30 s, but adds nothing this one does not cover.)
 - here: etcd's quorum lost gives the same fast "no leader" one-line error as the raft store's,
-  and a swarm cannot be created on an etcd without quorum (one line, nothing half-made).
+  a swarm cannot be created on an etcd without quorum (one line, nothing half-made), and a
+  manager's daemon does not start on its state without etcd (one line, exit non-zero); with the
+  quorum back it starts and writes again.
 
 Left to the raft runs: the rest of those modules (nothing in them depends on the store beyond
 what the tests above do), and force-new-cluster, promote/demote (the plugin's own tests in
@@ -66,10 +70,17 @@ def test_etcd_quorum_lost_refuses_writes_fast_with_no_leader(
         failed = fresh.cli("swarm", "init", "--advertise-addr", fresh.addr)
         assert failed.returncode != 0 and "etcd" in one_line(failed.stderr), failed.stderr
         assert fresh.cli("node", "ls").returncode != 0
+        # A manager's daemon does not start on its state without etcd: it says why and exits.
+        manager.stop()
+        manager.start(wait=False)
+        assert manager.proc is not None
+        assert manager.proc.wait(30) != 0
+        assert "cannot open the swarm's state in etcd" in manager.log_text().splitlines()[-1]
     finally:
         etcd_cluster.start(1)
         etcd_cluster.start(2)
-    # With the quorum back, the same manager writes again.
+    # With the quorum back, the manager starts on its state and writes again.
+    manager.start()
     wait_until(
         lambda: manager.cli("service", "scale", "--detach", "keep=2").returncode == 0,
         30,
