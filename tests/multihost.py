@@ -82,6 +82,20 @@ class Undo:
         return failures
 
 
+def mounts_below(path: Path) -> list[str]:
+    """Mount points under ``path`` (podman's storage bind-mounts its overlay directory and
+    leaves it mounted when its service stops), deepest first."""
+    prefix = f"{path}/"
+    with open("/proc/mounts") as table:
+        points = [line.split()[1] for line in table if line.split()[1].startswith(prefix)]
+    return sorted(points, key=len, reverse=True)
+
+
+def unmount_below(path: Path) -> None:
+    for point in mounts_below(path):
+        run("umount", "-l", point, check=False)
+
+
 @dataclass
 class Engine:
     """One host's container engine, started inside its namespace."""
@@ -193,6 +207,7 @@ class Engine:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._kill_leftovers()
+        unmount_below(self.base)
 
     def _remove_containers(self) -> None:
         if self.proc is None or self.proc.poll() is not None or not self.socket.exists():
@@ -433,8 +448,9 @@ def cluster(count: int, runtime: str = "docker", *init_args: str) -> Iterator[Cl
 
 
 def leftovers(tag: str) -> list[str]:
-    """Namespaces and processes of a harness run still present (for the harness's own test)."""
+    """Namespaces, mounts and processes of a harness run still present."""
     found = [line.split()[0] for line in run("ip", "netns", "list").splitlines() if tag in line]
+    found += [point for point in mounts_below(Path("/tmp")) if f"/tmp/shm{tag}-" in point]
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
