@@ -23,6 +23,7 @@ from typing import Any
 from shoal import externalca, rpc, statekeys
 from shoal.daemon.localapi import Warned
 from shoal.loader import PluginError
+from shoal.looplag import LoopLagProbe, LoopLagReporter
 from shoal.manager import autolock, registryauth
 from shoal.manager import requests as rq
 from shoal.manager.caserver import CAServer
@@ -109,6 +110,9 @@ class Manager:
         self.control = ControlAPI(self.store, node_id, manager_status=self.live_manager_status)
         #: ``shoal events``: this replica's ring of recent events (every manager has one).
         self.events = EventLog(self.store)
+        #: How long the event loop was held (Raft ticks and heartbeats wait behind it): logged
+        #: at debug every 10 s, as a warning when one stretch reached half a second.
+        self.loop_lag = LoopLagReporter(LoopLagProbe())
         #: Set when the other managers say this one is no longer a member: every call fails
         #: with this message until the node leaves and joins again.
         self.removed: str = ""
@@ -147,6 +151,7 @@ class Manager:
         """Open the store replica. A joining manager's store is empty until ``join_group``;
         everything else is ready when this returns."""
         self.events.start()  # before the store replays its log: replayed entries count
+        self.loop_lag.start()
         await self.store_provider.start(
             self.store, bootstrap=bootstrap, join=join, force_new_cluster=force_new_cluster
         )
@@ -331,6 +336,7 @@ class Manager:
         await self._step_down()
         await self.store_provider.stop()
         await self.events.stop()
+        await self.loop_lag.stop()
 
     def is_leader(self) -> bool:
         return self.store_provider.is_leader()
