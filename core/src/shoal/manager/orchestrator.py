@@ -35,6 +35,10 @@ __all__ = [
 log = logging.getLogger("shoal.orchestrator")
 
 OLD_TASK_TIMEOUT = 60.0
+#: Tasks a service's reconciliation creates per store transaction; the rest in the next one.
+#: Creating 10,000 in one transaction held the leader's event loop for seconds (building it,
+#: applying it, waking every watcher), long enough to miss Raft heartbeats.
+MAX_CREATES_PER_COMMIT = 500
 
 
 def is_global(service: pb.Service) -> bool:
@@ -194,7 +198,12 @@ class ReplicatedOrchestrator:
             self._scale_down(tx, runnable, replicas)
         elif len(runnable) < replicas:
             free = (n for n in range(1, 1 << 62) if n not in runnable)
-            for _ in range(replicas - len(runnable)):
+            missing = replicas - len(runnable)
+            if missing > MAX_CREATES_PER_COMMIT:
+                # The rest in the next transaction: _process loops while anything is dirty.
+                missing = MAX_CREATES_PER_COMMIT
+                self._dirty.add(service.id)
+            for _ in range(missing):
                 tx.create(new_task(service, next(free)))
 
     def _reconcile_global(self, tx: Tx, service: pb.Service) -> None:

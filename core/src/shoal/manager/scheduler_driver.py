@@ -30,6 +30,10 @@ DEBOUNCE = 0.05
 MAX_LATENCY = 1.0
 #: No tick for this long: the cluster is idle, and the next event ticks at once.
 QUIET = DEBOUNCE
+#: Placements committed per store transaction. One transaction for 10,000 placements held the
+#: leader's event loop for seconds (building it, then applying it and waking every watcher),
+#: long enough to miss Raft heartbeats; bounded ones let heartbeats run between them.
+MAX_PLACEMENTS_PER_COMMIT = 500
 
 
 def unassigned(task: pb.Task) -> bool:
@@ -107,7 +111,13 @@ class SchedulerDriver:
         for batch in groups.values():
             batch.sort(key=lambda t: t.slot)
             decisions.extend(await self.provider.schedule(batch, nodes, self.extra_filters))
-        await self.store.update(lambda tx: self._commit(tx, decisions, infos))
+        await self._commit_in_batches(decisions, infos)
+
+    async def _commit_in_batches(self, decisions: list[Placement], infos: dict[str, NodeInfo]) -> None:
+        """Commit the decisions MAX_PLACEMENTS_PER_COMMIT at a time (each commit yields the loop)."""
+        for start in range(0, len(decisions), MAX_PLACEMENTS_PER_COMMIT):
+            chunk = decisions[start : start + MAX_PLACEMENTS_PER_COMMIT]
+            await self.store.update(lambda tx, chunk=chunk: self._commit(tx, chunk, infos))  # type: ignore[misc]
 
     def _commit(self, tx: Tx, decisions: list[Placement], infos: dict[str, NodeInfo]) -> None:
         now = time.time()
