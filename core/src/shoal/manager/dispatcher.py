@@ -24,6 +24,7 @@ from shoal.manager.deliveries import Delivery, NodeDependencies, SecretValue
 from shoal.manager.netalloc import AllocationError
 from shoal.manager.netobjects import Allocations
 from shoal.manager.netstate import NetworkStatePublisher
+from shoal.manager.nodetaskfeed import NodeTaskFeed
 from shoal.pacing import Pacer
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
@@ -76,6 +77,8 @@ class Dispatcher:
         self._started_at = time.monotonic()
         #: Each node's NetworkState, computed once per change for the whole swarm.
         self.network_state = NetworkStatePublisher(store)
+        #: Task events routed to the assignment stream of their node (one watch for all).
+        self.node_tasks = NodeTaskFeed(store)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -85,6 +88,7 @@ class Dispatcher:
             asyncio.create_task(self._flush_loop(), name="dispatcher-flush"),
             asyncio.create_task(self._heartbeat_monitor(), name="dispatcher-heartbeats"),
             asyncio.create_task(self.network_state.run(), name="dispatcher-network-state"),
+            asyncio.create_task(self.node_tasks.run(), name="dispatcher-node-tasks"),
         ]
 
     async def stop(self) -> None:
@@ -283,7 +287,7 @@ class Dispatcher:
         sequence = 0
         dependencies = NodeDependencies(self.store, self.secret_value)
         pacer = Pacer(ASSIGNMENT_DEBOUNCE)  # a lone change goes at once, a burst in batches
-        with self.store.watch(["task"]) as watch:
+        with self.node_tasks.subscribe(node_id) as watch:  # only this node's task events
             files = await dependencies.changes(self._node_assigned(node_id))
             self._reject(node_id, files.refused)
             assigned = [t for t in self._node_assigned(node_id) if t.id not in files.refused]
@@ -304,8 +308,10 @@ class Dispatcher:
                 events.extend(watch.drain())
                 changes: dict[str, rpb.AssignmentChange] = {}
                 for event in events:
-                    task = event.obj
-                    if event.action == DELETE or not self._assigned(task, node_id):
+                    # The task as it is now: an event routed late never sends an older version.
+                    current = self.store.view.tasks.get(event.obj.id)
+                    task = event.obj if current is None else current
+                    if current is None or not self._assigned(task, node_id):
                         if task.id in sent:
                             sent.discard(task.id)
                             changes[task.id] = rpb.AssignmentChange(
