@@ -6,6 +6,8 @@ CI must prove the real thing.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,22 @@ def engine(runtime_name: str) -> Iterator[Engine]:
     engine.require_image(TEST_IMAGE)
     yield engine
     engine.close()
+
+
+def remove_network_leftovers(node_id: str) -> None:
+    """A killed daemon keeps its data path for a restart that will not come: its nftables table,
+    bridges and DOCKER-USER rules in the host's namespace would catch the next test's published
+    ports and overlay subnets. The overlay plugin's cleanup removes exactly this node's (by the
+    digest of its ID), as `swarm leave` does."""
+    from shoal_network_overlay.names import is_ours, node_digest, table_name
+    from shoal_network_overlay.provider import OverlayNetwork
+
+    digest = node_digest(node_id)
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    devices = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if ":" in line]
+    if table_name(digest) in tables.split() or any(is_ours(name, digest) for name in devices):
+        asyncio.run(OverlayNetwork(node_id=node_id).cleanup())
 
 
 @pytest.fixture
@@ -78,3 +96,4 @@ def node_factory(
             engine = engine_for(node.runtime)
             engine.remove_node_containers(node_id)
             engine.close()
+            remove_network_leftovers(node_id)
