@@ -118,7 +118,9 @@ class Dispatcher:
         peer = rpc.caller(peer)  # authorised by rpc.guard (Access.NODE)
         req = rpb.SessionRequest.FromString(request)
         session = _Session(
-            new_id(), peer.node_id, time.monotonic() + self.heartbeat_period() * GRACE_MULTIPLIER
+            new_id(),
+            peer.node_id,
+            self._expiry(time.monotonic() + self.heartbeat_period() * GRACE_MULTIPLIER),
         )
         for old_id, old in list(self._sessions.items()):
             if old.node_id == peer.node_id:
@@ -233,8 +235,16 @@ class Dispatcher:
         session = self._session_for(req.session_id, peer)
         period = self.heartbeat_period()
         jitter = random.uniform(-HEARTBEAT_EPSILON, HEARTBEAT_EPSILON) if period > 1 else 0.0
-        session.expires_at = time.monotonic() + (period + jitter) * GRACE_MULTIPLIER
+        session.expires_at = self._expiry(time.monotonic() + (period + jitter) * GRACE_MULTIPLIER)
         return rpb.HeartbeatResponse(period=period + jitter).SerializeToString()
+
+    def _expiry(self, expires_at: float) -> float:
+        """No node goes Down before this leader's start-up grace has passed (two grace
+        periods, as for nodes that have not reconnected yet), as Swarm gives every node a
+        grace after an election: when a thousand sessions reopen at once, their first
+        heartbeats queue behind the herd, and a leader that downed them would replace all
+        their tasks and feed the next election."""
+        return max(expires_at, self._started_at + self.heartbeat_period() * GRACE_MULTIPLIER * 2)
 
     async def _heartbeat_monitor(self) -> None:
         while True:
