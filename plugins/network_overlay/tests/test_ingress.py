@@ -8,9 +8,9 @@ from collections import Counter
 
 from shoal.plugin import Backend, EndpointAttachment, NetworkSpec, NodeNetwork, PublishedPort
 from shoal_network_overlay import OverlayNetwork
-from shoal_network_overlay.testing import HOSTS, Lab
+from shoal_network_overlay.testing import HOSTS, Lab, ip
 
-CONTAINERS = 2
+CONTAINERS = 3
 INGRESS = NetworkSpec("ingressid", "ingress", "10.0.0.0/24", "10.0.0.1", 4096, ingress=True)
 HOST_ADDRESSES = {"h1": "10.0.0.2/24", "h2": "10.0.0.3/24", "h3": "10.0.0.4/24"}
 TASKS = {"c1": ("h1", "10.0.0.10"), "c2": ("h2", "10.0.0.11")}
@@ -114,3 +114,67 @@ async def test_a_task_on_the_ingress_network_cannot_reach_the_nodes_loopback(lab
     assert listener.stdout is not None
     assert listener.stdout.readline().strip() == b"from-the-node"  # the task's datagram never arrived
     await node.cleanup()
+
+
+#: A plain container's bridge on h1 (like docker0): h1 172.31.0.1, the container c3 172.31.0.2.
+PLAIN_BRIDGE = ("172.31.0.1", "172.31.0.2")
+UNPUBLISHED = 9090
+
+
+async def test_off_the_ingress_network_a_task_answers_only_on_its_published_port_through_the_mesh(
+    lab: Lab,
+) -> None:
+    """Issue 14: the ingress bridge is routed in the node's namespace, so a plain container on
+    the node (not on the ingress network) and the node's own processes must not reach a task's
+    ports through its ingress address; only the mesh's DNATed connections enter the bridge."""
+    nodes = {host: await start_node(lab, host) for host in HOSTS}
+    for container, (host, address) in TASKS.items():
+        await nodes[host].attach(
+            EndpointAttachment(
+                f"task-{container}", INGRESS.network_id, f"{address}/24", (), lab.path(container)
+            )
+        )
+        lab.serve(container, container, 80)
+        lab.serve(container, f"{container}-private", UNPUBLISHED)
+        # a reply path through the node, as a real task has (docker_gwbridge's default route)
+        await lab.sh(container, "ip", "route", "add", "default", "via", HOST_ADDRESSES[host].split("/")[0])
+    for node in nodes.values():
+        await node.publish(PORT, BACKENDS)
+    gateway, plain = PLAIN_BRIDGE
+    ip(
+        "link",
+        "add",
+        f"pc{lab.tag}",
+        "netns",
+        lab.names["h1"],
+        "type",
+        "veth",
+        "peer",
+        "eth0",
+        "netns",
+        lab.names["c3"],
+    )
+    await lab.sh("h1", "ip", "addr", "add", f"{gateway}/24", "dev", f"pc{lab.tag}")
+    await lab.sh("h1", "ip", "link", "set", f"pc{lab.tag}", "up")
+    await lab.sh("c3", "ip", "addr", "add", f"{plain}/24", "dev", "eth0")
+    await lab.sh("c3", "ip", "link", "set", "eth0", "up")
+    await lab.sh("c3", "ip", "route", "add", "default", "via", gateway)
+    local_task = TASKS["c1"][1]
+
+    # the plain container and the node itself: the unpublished port and the target port
+    # through the task's ingress address are closed to them
+    for role in ("c3", "h1"):
+        for port in (UNPUBLISHED, 80):
+            assert await lab.requests(role, local_task, port, 1) == [""], (role, port)
+    # the mesh still works: from the plain container through its node's address, from the LAN
+    # to a host with the task (h1) and one without (h3), and through 127.0.0.1 on both
+    assert sorted(set(await lab.requests("c3", HOSTS["h1"], 8080, 4))) == ["c1", "c2"]
+    for host in ("h1", "h3"):
+        assert sorted(set(await lab.requests("lan", HOSTS[host], 8080, 4))) == ["c1", "c2"], host
+        assert sorted(set(await lab.requests(host, "127.0.0.1", 8080, 4))) == ["c1", "c2"], host
+    # tasks on the ingress network still reach each other (bridged, across nodes through VXLAN)
+    assert await lab.requests("c2", local_task, UNPUBLISHED, 1) == ["c1-private"]
+
+    for node in nodes.values():
+        await node.cleanup()
+        await node.close()

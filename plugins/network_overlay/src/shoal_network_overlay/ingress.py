@@ -9,6 +9,13 @@ tasks, wherever they run (the backends are task addresses on the ingress overlay
 connection forwarded into the ingress network's bridge is masqueraded to the node's own
 address there, so the task's replies come back through the node that accepted it.
 
+The ingress bridge is routed in the node's own namespace (Swarm hides it in a sandbox), so
+the table also filters what enters it: only connections the mesh DNATed, frames bridged
+between the network's own endpoints (tasks here and, through VXLAN, on other nodes), and
+replies of accepted connections. Anything else routed into the bridge (a plain container on
+the node, a host process) is dropped: a task is reachable from off the network only on its
+published ports, through the mesh.
+
 Each ``publish`` replaces one port's chain and map entry in one ``nft -f`` transaction (atomic),
 so a backend that leaves gets no new connection from the moment the call returns, while
 conntrack keeps every established connection on the backend it was given. A port with no
@@ -100,6 +107,8 @@ def base_script(table: str, advertise_ip: str) -> str:
         f"  chain output {{ type nat hook output priority {DSTNAT_PRIORITY}; policy accept; }}\n"
         f"  chain postrouting {{ type nat hook postrouting priority {SRCNAT_PRIORITY}; policy accept; }}\n"
         "  chain input { type filter hook input priority 0; policy accept; }\n"
+        "  chain forward { type filter hook forward priority 0; policy accept; }\n"
+        "  chain outbound { type filter hook output priority 0; policy accept; }\n"
         f"  chain guard {{ type filter hook prerouting priority {RAW_PRIORITY}; policy accept; }}\n"
         "}\n"
         f"flush chain ip {table} prerouting\n"
@@ -127,6 +136,22 @@ def publish_script(table: str, forward: Forward) -> str:
     return script + (
         f"add rule ip {table} {chain} {forward.protocol} dport {forward.published} "
         f"dnat to numgen inc mod {len(forward.backends)} map {{ {choices} }} : {forward.target}\n"
+    )
+
+
+def into_bridge_rules(table: str, chain: str, bridge: str, *, bridged: bool) -> str:
+    """What may enter the ingress ``bridge`` through ``chain`` (forwarded, or sent by the node
+    itself): a connection the mesh DNATed (published port to its target), replies of an
+    accepted connection, and (``bridged``: br_netfilter shows bridged frames to ``forward``
+    with the bridge as both devices) traffic between the network's own endpoints; the rest is
+    dropped, so neither a local container nor a host process reaches a task's unpublished
+    ports through its ingress address."""
+    rule = f'add rule ip {table} {chain} oifname "{bridge}"'
+    return (
+        f"{rule} ct state established,related accept\n"
+        f"{rule} ct status dnat accept\n"
+        + (f'{rule} iifname "{bridge}" accept\n' if bridged else "")
+        + f"{rule} drop\n"
     )
 
 
@@ -162,12 +187,17 @@ class NodeTable:
         the node binds to 127.0.0.1 (Kubernetes' CVE-2020-8558). Packets from the bridge with a
         loopback source or destination are dropped before conntrack, so the legitimate replies
         (addressed to the node's ingress address until conntrack rewrites them) pass."""
-        script = f"flush chain ip {self.table} postrouting\nflush chain ip {self.table} guard\n"
+        script = "".join(
+            f"flush chain ip {self.table} {chain}\n"
+            for chain in ("postrouting", "guard", "forward", "outbound")
+        )
         if bridge:
             script += (
                 f'add rule ip {self.table} postrouting oifname "{bridge}" ct status dnat masquerade\n'
                 f'add rule ip {self.table} guard iifname "{bridge}" ip daddr 127.0.0.0/8 drop\n'
                 f'add rule ip {self.table} guard iifname "{bridge}" ip saddr 127.0.0.0/8 drop\n'
+                + into_bridge_rules(self.table, "forward", bridge, bridged=True)
+                + into_bridge_rules(self.table, "outbound", bridge, bridged=False)
             )
         await self._nft(script)
 
