@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from engines import Engine, engine_for
+from etcdcluster import STORES
 from harness import TEST_IMAGE, ShoalNode, wait_until
 from shoal.identity import load_credentials
 
@@ -310,6 +311,7 @@ def test_down_node_tasks_rescheduled_and_not_duplicated(node_factory: Factory, d
     assert w1.proc is not None and w1.proc.poll() is None
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)
 def test_agent_keeps_tasks_when_manager_is_lost(node_factory: Factory, docker_engine: Engine) -> None:
     manager = start_manager(node_factory, heartbeat="2s")
     worker = start_worker(node_factory, manager, "w1", 2)

@@ -13,9 +13,10 @@ module's etcd members, measured on 2 cores under load average 18):
 - ``test_ha_managers.py::test_leader_kill_fails_over_and_the_old_leader_catches_up[etcd]``:
   three managers joining through a follower and two workers joining and running tasks, the
   leader killed, failover through the lease, writes through either survivor, the old leader
-  restarted on its state in etcd and back as a follower that caught up. (This is also the
-  multi-node test: ``test_multi_node.py::test_agent_keeps_tasks_when_manager_is_lost`` passed
-  with etcd too, 30 s, but adds nothing this one does not cover.)
+  restarted on its state in etcd and back as a follower that caught up.
+- ``test_multi_node.py::test_agent_keeps_tasks_when_manager_is_lost[etcd]``: the multi-node
+  module's store-dependent case (a worker's tasks outlive its only manager, which comes back on
+  its state in etcd), about 30 s.
 - here: etcd's quorum lost gives the same fast "no leader" one-line error as the raft store's,
   a swarm cannot be created on an etcd without quorum (one line, nothing half-made), and a
   manager's daemon does not start on its state without etcd (one line, exit non-zero); with the
