@@ -143,9 +143,11 @@ def test_failing_update_pauses_naming_the_task(node_factory: Factory) -> None:
     assert listed and listed[0].endswith("(update paused)")
     failed = [t for t in node.tasks("pz") if t["Image"] == IMAGE_2]
     assert any(t["ID"] in message for t in failed), f"the message names the failed task: {message}"
-    assert len([t for t in node.running("pz") if t["Image"] == IMAGE_1]) == 2, (
-        "the update stopped at one slot"
-    )
+    # The update pauses before it reaches every slot. As in Swarm, the monitor window runs
+    # beside the next slot's update (it does not hold it back): a task that reports Running
+    # and fails a moment later may let one more slot start updating before the pause.
+    old_image_running = len([t for t in node.running("pz") if t["Image"] == IMAGE_1])
+    assert old_image_running >= 1, "the update paused before it replaced every slot"
     # A paused update resumes on the next update.
     node.ok("service", "update", "--args", "sleep 3600", "pz", timeout=300)
     assert images_running(node, "pz") == Counter({IMAGE_2: 3})
