@@ -97,3 +97,15 @@ def node_factory(
             engine.remove_node_containers(node_id)
             engine.close()
             remove_network_leftovers(node_id)
+    unmount_leftovers(base)
+
+
+def unmount_leftovers(base: Path) -> None:
+    """A killed daemon cannot unmount its tasks' secret tmpfs mounts (read-only, under its state
+    dir), so pytest's clean-up of old temporary dirs would fail on them: unmount what is left
+    under this test's dir, deepest first."""
+    prefix = f"{base}/"
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
