@@ -44,6 +44,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -469,6 +470,15 @@ class Probes:
 # ---------------------------------------------------------------------- one side's run
 
 
+def keep_logs(hosts: multihost.Cluster, into: Path) -> None:
+    """The daemons' and engines' logs of a side, copied before its teardown removes them."""
+    into.mkdir(parents=True, exist_ok=True)
+    for host in hosts.hosts:
+        for log in (host.engine.log_path, host.node.log if host.node else None):
+            if log is not None and log.exists():
+                shutil.copy(log, into / f"{host.name}-{log.name}")
+
+
 def run_side(kind: str, args: argparse.Namespace, phases: list[Phase]) -> None:
     hosts = multihost.Cluster(args.managers + args.workers, "docker", images=(IMAGE,))
     try:
@@ -540,6 +550,8 @@ def run_side(kind: str, args: argparse.Namespace, phases: list[Phase]) -> None:
             phase.extra["leader"] = wait_until(side.leader, 60, 0.5, "a new leader").name
         side.close()
     finally:
+        if args.logs:
+            keep_logs(hosts, args.logs / f"{kind}-{time.strftime('%H%M%S')}")
         began = time.monotonic()
         hosts.down()
         print(f"[{kind}] torn down in {time.monotonic() - began:.1f} s", flush=True)
@@ -592,6 +604,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of both sides, alternating first")
     parser.add_argument("--sides", default="swarm,shoal", help="the first round's order")
     parser.add_argument("--json", type=Path, help="write the phases here")
+    parser.add_argument("--logs", type=Path, help="keep each side's daemon and engine logs here")
     args = parser.parse_args()
     args.sizes = [int(n) for n in args.replicas.split(",")]
     if args.managers < 1 or args.workers < 1:
