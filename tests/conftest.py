@@ -83,21 +83,33 @@ def node_factory(
         return node
 
     yield make
+    remove_nodes(nodes)
+    unmount_leftovers(base)
+
+
+def remove_nodes(nodes: list[ShoalNode]) -> None:
+    """Kill every daemon, then remove all their containers in one parallel pass per engine and
+    their network leftovers. The node ID comes from the state file (no CLI round trip per
+    node); only a running daemon without one (never joined, or its file gone) is asked."""
+    node_ids: dict[str, set[str]] = {}
     for node in nodes:
-        node_id = ""
-        try:
-            if node.proc is not None and node.proc.poll() is None:
+        node_id = node.node_id_from_state()
+        if not node_id and node.proc is not None and node.proc.poll() is None:
+            try:
                 node_id = str(node.info().get("NodeID", ""))
-        except AssertionError:
-            pass  # the daemon no longer answers; its containers are found by label below
-        node_id = node_id or node.node_id_from_state()
+            except AssertionError:
+                pass  # the daemon no longer answers and left no state: it has no containers
         node.kill()
         if node_id:
-            engine = engine_for(node.runtime)
-            engine.remove_node_containers(node_id)
+            node_ids.setdefault(node.runtime, set()).add(node_id)
+    for runtime, ids in node_ids.items():
+        engine = engine_for(runtime)
+        try:
+            engine.remove_node_containers(*sorted(ids))
+        finally:
             engine.close()
-            remove_network_leftovers(node_id)
-    unmount_leftovers(base)
+    for node_id in sorted(set().union(*node_ids.values())):
+        remove_network_leftovers(node_id)
 
 
 def unmount_leftovers(base: Path) -> None:
