@@ -3,7 +3,10 @@
 It opens a session with a manager's dispatcher over the transport (mutual TLS, its node
 certificate is its identity), heartbeats, receives its assignments and runs one
 ``TaskController`` per task, reporting status in batches. If the manager is lost it keeps its
-tasks running and reconnects with SwarmKit's backoff (100 ms doubling to 8 s, randomised).
+tasks running and reconnects with SwarmKit's backoff (100 ms doubling to 8 s, randomised; back
+to the start once a session had opened, so a leader change costs a short random wait, not the
+longest one reached before). A leader busy registering other nodes turns the open away with a
+retry-after, which the agent honours before it opens its session with that manager again.
 What it was assigned is persisted, so after a restart it re-adopts its containers instead of
 starting them again, and removes containers of its own that nobody assigned.
 
@@ -66,6 +69,16 @@ def description_from(
             engine_version=info.engine_version, labels=info.labels, runtime=runtime_name
         ),
     )
+
+
+class SessionDeferred(Exception):
+    """The leader turned the session open away for now: open it again in ``retry_after`` s."""
+
+    def __init__(self, manager: str, retry_after: float) -> None:
+        super().__init__(
+            f"{manager} is registering other nodes; opening the session again in {retry_after:.1f}s"
+        )
+        self.retry_after = retry_after
 
 
 class Agent:
@@ -182,13 +195,20 @@ class Agent:
             manager = self.managers[index % len(self.managers)]
             try:
                 await self._session(manager)
-                backoff = 0.0
             except asyncio.CancelledError:
                 raise
+            except SessionDeferred as exc:
+                # Not a failure: the same manager, when it said (a thousand agents are told so
+                # after a leader change: one line each would flood the log).
+                log.debug("%s", exc)
+                await asyncio.sleep(exc.retry_after)
+                continue
             except RPCError as exc:
                 log.warning("session with manager %s ended: %s", manager, exc.message)
             except Exception:
                 log.exception("session with manager %s failed", manager)
+            if self.connected.is_set():
+                backoff = 0.0  # a session was open: start again from the shortest backoff
             self.connected.clear()
             if self._redirected:
                 self._redirected = False
@@ -209,6 +229,8 @@ class Agent:
         iterator = stream.__aiter__()
         first = rpb.SessionMessage.FromString(await asyncio.wait_for(iterator.__anext__(), RPC_TIMEOUT))
         session_id = first.session_id
+        if not session_id and first.retry_after > 0:
+            raise SessionDeferred(manager, first.retry_after)
         if not session_id:
             # A manager that does not lead: it only says where the managers are (leader first).
             if first.managers:

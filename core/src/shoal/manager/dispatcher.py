@@ -4,7 +4,9 @@ Agents open a session (their identity comes from their certificate), send heartb
 receive their assignments as a stream (a complete set first, then incremental changes) and
 report task status. Status reports are buffered and written in one store transaction every
 100 ms, as SwarmKit does, so a burst of task transitions costs one commit rather than many.
-A node that misses three heartbeat periods is marked DOWN ("heartbeat failure").
+A node that misses three heartbeat periods is marked DOWN ("heartbeat failure"). Session opens
+are admitted by a ``RegistrationGate``: beyond what it can register at once, an open is turned
+away at once with a retry-after, so a herd of reopening agents is spread instead of timing out.
 Who may call is decided before these handlers run, by ``rpc.guard`` (``Access.NODE``).
 """
 
@@ -22,20 +24,23 @@ from shoal import rpc, states
 from shoal.ids import new_id
 from shoal.manager.deliveries import Delivery, NodeDependencies, SecretValue
 from shoal.manager.netalloc import AllocationError
-from shoal.manager.netobjects import Allocations
+from shoal.manager.netobjects import Allocations, ingress_of
 from shoal.manager.netstate import NetworkStatePublisher
 from shoal.manager.nodetaskfeed import NodeTaskFeed
+from shoal.manager.sessiongate import DEFAULT_LIMIT, RegistrationGate
 from shoal.pacing import Pacer
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.secrets import SecretFetchError
 from shoal.roles.store import StoreUnavailable
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
-from shoal.store.memory import DELETE, UPDATE, Event, ObjectStore, Tx, copy
+from shoal.store.memory import DELETE, UPDATE, Event, ObjectStore, ReadView, Tx, copy
 
 log = logging.getLogger("shoal.dispatcher")
 
 STATUS_FLUSH_INTERVAL = 0.1
+#: Session opens registered at once (``sessiongate``); more are told to come back later.
+MAX_CONCURRENT_REGISTRATIONS = DEFAULT_LIMIT
 ASSIGNMENT_DEBOUNCE = 0.05
 GRACE_MULTIPLIER = 3
 HEARTBEAT_EPSILON = 0.5
@@ -75,6 +80,11 @@ class Dispatcher:
         self._flush_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started_at = time.monotonic()
+        #: Bounded concurrent registrations; opens beyond them get a retry-after.
+        self.gate = RegistrationGate(MAX_CONCURRENT_REGISTRATIONS, max_delay=self.heartbeat_period)
+        #: Registrations under way by node ID: a retry joins its node's instead of starting
+        #: another (an agent that timed out while its write was queued would double the herd).
+        self._registrations: dict[str, asyncio.Task[None]] = {}
         #: Each node's NetworkState, computed once per change for the whole swarm.
         self.network_state = NetworkStatePublisher(store)
         #: Task events routed to the assignment stream of their node (one watch for all).
@@ -94,8 +104,12 @@ class Dispatcher:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        registrations = list(self._registrations.values())
+        for task in registrations:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *registrations, return_exceptions=True)
         self._tasks = []
+        self._registrations.clear()
         self._sessions.clear()
 
     # ------------------------------------------------------------------ helpers
@@ -117,6 +131,13 @@ class Dispatcher:
     async def session(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
         peer = rpc.caller(peer)  # authorised by rpc.guard (Access.NODE)
         req = rpb.SessionRequest.FromString(request)
+        registering = self._registrations.get(peer.node_id)
+        if registering is None:
+            if not self.gate.enter():
+                # Turned away at once, before any work: the agent comes back when told.
+                yield rpb.SessionMessage(retry_after=self.gate.retry_after()).SerializeToString()
+                return
+            registering = self._start_registration(peer.node_id, req.description)
         session = _Session(
             new_id(),
             peer.node_id,
@@ -126,24 +147,8 @@ class Dispatcher:
             if old.node_id == peer.node_id:
                 del self._sessions[old_id]
         self._sessions[session.session_id] = session
-
-        def register(tx: Tx) -> None:
-            node = tx.node(peer.node_id)
-            if node is None:
-                return
-            node = copy(node)
-            node.description.CopyFrom(req.description)
-            node.status.state = pb.NodeStatus.READY
-            node.status.message = ""
-            try:
-                Allocations.of(tx).node_ingress(node)  # its source address for ingress forwarding
-            except AllocationError as exc:
-                # A full ingress subnet (a /24 holds 253 nodes) must not keep a node out of the
-                # swarm: it runs tasks, it only cannot forward ingress connections (Swarm too).
-                log.warning("node %s has no ingress address: %s", peer.node_id, exc)
-            tx.update(node)
-
-        await self.store.update(register)
+        # Shielded: an agent that gives up waiting leaves the write to finish for its retry.
+        await asyncio.shield(registering)
         # Only events that may change what an agent acts on wake the session (a label write
         # would otherwise wake every session on the leader).
         with (
@@ -165,6 +170,51 @@ class Dispatcher:
                     continue  # e.g. a label change, or another worker: nothing the agent acts on
                 sent, sent_network = view, network
                 yield self._session_bytes(session, network)
+
+    def _start_registration(self, node_id: str, description: pb.NodeDescription) -> asyncio.Task[None]:
+        """The node's registration as a task of its own, known by node ID until it ends. It
+        holds its gate slot until then, also when the agent that asked stopped waiting."""
+        began = time.monotonic()
+        task = asyncio.create_task(self._register(node_id, description), name=f"register-{node_id}")
+        self._registrations[node_id] = task
+
+        def ended(done: asyncio.Task[None]) -> None:
+            self.gate.leave(time.monotonic() - began)
+            if self._registrations.get(node_id) is done:
+                del self._registrations[node_id]
+            if not done.cancelled():
+                done.exception()  # retrieved: the session that awaited it has reported it
+
+        task.add_done_callback(ended)
+        return task
+
+    async def _register(self, node_id: str, description: pb.NodeDescription) -> None:
+        """Record the node as Ready with its description and an ingress address. Nothing is
+        written when the store already says so: after a leader change a thousand nodes
+        reconnect and are Ready already, and a thousand writes would only delay them."""
+        view = self.store.view
+        known = view.nodes.get(node_id)
+        if known is not None and _registered(view, known, description):
+            return
+
+        def register(tx: Tx) -> None:
+            node = tx.node(node_id)
+            if node is None:
+                return
+            updated = copy(node)
+            updated.description.CopyFrom(description)
+            updated.status.state = pb.NodeStatus.READY
+            updated.status.message = ""
+            try:
+                Allocations.of(tx).node_ingress(updated)  # its source address for ingress forwarding
+            except AllocationError as exc:
+                # A full ingress subnet (a /24 holds 253 nodes) must not keep a node out of the
+                # swarm: it runs tasks, it only cannot forward ingress connections (Swarm too).
+                log.warning("node %s has no ingress address: %s", node_id, exc)
+            if updated != node:
+                tx.update(updated)
+
+        await self.store.update(register)
 
     def _agent_view(self, node_id: str) -> tuple[object, ...]:
         """What an agent acts on in its session messages: its role and desired role, the
@@ -431,6 +481,17 @@ def _varint(value: int) -> bytes:
 
 async def _no_secret_values(secret: pb.Secret, task: pb.Task) -> bytes:
     raise SecretFetchError(f"this dispatcher has no secrets provider (secret {secret.spec.annotations.name})")
+
+
+def _registered(view: ReadView, node: pb.Node, description: pb.NodeDescription) -> bool:
+    """Whether ``node`` already is what its registration would write: Ready, with
+    ``description``, attached to the ingress network (if any) and to no network that is gone."""
+    if node.status.state != pb.NodeStatus.READY or node.status.message or node.description != description:
+        return False
+    if any(view.networks.get(a.network.id) is None for a in node.attachments):
+        return False
+    ingress = ingress_of(view.networks.all())
+    return ingress is None or any(a.network.id == ingress.id for a in node.attachments)
 
 
 def _may_change_agent_views(event: Event) -> bool:

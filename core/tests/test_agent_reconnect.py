@@ -1,0 +1,107 @@
+"""How the agent comes back to its managers (issue 18), against a scripted transport.
+
+After a leader change every agent reopens its session. Its backoff starts again from the
+shortest once a session had been open (it grew while the managers were unreachable before, and
+was never reset, so after a few leader changes an agent waited up to 8 s), and a leader that
+turns the open away with a retry-after gets the same open back from the agent after that
+delay, not another manager at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from shoal import rpc
+from shoal.agent import agent as agent_module
+from shoal.agent.agent import Agent
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.runtime import ContainerRef, EngineInfo
+from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
+
+DEADLINE = 10.0
+RETRY_AFTER = 0.05
+
+
+class Engine:
+    """Just what the agent asks of its engine when it has no task."""
+
+    async def describe(self) -> EngineInfo:
+        return EngineInfo("node", "linux", "x86_64", 1_000_000_000, 1 << 30, "0")
+
+    async def list_containers(self, node_id: str) -> list[ContainerRef]:
+        return []
+
+
+class ScriptedManagers:
+    """Answers each session open with the next step of ``script``: ``refuse`` (unreachable),
+    ``lose`` (a session that opens, then its leader is gone), ``busy`` (turned away with a
+    retry-after) or ``open`` (a session that stays)."""
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = list(script)
+        self.opens: list[tuple[str, float]] = []
+        self.done = asyncio.Event()
+
+    def stream(self, target: str, method: str, request: bytes, **kwargs: object) -> AsyncIterator[bytes]:
+        if method != rpc.SESSION:
+            return self._forever()
+        self.opens.append((target, asyncio.get_running_loop().time()))
+        return self._session(self.script.pop(0) if self.script else "open")
+
+    async def _session(self, step: str) -> AsyncIterator[bytes]:
+        if step == "refuse":
+            raise RPCError(StatusCode.UNAVAILABLE, f"cannot reach the manager ({step})")
+        if step == "busy":
+            yield rpb.SessionMessage(retry_after=RETRY_AFTER).SerializeToString()
+            return
+        yield rpb.SessionMessage(session_id=f"s{len(self.opens)}", heartbeat_period=60).SerializeToString()
+        if step == "lose":
+            raise RPCError(StatusCode.UNAVAILABLE, "the leader is gone")
+        self.done.set()
+        await asyncio.Event().wait()
+
+    async def _forever(self) -> AsyncIterator[bytes]:
+        await asyncio.Event().wait()
+        yield b""  # pragma: no cover  (makes this an async generator)
+
+    async def call(self, target: str, method: str, request: bytes, **kwargs: object) -> bytes:
+        if method == rpc.HEARTBEAT:
+            return rpb.HeartbeatResponse(period=60).SerializeToString()
+        return b""
+
+
+async def test_backoff_starts_again_after_a_session_and_a_retry_after_is_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backoffs: list[float] = []
+
+    def no_wait(low: float, high: float) -> float:
+        backoffs.append(high)  # the longest the agent would wait
+        return 0.0
+
+    monkeypatch.setattr(agent_module.random, "uniform", no_wait)
+    managers = ScriptedManagers(["refuse", "refuse", "refuse", "lose", "busy", "open"])
+    agent = Agent(
+        node_id="n1",
+        state_dir=tmp_path,
+        runtime=Engine(),  # type: ignore[arg-type]
+        runtime_name="fake",
+        transport=managers,  # type: ignore[arg-type]
+        tls=lambda: TLSMaterial(b"", b"", b""),
+        managers=["m1:2377", "m2:2377"],
+    )
+    await agent.start()
+    try:
+        await asyncio.wait_for(managers.done.wait(), DEADLINE)
+    finally:
+        await agent.stop()
+    # Three refusals grew the backoff (100 ms, 300 ms, 700 ms); the lost session reset it.
+    assert backoffs == pytest.approx([0.1, 0.3, 0.7, 0.1]), backoffs
+    targets = [target for target, _ in managers.opens]
+    # Each failure moves on to the other manager; the turned-away open goes back to the same one.
+    assert targets == ["m1:2377", "m2:2377", "m1:2377", "m2:2377", "m1:2377", "m1:2377"], targets
+    (_, busy_at), (_, again_at) = managers.opens[-2:]
+    assert again_at - busy_at >= RETRY_AFTER

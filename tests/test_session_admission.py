@@ -1,0 +1,157 @@
+"""The leader's dispatcher admits a bounded number of session registrations at once and turns the
+other opens away with a retry-after, which the agents honour (issue 18).
+
+After a leader change a thousand agents reopened their sessions at once, each a registration
+on the new leader; the agents timed out on the first session message after 5 s and retried,
+which kept the herd going. Here one manager restarts (a new leader, a new dispatcher) with a
+limit of one registration at a time and the registrations held until every other node has been
+turned away: opens are counted as served or turned away, the agents come back when told, a
+retry while a registration is under way joins it, and every node ends Ready with none marked
+Down meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shoal.agent import agent as agent_module
+from shoal.manager import dispatcher as dispatcher_module
+from shoal.manager.dispatcher import Dispatcher
+from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.transport import PeerIdentity
+from shoal.testing.cluster import InProcessCluster, _rows
+
+WORKERS = 5
+NODES = WORKERS + 1  # the manager runs an agent too
+#: The agents' wait for a first session message, shortened so that the agent whose
+#: registration is held gives up and retries while it is (5 s otherwise).
+AGENT_TIMEOUT = 1.0
+#: asyncio's clock may wake a sleeper a hair before the exact time.
+CLOCK_SLACK = 0.01
+
+
+class Opens:
+    """Every session open the leader saw: node, when, and the retry-after it was given (0:
+    served, None: no first message yet)."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[Any]] = []
+
+    def record(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        session = Dispatcher.session
+        seen = self.seen
+
+        async def recorded(
+            dispatcher: Dispatcher, request: bytes, peer: PeerIdentity | None
+        ) -> AsyncIterator[bytes]:
+            entry: list[Any] = [peer.node_id if peer is not None else "", time.monotonic(), None]
+            seen.append(entry)
+            async for raw in session(dispatcher, request, peer):
+                if entry[2] is None:
+                    entry[2] = rpb.SessionMessage.FromString(raw).retry_after
+                yield raw
+
+        monkeypatch.setattr(Dispatcher, "session", recorded)
+
+    def turned_away(self) -> set[str]:
+        return {node for node, _, retry_after in self.seen if retry_after}
+
+    def served(self) -> set[str]:
+        return {node for node, _, retry_after in self.seen if retry_after == 0}
+
+    def count(self, node: str) -> int:
+        return sum(1 for seen, _, _ in self.seen if seen == node)
+
+    def by_node(self) -> dict[str, list[tuple[float, float | None]]]:
+        opens: dict[str, list[tuple[float, float | None]]] = collections.defaultdict(list)
+        for node, at, retry_after in self.seen:
+            opens[node].append((at, retry_after))
+        return opens
+
+
+class HeldRegistrations:
+    """Holds every registration until released; counts those started per node and any that
+    started while the same node's previous one was still under way."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: collections.Counter[str] = collections.Counter()
+        self.under_way: set[str] = set()
+        self.restarted: list[str] = []
+        self.first = ""
+
+    def hold(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Absent before the gate (the registration was inline in the session): nothing held.
+        register = getattr(Dispatcher, "_register", None)
+
+        async def held(dispatcher: Dispatcher, node_id: str, description: pb.NodeDescription) -> None:
+            if node_id in self.under_way:
+                self.restarted.append(node_id)
+            self.first = self.first or node_id
+            self.started[node_id] += 1
+            self.under_way.add(node_id)
+            try:
+                await self.release.wait()
+                assert register is not None
+                await register(dispatcher, node_id, description)
+            finally:
+                self.under_way.discard(node_id)
+
+        monkeypatch.setattr(Dispatcher, "_register", held, raising=False)
+
+
+async def test_a_herd_of_session_opens_is_turned_away_and_comes_back_when_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "MAX_CONCURRENT_REGISTRATIONS", 1, raising=False)
+    async with InProcessCluster(tmp_path, workers=WORKERS) as cluster:
+        opens, registrations = Opens(), HeldRegistrations()
+        opens.record(monkeypatch)
+        registrations.hold(monkeypatch)
+        monkeypatch.setattr(agent_module, "RPC_TIMEOUT", AGENT_TIMEOUT)
+        await cluster.restart(cluster.node("m1"))  # a new leader: every agent reopens
+        leader = await cluster.wait_until(cluster.leader, "a leader")
+        assert leader.daemon.manager is not None
+        dispatcher = await cluster.wait_until(lambda: leader.daemon.manager.dispatcher, "its dispatcher")
+        downed: list[str] = []
+
+        def note_down(rows: list[dict[str, str]]) -> None:
+            downed.extend(row["Hostname"] for row in rows if row.get("Status") == "Down")
+
+        async def herd_held() -> bool:
+            """Every other node turned away at least once, and the held node retried."""
+            note_down(_rows(await cluster.call("node.ls")))
+            held = registrations.first
+            return bool(held) and len(opens.turned_away() - {held}) == NODES - 1 and opens.count(held) >= 2
+
+        await cluster.wait_until(herd_held, "every other node turned away and the held node's retry")
+        assert dispatcher.gate.peak == 1 and dispatcher.gate.in_flight == 1
+        registrations.release.set()
+
+        async def all_back() -> bool:
+            rows = _rows(await cluster.call("node.ls"))
+            note_down(rows)
+            ready = sum(1 for row in rows if row.get("Status") == "Ready")
+            agents = [node.daemon.agent for node in cluster.nodes]
+            return ready == NODES and all(a is not None and a.connected.is_set() for a in agents)
+
+        await cluster.wait_until(all_back, "every node Ready and every agent's session open")
+
+        assert downed == [], f"nodes marked Down while the herd was turned away: {downed}"
+        assert opens.served() == {node.node_id for node in cluster.nodes}
+        assert dispatcher.gate.turned_away >= NODES - 1 and dispatcher.gate.peak == 1
+        assert registrations.restarted == [], "a retry restarted a registration under way"
+        assert registrations.started[registrations.first] == 1
+        for node, seen in opens.by_node().items():
+            for (at, retry_after), (again, _) in itertools.pairwise(seen):
+                assert again - at >= (retry_after or 0) - CLOCK_SLACK, (
+                    f"{node} came back {again - at:.2f} s after being told {retry_after:.2f} s"
+                )
