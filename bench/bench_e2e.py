@@ -12,12 +12,15 @@ real ``shoal service create --detach`` process on shoal's side, so CLI start-up 
 
 The engine's floor is measured in the same run, on each runtime: N containers of the same
 image and command created and started straight through the engine's API (docker SDK,
-podman-py), once with a thread pool as wide as the agent's engine gate (what shoal's node may
-ask at once) and once all at once (N threads). The clock runs from the first create to the
-last start; the ratio shoal / floor is printed for both.
+podman-py), once with a thread pool as wide as the agent's engine gate on that runtime (what
+shoal's node may ask at once: the runtime plugin's declared ``engine_concurrency``, else the
+kernel's default, or ``--engine-calls``) and once all at once (N threads); ``--floor-widths``
+adds pools of other widths (to choose a runtime's declaration). The clock runs from the first
+create to the last start; the ratio shoal / floor is printed for each.
 
     .venv/bin/python bench/bench_e2e.py [--runtime docker|podman|both] [--sizes 4,20,50]
                                         [--reps 3] [--no-swarm] [--no-floor]
+                                        [--engine-calls N] [--floor-widths 16,32]
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from shoal.agent.enginelimits import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
+from shoal.agent.enginegate import engine_call_limit
 from shoal.client import Client, ClientError
+from shoal_runtime_docker.runtime import DockerRuntime
 from shoal_runtime_podman.runtime import ULIMITS as PODMAN_ULIMITS
+from shoal_runtime_podman.runtime import PodmanRuntime
+
+RUNTIME_CLASSES: dict[str, type] = {"docker": DockerRuntime, "podman": PodmanRuntime}
 
 IMAGE = "shoal-busybox:1"
 POLL_SLEEP = 0.05
@@ -64,7 +71,7 @@ def image_id(engine: str) -> str:
 class ShoalSide:
     """A one-node shoal cluster on one runtime."""
 
-    def __init__(self, runtime: str) -> None:
+    def __init__(self, runtime: str, engine_calls: int | None = None) -> None:
         self.runtime = runtime
         self.dir = Path(tempfile.mkdtemp(prefix=f"shoal-bench-{runtime}-"))
         self.sock = self.dir / "shoal.sock"
@@ -92,6 +99,7 @@ class ShoalSide:
                 f"runtime={runtime}",
                 "--log-level",
                 "warning",
+                *(["--max-concurrent-engine-calls", str(engine_calls)] if engine_calls else []),
             ],
             stdout=self.log,
             stderr=self.log,
@@ -355,18 +363,33 @@ def main() -> None:
     parser.add_argument("--no-swarm", action="store_true")
     parser.add_argument("--no-floor", action="store_true", help="skip the engine's floor")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
+    parser.add_argument(
+        "--engine-calls",
+        type=int,
+        default=None,
+        help="shoal's --max-concurrent-engine-calls (default: its own)",
+    )
+    parser.add_argument(
+        "--floor-widths", default="", help="also time the floor with pools this wide, e.g. 16,32"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     runtimes = ["docker", "podman"] if args.runtime == "both" else [args.runtime]
     table: dict[str, dict[int, list[float]]] = {}
+    floor_kinds: dict[str, list[str]] = {}
     for runtime in runtimes:
-        side = ShoalSide(runtime)
+        side = ShoalSide(runtime, args.engine_calls)
         try:
             table[f"shoal ({runtime})"] = run(side, f"shoal/{runtime}", sizes, args.reps, image_id(runtime))
         finally:
             side.close()
         if not args.no_floor:
-            for width, what in ((DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, "gate"), (None, "all at once")):
+            gate = engine_call_limit(RUNTIME_CLASSES[runtime], args.engine_calls)
+            widths: list[tuple[int | None, str]] = [(gate, f"gate, {gate} wide")]
+            widths += [(int(w), f"{w} wide") for w in args.floor_widths.split(",") if w and int(w) != gate]
+            widths.append((None, "all at once"))
+            floor_kinds[runtime] = [what for _, what in widths]
+            for width, what in widths:
                 floor = FloorSide(runtime, width)
                 label = f"floor {runtime} ({what})"
                 try:
@@ -394,7 +417,7 @@ def main() -> None:
             print(f"| {label} / Swarm | {ratios} |")
     for runtime in runtimes:
         shoal_label = f"shoal ({runtime})"
-        for what in ("gate", "all at once"):
+        for what in floor_kinds.get(runtime, []):
             floor_label = f"floor {runtime} ({what})"
             if shoal_label in table and floor_label in table:
                 ratios = " | ".join(

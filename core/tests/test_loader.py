@@ -749,3 +749,15 @@ def test_declared_plugins_reads_what_each_ca_serves_without_building(site: Site)
         ["internal", "", []],
     ]  # fmt: skip
     assert not [line for line in site.imports() if line.startswith("built")]
+
+
+def test_a_malformed_engine_concurrency_declaration_is_refused(site: Site) -> None:
+    source = plugin_source("runtime").replace(
+        "    api_version = 2\n", "    api_version = 2\n    engine_concurrency = 0\n"
+    )
+    runtime_dist(site, "eager", source)
+    assert site.run('result = error_of("runtime", {"runtime": "eager"})') == (
+        'runtime plugin "eager" (distribution shoal-runtime-eager 1.0) provides a Provider that has a '
+        "malformed declaration: engine_concurrency must be an int of at least 1, got 0 (built by "
+        "shoal_runtime_provider)"
+    )

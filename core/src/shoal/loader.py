@@ -43,6 +43,7 @@ import shoal.hookspecs
 from shoal import roles as _roles
 from shoal.roles.base import API_VERSIONS, ROLES, PluginContext, Provider
 from shoal.roles.ca import external_ca_protocols
+from shoal.roles.runtime import declared_engine_concurrency
 
 if TYPE_CHECKING:
     import logging
@@ -630,9 +631,10 @@ def _declaration_problem(role: str, candidate: _Candidate, cls: type) -> _Proble
     if missing:
         what = f"lacks {role} API methods: {', '.join(missing)}"
         return _Problem(f"{label} provides a {cls.__qualname__} that {what}", f"{cls.__qualname__} {what}")
-    if role == "ca":
+    declaration_checks = {"ca": external_ca_protocols, "runtime": declared_engine_concurrency}
+    if role in declaration_checks:
         try:
-            external_ca_protocols(cls)
+            declaration_checks[role](cls)
         except TypeError as exc:
             what = f"has a malformed declaration: {exc}"
             return _Problem(

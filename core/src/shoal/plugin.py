@@ -108,6 +108,7 @@ from shoal.roles.network import (
 )
 from shoal.roles.runtime import (
     DEFAULT_STOP_GRACE_SECONDS,
+    ENGINE_CONCURRENCY_ATTR,
     LABEL_NODE_ID,
     LABEL_SERVICE_ID,
     LABEL_SERVICE_NAME,
@@ -115,6 +116,7 @@ from shoal.roles.runtime import (
     LABEL_TASK_ID,
     SECRETS_DIR,
     TASK_LABELS,
+    declared_engine_concurrency,
 )
 
 __all__ = [
@@ -122,6 +124,7 @@ __all__ = [
     "CLUSTER_ROLES",
     "CONSTRAINT_KEYS",
     "DEFAULT_STOP_GRACE_SECONDS",
+    "ENGINE_CONCURRENCY_ATTR",
     "EXTERNAL_CA_PROTOCOLS_ATTR",
     "FEATURES",
     "FEATURE_DISCOVERY",
@@ -186,6 +189,7 @@ __all__ = [
     "TransportProvider",
     "TransportServer",
     "batch_key",
+    "declared_engine_concurrency",
     "external_ca_protocols",
     "group_batches",
     "hookimpl",

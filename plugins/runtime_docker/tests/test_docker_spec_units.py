@@ -28,3 +28,11 @@ def test_mounts_take_the_engine_api_shape() -> None:
     assert health_poll_seconds(_task.Health(0.25, 1, 1, 0)) == 0.125
     assert health_poll_seconds(_task.Health(0.01, 1, 1, 0)) == 0.1
     assert health_poll_seconds(_task.Health(30, 1, 1, 0)) == 1.0
+
+
+def test_the_docker_runtime_declares_its_engine_gate() -> None:
+    from shoal.agent.enginegate import engine_call_limit
+    from shoal_runtime_docker.runtime import DockerRuntime
+
+    assert engine_call_limit(DockerRuntime) == DockerRuntime.engine_concurrency == 8
+    assert engine_call_limit(DockerRuntime, 3) == 3  # the operator's --max-concurrent-engine-calls

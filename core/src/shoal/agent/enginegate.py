@@ -42,6 +42,7 @@ from shoal.roles.runtime import (
     RegistryAuth,
     RuntimeProvider,
     TaskFile,
+    declared_engine_concurrency,
 )
 
 T = TypeVar("T")
@@ -67,13 +68,24 @@ async def find_container(runtime: RuntimeProvider, task: pb.Task) -> ContainerRe
     return next((ref for ref in listed if ref.task_id == task.id), None)
 
 
+def engine_call_limit(runtime_class: type, override: int | None = None) -> int:
+    """How wide the gate around a runtime of ``runtime_class`` is: the operator's ``override``
+    (``--max-concurrent-engine-calls``), else what the class declares (``engine_concurrency``:
+    engines differ in how much parallel work pays), else the kernel's default."""
+    if override is not None:
+        return override
+    return declared_engine_concurrency(runtime_class) or DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
+
+
 class BoundedRuntime:
-    """The node's runtime, with at most ``limit`` engine operations in flight at once."""
+    """The node's runtime, with at most ``limit`` engine operations in flight at once (``None``:
+    as many as the runtime declares, else the default; see ``engine_call_limit``)."""
 
     role: ClassVar[str] = "runtime"
     api_version: ClassVar[int] = 1
 
-    def __init__(self, inner: RuntimeProvider, limit: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS) -> None:
+    def __init__(self, inner: RuntimeProvider, limit: int | None = None) -> None:
+        limit = engine_call_limit(type(inner), limit)
         if limit < 1:
             raise ValueError(f"the engine call limit must be at least 1, got {limit}")
         self.inner = inner

@@ -160,8 +160,8 @@ def cli(ctx: click.Context, /, host: str | None, **tls: Any) -> None:
     "--max-concurrent-engine-calls",
     "max_engine_calls",
     type=click.IntRange(min=1),
-    default=DEFAULT_MAX_CONCURRENT_ENGINE_CALLS,
-    show_default=True,
+    default=None,
+    show_default=f"what the runtime plugin declares, else {DEFAULT_MAX_CONCURRENT_ENGINE_CALLS}",
     help="Container engine operations this node runs at once; more tasks wait their turn.",
 )
 @click.option(
@@ -190,7 +190,7 @@ def daemon(
     plugins: tuple[str, ...],
     plugin_opts: tuple[str, ...],
     config_file: Path | None,
-    max_engine_calls: int,
+    max_engine_calls: int | None,
     control_listen: str | None,
     tlscacert: str | None,
     tlscert: str | None,

@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError
 
 from shoal import externalca, filemodes, identity, rpc, statekeys, tokens
 from shoal.agent.agent import Agent, description_from
-from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
+from shoal.agent.enginegate import engine_call_limit
 from shoal.daemon.clusterinfo import cluster_summary
 from shoal.daemon.localapi import APIError, LocalAPIServer, RemoteListener
 from shoal.daemon.manager import Manager
@@ -80,8 +80,9 @@ class DaemonConfig:
     plugins: list[str] = field(default_factory=list)  # raw --plugin values
     plugin_options: dict[str, dict[str, str]] = field(default_factory=dict)
     config_plugins: dict[str, Any] = field(default_factory=dict)
-    #: Engine operations the agent runs at once (``--max-concurrent-engine-calls``).
-    max_engine_calls: int = DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
+    #: Engine operations the agent runs at once (``--max-concurrent-engine-calls``); ``None``:
+    #: what the runtime plugin declares, else the kernel's default (``engine_call_limit``).
+    max_engine_calls: int | None = None
     #: ``--control-listen``: also serve the control API on TCP with mutual TLS.
     control_listener: RemoteListener | None = None
     #: ``--node-generic-resource``: what this node offers to ``--generic-resource`` reservations.
@@ -359,7 +360,7 @@ class Daemon:
             hostname=self.config.hostname,
             on_node=self._on_node,
             on_managers=self._managers_learned,
-            max_engine_calls=self.config.max_engine_calls,
+            max_engine_calls=engine_call_limit(type(self.runtime), self.config.max_engine_calls),
             serve_addr=serve_addr,
             network=self.network.provider,
             generic_resources=self.config.generic_resources,

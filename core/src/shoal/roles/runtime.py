@@ -26,6 +26,30 @@ TASK_LABELS = (LABEL_NODE_ID, LABEL_TASK_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAM
 #: Grace period used when a task spec leaves it unset (Swarm's default).
 DEFAULT_STOP_GRACE_SECONDS = 10.0
 
+#: Optional class attribute of a runtime provider class: how many engine operations
+#: (``prepare``, ``start``, ``shutdown``, ``remove``, ``list_containers``, ``find``) its engine
+#: handles best at once, e.g. ``engine_concurrency = 16``. The agent's engine gate
+#: (``shoal.agent.enginegate``) is that wide unless the operator says otherwise
+#: (``--max-concurrent-engine-calls``); a runtime that declares nothing gets the kernel's
+#: default (``shoal.agent.enginelimits``). It is the runtime's to say because engines differ:
+#: dockerd was no faster all at once than 8 wide, podman's REST service was.
+ENGINE_CONCURRENCY_ATTR = "engine_concurrency"
+
+
+def declared_engine_concurrency(provider_class: type) -> int | None:
+    """The engine concurrency ``provider_class`` declares (``None`` when it declares none).
+
+    Read from the class, so the loader can check it when it checks ``role`` and
+    ``api_version``. Raises ``TypeError`` (one line) for a malformed declaration: it must be
+    an ``int`` of at least 1.
+    """
+    declared = getattr(provider_class, ENGINE_CONCURRENCY_ATTR, None)
+    if declared is None:
+        return None
+    if not isinstance(declared, int) or isinstance(declared, bool) or declared < 1:
+        raise TypeError(f"{ENGINE_CONCURRENCY_ATTR} must be an int of at least 1, got {declared!r}")
+    return declared
+
 
 class RuntimeError_(Exception):
     """An operation failed. ``temporary`` errors are retried; others fail the task.

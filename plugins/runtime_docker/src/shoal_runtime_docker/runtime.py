@@ -150,6 +150,11 @@ class DockerRuntime:
 
     role: ClassVar[str] = "runtime"
     api_version: ClassVar[int] = 2
+    #: Engine operations the agent runs at once on dockerd (``--max-concurrent-engine-calls``
+    #: overrides it). dockerd's own CPU is the limit: 20 or 50 containers created and started
+    #: all at once took no less time than 8 at a time (docs/benchmarks.md, issue 18 item 4),
+    #: and 8 keeps the engine answering its other clients under a backlog of hundreds.
+    engine_concurrency: ClassVar[int] = 8
 
     def __init__(
         self,
