@@ -9,6 +9,7 @@ from typing import ClassVar
 import pytest
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
+from shoal.store import memory
 from shoal.store.memory import ObjectStore, Tx, copy
 
 
@@ -139,3 +140,27 @@ async def test_a_watch_with_a_predicate_queues_only_what_it_is_true_for() -> Non
             "w1",
             "m1",
         ]
+
+
+async def test_a_group_commit_stops_taking_transactions_at_its_bound() -> None:
+    """Twelve writes of 300 changes queued behind a commit were one entry of 3,600 changes:
+    at 10,000 tasks, seconds of every manager's loop to build, replicate and apply (issue 18)."""
+    store, log = make_store()
+    log.gate.clear()
+    blocker = asyncio.ensure_future(store.update(lambda tx: tx.create(pb.Node(id="n0"))))
+    await asyncio.sleep(0)
+
+    def create_many(tx: Tx, batch: int) -> int:
+        for n in range(300):
+            tx.create(pb.Task(id=f"t{batch}-{n}", service_id="s"))
+        return len(tx.view.tasks)  # what the transactions before it created, group or not
+
+    writes = [asyncio.ensure_future(store.update(lambda tx, b=b: create_many(tx, b))) for b in range(12)]
+    await asyncio.sleep(0)
+    log.gate.set()
+    await blocker
+    seen = [await w for w in writes]
+    assert seen == [300 * b for b in range(12)], "a transaction did not see the ones before it"
+    assert len(store.view.tasks) == 3600
+    sizes = [len(pb.StoreBatch.FromString(p).actions) for p in log.proposals]
+    assert max(sizes) < memory.MAX_GROUP_CHANGES + 300, f"entries of {sizes} changes"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import random
 import time
@@ -39,6 +40,10 @@ from shoal.store.memory import DELETE, UPDATE, Event, ObjectStore, ReadView, Tx,
 log = logging.getLogger("shoal.dispatcher")
 
 STATUS_FLUSH_INTERVAL = 0.1
+#: Status updates written per store transaction; the rest go with the next flush. 10,000 tasks
+#: starting at once reported thousands of updates per flush: one entry that held every
+#: manager's loop while it was built, replicated and applied.
+MAX_STATUS_PER_COMMIT = 500
 #: Session opens registered at once (``sessiongate``); more are told to come back later.
 MAX_CONCURRENT_REGISTRATIONS = DEFAULT_LIMIT
 ASSIGNMENT_DEBOUNCE = 0.05
@@ -438,13 +443,25 @@ class Dispatcher:
             await self._flush_wakeup.wait()
             await pacer.pace()
             self._flush_wakeup.clear()
-            pending, self._pending_status = self._pending_status, {}
+            pending = self._take_pending_status()
             if not pending:
                 continue
             try:
                 await self.store.update(functools.partial(self._apply_status, pending=pending))
             except StoreUnavailable as exc:
                 log.warning("dropping %d task status updates: %s", len(pending), exc)
+
+    def _take_pending_status(self) -> dict[str, tuple[str, pb.TaskStatus]]:
+        """The oldest MAX_STATUS_PER_COMMIT buffered updates; the rest wait for the next flush
+        (which is woken at once, paced like any burst)."""
+        if len(self._pending_status) <= MAX_STATUS_PER_COMMIT:
+            pending, self._pending_status = self._pending_status, {}
+            return pending
+        items = iter(self._pending_status.items())
+        pending = dict(itertools.islice(items, MAX_STATUS_PER_COMMIT))
+        self._pending_status = dict(items)
+        self._flush_wakeup.set()
+        return pending
 
     def _apply_status(self, tx: Tx, pending: dict[str, tuple[str, pb.TaskStatus]]) -> None:
         now = time.time()

@@ -62,6 +62,11 @@ class Event:
     index: int = 0
 
 
+#: A group commit takes no more transactions once it holds this many changes (a transaction is
+#: never split, so an entry holds fewer than this plus the last transaction's changes).
+MAX_GROUP_CHANGES = 1000
+
+
 class Conflict(Exception):
     """A transaction tried to create an object that exists, or change one that does not."""
 
@@ -346,7 +351,7 @@ class Watch:
         return events
 
     def close(self) -> None:
-        self._store._watches.discard(self)
+        self._store._unregister(self)
 
     def __enter__(self) -> Watch:
         return self
@@ -365,6 +370,10 @@ class ObjectStore:
         self._pending: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._watches: set[Watch] = set()
+        #: The same watches by the kind they want (``None``: every kind), so an event is offered
+        #: only to the watches of its kind: a thousand sessions watch nodes, and each of 50,000
+        #: task events used to be checked against every one of them on the leader's loop.
+        self._watches_by_kind: dict[str | None, set[Watch]] = {}
         self._unpublished: list[Event] = []
 
     # ------------------------------------------------------------------ StateMachine
@@ -440,7 +449,8 @@ class ObjectStore:
         Transactions run one at a time, in call order, each seeing every earlier one. Those
         that arrive while a commit is in flight are run together as one group, each against
         the state the ones before it left, and committed as ONE store entry: one fsync and one
-        replication round for the whole group (group commit). A transaction that raises is
+        replication round for the whole group (group commit); a group takes no more
+        transactions once it holds ``MAX_GROUP_CHANGES`` changes. A transaction that raises is
         left out of the group; if the commit fails, every transaction of the group fails
         with ``StoreUnavailable`` and nothing of it changed.
         """
@@ -458,7 +468,13 @@ class ObjectStore:
             group, self._pending = self._pending, []
             changes: dict[tuple[str, str], tuple[int, Any]] = {}
             done: list[tuple[asyncio.Future[Any], Any]] = []
-            for fn, fut in group:
+            for position, (fn, fut) in enumerate(group):
+                if len(changes) >= MAX_GROUP_CHANGES:
+                    # The rest go first in the next group: one entry of every write that came
+                    # in meanwhile held every manager's loop while it was built, replicated and
+                    # applied (thousands of changes under load: seconds, and an election).
+                    self._pending[:0] = group[position:]
+                    break
                 if fut.cancelled():
                     continue
                 tx = Tx(_OverlayView(self.view, changes) if changes else self.view)
@@ -497,10 +513,38 @@ class ObjectStore:
         ``kinds`` (all if None) for which ``where`` is true (all if None)."""
         watch = Watch(self, kinds, where)
         self._watches.add(watch)
+        for kind in watch.kinds if watch.kinds is not None else (None,):
+            self._watches_by_kind.setdefault(kind, set()).add(watch)
         return watch
 
+    def _unregister(self, watch: Watch) -> None:
+        self._watches.discard(watch)
+        for kind in watch.kinds if watch.kinds is not None else (None,):
+            watches = self._watches_by_kind.get(kind)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches_by_kind[kind]
+
     def _publish(self, events: list[Event]) -> None:
-        for watch in list(self._watches):
-            for event in events:
-                if event.index > watch.since and watch.wants(event):
-                    watch.queue.put_nowait(event)
+        """Queue the events, in commit order, for each watch that wants them and began before
+        them; a watch is only looked at for the kinds it watches."""
+        by_kind = self._watches_by_kind
+        of_kind: dict[str, list[Event]] = {}
+        for event in events:
+            of_kind.setdefault(event.kind, []).append(event)
+        candidates = set(by_kind.get(None, ()))
+        for kind in of_kind:
+            candidates.update(by_kind.get(kind, ()))
+        for watch in candidates:
+            if watch.kinds is None:
+                mine = events
+            else:
+                present = [kind for kind in watch.kinds if kind in of_kind]
+                mine = (
+                    of_kind[present[0]] if len(present) == 1 else [e for e in events if e.kind in watch.kinds]
+                )
+            where, since, put = watch.where, watch.since, watch.queue.put_nowait
+            for event in mine:
+                if event.index > since and (where is None or where(event)):
+                    put(event)

@@ -86,6 +86,11 @@ SendFunc = Callable[[int, bytes], None]
 REACHABLE_WITHIN = 3.0
 
 MEMBER_FILE = "member.json"
+#: Committed entries applied per loop turn, in bytes (at least one entry): a follower that
+#: receives a backlog of entries, or a leader that commits several groups at once, applies it
+#: in slices with the loop's other work (Raft ticks, heartbeats, RPCs) between them. At 10,000
+#: tasks a backlog applied in one go held managers' loops for seconds: elections.
+APPLY_SLICE_BYTES = 512 << 10
 
 
 class StoreStateError(StoreOpenError):
@@ -283,7 +288,11 @@ class RaftStore:
                 voters=voters,
                 learners=learners,
                 rng=self._rng,
-                config=Config(election_ticks=opts.election_ticks, heartbeat_ticks=opts.heartbeat_ticks),
+                config=Config(
+                    election_ticks=opts.election_ticks,
+                    heartbeat_ticks=opts.heartbeat_ticks,
+                    max_committed_bytes_per_ready=APPLY_SLICE_BYTES,
+                ),
                 hard_state=walstate.hard_state,
                 snapshot=meta,
                 entries=entries,
@@ -298,7 +307,7 @@ class RaftStore:
         self._loop = asyncio.get_running_loop()
         if core.is_single_voter():
             core.campaign()  # the only voter: no one to wait for, lead at once
-        self._process()  # replay committed entries (and, alone, commit everything durable)
+        self._process(defer=False)  # replay committed entries (and, alone, commit everything durable)
         if wal.holds_clear_records and self._applied > self._snapshot_index:
             self._take_snapshot()  # encrypt what was written in clear; compaction drops the rest
         self._ticker = self._loop.create_task(self._tick_loop(), name="shoal-raft-ticker")
@@ -352,7 +361,7 @@ class RaftStore:
         self._open(machine)
         core, wal = self._core, self._wal
         assert core is not None and wal is not None
-        self._process()  # apply everything committed; nothing is sent (no network attached)
+        self._process(defer=False)  # apply everything committed; nothing is sent (no network attached)
         index = self._applied
         term = core.term_at(index) or core.term
         snap = Snapshot(SnapshotMeta(index, term, (core.id,)), machine.snapshot())
@@ -793,9 +802,11 @@ class RaftStore:
         if self._closed or self._failed is not None:
             return
         try:
+            applied = False
             if item is not None:
                 self._finish_stage(*item)
-            self._process(defer)
+                applied = bool(item[0].committed)
+            self._process(defer, applied=applied)
         except Exception as exc:  # a failed write or apply stops the store
             self._fail(exc)
 
@@ -804,11 +815,18 @@ class RaftStore:
             self._persist(rd, early=True)
         self._apply_and_advance(rd)
 
-    def _process(self, defer: bool = True) -> None:
+    def _process(self, defer: bool = True, *, applied: bool = False) -> None:
+        """Drain the core's Ready. With ``defer``, a slice of committed entries just applied
+        (``applied``) ends this turn when more are waiting: the rest is applied on the next
+        loop turn, so a backlog never holds the loop (``stop`` and replay at open apply all)."""
         core = self._core
         assert core is not None
         while core.has_ready():
+            if defer and applied and core.applied < core.commit:
+                self._schedule()
+                return
             rd = core.ready()
+            applied = bool(rd.committed)
             if rd.snapshot is not None:
                 self._install_snapshot(rd.snapshot)
             # A leader's appends promise nothing about its own disk (it counts itself towards a

@@ -66,6 +66,11 @@ class Config:
     snapshot_chunk_bytes: int = 1 << 20
     #: Refuse proposals once this many bytes are appended but uncommitted (0: no limit).
     max_uncommitted_bytes: int = 0
+    #: Hand out committed entries for applying in slices of about this many bytes (at least one
+    #: entry; 0: all at once), as etcd's MaxCommittedSizePerReady: the driver applies a slice
+    #: per Ready and may let other work run between them instead of applying a backlog of
+    #: thousands of changes in one go.
+    max_committed_bytes_per_ready: int = 0
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
@@ -501,7 +506,7 @@ class RaftCore:
             rd.entries = self._log[self._stable - self._offset :]
             rd.must_sync = True
         if self.commit > self._applied:
-            rd.committed = self.entries_between(self._applied + 1, self.commit)
+            rd.committed = self._committed_slice()
         hs = HardState(self.term, self.vote, self.commit)
         if hs != self._prev_hs:
             rd.hard_state = hs
@@ -515,6 +520,18 @@ class RaftCore:
         rd.read_states = self._read_states
         self._read_states = []
         return rd
+
+    def _committed_slice(self) -> list[Entry]:
+        """The committed entries not yet handed out, up to ``max_committed_bytes_per_ready``."""
+        entries = self.entries_between(self._applied + 1, self.commit)
+        limit = self.config.max_committed_bytes_per_ready
+        if limit:
+            size = 0
+            for count, entry in enumerate(entries):
+                size += len(entry.data)
+                if size > limit and count:
+                    return entries[:count]
+        return entries
 
     def advance(self, rd: Ready) -> None:
         """The driver persisted, sent and applied everything in ``rd``."""
