@@ -24,6 +24,11 @@ row also says how many Raft entries and leader fsyncs the writes took (group com
 
 Both clusters run throughout: each round's idle cluster costs the other its heartbeats.
 
+With the latency rounds the bench also prints the servers' CPU per write (from
+``/proc/<pid>/stat``, warm-up writes included): shoal's leader and its two followers, etcd's
+three members. CPU per write is far less sensitive to the machine's load than latency, so it
+is what to compare between two versions of shoal measured at different times.
+
     .venv/bin/python bench/bench_etcd_reference.py --ops 600 --rounds 5 --throughput-ops 3000
 """
 
@@ -151,6 +156,34 @@ def make_certs(directory: Path) -> dict[str, Path]:
     paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths["key"].write_bytes(key_pem)
     return paths
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CPUMeter:
+    """CPU milliseconds per write, per process, accumulated over the rounds."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.seconds = [0.0] * len(pids)
+        self.writes = 0
+        self._start: list[float] = []
+
+    def __enter__(self) -> CPUMeter:
+        self._start = [cpu_seconds(p) for p in self.pids]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for i, (pid, start) in enumerate(zip(self.pids, self._start, strict=True)):
+            self.seconds[i] += cpu_seconds(pid) - start
+
+    def per_write_ms(self) -> list[float]:
+        return [s / max(1, self.writes) * 1e3 for s in self.seconds]
 
 
 # ---------------------------------------------------------------------- the etcd cluster
@@ -461,15 +494,22 @@ def main() -> None:
             print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f}")
             return
         client = shoal_leader.kept_client()
+        ordered = [shoal_leader, *(n for n in swarm.nodes if n is not shoal_leader)]
+        shoal_pids = [n.proc.pid for n in ordered if n.proc is not None]
+        shoal_cpu, etcd_cpu = CPUMeter(shoal_pids), CPUMeter([p.pid for p in etcd.procs])
         results: dict[str, list[float]] = {
             "shoal": [],
             "etcd (gRPC default engine)": [],
             "etcd (classic engine)": [],
         }
         for r in range(args.rounds):
-            shoal = bench_ha.latency(shoal_leader, args.ops, client)
-            default = etcd_round(etcd, etcd_leader, args.ops, "default")
-            classic = etcd_round(etcd, etcd_leader, args.ops, "classic")
+            with shoal_cpu:
+                shoal = bench_ha.latency(shoal_leader, args.ops, client)
+            shoal_cpu.writes += args.ops + 20  # bench_ha.latency's warm-up writes
+            with etcd_cpu:
+                default = etcd_round(etcd, etcd_leader, args.ops, "default")
+                classic = etcd_round(etcd, etcd_leader, args.ops, "classic")
+            etcd_cpu.writes += 2 * (args.ops + 50)  # etcd_client's warm-up puts
             for name, samples in zip(results, (shoal, default, classic), strict=True):
                 results[name] += samples
             print(
@@ -486,6 +526,14 @@ def main() -> None:
             print(
                 f"| {name} | {statistics.median(samples_ms):.2f} ms | {bench_ha.pct(samples_ms, 0.99):.2f} ms |"
             )
+        leader_ms, *follower_ms = shoal_cpu.per_write_ms()
+        print(
+            f"\nserver CPU per write: shoal leader {leader_ms:.2f} ms, followers "
+            + " / ".join(f"{f:.2f}" for f in follower_ms)
+            + " ms; etcd members "
+            + " / ".join(f"{e:.2f}" for e in etcd_cpu.per_write_ms())
+            + " ms"
+        )
         print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
         swarm.close()

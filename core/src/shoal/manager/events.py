@@ -93,29 +93,25 @@ def _changed(attributes: dict[str, str], key: str, old: str, new: str) -> None:
         attributes[f"{key}.new"] = new
 
 
+def _changed_enum(attributes: dict[str, str], key: str, enum: Any, old: int, new: int) -> None:
+    """``_changed`` for an enum field, naming the values only when they differ: every node
+    write (a label, a heartbeat's status) passes here, and most change none of them."""
+    if old != new:
+        _changed(attributes, key, _lower_enum(enum, old), _lower_enum(enum, new))
+
+
 def _node_changes(node: pb.Node, old: pb.Node, attributes: dict[str, str]) -> None:
     """What docker's daemon adds to a node's update event."""
-    availability = pb.NodeSpec.Availability
-    _changed(
-        attributes,
-        "availability",
-        _lower_enum(availability, old.spec.availability),
-        _lower_enum(availability, node.spec.availability),
+    _changed_enum(
+        attributes, "availability", pb.NodeSpec.Availability, old.spec.availability, node.spec.availability
     )
-    _changed(
-        attributes, "role", _lower_enum(pb.NodeSpec.Role, old.role), _lower_enum(pb.NodeSpec.Role, node.role)
-    )
-    state = pb.NodeStatus.State
-    _changed(attributes, "state", _lower_enum(state, old.status.state), _lower_enum(state, node.status.state))
+    _changed_enum(attributes, "role", pb.NodeSpec.Role, old.role, node.role)
+    _changed_enum(attributes, "state", pb.NodeStatus.State, old.status.state, node.status.state)
     if node.HasField("manager_status") and old.HasField("manager_status"):
         was, now = old.manager_status, node.manager_status
         _changed(attributes, "leader", str(was.leader).lower(), str(now.leader).lower())
-        reach = pb.ManagerStatus.Reachability
-        _changed(
-            attributes,
-            "reachability",
-            _lower_enum(reach, was.reachability),
-            _lower_enum(reach, now.reachability),
+        _changed_enum(
+            attributes, "reachability", pb.ManagerStatus.Reachability, was.reachability, now.reachability
         )
 
 

@@ -199,7 +199,12 @@ def relevant(event: Event) -> bool:
             return True
         old: pb.Node = event.old
         new: pb.Node = event.obj
-        return node_ip(old) != node_ip(new) or list(old.attachments) != list(new.attachments)
+        if list(old.attachments) != list(new.attachments):
+            return True
+        # The address strings first: parsing them (``node_ip``) on every node write (a label,
+        # a heartbeat's status) cost the leader more than the rest of this check.
+        same_addrs = old.description.addr == new.description.addr and old.status.addr == new.status.addr
+        return not same_addrs and node_ip(old) != node_ip(new)
     if event.kind == "task":
         task: pb.Task = event.obj
         if not task.networks:
