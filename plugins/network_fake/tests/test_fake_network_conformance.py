@@ -8,6 +8,8 @@ from shoal_network_fake import FakeNetwork
 
 
 class TestFakeNetworkConformance(NetworkConformance):
+    declared_features = frozenset({"overlay", "ingress", "discovery"})
+
     @pytest.fixture
     def network(self) -> FakeNetwork:
         return FakeNetwork()

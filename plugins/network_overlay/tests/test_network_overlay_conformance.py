@@ -13,6 +13,8 @@ from shoal_network_overlay import OverlayNetwork
 
 
 class TestOverlayConformance(NetworkConformance):
+    declared_features = frozenset({"overlay", "ingress", "discovery"})
+
     @pytest.fixture
     def network(self) -> Iterator[OverlayNetwork]:
         name = f"shoal-conf-{secrets.token_hex(3)}"

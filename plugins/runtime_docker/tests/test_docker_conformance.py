@@ -19,6 +19,8 @@ ENDPOINT = os.environ.get("SHOAL_TEST_DOCKER_HOST", "unix:///var/run/docker.sock
 
 
 class TestDockerConformance(RuntimeConformance):
+    has_find = True
+
     @pytest.fixture
     async def runtime(self) -> AsyncIterator[DockerRuntime]:
         provider = DockerRuntime(ENDPOINT)

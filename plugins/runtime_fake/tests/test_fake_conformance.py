@@ -17,6 +17,8 @@ IMAGE = "shoal-busybox:1"
 
 
 class TestFakeConformance(RuntimeConformance):
+    has_find = True
+
     @pytest.fixture
     async def runtime(self) -> AsyncIterator[FakeRuntime]:
         provider = FakeRuntime(FakeOptions(images=(IMAGE,)))

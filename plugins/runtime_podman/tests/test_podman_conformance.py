@@ -20,6 +20,8 @@ ENDPOINT = os.environ.get("SHOAL_TEST_PODMAN_HOST", "unix:///run/podman/podman.s
 
 
 class TestPodmanConformance(RuntimeConformance):
+    has_find = True
+
     @pytest.fixture
     async def runtime(self) -> AsyncIterator[PodmanRuntime]:
         provider = PodmanRuntime(ENDPOINT)

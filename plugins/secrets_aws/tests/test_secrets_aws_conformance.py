@@ -32,6 +32,8 @@ def provider_for(moto: MotoServer) -> AwsSecrets:
 
 
 class TestAwsSecretsConformance(SecretsConformance):
+    uses_cluster_material = True
+
     @pytest.fixture
     async def secrets(self, moto: MotoServer) -> AwsSecrets:
         return provider_for(moto)

@@ -8,6 +8,8 @@ from shoal_secrets_internal import InternalSecrets
 
 
 class TestInternalSecretsConformance(SecretsConformance):
+    uses_cluster_material = True
+
     @pytest.fixture
     async def secrets(self) -> InternalSecrets:
         return InternalSecrets()

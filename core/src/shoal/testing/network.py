@@ -6,12 +6,18 @@ Use it from your plugin's tests::
     from shoal.testing.network import NetworkConformance
 
     class TestMyNetwork(NetworkConformance):
+        declared_features = frozenset({"overlay", "ingress", "discovery"})  # as MyNetwork.features
+
         @pytest.fixture
         def network(self):
             return MyNetwork()
 
 Every test then runs against your provider (the async tests carry ``pytest.mark.asyncio``).
-They check the contract of ``shoal.roles.NetworkProvider`` that holds for every provider: the
+``declared_features`` says, when the class is made, which checks apply: each declared
+feature's contract, and the refusal of every method of the others. Checks that do not apply
+are not collected (nothing is skipped), and ``test_declaration`` fails unless the provider's
+own ``features`` are exactly ``declared_features`` (a class that claims a feature its provider
+does not declare, or leaves one out, fails). They check the contract of ``shoal.roles.NetworkProvider`` that holds for every provider: the
 declaration (role, API version, ``features`` a subset of ``shoal.roles.network.FEATURES``),
 ``start``/``cleanup``/``close`` idempotent and safe in any order a daemon may call them (a
 node that leaves twice, a restart), and every method of a feature the provider does not
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ClassVar
 
 import pytest
 
@@ -51,6 +58,7 @@ from shoal.roles.network import (
     PublishedPort,
     ServiceRecord,
 )
+from shoal.testing.applicability import collect_only_if, declared
 
 #: A node on loopback: what a provider is started with in these tests.
 NODE = NodeNetwork(node_id="conformance-node", advertise_ip="127.0.0.1")
@@ -87,10 +95,39 @@ FEATURE_CALLS: dict[str, list[tuple[str, Call]]] = {
     ],
 }
 _CASES = [(feature, name, call) for feature, calls in FEATURE_CALLS.items() for name, call in calls]
+#: The test of each feature's contract, collected only for a provider declaring the feature.
+CONTRACT_TESTS = {
+    FEATURE_OVERLAY: "test_overlay_contract",
+    FEATURE_INGRESS: "test_ingress_contract",
+    FEATURE_DISCOVERY: "test_discovery_contract",
+}
 
 
 class NetworkConformance:
-    """Subclass and provide a ``network`` fixture returning a fresh, unstarted provider."""
+    """Subclass, set ``declared_features`` and provide a ``network`` fixture returning a fresh,
+    unstarted provider."""
+
+    #: The features your provider declares (its ``features``), written out here because
+    #: pytest decides what to collect before any provider is built.
+    declared_features: ClassVar[frozenset[str]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        features = declared(cls, "declared_features", frozenset, 'frozenset({"ingress"})')
+        if not features <= FEATURES:
+            raise TypeError(
+                f"{cls.__qualname__}.declared_features names unknown features "
+                f"{sorted(features - FEATURES)}: use some of {sorted(FEATURES)}"
+            )
+        for feature, test_name in CONTRACT_TESTS.items():
+            collect_only_if(cls, NetworkConformance, test_name, feature in features)
+        collect_only_if(cls, NetworkConformance, "test_undeclared_feature_refuses", features != FEATURES)
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """The refusal checks, one per method of each feature not in ``declared_features``."""
+        if metafunc.definition.originalname == "test_undeclared_feature_refuses":
+            cases = [case for case in _CASES if case[0] not in self.declared_features]
+            metafunc.parametrize(("feature", "method", "call"), cases, ids=[f"{f}-{m}" for f, m, _ in cases])
 
     @pytest.fixture
     def network(self) -> NetworkProvider:
@@ -102,6 +139,10 @@ class NetworkConformance:
         assert isinstance(network.features, frozenset)
         assert network.features <= FEATURES, f"unknown features: {set(network.features - FEATURES)}"
         assert isinstance(network, NetworkProvider)
+        assert network.features == self.declared_features, (
+            f"the provider declares features {sorted(network.features)} but "
+            f"{type(self).__name__}.declared_features is {sorted(self.declared_features)}: make them equal"
+        )
 
     @pytest.mark.asyncio
     async def test_start_cleanup_close_are_idempotent(self, network: NetworkProvider) -> None:
@@ -118,12 +159,11 @@ class NetworkConformance:
         await network.close()
 
     @pytest.mark.asyncio
-    @pytest.mark.parametrize(("feature", "method", "call"), _CASES, ids=[f"{f}-{m}" for f, m, _ in _CASES])
     async def test_undeclared_feature_refuses(
         self, network: NetworkProvider, feature: str, method: str, call: Call
     ) -> None:
-        if feature in network.features:
-            pytest.skip(f"{feature} is declared: its data-path tests apply instead")
+        """Parametrised by ``pytest_generate_tests`` with the features not declared."""
+        _require(network, feature, claimed=False)
         await network.start(NODE)
         try:
             with pytest.raises(NetworkError) as raised:
@@ -138,7 +178,7 @@ class NetworkConformance:
 
     @pytest.mark.asyncio
     async def test_overlay_contract(self, network: NetworkProvider) -> None:
-        _require(network, FEATURE_OVERLAY)
+        _require(network, FEATURE_OVERLAY, claimed=True)
         async with _started(network):
             await network.set_peers([])
             await network.create_network(SPEC)
@@ -153,7 +193,7 @@ class NetworkConformance:
 
     @pytest.mark.asyncio
     async def test_ingress_contract(self, network: NetworkProvider) -> None:
-        _require(network, FEATURE_INGRESS)
+        _require(network, FEATURE_INGRESS, claimed=True)
         async with _started(network):
             two = [Backend("t1", "10.250.0.2"), Backend("t2", "10.250.0.3")]
             await network.publish(PORT, two)
@@ -166,7 +206,7 @@ class NetworkConformance:
 
     @pytest.mark.asyncio
     async def test_discovery_contract(self, network: NetworkProvider) -> None:
-        _require(network, FEATURE_DISCOVERY)
+        _require(network, FEATURE_DISCOVERY, claimed=True)
         async with _started(network):
             tasks = ("10.250.0.3", "10.250.0.4")
             await network.set_records(
@@ -198,6 +238,11 @@ async def _started(network: NetworkProvider) -> AsyncIterator[NetworkProvider]:
         await network.close()
 
 
-def _require(network: NetworkProvider, feature: str) -> None:
-    if feature not in network.features:
-        pytest.skip(f"{feature} is not declared: test_undeclared_feature_refuses applies instead")
+def _require(network: NetworkProvider, feature: str, *, claimed: bool) -> None:
+    """Fail (never skip) when the provider disagrees with the class's ``declared_features``,
+    which chose this test: the check would test the wrong contract."""
+    really = feature in network.features
+    assert really == claimed, (
+        f"declared_features {'names' if claimed else 'leaves out'} {feature}, but the provider "
+        f"{'does not declare' if claimed else 'declares'} it: make declared_features its features"
+    )

@@ -6,6 +6,8 @@ Use it from your plugin's tests::
     from shoal.testing.runtime import EngineContainer, RuntimeConformance
 
     class TestMyRuntime(RuntimeConformance):
+        has_find = True  # MyRuntime has the optional find(task); False if it has not
+
         @pytest.fixture
         async def runtime(self):
             provider = MyRuntime("unix:///var/run/docker.sock")
@@ -41,7 +43,9 @@ the stop signal and grace period, removal, listing by node ID (several nodes sha
 engine), logs (with and without ``follow``), cancellation of ``wait`` and ``logs``, idempotent
 ``prepare``/``start``, resource limits, mounts (bind, named volume, tmpfs, read-only), host-mode published ports,
 healthchecks (``start`` waits for healthy, fails on unhealthy; ``wait`` reports a container
-that turns unhealthy), ``describe`` and the errors it raises.
+that turns unhealthy), ``describe`` and the errors it raises. ``find`` is optional:
+``has_find`` says whether your runtime has it, so that its check is collected only then (it is
+never skipped), and ``test_find_is_as_declared`` fails unless the runtime agrees.
 
 The suite never reaches an image registry: a "missing" image is named on a loopback port
 where nothing listens. Each test uses fresh node IDs and removes every container it made.
@@ -61,7 +65,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
@@ -80,6 +84,7 @@ from shoal.roles.runtime import (
     RuntimeProvider,
     TaskFile,
 )
+from shoal.testing.applicability import collect_only_if, declared
 
 #: Upper bound for anything the suite waits on (an engine on a loaded CI machine is slow).
 DEADLINE = 30.0
@@ -243,6 +248,16 @@ class RuntimeConformance:
     """
 
     pytestmark = [pytest.mark.asyncio]
+
+    #: Whether your runtime has the optional ``find(task)`` (``shoal.agent.enginegate``'s
+    #: ``TaskLookup``); written out here because pytest decides what to collect before any
+    #: runtime is built.
+    has_find: ClassVar[bool]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        has_find = declared(cls, "has_find", bool, "has_find = True")
+        collect_only_if(cls, RuntimeConformance, "test_find_looks_a_container_up_by_its_labels", has_find)
 
     # ------------------------------------------------------------------ fixtures to override
 
@@ -542,13 +557,20 @@ class RuntimeConformance:
         await runtime.remove(pb.Task(id=task.id, node_id=task.node_id, service_id=task.service_id))
         assert await engine_containers(tasks.node_id) == []
 
+    async def test_find_is_as_declared(self, runtime: RuntimeProvider) -> None:
+        """``has_find`` chose whether the ``find`` check is collected: it must be the truth."""
+        really = isinstance(runtime, TaskLookup)
+        assert really == self.has_find, (
+            f"{type(self).__name__}.has_find is {self.has_find} but the runtime "
+            f"{'has' if really else 'has no'} find(task): set has_find = {really}"
+        )
+
     async def test_find_looks_a_container_up_by_its_labels(
         self, runtime: RuntimeProvider, tasks: TaskFactory
     ) -> None:
-        """``find`` is optional (the agent falls back to ``list_containers``); if the runtime
-        has it, it must find the task's container in every state, and only that one."""
-        if not isinstance(runtime, TaskLookup):
-            pytest.skip("this runtime has no find(): the agent uses list_containers instead")
+        """``find`` is optional (the agent falls back to ``list_containers``); a runtime that
+        has it (``has_find``) must find the task's container in every state, and only that one."""
+        assert isinstance(runtime, TaskLookup), "has_find is True but the runtime has no find(task)"
         task, other = tasks(args=["sleep", "3600"]), tasks(args=["sleep", "3600"])
         assert await runtime.find(task) is None
         await runtime.prepare(task)

@@ -6,6 +6,8 @@ Use it from your plugin's tests::
     from shoal.testing.secrets import SecretsConformance
 
     class TestMySecrets(SecretsConformance):
+        uses_cluster_material = True  # new_material() makes a fresh key; False if it returns b""
+
         @pytest.fixture
         async def secrets(self):
             provider = MySecrets(...)
@@ -16,16 +18,23 @@ The suite stores values through ``store`` and reads them back through ``fetch`` 
 material ``new_material`` made, as the kernel does. A provider whose ``takes_value`` is False
 (an external backend that only records references) overrides ``stored_value`` to put the
 value where its backend will find it and return what ``store`` returned.
+
+``uses_cluster_material`` says whether ``new_material`` makes new material each time (a key)
+or always the same (``b""``): the check that other material is refused is collected only in
+the first case (it is never skipped), and ``test_material_is_as_declared`` fails unless the
+provider agrees.
 """
 
 from __future__ import annotations
 
 import secrets as _random
+from typing import Any, ClassVar
 
 import pytest
 
 from shoal.roles.base import API_VERSIONS
 from shoal.roles.secrets import SecretFetchError, SecretsProvider, SecretUse
+from shoal.testing.applicability import collect_only_if, declared
 
 #: Swarm's limit: a secret is under 500 KiB.
 LARGEST_VALUE = 500 * 1024 - 1
@@ -44,7 +53,18 @@ def use_of(secret_id: str, name: str = "db-password") -> SecretUse:
 
 
 class SecretsConformance:
-    """What every secrets provider must do. Override the ``secrets`` fixture."""
+    """What every secrets provider must do. Set ``uses_cluster_material`` and override the
+    ``secrets`` fixture."""
+
+    #: Whether ``new_material`` makes new material each call (a key the provider needs to
+    #: fetch), rather than always the same (``b""``: the provider uses none); written out here
+    #: because pytest decides what to collect before any provider is built.
+    uses_cluster_material: ClassVar[bool]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        uses = declared(cls, "uses_cluster_material", bool, "uses_cluster_material = True")
+        collect_only_if(cls, SecretsConformance, "test_other_material_is_refused", uses)
 
     @pytest.fixture
     async def secrets(self) -> SecretsProvider:
@@ -74,6 +94,15 @@ class SecretsConformance:
 
     async def test_material_is_bytes(self, material: bytes) -> None:
         assert isinstance(material, bytes)
+
+    async def test_material_is_as_declared(self, secrets: SecretsProvider, material: bytes) -> None:
+        """``uses_cluster_material`` chose whether the other-material check is collected."""
+        really = await secrets.new_material() != material
+        assert really == self.uses_cluster_material, (
+            f"{type(self).__name__}.uses_cluster_material is {self.uses_cluster_material} but "
+            f"new_material() {'made new material' if really else 'returned the same material twice'}: "
+            f"set uses_cluster_material = {really}"
+        )
 
     # ------------------------------------------------------------------ round trips
 
@@ -130,8 +159,7 @@ class SecretsConformance:
 
     async def test_other_material_is_refused(self, secrets: SecretsProvider, material: bytes) -> None:
         other = await secrets.new_material()
-        if other == material:
-            pytest.skip("this provider uses no cluster material")
+        assert other != material, "uses_cluster_material is True but new_material() made the same twice"
         secret_id = self.new_secret_id()
         stored = await self.stored_value(secrets, material, secret_id, "db-password", b"value")
         with pytest.raises(SecretFetchError):
