@@ -178,3 +178,32 @@ async def test_off_the_ingress_network_a_task_answers_only_on_its_published_port
     for node in nodes.values():
         await node.cleanup()
         await node.close()
+
+
+def tracked(entries: str, needle: str) -> list[str]:
+    """The conntrack entries (lines of /proc/net/nf_conntrack) that contain ``needle``."""
+    return [line for line in entries.splitlines() if needle in line]
+
+
+async def test_nodes_track_only_the_connections_they_nat(lab: Lab) -> None:
+    """The mesh's cost per connection (bench/mesh.py): a node keeps conntrack state for the
+    connections it DNATs, never for the tunnel's UDP packets (each direction of each crossing
+    connection was a new entry on both nodes) nor for frames its ingress bridge passes between
+    another node's tunnel and a local task (an entry per connection on the task's node)."""
+    nodes = {host: await start_node(lab, host) for host in HOSTS}
+    await nodes["h1"].attach(
+        EndpointAttachment("task-c1", INGRESS.network_id, "10.0.0.10/24", (), lab.path("c1"))
+    )
+    lab.serve("c1", "c1", 80)
+    for node in nodes.values():
+        await node.publish(PORT, BACKENDS[:1])
+    assert await lab.requests("lan", HOSTS["h3"], 8080, 4) == ["c1"] * 4  # over VXLAN to h1
+    assert await lab.requests("lan", HOSTS["h1"], 8080, 2) == ["c1"] * 2
+    h1, h3 = [await lab.sh(host, "cat", "/proc/net/nf_conntrack") for host in ("h1", "h3")]
+    assert len(tracked(h3, "dport=8080")) == 4  # h3 DNATed (and masqueraded) these: tracked
+    assert len(tracked(h1, "dport=8080")) == 2  # the ones h1 DNATed itself
+    assert tracked(h1 + h3, "dport=4789") == []
+    h3_ingress = HOST_ADDRESSES["h3"].split("/")[0]
+    assert tracked(h1, f"src={h3_ingress} dst=10.0.0.10 ") == []  # h3's, bridged on h1 to c1
+    for node in nodes.values():
+        await node.cleanup()

@@ -110,13 +110,24 @@ def base_script(table: str, advertise_ip: str) -> str:
         "  chain forward { type filter hook forward priority 0; policy accept; }\n"
         "  chain outbound { type filter hook output priority 0; policy accept; }\n"
         f"  chain guard {{ type filter hook prerouting priority {RAW_PRIORITY}; policy accept; }}\n"
+        f"  chain untracked_in {{ type filter hook prerouting priority {RAW_PRIORITY}; policy accept; }}\n"
+        f"  chain untracked_out {{ type filter hook output priority {RAW_PRIORITY}; policy accept; }}\n"
         "}\n"
         f"flush chain ip {table} prerouting\n"
         f"flush chain ip {table} output\n"
         f"flush chain ip {table} input\n"
+        f"flush chain ip {table} untracked_in\n"
+        f"flush chain ip {table} untracked_out\n"
         + dispatch.format(hook="prerouting")
         + dispatch.format(hook="output")
         + f"add rule ip {table} input ip daddr {advertise} udp dport {VXLAN_PORT} ip saddr != @peers drop\n"
+        # The tunnel's own packets need no connection tracking (nothing NATs or matches their
+        # state; the peer filter above looks at addresses only). Tracked, every connection
+        # crossing nodes cost each node two UDP entries (the outer source port is a hash of the
+        # inner flow, so each direction is a new "connection"): created, looked up on every
+        # packet and expired 30 s later, for nothing.
+        + f"add rule ip {table} untracked_in ip daddr {advertise} udp dport {VXLAN_PORT} notrack\n"
+        + f"add rule ip {table} untracked_out ip saddr {advertise} udp dport {VXLAN_PORT} notrack\n"
     )
 
 
@@ -155,6 +166,20 @@ def into_bridge_rules(table: str, chain: str, bridge: str, *, bridged: bool) -> 
     )
 
 
+def untracked_within(table: str, bridge: str, host_address: str | None) -> str:
+    """The ``guard`` rule that leaves frames bridged within the network untracked (see
+    ``NodeTable.set_ingress_bridge``); none without the node's address on it."""
+    if not host_address:
+        return ""
+    try:
+        own = ipaddress.IPv4Interface(host_address)
+    except ValueError:
+        raise NetworkError(f"ingress: host address {host_address!r} is not an IPv4 CIDR") from None
+    return (
+        f'add rule ip {table} guard iifname "{bridge}" ip daddr {own.network} ip daddr != {own.ip} notrack\n'
+    )
+
+
 class NodeTable:
     """This node's table (see the module docstring); ``commands`` runs ``nft`` in the node's
     namespace."""
@@ -180,13 +205,21 @@ class NodeTable:
             script += f"add element ip {self.table} peers {{ {', '.join(peers)} }}\n"
         await self._nft(script)
 
-    async def set_ingress_bridge(self, bridge: str | None) -> None:
+    async def set_ingress_bridge(self, bridge: str | None, host_address: str | None = None) -> None:
         """Masquerade DNATed connections leaving into ``bridge`` (the ingress network's), and
         guard the node's loopback: ``route_localnet`` on that bridge (for ``127.0.0.1:PORT``)
         would otherwise let a task on the ingress network, or any node's VXLAN, reach services
         the node binds to 127.0.0.1 (Kubernetes' CVE-2020-8558). Packets from the bridge with a
         loopback source or destination are dropped before conntrack, so the legitimate replies
-        (addressed to the node's ingress address until conntrack rewrites them) pass."""
+        (addressed to the node's ingress address until conntrack rewrites them) pass.
+
+        ``host_address`` (the node's address on the network, CIDR): frames the bridge passes
+        between its ports, between a local task and another node's tunnel, are addressed to
+        another address of the network, and nothing here NATs them or needs their state (the
+        ``forward`` filter accepts them as bridged): they are not tracked. Tracked, each
+        connection a node forwards to a task on another node cost that node a second entry
+        (created, looked up on every packet, expired two minutes later). Packets to the node's
+        own address (replies of the connections it forwarded, to be un-NATed) stay tracked."""
         script = "".join(
             f"flush chain ip {self.table} {chain}\n"
             for chain in ("postrouting", "guard", "forward", "outbound")
@@ -196,6 +229,7 @@ class NodeTable:
                 f'add rule ip {self.table} postrouting oifname "{bridge}" ct status dnat masquerade\n'
                 f'add rule ip {self.table} guard iifname "{bridge}" ip daddr 127.0.0.0/8 drop\n'
                 f'add rule ip {self.table} guard iifname "{bridge}" ip saddr 127.0.0.0/8 drop\n'
+                + untracked_within(self.table, bridge, host_address)
                 + into_bridge_rules(self.table, "forward", bridge, bridged=True)
                 + into_bridge_rules(self.table, "outbound", bridge, bridged=False)
             )

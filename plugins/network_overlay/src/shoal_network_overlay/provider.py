@@ -271,7 +271,7 @@ class OverlayNetwork:
         if spec.ingress:
             await self.commands.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
             await self.commands.run("sysctl", "-qw", f"net.ipv4.conf.{bridge}.route_localnet=1")
-            await table.set_ingress_bridge(bridge)
+            await table.set_ingress_bridge(bridge, spec.host_address)
 
     async def _write_vips(self, sandbox: Sandbox) -> None:
         records = [r for network_id in sandbox.endpoints for r in self.records.by_network.get(network_id, ())]
