@@ -94,6 +94,7 @@ from shoal.roles import (
     TransportServer,
 )
 from shoal.roles.ca import EXTERNAL_CA_PROTOCOLS_ATTR, external_ca_protocols
+from shoal.roles.leadership import LeadershipFeed
 from shoal.roles.network import (
     FEATURE_DISCOVERY,
     FEATURE_INGRESS,
@@ -152,6 +153,7 @@ __all__ = [
     "Filter",
     "Handler",
     "IssuedCertificate",
+    "LeadershipFeed",
     "LogLine",
     "MemberInfo",
     "MemberRemoved",

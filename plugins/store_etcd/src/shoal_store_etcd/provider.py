@@ -34,8 +34,8 @@ from typing import ClassVar
 
 from shoal.plugin import (
     Handler,
+    LeadershipFeed,
     MemberInfo,
-    MemberRemoved,
     NotLeaderError,
     PluginContext,
     StateMachine,
@@ -87,11 +87,10 @@ class EtcdStore:
         self._members: dict[str, str] = {}
         self._alive: set[str] = set()
         self._was_member = False
-        self._removed = ""
         self._closed = False
         self._hold_campaign_until = 0.0
         self._futures: dict[int, list[asyncio.Future[int]]] = {}
-        self._subscribers: set[asyncio.Queue[bool | str | None]] = set()
+        self._leadership = LeadershipFeed()
         self._tasks: list[asyncio.Task[None]] = []
         self._campaign_now = asyncio.Event()
 
@@ -236,8 +235,7 @@ class EtcdStore:
                 await task
         self._set_leader(False)
         self._fail_pending(StoreUnavailable("the store is stopped; the write may not have been committed"))
-        for queue in self._subscribers:
-            queue.put_nowait(None)
+        self._leadership.close()
         client = self._client
         if client is not None:
             if self._lease:
@@ -420,7 +418,7 @@ class EtcdStore:
             client is None
             or self._closed
             or self._leader
-            or self._removed
+            or self._leadership.removed
             or self.node_id not in self._members
             or loop.time() < self._hold_campaign_until
         ):
@@ -508,27 +506,7 @@ class EtcdStore:
         return self._leader and not self._closed
 
     def leadership(self) -> AsyncIterator[bool]:
-        queue: asyncio.Queue[bool | str | None] = asyncio.Queue()
-        self._subscribers.add(queue)
-        if self._removed:
-            queue.put_nowait(self._removed)
-        return self._leadership(queue)
-
-    async def _leadership(self, queue: asyncio.Queue[bool | str | None]) -> AsyncIterator[bool]:
-        try:
-            last = self._leader
-            yield last
-            while not self._closed or not queue.empty():
-                value = await queue.get()
-                if value is None:
-                    return
-                if isinstance(value, str):
-                    raise MemberRemoved(value)
-                if value != last:
-                    last = value
-                    yield value
-        finally:
-            self._subscribers.discard(queue)
+        return self._leadership.subscribe(lambda: self._leader)
 
     def _set_leader(self, leader: bool) -> None:
         if leader == self._leader:
@@ -536,16 +514,13 @@ class EtcdStore:
         self._leader = leader
         if not leader:
             self._leader_rev = 0
-        for queue in self._subscribers:
-            queue.put_nowait(leader)
+        self._leadership.changed(leader)
 
     def _on_removed(self) -> None:
-        self._removed = (
+        self._set_leader(False)
+        self._leadership.member_removed(
             "this manager is no longer a member of the swarm's managers (removed from the etcd store)"
         )
-        self._set_leader(False)
-        for queue in self._subscribers:
-            queue.put_nowait(self._removed)
 
     def leader(self) -> MemberInfo | None:
         if self._closed or self._leader_info is None:

@@ -34,8 +34,8 @@ from typing import ClassVar
 from shoal.plugin import (
     AtRestSealer,
     Handler,
+    LeadershipFeed,
     MemberInfo,
-    MemberRemoved,
     NotLeaderError,
     PluginContext,
     RPCError,
@@ -168,8 +168,6 @@ class RaftStore:
         self.book = PeerBook(None)
         #: Our network to the other members, once started with a ``link``.
         self.net: PeerNetwork | None = None
-        #: Set when the others said this member is no longer one of them.
-        self._removed = ""
         self._rng = random.Random(secrets.randbits(64) if rng_seed is None else rng_seed)
         self._machine: StateMachine | None = None
         self._core: RaftCore | None = None
@@ -177,7 +175,8 @@ class RaftStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._futures: dict[int, tuple[int, asyncio.Future[int]]] = {}
-        self._subscribers: set[asyncio.Queue[bool | str | None]] = set()
+        #: ``leadership()``'s subscribers; also says whether the others removed this member.
+        self._leadership = LeadershipFeed()
         self._leader = False
         self._scheduled = False
         #: A Ready whose messages went out and whose rest (from the stage named) runs on the
@@ -400,6 +399,7 @@ class RaftStore:
             return
         if self._core is None:
             self._closed = True
+            self._leadership.close()
             return
         self._finish_deferred(defer=False)  # persist and acknowledge what was already accepted
         self._closed = True
@@ -413,8 +413,7 @@ class RaftStore:
                 pass
         self._fail_pending(StoreUnavailable("the store is stopped; the write may not have been committed"))
         self._set_leader(False)
-        for queue in self._subscribers:
-            queue.put_nowait(None)
+        self._leadership.close()
         if self._wal is not None:
             self._wal.close()
         if self.net is not None:
@@ -446,28 +445,7 @@ class RaftStore:
         return self._leader
 
     def leadership(self) -> AsyncIterator[bool]:
-        # Subscribe now, not at first iteration, so no change can slip in between.
-        queue: asyncio.Queue[bool | str | None] = asyncio.Queue()
-        self._subscribers.add(queue)
-        if self._removed:
-            queue.put_nowait(self._removed)
-        return self._leadership(queue)
-
-    async def _leadership(self, queue: asyncio.Queue[bool | str | None]) -> AsyncIterator[bool]:
-        try:
-            last = self._leader
-            yield last
-            while not self._closed or not queue.empty():
-                value = await queue.get()
-                if value is None:
-                    return
-                if isinstance(value, str):
-                    raise MemberRemoved(value)
-                if value != last:
-                    last = value
-                    yield value
-        finally:
-            self._subscribers.discard(queue)
+        return self._leadership.subscribe(lambda: self._leader)
 
     def status(self) -> dict[str, object]:
         core = self._core
@@ -555,11 +533,7 @@ class RaftStore:
     def _on_removed(self, message: str) -> None:
         """A peer said this member is no longer one of the group: ``leadership()`` raises
         ``MemberRemoved`` and the kernel stops the store."""
-        if self._removed:
-            return
-        self._removed = message
-        for queue in self._subscribers:
-            queue.put_nowait(message)
+        self._leadership.member_removed(message)
 
     def rpc_handlers(self) -> tuple[Mapping[str, Handler], Mapping[str, StreamHandler]]:
         if self.net is None:
@@ -927,8 +901,7 @@ class RaftStore:
                     "this node lost leadership; the write may or may not have been committed, check and retry"
                 )
             )
-        for queue in self._subscribers:
-            queue.put_nowait(leader)
+        self._leadership.changed(leader)
 
     def _fail_pending(self, exc: StoreUnavailable, up_to: int | None = None) -> None:
         for index in list(self._futures):
