@@ -21,6 +21,7 @@ from typing import Any
 from shoal import states
 from shoal.ids import new_id
 from shoal.manager import netalloc
+from shoal.manager.objectrefs import matching
 from shoal.proto import objects_pb2 as pb
 from shoal.specs import SpecError, strings, whole_number
 from shoal.store.memory import Tx
@@ -57,15 +58,8 @@ def address_pools(params: Mapping[str, Any]) -> tuple[list[str], int]:
 
 def find(networks: Iterable[pb.Network], ref: str) -> pb.Network | None:
     """A network by ID, name or unique ID prefix (None when none or several match)."""
-    candidates = list(networks)
-    for network in candidates:
-        if network.id == ref:
-            return network
-    for network in candidates:
-        if network.spec.annotations.name == ref:
-            return network
-    prefixed = [n for n in candidates if ref and n.id.startswith(ref)]
-    return prefixed[0] if len(prefixed) == 1 else None
+    found = matching(networks, ref)
+    return found[0] if len(found) == 1 else None
 
 
 def ingress_of(networks: Iterable[pb.Network]) -> pb.Network | None:

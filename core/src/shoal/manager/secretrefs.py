@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from shoal.manager.objectrefs import matching
 from shoal.proto import objects_pb2 as pb
 from shoal.specs import SpecError, strings
 
@@ -41,14 +42,7 @@ def check_name(name: Any, what: str) -> str:
 
 def find(objects: Iterable[Obj], ref: str, what: str) -> Obj | None:
     """By ID, then name, then unique ID prefix; None when nothing matches."""
-    candidates = list(objects)
-    for obj in candidates:
-        if obj.id == ref:
-            return obj
-    for obj in candidates:
-        if obj.spec.annotations.name == ref:
-            return obj
-    matches = [o for o in candidates if ref and o.id.startswith(ref)]
+    matches = matching(objects, ref)
     if len(matches) > 1:
         raise SpecError(f"{what} {ref} is ambiguous ({len(matches)} matches)")
     return matches[0] if matches else None
