@@ -57,7 +57,7 @@ def test_managers_join_and_any_manager_serves_the_cli(node_factory: Callable[...
         what="node ls on a follower to show one leader and two reachable managers",
     )
     # A write on a follower is forwarded to the leader; every manager then sees it.
-    m3.ok("service", "create", "--name", "web", "--replicas", "2", "shoal-busybox:1", "sleep", "3600")
+    m3.ok("service", "create", "-d", "--name", "web", "--replicas", "2", "shoal-busybox:1", "sleep", "3600")
     for m in managers:
         wait_until(lambda m=m: len(m.running("web")) == 2, 60, what=f"web running, seen from {m.name}")
     # The consensus timing is the swarm's: one update reaches every manager's store.
@@ -82,7 +82,11 @@ def test_managers_join_and_any_manager_serves_the_cli(node_factory: Callable[...
 def test_leader_kill_fails_over_and_the_old_leader_catches_up(node_factory: Callable[..., ShoalNode]) -> None:
     managers, _workers = three_managers(node_factory, workers=2)
     m1 = managers[0]
-    m1.ok("service", "create", "--name", "web", "--replicas", "4", "shoal-busybox:1", "sleep", "3600")
+    # A task the scheduler places on the killed leader's node (still Ready) runs only once that
+    # node is Down and the task replaced: a short heartbeat makes that seconds (the new leader's
+    # start-up grace is two grace periods), not half a minute.
+    m1.ok("swarm", "update", "--dispatcher-heartbeat", "1s")
+    m1.ok("service", "create", "-d", "--name", "web", "--replicas", "4", "shoal-busybox:1", "sleep", "3600")
     wait_until(lambda: len(m1.running("web")) == 4, 90, what="4 web tasks running")
 
     old = leader_of(managers)
@@ -92,9 +96,9 @@ def test_leader_kill_fails_over_and_the_old_leader_catches_up(node_factory: Call
     assert new is not old
     # Writes work through either survivor; the service stays converged.
     survivors[0].ok(
-        "service", "create", "--name", "after", "--replicas", "2", "shoal-busybox:1", "sleep", "3600"
+        "service", "create", "-d", "--name", "after", "--replicas", "2", "shoal-busybox:1", "sleep", "3600"
     )
-    survivors[1].ok("service", "scale", "web=5")
+    survivors[1].ok("service", "scale", "-d", "web=5")
     for name, count in (("web", 5), ("after", 2)):
         wait_until(
             lambda name=name, count=count: len(new.running(name)) == count,
@@ -127,7 +131,7 @@ def test_quorum_loss_refuses_writes_fast_and_force_new_cluster_recovers(
 ) -> None:
     managers, _ = three_managers(node_factory)
     m1 = managers[0]
-    m1.ok("service", "create", "--name", "keep", "--replicas", "1", "shoal-busybox:1", "sleep", "3600")
+    m1.ok("service", "create", "-d", "--name", "keep", "--replicas", "1", "shoal-busybox:1", "sleep", "3600")
     wait_until(lambda: len(m1.running("keep")) == 1, 60, what="keep running")
     survivor = managers[2]
     for m in managers[:2]:
@@ -145,7 +149,7 @@ def test_quorum_loss_refuses_writes_fast_and_force_new_cluster_recovers(
     )
 
     survivor.ok("swarm", "init", "--force-new-cluster")
-    survivor.ok("service", "create", "--name", "after", "shoal-busybox:1", "sleep", "3600")
+    survivor.ok("service", "create", "-d", "--name", "after", "shoal-busybox:1", "sleep", "3600")
     names = {s["Name"] for s in survivor.ok("service", "ls", "--format", "json").json_lines()}
     assert names == {"keep", "after"}
     status = manager_status(survivor)
@@ -161,7 +165,8 @@ def test_quorum_loss_refuses_writes_fast_and_force_new_cluster_recovers(
         30,
         what="the old manager to report that it was removed",
     )
-    survivor.ok("service", "scale", "after=2")
+    survivor.ok("service", "scale", "-d", "after=2")
+    wait_until(lambda: len(survivor.running("after")) == 2, 60, what="after scaled to 2")
 
 
 def test_promote_and_demote(node_factory: Callable[..., ShoalNode]) -> None:
@@ -180,7 +185,7 @@ def test_promote_and_demote(node_factory: Callable[..., ShoalNode]) -> None:
         what="both promoted workers to be reachable managers",
     )
     # A promoted node serves the CLI as a manager.
-    w1.ok("service", "create", "--name", "s", "shoal-busybox:1", "sleep", "3600")
+    w1.ok("service", "create", "-d", "--name", "s", "shoal-busybox:1", "sleep", "3600")
     # Demoting the leader hands leadership to another manager first.
     m1.ok("node", "demote", "m1")
     wait_until(
@@ -236,6 +241,7 @@ def test_leader_killed_three_times_under_writes_loses_no_acknowledged_write(
             created = target.cli(
                 "service",
                 "create",
+                "-d",
                 "--name",
                 name,
                 "--replicas",
@@ -251,7 +257,7 @@ def test_leader_killed_three_times_under_writes_loses_no_acknowledged_write(
                 errors.append(created.stderr)
             if acknowledged:
                 victim = sorted(acknowledged)[i % len(acknowledged)]
-                scaled = target.cli("service", "scale", f"{victim}={i % 2}", timeout=60)
+                scaled = target.cli("service", "scale", "-d", f"{victim}={i % 2}", timeout=60)
                 if scaled.returncode == 0:
                     acknowledged[victim] = i % 2
                     unsure.pop(victim, None)
@@ -300,11 +306,22 @@ def test_leader_killed_three_times_under_writes_loses_no_acknowledged_write(
 def test_all_managers_stopped_and_started_keep_the_cluster(node_factory: Callable[..., ShoalNode]) -> None:
     managers, _ = three_managers(node_factory)
     m1 = managers[0]
-    m1.ok("service", "create", "--name", "web", "--replicas", "2", "shoal-busybox:1", "sleep", "3600")
+    m1.ok("service", "create", "-d", "--name", "web", "--replicas", "2", "shoal-busybox:1", "sleep", "3600")
     wait_until(lambda: len(m1.running("web")) == 2, 60, what="web running")
     down = managers[2]
     down.stop()
-    m1.ok("service", "create", "--name", "while-down", "--replicas", "0", "shoal-busybox:1", "sleep", "3600")
+    m1.ok(
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "while-down",
+        "--replicas",
+        "0",
+        "shoal-busybox:1",
+        "sleep",
+        "3600",
+    )
     for m in managers[:2]:
         m.stop()
     for m in managers:
@@ -376,7 +393,9 @@ def test_either_follower_killed_writes_keep_committing_and_the_spare_is_complete
     followers = [m for m in managers if m is not leader]
     by_raft_id = {m.info()["Store"]["raft_id"]: m for m in followers}
     for i in range(3):
-        leader.ok("service", "create", "--name", f"before{i}", "--replicas", "0", "shoal-busybox:1", "true")
+        leader.ok(
+            "service", "create", "-d", "--name", f"before{i}", "--replicas", "0", "shoal-busybox:1", "true"
+        )
     quorum = wait_until(
         lambda: leader.info()["Store"]["quorum_set"] or None, 30, what="the leader to pick its quorum set"
     )
@@ -389,7 +408,9 @@ def test_either_follower_killed_writes_keep_committing_and_the_spare_is_complete
     wait_until(lambda: names(spare) == names(leader), 10, what="the batched follower to hold every service")
     fast.kill()
     for i in range(3):
-        leader.ok("service", "create", "--name", f"after{i}", "--replicas", "0", "shoal-busybox:1", "true")
+        leader.ok(
+            "service", "create", "-d", "--name", f"after{i}", "--replicas", "0", "shoal-busybox:1", "true"
+        )
     spare_id = spare.info()["Store"]["raft_id"]
     wait_until(
         lambda: leader.info()["Store"]["quorum_set"] == [spare_id],
@@ -401,5 +422,5 @@ def test_either_follower_killed_writes_keep_committing_and_the_spare_is_complete
     wait_until(lambda: names(spare) == expected, 10, what="the remaining follower to hold every service")
     # The killed follower comes back, catches up and is sent entries again.
     fast.start()
-    leader.ok("service", "create", "--name", "back", "--replicas", "0", "shoal-busybox:1", "true")
+    leader.ok("service", "create", "-d", "--name", "back", "--replicas", "0", "shoal-busybox:1", "true")
     wait_until(lambda: names(fast) == expected | {"back"}, 30, what="the restarted follower to catch up")

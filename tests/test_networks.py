@@ -204,6 +204,9 @@ def test_a_new_leader_allocates_where_the_old_one_stopped(node_factory: Any) -> 
     for m in managers:
         m.start()
     managers[0].init("--plugin", "network=fake")
+    # The killed leader's node holds tasks until it is Down: a short heartbeat makes that (and
+    # the new leader's start-up grace, two grace periods) seconds rather than half a minute.
+    managers[0].ok("swarm", "update", "--dispatcher-heartbeat", "1s")
     for m in managers[1:]:
         m.join(managers[0], "manager")
     old = leader_of(managers)
