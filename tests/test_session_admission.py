@@ -155,3 +155,51 @@ async def test_a_herd_of_session_opens_is_turned_away_and_comes_back_when_told(
                 assert again - at >= (retry_after or 0) - CLOCK_SLACK, (
                     f"{node} came back {again - at:.2f} s after being told {retry_after:.2f} s"
                 )
+
+
+async def test_after_the_leader_crashes_agents_wait_for_the_election_not_go_back_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader crashes; each agent opens its session with a follower that, until its election
+    timeout, still names the dead leader. It used to send the agent straight back there (each
+    try doubling the agent's backoff, so sessions came back seconds after the election); now
+    the follower holds the open until a new leader is known and sends the agent to it."""
+    from shoal_transport_memory import NETWORK
+
+    sent_to: list[tuple[str, str]] = []  # (agent's node, the leader a redirect named)
+    session = agent_module.Agent._session
+
+    async def recorded(agent: agent_module.Agent, manager: str) -> None:
+        try:
+            await session(agent, manager)
+        finally:
+            if agent._redirected:
+                sent_to.append((agent.node_id, agent.managers[0]))
+
+    monkeypatch.setattr(agent_module.Agent, "_session", recorded)
+    async with InProcessCluster(tmp_path, managers=3, workers=2) as cluster:
+        old = cluster.leader()
+        assert old is not None
+        workers = [cluster.node("w1"), cluster.node("w2")]
+        sent_to.clear()
+        NETWORK.set_down(old.addr, True)  # a crash, as far as the others can tell
+        try:
+            new = await cluster.wait_until(
+                lambda: next(
+                    (m for m in cluster.managers() if m is not old and m.daemon.manager.is_leader()), None
+                ),
+                "a new leader",
+            )
+
+            def back() -> bool:
+                dispatcher = new.daemon.manager.dispatcher
+                if dispatcher is None:
+                    return False
+                with_session = {s.node_id for s in dispatcher._sessions.values()}
+                return all(w.node_id in with_session and w.daemon.agent.connected.is_set() for w in workers)
+
+            await cluster.wait_until(back, "both workers' sessions open with the new leader")
+            back_to_dead = [node for node, leader in sent_to if leader == old.addr]
+            assert back_to_dead == [], f"agents sent back to the crashed leader: {sent_to}"
+        finally:
+            NETWORK.set_down(old.addr, False)

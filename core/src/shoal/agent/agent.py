@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -130,6 +131,9 @@ class Agent:
         #: Secret and config values for this node's tasks, in memory only.
         self.files = TaskFileStore()
         self.connected = asyncio.Event()
+        #: When (wall clock) the session now open was opened: a fleet's "all back" after a
+        #: leader change is every node connected with a session newer than the change.
+        self.session_opened_at = 0.0
         self.node: pb.Node | None = None
         self._pending: dict[str, pb.TaskStatus] = {}
         self._status_wakeup = asyncio.Event()
@@ -141,6 +145,14 @@ class Agent:
         self._removing: dict[str, asyncio.Task[None]] = {}
         self._reconciled_once = False
         self._redirected = False
+        #: The manager whose session was lost last (the leader then), until a new one opens:
+        #: told to the next manager, which waits for an election rather than send us back.
+        self._lost_leader = ""
+
+    @property
+    def tasks_held(self) -> int:
+        """Tasks this node still holds: those it runs or will, and removals under way."""
+        return len(self.controllers) + len(self._removing)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -209,6 +221,7 @@ class Agent:
                 log.exception("session with manager %s failed", manager)
             if self.connected.is_set():
                 backoff = 0.0  # a session was open: start again from the shortest backoff
+                self._lost_leader = manager
             self.connected.clear()
             if self._redirected:
                 self._redirected = False
@@ -224,7 +237,7 @@ class Agent:
         description = description_from(info, self.hostname, self.runtime_name, generic=self.generic_resources)
         description.addr = self.serve_addr
         self.description = description
-        request = rpb.SessionRequest(description=description)
+        request = rpb.SessionRequest(description=description, lost_leader=self._lost_leader)
         stream = self.transport.stream(manager, rpc.SESSION, request.SerializeToString(), tls=self.tls())
         iterator = stream.__aiter__()
         first = rpb.SessionMessage.FromString(await asyncio.wait_for(iterator.__anext__(), RPC_TIMEOUT))
@@ -238,7 +251,9 @@ class Agent:
                 self._redirected = True
             raise RPCError(StatusCode.UNAVAILABLE, f"{manager} is not the leader; trying the leader")
         self._on_session_message(first)
+        self._lost_leader = ""
         log.info("session %s open with manager %s", session_id, manager)
+        self.session_opened_at = time.time()
         self.connected.set()
         await self.resend_all_status()
         workers = [

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import externalca, rpc, statekeys
+from shoal.daemon.leaderwait import LeaderWait
 from shoal.daemon.localapi import Warned
 from shoal.loader import PluginError
 from shoal.looplag import LoopLagProbe, LoopLagReporter
@@ -131,6 +132,8 @@ class Manager:
         self.control.seal_registry_auth = partial(registryauth.seal, self.secrets)
         self.ca_server = CAServer(self.store, ca, cluster_id)
         self.dispatcher: Dispatcher | None = None
+        #: Where session opens reaching this manager while it does not lead wait for an election.
+        self.leader_wait = LeaderWait(self.leader_addr)
         self._components: list[Any] = []
         self._leadership: asyncio.Task[None] | None = None
         self._leader_watch: asyncio.Task[None] | None = None
@@ -334,6 +337,7 @@ class Manager:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self._step_down()
+        await self.leader_wait.close()
         await self.store_provider.stop()
         await self.events.stop()
         await self.loop_lag.stop()
@@ -648,6 +652,11 @@ class Manager:
             return await self.ca_server.issue(request, peer)
 
         async def session(request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+            if self.dispatcher is None:
+                # During an election, wait for its result rather than send the agent back to
+                # the leader it lost (leaderwait.py); this manager may be the one elected.
+                lost = rpb.SessionRequest.FromString(request).lost_leader
+                await self.leader_wait.leader_other_than(lost)
             if self.dispatcher is None:
                 # Not the leader: tell the agent where the managers are, leader first, so a
                 # node that joined through a follower finds the leader.

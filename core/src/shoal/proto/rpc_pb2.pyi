@@ -30,8 +30,14 @@ class SessionRequest(_message.Message):
 
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    LOST_LEADER_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """empty on first connect"""
+    lost_leader: _builtins.str
+    """The manager (the leader then) whose session this agent just lost. A follower that knows no
+    leader, or still names this one (it has not noticed its death yet), holds the open until
+    the election names another, instead of sending the agent back to a dead leader.
+    """
     @_builtins.property
     def description(self) -> _objects_pb2.NodeDescription: ...
     def __init__(
@@ -39,10 +45,11 @@ class SessionRequest(_message.Message):
         *,
         description: _objects_pb2.NodeDescription | None = ...,
         session_id: _builtins.str = ...,
+        lost_leader: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["description", b"description"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "lost_leader", b"lost_leader", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
