@@ -1,25 +1,40 @@
 """Hollow nodes at scale: N hollow workers (``shoal hollow``) against 3 real manager processes.
 
-Measures, on this machine, in one run:
+Measures, on this machine, in one run (phases chosen by flags, so a run can be short):
 
-* join: ``shoal hollow --count N`` started -> N nodes Ready in ``node ls``;
-* ``node ls`` / ``service ls`` latency with N nodes;
-* ``service create --replicas R`` -> R/R running, for each R given, then ``service rm``;
-* over each phase: the leader's CPU (% of one core) and peak RSS, and whether any hollow node
-  was ever not Ready after the join (a missed heartbeat).
+* join: ``shoal hollow --count N`` started -> N nodes Ready in ``node ls``; then ``node ls`` /
+  ``service ls`` latency with N nodes;
+* ``service create --replicas R`` -> R/R running, for each R given; every service but the last
+  is removed at once, the last one stays for the phases below;
+* ``--scale-to S``: ``service scale`` of the last service to S -> S/S;
+* ``--drain K``: ``node update --availability drain`` of K hollow nodes -> none of them runs a
+  task and the service is back at its count;
+* ``--failover``: ``kill -9`` of the leader -> a new leader, a write accepted through a
+  surviving manager, every hollow node's session reopened after the kill (from the fleet's
+  status files), the service back at its count with no task lost or added; the killed manager
+  is then started again;
+* ``service rm`` -> the hollow nodes hold no task (``rm to zero``);
+* over each phase: the leader's CPU (% of one core) and peak RSS, and whether a hollow node was
+  ever not Ready after the join (a missed heartbeat).
 
     .venv/bin/python bench/bench_hollow.py --nodes 100 --replicas 1000
     .venv/bin/python bench/bench_hollow.py --nodes 1000 --processes 2 --replicas 1000,10000
+    .venv/bin/python bench/bench_hollow.py --nodes 1000 --processes 2 --replicas 1000 --failover
+    .venv/bin/python bench/bench_hollow.py --nodes 1000 --processes 2 --replicas 10000 \\
+        --scale-to 20000 --drain 100 --failover --plot docs/img/hollow-1000.png
 
-The managers run the fake runtime too and the swarm uses the ``fake`` network plugin, so
-nothing touches a container engine or the host's network. ``--profile`` records the leader
-with py-spy (``pip install py-spy``) during the largest create and prints the hottest frames.
+``--plot PATH`` writes a PNG (matplotlib): tasks running on the hollow nodes over time, and each
+manager's CPU, with the phases marked. The managers run the fake runtime too and the swarm
+uses the ``fake`` network plugin, so nothing touches a container engine or the host's network.
+``--profile`` records the leader with py-spy (``pip install py-spy``) during the largest create
+and prints the hottest frames.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import json
 import os
 import shutil
@@ -29,16 +44,19 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from harness import SHOAL, ShoalNode, terminate, wait_until
+from shoal.hollow.status import read_fleet
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SAMPLE_INTERVAL = 0.5
+PHASE_TIMEOUT = 1800
+SERVICE = "big"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,74 +72,272 @@ def rss_bytes(pid: int) -> int:
 
 
 @dataclass
+class Sample:
+    """Every ``SAMPLE_INTERVAL``: each live manager's CPU (% of one core) and RSS, and the
+    hollow fleet's running tasks and open sessions."""
+
+    t: float
+    cpu: dict[str, float]
+    rss_mib: dict[str, float]
+    running: int
+    connected: int
+
+
+@dataclass
 class Phase:
     name: str
+    start: float = 0.0
     seconds: float = 0.0
+    leader: str = ""
     cpu_percent: float = 0.0
     peak_rss_mib: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@contextmanager
-def measured(name: str, pid: int, phases: list[Phase]) -> Iterator[Phase]:
-    """Wall time, the leader's CPU share and peak RSS (sampled every 0.2 s) over a phase."""
-    phase = Phase(name)
-    peak = [rss_bytes(pid)]
-    stop = threading.Event()
+class Bench:
+    """The swarm under test, the fleet, the sampler, and the phases measured so far."""
 
-    def sample() -> None:
-        while not stop.wait(0.2):
-            peak[0] = max(peak[0], rss_bytes(pid))
+    def __init__(self, base: Path, managers: list[ShoalNode]) -> None:
+        self.base = base
+        self.managers = managers
+        self.began = time.monotonic()
+        self.samples: list[Sample] = []
+        self.phases: list[Phase] = []
+        self.not_ready_seen = 0
+        self.want_ready = 0
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    cpu0, began = cpu_seconds(pid), time.monotonic()
-    try:
-        yield phase
-    finally:
-        phase.seconds = time.monotonic() - began
-        phase.cpu_percent = 100 * (cpu_seconds(pid) - cpu0) / max(phase.seconds, 1e-9)
-        stop.set()
-        sampler.join()
-        phase.peak_rss_mib = peak[0] / 2**20
-        phases.append(phase)
-        print(
-            f"  {phase.name}: {phase.seconds:.2f} s, leader CPU {phase.cpu_percent:.0f}%, "
-            f"peak RSS {phase.peak_rss_mib:.0f} MiB {phase.extra or ''}",
-            flush=True,
-        )
+    # ------------------------------------------------------------------ the swarm
 
+    def now(self) -> float:
+        return time.monotonic() - self.began
 
-def node_rows(manager: ShoalNode) -> list[dict[str, Any]]:
-    """``node ls`` rows; [] when the call fails (a leader change under load), to be retried."""
-    result = manager.cli("node", "ls", "--format", "json", timeout=300)
-    return result.json_lines() if result.returncode == 0 else []
+    def live(self) -> list[ShoalNode]:
+        return [m for m in self.managers if m.proc is not None and m.proc.poll() is None]
 
+    def cli(self, *args: str, timeout: float = 300) -> Any:
+        """A CLI call through the first live manager (the leader may have been killed)."""
+        return self.live()[0].cli(*args, timeout=timeout)
 
-def nodes_by_status(manager: ShoalNode) -> collections.Counter[str]:
-    return collections.Counter(r["Status"] for r in node_rows(manager))
+    def node_rows(self) -> list[dict[str, Any]]:
+        """``node ls`` rows; [] when the call fails (a leader change under load), to be retried."""
+        result = self.cli("node", "ls", "--format", "json")
+        return result.json_lines() if result.returncode == 0 else []
 
+    def leader_name(self) -> str:
+        rows = [r for r in self.node_rows() if r.get("ManagerStatus") == "Leader"]
+        return str(rows[0]["Hostname"]) if rows else ""
 
-def leader_name(manager: ShoalNode) -> str:
-    rows = [r for r in node_rows(manager) if r.get("ManagerStatus") == "Leader"]
-    return str(rows[0]["Hostname"]) if rows else ""
+    def leader(self) -> ShoalNode:
+        name = wait_until(self.leader_name, 120, 0.5, "a leader")
+        return next(m for m in self.managers if m.name == name)
 
-
-def running_count(manager: ShoalNode, service: str) -> int:
-    result = manager.cli("service", "ls", "--format", "json", timeout=300)
-    if result.returncode != 0:
+    def running_count(self, service: str = SERVICE) -> int:
+        result = self.cli("service", "ls", "--format", "json")
+        if result.returncode != 0:
+            return 0
+        for row in result.json_lines():
+            if row["Name"] == service:
+                return int(str(row["Replicas"]).split("/")[0])
         return 0
-    for row in result.json_lines():
-        if row["Name"] == service:
-            return int(str(row["Replicas"]).split("/")[0])
-    return 0
+
+    def converged(self, replicas: int, service: str = SERVICE) -> bool:
+        """R/R running; meanwhile, count the nodes seen not Ready (a missed heartbeat)."""
+        status = collections.Counter(r["Status"] for r in self.node_rows())
+        if status:
+            self.not_ready_seen = max(self.not_ready_seen, self.want_ready - status["Ready"])
+        return self.running_count(service) >= replicas
+
+    def timed(self, *args: str) -> float:
+        """Seconds one CLI call took (a real process: Python start-up counts); -1 if it failed."""
+        began = time.monotonic()
+        result = self.cli(*args)
+        return round(time.monotonic() - began, 3) if result.returncode == 0 else -1.0
+
+    def fleet(self) -> Any:
+        return read_fleet(self.base / "hollow")
+
+    # ------------------------------------------------------------------ sampling
+
+    def start_sampling(self) -> None:
+        self._sampler.start()
+
+    def sampling(self) -> bool:
+        return self._sampler.is_alive()
+
+    def stop_sampling(self) -> None:
+        self._stop.set()
+        self._sampler.join()
+
+    def _sample(self) -> None:
+        last: dict[str, tuple[float, float]] = {}
+        while not self._stop.wait(SAMPLE_INTERVAL):
+            t = self.now()
+            cpu: dict[str, float] = {}
+            rss: dict[str, float] = {}
+            for manager in self.live():
+                assert manager.proc is not None
+                try:
+                    used, resident = cpu_seconds(manager.proc.pid), rss_bytes(manager.proc.pid)
+                except (OSError, IndexError, ValueError):
+                    continue  # it just died
+                key = f"{manager.name}:{manager.proc.pid}"
+                if key in last:
+                    then, was = last[key]
+                    cpu[manager.name] = 100 * (used - was) / max(t - then, 1e-9)
+                last[key] = (t, used)
+                rss[manager.name] = resident / 2**20
+            fleet = self.fleet()
+            self.samples.append(Sample(t, cpu, rss, fleet.running, fleet.connected))
+
+    # ------------------------------------------------------------------ phases
+
+    def phase(self, name: str, run: Callable[[Phase], None]) -> Phase:
+        """Run one phase; its leader's CPU and peak RSS from the samples in its window."""
+        phase = Phase(name, start=self.now())
+        try:
+            run(phase)
+        finally:
+            phase.seconds = self.now() - phase.start
+            phase.leader = self.leader().name
+            window = [s for s in self.samples if phase.start <= s.t <= phase.start + phase.seconds]
+            cpu = [s.cpu[phase.leader] for s in window if phase.leader in s.cpu]
+            phase.cpu_percent = round(sum(cpu) / len(cpu), 1) if cpu else 0.0
+            phase.peak_rss_mib = round(max((s.rss_mib.get(phase.leader, 0.0) for s in window), default=0.0))
+            self.phases.append(phase)
+            print(
+                f"  {phase.name}: {phase.seconds:.2f} s, leader {phase.leader} CPU {phase.cpu_percent:.0f}%, "
+                f"peak RSS {phase.peak_rss_mib:.0f} MiB {phase.extra or ''}",
+                flush=True,
+            )
+        return phase
 
 
-def timed(manager: ShoalNode, *args: str) -> float:
-    """Seconds one CLI call took (a real process: Python start-up counts); -1 if it failed."""
-    began = time.monotonic()
-    result = manager.cli(*args, timeout=300)
-    return time.monotonic() - began if result.returncode == 0 else -1.0
+def start_managers(base: Path, count: int) -> list[ShoalNode]:
+    first = ShoalNode(base=base, name="m1", runtime="fake").start()
+    first.init("--plugin", "network=fake")
+    managers = [first]
+    for index in range(2, count + 1):
+        node = ShoalNode(base=base, name=f"m{index}", runtime="fake").start()
+        node.join(first, "manager")
+        managers.append(node)
+    return managers
+
+
+def start_fleet(bench: Bench, nodes: int, processes: int) -> subprocess.Popen[bytes]:
+    token = bench.cli("swarm", "join-token", "-q", "worker").stdout.strip()
+    log = open(bench.base / "hollow.log", "ab")
+    return subprocess.Popen(
+        [
+            *SHOAL,
+            "hollow",
+            "--managers",
+            ",".join(m.addr for m in bench.managers),
+            "--token",
+            token,
+            "--count",
+            str(nodes),
+            "--processes",
+            str(processes),
+            "--state-dir",
+            str(bench.base / "hollow"),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+
+
+def create(bench: Bench, name: str, replicas: int) -> Callable[[Phase], None]:
+    def run(phase: Phase) -> None:
+        bench.cli("service", "create", "--name", name, "--replicas", str(replicas), "--detach", "app:1")
+        wait_until(lambda: bench.converged(replicas, name), PHASE_TIMEOUT, 0.5, f"{replicas} running")
+
+    return run
+
+
+def scale(bench: Bench, replicas: int) -> Callable[[Phase], None]:
+    def run(phase: Phase) -> None:
+        result = bench.cli("service", "scale", "--detach", f"{SERVICE}={replicas}")
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: bench.converged(replicas), PHASE_TIMEOUT, 0.5, f"{replicas} running")
+
+    return run
+
+
+def drain(bench: Bench, count: int, replicas: int) -> Callable[[Phase], None]:
+    """Drain the first ``count`` hollow nodes (a few CLI calls at a time, as an operator's
+    script would): done when none of them runs a task and the service is back at its count."""
+    hosts = [f"hollow-{index:05d}" for index in range(count)]
+
+    def run(phase: Phase) -> None:
+        before = bench.fleet().running_by_node
+        phase.extra["tasks_on_drained_nodes"] = sum(before.get(h, 0) for h in hosts)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda h: bench.cli("node", "update", "--availability", "drain", h), hosts))
+        failed = [r.stderr.strip() for r in codes if r.returncode != 0]
+        assert not failed, failed[:3]
+        phase.extra["drain_commands_s"] = round(bench.now() - phase.start, 2)
+
+        def empty_and_back() -> bool:
+            on_drained = sum(bench.fleet().running_by_node.get(h, 0) for h in hosts)
+            return on_drained == 0 and bench.converged(replicas)
+
+        wait_until(empty_and_back, PHASE_TIMEOUT, 0.5, f"{count} drained nodes empty, {replicas} running")
+
+    return run
+
+
+def failover(bench: Bench, replicas: int) -> Callable[[Phase], None]:
+    """``kill -9`` the leader; the times to a new leader, to a write accepted, and to every
+    hollow node's session reopened, each from the kill; then the service's count."""
+
+    def run(phase: Phase) -> None:
+        old = bench.leader()
+        assert old.proc is not None
+        killed_at_wall, killed_at = time.time(), time.monotonic()
+        old.proc.send_signal(signal.SIGKILL)
+        old.proc.wait(30)
+        phase.extra["killed"] = old.name
+        found: dict[str, float] = {}
+
+        def write_accepted() -> bool:
+            label = f"failover={int(killed_at_wall)}"
+            if bench.cli("node", "update", "--label-add", label, "hollow-00000", timeout=60).returncode == 0:
+                found["write_s"] = round(time.monotonic() - killed_at, 2)
+                return True
+            return False
+
+        def sessions_back() -> bool:
+            fleet = bench.fleet()
+            if fleet.all_back_since(killed_at_wall):
+                found["sessions_back_s"] = round(fleet.newest_session - killed_at_wall, 2)
+                return True
+            return False
+
+        wait_until(write_accepted, 300, 0.1, "a write accepted after the leader was killed")
+        new = bench.leader()
+        found["leader_known_s"] = round(time.monotonic() - killed_at, 2)
+        wait_until(sessions_back, 300, 0.2, "every hollow node's session back")
+        phase.extra.update(found, new_leader=new.name)
+        phase.extra["failover_s"] = max(found["write_s"], found["sessions_back_s"])
+        wait_until(lambda: bench.converged(replicas), PHASE_TIMEOUT, 0.5, f"{replicas} running")
+        phase.extra["converged_s"] = round(time.monotonic() - killed_at, 2)
+        listed = bench.cli("service", "ps", SERVICE, "-q", "--filter", "desired-state=running")
+        phase.extra["tasks_desired_running"] = len(listed.stdout.split()) if listed.returncode == 0 else -1
+        old.start()  # back as a follower, for the phases after this one
+
+    return run
+
+
+def remove(bench: Bench, name: str) -> Callable[[Phase], None]:
+    def run(phase: Phase) -> None:
+        result = bench.cli("service", "rm", name)
+        assert result.returncode == 0, result.stderr
+        phase.extra["rm_command_s"] = round(bench.now() - phase.start, 2)
+        wait_until(lambda: bench.fleet().tasks == 0, PHASE_TIMEOUT, 0.5, "no task left on the hollow nodes")
+
+    return run
 
 
 def profile_leader(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
@@ -150,106 +366,108 @@ def hottest(raw: Path, top: int = 15) -> list[tuple[str, float]]:
     return [(frame, 100 * n / max(total, 1)) for frame, n in own.most_common(top)]
 
 
+def plot(bench: Bench, path: Path, title: str) -> None:
+    """Tasks running on the hollow nodes, and each manager's CPU, over the run; phases shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [s.t for s in bench.samples]
+    figure, (tasks, cpu) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5))
+    tasks.plot(times, [s.running for s in bench.samples], color="tab:blue")
+    tasks.set_ylabel("tasks running on hollow nodes")
+    for name in sorted({n for s in bench.samples for n in s.cpu}):
+        cpu.plot(times, [s.cpu.get(name, float("nan")) for s in bench.samples], label=name, linewidth=1)
+    cpu.set_ylabel("manager CPU (% of one core)")
+    cpu.set_xlabel("seconds since the managers started")
+    cpu.legend(loc="upper right")
+    for index, phase in enumerate(bench.phases):
+        for axis in (tasks, cpu):
+            axis.axvspan(
+                phase.start, phase.start + phase.seconds, alpha=0.08 + 0.06 * (index % 2), color="grey"
+            )
+        tasks.annotate(
+            phase.name.split(" to ")[0],
+            (phase.start, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            fontsize=7,
+        )
+    tasks.set_title(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    print(f"  plot written to {path}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--managers", type=int, default=3)
-    parser.add_argument("--replicas", default="1000", help="comma-separated replica counts")
+    parser.add_argument(
+        "--replicas", default="1000", help="comma-separated replica counts (the last one stays)"
+    )
+    parser.add_argument(
+        "--scale-to", type=int, default=0, help="scale the last service to this many replicas"
+    )
+    parser.add_argument("--drain", type=int, default=0, help="drain this many hollow nodes")
+    parser.add_argument("--failover", action="store_true", help="kill -9 the leader")
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="write a PNG of tasks running and manager CPU"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the phases as JSON")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--keep", action="store_true", help="leave the state directory behind")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # run the cleanup below
     base = Path(tempfile.mkdtemp(prefix="bench-hollow-"))
-    phases: list[Phase] = []
-    managers: list[ShoalNode] = []
+    replicas_list = [int(r) for r in args.replicas.split(",")]
     fleet: subprocess.Popen[bytes] | None = None
+    bench = Bench(base, [])
     print(
         f"bench_hollow: {args.nodes} hollow nodes in {args.processes} process(es), {args.managers} managers, "
-        f"{os.cpu_count()} CPUs, state in {base}",
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, state in {base}",
         flush=True,
     )
     try:
-        leader = ShoalNode(base=base, name="m1", runtime="fake").start()
-        managers.append(leader)
-        leader.init("--plugin", "network=fake")
-        for index in range(2, args.managers + 1):
-            node = ShoalNode(base=base, name=f"m{index}", runtime="fake").start()
-            node.join(leader, "manager")
-            managers.append(node)
+        bench.managers = start_managers(base, args.managers)
+        bench.began = time.monotonic()
+        bench.start_sampling()
+        bench.want_ready = args.nodes + args.managers
 
-        def leader_pid() -> int:
-            """The current leader's process (leadership may move under load)."""
-            name = wait_until(lambda: leader_name(leader), 60, 0.5, "a leader")
-            found = [m for m in managers if m.name == name and m.proc is not None]
-            assert found and found[0].proc is not None
-            return int(found[0].proc.pid)
-
-        pid = leader_pid()
-        token = leader.ok("swarm", "join-token", "-q", "worker").stdout.strip()
-        log = open(base / "hollow.log", "ab")
-        want = args.nodes + args.managers
-        with measured(f"join {args.nodes}", pid, phases) as phase:
-            fleet = subprocess.Popen(
-                [
-                    *SHOAL,
-                    "hollow",
-                    "--managers",
-                    ",".join(m.addr for m in managers),
-                    "--token",
-                    token,
-                    "--count",
-                    str(args.nodes),
-                    "--processes",
-                    str(args.processes),
-                    "--state-dir",
-                    str(base / "hollow"),
-                ],
-                stdout=log,
-                stderr=log,
+        def join(phase: Phase) -> None:
+            nonlocal fleet
+            fleet = start_fleet(bench, args.nodes, args.processes)
+            wait_until(
+                lambda: (
+                    collections.Counter(r["Status"] for r in bench.node_rows())["Ready"] >= bench.want_ready
+                ),
+                PHASE_TIMEOUT,
+                1.0,
+                f"{bench.want_ready} nodes Ready",
             )
-            wait_until(lambda: nodes_by_status(leader)["Ready"] >= want, 1800, 1.0, f"{want} nodes Ready")
-        phase.extra["node_ls_s"] = round(timed(leader, "node", "ls"), 3)
-        phase.extra["service_ls_s"] = round(timed(leader, "service", "ls"), 3)
+
+        phase = bench.phase(f"join {args.nodes}", join)
+        phase.extra["node_ls_s"] = bench.timed("node", "ls")
+        phase.extra["service_ls_s"] = bench.timed("service", "ls")
         print(
             f"  node ls {phase.extra['node_ls_s']} s, service ls {phase.extra['service_ls_s']} s", flush=True
         )
 
-        not_ready_seen = [0]
-        for replicas in [int(r) for r in args.replicas.split(",")]:
-            name = f"s{replicas}"
+        for number, replicas in enumerate(replicas_list):
+            last = number == len(replicas_list) - 1
+            name = SERVICE if last else f"s{replicas}"
             spy = None
-            pid = leader_pid()
-            if args.profile and replicas == max(int(r) for r in args.replicas.split(",")):
-                spy = profile_leader(pid, 60, base / f"profile-{replicas}.txt")
-            with measured(f"create --replicas {replicas} to {replicas}/{replicas}", pid, phases) as phase:
-                leader.ok(
-                    "service",
-                    "create",
-                    "--name",
-                    name,
-                    "--replicas",
-                    str(replicas),
-                    "--detach",
-                    "app:1",
-                    timeout=300,
-                )
-
-                def converged(replicas: int = replicas, name: str = name) -> bool:
-                    status = nodes_by_status(leader)
-                    if status:
-                        not_ready_seen[0] = max(not_ready_seen[0], want - status["Ready"])
-                    return running_count(leader, name) >= replicas
-
-                wait_until(converged, 1800, 0.5, f"{replicas} running")
-                phase.extra["leader_pid_after"] = leader_pid()
-            phase.extra["leader_pid"] = pid
-            phase.extra["service_ps_s"] = round(timed(leader, "service", "ps", name), 3)
-            phase.extra["node_ls_s"] = round(timed(leader, "node", "ls"), 3)
-            print(
-                f"  service ps {phase.extra['service_ps_s']} s, node ls {phase.extra['node_ls_s']} s",
-                flush=True,
+            if args.profile and replicas == max(replicas_list):
+                spy = profile_leader(int(bench.leader().proc.pid), 60, base / f"profile-{replicas}.txt")  # type: ignore[union-attr]
+            phase = bench.phase(
+                f"create --replicas {replicas} to {replicas}/{replicas}", create(bench, name, replicas)
             )
+            phase.extra["service_ps_s"] = bench.timed("service", "ps", name)
+            phase.extra["node_ls_s"] = bench.timed("node", "ls")
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
                 spy.wait(120)
@@ -258,13 +476,39 @@ def main() -> None:
                     print("  leader's hottest frames (self time):")
                     for frame, share in hottest(raw):
                         print(f"    {share:5.1f}%  {frame}")
-            with measured(f"service rm {replicas}", pid, phases):
-                leader.ok("service", "rm", name, timeout=300)
-        print(f"  nodes not Ready at any sample after the join: {not_ready_seen[0]}")
-        print(json.dumps([phase.__dict__ for phase in phases], indent=1))
+            if not last:
+                bench.phase(f"service rm {replicas} to zero", remove(bench, name))
+        replicas = replicas_list[-1]
+        if args.scale_to:
+            bench.phase(f"scale {replicas} to {args.scale_to}", scale(bench, args.scale_to))
+            replicas = args.scale_to
+        if args.drain:
+            bench.phase(f"drain {args.drain} nodes ({replicas} tasks)", drain(bench, args.drain, replicas))
+        if args.failover:
+            bench.phase(f"failover (kill -9 the leader, {replicas} tasks)", failover(bench, replicas))
+        bench.phase(f"service rm {replicas} to zero", remove(bench, SERVICE))
+        print(f"  nodes not Ready at any sample after the join: {bench.not_ready_seen}")
+        report = {
+            "nodes": args.nodes,
+            "processes": args.processes,
+            "load_average_end": os.getloadavg(),
+            "not_ready_seen": bench.not_ready_seen,
+            "phases": [asdict(p) for p in bench.phases],
+        }
+        print(json.dumps(report, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps({**report, "samples": [asdict(s) for s in bench.samples]}))
     finally:
+        if bench.sampling():
+            bench.stop_sampling()
+        if args.plot and bench.samples:
+            plot(
+                bench,
+                args.plot,
+                f"{args.nodes} hollow nodes, {args.managers} managers, {os.cpu_count()} CPUs",
+            )
         terminate(fleet, 60)
-        for manager in managers:
+        for manager in bench.managers:
             manager.kill()
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

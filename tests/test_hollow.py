@@ -17,6 +17,7 @@ import pytest
 from harness import SHOAL, ShoalNode, terminate, wait_until
 from shoal import identity
 from shoal.daemon.state import CERTS_DIR
+from shoal.hollow.status import read_fleet
 
 HOLLOW = 50
 REPLICAS = 200
@@ -92,6 +93,15 @@ def test_fifty_hollow_nodes_join_and_run_200_replicas(manager: ShoalNode, tmp_pa
         assert len(per_node) == HOLLOW + 1 and max(per_node.values()) - min(per_node.values()) <= 1, per_node
         listed = manager.ok("service", "ls", "--format", "json").json_lines()
         assert [r["Replicas"] for r in listed if r["Name"] == "big"] == [f"{REPLICAS}/{REPLICAS}"]
+
+        # The fleet's status files (what bench_hollow reads): every session open, every task seen.
+        on_hollow = {node: count for node, count in per_node.items() if node.startswith("hollow-")}
+
+        def fleet_agrees() -> bool:
+            status = read_fleet(tmp_path / "hollow")
+            return (status.nodes, status.connected, status.running_by_node) == (HOLLOW, HOLLOW, on_hollow)
+
+        wait_until(fleet_agrees, 30, 0.5, what=f"status files: {HOLLOW} sessions, {on_hollow}")
     finally:
         terminate(fleet)
     assert fleet.returncode in (0, -15), (tmp_path / "hollow.log").read_text()

@@ -4,7 +4,8 @@ One process holds its nodes on one asyncio loop; each node has its own transport
 certificate, so its own mutual-TLS connection to the managers. Joins run a few
 at a time (``join_concurrency``): every join is a CA signature and a store write on the leader,
 and a thousand at once would only queue there. Several processes (``processes``) use more
-cores; each runs its share of the indexes, so names stay distinct.
+cores; each runs its share of the indexes, so names stay distinct. Each process reports its
+nodes' sessions and tasks in a status file (``status.py``) for benchmarks to read.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.hollow.node import RUNTIME_PLUGIN, HollowNode, profile
+from shoal.hollow.status import STATUS_INTERVAL, status_of, write_status
 from shoal.loader import PluginLoader
 
 log = logging.getLogger("shoal.hollow")
@@ -154,10 +156,20 @@ async def run_fleet(config: FleetConfig, say: Callable[[str], None]) -> int:
             f" ({config.prefix}-{config.first_index:05d}..{config.prefix}-{config.first_index + config.count - 1:05d})"
         )
         if report.started:
+            reporter = asyncio.create_task(_report_status(fleet, config), name="hollow-status")
             await stop.wait()
+            reporter.cancel()
         return 1 if report.failures else 0
     finally:
         await fleet.stop()
+
+
+async def _report_status(fleet: Fleet, config: FleetConfig) -> None:
+    """Rewrite this process's status file (``hollow.status``) every STATUS_INTERVAL."""
+    path = config.state_dir / f"status-{config.first_index}.json"
+    while True:
+        write_status(path, status_of(fleet.nodes))
+        await asyncio.sleep(STATUS_INTERVAL)
 
 
 def shares(count: int, processes: int) -> list[tuple[int, int]]:
