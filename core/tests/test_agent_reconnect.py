@@ -40,8 +40,9 @@ class ScriptedManagers:
     ``lose`` (a session that opens, then its leader is gone), ``busy`` (turned away with a
     retry-after) or ``open`` (a session that stays)."""
 
-    def __init__(self, script: list[str]) -> None:
+    def __init__(self, script: list[str], retry_after: float = RETRY_AFTER) -> None:
         self.script = list(script)
+        self.retry_after = retry_after
         self.opens: list[tuple[str, float]] = []
         self.done = asyncio.Event()
 
@@ -55,7 +56,7 @@ class ScriptedManagers:
         if step == "refuse":
             raise RPCError(StatusCode.UNAVAILABLE, f"cannot reach the manager ({step})")
         if step == "busy":
-            yield rpb.SessionMessage(retry_after=RETRY_AFTER).SerializeToString()
+            yield rpb.SessionMessage(retry_after=self.retry_after).SerializeToString()
             return
         yield rpb.SessionMessage(session_id=f"s{len(self.opens)}", heartbeat_period=60).SerializeToString()
         if step == "lose":
@@ -105,3 +106,26 @@ async def test_backoff_starts_again_after_a_session_and_a_retry_after_is_honoure
     assert targets == ["m1:2377", "m2:2377", "m1:2377", "m2:2377", "m1:2377", "m1:2377"], targets
     (_, busy_at), (_, again_at) = managers.opens[-2:]
     assert again_at - busy_at >= RETRY_AFTER
+
+
+async def test_a_retry_after_is_bounded_by_the_longest_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a manager says (a bug, a bad clock), an agent never stays away longer than its
+    longest backoff."""
+    monkeypatch.setattr(agent_module, "BACKOFF_MAX", 0.05)
+    managers = ScriptedManagers(["busy", "open"], retry_after=3600.0)
+    agent = Agent(
+        node_id="n1",
+        state_dir=tmp_path,
+        runtime=Engine(),  # type: ignore[arg-type]
+        runtime_name="fake",
+        transport=managers,  # type: ignore[arg-type]
+        tls=lambda: TLSMaterial(b"", b"", b""),
+        managers=["m1:2377"],
+    )
+    await agent.start()
+    try:
+        await asyncio.wait_for(managers.done.wait(), DEADLINE)
+    finally:
+        await agent.stop()

@@ -243,7 +243,7 @@ class Agent:
         first = rpb.SessionMessage.FromString(await asyncio.wait_for(iterator.__anext__(), RPC_TIMEOUT))
         session_id = first.session_id
         if not session_id and first.retry_after > 0:
-            raise SessionDeferred(manager, first.retry_after)
+            raise SessionDeferred(manager, min(first.retry_after, BACKOFF_MAX))  # a bound on any leader
         if not session_id:
             # A manager that does not lead: it only says where the managers are (leader first).
             if first.managers:
