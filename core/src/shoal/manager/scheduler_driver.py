@@ -19,6 +19,7 @@ from typing import Any
 from shoal import placement, states
 from shoal.manager.netalloc import AllocationError
 from shoal.manager.netobjects import Allocations
+from shoal.manager.nodeload import NodeLoads, unassigned
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.scheduler import NodeInfo, Placement, SchedulerProvider
 from shoal.roles.store import StoreUnavailable
@@ -36,12 +37,6 @@ QUIET = DEBOUNCE
 MAX_PLACEMENTS_PER_COMMIT = 500
 
 
-def unassigned(task: pb.Task) -> bool:
-    """A task the scheduler must place (or, for a global task created for one node, confirm
-    on that node): not yet ASSIGNED, still wanted."""
-    return task.status.state <= states.PENDING and task.desired_state <= states.RUNNING
-
-
 class SchedulerDriver:
     """Batches pending tasks, asks the provider, commits placements."""
 
@@ -54,11 +49,16 @@ class SchedulerDriver:
         # provider with every call, as the scheduler contract says, never through a global.
         self.extra_filters = placement.check_filters(extra_filters)
         self._task: asyncio.Task[None] | None = None
+        #: Per-node totals and the pending tasks, kept as the store applies (a tick reads
+        #: them instead of every task in the store).
+        self.loads = NodeLoads(store)
 
     def start(self) -> None:
+        self.loads.start()
         self._task = asyncio.create_task(self._run(), name="scheduler")
 
     async def stop(self) -> None:
+        self.loads.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -98,11 +98,12 @@ class SchedulerDriver:
 
     async def tick(self) -> None:
         """Place every unassigned task once."""
-        view = self.store.view
-        pending = [t for t in view.tasks.all() if unassigned(t)]
+        self.loads.start()  # started with the driver; here for a driver only ticked (tests)
+        pending = self.loads.pending()
         if not pending:
             return
-        infos = placement.build_node_infos(list(view.nodes.all()), list(view.tasks.all()))
+        pending.sort(key=lambda t: (t.meta.created_at, t.id))  # oldest first, as the store holds them
+        infos = self.loads.node_infos()
         nodes = list(infos.values())
         groups: dict[tuple[str, int], list[pb.Task]] = defaultdict(list)
         for task in pending:

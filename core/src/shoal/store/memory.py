@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreProvider, StoreUnavailable
@@ -360,6 +360,18 @@ class Watch:
         self.close()
 
 
+class ApplyListener(Protocol):
+    """Told of every committed change as it is applied, before ``apply`` returns: what it
+    derives from the view (an index, a running total) is never behind the view, unlike a
+    ``Watch``, which hears of changes two loop turns later."""
+
+    def applied(self, events: list[Event]) -> None:
+        """``events`` were just applied to the view (in commit order)."""
+
+    def restored(self) -> None:
+        """The whole view was replaced (a snapshot): rebuild from it."""
+
+
 class ObjectStore:
     """The state machine the store provider drives, and the API the kernel reads and writes."""
 
@@ -375,6 +387,12 @@ class ObjectStore:
         #: task events used to be checked against every one of them on the leader's loop.
         self._watches_by_kind: dict[str | None, set[Watch]] = {}
         self._unpublished: list[Event] = []
+        self._listeners: list[ApplyListener] = []
+
+    def listen(self, listener: ApplyListener) -> Callable[[], None]:
+        """Tell ``listener`` of every change as it is applied; returns how to stop."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     # ------------------------------------------------------------------ StateMachine
 
@@ -397,6 +415,8 @@ class ObjectStore:
         self.applied_index = index
         if not events:
             return
+        for listener in self._listeners:
+            listener.applied(events)
         # Watchers hear of the change two loop turns later. The provider resolves the write's
         # proposer after this call; the proposer then resolves its callers, whose answers go
         # out on the next turn, ahead of the watchers' reactions (orchestrators, sessions).
@@ -440,6 +460,8 @@ class ObjectStore:
             for obj in items:
                 self.view.put(kind, obj)
         self.applied_index = index
+        for listener in self._listeners:
+            listener.restored()
 
     # ------------------------------------------------------------------ writes
 
