@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from shoal.agent import agent as agent_module
+from shoal.daemon import leaderwait
 from shoal.manager import dispatcher as dispatcher_module
 from shoal.manager.dispatcher import Dispatcher
 from shoal.proto import objects_pb2 as pb
@@ -34,6 +35,8 @@ NODES = WORKERS + 1  # the manager runs an agent too
 #: The agents' wait for a first session message, shortened so that the agent whose
 #: registration is held gives up and retries while it is (5 s otherwise).
 AGENT_TIMEOUT = 1.0
+#: How long an election may take on a loaded machine (the managers share one event loop here).
+ELECTION_DEADLINE = 60.0
 #: asyncio's clock may wake a sleeper a hair before the exact time.
 CLOCK_SLACK = 0.01
 
@@ -177,6 +180,9 @@ async def test_after_the_leader_crashes_agents_wait_for_the_election_not_go_back
                 sent_to.append((agent.node_id, agent.managers[0]))
 
     monkeypatch.setattr(agent_module.Agent, "_session", recorded)
+    # Past its wait a follower sends the agent to the leader it names (then alive: it heard from
+    # it); an election slowed by a loaded machine must not end the wait first.
+    monkeypatch.setattr(leaderwait, "SESSION_LEADER_WAIT", ELECTION_DEADLINE)
     async with InProcessCluster(tmp_path, managers=3, workers=2) as cluster:
         old = cluster.leader()
         assert old is not None
@@ -189,6 +195,7 @@ async def test_after_the_leader_crashes_agents_wait_for_the_election_not_go_back
                     (m for m in cluster.managers() if m is not old and m.daemon.manager.is_leader()), None
                 ),
                 "a new leader",
+                ELECTION_DEADLINE,
             )
 
             def back() -> bool:
@@ -198,7 +205,9 @@ async def test_after_the_leader_crashes_agents_wait_for_the_election_not_go_back
                 with_session = {s.node_id for s in dispatcher._sessions.values()}
                 return all(w.node_id in with_session and w.daemon.agent.connected.is_set() for w in workers)
 
-            await cluster.wait_until(back, "both workers' sessions open with the new leader")
+            await cluster.wait_until(
+                back, "both workers' sessions open with the new leader", ELECTION_DEADLINE
+            )
             back_to_dead = [node for node, leader in sent_to if leader == old.addr]
             assert back_to_dead == [], f"agents sent back to the crashed leader: {sent_to}"
         finally:

@@ -31,12 +31,13 @@ class LeaderWait:
         self,
         leader_addr: Callable[[], str],
         *,
-        longest: float = SESSION_LEADER_WAIT,
+        longest: float | None = None,
         interval: float = POLL_INTERVAL,
     ) -> None:
         self.leader_addr = leader_addr
-        #: The longest an open waits (then it gets whatever is known).
-        self.longest = longest
+        #: The longest an open waits (then it gets whatever is known: after that long a
+        #: follower that still names the lost leader has heard from it, so it is alive).
+        self.longest = SESSION_LEADER_WAIT if longest is None else longest
         self.interval = interval
         self._waiters = 0
         self._changed: asyncio.Event | None = None

@@ -652,9 +652,11 @@ class Manager:
             return await self.ca_server.issue(request, peer)
 
         async def session(request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
-            if self.dispatcher is None:
+            if self.dispatcher is None and not self.is_leader():
                 # During an election, wait for its result rather than send the agent back to
-                # the leader it lost (leaderwait.py); this manager may be the one elected.
+                # the leader it lost (leaderwait.py); this manager may be the one elected. (A
+                # leader whose dispatcher is starting answers at once: it is alive, whatever the
+                # agent lost.)
                 lost = rpb.SessionRequest.FromString(request).lost_leader
                 await self.leader_wait.leader_other_than(lost)
             if self.dispatcher is None:
