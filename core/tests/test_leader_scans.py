@@ -1,0 +1,119 @@
+"""The leader's periodic work looks at what changed, not at every task of a service (issue 18).
+
+A large service is filled up in pieces without scanning all its tasks for each piece: 100,000
+replicas were 200 pieces of 500, each scanning every task of the service and checking every
+slot for a rolling update, 85 s of the leader's loop (now 6 s). The task reaper looks only at
+the slots that changed: it scanned every task of a changed service every 250 ms."""
+
+from __future__ import annotations
+
+import pytest
+from shoal import defaults
+from shoal.manager import orchestrator
+from shoal.manager.orchestrator import ReplicatedOrchestrator
+from shoal.manager.reaper import TaskReaper
+from shoal.manager.tasks import new_task
+from shoal.proto import objects_pb2 as pb
+from shoal.store import memory
+from shoal.testing.objectstore import instant_store
+
+REPLICAS = 3000
+
+
+def _service(replicas: int) -> pb.Service:
+    service = pb.Service(id="s1")
+    service.spec.annotations.name = "web"
+    service.spec.replicated.replicas = replicas
+    service.spec.task.container.image = "app:1"
+    return service
+
+
+def count_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many tasks ``service_tasks`` has returned (a one-item list, counting up)."""
+    scanned = [0]
+    for view_class in (memory.ReadView, memory._OverlayView):
+        real = view_class.service_tasks
+
+        def counted(self: object, service_id: str, real: object = real) -> list[pb.Task]:
+            tasks: list[pb.Task] = real(self, service_id)  # type: ignore[operator]
+            scanned[0] += len(tasks)
+            return tasks
+
+        monkeypatch.setattr(view_class, "service_tasks", counted)
+    return scanned
+
+
+async def test_pieces_of_a_large_service_do_not_rescan_its_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await instant_store()
+    await store.update(lambda tx: tx.create(_service(REPLICAS)))
+    scanned = count_scans(monkeypatch)
+    orch = ReplicatedOrchestrator(store)
+    orch._dirty.add("s1")
+    await orch._process()
+    tasks = list(store.view.tasks.all())
+    assert len(tasks) == REPLICAS and sorted(t.slot for t in tasks) == list(range(1, REPLICAS + 1))
+    assert REPLICAS > orchestrator.MAX_CREATES_PER_COMMIT  # it took several pieces
+    assert scanned[0] < REPLICAS, f"{scanned[0]} tasks scanned to create {REPLICAS}"
+
+
+async def test_a_service_changed_while_being_filled_is_reconciled_whole() -> None:
+    """Scaled down between two pieces: the pieces stop at the new count."""
+    store = await instant_store()
+    await store.update(lambda tx: tx.create(_service(REPLICAS)))
+    orch = ReplicatedOrchestrator(store)
+    orch._dirty.add("s1")
+    real_fill = orch._continue_filling
+    scaled = [False]
+
+    def scale_first(tx: memory.Tx, service_id: str) -> None:
+        if not scaled[0]:  # as if `service scale web=700` committed just before this piece
+            scaled[0] = True
+            service = memory.copy(tx.service(service_id))  # type: ignore[type-var]
+            service.spec.replicated.replicas = 700
+            service.meta.version += 1
+            tx.update(service)
+        real_fill(tx, service_id)
+
+    orch._continue_filling = scale_first  # type: ignore[method-assign]
+    await orch._process()
+    live = [t for t in store.view.tasks.all() if t.desired_state <= pb.RUNNING]
+    assert len(live) == 700
+
+
+async def test_the_reaper_looks_only_at_the_slots_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await instant_store()
+    service = _service(REPLICAS)
+
+    def seed(tx: memory.Tx) -> None:
+        cluster = memory.copy(tx.cluster())  # type: ignore[type-var]
+        cluster.spec.orchestration.task_history_retention_limit = defaults.TASK_HISTORY_LIMIT
+        tx.update(cluster)
+        tx.create(service)
+        for slot in range(1, REPLICAS + 1):
+            tx.create(new_task(service, slot))
+
+    await store.update(seed)
+    reaper = TaskReaper(store)
+    for task in store.view.tasks.all():  # what its loop does when it starts
+        reaper._mark(task)
+    await store.update(lambda tx: reaper._reap(tx, dirty=reaper._dirty))
+    reaper._dirty.clear()
+
+    def history(tx: memory.Tx) -> None:  # slot 7: ten dead tasks besides its live one
+        for n in range(10):
+            dead = new_task(service, 7)
+            dead.desired_state = pb.SHUTDOWN
+            dead.status.state = pb.FAILED
+            dead.status.timestamp = n
+            tx.create(dead)
+
+    await store.update(history)
+    for task in store.view.tasks.all():
+        if task.slot == 7:
+            reaper._mark(task)
+    scanned = count_scans(monkeypatch)
+    await store.update(lambda tx: reaper._reap(tx, dirty=reaper._dirty))
+    slot7 = [t for t in store.view.tasks.all() if t.slot == 7]
+    assert len(slot7) == defaults.TASK_HISTORY_LIMIT  # the live task and the 4 newest dead ones
+    assert sorted(t.status.timestamp for t in slot7 if t.status.state == pb.FAILED) == [6, 7, 8, 9]
+    assert scanned[0] == 0, f"the reaper scanned {scanned[0]} tasks to prune one slot"
