@@ -503,7 +503,7 @@ def test_generic_resources_reserve_what_the_node_offers(node_factory: Factory) -
     assert offered["GenericResources"] == [{"DiscreteResourceSpec": {"Kind": "gpu", "Value": 1}}]
     node.ok(
         "service", "create", "--detach", "--name", "trainer", "--replicas", "2",
-        "--generic-resource", "gpu=1", TEST_IMAGE, "sleep", "3600",
+        "--generic-resource", "gpu=1", "--stop-grace-period", "0s", TEST_IMAGE, "sleep", "3600",
     )  # fmt: skip
 
     def one_running_one_waiting() -> list[dict[str, Any]] | None:

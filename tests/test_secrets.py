@@ -133,6 +133,7 @@ def test_secret_reaches_only_the_node_of_its_task_on_a_tmpfs(
 
     manager.ok(
         "service", "create", "--name", "web", "--detach", "--constraint", "node.hostname==w1",
+        "--stop-grace-period", "0s",  # its sleep ignores SIGTERM: scale-down and rm wait no 10 s
         "--secret", "source=db-password,target=db,uid=7,gid=8,mode=0400",
         "--config", "source=app-conf,target=/etc/app.conf",
         TEST_IMAGE, "sh", "-c", SHOW,
@@ -202,7 +203,7 @@ def test_secret_and_config_on_podman(node_factory: Factory, tmp_path: Path) -> N
     node.ok("config", "create", "app-conf", str(tmp_path / "conf"))
     try:
         node.ok(
-            "service", "create", "--name", "web", "--detach",
+            "service", "create", "--name", "web", "--detach", "--stop-grace-period", "0s",
             "--secret", "source=db-password,target=db,uid=7,gid=8,mode=0400",
             "--config", "source=app-conf,target=/etc/app.conf",
             TEST_IMAGE, "sh", "-c", SHOW,

@@ -33,7 +33,12 @@ def replicas_column(node: ShoalNode, service: str) -> str:
 def test_replicas_scale_and_remove(node_factory: object, runtime_name: str, engine: Engine) -> None:
     node = start_cluster(node_factory, runtime_name)
     node_id = node.node_id()
-    node.ok("service", "create", "--name", "web", "--replicas", "4", "--detach", TEST_IMAGE)
+    # Stop grace 0 s: the image's PID 1 ignores SIGTERM, so scale-down and rm would each wait
+    # out the default 10 s before the engine kills it.
+    node.ok(
+        "service", "create", "--name", "web", "--replicas", "4", "--stop-grace-period", "0s", "--detach",
+        TEST_IMAGE,
+    )  # fmt: skip
 
     def containers() -> list[object]:
         return engine.service_containers(node_id, "web")

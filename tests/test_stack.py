@@ -27,10 +27,13 @@ def _compose(port: int, api_value: str, *, with_api: bool = True) -> str:
     networks: [front]
     secrets: [token]
 """
+    # stop_grace_period 0s: sleep as PID 1 ignores SIGTERM, so the redeploy's rolling update
+    # would wait the default 10 s before the old task is killed.
     api = f"""
   api:
     image: {TEST_IMAGE}
     command: sleep 3600
+    stop_grace_period: 0s
     environment:
       - VALUE=${{API_VALUE:-{api_value}}}
     deploy:

@@ -54,7 +54,9 @@ def test_etcd_quorum_lost_refuses_writes_fast_with_no_leader(
     manager = node_factory("m1").start()
     manager.init()
     assert manager.info()["Store"]["backend"] == "etcd"
-    manager.ok("service", "create", "--name", "keep", "--replicas", "1", "shoal-busybox:1", "sleep", "3600")
+    manager.ok(
+        "service", "create", "-d", "--name", "keep", "--replicas", "1", "shoal-busybox:1", "sleep", "3600"
+    )
     etcd_cluster.stop(1)
     etcd_cluster.stop(2)
     try:
