@@ -7,9 +7,12 @@ the slots that changed: it scanned every task of a changed service every 250 ms.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from shoal import defaults
 from shoal.manager import orchestrator
+from shoal.manager import reaper as reaper_module
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
 from shoal.manager.tasks import new_task
@@ -117,3 +120,62 @@ async def test_the_reaper_looks_only_at_the_slots_that_changed(monkeypatch: pyte
     assert len(slot7) == defaults.TASK_HISTORY_LIMIT  # the live task and the 4 newest dead ones
     assert sorted(t.status.timestamp for t in slot7 if t.status.state == pb.FAILED) == [6, 7, 8, 9]
     assert scanned[0] == 0, f"the reaper scanned {scanned[0]} tasks to prune one slot"
+
+
+async def _settle(store: memory.ObjectStore) -> None:
+    """Until every watcher took its events and acted on them (loop turns, no timer)."""
+    for _ in range(1000):
+        if not store._unpublished and all(w.queue.empty() for w in store._watches):
+            break
+        await asyncio.sleep(0)
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_tasks_starting_do_not_make_the_reaper_look_at_their_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each task of a starting service changes state about five times; each change made the
+    reaper look at its slot though a task that stays live frees nothing."""
+    monkeypatch.setattr(reaper_module, "TICK", 0.0)
+    store = await instant_store()
+    service = _service(1000)
+    await store.update(
+        lambda tx: [tx.create(service), *(tx.create(new_task(service, n)) for n in range(1, 1001))]
+    )
+    reaper = TaskReaper(store)
+    looked_at: list[int] = []
+    real_reap = reaper._reap
+
+    def counted(tx: memory.Tx, dirty: set[tuple[str, int, str]]) -> None:
+        looked_at.append(len(dirty))
+        real_reap(tx, dirty)
+
+    reaper._reap = counted  # type: ignore[method-assign]
+    reaper.start()
+    try:
+        await _settle(store)
+        looked_at.clear()
+        for state in (pb.ASSIGNED, pb.PREPARING, pb.RUNNING):
+
+            def progress(tx: memory.Tx, state: int = state) -> None:
+                for task in tx.view.tasks.all():
+                    task = memory.copy(task)
+                    task.status.state = state  # type: ignore[assignment]
+                    tx.update(task)
+
+            await store.update(progress)
+            await _settle(store)
+        assert sum(looked_at) == 0, f"the reaper looked at {looked_at} slots for tasks that stayed live"
+        stopped = [t for t in store.view.tasks.all() if t.slot <= 3]
+        await store.update(lambda tx: [tx.update(_failed(t)) for t in stopped])
+        await _settle(store)
+        assert sum(looked_at) == 3  # a task that ended: its slot is looked at
+    finally:
+        await reaper.stop()
+
+
+def _failed(task: pb.Task) -> pb.Task:
+    task = memory.copy(task)
+    task.status.state = pb.FAILED
+    return task

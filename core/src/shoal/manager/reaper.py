@@ -16,7 +16,7 @@ from collections import defaultdict
 from shoal import defaults, states
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
-from shoal.store.memory import DELETE, ObjectStore, Tx
+from shoal.store.memory import CREATE, DELETE, ObjectStore, Tx
 
 log = logging.getLogger("shoal.reaper")
 
@@ -32,6 +32,13 @@ def removable(task: pb.Task) -> bool:
 
 #: A slot: (service ID, slot number, node ID for a global service's task, else "").
 SlotKey = tuple[str, int, str]
+
+
+def _may_free(task: pb.Task | None) -> bool:
+    """Whether ``task`` counts in its slot's history or may be deleted: a change of a task
+    that was and stays live (its state moving up to RUNNING) changes neither, so it does not
+    make the reaper look at the slot (five such changes per task while a service starts)."""
+    return task is not None and (task.desired_state > states.RUNNING or states.is_terminal(task.status.state))
 
 
 class TaskReaper:
@@ -79,7 +86,9 @@ class TaskReaper:
                 await asyncio.sleep(TICK)
                 for ev in [event, *watch.drain()]:
                     if ev.kind == "task" and ev.action != DELETE:
-                        self._mark(ev.obj)
+                        self._mark(
+                            ev.obj, changed=ev.action == CREATE or _may_free(ev.obj) or _may_free(ev.old)
+                        )
                     elif ev.kind == "task":
                         self._forget(ev.obj)
                     elif ev.kind == "service" and ev.action == DELETE:
@@ -90,9 +99,11 @@ class TaskReaper:
     def _slot_of(task: pb.Task) -> SlotKey:
         return (task.service_id, task.slot, task.node_id if task.slot == 0 else "")
 
-    def _mark(self, task: pb.Task) -> None:
+    def _mark(self, task: pb.Task, changed: bool = True) -> None:
+        """Know ``task`` in its slot; with ``changed``, look at the slot in the next round."""
         key = self._slot_of(task)
-        self._dirty.add(key)
+        if changed:
+            self._dirty.add(key)
         self._slots[key].add(task.id)
 
     def _forget(self, task: pb.Task) -> None:
