@@ -90,8 +90,9 @@ def test_killed_container_is_replaced_after_restart_delay(
     wait_until(lambda: replicas_column(node, "heal") == "2/2", 60, what="2/2")
     victim = engine.service_containers(node_id, "heal")[0]
     victim_task = victim.labels["io.shoal.task.id"]
-    engine.kill(victim.id)
+    # Taken before the kill: the container may die (and the delay start) before the CLI returns.
     killed_at = time.monotonic()
+    engine.kill(victim.id)
 
     def failed() -> bool:
         return any(
