@@ -3,22 +3,34 @@
 Three hosts of tests/multihost.py (network namespaces, each with its own dockerd and shoal
 daemon, joined by an underlay bridge). One replica of the demo ``search`` service runs on h1
 with ``-p 8080:8080``. From the underlay, with the same load generator in the same run, it
-measures requests per second and p50/p99 latency:
+measures requests per second and p50/p99 latency on three paths:
 
 - ``direct``: straight to the task's own address (the underlay routes the engine's bridge
   subnet through h1: one forwarding hop, as a mesh path has);
 - ``mesh, node with the task``: h1's address, port 8080;
 - ``mesh, node without it``: h3's address, port 8080 (forwarded over VXLAN to h1).
 
-Rounds alternate the three paths so that load from elsewhere on the machine hits them alike.
+Method. Every request is a new TCP connection (``Connection: close``: the mesh balances
+connections, and busybox httpd closes each one anyway), about a thousand a second, so the
+load generator's namespace gets what any such load generator needs: the whole ephemeral port
+range and ``tcp_tw_reuse`` (without them its ports run out after ~28,000 connections, and
+connect() slows down for every path: throughput then falls round after round). The paths
+run in short slices, interleaved (the order rotates each group), many times: drift and other
+jobs' bursts hit all paths alike, and each path's ratio is taken against the direct slice of
+its own group (median and range over the groups). Before each slice it records TIME_WAIT
+sockets in the client's and the task's namespaces and conntrack entries on h1 and h3, so
+state that builds up over the run is visible in the results.
+
+Then, with one connection, the p50 latency of each path (interleaved the same way): on an
+idle machine the difference to ``direct`` is the time the mesh path adds to a request.
+
 Then a second service with two replicas is probed every 10 ms through h3's published port
 while one replica's container is killed: the time from the kill to the last failed request.
 
-    python bench/mesh.py [--duration 10] [--connections 8] [--rounds 2] [--kills 3] [--json FILE]
+    python bench/mesh.py [--slices 12] [--slice-seconds 3] [--connections 8] [--kills 3] [--json FILE]
 
-The load generator is wrk (Debian's ``wrk``) with ``Connection: close`` (busybox httpd closes
-every connection anyway, and the mesh balances connections), else bench/meshload.py's asyncio
-client. Needs root (namespaces) and the images of scripts/build-test-images.sh.
+The load generator is wrk (Debian's ``wrk``), else bench/meshload.py's asyncio client. Needs
+root (namespaces) and the images of scripts/build-test-images.sh.
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ from harness import wait_until  # noqa: E402
 MESHLOAD = str(ROOT / "bench" / "meshload.py")
 IMAGE = "searchsvc:v1.0"
 TASK_LABEL = "io.shoal.task.id"
+#: What a load generator opening ~1,000 connections a second needs (its namespace only).
+LOAD_GENERATOR_SYSCTLS = ("net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1")
 
 
 def wrk(swarm: multihost.Cluster, url: str, connections: int, duration: float) -> dict[str, Any]:
@@ -112,6 +126,68 @@ def running(swarm: multihost.Cluster, service: str, count: int) -> list[dict[str
     return tasks
 
 
+def tune_load_generator(swarm: multihost.Cluster) -> None:
+    for setting in LOAD_GENERATOR_SYSCTLS:
+        multihost.run(*multihost.in_netns(swarm.hub), "sysctl", "-qw", setting)
+
+
+def time_wait(netns_path: str) -> int:
+    """TIME_WAIT sockets in a network namespace."""
+    out = multihost.run("nsenter", f"--net={netns_path}", "ss", "-Htan", "state", "time-wait")
+    return len(out.splitlines())
+
+
+def conntrack_count(host: multihost.Host) -> int:
+    return int(host.run("cat", "/proc/sys/net/netfilter/nf_conntrack_count", check=False).strip() or 0)
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """Machine-wide (busy, softirq) jiffies from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    return busy, fields[6]
+
+
+def measure_slice(
+    swarm: multihost.Cluster, load: Any, url: str, connections: int, seconds: float, server_ns: str
+) -> dict[str, Any]:
+    """One slice of one path: the load generator's result, the state before it, the CPU it took."""
+    h1, _, h3 = swarm.hosts
+    state = {
+        "client_time_wait": time_wait(multihost.netns_path(swarm.hub)),
+        "server_time_wait": time_wait(server_ns),
+        "conntrack_h1": conntrack_count(h1),
+        "conntrack_h3": conntrack_count(h3),
+        "loadavg": round(os.getloadavg()[0], 2),
+    }
+    busy0, soft0 = cpu_jiffies()
+    result: dict[str, Any] = load(swarm, url, connections, seconds)
+    busy1, soft1 = cpu_jiffies()
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    requests = max(1, result["requests"])
+    result.update(state)
+    result["cpu_ms_per_request"] = round((busy1 - busy0) * tick_ms / requests, 3)
+    result["softirq_ms_per_request"] = round((soft1 - soft0) * tick_ms / requests, 3)
+    return result
+
+
+def interleaved(
+    swarm: multihost.Cluster, load: Any, paths: dict[str, str], groups: int, seconds: float,
+    connections: int, server_ns: str,
+) -> list[dict[str, dict[str, Any]]]:  # fmt: skip
+    """``groups`` groups of one slice per path, the order rotating from group to group."""
+    names = list(paths)
+    results = []
+    for index in range(groups):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        group = {}
+        for name in order:
+            group[name] = measure_slice(swarm, load, paths[name], connections, seconds, server_ns)
+            print(index, name, json.dumps(group[name]), flush=True)
+        results.append(group)
+    return results
+
+
 def time_to_recover(swarm: multihost.Cluster, via: multihost.Host) -> dict[str, float]:
     """Kill one of ``search2``'s replicas while probing ``via``:8081; seconds from the kill to
     the last failed request (0 when none failed), and how many failed."""
@@ -153,9 +229,10 @@ def time_to_recover(swarm: multihost.Cluster, via: multihost.Host) -> dict[str, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--slices", type=int, default=12, help="interleaved groups (one slice per path each)")
+    parser.add_argument("--slice-seconds", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--latency-slices", type=int, default=3, help="groups with one connection")
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument(
         "--tool", choices=("wrk", "meshload"), default="wrk" if shutil.which("wrk") else "meshload"
@@ -166,6 +243,7 @@ def main() -> int:
 
     swarm = multihost.Cluster(3, "docker")
     swarm.up()
+    recoveries: list[dict[str, float]] = []
     try:
         swarm.start_shoal()
         h1, _, h3 = swarm.hosts
@@ -173,12 +251,15 @@ def main() -> int:
         m.ok("service", "create", "--detach", "--name", "search", "-p", "8080:8080",
              "--constraint", "node.hostname==h1", IMAGE)  # fmt: skip
         (task,) = running(swarm, "search", 1)
-        address = h1.engine_cli(
-            "inspect", "--format", "{{.NetworkSettings.IPAddress}}", task_container(h1, task["ID"])
-        ).strip()
+        container = task_container(h1, task["ID"])
+        address = h1.engine_cli("inspect", "--format", "{{.NetworkSettings.IPAddress}}", container).strip()
+        server_ns = (
+            f"/proc/{h1.engine_cli('inspect', '--format', '{{.State.Pid}}', container).strip()}/ns/net"
+        )
         # The direct path: the underlay routes h1's engine bridge through h1.
         h1.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
         multihost.run("ip", "-n", swarm.hub, "route", "add", f"{address}/32", "via", h1.ip)
+        tune_load_generator(swarm)
         paths = {
             "direct": f"http://{address}:8080/",
             "mesh, node with the task": f"http://{h1.ip}:8080/",
@@ -186,54 +267,70 @@ def main() -> int:
         }
         for url in paths.values():
             wait_until(lambda url=url: answers(swarm, url), 30, 0.3, f"{url} to answer")
-        results: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
-        for _ in range(args.rounds):
-            for name, url in paths.items():
-                results[name].append(load(swarm, url, args.connections, args.duration))
-                print(name, json.dumps(results[name][-1]), flush=True)
+        throughput = interleaved(
+            swarm, load, paths, args.slices, args.slice_seconds, args.connections, server_ns
+        )
+        latency = interleaved(swarm, load, paths, args.latency_slices, args.slice_seconds, 1, server_ns)
 
-        m.ok("service", "create", "--detach", "--name", "search2", "--replicas", "2", "-p", "8081:8080",
-             "--constraint", "node.hostname!=h3", IMAGE)  # fmt: skip
-        running(swarm, "search2", 2)
-        wait_until(lambda: answers(swarm, f"http://{h3.ip}:8081/"), 30, 0.3, "search2 through h3")
-        recoveries = [time_to_recover(swarm, h3) for _ in range(args.kills)]
-        print("recoveries", json.dumps(recoveries), flush=True)
+        if args.kills:
+            m.ok("service", "create", "--detach", "--name", "search2", "--replicas", "2", "-p", "8081:8080",
+                 "--constraint", "node.hostname!=h3", IMAGE)  # fmt: skip
+            running(swarm, "search2", 2)
+            wait_until(lambda: answers(swarm, f"http://{h3.ip}:8081/"), 30, 0.3, "search2 through h3")
+            recoveries = [time_to_recover(swarm, h3) for _ in range(args.kills)]
+            print("recoveries", json.dumps(recoveries), flush=True)
     finally:
         swarm.down()
 
-    summary = summarise(results, recoveries, args)
+    summary = summarise(throughput, latency, recoveries, args)
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(
-            json.dumps({"summary": summary, "runs": results, "recoveries": recoveries}, indent=2)
+            json.dumps(
+                {"summary": summary, "throughput": throughput, "latency": latency, "recoveries": recoveries},
+                indent=2,
+            )
         )
     return 0
 
 
 def summarise(
-    results: dict[str, list[dict[str, Any]]], recoveries: list[dict[str, float]], args: argparse.Namespace
+    throughput: list[dict[str, dict[str, Any]]],
+    latency: list[dict[str, dict[str, Any]]],
+    recoveries: list[dict[str, float]],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
-    if not results["direct"]:
-        results = {}
-    direct_rps = statistics.median(r["rps"] for r in results["direct"]) if results else 0.0
     paths = {}
-    for name, runs in results.items():
-        rps = statistics.median(r["rps"] for r in runs)
+    for name in throughput[0]:
+        runs = [group[name] for group in throughput]
+        ratios = sorted(
+            round(group[name]["rps"] / group["direct"]["rps"], 3)
+            for group in throughput
+            if group["direct"]["rps"]
+        )
         paths[name] = {
-            "rps_median": rps,
-            "rps_runs": [r["rps"] for r in runs],
+            "rps_median": statistics.median(r["rps"] for r in runs),
+            "rps_slices": [r["rps"] for r in runs],
+            "vs_direct_median": statistics.median(ratios) if ratios else None,
+            "vs_direct_range": [ratios[0], ratios[-1]] if ratios else None,
             "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
             "p99_ms_median": statistics.median(r["p99_ms"] for r in runs),
+            "cpu_ms_per_request_median": statistics.median(r["cpu_ms_per_request"] for r in runs),
+            "softirq_ms_per_request_median": statistics.median(r["softirq_ms_per_request"] for r in runs),
+            "one_connection_p50_ms_median": statistics.median(group[name]["p50_ms"] for group in latency)
+            if latency
+            else None,
             "errors": sum(r["errors"] for r in runs),
-            "vs_direct": round(rps / direct_rps, 3) if direct_rps else None,
         }
+    loads = [group[name]["loadavg"] for group in throughput for name in group]
     return {
         "command": " ".join(["python", "bench/mesh.py", *sys.argv[1:]]),
         "tool": args.tool,
         "connections": args.connections,
-        "duration_s": args.duration,
+        "slice_s": args.slice_seconds,
+        "groups": len(throughput),
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, kernel {platform.release()}",
-        "loadavg_at_end": os.getloadavg()[0],
+        "loadavg_range": [min(loads), max(loads)],
         "paths": paths,
         "recover_s": [r["recover_s"] for r in recoveries],
         "recover_s_median": statistics.median(r["recover_s"] for r in recoveries) if recoveries else None,
