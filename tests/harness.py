@@ -2,6 +2,15 @@
 
 Each ``ShoalNode`` owns its state dir, socket, port and log file, and is killed at teardown.
 Tests wait on conditions with deadlines (``wait_until``), never on fixed sleeps.
+
+What a test should not wait out unless it is what the test checks (each costs seconds a run):
+- ``service create/scale/update`` without ``-d`` follow the service until it has been stable
+  for 5 s (docker's verify), even at ``--replicas 0``: pass ``-d`` and wait for the state.
+- ``sleep`` as a container's PID 1 ignores SIGTERM: every stop (scale-down, rm, rolling
+  update) waits the 10 s stop grace unless the service has ``--stop-grace-period 0s``.
+- A killed node is Down after three heartbeats, and a new leader waits two grace periods
+  before marking any node Down: ``start_cluster`` sets a 1 s heartbeat; set it
+  (``swarm update --dispatcher-heartbeat 1s``) where a test waits for a dead node's tasks.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ def test_restarted_worker_reaches_the_other_managers_when_its_join_manager_is_do
     m2.ok(
         "service",
         "create",
+        "-d",
         "--name",
         "after",
         "--constraint",

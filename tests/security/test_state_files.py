@@ -52,6 +52,7 @@ def test_every_state_file_of_a_manager_and_a_worker_is_private(
     manager.ok(
         "service",
         "create",
+        "-d",
         "--name",
         "envsvc",
         "--env",
