@@ -110,13 +110,13 @@ def base_script(table: str, advertise_ip: str) -> str:
         "  chain forward { type filter hook forward priority 0; policy accept; }\n"
         "  chain outbound { type filter hook output priority 0; policy accept; }\n"
         f"  chain guard {{ type filter hook prerouting priority {RAW_PRIORITY}; policy accept; }}\n"
-        f"  chain untracked_in {{ type filter hook prerouting priority {RAW_PRIORITY}; policy accept; }}\n"
+        "  chain from_bridge { }\n"
         f"  chain untracked_out {{ type filter hook output priority {RAW_PRIORITY}; policy accept; }}\n"
         "}\n"
         f"flush chain ip {table} prerouting\n"
         f"flush chain ip {table} output\n"
         f"flush chain ip {table} input\n"
-        f"flush chain ip {table} untracked_in\n"
+        f"flush chain ip {table} guard\n"
         f"flush chain ip {table} untracked_out\n"
         + dispatch.format(hook="prerouting")
         + dispatch.format(hook="output")
@@ -126,8 +126,11 @@ def base_script(table: str, advertise_ip: str) -> str:
         # crossing nodes cost each node two UDP entries (the outer source port is a hash of the
         # inner flow, so each direction is a new "connection"): created, looked up on every
         # packet and expired 30 s later, for nothing.
-        + f"add rule ip {table} untracked_in ip daddr {advertise} udp dport {VXLAN_PORT} notrack\n"
+        + f"add rule ip {table} guard ip daddr {advertise} udp dport {VXLAN_PORT} notrack\n"
         + f"add rule ip {table} untracked_out ip saddr {advertise} udp dport {VXLAN_PORT} notrack\n"
+        # What arrives from the ingress bridge (``set_ingress_bridge`` writes that chain): one
+        # base chain per hook, since each is a separate call for every packet of the node.
+        + f"add rule ip {table} guard jump from_bridge\n"
     )
 
 
@@ -157,8 +160,9 @@ def into_bridge_rules(table: str, chain: str, bridge: str, *, bridged: bool) -> 
     with the bridge as both devices) traffic between the network's own endpoints; the rest is
     dropped, so neither a local container nor a host process reaches a task's unpublished
     ports through its ingress address."""
-    rule = f'add rule ip {table} {chain} oifname "{bridge}"'
+    rule = f"add rule ip {table} {chain}"
     return (
+        f'{rule} oifname != "{bridge}" return\n'  # other traffic: one comparison, not four
         f"{rule} ct state established,related accept\n"
         f"{rule} ct status dnat accept\n"
         + (f'{rule} iifname "{bridge}" accept\n' if bridged else "")
@@ -166,8 +170,8 @@ def into_bridge_rules(table: str, chain: str, bridge: str, *, bridged: bool) -> 
     )
 
 
-def untracked_within(table: str, bridge: str, host_address: str | None) -> str:
-    """The ``guard`` rule that leaves frames bridged within the network untracked (see
+def untracked_within(table: str, host_address: str | None) -> str:
+    """The ``from_bridge`` rule that leaves frames bridged within the network untracked (see
     ``NodeTable.set_ingress_bridge``); none without the node's address on it."""
     if not host_address:
         return ""
@@ -175,9 +179,7 @@ def untracked_within(table: str, bridge: str, host_address: str | None) -> str:
         own = ipaddress.IPv4Interface(host_address)
     except ValueError:
         raise NetworkError(f"ingress: host address {host_address!r} is not an IPv4 CIDR") from None
-    return (
-        f'add rule ip {table} guard iifname "{bridge}" ip daddr {own.network} ip daddr != {own.ip} notrack\n'
-    )
+    return f"add rule ip {table} from_bridge ip daddr {own.network} ip daddr != {own.ip} notrack\n"
 
 
 class NodeTable:
@@ -222,14 +224,15 @@ class NodeTable:
         own address (replies of the connections it forwarded, to be un-NATed) stay tracked."""
         script = "".join(
             f"flush chain ip {self.table} {chain}\n"
-            for chain in ("postrouting", "guard", "forward", "outbound")
+            for chain in ("postrouting", "from_bridge", "forward", "outbound")
         )
         if bridge:
             script += (
                 f'add rule ip {self.table} postrouting oifname "{bridge}" ct status dnat masquerade\n'
-                f'add rule ip {self.table} guard iifname "{bridge}" ip daddr 127.0.0.0/8 drop\n'
-                f'add rule ip {self.table} guard iifname "{bridge}" ip saddr 127.0.0.0/8 drop\n'
-                + untracked_within(self.table, bridge, host_address)
+                f'add rule ip {self.table} from_bridge iifname != "{bridge}" return\n'
+                f"add rule ip {self.table} from_bridge ip daddr 127.0.0.0/8 drop\n"
+                f"add rule ip {self.table} from_bridge ip saddr 127.0.0.0/8 drop\n"
+                + untracked_within(self.table, host_address)
                 + into_bridge_rules(self.table, "forward", bridge, bridged=True)
                 + into_bridge_rules(self.table, "outbound", bridge, bridged=False)
             )
