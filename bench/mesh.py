@@ -13,11 +13,13 @@ measures requests per second and p50/p99 latency on three paths:
 Method. Every request is a new TCP connection (``Connection: close``: the mesh balances
 connections, and busybox httpd closes each one anyway), about a thousand a second, so the
 load generator's namespace gets what any such load generator needs: the whole ephemeral port
-range and ``tcp_tw_reuse`` (without them its ports run out after ~28,000 connections, and
-connect() slows down for every path: throughput then falls round after round). The paths
+range and ``tcp_tw_reuse`` (without them, since the client keeps every connection in
+TIME_WAIT and connect() uses half of the 28,000 default ports, it runs out after ~14,000
+connections and throughput falls tenfold for every path: the drift seen round after round). The paths
 run in short slices, interleaved (the order rotates each group), many times: drift and other
 jobs' bursts hit all paths alike, and each path's ratio is taken against the direct slice of
-its own group (median and range over the groups). Before each slice it records TIME_WAIT
+its own group (median and range over the groups). The underlay bridge (a switch, in reality)
+runs no netfilter. Before each slice it records TIME_WAIT
 sockets in the client's and the task's namespaces and conntrack entries on h1 and h3, so
 state that builds up over the run is visible in the results.
 
@@ -58,6 +60,13 @@ IMAGE = "searchsvc:v1.0"
 TASK_LABEL = "io.shoal.task.id"
 #: What a load generator opening ~1,000 connections a second needs (its namespace only).
 LOAD_GENERATOR_SYSCTLS = ("net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1")
+#: The underlay bridge stands for a switch, which runs no netfilter: with br_netfilter loaded
+#: (dockerd loads it) every frame it switches would go through the IP hooks of the underlay's
+#: namespace, a host cost no real network has (and the path through a node without the task
+#: crosses the underlay twice, the others once).
+UNDERLAY_SYSCTLS = tuple(
+    f"net.bridge.bridge-nf-call-{kind}=0" for kind in ("iptables", "ip6tables", "arptables")
+)
 
 
 def wrk(swarm: multihost.Cluster, url: str, connections: int, duration: float) -> dict[str, Any]:
@@ -126,8 +135,9 @@ def running(swarm: multihost.Cluster, service: str, count: int) -> list[dict[str
     return tasks
 
 
-def tune_load_generator(swarm: multihost.Cluster) -> None:
-    for setting in LOAD_GENERATOR_SYSCTLS:
+def tune_underlay(swarm: multihost.Cluster) -> None:
+    """The load generator's and the underlay's settings (both live in the hub namespace)."""
+    for setting in LOAD_GENERATOR_SYSCTLS + UNDERLAY_SYSCTLS:
         multihost.run(*multihost.in_netns(swarm.hub), "sysctl", "-qw", setting)
 
 
@@ -259,7 +269,7 @@ def main() -> int:
         # The direct path: the underlay routes h1's engine bridge through h1.
         h1.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
         multihost.run("ip", "-n", swarm.hub, "route", "add", f"{address}/32", "via", h1.ip)
-        tune_load_generator(swarm)
+        tune_underlay(swarm)
         paths = {
             "direct": f"http://{address}:8080/",
             "mesh, node with the task": f"http://{h1.ip}:8080/",
