@@ -179,3 +179,34 @@ def _failed(task: pb.Task) -> pb.Task:
     task = memory.copy(task)
     task.status.state = pb.FAILED
     return task
+
+
+async def test_removing_a_large_service_is_written_in_pieces() -> None:
+    """``service rm`` of 10,000 replicas was one entry marking 10,000 tasks, then one entry
+    deleting them: each applied by every manager in one go."""
+    store = await instant_store()
+    service = _service(REPLICAS)
+    await store.update(
+        lambda tx: [tx.create(service), *(tx.create(new_task(service, n)) for n in range(1, REPLICAS + 1))]
+    )
+    sizes: list[int] = []
+    propose = store.provider.propose  # type: ignore[union-attr]
+
+    async def recorded(entry: bytes) -> int:
+        sizes.append(len(pb.StoreBatch.FromString(entry).actions))
+        return await propose(entry)
+
+    store.provider.propose = recorded  # type: ignore[method-assign,union-attr]
+    await store.update(lambda tx: tx.delete("service", "s1"))
+    orch = ReplicatedOrchestrator(store)
+    orch._dirty.add("s1")
+    await orch._process()
+    assert all(t.desired_state == pb.REMOVE for t in store.view.tasks.all())
+    reaper = TaskReaper(store)
+    for task in store.view.tasks.all():
+        reaper._mark(task)
+    while reaper._dirty:
+        dirty, reaper._dirty = reaper._dirty, set()
+        await store.update(lambda tx, dirty=dirty: reaper._reap(tx, dirty=dirty))
+    assert len(store.view.tasks) == 0
+    assert max(sizes) <= orchestrator.MAX_CREATES_PER_COMMIT, f"entries of {sizes} changes"

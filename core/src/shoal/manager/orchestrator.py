@@ -77,6 +77,8 @@ class ReplicatedOrchestrator:
         #: instead of scanning every task of the service again: 100,000 replicas were 200
         #: scans of up to 100,000 tasks (and as many rolling-update checks), 85 s of the loop.
         self._filling: dict[str, tuple[int, list[int]]] = {}
+        #: Removed services' tasks not yet marked for removal, marked in pieces the same way.
+        self._removing: dict[str, list[str]] = {}
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -141,7 +143,7 @@ class ReplicatedOrchestrator:
                 self._schedule_start(task, restart_policy(task).delay)
 
     async def _process(self) -> None:
-        while self._dirty or self._restarts or self._filling:
+        while self._dirty or self._restarts or self._filling or self._removing:
             dirty, self._dirty = self._dirty, set()
             restarts, self._restarts = self._restarts, []
             try:
@@ -154,8 +156,9 @@ class ReplicatedOrchestrator:
                         await self.updates.update(service)
             except StoreUnavailable as exc:
                 log.warning("orchestrator could not commit: %s", exc)
-                self._dirty.update(self._filling)  # found again by a whole reconciliation
+                self._dirty.update(self._filling, self._removing)  # found again when reconciled whole
                 self._filling.clear()
+                self._removing.clear()
                 return
 
     # ------------------------------------------------------------------ reconcile
@@ -171,8 +174,11 @@ class ReplicatedOrchestrator:
             self._restart_if_needed(tx, task_id)
         for service_id in [s for s in self._filling if s not in dirty]:
             self._continue_filling(tx, service_id)
+        for service_id in [s for s in self._removing if s not in dirty]:
+            self._mark_removed(tx, service_id, self._removing.pop(service_id))
         for service_id in dirty:
             self._filling.pop(service_id, None)  # reconciled whole: its free slots found again
+            self._removing.pop(service_id, None)
             service = tx.service(service_id)
             if service is None:
                 self._remove_all(tx, service_id)
@@ -190,12 +196,22 @@ class ReplicatedOrchestrator:
         self._restart(tx, task)
 
     def _remove_all(self, tx: Tx, service_id: str) -> None:
-        for task in tx.view.service_tasks(service_id):
-            current = tx.task(task.id)
+        """Mark every task of a removed service for removal, MAX_CREATES_PER_COMMIT a
+        transaction (``service rm`` of 10,000 replicas was one entry of 10,000 changes, which
+        every manager applied in one go)."""
+        tasks = [t.id for t in tx.view.service_tasks(service_id) if t.desired_state < states.REMOVE]
+        self._mark_removed(tx, service_id, tasks)
+
+    def _mark_removed(self, tx: Tx, service_id: str, task_ids: list[str]) -> None:
+        for task_id in task_ids[:MAX_CREATES_PER_COMMIT]:
+            current = tx.task(task_id)
             if current is not None and current.desired_state < states.REMOVE:
                 current = copy(current)
                 current.desired_state = states.REMOVE
                 tx.update(current)
+        rest = task_ids[MAX_CREATES_PER_COMMIT:]
+        if rest:
+            self._removing[service_id] = rest
 
     def _reconcile_service(self, tx: Tx, service: pb.Service) -> None:
         replicas = service.spec.replicated.replicas

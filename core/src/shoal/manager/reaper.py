@@ -21,6 +21,9 @@ from shoal.store.memory import CREATE, DELETE, ObjectStore, Tx
 log = logging.getLogger("shoal.reaper")
 
 TICK = 0.25
+#: Tasks deleted per store transaction; the slots left go to the next round. Reaping a removed
+#: service of 10,000 tasks was one entry of 10,000 deletions, applied by every manager at once.
+MAX_DELETES_PER_COMMIT = 500
 
 
 def removable(task: pb.Task) -> bool:
@@ -130,24 +133,31 @@ class TaskReaper:
 
     def _reap(self, tx: Tx, dirty: set[SlotKey]) -> None:
         limit = self._history_limit()
-        by_slot = {key: self._slot_tasks(tx, key) for key in dirty}
-        for key, tasks in by_slot.items():
-            service = tx.service(key[0])
-            keep = limit
-            if service is not None and service.spec.task.restart.max_attempts > 0:
-                keep = max(keep, int(service.spec.task.restart.max_attempts) + 1)
-            history = []
-            for task in tasks:
-                if removable(task) or (service is None and states.is_terminal(task.status.state)):
-                    tx.delete("task", task.id)
-                elif states.is_terminal(task.status.state) and task.desired_state > states.RUNNING:
-                    history.append(task)
-            if limit < 0:
-                continue
-            live = len([t for t in tasks if t.desired_state <= states.RUNNING])
-            excess = len(history) + live - keep
-            if excess <= 0:
-                continue
-            history.sort(key=lambda t: t.status.applied_at or t.status.timestamp)
-            for task in history[:excess]:
+        slots = list(dirty)
+        for done, key in enumerate(slots):
+            if len(tx) >= MAX_DELETES_PER_COMMIT:
+                self._dirty.update(slots[done:])  # the next round
+                return
+            self._reap_slot(tx, key, self._slot_tasks(tx, key), limit)
+
+    def _reap_slot(self, tx: Tx, key: SlotKey, tasks: list[pb.Task], limit: int) -> None:
+        """Delete what the slot no longer needs: removable tasks, and history beyond ``limit``."""
+        service = tx.service(key[0])
+        keep = limit
+        if service is not None and service.spec.task.restart.max_attempts > 0:
+            keep = max(keep, int(service.spec.task.restart.max_attempts) + 1)
+        history = []
+        for task in tasks:
+            if removable(task) or (service is None and states.is_terminal(task.status.state)):
                 tx.delete("task", task.id)
+            elif states.is_terminal(task.status.state) and task.desired_state > states.RUNNING:
+                history.append(task)
+        if limit < 0:
+            return
+        live = len([t for t in tasks if t.desired_state <= states.RUNNING])
+        excess = len(history) + live - keep
+        if excess <= 0:
+            return
+        history.sort(key=lambda t: t.status.applied_at or t.status.timestamp)
+        for task in history[:excess]:
+            tx.delete("task", task.id)
