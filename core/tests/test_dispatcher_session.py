@@ -152,3 +152,21 @@ async def test_label_changes_skip_rebuilding_views_and_a_manager_address_change_
         assert received.empty()
     finally:
         reader.cancel()
+
+
+async def test_a_node_reopening_its_session_unchanged_writes_nothing() -> None:
+    """After a leader change every node reopens its session, already Ready with the same
+    description: a thousand registrations that change nothing must not be a thousand writes."""
+    store = await _store()
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
+    peer = PeerIdentity(node_id="w1", role=rpc.WORKER_OU, cluster_id="c1")
+    request = rpb.SessionRequest(description=pb.NodeDescription(hostname="w1")).SerializeToString()
+    first = dispatcher.session(request, peer).__aiter__()
+    await _next(first)
+    await first.aclose()
+    registered = store.applied_index
+    assert store.view.nodes.get("w1").status.state == pb.NodeStatus.READY  # type: ignore[union-attr]
+    again = dispatcher.session(request, peer).__aiter__()
+    assert (await _next(again)).node.description.hostname == "w1"
+    await again.aclose()
+    assert store.applied_index == registered, "an unchanged registration was written"
