@@ -102,15 +102,15 @@ class SchedulerDriver:
         pending = self.loads.pending()
         if not pending:
             return
-        pending.sort(key=lambda t: (t.meta.created_at, t.id))  # oldest first, as the store holds them
         infos = self.loads.node_infos()
         nodes = list(infos.values())
         groups: dict[tuple[str, int], list[pb.Task]] = defaultdict(list)
         for task in pending:
             groups[(task.service_id, task.spec_version)].append(task)
         decisions: list[Placement] = []
-        for batch in groups.values():
-            batch.sort(key=lambda t: t.slot)
+        for key in sorted(groups):  # a deterministic order: the pending set has none
+            batch = groups[key]
+            batch.sort(key=lambda t: (t.slot, t.id))
             decisions.extend(await self.provider.schedule(batch, nodes, self.extra_filters))
         await self._commit_in_batches(decisions, infos)
 
