@@ -47,3 +47,12 @@ def test_healthconfig_fills_podman_cli_defaults_for_zero_fields() -> None:
         "Retries": 3,
         "StartPeriod": 0,
     }
+
+
+def test_the_podman_runtime_declares_a_wider_engine_gate_than_the_default() -> None:
+    from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, engine_call_limit
+    from shoal_runtime_podman.runtime import PodmanRuntime
+
+    assert engine_call_limit(PodmanRuntime) == PodmanRuntime.engine_concurrency == 16
+    assert PodmanRuntime.engine_concurrency > DEFAULT_MAX_CONCURRENT_ENGINE_CALLS
+    assert engine_call_limit(PodmanRuntime, 8) == 8  # the operator's --max-concurrent-engine-calls
