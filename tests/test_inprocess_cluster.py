@@ -71,6 +71,29 @@ async def test_spread_drain_and_worker_constraint(tmp_path: Path) -> None:
         )
 
 
+async def test_placement_preference_spreads_over_zones(tmp_path: Path) -> None:
+    """Spread over the values of a node label first, then over the nodes of each value: zones of
+    3, 2 and 1 nodes get 3 tasks each (plain spread would give zone a 4 or 5). The logic of
+    test_service_lifecycle.py::test_placement_preference_spreads_over_zones, at six nodes."""
+    zones = {"m1": "a", "w1": "a", "w2": "a", "w3": "b", "w4": "b", "w5": "c"}
+    async with InProcessCluster(tmp_path, managers=1, workers=5) as cluster:
+        for name, zone in zones.items():
+            await cluster.call("node.update", node=name, label_add=[f"zone={zone}"])
+        await cluster.call(
+            "service.create",
+            name="zoned",
+            image=IMAGE_1,
+            replicas=9,
+            placement_prefs=["spread=node.labels.zone"],
+        )
+        await cluster.wait_for_running("zoned", 9)
+        per_node = await running_by_node(cluster, "zoned")
+        per_zone: Counter[str] = Counter()
+        for name, count in per_node.items():
+            per_zone[zones[name]] += count
+        assert per_zone == Counter({"a": 3, "b": 3, "c": 3}), per_node
+
+
 async def test_restart_on_failure_stops_after_max_attempts(tmp_path: Path) -> None:
     """A task that exits 3 is replaced twice, then no more (test_restart_on_failure_max_attempts)."""
     async with InProcessCluster(tmp_path) as cluster:
