@@ -190,6 +190,9 @@ async def test_nodes_track_only_the_connections_they_nat(lab: Lab) -> None:
     connections it DNATs, never for the tunnel's UDP packets (each direction of each crossing
     connection was a new entry on both nodes) nor for frames its ingress bridge passes between
     another node's tunnel and a local task (an entry per connection on the task's node)."""
+    # the task's node runs dockerd's firewall: untracked bridged frames must still pass FORWARD
+    for rule in (["-N", "DOCKER-USER"], ["-P", "FORWARD", "DROP"], ["-I", "FORWARD", "-j", "DOCKER-USER"]):
+        await lab.sh("h1", "iptables", "-w", *rule)
     nodes = {host: await start_node(lab, host) for host in HOSTS}
     await nodes["h1"].attach(
         EndpointAttachment("task-c1", INGRESS.network_id, "10.0.0.10/24", (), lab.path("c1"))
