@@ -171,6 +171,8 @@ def test_manual_rollback_twice_and_without_previous(node_factory: Factory) -> No
         "2",
         "--stop-grace-period",
         "0s",
+        "--rollback-monitor",  # the blocking rollbacks below wait it out after each task (default 5 s)
+        "1s",
         "--detach",
         IMAGE_1,
     )
