@@ -69,14 +69,10 @@ UNDERLAY_SYSCTLS = tuple(
 )
 
 
-#: Prefix of the load generator's command (``--client-nice``).
-CLIENT_PREFIX: list[str] = []
-
-
 def wrk(swarm: multihost.Cluster, url: str, connections: int, duration: float) -> dict[str, Any]:
     threads = min(2, connections)
     proc = swarm.client(
-        *CLIENT_PREFIX, "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
+        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
         "-H", "Connection: close", url, timeout=duration + 60,
     )  # fmt: skip
     out = proc.stdout
@@ -251,15 +247,9 @@ def main() -> int:
     parser.add_argument(
         "--tool", choices=("wrk", "meshload"), default="wrk" if shutil.which("wrk") else "meshload"
     )
-    parser.add_argument(
-        "--client-nice", type=int, default=0,
-        help="run the load generator at this nice value (negative: ahead of the machine's other jobs)",
-    )  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     load = wrk if args.tool == "wrk" else pyload
-    if args.client_nice:
-        CLIENT_PREFIX[:] = ["nice", "-n", str(args.client_nice)]
 
     swarm = multihost.Cluster(3, "docker")
     swarm.up()
@@ -347,7 +337,6 @@ def summarise(
         "command": " ".join(["python", "bench/mesh.py", *sys.argv[1:]]),
         "tool": args.tool,
         "connections": args.connections,
-        "client_nice": args.client_nice,
         "slice_s": args.slice_seconds,
         "groups": len(throughput),
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, kernel {platform.release()}",
