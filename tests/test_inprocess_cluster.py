@@ -296,8 +296,13 @@ async def test_a_waiting_replacement_hears_only_of_its_old_task(
             return event
 
         monkeypatch.setattr(Watch, "get", counted)
+        store = leader.daemon.manager.store
+        watches = len(store._watches)
         waiters += [asyncio.ensure_future(orchestrator._wait_old_task(old["ID"])) for _ in range(20)]
         try:
+            await asyncio.sleep(0)  # every waiter started
+            # Nor is every task event checked against each waiter (a store watch each).
+            assert len(store._watches) == watches, "each waiting replacement added a store watch"
             await cluster.call("service.create", name="busy", image=IMAGE_1, replicas=10)
             await cluster.wait_for_running("busy", 10)
             assert not any(w.done() for w in waiters)

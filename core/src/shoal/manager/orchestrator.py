@@ -79,6 +79,9 @@ class ReplicatedOrchestrator:
         self._filling: dict[str, tuple[int, list[int]]] = {}
         #: Removed services' tasks not yet marked for removal, marked in pieces the same way.
         self._removing: dict[str, list[str]] = {}
+        #: Replacements waiting for their old task to stop, by (kind, ID) of what they wait on
+        #: (the old task, its node): woken from this orchestrator's own watch.
+        self._waiting: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -107,6 +110,8 @@ class ReplicatedOrchestrator:
                     self._on_event(event)
 
     def _on_event(self, event: Event) -> None:
+        for waiter in self._waiting.get((event.kind, event.obj.id), ()):
+            waiter.set()
         if event.kind == "service":
             self._dirty.add(event.obj.id)
         elif event.kind == "task":
@@ -390,20 +395,22 @@ class ReplicatedOrchestrator:
             self._delayed.pop(task_id, None)
 
     async def _wait_old_task(self, old_task_id: str) -> None:
+        """Until the old task stopped, its node is gone or down, or OLD_TASK_TIMEOUT.
+
+        Woken by the orchestrator's own watch for the old task and its node only: each waiter
+        had a store watch, and thousands of replacements waiting at once (nodes lost at scale)
+        had every task event checked against each of them."""
         if not old_task_id:
             return
         deadline = time.monotonic() + OLD_TASK_TIMEOUT
         waited = self.store.view.tasks.get(old_task_id)
-        node_id = waited.node_id if waited is not None else ""
-
-        def concerns(event: Event) -> bool:
-            """Only the old task and its node: with every event of every task, hundreds of
-            replacements waiting at once (nodes lost at scale) made this loop quadratic, a
-            third of the leader's CPU with 1,000 hollow nodes."""
-            return event.obj.id == old_task_id or (event.kind == "node" and event.obj.id == node_id)
-
-        with self.store.watch(["task", "node"], where=concerns) as watch:
+        keys = [("task", old_task_id), ("node", waited.node_id if waited is not None else "")]
+        woken = asyncio.Event()
+        for key in keys:
+            self._waiting[key].add(woken)
+        try:
             while time.monotonic() < deadline:
+                woken.clear()
                 old = self.store.view.tasks.get(old_task_id)
                 if old is None or states.is_terminal(old.status.state):
                     return
@@ -414,9 +421,16 @@ class ReplicatedOrchestrator:
                     return
                 try:
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        await watch.get()
+                        await woken.wait()
                 except TimeoutError:
                     return
+        finally:
+            for key in keys:
+                waiters = self._waiting.get(key)
+                if waiters is not None:
+                    waiters.discard(woken)
+                    if not waiters:
+                        del self._waiting[key]
 
     def pending_starts(self) -> Iterable[str]:
         return list(self._delayed)
