@@ -417,16 +417,18 @@ class ObjectStore:
             return
         for listener in self._listeners:
             listener.applied(events)
-        # Watchers hear of the change two loop turns later. The provider resolves the write's
-        # proposer after this call; the proposer then resolves its callers, whose answers go
-        # out on the next turn, ahead of the watchers' reactions (orchestrators, sessions).
+        # Watchers hear of the change three loop turns later. The provider resolves the write's
+        # proposer after this call (turn 0); the proposer (the group commit) resolves its callers
+        # on turn 1, whose answers go out on turn 2; the watches' predicates run on turn 3 and
+        # their reactions (orchestrators, sessions) after it. Two turns ran the predicates of
+        # every watch just before the answer, on the write's path (about 30 us for a node write).
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._publish(events)
             return
         if not self._unpublished:
-            loop.call_soon(loop.call_soon, self._publish_applied)
+            loop.call_soon(loop.call_soon, loop.call_soon, self._publish_applied)
         self._unpublished.extend(events)
 
     def _publish_applied(self) -> None:
