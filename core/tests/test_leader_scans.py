@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 from shoal import defaults
-from shoal.manager import orchestrator
+from shoal.manager import netobjects, orchestrator
 from shoal.manager import reaper as reaper_module
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
@@ -210,3 +210,23 @@ async def test_removing_a_large_service_is_written_in_pieces() -> None:
         await store.update(lambda tx, dirty=dirty: reaper._reap(tx, dirty=dirty))
     assert len(store.view.tasks) == 0
     assert max(sizes) <= orchestrator.MAX_CREATES_PER_COMMIT, f"entries of {sizes} changes"
+
+
+def test_address_books_skip_tasks_without_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every node registration and placement builds its transaction's address books from every
+    task; a task without networks holds no address, and is passed over with one test."""
+    checked = [0]
+    real = netobjects.task_dead
+
+    def counted(task: pb.Task) -> bool:
+        checked[0] += 1
+        return real(task)
+
+    monkeypatch.setattr(netobjects, "task_dead", counted)
+    service = _service(1000)
+    plain = [new_task(service, n) for n in range(1, 1001)]
+    attached = new_task(service, 1001)
+    attached.networks.add(addresses=["10.0.1.5/24"]).network.id = "net1"
+    used = netobjects.used_addresses([*plain, attached], [], [])
+    assert used == {"net1": {"10.0.1.5/24"}}
+    assert checked[0] == 1, f"{checked[0]} tasks checked for death to find one with an address"
