@@ -7,12 +7,12 @@ Measures, on this machine, in one run (phases chosen by flags, so a run can be s
 * ``service create --replicas R`` -> R/R running, for each R given; every service but the last
   is removed at once, the last one stays for the phases below;
 * ``--scale-to S``: ``service scale`` of the last service to S -> S/S;
-* ``--drain K``: ``node update --availability drain`` of K hollow nodes -> none of them runs a
-  task and the service is back at its count;
 * ``--failover``: ``kill -9`` of the leader -> a new leader, a write accepted through a
   surviving manager, every hollow node's session reopened after the kill (from the fleet's
   status files), the service back at its count with no task lost or added; the killed manager
   is then started again;
+* ``--drain K``: ``node update --availability drain`` of K hollow nodes -> none of them runs a
+  task and the service is back at its count;
 * ``service rm`` -> the hollow nodes hold no task (``rm to zero``);
 * over each phase: the leader's CPU (% of one core) and peak RSS, and whether a hollow node was
   ever not Ready after the join (a missed heartbeat).
@@ -482,10 +482,10 @@ def main() -> None:
         if args.scale_to:
             bench.phase(f"scale {replicas} to {args.scale_to}", scale(bench, args.scale_to))
             replicas = args.scale_to
-        if args.drain:
-            bench.phase(f"drain {args.drain} nodes ({replicas} tasks)", drain(bench, args.drain, replicas))
         if args.failover:
             bench.phase(f"failover (kill -9 the leader, {replicas} tasks)", failover(bench, replicas))
+        if args.drain:
+            bench.phase(f"drain {args.drain} nodes ({replicas} tasks)", drain(bench, args.drain, replicas))
         bench.phase(f"service rm {replicas} to zero", remove(bench, SERVICE))
         print(f"  nodes not Ready at any sample after the join: {bench.not_ready_seen}")
         report = {

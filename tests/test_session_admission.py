@@ -25,6 +25,7 @@ from shoal.agent import agent as agent_module
 from shoal.daemon import leaderwait
 from shoal.manager import dispatcher as dispatcher_module
 from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.netobjects import Allocations, ingress_of
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import PeerIdentity
@@ -212,3 +213,35 @@ async def test_after_the_leader_crashes_agents_wait_for_the_election_not_go_back
             assert back_to_dead == [], f"agents sent back to the crashed leader: {sent_to}"
         finally:
             NETWORK.set_down(old.addr, False)
+
+
+async def test_a_node_the_ingress_subnet_cannot_hold_is_not_allocated_again_at_each_reopen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond a full ingress subnet (750 of 1,000 hollow nodes on a /24) every registration
+    tried again: a scan of every task and node for the addresses in use, and a warning line,
+    each time a session reopened (a thousand at once after a hiccup). Once refused, a node is
+    not tried again by this leader. A /29 makes the point with 8 workers."""
+    async with InProcessCluster(
+        tmp_path, workers=8, init_options={"default_addr_pool_mask_length": "29"}
+    ) as cluster:
+        leader = cluster.leader()
+        assert leader is not None and leader.daemon.manager is not None
+        dispatcher = leader.daemon.manager.dispatcher
+        assert dispatcher is not None
+        ingress = ingress_of(leader.daemon.manager.store.view.networks.all())
+        assert ingress is not None
+        nodes = leader.daemon.manager.store.view.nodes.all()
+        without = [n for n in nodes if not any(a.network.id == ingress.id for a in n.attachments)]
+        assert without, "every node got an ingress address: the subnet is not full"
+        tries: list[str] = []
+        node_ingress = Allocations.node_ingress
+
+        def counted(allocations: Allocations, node: pb.Node) -> bool:
+            tries.append(node.id)
+            return node_ingress(allocations, node)
+
+        monkeypatch.setattr(Allocations, "node_ingress", counted)
+        for node in without:  # as their sessions reopen
+            await dispatcher._register(node.id, node.description)
+        assert tries == [], f"{len(tries)} nodes without an ingress address were allocated again"

@@ -90,6 +90,10 @@ class Dispatcher:
         #: Registrations under way by node ID: a retry joins its node's instead of starting
         #: another (an agent that timed out while its write was queued would double the herd).
         self._registrations: dict[str, asyncio.Task[None]] = {}
+        #: Nodes this leader could give no ingress address (the subnet is full): their next
+        #: registration does not try again (each try scanned every task and node for the
+        #: addresses in use, and logged a line: 750 of 1,000 hollow nodes reconnecting).
+        self._without_ingress: set[str] = set()
         #: Each node's NetworkState, computed once per change for the whole swarm.
         self.network_state = NetworkStatePublisher(store)
         #: Task events routed to the assignment stream of their node (one watch for all).
@@ -199,7 +203,7 @@ class Dispatcher:
         reconnect and are Ready already, and a thousand writes would only delay them."""
         view = self.store.view
         known = view.nodes.get(node_id)
-        if known is not None and _registered(view, known, description):
+        if known is not None and _registered(view, known, description, node_id in self._without_ingress):
             return
 
         def register(tx: Tx) -> None:
@@ -215,6 +219,7 @@ class Dispatcher:
             except AllocationError as exc:
                 # A full ingress subnet (a /24 holds 253 nodes) must not keep a node out of the
                 # swarm: it runs tasks, it only cannot forward ingress connections (Swarm too).
+                self._without_ingress.add(node_id)
                 log.warning("node %s has no ingress address: %s", node_id, exc)
             if updated != node:
                 tx.update(updated)
@@ -500,15 +505,18 @@ async def _no_secret_values(secret: pb.Secret, task: pb.Task) -> bytes:
     raise SecretFetchError(f"this dispatcher has no secrets provider (secret {secret.spec.annotations.name})")
 
 
-def _registered(view: ReadView, node: pb.Node, description: pb.NodeDescription) -> bool:
+def _registered(
+    view: ReadView, node: pb.Node, description: pb.NodeDescription, ingress_full: bool = False
+) -> bool:
     """Whether ``node`` already is what its registration would write: Ready, with
-    ``description``, attached to the ingress network (if any) and to no network that is gone."""
+    ``description``, attached to the ingress network (if any, unless ``ingress_full``: it could
+    get no address there) and to no network that is gone."""
     if node.status.state != pb.NodeStatus.READY or node.status.message or node.description != description:
         return False
     if any(view.networks.get(a.network.id) is None for a in node.attachments):
         return False
     ingress = ingress_of(view.networks.all())
-    return ingress is None or any(a.network.id == ingress.id for a in node.attachments)
+    return ingress is None or ingress_full or any(a.network.id == ingress.id for a in node.attachments)
 
 
 def _may_change_agent_views(event: Event) -> bool:
