@@ -237,17 +237,24 @@ def time_to_recover(swarm: multihost.Cluster, via: multihost.Host) -> dict[str, 
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def load_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of the interleaved measurement, shared with bench/mesh_swarm.py so that
+    both measure alike."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--slices", type=int, default=12, help="interleaved groups (one slice per path each)")
     parser.add_argument("--slice-seconds", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--latency-slices", type=int, default=3, help="groups with one connection")
-    parser.add_argument("--kills", type=int, default=3)
     parser.add_argument(
         "--tool", choices=("wrk", "meshload"), default="wrk" if shutil.which("wrk") else "meshload"
     )
     parser.add_argument("--json", type=Path)
+    return parser
+
+
+def main() -> int:
+    parser = load_arguments(__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=3)
     args = parser.parse_args()
     load = wrk if args.tool == "wrk" else pyload
 
