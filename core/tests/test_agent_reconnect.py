@@ -74,6 +74,19 @@ class ScriptedManagers:
         return b""
 
 
+def scripted_agent(tmp_path: Path, managers: ScriptedManagers, addresses: list[str]) -> Agent:
+    """An agent of node n1 on the fake engine whose every session open goes to ``managers``."""
+    return Agent(
+        node_id="n1",
+        state_dir=tmp_path,
+        runtime=Engine(),  # type: ignore[arg-type]
+        runtime_name="fake",
+        transport=managers,  # type: ignore[arg-type]
+        tls=lambda: TLSMaterial(b"", b"", b""),
+        managers=addresses,
+    )
+
+
 async def test_backoff_starts_again_after_a_session_and_a_retry_after_is_honoured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,15 +98,7 @@ async def test_backoff_starts_again_after_a_session_and_a_retry_after_is_honoure
 
     monkeypatch.setattr(agent_module.random, "uniform", no_wait)
     managers = ScriptedManagers(["refuse", "refuse", "refuse", "lose", "busy", "open"])
-    agent = Agent(
-        node_id="n1",
-        state_dir=tmp_path,
-        runtime=Engine(),  # type: ignore[arg-type]
-        runtime_name="fake",
-        transport=managers,  # type: ignore[arg-type]
-        tls=lambda: TLSMaterial(b"", b"", b""),
-        managers=["m1:2377", "m2:2377"],
-    )
+    agent = scripted_agent(tmp_path, managers, ["m1:2377", "m2:2377"])
     await agent.start()
     try:
         await asyncio.wait_for(managers.done.wait(), DEADLINE)
@@ -115,15 +120,7 @@ async def test_a_retry_after_is_bounded_by_the_longest_backoff(
     longest backoff."""
     monkeypatch.setattr(agent_module, "BACKOFF_MAX", 0.05)
     managers = ScriptedManagers(["busy", "open"], retry_after=3600.0)
-    agent = Agent(
-        node_id="n1",
-        state_dir=tmp_path,
-        runtime=Engine(),  # type: ignore[arg-type]
-        runtime_name="fake",
-        transport=managers,  # type: ignore[arg-type]
-        tls=lambda: TLSMaterial(b"", b"", b""),
-        managers=["m1:2377"],
-    )
+    agent = scripted_agent(tmp_path, managers, ["m1:2377"])
     await agent.start()
     try:
         await asyncio.wait_for(managers.done.wait(), DEADLINE)
