@@ -10,7 +10,6 @@ fleet's state directory; ``read_fleet`` adds the files up.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from shoal import states
 from shoal.hollow.node import HollowNode
+from shoal.identity import atomic_write
 
 #: How often a fleet process rewrites its status file.
 STATUS_INTERVAL = 0.5
@@ -67,10 +67,9 @@ def status_of(nodes: Iterable[HollowNode]) -> FleetStatus:
 
 
 def write_status(path: Path, status: FleetStatus) -> None:
-    """Replace ``path`` at once (a reader never sees half a file)."""
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(asdict(status)))
-    os.replace(partial, path)
+    """Replace ``path`` at once (a reader never sees half a file), 0600 like every file a node
+    writes under its state dir."""
+    atomic_write(path, json.dumps(asdict(status)).encode(), 0o600)
 
 
 def read_fleet(state_dir: Path) -> FleetStatus:
