@@ -29,6 +29,7 @@ from shoal.manager.netobjects import Allocations, ingress_of
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import PeerIdentity
+from shoal.store.memory import Tx, copy
 from shoal.testing.cluster import InProcessCluster, _rows
 
 WORKERS = 5
@@ -110,6 +111,19 @@ class HeldRegistrations:
                 self.under_way.discard(node_id)
 
         monkeypatch.setattr(Dispatcher, "_register", held, raising=False)
+
+
+def ingress_tries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The nodes an ingress address is looked for from now on, in order."""
+    tries: list[str] = []
+    node_ingress = Allocations.node_ingress
+
+    def counted(allocations: Allocations, node: pb.Node) -> bool:
+        tries.append(node.id)
+        return node_ingress(allocations, node)
+
+    monkeypatch.setattr(Allocations, "node_ingress", counted)
+    return tries
 
 
 async def test_a_herd_of_session_opens_is_turned_away_and_comes_back_when_told(
@@ -234,14 +248,60 @@ async def test_a_node_the_ingress_subnet_cannot_hold_is_not_allocated_again_at_e
         nodes = leader.daemon.manager.store.view.nodes.all()
         without = [n for n in nodes if not any(a.network.id == ingress.id for a in n.attachments)]
         assert without, "every node got an ingress address: the subnet is not full"
-        tries: list[str] = []
-        node_ingress = Allocations.node_ingress
-
-        def counted(allocations: Allocations, node: pb.Node) -> bool:
-            tries.append(node.id)
-            return node_ingress(allocations, node)
-
-        monkeypatch.setattr(Allocations, "node_ingress", counted)
+        tries = ingress_tries(monkeypatch)
         for node in without:  # as their sessions reopen
             await dispatcher._register(node.id, node.description)
         assert tries == [], f"{len(tries)} nodes without an ingress address were allocated again"
+
+
+async def test_after_a_leader_change_nodes_without_an_ingress_address_reopen_without_looking_for_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new leader knows nothing of which nodes the ingress subnet could not hold. Each of
+    them (750 of 1,000 hollow nodes on a /24) looked for an address again as its session
+    reopened: a transaction and a scan of every task and node each, run back to back in a
+    group commit, seconds of the new leader's loop after a failover. Now a Ready node reopens
+    with nothing looked for on its path, and the addresses are looked for in the background,
+    in one transaction for all of them: one node is given the address freed meanwhile, the
+    next is refused, and the rest are not tried (the subnet is full) and marked refused.
+    A /29 makes the point with 8 workers."""
+    async with InProcessCluster(
+        tmp_path, workers=8, init_options={"default_addr_pool_mask_length": "29"}
+    ) as cluster:
+        leader = cluster.leader()
+        assert leader is not None and leader.daemon.manager is not None
+        manager = leader.daemon.manager
+        store = manager.store
+        ingress = ingress_of(store.view.networks.all())
+        assert ingress is not None
+
+        def on_ingress(node: pb.Node) -> bool:
+            return any(a.network.id == ingress.id for a in node.attachments)
+
+        # One node loses its address (as if freed): there is room for exactly one again.
+        freed = next(n for n in store.view.nodes.all() if on_ingress(n) and n.role == pb.NodeSpec.WORKER)
+
+        def strip(tx: Tx) -> None:
+            node = copy(tx.node(freed.id))
+            del node.attachments[:]
+            tx.update(node)
+
+        await store.update(strip)
+        without = [n for n in store.view.nodes.all() if not on_ingress(n)]
+        assert len(without) >= 2, "every node has an ingress address: the subnet is not full"
+        tries = ingress_tries(monkeypatch)
+        successor = Dispatcher(store, manager.cluster_id, manager.manager_addrs)  # a new leader's
+        successor.start()
+        try:
+            await asyncio.gather(*(successor._register(node.id, node.description) for node in without))
+            assert tries == [], f"{len(tries)} reopening sessions waited on a look for an ingress address"
+            await cluster.wait_until(
+                lambda: len(successor._without_ingress) == len(without) - 1,
+                "every node without an address given one or refused",
+            )
+            # One given the free address, the next refused, the rest not tried (the subnet is full).
+            assert len(tries) == 2, f"{len(tries)} nodes tried for {len(without)} reopening"
+            given = [n.id for n in without if on_ingress(store.view.nodes.get(n.id))]
+            assert given == tries[:1] and given[0] not in successor._without_ingress
+        finally:
+            await successor.stop()

@@ -46,6 +46,9 @@ STATUS_FLUSH_INTERVAL = 0.1
 MAX_STATUS_PER_COMMIT = 500
 #: Session opens registered at once (``sessiongate``); more are told to come back later.
 MAX_CONCURRENT_REGISTRATIONS = DEFAULT_LIMIT
+#: How often, at most, the nodes that reopened without an ingress address are given one (one
+#: transaction, one scan of the addresses in use, for all that came in meanwhile).
+INGRESS_FILL_INTERVAL = 0.5
 ASSIGNMENT_DEBOUNCE = 0.05
 GRACE_MULTIPLIER = 3
 HEARTBEAT_EPSILON = 0.5
@@ -94,6 +97,10 @@ class Dispatcher:
         #: registration does not try again (each try scanned every task and node for the
         #: addresses in use, and logged a line: 750 of 1,000 hollow nodes reconnecting).
         self._without_ingress: set[str] = set()
+        #: Known, Ready nodes that reopened their session without an ingress address: given
+        #: one in the background, in batches (``_fill_ingress``), not on their session's path.
+        self._ingress_wanted: set[str] = set()
+        self._ingress_wakeup = asyncio.Event()
         #: Each node's NetworkState, computed once per change for the whole swarm.
         self.network_state = NetworkStatePublisher(store)
         #: Task events routed to the assignment stream of their node (one watch for all).
@@ -108,6 +115,7 @@ class Dispatcher:
             asyncio.create_task(self._heartbeat_monitor(), name="dispatcher-heartbeats"),
             asyncio.create_task(self.network_state.run(), name="dispatcher-network-state"),
             asyncio.create_task(self.node_tasks.run(), name="dispatcher-node-tasks"),
+            asyncio.create_task(self._fill_ingress(), name="dispatcher-node-ingress"),
         ]
 
     async def stop(self) -> None:
@@ -200,10 +208,20 @@ class Dispatcher:
     async def _register(self, node_id: str, description: pb.NodeDescription) -> None:
         """Record the node as Ready with its description and an ingress address. Nothing is
         written when the store already says so: after a leader change a thousand nodes
-        reconnect and are Ready already, and a thousand writes would only delay them."""
+        reconnect and are Ready already, and a thousand writes would only delay them.
+
+        A node that is Ready with this description but has no ingress address (beyond a full
+        /24: 750 of 1,000 hollow nodes) reopens at once too; its address is looked for in the
+        background with the others' (``_fill_ingress``). Each looked for it in a transaction of
+        its own, a scan of every task and node: after an election a group commit ran 64 such
+        scans back to back, seconds of the new leader's loop, and the last of 1,000 sessions
+        reopened 10 s after the old leader died."""
         view = self.store.view
         known = view.nodes.get(node_id)
-        if known is not None and _registered(view, known, description, node_id in self._without_ingress):
+        if known is not None and _registered(view, known, description, ingress_full=True):
+            if node_id not in self._without_ingress and not _has_ingress(view, known):
+                self._ingress_wanted.add(node_id)
+                self._ingress_wakeup.set()
             return
 
         def register(tx: Tx) -> None:
@@ -225,6 +243,47 @@ class Dispatcher:
                 tx.update(updated)
 
         await self.store.update(register)
+
+    async def _fill_ingress(self) -> None:
+        """Give the Ready nodes that reopened without one an ingress address: one transaction
+        for every node asking since the last (at most one per ``INGRESS_FILL_INTERVAL``)."""
+        pacer = Pacer(INGRESS_FILL_INTERVAL)
+        while True:
+            await self._ingress_wakeup.wait()
+            await pacer.pace()
+            self._ingress_wakeup.clear()
+            wanted, self._ingress_wanted = self._ingress_wanted, set()
+            try:
+                await self.store.update(functools.partial(self._attach_ingress, node_ids=wanted))
+            except StoreUnavailable as exc:
+                log.warning("could not give %d nodes an ingress address: %s", len(wanted), exc)
+
+    def _attach_ingress(self, tx: Tx, node_ids: set[str]) -> None:
+        """Ingress addresses for ``node_ids`` from one scan of the addresses in use. Once the
+        subnet is full the rest are not tried (it stays full within the transaction), and are
+        not tried again by this leader (as a refused registration); one line says so."""
+        allocations = Allocations.of(tx)
+        refused: list[str] = []
+        error: AllocationError | None = None
+        for node_id in sorted(node_ids):
+            node = tx.node(node_id)
+            if node is None or node.status.state != pb.NodeStatus.READY or _has_ingress(tx.view, node):
+                continue
+            if error is not None:
+                refused.append(node_id)
+                continue
+            updated = copy(node)
+            try:
+                changed = allocations.node_ingress(updated)
+            except AllocationError as exc:
+                error = exc
+                refused.append(node_id)
+                continue
+            if changed:
+                tx.update(updated)
+        self._without_ingress.update(refused)
+        if error is not None:
+            log.warning("%d nodes have no ingress address: %s", len(refused), error)
 
     def _agent_view(self, node_id: str) -> tuple[object, ...]:
         """What an agent acts on in its session messages: its role and desired role, the
@@ -515,8 +574,13 @@ def _registered(
         return False
     if any(view.networks.get(a.network.id) is None for a in node.attachments):
         return False
+    return ingress_full or _has_ingress(view, node)
+
+
+def _has_ingress(view: ReadView, node: pb.Node) -> bool:
+    """Whether ``node`` is attached to the ingress network (True when there is none)."""
     ingress = ingress_of(view.networks.all())
-    return ingress is None or ingress_full or any(a.network.id == ingress.id for a in node.attachments)
+    return ingress is None or any(a.network.id == ingress.id for a in node.attachments)
 
 
 def _may_change_agent_views(event: Event) -> bool:
