@@ -126,3 +126,35 @@ async def test_a_retry_after_is_bounded_by_the_longest_backoff(
         await asyncio.wait_for(managers.done.wait(), DEADLINE)
     finally:
         await agent.stop()
+
+
+async def test_the_session_trace_tells_where_a_reconnect_spent_its_time(tmp_path: Path) -> None:
+    """After a failover, "every session back" is the last of a thousand reconnects: each agent
+    keeps its steps (which manager it tried, what it was told, when a session opened), with
+    times, for ``shoal hollow`` to write out and a benchmark to add up."""
+    managers = ScriptedManagers(["refuse", "lose", "busy", "open"])
+    agent = scripted_agent(tmp_path, managers, ["m1:2377", "m2:2377"])
+    await agent.start()
+    try:
+        await asyncio.wait_for(managers.done.wait(), DEADLINE)
+    finally:
+        await agent.stop()
+    rows = agent.trace.as_rows()
+    steps = [(event, manager) for _, event, manager, _ in rows]
+    assert steps == [
+        ("try", "m1:2377"),
+        ("ended", "m1:2377"),  # unreachable
+        ("backoff", "m1:2377"),
+        ("try", "m2:2377"),
+        ("opened", "m2:2377"),
+        ("ended", "m2:2377"),  # its leader gone
+        ("backoff", "m2:2377"),
+        ("try", "m1:2377"),
+        ("deferred", "m1:2377"),  # told to come back
+        ("try", "m1:2377"),
+        ("opened", "m1:2377"),
+    ], steps
+    deferred = next(detail for _, event, _, detail in rows if event == "deferred")
+    assert float(deferred) == pytest.approx(RETRY_AFTER)
+    times = [at for at, _, _, _ in rows]
+    assert times == sorted(times)

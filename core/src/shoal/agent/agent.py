@@ -37,6 +37,7 @@ from shoal.agent.controller import TaskController
 from shoal.agent.enginegate import DEFAULT_MAX_CONCURRENT_ENGINE_CALLS, BoundedRuntime
 from shoal.agent.networking import NodeNetworking
 from shoal.agent.secrets import TaskFileStore
+from shoal.agent.sessiontrace import SessionTrace
 from shoal.agent.taskdb import TaskDB
 from shoal.pacing import Pacer
 from shoal.proto import objects_pb2 as pb
@@ -148,6 +149,8 @@ class Agent:
         #: The manager whose session was lost last (the leader then), until a new one opens:
         #: told to the next manager, which waits for an election rather than send us back.
         self._lost_leader = ""
+        #: The recent session steps (lost, tried, redirected, deferred, opened), with times.
+        self.trace = SessionTrace()
 
     @property
     def tasks_held(self) -> int:
@@ -205,6 +208,7 @@ class Agent:
         index = 0
         while True:
             manager = self.managers[index % len(self.managers)]
+            self.trace.record("try", manager)
             try:
                 await self._session(manager)
             except asyncio.CancelledError:
@@ -213,11 +217,14 @@ class Agent:
                 # Not a failure: the same manager, when it said (a thousand agents are told so
                 # after a leader change: one line each would flood the log).
                 log.debug("%s", exc)
+                self.trace.record("deferred", manager, f"{exc.retry_after:.3f}")
                 await asyncio.sleep(exc.retry_after)
                 continue
             except RPCError as exc:
+                self.trace.record("ended", manager, exc.message)
                 log.warning("session with manager %s ended: %s", manager, exc.message)
-            except Exception:
+            except Exception as exc:
+                self.trace.record("failed", manager, f"{type(exc).__name__}: {exc}")
                 log.exception("session with manager %s failed", manager)
             if self.connected.is_set():
                 backoff = 0.0  # a session was open: start again from the shortest backoff
@@ -226,11 +233,14 @@ class Agent:
             if self._redirected:
                 self._redirected = False
                 index = 0  # the leader heads the list a follower sent
+                self.trace.record("redirected", manager, self.managers[0])
                 await asyncio.sleep(random.uniform(0, BACKOFF_BASE))
                 continue
             index += 1
             backoff = min(BACKOFF_BASE + 2 * backoff, BACKOFF_MAX)
-            await asyncio.sleep(random.uniform(0, backoff))
+            wait = random.uniform(0, backoff)
+            self.trace.record("backoff", manager, f"{wait:.3f}")
+            await asyncio.sleep(wait)
 
     async def _session(self, manager: str) -> None:
         info = await self.runtime.describe()
@@ -252,6 +262,7 @@ class Agent:
             raise RPCError(StatusCode.UNAVAILABLE, f"{manager} is not the leader; trying the leader")
         self._on_session_message(first)
         self._lost_leader = ""
+        self.trace.record("opened", manager)
         log.info("session %s open with manager %s", session_id, manager)
         self.session_opened_at = time.time()
         self.connected.set()

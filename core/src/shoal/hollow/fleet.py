@@ -23,6 +23,7 @@ from pathlib import Path
 
 from shoal.hollow.node import RUNTIME_PLUGIN, HollowNode, profile
 from shoal.hollow.status import STATUS_INTERVAL, status_of, write_status
+from shoal.hollow.traces import write_traces
 from shoal.loader import PluginLoader
 
 log = logging.getLogger("shoal.hollow")
@@ -159,6 +160,7 @@ async def run_fleet(config: FleetConfig, say: Callable[[str], None]) -> int:
             reporter = asyncio.create_task(_report_status(fleet, config), name="hollow-status")
             await stop.wait()
             reporter.cancel()
+            write_traces(config.state_dir / f"trace-{config.first_index}.json", fleet.nodes)
         return 1 if report.failures else 0
     finally:
         await fleet.stop()
