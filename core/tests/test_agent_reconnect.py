@@ -87,6 +87,15 @@ def scripted_agent(tmp_path: Path, managers: ScriptedManagers, addresses: list[s
     )
 
 
+async def run_until_open(agent: Agent, managers: ScriptedManagers) -> None:
+    """Start ``agent``, wait for a session that stays open, stop it."""
+    await agent.start()
+    try:
+        await asyncio.wait_for(managers.done.wait(), DEADLINE)
+    finally:
+        await agent.stop()
+
+
 async def test_backoff_starts_again_after_a_session_and_a_retry_after_is_honoured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,11 +108,7 @@ async def test_backoff_starts_again_after_a_session_and_a_retry_after_is_honoure
     monkeypatch.setattr(agent_module.random, "uniform", no_wait)
     managers = ScriptedManagers(["refuse", "refuse", "refuse", "lose", "busy", "open"])
     agent = scripted_agent(tmp_path, managers, ["m1:2377", "m2:2377"])
-    await agent.start()
-    try:
-        await asyncio.wait_for(managers.done.wait(), DEADLINE)
-    finally:
-        await agent.stop()
+    await run_until_open(agent, managers)
     # Three refusals grew the backoff (100 ms, 300 ms, 700 ms); the lost session reset it.
     assert backoffs == pytest.approx([0.1, 0.3, 0.7, 0.1]), backoffs
     targets = [target for target, _ in managers.opens]
@@ -121,11 +126,7 @@ async def test_a_retry_after_is_bounded_by_the_longest_backoff(
     monkeypatch.setattr(agent_module, "BACKOFF_MAX", 0.05)
     managers = ScriptedManagers(["busy", "open"], retry_after=3600.0)
     agent = scripted_agent(tmp_path, managers, ["m1:2377"])
-    await agent.start()
-    try:
-        await asyncio.wait_for(managers.done.wait(), DEADLINE)
-    finally:
-        await agent.stop()
+    await run_until_open(agent, managers)
 
 
 async def test_the_session_trace_tells_where_a_reconnect_spent_its_time(tmp_path: Path) -> None:
@@ -134,11 +135,7 @@ async def test_the_session_trace_tells_where_a_reconnect_spent_its_time(tmp_path
     times, for ``shoal hollow`` to write out and a benchmark to add up."""
     managers = ScriptedManagers(["refuse", "lose", "busy", "open"])
     agent = scripted_agent(tmp_path, managers, ["m1:2377", "m2:2377"])
-    await agent.start()
-    try:
-        await asyncio.wait_for(managers.done.wait(), DEADLINE)
-    finally:
-        await agent.stop()
+    await run_until_open(agent, managers)
     rows = agent.trace.as_rows()
     steps = [(event, manager) for _, event, manager, _ in rows]
     assert steps == [
