@@ -28,6 +28,7 @@ log = logging.getLogger("shoal.store")
 
 Obj = pb.Cluster | pb.Node | pb.Service | pb.Task | pb.Secret | pb.Config | pb.Network
 T = TypeVar("T")
+L = TypeVar("L", bound="ApplyListener")
 ObjT = TypeVar("ObjT", pb.Cluster, pb.Node, pb.Service, pb.Task, pb.Secret, pb.Config, pb.Network)
 
 KINDS: tuple[str, ...] = ("cluster", "node", "service", "task", "secret", "config", "network")
@@ -242,8 +243,11 @@ class _OverlayView:
 class Tx:
     """A write transaction: reads see committed state overlaid with this transaction's changes."""
 
-    def __init__(self, view: ReadView | _OverlayView) -> None:
+    def __init__(self, view: ReadView | _OverlayView, store: ObjectStore | None = None) -> None:
         self._view = view
+        #: The store it commits to (None for a transaction made by hand, in a test): what its
+        #: readers derive from the committed view (``ObjectStore.derived``) is found there.
+        self.store = store
         self._changes: dict[tuple[str, str], tuple[int, Any]] = {}
 
     # reads
@@ -273,6 +277,15 @@ class Tx:
         """The state under this transaction (does not include its own changes): committed
         state, plus the changes of transactions committed in the same group before it."""
         return self._view  # type: ignore[return-value] # an _OverlayView reads like a ReadView
+
+    def group_changes(self) -> Iterator[tuple[str, int, Any]]:
+        """(kind, action, object) of each change the transactions batched before this one in
+        its group made (what ``view`` holds beyond the committed view); for a delete, the
+        object deleted. Empty when the transaction runs against the committed view."""
+        view = self._view
+        if isinstance(view, _OverlayView):
+            for (kind, _), (action, obj) in view._changes.items():
+                yield kind, action, obj
 
     # writes
     def create(self, obj: Obj) -> None:
@@ -388,11 +401,23 @@ class ObjectStore:
         self._watches_by_kind: dict[str | None, set[Watch]] = {}
         self._unpublished: list[Event] = []
         self._listeners: list[ApplyListener] = []
+        self._derived: dict[Callable[[ObjectStore], Any], ApplyListener] = {}
 
     def listen(self, listener: ApplyListener) -> Callable[[], None]:
         """Tell ``listener`` of every change as it is applied; returns how to stop."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def derived(self, make: Callable[[ObjectStore], L]) -> L:
+        """The store's one ``make(self)``: an index built from the view on first use and kept
+        by every apply from then on (``listen``), for code that has a transaction and no
+        component of its own to hold one (the networks' address books)."""
+        found = self._derived.get(make)
+        if found is None:
+            found = self._derived[make] = make(self)
+            found.restored()
+            self.listen(found)
+        return found  # type: ignore[return-value] # the one make() built, keyed by make
 
     # ------------------------------------------------------------------ StateMachine
 
@@ -501,7 +526,7 @@ class ObjectStore:
                     break
                 if fut.cancelled():
                     continue
-                tx = Tx(_OverlayView(self.view, changes) if changes else self.view)
+                tx = Tx(_OverlayView(self.view, changes) if changes else self.view, self)
                 try:
                     result = fn(tx)
                 except BaseException as exc:
