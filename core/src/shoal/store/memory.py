@@ -394,14 +394,19 @@ class ObjectStore:
         self.applied_index = 0
         self._pending: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
-        self._watches: set[Watch] = set()
-        #: The same watches by the kind they want (``None``: every kind), so an event is offered
-        #: only to the watches of its kind: a thousand sessions watch nodes, and each of 50,000
-        #: task events used to be checked against every one of them on the leader's loop.
+        #: The open watches, by the kind they want (``None``: every kind), so an event is
+        #: offered only to the watches of its kind: a thousand sessions watch nodes, and each of
+        #: 50,000 task events used to be checked against every one of them on the leader's
+        #: loop. The only registry: ``_watches`` is derived from it.
         self._watches_by_kind: dict[str | None, set[Watch]] = {}
         self._unpublished: list[Event] = []
         self._listeners: list[ApplyListener] = []
         self._derived: dict[Callable[[ObjectStore], Any], ApplyListener] = {}
+
+    @property
+    def _watches(self) -> set[Watch]:
+        """Every open watch (for tests and diagnostics: delivery goes by kind)."""
+        return set().union(*self._watches_by_kind.values())
 
     def listen(self, listener: ApplyListener) -> Callable[[], None]:
         """Tell ``listener`` of every change as it is applied; returns how to stop."""
@@ -561,13 +566,11 @@ class ObjectStore:
         """Start receiving events committed from now on (use as a context manager): those of
         ``kinds`` (all if None) for which ``where`` is true (all if None)."""
         watch = Watch(self, kinds, where)
-        self._watches.add(watch)
         for kind in watch.kinds if watch.kinds is not None else (None,):
             self._watches_by_kind.setdefault(kind, set()).add(watch)
         return watch
 
     def _unregister(self, watch: Watch) -> None:
-        self._watches.discard(watch)
         for kind in watch.kinds if watch.kinds is not None else (None,):
             watches = self._watches_by_kind.get(kind)
             if watches is not None:
