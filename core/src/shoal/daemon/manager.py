@@ -23,6 +23,7 @@ from typing import Any
 from shoal import externalca, rpc, statekeys
 from shoal.daemon.leaderwait import LeaderWait
 from shoal.daemon.localapi import Warned
+from shoal.gcpolicy import CollectorPolicy
 from shoal.loader import PluginError
 from shoal.looplag import LoopLagProbe, LoopLagReporter
 from shoal.manager import autolock, registryauth
@@ -114,6 +115,8 @@ class Manager:
         #: How long the event loop was held (Raft ticks and heartbeats wait behind it): logged
         #: at debug every 10 s, as a warning when one stretch reached half a second.
         self.loop_lag = LoopLagReporter(LoopLagProbe())
+        #: Long-lived objects (the store) out of the garbage collector's full passes.
+        self.collector = CollectorPolicy()
         #: Set when the other managers say this one is no longer a member: every call fails
         #: with this message until the node leaves and joins again.
         self.removed: str = ""
@@ -158,6 +161,7 @@ class Manager:
         await self.store_provider.start(
             self.store, bootstrap=bootstrap, join=join, force_new_cluster=force_new_cluster
         )
+        self.collector.start()  # after the replay: the loaded store is frozen at once
         self._leader_watch = asyncio.create_task(self._watch_leader(), name="leader-watch")
         if self.keyring is not None:
             self._key_follow = asyncio.create_task(
@@ -341,6 +345,7 @@ class Manager:
         await self.store_provider.stop()
         await self.events.stop()
         await self.loop_lag.stop()
+        await self.collector.stop()
 
     def is_leader(self) -> bool:
         return self.store_provider.is_leader()
