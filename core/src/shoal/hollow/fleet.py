@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.gcpolicy import CollectorPolicy
 from shoal.hollow.node import RUNTIME_PLUGIN, HollowNode, profile
 from shoal.hollow.status import STATUS_INTERVAL, status_of, write_status
 from shoal.hollow.traces import write_traces
@@ -158,8 +159,13 @@ async def run_fleet(config: FleetConfig, say: Callable[[str], None]) -> int:
         )
         if report.started:
             reporter = asyncio.create_task(_report_status(fleet, config), name="hollow-status")
+            # Hundreds of agents' objects out of the collector's full passes, as in a manager:
+            # a pause here delays every node's heartbeat and status report in this process.
+            collector = CollectorPolicy()
+            collector.start()
             await stop.wait()
             reporter.cancel()
+            await collector.stop()
             write_traces(config.state_dir / f"trace-{config.first_index}.json", fleet.nodes)
         return 1 if report.failures else 0
     finally:
