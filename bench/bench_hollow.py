@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import json
 import os
 import shutil
@@ -107,6 +108,8 @@ class Bench:
         self.want_ready = 0
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
+        #: ``shoal hollow`` once started (its CPU is sampled beside the managers').
+        self.fleet_proc: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ the swarm
 
@@ -176,18 +179,20 @@ class Bench:
             t = self.now()
             cpu: dict[str, float] = {}
             rss: dict[str, float] = {}
-            for manager in self.live():
-                assert manager.proc is not None
+            # The managers, and the hollow processes (one "hollow" line: their sum).
+            processes = [(m.name, m.proc.pid) for m in self.live() if m.proc is not None]
+            processes += [("hollow", pid) for pid in fleet_pids(self.fleet_proc)]
+            for name, pid in processes:
                 try:
-                    used, resident = cpu_seconds(manager.proc.pid), rss_bytes(manager.proc.pid)
+                    used, resident = cpu_seconds(pid), rss_bytes(pid)
                 except (OSError, IndexError, ValueError):
                     continue  # it just died
-                key = f"{manager.name}:{manager.proc.pid}"
+                key = f"{name}:{pid}"
                 if key in last:
                     then, was = last[key]
-                    cpu[manager.name] = 100 * (used - was) / max(t - then, 1e-9)
+                    cpu[name] = cpu.get(name, 0.0) + 100 * (used - was) / max(t - then, 1e-9)
                 last[key] = (t, used)
-                rss[manager.name] = resident / 2**20
+                rss[name] = rss.get(name, 0.0) + resident / 2**20
             fleet = self.fleet()
             self.samples.append(Sample(t, cpu, rss, fleet.running, fleet.connected))
 
@@ -205,6 +210,13 @@ class Bench:
             cpu = [s.cpu[phase.leader] for s in window if phase.leader in s.cpu]
             phase.cpu_percent = round(sum(cpu) / len(cpu), 1) if cpu else 0.0
             phase.peak_rss_mib = round(max((s.rss_mib.get(phase.leader, 0.0) for s in window), default=0.0))
+            # CPU seconds each process spent in the phase (what the work costs, whatever the
+            # machine's load: on a loaded machine a phase waits for CPU, it does not use more).
+            names = {n for s in window for n in s.cpu}
+            phase.extra["cpu_s"] = {
+                n: round(sum(s.cpu.get(n, 0.0) for s in window) * SAMPLE_INTERVAL / 100, 1)
+                for n in sorted(names)
+            }
             self.phases.append(phase)
             print(
                 f"  {phase.name}: {phase.seconds:.2f} s, leader {phase.leader} CPU {phase.cpu_percent:.0f}%, "
@@ -288,17 +300,27 @@ def drain(bench: Bench, count: int, replicas: int) -> Callable[[Phase], None]:
     return run
 
 
-def failover(bench: Bench, replicas: int) -> Callable[[Phase], None]:
+def failover(bench: Bench, replicas: int, profile: bool = False) -> Callable[[Phase], None]:
     """``kill -9`` the leader; the times to a new leader, to a write accepted, and to every
-    hollow node's session reopened, each from the kill; then the service's count."""
+    hollow node's session reopened, each from the kill; then the service's count. With
+    ``profile``, py-spy records the surviving managers for the first 15 s after the kill."""
 
     def run(phase: Phase) -> None:
         old = bench.leader()
         assert old.proc is not None
+        watched = [(m.name, m.proc.pid) for m in bench.live() if m is not old and m.proc is not None]
+        watched += [(f"hollow-{pid}", pid) for pid in hollow_processes(bench.base / "hollow")]
+        spies = [
+            (name, profile_leader(pid, 15, bench.base / f"profile-failover-{name}.txt"))
+            for name, pid in (watched if profile else [])
+        ]
+        # CPU seconds of each survivor and hollow process from the kill to every session back.
+        cpu_before = {name: (pid, cpu_seconds(pid)) for name, pid in watched}
         killed_at_wall, killed_at = time.time(), time.monotonic()
         old.proc.send_signal(signal.SIGKILL)
         old.proc.wait(30)
         phase.extra["killed"] = old.name
+        phase.extra["killed_at_wall"] = killed_at_wall
         found: dict[str, float] = {}
 
         def write_accepted() -> bool:
@@ -319,15 +341,37 @@ def failover(bench: Bench, replicas: int) -> Callable[[Phase], None]:
         new = bench.leader()
         found["leader_known_s"] = round(time.monotonic() - killed_at, 2)
         wait_until(sessions_back, 300, 0.2, "every hollow node's session back")
+        phase.extra["cpu_s_until_back"] = {
+            name: round(cpu_seconds(pid) - before, 1)
+            for name, (pid, before) in cpu_before.items()
+            if Path(f"/proc/{pid}").exists()
+        }
         phase.extra.update(found, new_leader=new.name)
         phase.extra["failover_s"] = max(found["write_s"], found["sessions_back_s"])
         wait_until(lambda: bench.converged(replicas), PHASE_TIMEOUT, 0.5, f"{replicas} running")
         phase.extra["converged_s"] = round(time.monotonic() - killed_at, 2)
         listed = bench.cli("service", "ps", SERVICE, "-q", "--filter", "desired-state=running")
         phase.extra["tasks_desired_running"] = len(listed.stdout.split()) if listed.returncode == 0 else -1
+        for name, spy in spies:
+            if spy is not None and spy.wait(60) == 0:
+                print(f"  {name}'s hottest frames in the 15 s after the kill (self time):")
+                for frame, share in hottest(bench.base / f"profile-failover-{name}.txt"):
+                    print(f"    {share:5.1f}%  {frame}")
         old.start()  # back as a follower, for the phases after this one
 
     return run
+
+
+def hollow_processes(state_dir: Path) -> list[int]:
+    """The ``shoal hollow ... --state-dir state_dir`` processes (with ``--processes`` above 1,
+    one per share and their parent, which only waits for them)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            argv = cmdline.read_bytes().split(b"\0")
+            if b"hollow" in argv and str(state_dir).encode() in argv:
+                found.append(int(cmdline.parent.name))
+    return found
 
 
 def remove(bench: Bench, name: str) -> Callable[[Phase], None]:
@@ -350,6 +394,15 @@ def profile_leader(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def fleet_pids(fleet: subprocess.Popen[bytes] | None) -> list[int]:
+    """The hollow processes: the fleet's own and its children (``--processes``)."""
+    if fleet is None:
+        return []
+    children = Path(f"/proc/{fleet.pid}/task/{fleet.pid}/children")
+    found = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+    return found or [fleet.pid]
 
 
 def hottest(raw: Path, top: int = 15) -> list[tuple[str, float]]:
@@ -402,7 +455,18 @@ def plot(bench: Bench, path: Path, title: str) -> None:
     print(f"  plot written to {path}", flush=True)
 
 
+def report_of(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
+    return {
+        "nodes": args.nodes,
+        "processes": args.processes,
+        "load_average_end": os.getloadavg(),
+        "not_ready_seen": bench.not_ready_seen,
+        "phases": [asdict(p) for p in bench.phases],
+    }
+
+
 def main() -> None:
+    global PHASE_TIMEOUT
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--processes", type=int, default=1)
@@ -416,12 +480,25 @@ def main() -> None:
     parser.add_argument("--drain", type=int, default=0, help="drain this many hollow nodes")
     parser.add_argument("--failover", action="store_true", help="kill -9 the leader")
     parser.add_argument(
+        "--profile-failover", action="store_true", help="py-spy the surviving managers after the kill"
+    )
+    parser.add_argument(
         "--plot", type=Path, default=None, help="write a PNG of tasks running and manager CPU"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the phases as JSON")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--profile-seconds", type=float, default=60, help="how long --profile records (from the create)"
+    )
     parser.add_argument("--keep", action="store_true", help="leave the state directory behind")
+    parser.add_argument(
+        "--phase-timeout",
+        type=float,
+        default=PHASE_TIMEOUT,
+        help="give up on a phase after this many seconds",
+    )
     args = parser.parse_args()
+    PHASE_TIMEOUT = args.phase_timeout
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # run the cleanup below
     base = Path(tempfile.mkdtemp(prefix="bench-hollow-"))
     replicas_list = [int(r) for r in args.replicas.split(",")]
@@ -441,6 +518,7 @@ def main() -> None:
         def join(phase: Phase) -> None:
             nonlocal fleet
             fleet = start_fleet(bench, args.nodes, args.processes)
+            bench.fleet_proc = fleet
             wait_until(
                 lambda: (
                     collections.Counter(r["Status"] for r in bench.node_rows())["Ready"] >= bench.want_ready
@@ -461,13 +539,29 @@ def main() -> None:
             last = number == len(replicas_list) - 1
             name = SERVICE if last else f"s{replicas}"
             spy = None
+            others: list[subprocess.Popen[bytes] | None] = []
             if args.profile and replicas == max(replicas_list):
-                spy = profile_leader(int(bench.leader().proc.pid), 60, base / f"profile-{replicas}.txt")  # type: ignore[union-attr]
+                leader = bench.leader()
+                spy = profile_leader(
+                    int(leader.proc.pid), args.profile_seconds, base / f"profile-{replicas}.txt"
+                )  # type: ignore[union-attr]
+                # The followers and the hollow processes too: a stall may be theirs.
+                for manager in bench.live():
+                    if manager is not leader and manager.proc is not None:
+                        out = base / f"profile-{replicas}-{manager.name}.txt"
+                        others.append(profile_leader(manager.proc.pid, args.profile_seconds, out))
+                for pid in fleet_pids(fleet):
+                    out = base / f"profile-{replicas}-hollow-{pid}.txt"
+                    others.append(profile_leader(pid, args.profile_seconds, out))
             phase = bench.phase(
                 f"create --replicas {replicas} to {replicas}/{replicas}", create(bench, name, replicas)
             )
             phase.extra["service_ps_s"] = bench.timed("service", "ps", name)
             phase.extra["node_ls_s"] = bench.timed("node", "ls")
+            for other in others:
+                if other is not None:
+                    other.send_signal(signal.SIGINT)
+                    other.wait(120)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
                 spy.wait(120)
@@ -483,24 +577,21 @@ def main() -> None:
             bench.phase(f"scale {replicas} to {args.scale_to}", scale(bench, args.scale_to))
             replicas = args.scale_to
         if args.failover:
-            bench.phase(f"failover (kill -9 the leader, {replicas} tasks)", failover(bench, replicas))
+            bench.phase(
+                f"failover (kill -9 the leader, {replicas} tasks)",
+                failover(bench, replicas, args.profile_failover),
+            )
         if args.drain:
             bench.phase(f"drain {args.drain} nodes ({replicas} tasks)", drain(bench, args.drain, replicas))
         bench.phase(f"service rm {replicas} to zero", remove(bench, SERVICE))
         print(f"  nodes not Ready at any sample after the join: {bench.not_ready_seen}")
-        report = {
-            "nodes": args.nodes,
-            "processes": args.processes,
-            "load_average_end": os.getloadavg(),
-            "not_ready_seen": bench.not_ready_seen,
-            "phases": [asdict(p) for p in bench.phases],
-        }
-        print(json.dumps(report, indent=1))
-        if args.json:
-            args.json.write_text(json.dumps({**report, "samples": [asdict(s) for s in bench.samples]}))
+        print(json.dumps(report_of(args, bench), indent=1))
     finally:
         if bench.sampling():
             bench.stop_sampling()
+        if args.json:  # also when a phase failed: its samples say how far it got
+            samples = [asdict(s) for s in bench.samples]
+            args.json.write_text(json.dumps({**report_of(args, bench), "samples": samples}))
         if args.plot and bench.samples:
             plot(
                 bench,
