@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from shoal import states
+from shoal.manager.netendpoints import TaskEndpoints, holds_endpoint, receives_traffic
 from shoal.manager.netobjects import node_ip, plain
 from shoal.ports import protocol_name
 from shoal.proto import objects_pb2 as pb
@@ -35,16 +35,6 @@ log = logging.getLogger("shoal.dispatcher")
 #: How long the publisher gathers store changes before rebuilding (the push stays well
 #: inside the 300 ms a change may take to reach the nodes).
 DEBOUNCE = 0.02
-
-
-def receives_traffic(task: pb.Task) -> bool:
-    """A backend and a discovery answer: wanted running and running."""
-    return task.desired_state == states.RUNNING and task.status.state == states.RUNNING
-
-
-def holds_endpoint(task: pb.Task) -> bool:
-    """The task's node needs its networks: it is assigned there and has not ended."""
-    return bool(task.node_id) and states.ASSIGNED <= task.status.state <= states.RUNNING
 
 
 @dataclass
@@ -103,9 +93,10 @@ class NetworkPicture:
         return rpb.NetworkState.FromString(self.for_node(node_id))
 
 
-def build(view: ReadView) -> NetworkPicture:
-    """The whole swarm's picture from the committed state (one pass over nodes, services and
-    the tasks that have networks)."""
+def build(view: ReadView, endpoints: TaskEndpoints | None = None) -> NetworkPicture:
+    """The whole swarm's picture from the committed state: one pass over nodes and services,
+    and over the tasks that have networks unless ``endpoints`` (kept as the store applies)
+    already holds what that pass finds."""
     picture = NetworkPicture()
     ingress_ids = {n.id for n in view.networks.all() if n.spec.ingress}
     _peers(view, picture)
@@ -117,7 +108,9 @@ def build(view: ReadView) -> NetworkPicture:
 
     running: dict[tuple[str, str], list[str]] = {}  # (network ID, service ID) -> task addresses
     node_networks: dict[str, set[str]] = {}
-    for task in view.tasks.all():
+    if endpoints is not None:
+        running, node_networks = endpoints.running(), endpoints.node_networks(ingress_ids)
+    for task in view.tasks.all() if endpoints is None else ():
         if not task.networks:
             continue
         live = holds_endpoint(task)
@@ -261,7 +254,7 @@ class NetworkStatePublisher:
                 self._last.pop(node_id, None)
 
     def _rebuild(self) -> None:
-        self._picture = build(self.store.view)
+        self._picture = build(self.store.view, self.store.derived(TaskEndpoints))
         self.builds += 1
 
     async def run(self) -> None:
