@@ -5,13 +5,16 @@ what is timed is only the leader's work for each write, the transaction and its 
 
 - ``status``: 1,000 task status updates (RUNNING again, a new timestamp), each its own write,
   then the same 1,000 in 2 writes of 500 (the dispatcher's batches). They allocate nothing; the
-  address index pays a little on each apply.
+  address and endpoint indexes pay a little on each apply.
+- ``network state``: one rebuild of every node's ``NetworkState`` (the dispatcher's publisher,
+  after each gathered change of a task with networks), the mean of 20.
 - ``assign``: 1,000 writes that each assign one new task (``Allocations.task_networks``: an
   address on each of its 2 networks), as placements and service updates do; then 1,000 tasks
   assigned in 2 writes of 500 (the scheduler driver's pieces).
 
 Before issue 18's incremental address books, each allocating write scanned every task,
-service and node; run it against an older tree with ``PYTHONPATH=<old>/core/src`` to compare.
+service and node, and each rebuild of the network state passed over every task; run it against
+an older tree with ``PYTHONPATH=<old>/core/src`` to compare.
 
     .venv/bin/python bench/bench_address_books.py [--tasks 20000] [--writes 1000]
 """
@@ -27,6 +30,7 @@ from typing import Any
 
 from shoal import states
 from shoal.manager.netobjects import Allocations
+from shoal.manager.netstate import NetworkStatePublisher
 from shoal.manager.tasks import new_task
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import ObjectStore, Tx, copy
@@ -34,6 +38,7 @@ from shoal.testing.objectstore import instant_store
 
 SERVICES = 40
 CHUNK = 500
+REBUILDS = 20
 
 
 def _network(number: int) -> pb.Network:
@@ -94,6 +99,8 @@ async def main(task_count: int, write_count: int) -> None:
         f"{len(store.view.tasks)} tasks on {len(networks)} networks, {SERVICES} services "
         f"(seeded in {time.perf_counter() - started:.1f} s), load average {os.getloadavg()[0]:.2f}"
     )
+    publisher = NetworkStatePublisher(store)
+    publisher.picture()  # what the leader's dispatcher holds (and, since issue 18, its index)
     running = [t.id for t in store.view.tasks.all()][:write_count]
 
     def status(tx: Tx, task_ids: list[str]) -> None:
@@ -108,6 +115,12 @@ async def main(task_count: int, write_count: int) -> None:
         [lambda tx, c=running[n : n + CHUNK]: status(tx, c) for n in range(0, write_count, CHUNK)],
         store,
     )
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(REBUILDS):
+        publisher._rebuild()  # what the dispatcher's publisher does after each gathered change
+    wall, cpu = (time.perf_counter() - wall) / REBUILDS, (time.process_time() - cpu) / REBUILDS
+    label = f"network state: one rebuild (mean of {REBUILDS})"
+    print(f"  {label:<52} {wall * 1000:9.1f} ms wall  {cpu * 1000:9.1f} ms CPU")
     await _timed("assign: 1 task per write", [lambda tx: assign(tx, 1) for _ in range(write_count)], store)
     await _timed(
         f"assign: {CHUNK} tasks per write",
