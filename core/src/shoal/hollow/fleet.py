@@ -26,6 +26,7 @@ from shoal.hollow.node import RUNTIME_PLUGIN, HollowNode, profile
 from shoal.hollow.status import STATUS_INTERVAL, status_of, write_status
 from shoal.hollow.traces import write_traces
 from shoal.loader import PluginLoader
+from shoal.looplag import LoopLagProbe, LoopLagReporter
 
 log = logging.getLogger("shoal.hollow")
 
@@ -163,8 +164,12 @@ async def run_fleet(config: FleetConfig, say: Callable[[str], None]) -> int:
             # a pause here delays every node's heartbeat and status report in this process.
             collector = CollectorPolicy()
             collector.start()
+            # The fleet's own loop lag in its log: a stall here times out its nodes' calls.
+            lag = LoopLagReporter(LoopLagProbe())
+            lag.start()
             await stop.wait()
             reporter.cancel()
+            await lag.stop()
             await collector.stop()
             write_traces(config.state_dir / f"trace-{config.first_index}.json", fleet.nodes)
         return 1 if report.failures else 0
