@@ -73,6 +73,8 @@ class TaskEndpoints:
             if event.action == DELETE:
                 self._count(event.obj, -1)
                 continue
+            if not event.obj.networks and (old is None or not old.networks):
+                continue  # most tasks: no networks, nothing to count (the cheapest test first)
             if old is not None:
                 if _same_endpoints(old, event.obj):
                     continue

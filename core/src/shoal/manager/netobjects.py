@@ -199,6 +199,8 @@ class UsedAddresses:
             if kind not in _HOLDERS:
                 continue
             old = event.old
+            if kind == "task" and not event.obj.networks and (old is None or not old.networks):
+                continue  # most tasks: no networks, no address (the cheapest test first)
             if old is not None:
                 if event.action != DELETE and _holds_the_same(kind, old, event.obj):
                     continue  # a status report, a heartbeat: ~2 us instead of ~20
