@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import pytest
 from shoal import rpc
+from shoal.manager import dispatcher as dispatcher_module
 from shoal.manager.dispatcher import Dispatcher
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
@@ -170,3 +172,38 @@ async def test_a_node_reopening_its_session_unchanged_writes_nothing() -> None:
     assert (await _next(again)).node.description.hostname == "w1"
     await again.aclose()
     assert store.applied_index == registered, "an unchanged registration was written"
+
+
+async def test_a_herd_of_unchanged_reopens_takes_no_registration_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After an election every node reopens, Ready with the same description: nothing to
+    write, so nothing to admit. The gate (one slot here) turned all but one away with a
+    retry-after, and each came back: a second stream opened per node, while the new leader's
+    loop was busiest. Now none is turned away; a node whose registration writes still is."""
+    monkeypatch.setattr(dispatcher_module, "MAX_CONCURRENT_REGISTRATIONS", 1)
+    store = await _store()
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
+    peers = [PeerIdentity(node_id=node_id, role=rpc.WORKER_OU, cluster_id="c1") for node_id in ("w1", "w2")]
+
+    def request(hostname: str) -> bytes:
+        return rpb.SessionRequest(description=pb.NodeDescription(hostname=hostname)).SerializeToString()
+
+    async def open_all(hostnames: list[str]) -> list[rpb.SessionMessage]:
+        sessions = [
+            dispatcher.session(request(h), p).__aiter__() for h, p in zip(hostnames, peers, strict=True)
+        ]
+        try:
+            return list(await asyncio.gather(*(_next(session) for session in sessions)))
+        finally:
+            for session in sessions:
+                await session.aclose()
+
+    for peer in peers:  # registered one at a time: Ready, with their descriptions
+        session = dispatcher.session(request(peer.node_id), peer).__aiter__()
+        assert (await _next(session)).session_id
+        await session.aclose()
+    reopened = await open_all(["w1", "w2"])  # as after an election: unchanged
+    assert [m.retry_after for m in reopened] == [0, 0] and all(m.session_id for m in reopened)
+    changed = await open_all(["w1-renamed", "w2-renamed"])  # both write: one slot, one turned away
+    assert sorted(bool(m.retry_after) for m in changed) == [False, True]

@@ -206,8 +206,15 @@ class Agent:
     async def _run(self) -> None:
         backoff = 0.0
         index = 0
+        #: Tries since the session was lost; the first round leaves out the manager lost.
+        since_loss = 0
+        redirected = False
         while True:
-            manager = self.managers[index % len(self.managers)]
+            if redirected:
+                manager = self.managers[0]  # the leader, as the follower that sent us here said
+            else:
+                manager = self._manager_to_try(index, since_loss)
+            redirected = False
             self.trace.record("try", manager)
             try:
                 await self._session(manager)
@@ -229,10 +236,15 @@ class Agent:
             if self.connected.is_set():
                 backoff = 0.0  # a session was open: start again from the shortest backoff
                 self._lost_leader = manager
+                since_loss = 0
+                # Agents spread over the other managers rather than all at the same one.
+                index = random.randrange(len(self.managers))
+            else:
+                since_loss += 1
             self.connected.clear()
             if self._redirected:
                 self._redirected = False
-                index = 0  # the leader heads the list a follower sent
+                redirected = True
                 self.trace.record("redirected", manager, self.managers[0])
                 await asyncio.sleep(random.uniform(0, BACKOFF_BASE))
                 continue
@@ -242,6 +254,16 @@ class Agent:
             self.trace.record("backoff", manager, f"{wait:.3f}")
             await asyncio.sleep(wait)
 
+    def _manager_to_try(self, index: int, since_loss: int) -> str:
+        """The ``index``-th manager in turn. For one round after a session was lost, the
+        manager lost is left out: it is most likely dead (a leader killed), each try of it
+        failed at once and doubled the backoff (after a failover at 1,000 nodes some agents
+        waited 3-5 s that way), and if it still leads the others send the agent back to it."""
+        managers = self.managers
+        if self._lost_leader and since_loss < len(managers) - 1:
+            managers = [m for m in managers if m != self._lost_leader] or managers
+        return managers[index % len(managers)]
+
     async def _session(self, manager: str) -> None:
         info = await self.runtime.describe()
         description = description_from(info, self.hostname, self.runtime_name, generic=self.generic_resources)
@@ -250,30 +272,33 @@ class Agent:
         request = rpb.SessionRequest(description=description, lost_leader=self._lost_leader)
         stream = self.transport.stream(manager, rpc.SESSION, request.SerializeToString(), tls=self.tls())
         iterator = stream.__aiter__()
-        first = rpb.SessionMessage.FromString(await asyncio.wait_for(iterator.__anext__(), RPC_TIMEOUT))
-        session_id = first.session_id
-        if not session_id and first.retry_after > 0:
-            raise SessionDeferred(manager, min(first.retry_after, BACKOFF_MAX))  # a bound on any leader
-        if not session_id:
-            # A manager that does not lead: it only says where the managers are (leader first).
-            if first.managers:
-                self._learn_managers(first.managers)
-                self._redirected = True
-            raise RPCError(StatusCode.UNAVAILABLE, f"{manager} is not the leader; trying the leader")
-        self._on_session_message(first)
-        self._lost_leader = ""
-        self.trace.record("opened", manager)
-        log.info("session %s open with manager %s", session_id, manager)
-        self.session_opened_at = time.time()
-        self.connected.set()
-        await self.resend_all_status()
-        workers = [
-            asyncio.create_task(self._session_updates(iterator)),
-            asyncio.create_task(self._heartbeats(manager, session_id, first.heartbeat_period)),
-            asyncio.create_task(self._assignments(manager, session_id)),
-            asyncio.create_task(self._report_status(manager, session_id)),
-        ]
+        workers: list[asyncio.Task[None]] = []
+        # Closed on every way out, a redirect or a retry-after too (the call was left to the
+        # garbage collector, while the agent opened its next one).
         try:
+            first = rpb.SessionMessage.FromString(await asyncio.wait_for(iterator.__anext__(), RPC_TIMEOUT))
+            session_id = first.session_id
+            if not session_id and first.retry_after > 0:
+                raise SessionDeferred(manager, min(first.retry_after, BACKOFF_MAX))  # a bound on any leader
+            if not session_id:
+                # A manager that does not lead: it only says where the managers are (leader first).
+                if first.managers:
+                    self._learn_managers(first.managers)
+                    self._redirected = True
+                raise RPCError(StatusCode.UNAVAILABLE, f"{manager} is not the leader; trying the leader")
+            self._on_session_message(first)
+            self._lost_leader = ""
+            self.trace.record("opened", manager)
+            log.info("session %s open with manager %s", session_id, manager)
+            self.session_opened_at = time.time()
+            self.connected.set()
+            await self.resend_all_status()
+            workers = [
+                asyncio.create_task(self._session_updates(iterator)),
+                asyncio.create_task(self._heartbeats(manager, session_id, first.heartbeat_period)),
+                asyncio.create_task(self._assignments(manager, session_id)),
+                asyncio.create_task(self._report_status(manager, session_id)),
+            ]
             done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()

@@ -149,7 +149,7 @@ class Dispatcher:
         peer = rpc.caller(peer)  # authorised by rpc.guard (Access.NODE)
         req = rpb.SessionRequest.FromString(request)
         registering = self._registrations.get(peer.node_id)
-        if registering is None:
+        if registering is None and not self._reopened(peer.node_id, req.description):
             if not self.gate.enter():
                 # Turned away at once, before any work: the agent comes back when told.
                 yield rpb.SessionMessage(retry_after=self.gate.retry_after()).SerializeToString()
@@ -164,8 +164,9 @@ class Dispatcher:
             if old.node_id == peer.node_id:
                 del self._sessions[old_id]
         self._sessions[session.session_id] = session
-        # Shielded: an agent that gives up waiting leaves the write to finish for its retry.
-        await asyncio.shield(registering)
+        if registering is not None:
+            # Shielded: an agent that gives up waiting leaves the write to finish for its retry.
+            await asyncio.shield(registering)
         # Only events that may change what an agent acts on wake the session (a label write
         # would otherwise wake every session on the leader).
         with (
@@ -211,17 +212,12 @@ class Dispatcher:
         reconnect and are Ready already, and a thousand writes would only delay them.
 
         A node that is Ready with this description but has no ingress address (beyond a full
-        /24: 750 of 1,000 hollow nodes) reopens at once too; its address is looked for in the
-        background with the others' (``_fill_ingress``). Each looked for it in a transaction of
+        /24: 750 of 1,000 hollow nodes) reopens at once too (``_reopened``); its address is
+        looked for in the background with the others'. Each looked for it in a transaction of
         its own, a scan of every task and node: after an election a group commit ran 64 such
         scans back to back, seconds of the new leader's loop, and the last of 1,000 sessions
         reopened 10 s after the old leader died."""
-        view = self.store.view
-        known = view.nodes.get(node_id)
-        if known is not None and _registered(view, known, description, ingress_full=True):
-            if node_id not in self._without_ingress and not _has_ingress(view, known):
-                self._ingress_wanted.add(node_id)
-                self._ingress_wakeup.set()
+        if self._reopened(node_id, description):
             return
 
         def register(tx: Tx) -> None:
@@ -243,6 +239,21 @@ class Dispatcher:
                 tx.update(updated)
 
         await self.store.update(register)
+
+    def _reopened(self, node_id: str, description: pb.NodeDescription) -> bool:
+        """Whether the node's registration would write nothing: it is known, Ready, with this
+        description (every node reopening after a leader change). Such a reopen takes no gate
+        slot and waits for no write: after an election a thousand of them were turned away
+        by the 64-wide gate and came back, each a stream opened twice. A missing ingress
+        address is asked for in the background (``_fill_ingress``)."""
+        view = self.store.view
+        known = view.nodes.get(node_id)
+        if known is None or not _registered(view, known, description, ingress_full=True):
+            return False
+        if node_id not in self._without_ingress and not _has_ingress(view, known):
+            self._ingress_wanted.add(node_id)
+            self._ingress_wakeup.set()
+        return True
 
     async def _fill_ingress(self) -> None:
         """Give the Ready nodes that reopened without one an ingress address: one transaction
