@@ -54,6 +54,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from harness import SHOAL, ShoalNode, terminate, wait_until
 from shoal.hollow.status import read_fleet
+from shoal.hollow.traces import read_traces
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE_INTERVAL = 0.5
@@ -390,6 +391,31 @@ def failover(bench: Bench, replicas: int, profile: bool = False) -> Callable[[Ph
     return run
 
 
+def print_session_steps(state_dir: Path, since: float) -> None:
+    """Where the nodes' reconnects spent their time after the kill, from their session traces
+    (``agent/sessiontrace.py``, written by the fleet when it stops): when each session opened
+    again, and how many tries, retry-afters, redirects and timeouts it took."""
+    opened: list[float] = []
+    steps: collections.Counter[str] = collections.Counter()
+    for rows in read_traces(state_dir).values():
+        after = [row for row in rows if row[0] >= since]
+        first = next((row[0] for row in after if row[1] == "opened"), None)
+        if first is not None:
+            opened.append(first - since)
+        for at, event, _, detail in after:
+            if first is None or at <= first:
+                steps["timeout" if detail.startswith("TimeoutError") else event] += 1
+    if not opened:
+        return
+    opened.sort()
+    p50, p90 = opened[len(opened) // 2], opened[int(len(opened) * 0.9)]
+    print(
+        f"  sessions reopened after the kill: {len(opened)}, p50 {p50:.2f} s, p90 {p90:.2f} s, "
+        f"last {opened[-1]:.2f} s; steps until then: {dict(steps)}",
+        flush=True,
+    )
+
+
 def hollow_processes(state_dir: Path) -> list[int]:
     """The ``shoal hollow ... --state-dir state_dir`` processes (with ``--processes`` above 1,
     one per share and their parent, which only waits for them)."""
@@ -627,6 +653,9 @@ def main() -> None:
                 f"{args.nodes} hollow nodes, {args.managers} managers, {os.cpu_count()} CPUs",
             )
         terminate(fleet, 60)
+        for phase in bench.phases:
+            if "killed_at_wall" in phase.extra:
+                print_session_steps(bench.base / "hollow", phase.extra["killed_at_wall"])
         for manager in bench.managers:
             manager.kill()
         if not args.keep:
