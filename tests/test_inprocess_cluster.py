@@ -298,7 +298,7 @@ async def test_a_waiting_replacement_hears_only_of_its_old_task(
         monkeypatch.setattr(Watch, "get", counted)
         store = leader.daemon.manager.store
         watches = len(store._watches)
-        waiters += [asyncio.ensure_future(orchestrator._wait_old_task(old["ID"])) for _ in range(20)]
+        waiters += [asyncio.ensure_future(orchestrator.restarts._wait_old_task(old["ID"])) for _ in range(20)]
         try:
             await asyncio.sleep(0)  # every waiter started
             # Nor is every task event checked against each waiter (a store watch each).

@@ -1,9 +1,10 @@
-"""The replicated orchestrator and its restart supervisor.
+"""The replicated orchestrator.
 
 It keeps every replicated service at its replica count: it creates tasks in the lowest free
 slots, removes surplus slots from the nodes that hold the most copies, and replaces tasks that
-stopped (per the service's restart policy) or whose node went down or was drained. It only
-writes desired state; the scheduler places tasks and agents report what really happens.
+stopped (per the service's restart policy) or whose node went down or was drained, through its
+restart supervisor (``restarts.py``). It only writes desired state; the scheduler places tasks
+and agents report what really happens.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import asyncio
 import functools
 import itertools
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 
-from shoal import placement, states
+from shoal import states
 from shoal.manager import jobs
+from shoal.manager.restarts import RestartSupervisor
+from shoal.manager.servicemodes import global_eligible, is_global
 from shoal.manager.tasks import new_task, node_unavailable, restart_policy
 from shoal.manager.updater import UpdateSupervisor
 from shoal.proto import objects_pb2 as pb
@@ -35,26 +37,10 @@ __all__ = [
 
 log = logging.getLogger("shoal.orchestrator")
 
-OLD_TASK_TIMEOUT = 60.0
 #: Tasks a service's reconciliation creates per store transaction; the rest in the next one.
 #: Creating 10,000 in one transaction held the leader's event loop for seconds (building it,
 #: applying it, waking every watcher), long enough to miss Raft heartbeats.
 MAX_CREATES_PER_COMMIT = 500
-
-
-def is_global(service: pb.Service) -> bool:
-    return service.spec.WhichOneof("mode") == "global"
-
-
-def global_eligible(node: pb.Node, service: pb.Service) -> bool:
-    """A global service runs on every node that is up, not drained, and meets its constraints."""
-    if node_unavailable(node):
-        return False
-    try:
-        constraints = placement.parse_constraints(service.spec.task.placement.constraints)
-    except ValueError:
-        return False
-    return all(c.matches(node) for c in constraints)
 
 
 class ReplicatedOrchestrator:
@@ -69,9 +55,9 @@ class ReplicatedOrchestrator:
         self.updates = UpdateSupervisor(store)
         self._dirty: set[str] = set()
         self._restarts: list[tuple[str, str]] = []  # (task id, reason), restarted in batches
-        self._delayed: dict[str, asyncio.Task[None]] = {}
-        self._deferred: set[str] = set()
-        self._restart_history: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+        self.restarts = RestartSupervisor(
+            store, needs_restart=self._needs_restart, slot_freed=self._mark_dirty
+        )
         #: Services still being filled up in pieces: (the service's store version when their
         #: free slots were found, the free slots not filled yet). A piece continues from here
         #: instead of scanning every task of the service again: 100,000 replicas were 200
@@ -79,21 +65,20 @@ class ReplicatedOrchestrator:
         self._filling: dict[str, tuple[int, list[int]]] = {}
         #: Removed services' tasks not yet marked for removal, marked in pieces the same way.
         self._removing: dict[str, list[str]] = {}
-        #: Replacements waiting for their old task to stop, by (kind, ID) of what they wait on
-        #: (the old task, its node): woken from this orchestrator's own watch.
-        self._waiting: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+
+    def _mark_dirty(self, service_id: str) -> None:
+        self._dirty.add(service_id)
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="orchestrator")
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._loop_task, *self._delayed.values()] if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._delayed.clear()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        await self.restarts.stop()
         await self.updates.stop()
 
     # ------------------------------------------------------------------ event loop
@@ -110,8 +95,7 @@ class ReplicatedOrchestrator:
                     self._on_event(event)
 
     def _on_event(self, event: Event) -> None:
-        for waiter in self._waiting.get((event.kind, event.obj.id), ()):
-            waiter.set()
+        self.restarts.on_event(event)
         if event.kind == "service":
             self._dirty.add(event.obj.id)
         elif event.kind == "task":
@@ -144,8 +128,8 @@ class ReplicatedOrchestrator:
         for task in self.store.view.tasks.all():
             if task.desired_state <= states.RUNNING and self._needs_restart(task):
                 self._restarts.append((task.id, "startup"))
-            elif task.desired_state == states.READY and task.status.state <= states.RUNNING:
-                self._schedule_start(task, restart_policy(task).delay)
+            else:
+                self.restarts.check_at_start(task)
 
     async def _process(self) -> None:
         while self._dirty or self._restarts or self._filling or self._removing:
@@ -170,13 +154,7 @@ class ReplicatedOrchestrator:
 
     def _reconcile(self, tx: Tx, dirty: set[str], restarts: list[tuple[str, str]]) -> None:
         for task_id, _ in restarts:
-            if task_id in self._delayed:
-                # Still inside its own restart delay (e.g. its image pull failed while it was
-                # only being prepared): restart it when that delay ends, not now, so a task
-                # that fails at once cannot spin in a tight loop.
-                self._deferred.add(task_id)
-                continue
-            self._restart_if_needed(tx, task_id)
+            self.restarts.restart_requested(tx, task_id)
         for service_id in [s for s in self._filling if s not in dirty]:
             self._continue_filling(tx, service_id)
         for service_id in [s for s in self._removing if s not in dirty]:
@@ -193,12 +171,6 @@ class ReplicatedOrchestrator:
                 self._reconcile_global(tx, service)
             else:
                 self._reconcile_service(tx, service)
-
-    def _restart_if_needed(self, tx: Tx, task_id: str) -> None:
-        task = tx.task(task_id)
-        if task is None or task.desired_state > states.RUNNING or not self._needs_restart(task):
-            return
-        self._restart(tx, task)
 
     def _remove_all(self, tx: Tx, service_id: str) -> None:
         """Mark every task of a removed service for removal, MAX_CREATES_PER_COMMIT a
@@ -314,123 +286,5 @@ class ReplicatedOrchestrator:
                     task.desired_state = states.REMOVE
                     tx.update(task)
 
-    # ------------------------------------------------------------------ restart supervisor
-
-    def _restart(self, tx: Tx, task: pb.Task) -> None:
-        service = tx.service(task.service_id)
-        if service is not None and jobs.is_job(service) and task.status.state == states.COMPLETE:
-            jobs.finished(tx, task)
-            self._dirty.add(service.id)  # room for the job's next task
-            return
-        old = copy(task)
-        old.desired_state = states.SHUTDOWN
-        tx.update(old)
-        if service is None:
-            return
-        node = tx.node(task.node_id) if task.node_id else None
-        one_per_node = is_global(service) or jobs.is_global_job(service)
-        if one_per_node and (node is None or not global_eligible(node, service)):
-            return  # a global task is not moved: its node is gone, down, drained or unfit
-        policy = restart_policy(task)
-        if not self._should_restart(task, policy):
-            return
-        if jobs.is_job(service):
-            replacement = jobs.replacement(service, task)
-        else:
-            replacement = new_task(service, task.slot, desired=states.READY)
-        if is_global(service):
-            replacement.node_id = task.node_id
-            replacement.annotations.name = task.annotations.name
-        tx.create(replacement)
-        draining = node is not None and node.spec.availability == pb.NodeSpec.DRAIN
-        self._schedule_start(replacement, 0.0 if draining else policy.delay, old_task_id=task.id)
-
-    def _should_restart(self, task: pb.Task, policy: pb.RestartPolicy) -> bool:
-        if policy.condition == pb.RestartPolicy.NONE:
-            return False
-        if policy.condition == pb.RestartPolicy.ON_FAILURE and task.status.state == states.COMPLETE:
-            return False
-        if policy.max_attempts > 0:
-            key = (task.service_id, task.slot, task.spec_version)
-            history = self._restart_history[key]
-            if policy.window > 0:
-                horizon = task.status.timestamp - policy.window
-                history[:] = [t for t in history if t >= horizon]
-            if len(history) >= policy.max_attempts:
-                return False
-            history.append(task.status.timestamp or time.time())
-        return True
-
-    def _schedule_start(self, task: pb.Task, delay: float, old_task_id: str = "") -> None:
-        """After the restart delay (and once the old task stopped), let the replacement run."""
-        if task.id in self._delayed:
-            return
-        self._delayed[task.id] = asyncio.create_task(
-            self._delayed_start(task.id, delay, old_task_id), name=f"restart-{task.id}"
-        )
-
-    async def _delayed_start(self, task_id: str, delay: float, old_task_id: str) -> None:
-        try:
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await self._wait_old_task(old_task_id)
-
-            self._delayed.pop(task_id, None)
-
-            def promote(tx: Tx) -> None:
-                if task_id in self._deferred:
-                    self._deferred.discard(task_id)
-                    self._restart_if_needed(tx, task_id)
-                    return
-                task = tx.task(task_id)
-                if task is not None and task.desired_state == states.READY:
-                    task = copy(task)
-                    task.desired_state = states.RUNNING
-                    tx.update(task)
-
-            await self.store.update(promote)
-        except StoreUnavailable as exc:
-            log.warning("could not start task %s: %s", task_id, exc)
-        finally:
-            self._delayed.pop(task_id, None)
-
-    async def _wait_old_task(self, old_task_id: str) -> None:
-        """Until the old task stopped, its node is gone or down, or OLD_TASK_TIMEOUT.
-
-        Woken by the orchestrator's own watch for the old task and its node only: each waiter
-        had a store watch, and thousands of replacements waiting at once (nodes lost at scale)
-        had every task event checked against each of them."""
-        if not old_task_id:
-            return
-        deadline = time.monotonic() + OLD_TASK_TIMEOUT
-        waited = self.store.view.tasks.get(old_task_id)
-        keys = [("task", old_task_id), ("node", waited.node_id if waited is not None else "")]
-        woken = asyncio.Event()
-        for key in keys:
-            self._waiting[key].add(woken)
-        try:
-            while time.monotonic() < deadline:
-                woken.clear()
-                old = self.store.view.tasks.get(old_task_id)
-                if old is None or states.is_terminal(old.status.state):
-                    return
-                node = self.store.view.nodes.get(old.node_id) if old.node_id else None
-                if old.node_id and (node is None or node.status.state == pb.NodeStatus.DOWN):
-                    return
-                if not old.node_id:
-                    return
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        await woken.wait()
-                except TimeoutError:
-                    return
-        finally:
-            for key in keys:
-                waiters = self._waiting.get(key)
-                if waiters is not None:
-                    waiters.discard(woken)
-                    if not waiters:
-                        del self._waiting[key]
-
     def pending_starts(self) -> Iterable[str]:
-        return list(self._delayed)
+        return self.restarts.pending_starts()
