@@ -45,8 +45,11 @@ class ScriptedManagers:
         self.retry_after = retry_after
         self.opens: list[tuple[str, float]] = []
         self.done = asyncio.Event()
+        #: Every method called, in order.
+        self.methods: list[str] = []
 
     def stream(self, target: str, method: str, request: bytes, **kwargs: object) -> AsyncIterator[bytes]:
+        self.methods.append(method)
         if method != rpc.SESSION:
             return self._forever()
         self.opens.append((target, asyncio.get_running_loop().time()))
@@ -69,6 +72,7 @@ class ScriptedManagers:
         yield b""  # pragma: no cover  (makes this an async generator)
 
     async def call(self, target: str, method: str, request: bytes, **kwargs: object) -> bytes:
+        self.methods.append(method)
         if method == rpc.HEARTBEAT:
             return rpb.HeartbeatResponse(period=60).SerializeToString()
         return b""
@@ -176,3 +180,22 @@ async def test_the_manager_whose_session_was_lost_is_left_out_for_a_round(
     assert "m1:2377" not in targets[1:3], targets  # the round after the loss: the others only
     assert sorted(targets[1:3]) == ["m2:2377", "m3:2377"], targets
     assert sorted(targets[3:6]) == ["m1:2377", "m2:2377", "m3:2377"], targets  # then every one again
+
+
+async def test_the_first_heartbeat_does_not_go_with_the_open(tmp_path: Path) -> None:
+    """The open counts as a heartbeat (the leader gives the session three periods from it). A
+    heartbeat sent with it doubled the calls a new leader gets from a thousand reopening agents
+    at its busiest; the first goes half a period to a period later."""
+    managers = ScriptedManagers(["open"])
+    agent = scripted_agent(tmp_path, managers, ["m1:2377"])
+    await agent.start()
+    try:
+        await asyncio.wait_for(managers.done.wait(), DEADLINE)
+        for _ in range(100):  # the session's workers start in turn: up to its assignments stream
+            if rpc.ASSIGNMENTS in managers.methods:
+                break
+            await asyncio.sleep(0)
+        assert rpc.ASSIGNMENTS in managers.methods, managers.methods
+        assert rpc.HEARTBEAT not in managers.methods, managers.methods
+    finally:
+        await agent.stop()

@@ -335,7 +335,12 @@ class Agent:
             self._on_session_message(rpb.SessionMessage.FromString(raw))
 
     async def _heartbeats(self, manager: str, session_id: str, period: float) -> None:
+        """A heartbeat every period the leader says. The first goes a random half to whole
+        period after the open, not with it: the open counts as one (the leader gives the
+        session three periods from then), and after an election a thousand agents reopening
+        at once sent a thousand heartbeats with their opens, to a leader busiest then."""
         request = rpb.HeartbeatRequest(session_id=session_id).SerializeToString()
+        await asyncio.sleep(max(0.05, period * (0.5 + random.random() / 2)))
         while True:
             raw = await self.transport.call(
                 manager, rpc.HEARTBEAT, request, tls=self.tls(), timeout=RPC_TIMEOUT
