@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 
 log = logging.getLogger("shoal.gcpolicy")
 
@@ -30,6 +31,8 @@ log = logging.getLogger("shoal.gcpolicy")
 FREEZE_PERIOD = 2.0
 #: No full pass before the frozen set holds this many objects (a small store never thaws).
 MIN_THAW_SIZE = 200_000
+#: ``min_thaw_size`` for a process that never takes a full pass over its frozen objects.
+NEVER_THAW = sys.maxsize
 
 
 class CollectorPolicy:
