@@ -292,7 +292,6 @@ class Agent:
             log.info("session %s open with manager %s", session_id, manager)
             self.session_opened_at = time.time()
             self.connected.set()
-            await self.resend_all_status()
             workers = [
                 asyncio.create_task(self._session_updates(iterator)),
                 asyncio.create_task(self._heartbeats(manager, session_id, first.heartbeat_period)),
@@ -358,7 +357,30 @@ class Agent:
             if message.type == rpb.AssignmentsMessage.INCREMENTAL and message.applies_to != expected:
                 raise RPCError(StatusCode.UNAVAILABLE, "assignment sequence gap; reopening the stream")
             expected = message.results_in
+            if message.type == rpb.AssignmentsMessage.COMPLETE:
+                self._report_what_the_leader_lacks(message)
             await self._apply_assignments(message)
+
+    def _report_what_the_leader_lacks(self, complete: rpb.AssignmentsMessage) -> None:
+        """After a (re)connect, queue the status of each task this agent holds that the
+        leader's record (the complete set it just sent, each task with its stored status) does
+        not show as the agent last saw it: updates an old leader took but never committed.
+        Every held status used to be sent at each reopen: after an election, a thousand calls
+        to the new leader at its busiest, to tell it nothing new. A task left out of the set is
+        being removed: its status no longer matters."""
+        recorded = {
+            change.task.id: change.task.status
+            for change in complete.changes
+            if change.task.id and change.action == rpb.AssignmentChange.UPDATE
+        }
+        for task_id, controller in self.controllers.items():
+            known, mine = recorded.get(task_id), controller.status
+            if known is None:
+                continue
+            if (known.state, known.message, known.err) != (mine.state, mine.message, mine.err):
+                self._pending.setdefault(task_id, mine)
+        if self._pending:
+            self._status_wakeup.set()
 
     async def _apply_assignments(self, message: rpb.AssignmentsMessage) -> None:
         complete = message.type == rpb.AssignmentsMessage.COMPLETE
@@ -510,9 +532,3 @@ class Agent:
                     self._pending.setdefault(task_id, status)
                 self._status_wakeup.set()
                 raise
-
-    async def resend_all_status(self) -> None:
-        """After a reconnect the new leader may have missed updates: send every known status."""
-        for task_id, controller in self.controllers.items():
-            self._pending.setdefault(task_id, controller.status)
-        self._status_wakeup.set()
