@@ -51,6 +51,32 @@ async def test_pacer_sends_a_lone_batch_at_once_and_spaces_a_burst() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_pacer_with_a_burst_lets_a_few_batches_go_at_once_and_then_spaces_them() -> None:
+    """issue 18 item 4: the last status update of a small service does not wait out the
+    interval of the update before it; a sustained stream is still one batch per interval."""
+    fake = FakeTime()
+    pacer = Pacer(0.05, clock=fake.clock, sleep=fake.sleep, burst=3)
+    for _ in range(3):
+        await pacer.pace()
+        fake.now += 0.01  # three batches 10 ms apart: none is held back
+    assert fake.slept == [0, 0, 0]
+    await pacer.pace()  # the fourth: the bucket is empty, it waits for a token to come back
+    assert 0 < fake.slept[-1] <= 0.05
+    for _ in range(10):  # a sustained stream: one batch per interval
+        await pacer.pace()
+        assert fake.slept[-1] == pytest.approx(0.05)
+    fake.now += 1.0  # quiet: the bucket is full again
+    for _ in range(3):
+        await pacer.pace()
+    assert fake.slept[-3:] == [0, 0, 0]
+
+
+def test_a_pacer_refuses_a_burst_below_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Pacer(0.05, burst=0)
+
+
+@pytest.mark.asyncio
 async def test_scheduler_places_a_task_on_an_idle_cluster_without_its_debounce(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

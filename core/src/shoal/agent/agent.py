@@ -50,6 +50,9 @@ log = logging.getLogger("shoal.agent")
 
 RPC_TIMEOUT = 5.0
 STATUS_BATCH_INTERVAL = 0.05
+#: Status reports that may follow each other at once after a quiet spell (``Pacer``'s burst):
+#: a small service's last task reports RUNNING when it starts, not one interval later.
+STATUS_BATCH_BURST = 3
 BACKOFF_BASE = 0.1
 BACKOFF_MAX = 8.0
 #: Assignment changes applied between two turns of the event loop (each costs task DB writes).
@@ -506,9 +509,10 @@ class Agent:
         self._status_wakeup.set()
 
     async def _report_status(self, manager: str, session_id: str) -> None:
-        """Send the queued status updates in one call: at once after a quiet spell, at most
-        one call per STATUS_BATCH_INTERVAL in a burst (every update still goes)."""
-        pacer = Pacer(STATUS_BATCH_INTERVAL)
+        """Send the queued status updates in one call: at once after a quiet spell (up to
+        STATUS_BATCH_BURST calls in a row), one call per STATUS_BATCH_INTERVAL in a sustained
+        stream (every update still goes)."""
+        pacer = Pacer(STATUS_BATCH_INTERVAL, burst=STATUS_BATCH_BURST)
         while True:
             await self._status_wakeup.wait()
             await pacer.pace()

@@ -40,6 +40,9 @@ from shoal.store.memory import DELETE, UPDATE, Event, ObjectStore, ReadView, Tx,
 log = logging.getLogger("shoal.dispatcher")
 
 STATUS_FLUSH_INTERVAL = 0.1
+#: Status commits that may follow each other at once after a quiet spell (``Pacer``'s burst):
+#: the last task of a small service is not held back by the commit just before it.
+STATUS_FLUSH_BURST = 3
 #: Status updates written per store transaction; the rest go with the next flush. 10,000 tasks
 #: starting at once reported thousands of updates per flush: one entry that held every
 #: manager's loop while it was built, replicated and applied.
@@ -516,8 +519,9 @@ class Dispatcher:
 
     async def _flush_loop(self) -> None:
         """One store commit for the status updates of every node that came in meanwhile: at
-        once after a quiet spell, at most one per STATUS_FLUSH_INTERVAL in a burst."""
-        pacer = Pacer(STATUS_FLUSH_INTERVAL)
+        once after a quiet spell (up to STATUS_FLUSH_BURST in a row), one per
+        STATUS_FLUSH_INTERVAL in a sustained stream."""
+        pacer = Pacer(STATUS_FLUSH_INTERVAL, burst=STATUS_FLUSH_BURST)
         while True:
             await self._flush_wakeup.wait()
             await pacer.pace()
