@@ -22,11 +22,21 @@ Two rules keep the engine's view and ours the same:
 - ``remove`` first waits for every call still in flight for that task, so a container whose
   creation was under way when its task was removed is created first and then removed, never
   left behind.
+
+Slots go to the work that finishes tasks first: a ``start`` (its container exists already)
+before anything else, a ``prepare`` (a new container) last, first come first served within
+each. With one queue for all, a service of 50 replicas on a 16-wide gate had all 50 creates
+made before its first start: no task ran until every container existed. Served this way, a
+task is started as soon as it is created, as the engine's floor in ``bench/bench_e2e.py`` does
+it (each of its workers creates a container, then starts it), and the first tasks run while
+later ones are still being created.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -68,6 +78,60 @@ async def find_container(runtime: RuntimeProvider, task: pb.Task) -> ContainerRe
     return next((ref for ref in listed if ref.task_id == task.id), None)
 
 
+#: Who gets a free slot first (lower first): see the module's docstring.
+FINISH = 0
+OTHER = 1
+BEGIN = 2
+
+
+class PrioritySlots:
+    """``limit`` slots, handed to the waiter of the lowest priority first, then in order of
+    arrival. A waiter cancelled while queued takes none; one cancelled as it was handed a
+    slot hands it on.
+
+    A freed slot is handed on at the next turn of the event loop, not at once: the caller that
+    freed it (a create that just ended) goes on to ask for its next operation (the start) in
+    the same turn, and that request must be in the queue when the slot is given out.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+        self._handing_on = False
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._queue:
+            self._free -= 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (priority, next(self._arrivals), granted))
+        self._hand_on_soon()
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release()  # handed a slot just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        self._free += 1
+        self._hand_on_soon()
+
+    def _hand_on_soon(self) -> None:
+        if self._free > 0 and self._queue and not self._handing_on:
+            self._handing_on = True
+            asyncio.get_running_loop().call_soon(self._hand_on)
+
+    def _hand_on(self) -> None:
+        self._handing_on = False
+        while self._free > 0 and self._queue:
+            _, _, granted = heapq.heappop(self._queue)
+            if not granted.done():  # a cancelled waiter left its future behind: skip it
+                granted.set_result(None)
+                self._free -= 1
+
+
 def engine_call_limit(runtime_class: type, override: int | None = None) -> int:
     """How wide the gate around a runtime of ``runtime_class`` is: the operator's ``override``
     (``--max-concurrent-engine-calls``), else what the class declares (``engine_concurrency``:
@@ -90,7 +154,7 @@ class BoundedRuntime:
             raise ValueError(f"the engine call limit must be at least 1, got {limit}")
         self.inner = inner
         self.limit = limit
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = PrioritySlots(limit)
         self._in_flight: dict[str, set[asyncio.Future[object]]] = {}
         #: Operations running now, and the most ever seen at once (for tests and diagnosis).
         self.active = 0
@@ -98,8 +162,9 @@ class BoundedRuntime:
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _bounded(self, task_id: str, operation: Callable[[], Awaitable[T]]) -> T:
-        async with self._slots:  # a caller cancelled while queued here started nothing
+    async def _bounded(self, task_id: str, operation: Callable[[], Awaitable[T]], priority: int = OTHER) -> T:
+        await self._slots.acquire(priority)  # a caller cancelled while queued here started nothing
+        try:
             call: asyncio.Future[T] = asyncio.ensure_future(self._counted(operation))
             self._track(task_id, call)  # type: ignore[arg-type]
             try:
@@ -109,6 +174,8 @@ class BoundedRuntime:
                 # so that whatever it creates exists when the caller goes on to remove it.
                 await asyncio.wait({call})
                 raise
+        finally:
+            self._slots.release()
 
     async def _counted(self, operation: Callable[[], Awaitable[T]]) -> T:
         self.active += 1
@@ -145,12 +212,14 @@ class BoundedRuntime:
         self, task: pb.Task, files: Sequence[TaskFile] = (), *, registry_auth: RegistryAuth | None = None
     ) -> None:
         if registry_auth is None:  # a runtime plugin need not know the keyword until it is used
-            await self._bounded(task.id, lambda: self.inner.prepare(task, files))
+            await self._bounded(task.id, lambda: self.inner.prepare(task, files), BEGIN)
         else:
-            await self._bounded(task.id, lambda: self.inner.prepare(task, files, registry_auth=registry_auth))
+            await self._bounded(
+                task.id, lambda: self.inner.prepare(task, files, registry_auth=registry_auth), BEGIN
+            )
 
     async def start(self, task: pb.Task) -> ContainerRef:
-        return await self._bounded(task.id, lambda: self.inner.start(task))
+        return await self._bounded(task.id, lambda: self.inner.start(task), FINISH)
 
     async def wait(self, task: pb.Task) -> ExitStatus:
         return await self.inner.wait(task)
