@@ -95,7 +95,18 @@ def test_network_commands_refusals_and_service_endpoints(node_factory: Any) -> N
     assert len(web["Spec"]["TaskTemplate"]["Networks"]) == 2 and len(web["Endpoint"]["VirtualIPs"]) == 3
     _refused(node, 'network "back" is in use by service(s) web', "network", "rm", "back")
     node.ok("service", "update", "-d", "--network-rm", "back", "web")
-    assert node.ok("network", "rm", "back").stdout.split() == ["back"]
+    # several names: each removed or refused on its own, as docker (exit 1 when any failed)
+    removed = node.cli("network", "rm", "back", "nosuch", "front")
+    assert (removed.returncode, removed.stdout.split()) == (1, ["back"])
+    assert removed.stderr.splitlines() == [
+        "Error: network nosuch not found",
+        'Error: network "front" is in use by service(s) web: detach them '
+        "(service update --network-rm) or remove them first",
+    ]
+    assert node.ok("network", "ls", "--format", "{{.Name}}", "--filter", "name=r").stdout.split() == [
+        "front",
+        "ingress",
+    ]
 
 
 def test_address_pool_of_swarm_init(node_factory: Any) -> None:

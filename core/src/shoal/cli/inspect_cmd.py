@@ -3,7 +3,7 @@
 The daemon answers ``*.inspect`` with its stored objects (protobuf field names); this module
 parses them back into protobuf objects and prints them through ``shoal.dockershapes``, as
 ``docker service inspect`` / ``node inspect`` / ``inspect`` (tasks) / ``secret inspect`` /
-``config inspect`` print them: a JSON array indented by four spaces, or one rendered template
+``config inspect`` / ``network inspect`` print them: a JSON array indented by four spaces, or one rendered template
 per object. As docker: every reference is looked up, the objects found are printed, and each
 one not found is an ``Error: no such ...`` line with exit 1.
 """
@@ -29,14 +29,19 @@ from shoal.proto import objects_pb2 as pb
 
 JSON = dict[str, Any]
 
-#: kind -> (daemon method, its list parameter, protobuf type, shape function)
-KINDS: dict[str, tuple[str, str, type[Message], Callable[[Any], JSON]]] = {
+#: kind -> (daemon method, its list parameter, protobuf type, shape function); a network
+#: comes from the manager already in docker's shape (``netobjects.inspect_shape``): no type.
+KINDS: dict[str, tuple[str, str, type[Message] | None, Callable[[Any], JSON]]] = {
     "service": ("service.inspect", "services", pb.Service, dockershapes.service_shape),
     "node": ("node.inspect", "nodes", pb.Node, dockershapes.node_shape),
     "task": ("task.inspect", "tasks", pb.Task, dockershapes.task_shape),
     "secret": ("secret.inspect", "secrets", pb.Secret, dockershapes.secret_shape),
     "config": ("config.inspect", "configs", pb.Config, dockershapes.config_shape),
+    "network": ("network.inspect", "networks", None, dict),
 }
+#: docker's words for a missing object where they differ from "no such KIND" (its client's
+#: ``objectNotFoundError``, which ``docker network inspect`` prints).
+MISSING = {"network": "No such network"}
 PRETTY: dict[str, Callable[[JSON], str]] = {"service": service_pretty, "node": node_pretty}
 
 
@@ -44,6 +49,8 @@ def shape(kind: str, stored: JSON) -> JSON:
     """One object as the daemon sent it -> Docker's shape (unknown fields from a newer
     daemon are ignored)."""
     _, _, message_type, to_shape = KINDS[kind]
+    if message_type is None:
+        return to_shape(stored)
     message = json_format.ParseDict(stored, message_type(), ignore_unknown_fields=True)
     result = to_shape(message)
     if kind == "service" and stored.get("WithRegistryAuth"):
@@ -117,9 +124,10 @@ def inspect_refs(
         print_objects([item for _, item in found], template, fmt or "")
     if missing:
         what = kinds[0] if len(kinds) == 1 else "object"
+        words = MISSING.get(what, f"no such {what}")
         for ref in missing[:-1]:
-            click.echo(f"Error: no such {what}: {ref}", err=True)
-        fail(f"no such {what}: {missing[-1]}", 1)
+            click.echo(f"Error: {words}: {ref}", err=True)
+        fail(f"{words}: {missing[-1]}", 1)
 
 
 def _lookup(ctx: click.Context, kinds: list[str], ref: str) -> tuple[str, JSON] | None:
@@ -141,11 +149,11 @@ def _lookup(ctx: click.Context, kinds: list[str], ref: str) -> tuple[str, JSON] 
     "kind",
     type=click.Choice(sorted(KINDS)),
     default=None,
-    help="Only look for this type of object (default: service, node, task, secret, config in turn).",
+    help="Only look for this type of object (default: service, node, task, secret, config, network in turn).",
 )
 @inspect_options("any", pretty=False)
 @click.argument("refs", nargs=-1, required=True)
 @click.pass_context
 def inspect(ctx: click.Context, kind: str | None, fmt: str | None, refs: tuple[str, ...]) -> None:
-    """Return low-level information on swarm objects: services, nodes, tasks, secrets, configs."""
+    """Return low-level information on swarm objects: services, nodes, tasks, secrets, configs, networks."""
     inspect_refs(ctx, [kind] if kind else list(KINDS), refs, fmt)

@@ -1,34 +1,33 @@
 """``shoal network``: create, ls, inspect, rm (docker's commands for swarm-scoped networks).
 
-Every value is checked by the manager (subnet syntax and overlap, names in use), so any
-client gets the same one-line errors; ``ls`` filters here, like ``secret ls``.
+Every value is checked by the manager (subnet syntax and overlap, names in use, ``ls``'s
+filters), so any client gets the same one-line errors. ``rm`` and ``inspect`` take each name
+on its own, as docker's do: ``rm`` removes every network it can and prints one error line per
+name it could not, ``inspect`` prints the networks found and one error line per missing one;
+either exits 1 when any name failed.
 """
 
 from __future__ import annotations
 
-import json
+import sys
 from typing import Any
 
 import click
 
-from shoal.cli.common import call
-from shoal.cli.errors import fail
+from shoal.cli.common import call, client
+from shoal.cli.errors import fail, one_line
+from shoal.cli.inspect_opts import inspect_options
+from shoal.cli.listfilter_opts import filter_help, filter_params
 from shoal.cli.output import print_list
-from shoal.cli.secret_cmd import _matches as matches  # docker's list filter rules, one copy
+from shoal.client import ClientError
 from shoal.ids import short_id
 
-FILTER_KEYS = ("id", "name", "driver", "label")
 JSON_KEYS = ("ID", "Name", "Driver", "Scope", "Labels")
-
-
-def _filters(values: tuple[str, ...]) -> list[tuple[str, str]]:
-    parsed = []
-    for text in values:
-        key, sep, value = text.partition("=")
-        if not sep or key not in FILTER_KEYS:
-            fail(f'invalid --filter "{text}": use {", ".join(k + "=..." for k in FILTER_KEYS)}', 2)
-        parsed.append((key, value))
-    return parsed
+#: The keys of ``network ls --filter`` (the manager checks them: ``listfilters.NETWORK_KEYS``).
+NETWORK_FILTERS = "dangling, driver, id, label, name, scope, type"
+#: Refusals that concern one name: ``rm`` reports them and goes on with the next name; any
+#: other (no daemon, no leader) ends the command at once, as it would fail every name alike.
+PER_NAME = {"NOT_FOUND", "FAILED_PRECONDITION", "INVALID_ARGUMENT"}
 
 
 @click.group()
@@ -76,15 +75,14 @@ def network_create(
 @network.command("ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
 @click.option("--format", "fmt", default=None, help="table, json or a template such as '{{.Name}}'.")
-@click.option("-f", "--filter", "filters", multiple=True, help="Filter output (id=, name=, driver=, label=).")
+@click.option("-f", "--filter", "filters", multiple=True, help=filter_help(NETWORK_FILTERS))
 @click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
 @click.pass_context
 def network_ls(
     ctx: click.Context, quiet: bool, fmt: str | None, filters: tuple[str, ...], no_trunc: bool
 ) -> None:
     """List networks."""
-    wanted = _filters(filters)
-    rows = [r for r in call(ctx, "network.ls") if matches(r, wanted)]
+    rows = call(ctx, "network.ls", **filter_params(filters))
     print_list(
         rows,
         fmt=fmt,
@@ -102,17 +100,34 @@ def network_ls(
 
 
 @network.command("inspect")
+@inspect_options("network", pretty=False)
 @click.argument("refs", nargs=-1, required=True)
 @click.pass_context
-def network_inspect(ctx: click.Context, refs: tuple[str, ...]) -> None:
+def network_inspect(ctx: click.Context, refs: tuple[str, ...], fmt: str | None) -> None:
     """Display detailed information on one or more networks."""
-    click.echo(json.dumps(call(ctx, "network.inspect", networks=list(refs)), indent=4))
+    from shoal.cli.inspect_cmd import inspect_refs  # protobuf and templates only when inspecting
+
+    inspect_refs(ctx, ["network"], refs, fmt)
 
 
 @network.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Do not error if the network does not exist.")
 @click.argument("refs", nargs=-1, required=True)
 @click.pass_context
-def network_rm(ctx: click.Context, refs: tuple[str, ...]) -> None:
+def network_rm(ctx: click.Context, refs: tuple[str, ...], force: bool) -> None:
     """Remove one or more networks (refused while a service uses one)."""
-    for name in call(ctx, "network.rm", networks=list(refs)):
-        click.echo(name)
+    daemon = client(ctx)
+    failed = False
+    for ref in refs:
+        try:
+            daemon.call("network.rm", networks=[ref])
+        except ClientError as exc:
+            if exc.code not in PER_NAME:
+                fail(exc.message, 1)
+            if not (force and exc.code == "NOT_FOUND"):
+                click.echo(f"Error: {one_line(exc.message)}", err=True)
+                failed = True
+            continue
+        click.echo(ref)
+    if failed:
+        sys.exit(1)  # each error is printed above (ctx.exit's code is lost: not standalone)

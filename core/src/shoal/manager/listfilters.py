@@ -9,6 +9,11 @@ must all match. ``id`` and ``name`` match a prefix (SwarmKit's ``IDPrefixes`` an
 ``NamePrefixes``; a task's name is ``SERVICE.SLOT.TASKID``), ``label`` is ``KEY`` or
 ``KEY=VALUE``. On ``node ls``, ``label`` is an engine label and ``node.label`` a label set with
 ``node update --label-add``.
+
+``network ls`` follows docker's network filters instead (moby ``daemon/network/filter.go``):
+``id`` and ``name`` match all or part of the ID or name, ``driver`` and ``scope`` the whole
+value, ``type`` is ``custom`` or ``builtin`` and ``dangling`` ``true``/``false``; its refusals
+use docker's words (``invalid filter 'X'``) and name the valid keys.
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ TASK_KEYS: Mapping[str, tuple[str, ...] | None] = {
     "node": None,
 }
 
+NETWORK_KEYS: Mapping[str, tuple[str, ...] | None] = {
+    "dangling": ("true", "1", "false", "0"),
+    "driver": None,
+    "id": None,
+    "label": None,
+    "name": None,
+    "scope": None,
+    "type": ("custom", "builtin"),
+}
+
 _DESIRED = {"running": states.RUNNING, "shutdown": states.SHUTDOWN, "accepted": states.ACCEPTED}
 
 
@@ -71,6 +86,34 @@ def parse(raw: Any, keys: Mapping[str, tuple[str, ...] | None], command: str) ->
     return filters
 
 
+def parse_network(raw: Any) -> Filters:
+    """``network ls``'s filters, checked with docker's words (and the valid keys, so the
+    line says how to fix it)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise FilterError("invalid --filter for network ls: give KEY=VALUE strings")
+    filters: Filters = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise FilterError(f'bad format of filter "{item}" (expected name=value)')
+        if key not in NETWORK_KEYS:
+            raise FilterError(f"invalid filter '{key}': network ls takes {', '.join(NETWORK_KEYS)}")
+        filters.setdefault(key, []).append(value)
+    for value in filters.get("type", []):
+        if value not in ("custom", "builtin"):
+            raise FilterError(f"invalid filter: 'type'='{value}' (use custom or builtin)")
+    dangling = filters.get("dangling", [])
+    if len(dangling) > 1:
+        raise FilterError('got more than one value for filter key "dangling"')
+    if dangling and dangling[0] not in ("true", "1", "false", "0"):
+        raise FilterError(
+            'invalid value for filter \'dangling\', must be "true" (or "1"), or "false" (or "0")'
+        )
+    return filters
+
+
 def _labels_match(labels: Mapping[str, str], wanted: list[str]) -> bool:
     """Every ``KEY`` or ``KEY=VALUE`` given must be present (docker ANDs label filters)."""
     for item in wanted:
@@ -82,6 +125,10 @@ def _labels_match(labels: Mapping[str, str], wanted: list[str]) -> bool:
 
 def _prefix(text: str, wanted: list[str]) -> bool:
     return any(text.startswith(value) for value in wanted)
+
+
+def _part(text: str, wanted: list[str]) -> bool:
+    return any(value in text for value in wanted)
 
 
 def _all(filters: Filters, tests: Mapping[str, Callable[[list[str]], bool]]) -> bool:
@@ -128,5 +175,25 @@ def task_matches(task: pb.Task, filters: Filters, node_hostname: str) -> bool:
             "node": lambda v: bool(task.node_id) and (_prefix(task.node_id, v) or node_hostname in v),
             "desired-state": lambda v: any(task.desired_state == _DESIRED[s] for s in v),
             "label": lambda v: _labels_match(task.service_annotations.labels, v),
+        },
+    )
+
+
+def network_matches(network: pb.Network, in_use: bool, filters: Filters) -> bool:
+    """docker's network filters over one swarm network; ``in_use``: a service is attached (for
+    ``ingress``: it is the routing mesh, never dangling, as docker's has its load balancer).
+    Every swarm network is user-defined in docker's sense (``ingress`` too), so ``type=custom``
+    matches them all and ``type=builtin`` (bridge, host, none) none."""
+    dangling = not in_use and not network.spec.ingress
+    return _all(
+        filters,
+        {
+            "id": lambda v: _part(network.id, v),
+            "name": lambda v: _part(network.spec.annotations.name, v),
+            "driver": lambda v: (network.spec.driver or "overlay") in v,
+            "scope": lambda v: "swarm" in v,
+            "label": lambda v: _labels_match(network.spec.annotations.labels, v),
+            "type": lambda v: "custom" in v,
+            "dangling": lambda v: dangling == (v[0] in ("true", "1")),
         },
     )

@@ -87,7 +87,7 @@ CONTROL_METHODS: dict[str, ControlMethod] = {
         _m("swarm.join_token", WRITE, rq.JoinToken, dict, C, "swarm_join_token"),
         _m("swarm.unlock_key", WRITE, rq.UnlockKey, dict, M, "swarm_unlock_key"),
         _m("network.create", WRITE, rq.Options, dict, N, "network_create"),
-        _m("network.ls", READ, rq.NoParams, list, N, "network_ls"),
+        _m("network.ls", READ, rq.NetworkList, list, N, "network_ls"),
         _m("network.inspect", READ, rq.NetworkRefs, list, N, "network_inspect"),
         _m("network.rm", WRITE, rq.NetworkRefs, list, N, "network_rm"),
         _m("secret.create", WRITE, rq.Options, dict, S, "secret_create"),

@@ -4,7 +4,9 @@ A network's subnet comes from the swarm's address pools unless ``--subnet`` name
 must not overlap another network's); its VXLAN ID is the lowest free one. Both are chosen
 inside the write, against what the store holds, so two creates at once never collide. A
 network in use by a service cannot be removed (the message names the services); nor can the
-ingress network while a service publishes an ingress port.
+ingress network while a service publishes an ingress port. ``network rm`` and ``inspect``
+take several references and are all-or-nothing here; the CLI calls them once per name, as
+docker's does, so each name succeeds or fails on its own.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from typing import Any
 
 from shoal.ids import new_id
-from shoal.manager import methods, netalloc
+from shoal.manager import listfilters, methods, netalloc
 from shoal.manager import requests as rq
 from shoal.manager.controlapi import ControlError
 from shoal.manager.methods import Handler
@@ -153,8 +155,17 @@ class NetworkControl:
         await self.store.update(create)
         return {"ID": created[0].id}
 
-    async def network_ls(self, request: rq.NoParams) -> Any:
+    async def network_ls(self, request: rq.NetworkList) -> Any:
+        """Every network, or those ``--filter`` keeps (docker's network filters; ``dangling``
+        needs the services, so the manager filters)."""
         networks = sorted(self.store.view.networks.all(), key=lambda n: n.spec.annotations.name)
+        if request.filters:
+            services = list(self.store.view.services.all()) if "dangling" in request.filters else []
+            networks = [
+                n
+                for n in networks
+                if listfilters.network_matches(n, bool(services_using(services, n)), request.filters)
+            ]
         return [_row(n) for n in networks]
 
     async def network_inspect(self, request: rq.NetworkRefs) -> Any:

@@ -122,6 +122,20 @@ class ServiceList(_Filtered):
     KEYS, COMMAND = listfilters.SERVICE_KEYS, "service ls"
 
 
+@dataclass(frozen=True)
+class NetworkList:
+    """``network ls [--filter]``: docker's network filters and words (``listfilters.parse_network``)."""
+
+    filters: listfilters.Filters
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> Self:
+        try:
+            return cls(listfilters.parse_network(params.get("filters")))
+        except listfilters.FilterError as exc:
+            raise _control_error(str(exc)) from None
+
+
 class NodeRefs(_Refs):
     """``node promote|demote NODE...``."""
 
