@@ -91,6 +91,8 @@ async def test_inspect_prints_those_found_and_a_line_per_missing_one(swarm: _Swa
     assert result.exit_code == 1
     assert [n["Name"] for n in json.loads(result.stdout)] == ["front", "back"]
     assert result.stderr.splitlines() == ["Error: No such network: nosuch", "Error: No such network: gone"]
+    none = await swarm.shoal("network", "inspect", "gone")
+    assert (none.exit_code, none.stdout, none.stderr) == (1, "[]\n", "Error: No such network: gone\n")
 
     templated = await swarm.shoal("network", "inspect", "--format", "{{.Name}} {{.Driver}}", "front", "back")
     assert (templated.exit_code, templated.stdout) == (0, "front overlay\nback overlay\n")

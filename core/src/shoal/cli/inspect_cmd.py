@@ -3,9 +3,10 @@
 The daemon answers ``*.inspect`` with its stored objects (protobuf field names); this module
 parses them back into protobuf objects and prints them through ``shoal.dockershapes``, as
 ``docker service inspect`` / ``node inspect`` / ``inspect`` (tasks) / ``secret inspect`` /
-``config inspect`` / ``network inspect`` print them: a JSON array indented by four spaces, or one rendered template
-per object. As docker: every reference is looked up, the objects found are printed, and each
-one not found is an ``Error: no such ...`` line with exit 1.
+``config inspect`` / ``network inspect`` print them: a JSON array indented by four spaces, or
+one rendered template per object. As docker: every reference is looked up, the objects found
+are printed (``[]`` when none was), and each one not found is an ``Error: no such ...`` line
+with exit 1.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def inspect_refs(
             if index:
                 click.echo("")
             click.echo(PRETTY[kind](item), nl=False)
-    elif found or not missing:
+    elif found or template is None:  # as docker: "[]" when none was found, then the errors
         print_objects([item for _, item in found], template, fmt or "")
     if missing:
         what = kinds[0] if len(kinds) == 1 else "object"
