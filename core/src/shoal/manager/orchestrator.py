@@ -41,6 +41,8 @@ log = logging.getLogger("shoal.orchestrator")
 #: Creating 10,000 in one transaction held the leader's event loop for seconds (building it,
 #: applying it, waking every watcher), long enough to miss Raft heartbeats.
 MAX_CREATES_PER_COMMIT = 500
+#: After the store refused a reconciliation, when it is tried again if no event comes first.
+RETRY_AFTER = 1.0
 
 
 class ReplicatedOrchestrator:
@@ -89,8 +91,14 @@ class ReplicatedOrchestrator:
             self._dirty.update(s.id for s in view.services.all())
             self._check_tasks_at_start()
             while True:
-                await self._process()
-                events = [await watch.get(), *watch.drain()]
+                retry = await self._process()
+                try:
+                    # Work the store refused is tried again after a pause even if nothing
+                    # else happens (a replaced task's node going down happens once).
+                    async with asyncio.timeout(RETRY_AFTER if retry else None):
+                        events = [await watch.get(), *watch.drain()]
+                except TimeoutError:
+                    continue
                 for event in events:
                     self._on_event(event)
 
@@ -128,10 +136,10 @@ class ReplicatedOrchestrator:
         for task in self.store.view.tasks.all():
             if task.desired_state <= states.RUNNING and self._needs_restart(task):
                 self._restarts.append((task.id, "startup"))
-            else:
-                self.restarts.check_at_start(task)
+        self.restarts.check_at_start(self.store.view.tasks.all())
 
-    async def _process(self) -> None:
+    async def _process(self) -> bool:
+        """Reconcile what changed; True when the store refused it (to be tried again)."""
         while self._dirty or self._restarts or self._filling or self._removing:
             dirty, self._dirty = self._dirty, set()
             restarts, self._restarts = self._restarts, []
@@ -145,10 +153,14 @@ class ReplicatedOrchestrator:
                         await self.updates.update(service)
             except StoreUnavailable as exc:
                 log.warning("orchestrator could not commit: %s", exc)
-                self._dirty.update(self._filling, self._removing)  # found again when reconciled whole
+                # Nothing of it was written: all of it again, or tasks on a node that went
+                # down would stay desired RUNNING there (their node's event came once).
+                self._dirty.update(dirty, self._filling, self._removing)  # reconciled whole
+                self._restarts[:0] = restarts
                 self._filling.clear()
                 self._removing.clear()
-                return
+                return True
+        return False
 
     # ------------------------------------------------------------------ reconcile
 

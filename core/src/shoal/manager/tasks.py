@@ -7,6 +7,7 @@ import time
 from shoal import defaults, states
 from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
+from shoal.store.memory import Tx, copy
 
 
 def restart_policy(task: pb.Task) -> pb.RestartPolicy:
@@ -40,3 +41,15 @@ def node_unavailable(node: pb.Node | None) -> bool:
     return (
         node is None or node.status.state == pb.NodeStatus.DOWN or node.spec.availability == pb.NodeSpec.DRAIN
     )
+
+
+def start_now(tx: Tx, task_id: str) -> bool:
+    """Promote a task waiting at desired READY to RUNNING (SwarmKit's ``StartNow``); False when
+    it no longer waits (gone, started already, or shut down meanwhile)."""
+    task = tx.task(task_id)
+    if task is None or task.desired_state != states.READY:
+        return False
+    task = copy(task)
+    task.desired_state = states.RUNNING
+    tx.update(task)
+    return True

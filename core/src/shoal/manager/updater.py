@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from shoal import states
 from shoal.manager.netobjects import networks_differ
-from shoal.manager.tasks import new_task
+from shoal.manager.tasks import new_task, start_now
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
 from shoal.store.memory import DELETE, ObjectStore, Tx, copy
@@ -33,6 +33,9 @@ US = pb.UpdateStatus
 #: Called with (service ID, slot key) so that the restart supervisor does not replace a task
 #: the updater shut down on purpose.
 SlotKey = tuple[int, str]
+#: Told of a READY task this update created and will not start after all (cancelled by a
+#: newer spec, or the store refused its promotion), with the old tasks it waited for.
+Orphaned = Callable[[pb.Task, list[str]], None]
 
 
 def slot_key(task: pb.Task) -> SlotKey:
@@ -75,8 +78,17 @@ def update_config(service: pb.Service) -> pb.UpdateConfig:
 class Updater:
     """One running update of one service; cancelled when a newer spec arrives."""
 
-    def __init__(self, store: ObjectStore, service: pb.Service, dirty: dict[SlotKey, list[pb.Task]]) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        service: pb.Service,
+        dirty: dict[SlotKey, list[pb.Task]],
+        orphaned: Orphaned | None = None,
+    ) -> None:
         self.store = store
+        self.orphaned = orphaned
+        #: New tasks created READY, not promoted yet: (the task, the old tasks it waits for).
+        self.to_start: dict[str, tuple[pb.Task, list[str]]] = {}
         self.service_id = service.id
         self.spec_version = service.spec_version
         self.rolling_back = service.update_status.state == US.ROLLBACK_STARTED
@@ -131,6 +143,16 @@ class Updater:
             raise
         except Exception:
             log.exception("update of service %s failed", self.service_id)
+        finally:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """The READY tasks this update will not start go to the restart supervisor: a newer
+        spec that does not find them dirty would never start them (stuck at READY)."""
+        to_start, self.to_start = self.to_start, {}
+        if self.orphaned is not None:
+            for task, old_ids in to_start.values():
+                self.orphaned(task, old_ids)
 
     async def _walk(self) -> None:
         if not self.rolling_back:
@@ -146,8 +168,9 @@ class Updater:
         for _ in range(parallelism):
             slots.put_nowait(None)
         monitor = asyncio.create_task(self._watch_failures())
+        workers: list[asyncio.Task[None]] = []
         try:
-            workers = [asyncio.create_task(self._worker(slots)) for _ in range(parallelism)]
+            workers += [asyncio.create_task(self._worker(slots)) for _ in range(parallelism)]
             stop = asyncio.create_task(self._stop.wait())
             await asyncio.wait([stop, *workers], return_when=asyncio.FIRST_COMPLETED)
             while not stop.done() and not all(w.done() for w in workers):
@@ -168,8 +191,11 @@ class Updater:
             except TimeoutError:
                 pass
         finally:
-            monitor.cancel()
-            await asyncio.gather(monitor, return_exceptions=True)
+            # Cancelled by a newer spec (or the leader stepping down): the workers stop too,
+            # not go on replacing slots for a spec that is gone.
+            for task in [monitor, *workers]:
+                task.cancel()
+            await asyncio.gather(monitor, *workers, return_exceptions=True)
         if self.rolling_back:
             await self._set_status(US.ROLLBACK_COMPLETED, "rollback completed")
         else:
@@ -224,6 +250,8 @@ class Updater:
                 for old in tasks:
                     self._shutdown(tx, old)
                     old_ids.append(old.id)
+                # Known as this update's before the orchestrator hears of it (not adopted).
+                self.to_start[task.id] = (task, old_ids)
 
         await self.store.update(replace)
         if not created:
@@ -235,15 +263,15 @@ class Updater:
                 await self.store.update(lambda tx: self._shutdown_slot_except(tx, key, new_id))
         else:
             await self._wait_stopped(old_ids)
-
-            def promote(tx: Tx) -> None:
-                task = tx.task(new_id)
-                if task is not None and task.desired_state == states.READY:
-                    task = copy(task)
-                    task.desired_state = states.RUNNING
-                    tx.update(task)
-
-            await self.store.update(promote)
+            try:
+                await self.store.update(lambda tx: start_now(tx, new_id))
+            except StoreUnavailable as exc:
+                # Refused (a busy leader): the restart supervisor retries until it commits.
+                log.warning("could not start task %s of the update, handed over: %s", new_id, exc)
+                handed = self.to_start.pop(new_id, None)
+                if handed is not None and self.orphaned is not None:
+                    self.orphaned(*handed)
+            self.to_start.pop(new_id, None)
             await self._wait_running(new_id)
 
     @staticmethod
@@ -379,6 +407,12 @@ class UpdateSupervisor:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.updaters: dict[str, Updater] = {}
+        #: Where an updater's READY tasks go when it will not start them (the restart supervisor).
+        self.orphaned: Orphaned | None = None
+
+    def owns(self, task_id: str) -> bool:
+        """Whether a running update will start this READY task itself."""
+        return any(task_id in updater.to_start for updater in self.updaters.values())
 
     def dirty_slots(self, service: pb.Service) -> dict[SlotKey, list[pb.Task]]:
         slots: dict[SlotKey, list[pb.Task]] = {}
@@ -417,7 +451,7 @@ class UpdateSupervisor:
                 updater = Updater(self.store, service, {})
                 await updater._set_status(done, message)
             return
-        updater = Updater(self.store, service, dirty)
+        updater = Updater(self.store, service, dirty, self.orphaned)
         self.updaters[service.id] = updater
         updater.start()
 
