@@ -108,11 +108,9 @@ class RestartSupervisor:
             return
         current = self.store.view.tasks.get(event.obj.id)  # the event may be older than the view
         if current is not None and current.desired_state == states.READY:
-            stopping = [t.id for t in self.store.view.service_tasks(current.service_id) if _stopping(t)]
-            old = [
-                i for i in stopping if _slot_of(self.store.view.tasks.get(i) or current) == _slot_of(current)
-            ]
-            self.adopt(current, old)
+            slot = _slot_of(current)
+            siblings = self.store.view.service_tasks(current.service_id)
+            self.adopt(current, [t.id for t in siblings if _stopping(t) and _slot_of(t) == slot])
 
     def check_at_start(self, tasks: Iterable[pb.Task]) -> None:
         """Adopt every task an earlier leader left desired READY (SwarmKit's CheckTasks), each
