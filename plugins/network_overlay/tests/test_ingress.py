@@ -3,11 +3,13 @@ overlay network between them, two task namespaces as backends, a client on the L
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 
 from shoal.plugin import Backend, EndpointAttachment, NetworkSpec, NodeNetwork, PublishedPort
 from shoal_network_overlay import OverlayNetwork
+from shoal_network_overlay.arp import mac_for
 from shoal_network_overlay.testing import HOSTS, Lab, ip
 
 CONTAINERS = 3
@@ -25,6 +27,19 @@ async def start_node(lab: Lab, host: str) -> OverlayNetwork:
     spec = NetworkSpec(**{**INGRESS.__dict__, "host_address": HOST_ADDRESSES[host]})
     await node.create_network(spec)
     return node
+
+
+async def nodes_with_tasks(lab: Lab) -> dict[str, OverlayNetwork]:
+    """A node on each host, and the tasks of ``TASKS`` attached and serving their name on 80."""
+    nodes = {host: await start_node(lab, host) for host in HOSTS}
+    for container, (host, address) in TASKS.items():
+        await nodes[host].attach(
+            EndpointAttachment(
+                f"task-{container}", INGRESS.network_id, f"{address}/24", (), lab.path(container)
+            )
+        )
+        lab.serve(container, container, 80)
+    return nodes
 
 
 async def test_published_port_answers_on_every_host_spreads_follows_changes_and_leaves_nothing(
@@ -127,14 +142,8 @@ async def test_off_the_ingress_network_a_task_answers_only_on_its_published_port
     """Issue 14: the ingress bridge is routed in the node's namespace, so a plain container on
     the node (not on the ingress network) and the node's own processes must not reach a task's
     ports through its ingress address; only the mesh's DNATed connections enter the bridge."""
-    nodes = {host: await start_node(lab, host) for host in HOSTS}
-    for container, (host, address) in TASKS.items():
-        await nodes[host].attach(
-            EndpointAttachment(
-                f"task-{container}", INGRESS.network_id, f"{address}/24", (), lab.path(container)
-            )
-        )
-        lab.serve(container, container, 80)
+    nodes = await nodes_with_tasks(lab)
+    for container, (host, _) in TASKS.items():
         lab.serve(container, f"{container}-private", UNPUBLISHED)
         # a reply path through the node, as a real task has (docker_gwbridge's default route)
         await lab.sh(container, "ip", "route", "add", "default", "via", HOST_ADDRESSES[host].split("/")[0])
@@ -210,3 +219,33 @@ async def test_nodes_track_only_the_connections_they_nat(lab: Lab) -> None:
     assert tracked(h1, f"src={h3_ingress} dst=10.0.0.10 ") == []  # h3's, bridged on h1 to c1
     for node in nodes.values():
         await node.cleanup()
+
+
+#: Counts the frames for one MAC that enter the bridge from one of its ports (the tunnel's or
+#: a task's): bridge-family prerouting sees every frame the bridge receives on a port.
+BRIDGE_PROBE = """table bridge shoalprobe {{
+  counter to_task {{ }}
+  chain pre {{ type filter hook prerouting priority -500; policy accept; ether daddr {mac} counter name to_task; }}
+}}
+"""
+
+
+async def test_frames_from_other_nodes_reach_a_local_task_without_crossing_the_bridge(lab: Lab) -> None:
+    """The mesh's cost through a node without the task (bench/mesh.py): on the task's node,
+    frames from the tunnel for the task go straight to its veth, not through the ingress bridge
+    and its netfilter pass (br_netfilter); the node's own connections to the task, the task's
+    answers through the bridge, and tasks on other nodes still reach it."""
+    nodes = await nodes_with_tasks(lab)
+    for node in nodes.values():
+        await node.publish(PORT, BACKENDS[:1])
+    probe = BRIDGE_PROBE.format(mac=mac_for(TASKS["c1"][1]))
+    await lab.sh("h1", "sh", "-c", f"printf '%s' '{probe}' | nft -f -")
+    assert await lab.requests("lan", HOSTS["h3"], 8080, 6) == ["c1"] * 6  # over VXLAN to h1
+    assert await lab.requests("lan", HOSTS["h1"], 8080, 2) == ["c1"] * 2  # h1's bridge to c1
+    assert await lab.requests("c2", TASKS["c1"][1], 80, 2) == ["c1"] * 2  # a task on h2, bridged
+    counter = await lab.sh("h1", "nft", "-j", "list", "counter", "bridge", "shoalprobe", "to_task")
+    assert json.loads(counter)["nftables"][1]["counter"]["packets"] == 0
+    await lab.sh("h1", "nft", "delete", "table", "bridge", "shoalprobe")
+    for node in nodes.values():
+        await node.cleanup()
+        await node.close()

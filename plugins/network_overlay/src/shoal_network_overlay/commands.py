@@ -18,6 +18,7 @@ from shoal.plugin import NetworkError
 PACKAGES = {
     "ip": "iproute2",
     "bridge": "iproute2",
+    "tc": "iproute2",
     "nft": "nftables",
     "iptables": "iptables",
     "sysctl": "procps",

@@ -47,6 +47,7 @@ from shoal_network_overlay.names import (
     peer_name,
     vxlan_name,
 )
+from shoal_network_overlay.shortcut import bridge_port_script, prefs_redirecting_to, redirect_script
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,8 @@ class OverlayDevices:
                     "link set lo up\n"
                 ),
             )  # fmt: skip
+            if spec.ingress:
+                await self._shortcut(spec, host_end, str(address))
         except NetworkError as exc:
             await self.commands.run("ip", "link", "del", host_end, check=False)  # the pair goes
             raise NetworkError(
@@ -227,11 +230,41 @@ class OverlayDevices:
             ) from None
         await announce(attachment.sandbox, interface, mac, str(address))
 
-    async def detach(self, task_id: str, network_id: str) -> None:
-        """Deleting the host end deletes the pair, wherever the other end is."""
+    async def _shortcut(self, spec: NetworkSpec, host_end: str, address: str) -> None:
+        """Frames from other nodes reach the task without crossing the bridge (``shortcut``).
+        The redirect is an optimisation: without it (no tc, a kernel without u32 or mirred)
+        frames take the bridge as before, and the node says so once per endpoint."""
         await self.commands.run(
-            "ip", "link", "del", endpoint_name(self.digest, task_id, network_id), check=False
+            "bridge", "-batch", "-", stdin=bridge_port_script(self.bridge(spec), host_end, address)
         )
+        vxlan = vxlan_name(self.digest, spec.vni)
+        script = redirect_script(vxlan, host_end, address)
+        if spec.network_id not in self.tunnelled or not script:
+            return
+        # -force: the first ``filter del`` fails when the address had no filter yet
+        await self.commands.run("tc", "-force", "-batch", "-", stdin=script, check=False)
+        listing = await self.commands.run("tc", "-j", "filter", "show", "dev", vxlan, "ingress", check=False)
+        if not prefs_redirecting_to(listing, host_end):
+            log.warning(
+                "overlay: no tc shortcut from %s to %s (tc with u32 and mirred missing?): frames "
+                "for the task take the bridge", vxlan, host_end,
+            )  # fmt: skip
+
+    async def detach(self, task_id: str, network_id: str) -> None:
+        """Deleting the host end deletes the pair, wherever the other end is; the tunnel's
+        shortcut to it goes first."""
+        host_end = endpoint_name(self.digest, task_id, network_id)
+        spec = self.networks.get(network_id)
+        if spec is not None and spec.ingress and network_id in self.tunnelled:
+            vxlan = vxlan_name(self.digest, spec.vni)
+            listing = await self.commands.run(
+                "tc", "-j", "filter", "show", "dev", vxlan, "ingress", check=False
+            )
+            for pref in prefs_redirecting_to(listing, host_end):
+                await self.commands.run(
+                    "tc", "filter", "del", "dev", vxlan, "ingress", "pref", str(pref), check=False
+                )
+        await self.commands.run("ip", "link", "del", host_end, check=False)
 
     async def remove_network(self, network_id: str) -> NetworkSpec | None:
         spec = self.networks.pop(network_id, None)

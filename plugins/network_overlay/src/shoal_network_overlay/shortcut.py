@@ -1,0 +1,78 @@
+"""Frames from other nodes to a task on this node skip the bridge (the ingress network).
+
+On a node that runs dockerd, ``net.bridge.bridge-nf-call-iptables`` is 1 for the whole
+namespace, and it cannot be turned off for one bridge (the per-bridge option only adds to it):
+every frame the ingress bridge passes between the VXLAN device and a local task goes through
+the IP rules' prerouting, forward and postrouting hooks (br_netfilter), on top of the bridge's
+own work, although the node's table only lets those frames through untracked. On the routing
+mesh's path through a node without the task, that was every packet of every connection on the
+task's node (bench/mesh.py: about a tenth of the network stack's CPU per request on that path,
+docs/benchmarks.md).
+
+So a tc filter on the network's VXLAN device (ingress, ``u32`` on the destination MAC, which
+is derived from the task's address: ``arp.mac_for``) hands each frame for a local task straight
+to the task's veth (``mirred egress redirect``): decapsulated, then delivered, nothing between.
+Broadcast and multicast (ARP requests), frames for the node itself and for MACs that are not a
+local task's still go through the bridge as before. The VXLAN device learns which node holds
+each remote address in its own receive path, before tc, so nothing is lost there.
+
+The bridge no longer sees those frames, so it cannot learn the remote senders from them. What
+it does not know it floods, and a flood must not reach the other local tasks (it would show
+them traffic that is not theirs): each task's port gets a static FDB entry for the task's MAC
+(the bridge always knows its local tasks, even after the learned entries age out) and takes no
+flooded unknown unicast (``flood off``): an unknown destination is a remote one, and goes to the
+VXLAN device only, whose own table sends it to the right node. Broadcasts still reach every
+port.
+
+The filter's priority is the task's host number in the network's subnet, so an address's
+filter is replaced in place when a task reuses it; a detached endpoint's filter is found by the
+device it redirects to (also after a restart) and deleted. Filters and FDB entries go with their
+devices when the network is removed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from shoal_network_overlay.arp import mac_for
+
+#: tc priorities are 16 bits (0 means "choose one"): host numbers above that have no shortcut.
+MAX_PREF = 0xFFFF
+
+
+def pref_for(address: str) -> int | None:
+    """The filter priority of the task at ``address`` (CIDR): its host number in the subnet."""
+    interface = ipaddress.IPv4Interface(address)
+    host = int(interface.ip) - int(interface.network.network_address)
+    return host if 1 <= host <= MAX_PREF else None
+
+
+def bridge_port_script(bridge: str, host_end: str, address: str) -> str:
+    """``bridge -batch``: the task's port knows its MAC for good and takes no unknown unicast."""
+    return f"fdb replace {mac_for(address)} dev {host_end} master static\nlink set dev {host_end} flood off\n"
+
+
+def redirect_script(vxlan: str, host_end: str, address: str) -> str:
+    """``tc -force -batch``: frames from the tunnel for the task at ``address`` go to its veth
+    (an earlier filter for the same address, a previous task's, is replaced)."""
+    pref = pref_for(address)
+    if pref is None:
+        return ""
+    return (
+        f"qdisc replace dev {vxlan} clsact\n"
+        f"filter del dev {vxlan} ingress pref {pref}\n"
+        f"filter add dev {vxlan} ingress pref {pref} protocol all u32 match ether dst {mac_for(address)} "
+        f"action mirred egress redirect dev {host_end}\n"
+    )
+
+
+def prefs_redirecting_to(listing: str, host_end: str) -> list[int]:
+    """The priorities of the filters in ``tc -j filter show`` output that redirect to
+    ``host_end``."""
+    found = set()
+    for item in json.loads(listing or "[]"):
+        actions = item.get("options", {}).get("actions", [])
+        if any(action.get("to_dev") == host_end for action in actions):
+            found.add(int(item["pref"]))
+    return sorted(found)
