@@ -10,6 +10,7 @@ from collections import Counter
 from shoal.plugin import Backend, EndpointAttachment, NetworkSpec, NodeNetwork, PublishedPort
 from shoal_network_overlay import OverlayNetwork
 from shoal_network_overlay.arp import mac_for
+from shoal_network_overlay.names import bridge_name, node_digest
 from shoal_network_overlay.testing import HOSTS, Lab, ip
 
 CONTAINERS = 3
@@ -249,3 +250,24 @@ async def test_frames_from_other_nodes_reach_a_local_task_without_crossing_the_b
     for node in nodes.values():
         await node.cleanup()
         await node.close()
+
+
+async def test_the_ingress_bridge_keeps_the_mac_of_the_nodes_address_as_tasks_come_and_go(lab: Lab) -> None:
+    """A bridge takes the lowest MAC of its ports unless given one: the node's ingress address
+    would change MAC as tasks attach and leave, and its neighbours would lose frames."""
+    node = await start_node(lab, "h1")  # the bridge is made with the first task
+    bridge = bridge_name(node_digest("node-h1"), INGRESS.vni)
+    expected = mac_for(HOST_ADDRESSES["h1"])
+
+    async def bridge_mac() -> str:
+        return str(json.loads(await lab.sh("h1", "ip", "-j", "link", "show", "dev", bridge))[0]["address"])
+
+    for container, (_, address) in TASKS.items():  # both on h1 here: two ports besides the tunnel
+        await node.attach(
+            EndpointAttachment(
+                f"task-{container}", INGRESS.network_id, f"{address}/24", (), lab.path(container)
+            )
+        )
+        assert await bridge_mac() == expected
+    await node.detach("task-c1", INGRESS.network_id)
+    assert await bridge_mac() == expected

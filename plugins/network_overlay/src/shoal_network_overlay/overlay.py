@@ -142,6 +142,11 @@ class OverlayDevices:
             )
         if owner is None:
             batch += [f"link set {vxlan} master {bridge}", f"link set {vxlan} up"]
+        if spec.host_address:
+            # A bridge left to itself takes the lowest MAC among its ports, so it would change as
+            # tasks come and go, and neighbours holding the old one would lose frames until they
+            # asked again: the node's address on the network gets the MAC derived from it.
+            batch.append(f"link set {bridge} address {mac_for(spec.host_address)}")
         batch.append(f"link set {bridge} up")
         if spec.host_address:
             batch.append(f"address replace {spec.host_address} dev {bridge}")
