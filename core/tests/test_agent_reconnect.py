@@ -10,13 +10,16 @@ delay, not another manager at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from shoal import rpc
+from shoal import rpc, states
 from shoal.agent import agent as agent_module
 from shoal.agent.agent import Agent
+from shoal.manager.dispatcher import GRACE_MULTIPLIER
+from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.runtime import ContainerRef, EngineInfo
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
@@ -199,3 +202,160 @@ async def test_the_first_heartbeat_does_not_go_with_the_open(tmp_path: Path) -> 
         assert rpc.HEARTBEAT not in managers.methods, managers.methods
     finally:
         await agent.stop()
+
+
+# ---------------------------------------------------------------- calls that time out
+#
+# A leader whose loop is busy answers late: at 10,000 replicas on 1,000 nodes hundreds of
+# heartbeats and status reports passed the agents' deadline, and each agent whose call timed
+# out dropped its whole session and reopened it (the open sessions fell from 744 to 9 in 2 s),
+# which cost the leader a registration for every missed call. A time-out now keeps the session.
+
+TIMED_OUT = RPCError(StatusCode.DEADLINE_EXCEEDED, "timed out after 5.0s")
+#: Heartbeat periods to expiry in the tests that are not about it.
+LONG_EXPIRY = 1000
+
+
+class SlowLeader(ScriptedManagers):
+    """A leader that answers each heartbeat and status report with the next outcome of its
+    script (``timeout``, ``ok`` or ``unknown``: the session is not known; ``ok`` once a script
+    is spent), with a short heartbeat period, and keeps the updates it received."""
+
+    def __init__(
+        self,
+        period: float,
+        heartbeats: list[str] | None = None,
+        statuses: list[str] | None = None,
+        sessions: list[str] | None = None,
+    ) -> None:
+        super().__init__(sessions or [])
+        self.period = period
+        self.outcomes = {rpc.HEARTBEAT: list(heartbeats or []), rpc.UPDATE_TASK_STATUS: list(statuses or [])}
+        self.heartbeats_answered = 0
+        self.received: list[str] = []
+        #: Called during a status report that is going to time out.
+        self.while_timing_out: Callable[[], None] = lambda: None
+        #: Set: the current session's stream ends.
+        self.end_session = asyncio.Event()
+
+    async def _session(self, step: str) -> AsyncIterator[bytes]:
+        yield rpb.SessionMessage(
+            session_id=f"s{len(self.opens)}", heartbeat_period=self.period
+        ).SerializeToString()
+        if step == "lose-later":
+            await self.end_session.wait()
+            raise RPCError(StatusCode.UNAVAILABLE, "the leader is gone")
+        await asyncio.Event().wait()
+
+    async def call(self, target: str, method: str, request: bytes, **kwargs: object) -> bytes:
+        self.methods.append(method)
+        script = self.outcomes.get(method, [])
+        outcome = script.pop(0) if script else "ok"
+        if outcome == "timeout":
+            if method == rpc.UPDATE_TASK_STATUS:
+                self.while_timing_out()
+            raise TIMED_OUT
+        if outcome == "unknown":
+            raise RPCError(StatusCode.NOT_FOUND, "session invalid: open a new session")
+        if method == rpc.HEARTBEAT:
+            self.heartbeats_answered += 1
+            return rpb.HeartbeatResponse(period=self.period).SerializeToString()
+        if method == rpc.UPDATE_TASK_STATUS:
+            self.received += [u.task_id for u in rpb.UpdateTaskStatusRequest.FromString(request).updates]
+        return b""
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` (the agent's workers run on this loop), failing at DEADLINE."""
+    async with asyncio.timeout(DEADLINE):
+        while not condition():  # noqa: ASYNC110  (what it waits for changes in fakes with no event)
+            await asyncio.sleep(0.01)
+
+
+def events(agent: Agent) -> list[str]:
+    return [event for _, event, _, _ in agent.trace.as_rows()]
+
+
+def endings(agent: Agent) -> list[str]:
+    """Why each of the agent's sessions ended, as its trace says."""
+    return [detail for _, event, _, detail in agent.trace.as_rows() if event == "ended"]
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, leader: SlowLeader) -> AsyncIterator[Agent]:
+    """An agent of node n1 whose sessions go to ``leader``, started, stopped on the way out."""
+    agent = scripted_agent(tmp_path, leader, ["m1:2377"])
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
+@pytest.fixture
+def long_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the tests not about the expiry: a loaded machine's lag must not reach it."""
+    monkeypatch.setattr(agent_module, "NODE_EXPIRY_PERIODS", LONG_EXPIRY)
+
+
+def test_the_agent_waits_as_long_as_the_leader_before_counting_its_node_down() -> None:
+    assert agent_module.NODE_EXPIRY_PERIODS == GRACE_MULTIPLIER
+
+
+@pytest.mark.usefixtures("long_expiry")
+async def test_a_heartbeat_that_times_out_keeps_the_session(tmp_path: Path) -> None:
+    leader = SlowLeader(period=0.2, heartbeats=["timeout", "ok", "ok"])
+    async with running(tmp_path, leader) as agent:
+        await until(lambda: leader.heartbeats_answered >= 2)
+        assert len(leader.opens) == 1, events(agent)
+        assert events(agent) == ["try", "opened", "heartbeat-timeout"], events(agent)
+
+
+async def test_heartbeats_unanswered_past_the_node_expiry_reopen_the_session(tmp_path: Path) -> None:
+    period = 0.2
+    leader = SlowLeader(period=period, heartbeats=["timeout"] * 1000)
+    async with running(tmp_path, leader) as agent:
+        await until(lambda: events(agent).count("opened") >= 2)
+        leader.outcomes[rpc.HEARTBEAT].clear()  # the new session's heartbeats are answered
+        (_, first), (_, second) = leader.opens[:2]
+        assert second - first >= period * GRACE_MULTIPLIER, events(agent)
+        assert events(agent).count("heartbeat-timeout") >= 2, events(agent)
+        assert "no heartbeat answered" in endings(agent)[0], endings(agent)
+
+
+async def test_a_status_report_that_times_out_is_sent_again_in_order(tmp_path: Path) -> None:
+    leader = SlowLeader(period=60, statuses=["timeout"])
+    async with running(tmp_path, leader) as agent:
+
+        def queue(task_id: str) -> None:
+            agent._queue_status(pb.Task(id=task_id), pb.TaskStatus(state=states.RUNNING))
+
+        leader.while_timing_out = lambda: queue("t3")  # queued while the first report is under way
+        await agent.connected.wait()
+        queue("t1")
+        queue("t2")
+        await until(lambda: len(leader.received) >= 3)
+        assert leader.received == ["t1", "t2", "t3"], leader.received
+        assert len(leader.opens) == 1, events(agent)
+        assert "status-timeout" in events(agent), events(agent)
+
+
+@pytest.mark.usefixtures("long_expiry")
+async def test_a_session_whose_stream_ends_is_reopened_after_a_heartbeat_time_out(tmp_path: Path) -> None:
+    leader = SlowLeader(period=0.2, heartbeats=["timeout"], sessions=["lose-later", "open"])
+    async with running(tmp_path, leader) as agent:
+        await until(lambda: "heartbeat-timeout" in events(agent))
+        assert len(leader.opens) == 1, events(agent)
+        leader.end_session.set()
+        await until(lambda: events(agent).count("opened") >= 2)
+        assert endings(agent) == ["the leader is gone"], endings(agent)
+
+
+@pytest.mark.usefixtures("long_expiry")
+async def test_a_leader_that_no_longer_knows_the_session_has_it_reopened(tmp_path: Path) -> None:
+    """Only a time-out is retried: "session invalid" (a new leader, a node marked Down) ends it."""
+    leader = SlowLeader(period=0.2, heartbeats=["timeout", "unknown"])
+    async with running(tmp_path, leader) as agent:
+        await until(lambda: events(agent).count("opened") >= 2)
+        assert endings(agent) == ["session invalid: open a new session"], endings(agent)
+        assert events(agent).count("heartbeat-timeout") == 1, events(agent)
