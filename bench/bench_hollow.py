@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from harness import SHOAL, ShoalNode, terminate, wait_until
+from shoal.client import Client, ClientError
 from shoal.hollow.status import read_fleet
 from shoal.hollow.traces import read_traces
 
@@ -111,7 +111,7 @@ class Bench:
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         #: Open control connections by manager name (``api``).
-        self._api: dict[str, tuple[socket.socket, Any]] = {}
+        self._api: dict[str, Client] = {}
         #: ``shoal hollow`` once started (its CPU is sampled beside the managers').
         self.fleet_proc: subprocess.Popen[bytes] | None = None
 
@@ -128,31 +128,25 @@ class Bench:
         return self.live()[0].cli(*args, timeout=timeout)
 
     def api(self, method: str) -> Any:
-        """One control call on a live manager's socket, over a connection kept open: the
-        bench polls every 0.5 s, and a CLI process per poll (Python start-up, ~0.15 s of CPU
-        each, two per poll) took about half a core of this 2-core machine from the swarm
-        being measured. None when the call fails (a leader change under load), to be retried."""
+        """One control call on a live manager's socket, over a connection kept open
+        (``Client(keep_alive=True)``): the bench polls every 0.5 s, and a CLI process per poll
+        (Python start-up, ~0.15 s of CPU each, two per poll) took about half a core of this
+        2-core machine from the swarm being measured. None when the call fails (a leader
+        change under load), to be retried."""
         for manager in self.live():
+            client = self._api.get(manager.name)
+            if client is None:
+                client = self._api[manager.name] = Client(str(manager.socket), timeout=60, keep_alive=True)
             try:
-                if manager.name not in self._api:
-                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    sock.settimeout(60)
-                    sock.connect(str(manager.socket))
-                    self._api[manager.name] = (sock, sock.makefile("rb"))
-                sock, answers = self._api[manager.name]
-                sock.sendall(json.dumps({"method": method, "params": {}}).encode() + b"\n")
-                answer = json.loads(answers.readline() or b"{}")
-            except (OSError, ValueError):
+                return client.call(method)
+            except ClientError:
                 self._drop_api(manager.name)
-                continue
-            return answer.get("result")
         return None
 
     def _drop_api(self, name: str) -> None:
-        sock, answers = self._api.pop(name, (None, None))
-        if sock is not None and answers is not None:
-            answers.close()
-            sock.close()
+        client = self._api.pop(name, None)
+        if client is not None:
+            client.close()
 
     def node_rows(self) -> list[dict[str, Any]]:
         """``node ls`` rows; [] when the call fails (a leader change under load), to be retried."""
