@@ -251,7 +251,7 @@ class Dispatcher:
         address is asked for in the background (``_fill_ingress``)."""
         view = self.store.view
         known = view.nodes.get(node_id)
-        if known is None or not _registered(view, known, description, ingress_full=True):
+        if known is None or not _registered(view, known, description):
             return False
         if node_id not in self._without_ingress and not _has_ingress(view, known):
             self._ingress_wanted.add(node_id)
@@ -583,17 +583,13 @@ async def _no_secret_values(secret: pb.Secret, task: pb.Task) -> bytes:
     raise SecretFetchError(f"this dispatcher has no secrets provider (secret {secret.spec.annotations.name})")
 
 
-def _registered(
-    view: ReadView, node: pb.Node, description: pb.NodeDescription, ingress_full: bool = False
-) -> bool:
-    """Whether ``node`` already is what its registration would write: Ready, with
-    ``description``, attached to the ingress network (if any, unless ``ingress_full``: it could
-    get no address there) and to no network that is gone."""
+def _registered(view: ReadView, node: pb.Node, description: pb.NodeDescription) -> bool:
+    """Whether ``node`` already is what its registration would write, but for an ingress
+    address (given in the background, ``_fill_ingress``): Ready, with ``description``, and
+    attached to no network that is gone."""
     if node.status.state != pb.NodeStatus.READY or node.status.message or node.description != description:
         return False
-    if any(view.networks.get(a.network.id) is None for a in node.attachments):
-        return False
-    return ingress_full or _has_ingress(view, node)
+    return all(view.networks.get(a.network.id) is not None for a in node.attachments)
 
 
 def _has_ingress(view: ReadView, node: pb.Node) -> bool:
