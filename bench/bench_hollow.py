@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
-import contextlib
 import json
 import os
 import shutil
@@ -332,7 +331,7 @@ def failover(bench: Bench, replicas: int, profile: bool = False) -> Callable[[Ph
         old = bench.leader()
         assert old.proc is not None
         watched = [(m.name, m.proc.pid) for m in bench.live() if m is not old and m.proc is not None]
-        watched += [(f"hollow-{pid}", pid) for pid in hollow_processes(bench.base / "hollow")]
+        watched += [(f"hollow-{pid}", pid) for pid in fleet_pids(bench.fleet_proc)]
         spies = [
             (name, profile_leader(pid, 15, bench.base / f"profile-failover-{name}.txt"))
             for name, pid in (watched if profile else [])
@@ -408,18 +407,6 @@ def print_session_steps(state_dir: Path, since: float) -> None:
         f"last {opened[-1]:.2f} s; steps until then: {dict(steps)}",
         flush=True,
     )
-
-
-def hollow_processes(state_dir: Path) -> list[int]:
-    """The ``shoal hollow ... --state-dir state_dir`` processes (with ``--processes`` above 1,
-    one per share and their parent, which only waits for them)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            argv = cmdline.read_bytes().split(b"\0")
-            if b"hollow" in argv and str(state_dir).encode() in argv:
-                found.append(int(cmdline.parent.name))
-    return found
 
 
 def remove(bench: Bench, name: str) -> Callable[[Phase], None]:
