@@ -228,9 +228,13 @@ class UsedAddresses:
     def used_in(self, network_id: str, tx: Tx) -> set[str]:
         """The plain addresses held in the network as ``tx.view`` sees it: the committed
         view's, with the changes of the transactions before ``tx`` in its group."""
+        return self._used(network_id, self._group_delta(network_id, tx))
+
+    def _used(self, network_id: str, delta: Counter[str]) -> set[str]:
+        """The committed view's holders of the network's addresses, changed by ``delta``."""
         held = self._held.get(network_id, {})
         used = set(held)
-        for address, change in self._group_delta(network_id, tx).items():
+        for address, change in delta.items():
             if held.get(address, 0) + change > 0:
                 used.add(address)
             else:
@@ -242,10 +246,11 @@ class UsedAddresses:
         scan of ``tx.view``, its search starting at the lowest free address."""
         subnet = netalloc.IPv4Net(network.allocated.subnet)
         gateway = network.allocated.gateway
-        used = self.used_in(network.id, tx)
+        delta = self._group_delta(network.id, tx)  # one pass over the group's changes
+        used = self._used(network.id, delta)
         used.add(gateway)
         start = self._lowest_free(network.id, subnet, gateway)
-        for address, change in self._group_delta(network.id, tx).items():
+        for address, change in delta.items():
             if change < 0 and address not in used:  # given back by a write earlier in the group
                 start = min(start, _host_number(address, start))
         return netalloc.AddressBook(subnet, gateway, used, start)

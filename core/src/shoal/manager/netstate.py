@@ -106,11 +106,28 @@ def build(view: ReadView, endpoints: TaskEndpoints | None = None) -> NetworkPict
                 picture.node_ingress[node.id] = rpb.NetworkState(ingress=attachment).SerializeToString()
                 break
 
-    running: dict[tuple[str, str], list[str]] = {}  # (network ID, service ID) -> task addresses
-    node_networks: dict[str, set[str]] = {}
     if endpoints is not None:
         running, node_networks = endpoints.running(), endpoints.node_networks(ingress_ids)
-    for task in view.tasks.all() if endpoints is None else ():
+    else:
+        running, node_networks = _scan_tasks(view, ingress_ids)
+    picture.node_networks = {node: tuple(sorted(nets)) for node, nets in node_networks.items()}
+
+    services = sorted(view.services.all(), key=lambda s: s.id)
+    picture.ingress_ports = _ingress_ports(services, running, ingress_ids)
+    wanted = set().union(*node_networks.values()) if node_networks else set()
+    for network_id in sorted(wanted):
+        picture.records[network_id] = _records(network_id, services, running)
+    return picture
+
+
+def _scan_tasks(
+    view: ReadView, ingress_ids: set[str]
+) -> tuple[dict[tuple[str, str], list[str]], dict[str, set[str]]]:
+    """What ``TaskEndpoints`` keeps, from one pass over every task: (network ID, service ID) ->
+    the serving tasks' addresses, and node ID -> the networks but ingress it has a live task on."""
+    running: dict[tuple[str, str], list[str]] = {}
+    node_networks: dict[str, set[str]] = {}
+    for task in view.tasks.all():
         if not task.networks:
             continue
         live = holds_endpoint(task)
@@ -123,14 +140,7 @@ def build(view: ReadView, endpoints: TaskEndpoints | None = None) -> NetworkPict
                 running.setdefault((network_id, task.service_id), []).extend(
                     plain(a) for a in attachment.addresses
                 )
-    picture.node_networks = {node: tuple(sorted(nets)) for node, nets in node_networks.items()}
-
-    services = sorted(view.services.all(), key=lambda s: s.id)
-    picture.ingress_ports = _ingress_ports(services, running, ingress_ids)
-    wanted = set().union(*node_networks.values()) if node_networks else set()
-    for network_id in sorted(wanted):
-        picture.records[network_id] = _records(network_id, services, running)
-    return picture
+    return running, node_networks
 
 
 def _peers(view: ReadView, picture: NetworkPicture) -> None:

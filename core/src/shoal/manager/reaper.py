@@ -129,12 +129,11 @@ class TaskReaper:
     def _slot_of(task: pb.Task) -> SlotKey:
         return (task.service_id, task.slot, task.node_id if task.slot == 0 else "")
 
-    def _mark(self, task: pb.Task, changed: bool = True) -> None:
-        """Know ``task`` in its slot; with ``changed``, look at the slot in the next round."""
+    def _mark(self, task: pb.Task) -> None:
+        """Know ``task`` in its slot, and look at the slot in the next round."""
         key = self._slot_of(task)
-        if changed:
-            self._dirty.add(key)
-            self._work.set()
+        self._dirty.add(key)
+        self._work.set()
         self._slots[key].add(task.id)
 
     def _forget(self, task: pb.Task) -> None:
