@@ -11,31 +11,23 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
 
 #: Entries kept per node: several reconnects' worth.
 TRACE_LENGTH = 64
 
-
-@dataclass(frozen=True)
-class TraceEntry:
-    """One step: ``at`` (wall clock), what happened, with which manager, and a detail (a
-    retry-after, a backoff, an error's message)."""
-
-    at: float
-    event: str
-    manager: str = ""
-    detail: str = ""
+#: One step: ``at`` (wall clock), what happened, with which manager, and a detail (a
+#: retry-after, a backoff, an error's message). Kept as the row ``shoal hollow`` writes.
+TraceRow = tuple[float, str, str, str]
 
 
 class SessionTrace:
     """The last ``TRACE_LENGTH`` session steps of one agent."""
 
     def __init__(self, length: int = TRACE_LENGTH) -> None:
-        self.entries: deque[TraceEntry] = deque(maxlen=length)
+        self.entries: deque[TraceRow] = deque(maxlen=length)
 
     def record(self, event: str, manager: str = "", detail: str = "") -> None:
-        self.entries.append(TraceEntry(time.time(), event, manager, detail))
+        self.entries.append((time.time(), event, manager, detail))
 
-    def as_rows(self) -> list[tuple[float, str, str, str]]:
-        return [(e.at, e.event, e.manager, e.detail) for e in self.entries]
+    def as_rows(self) -> list[TraceRow]:
+        return list(self.entries)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from shoal.agent.sessiontrace import TraceRow
 from shoal.hollow.node import HollowNode
 from shoal.identity import atomic_write
 
@@ -23,9 +24,9 @@ def write_traces(path: Path, nodes: Iterable[HollowNode]) -> None:
     atomic_write(path, json.dumps(rows).encode(), 0o600)
 
 
-def read_traces(state_dir: Path) -> dict[str, list[tuple[float, str, str, str]]]:
+def read_traces(state_dir: Path) -> dict[str, list[TraceRow]]:
     """Every process's traces, by hostname."""
-    traces: dict[str, list[tuple[float, str, str, str]]] = {}
+    traces: dict[str, list[TraceRow]] = {}
     for path in sorted(state_dir.glob(TRACE_GLOB)):
         try:
             part = json.loads(path.read_text())
