@@ -239,21 +239,23 @@ class OverlayDevices:
         """Frames from other nodes reach the task without crossing the bridge (``shortcut``).
         The redirect is an optimisation: without it (no tc, a kernel without u32 or mirred)
         frames take the bridge as before, and the node says so once per endpoint."""
-        await self.commands.run(
-            "bridge", "-batch", "-", stdin=bridge_port_script(self.bridge(spec), host_end, address)
-        )
+        await self.commands.run("bridge", "-batch", "-", stdin=bridge_port_script(host_end, address))
         vxlan = vxlan_name(self.digest, spec.vni)
         script = redirect_script(vxlan, host_end, address)
         if spec.network_id not in self.tunnelled or not script:
             return
         # -force: the first ``filter del`` fails when the address had no filter yet
         await self.commands.run("tc", "-force", "-batch", "-", stdin=script, check=False)
-        listing = await self.commands.run("tc", "-j", "filter", "show", "dev", vxlan, "ingress", check=False)
-        if not prefs_redirecting_to(listing, host_end):
+        if not await self._redirect_prefs(vxlan, host_end):
             log.warning(
                 "overlay: no tc shortcut from %s to %s (tc with u32 and mirred missing?): frames "
                 "for the task take the bridge", vxlan, host_end,
             )  # fmt: skip
+
+    async def _redirect_prefs(self, vxlan: str, host_end: str) -> list[int]:
+        """The priorities of the filters on ``vxlan``'s ingress that redirect to ``host_end``."""
+        listing = await self.commands.run("tc", "-j", "filter", "show", "dev", vxlan, "ingress", check=False)
+        return prefs_redirecting_to(listing, host_end)
 
     async def detach(self, task_id: str, network_id: str) -> None:
         """Deleting the host end deletes the pair, wherever the other end is; the tunnel's
@@ -262,10 +264,7 @@ class OverlayDevices:
         spec = self.networks.get(network_id)
         if spec is not None and spec.ingress and network_id in self.tunnelled:
             vxlan = vxlan_name(self.digest, spec.vni)
-            listing = await self.commands.run(
-                "tc", "-j", "filter", "show", "dev", vxlan, "ingress", check=False
-            )
-            for pref in prefs_redirecting_to(listing, host_end):
+            for pref in await self._redirect_prefs(vxlan, host_end):
                 await self.commands.run(
                     "tc", "filter", "del", "dev", vxlan, "ingress", "pref", str(pref), check=False
                 )

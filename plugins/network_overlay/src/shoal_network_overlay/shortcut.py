@@ -48,7 +48,7 @@ def pref_for(address: str) -> int | None:
     return host if 1 <= host <= MAX_PREF else None
 
 
-def bridge_port_script(bridge: str, host_end: str, address: str) -> str:
+def bridge_port_script(host_end: str, address: str) -> str:
     """``bridge -batch``: the task's port knows its MAC for good and takes no unknown unicast."""
     return f"fdb replace {mac_for(address)} dev {host_end} master static\nlink set dev {host_end} flood off\n"
 
