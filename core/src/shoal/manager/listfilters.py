@@ -50,14 +50,16 @@ TASK_KEYS: Mapping[str, tuple[str, ...] | None] = {
     "node": None,
 }
 
+_DANGLING = ("true", "1", "false", "0")
+_NETWORK_TYPES = ("custom", "builtin")
 NETWORK_KEYS: Mapping[str, tuple[str, ...] | None] = {
-    "dangling": ("true", "1", "false", "0"),
+    "dangling": _DANGLING,
     "driver": None,
     "id": None,
     "label": None,
     "name": None,
     "scope": None,
-    "type": ("custom", "builtin"),
+    "type": _NETWORK_TYPES,
 }
 
 _DESIRED = {"running": states.RUNNING, "shutdown": states.SHUTDOWN, "accepted": states.ACCEPTED}
@@ -102,12 +104,12 @@ def parse_network(raw: Any) -> Filters:
             raise FilterError(f"invalid filter '{key}': network ls takes {', '.join(NETWORK_KEYS)}")
         filters.setdefault(key, []).append(value)
     for value in filters.get("type", []):
-        if value not in ("custom", "builtin"):
+        if value not in _NETWORK_TYPES:
             raise FilterError(f"invalid filter: 'type'='{value}' (use custom or builtin)")
     dangling = filters.get("dangling", [])
     if len(dangling) > 1:
         raise FilterError('got more than one value for filter key "dangling"')
-    if dangling and dangling[0] not in ("true", "1", "false", "0"):
+    if dangling and dangling[0] not in _DANGLING:
         raise FilterError(
             'invalid value for filter \'dangling\', must be "true" (or "1"), or "false" (or "0")'
         )
