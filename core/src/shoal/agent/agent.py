@@ -154,6 +154,7 @@ class Agent:
         #: of tasks (each waiting its turn for the engine) never holds up new assignments.
         self._removing: dict[str, asyncio.Task[None]] = {}
         self._reconciled_once = False
+        #: A follower sent us to the leader (now first in ``managers``): the next try goes there.
         self._redirected = False
         #: The manager whose session was lost last (the leader then), until a new one opens:
         #: told to the next manager, which waits for an election rather than send us back.
@@ -217,13 +218,13 @@ class Agent:
         index = 0
         #: Tries since the session was lost; the first round leaves out the manager lost.
         since_loss = 0
-        redirected = False
+        self._redirected = False
         while True:
-            if redirected:
+            if self._redirected:
                 manager = self.managers[0]  # the leader, as the follower that sent us here said
             else:
                 manager = self._manager_to_try(index, since_loss)
-            redirected = False
+            self._redirected = False
             self.trace.record("try", manager)
             try:
                 await self._session(manager)
@@ -251,9 +252,7 @@ class Agent:
             else:
                 since_loss += 1
             self.connected.clear()
-            if self._redirected:
-                self._redirected = False
-                redirected = True
+            if self._redirected:  # kept until the next try, which goes to the leader
                 self.trace.record("redirected", manager, self.managers[0])
                 await asyncio.sleep(random.uniform(0, BACKOFF_BASE))
                 continue
