@@ -58,8 +58,15 @@ class ReplicatedOrchestrator:
         self._dirty: set[str] = set()
         self._restarts: list[tuple[str, str]] = []  # (task id, reason), restarted in batches
         self.restarts = RestartSupervisor(
-            store, needs_restart=self._needs_restart, slot_freed=self._mark_dirty
+            store,
+            needs_restart=self._needs_restart,
+            slot_freed=self._mark_dirty,
+            owned_elsewhere=self.updates.owns,
         )
+        # An update's READY task it will not start (cancelled, or its promotion refused) is
+        # handed to the restart supervisor; one it will start is not adopted on its event
+        # (which scanned every task of the service once per new task of a rolling update).
+        self.updates.orphaned = self.restarts.adopt
         #: Services still being filled up in pieces: (the service's store version when their
         #: free slots were found, the free slots not filled yet). A piece continues from here
         #: instead of scanning every task of the service again: 100,000 replicas were 200
