@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from shoal import states
 from shoal.manager import jobs
 from shoal.manager.servicemodes import global_eligible, is_global
-from shoal.manager.tasks import new_task, restart_policy, start_now
+from shoal.manager.tasks import OLD_TASK_TIMEOUT, new_task, restart_policy, start_now
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
 from shoal.store.memory import DELETE, Event, ObjectStore, Tx, copy
@@ -35,7 +35,6 @@ __all__ = ["OLD_TASK_TIMEOUT", "RestartSupervisor"]
 
 log = logging.getLogger("shoal.orchestrator")
 
-OLD_TASK_TIMEOUT = 60.0
 #: Between two tries of a promotion the store refused (doubling up to the second figure).
 PROMOTE_RETRY = (0.1, 2.0)
 

@@ -9,6 +9,10 @@ from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import Tx, copy
 
+#: How long a replacement waits for the task it replaces to stop before it starts anyway (the
+#: restart supervisor's and the rolling update's alike): a node that is up but never reports.
+OLD_TASK_TIMEOUT = 60.0
+
 
 def restart_policy(task: pb.Task) -> pb.RestartPolicy:
     """The task's restart policy with Swarm's defaults filled in (condition any, delay 5s)."""

@@ -20,14 +20,13 @@ from collections.abc import Callable
 
 from shoal import states
 from shoal.manager.netobjects import networks_differ
-from shoal.manager.tasks import new_task, start_now
+from shoal.manager.tasks import OLD_TASK_TIMEOUT, new_task, start_now
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
 from shoal.store.memory import DELETE, ObjectStore, Tx, copy
 
 log = logging.getLogger("shoal.updater")
 
-OLD_TASK_TIMEOUT = 60.0
 US = pb.UpdateStatus
 
 #: Called with (service ID, slot key) so that the restart supervisor does not replace a task
