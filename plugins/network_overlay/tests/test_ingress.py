@@ -252,6 +252,69 @@ async def test_frames_from_other_nodes_reach_a_local_task_without_crossing_the_b
         await node.close()
 
 
+#: Prints the destination MAC of every frame of EtherType 0x88b5 (IEEE local experimental) that
+#: reaches the namespace's eth0, a line each.
+FRAME_LISTENER = """
+import socket
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88B5)); s.bind(("eth0", 0))
+print("ready", flush=True)
+while True:
+    print(s.recv(64)[:6].hex(":"), flush=True)
+"""
+#: Sends one 0x88b5 frame from eth0 to each MAC of argv, in order.
+FRAME_SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+source = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+for mac in sys.argv[1:]:
+    s.send(bytes.fromhex(mac.replace(":", "")) + source + bytes.fromhex("88b5") + bytes(46))
+"""
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+async def test_a_local_tasks_frames_for_other_nodes_go_to_the_tunnel_without_crossing_the_bridge(
+    lab: Lab,
+) -> None:
+    """The mesh's cost through a node without the task (bench/mesh.py), the other direction: the
+    task's answers to the node that masqueraded the connection (h3's address on the network) go
+    from its veth straight to the VXLAN device, not through h1's bridge and br_netfilter. Frames
+    for the node's own address and for other local tasks still cross the bridge; unicast for no
+    known task reaches no other task; broadcast reaches every task; nothing is left behind."""
+    nodes = await nodes_with_tasks(lab)  # c1 on h1, c2 on h2
+    third = "10.0.0.12"  # c3: a second task on h1
+    await nodes["h1"].attach(
+        EndpointAttachment("task-c3", INGRESS.network_id, f"{third}/24", (), lab.path("c3"))
+    )
+    lab.serve("c3", "c3", 80)
+    for node in nodes.values():
+        await node.publish(PORT, BACKENDS[:1])
+    probe = BRIDGE_PROBE.format(mac=mac_for(HOST_ADDRESSES["h3"]))
+    await lab.sh("h1", "sh", "-c", f"printf '%s' '{probe}' | nft -f -")
+    assert await lab.requests("lan", HOSTS["h3"], 8080, 6) == ["c1"] * 6  # c1 answers h3's address
+    counter = await lab.sh("h1", "nft", "-j", "list", "counter", "bridge", "shoalprobe", "to_task")
+    assert json.loads(counter)["nftables"][1]["counter"]["packets"] == 0
+    await lab.sh("h1", "nft", "delete", "table", "bridge", "shoalprobe")
+    # what still crosses the bridge (the node's own address, a local task) and a task elsewhere
+    assert await lab.requests("lan", HOSTS["h1"], 8080, 2) == ["c1"] * 2
+    assert await lab.requests("c3", TASKS["c1"][1], 80, 2) == ["c1"] * 2
+    assert await lab.requests("c1", third, 80, 2) == ["c3"] * 2
+    assert await lab.requests("c1", TASKS["c2"][1], 80, 2) == ["c2"] * 2
+    assert await lab.requests("c2", TASKS["c1"][1], 80, 2) == ["c1"] * 2
+    # unicast for a MAC no task has (the tunnel sends it to every node): no task sees it, here
+    # (c3) or on another node (c2); the broadcast after it reaches both
+    listeners = [lab.serve_script(task, FRAME_LISTENER) for task in ("c2", "c3")]
+    nowhere = mac_for("10.0.0.99/24")
+    await lab.sh("c1", sys.executable, "-c", FRAME_SENDER, nowhere, nowhere, BROADCAST_MAC)
+    for listener in listeners:
+        assert listener.stdout is not None
+        assert listener.stdout.readline().decode().strip() == BROADCAST_MAC
+    for node in nodes.values():
+        await node.cleanup()
+        await node.close()
+    _, missing = await lab.sh_both("h1", "tc", "filter", "show", "block", str(INGRESS.vni), check=False)
+    assert "Cannot find block" in missing  # the block went with the last task's veth
+
+
 async def test_the_ingress_bridge_keeps_the_mac_of_the_nodes_address_as_tasks_come_and_go(lab: Lab) -> None:
     """A bridge takes the lowest MAC of its ports unless given one: the node's ingress address
     would change MAC as tasks attach and leave, and its neighbours would lose frames."""

@@ -47,7 +47,14 @@ from shoal_network_overlay.names import (
     peer_name,
     vxlan_name,
 )
-from shoal_network_overlay.shortcut import bridge_port_script, prefs_redirecting_to, redirect_script
+from shoal_network_overlay.shortcut import (
+    answers_script,
+    block_prefs,
+    bridge_port_script,
+    prefs_redirecting_to,
+    redirect_script,
+    reverse_fits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +258,16 @@ class OverlayDevices:
                 "overlay: no tc shortcut from %s to %s (tc with u32 and mirred missing?): frames "
                 "for the task take the bridge", vxlan, host_end,
             )  # fmt: skip
+            return
+        if reverse_fits(spec.subnet):
+            local = [a for a in (spec.host_address, address) if a]
+            present = block_prefs(await self._block_listing(spec))
+            answers = answers_script(spec.vni, vxlan, host_end, local, present)
+            await self.commands.run("tc", "-batch", "-", stdin=answers, check=False)
+
+    async def _block_listing(self, spec: NetworkSpec) -> str:
+        """``tc -j filter show`` of the network's task-side block (empty when it has no veth)."""
+        return await self.commands.run("tc", "-j", "filter", "show", "block", str(spec.vni), check=False)
 
     async def _redirect_prefs(self, vxlan: str, host_end: str) -> list[int]:
         """The priorities of the filters on ``vxlan``'s ingress that redirect to ``host_end``."""
@@ -265,9 +282,9 @@ class OverlayDevices:
         if spec is not None and spec.ingress and network_id in self.tunnelled:
             vxlan = vxlan_name(self.digest, spec.vni)
             for pref in await self._redirect_prefs(vxlan, host_end):
-                await self.commands.run(
-                    "tc", "filter", "del", "dev", vxlan, "ingress", "pref", str(pref), check=False
-                )
+                # the tunnel's redirect to the task, and the task's MAC in the block of answers
+                for where in (("dev", vxlan, "ingress"), ("block", str(spec.vni))):
+                    await self.commands.run("tc", "filter", "del", *where, "pref", str(pref), check=False)
         await self.commands.run("ip", "link", "del", host_end, check=False)
 
     async def remove_network(self, network_id: str) -> NetworkSpec | None:

@@ -28,6 +28,20 @@ The filter's priority is the task's host number in the network's subnet, so an a
 filter is replaced in place when a task reuses it; a detached endpoint's filter is found by the
 device it redirects to (also after a restart) and deleted. Filters and FDB entries go with their
 devices when the network is removed.
+
+**The other direction** (``answers_script``): a task's answers to another node (for the routing
+mesh, to the masquerading node's address on the network) crossed the bridge too, with the same
+three br_netfilter passes. The host ends of the network's local task veths share one tc block
+(``ingress_block``, numbered by the VXLAN ID: one tunnelled network per ID in a namespace), whose
+filters, in priority order: a frame for a local MAC (the node's own address on the network, every
+local task's: priority = host number, no action, so the frame goes on into the bridge as before)
+continues; any other unicast frame goes straight to the VXLAN device (``mirred egress redirect``),
+which sends it to the node its table holds the MAC behind, or, for a MAC it does not know, to
+every node, as the bridge did by flooding it to the tunnel's port (the receiving bridges give
+unknown unicast to no task: ``flood off``). Broadcast and multicast (ARP) are not matched: they
+go through the bridge to every port. Only networks whose host numbers all fit below the
+catch-all's priority get it (``reverse_fits``: /16 and smaller). The block goes with its last
+veth.
 """
 
 from __future__ import annotations
@@ -39,6 +53,8 @@ from shoal_network_overlay.arp import mac_for
 
 #: tc priorities are 16 bits (0 means "choose one"): host numbers above that have no shortcut.
 MAX_PREF = 0xFFFF
+#: The task-side block's catch-all (every other unicast frame to the tunnel) comes last.
+TO_TUNNEL_PREF = MAX_PREF
 
 
 def pref_for(address: str) -> int | None:
@@ -76,3 +92,39 @@ def prefs_redirecting_to(listing: str, host_end: str) -> list[int]:
         if any(action.get("to_dev") == host_end for action in actions):
             found.add(int(item["pref"]))
     return sorted(found)
+
+
+def reverse_fits(subnet: str) -> bool:
+    """Every host number of ``subnet`` sorts before the catch-all (``TO_TUNNEL_PREF``), so each
+    local MAC can be given its own filter ahead of it."""
+    return ipaddress.IPv4Network(subnet).num_addresses <= TO_TUNNEL_PREF + 1
+
+
+def answers_script(
+    block: int, vxlan: str, host_end: str, local_addresses: list[str], present: set[int]
+) -> str:
+    """``tc -batch``: the task's veth ``host_end`` joins the network's block; the filters the
+    block lacks (``present``: the priorities it has) are added, the local MACs' before the
+    catch-all, so no frame for a local MAC is ever sent to the tunnel. ``local_addresses``: the
+    node's own address on the network and the task's (CIDR)."""
+    script = f"qdisc replace dev {host_end} ingress_block {block} clsact\n"
+    for address in local_addresses:
+        pref = pref_for(address)
+        if pref is not None and pref not in present:
+            present.add(pref)
+            script += (
+                f"filter add block {block} pref {pref} protocol all u32 match ether dst {mac_for(address)} "
+                "classid 1:1\n"
+            )
+    if TO_TUNNEL_PREF not in present:
+        # the destination MAC's lowest bit (at -14 from the IP header) is 0: unicast
+        script += (
+            f"filter add block {block} pref {TO_TUNNEL_PREF} protocol all u32 match u8 0 1 at -14 "
+            f"action mirred egress redirect dev {vxlan}\n"
+        )
+    return script
+
+
+def block_prefs(listing: str) -> set[int]:
+    """The priorities of the filters in ``tc -j filter show block N`` output."""
+    return {int(item["pref"]) for item in json.loads(listing or "[]")}
