@@ -315,6 +315,40 @@ async def test_a_local_tasks_frames_for_other_nodes_go_to_the_tunnel_without_cro
     assert "Cannot find block" in missing  # the block went with the last task's veth
 
 
+async def test_answers_from_the_tunnel_for_the_node_reach_it_without_crossing_its_bridge(lab: Lab) -> None:
+    """The mesh's cost through a node without the task (bench/mesh.py), on that node: the task's
+    answers arrive from the tunnel for h3's own address on the network and go up the bridge
+    device's receive path, not through its ports and br_netfilter; conntrack still un-NATs them,
+    and the IP hooks still see the bridge as their input device, so the loopback guard still
+    stops a task on another node from reaching h3's 127.0.0.1 through the tunnel."""
+    nodes = await nodes_with_tasks(lab)
+    for node in nodes.values():
+        await node.publish(PORT, BACKENDS[:1])
+    h3_address = HOST_ADDRESSES["h3"].split("/")[0]
+    probe = BRIDGE_PROBE.format(mac=mac_for(HOST_ADDRESSES["h3"]))
+    await lab.sh("h3", "sh", "-c", f"printf '%s' '{probe}' | nft -f -")
+    assert await lab.requests("lan", HOSTS["h3"], 8080, 6) == ["c1"] * 6  # answered through h3
+    counter = await lab.sh("h3", "nft", "-j", "list", "counter", "bridge", "shoalprobe", "to_task")
+    assert json.loads(counter)["nftables"][1]["counter"]["packets"] == 0
+    assert await lab.requests("c1", h3_address, 8080, 2) == ["c1"] * 2  # h3's mesh, from a task
+    listener = lab.serve_script("h3", LOOPBACK_LISTENER)
+    # a hostile task on h1 routes 127.0.0.1 to h3's address on the network, over the tunnel
+    for command in (
+        ["ip", "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local"],
+        ["ip", "route", "del", "local", "127.0.0.1", "dev", "lo", "table", "local"],
+        ["ip", "route", "add", "127.0.0.1/32", "via", h3_address],
+    ):
+        await lab.sh("c1", *command)
+    await lab.sh("c1", sys.executable, "-c", SEND, "from-a-task-on-h1")
+    await lab.sh("c1", "busybox", "ping", "-c", "1", "-W", "2", h3_address)  # the same path
+    await lab.sh("h3", sys.executable, "-c", SEND, "from-the-node")
+    assert listener.stdout is not None
+    assert listener.stdout.readline().strip() == b"from-the-node"  # the task's datagram never arrived
+    for node in nodes.values():
+        await node.cleanup()
+        await node.close()
+
+
 async def test_the_ingress_bridge_keeps_the_mac_of_the_nodes_address_as_tasks_come_and_go(lab: Lab) -> None:
     """A bridge takes the lowest MAC of its ports unless given one: the node's ingress address
     would change MAC as tasks attach and leave, and its neighbours would lose frames."""

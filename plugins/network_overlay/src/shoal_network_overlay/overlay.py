@@ -54,6 +54,7 @@ from shoal_network_overlay.shortcut import (
     prefs_redirecting_to,
     redirect_script,
     reverse_fits,
+    to_node_script,
 )
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,8 @@ class OverlayDevices:
             # tasks come and go, and neighbours holding the old one would lose frames until they
             # asked again: the node's address on the network gets the MAC derived from it.
             batch.append(f"link set {bridge} address {mac_for(spec.host_address)}")
+            if owner is None and spec.ingress:  # the tunnel's shortcut to the node (``shortcut``)
+                batch.append(f"link set {vxlan} address {mac_for(spec.host_address)}")
         batch.append(f"link set {bridge} up")
         if spec.host_address:
             batch.append(f"address replace {spec.host_address} dev {bridge}")
@@ -168,6 +171,10 @@ class OverlayDevices:
         if owner is None:
             self.tunnelled.add(spec.network_id)
             await self._flood(spec, self.peers)
+            if spec.ingress and spec.host_address:
+                # an optimisation, like the task shortcuts: without tc, frames take the bridge
+                script = to_node_script(vxlan, bridge, spec.host_address)
+                await self.commands.run("tc", "-force", "-batch", "-", stdin=script, check=False)
 
     async def _vxlan_owner(self, vni: int) -> str | None:
         """The VXLAN device with ID ``vni`` in this namespace, if any."""

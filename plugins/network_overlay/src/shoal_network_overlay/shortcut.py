@@ -42,6 +42,18 @@ unknown unicast to no task: ``flood off``). Broadcast and multicast (ARP) are no
 go through the bridge to every port. Only networks whose host numbers all fit below the
 catch-all's priority get it (``reverse_fits``: /16 and smaller). The block goes with its last
 veth.
+
+**Answers for the node itself** (``to_node_script``): on the node that accepted a mesh
+connection (and masqueraded it to its address on the network), the task's answers arrive from
+the tunnel for the bridge's own MAC and crossed the bridge's receive path and one br_netfilter
+prerouting pass before the IP stack un-NATed them. A filter on the VXLAN device's ingress for
+that MAC hands them to the bridge device's own receive path (``mirred ingress redirect``): the IP
+stack takes them as received on the bridge, so every IP hook (the loopback guard in ``guard``,
+conntrack's un-NAT, ``input``/``forward``) sees them with the bridge as their input device, as
+before, and only the bridge's port work and br_netfilter's copy of those hooks are skipped. The
+VXLAN device carries the bridge's MAC (``create_network``): the IP stack drops a frame that
+was not addressed to the device it arrives on, and tc cannot rewrite that verdict on this
+kernel (no ``skbedit``).
 """
 
 from __future__ import annotations
@@ -128,3 +140,17 @@ def answers_script(
 def block_prefs(listing: str) -> set[int]:
     """The priorities of the filters in ``tc -j filter show block N`` output."""
     return {int(item["pref"]) for item in json.loads(listing or "[]")}
+
+
+def to_node_script(vxlan: str, bridge: str, host_address: str) -> str:
+    """``tc -force -batch``: frames from the tunnel for the node's own address on the network
+    (``host_address``, CIDR) go up the bridge device's receive path, not through its ports."""
+    pref = pref_for(host_address)
+    if pref is None:
+        return ""
+    return (
+        f"qdisc replace dev {vxlan} clsact\n"
+        f"filter del dev {vxlan} ingress pref {pref}\n"
+        f"filter add dev {vxlan} ingress pref {pref} protocol all u32 match ether dst {mac_for(host_address)} "
+        f"action mirred ingress redirect dev {bridge}\n"
+    )
