@@ -52,14 +52,15 @@ class _Load:
         self.nano_cpus += sign * reservations.nano_cpus
         self.memory_bytes += sign * reservations.memory_bytes
         for generic in reservations.generic:
-            _count(self.generic, generic.kind, sign * generic.value)
+            add_count(self.generic, generic.kind, sign * generic.value)
         if task.HasField("endpoint"):
             for port in task.endpoint.ports:
                 if port.publish_mode == pb.PortConfig.HOST and port.published_port:
-                    _count(self.host_ports, (port.protocol, port.published_port), sign)
+                    add_count(self.host_ports, (port.protocol, port.published_port), sign)
 
 
-def _count(counter: Counter[K], key: K, delta: int) -> None:
+def add_count(counter: Counter[K], key: K, delta: int) -> None:
+    """Add ``delta`` to ``counter[key]``, dropping the key at zero (a listing reads the keys)."""
     value = counter[key] + delta
     if value:
         counter[key] = value

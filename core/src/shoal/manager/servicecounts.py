@@ -1,0 +1,57 @@
+"""Each service's running and desired-running task counts, kept as the store applies.
+
+``service ls`` showed REPLICAS by counting every task of every service on each call: at
+10,000 replicas that was a pass over 10,000 tasks per listing, and a monitor (or
+``bench_hollow``) asking twice a second spent a few per cent of the leader's loop on it while
+the service started. The counts are kept per change instead (``ObjectStore.derived``: built
+on the first listing, then updated by every apply), so a listing costs O(services).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from shoal import states
+from shoal.manager.nodeload import add_count
+from shoal.proto import objects_pb2 as pb
+from shoal.store.memory import DELETE, Event, ObjectStore
+
+
+class ServiceTaskCounts:
+    """Per service ID: tasks running (and desired running), tasks desired running."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._running: Counter[str] = Counter()
+        self._desired: Counter[str] = Counter()
+
+    def running(self, service_id: str) -> int:
+        return self._running[service_id]
+
+    def desired(self, service_id: str) -> int:
+        return self._desired[service_id]
+
+    # ------------------------------------------------------------------ ApplyListener
+
+    def restored(self) -> None:
+        self._running = Counter()
+        self._desired = Counter()
+        for task in self.store.view.tasks.all():
+            self._count(task, 1)
+
+    def applied(self, events: list[Event]) -> None:
+        for event in events:
+            if event.kind == "task":
+                if event.old is not None:
+                    self._count(event.old, -1)
+                if event.action != DELETE:
+                    self._count(event.obj, 1)
+
+    def _count(self, task: pb.Task, sign: int) -> None:
+        """Count ``task`` in (sign 1) or out (-1): desired running, and running too."""
+        if task.desired_state != states.RUNNING:
+            return
+        service_id = task.service_id
+        add_count(self._desired, service_id, sign)
+        if task.status.state == states.RUNNING:
+            add_count(self._running, service_id, sign)
