@@ -8,8 +8,18 @@ every loop iteration (re-scheduled with ``call_soon``), and a client process sen
 concurrent calls over ``--channels`` connections; it prints the calls per second and the
 latencies. ``--servers`` starts that many servers on the port (SO_REUSEPORT).
 
+``--variants`` compares, in the same run, how the server is set up:
+
+- ``loop``: the ``grpc.aio`` server on the busy loop itself (shoal's transport before issue 18);
+- ``thread``: the server on a ``ServingLoop`` of its own (a thread), the echo handler still
+  run on the busy loop through ``bridge.call_unary``, as shoal's transport does now.
+
+It also prints how many iterations the busy loop ran per call answered (``it/call``): the
+``loop`` server needs several iterations per call *one call after another*, because
+``grpc.aio`` keeps a single ``request_call`` outstanding.
+
     .venv/bin/python bench/bench_grpc_intake.py --busy 0
-    .venv/bin/python bench/bench_grpc_intake.py --busy 50
+    .venv/bin/python bench/bench_grpc_intake.py --busy 50 --variants loop,thread
 """
 
 from __future__ import annotations
@@ -19,8 +29,11 @@ import asyncio
 import multiprocessing
 import socket
 import time
+from typing import Any
 
 import grpc
+from shoal_transport_grpc import bridge
+from shoal_transport_grpc.servingloop import ServingLoop
 
 SPIN_SECONDS = 20e-6
 
@@ -31,31 +44,56 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def serve(port: int, busy: int, servers: int, seconds: float) -> None:
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
-        return request
-
-    handler = grpc.method_handlers_generic_handler("t.T", {"E": grpc.unary_unary_rpc_method_handler(echo)})
+async def _start_servers(port: int, servers: int, handler: Any) -> list[grpc.aio.Server]:
+    """Start the servers; the caller must keep the list (a collected server shuts down)."""
+    started = []
     for _ in range(servers):
         server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         server.add_generic_rpc_handlers((handler,))
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
-    loop = asyncio.get_running_loop()
+        started.append(server)
+    return started
+
+
+async def serve(
+    port: int, busy: int, servers: int, seconds: float, variant: str, spins: Any, ready: Any
+) -> None:
+    home = asyncio.get_running_loop()
+
+    async def answer(request: bytes) -> bytes:
+        return request
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+        if variant == "thread":
+            return await bridge.call_unary(lambda: answer(request), home)
+        return await answer(request)
+
+    handler = grpc.method_handlers_generic_handler("t.T", {"E": grpc.unary_unary_rpc_method_handler(echo)})
+    if variant == "thread":
+        serving = ServingLoop("grpc-intake-bench")
+        started = await serving.run(_start_servers(port, servers, handler))
+    else:
+        started = await _start_servers(port, servers, handler)
 
     def spin() -> None:  # one short callback, again in the next iteration
         began = time.perf_counter()
         while time.perf_counter() - began < SPIN_SECONDS:
             pass
-        loop.call_soon(spin)
+        spins.value += 1
+        home.call_soon(spin)
 
     for _ in range(busy):
-        loop.call_soon(spin)
+        home.call_soon(spin)
+    ready.set()
     await asyncio.sleep(seconds)
+    del started
 
 
-def run_server(port: int, busy: int, servers: int, seconds: float) -> None:
-    asyncio.run(serve(port, busy, servers, seconds))
+def run_server(
+    port: int, busy: int, servers: int, seconds: float, variant: str, spins: Any, ready: Any
+) -> None:
+    asyncio.run(serve(port, busy, servers, seconds, variant, spins, ready))
 
 
 async def client(port: int, calls: int, channels: int) -> tuple[float, list[float]]:
@@ -78,29 +116,47 @@ async def client(port: int, calls: int, channels: int) -> tuple[float, list[floa
     return total, latencies
 
 
+def measure(args: argparse.Namespace, variant: str) -> None:
+    port = free_port()
+    # spawn: a forked child would inherit the parent's gRPC state (the client side runs here).
+    context = multiprocessing.get_context("spawn")
+    spins = context.Value("q", 0, lock=False)
+    ready = context.Event()
+    server = context.Process(
+        target=run_server, args=(port, args.busy, args.servers, 120.0, variant, spins, ready), daemon=True
+    )
+    server.start()
+    if not ready.wait(60):
+        raise SystemExit(f"the {variant} server did not start within 60 s")
+    time.sleep(0.5)  # the busy callbacks under way
+    try:
+        before = spins.value
+        total, latencies = asyncio.run(client(port, args.calls, args.channels))
+        iterations = (spins.value - before) / args.busy if args.busy else 0.0
+    finally:
+        server.terminate()
+        server.join()
+    print(
+        f"{variant:6} busy {args.busy} ({args.busy * SPIN_SECONDS * 1000:.1f} ms of callbacks per iteration), "
+        f"{args.servers} server(s): {args.calls} calls in {total:.2f} s = {args.calls / total:.0f}/s, "
+        f"p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
+        + (f", {iterations / args.calls:.1f} it/call" if args.busy else ""),
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--busy", type=int, default=0, help="~20 us callbacks in every loop iteration")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--servers", type=int, default=1)
+    parser.add_argument("--variants", default="loop", help="comma-separated: loop, thread")
     args = parser.parse_args()
-    port = free_port()
-    server = multiprocessing.Process(
-        target=run_server, args=(port, args.busy, args.servers, 120.0), daemon=True
-    )
-    server.start()
-    time.sleep(2)
-    try:
-        total, latencies = asyncio.run(client(port, args.calls, args.channels))
-    finally:
-        server.terminate()
-        server.join()
-    print(
-        f"busy {args.busy} ({args.busy * SPIN_SECONDS * 1000:.1f} ms of callbacks per iteration), "
-        f"{args.servers} server(s): {args.calls} calls in {total:.2f} s = {args.calls / total:.0f}/s, "
-        f"p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
-    )
+    for variant in args.variants.split(","):
+        if variant not in ("loop", "thread"):
+            parser.error(f"unknown variant {variant!r}: use loop or thread")
+        measure(args, variant)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ take effect for new connections without cutting existing ones.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -16,9 +17,10 @@ from typing import Any
 import grpc
 from shoal.plugin import Handler, RPCError, StatusCode, StreamHandler, TLSMaterial
 
-from shoal_transport_grpc import anonymous, errors
+from shoal_transport_grpc import anonymous, bridge, errors
 from shoal_transport_grpc.options import SERVER_OPTIONS
 from shoal_transport_grpc.peers import PeerVerifier
+from shoal_transport_grpc.servingloop import ServingLoop
 
 log = logging.getLogger("shoal.transport.grpc")
 
@@ -48,10 +50,11 @@ def _internal(name: str, exc: Exception) -> RPCError:
     return RPCError(StatusCode.INTERNAL, f"{name}: {type(exc).__name__}: {exc}")
 
 
-def _wrap_unary(name: str, handler: Handler, verifier: PeerVerifier) -> Any:
+def _wrap_unary(name: str, handler: Handler, verifier: PeerVerifier, home: asyncio.AbstractEventLoop) -> Any:
     async def unary(request: bytes, context: _Context) -> bytes:
         try:
-            return await handler(request, verifier.identify(context))
+            peer = verifier.identify(context)
+            return await bridge.call_unary(lambda: handler(request, peer), home)
         except RPCError as exc:
             await _abort(context, exc)
         except Exception as exc:
@@ -62,10 +65,13 @@ def _wrap_unary(name: str, handler: Handler, verifier: PeerVerifier) -> Any:
     return unary
 
 
-def _wrap_stream(name: str, handler: StreamHandler, verifier: PeerVerifier) -> Any:
+def _wrap_stream(
+    name: str, handler: StreamHandler, verifier: PeerVerifier, home: asyncio.AbstractEventLoop
+) -> Any:
     async def stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
         try:
-            async for message in handler(request, verifier.identify(context)):
+            peer = verifier.identify(context)
+            async for message in bridge.call_stream(lambda: handler(request, peer), home):
                 yield message
         except RPCError as exc:
             await _abort(context, exc)
@@ -80,15 +86,22 @@ class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Finds the wrapped handler for a method name; ``None`` makes gRPC answer UNIMPLEMENTED."""
 
     def __init__(
-        self, verifier: PeerVerifier, unary: Mapping[str, Handler], streams: Mapping[str, StreamHandler]
+        self,
+        verifier: PeerVerifier,
+        unary: Mapping[str, Handler],
+        streams: Mapping[str, StreamHandler],
+        home: asyncio.AbstractEventLoop,
     ) -> None:
         self._methods: dict[str, Any] = {}
         for name, handler in unary.items():
-            self._methods[name] = grpc.unary_unary_rpc_method_handler(_wrap_unary(name, handler, verifier))
+            wrapped = _wrap_unary(name, handler, verifier, home)
+            self._methods[name] = grpc.unary_unary_rpc_method_handler(wrapped)
         for name, stream in streams.items():
             if name in self._methods:
                 raise ValueError(f"grpc transport: method {name} registered as both unary and stream")
-            self._methods[name] = grpc.unary_stream_rpc_method_handler(_wrap_stream(name, stream, verifier))
+            self._methods[name] = grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(name, stream, verifier, home)
+            )
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
         return self._methods.get(handler_call_details.method)
@@ -102,12 +115,17 @@ def _split_address(listen_addr: str) -> tuple[str, int]:
 
 
 class GrpcServer:
-    """A running server (``shoal.roles.TransportServer``)."""
+    """A running server (``shoal.roles.TransportServer``).
 
-    def __init__(self, server: grpc.aio.Server, address: str, verifier: PeerVerifier) -> None:
-        self._server = server
-        self._address = address
-        self._verifier = verifier
+    gRPC runs on a ``ServingLoop`` of its own (a thread) so that taking calls in never waits
+    behind the caller's busy loop; the handlers run on the caller's loop (``bridge``).
+    """
+
+    def __init__(self, serving: ServingLoop) -> None:
+        self._serving = serving
+        self._server: grpc.aio.Server | None = None
+        self._address = ""
+        self._verifier: PeerVerifier | None = None
         self._pending: Any = None
 
     @classmethod
@@ -119,13 +137,34 @@ class GrpcServer:
         streams: Mapping[str, StreamHandler],
     ) -> GrpcServer:
         host, _ = _split_address(listen_addr)
-        verifier = PeerVerifier(tls.root_pem)
         initial = server_certificate_config(tls)
+        instance = cls(ServingLoop(f"grpc-server {listen_addr}"))
+        home = asyncio.get_running_loop()
+        try:
+            await instance._serving.run(
+                instance._listen(listen_addr, host, tls, initial, unary, streams, home)
+            )
+        except BaseException:
+            instance._serving.stop()
+            raise
+        return instance
+
+    async def _listen(
+        self,
+        listen_addr: str,
+        host: str,
+        tls: TLSMaterial,
+        initial: Any,
+        unary: Mapping[str, Handler],
+        streams: Mapping[str, StreamHandler],
+        home: asyncio.AbstractEventLoop,
+    ) -> None:
+        """Create, bind and start the gRPC server: runs on the serving loop, which gRPC adopts."""
+        self._verifier = verifier = PeerVerifier(tls.root_pem)
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        server.add_generic_rpc_handlers((_Router(verifier, unary, streams),))
-        instance = cls(server, "", verifier)
+        server.add_generic_rpc_handlers((_Router(verifier, unary, streams, home),))
         credentials = grpc.dynamic_ssl_server_credentials(
-            initial, instance._fetch_config, require_client_authentication=True
+            initial, self._fetch_config, require_client_authentication=True
         )
         try:
             port = server.add_secure_port(listen_addr, credentials)
@@ -136,9 +175,9 @@ class GrpcServer:
             raise OSError(
                 f"grpc transport: cannot listen on {listen_addr}: address in use or unavailable{reason}"
             )
-        instance._address = f"{host}:{port}"
+        self._address = f"{host}:{port}"
         await server.start()
-        return instance
+        self._server = server
 
     def _fetch_config(self) -> Any:
         """Called by gRPC (on its own thread) at each handshake: new material, or None for no change."""
@@ -151,7 +190,14 @@ class GrpcServer:
 
     def update_tls(self, tls: TLSMaterial) -> None:
         self._pending = server_certificate_config(tls)
-        self._verifier.set_root(tls.root_pem)
+        if self._verifier is not None:
+            self._verifier.set_root(tls.root_pem)
 
     async def stop(self, grace: float = 1.0) -> None:
-        await self._server.stop(grace)
+        """Stop taking calls, end those in flight after ``grace`` s, then end the serving thread."""
+        server, self._server = self._server, None
+        try:
+            if server is not None and self._serving.alive:
+                await self._serving.run(server.stop(grace))
+        finally:
+            self._serving.stop()

@@ -1,0 +1,106 @@
+"""The server takes calls in on a loop of its own; handlers still run on the caller's loop.
+
+Issue 18: on a manager's busy loop, ``grpc.aio`` took in ~5 loop iterations per call, one call
+after another (a single ``request_call`` outstanding), so 1,000 nodes' heartbeats queued past
+their deadline. These tests count loop iterations, not seconds, so a slow machine does not
+change what they see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from shoal.plugin import PeerIdentity
+from shoal.testing.transport import ECHO, ClusterPKI, TestService
+from shoal_transport_grpc import GrpcTransport
+
+CALLS = 50
+#: How long each iteration of the "busy" loop runs Python code, holding the GIL.
+SPIN_SECONDS = 0.002
+HANG = "/shoal.Test/Hang"
+
+
+@pytest.fixture
+def pki() -> ClusterPKI:
+    return ClusterPKI(cluster_id="cluster-a")
+
+
+def _serving_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("grpc-server")]
+
+
+def _keep_busy(loop: asyncio.AbstractEventLoop) -> tuple[Callable[[], int], Callable[[], None]]:
+    """Run a ~2 ms callback in every iteration of ``loop``; returns (iterations so far, stop)."""
+    state = {"iterations": 0, "stop": False}
+
+    def spin() -> None:
+        began = time.perf_counter()
+        while time.perf_counter() - began < SPIN_SECONDS:
+            pass
+        state["iterations"] += 1
+        if not state["stop"]:
+            loop.call_soon(spin)
+
+    def stop() -> None:
+        state["stop"] = True
+
+    loop.call_soon(spin)
+    return (lambda: state["iterations"]), stop
+
+
+async def test_calls_are_taken_in_while_the_handlers_loop_is_busy(pki: ClusterPKI) -> None:
+    transport = GrpcTransport()
+    service = TestService()
+    server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), service.unary(), service.streams())
+    tls = pki.node("w", "swarm-worker")
+    try:
+        await transport.call(server.address, ECHO, b"warm", tls=tls, timeout=30)  # connected
+        iterations, stop = _keep_busy(asyncio.get_running_loop())
+        try:
+            calls = (
+                transport.call(server.address, ECHO, b"%d" % i, tls=tls, timeout=120) for i in range(CALLS)
+            )
+            answers = await asyncio.gather(*calls)
+        finally:
+            stop()
+        assert answers == [b"%d" % i for i in range(CALLS)]
+        # On the handlers' loop the server needed ~5 iterations per call (~250 here).
+        assert iterations() < CALLS, f"{CALLS} calls took {iterations()} iterations of the busy loop"
+    finally:
+        await server.stop(0)
+        await transport.close()
+    assert _serving_threads() == []  # stop ends the serving thread
+
+
+async def test_stream_handler_runs_and_is_closed_on_its_loop_when_the_client_goes_away(
+    pki: ClusterPKI,
+) -> None:
+    home = asyncio.get_running_loop()
+    seen: list[asyncio.AbstractEventLoop] = []
+    closed = asyncio.Event()
+
+    async def hang(request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+        seen.append(asyncio.get_running_loop())
+        try:
+            yield b"first"
+            await asyncio.Event().wait()  # until cancelled
+            yield b"never"
+        finally:
+            seen.append(asyncio.get_running_loop())
+            closed.set()
+
+    transport = GrpcTransport()
+    server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {}, {HANG: hang})
+    try:
+        stream = transport.stream(server.address, HANG, b"", tls=pki.node("w", "swarm-worker"), timeout=60)
+        assert await anext(stream) == b"first"
+        await stream.aclose()  # type: ignore[attr-defined]
+        await asyncio.wait_for(closed.wait(), 30)
+        assert seen == [home, home]
+    finally:
+        await server.stop(0)
+        await transport.close()
