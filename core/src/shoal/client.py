@@ -1,17 +1,20 @@
 """The CLI's client for the daemon's control API: JSON lines over the local Unix socket, or
-over TCP with mutual TLS (``tcp://HOST:PORT``, see ``shoal.controltls``)."""
+over TCP with mutual TLS (``tcp://HOST:PORT``, see ``shoal.controltls``).
+
+``ssl`` is imported only for a TCP endpoint: a command on the local socket never needs it, and
+the CLI's start-up counts in every command's time (issue 18 item 4).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-import ssl
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from shoal.controltls import (
     TCPAddress,
@@ -21,6 +24,9 @@ from shoal.controltls import (
     describe_tls_error,
     parse_tcp,
 )
+
+if TYPE_CHECKING:
+    import ssl
 
 DEFAULT_SOCKET = "/run/shoal/shoal.sock"
 HOST_ENV = "SHOAL_HOST"
@@ -158,16 +164,25 @@ class Client:
             ) from None
         try:
             return self._tls_context.wrap_socket(raw, server_hostname=address.host)
-        except (ssl.SSLError, OSError) as exc:
+        except OSError as exc:  # ssl.SSLError is one
             raw.close()
             raise ClientError("UNAVAILABLE", describe_tls_error(exc, address)) from None
 
     def _lost(self, exc: OSError) -> ClientError:
         """A connection that failed after it was made: over TLS, most often the daemon refusing
         this client's certificate once it has seen it (TLS 1.3 says so on the first read)."""
-        if self.endpoint.tcp is not None and isinstance(exc, ssl.SSLError):
+        if self.endpoint.tcp is not None and self._tls_error(exc):
             return ClientError("UNAVAILABLE", describe_tls_error(exc, self.endpoint.tcp))
         return ClientError("UNAVAILABLE", f"lost the connection to the shoal daemon: {exc.strerror or exc}")
+
+    def _tls_error(self, exc: OSError) -> bool:
+        """Whether ``exc`` is a failure of TLS, which only a TCP endpoint speaks (and only then
+        is ``ssl`` imported)."""
+        if self.endpoint.tcp is None:
+            return False
+        import ssl
+
+        return isinstance(exc, ssl.SSLError)
 
     def _lines(self, method: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         sock = self._connect()
@@ -182,7 +197,9 @@ class Client:
                     yield _answer(raw)
         except TimeoutError:
             raise _no_answer(method) from None
-        except (ssl.SSLError, ConnectionResetError) as exc:
+        except OSError as exc:
+            if not isinstance(exc, ConnectionResetError) and not self._tls_error(exc):
+                raise
             raise self._lost(exc) from None
         finally:
             sock.close()

@@ -9,14 +9,19 @@ grant control), and the client checks the daemon's certificate against the same 
 client with a good certificate may do exactly what a local root user may on the socket.
 
 Both sides build their ``ssl.SSLContext`` here (TLS 1.2 at least); unreadable or mismatched
-files are a ``TLSConfigError`` with one line naming the file.
+files are a ``TLSConfigError`` with one line naming the file. ``ssl`` is imported only by the
+functions that use it: every CLI command imports this module (for ``-H tcp://`` parsing), and
+one on the local socket never needs TLS (the CLI's start-up counts in every command's time).
 """
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 #: docker's file names in a certificate directory (``DOCKER_CERT_PATH``, ``SHOAL_CERT_PATH``).
 CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "cert.pem", "key.pem"
@@ -64,6 +69,8 @@ def parse_tcp(value: str, what: str) -> TCPAddress:
 
 
 def _load(context: ssl.SSLContext, files: TLSFiles) -> None:
+    import ssl
+
     for path, what in ((files.ca, "CA certificate"), (files.cert, "certificate"), (files.key, "key")):
         if not path.is_file():
             raise TLSConfigError(f"cannot read the {what} {path}: no such file")
@@ -80,6 +87,8 @@ def _load(context: ssl.SSLContext, files: TLSFiles) -> None:
 
 
 def _reason(exc: BaseException) -> str:
+    import ssl
+
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason).lower().replace("_", " ")
     if isinstance(exc, OSError) and exc.strerror:
@@ -89,6 +98,8 @@ def _reason(exc: BaseException) -> str:
 
 def server_context(files: TLSFiles) -> ssl.SSLContext:
     """The daemon's side: its certificate, and every client must present one from ``files.ca``."""
+    import ssl
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load(context, files)
@@ -98,6 +109,8 @@ def server_context(files: TLSFiles) -> ssl.SSLContext:
 
 def client_context(files: TLSFiles) -> ssl.SSLContext:
     """The CLI's side: the daemon's certificate must come from ``files.ca`` and name the host."""
+    import ssl
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load(context, files)
@@ -106,6 +119,8 @@ def client_context(files: TLSFiles) -> ssl.SSLContext:
 
 def describe_tls_error(exc: BaseException, address: TCPAddress) -> str:
     """One line for a failed TLS exchange with the daemon at ``address``."""
+    import ssl
+
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = exc.verify_message or _reason(exc)
         return (

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +165,8 @@ def create(name: str, description: str, host: str, tls: TLSFiles | None) -> Cont
         meta = {"Name": name, "Description": description, "Host": host}
         (directory / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     except OSError as exc:
+        import shutil
+
         shutil.rmtree(directory, ignore_errors=True)
         raise ContextError(f"cannot store context {name} in {directory}: {exc.strerror or exc}") from None
     return load(name)
@@ -179,6 +180,8 @@ def remove(name: str, force: bool) -> None:
         if not force:
             raise ContextError(f'context "{name}" is in use, set -f flag to force remove')
         use(DEFAULT_CONTEXT)
+    import shutil
+
     shutil.rmtree(_dir(name))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from shoal.cli.errors import fail, one_line
 from shoal.cli.inspect_opts import inspect_options
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params, task_list_options
 from shoal.cli.output import human_duration, print_list
-from shoal.cli.progress import wait_converged, wait_update
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
 from shoal.cli.service_opts import (
     DockerFlagsCommand,
@@ -200,6 +198,7 @@ def daemon(
 ) -> None:
     """Run a shoal node (like dockerd)."""
     import asyncio
+    import logging
 
     from shoal import loader
     from shoal.cli.common import control_listener, swarm_root_file
@@ -731,6 +730,8 @@ def service_create(
     service_id = result["ID"]
     click.echo(service_id)
     if not detach:
+        from shoal.cli.progress import wait_converged  # not loaded by a --detach create
+
         wait_converged(ctx, service_id, quiet=quiet)
 
 
@@ -770,6 +771,8 @@ def service_update(
     result = call(ctx, "service.update", service=service_ref, **params)
     click.echo(service_ref)
     if not detach:
+        from shoal.cli.progress import wait_update
+
         wait_update(ctx, result["ID"], quiet=quiet, rollback=bool(params.get("rollback")))
 
 
@@ -788,6 +791,8 @@ def service_rollback(ctx: click.Context, service_ref: str, detach: bool, quiet: 
     result = call(ctx, "service.rollback", service=service_ref)
     click.echo(service_ref)
     if not detach:
+        from shoal.cli.progress import wait_update
+
         wait_update(ctx, result["ID"], quiet=quiet, rollback=True)
 
 
@@ -904,6 +909,8 @@ def service_scale(ctx: click.Context, pairs: tuple[str, ...], detach: bool) -> N
         result = call(ctx, "service.scale", service=name, replicas=count)
         click.echo(f"{name} scaled to {result['Replicas']}")
     if not detach:
+        from shoal.cli.progress import wait_converged
+
         for name, _ in parsed:
             wait_converged(ctx, name, quiet=False, verify=False)
 

@@ -10,8 +10,6 @@ docker keeps them in ``$DOCKER_CONFIG/config.json`` (default ``~/.docker/config.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 from pathlib import Path
@@ -92,6 +90,9 @@ def credentials_for(image: str) -> dict[str, str]:
 def _auth_config(entry: dict[str, Any], registry: str, path: Path) -> dict[str, str]:
     username, password = str(entry.get("username") or ""), str(entry.get("password") or "")
     if entry.get("auth"):
+        import base64  # only with --with-registry-auth: not on every create's start-up
+        import binascii
+
         try:
             decoded = base64.b64decode(str(entry["auth"]), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
