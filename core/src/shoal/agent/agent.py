@@ -558,6 +558,7 @@ class Agent:
             pending, self._pending = self._pending, {}
             if not pending:
                 continue
+            self.db.flush()  # on disk before the manager hears of it (one transaction for all)
             request = rpb.UpdateTaskStatusRequest(session_id=session_id)
             for task_id, status in pending.items():
                 request.updates.add(task_id=task_id, status=status)
