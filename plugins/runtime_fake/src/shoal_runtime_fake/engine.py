@@ -81,12 +81,21 @@ class FakeContainer:
 
 @dataclass(eq=False)
 class FakeEngine:
-    """Containers and images of one fake engine."""
+    """Containers and images of one fake engine.
+
+    Containers are found by name and by their node and task labels through indexes, as a
+    real engine finds them, not by walking every container: every call of the runtime looks
+    its task's container up, and a walk per call made a node's work grow with the square of
+    its tasks (a hollow node with 100 tasks, an in-process node with thousands). Containers
+    come and go through ``add`` and ``delete``, which keep the indexes."""
 
     name: str
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     images: set[str] = field(default_factory=set)
     _pids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
+    _by_name: dict[str, FakeContainer] = field(default_factory=dict)
+    #: (node ID, task ID) label values -> the containers with them, oldest first.
+    _by_task: dict[tuple[str, str], list[FakeContainer]] = field(default_factory=dict)
 
     def new_id(self) -> str:
         return secrets.token_hex(32)
@@ -94,25 +103,38 @@ class FakeEngine:
     def next_pid(self) -> int:
         return next(self._pids)
 
+    def add(self, container: FakeContainer) -> None:
+        """A new container (its name is not taken: the runtime looked first)."""
+        self.containers[container.id] = container
+        self._by_name.setdefault(container.name, container)
+        self._by_task.setdefault(_task_key(container), []).append(container)
+
     def by_name(self, name: str) -> FakeContainer | None:
-        for container in self.containers.values():
-            if container.name == name:
-                return container
-        return None
+        return self._by_name.get(name)
 
     def by_labels(self, node_id: str, task_id: str) -> FakeContainer | None:
-        for container in self.containers.values():
-            labels = container.labels
-            if labels.get(LABEL_NODE_ID) == node_id and labels.get(LABEL_TASK_ID) == task_id:
-                return container
-        return None
+        found = self._by_task.get((node_id, task_id))
+        return found[0] if found else None
 
     def of_node(self, node_id: str) -> list[FakeContainer]:
         return [c for c in self.containers.values() if c.labels.get(LABEL_NODE_ID) == node_id]
 
     def delete(self, container: FakeContainer) -> None:
         container.finish(137, "removed")
-        self.containers.pop(container.id, None)
+        if self.containers.pop(container.id, None) is None:
+            return
+        if self._by_name.get(container.name) is container:
+            del self._by_name[container.name]
+        key = _task_key(container)
+        same = self._by_task.get(key, [])
+        if container in same:
+            same.remove(container)
+        if not same:
+            self._by_task.pop(key, None)
+
+
+def _task_key(container: FakeContainer) -> tuple[str, str]:
+    return container.labels.get(LABEL_NODE_ID, ""), container.labels.get(LABEL_TASK_ID, "")
 
 
 _ENGINES: dict[str, FakeEngine] = {}

@@ -142,7 +142,7 @@ class FakeRuntime:
         )
         container.shell.hostname = spec.hostname or container.id[:12]
         container.shell.emit = container.emit
-        self.engine.containers[container.id] = container
+        self.engine.add(container)
 
     def _pull(self, task: objects_pb2.Task) -> None:
         image = task.spec.container.image
