@@ -89,7 +89,9 @@ class Fleet:
         )
 
     async def start(self) -> FleetReport:
-        """Join and start every node; a node that cannot join is reported, not fatal."""
+        """Join and start every node; a node that cannot join is reported, not fatal. Stopped
+        half-way (cancelled: the fleet was told to stop while its nodes joined), it stops the
+        nodes it had started before it gives up: none is left running with no one to stop it."""
         report = FleetReport()
         gate = asyncio.Semaphore(max(1, self.config.join_concurrency))
         began = time.monotonic()
@@ -99,7 +101,11 @@ class Fleet:
                 await node.join(self.config.token)
             await node.start()
 
-        results = await asyncio.gather(*(bring_up(node) for node in self.nodes), return_exceptions=True)
+        try:
+            results = await asyncio.gather(*(bring_up(node) for node in self.nodes), return_exceptions=True)
+        except BaseException:
+            await asyncio.shield(self.stop())
+            raise
         for node, result in zip(self.nodes, results, strict=True):
             if isinstance(result, BaseException):
                 report.failures.append(f"{node.profile.hostname}: {result}")
@@ -112,10 +118,14 @@ class Fleet:
         return sum(1 for node in self.nodes if node.connected)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
-        for node in self.nodes:
-            with contextlib.suppress(Exception):
-                await node.transport.close()
+        """Stop every node's agent, then close every node's transport (also those of nodes
+        whose agent would not stop cleanly)."""
+        try:
+            await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
+        finally:
+            for node in self.nodes:
+                with contextlib.suppress(Exception):
+                    await node.transport.close()
 
 
 class OneLineFormatter(logging.Formatter):
@@ -149,7 +159,17 @@ async def run_fleet(config: FleetConfig, say: Callable[[str], None]) -> int:
         loop.add_signal_handler(sig, stop.set)
     fleet = Fleet(config)
     try:
-        report = await fleet.start()
+        starting = asyncio.create_task(fleet.start(), name="hollow-start")
+        stopping = asyncio.create_task(stop.wait(), name="hollow-stop")
+        # Told to stop while the nodes join (a thousand take half a minute): stop now.
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            say("hollow: stopped while the nodes were joining")
+            return 1
+        stopping.cancel()
+        report = starting.result()
         for failure in report.failures[:5]:
             say(f"hollow: {failure}")
         if len(report.failures) > 5:
@@ -159,20 +179,29 @@ async def run_fleet(config: FleetConfig, say: Callable[[str], None]) -> int:
             f" ({config.prefix}-{config.first_index:05d}..{config.prefix}-{config.first_index + config.count - 1:05d})"
         )
         if report.started:
-            reporter = asyncio.create_task(_report_status(fleet, config), name="hollow-status")
-            collector = fleet_collector()
-            collector.start()
-            # The fleet's own loop lag in its log: a stall here times out its nodes' calls.
-            lag = LoopLagReporter(LoopLagProbe())
-            lag.start()
-            await stop.wait()
-            reporter.cancel()
-            await lag.stop()
-            await collector.stop()
-            write_traces(config.state_dir / f"trace-{config.first_index}.json", fleet.nodes)
+            await _serve(fleet, config, stop)
         return 1 if report.failures else 0
     finally:
         await fleet.stop()
+
+
+async def _serve(fleet: Fleet, config: FleetConfig, stop: asyncio.Event) -> None:
+    """Keep the status file, the collector policy and the loop-lag log going until ``stop``;
+    each is stopped and the nodes' session traces are written however the wait ends."""
+    reporter = asyncio.create_task(_report_status(fleet, config), name="hollow-status")
+    collector = fleet_collector()
+    # The fleet's own loop lag in its log: a stall here times out its nodes' calls.
+    lag = LoopLagReporter(LoopLagProbe())
+    try:
+        collector.start()
+        lag.start()
+        await stop.wait()
+    finally:
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
+        await lag.stop()
+        await collector.stop()
+        write_traces(config.state_dir / f"trace-{config.first_index}.json", fleet.nodes)
 
 
 def fleet_collector() -> CollectorPolicy:
