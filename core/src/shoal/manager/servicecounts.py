@@ -42,10 +42,15 @@ class ServiceTaskCounts:
     def applied(self, events: list[Event]) -> None:
         for event in events:
             if event.kind == "task":
-                if event.old is not None:
-                    self._count(event.old, -1)
-                if event.action != DELETE:
-                    self._count(event.obj, 1)
+                old: pb.Task | None = event.old
+                if event.action == DELETE:
+                    self._count(event.obj, -1)
+                    continue
+                if old is not None:
+                    if _counted_alike(old, event.obj):
+                        continue  # most changes: a state on the way to RUNNING
+                    self._count(old, -1)
+                self._count(event.obj, 1)
 
     def _count(self, task: pb.Task, sign: int) -> None:
         """Count ``task`` in (sign 1) or out (-1): desired running, and running too."""
@@ -55,3 +60,12 @@ class ServiceTaskCounts:
         add_count(self._desired, service_id, sign)
         if task.status.state == states.RUNNING:
             add_count(self._running, service_id, sign)
+
+
+def _counted_alike(old: pb.Task, new: pb.Task) -> bool:
+    """Whether ``new`` counts where ``old`` did, in both counts."""
+    return (
+        old.service_id == new.service_id
+        and (old.desired_state == states.RUNNING) == (new.desired_state == states.RUNNING)
+        and (old.status.state == states.RUNNING) == (new.status.state == states.RUNNING)
+    )

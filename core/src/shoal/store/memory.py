@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -51,10 +52,12 @@ def kind_of(obj: Obj) -> str:
     return _KIND_OF_TYPE[type(obj)]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
     """One committed change. ``old`` is the object before (None on create); ``obj`` after
-    (for a delete, the deleted object)."""
+    (for a delete, the deleted object). Read-only by convention, not frozen: every manager
+    makes one per change it applies (five per task started), and a frozen dataclass's
+    ``__init__`` (``object.__setattr__`` per field) cost three times as much."""
 
     action: int
     kind: str
@@ -129,9 +132,12 @@ class ReadView:
         old = table.items.get(obj.id)
         table.items[obj.id] = obj
         if kind == "task":
-            if old is not None:
+            if old is None:
+                self._index_task(obj)
+            elif old.service_id != obj.service_id or old.node_id != obj.node_id:
+                # Most task changes (a status, the desired state) leave both indexes alone.
                 self._unindex_task(old)
-            self._index_task(obj)
+                self._index_task(obj)
         return old
 
     def remove(self, kind: str, object_id: str) -> Any:
@@ -335,6 +341,62 @@ def copy(obj: ObjT) -> ObjT:
     return clone
 
 
+class EventQueue:
+    """A watch's FIFO of events: what it uses of ``asyncio.Queue`` (unbounded), at a fraction
+    of the cost per event. Every change is put into several watches' queues on every manager
+    (the orchestrator's, the scheduler's, the assignment feed's, the observers'...), and
+    ``asyncio.Queue.put_nowait`` with its bookkeeping of unfinished tasks and getters was the
+    largest single cost of publishing a change."""
+
+    def __init__(self) -> None:
+        self._items: deque[Event] = deque()
+        self._getters: deque[asyncio.Future[None]] = deque()
+
+    def put_nowait(self, event: Event) -> None:
+        self._items.append(event)
+        if self._getters:
+            self._wake_next()
+
+    async def get(self) -> Event:
+        items = self._items
+        while not items:
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                if items and not getter.cancelled():
+                    self._wake_next()  # woken and then cancelled: pass the wake-up on
+                raise
+        return items.popleft()
+
+    def _wake_next(self) -> None:
+        """Wake the longest-waiting getter still waiting (cancelled ones are dropped here)."""
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    def get_nowait(self) -> Event:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    def take_all(self) -> list[Event]:
+        """Every event queued, oldest first, leaving none."""
+        events = list(self._items)
+        self._items.clear()
+        return events
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 class Watch:
     """A queue of committed events, optionally filtered by kind and by a predicate."""
 
@@ -345,7 +407,7 @@ class Watch:
         self.kinds = frozenset(kinds) if kinds is not None else None
         #: Events it is false for are never queued: its owner is not even woken for them.
         self.where = where
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.queue = EventQueue()
         #: Events up to this index were applied before the watch began: its owner reads them
         #: from the view, so they are not delivered (they may still be on their way).
         self.since = store.applied_index
@@ -358,10 +420,7 @@ class Watch:
 
     def drain(self) -> list[Event]:
         """Every event already queued, without waiting."""
-        events = []
-        while not self.queue.empty():
-            events.append(self.queue.get_nowait())
-        return events
+        return self.queue.take_all()
 
     def close(self) -> None:
         self._store._unregister(self)
