@@ -101,13 +101,16 @@ def stub_agent(tmp_path: Path, manager: StubManager) -> Agent:
     )
 
 
-async def run_to_running(agent: Agent, manager: StubManager) -> None:
-    """Start ``agent``, have ``manager`` assign its tasks, wait for them all RUNNING, stop it."""
+async def run_to_running(agent: Agent, manager: StubManager) -> int:
+    """Start ``agent``, have ``manager`` assign its tasks, wait for them all RUNNING, stop it;
+    the asyncio tasks the running tasks held (those added from the assignment to then)."""
     await agent.start()
     try:
         await asyncio.wait_for(agent.connected.wait(), DEADLINE)
+        before = len(asyncio.all_tasks())
         manager.go.set()
         await asyncio.wait_for(manager.all_running.wait(), DEADLINE)
+        return len(asyncio.all_tasks()) - before
     finally:
         await agent.stop()
 
@@ -165,3 +168,14 @@ async def test_the_steps_on_the_way_to_running_go_with_running_not_each_in_a_cal
     calls = len(manager.reports)
     updates = sum(len(report.updates) for report in manager.reports)
     assert calls <= 3 and updates <= 2 * len(tasks), (calls, updates)
+
+
+async def test_a_running_task_holds_two_asyncio_tasks(tmp_path: Path) -> None:
+    """Its controller and its wait on the engine. A running task held four: besides those, a
+    second task racing the wait for every update, and the fake engine's task interpreting an
+    image's default command, which only waits to be stopped (a thousand tasks per hollow
+    process each cost their creation, scheduling and memory)."""
+    tasks = [assigned(index) for index in range(10)]
+    manager = StubManager(tasks, tmp_path / "worker" / "tasks.db")
+    held = await run_to_running(stub_agent(tmp_path, manager), manager)
+    assert held == 2 * len(tasks), held

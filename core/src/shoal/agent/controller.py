@@ -219,13 +219,14 @@ class TaskController:
         return found
 
     async def _wait_running(self) -> None:
-        """Wait for the container to exit, or for the manager to ask it to stop."""
+        """Wait for the container to exit, or for the manager to ask it to stop. The exit
+        wakes the controller as an update does (one task per running task, not a second one
+        racing it for every update)."""
         waiter = asyncio.create_task(self.runtime.wait(self.task))
+        waiter.add_done_callback(lambda _: self._changed.set())
         try:
             while not waiter.done():
-                changed = asyncio.create_task(self._wait_change())
-                await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
+                await self._wait_change()
                 if not waiter.done() and self.task.desired_state >= states.SHUTDOWN:
                     return  # the next step shuts it down and reports SHUTDOWN
             exit_status = waiter.result()

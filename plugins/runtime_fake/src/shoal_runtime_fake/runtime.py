@@ -35,7 +35,7 @@ from shoal.runtimekit import task as _task
 
 from shoal_runtime_fake.engine import CREATED, RUNNING, FakeContainer, FakeEngine, engine_named
 from shoal_runtime_fake.options import FakeOptions
-from shoal_runtime_fake.script import SIGNALS, Shell, parse, program_of, signal_name, statements
+from shoal_runtime_fake.script import SIGNALS, Shell, parse, program_of, runs_on, signal_name, statements
 
 pb = objects_pb2
 VERSION = "0.1.0"
@@ -176,12 +176,13 @@ class FakeRuntime:
         container.started_at = loop.time()
         spec = container.task.spec.container
         program = statements(program_of(list(spec.command), list(spec.args)))
+        if not runs_on(program):  # one that only waits to be stopped needs no task: it is its state
 
-        async def process() -> None:
-            code = await container.shell.run(program)
-            container.finish(code)
+            async def process() -> None:
+                code = await container.shell.run(program)
+                container.finish(code)
 
-        container.jobs.append(loop.create_task(process(), name=f"fake-{container.name}"))
+            container.jobs.append(loop.create_task(process(), name=f"fake-{container.name}"))
         if self.options.exit_after:
 
             async def exit_later() -> None:

@@ -47,6 +47,19 @@ def statements(program: list[str]) -> list[list[str]]:
     return [list(program)] if program else [["<image default command>"]]
 
 
+#: The commands ``Shell.run`` interprets; any other runs until the container is stopped.
+BUILTINS = frozenset({"echo", "exit", "sleep", "true", ":", "false", "trap"})
+
+
+def runs_on(program: list[list[str]]) -> bool:
+    """Whether ``program`` is one command the interpreter does not know (the image's default
+    command, a server): it would only wait to be stopped, so a container needs no task for it."""
+    if len(program) != 1:
+        return False
+    words = program[0][1:] if program[0][0] == "exec" and len(program[0]) > 1 else program[0]
+    return words[0] not in BUILTINS
+
+
 def parse(script: str) -> list[list[str]]:
     """Split a script into statements on ``;``, ``&&`` and newlines outside quotes."""
     result: list[list[str]] = []
