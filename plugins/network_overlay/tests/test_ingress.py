@@ -315,21 +315,28 @@ async def test_a_local_tasks_frames_for_other_nodes_go_to_the_tunnel_without_cro
     assert "Cannot find block" in missing  # the block went with the last task's veth
 
 
-async def test_answers_from_the_tunnel_for_the_node_reach_it_without_crossing_its_bridge(lab: Lab) -> None:
-    """The mesh's cost through a node without the task (bench/mesh.py), on that node: the task's
-    answers arrive from the tunnel for h3's own address on the network and go up the bridge
-    device's receive path, not through its ports and br_netfilter; conntrack still un-NATs them,
-    and the IP hooks still see the bridge as their input device, so the loopback guard still
-    stops a task on another node from reaching h3's 127.0.0.1 through the tunnel."""
+async def test_the_node_without_the_task_exchanges_frames_with_the_tunnel_without_crossing_its_bridge(
+    lab: Lab,
+) -> None:
+    """The mesh's cost through a node without the task (bench/mesh.py), on that node: what h3
+    forwards to the task on h1 goes from the bridge device straight to the tunnel, not through
+    the bridge's forwarding; the task's answers arrive from the tunnel for h3's own address on
+    the network and go up the bridge device's receive path, not through its ports and
+    br_netfilter. Conntrack still un-NATs them, and the IP hooks still see the bridge as their
+    input device, so the loopback guard still stops a task on another node from reaching h3's
+    127.0.0.1 through the tunnel."""
     nodes = await nodes_with_tasks(lab)
     for node in nodes.values():
         await node.publish(PORT, BACKENDS[:1])
     h3_address = HOST_ADDRESSES["h3"].split("/")[0]
     probe = BRIDGE_PROBE.format(mac=mac_for(HOST_ADDRESSES["h3"]))
     await lab.sh("h3", "sh", "-c", f"printf '%s' '{probe}' | nft -f -")
+    sent = BRIDGE_PROBE.format(mac=mac_for(TASKS["c1"][1])).replace("shoalprobe", "shoalsent")
+    await lab.sh("h3", "sh", "-c", f"printf '%s' '{sent.replace('prerouting', 'output')}' | nft -f -")
     assert await lab.requests("lan", HOSTS["h3"], 8080, 6) == ["c1"] * 6  # answered through h3
-    counter = await lab.sh("h3", "nft", "-j", "list", "counter", "bridge", "shoalprobe", "to_task")
-    assert json.loads(counter)["nftables"][1]["counter"]["packets"] == 0
+    for table in ("shoalprobe", "shoalsent"):  # into h3's bridge from the tunnel, from h3 itself
+        counter = await lab.sh("h3", "nft", "-j", "list", "counter", "bridge", table, "to_task")
+        assert json.loads(counter)["nftables"][1]["counter"]["packets"] == 0, table
     assert await lab.requests("c1", h3_address, 8080, 2) == ["c1"] * 2  # h3's mesh, from a task
     listener = lab.serve_script("h3", LOOPBACK_LISTENER)
     # a hostile task on h1 routes 127.0.0.1 to h3's address on the network, over the tunnel

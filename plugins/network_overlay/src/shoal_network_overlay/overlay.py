@@ -175,6 +175,10 @@ class OverlayDevices:
                 # an optimisation, like the task shortcuts: without tc, frames take the bridge
                 script = to_node_script(vxlan, bridge, spec.host_address)
                 await self.commands.run("tc", "-force", "-batch", "-", stdin=script, check=False)
+                if reverse_fits(spec.subnet):
+                    prefs = block_prefs(await self._block_listing(spec))
+                    into = answers_script(spec.vni, vxlan, bridge, [spec.host_address], prefs, side="egress")
+                    await self.commands.run("tc", "-batch", "-", stdin=into, check=False)
 
     async def _vxlan_owner(self, vni: int) -> str | None:
         """The VXLAN device with ID ``vni`` in this namespace, if any."""

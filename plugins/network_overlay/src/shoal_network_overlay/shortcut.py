@@ -1,4 +1,5 @@
-"""Frames from other nodes to a task on this node skip the bridge (the ingress network).
+"""The ingress network's shortcuts past its bridge: frames between the tunnel and local tasks,
+and the answers the tunnel brings for the node itself.
 
 On a node that runs dockerd, ``net.bridge.bridge-nf-call-iptables`` is 1 for the whole
 namespace, and it cannot be turned off for one bridge (the per-bridge option only adds to it):
@@ -54,6 +55,12 @@ before, and only the bridge's port work and br_netfilter's copy of those hooks a
 VXLAN device carries the bridge's MAC (``create_network``): the IP stack drops a frame that
 was not addressed to the device it arrives on, and tc cannot rewrite that verdict on this
 kernel (no ``skbedit``).
+
+**What the node itself sends into the network** (a connection it DNATed to a task on another
+node) would otherwise go through the bridge device's transmit path and forwarding to its tunnel
+port: the bridge's egress joins the same block (``side="egress"``), so a frame for a local MAC
+goes on into the bridge and any other unicast frame straight to the VXLAN device. The block then
+lives as long as the network's bridge, tasks or not.
 """
 
 from __future__ import annotations
@@ -113,13 +120,20 @@ def reverse_fits(subnet: str) -> bool:
 
 
 def answers_script(
-    block: int, vxlan: str, host_end: str, local_addresses: list[str], present: set[int]
+    block: int,
+    vxlan: str,
+    device: str,
+    local_addresses: list[str],
+    present: set[int],
+    *,
+    side: str = "ingress",
 ) -> str:
-    """``tc -batch``: the task's veth ``host_end`` joins the network's block; the filters the
-    block lacks (``present``: the priorities it has) are added, the local MACs' before the
+    """``tc -batch``: ``device`` joins the network's block on its ``side`` (a task's veth: what
+    the task sends, its ingress; the bridge: what the node sends into it, its egress); the filters
+    the block lacks (``present``: the priorities it has) are added, the local MACs' before the
     catch-all, so no frame for a local MAC is ever sent to the tunnel. ``local_addresses``: the
     node's own address on the network and the task's (CIDR)."""
-    script = f"qdisc replace dev {host_end} ingress_block {block} clsact\n"
+    script = f"qdisc replace dev {device} {side}_block {block} clsact\n"
     for address in local_addresses:
         pref = pref_for(address)
         if pref is not None and pref not in present:
