@@ -10,6 +10,7 @@ import pytest
 from shoal import states
 from shoal.manager import nodeload
 from shoal.manager.nodeload import NodeLoads
+from shoal.manager.reaper import TaskReaper
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import Event, EventQueue, ObjectStore, ReadView, Tx, copy
 from shoal.testing.objectstore import instant_store
@@ -117,3 +118,18 @@ async def test_the_event_queue_is_a_fifo_whose_getters_wait_and_may_be_cancelled
     assert queue.get_nowait() is events[2]
     assert queue.take_all() == [events[0]]
     assert queue.empty()
+
+
+async def test_a_status_change_builds_no_slot_key_for_the_reaper(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await _placed_tasks()
+    reaper = TaskReaper(store)
+    reaper.restored()
+    store.listen(reaper)
+    keys: list[str] = []
+    slot_of = TaskReaper._slot_of
+    monkeypatch.setattr(TaskReaper, "_slot_of", staticmethod(lambda t: (keys.append(t.id), slot_of(t))[1]))
+    for state in (states.ACCEPTED, states.PREPARING, states.STARTING, states.RUNNING):
+        await _advance(store, state)
+    assert keys == []  # before: two keys built and compared per change (1,600)
+    await _advance(store, states.FAILED)  # a task ending frees history: its slot is looked at
+    assert len(keys) == TASKS

@@ -45,6 +45,13 @@ def _may_free(task: pb.Task | None) -> bool:
     return task is not None and (task.desired_state > states.RUNNING or states.is_terminal(task.status.state))
 
 
+def _may_move(old: pb.Task, new: pb.Task) -> bool:
+    """Whether ``new`` may be in another slot than ``old``: not when none of the three fields
+    a slot is made of changed (a state change, four of a started task's five changes, built
+    two slot keys to compare on every manager)."""
+    return old.service_id != new.service_id or old.slot != new.slot or old.node_id != new.node_id
+
+
 class TaskReaper:
     """Runs on the leader; prunes in batches every 250 ms while there is work.
 
@@ -114,7 +121,7 @@ class TaskReaper:
                 if event.action == DELETE:
                     self._forget(task)
                     continue
-                if old is not None and self._slot_of(old) != self._slot_of(task):
+                if old is not None and _may_move(old, task) and self._slot_of(old) != self._slot_of(task):
                     self._forget(old)
                     old = None  # new to its slot
                 if old is None or _may_free(task) or _may_free(old):
