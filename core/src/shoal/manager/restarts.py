@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from shoal import states
 from shoal.manager import jobs
 from shoal.manager.servicemodes import global_eligible, is_global
-from shoal.manager.tasks import OLD_TASK_TIMEOUT, new_task, restart_policy, start_now
+from shoal.manager.tasks import OLD_TASK_TIMEOUT, new_task, old_task_gone, restart_policy, start_now
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
 from shoal.store.memory import DELETE, Event, ObjectStore, Tx, copy
@@ -260,11 +260,7 @@ class RestartSupervisor:
         try:
             while time.monotonic() < deadline:
                 woken.clear()
-                old = self.store.view.tasks.get(old_task_id)
-                if old is None or states.is_terminal(old.status.state) or not old.node_id:
-                    return
-                node = self.store.view.nodes.get(old.node_id)
-                if node is None or node.status.state == pb.NodeStatus.DOWN:
+                if old_task_gone(self.store.view, old_task_id):
                     return
                 try:
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):

@@ -7,7 +7,7 @@ import time
 from shoal import defaults, states
 from shoal.ids import new_id
 from shoal.proto import objects_pb2 as pb
-from shoal.store.memory import Tx, copy
+from shoal.store.memory import ReadView, Tx, copy
 
 #: How long a replacement waits for the task it replaces to stop before it starts anyway (the
 #: restart supervisor's and the rolling update's alike): a node that is up but never reports.
@@ -57,3 +57,18 @@ def start_now(tx: Tx, task_id: str) -> bool:
     task.desired_state = states.RUNNING
     tx.update(task)
     return True
+
+
+def old_task_gone(view: ReadView, task_id: str) -> bool:
+    """Whether the task a replacement waits for holds no container that could still run: it
+    is gone or ended, was never handed to a node (below ASSIGNED, or no node), or its node is
+    gone or down. The one rule of the restart supervisor and the rolling update (each had
+    its own: a pre-assigned global task not yet ASSIGNED was waited for by one and not by
+    the other)."""
+    task = view.tasks.get(task_id)
+    if task is None or states.is_terminal(task.status.state):
+        return True
+    if task.status.state < states.ASSIGNED or not task.node_id:
+        return True
+    node = view.nodes.get(task.node_id)
+    return node is None or node.status.state == pb.NodeStatus.DOWN

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from shoal import states
 from shoal.manager.netobjects import networks_differ
-from shoal.manager.tasks import OLD_TASK_TIMEOUT, new_task, start_now
+from shoal.manager.tasks import OLD_TASK_TIMEOUT, new_task, old_task_gone, start_now
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
 from shoal.store.memory import DELETE, ObjectStore, Tx, copy
@@ -290,20 +290,7 @@ class Updater:
         deadline = time.monotonic() + OLD_TASK_TIMEOUT
         with self.store.watch(["task", "node"]) as watch:
             while time.monotonic() < deadline and not self._stop.is_set():
-                pending = []
-                for task_id in task_ids:
-                    task = self.store.view.tasks.get(task_id)
-                    if (
-                        task is None
-                        or states.is_terminal(task.status.state)
-                        or task.status.state < states.ASSIGNED
-                    ):
-                        continue
-                    node = self.store.view.nodes.get(task.node_id)
-                    if node is None or node.status.state == pb.NodeStatus.DOWN:
-                        continue
-                    pending.append(task_id)
-                if not pending:
+                if all(old_task_gone(self.store.view, task_id) for task_id in task_ids):
                     return
                 try:
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
