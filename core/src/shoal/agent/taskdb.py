@@ -35,6 +35,8 @@ log = logging.getLogger("shoal.agent")
 SIDE_FILES = ("-wal", "-shm")
 #: How long a write waits for others to share its transaction (the status reports' interval).
 FLUSH_DELAY = 0.05
+#: How long after a failed transaction (a full disk) its writes are tried again.
+RETRY_DELAY = 1.0
 
 _UPSERT_TASK = "INSERT INTO tasks (id, task) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET task = excluded.task"
 _UPDATE_STATUS = "UPDATE tasks SET status = ? WHERE id = ?"
@@ -73,6 +75,7 @@ class TaskDB:
         self.flush_delay = flush_delay
         self._pending: dict[str, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
         #: Transactions committed (for tests: the cost of the writes).
         self.transactions = 0
 
@@ -85,6 +88,7 @@ class TaskDB:
         self._written()
 
     def delete(self, task_id: str) -> None:
+        self._entry(task_id)  # refused once closed
         self._pending[task_id] = _Pending(deleted=True)  # what was to be written before is moot
         self._written()
 
@@ -114,19 +118,25 @@ class TaskDB:
                 )
         except sqlite3.Error as exc:
             # The tasks run on and their statuses are reported all the same: only what a
-            # restart would re-adopt is behind. Tried again with the next writes.
+            # restart would re-adopt is behind. Tried again in a while (and with the next flush).
             log.warning("could not write the task DB (%d tasks kept for the next try): %s", len(pending), exc)
             with contextlib.suppress(RuntimeError):  # no event loop: the next write tries again
-                self._timer = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
+                self._timer = asyncio.get_running_loop().call_later(RETRY_DELAY, self.flush)
             return
         self._pending = {}
         self.transactions += 1
 
     def close(self) -> None:
         self.flush()
+        if self._timer is not None:  # the last flush failed: nothing will try it again
+            self._timer.cancel()
+            self._timer = None
         self._db.close()
+        self._closed = True
 
     def _entry(self, task_id: str) -> _Pending:
+        if self._closed:  # as a closed connection refuses a write
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
         entry = self._pending.get(task_id)
         if entry is None:
             entry = self._pending[task_id] = _Pending()
