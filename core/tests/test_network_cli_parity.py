@@ -19,9 +19,11 @@ from click.testing import CliRunner, Result
 from shoal.cli import common
 from shoal.cli.main import cli
 from shoal.client import ClientError
+from shoal.manager import netcontrol
 from shoal.manager.controlapi import ControlAPI, ControlError
 from shoal.manager.methods import Handler
 from shoal.manager.netcontrol import NetworkControl
+from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import ObjectStore
 from shoal.testing.objectstore import instant_store
 
@@ -140,3 +142,20 @@ async def test_ls_refuses_a_bad_filter_in_one_line(swarm: _Swarm, filters: list[
     result = await swarm.shoal("network", "ls", *args)
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
+
+
+async def test_ls_looks_for_services_using_a_network_only_for_a_dangling_filter(
+    swarm: _Swarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    using = netcontrol.services_using
+
+    def counted(services: list[pb.Service], network: pb.Network) -> list[str]:
+        asked.append(network.spec.annotations.name)
+        return using(services, network)
+
+    monkeypatch.setattr(netcontrol, "services_using", counted)
+    assert await _listed(swarm, "name=ack") == ["back", "backend-db"]
+    assert asked == []  # before: once per network for any filter
+    assert await _listed(swarm, "dangling=true", "name=ack") == ["back", "backend-db"]
+    assert asked

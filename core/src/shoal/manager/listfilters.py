@@ -181,12 +181,12 @@ def task_matches(task: pb.Task, filters: Filters, node_hostname: str) -> bool:
     )
 
 
-def network_matches(network: pb.Network, in_use: bool, filters: Filters) -> bool:
-    """docker's network filters over one swarm network; ``in_use``: a service is attached (for
-    ``ingress``: it is the routing mesh, never dangling, as docker's has its load balancer).
-    Every swarm network is user-defined in docker's sense (``ingress`` too), so ``type=custom``
-    matches them all and ``type=builtin`` (bridge, host, none) none."""
-    dangling = not in_use and not network.spec.ingress
+def network_matches(network: pb.Network, in_use: Callable[[], bool], filters: Filters) -> bool:
+    """docker's network filters over one swarm network; ``in_use()``: a service is attached
+    (for ``ingress``: it is the routing mesh, never dangling, as docker's has its load
+    balancer), asked only for a ``dangling`` filter. Every swarm network is user-defined in
+    docker's sense (``ingress`` too), so ``type=custom`` matches them all and
+    ``type=builtin`` (bridge, host, none) none."""
     return _all(
         filters,
         {
@@ -196,6 +196,6 @@ def network_matches(network: pb.Network, in_use: bool, filters: Filters) -> bool
             "scope": lambda v: "swarm" in v,
             "label": lambda v: _labels_match(network.spec.annotations.labels, v),
             "type": lambda v: "custom" in v,
-            "dangling": lambda v: dangling == (v[0] in ("true", "1")),
+            "dangling": lambda v: (not network.spec.ingress and not in_use()) == (v[0] in ("true", "1")),
         },
     )

@@ -11,6 +11,7 @@ docker's does, so each name succeeds or fails on its own.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -112,6 +113,10 @@ def allocate(tx: Tx, spec: pb.NetworkSpec) -> pb.Network:
     return network
 
 
+def _in_use(services: list[pb.Service], network: pb.Network) -> bool:
+    return bool(services_using(services, network))
+
+
 def _row(network: pb.Network) -> dict[str, Any]:
     return {
         "ID": network.id,
@@ -164,7 +169,7 @@ class NetworkControl:
             networks = [
                 n
                 for n in networks
-                if listfilters.network_matches(n, bool(services_using(services, n)), request.filters)
+                if listfilters.network_matches(n, functools.partial(_in_use, services, n), request.filters)
             ]
         return [_row(n) for n in networks]
 
