@@ -7,7 +7,7 @@ ID (so nothing is pulled), ``sleep 3600`` as the command, and the same dockerd; 
 the same process run, right after shoal, so the ratio is taken under the same machine load.
 
 shoal is polled through its client library over the daemon's socket (one call takes a few ms)
-every ``POLL_SLEEP``; Swarm through ``docker service ps`` (40-70 ms here), as the anchor did. The
+every ``poll_interval(N)``; Swarm through ``docker service ps`` (40-70 ms here), as the anchor did. The
 create command is a real ``shoal service create --detach`` process on shoal's side, so CLI
 start-up is counted; how long that process ran is printed beside each figure (``CLI``) and as
 its own row, so the share of the interpreter and the CLI in shoal's time is seen in every run.
@@ -50,10 +50,16 @@ from shoal_runtime_podman.runtime import PodmanRuntime
 RUNTIME_CLASSES: dict[str, type] = {"docker": DockerRuntime, "podman": PodmanRuntime}
 
 IMAGE = "shoal-busybox:1"
-#: Between two polls of shoal's tasks. The poll's resolution is part of shoal's figure (the
-#: floor has none): at 50 ms it added 25 ms on average, 6% of podman's floor at N = 4; at 10 ms
-#: a poll (one ``service.ps`` of N tasks, a few ms of the daemon's CPU) is still a small load.
-POLL_SLEEP = 0.01
+#: Between two polls of shoal's tasks: 10 ms for a few tasks, up to 50 ms for many. The poll's
+#: resolution is part of shoal's figure (the floor has none): a fixed 50 ms added 25 ms on
+#: average, 6% of podman's floor at N = 4; but each poll (one ``service.ps`` of N tasks) costs
+#: the daemon and the bench CPU that the engine needs, more for more tasks, while the floor's
+#: time grows with N, so larger services are polled less often (under 1% of their floor).
+POLL_MIN, POLL_MAX, POLL_PER_TASK = 0.01, 0.05, 0.0025
+
+
+def poll_interval(replicas: int) -> float:
+    return min(POLL_MAX, max(POLL_MIN, POLL_PER_TASK * replicas))
 
 
 def free_port() -> int:
@@ -343,7 +349,7 @@ def time_create(side: Side, name: str, replicas: int, image: str) -> float:
     while side.running(name) != replicas:
         if time.monotonic() > deadline:
             raise SystemExit(f"{name}: {replicas} tasks not running within 300 s")
-        time.sleep(POLL_SLEEP)
+        time.sleep(poll_interval(replicas))
     return time.monotonic() - start
 
 
