@@ -41,8 +41,8 @@ which sends it to the node its table holds the MAC behind, or, for a MAC it does
 every node, as the bridge did by flooding it to the tunnel's port (the receiving bridges give
 unknown unicast to no task: ``flood off``). Broadcast and multicast (ARP) are not matched: they
 go through the bridge to every port. Only networks whose host numbers all fit below the
-catch-all's priority get it (``reverse_fits``: /16 and smaller). The block goes with its last
-veth.
+catch-all's priority get it (``reverse_fits``: /16 and smaller). The block goes with the last
+device in it (the bridge, below).
 
 **Answers for the node itself** (``to_node_script``): on the node that accepted a mesh
 connection (and masqueraded it to its address on the network), the task's answers arrive from
@@ -72,7 +72,7 @@ from shoal_network_overlay.arp import mac_for
 
 #: tc priorities are 16 bits (0 means "choose one"): host numbers above that have no shortcut.
 MAX_PREF = 0xFFFF
-#: The task-side block's catch-all (every other unicast frame to the tunnel) comes last.
+#: The block's catch-all (every other unicast frame to the tunnel) comes last.
 TO_TUNNEL_PREF = MAX_PREF
 
 
