@@ -12,7 +12,8 @@ latencies. ``--servers`` starts that many servers on the port (SO_REUSEPORT).
 
 - ``loop``: the ``grpc.aio`` server on the busy loop itself (shoal's transport before issue 18);
 - ``thread``: the server on a ``ServingLoop`` of its own (a thread), the echo handler still
-  run on the busy loop through ``bridge.call_unary``, as shoal's transport does now.
+  run on the busy loop through ``bridge.call_unary``, as shoal's transport does now (which
+  also shortens the process's GIL switch interval to 1 ms, see ``servingloop``).
 
 It also prints how many iterations the busy loop ran per call answered (``it/call``): the
 ``loop`` server needs several iterations per call *one call after another*, because

@@ -11,6 +11,13 @@ turn waits behind everything else ready in that iteration, so on a manager's loo
 microseconds, whatever the manager's loop is doing. The handlers still run on the caller's
 loop (``server``): only the intake and the HTTP/2 bookkeeping move here.
 
+The serving thread needs the GIL for each turn of its loop, and CPython makes a thread that
+runs Python without pause hand the GIL over only every ``sys.getswitchinterval()`` (5 ms by
+default): behind a daemon loop busy with Python, the serving loop got about one turn per 5 ms,
+and a call needs several. So starting a serving loop shortens the process's switch interval
+to ``SWITCH_INTERVAL`` (never lengthens it): more handovers between threads that both want
+the GIL, none when only one does.
+
 ``stop`` ends the loop and joins the thread: nothing is left behind.
 """
 
@@ -18,12 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
+#: The longest a thread running Python keeps the GIL from the serving thread (seconds).
+SWITCH_INTERVAL = 0.001
 #: How long ``stop`` waits for the thread once its loop has been told to end.
 _JOIN_SECONDS = 10.0
 
@@ -32,6 +42,8 @@ class ServingLoop:
     """An event loop running on its own daemon thread until ``stop``."""
 
     def __init__(self, name: str) -> None:
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         started: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
         self._done: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
