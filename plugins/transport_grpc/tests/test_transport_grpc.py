@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -176,6 +177,34 @@ def test_peer_verifier_refuses_a_certificate_that_expired_on_an_open_connection(
         verifier.identify(_Context(other.cert_pem))  # type: ignore[arg-type]
     assert caught.value.code is StatusCode.UNAUTHENTICATED
     assert verifier.identify(_Context(anonymous.client_material()[1])) is None  # type: ignore[arg-type]
+
+
+def test_peer_verifier_decision_under_the_old_root_is_not_kept_after_rotation(pki: ClusterPKI) -> None:
+    """A call identified on the serving thread while the daemon's thread rotates the root."""
+
+    class _Context:
+        def __init__(self, pem: bytes) -> None:
+            self.pem = pem
+
+        def auth_context(self) -> dict[str, list[bytes]]:
+            return {"x509_pem_cert": [self.pem]}
+
+    verifier = PeerVerifier(pki.root_pem)
+    classify = verifier._classify
+    rotated = ClusterPKI(cluster_id="cluster-a")
+
+    def rotation_lands_meanwhile(*args: Any) -> Any:
+        decided = classify(*args)
+        verifier.set_root(rotated.root_pem)  # the other thread, between decision and cache
+        return decided
+
+    verifier._classify = rotation_lands_meanwhile  # type: ignore[method-assign]
+    old = pki.node("n1", "swarm-worker")
+    assert verifier.identify(_Context(old.cert_pem)) == PeerIdentity("n1", "swarm-worker", "cluster-a")  # type: ignore[arg-type]
+    verifier._classify = classify  # type: ignore[method-assign]
+    with pytest.raises(RPCError) as caught:  # decided again, under the new root
+        verifier.identify(_Context(old.cert_pem))  # type: ignore[arg-type]
+    assert caught.value.code is StatusCode.UNAUTHENTICATED
 
 
 # ---------------------------------------------------------------------------- server certificates
