@@ -157,14 +157,17 @@ async def test_anonymous_ca_is_identical_across_processes() -> None:
     assert out == anonymous.ca_pem()
 
 
+class _Context:
+    """A call's servicer context as PeerVerifier sees it: the peer certificate only."""
+
+    def __init__(self, pem: bytes) -> None:
+        self.pem = pem
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"x509_pem_cert": [self.pem]}
+
+
 def test_peer_verifier_refuses_a_certificate_that_expired_on_an_open_connection(pki: ClusterPKI) -> None:
-    class _Context:
-        def __init__(self, pem: bytes) -> None:
-            self.pem = pem
-
-        def auth_context(self) -> dict[str, list[bytes]]:
-            return {"x509_pem_cert": [self.pem]}
-
     verifier = PeerVerifier(pki.root_pem)
     good = pki.node("n1", "swarm-worker")
     assert verifier.identify(_Context(good.cert_pem)) == PeerIdentity("n1", "swarm-worker", "cluster-a")  # type: ignore[arg-type]
@@ -181,13 +184,6 @@ def test_peer_verifier_refuses_a_certificate_that_expired_on_an_open_connection(
 
 def test_peer_verifier_decision_under_the_old_root_is_not_kept_after_rotation(pki: ClusterPKI) -> None:
     """A call identified on the serving thread while the daemon's thread rotates the root."""
-
-    class _Context:
-        def __init__(self, pem: bytes) -> None:
-            self.pem = pem
-
-        def auth_context(self) -> dict[str, list[bytes]]:
-            return {"x509_pem_cert": [self.pem]}
 
     verifier = PeerVerifier(pki.root_pem)
     classify = verifier._classify
