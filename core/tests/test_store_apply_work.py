@@ -133,3 +133,23 @@ async def test_a_status_change_builds_no_slot_key_for_the_reaper(monkeypatch: py
     assert keys == []  # before: two keys built and compared per change (1,600)
     await _advance(store, states.FAILED)  # a task ending frees history: its slot is looked at
     assert len(keys) == TASKS
+
+
+async def test_the_reaper_does_not_look_at_a_new_replicas_slot_alone_in_it() -> None:
+    store = await instant_store()
+    reaper = TaskReaper(store)
+    reaper.restored()
+    store.listen(reaper)
+    await store.update(lambda tx: tx.create(pb.Service(id="s")))
+    reaper._dirty.clear()
+
+    def create(tx: Tx) -> None:
+        for number in range(TASKS):
+            task = pb.Task(id=f"t{number}", service_id="s", slot=number + 1, desired_state=states.RUNNING)
+            tx.create(task)
+
+    await store.update(create)
+    assert reaper._dirty == set()  # before: every new slot, looked at in the next round
+    replacement = pb.Task(id="r1", service_id="s", slot=1, desired_state=states.RUNNING)
+    await store.update(lambda tx: tx.create(replacement))  # a second task in a slot: history
+    assert reaper._dirty == {("s", 1, "")}

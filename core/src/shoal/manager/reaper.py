@@ -106,8 +106,8 @@ class TaskReaper:
     # ------------------------------------------------------------------ ApplyListener
 
     def restored(self) -> None:
-        """Index every task of the view, and look at every slot once (none other: a slot of
-        the view replaced has no task left to prune)."""
+        """Index every task of the view, and look once at every slot that may hold something
+        to prune (none other: a slot of the view replaced has no task left to prune)."""
         self._slots.clear()
         self._dirty.clear()
         for task in self.store.view.tasks.all():
@@ -137,11 +137,15 @@ class TaskReaper:
         return (task.service_id, task.slot, task.node_id if task.slot == 0 else "")
 
     def _mark(self, task: pb.Task) -> None:
-        """Know ``task`` in its slot, and look at the slot in the next round."""
+        """Know ``task`` in its slot, and look at the slot in the next round, unless it is the
+        slot's only task and a live one: nothing there to prune (each new replica of a service
+        cost a look at its slot in the next round: 10,000 looks for ``--replicas 10000``)."""
         key = self._slot_of(task)
-        self._dirty.add(key)
-        self._work.set()
-        self._slots[key].add(task.id)
+        ids = self._slots[key]
+        ids.add(task.id)
+        if len(ids) > 1 or _may_free(task):
+            self._dirty.add(key)
+            self._work.set()
 
     def _forget(self, task: pb.Task) -> None:
         key = self._slot_of(task)
