@@ -174,13 +174,18 @@ def values_for(task: pb.Task, node_id: str, node: pb.NodeDescription) -> Templat
     )
 
 
+def uses_templates(task: pb.Task) -> bool:
+    """Whether any field ``expand_task`` expands holds a placeholder (most tasks: none, and
+    their values need not be worked out)."""
+    container = task.spec.container
+    uses = is_template(container.hostname) or any(is_template(e) for e in container.env)
+    return uses or any(is_template(m.source) or is_template(m.target) for m in container.mounts)
+
+
 def expand_task(task: pb.Task, values: TemplateValues) -> pb.Task:
     """A copy of ``task`` whose hostname, environment and mount sources and targets are
     expanded; ``task`` itself is left as the manager sent it."""
-    container = task.spec.container
-    uses = is_template(container.hostname) or any(is_template(e) for e in container.env)
-    uses = uses or any(is_template(m.source) or is_template(m.target) for m in container.mounts)
-    if not uses:
+    if not uses_templates(task):
         return task
     expanded = pb.Task()
     expanded.CopyFrom(task)

@@ -458,6 +458,8 @@ class Agent:
         """The task as its container is built: templates in its hostname, environment and
         mounts expanded for this node (SwarmKit does it in the agent too: only the node knows
         its own ID and hostname). The manager checked them when the service was stored."""
+        if not tasktemplates.uses_templates(task):
+            return task  # the placeholders' values are not even worked out
         try:
             return tasktemplates.expand_task(
                 task, tasktemplates.values_for(task, self.node_id, self.description)

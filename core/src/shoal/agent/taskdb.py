@@ -106,16 +106,18 @@ class TaskDB:
             return
         pending = self._pending
         try:
+            deleted = [(task_id,) for task_id, p in pending.items() if p.deleted]
+            tasks = [(task_id, p.task) for task_id, p in pending.items() if p.task is not None]
+            statuses = [(p.status, task_id) for task_id, p in pending.items() if p.status is not None]
             with self._db:  # BEGIN ... COMMIT (ROLLBACK on an error)
                 self._db.execute("BEGIN")
-                self._db.executemany(_DELETE, [(task_id,) for task_id, p in pending.items() if p.deleted])
-                self._db.executemany(
-                    _UPSERT_TASK, [(task_id, p.task) for task_id, p in pending.items() if p.task is not None]
-                )
-                self._db.executemany(
-                    _UPDATE_STATUS,
-                    [(p.status, task_id) for task_id, p in pending.items() if p.status is not None],
-                )
+                for statement, rows in (
+                    (_DELETE, deleted),
+                    (_UPSERT_TASK, tasks),
+                    (_UPDATE_STATUS, statuses),
+                ):
+                    if rows:
+                        self._db.executemany(statement, rows)
         except sqlite3.Error as exc:
             # The tasks run on and their statuses are reported all the same: only what a
             # restart would re-adopt is behind. Tried again in a while (and with the next flush).
