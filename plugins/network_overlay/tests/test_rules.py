@@ -18,6 +18,7 @@ from shoal_network_overlay.names import (
     peer_name,
     vxlan_name,
 )
+from shoal_network_overlay.shortcut import TO_TUNNEL_PREF, answers_script, reverse_fits
 from shoal_network_overlay.vip import vip_script
 
 
@@ -119,3 +120,22 @@ async def test_a_task_flooding_its_resolver_holds_a_bounded_number_of_questions(
     assert len(resolver.in_flight) == MAX_IN_FLIGHT
     await resolver.close()
     assert not resolver.in_flight
+
+
+def test_the_shortcut_block_gets_each_local_mac_once_and_its_catch_all_after_them() -> None:
+    """A frame for a local MAC must never reach the catch-all to the tunnel: a device joining
+    the block adds only the filters it lacks, local MACs before the catch-all; a network whose
+    host numbers would not all sort before the catch-all gets no block."""
+    first = answers_script(4096, "shv1", "she1", ["10.0.0.2/24", "10.0.0.10/24"], set())
+    lines = first.splitlines()
+    assert lines[0] == "qdisc replace dev she1 ingress_block 4096 clsact"
+    assert [line.split()[5] for line in lines[1:]] == ["2", "10", str(TO_TUNNEL_PREF)]
+    assert "match ether dst 02:73:0a:00:00:0a classid 1:1" in lines[2]  # no action: goes on
+    assert lines[3].endswith("action mirred egress redirect dev shv1")
+    # the block has the node's and the catch-all already: only the new task's MAC is added
+    second = answers_script(
+        4096, "shv1", "shb1", ["10.0.0.2/24", "10.0.0.11/24"], {2, TO_TUNNEL_PREF}, side="egress"
+    )
+    assert second.splitlines()[0] == "qdisc replace dev shb1 egress_block 4096 clsact"
+    assert [line.split()[5] for line in second.splitlines()[1:]] == ["11"]
+    assert reverse_fits("10.0.0.0/16") and not reverse_fits("10.0.0.0/15")
