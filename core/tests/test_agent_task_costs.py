@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from shoal import rpc, states, tasktemplates
+from shoal import states, tasktemplates
 from shoal.agent import agent as agent_module
 from shoal.agent.agent import Agent
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import TLSMaterial
+from shoal.testing.stubmanager import StubManager, assigned_task
 from shoal_runtime_fake.options import FakeOptions
 from shoal_runtime_fake.runtime import FakeRuntime
 
@@ -27,66 +27,24 @@ DEADLINE = 10.0
 
 
 def assigned(index: int) -> pb.Task:
-    task = pb.Task(id=f"t{index:04d}", node_id=NODE, service_id="s1", slot=index + 1)
-    task.desired_state = states.RUNNING  # type: ignore[assignment]
-    task.service_annotations.name = "web"
-    task.spec.container.image = "app:1"
-    task.status.state = states.ASSIGNED  # type: ignore[assignment]
-    return task
+    return assigned_task(NODE, index)
 
 
-class StubManager:
-    """One session; the assignments stream sends ``tasks`` in one message once ``go`` is set.
-    Each status report is checked against the agent's task DB as it arrives: what the manager
-    is told must already be on disk (read through a connection of its own)."""
+def stub_manager(tasks: list[pb.Task], db_path: Path) -> tuple[StubManager, list[str]]:
+    """A stub manager that checks each status report against the agent's task DB as it
+    arrives (what the manager is told must already be on disk, read through a connection of
+    its own); the reports found ahead of the DB."""
+    not_on_disk: list[str] = []
 
-    def __init__(self, tasks: list[pb.Task], db_path: Path) -> None:
-        self.tasks = tasks
-        self.db_path = db_path
-        self.go = asyncio.Event()
-        self.all_running = asyncio.Event()
-        self.reports: list[rpb.UpdateTaskStatusRequest] = []
-        self.not_on_disk: list[str] = []
-        self.latest: dict[str, int] = {}
-
-    def stream(self, target: str, method: str, request: bytes, **kwargs: object) -> AsyncIterator[bytes]:
-        return self._session() if method == rpc.SESSION else self._assignments()
-
-    async def _session(self) -> AsyncIterator[bytes]:
-        yield rpb.SessionMessage(session_id="s1", heartbeat_period=60).SerializeToString()
-        await asyncio.Event().wait()
-
-    async def _assignments(self) -> AsyncIterator[bytes]:
-        yield rpb.AssignmentsMessage(type=rpb.AssignmentsMessage.COMPLETE, results_in=1).SerializeToString()
-        await self.go.wait()
-        message = rpb.AssignmentsMessage(type=rpb.AssignmentsMessage.INCREMENTAL, applies_to=1, results_in=2)
-        for task in self.tasks:
-            message.changes.add(action=rpb.AssignmentChange.UPDATE, task=task)
-        yield message.SerializeToString()
-        await asyncio.Event().wait()
-
-    async def call(self, target: str, method: str, request: bytes, **kwargs: object) -> bytes:
-        if method == rpc.HEARTBEAT:
-            return rpb.HeartbeatResponse(period=60).SerializeToString()
-        if method == rpc.UPDATE_TASK_STATUS:
-            report = rpb.UpdateTaskStatusRequest.FromString(request)
-            self.reports.append(report)
-            self._check_on_disk(report)
-            for update in report.updates:
-                self.latest[update.task_id] = update.status.state
-            if len(self.latest) == len(self.tasks) and all(
-                state == states.RUNNING for state in self.latest.values()
-            ):
-                self.all_running.set()
-        return b""
-
-    def _check_on_disk(self, report: rpb.UpdateTaskStatusRequest) -> None:
-        with sqlite3.connect(str(self.db_path)) as reader:
+    def check(report: rpb.UpdateTaskStatusRequest) -> None:
+        with sqlite3.connect(str(db_path)) as reader:
             stored = dict(reader.execute("SELECT id, status FROM tasks").fetchall())
         for update in report.updates:
             raw = stored.get(update.task_id)
             if raw is None or pb.TaskStatus.FromString(raw).state != update.status.state:
-                self.not_on_disk.append(f"{update.task_id}: {update.status.state}")
+                not_on_disk.append(f"{update.task_id}: {update.status.state}")
+
+    return StubManager(tasks, on_report=check), not_on_disk
 
 
 def stub_agent(tmp_path: Path, manager: StubManager) -> Agent:
@@ -140,12 +98,12 @@ async def test_a_batch_of_tasks_costs_a_few_task_db_transactions_not_one_per_sta
     every status the manager is told is on disk before it goes, and the last ones are there
     when the agent stops."""
     tasks = [assigned(index) for index in range(20)]
-    manager = StubManager(tasks, tmp_path / "worker" / "tasks.db")
+    manager, not_on_disk = stub_manager(tasks, tmp_path / "worker" / "tasks.db")
     agent = stub_agent(tmp_path, manager)
     transactions = Transactions()
     agent.db._db.set_trace_callback(transactions)
     await run_to_running(agent, manager)
-    assert manager.not_on_disk == [], manager.not_on_disk
+    assert not_on_disk == [], not_on_disk
     assert transactions.count <= len(manager.reports) + 2, (transactions.count, len(manager.reports))
     with sqlite3.connect(str(tmp_path / "worker" / "tasks.db")) as reader:
         rows = reader.execute("SELECT status FROM tasks").fetchall()
@@ -162,7 +120,7 @@ async def test_the_steps_on_the_way_to_running_go_with_running_not_each_in_a_cal
     interval: a loaded machine's stall must not end the wait for RUNNING.)"""
     monkeypatch.setattr(agent_module, "STATUS_BATCH_INTERVAL", 2.0)
     tasks = [assigned(index) for index in range(10)]
-    manager = StubManager(tasks, tmp_path / "worker" / "tasks.db")
+    manager = StubManager(tasks)
     agent = stub_agent(tmp_path, manager)
     await run_to_running(agent, manager)
     calls = len(manager.reports)
@@ -176,7 +134,7 @@ async def test_a_running_task_holds_two_asyncio_tasks(tmp_path: Path) -> None:
     image's default command, which only waits to be stopped (a thousand tasks per hollow
     process each cost their creation, scheduling and memory)."""
     tasks = [assigned(index) for index in range(10)]
-    manager = StubManager(tasks, tmp_path / "worker" / "tasks.db")
+    manager = StubManager(tasks)
     held = await run_to_running(stub_agent(tmp_path, manager), manager)
     assert held == 2 * len(tasks), held
 
@@ -197,6 +155,6 @@ async def test_a_task_without_placeholders_costs_no_template_values(
     monkeypatch.setattr(tasktemplates, "values_for", counted)
     tasks = [assigned(index) for index in range(3)]
     tasks[0].spec.container.env.append("SLOT={{.Task.Slot}}")
-    manager = StubManager(tasks, tmp_path / "worker" / "tasks.db")
+    manager = StubManager(tasks)
     await run_to_running(stub_agent(tmp_path, manager), manager)
     assert worked_out == [tasks[0].id]

@@ -1,0 +1,98 @@
+"""The agent's own CPU per task, in one process, without managers or gRPC (issue 18).
+
+N real agents on the fake runtime, each against a stub manager (``shoal.testing.stubmanager``)
+that opens its session, sends it K tasks in incremental assignment messages, counts the status
+reports until every task is RUNNING, then shuts the tasks down and removes them. Prints the process's CPU time per task
+for both halves, and the status calls and updates per task: the part of a hollow fleet's CPU
+that is the agent's (the rest is gRPC and TLS, which ``bench_hollow.py`` includes). Light: no
+lock needed, but give the load average with every figure.
+
+    .venv/bin/python bench/bench_agent_cpu.py 200 10            # 200 agents x 10 tasks
+    .venv/bin/python bench/bench_agent_cpu.py 50 100 --per-message 25
+    .venv/bin/python bench/bench_agent_cpu.py 200 10 --profile out.prof   # cProfile, CPU time
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from shoal.agent.agent import Agent
+from shoal.roles.transport import TLSMaterial
+from shoal.testing.stubmanager import StubManager, assigned_task
+from shoal_runtime_fake.options import FakeOptions
+from shoal_runtime_fake.runtime import FakeRuntime
+
+
+async def measure(args: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="bench-agent-cpu-"))
+    managers: list[StubManager] = []
+    agents: list[Agent] = []
+    for number in range(args.agents):
+        node = f"node{number:05d}"
+        manager = StubManager(
+            [assigned_task(node, i) for i in range(args.tasks)], per_message=args.per_message
+        )
+        agent = Agent(
+            node_id=node,
+            state_dir=base / node,
+            runtime=FakeRuntime(FakeOptions()),
+            runtime_name="fake",
+            transport=manager,  # type: ignore[arg-type]
+            tls=lambda: TLSMaterial(b"", b"", b""),
+            managers=["m1:2377"],
+        )
+        await agent.start()
+        managers.append(manager)
+        agents.append(agent)
+    await asyncio.gather(*(agent.connected.wait() for agent in agents))
+    total = args.agents * args.tasks
+    profile = cProfile.Profile(time.process_time) if args.profile else None
+    if profile is not None:
+        profile.enable()
+    cpu, wall = time.process_time(), time.monotonic()
+    for manager in managers:
+        manager.go.set()
+    await asyncio.gather(*(manager.all_running.wait() for manager in managers))
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    calls = sum(len(manager.reports) for manager in managers)
+    updates = sum(manager.updates for manager in managers)
+    print(
+        f"{total} tasks to RUNNING: {1000 * cpu / total:.3f} ms of CPU per task ({cpu:.2f} s, wall {wall:.2f} s), "
+        f"{calls / total:.2f} status calls and {updates / total:.2f} updates per task"
+    )
+    cpu, wall = time.process_time(), time.monotonic()
+    for manager in managers:
+        manager.stop.set()
+    while any(agent.tasks_held for agent in agents):  # noqa: ASYNC110 (no event for "none held")
+        await asyncio.sleep(0.01)
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(args.profile)
+    print(
+        f"shut down and removed: {1000 * cpu / total:.3f} ms of CPU per task ({cpu:.2f} s, wall {wall:.2f} s), "
+        f"{(sum(len(m.reports) for m in managers) - calls) / total:.2f} status calls per task; load average {os.getloadavg()[0]:.1f}"
+    )
+    for agent in agents:
+        await agent.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("agents", type=int)
+    parser.add_argument("tasks", type=int, help="tasks per agent")
+    parser.add_argument("--per-message", type=int, default=10, help="tasks per assignment message")
+    parser.add_argument("--profile", help="write a cProfile (CPU time) of both halves here")
+    asyncio.run(measure(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
