@@ -12,9 +12,11 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from shoal.plugin import PeerIdentity
+from shoal.roles import PluginContext
 from shoal.testing.transport import ECHO, ClusterPKI, TestService
 from shoal_transport_grpc import GrpcTransport
 
@@ -106,3 +108,38 @@ async def test_stream_handler_runs_and_is_closed_on_its_loop_when_the_client_goe
     finally:
         await server.stop(0)
         await transport.close()
+
+
+async def test_serving_thread_off_serves_on_the_callers_loop(pki: ClusterPKI, tmp_path: Path) -> None:
+    from shoal_transport_grpc.plugin import shoal_transport_provider
+
+    context = PluginContext(
+        role="transport", name="grpc", state_dir=tmp_path, options={"serving-thread": "off"}
+    )
+    transport = shoal_transport_provider(context=context)
+    home = asyncio.get_running_loop()
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def where(request: bytes, peer: PeerIdentity | None) -> bytes:
+        seen.append(asyncio.get_running_loop())
+        return request
+
+    server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {ECHO: where}, {})
+    try:
+        assert _serving_threads() == []
+        tls = pki.node("w", "swarm-worker")
+        assert await transport.call(server.address, ECHO, b"x", tls=tls, timeout=30) == b"x"
+        assert seen == [home]
+    finally:
+        await server.stop(0)
+        await transport.close()
+
+
+def test_serving_thread_option_must_be_on_or_off(tmp_path: Path) -> None:
+    from shoal_transport_grpc.plugin import shoal_transport_provider
+
+    context = PluginContext(
+        role="transport", name="grpc", state_dir=tmp_path, options={"serving-thread": "yes"}
+    )
+    with pytest.raises(ValueError, match="transport option serving-thread must be on or off, got 'yes'"):
+        shoal_transport_provider(context=context)

@@ -10,7 +10,17 @@ from shoal_transport_grpc.transport import DEFAULT_SERVER_NAME, GrpcTransport
 PROVIDER_CLASS = GrpcTransport
 
 
+_SWITCHES = {"on": True, "off": False}
+
+
 @hookimpl
 def shoal_transport_provider(context: PluginContext) -> GrpcTransport:
-    """Option ``transport.server_name``: the TLS name clients expect (default ``swarm-manager``)."""
-    return GrpcTransport(server_name=context.options.get("server_name", DEFAULT_SERVER_NAME))
+    """Options: ``transport.server_name``, the TLS name clients expect (default
+    ``swarm-manager``); ``transport.serving-thread``, ``on`` (default) or ``off``: whether a
+    server runs gRPC on a thread of its own (see ``servingloop``)."""
+    raw = context.options.get("serving-thread", "on")
+    if raw not in _SWITCHES:
+        raise ValueError(f"transport option serving-thread must be on or off, got {raw!r}")
+    return GrpcTransport(
+        server_name=context.options.get("server_name", DEFAULT_SERVER_NAME), serving_thread=_SWITCHES[raw]
+    )

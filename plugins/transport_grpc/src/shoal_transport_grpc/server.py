@@ -50,10 +50,16 @@ def _internal(name: str, exc: Exception) -> RPCError:
     return RPCError(StatusCode.INTERNAL, f"{name}: {type(exc).__name__}: {exc}")
 
 
-def _wrap_unary(name: str, handler: Handler, verifier: PeerVerifier, home: asyncio.AbstractEventLoop) -> Any:
+def _wrap_unary(
+    name: str, handler: Handler, verifier: PeerVerifier, home: asyncio.AbstractEventLoop | None
+) -> Any:
+    """``home``: the handlers' loop when gRPC runs on another one, else None (called in place)."""
+
     async def unary(request: bytes, context: _Context) -> bytes:
         try:
             peer = verifier.identify(context)
+            if home is None:
+                return await handler(request, peer)
             return await bridge.call_unary(lambda: handler(request, peer), home)
         except RPCError as exc:
             await _abort(context, exc)
@@ -66,12 +72,17 @@ def _wrap_unary(name: str, handler: Handler, verifier: PeerVerifier, home: async
 
 
 def _wrap_stream(
-    name: str, handler: StreamHandler, verifier: PeerVerifier, home: asyncio.AbstractEventLoop
+    name: str, handler: StreamHandler, verifier: PeerVerifier, home: asyncio.AbstractEventLoop | None
 ) -> Any:
     async def stream(request: bytes, context: _Context) -> AsyncIterator[bytes]:
         try:
             peer = verifier.identify(context)
-            async for message in bridge.call_stream(lambda: handler(request, peer), home):
+            messages = (
+                handler(request, peer)
+                if home is None
+                else bridge.call_stream(lambda: handler(request, peer), home)
+            )
+            async for message in messages:
                 yield message
         except RPCError as exc:
             await _abort(context, exc)
@@ -90,7 +101,7 @@ class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         verifier: PeerVerifier,
         unary: Mapping[str, Handler],
         streams: Mapping[str, StreamHandler],
-        home: asyncio.AbstractEventLoop,
+        home: asyncio.AbstractEventLoop | None,
     ) -> None:
         self._methods: dict[str, Any] = {}
         for name, handler in unary.items():
@@ -118,10 +129,11 @@ class GrpcServer:
     """A running server (``shoal.roles.TransportServer``).
 
     gRPC runs on a ``ServingLoop`` of its own (a thread) so that taking calls in never waits
-    behind the caller's busy loop; the handlers run on the caller's loop (``bridge``).
+    behind the caller's busy loop; the handlers run on the caller's loop (``bridge``). With
+    ``own_loop=False`` (option ``transport.serving-thread=off``) gRPC runs on the caller's loop.
     """
 
-    def __init__(self, serving: ServingLoop) -> None:
+    def __init__(self, serving: ServingLoop | None) -> None:
         self._serving = serving
         self._server: grpc.aio.Server | None = None
         self._address = ""
@@ -135,17 +147,22 @@ class GrpcServer:
         tls: TLSMaterial,
         unary: Mapping[str, Handler],
         streams: Mapping[str, StreamHandler],
+        *,
+        own_loop: bool = True,
     ) -> GrpcServer:
         host, _ = _split_address(listen_addr)
         initial = server_certificate_config(tls)
-        instance = cls(ServingLoop(f"grpc-server {listen_addr}"))
+        if not own_loop:
+            instance = cls(None)
+            await instance._listen(listen_addr, host, tls, initial, unary, streams, None)
+            return instance
+        serving = ServingLoop(f"grpc-server {listen_addr}")
+        instance = cls(serving)
         home = asyncio.get_running_loop()
         try:
-            await instance._serving.run(
-                instance._listen(listen_addr, host, tls, initial, unary, streams, home)
-            )
+            await serving.run(instance._listen(listen_addr, host, tls, initial, unary, streams, home))
         except BaseException:
-            instance._serving.stop()
+            serving.stop()
             raise
         return instance
 
@@ -157,9 +174,9 @@ class GrpcServer:
         initial: Any,
         unary: Mapping[str, Handler],
         streams: Mapping[str, StreamHandler],
-        home: asyncio.AbstractEventLoop,
+        home: asyncio.AbstractEventLoop | None,
     ) -> None:
-        """Create, bind and start the gRPC server: runs on the serving loop, which gRPC adopts."""
+        """Create, bind and start the gRPC server: runs on the loop gRPC is to use."""
         self._verifier = verifier = PeerVerifier(tls.root_pem)
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((_Router(verifier, unary, streams, home),))
@@ -196,8 +213,13 @@ class GrpcServer:
     async def stop(self, grace: float = 1.0) -> None:
         """Stop taking calls, end those in flight after ``grace`` s, then end the serving thread."""
         server, self._server = self._server, None
+        serving = self._serving
+        if serving is None:
+            if server is not None:
+                await server.stop(grace)
+            return
         try:
-            if server is not None and self._serving.alive:
-                await self._serving.run(server.stop(grace))
+            if server is not None and serving.alive:
+                await serving.run(server.stop(grace))
         finally:
-            self._serving.stop()
+            serving.stop()
