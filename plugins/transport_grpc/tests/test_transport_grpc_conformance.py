@@ -15,3 +15,13 @@ class TestGrpcTransportConformance(TransportConformance):
         provider = GrpcTransport()
         yield provider
         await provider.close()
+
+
+class TestGrpcTransportServingThreadConformance(TransportConformance):
+    """The same contract with ``transport.serving-thread=on`` (gRPC on a thread of its own)."""
+
+    @pytest.fixture
+    async def transport(self) -> AsyncIterator[GrpcTransport]:
+        provider = GrpcTransport(serving_thread=True)
+        yield provider
+        await provider.close()

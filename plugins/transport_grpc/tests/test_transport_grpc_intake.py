@@ -1,4 +1,5 @@
-"""The server takes calls in on a loop of its own; handlers still run on the caller's loop.
+"""``transport.serving-thread=on``: the server takes calls in on a loop of its own; handlers
+still run on the caller's loop.
 
 Issue 18: on a manager's busy loop, ``grpc.aio`` took in ~5 loop iterations per call, one call
 after another (a single ``request_call`` outstanding), so 1,000 nodes' heartbeats queued past
@@ -55,7 +56,7 @@ def _keep_busy(loop: asyncio.AbstractEventLoop) -> tuple[Callable[[], int], Call
 
 
 async def test_calls_are_taken_in_while_the_handlers_loop_is_busy(pki: ClusterPKI) -> None:
-    transport = GrpcTransport()
+    transport = GrpcTransport(serving_thread=True)
     service = TestService()
     server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), service.unary(), service.streams())
     tls = pki.node("w", "swarm-worker")
@@ -97,7 +98,7 @@ async def test_stream_handler_runs_and_is_closed_on_its_loop_when_the_client_goe
             seen.append(asyncio.get_running_loop())
             closed.set()
 
-    transport = GrpcTransport()
+    transport = GrpcTransport(serving_thread=True)
     server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {}, {HANG: hang})
     try:
         stream = transport.stream(server.address, HANG, b"", tls=pki.node("w", "swarm-worker"), timeout=60)

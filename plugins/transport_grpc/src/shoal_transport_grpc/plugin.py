@@ -16,9 +16,9 @@ _SWITCHES = {"on": True, "off": False}
 @hookimpl
 def shoal_transport_provider(context: PluginContext) -> GrpcTransport:
     """Options: ``transport.server_name``, the TLS name clients expect (default
-    ``swarm-manager``); ``transport.serving-thread``, ``on`` (default) or ``off``: whether a
+    ``swarm-manager``); ``transport.serving-thread``, ``on`` or ``off`` (default): whether a
     server runs gRPC on a thread of its own (see ``servingloop``)."""
-    raw = context.options.get("serving-thread", "on")
+    raw = context.options.get("serving-thread", "off")
     if raw not in _SWITCHES:
         raise ValueError(f"transport option serving-thread must be on or off, got {raw!r}")
     return GrpcTransport(

@@ -128,9 +128,10 @@ def _split_address(listen_addr: str) -> tuple[str, int]:
 class GrpcServer:
     """A running server (``shoal.roles.TransportServer``).
 
-    gRPC runs on a ``ServingLoop`` of its own (a thread) so that taking calls in never waits
-    behind the caller's busy loop; the handlers run on the caller's loop (``bridge``). With
-    ``own_loop=False`` (option ``transport.serving-thread=off``) gRPC runs on the caller's loop.
+    With ``own_loop`` (option ``transport.serving-thread=on``) gRPC runs on a ``ServingLoop`` of
+    its own (a thread) so that taking calls in never waits behind the caller's busy loop; the
+    handlers still run on the caller's loop (``bridge``). Without, gRPC runs on the caller's
+    loop too (the default).
     """
 
     def __init__(self, serving: ServingLoop | None) -> None:
@@ -148,7 +149,7 @@ class GrpcServer:
         unary: Mapping[str, Handler],
         streams: Mapping[str, StreamHandler],
         *,
-        own_loop: bool = True,
+        own_loop: bool = False,
     ) -> GrpcServer:
         host, _ = _split_address(listen_addr)
         initial = server_certificate_config(tls)

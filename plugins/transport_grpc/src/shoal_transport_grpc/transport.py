@@ -15,10 +15,10 @@ Design choices (details in the modules named):
   node, not the host), so a server must be a manager of the cluster. See ``client``.
 - **Renewal**: servers use dynamic credentials (``update_tls`` applies to new handshakes);
   clients open a new channel for new material and retire the old one when idle.
-- **Serving thread**: a server runs gRPC on a loop of its own (``servingloop``, ``bridge``),
-  so that a busy daemon loop does not hold back taking calls in; option
-  ``transport.serving-thread=off`` keeps it on the caller's loop (one thread crossing less
-  per call).
+- **Serving thread** (option ``transport.serving-thread=on``, off by default): a server runs
+  gRPC on a loop of its own (``servingloop``, ``bridge``), so that a busy daemon loop does not
+  hold back taking calls in, at the price of two thread crossings per call (~50-100 us of CPU
+  more per call, measured); off, gRPC runs on the caller's loop. docs/benchmarks.md has both.
 - **Errors**: a handler's ``RPCError`` crosses with its code and message; connection failures
   are ``UNAVAILABLE`` "cannot reach HOST:PORT: ..." (``TLS handshake failed`` named when it is
   one), timeouts ``DEADLINE_EXCEEDED``, unknown methods ``UNIMPLEMENTED``. See ``errors``.
@@ -43,7 +43,7 @@ class GrpcTransport:
     role: ClassVar[str] = "transport"
     api_version: ClassVar[int] = 1
 
-    def __init__(self, server_name: str = DEFAULT_SERVER_NAME, *, serving_thread: bool = True) -> None:
+    def __init__(self, server_name: str = DEFAULT_SERVER_NAME, *, serving_thread: bool = False) -> None:
         self._pool = client.ChannelPool(server_name)
         self._serving_thread = serving_thread
 
