@@ -10,10 +10,11 @@ latencies. ``--servers`` starts that many servers on the port (SO_REUSEPORT).
 
 ``--variants`` compares, in the same run, how the server is set up:
 
-- ``loop``: the ``grpc.aio`` server on the busy loop itself (shoal's transport before issue 18);
+- ``loop``: the ``grpc.aio`` server on the busy loop itself (shoal's transport by default);
 - ``thread``: the server on a ``ServingLoop`` of its own (a thread), the echo handler still
-  run on the busy loop through ``bridge.call_unary``, as shoal's transport does now (which
-  also shortens the process's GIL switch interval to 1 ms, see ``servingloop``).
+  run on the busy loop through ``bridge.call_unary``, as shoal's transport does with
+  ``transport.serving-thread=on`` (which also shortens the process's GIL switch interval to
+  1 ms, see ``servingloop``).
 
 It also prints how many iterations the busy loop ran per call answered (``it/call``): the
 ``loop`` server needs several iterations per call *one call after another*, because
