@@ -175,10 +175,7 @@ class OverlayDevices:
                 # an optimisation, like the task shortcuts: without tc, frames take the bridge
                 script = to_node_script(vxlan, bridge, spec.host_address)
                 await self.commands.run("tc", "-force", "-batch", "-", stdin=script, check=False)
-                if reverse_fits(spec.subnet):
-                    prefs = block_prefs(await self._block_listing(spec))
-                    into = answers_script(spec.vni, vxlan, bridge, [spec.host_address], prefs, side="egress")
-                    await self.commands.run("tc", "-batch", "-", stdin=into, check=False)
+                await self._join_block(spec, vxlan, bridge, [spec.host_address], side="egress")
 
     async def _vxlan_owner(self, vni: int) -> str | None:
         """The VXLAN device with ID ``vni`` in this namespace, if any."""
@@ -270,15 +267,19 @@ class OverlayDevices:
                 "for the task take the bridge", vxlan, host_end,
             )  # fmt: skip
             return
-        if reverse_fits(spec.subnet):
-            local = [a for a in (spec.host_address, address) if a]
-            present = block_prefs(await self._block_listing(spec))
-            answers = answers_script(spec.vni, vxlan, host_end, local, present)
-            await self.commands.run("tc", "-batch", "-", stdin=answers, check=False)
+        await self._join_block(spec, vxlan, host_end, [a for a in (spec.host_address, address) if a])
 
-    async def _block_listing(self, spec: NetworkSpec) -> str:
-        """``tc -j filter show`` of the network's task-side block (empty when it has no veth)."""
-        return await self.commands.run("tc", "-j", "filter", "show", "block", str(spec.vni), check=False)
+    async def _join_block(
+        self, spec: NetworkSpec, vxlan: str, device: str, local: list[str], side: str = "ingress"
+    ) -> None:
+        """``device`` joins the network's shared tc block (``shortcut.answers_script``), with a
+        filter for each of the ``local`` addresses the block lacks; nothing for subnets too
+        large for the block (``reverse_fits``)."""
+        if not reverse_fits(spec.subnet):
+            return
+        listing = await self.commands.run("tc", "-j", "filter", "show", "block", str(spec.vni), check=False)
+        script = answers_script(spec.vni, vxlan, device, local, block_prefs(listing), side=side)
+        await self.commands.run("tc", "-batch", "-", stdin=script, check=False)
 
     async def _redirect_prefs(self, vxlan: str, host_end: str) -> list[int]:
         """The priorities of the filters on ``vxlan``'s ingress that redirect to ``host_end``."""
