@@ -220,9 +220,16 @@ class Bench:
 
     # ------------------------------------------------------------------ phases
 
+    def log_offsets(self) -> dict[str, int]:
+        """Where each manager's log ends now: a phase reads its managers' lines from there."""
+        return {m.name: m.log.stat().st_size if m.log.exists() else 0 for m in self.managers}
+
     def phase(self, name: str, run: Callable[[Phase], None]) -> Phase:
-        """Run one phase; its leader's CPU and peak RSS from the samples in its window."""
+        """Run one phase; its leader's CPU and peak RSS from the samples in its window, and
+        from the managers' logs what held them (``log_summary``)."""
         phase = Phase(name, start=self.now())
+        offsets = self.log_offsets()
+        load_before = os.getloadavg()[0]
         try:
             run(phase)
         finally:
@@ -239,6 +246,10 @@ class Bench:
                 n: round(sum(s.cpu.get(n, 0.0) for s in window) * SAMPLE_INTERVAL / 100, 1)
                 for n in sorted(names)
             }
+            sessions = [s.connected for s in window]
+            phase.extra["sessions_lowest"] = min(sessions, default=0)
+            phase.extra["load"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+            phase.extra.update(log_summary(self.managers, offsets))
             self.phases.append(phase)
             print(
                 f"  {phase.name}: {phase.seconds:.2f} s, leader {phase.leader} CPU {phase.cpu_percent:.0f}%, "
@@ -246,6 +257,33 @@ class Bench:
                 flush=True,
             )
         return phase
+
+
+def log_summary(managers: list[ShoalNode], offsets: dict[str, int]) -> dict[str, Any]:
+    """What the managers logged since ``offsets``: elections won (a leader change each), the
+    longest loop stall each reported (``shoal.looplag``), its collector pauses of 100 ms or
+    more, and its full passes over every object (``shoal.gcpolicy``)."""
+    elections = 0
+    stall_ms: dict[str, int] = {}
+    slow_gc: dict[str, int] = {}
+    passes: dict[str, int] = {}
+    for manager in managers:
+        if not manager.log.exists():
+            continue
+        with manager.log.open("rb") as log:
+            log.seek(offsets.get(manager.name, 0))
+            text = log.read().decode(errors="replace")
+        for line in text.splitlines():
+            if "this node is now the leader" in line:
+                elections += 1
+            elif "event loop blocked for up to " in line:
+                held = int(line.split("event loop blocked for up to ", 1)[1].split(" ", 1)[0])
+                stall_ms[manager.name] = max(stall_ms.get(manager.name, 0), held)
+            elif "garbage collection of generation" in line:
+                slow_gc[manager.name] = slow_gc.get(manager.name, 0) + 1
+            elif "full garbage collection:" in line:
+                passes[manager.name] = passes.get(manager.name, 0) + 1
+    return {"elections": elections, "stall_ms": stall_ms, "slow_gc": slow_gc, "gc_full_passes": passes}
 
 
 def start_managers(base: Path, count: int) -> list[ShoalNode]:

@@ -21,6 +21,8 @@ log = logging.getLogger("shoal.looplag")
 
 #: How often the probe looks: short enough to see a 50 ms stall, cheap enough to run always.
 PROBE_INTERVAL = 0.01
+#: A collection at least this long is logged on its own (which generation, how much it freed).
+SLOW_COLLECTION = 0.1
 
 
 class LoopLagProbe:
@@ -77,6 +79,7 @@ class GCPauses:
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self._clock = clock
         self._began = 0.0
+        self._began_cpu = 0.0
         #: The longest pause since the last ``take`` (seconds), and the full collections.
         self.worst = 0.0
         self.full_collections = 0
@@ -97,10 +100,20 @@ class GCPauses:
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._began = self._clock()
+            self._began_cpu = time.process_time()
             return
-        self.worst = max(self.worst, self._clock() - self._began)
+        pause = self._clock() - self._began
+        self.worst = max(self.worst, pause)
         if info.get("generation") == 2:
             self.full_collections += 1
+        if pause >= SLOW_COLLECTION:
+            log.warning(
+                "garbage collection of generation %s held the loop %.0f ms (%.0f ms of CPU; %s collected)",
+                info.get("generation"),
+                pause * 1000,
+                (time.process_time() - self._began_cpu) * 1000,
+                info.get("collected"),
+            )
 
 
 class LoopLagReporter:
