@@ -17,7 +17,7 @@ from shoal.agent import agent as agent_module
 from shoal.agent.agent import Agent
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.transport import TLSMaterial
+from shoal.testing import stubmanager
 from shoal.testing.stubmanager import StubManager, assigned_task
 from shoal_runtime_fake.options import FakeOptions
 from shoal_runtime_fake.runtime import FakeRuntime
@@ -48,15 +48,7 @@ def stub_manager(tasks: list[pb.Task], db_path: Path) -> tuple[StubManager, list
 
 
 def stub_agent(tmp_path: Path, manager: StubManager) -> Agent:
-    return Agent(
-        node_id=NODE,
-        state_dir=tmp_path,
-        runtime=FakeRuntime(FakeOptions()),
-        runtime_name="fake",
-        transport=manager,  # type: ignore[arg-type]
-        tls=lambda: TLSMaterial(b"", b"", b""),
-        managers=["m1:2377"],
-    )
+    return stubmanager.stub_agent(manager, tmp_path, FakeRuntime(FakeOptions()), NODE)
 
 
 async def run_to_running(agent: Agent, manager: StubManager) -> int:

@@ -61,6 +61,10 @@ BACKOFF_MAX = 8.0
 YIELD_EVERY = 256
 #: How often the agent looks for containers of its node that no task accounts for.
 STRAY_SWEEP_SECONDS = 30.0
+#: After removals, at most one sweep per this many seconds (the first at once): a sweep lists
+#: every container of the node, and a big service removed a task at a time (``service rm`` of
+#: 100,000 replicas on 1,000 nodes: a node's 100 tasks one by one) swept after each removal.
+STRAY_SWEEP_AFTER_REMOVAL_INTERVAL = 1.0
 #: Heartbeat periods without an answered heartbeat after which the leader counts the node Down
 #: (the dispatcher's ``GRACE_MULTIPLIER``): only then does an agent whose heartbeats time out
 #: reopen its session, since the leader has dropped it anyway.
@@ -513,13 +517,17 @@ class Agent:
 
     async def _sweep_strays(self) -> None:
         """Sweep after removals and every ``STRAY_SWEEP_SECONDS``, once the manager's complete
-        set of assignments is known (before that, every container looks like a stray)."""
+        set of assignments is known (before that, every container looks like a stray). Removals
+        that come one by one share a sweep per ``STRAY_SWEEP_AFTER_REMOVAL_INTERVAL``: each
+        sweep lists the whole node, so one per removal made a node's removals quadratic."""
+        pacer = Pacer(STRAY_SWEEP_AFTER_REMOVAL_INTERVAL)
         while True:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
             # that arrives as the event is set, and this loop would then outlive ``stop``.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STRAY_SWEEP_SECONDS):
                     await self._sweep_wanted.wait()
+            await pacer.pace()
             self._sweep_wanted.clear()
             if self._reconciled_once:
                 await self._remove_strays()

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from shoal import rpc, states
+from shoal.agent.agent import Agent
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.runtime import RuntimeProvider
+from shoal.roles.transport import TLSMaterial
 
 
 def assigned_task(node_id: str, index: int) -> pb.Task:
@@ -35,10 +39,14 @@ class StubManager:
         tasks: list[pb.Task],
         *,
         per_message: int = 0,
+        gap: float = 0.0,
         on_report: Callable[[rpb.UpdateTaskStatusRequest], None] = lambda report: None,
     ) -> None:
         self.tasks = tasks
         self.per_message = per_message or len(tasks) or 1
+        #: Seconds between two assignment messages (0: all at once), as a node of
+        #: a huge service gets its tasks a scheduler batch at a time, not all together.
+        self.gap = gap
         self.on_report = on_report
         self.go, self.stop = asyncio.Event(), asyncio.Event()
         self.all_running, self.all_down = asyncio.Event(), asyncio.Event()
@@ -56,7 +64,9 @@ class StubManager:
         yield rpb.SessionMessage(session_id="s1", heartbeat_period=60).SerializeToString()
         await asyncio.Event().wait()
 
-    def _messages(self, sequence: int, desired: int) -> list[rpb.AssignmentsMessage]:
+    def _messages(self, sequence: int, desired: int | None) -> list[rpb.AssignmentsMessage]:
+        """The tasks in messages of ``per_message`` each: updates to ``desired``, or (None)
+        removals."""
         messages = []
         for first in range(0, len(self.tasks), self.per_message):
             message = rpb.AssignmentsMessage(
@@ -64,6 +74,9 @@ class StubManager:
             )
             sequence += 1
             for task in self.tasks[first : first + self.per_message]:
+                if desired is None:
+                    message.changes.add(action=rpb.AssignmentChange.REMOVE, task=pb.Task(id=task.id))
+                    continue
                 sent = message.changes.add(action=rpb.AssignmentChange.UPDATE, task=task).task
                 sent.desired_state = desired  # type: ignore[assignment]
             messages.append(message)
@@ -73,21 +86,24 @@ class StubManager:
         yield rpb.AssignmentsMessage(type=rpb.AssignmentsMessage.COMPLETE, results_in=1).SerializeToString()
         await self.go.wait()
         sequence = 1
-        for message in self._messages(sequence, states.RUNNING):
+        async for message in self._spaced(self._messages(sequence, states.RUNNING)):
             sequence = message.results_in
             yield message.SerializeToString()
         await self.stop.wait()
-        for message in self._messages(sequence, states.SHUTDOWN):
+        async for message in self._spaced(self._messages(sequence, states.SHUTDOWN)):
             sequence = message.results_in
             yield message.SerializeToString()
         await self.all_down.wait()
-        removal = rpb.AssignmentsMessage(
-            type=rpb.AssignmentsMessage.INCREMENTAL, applies_to=sequence, results_in=sequence + 1
-        )
-        for task in self.tasks:
-            removal.changes.add(action=rpb.AssignmentChange.REMOVE, task=pb.Task(id=task.id))
-        yield removal.SerializeToString()
+        async for message in self._spaced(self._messages(sequence, None)):
+            sequence = message.results_in
+            yield message.SerializeToString()
         await asyncio.Event().wait()
+
+    async def _spaced(self, messages: list[rpb.AssignmentsMessage]) -> AsyncIterator[rpb.AssignmentsMessage]:
+        for number, message in enumerate(messages):
+            if number and self.gap:
+                await asyncio.sleep(self.gap)
+            yield message
 
     async def call(self, target: str, method: str, request: bytes, **kwargs: object) -> bytes:
         if method == rpc.HEARTBEAT:
@@ -106,3 +122,16 @@ class StubManager:
 
     def _all(self, state: int) -> bool:
         return len(self.latest) == len(self.tasks) and all(s == state for s in self.latest.values())
+
+
+def stub_agent(manager: StubManager, state_dir: Path, runtime: RuntimeProvider, node_id: str) -> Agent:
+    """A real agent whose managers are ``manager`` (not started)."""
+    return Agent(
+        node_id=node_id,
+        state_dir=state_dir,
+        runtime=runtime,
+        runtime_name="fake",
+        transport=manager,  # type: ignore[arg-type]
+        tls=lambda: TLSMaterial(b"", b"", b""),
+        managers=["m1:2377"],
+    )
