@@ -149,6 +149,8 @@ class Agent:
         self.on_managers = on_managers
         self.db = TaskDB(state_dir / "worker" / "tasks.db")
         self.controllers: dict[str, TaskController] = {}
+        #: The held tasks whose last status is RUNNING (see ``tasks_running``).
+        self._running: set[str] = set()
         #: Secret and config values for this node's tasks, in memory only.
         self.files = TaskFileStore()
         self.connected = asyncio.Event()
@@ -179,6 +181,13 @@ class Agent:
     def tasks_held(self) -> int:
         """Tasks this node still holds: those it runs or will, and removals under way."""
         return len(self.controllers) + len(self._removing)
+
+    @property
+    def tasks_running(self) -> int:
+        """Held tasks whose last status is RUNNING, kept as statuses change: a hollow fleet's
+        status file asks twice a second, and walking 50,000 controllers per process each time
+        was 3% of a hollow process's samples."""
+        return len(self._running)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -490,6 +499,8 @@ class Agent:
             networks=self.networking,
         )
         self.controllers[task.id] = controller  # the task DB has it: the caller wrote it or read it
+        if controller.status.state == states.RUNNING:
+            self._running.add(task.id)
         controller.start()
 
     async def remove_all(self) -> None:
@@ -500,6 +511,7 @@ class Agent:
 
     def _start_removal(self, task_id: str) -> None:
         controller = self.controllers.pop(task_id, None)
+        self._running.discard(task_id)
         if controller is not None:
             self._removing[task_id] = asyncio.create_task(self._remove(task_id, controller))
 
@@ -562,6 +574,10 @@ class Agent:
     def _queue_status(self, task: pb.Task, status: pb.TaskStatus) -> None:
         self.db.put_status(task.id, status)
         self._pending[task.id] = status
+        if status.state == states.RUNNING and task.id in self.controllers:
+            self._running.add(task.id)
+        else:
+            self._running.discard(task.id)
         self._status_wakeup.set()
         if status.state >= states.RUNNING or status.state >= task.desired_state:
             self._status_urgent.set()  # a state the task rests at: the manager waits for it

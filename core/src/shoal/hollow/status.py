@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from shoal import states
 from shoal.hollow.node import HollowNode
 from shoal.identity import atomic_write
 
@@ -57,7 +56,7 @@ def status_of(nodes: Iterable[HollowNode]) -> FleetStatus:
             status.connected += 1
             opened.append(agent.session_opened_at)
         status.tasks += agent.tasks_held
-        running = sum(1 for c in agent.controllers.values() if c.status.state == states.RUNNING)
+        running = agent.tasks_running  # kept by the agent: no walk over its tasks
         status.running += running
         if running:
             status.running_by_node[node.profile.hostname] = running
