@@ -1,0 +1,81 @@
+"""The leader's own stall is not a node's missed heartbeat (issue 18).
+
+At 30,000 tasks on 300 hollow nodes the leader's event loop was late by seconds at a time:
+every heartbeat waited behind it. A heartbeat monitor that counted that time against the nodes
+marked live nodes Down and had their tasks replaced, more work for a leader already behind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from shoal import rpc
+from shoal.manager.dispatcher import Dispatcher
+from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.transport import PeerIdentity
+from shoal.store.memory import ObjectStore, Tx
+from shoal.testing.objectstore import InstantLog
+
+PERIOD = 0.2  # heartbeat period: a node is Down 3 periods (0.6 s) after its last heartbeat
+#: The simulated stall of the leader's loop: twice a node's expiry.
+STALL = 2 * 3 * PERIOD
+
+
+async def _store() -> ObjectStore:
+    store = ObjectStore()
+    store.provider = InstantLog(store)  # type: ignore[assignment]
+
+    def seed(tx: Tx) -> None:
+        cluster = pb.Cluster(id="c1")
+        cluster.spec.dispatcher.heartbeat_period = PERIOD
+        tx.create(cluster)
+        tx.create(pb.Node(id="w1", role=pb.NodeSpec.WORKER))
+
+    await store.update(seed)
+    return store
+
+
+def _state(store: ObjectStore) -> int:
+    node = store.view.nodes.get("w1")
+    assert node is not None
+    return node.status.state
+
+
+def _hold_the_loop(seconds: float) -> None:
+    """A synchronous stretch on the event loop, as a leader's long step (the stall itself)."""
+    time.sleep(seconds)
+
+
+async def _rounds_after(dispatcher: Dispatcher, rounds: int, deadline: float = 5.0) -> None:
+    target = dispatcher.monitor_rounds + rounds
+    end = time.monotonic() + deadline
+    while dispatcher.monitor_rounds < target:
+        assert time.monotonic() < end, "the heartbeat monitor stopped"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_stall_of_the_leader_does_not_mark_a_heartbeating_node_down() -> None:
+    store = await _store()
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
+    dispatcher.start()
+    dispatcher._started_at -= 60  # past the start-up grace
+    peer = PeerIdentity(node_id="w1", role=rpc.WORKER_OU, cluster_id="c1")
+    stream = dispatcher.session(rpb.SessionRequest().SerializeToString(), peer)
+    try:
+        first = rpb.SessionMessage.FromString(await stream.__anext__())
+        beat = rpb.HeartbeatRequest(session_id=first.session_id).SerializeToString()
+        await dispatcher.heartbeat(beat, peer)
+        assert _state(store) == pb.NodeStatus.READY
+        _hold_the_loop(STALL)  # no heartbeat can come in meanwhile
+        await _rounds_after(dispatcher, 2)  # the monitor has looked since, twice
+        assert _state(store) == pb.NodeStatus.READY, "a live node marked Down for the leader's own stall"
+        await dispatcher.heartbeat(beat, peer)  # its heartbeat, served once the loop is free
+        # And a node whose heartbeats really stop is still marked Down, 3 periods after.
+        end = time.monotonic() + 5
+        while _state(store) != pb.NodeStatus.DOWN:
+            assert time.monotonic() < end, "a node without heartbeats never marked Down"
+            await asyncio.sleep(0.02)
+    finally:
+        await stream.aclose()
+        await dispatcher.stop()
