@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from shoal import rpc
-from shoal.manager.dispatcher import Dispatcher
+from shoal import rpc, states
+from shoal.manager.dispatcher import MAX_STATUS_PER_COMMIT, Dispatcher
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import PeerIdentity
@@ -79,3 +79,20 @@ async def test_a_stall_of_the_leader_does_not_mark_a_heartbeating_node_down() ->
     finally:
         await stream.aclose()
         await dispatcher.stop()
+
+
+async def test_a_status_flush_takes_its_batch_without_copying_the_backlog() -> None:
+    """Before: each flush (ten a second) rebuilt the buffer of the updates left behind, tens
+    of thousands at 100,000 tasks; now the oldest batch is taken off the front, in order."""
+    store = await _store()
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
+    backlog = MAX_STATUS_PER_COMMIT * 3 + 7
+    for number in range(backlog):
+        dispatcher._pending_status[f"t{number}"] = ("w1", pb.TaskStatus(state=states.RUNNING))
+    buffer = dispatcher._pending_status
+    taken = dispatcher._take_pending_status()
+    assert list(taken) == [f"t{number}" for number in range(MAX_STATUS_PER_COMMIT)], "the oldest first"
+    assert dispatcher._pending_status is buffer, "the backlog was copied into a new buffer"
+    assert len(buffer) == backlog - MAX_STATUS_PER_COMMIT
+    while dispatcher._pending_status:
+        dispatcher._take_pending_status()
