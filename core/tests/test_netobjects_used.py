@@ -184,6 +184,7 @@ def test_a_book_of_a_transaction_made_by_hand_still_scans() -> None:
     task = pb.Task(id="t1", desired_state=states.RUNNING)
     task.networks.add(addresses=["10.0.1.2/24"]).network.id = "net1"
     view.put("task", task)
-    book = Allocations.of(Tx(view)).book(network)
+    tx = Tx(view)  # a transaction outlives its allocations (they hold it weakly)
+    book = Allocations.of(tx).book(network)
     assert book.used == {"10.0.1.1", "10.0.1.2"}
     assert isinstance(book, netalloc.AddressBook)

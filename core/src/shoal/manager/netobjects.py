@@ -14,6 +14,7 @@ old one stopped.
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -290,9 +291,19 @@ class Allocations:
     network's addresses from ``UsedAddresses``; one made by hand (a test) scans the view."""
 
     def __init__(self, tx: Tx) -> None:
-        self.tx = tx
+        # A weak reference: the transaction holds its allocations (``of``), and a strong one
+        # back made each a reference cycle that only the garbage collector could free, with
+        # every task version the transaction wrote (500 per scheduler batch: at 100,000 tasks
+        # hundreds of thousands of objects waiting for, and lengthening, a full collection).
+        self._tx = weakref.ref(tx)
         self._used: dict[str, set[str]] | None = None
         self._books: dict[str, netalloc.AddressBook] = {}
+
+    @property
+    def tx(self) -> Tx:
+        tx = self._tx()
+        assert tx is not None, "allocations used after their transaction"
+        return tx
 
     @classmethod
     def of(cls, tx: Tx) -> Allocations:
