@@ -115,3 +115,21 @@ async def test_the_fleet_status_counts_running_tasks_without_walking_them(tmp_pa
         assert agent.tasks_running == 0
     finally:
         await agent.stop()
+
+
+async def test_tasks_that_come_one_by_one_share_status_calls(tmp_path: Path) -> None:
+    """Tasks assigned one message at a time, further apart than the status interval: each
+    task's RUNNING was a call of its own (one call per task, on the node and on the leader, and
+    a task DB transaction each). Now, while tasks keep coming, a report waits
+    ``STATUS_STREAM_HOLD`` (1 s) for the next ones; every RUNNING still reaches the manager."""
+    manager = StubManager([assigned_task(NODE, index) for index in range(15)], per_message=1, gap=0.07)
+    agent = stub_agent(tmp_path, manager)
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.connected.wait(), DEADLINE)
+        manager.go.set()
+        await asyncio.wait_for(manager.all_running.wait(), DEADLINE)
+    finally:
+        await agent.stop()
+    # 15 tasks over ~1 s: the first at once, then a call per hold (a loaded machine may split one).
+    assert len(manager.reports) <= 5, [len(report.updates) for report in manager.reports]
