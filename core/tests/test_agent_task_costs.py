@@ -18,7 +18,7 @@ from shoal.agent.agent import Agent
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.testing import stubmanager
-from shoal.testing.stubmanager import StubManager, assigned_task
+from shoal.testing.stubmanager import StubManager, Transactions, assigned_task
 from shoal_runtime_fake.options import FakeOptions
 from shoal_runtime_fake.runtime import FakeRuntime
 
@@ -63,25 +63,6 @@ async def run_to_running(agent: Agent, manager: StubManager) -> int:
         return len(asyncio.all_tasks()) - before
     finally:
         await agent.stop()
-
-
-class Transactions:
-    """Counts the write transactions on a SQLite connection: each COMMIT, and each write
-    outside BEGIN ... COMMIT (autocommit: a transaction of its own)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._open = False
-
-    def __call__(self, statement: str) -> None:
-        verb = statement.lstrip().split(None, 1)[0].upper()
-        if verb == "BEGIN":
-            self._open = True
-        elif verb in ("COMMIT", "END"):
-            self._open = False
-            self.count += 1
-        elif verb in ("INSERT", "UPDATE", "DELETE") and not self._open:
-            self.count += 1
 
 
 async def test_a_batch_of_tasks_costs_a_few_task_db_transactions_not_one_per_status(tmp_path: Path) -> None:

@@ -135,3 +135,22 @@ def stub_agent(manager: StubManager, state_dir: Path, runtime: RuntimeProvider, 
         tls=lambda: TLSMaterial(b"", b"", b""),
         managers=["m1:2377"],
     )
+
+
+class Transactions:
+    """Counts the write transactions on a SQLite connection: each COMMIT, and each write
+    outside BEGIN ... COMMIT (autocommit: a transaction of its own)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._open = False
+
+    def __call__(self, statement: str) -> None:
+        verb = statement.lstrip().split(None, 1)[0].upper()
+        if verb == "BEGIN":
+            self._open = True
+        elif verb in ("COMMIT", "END"):
+            self._open = False
+            self.count += 1
+        elif verb in ("INSERT", "UPDATE", "DELETE") and not self._open:
+            self.count += 1
