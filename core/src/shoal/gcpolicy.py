@@ -26,7 +26,8 @@ pile itself (``gc.collect(2)`` walks only the objects not frozen: what was alloc
 previous step) before freezing what survived. And the thaw, the one pass over every live
 object, waits for a quiet loop (``QUIET_STEPS`` steps on time in a row): a leader starting
 100,000 tasks is busy for a minute, and a pass over its whole heap then is seconds of Raft
-heartbeats not sent.
+heartbeats not sent. A pass that finds next to no frozen cycles (a store that only grew)
+makes the next wait for twice the growth (``growth``), up to ``MAX_GROWTH``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ NO_AUTOMATIC_FULL_COLLECTION = 2**31 - 1
 BUSY_LATENESS = 0.1
 #: Steps on time in a row before the thaw's pass over every live object may run.
 QUIET_STEPS = 3
+#: A full pass that freed less than this fraction of the frozen set found (almost) no frozen
+#: cycles: the next waits for the set to grow twice as much (up to ``MAX_GROWTH``).
+USEFUL_FRACTION = 0.1
+#: How much the frozen set may grow between two full passes at most (when each pass finds
+#: nothing): a store growing to 100,000 tasks then takes about two passes, not five.
+MAX_GROWTH = 16
 
 
 class CollectorPolicy:
@@ -71,6 +78,9 @@ class CollectorPolicy:
         self.thaws_put_off = 0
         #: Steps in a row that ran on time (the loop had time to spare).
         self.quiet_steps = 0
+        #: The frozen set's size that calls for a full pass, as a multiple of ``baseline``:
+        #: 2 while passes find cycles to free, doubled after each that finds next to none.
+        self.growth = 2
         #: The thresholds before ``start`` (given back by ``stop``).
         self._thresholds: tuple[int, int, int] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -121,10 +131,10 @@ class CollectorPolicy:
             self.baseline = gc.get_freeze_count()
             self.added = 0
             return
-        if self.added < max(self.min_thaw_size, self.baseline):
+        if self.added < max(self.min_thaw_size, (self.growth - 1) * self.baseline):
             return
         frozen = gc.get_freeze_count()
-        if frozen < max(self.min_thaw_size, 2 * self.baseline):
+        if frozen < max(self.min_thaw_size, self.growth * self.baseline):
             self.added = frozen - self.baseline  # the exact growth, freed objects deducted
             return
         if self.quiet_steps < QUIET_STEPS:
@@ -137,9 +147,12 @@ class CollectorPolicy:
         self.baseline = gc.get_freeze_count()
         self.added = 0
         self.thaws += 1
+        useful = frozen - self.baseline >= USEFUL_FRACTION * frozen
+        self.growth = 2 if useful else min(2 * self.growth, MAX_GROWTH)
         log.info(
-            "full garbage collection: %d objects live (were %d frozen), %.0f ms",
+            "full garbage collection: %d objects live (were %d frozen), %.0f ms; next at %dx",
             self.baseline,
             frozen,
             (time.perf_counter() - began) * 1000,
+            self.growth,
         )
