@@ -123,8 +123,8 @@ async def test_tasks_that_come_one_by_one_share_status_calls(tmp_path: Path) -> 
     a task DB transaction each). Now, while tasks keep coming, a report waits
     ``STATUS_STREAM_HOLD`` (1 s) for the next ones; every RUNNING still reaches the manager.
     The task DB committed each task's writes 50 ms after the first (``FLUSH_DELAY``): one
-    transaction per task whatever the reports; now its writes wait up to 1 s, and mostly go
-    with the report's flush."""
+    transaction per task whatever the reports; now its writes wait up to 1.5 s, and go with the
+    report's flush."""
     manager = StubManager([assigned_task(NODE, index) for index in range(15)], per_message=1, gap=0.07)
     agent = stub_agent(tmp_path, manager)
     transactions = Transactions()
@@ -138,5 +138,5 @@ async def test_tasks_that_come_one_by_one_share_status_calls(tmp_path: Path) -> 
     finally:
         await agent.stop()
     # 15 tasks over ~1 s: the first at once, then a call per hold (a loaded machine may split one).
-    assert len(manager.reports) <= 5, [len(report.updates) for report in manager.reports]
+    assert len(manager.reports) <= 6, [len(report.updates) for report in manager.reports]
     assert written <= len(manager.reports) + 2, (written, len(manager.reports))
