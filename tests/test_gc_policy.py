@@ -120,6 +120,10 @@ def test_the_pass_over_every_object_waits_for_a_quiet_loop() -> None:
         grown = [[] for _ in range(policy.baseline + 1)]  # the frozen set doubles
         policy.step(late=2.0)  # the loop was held: no pass now
         assert (policy.thaws, policy.thaws_put_off) == (0, 1)
+        # On time, but the process worked most of the period (a leader creating 100,000
+        # tasks ran its steps on time): still busy.
+        policy.step(cpu_share=0.9)
+        assert (policy.thaws, policy.thaws_put_off) == (0, 2)
         for _ in range(QUIET_STEPS - 1):
             policy.step()
         assert policy.thaws == 0, "a single quiet step is not a quiet loop"

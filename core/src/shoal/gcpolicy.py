@@ -52,7 +52,12 @@ NEVER_THAW = sys.maxsize
 NO_AUTOMATIC_FULL_COLLECTION = 2**31 - 1
 #: A step that ran this much later than asked found the loop busy (held by other work).
 BUSY_LATENESS = 0.1
-#: Steps on time in a row before the thaw's pass over every live object may run.
+#: A step whose period the process spent this share of a core or more on found it busy.
+#: Lateness alone does not show it: creating 100,000 tasks the leader's loop ran each step
+#: on time while it worked most of every second, and a pass over 833,000 objects then held
+#: it 1.2 s.
+BUSY_CPU_SHARE = 0.5
+#: Steps on time and not busy in a row before the thaw's pass over every live object may run.
 QUIET_STEPS = 3
 #: A full pass that freed less than this fraction of the frozen set found (almost) no frozen
 #: cycles: the next waits for the set to grow twice as much (up to ``MAX_GROWTH``).
@@ -104,11 +109,15 @@ class CollectorPolicy:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            asked = loop.time()
+            asked, cpu = loop.time(), time.process_time()
             await asyncio.sleep(self.period)
-            self.step(late=loop.time() - asked - self.period)
+            elapsed = loop.time() - asked
+            self.step(
+                late=elapsed - self.period,
+                cpu_share=(time.process_time() - cpu) / max(elapsed, 1e-9),
+            )
 
-    def step(self, late: float = 0.0) -> None:
+    def step(self, late: float = 0.0, cpu_share: float = 0.0) -> None:
         """Freeze the survivors of a young collection; once the frozen set doubled since the
         last full pass, unfreeze it and collect it whole (reference cycles among frozen objects
         are reclaimed there), then freeze the live set again.
@@ -118,15 +127,18 @@ class CollectorPolicy:
         as it is frozen (``gc.get_objects(2)``: only the objects since the previous step),
         could have doubled the set; objects freed since make that count an upper bound.
 
-        ``late``: how much later than asked this step runs. A late step found the loop busy,
-        and the thaw waits until ``QUIET_STEPS`` steps in a row were on time."""
+        ``late``: how much later than asked this step runs; ``cpu_share``: the share of a core
+        the process used since the previous step. A late step or one after a busy period
+        found the process busy, and the thaw waits until ``QUIET_STEPS`` steps in a row were
+        neither."""
         # Only the objects not frozen: those since the previous step. Their cycles die here
         # rather than wait in the frozen set.
         gc.collect(2)
         self.added += len(gc.get_objects(2))
         gc.freeze()
         self.freezes += 1
-        self.quiet_steps = self.quiet_steps + 1 if late < BUSY_LATENESS else 0
+        quiet = late < BUSY_LATENESS and cpu_share < BUSY_CPU_SHARE
+        self.quiet_steps = self.quiet_steps + 1 if quiet else 0
         if not self.baseline:
             self.baseline = gc.get_freeze_count()
             self.added = 0
