@@ -8,6 +8,7 @@ the slots that changed: it scanned every task of a changed service every 250 ms.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 import pytest
 from shoal import defaults
@@ -99,8 +100,7 @@ async def test_the_reaper_looks_only_at_the_slots_that_changed(monkeypatch: pyte
     reaper = TaskReaper(store)
     for task in store.view.tasks.all():  # what its loop does when it starts
         reaper._mark(task)
-    await store.update(lambda tx: reaper._reap(tx, dirty=reaper._dirty))
-    reaper._dirty.clear()
+    await reap_round(store, reaper)
 
     def history(tx: memory.Tx) -> None:  # slot 7: ten dead tasks besides its live one
         for n in range(10):
@@ -115,11 +115,18 @@ async def test_the_reaper_looks_only_at_the_slots_that_changed(monkeypatch: pyte
         if task.slot == 7:
             reaper._mark(task)
     scanned = count_scans(monkeypatch)
-    await store.update(lambda tx: reaper._reap(tx, dirty=reaper._dirty))
+    await reap_round(store, reaper)
     slot7 = [t for t in store.view.tasks.all() if t.slot == 7]
     assert len(slot7) == defaults.TASK_HISTORY_LIMIT  # the live task and the 4 newest dead ones
     assert sorted(t.status.timestamp for t in slot7 if t.status.state == pb.FAILED) == [6, 7, 8, 9]
     assert scanned[0] == 0, f"the reaper scanned {scanned[0]} tasks to prune one slot"
+
+
+async def reap_round(store: memory.ObjectStore, reaper: TaskReaper) -> None:
+    """One round of the reaper's loop, without its timer."""
+    reaper._backlog.extend(reaper._dirty)
+    reaper._dirty.clear()
+    await store.update(lambda tx: reaper._reap(tx, reaper._backlog, []))
 
 
 async def _settle(store: memory.ObjectStore) -> None:
@@ -147,9 +154,9 @@ async def test_tasks_starting_do_not_make_the_reaper_look_at_their_slots(
     looked_at: list[int] = []
     real_reap = reaper._reap
 
-    def counted(tx: memory.Tx, dirty: set[tuple[str, int, str]]) -> None:
-        looked_at.append(len(dirty))
-        real_reap(tx, dirty)
+    def counted(tx: memory.Tx, backlog: deque[tuple[str, int, str]], taken: list[tuple[str, int, str]]) -> None:
+        looked_at.append(len(backlog))
+        real_reap(tx, backlog, taken)
 
     reaper._reap = counted  # type: ignore[method-assign]
     reaper.start()
@@ -205,9 +212,8 @@ async def test_removing_a_large_service_is_written_in_pieces() -> None:
     reaper = TaskReaper(store)
     for task in store.view.tasks.all():
         reaper._mark(task)
-    while reaper._dirty:
-        dirty, reaper._dirty = reaper._dirty, set()
-        await store.update(lambda tx, dirty=dirty: reaper._reap(tx, dirty=dirty))
+    while reaper._dirty or reaper._backlog:
+        await reap_round(store, reaper)
     assert len(store.view.tasks) == 0
     assert max(sizes) <= orchestrator.MAX_CREATES_PER_COMMIT, f"entries of {sizes} changes"
 

@@ -16,19 +16,7 @@ from shoal.manager.dispatcher import Dispatcher
 from shoal.proto import objects_pb2 as pb
 from shoal.store import memory
 from shoal.store.memory import ObjectStore, Tx, Watch
-from shoal.testing.objectstore import InstantLog, instant_store
-
-
-class RecordingLog(InstantLog):
-    """Commits at once, remembering how many changes each entry held."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        super().__init__(store)
-        self.sizes: list[int] = []
-
-    async def propose(self, entry: bytes) -> int:
-        self.sizes.append(len(pb.StoreBatch.FromString(entry).actions))
-        return await super().propose(entry)
+from shoal.testing.objectstore import RecordingLog, instant_store
 
 
 async def test_task_events_are_not_offered_to_node_watches(monkeypatch: pytest.MonkeyPatch) -> None:

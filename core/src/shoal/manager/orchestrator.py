@@ -13,14 +13,14 @@ import asyncio
 import functools
 import itertools
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable
 
 from shoal import states
 from shoal.manager import jobs
 from shoal.manager.restarts import RestartSupervisor
 from shoal.manager.servicemodes import global_eligible, is_global
-from shoal.manager.tasks import new_task, node_unavailable, restart_policy
+from shoal.manager.tasks import new_task, node_unavailable, restart_policy, task_template
 from shoal.manager.updater import UpdateSupervisor
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
@@ -41,6 +41,12 @@ log = logging.getLogger("shoal.orchestrator")
 #: Creating 10,000 in one transaction held the leader's event loop for seconds (building it,
 #: applying it, waking every watcher), long enough to miss Raft heartbeats.
 MAX_CREATES_PER_COMMIT = 500
+#: Tasks replaced per store transaction (each is two changes: the old task shut down, its
+#: replacement created); the rest in the next one. A thousand nodes marked Down at once with
+#: 100 tasks each were one transaction of 200,000 changes: the leader's loop held for seconds.
+MAX_RESTARTS_PER_COMMIT = MAX_CREATES_PER_COMMIT // 2
+#: Events taken in per loop step (the rest after a yield).
+EVENTS_PER_STEP = 2000
 #: After the store refused a reconciliation, when it is tried again if no event comes first.
 RETRY_AFTER = 1.0
 
@@ -56,7 +62,8 @@ class ReplicatedOrchestrator:
         self.store = store
         self.updates = UpdateSupervisor(store)
         self._dirty: set[str] = set()
-        self._restarts: list[tuple[str, str]] = []  # (task id, reason), restarted in batches
+        #: (task id, reason) to restart, MAX_RESTARTS_PER_COMMIT per transaction, oldest first.
+        self._restarts: deque[tuple[str, str]] = deque()
         self.restarts = RestartSupervisor(
             store,
             needs_restart=self._needs_restart,
@@ -106,8 +113,18 @@ class ReplicatedOrchestrator:
                         events = [await watch.get(), *watch.drain()]
                 except TimeoutError:
                     continue
-                for event in events:
-                    self._on_event(event)
+                await self._handle(events)
+
+    async def _handle(self, events: list[Event]) -> None:
+        """Take in the events EVENTS_PER_STEP at a time, yielding the loop between: while
+        100,000 replicas started, the events of its pieces (their creation, placement and
+        every status) piled up during one reconciliation and were then taken in in one
+        stretch of over a second."""
+        for start in range(0, len(events), EVENTS_PER_STEP):
+            if start:
+                await asyncio.sleep(0)
+            for event in events[start : start + EVENTS_PER_STEP]:
+                self._on_event(event)
 
     def _on_event(self, event: Event) -> None:
         self.restarts.on_event(event)
@@ -119,7 +136,7 @@ class ReplicatedOrchestrator:
                 if task.desired_state <= states.RUNNING:
                     self._dirty.add(task.service_id)
                 return
-            if task.desired_state <= states.RUNNING and self._needs_restart(task):
+            if task.desired_state <= states.RUNNING and self._changed_to_restart(task, event.old):
                 self._restarts.append((task.id, "task"))
         elif event.kind == "node":
             node = None if event.action == DELETE else event.obj
@@ -138,6 +155,18 @@ class ReplicatedOrchestrator:
             return True
         return bool(task.node_id) and node_unavailable(self.store.view.nodes.get(task.node_id))
 
+    def _changed_to_restart(self, task: pb.Task, old: pb.Task | None) -> bool:
+        """``_needs_restart`` for a task event, without looking up the node when the task did
+        not come to it with this change (its node going down is the node's event, which asks
+        for the restart of every task there): most task events are a status on the way up."""
+        if states.is_terminal(task.status.state):
+            return True
+        if not task.node_id:
+            return False
+        if old is not None and old.node_id == task.node_id and old.desired_state <= states.RUNNING:
+            return False
+        return node_unavailable(self.store.view.nodes.get(task.node_id))
+
     def _check_tasks_at_start(self) -> None:
         """Repair what a lost event would have fixed (SwarmKit's CheckTasks)."""
         for task in self.store.view.tasks.all():
@@ -149,7 +178,7 @@ class ReplicatedOrchestrator:
         """Reconcile what changed; True when the store refused it (to be tried again)."""
         while self._dirty or self._restarts or self._filling or self._removing:
             dirty, self._dirty = self._dirty, set()
-            restarts, self._restarts = self._restarts, []
+            restarts = self._take_restarts()
             try:
                 await self.store.update(functools.partial(self._reconcile, dirty=dirty, restarts=restarts))
                 for service_id in dirty:
@@ -163,11 +192,16 @@ class ReplicatedOrchestrator:
                 # Nothing of it was written: all of it again, or tasks on a node that went
                 # down would stay desired RUNNING there (their node's event came once).
                 self._dirty.update(dirty, self._filling, self._removing)  # reconciled whole
-                self._restarts[:0] = restarts
+                self._restarts.extendleft(reversed(restarts))
                 self._filling.clear()
                 self._removing.clear()
                 return True
         return False
+
+    def _take_restarts(self) -> list[tuple[str, str]]:
+        """The next piece of the restarts asked for (the rest stay queued, in order)."""
+        queued = self._restarts
+        return [queued.popleft() for _ in range(min(len(queued), MAX_RESTARTS_PER_COMMIT))]
 
     # ------------------------------------------------------------------ reconcile
 
@@ -226,8 +260,9 @@ class ReplicatedOrchestrator:
     def _fill(self, tx: Tx, service: pb.Service, slots: list[int]) -> None:
         """Create tasks in the first MAX_CREATES_PER_COMMIT of ``slots``; the rest in the next
         transaction (``_process`` loops while a service is being filled)."""
+        template = task_template(service)
         for slot in slots[:MAX_CREATES_PER_COMMIT]:
-            tx.create(new_task(service, slot))
+            tx.create(new_task(service, slot, template=template))
         rest = slots[MAX_CREATES_PER_COMMIT:]
         if rest:
             self._filling[service.id] = (service.meta.version, rest)

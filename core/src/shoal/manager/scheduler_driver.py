@@ -97,7 +97,13 @@ class SchedulerDriver:
                 break
 
     async def tick(self) -> None:
-        """Place every unassigned task once."""
+        """Place every unassigned task once.
+
+        A group is placed MAX_PLACEMENTS_PER_COMMIT tasks at a time, each piece committed
+        before the next is decided: 100,000 pending tasks were one synchronous call of the
+        provider (seconds of the leader's loop) and then 200 commits. The pieces decide what
+        the whole would have: the provider sees the same ``NodeInfo`` objects, which its
+        placements of the earlier pieces changed."""
         self.loads.start()  # started with the driver; here for a driver only ticked (tests)
         pending = self.loads.pending()
         if not pending:
@@ -107,18 +113,13 @@ class SchedulerDriver:
         groups: dict[tuple[str, int], list[pb.Task]] = defaultdict(list)
         for task in pending:
             groups[(task.service_id, task.spec_version)].append(task)
-        decisions: list[Placement] = []
         for key in sorted(groups):  # a deterministic order: the pending set has none
             batch = groups[key]
             batch.sort(key=lambda t: (t.slot, t.id))
-            decisions.extend(await self.provider.schedule(batch, nodes, self.extra_filters))
-        await self._commit_in_batches(decisions, infos)
-
-    async def _commit_in_batches(self, decisions: list[Placement], infos: dict[str, NodeInfo]) -> None:
-        """Commit the decisions MAX_PLACEMENTS_PER_COMMIT at a time (each commit yields the loop)."""
-        for start in range(0, len(decisions), MAX_PLACEMENTS_PER_COMMIT):
-            chunk = decisions[start : start + MAX_PLACEMENTS_PER_COMMIT]
-            await self.store.update(lambda tx, chunk=chunk: self._commit(tx, chunk, infos))  # type: ignore[misc]
+            for start in range(0, len(batch), MAX_PLACEMENTS_PER_COMMIT):
+                piece = batch[start : start + MAX_PLACEMENTS_PER_COMMIT]
+                decisions = await self.provider.schedule(piece, nodes, self.extra_filters)
+                await self.store.update(lambda tx, d=decisions: self._commit(tx, d, infos))  # type: ignore[misc]
 
     def _commit(self, tx: Tx, decisions: list[Placement], infos: dict[str, NodeInfo]) -> None:
         now = time.time()

@@ -21,21 +21,36 @@ def restart_policy(task: pb.Task) -> pb.RestartPolicy:
     return defaults.restart_policy()
 
 
-def new_task(service: pb.Service, slot: int, desired: int = states.RUNNING) -> pb.Task:
-    """A fresh task for ``slot`` of ``service`` (state NEW; the scheduler takes it from here)."""
+def task_template(service: pb.Service, desired: int = states.RUNNING) -> pb.Task:
+    """What every new task of ``service`` has in common (all but its ID, slot, name and time).
+
+    Making many tasks of one service from a template is one C copy each: building each from
+    the service's fields (its task spec, annotations and endpoint copied one by one) cost
+    three times as much, and 100,000 replicas are 100,000 of them on the leader."""
     task = pb.Task(
-        id=new_id(),
         spec=service.spec.task,
         spec_version=service.spec_version,
         service_id=service.id,
-        slot=slot,
         service_annotations=service.spec.annotations,
         desired_state=desired,  # type: ignore[arg-type]
         endpoint=service.spec.endpoint,
     )
-    task.annotations.name = f"{service.spec.annotations.name}.{slot}"
     task.status.state = states.NEW
     task.status.message = "created"
+    return task
+
+
+def new_task(
+    service: pb.Service, slot: int, desired: int = states.RUNNING, template: pb.Task | None = None
+) -> pb.Task:
+    """A fresh task for ``slot`` of ``service`` (state NEW; the scheduler takes it from here).
+
+    ``template``: ``task_template(service, desired)``, made once for many tasks."""
+    task = pb.Task()
+    task.CopyFrom(template if template is not None else task_template(service, desired))
+    task.id = new_id()
+    task.slot = slot
+    task.annotations.name = f"{service.spec.annotations.name}.{slot}"
     task.status.timestamp = time.time()
     return task
 

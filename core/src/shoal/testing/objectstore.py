@@ -28,6 +28,19 @@ class InstantLog:
         return self.index
 
 
+class RecordingLog(InstantLog):
+    """Commits at once, remembering how many changes each entry held (tests that the
+    leader's writes come in bounded pieces)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        super().__init__(store)
+        self.sizes: list[int] = []
+
+    async def propose(self, entry: bytes) -> int:
+        self.sizes.append(len(pb.StoreBatch.FromString(entry).actions))
+        return await super().propose(entry)
+
+
 async def instant_store(cluster_id: str = "c1") -> ObjectStore:
     """A store holding one cluster object, whose writes commit at once."""
     store = ObjectStore()
