@@ -286,12 +286,15 @@ def log_summary(managers: list[ShoalNode], offsets: dict[str, int]) -> dict[str,
     return {"elections": elections, "stall_ms": stall_ms, "slow_gc": slow_gc, "gc_full_passes": passes}
 
 
-def start_managers(base: Path, count: int) -> list[ShoalNode]:
-    first = ShoalNode(base=base, name="m1", runtime="fake").start()
+def start_managers(base: Path, count: int, plugin_opts: list[str] | None = None) -> list[ShoalNode]:
+    """``count`` managers on the fake runtime; ``plugin_opts`` (``transport.serving-thread=on``)
+    given to each daemon as ``--plugin-opt``."""
+    extra = [arg for opt in plugin_opts or [] for arg in ("--plugin-opt", opt)]
+    first = ShoalNode(base=base, name="m1", runtime="fake", extra_args=list(extra)).start()
     first.init("--plugin", "network=fake")
     managers = [first]
     for index in range(2, count + 1):
-        node = ShoalNode(base=base, name=f"m{index}", runtime="fake").start()
+        node = ShoalNode(base=base, name=f"m{index}", runtime="fake", extra_args=list(extra)).start()
         node.join(first, "manager")
         managers.append(node)
     return managers
@@ -532,6 +535,7 @@ def report_of(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     return {
         "nodes": args.nodes,
         "processes": args.processes,
+        "manager_plugin_opts": args.manager_plugin_opt,
         "load_average_end": os.getloadavg(),
         "not_ready_seen": bench.not_ready_seen,
         "phases": [asdict(p) for p in bench.phases],
@@ -565,6 +569,13 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="leave the state directory behind")
     parser.add_argument(
+        "--manager-plugin-opt",
+        action="append",
+        default=[],
+        metavar="ROLE.KEY=VALUE",
+        help="a --plugin-opt for every manager daemon (e.g. transport.serving-thread=on); repeatable",
+    )
+    parser.add_argument(
         "--phase-timeout",
         type=float,
         default=PHASE_TIMEOUT,
@@ -583,7 +594,7 @@ def main() -> None:
         flush=True,
     )
     try:
-        bench.managers = start_managers(base, args.managers)
+        bench.managers = start_managers(base, args.managers, args.manager_plugin_opt)
         bench.began = time.monotonic()
         bench.start_sampling()
         bench.want_ready = args.nodes + args.managers
