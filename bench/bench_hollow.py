@@ -496,7 +496,8 @@ def hottest(raw: Path, top: int = 15) -> list[tuple[str, float]]:
 
 
 def plot(bench: Bench, path: Path, title: str) -> None:
-    """Tasks running on the hollow nodes, and each manager's CPU, over the run; phases shaded."""
+    """Tasks running on the hollow nodes and sessions open, and each manager's CPU, over the
+    run; phases shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -506,6 +507,11 @@ def plot(bench: Bench, path: Path, title: str) -> None:
     figure, (tasks, cpu) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5))
     tasks.plot(times, [s.running for s in bench.samples], color="tab:blue")
     tasks.set_ylabel("tasks running on hollow nodes")
+    # Sessions open on the same time axis: a fall of the sessions is where a run collapses.
+    sessions = tasks.twinx()
+    sessions.plot(times, [s.connected for s in bench.samples], color="tab:green", linewidth=0.8)
+    sessions.set_ylabel("sessions open (green)")
+    sessions.set_ylim(bottom=0)
     for name in sorted({n for s in bench.samples for n in s.cpu}):
         cpu.plot(times, [s.cpu.get(name, float("nan")) for s in bench.samples], label=name, linewidth=1)
     cpu.set_ylabel("manager CPU (% of one core)")
