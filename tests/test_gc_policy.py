@@ -154,3 +154,20 @@ def test_a_full_pass_that_frees_nothing_makes_the_next_wait_for_more_growth() ->
         assert policy.thaws == 2
     finally:
         gc.unfreeze()
+
+
+async def test_the_thresholds_come_back_when_the_last_of_several_policies_stops() -> None:
+    """An in-process cluster runs a policy per daemon in one process: the threshold held out of
+    reach comes back when the last stops, whatever the order (before: the policy that stopped
+    last gave back what it had found at its start, the held value, and the test process ran
+    without full collections from then on)."""
+    before = gc.get_threshold()
+    first, second = CollectorPolicy(min_thaw_size=NEVER_THAW), CollectorPolicy(min_thaw_size=NEVER_THAW)
+    first.start()
+    second.start()
+    try:
+        await first.stop()
+        assert gc.get_threshold()[2] == NO_AUTOMATIC_FULL_COLLECTION, "one policy still runs"
+    finally:
+        await second.stop()
+    assert gc.get_threshold() == before

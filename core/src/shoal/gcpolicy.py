@@ -86,13 +86,12 @@ class CollectorPolicy:
         #: The frozen set's size that calls for a full pass, as a multiple of ``baseline``:
         #: 2 while passes find cycles to free, doubled after each that finds next to none.
         self.growth = 2
-        #: The thresholds before ``start`` (given back by ``stop``).
-        self._thresholds: tuple[int, int, int] | None = None
+        self._started = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        young, middle, _ = self._thresholds = gc.get_threshold()
-        gc.set_threshold(young, middle, NO_AUTOMATIC_FULL_COLLECTION)
+        _hold_automatic_full_collections()
+        self._started = True
         self.step()  # what start-up built (plugins, the loaded store) is frozen at once
         self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-policy")
 
@@ -101,9 +100,9 @@ class CollectorPolicy:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self._thresholds is not None:
-            gc.set_threshold(*self._thresholds)
-            self._thresholds = None
+        if self._started:
+            self._started = False
+            _release_automatic_full_collections()
         gc.unfreeze()  # a stopped manager in a longer-lived process (tests) leaves nothing frozen
 
     async def _run(self) -> None:
@@ -168,3 +167,25 @@ class CollectorPolicy:
             (time.perf_counter() - began) * 1000,
             self.growth,
         )
+
+
+#: Policies running in this process (several daemons share one in tests) and the thresholds
+#: from before the first: the last to stop gives them back, not whichever stops last.
+_holders = 0
+_thresholds_before: tuple[int, int, int] = gc.get_threshold()
+
+
+def _hold_automatic_full_collections() -> None:
+    global _holders, _thresholds_before
+    if _holders == 0:
+        _thresholds_before = gc.get_threshold()
+        young, middle, _ = _thresholds_before
+        gc.set_threshold(young, middle, NO_AUTOMATIC_FULL_COLLECTION)
+    _holders += 1
+
+
+def _release_automatic_full_collections() -> None:
+    global _holders
+    _holders -= 1
+    if _holders == 0:
+        gc.set_threshold(*_thresholds_before)
