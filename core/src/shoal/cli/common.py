@@ -3,6 +3,7 @@ daemon that is (``-H``, ``-c``, the TLS options, ``SHOAL_*`` variables, the curr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import click
 
 from shoal.cli.errors import fail
-from shoal.client import Client, ClientError, Endpoint
+from shoal.client import HOST_ENV, Client, ClientError, Endpoint, endpoint
 from shoal.controltls import TLSConfigError, parse_tcp, server_context
 
 INPUT_ERRORS = {"INVALID_ARGUMENT", "ALREADY_EXISTS", "NOT_FOUND"}
@@ -54,18 +55,36 @@ def choose_daemon(ctx: click.Context) -> None:
     """Resolve the global options into the daemon's ``Endpoint`` (kept as the root's ``host``
     parameter, which every ``Client`` is built from); one line and exit 2 when they conflict or
     name something that does not exist."""
-    from shoal.cli import contexts
-    from shoal.cli.context_cmd import tls_files
-
     if ctx.invoked_subcommand in _LOCAL_COMMANDS:
         return
     params = ctx.params
+    local = _local_socket(params)
+    if local is not None:
+        params["host"] = local
+        return
+    from shoal.cli import contexts
+    from shoal.cli.context_cmd import tls_files
+
     tls = tls_files(params["tlsverify"], params["tlscacert"], params["tlscert"], params["tlskey"])
     try:
         chosen, _ = contexts.choose(params.get("host"), params.get("context_name"), tls)
     except contexts.ContextError as exc:
         fail(str(exc), 2)
     params["host"] = chosen
+
+
+def _local_socket(params: dict[str, Any]) -> Endpoint | None:
+    """``-H unix://...`` (or ``SHOAL_HOST``) with no context and no TLS option: that socket,
+    decided without loading the contexts (what a script or the bench runs; every command's
+    start-up counts in its time, issue 18 item 4). None when anything else must be weighed."""
+    if params.get("context_name") or params["tlsverify"] or params["tlscacert"]:
+        return None
+    if params["tlscert"] or params["tlskey"]:
+        return None
+    host = params.get("host") or os.environ.get(HOST_ENV) or ""
+    if not (host.startswith("unix://") or host.startswith("/")):
+        return None
+    return endpoint(host)
 
 
 def client(ctx: click.Context) -> Client:
