@@ -77,9 +77,7 @@ async def bare(target: str, tls: TLSMaterial, calls: int, payload: bytes) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
     parser.add_argument("clients", type=int)
     parser.add_argument("calls", type=int, help="calls per client")
     parser.add_argument("--payload", type=int, default=200, help="request size in bytes")
