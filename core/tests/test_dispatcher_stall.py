@@ -72,9 +72,8 @@ async def test_a_stall_of_the_leader_does_not_mark_a_heartbeating_node_down() ->
         assert _state(store) == pb.NodeStatus.READY, "a live node marked Down for the leader's own stall"
         await dispatcher.heartbeat(beat, peer)  # its heartbeat, served once the loop is free
         # And a node whose heartbeats really stop is still marked Down, 3 periods after.
-        end = (
-            time.monotonic() + 30
-        )  # generous: a loaded machine makes every round late, and lateness extends the expiry
+        # Generous: a loaded machine makes every round late, and lateness extends the expiry.
+        end = time.monotonic() + 30
         while _state(store) != pb.NodeStatus.DOWN:
             assert time.monotonic() < end, "a node without heartbeats never marked Down"
             await asyncio.sleep(0.02)
