@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -364,3 +365,34 @@ async def test_a_leader_that_no_longer_knows_the_session_has_it_reopened(tmp_pat
         await until(lambda: events(agent).count("opened") >= 2)
         assert endings(agent) == ["session invalid: open a new session"], endings(agent)
         assert events(agent).count("heartbeat-timeout") == 1, events(agent)
+
+
+def failure_times(agent: Agent, event: str) -> list[float]:
+    return [at for at, name, _, _ in agent.trace.as_rows() if name == event]
+
+
+@pytest.mark.usefixtures("long_expiry")
+async def test_a_heartbeat_dropped_at_once_is_not_tried_again_at_once(tmp_path: Path) -> None:
+    """CANCELLED comes back at once from an overloaded leader: the agent tried again every 50
+    ms (70 ms apart in a 100,000-replica run's traces), ~20 heartbeats a second per node at a
+    leader that could not answer them. Now no sooner than a quarter period after the last."""
+    period = 2.0
+    leader = SlowLeader(period=period, heartbeats=["dropped"] * 1000)
+    async with running(tmp_path, leader) as agent:
+        await until(lambda: len(failure_times(agent, "heartbeat-timeout")) >= 3)
+        times = failure_times(agent, "heartbeat-timeout")
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= period / 4 * 0.9, gaps
+
+
+async def test_a_status_report_dropped_at_once_is_not_sent_again_at_once(tmp_path: Path) -> None:
+    """As for heartbeats: a status report answered CANCELLED at once went again ~50-94 ms later,
+    over and over; now 1 s after it was sent (``FAILED_CALL_RETRY_SECONDS``), and it still
+    arrives."""
+    leader = SlowLeader(period=60, statuses=["dropped", "dropped"])
+    async with running(tmp_path, leader) as agent:
+        await agent.connected.wait()
+        agent._queue_status(pb.Task(id="t1"), pb.TaskStatus(state=states.RUNNING))
+        await until(lambda: leader.received == ["t1"])
+        times = failure_times(agent, "status-timeout")
+    assert len(times) == 2 and times[1] - times[0] >= 0.9, times  # FAILED_CALL_RETRY_SECONDS: 1 s
