@@ -64,7 +64,15 @@ class Agents:
 
     def applied(self, events: list[Event]) -> None:
         started = time.process_time()
+        view = self.store.view
         for event in events:
+            if event.kind == "node":
+                if event.obj.status.state == pb.NodeStatus.READY and event.old is not None:
+                    if event.old.status.state != pb.NodeStatus.READY:  # back: its agent reports
+                        for task in view.node_tasks(event.obj.id):
+                            self._todo[task.id] = None
+                        self._wake.set()
+                continue
             if event.kind != "task":
                 continue
             task: pb.Task = event.obj
@@ -110,6 +118,9 @@ class Agents:
             task = tx.task(task_id)
             if task is None or not self._wants(task):
                 continue
+            node = tx.node(task.node_id)
+            if node is None or node.status.state != pb.NodeStatus.READY:
+                continue  # its agent is gone: it reports when its node is back
             task = copy(task)
             task.status.state = states.RUNNING if task.desired_state == states.RUNNING else states.SHUTDOWN
             task.status.timestamp = now

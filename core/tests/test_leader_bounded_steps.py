@@ -157,28 +157,27 @@ async def test_a_removed_service_is_reaped_round_after_round_without_the_tick(
         await reaper.stop()
 
 
-async def test_the_scheduler_decides_and_commits_pending_tasks_piece_by_piece(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """100,000 pending tasks were one call of the provider, seconds of the leader's loop; the
-    pieces decide exactly what one call would have."""
-    monkeypatch.setattr(driver_module, "MAX_PLACEMENTS_PER_COMMIT", 300)
+async def _pending_tasks(node_state: int) -> ObjectStore:
+    """2,000 new tasks of one service and NODES nodes in ``node_state``."""
     store = await instant_store()
     service = _service(2000)
 
     def seed(tx: Tx) -> None:
         tx.create(service)
         for number in range(NODES):
-            tx.create(_node(number))
+            node = _node(number)
+            node.status.state = node_state  # type: ignore[assignment]
+            tx.create(node)
         for slot in range(1, 2001):
             tx.create(new_task(service, slot))
 
     await store.update(seed)
+    return store
+
+
+async def _tick_recording(store: ObjectStore) -> list[int]:
+    """One tick of a driver with the spread scheduler; how many tasks each call asked about."""
     spread = SpreadScheduler()
-    whole = spread.schedule_sync(
-        sorted(store.view.tasks.all(), key=lambda t: (t.slot, t.id)),
-        list(SchedulerDriver(store, spread).loads.node_infos().values()),
-    )
     calls: list[int] = []
 
     class Recording:
@@ -193,6 +192,22 @@ async def test_the_scheduler_decides_and_commits_pending_tasks_piece_by_piece(
         await driver.tick()
     finally:
         driver.loads.stop()
+    return calls
+
+
+async def test_the_scheduler_decides_and_commits_pending_tasks_piece_by_piece(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """100,000 pending tasks were one call of the provider, seconds of the leader's loop; the
+    pieces decide exactly what one call would have."""
+    monkeypatch.setattr(driver_module, "MAX_PLACEMENTS_PER_COMMIT", 300)
+    store = await _pending_tasks(pb.NodeStatus.READY)
+    spread = SpreadScheduler()
+    whole = spread.schedule_sync(
+        sorted(store.view.tasks.all(), key=lambda t: (t.slot, t.id)),
+        list(SchedulerDriver(store, spread).loads.node_infos().values()),
+    )
+    calls = await _tick_recording(store)
     assert max(calls) <= 300 and sum(calls) == 2000, calls
     assert {t.id: t.node_id for t in store.view.tasks.all()} == {p.task_id: p.node_id for p in whole}
 
@@ -218,3 +233,17 @@ async def test_a_piece_of_new_tasks_copies_one_template(monkeypatch: pytest.Monk
     one = next(iter(store.view.tasks.all()))
     assert one.annotations.name == f"web.{one.slot}" and one.status.message == "created"
     assert one.spec.container.image == "app:1" and one.desired_state == states.RUNNING
+
+
+async def test_a_group_that_fits_nowhere_is_not_asked_about_piece_after_piece(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every node down with 100,000 tasks pending: each tick asked the provider about every
+    one of them, 500 at a time, each piece a pass over every node."""
+    monkeypatch.setattr(driver_module, "MAX_PLACEMENTS_PER_COMMIT", 300)
+    store = await _pending_tasks(pb.NodeStatus.DOWN)
+    calls = await _tick_recording(store)
+    assert calls == [300], calls
+    errors = {t.status.err for t in store.view.tasks.all()}
+    assert {t.status.state for t in store.view.tasks.all()} == {states.PENDING}
+    assert len(errors) == 1 and "not available" in next(iter(errors)), errors

@@ -37,6 +37,20 @@ QUIET = DEBOUNCE
 MAX_PLACEMENTS_PER_COMMIT = 500
 
 
+#: Pending tasks grouped per loop step before a tick places them.
+SORTED_PER_STEP = 5000
+
+
+def _fits_nowhere(piece: list[pb.Task], decisions: list[Placement]) -> str:
+    """The reason none of ``piece`` was placed, when none was and none names its node: the rest
+    of its group (the same service and spec, the same nodes) fit nowhere either, and are told
+    so without asking the provider again. With every node down, each tick asked it about
+    every one of 100,000 pending tasks, 500 at a time, each piece a pass over every node."""
+    if any(decision.node_id for decision in decisions) or any(task.node_id for task in piece):
+        return ""
+    return next((decision.reason for decision in decisions if decision.reason), "")
+
+
 class SchedulerDriver:
     """Batches pending tasks, asks the provider, commits placements."""
 
@@ -110,15 +124,24 @@ class SchedulerDriver:
             return
         infos = self.loads.node_infos()
         nodes = list(infos.values())
-        groups: dict[tuple[str, int], list[pb.Task]] = defaultdict(list)
-        for task in pending:
-            groups[(task.service_id, task.spec_version)].append(task)
+        groups: dict[tuple[str, int], list[tuple[int, str, pb.Task]]] = defaultdict(list)
+        for start in range(0, len(pending), SORTED_PER_STEP):
+            if start:
+                await asyncio.sleep(0)  # 100,000 tasks pending (every node down) are many steps
+            for task in pending[start : start + SORTED_PER_STEP]:
+                groups[(task.service_id, task.spec_version)].append((task.slot, task.id, task))
         for key in sorted(groups):  # a deterministic order: the pending set has none
-            batch = groups[key]
-            batch.sort(key=lambda t: (t.slot, t.id))
+            keyed = groups[key]
+            keyed.sort()
+            batch = [task for _, _, task in keyed]
+            fits_nowhere = ""
             for start in range(0, len(batch), MAX_PLACEMENTS_PER_COMMIT):
                 piece = batch[start : start + MAX_PLACEMENTS_PER_COMMIT]
-                decisions = await self.provider.schedule(piece, nodes, self.extra_filters)
+                if fits_nowhere and not any(task.node_id for task in piece):
+                    decisions = [Placement(task_id=task.id, reason=fits_nowhere) for task in piece]
+                else:
+                    decisions = await self.provider.schedule(piece, nodes, self.extra_filters)
+                    fits_nowhere = _fits_nowhere(piece, decisions)
                 await self.store.update(lambda tx, d=decisions: self._commit(tx, d, infos))  # type: ignore[misc]
 
     def _commit(self, tx: Tx, decisions: list[Placement], infos: dict[str, NodeInfo]) -> None:
