@@ -73,5 +73,11 @@ if _DIR:
         _around(wire, "decode", "from_grpc")  # a message read from a pull stream
         _around(wal.WAL, "save", "wal_write", "wal_done")
         _around(provider.RaftStore, "_apply", "apply", "applied")
+        # The leader's deferred WAL write starts when the loop turn that wrote its appends to
+        # gRPC ends: from ``to_grpc`` to this stamp is the stream's send path on the loop.
+        _around(provider.RaftStore, "_finish_deferred", "deferred")
+        from shoal import rpc
+
+        _around(rpc, "authorize", "authorize")  # the kernel's check of a stream message
 
     _install()
