@@ -13,10 +13,13 @@ import time
 
 import pytest
 from shoal import states
+from shoal.manager import nodeload as nodeload_module
 from shoal.manager import orchestrator as orchestrator_module
 from shoal.manager import reaper as reaper_module
 from shoal.manager import scheduler_driver as driver_module
 from shoal.manager import tasks as tasks_module
+from shoal.manager import updater as updater_module
+from shoal.manager.nodeload import NodeLoads
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
 from shoal.manager.scheduler_driver import SchedulerDriver
@@ -83,7 +86,7 @@ async def test_every_node_down_at_once_replaces_its_tasks_in_bounded_transaction
     await store.update(all_down)
     orch = ReplicatedOrchestrator(store)
     try:
-        orch._check_tasks_at_start()  # what the nodes' events ask for: every task replaced
+        await orch._check_tasks_at_start()  # what the nodes' events ask for: every task replaced
         log.sizes.clear()
         await orch._process()
         replacements = [t for t in store.view.tasks.all() if t.desired_state == states.READY]
@@ -247,3 +250,92 @@ async def test_a_group_that_fits_nowhere_is_not_asked_about_piece_after_piece(
     errors = {t.status.err for t in store.view.tasks.all()}
     assert {t.status.state for t in store.view.tasks.all()} == {states.PENDING}
     assert len(errors) == 1 and "not available" in next(iter(errors)), errors
+
+
+async def test_a_new_leaders_indexes_are_built_in_pieces_and_follow_the_applies_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new leader over 100,000 tasks counted them for the scheduler and indexed them for
+    the reaper in one step each (about a second of its loop together). In pieces, what
+    changes meanwhile ends up exactly as a count from scratch would have it."""
+    monkeypatch.setattr(nodeload_module, "COUNTED_PER_STEP", 150)
+    monkeypatch.setattr(reaper_module, "INDEXED_PER_STEP", 150)
+    store, _ = await _running_cluster()
+    loads, reaper = NodeLoads(store), TaskReaper(store)
+    counting = asyncio.ensure_future(loads.start_in_pieces())
+    indexing = asyncio.ensure_future(reaper._index_in_pieces())
+    steps = 0
+    while not (counting.done() and indexing.done()):
+        steps += 1
+        moved = sorted(store.view.tasks.items)[steps * 7 % (NODES * PER_NODE)]
+
+        def change(tx: Tx, task_id: str = moved, step: int = steps) -> None:
+            task = memory.copy(tx.task(task_id))  # type: ignore[type-var]
+            if step % 3 == 0:
+                tx.delete("task", task_id)
+                return
+            task.node_id = f"n{step % NODES:03d}"
+            task.status.state = states.FAILED if step % 3 == 1 else states.PENDING
+            tx.update(task)
+
+        await store.update(change)
+    assert steps > 3, "counted in one step"
+    fresh_loads, fresh_reaper = NodeLoads(store), TaskReaper(store)
+    fresh_loads.restored()
+    fresh_reaper.restored()
+    assert loads._loads == fresh_loads._loads and loads._unassigned == fresh_loads._unassigned
+    assert {k: v for k, v in reaper._slots.items() if v} == {
+        k: v for k, v in fresh_reaper._slots.items() if v
+    }
+    loads.stop()
+    await reaper.stop()
+
+
+async def test_a_new_leaders_orchestrator_checks_the_tasks_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(orchestrator_module, "CHECKED_PER_STEP", 150)
+    store, _ = await _running_cluster()
+    orch = ReplicatedOrchestrator(store)
+    others_ran = [0]
+
+    async def other() -> None:
+        while True:
+            others_ran[0] += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.ensure_future(other())
+    try:
+        await orch._check_tasks_at_start()
+    finally:
+        running.cancel()
+        await orch.stop()
+    assert others_ran[0] >= 3, f"the loop ran something else {others_ran[0]} times during the check"
+
+
+async def test_a_service_at_its_count_is_reconciled_without_grouping_its_tasks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scale or a new leader's first reconciliation looked every task of the service up
+    through the transaction and grouped it by slot, and the rolling-update check grouped
+    them again: half a second each at 100,000 replicas."""
+    store, _ = await _running_cluster()
+    looked_up, keyed = [0], [0]
+    real_get, real_key = memory.Tx.get, updater_module.slot_key
+
+    def counted_get(self: memory.Tx, kind: str, object_id: str) -> object:
+        looked_up[0] += kind == "task"
+        return real_get(self, kind, object_id)
+
+    def counted_key(task: pb.Task) -> tuple[int, str]:
+        keyed[0] += 1
+        return real_key(task)
+
+    monkeypatch.setattr(memory.Tx, "get", counted_get)
+    monkeypatch.setattr(updater_module, "slot_key", counted_key)
+    orch = ReplicatedOrchestrator(store)
+    orch._dirty.add("s1")
+    try:
+        await orch._process()
+    finally:
+        await orch.stop()
+    assert len(store.view.tasks) == NODES * PER_NODE  # nothing to do
+    assert looked_up[0] == 0 and keyed[0] == 0, (looked_up, keyed)

@@ -45,10 +45,45 @@ MAX_CREATES_PER_COMMIT = 500
 #: replacement created); the rest in the next one. A thousand nodes marked Down at once with
 #: 100 tasks each were one transaction of 200,000 changes: the leader's loop held for seconds.
 MAX_RESTARTS_PER_COMMIT = MAX_CREATES_PER_COMMIT // 2
+#: Tasks a new leader's orchestrator checks per loop step at start.
+CHECKED_PER_STEP = 10_000
 #: Events taken in per loop step (the rest after a yield).
 EVENTS_PER_STEP = 2000
 #: After the store refused a reconciliation, when it is tried again if no event comes first.
 RETRY_AFTER = 1.0
+
+
+def _runnable_slots(tx: Tx, service_id: str) -> set[int]:
+    """The slots of the service with a task wanted running, as the transaction sees them
+    (its own changes included: a replacement it created keeps its slot alive).
+
+    One pass over the service's tasks reading two fields each: at 100,000 replicas a
+    reconciliation (a scale, a new leader's first) looked each task up through the
+    transaction and grouped it by slot, half a second of the leader's loop."""
+    own = tx.own_changes("task")
+    tasks = tx.view.service_tasks(service_id)
+    if not own:
+        return {t.slot for t in tasks if t.desired_state <= states.RUNNING}
+    slots = {t.slot for t in tasks if t.desired_state <= states.RUNNING and t.id not in own}
+    slots.update(
+        t.slot
+        for t in own.values()
+        if t is not None and t.service_id == service_id and t.desired_state <= states.RUNNING
+    )
+    return slots
+
+
+def _runnable_slot_tasks(tx: Tx, service_id: str) -> dict[int, list[pb.Task]]:
+    """Every task of each slot that has one wanted running (what a scale down ranks)."""
+    slots: dict[int, list[pb.Task]] = defaultdict(list)
+    for stored in tx.view.service_tasks(service_id):
+        task = tx.task(stored.id)
+        if task is not None:
+            slots[task.slot].append(task)
+    for task in tx.own_changes("task").values():
+        if task is not None and task.service_id == service_id and task not in slots[task.slot]:
+            slots[task.slot].append(task)
+    return {slot: tasks for slot, tasks in slots.items() if any(states.is_runnable(t) for t in tasks)}
 
 
 class ReplicatedOrchestrator:
@@ -103,7 +138,7 @@ class ReplicatedOrchestrator:
         with self.store.watch(["service", "task", "node"]) as watch:
             view = self.store.view
             self._dirty.update(s.id for s in view.services.all())
-            self._check_tasks_at_start()
+            await self._check_tasks_at_start()
             while True:
                 retry = await self._process()
                 try:
@@ -167,12 +202,24 @@ class ReplicatedOrchestrator:
             return False
         return node_unavailable(self.store.view.nodes.get(task.node_id))
 
-    def _check_tasks_at_start(self) -> None:
-        """Repair what a lost event would have fixed (SwarmKit's CheckTasks)."""
-        for task in self.store.view.tasks.all():
-            if task.desired_state <= states.RUNNING and self._needs_restart(task):
-                self._restarts.append((task.id, "startup"))
-        self.restarts.check_at_start(self.store.view.tasks.all())
+    async def _check_tasks_at_start(self) -> None:
+        """Repair what a lost event would have fixed (SwarmKit's CheckTasks), looking at
+        CHECKED_PER_STEP tasks per loop step: a new leader over 100,000 tasks looked at them
+        all in one step. A task changed meanwhile has an event of its own in the watch."""
+        tasks = list(self.store.view.tasks.items.values())
+        waiting: list[pb.Task] = []  # READY or stopping: what the restart supervisor adopts
+        for start in range(0, len(tasks), CHECKED_PER_STEP):
+            if start:
+                await asyncio.sleep(0)
+            for task in tasks[start : start + CHECKED_PER_STEP]:
+                desired = task.desired_state
+                if desired <= states.RUNNING and self._needs_restart(task):
+                    self._restarts.append((task.id, "startup"))
+                if desired == states.READY or (
+                    desired > states.RUNNING and task.status.state <= states.RUNNING
+                ):
+                    waiting.append(task)
+        self.restarts.check_at_start(waiting)
 
     async def _process(self) -> bool:
         """Reconcile what changed; True when the store refused it (to be tried again)."""
@@ -245,14 +292,9 @@ class ReplicatedOrchestrator:
 
     def _reconcile_service(self, tx: Tx, service: pb.Service) -> None:
         replicas = service.spec.replicated.replicas
-        slots: dict[int, list[pb.Task]] = defaultdict(list)
-        for stored in tx.view.service_tasks(service.id):
-            task = tx.task(stored.id)
-            if task is not None:
-                slots[task.slot].append(task)
-        runnable = {slot: tasks for slot, tasks in slots.items() if any(states.is_runnable(t) for t in tasks)}
+        runnable = _runnable_slots(tx, service.id)
         if len(runnable) > replicas:
-            self._scale_down(tx, runnable, replicas)
+            self._scale_down(tx, _runnable_slot_tasks(tx, service.id), replicas)
         elif len(runnable) < replicas:
             free = (n for n in range(1, 1 << 62) if n not in runnable)
             self._fill(tx, service, list(itertools.islice(free, replicas - len(runnable))))

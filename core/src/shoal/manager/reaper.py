@@ -17,7 +17,7 @@ from collections.abc import Callable
 from shoal import defaults, states
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
-from shoal.store.memory import DELETE, Event, ObjectStore, Tx
+from shoal.store.memory import DELETE, Event, ObjectStore, Tx, visit_in_pieces
 
 log = logging.getLogger("shoal.reaper")
 
@@ -25,6 +25,8 @@ TICK = 0.25
 #: Tasks deleted per store transaction; the slots left go to the next round. Reaping a removed
 #: service of 10,000 tasks was one entry of 10,000 deletions, applied by every manager at once.
 MAX_DELETES_PER_COMMIT = 500
+#: Tasks indexed per loop step when a new leader's reaper starts over a loaded store.
+INDEXED_PER_STEP = 10_000
 
 
 def removable(task: pb.Task) -> bool:
@@ -70,16 +72,29 @@ class TaskReaper:
         #: round cut short put every slot left back into ``_dirty`` and waited TICK: ``service
         #: rm`` of 110,000 replicas was 220 rounds of 0.25 s, each copying every slot left.)
         self._backlog: deque[SlotKey] = deque()
+        #: While indexing in pieces at start: the view's tasks not indexed yet.
+        self._uncounted: set[str] = set()
         self._slots: dict[SlotKey, set[str]] = defaultdict(set)
         self._work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop_listening: Callable[[], None] | None = None
 
     def start(self) -> None:
-        if self._stop_listening is None:
-            self.restored()
-            self._stop_listening = self.store.listen(self)
         self._task = asyncio.create_task(self._run(), name="task-reaper")
+
+    async def _index_in_pieces(self) -> None:
+        """``restored`` and follow the applies, indexing the view's tasks INDEXED_PER_STEP
+        per loop step: a new leader over 100,000 tasks indexed them in one step (close to
+        half a second of its loop). A task not indexed yet is skipped by the applies; the
+        view's version of it is indexed when its turn comes."""
+        if self._stop_listening is not None:
+            return
+        self._slots.clear()
+        self._dirty.clear()
+        self._backlog.clear()
+        self._uncounted = set(self.store.view.tasks.items)
+        self._stop_listening = self.store.listen(self)
+        await visit_in_pieces(self._uncounted, self.store.view.tasks, self._mark, INDEXED_PER_STEP)
 
     async def stop(self) -> None:
         if self._stop_listening is not None:
@@ -96,6 +111,7 @@ class TaskReaper:
         return int(cluster.spec.orchestration.task_history_retention_limit)
 
     async def _run(self) -> None:
+        await self._index_in_pieces()
         while True:
             if not self._backlog:
                 await self._work.wait()
@@ -121,13 +137,19 @@ class TaskReaper:
         self._slots.clear()
         self._dirty.clear()
         self._backlog.clear()
+        self._uncounted = set()
         for task in self.store.view.tasks.all():
             self._mark(task)
 
     def applied(self, events: list[Event]) -> None:
+        uncounted = self._uncounted
         for event in events:
             if event.kind == "task":
                 task: pb.Task = event.obj
+                if uncounted and task.id in uncounted:
+                    if event.action == DELETE:
+                        uncounted.discard(task.id)
+                    continue  # indexed from the view when its turn comes
                 old: pb.Task | None = event.old
                 if event.action == DELETE:
                     self._forget(task)
@@ -141,7 +163,7 @@ class TaskReaper:
                 # Its ended tasks: the others get an event of their own when the orchestrator
                 # marks them for removal (a look at each of 100,000 slots here held the apply).
                 for task in self.store.view.service_tasks(event.obj.id):
-                    if _may_free(task):
+                    if _may_free(task) and task.id not in uncounted:
                         self._mark(task)
 
     # ------------------------------------------------------------------ the index

@@ -68,7 +68,6 @@ class SchedulerDriver:
         self.loads = NodeLoads(store)
 
     def start(self) -> None:
-        self.loads.start()
         self._task = asyncio.create_task(self._run(), name="scheduler")
 
     async def stop(self) -> None:
@@ -78,6 +77,7 @@ class SchedulerDriver:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        await self.loads.start_in_pieces()  # each tick waits for it: it reads the totals
         with self.store.watch(["task", "node"]) as watch:
             while True:
                 try:

@@ -62,6 +62,17 @@ def is_dirty(task: pb.Task, service: pb.Service) -> bool:
     return current != service.spec.task
 
 
+def _all_current(tasks: list[pb.Task], spec_version: int) -> bool:
+    """Whether no slot needs updating: every live task is of the current spec version and
+    alone in its slot. The common case (a scale, a service's pieces being filled, a new
+    leader) answered in one pass reading three fields per task, instead of grouping every
+    task by slot: at 100,000 replicas a third of a second of the leader's loop."""
+    live = [t for t in tasks if t.desired_state <= states.RUNNING]
+    if any(t.spec_version != spec_version for t in live):
+        return False
+    return len({t.slot or t.node_id for t in live}) == len(live)
+
+
 def update_config(service: pb.Service) -> pb.UpdateConfig:
     """The config that drives the walk: the rollback config while rolling back."""
     rolling_back = service.update_status.state in (US.ROLLBACK_STARTED, US.ROLLBACK_PAUSED)
@@ -401,8 +412,11 @@ class UpdateSupervisor:
         return any(task_id in updater.to_start for updater in self.updaters.values())
 
     def dirty_slots(self, service: pb.Service) -> dict[SlotKey, list[pb.Task]]:
+        tasks = self.store.view.service_tasks(service.id)
+        if _all_current(tasks, service.spec_version):
+            return {}
         slots: dict[SlotKey, list[pb.Task]] = {}
-        for task in self.store.view.service_tasks(service.id):
+        for task in tasks:
             if task.desired_state <= states.RUNNING:
                 slots.setdefault(slot_key(task), []).append(task)
         return {

@@ -293,6 +293,15 @@ class Tx:
             for (kind, _), (action, obj) in view._changes.items():
                 yield kind, action, obj
 
+    def own_changes(self, kind: str) -> dict[str, Any]:
+        """This transaction's own changes of ``kind``, by ID: the object written, or None for
+        one it deleted (what ``view`` does not hold yet)."""
+        return {
+            object_id: None if action == DELETE else obj
+            for (changed_kind, object_id), (action, obj) in self._changes.items()
+            if changed_kind == kind
+        }
+
     # writes
     def create(self, obj: Obj) -> None:
         kind = kind_of(obj)
@@ -332,6 +341,23 @@ class Tx:
             store_action = batch.actions.add(kind=action)
             getattr(store_action, kind).CopyFrom(obj)
         return batch
+
+
+async def visit_in_pieces(
+    pending: set[str], table: Table[ObjT], visit: Callable[[ObjT], None], per_step: int
+) -> None:
+    """Call ``visit`` on the table's object of each ID in ``pending``, taking each ID out as it
+    goes, ``per_step`` per loop step: how an index kept by the applies is built over a loaded
+    store without holding the loop (the applies meanwhile skip the IDs still pending; the
+    view's version of each is visited when its turn comes)."""
+    items = table.items
+    while pending:
+        for _ in range(min(per_step, len(pending))):
+            obj = items.get(pending.pop())
+            if obj is not None:
+                visit(obj)
+        if pending:
+            await asyncio.sleep(0)
 
 
 def copy(obj: ObjT) -> ObjT:
