@@ -20,7 +20,7 @@ from shoal.agent.controller import TaskController
 from shoal.hollow.status import status_of
 from shoal.roles.runtime import ContainerRef
 from shoal.testing import stubmanager
-from shoal.testing.stubmanager import StubManager, Transactions, assigned_task
+from shoal.testing.stubmanager import StubManager, assigned_task
 from shoal_runtime_fake.options import FakeOptions
 from shoal_runtime_fake.runtime import FakeRuntime
 
@@ -115,28 +115,3 @@ async def test_the_fleet_status_counts_running_tasks_without_walking_them(tmp_pa
         assert agent.tasks_running == 0
     finally:
         await agent.stop()
-
-
-async def test_tasks_that_come_one_by_one_share_status_calls(tmp_path: Path) -> None:
-    """Tasks assigned one message at a time, further apart than the status interval: each
-    task's RUNNING was a call of its own (one call per task, on the node and on the leader, and
-    a task DB transaction each). Now, while tasks keep coming, a report waits
-    ``STATUS_STREAM_HOLD`` (1 s) for the next ones; every RUNNING still reaches the manager.
-    The task DB committed each task's writes 50 ms after the first (``FLUSH_DELAY``): one
-    transaction per task whatever the reports; now its writes wait up to 1.5 s, and go with the
-    report's flush."""
-    manager = StubManager([assigned_task(NODE, index) for index in range(15)], per_message=1, gap=0.07)
-    agent = stub_agent(tmp_path, manager)
-    transactions = Transactions()
-    agent.db._db.set_trace_callback(transactions)
-    await agent.start()
-    try:
-        await asyncio.wait_for(agent.connected.wait(), DEADLINE)
-        manager.go.set()
-        await asyncio.wait_for(manager.all_running.wait(), DEADLINE)
-        written = transactions.count
-    finally:
-        await agent.stop()
-    # 15 tasks over ~1 s: the first at once, then a call per hold (a loaded machine may split one).
-    assert len(manager.reports) <= 6, [len(report.updates) for report in manager.reports]
-    assert written <= len(manager.reports) + 2, (written, len(manager.reports))

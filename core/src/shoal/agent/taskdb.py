@@ -5,14 +5,13 @@ same with SQLite. After a restart the agent rebuilds its controllers from here a
 the running containers before its manager answers, so nothing is restarted needlessly.
 
 Writes are gathered and committed together: one transaction for all the changes of up to
-``FLUSH_DELAY`` (1.5 s) or until the next status report (which flushes first: ``flush``), keeping
-only the latest status of each task. A task steps ACCEPTED -> PREPARING -> READY -> STARTING ->
-RUNNING within milliseconds, and each step was its own SQLite transaction: six commits per task,
-44% of a hollow agent's CPU at 10,000 tasks. What a crash can cost is the last 1.5 s at most of
-statuses and assignments, never a status the manager was told (the agent flushes before it
-reports): the agent then restarts from an earlier step of the same task, or from the manager's
-complete set of assignments, which every step tolerates (a create or start of a container that
-exists is adopted, as after a crash between the call and its status).
+``FLUSH_DELAY`` (and before every status report: ``flush``), keeping only the latest status of
+each task. A task steps ACCEPTED -> PREPARING -> READY -> STARTING -> RUNNING within
+milliseconds, and each step was its own SQLite transaction: six commits per task, 44% of a
+hollow agent's CPU at 10,000 tasks. What a crash can cost is the last few milliseconds of
+statuses, never one the manager was told (the agent flushes before it reports): the agent then
+restarts from an earlier step of the same task, which every step tolerates (a create or start
+of a container that exists is adopted, as after a crash between the call and its status).
 
 The tasks carry their services' env in clear, so the DB is 0600 in a 0700 directory, created
 so before SQLite opens it: SQLite gives the ``-wal`` and ``-shm`` files the main file's mode.
@@ -34,13 +33,8 @@ log = logging.getLogger("shoal.agent")
 
 #: The files SQLite keeps beside the DB in WAL mode.
 SIDE_FILES = ("-wal", "-shm")
-#: How long a write waits for others to share its transaction, unless a status report flushes
-#: it first (as it does every write before it goes). It was the status reports' interval (50
-#: ms): a node whose tasks came one by one (a huge service placed a scheduler batch at a time)
-#: committed each task's writes alone, whatever the reports (held 1 s, ``agent.py``'s
-#: ``STATUS_STREAM_HOLD``) shared; longer than that hold, so that the report's flush comes
-#: first. A crash loses at most this much of what no report told.
-FLUSH_DELAY = 1.5
+#: How long a write waits for others to share its transaction (the status reports' interval).
+FLUSH_DELAY = 0.05
 #: How long after a failed transaction (a full disk) its writes are tried again.
 RETRY_DELAY = 1.0
 
