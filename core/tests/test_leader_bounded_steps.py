@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from shoal import states
-from shoal.manager import nodeload as nodeload_module
 from shoal.manager import orchestrator as orchestrator_module
 from shoal.manager import reaper as reaper_module
 from shoal.manager import scheduler_driver as driver_module
 from shoal.manager import tasks as tasks_module
 from shoal.manager import updater as updater_module
+from shoal.manager.liveslots import LiveSlots
 from shoal.manager.nodeload import NodeLoads
 from shoal.manager.orchestrator import ReplicatedOrchestrator
+from shoal.manager.orchestrator import _runnable_slots_scanned as _scanned
 from shoal.manager.reaper import TaskReaper
 from shoal.manager.scheduler_driver import SchedulerDriver
 from shoal.manager.tasks import new_task
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.scheduler import NodeInfo, Placement
 from shoal.store import memory
+from shoal.store import pieces as pieces_module
 from shoal.store.memory import Event, ObjectStore, Tx
 from shoal.testing.objectstore import RecordingLog, instant_store
 from shoal_scheduler_spread.scheduler import SpreadScheduler
@@ -49,6 +53,14 @@ def _node(number: int) -> pb.Node:
     node.status.state = pb.NodeStatus.READY
     node.description.platform.os = "linux"
     return node
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    """Until ``condition`` holds (a state of the store: no event to wait on); fails after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
 
 
 async def _running_cluster() -> tuple[ObjectStore, RecordingLog]:
@@ -151,10 +163,7 @@ async def test_a_removed_service_is_reaped_round_after_round_without_the_tick(
     reaper = TaskReaper(store)
     reaper.start()
     try:
-        deadline = time.monotonic() + 30
-        while store.view.tasks and time.monotonic() < deadline:
-            await real_sleep(0.01)
-        assert not store.view.tasks
+        await _until(lambda: not store.view.tasks)
         assert ticks[0] == 1, f"{ticks[0]} ticks waited to reap {count} tasks"
     finally:
         await reaper.stop()
@@ -258,7 +267,7 @@ async def test_a_new_leaders_indexes_are_built_in_pieces_and_follow_the_applies_
     """A new leader over 100,000 tasks counted them for the scheduler and indexed them for
     the reaper in one step each (about a second of its loop together). In pieces, what
     changes meanwhile ends up exactly as a count from scratch would have it."""
-    monkeypatch.setattr(nodeload_module, "COUNTED_PER_STEP", 150)
+    monkeypatch.setattr(pieces_module, "INDEXED_PER_STEP", 150)
     monkeypatch.setattr(reaper_module, "INDEXED_PER_STEP", 150)
     store, _ = await _running_cluster()
     loads, reaper = NodeLoads(store), TaskReaper(store)
@@ -339,3 +348,68 @@ async def test_a_service_at_its_count_is_reconciled_without_grouping_its_tasks(
         await orch.stop()
     assert len(store.view.tasks) == NODES * PER_NODE  # nothing to do
     assert looked_up[0] == 0 and keyed[0] == 0, (looked_up, keyed)
+
+
+async def test_a_scale_reads_the_live_slots_kept_as_the_store_applies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scale of a 100,000-replica service read every task of it twice (the slots wanted
+    running, and whether any slot needs a rolling update): a few hundred ms of the loop."""
+    store, _ = await _running_cluster()
+    scanned = [0]
+    for view_class in (memory.ReadView, memory._OverlayView):
+        real = view_class.service_tasks
+
+        def counted(self: object, service_id: str, real: Any = real) -> list[pb.Task]:
+            tasks: list[pb.Task] = real(self, service_id)
+            scanned[0] += len(tasks)
+            return tasks
+
+        monkeypatch.setattr(view_class, "service_tasks", counted)
+    orch = ReplicatedOrchestrator(store)
+    orch.start()
+    try:
+        await _until(lambda: orch.live.ready)
+        scanned[0] = 0
+
+        def scale(tx: Tx) -> None:
+            service = memory.copy(tx.service("s1"))  # type: ignore[type-var]
+            service.spec.replicated.replicas = NODES * PER_NODE + 100
+            tx.update(service)
+
+        await store.update(scale)
+        await _until(lambda: len(store.view.tasks) == NODES * PER_NODE + 100)
+        new_slots = sorted(t.slot for t in store.view.tasks.all() if t.slot > NODES * PER_NODE)
+        assert new_slots == list(range(NODES * PER_NODE + 1, NODES * PER_NODE + 101))
+        assert scanned[0] == 0, f"{scanned[0]} tasks scanned for a scale"
+    finally:
+        await orch.stop()
+
+
+async def test_live_slots_under_a_group_and_a_transaction_match_a_scan() -> None:
+    """What the index answers for a transaction (committed view, the group's changes before
+    it, its own) is what a pass over the service's tasks finds."""
+    store, _ = await _running_cluster()
+    live = LiveSlots(store)
+    await live.start_in_pieces()
+    orch = ReplicatedOrchestrator(store)
+    orch.live = live
+    answers: list[tuple[set[int], set[int]]] = []
+
+    def first(tx: Tx) -> None:  # a transaction before in the group: ends slot 1, starts slot 9999
+        task = memory.copy(tx.view.service_tasks("s1")[0])
+        task.desired_state = states.SHUTDOWN
+        tx.update(task)
+        tx.create(new_task(store.view.services.get("s1"), 9999))  # type: ignore[arg-type]
+
+    def second(tx: Tx) -> None:
+        victim = memory.copy(tx.view.service_tasks("s1")[5])
+        tx.delete("task", victim.id)
+        tx.create(new_task(store.view.services.get("s1"), 8888))  # type: ignore[arg-type]
+        answers.append((orch._runnable_slots(tx, "s1"), _scanned(tx, "s1")))
+
+    await asyncio.gather(store.update(lambda tx: None), store.update(first), store.update(second))
+    ((indexed, scanned),) = answers
+    assert indexed == scanned and 9999 in indexed and 8888 in indexed
+    live.stop()
+    await orch.stop()

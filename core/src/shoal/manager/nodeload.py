@@ -11,19 +11,16 @@ change makes: a tick costs O(nodes + pending tasks), whatever the number of runn
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from shoal import placement
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.scheduler import NodeInfo
-from shoal.store.memory import DELETE, Event, ObjectStore, visit_in_pieces
+from shoal.store.memory import DELETE, Event, ObjectStore
+from shoal.store.pieces import TaskIndexInPieces
 
 K = TypeVar("K")
-
-#: Tasks counted per loop step when a new leader's scheduler starts over a loaded store.
-COUNTED_PER_STEP = 10_000
 
 
 def unassigned(task: pb.Task) -> bool:
@@ -86,59 +83,30 @@ def add_count(counter: Counter[K], key: K, delta: int) -> None:
         del counter[key]
 
 
-class NodeLoads:
+class NodeLoads(TaskIndexInPieces):
     """Per-node totals of occupying tasks and the set of unassigned tasks, for the scheduler."""
 
     def __init__(self, store: ObjectStore) -> None:
-        self.store = store
+        super().__init__(store)
         self._loads: dict[str, _Load] = {}
         self._unassigned: set[str] = set()
-        self._stop: Callable[[], None] | None = None
-        #: While counting in pieces: the tasks of the view not counted yet. Their changes are
-        #: not followed meanwhile; the view's version of each is counted when its turn comes.
-        self._uncounted: set[str] = set()
 
     def start(self) -> None:
-        """Count what the store holds now and follow every change from here on (again: no-op)."""
+        """Count what the store holds now and follow every change from here on (again: no-op).
+        A new leader's scheduler counts in pieces instead (``start_in_pieces``): 100,000 tasks
+        counted in one step were two thirds of a second of its loop."""
         if self._stop is None:
             self.restored()
             self._stop = self.store.listen(self)
 
-    async def start_in_pieces(self) -> None:
-        """``start``, counting the view's tasks COUNTED_PER_STEP per loop step: a new leader
-        over 100,000 tasks counted them all in one step (two thirds of a second of its loop,
-        beside the other components' own passes, while 1,000 sessions reopen)."""
-        if self._stop is not None:
-            return
+    def _reset(self) -> None:
         self._loads = {}
         self._unassigned = set()
-        self._uncounted = set(self.store.view.tasks.items)
-        self._stop = self.store.listen(self)
-        await visit_in_pieces(self._uncounted, self.store.view.tasks, self._enter, COUNTED_PER_STEP)
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._stop()
-            self._stop = None
 
     # ------------------------------------------------------------------ ApplyListener
 
-    def restored(self) -> None:
-        self._loads = {}
-        self._unassigned = set()
-        self._uncounted = set()
-        for task in self.store.view.tasks.all():
-            self._enter(task)
-
     def applied(self, events: list[Event]) -> None:
-        uncounted = self._uncounted
-        for event in events:
-            if event.kind != "task":
-                continue
-            if uncounted and event.obj.id in uncounted:
-                if event.action == DELETE:
-                    uncounted.discard(event.obj.id)
-                continue  # counted from the view when its turn comes
+        for event in self._task_events(events):
             old: pb.Task | None = event.old
             if event.action == DELETE:
                 self._leave(event.obj)

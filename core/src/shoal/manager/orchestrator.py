@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from shoal import states
 from shoal.manager import jobs
+from shoal.manager.liveslots import LiveSlots
 from shoal.manager.restarts import RestartSupervisor
 from shoal.manager.servicemodes import global_eligible, is_global
 from shoal.manager.tasks import new_task, node_unavailable, restart_policy, task_template
@@ -53,7 +54,7 @@ EVENTS_PER_STEP = 2000
 RETRY_AFTER = 1.0
 
 
-def _runnable_slots(tx: Tx, service_id: str) -> set[int]:
+def _runnable_slots_scanned(tx: Tx, service_id: str) -> set[int]:
     """The slots of the service with a task wanted running, as the transaction sees them
     (its own changes included: a replacement it created keeps its slot alive).
 
@@ -95,7 +96,9 @@ class ReplicatedOrchestrator:
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self.updates = UpdateSupervisor(store)
+        #: Each service's live slots, kept as the store applies (built when the loop starts).
+        self.live = LiveSlots(store)
+        self.updates = UpdateSupervisor(store, self.live)
         self._dirty: set[str] = set()
         #: (task id, reason) to restart, MAX_RESTARTS_PER_COMMIT per transaction, oldest first.
         self._restarts: deque[tuple[str, str]] = deque()
@@ -131,6 +134,7 @@ class ReplicatedOrchestrator:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         await self.restarts.stop()
         await self.updates.stop()
+        self.live.stop()
 
     # ------------------------------------------------------------------ event loop
 
@@ -138,6 +142,7 @@ class ReplicatedOrchestrator:
         with self.store.watch(["service", "task", "node"]) as watch:
             view = self.store.view
             self._dirty.update(s.id for s in view.services.all())
+            await self.live.start_in_pieces()
             await self._check_tasks_at_start()
             while True:
                 retry = await self._process()
@@ -292,12 +297,28 @@ class ReplicatedOrchestrator:
 
     def _reconcile_service(self, tx: Tx, service: pb.Service) -> None:
         replicas = service.spec.replicated.replicas
-        runnable = _runnable_slots(tx, service.id)
+        runnable = self._runnable_slots(tx, service.id)
         if len(runnable) > replicas:
             self._scale_down(tx, _runnable_slot_tasks(tx, service.id), replicas)
         elif len(runnable) < replicas:
             free = (n for n in range(1, 1 << 62) if n not in runnable)
             self._fill(tx, service, list(itertools.islice(free, replicas - len(runnable))))
+
+    def _runnable_slots(self, tx: Tx, service_id: str) -> set[int]:
+        """The service's slots with a task wanted running, as the transaction sees them: from
+        the live-slot index kept as the store applies, corrected by what the transactions
+        before this one in its group and this one changed (a pass over the service's tasks
+        until the index is built)."""
+        if not self.live.ready or tx.store is not self.store:
+            return _runnable_slots_scanned(tx, service_id)
+        latest: dict[str, pb.Task | None] = {}
+        for kind, action, obj in tx.group_changes():
+            if kind == "task":
+                latest[obj.id] = None if action == DELETE else obj
+        latest.update(tx.own_changes("task"))
+        committed = self.store.view.tasks.items
+        changed = ((committed.get(task_id), task) for task_id, task in latest.items())
+        return self.live.runnable_slots(service_id, changed)  # type: ignore[return-value] # replicated: numbers
 
     def _fill(self, tx: Tx, service: pb.Service, slots: list[int]) -> None:
         """Create tasks in the first MAX_CREATES_PER_COMMIT of ``slots``; the rest in the next

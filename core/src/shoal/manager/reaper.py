@@ -18,6 +18,7 @@ from shoal import defaults, states
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
 from shoal.store.memory import DELETE, Event, ObjectStore, Tx, visit_in_pieces
+from shoal.store.pieces import not_indexed_yet
 
 log = logging.getLogger("shoal.reaper")
 
@@ -146,10 +147,8 @@ class TaskReaper:
         for event in events:
             if event.kind == "task":
                 task: pb.Task = event.obj
-                if uncounted and task.id in uncounted:
-                    if event.action == DELETE:
-                        uncounted.discard(task.id)
-                    continue  # indexed from the view when its turn comes
+                if not_indexed_yet(uncounted, event):
+                    continue
                 old: pb.Task | None = event.old
                 if event.action == DELETE:
                     self._forget(task)

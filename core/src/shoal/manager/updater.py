@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from shoal import states
+from shoal.manager.liveslots import LiveSlots
 from shoal.manager.netobjects import networks_differ
 from shoal.manager.tasks import OLD_TASK_TIMEOUT, new_task, old_task_gone, start_now
 from shoal.proto import objects_pb2 as pb
@@ -401,8 +402,10 @@ class Updater:
 class UpdateSupervisor:
     """One updater per service; a newer spec version replaces a running update."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, live: LiveSlots | None = None) -> None:
         self.store = store
+        #: The orchestrator's live-slot index: "nothing to update" without a pass over tasks.
+        self.live = live
         self.updaters: dict[str, Updater] = {}
         #: Where an updater's READY tasks go when it will not start them (the restart supervisor).
         self.orphaned: Orphaned | None = None
@@ -412,6 +415,9 @@ class UpdateSupervisor:
         return any(task_id in updater.to_start for updater in self.updaters.values())
 
     def dirty_slots(self, service: pb.Service) -> dict[SlotKey, list[pb.Task]]:
+        live = self.live
+        if live is not None and live.ready and live.all_current(service.id, service.spec_version):
+            return {}
         tasks = self.store.view.service_tasks(service.id)
         if _all_current(tasks, service.spec_version):
             return {}
