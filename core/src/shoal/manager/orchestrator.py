@@ -47,7 +47,7 @@ MAX_CREATES_PER_COMMIT = 500
 #: 100 tasks each were one transaction of 200,000 changes: the leader's loop held for seconds.
 MAX_RESTARTS_PER_COMMIT = MAX_CREATES_PER_COMMIT // 2
 #: Tasks a new leader's orchestrator checks per loop step at start.
-CHECKED_PER_STEP = 10_000
+CHECKED_PER_STEP = 5_000
 #: Events taken in per loop step (the rest after a yield).
 EVENTS_PER_STEP = 2000
 #: After the store refused a reconciliation, when it is tried again if no event comes first.

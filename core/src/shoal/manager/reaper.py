@@ -27,7 +27,7 @@ TICK = 0.25
 #: service of 10,000 tasks was one entry of 10,000 deletions, applied by every manager at once.
 MAX_DELETES_PER_COMMIT = 500
 #: Tasks indexed per loop step when a new leader's reaper starts over a loaded store.
-INDEXED_PER_STEP = 10_000
+INDEXED_PER_STEP = 5_000
 
 
 def removable(task: pb.Task) -> bool:

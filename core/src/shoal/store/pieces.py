@@ -15,7 +15,7 @@ from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import DELETE, Event, ObjectStore, visit_in_pieces
 
 #: Tasks indexed per loop step.
-INDEXED_PER_STEP = 10_000
+INDEXED_PER_STEP = 5_000
 
 
 def not_indexed_yet(uncounted: set[str], event: Event) -> bool:
