@@ -66,11 +66,6 @@ MAX_PULL_PAUSE = 1.0
 #: grow memory without bound (the protocol resends what it still needs).
 MAX_QUEUED = 4096
 
-#: Loop turns a pull stream lets pass after each message before reading the next (see
-#: ``_let_effects_run``): a leader's answer to a writer takes three (the propose future, the
-#: kernel's group commit, the local API's write).
-EFFECT_TURNS = 3
-
 #: Answers that tell a manager the others no longer count it as a member.
 _REFUSED_CODES = (StatusCode.PERMISSION_DENIED, StatusCode.FAILED_PRECONDITION)
 _REFUSED_TEXT = "no longer a member"
@@ -87,19 +82,6 @@ class Replica(Protocol):
     def report_unreachable(self, member_id: int) -> None: ...
 
     def is_member(self, member_id: int) -> bool: ...
-
-
-async def _let_effects_run() -> None:
-    """Let ``EFFECT_TURNS`` loop turns pass before a pull stream asks gRPC for its next message.
-
-    Raft acts on a message in the callback that delivered it (``RaftStore.step``); what that
-    sets off runs in the next turns: a follower's acknowledgement leaves through its outlet's
-    task, a leader's committed writes reach their writers through the kernel's group commit
-    and the local API. Asking for the next read first would put gRPC's work of arming it
-    (tens of microseconds of the loop) in front of all that, on every write's path; nothing
-    is lost by asking a few turns later (gRPC holds what arrives meanwhile)."""
-    for _ in range(EFFECT_TURNS):
-        await asyncio.sleep(0)
 
 
 def _append_bounded(batches: list[bytes], data: bytes) -> None:
@@ -305,7 +287,6 @@ class PeerNetwork:
                             self._take(raw)
                             if self.tls() is not tls:  # renewed: present the new certificate
                                 break
-                            await _let_effects_run()
                     except RPCError as exc:
                         if self._told_removed(peer, exc):
                             return

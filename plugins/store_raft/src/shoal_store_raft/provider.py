@@ -12,9 +12,7 @@ ordered without locks. Messages leave before the slow part of their Ready: a lea
 with new entries sends its appends and leaves its fsync to the next loop turn, so the
 transport puts them on the wire first and the followers write in parallel with the leader; a
 Ready that sends acknowledgements and has entries to apply leaves applying to the next turn
-(nothing else reads the core meanwhile). The messages of a write's path, an append and its
-acknowledgement, are acted on in the callback that delivers them (``step``): a follower writes,
-fsyncs and acknowledges, a leader commits and applies, with no loop turn in between.
+(nothing else reads the core meanwhile).
 """
 
 from __future__ import annotations
@@ -84,11 +82,6 @@ _PERSIST, _APPLY = "persist", "apply"
 SendHook = Callable[[Sequence[Message]], None]
 #: ``send(member_id, data)``: deliver encoded messages to one member (``PeerNetwork.send``).
 SendFunc = Callable[[int, bytes], None]
-#: Messages acted on in the callback that delivered them (``RaftStore.step``): an append
-#: (the follower's write, fsync and acknowledgement) and an append's acknowledgement (the
-#: leader's commit). These are a write's path; a loop turn before each is one more wait for
-#: whatever else the loop holds. Everything else (votes, heartbeats) waits for the next turn.
-ACT_AT_ONCE = frozenset({MsgType.APP, MsgType.APP_RESP})
 #: How recently a delivery to a member must have succeeded for ``node ls`` to call it reachable.
 REACHABLE_WITHIN = 3.0
 
@@ -186,8 +179,6 @@ class RaftStore:
         self._leadership = LeadershipFeed()
         self._leader = False
         self._scheduled = False
-        #: ``_process`` is running (``_process_now`` then leaves the work to the next turn).
-        self._processing = False
         #: A Ready whose messages went out and whose rest (from the stage named) runs on the
         #: next loop turn; nothing reads the core meanwhile.
         self._deferred: tuple[Ready, str] | None = None
@@ -528,25 +519,7 @@ class RaftStore:
         if message.type == MsgType.APP_RESP and self._sender is not None:
             self._sender.acknowledged(message)
         core.step(message)
-        if message.type in ACT_AT_ONCE:
-            self._process_now()
-        else:
-            self._schedule()
-
-    def _process_now(self) -> None:
-        """Act on what was just stepped in this very callback, not a loop turn later: a
-        follower writes an append and hands its acknowledgement to the network, a leader
-        commits on an acknowledgement and resolves the writers, while the message that
-        caused it is still being handled. Falls back to the next turn while a deferred Ready
-        is unfinished or a Ready is being processed (a network that delivers synchronously
-        must not re-enter ``_process``)."""
-        if self._deferred is not None or self._processing or self._closed or self._failed is not None:
-            self._schedule()
-            return
-        try:
-            self._process()
-        except Exception as exc:  # a failed write or apply stops the store
-            self._fail(exc)
+        self._schedule()
 
     def _now(self) -> float:
         """The event loop's clock (a simulation's virtual clock runs the same code)."""
@@ -820,13 +793,6 @@ class RaftStore:
         """Drain the core's Ready. With ``defer``, a slice of committed entries just applied
         (``applied``) ends this turn when more are waiting: the rest is applied on the next
         loop turn, so a backlog never holds the loop (``stop`` and replay at open apply all)."""
-        self._processing = True
-        try:
-            self._drain(defer, applied)
-        finally:
-            self._processing = False
-
-    def _drain(self, defer: bool, applied: bool) -> None:
         core = self._core
         assert core is not None
         while core.has_ready():
