@@ -154,7 +154,9 @@ async def test_tasks_starting_do_not_make_the_reaper_look_at_their_slots(
     looked_at: list[int] = []
     real_reap = reaper._reap
 
-    def counted(tx: memory.Tx, backlog: deque[tuple[str, int, str]], taken: list[tuple[str, int, str]]) -> None:
+    def counted(
+        tx: memory.Tx, backlog: deque[tuple[str, int, str]], taken: list[tuple[str, int, str]]
+    ) -> None:
         looked_at.append(len(backlog))
         real_reap(tx, backlog, taken)
 
@@ -188,7 +190,7 @@ def _failed(task: pb.Task) -> pb.Task:
     return task
 
 
-async def test_removing_a_large_service_is_written_in_pieces() -> None:
+async def test_removing_a_large_service_is_written_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """``service rm`` of 10,000 replicas was one entry marking 10,000 tasks, then one entry
     deleting them: each applied by every manager in one go."""
     store = await instant_store()
@@ -207,8 +209,10 @@ async def test_removing_a_large_service_is_written_in_pieces() -> None:
     await store.update(lambda tx: tx.delete("service", "s1"))
     orch = ReplicatedOrchestrator(store)
     orch._dirty.add("s1")
+    scanned = count_scans(monkeypatch)
     await orch._process()
     assert all(t.desired_state == pb.REMOVE for t in store.view.tasks.all())
+    assert scanned[0] == 0, f"{scanned[0]} tasks read to list a removed service's tasks"  # its IDs do
     reaper = TaskReaper(store)
     for task in store.view.tasks.all():
         reaper._mark(task)
