@@ -22,7 +22,9 @@ podman-py), once with a thread pool as wide as the agent's engine gate on that r
 shoal's node may ask at once: the runtime plugin's declared ``engine_concurrency``, else the
 kernel's default, or ``--engine-calls``) and once all at once (N threads); ``--floor-widths``
 adds pools of other widths (to choose a runtime's declaration). The clock runs from the first
-create to the last start; the ratio shoal / floor is printed for each.
+create to the last start; the ratio shoal / floor is printed for each. Shoal and the floors take
+turns, repetition by repetition (``run_alternating``), so each ratio compares times taken
+under the same load.
 
     .venv/bin/python bench/bench_e2e.py [--runtime docker|podman|both] [--sizes 4,20,50]
                                         [--reps 3] [--no-swarm] [--no-floor]
@@ -380,24 +382,41 @@ def run(
 ) -> dict[int, list[float]]:
     """Time every size ``reps`` times; a ``ShoalSide``'s CLI process times go into ``cli``, its
     times to the last task's Running timestamp into ``started``."""
-    results: dict[int, list[float]] = {}
-    if not isinstance(side, SwarmSide):
-        side.warm_up(image)
+    return run_alternating([(side, label)], sizes, reps, image, cli, started)[label]
+
+
+def run_alternating(
+    sides: list[tuple[Side, str]],
+    sizes: list[int],
+    reps: int,
+    image: str,
+    cli: dict[int, list[float]] | None = None,
+    started: dict[int, list[float]] | None = None,
+) -> dict[str, dict[int, list[float]]]:
+    """Each repetition of each size on every side in turn, results by label. Shoal and the
+    floors it is compared with are timed under the same load this way: on a shared machine,
+    sides timed minutes apart differed by more than shoal's own overhead (docs/benchmarks.md,
+    2026-12-07, podman 1.3-1.5x timed apart, 1.07-1.26x alternating)."""
+    results: dict[str, dict[int, list[float]]] = {label: {} for _, label in sides}
+    for side, _ in sides:
+        if not isinstance(side, SwarmSide):
+            side.warm_up(image)
     for size in sizes:
         for rep in range(reps):
             name = f"b{size}r{rep}"
-            seconds = time_create(side, name, size, image)
-            results.setdefault(size, []).append(seconds)
-            note = ""
-            if isinstance(side, ShoalSide):
-                note = f" (CLI {side.cli_seconds[-1]:.2f}s, last started {side.started_seconds[-1]:.2f}s)"
-                if cli is not None:
-                    cli.setdefault(size, []).append(side.cli_seconds[-1])
-                if started is not None:
-                    started.setdefault(size, []).append(side.started_seconds[-1])
-            print(f"{label}: create {size} -> {seconds:.2f}s{note}", flush=True)
-            side.remove(name)
-            side.wait_all_removed()
+            for side, label in sides:
+                seconds = time_create(side, name, size, image)
+                results[label].setdefault(size, []).append(seconds)
+                note = ""
+                if isinstance(side, ShoalSide):
+                    note = f" (CLI {side.cli_seconds[-1]:.2f}s, last started {side.started_seconds[-1]:.2f}s)"
+                    if cli is not None:
+                        cli.setdefault(size, []).append(side.cli_seconds[-1])
+                    if started is not None:
+                        started.setdefault(size, []).append(side.started_seconds[-1])
+                print(f"{label}: create {size} -> {seconds:.2f}s{note}", flush=True)
+                side.remove(name)
+                side.wait_all_removed()
     return results
 
 
@@ -428,30 +447,26 @@ def main() -> None:
     table: dict[str, dict[int, list[float]]] = {}
     floor_kinds: dict[str, list[str]] = {}
     for runtime in runtimes:
-        side = ShoalSide(runtime, args.engine_calls)
         cli: dict[int, list[float]] = {}
         started: dict[int, list[float]] = {}
+        sides: list[tuple[Side, str]] = []
         try:
-            table[f"shoal ({runtime})"] = run(
-                side, f"shoal/{runtime}", sizes, args.reps, image_id(runtime), cli, started
-            )
+            sides.append((ShoalSide(runtime, args.engine_calls), f"shoal ({runtime})"))
+            if not args.no_floor:  # timed in turn with shoal, repetition by repetition
+                gate = engine_call_limit(RUNTIME_CLASSES[runtime], args.engine_calls)
+                widths: list[tuple[int | None, str]] = [(gate, f"gate, {gate} wide")]
+                widths += [
+                    (int(w), f"{w} wide") for w in args.floor_widths.split(",") if w and int(w) != gate
+                ]
+                widths.append((None, "all at once"))
+                floor_kinds[runtime] = [what for _, what in widths]
+                sides += [(FloorSide(runtime, width), f"floor {runtime} ({what})") for width, what in widths]
+            table.update(run_alternating(sides, sizes, args.reps, image_id(runtime), cli, started))
         finally:
-            side.close()
+            for side, _ in sides:
+                side.close()
         table[f"shoal ({runtime}): of which the CLI process"] = cli
         table[f"shoal ({runtime}) to the last task started"] = started
-        if not args.no_floor:
-            gate = engine_call_limit(RUNTIME_CLASSES[runtime], args.engine_calls)
-            widths: list[tuple[int | None, str]] = [(gate, f"gate, {gate} wide")]
-            widths += [(int(w), f"{w} wide") for w in args.floor_widths.split(",") if w and int(w) != gate]
-            widths.append((None, "all at once"))
-            floor_kinds[runtime] = [what for _, what in widths]
-            for width, what in widths:
-                floor = FloorSide(runtime, width)
-                label = f"floor {runtime} ({what})"
-                try:
-                    table[label] = run(floor, label, sizes, args.reps, image_id(runtime))
-                finally:
-                    floor.close()
     if not args.no_swarm:
         swarm = SwarmSide()
         try:
