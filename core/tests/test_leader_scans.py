@@ -14,6 +14,8 @@ import pytest
 from shoal import defaults
 from shoal.manager import netobjects, orchestrator
 from shoal.manager import reaper as reaper_module
+from shoal.manager import requests as rq
+from shoal.manager.controlapi import ControlAPI
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
 from shoal.manager.tasks import new_task
@@ -192,7 +194,9 @@ def _failed(task: pb.Task) -> pb.Task:
 
 async def test_removing_a_large_service_is_written_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """``service rm`` of 10,000 replicas was one entry marking 10,000 tasks, then one entry
-    deleting them: each applied by every manager in one go."""
+    deleting them: each applied by every manager in one go. The control API removes only the
+    service (it marked every task too: at 100,000 replicas one entry of 100,000 changes, and
+    the leader lost its leadership applying it); the orchestrator marks them piece by piece."""
     store = await instant_store()
     service = _service(REPLICAS)
     await store.update(
@@ -206,7 +210,8 @@ async def test_removing_a_large_service_is_written_in_pieces(monkeypatch: pytest
         return await propose(entry)
 
     store.provider.propose = recorded  # type: ignore[method-assign,union-attr]
-    await store.update(lambda tx: tx.delete("service", "s1"))
+    await ControlAPI(store, "m1").service_rm(rq.ServiceRefs(refs=["s1"]))
+    assert sizes == [1], f"service rm wrote entries of {sizes} changes"
     orch = ReplicatedOrchestrator(store)
     orch._dirty.add("s1")
     scanned = count_scans(monkeypatch)
