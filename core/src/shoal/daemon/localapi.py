@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import ssl
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shoal import boundedjson
+from shoal import boundedjson, yieldingjson
 from shoal.controltls import TCPAddress
 from shoal.roles.transport import StatusCode
 
@@ -191,7 +190,8 @@ class LocalAPIServer:
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-        writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        # A large reply (100,000 tasks) is encoded in pieces: the loop also runs the manager.
+        writer.write((await yieldingjson.dumps(message)).encode() + b"\n")
         await writer.drain()
 
 

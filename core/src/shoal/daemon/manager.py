@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shoal import externalca, rpc, statekeys
+from shoal import externalca, rpc, statekeys, yieldingjson
 from shoal.daemon.leaderwait import LeaderWait
 from shoal.daemon.localapi import Warned
 from shoal.gcpolicy import CollectorPolicy
@@ -693,7 +693,8 @@ class Manager:
             except StoreUnavailable as exc:
                 # Not UNAVAILABLE: the write may have been committed, so it must not be retried.
                 raise RPCError(StatusCode.INTERNAL, str(exc)) from None
-            return rpb.ControlResponse(json_body=json.dumps(result).encode()).SerializeToString()
+            body = await yieldingjson.dumps(result)  # 100,000 tasks: in pieces, the loop runs between
+            return rpb.ControlResponse(json_body=body.encode()).SerializeToString()
 
         async def store_join(request: bytes, peer: PeerIdentity | None) -> bytes:
             return await self._store_join(rpb.StoreJoinRequest.FromString(request))

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from shoal import boundedjson, externalca, namegen, ports, rpc, states, tokens
+from shoal import boundedjson, externalca, namegen, ports, rpc, tokens
 from shoal.ids import new_id
 from shoal.manager import (
     autolock,
@@ -26,6 +26,7 @@ from shoal.manager import (
     netrefs,
     registryauth,
     secretrefs,
+    tasklist,
 )
 from shoal.manager import ports as portalloc
 from shoal.manager import requests as rq
@@ -501,37 +502,7 @@ class ControlAPI:
         else:
             for ref in request.services:
                 tasks.extend(view.service_tasks(self.find_service(ref).id))
-        rows = []
-        for task in tasks:
-            node = view.nodes.get(task.node_id) if task.node_id else None
-            if not listfilters.task_matches(task, wanted, node.description.hostname if node else ""):
-                continue
-            service = view.services.get(task.service_id)
-            name = task.service_annotations.name or (service.spec.annotations.name if service else "")
-            rows.append(
-                {
-                    "ID": task.id,
-                    "ServiceName": name,
-                    "Slot": task.slot,
-                    "Image": task.spec.container.image,
-                    "Node": node.description.hostname if node else "",
-                    "NodeID": task.node_id,
-                    "DesiredState": states.name(task.desired_state),
-                    "State": states.name(task.status.state),
-                    "Timestamp": task.status.timestamp,
-                    "Error": task.status.err,
-                    "Message": task.status.message,
-                    "Ports": ports.ps_text(task.endpoint.ports)
-                    if task.status.state == states.RUNNING
-                    else "",
-                    "CreatedAt": task.meta.created_at,
-                    "JobIteration": task.job_iteration,
-                    "NetworksAttachments": [
-                        {"Network": a.network.spec.annotations.name, "Addresses": list(a.addresses)}
-                        for a in task.networks
-                    ],
-                }
-            )
+        rows = await tasklist.task_rows(view, tasks, wanted)
         return {"tasks": rows, "now": time.time()}
 
     async def service_scale(self, request: rq.ServiceScale) -> Any:

@@ -1,0 +1,100 @@
+"""The rows of ``service ps`` and ``node ps``, built a bounded piece at a time.
+
+The leader answers these on the event loop that also runs its Raft ticks, heartbeats and
+dispatcher sessions. Listing 100,000 tasks in one synchronous stretch held that loop for
+1.5-2 s (sessions timed out, nodes went Down); here the rows are built ``CHUNK`` tasks at a
+time with a yield to the loop between pieces. The stored objects are read-only (the store
+replaces, never mutates them), so the list taken at the start stays consistent across yields.
+Per row, the node's hostname and the service's name are looked up once per node and service,
+and state names come from a table, not a protobuf enum lookup each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from shoal import ports, states
+from shoal.manager import listfilters
+from shoal.proto import objects_pb2 as pb
+from shoal.store.memory import ReadView
+
+#: Tasks per piece: about 15 ms of work on a quiet core, so the loop is never held long.
+CHUNK = 1000
+
+_STATE_NAMES: dict[int, str] = {int(value): states.name(value) for value in pb.TaskState.values()}
+
+
+def _state_name(state: int) -> str:
+    known = _STATE_NAMES.get(state)
+    return known if known is not None else states.name(state)
+
+
+class _Names:
+    """Node hostnames and service names, each looked up once per listing."""
+
+    def __init__(self, view: ReadView) -> None:
+        self._view = view
+        self._hosts: dict[str, str] = {}
+        self._services: dict[str, str] = {}
+
+    def host(self, node_id: str) -> str:
+        if not node_id:
+            return ""
+        found = self._hosts.get(node_id)
+        if found is None:
+            node = self._view.nodes.get(node_id)
+            found = self._hosts[node_id] = node.description.hostname if node else ""
+        return found
+
+    def service(self, service_id: str) -> str:
+        found = self._services.get(service_id)
+        if found is None:
+            service = self._view.services.get(service_id)
+            found = self._services[service_id] = service.spec.annotations.name if service else ""
+        return found
+
+
+def _row(task: pb.Task, service_name: str, host: str) -> dict[str, Any]:
+    status = task.status
+    state = status.state
+    return {
+        "ID": task.id,
+        "ServiceName": service_name,
+        "Slot": task.slot,
+        "Image": task.spec.container.image,
+        "Node": host,
+        "NodeID": task.node_id,
+        "DesiredState": _state_name(task.desired_state),
+        "State": _state_name(state),
+        "Timestamp": status.timestamp,
+        "Error": status.err,
+        "Message": status.message,
+        "Ports": ports.ps_text(task.endpoint.ports) if state == states.RUNNING else "",
+        "CreatedAt": task.meta.created_at,
+        "JobIteration": task.job_iteration,
+        "NetworksAttachments": [
+            {"Network": a.network.spec.annotations.name, "Addresses": list(a.addresses)}
+            for a in task.networks
+        ],
+    }
+
+
+async def task_rows(
+    view: ReadView, tasks: Sequence[pb.Task], wanted: listfilters.Filters
+) -> list[dict[str, Any]]:
+    """docker's ``service ps`` rows of ``tasks`` that match ``wanted``, yielding to the event
+    loop after every ``CHUNK`` tasks."""
+    names = _Names(view)
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(tasks), CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        for task in tasks[start : start + CHUNK]:
+            host = names.host(task.node_id)
+            if wanted and not listfilters.task_matches(task, wanted, host):
+                continue
+            name = task.service_annotations.name or names.service(task.service_id)
+            rows.append(_row(task, name, host))
+    return rows
