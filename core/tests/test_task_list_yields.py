@@ -10,10 +10,13 @@ machine's speed or load (a wall-clock lag bound would).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import sys
 from collections.abc import Awaitable
 from typing import Any
 
+import pytest
 from shoal import states, yieldingjson
 from shoal.cli import output
 from shoal.daemon.localapi import LocalAPIServer
@@ -176,3 +179,38 @@ def test_the_fast_table_of_many_rows_prints_what_the_column_loop_printed() -> No
     ]
     assert output._render_even_table(headers, rows) == _general_table(headers, rows)
     assert output.render_table(headers, rows[:1]) == _general_table(headers, rows[:1])
+
+
+class _CountingOut(io.StringIO):
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.mark.parametrize(("quiet", "fmt"), [(True, None), (False, "json"), (False, "{{.ID}}")])
+def test_a_long_listing_is_one_write_not_one_per_line(
+    monkeypatch: pytest.MonkeyPatch, quiet: bool, fmt: str | None
+) -> None:
+    out = _CountingOut()
+    monkeypatch.setattr(sys, "stdout", out)
+    items = [{"ID": f"id{i}"} for i in range(3000)] + [{"ID": ""}]
+    output.print_list(
+        items,
+        fmt=fmt,
+        quiet=quiet,
+        headers=("ID",),
+        row=lambda r: (r["ID"],),
+        json_keys=("ID",),
+        id_of=lambda r: r["ID"],
+    )
+    expected = [json.dumps({"ID": item["ID"]}) if fmt == "json" else item["ID"] for item in items]
+    assert out.getvalue() == "".join(line + "\n" for line in expected)
+    assert out.writes <= 10  # click may split one echo; one per line was 3,001 or more
+    out = _CountingOut()
+    monkeypatch.setattr(sys, "stdout", out)
+    output.print_list(
+        [], fmt=fmt, quiet=quiet, headers=("ID",), row=lambda r: (), json_keys=("ID",), id_of=str
+    )
+    assert out.getvalue() == ""
