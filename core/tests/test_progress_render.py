@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from shoal.cli import progress
 from shoal.cli.progress import PlainDisplay, Progress, Slot, TerminalDisplay
 
@@ -156,3 +157,25 @@ def test_slots_from_service_ps_rows() -> None:
         "abcdefghijkl",
         "zyxwvutsrqpo",
     ]
+
+
+def _rows(count: int, state: str) -> list[dict[str, object]]:
+    return [
+        {"Slot": n, "NodeID": "n1", "DesiredState": "Running", "State": state, "Error": ""}
+        for n in range(1, count + 1)
+    ]
+
+
+def test_the_pause_between_looks_grows_with_the_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each look lists every task of the service on the leader: a 100,000-replica create
+    followed every 0.2 s kept the leader listing 33 MB replies. A small service is looked at
+    as often as before; a big one less often, up to MAX_POLL_SECONDS."""
+    for count, expected in ((4, progress.POLL_SECONDS), (100_000, progress.MAX_POLL_SECONDS)):
+        looks = [_rows(count, "Starting"), _rows(count, "Running")]
+        service = {"spec": {"replicated": {"replicas": count}}}
+        monkeypatch.setattr(progress, "_snapshot", lambda ctx, ref, s=service, rows=looks: (s, rows.pop(0)))
+        pauses: list[float] = []
+        monkeypatch.setattr(progress.time, "sleep", pauses.append)
+        progress.wait_converged(None, "web", quiet=True, verify=False)  # type: ignore[arg-type]
+        assert pauses == [expected], f"{count} tasks: paused {pauses}"
+    assert progress.POLL_SECONDS < progress.poll_pause(20_000) < progress.MAX_POLL_SECONDS
