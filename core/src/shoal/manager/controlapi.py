@@ -390,7 +390,7 @@ class ControlAPI:
     async def node_ls(self, request: rq.NodeList) -> Any:
         nodes = sorted(self.store.view.nodes.all(), key=lambda n: n.description.hostname or n.id)
         filters = request.filters  # none: no per-node test (a thousand nodes, twice a second)
-        return [self._node_row(n) for n in nodes if not filters or listfilters.node_matches(n, filters)]
+        return [self._node_row(n) for n in nodes if listfilters.node_matches(n, filters)]
 
     async def node_inspect(self, request: rq.NodeInspect) -> Any:
         return [to_dict(self.find_node(ref)) for ref in request.nodes]
@@ -474,9 +474,7 @@ class ControlAPI:
     async def service_ls(self, request: rq.ServiceList) -> Any:
         services = sorted(self.store.view.services.all(), key=lambda s: s.spec.annotations.name)
         filters = request.filters
-        return [
-            self._service_row(s) for s in services if not filters or listfilters.service_matches(s, filters)
-        ]
+        return [self._service_row(s) for s in services if listfilters.service_matches(s, filters)]
 
     async def service_inspect(self, request: rq.ServiceRefs) -> Any:
         found = [self.find_service(ref) for ref in request.refs]

@@ -15,10 +15,9 @@ from collections import Counter
 from collections.abc import Iterable
 
 from shoal import states
-from shoal.manager.nodeload import add_count
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import DELETE, Event, ObjectStore
-from shoal.store.pieces import TaskIndexInPieces
+from shoal.store.pieces import TaskIndexInPieces, add_count
 
 #: A slot as the rolling update keys it: the slot number, or the node of a global task.
 Slot = int | str

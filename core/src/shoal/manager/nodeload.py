@@ -12,15 +12,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from shoal import placement
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.scheduler import NodeInfo
 from shoal.store.memory import DELETE, Event, ObjectStore
-from shoal.store.pieces import TaskIndexInPieces
-
-K = TypeVar("K")
+from shoal.store.pieces import TaskIndexInPieces, add_count
 
 
 def unassigned(task: pb.Task) -> bool:
@@ -72,15 +69,6 @@ def _same_load(old: pb.Task, new: pb.Task) -> bool:
         old.spec.resources.reservations == new.spec.resources.reservations
         and old.endpoint.ports == new.endpoint.ports
     )
-
-
-def add_count(counter: Counter[K], key: K, delta: int) -> None:
-    """Add ``delta`` to ``counter[key]``, dropping the key at zero (a listing reads the keys)."""
-    value = counter[key] + delta
-    if value:
-        counter[key] = value
-    else:
-        del counter[key]
 
 
 class NodeLoads(TaskIndexInPieces):

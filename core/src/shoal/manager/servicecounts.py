@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import Counter
 
 from shoal import states
-from shoal.manager.nodeload import add_count
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import DELETE, Event, ObjectStore
+from shoal.store.pieces import add_count
 
 
 class ServiceTaskCounts:

@@ -93,7 +93,7 @@ async def task_rows(
             await asyncio.sleep(0)
         for task in tasks[start : start + CHUNK]:
             host = names.host(task.node_id)
-            if wanted and not listfilters.task_matches(task, wanted, host):
+            if not listfilters.task_matches(task, wanted, host):
                 continue
             name = task.service_annotations.name or names.service(task.service_id)
             rows.append(_row(task, name, host))

@@ -9,13 +9,27 @@ its turn comes, so at the end it is exactly what one pass would have built.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import DELETE, Event, ObjectStore, visit_in_pieces
 
 #: Tasks indexed per loop step.
 INDEXED_PER_STEP = 5_000
+
+K = TypeVar("K")
+
+
+def add_count(counter: Counter[K], key: K, delta: int) -> None:
+    """Add ``delta`` to ``counter[key]``, dropping the key at zero (a listing reads the keys)."""
+    value = counter[key] + delta
+    if value:
+        counter[key] = value
+    else:
+        del counter[key]
 
 
 def not_indexed_yet(uncounted: set[str], event: Event) -> bool:
@@ -28,7 +42,7 @@ def not_indexed_yet(uncounted: set[str], event: Event) -> bool:
     return True
 
 
-class TaskIndexInPieces:
+class TaskIndexInPieces(ABC):
     """Base of an ``ApplyListener`` over tasks that a new leader builds in pieces: subclasses
     give ``_reset`` (empty the index) and ``_enter`` (index one task)."""
 
@@ -43,11 +57,13 @@ class TaskIndexInPieces:
         """Whether the index holds every task of the view (not while it is being built)."""
         return self._stop is not None and not self._uncounted
 
+    @abstractmethod
     def _reset(self) -> None:
-        raise NotImplementedError
+        """Empty the index."""
 
+    @abstractmethod
     def _enter(self, task: pb.Task) -> None:
-        raise NotImplementedError
+        """Index one task of the view."""
 
     async def start_in_pieces(self, per_step: int = 0) -> None:
         """Follow every change from now on and index the view's tasks ``per_step`` (default
