@@ -10,9 +10,10 @@ encoded with its piece.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
+
+from shoal.looppieces import in_pieces
 
 #: List items per piece: a thousand ``service ps`` rows are about 5 ms of encoding.
 CHUNK = 1000
@@ -49,12 +50,7 @@ async def _encode_into(obj: Any, parts: list[str]) -> None:
             await _encode_into(value, parts)
         parts.append("}")
     else:
-        parts.append("[")
-        for start in range(0, len(obj), CHUNK):
-            if start:
-                parts.append(",")
-                await asyncio.sleep(0)
-            # Each piece in one C call, not looked into: walking a thousand rows for long
-            # lists inside them cost more than the encoding (a reply's long list is its rows).
-            parts.append(_encode(obj[start : start + CHUNK])[1:-1])
-        parts.append("]")
+        # Each piece in one C call, not looked into: walking a thousand rows for long lists
+        # inside them cost more than the encoding (a reply's long list is its rows).
+        encoded = [_encode(piece)[1:-1] async for piece in in_pieces(obj, CHUNK)]
+        parts.append("[" + ",".join(encoded) + "]")

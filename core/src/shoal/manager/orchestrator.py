@@ -17,9 +17,10 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 
 from shoal import states
+from shoal.looppieces import in_pieces
 from shoal.manager import jobs
 from shoal.manager.liveslots import LiveSlots
-from shoal.manager.restarts import RestartSupervisor
+from shoal.manager.restarts import RestartSupervisor, adoption_concerns
 from shoal.manager.servicemodes import global_eligible, is_global
 from shoal.manager.tasks import new_task, node_unavailable, restart_policy, task_template
 from shoal.manager.updater import UpdateSupervisor
@@ -160,10 +161,8 @@ class ReplicatedOrchestrator:
         100,000 replicas started, the events of its pieces (their creation, placement and
         every status) piled up during one reconciliation and were then taken in in one
         stretch of over a second."""
-        for start in range(0, len(events), EVENTS_PER_STEP):
-            if start:
-                await asyncio.sleep(0)
-            for event in events[start : start + EVENTS_PER_STEP]:
+        async for piece in in_pieces(events, EVENTS_PER_STEP):
+            for event in piece:
                 self._on_event(event)
 
     def _on_event(self, event: Event) -> None:
@@ -212,17 +211,12 @@ class ReplicatedOrchestrator:
         CHECKED_PER_STEP tasks per loop step: a new leader over 100,000 tasks looked at them
         all in one step. A task changed meanwhile has an event of its own in the watch."""
         tasks = list(self.store.view.tasks.items.values())
-        waiting: list[pb.Task] = []  # READY or stopping: what the restart supervisor adopts
-        for start in range(0, len(tasks), CHECKED_PER_STEP):
-            if start:
-                await asyncio.sleep(0)
-            for task in tasks[start : start + CHECKED_PER_STEP]:
-                desired = task.desired_state
-                if desired <= states.RUNNING and self._needs_restart(task):
+        waiting: list[pb.Task] = []  # what the restart supervisor adopts, and what they wait for
+        async for piece in in_pieces(tasks, CHECKED_PER_STEP):
+            for task in piece:
+                if task.desired_state <= states.RUNNING and self._needs_restart(task):
                     self._restarts.append((task.id, "startup"))
-                if desired == states.READY or (
-                    desired > states.RUNNING and task.status.state <= states.RUNNING
-                ):
+                if adoption_concerns(task):
                     waiting.append(task)
         self.restarts.check_at_start(waiting)
 

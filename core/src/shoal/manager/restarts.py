@@ -56,6 +56,12 @@ def _stopping(task: pb.Task) -> bool:
     return task.desired_state > states.RUNNING and states.ASSIGNED <= task.status.state <= states.RUNNING
 
 
+def adoption_concerns(task: pb.Task) -> bool:
+    """Whether ``check_at_start`` looks at the task: one left desired READY (to adopt) or one
+    stopping (what a READY task of its slot waits for)."""
+    return task.desired_state == states.READY or _stopping(task)
+
+
 class RestartSupervisor:
     """Restarts tasks per their service's restart policy and promotes the replacements.
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shoal import placement, states
+from shoal.looppieces import in_pieces
 from shoal.manager.netalloc import AllocationError
 from shoal.manager.netobjects import Allocations
 from shoal.manager.nodeload import NodeLoads, unassigned
@@ -125,10 +126,9 @@ class SchedulerDriver:
         infos = self.loads.node_infos()
         nodes = list(infos.values())
         groups: dict[tuple[str, int], list[tuple[int, str, pb.Task]]] = defaultdict(list)
-        for start in range(0, len(pending), SORTED_PER_STEP):
-            if start:
-                await asyncio.sleep(0)  # 100,000 tasks pending (every node down) are many steps
-            for task in pending[start : start + SORTED_PER_STEP]:
+        # 100,000 tasks pending (every node down) are many steps
+        async for piece in in_pieces(pending, SORTED_PER_STEP):
+            for task in piece:
                 groups[(task.service_id, task.spec_version)].append((task.slot, task.id, task))
         for key in sorted(groups):  # a deterministic order: the pending set has none
             keyed = groups[key]

@@ -11,11 +11,11 @@ and state names come from a table, not a protobuf enum lookup each.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from shoal import ports, states
+from shoal.looppieces import in_pieces
 from shoal.manager import listfilters
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import ReadView
@@ -88,10 +88,8 @@ async def task_rows(
     loop after every ``CHUNK`` tasks."""
     names = _Names(view)
     rows: list[dict[str, Any]] = []
-    for start in range(0, len(tasks), CHUNK):
-        if start:
-            await asyncio.sleep(0)
-        for task in tasks[start : start + CHUNK]:
+    async for piece in in_pieces(tasks, CHUNK):
+        for task in piece:
             host = names.host(task.node_id)
             if not listfilters.task_matches(task, wanted, host):
                 continue
