@@ -152,6 +152,7 @@ def test_yielding_json_matches_json_dumps_at_any_nesting() -> None:
         "s",
         1.25,
         [{"k": long}] * 3,
+        {True: long, None: long, 3: long, 2.5: long, False: 0},
     ):
         assert asyncio.run(yieldingjson.dumps(value)) == json.dumps(value, separators=(",", ":"))
 

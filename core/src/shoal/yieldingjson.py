@@ -38,6 +38,16 @@ def _is_small(obj: Any) -> bool:
     return True
 
 
+def _key(key: Any) -> str:
+    """A dict key as ``json.dumps`` writes it: a string as it is, and ``True``, ``None``, a
+    number as json turns them into strings (``"true"``, ``"null"``, ``"1.5"``), not ``str()``'s
+    ``"True"``; a key json refuses is refused the same way (TypeError)."""
+    if isinstance(key, str):
+        return _encode(key)
+    encoded = _encode({key: 0})  # '{"<key>":0}'
+    return encoded[1 : encoded.rindex(":")]
+
+
 async def _encode_into(obj: Any, parts: list[str]) -> None:
     if _is_small(obj):
         parts.append(_encode(obj))
@@ -46,7 +56,7 @@ async def _encode_into(obj: Any, parts: list[str]) -> None:
         for index, (key, value) in enumerate(obj.items()):
             if index:
                 parts.append(",")
-            parts.append(_encode(str(key)) + ":")
+            parts.append(_key(key) + ":")
             await _encode_into(value, parts)
         parts.append("}")
     else:
