@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoal.proto import objects_pb2 as shoal_dot_proto_dot_objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15shoal/proto/rpc.proto\x12\tshoal.rpc\x1a\x19shoal/proto/objects.proto\"n\n\x0eSessionRequest\x12\x33\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32\x1e.shoal.objects.NodeDescription\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x13\n\x0blost_leader\x18\x03 \x01(\t\"\xd8\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12!\n\x04node\x18\x02 \x01(\x0b\x32\x13.shoal.objects.Node\x12\x10\n\x08managers\x18\x03 \x03(\t\x12\x18\n\x10heartbeat_period\x18\x04 \x01(\x01\x12\x0f\n\x07root_ca\x18\x05 \x01(\x0c\x12\x13\n\x0bmanager_ids\x18\x06 \x03(\t\x12(\n\x07network\x18\x07 \x01(\x0b\x32\x17.shoal.rpc.NetworkState\x12\x13\n\x0bretry_after\x18\x08 \x01(\x01\"h\n\x0bIngressPort\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x11\n\tpublished\x18\x03 \x01(\r\x12\x0e\n\x06target\x18\x04 \x01(\r\x12\x10\n\x08\x62\x61\x63kends\x18\x05 \x03(\t\"B\n\rServiceRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03vip\x18\x02 \x01(\t\x12\x16\n\x0etask_addresses\x18\x03 \x03(\t\"O\n\x0eNetworkRecords\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12)\n\x07records\x18\x02 \x03(\x0b\x32\x18.shoal.rpc.ServiceRecord\"\xae\x01\n\x0cNetworkState\x12\x10\n\x08peer_ips\x18\x01 \x03(\t\x12\x31\n\x07ingress\x18\x02 \x01(\x0b\x32 .shoal.objects.NetworkAttachment\x12-\n\ringress_ports\x18\x03 \x03(\x0b\x32\x16.shoal.rpc.IngressPort\x12*\n\x07records\x18\x04 \x03(\x0b\x32\x19.shoal.rpc.NetworkRecords\"&\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"#\n\x11HeartbeatResponse\x12\x0e\n\x06period\x18\x01 \x01(\x01\"(\n\x12\x41ssignmentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x87\x02\n\x10\x41ssignmentChange\x12\x32\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\".shoal.rpc.AssignmentChange.Action\x12!\n\x04task\x18\x02 \x01(\x0b\x32\x13.shoal.objects.Task\x12%\n\x06secret\x18\x03 \x01(\x0b\x32\x15.shoal.objects.Secret\x12%\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x15.shoal.objects.Config\x12,\n\rregistry_auth\x18\x05 \x01(\x0b\x32\x15.shoal.objects.Secret\" \n\x06\x41\x63tion\x12\n\n\x06UPDATE\x10\x00\x12\n\n\x06REMOVE\x10\x01\"\xc3\x01\n\x12\x41ssignmentsMessage\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".shoal.rpc.AssignmentsMessage.Type\x12\x12\n\napplies_to\x18\x02 \x01(\x04\x12\x12\n\nresults_in\x18\x03 \x01(\x04\x12,\n\x07\x63hanges\x18\x04 \x03(\x0b\x32\x1b.shoal.rpc.AssignmentChange\"%\n\x04Type\x12\x0c\n\x08\x43OMPLETE\x10\x00\x12\x0f\n\x0bINCREMENTAL\x10\x01\"N\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0b\x32\x19.shoal.objects.TaskStatus\"[\n\x17UpdateTaskStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x07updates\x18\x02 \x03(\x0b\x32\x1b.shoal.rpc.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"\x12\n\x10GetRootCARequest\"(\n\x11GetRootCAResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"u\n\x1bIssueNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12:\n\x0c\x61vailability\x18\x03 \x01(\x0e\x32$.shoal.objects.NodeSpec.Availability\"\x9a\x01\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x0f\n\x07root_ca\x18\x03 \x01(\x0c\x12\x12\n\ncluster_id\x18\x04 \x01(\t\x12/\n\x07plugins\x18\x05 \x01(\x0b\x32\x1e.shoal.objects.PluginSelection\"3\n\x0e\x43ontrolRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x11\n\tjson_body\x18\x02 \x01(\x0c\"$\n\x0f\x43ontrolResponse\x12\x11\n\tjson_body\x18\x01 \x01(\x0c\"7\n\x10StoreJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\tJ\x04\x08\x02\x10\x03\"\x19\n\x11StoreJoinResponseJ\x04\x08\x01\x10\x02\"O\n\x0fTaskLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x03\x12\r\n\x05since\x18\x04 \x01(\x01\"M\n\x0bTaskLogLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x01\x12\r\n\x05\x65rror\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15shoal/proto/rpc.proto\x12\tshoal.rpc\x1a\x19shoal/proto/objects.proto\"n\n\x0eSessionRequest\x12\x33\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32\x1e.shoal.objects.NodeDescription\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x13\n\x0blost_leader\x18\x03 \x01(\t\"\xd8\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12!\n\x04node\x18\x02 \x01(\x0b\x32\x13.shoal.objects.Node\x12\x10\n\x08managers\x18\x03 \x03(\t\x12\x18\n\x10heartbeat_period\x18\x04 \x01(\x01\x12\x0f\n\x07root_ca\x18\x05 \x01(\x0c\x12\x13\n\x0bmanager_ids\x18\x06 \x03(\t\x12(\n\x07network\x18\x07 \x01(\x0b\x32\x17.shoal.rpc.NetworkState\x12\x13\n\x0bretry_after\x18\x08 \x01(\x01\"h\n\x0bIngressPort\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x11\n\tpublished\x18\x03 \x01(\r\x12\x0e\n\x06target\x18\x04 \x01(\r\x12\x10\n\x08\x62\x61\x63kends\x18\x05 \x03(\t\"B\n\rServiceRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03vip\x18\x02 \x01(\t\x12\x16\n\x0etask_addresses\x18\x03 \x03(\t\"O\n\x0eNetworkRecords\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12)\n\x07records\x18\x02 \x03(\x0b\x32\x18.shoal.rpc.ServiceRecord\"\xae\x01\n\x0cNetworkState\x12\x10\n\x08peer_ips\x18\x01 \x03(\t\x12\x31\n\x07ingress\x18\x02 \x01(\x0b\x32 .shoal.objects.NetworkAttachment\x12-\n\ringress_ports\x18\x03 \x03(\x0b\x32\x16.shoal.rpc.IngressPort\x12*\n\x07records\x18\x04 \x03(\x0b\x32\x19.shoal.rpc.NetworkRecords\"&\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"#\n\x11HeartbeatResponse\x12\x0e\n\x06period\x18\x01 \x01(\x01\"(\n\x12\x41ssignmentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x87\x02\n\x10\x41ssignmentChange\x12\x32\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\".shoal.rpc.AssignmentChange.Action\x12!\n\x04task\x18\x02 \x01(\x0b\x32\x13.shoal.objects.Task\x12%\n\x06secret\x18\x03 \x01(\x0b\x32\x15.shoal.objects.Secret\x12%\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x15.shoal.objects.Config\x12,\n\rregistry_auth\x18\x05 \x01(\x0b\x32\x15.shoal.objects.Secret\" \n\x06\x41\x63tion\x12\n\n\x06UPDATE\x10\x00\x12\n\n\x06REMOVE\x10\x01\"\xdd\x01\n\x12\x41ssignmentsMessage\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".shoal.rpc.AssignmentsMessage.Type\x12\x12\n\napplies_to\x18\x02 \x01(\x04\x12\x12\n\nresults_in\x18\x03 \x01(\x04\x12,\n\x07\x63hanges\x18\x04 \x03(\x0b\x32\x1b.shoal.rpc.AssignmentChange\x12\x18\n\x10report_within_ms\x18\x05 \x01(\r\"%\n\x04Type\x12\x0c\n\x08\x43OMPLETE\x10\x00\x12\x0f\n\x0bINCREMENTAL\x10\x01\"N\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0b\x32\x19.shoal.objects.TaskStatus\"[\n\x17UpdateTaskStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x07updates\x18\x02 \x03(\x0b\x32\x1b.shoal.rpc.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"\x12\n\x10GetRootCARequest\"(\n\x11GetRootCAResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"u\n\x1bIssueNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12:\n\x0c\x61vailability\x18\x03 \x01(\x0e\x32$.shoal.objects.NodeSpec.Availability\"\x9a\x01\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x0f\n\x07root_ca\x18\x03 \x01(\x0c\x12\x12\n\ncluster_id\x18\x04 \x01(\t\x12/\n\x07plugins\x18\x05 \x01(\x0b\x32\x1e.shoal.objects.PluginSelection\"3\n\x0e\x43ontrolRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x11\n\tjson_body\x18\x02 \x01(\x0c\"$\n\x0f\x43ontrolResponse\x12\x11\n\tjson_body\x18\x01 \x01(\x0c\"7\n\x10StoreJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\tJ\x04\x08\x02\x10\x03\"\x19\n\x11StoreJoinResponseJ\x04\x08\x01\x10\x02\"O\n\x0fTaskLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x03\x12\r\n\x05since\x18\x04 \x01(\x01\"M\n\x0bTaskLogLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x01\x12\r\n\x05\x65rror\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,33 +55,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_start=1177
   _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_end=1209
   _globals['_ASSIGNMENTSMESSAGE']._serialized_start=1212
-  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=1407
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=1370
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=1407
-  _globals['_TASKSTATUSUPDATE']._serialized_start=1409
-  _globals['_TASKSTATUSUPDATE']._serialized_end=1487
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=1489
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=1580
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=1582
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=1608
-  _globals['_GETROOTCAREQUEST']._serialized_start=1610
-  _globals['_GETROOTCAREQUEST']._serialized_end=1628
-  _globals['_GETROOTCARESPONSE']._serialized_start=1630
-  _globals['_GETROOTCARESPONSE']._serialized_end=1670
-  _globals['_ISSUENODECERTIFICATEREQUEST']._serialized_start=1672
-  _globals['_ISSUENODECERTIFICATEREQUEST']._serialized_end=1789
-  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_start=1792
-  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_end=1946
-  _globals['_CONTROLREQUEST']._serialized_start=1948
-  _globals['_CONTROLREQUEST']._serialized_end=1999
-  _globals['_CONTROLRESPONSE']._serialized_start=2001
-  _globals['_CONTROLRESPONSE']._serialized_end=2037
-  _globals['_STOREJOINREQUEST']._serialized_start=2039
-  _globals['_STOREJOINREQUEST']._serialized_end=2094
-  _globals['_STOREJOINRESPONSE']._serialized_start=2096
-  _globals['_STOREJOINRESPONSE']._serialized_end=2121
-  _globals['_TASKLOGSREQUEST']._serialized_start=2123
-  _globals['_TASKLOGSREQUEST']._serialized_end=2202
-  _globals['_TASKLOGLINE']._serialized_start=2204
-  _globals['_TASKLOGLINE']._serialized_end=2281
+  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=1433
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=1396
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=1433
+  _globals['_TASKSTATUSUPDATE']._serialized_start=1435
+  _globals['_TASKSTATUSUPDATE']._serialized_end=1513
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=1515
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=1606
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=1608
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=1634
+  _globals['_GETROOTCAREQUEST']._serialized_start=1636
+  _globals['_GETROOTCAREQUEST']._serialized_end=1654
+  _globals['_GETROOTCARESPONSE']._serialized_start=1656
+  _globals['_GETROOTCARESPONSE']._serialized_end=1696
+  _globals['_ISSUENODECERTIFICATEREQUEST']._serialized_start=1698
+  _globals['_ISSUENODECERTIFICATEREQUEST']._serialized_end=1815
+  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_start=1818
+  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_end=1972
+  _globals['_CONTROLREQUEST']._serialized_start=1974
+  _globals['_CONTROLREQUEST']._serialized_end=2025
+  _globals['_CONTROLRESPONSE']._serialized_start=2027
+  _globals['_CONTROLRESPONSE']._serialized_end=2063
+  _globals['_STOREJOINREQUEST']._serialized_start=2065
+  _globals['_STOREJOINREQUEST']._serialized_end=2120
+  _globals['_STOREJOINRESPONSE']._serialized_start=2122
+  _globals['_STOREJOINRESPONSE']._serialized_end=2147
+  _globals['_TASKLOGSREQUEST']._serialized_start=2149
+  _globals['_TASKLOGSREQUEST']._serialized_end=2228
+  _globals['_TASKLOGLINE']._serialized_start=2230
+  _globals['_TASKLOGLINE']._serialized_end=2307
 # @@protoc_insertion_point(module_scope)

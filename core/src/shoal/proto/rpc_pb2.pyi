@@ -380,9 +380,17 @@ class AssignmentsMessage(_message.Message):
     APPLIES_TO_FIELD_NUMBER: _builtins.int
     RESULTS_IN_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
+    REPORT_WITHIN_MS_FIELD_NUMBER: _builtins.int
     type: Global___AssignmentsMessage.Type.ValueType
     applies_to: _builtins.int
     results_in: _builtins.int
+    report_within_ms: _builtins.int
+    """How long (milliseconds) the agent may hold the status reports of the tasks this message
+    carries (its UPDATE changes) before it sends them, to send many tasks' in one call. The
+    leader sets it only while nobody waits for those reports soon (a big service far from
+    running). 0, the default and what an older manager sends: report a state a task rests at
+    (running, an end, its desired state) at once.
+    """
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssignmentChange]: ...
     def __init__(
@@ -392,10 +400,11 @@ class AssignmentsMessage(_message.Message):
         applies_to: _builtins.int = ...,
         results_in: _builtins.int = ...,
         changes: _abc.Iterable[Global___AssignmentChange] | None = ...,
+        report_within_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applies_to", b"applies_to", "changes", b"changes", "results_in", b"results_in", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applies_to", b"applies_to", "changes", b"changes", "report_within_ms", b"report_within_ms", "results_in", b"results_in", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
