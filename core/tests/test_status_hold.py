@@ -1,0 +1,169 @@
+"""Status reports that may wait when nobody waits for them (issue 18).
+
+At 100,000 replicas on 1,000 nodes a node gets its ~100 tasks one by one, and each task's
+RUNNING was an UpdateTaskStatus call of its own. The leader now tells the agent, per assignment
+message, how long it may hold its tasks' reports (``report_within_ms``), only while their
+service is far from running; the agent's reports of such tasks go together. A small service, a
+rolling update's new tasks and a big create's last tasks are not held.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shoal import states
+from shoal.agent.agent import Agent
+from shoal.manager import dispatcher as dispatcher_module
+from shoal.manager.dispatcher import Dispatcher
+from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.transport import PeerIdentity
+from shoal.testing.cluster import InProcessCluster
+from shoal.testing.objectstore import instant_store
+from shoal_runtime_fake.runtime import FakeRuntime
+
+#: The held services' size in these tests (``HOLD_MIN_UNSETTLED`` is made small to match).
+UNSETTLED = 6
+#: Deadline of the waits on a loaded CI machine.
+DEADLINE = 40.0
+
+
+class StatusCalls:
+    """Counts the leader's UpdateTaskStatus calls and the updates they carry."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.updates = 0
+        handler = Dispatcher.update_task_status
+
+        async def counted(dispatcher: Dispatcher, request: bytes, peer: PeerIdentity | None) -> bytes:
+            self.calls += 1
+            self.updates += len(rpb.UpdateTaskStatusRequest.FromString(request).updates)
+            return await handler(dispatcher, request, peer)
+
+        monkeypatch.setattr(Dispatcher, "update_task_status", counted)
+
+
+class Holds:
+    """Records each assignment message's hold, by the images of the tasks it updates."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.by_image: collections.defaultdict[str, set[int]] = collections.defaultdict(set)
+        apply = Agent._apply_assignments
+
+        async def recorded(agent: Agent, message: rpb.AssignmentsMessage) -> Any:
+            for change in message.changes:
+                if change.action == rpb.AssignmentChange.UPDATE and change.HasField("task"):
+                    task = change.task
+                    if message.type == rpb.AssignmentsMessage.INCREMENTAL:
+                        self.by_image[task.spec.container.image].add(message.report_within_ms)
+            return await apply(agent, message)
+
+        monkeypatch.setattr(Agent, "_apply_assignments", recorded)
+
+
+async def test_a_big_service_on_few_nodes_reports_its_tasks_in_few_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks reaching RUNNING one at a time on each node (an engine that starts one container
+    at a time, 20 ms each): each RUNNING was a call of its own, about one call per task. Now
+    the leader lets the agents hold them (the service is far from running), and a call
+    carries many."""
+    monkeypatch.setattr(dispatcher_module, "HOLD_MIN_UNSETTLED", UNSETTLED)
+    monkeypatch.setattr(FakeRuntime, "engine_concurrency", 1, raising=False)
+    calls = StatusCalls(monkeypatch)
+    replicas = 5 * UNSETTLED
+    async with InProcessCluster(
+        tmp_path, managers=1, workers=1, runtime_options={"start_delay": "0.02"}
+    ) as cluster:
+        await cluster.call("service.create", name="big", image="app:1", replicas=replicas)
+        await cluster.wait_for_running("big", replicas, deadline=DEADLINE)
+    assert calls.updates >= replicas, (calls.calls, calls.updates)  # every RUNNING went
+    assert calls.calls <= replicas / 4, (calls.calls, calls.updates)
+
+
+async def test_a_small_service_and_a_rolling_update_report_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a service with many tasks still to start is held: a small one, and a rolling
+    update's new tasks (the updater waits for each slot's RUNNING), are sent with no hold."""
+    monkeypatch.setattr(dispatcher_module, "HOLD_MIN_UNSETTLED", UNSETTLED)
+    holds = Holds(monkeypatch)
+    async with InProcessCluster(tmp_path, managers=1, workers=1) as cluster:
+        await cluster.call("service.create", name="small", image="small:1", replicas=UNSETTLED - 1)
+        await cluster.wait_for_running("small", UNSETTLED - 1, deadline=DEADLINE)
+        big = 2 * UNSETTLED
+        await cluster.call("service.create", name="big", image="big:1", replicas=big, stop_grace_period="0s")
+        await cluster.wait_for_running("big", big, deadline=DEADLINE)
+        await cluster.call(
+            "service.update",
+            service="big",
+            image="big:2",
+            update_parallelism=2,
+            update_delay="0s",
+            update_monitor="0.1s",
+        )
+
+        async def updated() -> bool:
+            tasks = await cluster.tasks("big")
+            return sum(t["Image"] == "big:2" and t["State"] == "Running" for t in tasks) == big
+
+        await cluster.wait_until(updated, "every task of big updated", DEADLINE)
+    assert holds.by_image["small:1"] == {0}, dict(holds.by_image)
+    assert dispatcher_module.REPORT_HOLD_MS in holds.by_image["big:1"], dict(holds.by_image)
+    assert holds.by_image["big:2"] == {0}, dict(holds.by_image)
+
+
+def service_tasks(service_id: str, count: int, *, running: int = 0) -> list[pb.Task]:
+    tasks = []
+    for index in range(count):
+        task = pb.Task(id=f"{service_id}-{index}", service_id=service_id, node_id="n1", slot=index + 1)
+        task.desired_state = states.RUNNING
+        task.status.state = states.RUNNING if index < running else states.ASSIGNED
+        tasks.append(task)
+    return tasks
+
+
+def updates(*tasks: pb.Task) -> list[rpb.AssignmentChange]:
+    return [rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=task) for task in tasks]
+
+
+async def test_the_dispatcher_allows_a_hold_only_while_the_services_are_far_from_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "HOLD_MIN_UNSETTLED", UNSETTLED)
+    store = await instant_store()
+    big = service_tasks("big", UNSETTLED + 2)
+    nearly = service_tasks("nearly", UNSETTLED + 2, running=3)  # 5 still to start
+    small = service_tasks("small", 2)
+
+    def create(tx: Any) -> None:
+        for task in (*big, *nearly, *small):
+            tx.create(task)
+
+    await store.update(create)
+    dispatcher = Dispatcher(store, "c1", lambda: [])
+    hold = dispatcher_module.REPORT_HOLD_MS
+    assert dispatcher._report_within_ms(updates(*big[:3])) == hold
+    assert dispatcher._report_within_ms(updates(big[0], small[0])) == 0, "one task waited for: none held"
+    assert dispatcher._report_within_ms(updates(nearly[-1])) == 0, "a service close to running"
+    stopping = pb.Task()
+    stopping.CopyFrom(big[1])
+    stopping.desired_state = states.SHUTDOWN
+    assert dispatcher._report_within_ms(updates(big[0], stopping)) == 0, "a task told to stop"
+    removal = rpb.AssignmentChange(action=rpb.AssignmentChange.REMOVE, task=pb.Task(id=big[2].id))
+    assert dispatcher._report_within_ms([removal]) == 0, "nothing to report"
+    assert dispatcher._report_within_ms([removal, *updates(big[0])]) == hold
+
+    def start_them(tx: Any) -> None:  # the big service's tasks run: it is no longer far from it
+        for task in big[: len(big) - UNSETTLED + 1]:
+            running = pb.Task()
+            running.CopyFrom(tx.task(task.id))
+            running.status.state = states.RUNNING
+            tx.update(running)
+
+    await store.update(start_them)
+    assert dispatcher._report_within_ms(updates(big[-1])) == 0
