@@ -9,13 +9,16 @@ rolling update's new tasks and a big create's last tasks are not held.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from shoal import states
 from shoal.agent.agent import Agent
+from shoal.agent.taskdb import TaskDB
 from shoal.manager import dispatcher as dispatcher_module
 from shoal.manager.dispatcher import Dispatcher
 from shoal.proto import objects_pb2 as pb
@@ -23,6 +26,7 @@ from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import PeerIdentity
 from shoal.testing.cluster import InProcessCluster
 from shoal.testing.objectstore import instant_store
+from shoal.testing.stubmanager import Transactions
 from shoal_runtime_fake.runtime import FakeRuntime
 
 #: The held services' size in these tests (``HOLD_MIN_UNSETTLED`` is made small to match).
@@ -69,9 +73,10 @@ async def test_a_big_service_on_few_nodes_reports_its_tasks_in_few_calls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tasks reaching RUNNING one at a time on each node (an engine that starts one container
-    at a time, 20 ms each): each RUNNING was a call of its own, about one call per task. Now
-    the leader lets the agents hold them (the service is far from running), and a call
-    carries many."""
+    at a time, 20 ms each): each RUNNING was a call of its own, about one call per task (21
+    calls for 30 tasks), and each task's task DB writes a transaction of their own. Now the
+    leader lets the agents hold them (the service is far from running), a call carries many,
+    and the task DB commits with the calls."""
     monkeypatch.setattr(dispatcher_module, "HOLD_MIN_UNSETTLED", UNSETTLED)
     monkeypatch.setattr(FakeRuntime, "engine_concurrency", 1, raising=False)
     calls = StatusCalls(monkeypatch)
@@ -79,10 +84,16 @@ async def test_a_big_service_on_few_nodes_reports_its_tasks_in_few_calls(
     async with InProcessCluster(
         tmp_path, managers=1, workers=1, runtime_options={"start_delay": "0.02"}
     ) as cluster:
+        transactions = Transactions()
+        for node in cluster.nodes:
+            assert node.daemon.agent is not None
+            node.daemon.agent.db._db.set_trace_callback(transactions)
         await cluster.call("service.create", name="big", image="app:1", replicas=replicas)
         await cluster.wait_for_running("big", replicas, deadline=DEADLINE)
+        written, nodes = transactions.count, len(cluster.nodes)
     assert calls.updates >= replicas, (calls.calls, calls.updates)  # every RUNNING went
     assert calls.calls <= replicas / 4, (calls.calls, calls.updates)
+    assert written <= calls.calls + 2 * nodes, (written, calls.calls)
 
 
 async def test_a_small_service_and_a_rolling_update_report_at_once(
@@ -109,7 +120,7 @@ async def test_a_small_service_and_a_rolling_update_report_at_once(
 
         async def updated() -> bool:
             tasks = await cluster.tasks("big")
-            return sum(t["Image"] == "big:2" and t["State"] == "Running" for t in tasks) == big
+            return bool(sum(t["Image"] == "big:2" and t["State"] == "Running" for t in tasks) == big)
 
         await cluster.wait_until(updated, "every task of big updated", DEADLINE)
     assert holds.by_image["small:1"] == {0}, dict(holds.by_image)
@@ -167,3 +178,31 @@ async def test_the_dispatcher_allows_a_hold_only_while_the_services_are_far_from
 
     await store.update(start_them)
     assert dispatcher._report_within_ms(updates(big[-1])) == 0
+
+
+async def until(condition: Any, what: str) -> None:
+    give_up = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < give_up, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_task_db_write_may_wait_as_long_as_it_is_allowed(tmp_path: Path) -> None:
+    """A held task's writes wait for the report that flushes them (``within``), and an
+    ordinary write still commits within the DB's delay, the held ones with it."""
+    db = TaskDB(tmp_path / "held" / "tasks.db", flush_delay=0.01)
+    clock = TaskDB(tmp_path / "clock" / "tasks.db", flush_delay=0.01)  # time passing, observed
+    try:
+        db.put_task(pb.Task(id="held"), within=60)
+        db.put_task(pb.Task(id="ordinary"))
+        await until(lambda: db.transactions == 1, "the ordinary write committed")
+        db.put_status("held", pb.TaskStatus(state=states.RUNNING), within=60)
+        clock.put_task(pb.Task(id="tick"))
+        await until(lambda: clock.transactions == 1, "a write with the DB's delay committed elsewhere")
+        assert db.transactions == 1, "a write allowed to wait a minute was committed at once"
+        db.flush()  # the report's
+        assert db.transactions == 2
+        assert sorted(task.id for task, _ in db.load()) == ["held", "ordinary"]
+    finally:
+        db.close()
+        clock.close()

@@ -56,6 +56,9 @@ STATUS_BATCH_INTERVAL = 0.05
 #: Status reports that may follow each other at once after a quiet spell (``Pacer``'s burst):
 #: a small service's last task reports RUNNING when it starts, not one interval later.
 STATUS_BATCH_BURST = 3
+#: A held task's task DB writes may wait this much longer than its status report may: the
+#: report flushes them before it goes (one transaction per report, not one per task as well).
+TASK_DB_AFTER_HOLD = 0.5
 BACKOFF_BASE = 0.1
 BACKOFF_MAX = 8.0
 #: Assignment changes applied between two turns of the event loop (each costs task DB writes).
@@ -99,6 +102,12 @@ def description_from(
             engine_version=info.engine_version, labels=info.labels, runtime=runtime_name
         ),
     )
+
+
+def _db_wait(hold: float) -> float | None:
+    """How long a task DB write of a task whose reports may wait ``hold`` may wait (None: the
+    DB's own delay): past the report, which commits it."""
+    return hold + TASK_DB_AFTER_HOLD if hold > 0 else None
 
 
 class SessionDeferred(Exception):
@@ -481,7 +490,7 @@ class Agent:
             else:
                 self._holds.pop(task.id, None)
             controller = self.controllers.get(task.id)
-            self.db.put_task(task)
+            self.db.put_task(task, within=_db_wait(hold))
             if controller is None:
                 self._add_controller(task, None)
             else:
@@ -598,13 +607,13 @@ class Agent:
         for it), within ``STATUS_BATCH_INTERVAL`` for a step on the way, and within the task's
         hold for any step up to RUNNING of a task its manager said nobody waits for soon
         (``report_within_ms``). A state past RUNNING (an exit, a failure) is never held."""
-        self.db.put_status(task.id, status)
+        hold = self._holds.get(task.id, 0.0) if status.state <= states.RUNNING else 0.0
+        self.db.put_status(task.id, status, within=_db_wait(hold))
         self._pending[task.id] = status
         if status.state == states.RUNNING and task.id in self.controllers:
             self._running.add(task.id)
         else:
             self._running.discard(task.id)
-        hold = self._holds.get(task.id, 0.0) if status.state <= states.RUNNING else 0.0
         if status.state >= states.RUNNING:
             self._holds.pop(task.id, None)  # on its way no longer: what comes next goes at once
         if hold > 0:

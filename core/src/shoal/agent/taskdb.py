@@ -8,10 +8,14 @@ Writes are gathered and committed together: one transaction for all the changes 
 ``FLUSH_DELAY`` (and before every status report: ``flush``), keeping only the latest status of
 each task. A task steps ACCEPTED -> PREPARING -> READY -> STARTING -> RUNNING within
 milliseconds, and each step was its own SQLite transaction: six commits per task, 44% of a
-hollow agent's CPU at 10,000 tasks. What a crash can cost is the last few milliseconds of
-statuses, never one the manager was told (the agent flushes before it reports): the agent then
-restarts from an earlier step of the same task, which every step tolerates (a create or start
-of a container that exists is adopted, as after a crash between the call and its status).
+hollow agent's CPU at 10,000 tasks. A write may be allowed to wait longer (``within``): the
+writes of a task whose status reports the manager let the agent hold wait for the report that
+flushes them, rather than commit each task's alone while its tasks come one by one. What a
+crash can cost is what was written within that wait, never a status the manager was told (the
+agent flushes before it reports): the agent then restarts from an earlier step of the same
+task, or from the manager's complete set of assignments, which every step tolerates (a create
+or start of a container that exists is adopted, as after a crash between the call and its
+status).
 
 The tasks carry their services' env in clear, so the DB is 0600 in a 0700 directory, created
 so before SQLite opens it: SQLite gives the ``-wal`` and ``-shm`` files the main file's mode.
@@ -75,17 +79,22 @@ class TaskDB:
         self.flush_delay = flush_delay
         self._pending: dict[str, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: When (the loop's time) ``_timer`` fires.
+        self._timer_due = 0.0
         self._closed = False
         #: Transactions committed (for tests: the cost of the writes).
         self.transactions = 0
 
-    def put_task(self, task: pb.Task) -> None:
+    def put_task(self, task: pb.Task, *, within: float | None = None) -> None:
+        """Write ``task``'s spec, committed within ``within`` seconds (None: ``flush_delay``)
+        or at the next ``flush``."""
         self._entry(task.id).task = task.SerializeToString()
-        self._written()
+        self._written(within)
 
-    def put_status(self, task_id: str, status: pb.TaskStatus) -> None:
+    def put_status(self, task_id: str, status: pb.TaskStatus, *, within: float | None = None) -> None:
+        """Write the task's latest status, committed as ``put_task``."""
         self._entry(task_id).status = status.SerializeToString()
-        self._written()
+        self._written(within)
 
     def delete(self, task_id: str) -> None:
         self._entry(task_id)  # refused once closed
@@ -123,7 +132,9 @@ class TaskDB:
             # restart would re-adopt is behind. Tried again in a while (and with the next flush).
             log.warning("could not write the task DB (%d tasks kept for the next try): %s", len(pending), exc)
             with contextlib.suppress(RuntimeError):  # no event loop: the next write tries again
-                self._timer = asyncio.get_running_loop().call_later(RETRY_DELAY, self.flush)
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(RETRY_DELAY, self.flush)
+                self._timer_due = loop.time() + RETRY_DELAY
             return
         self._pending = {}
         self.transactions += 1
@@ -144,12 +155,18 @@ class TaskDB:
             entry = self._pending[task_id] = _Pending()
         return entry
 
-    def _written(self) -> None:
-        if self._timer is not None:
-            return
+    def _written(self, within: float | None = None) -> None:
+        """A write that must be committed within ``within`` seconds (None: ``flush_delay``):
+        the timer goes off at the earliest such time of the writes pending."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop: nothing would flush later
             self.flush()
             return
-        self._timer = loop.call_later(self.flush_delay, self.flush)
+        due = loop.time() + (self.flush_delay if within is None else within)
+        if self._timer is not None:
+            if self._timer_due <= due:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_later(due - loop.time(), self.flush)
+        self._timer_due = due
