@@ -383,6 +383,8 @@ class Allocations:
         service = self.tx.service(task.service_id)
         if service is None:
             return
+        if not service.spec.networks and not task.endpoint.ports:
+            return  # on no network (most services): nothing to look up per task placed
         aliases = {config.target: list(config.aliases) for config in service.spec.networks}
         name = service.spec.annotations.name
         try:

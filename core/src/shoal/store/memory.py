@@ -104,9 +104,11 @@ class ReadView:
         self.networks: Table[pb.Network] = Table()
         self.tasks_by_service: dict[str, set[str]] = {}
         self.tasks_by_node: dict[str, set[str]] = {}
+        #: Kind -> table, looked up for every change applied.
+        self._tables: dict[str, Table[Any]] = {kind: getattr(self, kind + "s") for kind in KINDS}
 
     def table(self, kind: str) -> Table[Any]:
-        return getattr(self, kind + "s")  # type: ignore[no-any-return]
+        return self._tables[kind]
 
     def cluster(self) -> pb.Cluster | None:
         for cluster in self.clusters.items.values():
@@ -128,9 +130,10 @@ class ReadView:
     # ------------------------------------------------------------------ mutation (apply only)
 
     def put(self, kind: str, obj: Any) -> Any:
-        table = self.table(kind)
-        old = table.items.get(obj.id)
-        table.items[obj.id] = obj
+        items = self._tables[kind].items
+        object_id = obj.id
+        old = items.get(object_id)
+        items[object_id] = obj
         if kind == "task":
             if old is None:
                 self._index_task(obj)
@@ -141,7 +144,7 @@ class ReadView:
         return old
 
     def remove(self, kind: str, object_id: str) -> Any:
-        old = self.table(kind).items.pop(object_id, None)
+        old = self._tables[kind].items.pop(object_id, None)
         if kind == "task" and old is not None:
             self._unindex_task(old)
         return old
@@ -315,12 +318,18 @@ class Tx:
     def update(self, obj: Obj) -> None:
         """Record ``obj`` as the new version. Pass a copy, never an object from a view."""
         kind = kind_of(obj)
-        previous = self._changes.get((kind, obj.id))
-        if self.get(kind, obj.id) is None:
+        key = (kind, obj.id)
+        previous = self._changes.get(key)
+        # What ``get`` would answer, without building the key again (every placement and
+        # status written goes through here).
+        exists = (
+            previous[0] != DELETE if previous is not None else self._view.table(kind).get(key[1]) is not None
+        )
+        if not exists:
             raise Conflict(f"{kind} {obj.id} does not exist")
         obj.meta.updated_at = time.time()
         action = CREATE if previous is not None and previous[0] == CREATE else UPDATE
-        self._changes[(kind, obj.id)] = (action, obj)
+        self._changes[key] = (action, obj)
 
     def delete(self, kind: str, object_id: str) -> None:
         existing = self.get(kind, object_id)
@@ -341,6 +350,16 @@ class Tx:
             store_action = batch.actions.add(kind=action)
             getattr(store_action, kind).CopyFrom(obj)
         return batch
+
+
+def _actions_of(batch: pb.StoreBatch) -> list[tuple[int, str, Any]]:
+    """(action, kind, object) of each change of ``batch`` (an action naming no object, from a
+    newer version, is left out)."""
+    return [
+        (action.kind, kind, getattr(action, kind))
+        for action in batch.actions
+        if (kind := action.WhichOneof("target")) is not None
+    ]
 
 
 async def visit_in_pieces(
@@ -485,6 +504,12 @@ class ObjectStore:
         #: loop. The only registry: ``_watches`` is derived from it.
         self._watches_by_kind: dict[str | None, set[Watch]] = {}
         self._unpublished: list[Event] = []
+        #: The entry this store is proposing and the (action, kind, object) of each change of
+        #: the batch it was serialised from: when the provider applies that very entry (on the
+        #: leader, the bytes it was handed), those objects are applied as they are instead of
+        #: parsing the bytes back into the same objects (each change applied on the leader
+        #: cost a parse, and a wrapper of each action to reach its object).
+        self._proposed: tuple[bytes, list[tuple[int, str, Any]]] | None = None
         self._listeners: list[ApplyListener] = []
         self._derived: dict[Callable[[ObjectStore], Any], ApplyListener] = {}
 
@@ -512,14 +537,15 @@ class ObjectStore:
     # ------------------------------------------------------------------ StateMachine
 
     def apply(self, index: int, entry: bytes) -> None:
-        batch = pb.StoreBatch.FromString(entry)
+        proposed = self._proposed
+        if proposed is not None and proposed[0] is entry:
+            self._proposed = None
+            actions = proposed[1]  # what the bytes parse to, built by ``_commit_groups``
+        else:
+            actions = _actions_of(pb.StoreBatch.FromString(entry))
         events = []
-        for action in batch.actions:
-            kind = action.WhichOneof("target")
-            if kind is None:
-                continue
-            obj = getattr(action, kind)
-            if action.kind == DELETE:
+        for action, kind, obj in actions:
+            if action == DELETE:
                 old = self.view.remove(kind, obj.id)
                 if old is not None:
                     events.append(Event(DELETE, kind, old, old, index))
@@ -626,12 +652,17 @@ class ObjectStore:
                 done.append((fut, result))
             if changes:
                 batch = pb.StoreBatch()
+                add = batch.actions.add
+                built: list[tuple[int, str, Any]] = []
                 for (kind, _), (action, obj) in changes.items():
-                    store_action = batch.actions.add(kind=action)
-                    getattr(store_action, kind).CopyFrom(obj)
+                    stored = getattr(add(kind=action), kind)
+                    stored.CopyFrom(obj)
+                    built.append((action, kind, stored))
+                entry = batch.SerializeToString()
+                self._proposed = (entry, built)
                 try:
                     assert self.provider is not None
-                    await self.provider.propose(batch.SerializeToString())
+                    await self.provider.propose(entry)
                 except BaseException as exc:
                     for fut, _ in done:
                         if not fut.done():
@@ -639,6 +670,8 @@ class ObjectStore:
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
+                finally:
+                    self._proposed = None  # applied by now, or to be parsed if ever it is
             for fut, result in done:
                 if not fut.done():
                     fut.set_result(result)
