@@ -144,3 +144,53 @@ def test_serving_thread_option_must_be_on_or_off(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="transport option serving-thread must be on or off, got 'yes'"):
         shoal_transport_provider(context=context)
+
+
+BULK = "/shoal.Dispatcher/UpdateTaskStatus"
+BEAT = "/shoal.Dispatcher/Heartbeat"
+QUEUED = 40
+
+
+async def test_a_method_is_taken_in_without_waiting_behind_another_methods_queue(pki: ClusterPKI) -> None:
+    """The default server (no serving thread) takes each method's calls in on an intake of its
+    own: with 40 status calls waiting to be taken in on a busy loop, a heartbeat is taken in
+    within a few loop iterations. Behind one generic handler it waited for the 40 status calls
+    first, ~4-5 iterations each (one intake for every method)."""
+    loop = asyncio.get_running_loop()
+    transport = GrpcTransport()
+    bulk_started = asyncio.Event()
+    beat_seen_at: list[int] = []
+    iterations: Callable[[], int] = lambda: 0  # noqa: E731 - replaced once the loop is busy
+
+    async def bulk(request: bytes, peer: PeerIdentity | None) -> bytes:
+        bulk_started.set()
+        return request
+
+    async def beat(request: bytes, peer: PeerIdentity | None) -> bytes:
+        beat_seen_at.append(iterations())
+        return request
+
+    server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {BULK: bulk, BEAT: beat}, {})
+    tls = pki.node("w", "swarm-worker")
+    try:
+        for method in (BULK, BEAT):  # connected, and each method called once
+            await transport.call(server.address, method, b"warm", tls=tls, timeout=30)
+        beat_seen_at.clear()
+        iterations, stop = _keep_busy(loop)
+        try:
+            queued = [
+                loop.create_task(transport.call(server.address, BULK, b"s", tls=tls, timeout=120))
+                for _ in range(QUEUED)
+            ]
+            await asyncio.wait_for(bulk_started.wait(), 60)  # the status calls are in
+            sent_at = iterations()
+            assert await transport.call(server.address, BEAT, b"b", tls=tls, timeout=120) == b"b"
+            waited = beat_seen_at[0] - sent_at
+            await asyncio.gather(*queued)
+        finally:
+            stop()
+        # Registered: 2-10 iterations (the call's own turns); one intake for all: ~150-180.
+        assert waited < QUEUED, f"the heartbeat waited {waited} iterations behind {QUEUED} status calls"
+    finally:
+        await server.stop(0)
+        await transport.close()

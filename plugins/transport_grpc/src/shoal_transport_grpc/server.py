@@ -1,8 +1,9 @@
-"""The listening side: one grpc.aio server, every kernel method behind one generic handler.
+"""The listening side: one grpc.aio server, each kernel method registered with it.
 
 No generated stubs: the kernel's methods are plain ``bytes -> bytes`` coroutines keyed by their
-full gRPC name (``/shoal.Dispatcher/Heartbeat``), so the server looks the name up in a dict
-and passes bytes straight through (no (de)serializers). Credentials are *dynamic*: gRPC asks
+full gRPC name (``/shoal.Dispatcher/Heartbeat``), passed straight through as bytes (no
+(de)serializers). Each is registered with the server, which gives each method an intake of
+its own (``intake``); a generic handler behind them answers UNIMPLEMENTED for the others. Credentials are *dynamic*: gRPC asks
 ``_fetch_config`` at every new handshake, which is how ``update_tls`` makes renewed material
 take effect for new connections without cutting existing ones.
 """
@@ -17,7 +18,8 @@ from typing import Any
 import grpc
 from shoal.plugin import Handler, RPCError, StatusCode, StreamHandler, TLSMaterial
 
-from shoal_transport_grpc import anonymous, bridge, errors
+from shoal_transport_grpc import anonymous, bridge, errors, intake
+from shoal_transport_grpc.intake import Intake
 from shoal_transport_grpc.options import SERVER_OPTIONS
 from shoal_transport_grpc.peers import PeerVerifier
 from shoal_transport_grpc.servingloop import ServingLoop
@@ -114,6 +116,11 @@ class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                 _wrap_stream(name, stream, verifier, home)
             )
 
+    @property
+    def methods(self) -> Mapping[str, Any]:
+        """Every method's ``RpcMethodHandler`` by full name."""
+        return self._methods
+
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
         return self._methods.get(handler_call_details.method)
 
@@ -131,7 +138,8 @@ class GrpcServer:
     With ``own_loop`` (option ``transport.serving-thread=on``) gRPC runs on a ``ServingLoop`` of
     its own (a thread) so that taking calls in never waits behind the caller's busy loop; the
     handlers still run on the caller's loop (``bridge``). Without, gRPC runs on the caller's
-    loop too (the default).
+    loop too (the default). ``intake`` says how calls are taken in (``intake``: each method
+    registered, the default; ``generic``, one intake for all, is kept to compare in the bench).
     """
 
     def __init__(self, serving: ServingLoop | None) -> None:
@@ -150,18 +158,19 @@ class GrpcServer:
         streams: Mapping[str, StreamHandler],
         *,
         own_loop: bool = False,
+        intake: Intake = "registered",
     ) -> GrpcServer:
         host, _ = _split_address(listen_addr)
         initial = server_certificate_config(tls)
         if not own_loop:
             instance = cls(None)
-            await instance._listen(listen_addr, host, tls, initial, unary, streams, None)
+            await instance._listen(listen_addr, host, tls, initial, unary, streams, None, intake)
             return instance
         serving = ServingLoop(f"grpc-server {listen_addr}")
         instance = cls(serving)
         home = asyncio.get_running_loop()
         try:
-            await serving.run(instance._listen(listen_addr, host, tls, initial, unary, streams, home))
+            await serving.run(instance._listen(listen_addr, host, tls, initial, unary, streams, home, intake))
         except BaseException:
             serving.stop()
             raise
@@ -176,11 +185,15 @@ class GrpcServer:
         unary: Mapping[str, Handler],
         streams: Mapping[str, StreamHandler],
         home: asyncio.AbstractEventLoop | None,
+        how: Intake,
     ) -> None:
         """Create, bind and start the gRPC server: runs on the loop gRPC is to use."""
         self._verifier = verifier = PeerVerifier(tls.root_pem)
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        server.add_generic_rpc_handlers((_Router(verifier, unary, streams, home),))
+        router = _Router(verifier, unary, streams, home)
+        if how == "registered":
+            intake.register(server, router.methods)
+        server.add_generic_rpc_handlers((router,))
         credentials = grpc.dynamic_ssl_server_credentials(
             initial, self._fetch_config, require_client_authentication=True
         )
