@@ -12,21 +12,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from shoal import states
+from shoal import rpc, states
 from shoal.agent.agent import Agent
 from shoal.agent.taskdb import TaskDB
 from shoal.manager import dispatcher as dispatcher_module
 from shoal.manager.dispatcher import Dispatcher
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.transport import PeerIdentity
+from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
 from shoal.testing.cluster import InProcessCluster
 from shoal.testing.objectstore import instant_store
-from shoal.testing.stubmanager import Transactions
+from shoal.testing.stubmanager import Transactions, assigned_task, stub_agent
+from shoal_runtime_fake.options import FakeOptions
 from shoal_runtime_fake.runtime import FakeRuntime
 
 #: The held services' size in these tests (``HOLD_MIN_UNSETTLED`` is made small to match).
@@ -206,3 +208,70 @@ async def test_a_task_db_write_may_wait_as_long_as_it_is_allowed(tmp_path: Path)
     finally:
         db.close()
         clock.close()
+
+
+class HoldingManager:
+    """One node's leader, scripted: the first session sends ``tasks`` in an incremental
+    message whose reports may wait a minute; the session ends when ``end_session`` is set, and
+    the next one's complete set holds the tasks as the leader recorded them (assigned)."""
+
+    def __init__(self, tasks: list[pb.Task]) -> None:
+        self.tasks = tasks
+        self.sessions = 0
+        self.end_session = asyncio.Event()
+        self.reported: dict[int, list[int]] = collections.defaultdict(list)
+
+    def stream(self, target: str, method: str, request: bytes, **kwargs: object) -> AsyncIterator[bytes]:
+        return self._session() if method == rpc.SESSION else self._assignments()
+
+    async def _session(self) -> AsyncIterator[bytes]:
+        self.sessions += 1
+        yield rpb.SessionMessage(session_id=f"s{self.sessions}", heartbeat_period=60).SerializeToString()
+        if self.sessions == 1:
+            await self.end_session.wait()
+            raise RPCError(StatusCode.UNAVAILABLE, "the leader is gone")
+        await asyncio.Event().wait()
+
+    async def _assignments(self) -> AsyncIterator[bytes]:
+        complete = rpb.AssignmentsMessage(type=rpb.AssignmentsMessage.COMPLETE, results_in=1)
+        if self.sessions > 1:
+            complete.changes.extend(updates(*self.tasks))
+        yield complete.SerializeToString()
+        if self.sessions == 1:
+            yield rpb.AssignmentsMessage(
+                type=rpb.AssignmentsMessage.INCREMENTAL,
+                applies_to=1,
+                results_in=2,
+                changes=updates(*self.tasks),
+                report_within_ms=60_000,
+            ).SerializeToString()
+        await asyncio.Event().wait()
+
+    async def call(self, target: str, method: str, request: bytes, **kwargs: object) -> bytes:
+        if method == rpc.HEARTBEAT:
+            return rpb.HeartbeatResponse(period=60).SerializeToString()
+        if method == rpc.UPDATE_TASK_STATUS:
+            report = rpb.UpdateTaskStatusRequest.FromString(request)
+            self.reported[self.sessions].extend(update.status.state for update in report.updates)
+        return b""
+
+
+async def test_held_reports_wait_and_a_new_session_sends_them_at_once(tmp_path: Path) -> None:
+    """Tasks whose reports may wait a minute run without a report; when the session is lost
+    and another opens, their RUNNING goes to the new leader at once (nothing held is lost)."""
+    tasks = [assigned_task("n1", index) for index in range(4)]
+    manager = HoldingManager(tasks)
+    agent = stub_agent(manager, tmp_path, FakeRuntime(FakeOptions()), "n1")  # type: ignore[arg-type]
+    await agent.start()
+    try:
+        await until(lambda: agent.tasks_running == len(tasks), "the tasks running on the node")
+        clock = TaskDB(tmp_path / "clock" / "tasks.db", flush_delay=0.2)  # time passing, observed
+        clock.put_task(pb.Task(id="tick"))
+        await until(lambda: clock.transactions == 1, "four status intervals passed")
+        clock.close()
+        assert dict(manager.reported) == {}, "a report that could wait a minute went"
+        manager.end_session.set()
+        await until(lambda: len(manager.reported[2]) == len(tasks), "the held reports sent")
+        assert manager.reported[2] == [states.RUNNING] * len(tasks)
+    finally:
+        await agent.stop()
