@@ -152,10 +152,15 @@ async def test_the_dispatcher_allows_a_hold_only_while_the_services_are_far_from
     big = service_tasks("big", UNSETTLED + 2)
     nearly = service_tasks("nearly", UNSETTLED + 2, running=3)  # 5 still to start
     small = service_tasks("small", 2)
+    everywhere = service_tasks("everywhere", UNSETTLED + 2)  # a global service on many nodes
+    services = [pb.Service(id=name) for name in ("big", "nearly", "small", "everywhere")]
+    for service in services[:3]:
+        service.spec.replicated.replicas = UNSETTLED + 2
+    getattr(services[3].spec, "global").SetInParent()
 
     def create(tx: Any) -> None:
-        for task in (*big, *nearly, *small):
-            tx.create(task)
+        for item in (*services, *big, *nearly, *small, *everywhere):
+            tx.create(item)
 
     await store.update(create)
     dispatcher = Dispatcher(store, "c1", lambda: [])
@@ -163,6 +168,7 @@ async def test_the_dispatcher_allows_a_hold_only_while_the_services_are_far_from
     assert dispatcher._report_within_ms(updates(*big[:3])) == hold
     assert dispatcher._report_within_ms(updates(big[0], small[0])) == 0, "one task waited for: none held"
     assert dispatcher._report_within_ms(updates(nearly[-1])) == 0, "a service close to running"
+    assert dispatcher._report_within_ms(updates(everywhere[0])) == 0, "one task per node: nothing to gather"
     stopping = pb.Task()
     stopping.CopyFrom(big[1])
     stopping.desired_state = states.SHUTDOWN

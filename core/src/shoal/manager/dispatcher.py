@@ -531,7 +531,9 @@ class Dispatcher:
         ``REPORT_HOLD_MS`` when every task updated is desired running and each of their services
         still has ``HOLD_MIN_UNSETTLED`` tasks desired running but not running (nobody waits for
         these reports soon), else 0 (at once). O(changes): the counts are kept as the store
-        applies (``ServiceTaskCounts``), no task is walked.
+        applies (``ServiceTaskCounts``), no task is walked. A global service is never held: it
+        puts one task on each node, so a node has no other task of it to gather, and a hold
+        would only make its create a second longer.
 
         A rolling update waits for each new task's RUNNING before the next slot (holding every
         report made one 5.7 times as long), so a service with only a few tasks on their way
@@ -548,6 +550,9 @@ class Dispatcher:
             service_id = task.service_id
             if service_id in checked:
                 continue
+            service = self.store.view.services.get(service_id)
+            if service is None or service.spec.WhichOneof("mode") in _ONE_TASK_PER_NODE_MODES:
+                return 0
             if counts is None:
                 counts = self.store.derived(ServiceTaskCounts)
             if counts.desired(service_id) - counts.running(service_id) < HOLD_MIN_UNSETTLED:
@@ -623,17 +628,23 @@ class Dispatcher:
             task = tx.task(task_id)
             if task is None or task.node_id != node_id:
                 continue
-            if status.state < task.status.state:
+            current = task.status
+            if status.state < current.state:
                 continue  # states only move forward
-            if status.state == task.status.state and status.message == task.status.message:
+            if status.state == current.state and status.message == current.message:
                 continue
+            # Stamped on the report (this flush's own: taken out of the buffer) before it is
+            # copied in, rather than on the copy: each field reached through the task's
+            # status costs a lookup of the status first, for every status written.
+            status.applied_by = node_id
+            status.applied_at = now
             task = copy(task)
             task.status.CopyFrom(status)
-            task.status.applied_by = node_id
-            task.status.applied_at = now
             tx.update(task)
 
 
+#: Service modes that put at most one task on a node: no report of theirs is held.
+_ONE_TASK_PER_NODE_MODES = frozenset({"global", "global_job"})
 #: Put in a session's queue when its node's NetworkState changed (not a store event).
 _NETWORK_CHANGED = Event(UPDATE, "networkstate", None)
 #: SessionMessage field 7 (``network``), length-delimited.
