@@ -12,7 +12,8 @@ from shoal.manager import nodeload
 from shoal.manager.nodeload import NodeLoads
 from shoal.manager.reaper import TaskReaper
 from shoal.proto import objects_pb2 as pb
-from shoal.store.memory import Event, EventQueue, ObjectStore, ReadView, Tx, copy
+from shoal.store import memory
+from shoal.store.memory import Event, EventQueue, ObjectStore, Tx, copy
 from shoal.testing.objectstore import instant_store
 
 TASKS = 200
@@ -47,10 +48,12 @@ async def _advance(store: ObjectStore, state: int) -> None:
 
 async def test_a_status_change_moves_no_task_index_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     store = await _placed_tasks()
-    moves: list[str] = []
-    index, unindex = ReadView._index_task, ReadView._unindex_task
-    monkeypatch.setattr(ReadView, "_index_task", lambda view, t: (moves.append("in"), index(view, t))[1])
-    monkeypatch.setattr(ReadView, "_unindex_task", lambda view, t: (moves.append("out"), unindex(view, t))[1])
+    moves: list[tuple[str, str]] = []
+    add, discard = memory._index_add, memory._index_discard
+    monkeypatch.setattr(memory, "_index_add", lambda i, k, o: (moves.append(("in", k)), add(i, k, o))[1])
+    monkeypatch.setattr(
+        memory, "_index_discard", lambda i, k, o: (moves.append(("out", k)), discard(i, k, o))[1]
+    )
     for state in (states.ACCEPTED, states.PREPARING, states.STARTING, states.RUNNING):
         await _advance(store, state)
     assert moves == []  # before: one out and one in per change (1,600)
@@ -62,9 +65,21 @@ async def test_a_status_change_moves_no_task_index_entry(monkeypatch: pytest.Mon
         tx.update(task)
 
     await store.update(move)
-    assert moves == ["out", "in"]
+    assert moves == [("out", "n3"), ("in", "n4")]  # the service's entry stays (it was moved too)
     assert "t3" in {t.id for t in store.view.node_tasks("n4")}
     assert "t3" not in {t.id for t in store.view.node_tasks("n3")}
+    assert "t3" in {t.id for t in store.view.service_tasks("s")}
+
+    def other_service(tx: Tx) -> None:  # a change of service moves both
+        task = copy(tx.task("t3"))  # type: ignore[type-var]
+        task.service_id = "s2"
+        tx.update(task)
+
+    moves.clear()
+    await store.update(other_service)
+    assert moves == [("out", "s"), ("out", "n4"), ("in", "s2"), ("in", "n4")]
+    assert [t.id for t in store.view.service_tasks("s2")] == ["t3"]
+    assert "t3" not in {t.id for t in store.view.service_tasks("s")}
 
 
 async def test_a_status_change_leaves_the_node_totals_alone(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -137,10 +137,15 @@ class ReadView:
         if kind == "task":
             if old is None:
                 self._index_task(obj)
-            elif old.service_id != obj.service_id or old.node_id != obj.node_id:
-                # Most task changes (a status, the desired state) leave both indexes alone.
+            elif old.service_id != obj.service_id:
                 self._unindex_task(old)
                 self._index_task(obj)
+            elif old.node_id != obj.node_id:  # a placement: the service's index stays
+                if old.node_id:
+                    _index_discard(self.tasks_by_node, old.node_id, object_id)
+                if obj.node_id:
+                    _index_add(self.tasks_by_node, obj.node_id, object_id)
+            # Most task changes (a status, the desired state) leave both indexes alone.
         return old
 
     def remove(self, kind: str, object_id: str) -> Any:
@@ -153,22 +158,30 @@ class ReadView:
         self.__init__()  # type: ignore[misc]
 
     def _index_task(self, task: pb.Task) -> None:
-        self.tasks_by_service.setdefault(task.service_id, set()).add(task.id)
+        _index_add(self.tasks_by_service, task.service_id, task.id)
         if task.node_id:
-            self.tasks_by_node.setdefault(task.node_id, set()).add(task.id)
+            _index_add(self.tasks_by_node, task.node_id, task.id)
 
     def _unindex_task(self, task: pb.Task) -> None:
-        by_service = self.tasks_by_service.get(task.service_id)
-        if by_service is not None:
-            by_service.discard(task.id)
-            if not by_service:
-                del self.tasks_by_service[task.service_id]
+        _index_discard(self.tasks_by_service, task.service_id, task.id)
         if task.node_id:
-            by_node = self.tasks_by_node.get(task.node_id)
-            if by_node is not None:
-                by_node.discard(task.id)
-                if not by_node:
-                    del self.tasks_by_node[task.node_id]
+            _index_discard(self.tasks_by_node, task.node_id, task.id)
+
+
+def _index_add(index: dict[str, set[str]], key: str, object_id: str) -> None:
+    ids = index.get(key)
+    if ids is None:  # not ``setdefault(key, set())``: a set made and dropped per task indexed
+        ids = index[key] = set()
+    ids.add(object_id)
+
+
+def _index_discard(index: dict[str, set[str]], key: str, object_id: str) -> None:
+    """Take ``object_id`` out of ``key``'s set, keeping no empty set."""
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(object_id)
+        if not ids:
+            del index[key]
 
 
 class _OverlayTable(Generic[ObjT]):
