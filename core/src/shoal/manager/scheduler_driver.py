@@ -176,12 +176,13 @@ class SchedulerDriver:
     def _assign(tx: Tx, task: pb.Task, node_id: str, now: float) -> None:
         preassigned = bool(task.node_id)
         task.node_id = node_id
-        task.status.state = states.ASSIGNED
-        task.status.message = (
+        status = task.status  # reached once, not per field: this runs for every task placed
+        status.state = states.ASSIGNED
+        status.message = (
             "scheduler confirmed task can run on preassigned node"
             if preassigned
             else "scheduler assigned task to node"
         )
-        task.status.err = ""
-        task.status.timestamp = now
+        status.err = ""
+        status.timestamp = now
         tx.update(task)

@@ -321,12 +321,14 @@ class Tx:
     # writes
     def create(self, obj: Obj) -> None:
         kind = kind_of(obj)
-        if self.get(kind, obj.id) is not None:
-            raise Conflict(f"{kind} {obj.id} already exists")
+        object_id = obj.id
+        if self.get(kind, object_id) is not None:
+            raise Conflict(f"{kind} {object_id} already exists")
         now = time.time()
-        obj.meta.created_at = obj.meta.created_at or now
-        obj.meta.updated_at = now
-        self._changes[(kind, obj.id)] = (CREATE, obj)
+        meta = obj.meta  # reached once: every task the orchestrator makes comes through here
+        meta.created_at = meta.created_at or now
+        meta.updated_at = now
+        self._changes[(kind, object_id)] = (CREATE, obj)
 
     def update(self, obj: Obj) -> None:
         """Record ``obj`` as the new version. Pass a copy, never an object from a view."""
