@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from shoal.plugin import PeerIdentity
 from shoal.roles import PluginContext
 from shoal.testing.transport import ECHO, ClusterPKI, TestService
-from shoal_transport_grpc import GrpcTransport
+from shoal_transport_grpc import GrpcTransport, bridge, handoff
 
 CALLS = 50
 #: How long each iteration of the "busy" loop runs Python code, holding the GIL.
@@ -191,6 +191,48 @@ async def test_a_method_is_taken_in_without_waiting_behind_another_methods_queue
             stop()
         # Registered: 2-10 iterations (the call's own turns); one intake for all: ~150-180.
         assert waited < QUEUED, f"the heartbeat waited {waited} iterations behind {QUEUED} status calls"
+    finally:
+        await server.stop(0)
+        await transport.close()
+
+
+def test_grpcio_internals_for_the_handoff_are_the_tested_ones() -> None:
+    """The serving thread hands calls to the handlers' loop through grpcio's Cython internals
+    (``handoff``), checked against the version pinned in requirements-dev.txt: an upgrade
+    that changes them must fail here, not fall back to the bridge unnoticed."""
+    assert handoff.unavailable_reason() == ""
+
+
+async def test_serving_thread_hands_most_calls_to_the_handlers_loop_without_the_bridge(
+    pki: ClusterPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the serving thread, calls taken in by the handoff's requests run wholly on the
+    handlers' loop (one thread crossing per call, none per message); only those gRPC's own
+    intake takes in (one request per method against the handoff's three) cross by the bridge.
+    Before, every call did."""
+    bridged: list[str] = []
+    real_call_unary = bridge.call_unary
+
+    async def counted(handler: Callable[[], Awaitable[bytes]], home: asyncio.AbstractEventLoop) -> bytes:
+        bridged.append("unary")
+        return await real_call_unary(handler, home)
+
+    monkeypatch.setattr(bridge, "call_unary", counted)
+    home = asyncio.get_running_loop()
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def where(request: bytes, peer: PeerIdentity | None) -> bytes:
+        seen.append(asyncio.get_running_loop())
+        return request
+
+    transport = GrpcTransport(serving_thread=True)
+    server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {ECHO: where}, {})
+    tls = pki.node("w", "swarm-worker")
+    try:
+        calls = (transport.call(server.address, ECHO, b"%d" % i, tls=tls, timeout=60) for i in range(CALLS))
+        assert await asyncio.gather(*calls) == [b"%d" % i for i in range(CALLS)]
+        assert seen == [home] * CALLS
+        assert len(bridged) < CALLS / 2, f"{len(bridged)} of {CALLS} calls crossed by the bridge"
     finally:
         await server.stop(0)
         await transport.close()

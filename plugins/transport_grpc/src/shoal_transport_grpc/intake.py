@@ -40,6 +40,11 @@ def split_method(name: str) -> tuple[str, str] | None:
     return service, method
 
 
+def registrable(methods: Mapping[str, Any]) -> list[str]:
+    """The names among ``methods`` that ``register`` registers."""
+    return [name for name in methods if split_method(name) is not None]
+
+
 def by_service(methods: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The methods that can be registered, grouped by service (gRPC registers per service)."""
     grouped: dict[str, dict[str, Any]] = {}

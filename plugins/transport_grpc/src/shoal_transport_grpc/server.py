@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from shoal.plugin import Handler, RPCError, StatusCode, StreamHandler, TLSMaterial
 
-from shoal_transport_grpc import anonymous, bridge, errors, intake
+from shoal_transport_grpc import anonymous, bridge, errors, handoff, intake
 from shoal_transport_grpc.intake import Intake
 from shoal_transport_grpc.options import SERVER_OPTIONS
 from shoal_transport_grpc.peers import PeerVerifier
@@ -148,6 +148,7 @@ class GrpcServer:
         self._address = ""
         self._verifier: PeerVerifier | None = None
         self._pending: Any = None
+        self._handoff: handoff.Handoff | None = None
 
     @classmethod
     async def start(
@@ -191,9 +192,16 @@ class GrpcServer:
         self._verifier = verifier = PeerVerifier(tls.root_pem)
         server = grpc.aio.server(options=SERVER_OPTIONS)
         router = _Router(verifier, unary, streams, home)
-        if how == "registered":
-            intake.register(server, router.methods)
+        registered = how == "registered" and intake.register(server, router.methods)
         server.add_generic_rpc_handlers((router,))
+        if home is not None and registered:
+            reason = handoff.unavailable_reason()
+            if reason:
+                log.info("grpc transport: every call crosses to the handlers' loop by the bridge: %s", reason)
+            else:
+                at_home = _Router(verifier, unary, streams, None).methods
+                names = set(intake.registrable(at_home))
+                self._handoff = handoff.Handoff(server, {name: at_home[name] for name in names}, home)
         credentials = grpc.dynamic_ssl_server_credentials(
             initial, self._fetch_config, require_client_authentication=True
         )
@@ -209,6 +217,8 @@ class GrpcServer:
         self._address = f"{host}:{port}"
         await server.start()
         self._server = server
+        if self._handoff is not None:
+            self._handoff.start()
 
     def _fetch_config(self) -> Any:
         """Called by gRPC (on its own thread) at each handshake: new material, or None for no change."""
@@ -234,6 +244,11 @@ class GrpcServer:
             return
         try:
             if server is not None and serving.alive:
-                await serving.run(server.stop(grace))
+                await serving.run(self._stop_on_serving_loop(server, grace))
         finally:
             serving.stop()
+
+    async def _stop_on_serving_loop(self, server: grpc.aio.Server, grace: float) -> None:
+        await server.stop(grace)
+        if self._handoff is not None:
+            await self._handoff.stop()

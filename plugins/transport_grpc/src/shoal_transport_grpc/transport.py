@@ -15,10 +15,17 @@ Design choices (details in the modules named):
   node, not the host), so a server must be a manager of the cluster. See ``client``.
 - **Renewal**: servers use dynamic credentials (``update_tls`` applies to new handshakes);
   clients open a new channel for new material and retire the old one when idle.
-- **Serving thread** (option ``transport.serving-thread=on``, off by default): a server runs
-  gRPC on a loop of its own (``servingloop``, ``bridge``), so that a busy daemon loop does not
-  hold back taking calls in, at the price of two thread crossings per call (~50-100 us of CPU
-  more per call, measured); off, gRPC runs on the caller's loop. docs/benchmarks.md has both.
+- **Intake**: every kernel method is registered with the gRPC server (``intake``), so each is
+  taken in by a request of its own: a heartbeat is not queued behind every waiting status
+  report, as it was when one generic handler took in every method one call at a time.
+- **Serving thread** (option ``transport.serving-thread=on``, off by default): a server takes
+  calls in on a loop of its own (``servingloop``), so that a busy daemon loop does not hold
+  back taking calls in; off, gRPC runs on the caller's loop. On a busy loop the intake is
+  bound by that loop's turns even with each method registered (~4 turns per call over all
+  methods; docs/benchmarks.md), which only the serving thread lifts. Most calls are then
+  handed whole to the caller's loop, one thread crossing each (``handoff``, on grpcio's
+  internals, checked); the others, and every call on an untested grpcio, cross there and
+  back by the ``bridge``, each stream message too (~50-100 us of CPU more per call).
 - **Errors**: a handler's ``RPCError`` crosses with its code and message; connection failures
   are ``UNAVAILABLE`` "cannot reach HOST:PORT: ..." (``TLS handshake failed`` named when it is
   one), timeouts ``DEADLINE_EXCEEDED``, unknown methods ``UNIMPLEMENTED``. See ``errors``.
