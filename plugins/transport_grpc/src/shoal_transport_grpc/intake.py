@@ -9,9 +9,16 @@ call's task and a new request task, whose first step posts the request). On a ma
 loop each of those turns waits behind everything else ready, so a single intake takes in only
 ~150 calls a second on a loop running 1 ms of callbacks per iteration (docs/benchmarks.md).
 Served through one generic handler, as before, every method shared that one intake: a
-heartbeat waited behind every status report and control call. Registered, each method is
-taken in by its own request, in parallel with the others, and C-core matches a registered
-method's calls without the generic path's method-name lookup.
+heartbeat waited behind every status report and control call queued before it. Registered,
+each method is taken in by its own request, beside the others, and C-core matches a
+registered method's calls without the generic path's method-name lookup.
+
+What registering does not do: raise the server's total rate on a busy loop. Measured
+(``bench/bench_grpc_intake.py``, docs/benchmarks.md), a call still costs ~4 turns of that loop
+over all methods together, even with many requests outstanding per method (tried through
+grpcio's internals), so the methods with calls waiting share the rate about equally: under a
+flood of other calls a heartbeat gets its method's share, not its place in the queue. Taking
+calls in at a rate a busy manager needs takes a loop of its own (``servingloop``).
 
 The generic handler stays behind the registered methods: a method whose name is not
 ``/service/method`` is served through it, and it answers ``None`` (UNIMPLEMENTED) for names

@@ -1,15 +1,17 @@
 """A thread with an event loop of its own, on which a gRPC server takes its calls in.
 
-Why: ``grpc.aio``'s server accepts calls one at a time. Its main loop keeps a single
-``request_call`` outstanding and, for each call C-core hands over, needs several turns of the
-event loop before it asks for the next one (the completion-queue reader completes a future,
+Why: ``grpc.aio``'s server accepts calls one at a time per method. Its main loop keeps one
+``request_call`` outstanding per registered method (``intake``) and, for each call C-core
+hands over, needs several turns of the event loop before it asks for the next one (the completion-queue reader completes a future,
 the ``_request_call`` task resumes, ``asyncio.wait`` wakes the main loop task, which creates
 the call's task and a new ``request_call`` task, whose first step posts the request). Every
 turn waits behind everything else ready in that iteration, so on a manager's loop running
 1 ms of callbacks per iteration the server took in ~140 calls a second (docs/benchmarks.md,
-"The cause of the late calls"). On a loop that does nothing else those turns take
+"The cause of the late calls"); registering each method, or keeping many requests
+outstanding, leaves it at ~4 turns per call over all methods ("A manager's gRPC intake"). On a loop that does nothing else those turns take
 microseconds, whatever the manager's loop is doing. The handlers still run on the caller's
-loop (``server``): only the intake and the HTTP/2 bookkeeping move here.
+loop: most calls are handed there whole once taken in (``handoff``), the others cross there
+and back (``bridge``).
 
 The serving thread needs the GIL for each turn of its loop, and CPython makes a thread that
 runs Python without pause hand the GIL over only every ``sys.getswitchinterval()`` (5 ms by
