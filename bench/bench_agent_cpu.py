@@ -11,6 +11,11 @@ lock needed, but give the load average with every figure.
     .venv/bin/python bench/bench_agent_cpu.py 50 100 --per-message 25
     .venv/bin/python bench/bench_agent_cpu.py 100 100 --per-message 1 --gap 0.1   # 100 per node, one by one
     .venv/bin/python bench/bench_agent_cpu.py 200 10 --profile out.prof   # cProfile, CPU time
+    .venv/bin/python bench/bench_agent_cpu.py 100 100 --per-message 1 --gap 0.1 --collector   # as a hollow process
+
+``--collector`` runs the collector policy of a hollow fleet process (``fleet_collector``), as
+``shoal hollow`` does; without it the agents run under Python's own collector. Either way the
+CPU the garbage collector took is printed (each collection's CPU time, from ``gc.callbacks``).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import tempfile
 import time
 from pathlib import Path
 
 from shoal.agent.agent import Agent
+from shoal.hollow.fleet import fleet_collector
 from shoal.roles.transport import TLSMaterial
 from shoal.testing.stubmanager import StubManager, assigned_task
 from shoal_runtime_fake.options import FakeOptions
@@ -52,6 +59,11 @@ async def measure(args: argparse.Namespace) -> None:
         managers.append(manager)
         agents.append(agent)
     await asyncio.gather(*(agent.connected.wait() for agent in agents))
+    collector = fleet_collector() if args.collector else None
+    if collector is not None:
+        collector.start()
+    collecting = CollectorTime()
+    gc.callbacks.append(collecting)
     total = args.agents * args.tasks
     profile = cProfile.Profile(time.process_time) if args.profile else None
     if profile is not None:
@@ -65,7 +77,8 @@ async def measure(args: argparse.Namespace) -> None:
     updates = sum(manager.updates for manager in managers)
     print(
         f"{total} tasks to RUNNING: {1000 * cpu / total:.3f} ms of CPU per task ({cpu:.2f} s, wall {wall:.2f} s), "
-        f"{calls / total:.2f} status calls and {updates / total:.2f} updates per task"
+        f"{calls / total:.2f} status calls and {updates / total:.2f} updates per task, "
+        f"{1000 * collecting.take() / total:.3f} ms of it in the garbage collector"
     )
     cpu, wall = time.process_time(), time.monotonic()
     for manager in managers:
@@ -78,10 +91,32 @@ async def measure(args: argparse.Namespace) -> None:
         profile.dump_stats(args.profile)
     print(
         f"shut down and removed: {1000 * cpu / total:.3f} ms of CPU per task ({cpu:.2f} s, wall {wall:.2f} s), "
-        f"{(sum(len(m.reports) for m in managers) - calls) / total:.2f} status calls per task; load average {os.getloadavg()[0]:.1f}"
+        f"{(sum(len(m.reports) for m in managers) - calls) / total:.2f} status calls per task, "
+        f"{1000 * collecting.take() / total:.3f} ms of it in the garbage collector; load average {os.getloadavg()[0]:.1f}"
     )
+    gc.callbacks.remove(collecting)
+    if collector is not None:
+        await collector.stop()
     for agent in agents:
         await agent.stop()
+
+
+class CollectorTime:
+    """The CPU time of the garbage collections since the last ``take`` (a ``gc.callbacks`` entry)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._began
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
 
 
 def main() -> None:
@@ -99,6 +134,9 @@ def main() -> None:
         "1,000 nodes a node gets about one task per scheduler batch",
     )
     parser.add_argument("--profile", help="write a cProfile (CPU time) of both halves here")
+    parser.add_argument(
+        "--collector", action="store_true", help="run a hollow fleet process's collector policy"
+    )
     asyncio.run(measure(parser.parse_args()))
 
 

@@ -70,9 +70,17 @@ MAX_GROWTH = 16
 class CollectorPolicy:
     """Keeps full garbage collections proportional to recent allocations, not to the store."""
 
-    def __init__(self, period: float = FREEZE_PERIOD, min_thaw_size: int = MIN_THAW_SIZE) -> None:
+    def __init__(
+        self,
+        period: float = FREEZE_PERIOD,
+        min_thaw_size: int = MIN_THAW_SIZE,
+        young_threshold: int | None = None,
+    ) -> None:
         self.period = period
         self.min_thaw_size = min_thaw_size
+        #: The youngest generation's threshold while the policy runs (None: Python's, 700). A
+        #: process-wide setting, as the oldest's is: given back when the last policy stops.
+        self.young_threshold = young_threshold
         #: Objects frozen just after the last full pass: the live set then.
         self.baseline = 0
         #: Objects frozen since the last full pass (an upper bound: some were freed since).
@@ -91,6 +99,9 @@ class CollectorPolicy:
 
     def start(self) -> None:
         _hold_automatic_full_collections()
+        if self.young_threshold is not None:
+            _, middle, oldest = gc.get_threshold()
+            gc.set_threshold(self.young_threshold, middle, oldest)
         self._started = True
         self.step()  # what start-up built (plugins, the loaded store) is frozen at once
         self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-policy")

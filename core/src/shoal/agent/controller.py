@@ -122,6 +122,9 @@ class TaskController:
         self.status = status
         self._report(self.task, status)
 
+    def _exited(self, _: object) -> None:
+        self._changed.set()
+
     async def _wait_change(self) -> None:
         await self._changed.wait()
         self._changed.clear()
@@ -223,7 +226,7 @@ class TaskController:
         wakes the controller as an update does (one task per running task, not a second one
         racing it for every update)."""
         waiter = asyncio.create_task(self.runtime.wait(self.task))
-        waiter.add_done_callback(lambda _: self._changed.set())
+        waiter.add_done_callback(self._exited)
         try:
             while not waiter.done():
                 await self._wait_change()

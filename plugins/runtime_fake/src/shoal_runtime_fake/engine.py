@@ -8,13 +8,15 @@ do, and a daemon restarted in the same process finds its containers again (re-ad
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
-import secrets
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from shoal.plugin import LABEL_NODE_ID, LABEL_TASK_ID, LogLine, objects_pb2
+from shoal.plugin import LogLine, objects_pb2
+from shoal.runtimekit import task as _task
 
 from shoal_runtime_fake.script import Shell
 
@@ -23,13 +25,16 @@ CREATED, RUNNING, EXITED = "created", "running", "exited"
 
 @dataclass(eq=False)
 class FakeContainer:
-    """One container: its identity, state, output and (while running) its interpreted process."""
+    """One container: its identity, state, output and (while running) its interpreted process.
+
+    Its labels and its shell are made from its task when first asked for, not at the create:
+    a service's container is listed and stopped by its node and task IDs (read from the task)
+    and most never run a script, and making both for each create was a third of a hollow
+    node's ``prepare``."""
 
     id: str
     name: str
-    labels: dict[str, str]
     task: objects_pb2.Task
-    shell: Shell
     state: str = CREATED
     exit_code: int | None = None
     error: str = ""
@@ -39,7 +44,43 @@ class FakeContainer:
     #: Background work of a running container (its process, exit timer, health monitor).
     jobs: list[asyncio.Task[None]] = field(default_factory=list)
     _exited: asyncio.Event = field(default_factory=asyncio.Event)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _changed: asyncio.Event | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.task.node_id
+
+    @property
+    def task_id(self) -> str:
+        return self.task.id
+
+    @property
+    def service_id(self) -> str:
+        return self.task.service_id
+
+    @functools.cached_property
+    def labels(self) -> dict[str, str]:
+        """The spec's labels and shoal's (``runtimekit.task.labels``), as the engine keeps them."""
+        return _task.labels(self.task)
+
+    @functools.cached_property
+    def shell(self) -> Shell:
+        """What its process and health checks run in: the task's environment, workdir, user
+        and hostname (the container ID's first 12 characters when the spec names none)."""
+        spec = self.task.spec.container
+        return Shell(
+            env=dict(entry.partition("=")[::2] for entry in spec.env),
+            emit=self.emit,
+            workdir=spec.dir or "/",
+            hostname=spec.hostname or self.id[:12],
+            user=spec.user,
+        )
+
+    def trap(self, signal: str) -> str | None:
+        """The body of the shell's trap for ``signal`` ("" ignores it), None without one (a
+        container whose shell never ran a script has no traps)."""
+        shell = self.__dict__.get("shell")
+        return shell.traps.get(signal) if shell is not None else None
 
     @property
     def running(self) -> bool:
@@ -47,11 +88,7 @@ class FakeContainer:
 
     def emit(self, stream: str, text: str) -> None:
         """A line of output (what the process printed)."""
-        self.logs.append(
-            LogLine(
-                task_id=self.labels.get(LABEL_TASK_ID, ""), text=text, stream=stream, timestamp=time.time()
-            )
-        )
+        self.logs.append(LogLine(task_id=self.task_id, text=text, stream=stream, timestamp=time.time()))
         self._wake()
 
     def finish(self, code: int, error: str = "") -> None:
@@ -72,11 +109,16 @@ class FakeContainer:
 
     async def changed(self) -> None:
         """Until the next line of output or the exit."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
         await self._changed.wait()
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        """Wake the readers waiting in ``changed``; the next reader gets a new event (none is
+        made while nobody follows the logs, which is nearly always)."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
 
 @dataclass(eq=False)
@@ -93,12 +135,15 @@ class FakeEngine:
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     images: set[str] = field(default_factory=set)
     _pids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
+    _ids: random.Random = field(default_factory=random.Random)
     _by_name: dict[str, FakeContainer] = field(default_factory=dict)
     #: (node ID, task ID) label values -> the containers with them, oldest first.
     _by_task: dict[tuple[str, str], list[FakeContainer]] = field(default_factory=dict)
 
     def new_id(self) -> str:
-        return secrets.token_hex(32)
+        """64 hex digits, as an engine's container ID (unique, not secret: drawn from a
+        generator seeded once, not from the OS per container as ``secrets`` would)."""
+        return f"{self._ids.getrandbits(256):064x}"
 
     def next_pid(self) -> int:
         return next(self._pids)
@@ -117,7 +162,7 @@ class FakeEngine:
         return found[0] if found else None
 
     def of_node(self, node_id: str) -> list[FakeContainer]:
-        return [c for c in self.containers.values() if c.labels.get(LABEL_NODE_ID) == node_id]
+        return [c for c in self.containers.values() if c.node_id == node_id]
 
     def delete(self, container: FakeContainer) -> None:
         container.finish(137, "removed")
@@ -134,7 +179,7 @@ class FakeEngine:
 
 
 def _task_key(container: FakeContainer) -> tuple[str, str]:
-    return container.labels.get(LABEL_NODE_ID, ""), container.labels.get(LABEL_TASK_ID, "")
+    return container.node_id, container.task_id
 
 
 _ENGINES: dict[str, FakeEngine] = {}

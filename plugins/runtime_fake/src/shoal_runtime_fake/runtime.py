@@ -19,9 +19,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from shoal.plugin import (
-    LABEL_NODE_ID,
-    LABEL_SERVICE_ID,
-    LABEL_TASK_ID,
     ContainerRef,
     EngineInfo,
     ExitStatus,
@@ -35,7 +32,7 @@ from shoal.runtimekit import task as _task
 
 from shoal_runtime_fake.engine import CREATED, RUNNING, FakeContainer, FakeEngine, engine_named
 from shoal_runtime_fake.options import FakeOptions
-from shoal_runtime_fake.script import SIGNALS, Shell, parse, program_of, runs_on, signal_name, statements
+from shoal_runtime_fake.script import SIGNALS, parse, program_of, runs_on, signal_name, statements
 
 pb = objects_pb2
 VERSION = "0.1.0"
@@ -71,8 +68,10 @@ class FakeRuntime:
                 f"fake engine {self.engine.name} is unreachable (runtime.reachable=false)", temporary=True
             )
 
-    def _find(self, task: objects_pb2.Task) -> FakeContainer | None:
-        return self.engine.by_name(_task.container_name(task)) or self.engine.by_labels(task.node_id, task.id)
+    def _find(self, task: objects_pb2.Task, name: str = "") -> FakeContainer | None:
+        """The task's container by its name (``name`` if the caller has it), else its labels."""
+        found = self.engine.by_name(name or _task.container_name(task))
+        return found if found is not None else self.engine.by_labels(task.node_id, task.id)
 
     def _require(self, task: objects_pb2.Task) -> FakeContainer:
         container = self._find(task)
@@ -82,12 +81,11 @@ class FakeRuntime:
 
     @staticmethod
     def _ref(container: FakeContainer) -> ContainerRef:
-        labels = container.labels
         return ContainerRef(
-            task_id=labels.get(LABEL_TASK_ID, ""),
+            task_id=container.task_id,
             container_id=container.id,
-            service_id=labels.get(LABEL_SERVICE_ID, ""),
-            node_id=labels.get(LABEL_NODE_ID, ""),
+            service_id=container.service_id,
+            node_id=container.node_id,
             running=container.running,
             exit_code=container.exit_code,
             pid=container.pid if container.running else 0,
@@ -117,32 +115,16 @@ class FakeRuntime:
         """Create the container record (after ``prepare_delay``), pulling the image by name."""
         self._reach()
         _task.check(task)
-        if self._find(task) is not None:
+        name = _task.container_name(task)
+        if self._find(task, name) is not None:
             return
         self._pull(task)
         _check_bind_sources(task)
         if self.options.prepare_delay:
             await asyncio.sleep(self.options.prepare_delay)
-            if self._find(task) is not None:
+            if self._find(task, name) is not None:
                 return
-        spec = task.spec.container
-        name = _task.container_name(task)
-        container = FakeContainer(
-            id=self.engine.new_id(),
-            name=name,
-            labels=_task.labels(task),
-            task=task,
-            shell=Shell(
-                env=dict(entry.partition("=")[::2] for entry in spec.env),
-                emit=lambda stream, text: None,
-                workdir=spec.dir or "/",
-                hostname=spec.hostname,
-                user=spec.user,
-            ),
-        )
-        container.shell.hostname = spec.hostname or container.id[:12]
-        container.shell.emit = container.emit
-        self.engine.add(container)
+        self.engine.add(FakeContainer(id=self.engine.new_id(), name=name, task=task))
 
     def _pull(self, task: objects_pb2.Task) -> None:
         image = task.spec.container.image
@@ -242,7 +224,7 @@ class FakeRuntime:
         if container is None or not container.running:
             return
         signal = signal_name(task.spec.container.stop_signal or "TERM")
-        body = container.shell.traps.get(signal)
+        body = container.trap(signal)
         if body is None:
             container.finish(128 + SIGNALS.get(signal, 15))
         elif body == "":
