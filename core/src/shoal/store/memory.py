@@ -232,9 +232,10 @@ class _OverlayView:
         self.secrets: _OverlayTable[pb.Secret] = _OverlayTable(base.secrets, "secret", changes)
         self.configs: _OverlayTable[pb.Config] = _OverlayTable(base.configs, "config", changes)
         self.networks: _OverlayTable[pb.Network] = _OverlayTable(base.networks, "network", changes)
+        self._tables: dict[str, _OverlayTable[Any]] = {kind: getattr(self, kind + "s") for kind in KINDS}
 
     def table(self, kind: str) -> Any:
-        return getattr(self, kind + "s")
+        return self._tables[kind]
 
     def cluster(self) -> pb.Cluster | None:
         for cluster in self.clusters.all():

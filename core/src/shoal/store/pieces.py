@@ -89,7 +89,9 @@ class TaskIndexInPieces(ABC):
         to be indexed from the view)."""
         uncounted = self._uncounted
         for event in events:
-            if event.kind == "task" and not not_indexed_yet(uncounted, event):
+            # ``not uncounted`` first: the index is built (every apply but a new leader's
+            # first), and the call is saved for every event of every index.
+            if event.kind == "task" and (not uncounted or not not_indexed_yet(uncounted, event)):
                 yield event
 
     def stop(self) -> None:
