@@ -79,6 +79,8 @@ class TaskController:
         self._report = report
         self._changed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        #: The status was taken as passing and not reported yet (see ``_set``).
+        self._unreported = False
         #: Set when a create or start failed temporarily: it may have happened all the same.
         self._outcome_unknown = False
 
@@ -110,7 +112,15 @@ class TaskController:
 
     # ------------------------------------------------------------------ state machine
 
-    def _set(self, state: int, message: str, err: str = "", exit_code: int | None = None) -> None:
+    def _set(
+        self, state: int, message: str, err: str = "", exit_code: int | None = None, *, passing: bool = False
+    ) -> None:
+        """Take ``state`` and report it. ``passing``: the next step leaves it at once, before
+        anything is awaited (ACCEPTED, then PREPARING; READY, then STARTING): it is reported
+        only if the controller stops at it after all (``_report_unreported``, before every
+        wait). The agent queues only the latest status of a task and writes only the latest
+        to its DB, so such a state was never sent nor written, and reporting it cost two of
+        the five reports of every task."""
         status = pb.TaskStatus()
         status.CopyFrom(self.status)
         status.state = state  # type: ignore[assignment]
@@ -120,7 +130,16 @@ class TaskController:
         if exit_code is not None:
             status.container.exit_code = exit_code
         self.status = status
-        self._report(self.task, status)
+        self._unreported = passing
+        if not passing:
+            self._report(self.task, status)
+
+    def _report_unreported(self) -> None:
+        """Report the state taken last if it was taken as ``passing`` and is still the state:
+        the controller is about to wait with it."""
+        if self._unreported:
+            self._unreported = False
+            self._report(self.task, self.status)
 
     def _exited(self, _: object) -> None:
         self._changed.set()
@@ -136,6 +155,7 @@ class TaskController:
                 progressed = await self._step()
                 backoff = RETRY_MIN
                 if not progressed:
+                    self._report_unreported()
                     await self._wait_change()
             except asyncio.CancelledError:
                 raise
@@ -143,6 +163,7 @@ class TaskController:
                 if exc.temporary:
                     self._outcome_unknown = self.status.state in (states.PREPARING, states.STARTING)
                     log.warning("task %s: %s (retrying in %.1fs)", self.task.id, exc, backoff)
+                    self._report_unreported()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, RETRY_MAX)
                     continue
@@ -168,6 +189,7 @@ class TaskController:
             if states.is_terminal(state):
                 return False
             if state >= states.PREPARING:
+                self._report_unreported()  # READY, told before the stop is awaited
                 self.networks.task_stopped(self.task)  # out of the mesh before it stops
                 await self.runtime.shutdown(self.task, grace_seconds(self.task))
             self._set(states.SHUTDOWN, "shutdown")
@@ -175,7 +197,7 @@ class TaskController:
         if states.is_terminal(state) or state > desired:
             return False
         if state < states.ACCEPTED:
-            self._set(states.ACCEPTED, "accepted")
+            self._set(states.ACCEPTED, "accepted", passing=True)
         elif state == states.ACCEPTED:
             self._set(states.PREPARING, "preparing")
         elif state == states.PREPARING:
@@ -185,7 +207,7 @@ class TaskController:
                     await self.runtime.prepare(self.task, self.files(self.task))
                 else:
                     await self.runtime.prepare(self.task, self.files(self.task), registry_auth=auth)
-            self._set(states.READY, "prepared")
+            self._set(states.READY, "prepared", passing=True)
         elif state == states.READY:
             if desired < states.RUNNING:
                 return False
