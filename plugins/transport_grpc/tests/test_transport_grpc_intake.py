@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from shoal.plugin import PeerIdentity
 from shoal.roles import PluginContext
-from shoal.testing.transport import ECHO, ClusterPKI, TestService
+from shoal.testing.transport import COUNT, ECHO, ClusterPKI, TestService
 from shoal_transport_grpc import GrpcTransport, bridge, handoff
 
 CALLS = 50
@@ -233,6 +233,27 @@ async def test_serving_thread_hands_most_calls_to_the_handlers_loop_without_the_
         assert await asyncio.gather(*calls) == [b"%d" % i for i in range(CALLS)]
         assert seen == [home] * CALLS
         assert len(bridged) < CALLS / 2, f"{len(bridged)} of {CALLS} calls crossed by the bridge"
+    finally:
+        await server.stop(0)
+        await transport.close()
+
+
+async def test_serving_thread_on_an_untested_grpcio_serves_every_call_by_the_bridge(
+    pki: ClusterPKI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If grpcio's internals are not the tested ones, the server says why and falls back to
+    the bridge: calls and streams still served, handlers still on the caller's loop."""
+    monkeypatch.setattr(handoff, "unavailable_reason", lambda: "grpcio 0.0 is not a tested version")
+    transport = GrpcTransport(serving_thread=True)
+    service = TestService()
+    with caplog.at_level("INFO", logger="shoal.transport.grpc"):
+        server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), service.unary(), service.streams())
+    tls = pki.node("w", "swarm-worker")
+    try:
+        assert "grpcio 0.0 is not a tested version" in caplog.text
+        assert await transport.call(server.address, ECHO, b"x", tls=tls, timeout=30) == b"x"
+        stream = transport.stream(server.address, COUNT, b"2", tls=tls, timeout=30)
+        assert [message.rpartition(b"#")[2] async for message in stream] == [b"0", b"1"]
     finally:
         await server.stop(0)
         await transport.close()
