@@ -23,6 +23,9 @@ grpc.aio mTLS channel in a fresh client process (the method of etcd's reference 
 row also says how many Raft entries and leader fsyncs the writes took (group commit).
 
 Both clusters run throughout: each round's idle cluster costs the other its heartbeats.
+``--with-serving-thread`` starts a second shoal swarm whose managers run gRPC on a thread of
+their own (``--plugin-opt transport.serving-thread=on``) and measures it in the same latency
+rounds, right after the first: the transport's two settings and etcd in one run.
 
 With the latency rounds the bench also prints the servers' CPU per write (from
 ``/proc/<pid>/stat``, warm-up writes included): shoal's leader and its two followers, etcd's
@@ -468,6 +471,11 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=256, help="writers in flight (throughput)")
     parser.add_argument("--throughput-ops", type=int, default=5000, help="writes per throughput round")
+    parser.add_argument(
+        "--with-serving-thread",
+        action="store_true",
+        help="latency: also a second shoal swarm with transport.serving-thread=on, in the same rounds",
+    )
     parser.add_argument("--etcd-client", help=argparse.SUPPRESS)
     parser.add_argument("--certs", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -482,7 +490,10 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="shoal-bench-etcd-"))
     etcd = EtcdCluster(base)
     swarm = bench_ha.Cluster()
+    threaded: bench_ha.Cluster | None = None
     try:
+        if args.with_serving_thread:
+            threaded = bench_ha.Cluster(daemon_args=("--plugin-opt", "transport.serving-thread=on"))
         etcd_leader = etcd.leader()
         shoal_leader = swarm.leader()
         print(f"1-minute load average at the start: {os.getloadavg()[0]:.2f}", flush=True)
@@ -502,10 +513,21 @@ def main() -> None:
             "etcd (gRPC default engine)": [],
             "etcd (classic engine)": [],
         }
+        threaded_leader = threaded.leader() if threaded is not None else None
+        threaded_client = threaded_leader.kept_client() if threaded_leader is not None else None
+        threaded_results: list[float] = []
         for r in range(args.rounds):
             with shoal_cpu:
                 shoal = bench_ha.latency(shoal_leader, args.ops, client)
             shoal_cpu.writes += args.ops + 20  # bench_ha.latency's warm-up writes
+            if threaded_leader is not None:
+                with_thread = bench_ha.latency(threaded_leader, args.ops, threaded_client)
+                threaded_results += with_thread
+                print(
+                    f"round {r + 1}: shoal with the serving thread "
+                    f"{statistics.median(with_thread) * 1e3:.2f} ms",
+                    flush=True,
+                )
             with etcd_cpu:
                 default = etcd_round(etcd, etcd_leader, args.ops, "default")
                 classic = etcd_round(etcd, etcd_leader, args.ops, "classic")
@@ -521,6 +543,8 @@ def main() -> None:
         print()
         print("| one write at a time, via the leader, one connection | median | p99 |")
         print("|---|---|---|")
+        if threaded_results:
+            results["shoal (transport.serving-thread=on)"] = threaded_results
         for name, samples in results.items():
             samples_ms = [s * 1e3 for s in samples]
             print(
@@ -537,6 +561,8 @@ def main() -> None:
         print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
         swarm.close()
+        if threaded is not None:
+            threaded.close()
         etcd.close()
         shutil.rmtree(base, ignore_errors=True)
 

@@ -168,18 +168,19 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, store: str = "raft") -> None:
+    def __init__(self, store: str = "raft", daemon_args: tuple[str, ...] = ()) -> None:
+        """``daemon_args``: more arguments for every manager daemon (e.g. a ``--plugin-opt``)."""
         self.base = Path(tempfile.mkdtemp(prefix="shoal-bench-ha-"))
         self.nodes: list[Node] = []
         self.etcd: Any = None
         try:
-            extra_args: list[str] = []
+            extra_args: list[str] = list(daemon_args)
             if store == "etcd":  # three etcd members with mutual TLS, started here
                 from shoal_store_etcd.testing import EtcdCluster
 
                 self.etcd = EtcdCluster(self.base / "etcd")
                 self.etcd.wait_ready()
-                extra_args = self.etcd.plugin_args("/bench-ha")
+                extra_args += self.etcd.plugin_args("/bench-ha")
             self.nodes = [Node(self.base, f"m{i}", extra_args) for i in (1, 2, 3)]
             first = self.nodes[0]
             first.client.call("swarm.init", advertise_addr=first.addr)
