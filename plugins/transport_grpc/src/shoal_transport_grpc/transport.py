@@ -18,7 +18,8 @@ Design choices (details in the modules named):
 - **Intake**: every kernel method is registered with the gRPC server (``intake``), so each is
   taken in by a request of its own: a heartbeat is not queued behind every waiting status
   report, as it was when one generic handler took in every method one call at a time.
-- **Serving thread** (option ``transport.serving-thread=on``, off by default): a server takes
+- **Serving thread** (option ``transport.serving-thread``, on by default in the plugin's entry
+  point; ``GrpcTransport(serving_thread=...)`` built directly defaults to off): a server takes
   calls in on a loop of its own (``servingloop``), so that a busy daemon loop does not hold
   back taking calls in; off, gRPC runs on the caller's loop. On a busy loop the intake is
   bound by that loop's turns even with each method registered (~4 turns per call over all
