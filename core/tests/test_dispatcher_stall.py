@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 from shoal import rpc, states
+from shoal.ids import new_id
 from shoal.manager.dispatcher import (
     MAX_STATUS_PER_COMMIT,
     STATUS_FLUSH_BURST,
     STATUS_FLUSH_INTERVAL,
     Dispatcher,
+    _Session,
 )
 from shoal.pacing import Pacer
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import PeerIdentity
-from shoal.store.memory import ObjectStore, Tx
+from shoal.store.memory import ObjectStore, Tx, copy
 from shoal.testing.objectstore import InstantLog
 
 PERIOD = 0.2  # heartbeat period: a node is Down 3 periods (0.6 s) after its last heartbeat
@@ -119,3 +123,74 @@ async def test_a_small_services_status_commits_go_at_once_after_a_quiet_spell() 
     for _ in range(6):
         await pacer.pace()
     assert [w for w in waits if w > 0] == [], "a commit of a small service held back"
+
+
+# ---------------------------------------------------------------------- a Down that lands late
+# A node that reopened its session is not left Down by an older session's expiry. Under load (a
+# 1,000-node hollow join at load 10) a node's heartbeats timed out, its agent opened a new
+# session, and the Down written for the old session's expiry landed after the new registration:
+# the registration had seen the node Ready and written nothing, so the node stayed Down for
+# minutes while its new session heartbeated on (its tasks would be replaced elsewhere).
+
+
+async def _ready_store() -> ObjectStore:
+    """w1 Ready, as after its first registration."""
+    store = await _store()
+
+    def ready(tx: Tx) -> None:
+        node = tx.node("w1")
+        assert node is not None
+        node = copy(node)
+        node.status.state = pb.NodeStatus.READY
+        tx.update(node)
+
+    await store.update(ready)
+    return store
+
+
+def _open_session(dispatcher: Dispatcher) -> None:
+    """A session of w1 as ``Dispatcher.session`` leaves it when the registration finds the
+    node Ready already (nothing written)."""
+    session = _Session(new_id(), "w1", time.monotonic() + 60, dispatcher.stalled)
+    dispatcher._sessions[session.session_id] = session
+
+
+async def test_a_node_with_a_live_session_is_not_marked_down() -> None:
+    store = await _ready_store()
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
+    _open_session(dispatcher)  # reopened before the monitor's write ran
+    await dispatcher._mark_down({"w1"})
+    assert _state(store) == pb.NodeStatus.READY, "a node heartbeating on a new session marked Down"
+
+
+async def test_a_session_opened_while_the_down_write_was_on_its_way_makes_the_node_ready_again() -> None:
+    store = await _ready_store()
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
+    update = store.update
+    opened: list[bool] = []
+
+    async def racing_update(fn: Callable[[Tx], Any]) -> Any:
+        def then_reopen(tx: Tx) -> Any:
+            result = fn(tx)
+            if not opened:  # the first write (the Down) was built; the node reopens meanwhile
+                opened.append(True)
+                _open_session(dispatcher)
+            return result
+
+        return await update(then_reopen)
+
+    store.update = racing_update  # type: ignore[method-assign]
+    await dispatcher._mark_down({"w1"})
+    assert opened, "the Down write never ran"
+    assert _state(store) == pb.NodeStatus.READY, "a node left Down while its new session is live"
+    node = store.view.nodes.get("w1")
+    assert node is not None and node.status.message == ""
+
+
+async def test_a_node_without_a_session_is_still_marked_down() -> None:
+    store = await _ready_store()
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
+    await dispatcher._mark_down({"w1"})
+    node = store.view.nodes.get("w1")
+    assert node is not None
+    assert (node.status.state, node.status.message) == (pb.NodeStatus.DOWN, "heartbeat failure")
