@@ -191,8 +191,11 @@ async def test_off_the_ingress_network_a_task_answers_only_on_its_published_port
 
 
 def tracked(entries: str, needle: str) -> list[str]:
-    """The conntrack entries (lines of /proc/net/nf_conntrack) that contain ``needle``."""
-    return [line for line in entries.splitlines() if needle in line]
+    """The conntrack entries (lines of /proc/net/nf_conntrack) that contain ``needle``'s
+    fields whole and in a row: ``dport=4789`` is the tunnel's port, not a client's ephemeral
+    port 47894 (``dport=47894``, which a substring test took for it once in CI)."""
+    wanted = f" {' '.join(needle.split())} "
+    return [line for line in entries.splitlines() if wanted in f" {' '.join(line.split())} "]
 
 
 async def test_nodes_track_only_the_connections_they_nat(lab: Lab) -> None:
