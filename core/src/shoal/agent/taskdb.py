@@ -79,8 +79,6 @@ class TaskDB:
         self.flush_delay = flush_delay
         self._pending: dict[str, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
-        #: When (the loop's time) ``_timer`` fires.
-        self._timer_due = 0.0
         self._closed = False
         #: Transactions committed (for tests: the cost of the writes).
         self.transactions = 0
@@ -132,9 +130,7 @@ class TaskDB:
             # restart would re-adopt is behind. Tried again in a while (and with the next flush).
             log.warning("could not write the task DB (%d tasks kept for the next try): %s", len(pending), exc)
             with contextlib.suppress(RuntimeError):  # no event loop: the next write tries again
-                loop = asyncio.get_running_loop()
-                self._timer = loop.call_later(RETRY_DELAY, self.flush)
-                self._timer_due = loop.time() + RETRY_DELAY
+                self._timer = asyncio.get_running_loop().call_later(RETRY_DELAY, self.flush)
             return
         self._pending = {}
         self.transactions += 1
@@ -165,8 +161,7 @@ class TaskDB:
             return
         due = loop.time() + (self.flush_delay if within is None else within)
         if self._timer is not None:
-            if self._timer_due <= due:
+            if self._timer.when() <= due:
                 return
             self._timer.cancel()
-        self._timer = loop.call_later(due - loop.time(), self.flush)
-        self._timer_due = due
+        self._timer = loop.call_at(due, self.flush)

@@ -446,28 +446,12 @@ class Dispatcher:
         hollow nodes stayed Down for minutes, its tasks replaced elsewhere."""
 
         def mark(tx: Tx) -> set[str]:
-            live = self._live_nodes()
-            marked: set[str] = set()
-            for node_id in node_ids - live:
-                node = tx.node(node_id)
-                if node is None or node.status.state == pb.NodeStatus.DOWN:
-                    continue
-                node = copy(node)
-                node.status.state = pb.NodeStatus.DOWN
-                node.status.message = "heartbeat failure"
-                tx.update(node)
-                marked.add(node_id)
-            return marked
+            return _set_node_state(tx, node_ids - self._live_nodes(), pb.NodeStatus.DOWN, "heartbeat failure")
 
         def ready_again(tx: Tx, marked: set[str]) -> None:
-            for node_id in marked & self._live_nodes():
-                node = tx.node(node_id)
-                if node is None or node.status.state != pb.NodeStatus.DOWN:
-                    continue
-                node = copy(node)
-                node.status.state = pb.NodeStatus.READY
-                node.status.message = ""
-                tx.update(node)
+            _set_node_state(
+                tx, marked & self._live_nodes(), pb.NodeStatus.READY, "", only_from=pb.NodeStatus.DOWN
+            )
 
         try:
             marked = await self.store.update(mark)
@@ -668,6 +652,26 @@ class Dispatcher:
             task = copy(task)
             task.status.CopyFrom(status)
             tx.update(task)
+
+
+def _set_node_state(
+    tx: Tx, node_ids: set[str], state: int, message: str, *, only_from: int | None = None
+) -> set[str]:
+    """Give each of ``node_ids`` (that exists, is not in ``state`` already, and is in
+    ``only_from`` if given) ``state`` with ``message``; the IDs changed."""
+    changed: set[str] = set()
+    for node_id in node_ids:
+        node = tx.node(node_id)
+        if node is None or node.status.state == state:
+            continue
+        if only_from is not None and node.status.state != only_from:
+            continue
+        node = copy(node)
+        node.status.state = state  # type: ignore[assignment]
+        node.status.message = message
+        tx.update(node)
+        changed.add(node_id)
+    return changed
 
 
 #: Service modes that put at most one task on a node: no report of theirs is held.

@@ -35,7 +35,6 @@ import grpc
 #: ``registered``: each method its own intake (the default); ``generic``: all methods behind one
 #: generic handler, one intake for all (how the transport served before; kept for the bench).
 Intake = Literal["registered", "generic"]
-INTAKES: tuple[Intake, ...] = ("registered", "generic")
 
 
 def split_method(name: str) -> tuple[str, str] | None:
@@ -47,9 +46,9 @@ def split_method(name: str) -> tuple[str, str] | None:
     return service, method
 
 
-def registrable(methods: Mapping[str, Any]) -> list[str]:
-    """The names among ``methods`` that ``register`` registers."""
-    return [name for name in methods if split_method(name) is not None]
+def registrable(methods: Mapping[str, Any]) -> dict[str, Any]:
+    """The methods among ``methods`` that ``register`` registers, by name."""
+    return {name: handler for name, handler in methods.items() if split_method(name) is not None}
 
 
 def by_service(methods: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

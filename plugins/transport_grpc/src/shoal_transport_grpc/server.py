@@ -199,9 +199,8 @@ class GrpcServer:
             if reason:
                 log.info("grpc transport: every call crosses to the handlers' loop by the bridge: %s", reason)
             else:
-                at_home = _Router(verifier, unary, streams, None).methods
-                names = set(intake.registrable(at_home))
-                self._handoff = handoff.Handoff(server, {name: at_home[name] for name in names}, home)
+                at_home = intake.registrable(_Router(verifier, unary, streams, None).methods)
+                self._handoff = handoff.Handoff(server, at_home, home)
         credentials = grpc.dynamic_ssl_server_credentials(
             initial, self._fetch_config, require_client_authentication=True
         )
