@@ -271,19 +271,24 @@ def verify_chain(
 # --------------------------------------------------------------------------- files
 
 
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` so readers see either the old or the new file, never half."""
+def atomic_write(path: Path, data: bytes, mode: int, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so readers see either the old or the new file, never half.
+    ``durable``: on disk (the file and its directory synced) before returning; off for a file
+    only read while its writer runs, rewritten often (a hollow fleet's status file)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)  # before any byte of a key is written
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -10,7 +10,6 @@ fleet's state directory; ``read_fleet`` adds the files up.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shoal.hollow.node import HollowNode
+from shoal.identity import atomic_write
 
 #: How often a fleet process rewrites its status file.
 STATUS_INTERVAL = 0.5
@@ -73,11 +73,7 @@ def write_status(path: Path, status: FleetStatus) -> None:
     and means nothing after a crash. Each rewrite used to take two fsyncs (the file and its
     directory), four a second per fleet process, each a journal commit on the disk that the
     managers' Raft logs wait on too."""
-    data = json.dumps(asdict(status)).encode()
-    staged = path.with_name(f".{path.name}.new")  # one writer per file: one fleet process
-    with os.fdopen(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
-        handle.write(data)
-    os.replace(staged, path)
+    atomic_write(path, json.dumps(asdict(status)).encode(), 0o600, durable=False)
 
 
 def read_fleet(state_dir: Path) -> FleetStatus:
