@@ -69,15 +69,20 @@ class FilterError(ValueError):
     """A filter the list does not take; the message names the valid keys or values."""
 
 
+def _items(raw: Any, command: str) -> list[str]:
+    """The raw ``--filter`` list, refused unless it is a list of strings (what every list takes)."""
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise FilterError(f"invalid --filter for {command}: give KEY=VALUE strings")
+    return raw
+
+
 def parse(raw: Any, keys: Mapping[str, tuple[str, ...] | None], command: str) -> Filters:
     """``["name=web", "label=tier"]`` as ``{"name": ["web"], "label": ["tier"]}``, checked."""
     if raw is None:
         return {}
-    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-        raise FilterError(f"invalid --filter for {command}: give KEY=VALUE strings")
     filters: Filters = {}
     valid = ", ".join(keys)
-    for item in raw:
+    for item in _items(raw, command):
         key, sep, value = item.partition("=")
         if not sep or key not in keys:
             raise FilterError(f'invalid --filter "{item}": {command} takes {valid} (as KEY=VALUE)')
@@ -93,10 +98,8 @@ def parse_network(raw: Any) -> Filters:
     line says how to fix it)."""
     if raw is None:
         return {}
-    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-        raise FilterError("invalid --filter for network ls: give KEY=VALUE strings")
     filters: Filters = {}
-    for item in raw:
+    for item in _items(raw, "network ls"):
         key, sep, value = item.partition("=")
         if not sep:
             raise FilterError(f'bad format of filter "{item}" (expected name=value)')
