@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 from shoal import states
-from shoal.gcpolicy import NEVER_THAW, NO_AUTOMATIC_FULL_COLLECTION, QUIET_STEPS, CollectorPolicy
+from shoal.gcpolicy import (
+    NEVER_THAW,
+    NO_AUTOMATIC_FULL_COLLECTION,
+    OVERDUE_FACTOR,
+    QUIET_STEPS,
+    CollectorPolicy,
+)
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import Tx
 from shoal.testing.cluster import InProcessCluster
@@ -130,6 +136,28 @@ def test_the_pass_over_every_object_waits_for_a_quiet_loop() -> None:
         policy.step()
         assert policy.thaws == 1
         assert len(grown) > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_a_loop_that_is_never_quiet_still_gets_its_pass_once_it_is_overdue() -> None:
+    """A leader busy for good never has ``QUIET_STEPS`` quiet steps: the pass was put off for
+    ever and the frozen set's reference cycles were kept without bound. Once the set is
+    ``OVERDUE_FACTOR`` times the size that called for the pass, the pass runs busy or not."""
+    policy = CollectorPolicy(min_thaw_size=0)
+    kept: list[list[object]] = []
+    try:
+        policy.step()
+        baseline = policy.baseline
+        kept.extend([] for _ in range(baseline + 1))  # doubled: the pass is due
+        policy.step(late=2.0)
+        assert (policy.thaws, policy.thaws_put_off) == (0, 1), "busy: put off"
+        kept.extend([] for _ in range(2 * baseline))  # more, not yet overdue
+        policy.step(late=2.0)
+        assert (policy.thaws, policy.thaws_put_off) == (0, 2), "busy, not overdue: put off"
+        kept.extend([] for _ in range((OVERDUE_FACTOR - 1) * 2 * baseline))
+        policy.step(late=2.0)
+        assert policy.thaws == 1, "overdue: the pass runs on a busy loop"
     finally:
         gc.unfreeze()
 

@@ -27,7 +27,10 @@ previous step) before freezing what survived. And the thaw, the one pass over ev
 object, waits for a quiet loop (``QUIET_STEPS`` steps on time in a row): a leader starting
 100,000 tasks is busy for a minute, and a pass over its whole heap then is seconds of Raft
 heartbeats not sent. A pass that finds next to no frozen cycles (a store that only grew)
-makes the next wait for twice the growth (``growth``), up to ``MAX_GROWTH``.
+makes the next wait for twice the growth (``growth``), up to ``MAX_GROWTH``. A loop that is
+never quiet does not put the pass off for ever: once the frozen set has grown to
+``OVERDUE_FACTOR`` times the size that called for the pass, it runs busy or not (the heap stays
+bounded).
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ BUSY_LATENESS = 0.1
 BUSY_CPU_SHARE = 0.5
 #: Steps on time and not busy in a row before the thaw's pass over every live object may run.
 QUIET_STEPS = 3
+#: A thaw put off until the frozen set reached this multiple of the size that called for it
+#: runs even on a busy loop: a process that is never quiet (a leader busy for good) would
+#: otherwise keep the frozen set's reference cycles without bound. One held loop per such
+#: growth is the price of a bounded heap; 4 keeps it out of a 100,000-task create (the heap
+#: grows ~3x there, and the pass after it, on a quiet loop, is the one that is wanted).
+OVERDUE_FACTOR = 4
 #: A full pass that freed less than this fraction of the frozen set found (almost) no frozen
 #: cycles: the next waits for the set to grow twice as much (up to ``MAX_GROWTH``).
 USEFUL_FRACTION = 0.1
@@ -159,7 +168,8 @@ class CollectorPolicy:
         if frozen < max(self.min_thaw_size, self.growth * self.baseline):
             self.added = frozen - self.baseline  # the exact growth, freed objects deducted
             return
-        if self.quiet_steps < QUIET_STEPS:
+        overdue = frozen >= OVERDUE_FACTOR * max(self.min_thaw_size, self.growth * self.baseline)
+        if self.quiet_steps < QUIET_STEPS and not overdue:
             self.thaws_put_off += 1
             return
         began = time.perf_counter()
