@@ -41,9 +41,15 @@ def test_every_lazy_command_loads_and_is_listed() -> None:
 #: What ``service create --detach`` on the local socket never needs (TLS, the daemon's logging,
 #: the progress display, registry credentials, ID generation, and with ``SHOAL_HOST`` set the
 #: contexts), about 20 ms of a ~65 ms start-up on a quiet machine, several times that under
-#: load (issue 18 item 4).
+#: load (issue 18 item 4). Nor pathlib (about 4 ms with urllib.parse, ipaddress, fnmatch) or
+#: the TLS configuration module; ``importlib.util`` is what setuptools' editable-install finder
+#: loaded at every interpreter start (with pathlib) before the root project's editable install
+#: became a plain path (pyproject.toml's package-dir).
 NOT_FOR_A_DETACHED_CREATE = (
     "ssl",
+    "pathlib",
+    "importlib.util",
+    "shoal.controltls",
     "logging",
     "shutil",
     "secrets",

@@ -1,8 +1,9 @@
 """The CLI's client for the daemon's control API: JSON lines over the local Unix socket, or
 over TCP with mutual TLS (``tcp://HOST:PORT``, see ``shoal.controltls``).
 
-``ssl`` is imported only for a TCP endpoint: a command on the local socket never needs it, and
-the CLI's start-up counts in every command's time (issue 18 item 4).
+``ssl``, ``shoal.controltls`` and ``pathlib`` are imported only for a TCP endpoint (or the
+configuration directory): a command on the local socket never needs them, and the CLI's
+start-up counts in every command's time (issue 18 item 4).
 """
 
 from __future__ import annotations
@@ -13,20 +14,13 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
-
-from shoal.controltls import (
-    TCPAddress,
-    TLSConfigError,
-    TLSFiles,
-    client_context,
-    describe_tls_error,
-    parse_tcp,
-)
 
 if TYPE_CHECKING:
     import ssl
+    from pathlib import Path
+
+    from shoal.controltls import TCPAddress, TLSFiles
 
 DEFAULT_SOCKET = "/run/shoal/shoal.sock"
 HOST_ENV = "SHOAL_HOST"
@@ -48,6 +42,8 @@ class ClientError(Exception):
 
 def config_dir() -> Path:
     """``SHOAL_CONFIG``, else ``~/.shoal``: contexts, the current context, default certificates."""
+    from pathlib import Path
+
     return Path(os.environ.get(CONFIG_DIR_ENV) or Path.home() / ".shoal")
 
 
@@ -77,6 +73,10 @@ def endpoint(host: str | None, tls: TLSFiles | None = None) -> Endpoint:
             "INVALID_ARGUMENT",
             f'invalid host "{value}": use -H unix:///path/to/shoal.sock or tcp://HOST:PORT',
         )
+    from pathlib import Path
+
+    from shoal.controltls import TLSConfigError, TLSFiles, parse_tcp
+
     try:
         address = parse_tcp(value, "host")
     except TLSConfigError as exc:
@@ -149,6 +149,8 @@ class Client:
 
     def _connect_tcp(self, address: TCPAddress) -> socket.socket:
         """A TCP connection with mutual TLS, the handshake done (one-line ``ClientError``s)."""
+        from shoal.controltls import TLSConfigError, client_context, describe_tls_error
+
         if self._tls_context is None:
             assert self.endpoint.tls is not None
             try:
@@ -172,6 +174,8 @@ class Client:
         """A connection that failed after it was made: over TLS, most often the daemon refusing
         this client's certificate once it has seen it (TLS 1.3 says so on the first read)."""
         if self.endpoint.tcp is not None and self._tls_error(exc):
+            from shoal.controltls import describe_tls_error
+
             return ClientError("UNAVAILABLE", describe_tls_error(exc, self.endpoint.tcp))
         return ClientError("UNAVAILABLE", f"lost the connection to the shoal daemon: {exc.strerror or exc}")
 

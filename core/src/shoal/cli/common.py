@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from shoal.cli.errors import fail
 from shoal.client import HOST_ENV, Client, ClientError, Endpoint, endpoint
-from shoal.controltls import TLSConfigError, parse_tcp, server_context
+
+if TYPE_CHECKING:  # the daemon's and the contexts' business: not loaded by a client command
+    from pathlib import Path
 
 INPUT_ERRORS = {"INVALID_ARGUMENT", "ALREADY_EXISTS", "NOT_FOUND"}
 #: Commands that never talk to a daemon through the client: no need to choose one.
@@ -117,7 +118,9 @@ def control_listener(
     and exit 2 when a value is missing or a file does not load, or when ``--tlscacert`` is the
     CA of the swarm this node is in (``swarm_root``): every node's certificate would then
     control the swarm."""
-    from shoal.controltls import TLSFiles
+    from pathlib import Path
+
+    from shoal.controltls import TLSConfigError, TLSFiles, parse_tcp, server_context
     from shoal.daemon.localapi import RemoteListener
 
     table = _control_table(config_file) if config_file is not None else {}
@@ -164,6 +167,7 @@ def _same_certificate(ca_file: Path, swarm_root: Path) -> bool:
 def _control_table(config_file: Path) -> dict[str, str]:
     """The ``[control]`` table; relative file names are taken from the config file's directory."""
     import tomllib
+    from pathlib import Path
 
     try:
         with config_file.open("rb") as handle:

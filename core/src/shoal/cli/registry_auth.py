@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal.cli.errors import fail
+
+if TYPE_CHECKING:  # pathlib only with --with-registry-auth: not on every create's start-up
+    from pathlib import Path
 
 REGISTRY_AUTH_HELP = (
     "Send registry authentication details (from docker login) to the nodes that run the tasks."
@@ -46,6 +48,8 @@ def registry_of(image: str) -> str:
 
 
 def config_path() -> Path:
+    from pathlib import Path
+
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -222,7 +221,8 @@ def env_from_files(paths: list[str]) -> list[str]:
     entries: list[str] = []
     for path in paths:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as handle:  # no pathlib on every create's start-up
+                text = handle.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise click.UsageError(
                 f'invalid --env-file "{path}": {getattr(exc, "strerror", None) or exc}'
