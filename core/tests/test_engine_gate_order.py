@@ -7,13 +7,22 @@ before its first start. Logic tests: a fake engine that records the order of its
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import ClassVar
 
 import pytest
 from shoal.agent.enginegate import BEGIN, FINISH, OTHER, BoundedRuntime, PrioritySlots
 from shoal.proto import objects_pb2 as pb
-from shoal.roles.runtime import ContainerRef, EngineInfo, ExitStatus, LogLine, RegistryAuth, TaskFile
+from shoal.roles.runtime import (
+    ContainerRef,
+    EngineInfo,
+    ExitStatus,
+    LogLine,
+    RegistryAuth,
+    RuntimeError_,
+    TaskFile,
+)
 
 DEADLINE = 5.0
 
@@ -172,3 +181,43 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_slot_hands_it_on() -> None:
     await asyncio.gather(first, return_exceptions=True)
     assert first.cancelled()
     await asyncio.wait_for(second, DEADLINE)
+
+
+class FailingEngine(OrderedEngine):
+    """Each call fails once let go (an engine that timed out, say)."""
+
+    async def _call(self, operation: str, task_id: str) -> None:
+        await super()._call(operation, task_id)
+        raise RuntimeError_("the engine did not answer", temporary=True)
+
+
+@pytest.mark.asyncio
+async def test_a_call_that_fails_after_its_caller_was_cancelled_leaves_no_unretrieved_exception() -> None:
+    """The caller's task was removed while its create was in flight: the create goes on (the
+    gate never abandons a started call) and fails. Nobody wants its error any more, and it must
+    not be left in a task nobody reads: asyncio then logs "Task exception was never retrieved"
+    with a traceback, once per such call (thousands in a big removal on a failing engine)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        engine = FailingEngine()
+        gate = BoundedRuntime(engine, limit=1)
+        caller = asyncio.create_task(gate.prepare(_task("t1")))
+        await _until(lambda: engine.begun)
+        caller.cancel()
+        await asyncio.sleep(0)  # the cancellation reaches the caller while the call is in flight
+        engine.go.set()
+        (outcome,) = await asyncio.wait_for(asyncio.gather(caller, return_exceptions=True), DEADLINE)
+        assert isinstance(outcome, asyncio.CancelledError)
+        await asyncio.wait_for(gate.settled("t1"), DEADLINE)
+        await _until(lambda: gate.active == 0)
+        del caller, outcome
+        gc.collect()  # a task's unretrieved exception is reported as it is collected
+        assert reported == [], [context.get("message") for context in reported]
+        # and the slot came back: the next call gets it (and fails as the engine does)
+        with pytest.raises(RuntimeError_):
+            await asyncio.wait_for(gate.start(_task("t2")), DEADLINE)
+    finally:
+        loop.set_exception_handler(handler)
