@@ -20,7 +20,7 @@ from shoal.cli.common import INPUT_ERRORS, call, choose_daemon, remote_options
 from shoal.cli.errors import fail, one_line
 from shoal.cli.inspect_opts import inspect_options
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params, task_list_options
-from shoal.cli.output import human_duration, print_list
+from shoal.cli.output import print_list
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
 from shoal.cli.service_opts import (
     DockerFlagsCommand,
@@ -31,6 +31,8 @@ from shoal.cli.service_opts import (
     update_options,
 )
 from shoal.cli.swarm_opts import cluster_setting_options
+from shoal.cli.tasktable import print_tasks
+from shoal.cli.tasktable import task_rows as task_rows  # where callers found it
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
 
@@ -677,7 +679,7 @@ def node_ps(
     ctx: click.Context, node_ref: str, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[str, ...]
 ) -> None:
     """List tasks running on a node (default: self)."""
-    result = call(ctx, "service.ps", node=node_ref, **filter_params(filters))
+    result = call(ctx, "service.ps", node=node_ref, compact=True, **filter_params(filters))
     print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
 
 
@@ -825,52 +827,6 @@ def service_inspect(ctx: click.Context, services: tuple[str, ...], fmt: str | No
     inspect_refs(ctx, ["service"], services, fmt, pretty)
 
 
-def task_rows(result: dict[str, Any], no_trunc: bool) -> list[dict[str, Any]]:
-    """``service ps`` rows: newest task of each slot first, then its history as ``\\_`` rows."""
-    now = float(result["now"])
-    tasks = result["tasks"]
-    tasks.sort(key=lambda t: (t["ServiceName"], t["Slot"] or t["NodeID"], -float(t["CreatedAt"] or 0)))
-    rows = []
-    previous_slot: tuple[str, Any] | None = None
-    for task in tasks:
-        slot_key = (task["ServiceName"], task["Slot"] or task["NodeID"])
-        name = f"{task['ServiceName']}.{task['Slot'] if task['Slot'] else task['NodeID']}"
-        if slot_key == previous_slot:
-            name = " \\_ " + name
-        previous_slot = slot_key
-        error = task["Error"]
-        if error and not no_trunc and len(error) > 30:
-            error = error[:29] + "…"
-        ago = human_duration(now - float(task["Timestamp"] or now))
-        rows.append(
-            {
-                "ID": task["ID"] if no_trunc else short_id(task["ID"]),
-                "Name": name,
-                "Image": task["Image"],
-                "Node": task["Node"],
-                "DesiredState": task["DesiredState"],
-                "CurrentState": f"{task['State']} {ago} ago",
-                "Error": f'"{error}"' if error else "",
-                "Ports": task["Ports"],
-            }
-        )
-    return rows
-
-
-def print_tasks(result: dict[str, Any], *, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
-    rows = task_rows(result, no_trunc)  # -q prints 12-character IDs too, unless --no-trunc
-    keys = ("ID", "Name", "Image", "Node", "DesiredState", "CurrentState", "Error", "Ports")
-    print_list(
-        rows,
-        fmt=fmt,
-        quiet=quiet,
-        headers=("ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"),
-        row=lambda r: tuple(str(r[k]) for k in keys),
-        json_keys=keys,
-        id_of=lambda r: str(r["ID"]),
-    )
-
-
 @service.command("ps")
 @click.argument("services", nargs=-1, required=True)
 @task_list_options
@@ -884,7 +840,7 @@ def service_ps(
     filters: tuple[str, ...],
 ) -> None:
     """List the tasks of one or more services."""
-    result = call(ctx, "service.ps", services=list(services), **filter_params(filters))
+    result = call(ctx, "service.ps", services=list(services), compact=True, **filter_params(filters))
     print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
 
 

@@ -500,8 +500,10 @@ class ControlAPI:
         else:
             for ref in request.services:
                 tasks.extend(view.service_tasks(self.find_service(ref).id))
-        rows = await tasklist.task_rows(view, tasks, wanted)
-        return {"tasks": rows, "now": time.time()}
+        if request.compact:  # the CLI's: lists of the columns it prints (issue 18 item 2)
+            rows = await tasklist.task_rows(view, tasks, wanted, compact=True)
+            return {"columns": list(tasklist.COMPACT_COLUMNS), "rows": rows, "now": time.time()}
+        return {"tasks": await tasklist.task_rows(view, tasks, wanted), "now": time.time()}
 
     async def service_scale(self, request: rq.ServiceScale) -> Any:
         count = request.replicas

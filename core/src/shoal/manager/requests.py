@@ -172,19 +172,23 @@ class ServiceRef:
 
 @dataclass(frozen=True)
 class TaskList:
-    """``service ps SERVICE...`` or ``node ps NODE`` (``node`` set): the tasks to list."""
+    """``service ps SERVICE...`` or ``node ps NODE`` (``node`` set): the tasks to list.
+    ``compact``: rows as lists of ``tasklist.COMPACT_COLUMNS`` (``columns``, ``rows``) instead
+    of task dicts (``tasks``); a daemon that predates it ignores it and sends ``tasks``."""
 
     node: str | None
     services: list[str]
     filters: listfilters.Filters
+    compact: bool = False
 
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> Self:
         node = params.get("node")
         wanted = filters(params, listfilters.TASK_KEYS, "node ps" if node is not None else "service ps")
+        compact = params.get("compact") is True
         if node is not None:
-            return cls(str(node), [], wanted)
-        return cls(None, refs(params, "services", "service"), wanted)
+            return cls(str(node), [], wanted, compact)
+        return cls(None, refs(params, "services", "service"), wanted, compact)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ time with a yield to the loop between pieces. The stored objects are read-only (
 replaces, never mutates them), so the list taken at the start stays consistent across yields.
 Per row, the node's hostname and the service's name are looked up once per node and service,
 and state names come from a table, not a protobuf enum lookup each.
+
+A row is a dict of docker's task fields, or with ``compact`` (what the CLI asks for) a list of
+only the ``COMPACT_COLUMNS`` its table, ``-q``, ``json`` and templates are made of: a third of
+the reply's bytes and of the fields read from each task (issue 18 item 2).
 """
 
 from __future__ import annotations
@@ -19,6 +23,22 @@ from shoal.looppieces import in_pieces
 from shoal.manager import listfilters
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import ReadView
+
+#: The fields of a compact row, in its order (the reply names them: ``columns``).
+COMPACT_COLUMNS = (
+    "ID",
+    "ServiceName",
+    "Slot",
+    "NodeID",
+    "Image",
+    "Node",
+    "DesiredState",
+    "State",
+    "Timestamp",
+    "Error",
+    "Ports",
+    "CreatedAt",
+)
 
 #: Tasks per piece: about 15 ms of work on a quiet core, so the loop is never held long.
 CHUNK = 1000
@@ -56,6 +76,32 @@ class _Names:
         return found
 
 
+def _ports(task: pb.Task) -> str:
+    """A running task's host-mode ports (most tasks have none: not walked then)."""
+    published = task.endpoint.ports
+    return ports.ps_text(published) if published else ""
+
+
+def _compact_row(task: pb.Task, service_name: str, host: str) -> list[Any]:
+    """The ``COMPACT_COLUMNS`` of ``task``, in order."""
+    status = task.status
+    state = status.state
+    return [
+        task.id,
+        service_name,
+        task.slot,
+        task.node_id,
+        task.spec.container.image,
+        host,
+        _state_name(task.desired_state),
+        _state_name(state),
+        status.timestamp,
+        status.err,
+        _ports(task) if state == states.RUNNING else "",
+        task.meta.created_at,
+    ]
+
+
 def _row(task: pb.Task, service_name: str, host: str) -> dict[str, Any]:
     status = task.status
     state = status.state
@@ -71,7 +117,7 @@ def _row(task: pb.Task, service_name: str, host: str) -> dict[str, Any]:
         "Timestamp": status.timestamp,
         "Error": status.err,
         "Message": status.message,
-        "Ports": ports.ps_text(task.endpoint.ports) if state == states.RUNNING else "",
+        "Ports": _ports(task) if state == states.RUNNING else "",
         "CreatedAt": task.meta.created_at,
         "JobIteration": task.job_iteration,
         "NetworksAttachments": [
@@ -82,17 +128,18 @@ def _row(task: pb.Task, service_name: str, host: str) -> dict[str, Any]:
 
 
 async def task_rows(
-    view: ReadView, tasks: Sequence[pb.Task], wanted: listfilters.Filters
-) -> list[dict[str, Any]]:
-    """docker's ``service ps`` rows of ``tasks`` that match ``wanted``, yielding to the event
-    loop after every ``CHUNK`` tasks."""
+    view: ReadView, tasks: Sequence[pb.Task], wanted: listfilters.Filters, *, compact: bool = False
+) -> list[Any]:
+    """docker's ``service ps`` rows of ``tasks`` that match ``wanted`` (dicts, or compact
+    lists), yielding to the event loop after every ``CHUNK`` tasks."""
     names = _Names(view)
-    rows: list[dict[str, Any]] = []
+    row = _compact_row if compact else _row
+    rows: list[Any] = []
     async for piece in in_pieces(tasks, CHUNK):
         for task in piece:
             host = names.host(task.node_id)
             if not listfilters.task_matches(task, wanted, host):
                 continue
             name = task.service_annotations.name or names.service(task.service_id)
-            rows.append(_row(task, name, host))
+            rows.append(row(task, name, host))
     return rows

@@ -1,0 +1,122 @@
+"""``service ps`` / ``node ps`` through compact rows (issue 18 item 2).
+
+The CLI asks the manager for compact rows (lists of the columns its listings are made of)
+instead of whole task dicts: a third of the bytes to encode, send and parse. What is printed
+must not depend on which reply came (an older daemon sends the dicts): every format, with
+and without ``--no-trunc``, history rows, global tasks and filters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from shoal import states
+from shoal.cli import tasktable
+from shoal.manager import tasklist
+from shoal.manager.controlapi import ControlAPI
+from shoal.proto import objects_pb2 as pb
+from shoal.store.memory import ObjectStore, Tx
+from shoal.testing.objectstore import InstantLog
+
+NODES = 3
+
+
+def _task(task_id: str, service: pb.Service, slot: int, node: int, created: float) -> pb.Task:
+    task = pb.Task(id=task_id, service_id=service.id, slot=slot, node_id=f"node{node}")
+    task.spec.container.image = f"img:{int(created) % 2}"
+    task.meta.created_at = created
+    task.status.timestamp = created + 1
+    task.desired_state = states.RUNNING
+    task.status.state = states.RUNNING
+    return task
+
+
+def _control() -> ControlAPI:
+    """A replicated service with history (failed, then replaced) and a host port on a
+    running task, and a global service (slot 0: named by node)."""
+    store = ObjectStore()
+    store.provider = InstantLog(store)  # type: ignore[assignment]
+    web = pb.Service(id="svcweb")
+    web.spec.annotations.name = "web"
+    agent = pb.Service(id="svcagent")
+    agent.spec.annotations.name = "agent"
+
+    def seed(tx: Tx) -> None:
+        tx.create(pb.Cluster(id="c1"))
+        for n in range(NODES):
+            node = pb.Node(id=f"node{n}", role=pb.NodeSpec.WORKER)
+            node.description.hostname = f"host-{n}"
+            tx.create(node)
+        tx.create(web)
+        tx.create(agent)
+        for slot in (1, 2, 3):
+            for attempt in range(3):
+                task = _task(f"web{slot}x{attempt}aaaaaaaaaaaaaaaa", web, slot, slot % NODES, 1000.0 + attempt)
+                if attempt < 2:
+                    task.desired_state = states.SHUTDOWN
+                    task.status.state = states.FAILED
+                    task.status.err = "task: non-zero exit (1): the container exited" if attempt else "oom"
+                elif slot == 2:
+                    port = task.endpoint.ports.add(protocol=pb.PortConfig.TCP, target_port=80)
+                    port.published_port, port.publish_mode = 8080, pb.PortConfig.HOST
+                if slot == 3:
+                    task.service_annotations.CopyFrom(web.spec.annotations)
+                tx.create(task)
+        for n in range(NODES):
+            tx.create(_task(f"agent{n}bbbbbbbbbbbbbbbbbb", agent, 0, n, 2000.0 - n))
+
+    asyncio.run(store.update(seed))
+    return ControlAPI(store, node_id="node0")
+
+
+def _ps(control: ControlAPI, **params: Any) -> Any:
+    """The reply as the CLI gets it: through JSON, the clock fixed (the ages are compared)."""
+    result = asyncio.run(control.handlers()["service.ps"](params))
+    result["now"] = 5000.0
+    return json.loads(json.dumps(result))
+
+
+def test_the_compact_reply_is_lists_of_its_named_columns() -> None:
+    control = _control()
+    full = _ps(control, services=["web", "agent"])
+    compact = _ps(control, services=["web", "agent"], compact=True)
+    assert "tasks" not in compact and compact["columns"] == list(tasklist.COMPACT_COLUMNS)
+    assert len(compact["rows"]) == len(full["tasks"]) == 12
+    for row, task in zip(compact["rows"], full["tasks"], strict=True):
+        assert row == [task[column] for column in compact["columns"]]
+    assert len(json.dumps(compact)) < len(json.dumps(full)) * 0.7
+
+
+@pytest.mark.parametrize("fmt", [None, "table", "json", "{{.Name}} {{.CurrentState}}", "table {{.ID}}"])
+@pytest.mark.parametrize(("quiet", "no_trunc"), [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"services": ["web", "agent"]},
+        {"services": ["web"], "filters": ["desired-state=running"]},
+        {"node": "host-2"},
+    ],
+)
+def test_compact_rows_print_what_task_dicts_print(
+    capsys: pytest.CaptureFixture[str], params: dict[str, Any], fmt: str | None, quiet: bool, no_trunc: bool
+) -> None:
+    control = _control()
+    tasktable.print_tasks(_ps(control, **params), quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+    from_dicts = capsys.readouterr().out
+    tasktable.print_tasks(_ps(control, compact=True, **params), quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+    assert capsys.readouterr().out == from_dicts
+    assert from_dicts.strip()
+
+
+def test_the_table_keeps_docker_order_history_and_truncation(capsys: pytest.CaptureFixture[str]) -> None:
+    tasktable.print_tasks(_ps(_control(), services=["web"], compact=True), quiet=False, no_trunc=False, fmt=None)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["ID", "NAME", "IMAGE"]
+    names = [line.split("   ")[1].strip() for line in lines[1:]]
+    assert names == [n for slot in (1, 2, 3) for n in (f"web.{slot}", f"\\_ web.{slot}", f"\\_ web.{slot}")]
+    assert lines[1].startswith("web1x2aaaaaa ")  # newest first, 12 characters
+    assert '"task: non-zero exit (1): the …"' in lines[2] and '"oom"' in lines[3]
+    assert lines[4].rstrip().endswith("*:8080->80/tcp")
