@@ -54,7 +54,9 @@ def _control() -> ControlAPI:
         tx.create(agent)
         for slot in (1, 2, 3):
             for attempt in range(3):
-                task = _task(f"web{slot}x{attempt}aaaaaaaaaaaaaaaa", web, slot, slot % NODES, 1000.0 + attempt)
+                task = _task(
+                    f"web{slot}x{attempt}aaaaaaaaaaaaaaaa", web, slot, slot % NODES, 1000.0 + attempt
+                )
                 if attempt < 2:
                     task.desired_state = states.SHUTDOWN
                     task.status.state = states.FAILED
@@ -112,7 +114,9 @@ def test_compact_rows_print_what_task_dicts_print(
 
 
 def test_the_table_keeps_docker_order_history_and_truncation(capsys: pytest.CaptureFixture[str]) -> None:
-    tasktable.print_tasks(_ps(_control(), services=["web"], compact=True), quiet=False, no_trunc=False, fmt=None)
+    tasktable.print_tasks(
+        _ps(_control(), services=["web"], compact=True), quiet=False, no_trunc=False, fmt=None
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["ID", "NAME", "IMAGE"]
     names = [line.split("   ")[1].strip() for line in lines[1:]]
