@@ -144,6 +144,14 @@ def updates(*tasks: pb.Task) -> list[rpb.AssignmentChange]:
     return [rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=task) for task in tasks]
 
 
+def report_within_ms(dispatcher: Dispatcher, changes: list[rpb.AssignmentChange]) -> int:
+    """The hold the dispatcher gives a message of ``changes`` (it takes each change's task, or
+    None for a removal)."""
+    return dispatcher._report_within_ms(
+        None if change.action == rpb.AssignmentChange.REMOVE else change.task for change in changes
+    )
+
+
 async def test_the_dispatcher_allows_a_hold_only_while_the_services_are_far_from_running(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -165,17 +173,17 @@ async def test_the_dispatcher_allows_a_hold_only_while_the_services_are_far_from
     await store.update(create)
     dispatcher = Dispatcher(store, "c1", lambda: [])
     hold = dispatcher_module.REPORT_HOLD_MS
-    assert dispatcher._report_within_ms(updates(*big[:3])) == hold
-    assert dispatcher._report_within_ms(updates(big[0], small[0])) == 0, "one task waited for: none held"
-    assert dispatcher._report_within_ms(updates(nearly[-1])) == 0, "a service close to running"
-    assert dispatcher._report_within_ms(updates(everywhere[0])) == 0, "one task per node: nothing to gather"
+    assert report_within_ms(dispatcher, updates(*big[:3])) == hold
+    assert report_within_ms(dispatcher, updates(big[0], small[0])) == 0, "one task waited for: none held"
+    assert report_within_ms(dispatcher, updates(nearly[-1])) == 0, "a service close to running"
+    assert report_within_ms(dispatcher, updates(everywhere[0])) == 0, "one task per node: nothing to gather"
     stopping = pb.Task()
     stopping.CopyFrom(big[1])
     stopping.desired_state = states.SHUTDOWN
-    assert dispatcher._report_within_ms(updates(big[0], stopping)) == 0, "a task told to stop"
+    assert report_within_ms(dispatcher, updates(big[0], stopping)) == 0, "a task told to stop"
     removal = rpb.AssignmentChange(action=rpb.AssignmentChange.REMOVE, task=pb.Task(id=big[2].id))
-    assert dispatcher._report_within_ms([removal]) == 0, "nothing to report"
-    assert dispatcher._report_within_ms([removal, *updates(big[0])]) == hold
+    assert report_within_ms(dispatcher, [removal]) == 0, "nothing to report"
+    assert report_within_ms(dispatcher, [removal, *updates(big[0])]) == hold
 
     def start_them(tx: Any) -> None:  # the big service's tasks run: it is no longer far from it
         for task in big[: len(big) - UNSETTLED + 1]:
@@ -185,7 +193,7 @@ async def test_the_dispatcher_allows_a_hold_only_while_the_services_are_far_from
             tx.update(running)
 
     await store.update(start_them)
-    assert dispatcher._report_within_ms(updates(big[-1])) == 0
+    assert report_within_ms(dispatcher, updates(big[-1])) == 0
 
 
 async def until(condition: Any, what: str) -> None:

@@ -480,49 +480,53 @@ class Dispatcher:
         sequence = 0
         dependencies = NodeDependencies(self.store, self.secret_value)
         pacer = Pacer(ASSIGNMENT_DEBOUNCE)  # a lone change goes at once, a burst in batches
-        with self.node_tasks.subscribe(node_id) as watch:  # only this node's task events
+        #: What the agent was last sent of each task: a later version that differs only in its
+        #: status is not sent again (below), nor even queued to this stream (``told``).
+        sent: dict[str, pb.Task] = {}
+
+        def told(event: Event) -> bool:
+            """Whether the agent has all of ``event`` but its status already (a status it
+            reported itself, most task events): the feed then does not wake this stream."""
+            before = sent.get(event.obj.id)
+            return before is not None and event.action != DELETE and _status_only_change(before, event.obj)
+
+        with self.node_tasks.subscribe(node_id, told) as watch:  # only this node's task events
             files = await dependencies.changes(self._node_assigned(node_id))
             self._reject(node_id, files.refused)
             assigned = [t for t in self._node_assigned(node_id) if t.id not in files.refused]
-            #: What the agent was last sent of each task: a later version that differs only
-            #: in its status is not sent again (below).
-            sent: dict[str, pb.Task] = {task.id: task for task in assigned}
-            complete = rpb.AssignmentsMessage(
-                type=rpb.AssignmentsMessage.COMPLETE,
-                results_in=1,
-                changes=[
-                    *files.before,  # a task's secrets and configs before the task
-                    *(rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=t) for t in assigned),
-                ],
-            )
+            sent.update((task.id, task) for task in assigned)
             sequence = 1
-            yield complete.SerializeToString()
+            yield _assignments_bytes(
+                rpb.AssignmentsMessage(type=rpb.AssignmentsMessage.COMPLETE, results_in=1),
+                files.before,  # a task's secrets and configs before the task
+                {task.id: task for task in assigned},
+                (),
+            )
             while session.session_id in self._sessions:
                 events = [await watch.get()]
                 await pacer.pace()
                 events.extend(watch.drain())
-                changes: dict[str, rpb.AssignmentChange] = {}
+                #: Task ID -> the task to send, or None: its removal.
+                changes: dict[str, pb.Task | None] = {}
                 for event in events:
                     # The task as it is now: an event routed late never sends an older version.
                     current = self.store.view.tasks.get(event.obj.id)
                     task = event.obj if current is None else current
                     if current is None or not self._assigned(task, node_id):
                         if sent.pop(task.id, None) is not None:
-                            changes[task.id] = rpb.AssignmentChange(
-                                action=rpb.AssignmentChange.REMOVE, task=pb.Task(id=task.id)
-                            )
+                            changes[task.id] = None
                         continue
                     before = sent.get(task.id)
                     if before is not None and _status_only_change(before, task):
                         continue  # what was sent (or is about to be) holds all but the status
                     sent[task.id] = task
-                    changes[task.id] = rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=task)
+                    changes[task.id] = task
                 files = Delivery()
-                if dependencies.may_change(c.task for c in changes.values()):
+                if dependencies.may_change(t for t in changes.values() if t is not None):
                     files = await dependencies.changes(self._node_assigned(node_id))
                     self._reject(node_id, files.refused)
                     for task_id in files.refused:  # held back: it could not run without them
-                        if task_id in changes and changes[task_id].action == rpb.AssignmentChange.UPDATE:
+                        if changes.get(task_id) is not None:
                             del changes[task_id]
                             sent.pop(task_id, None)
                 if not changes and not files.before and not files.after:
@@ -531,14 +535,14 @@ class Dispatcher:
                     type=rpb.AssignmentsMessage.INCREMENTAL,
                     applies_to=sequence,
                     results_in=sequence + 1,
-                    changes=[*files.before, *changes.values(), *files.after],
                     report_within_ms=self._report_within_ms(changes.values()),
                 )
                 sequence += 1
-                yield message.SerializeToString()
+                yield _assignments_bytes(message, files.before, changes, files.after)
 
-    def _report_within_ms(self, changes: Iterable[rpb.AssignmentChange]) -> int:
-        """How long the agent may hold the status reports of the tasks in ``changes``:
+    def _report_within_ms(self, changes: Iterable[pb.Task | None]) -> int:
+        """How long the agent may hold the status reports of the tasks in ``changes`` (a
+        message's tasks to send, None for a removal):
         ``REPORT_HOLD_MS`` when every task updated is desired running and each of their services
         still has ``HOLD_MIN_UNSETTLED`` tasks desired running but not running (nobody waits for
         these reports soon), else 0 (at once). O(changes): the counts are kept as the store
@@ -552,10 +556,9 @@ class Dispatcher:
         never held."""
         counts: ServiceTaskCounts | None = None
         checked: set[str] = set()
-        for change in changes:
-            if change.action != rpb.AssignmentChange.UPDATE:
-                continue
-            task = change.task
+        for task in changes:
+            if task is None:
+                continue  # a removal: nothing to report
             if task.desired_state != states.RUNNING:
                 return 0
             service_id = task.service_id
@@ -672,6 +675,30 @@ def _set_node_state(
         tx.update(node)
         changed.add(node_id)
     return changed
+
+
+def _assignments_bytes(
+    message: rpb.AssignmentsMessage,
+    before: Iterable[rpb.AssignmentChange],
+    changes: dict[str, pb.Task | None],
+    after: Iterable[rpb.AssignmentChange],
+) -> bytes:
+    """``message`` with ``before``, each of ``changes`` (a task to update, or None: its removal)
+    and ``after``, serialised. Each task is copied once, into the message's own change:
+    ``AssignmentChange(task=task)`` copied it into a change of its own, and the message's
+    constructor that change again (2.5 -> 1.2 us per task, and a node gets each of its tasks
+    in a message of its own at 100,000 replicas)."""
+    add = message.changes.add
+    for change in before:
+        add().CopyFrom(change)
+    for task_id, task in changes.items():
+        if task is None:
+            add(action=rpb.AssignmentChange.REMOVE).task.id = task_id
+        else:
+            add().task.CopyFrom(task)  # action UPDATE: the default
+    for change in after:
+        add().CopyFrom(change)
+    return message.SerializeToString()
 
 
 #: Service modes that put at most one task on a node: no report of theirs is held.
