@@ -68,6 +68,7 @@ async def measure(args: argparse.Namespace) -> None:
     profile = cProfile.Profile(time.process_time) if args.profile else None
     if profile is not None:
         profile.enable()
+    transactions = sum(agent.db.transactions for agent in agents)
     cpu, wall = time.process_time(), time.monotonic()
     for manager in managers:
         manager.go.set()
@@ -75,11 +76,14 @@ async def measure(args: argparse.Namespace) -> None:
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     calls = sum(len(manager.reports) for manager in managers)
     updates = sum(manager.updates for manager in managers)
+    transactions = sum(agent.db.transactions for agent in agents) - transactions
     print(
         f"{total} tasks to RUNNING: {1000 * cpu / total:.3f} ms of CPU per task ({cpu:.2f} s, wall {wall:.2f} s), "
-        f"{calls / total:.2f} status calls and {updates / total:.2f} updates per task, "
+        f"{calls / total:.2f} status calls, {updates / total:.2f} updates and "
+        f"{transactions / total:.2f} task DB transactions per task, "
         f"{1000 * collecting.take() / total:.3f} ms of it in the garbage collector"
     )
+    transactions = sum(agent.db.transactions for agent in agents)
     cpu, wall = time.process_time(), time.monotonic()
     for manager in managers:
         manager.stop.set()
@@ -91,7 +95,8 @@ async def measure(args: argparse.Namespace) -> None:
         profile.dump_stats(args.profile)
     print(
         f"shut down and removed: {1000 * cpu / total:.3f} ms of CPU per task ({cpu:.2f} s, wall {wall:.2f} s), "
-        f"{(sum(len(m.reports) for m in managers) - calls) / total:.2f} status calls per task, "
+        f"{(sum(len(m.reports) for m in managers) - calls) / total:.2f} status calls and "
+        f"{(sum(agent.db.transactions for agent in agents) - transactions) / total:.2f} task DB transactions per task, "
         f"{1000 * collecting.take() / total:.3f} ms of it in the garbage collector; load average {os.getloadavg()[0]:.1f}"
     )
     gc.callbacks.remove(collecting)

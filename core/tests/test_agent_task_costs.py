@@ -131,3 +131,31 @@ async def test_a_task_without_placeholders_costs_no_template_values(
     manager = StubManager(tasks)
     await run_to_running(stub_agent(tmp_path, manager), manager)
     assert worked_out == [tasks[0].id]
+
+
+async def test_tasks_removed_one_by_one_cost_one_task_db_transaction_each_not_two(tmp_path: Path) -> None:
+    """A node's tasks shut down and removed one message at a time (``service rm`` of a big
+    service): each task's SHUTDOWN report commits its writes, and its delete used to be a
+    transaction of its own a flush delay later (two per task). The deletes now wait for a
+    later flush. What the DB keeps at the end is unchanged: nothing."""
+    tasks = [assigned(index) for index in range(10)]
+    manager = StubManager(tasks, per_message=1, gap=0.06)
+    agent = stub_agent(tmp_path, manager)
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.connected.wait(), DEADLINE)
+        manager.go.set()
+        await asyncio.wait_for(manager.all_running.wait(), DEADLINE)
+        transactions = Transactions()
+        agent.db._db.set_trace_callback(transactions)
+        reports = len(manager.reports)
+        manager.stop.set()
+        async with asyncio.timeout(DEADLINE):
+            while agent.tasks_held:  # noqa: ASYNC110 - no event for "none held"
+                await asyncio.sleep(0.01)
+        removal_reports = len(manager.reports) - reports
+    finally:
+        await agent.stop()
+    assert transactions.count <= removal_reports + 3, (transactions.count, removal_reports)
+    with sqlite3.connect(str(tmp_path / "worker" / "tasks.db")) as reader:
+        assert reader.execute("SELECT id FROM tasks").fetchall() == []
