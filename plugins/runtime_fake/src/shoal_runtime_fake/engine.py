@@ -139,6 +139,10 @@ class FakeEngine:
     _by_name: dict[str, FakeContainer] = field(default_factory=dict)
     #: (node ID, task ID) label values -> the containers with them, oldest first.
     _by_task: dict[tuple[str, str], list[FakeContainer]] = field(default_factory=dict)
+    #: Node ID label value -> its containers by ID, oldest first: a node's agent lists its
+    #: containers after removals (a sweep a second while a big service goes), and a walk of
+    #: the whole engine per list is every node's containers when nodes share an engine.
+    _by_node: dict[str, dict[str, FakeContainer]] = field(default_factory=dict)
 
     def new_id(self) -> str:
         """64 hex digits, as an engine's container ID (unique, not secret: drawn from a
@@ -153,6 +157,7 @@ class FakeEngine:
         self.containers[container.id] = container
         self._by_name.setdefault(container.name, container)
         self._by_task.setdefault(_task_key(container), []).append(container)
+        self._by_node.setdefault(container.node_id, {})[container.id] = container
 
     def by_name(self, name: str) -> FakeContainer | None:
         return self._by_name.get(name)
@@ -162,7 +167,8 @@ class FakeEngine:
         return found[0] if found else None
 
     def of_node(self, node_id: str) -> list[FakeContainer]:
-        return [c for c in self.containers.values() if c.node_id == node_id]
+        """The node's containers, oldest first."""
+        return list(self._by_node.get(node_id, {}).values())
 
     def delete(self, container: FakeContainer) -> None:
         container.finish(137, "removed")
@@ -176,6 +182,11 @@ class FakeEngine:
             same.remove(container)
         if not same:
             self._by_task.pop(key, None)
+        of_node = self._by_node.get(container.node_id)
+        if of_node is not None:
+            of_node.pop(container.id, None)
+            if not of_node:
+                del self._by_node[container.node_id]
 
 
 def _task_key(container: FakeContainer) -> tuple[str, str]:

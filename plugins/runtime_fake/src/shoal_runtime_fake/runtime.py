@@ -81,14 +81,18 @@ class FakeRuntime:
 
     @staticmethod
     def _ref(container: FakeContainer) -> ContainerRef:
+        """What the engine tells of ``container``. Read straight from its task and state (a
+        node's list after removals makes one per container it has, once a second while a big
+        service goes: the properties' calls were half of it)."""
+        task, running = container.task, container.state == RUNNING
         return ContainerRef(
-            task_id=container.task_id,
-            container_id=container.id,
-            service_id=container.service_id,
-            node_id=container.node_id,
-            running=container.running,
-            exit_code=container.exit_code,
-            pid=container.pid if container.running else 0,
+            task.id,
+            container.id,
+            task.service_id,
+            task.node_id,
+            running,
+            container.exit_code,
+            container.pid if running else 0,
         )
 
     # ------------------------------------------------------------------ role API
