@@ -23,9 +23,10 @@ grpc.aio mTLS channel in a fresh client process (the method of etcd's reference 
 row also says how many Raft entries and leader fsyncs the writes took (group commit).
 
 Both clusters run throughout: each round's idle cluster costs the other its heartbeats.
-``--with-serving-thread`` starts a second shoal swarm whose managers run gRPC on a thread of
-their own (``--plugin-opt transport.serving-thread=on``) and measures it in the same latency
-rounds, right after the first: the transport's two settings and etcd in one run.
+``--second-swarm OPT`` starts a second shoal swarm whose managers get ``--plugin-opt OPT`` (e.g.
+``transport.serving-thread=off``) and measures it in the same latency rounds, right after the
+first: two settings and etcd in one run. ``--with-serving-thread`` is
+``--second-swarm transport.serving-thread=on`` (the default since issue 18: the same as the first).
 
 With the latency rounds the bench also prints the servers' CPU per write (from
 ``/proc/<pid>/stat``, warm-up writes included): shoal's leader and its two followers, etcd's
@@ -476,6 +477,11 @@ def main() -> None:
         action="store_true",
         help="latency: also a second shoal swarm with transport.serving-thread=on, in the same rounds",
     )
+    parser.add_argument(
+        "--second-swarm",
+        metavar="OPT",
+        help="latency: also a second shoal swarm with --plugin-opt OPT, in the same rounds",
+    )
     parser.add_argument("--etcd-client", help=argparse.SUPPRESS)
     parser.add_argument("--certs", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -492,8 +498,9 @@ def main() -> None:
     swarm = bench_ha.Cluster()
     threaded: bench_ha.Cluster | None = None
     try:
-        if args.with_serving_thread:
-            threaded = bench_ha.Cluster(daemon_args=("--plugin-opt", "transport.serving-thread=on"))
+        second = args.second_swarm or ("transport.serving-thread=on" if args.with_serving_thread else "")
+        if second:
+            threaded = bench_ha.Cluster(daemon_args=("--plugin-opt", second))
         etcd_leader = etcd.leader()
         shoal_leader = swarm.leader()
         print(f"1-minute load average at the start: {os.getloadavg()[0]:.2f}", flush=True)
@@ -524,8 +531,7 @@ def main() -> None:
                 with_thread = bench_ha.latency(threaded_leader, args.ops, threaded_client)
                 threaded_results += with_thread
                 print(
-                    f"round {r + 1}: shoal with the serving thread "
-                    f"{statistics.median(with_thread) * 1e3:.2f} ms",
+                    f"round {r + 1}: shoal with {second} {statistics.median(with_thread) * 1e3:.2f} ms",
                     flush=True,
                 )
             with etcd_cpu:
@@ -544,7 +550,7 @@ def main() -> None:
         print("| one write at a time, via the leader, one connection | median | p99 |")
         print("|---|---|---|")
         if threaded_results:
-            results["shoal (transport.serving-thread=on)"] = threaded_results
+            results[f"shoal ({second})"] = threaded_results
         for name, samples in results.items():
             samples_ms = [s * 1e3 for s in samples]
             print(

@@ -203,21 +203,30 @@ def test_grpcio_internals_for_the_handoff_are_the_tested_ones() -> None:
     assert handoff.unavailable_reason() == ""
 
 
-async def test_serving_thread_hands_most_calls_to_the_handlers_loop_without_the_bridge(
+async def test_serving_thread_hands_every_call_to_the_handlers_loop_without_the_bridge(
     pki: ClusterPKI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the serving thread, calls taken in by the handoff's requests run wholly on the
-    handlers' loop (one thread crossing per call, none per message); only those gRPC's own
-    intake takes in (one request per method against the handoff's three) cross by the bridge.
-    Before, every call did."""
+    """With the serving thread, every call of a registered method runs wholly on the handlers'
+    loop (one thread crossing per call, none per message), the first of each method included:
+    those gRPC's own intake takes in (its one request per method is posted before the
+    handoff's, so it takes the first call and every fourth) are handed over too. Before, they
+    crossed by the bridge, a stream's every message twice (a Raft pull stream is the first call
+    of its method)."""
     bridged: list[str] = []
-    real_call_unary = bridge.call_unary
+    real_call_unary, real_call_stream = bridge.call_unary, bridge.call_stream
 
     async def counted(handler: Callable[[], Awaitable[bytes]], home: asyncio.AbstractEventLoop) -> bytes:
         bridged.append("unary")
         return await real_call_unary(handler, home)
 
+    def counted_stream(
+        handler: Callable[[], AsyncIterator[bytes]], home: asyncio.AbstractEventLoop
+    ) -> AsyncIterator[bytes]:
+        bridged.append("stream")
+        return real_call_stream(handler, home)
+
     monkeypatch.setattr(bridge, "call_unary", counted)
+    monkeypatch.setattr(bridge, "call_stream", counted_stream)
     home = asyncio.get_running_loop()
     seen: list[asyncio.AbstractEventLoop] = []
 
@@ -225,17 +234,43 @@ async def test_serving_thread_hands_most_calls_to_the_handlers_loop_without_the_
         seen.append(asyncio.get_running_loop())
         return request
 
+    service = TestService()
     transport = GrpcTransport(serving_thread=True)
-    server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {ECHO: where}, {})
+    server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {ECHO: where}, service.streams())
     tls = pki.node("w", "swarm-worker")
     try:
+        streams = [transport.stream(server.address, COUNT, b"2", tls=tls, timeout=60) for _ in range(8)]
+        for stream in streams:  # one after another: the first is gRPC's own intake's
+            assert [message.rpartition(b"#")[2] async for message in stream] == [b"0", b"1"]
         calls = (transport.call(server.address, ECHO, b"%d" % i, tls=tls, timeout=60) for i in range(CALLS))
         assert await asyncio.gather(*calls) == [b"%d" % i for i in range(CALLS)]
         assert seen == [home] * CALLS
-        assert len(bridged) < CALLS / 2, f"{len(bridged)} of {CALLS} calls crossed by the bridge"
+        assert bridged == [], f"{len(bridged)} calls crossed by the bridge: {bridged}"
     finally:
         await server.stop(0)
         await transport.close()
+
+
+async def test_a_server_without_the_serving_thread_keeps_grpcs_own_scheduling(pki: ClusterPKI) -> None:
+    """The function that routes gRPC's own intake to a handoff is process-wide: a server on the
+    caller's loop (no serving thread) beside one with it still serves its calls itself."""
+    service = TestService()
+    threaded = GrpcTransport(serving_thread=True)
+    plain = GrpcTransport()
+    first = await threaded.serve("127.0.0.1:0", pki.node("mgr-1"), service.unary(), service.streams())
+    second = await plain.serve("127.0.0.1:0", pki.node("mgr-2"), service.unary(), service.streams())
+    tls = pki.node("w", "swarm-worker")
+    try:
+        for transport, server in ((threaded, first), (plain, second)):
+            for i in range(6):
+                assert await transport.call(server.address, ECHO, b"%d" % i, tls=tls, timeout=30) == b"%d" % i
+            stream = transport.stream(server.address, COUNT, b"3", tls=tls, timeout=30)
+            assert [message.rpartition(b"#")[2] async for message in stream] == [b"0", b"1", b"2"]
+    finally:
+        await first.stop(0)
+        await second.stop(0)
+        await threaded.close()
+        await plain.close()
 
 
 async def test_serving_thread_on_an_untested_grpcio_serves_every_call_by_the_bridge(

@@ -18,8 +18,17 @@ its Cython internals, exactly as ``AioServer._server_main_loop`` does for each c
 (``AioServer._request_registered_call``, ``_handle_rpc``, ``_schedule_rpc_coro``,
 ``_MethodResolver``). ``unavailable_reason`` checks the grpcio version against the tested
 ones and each name and signature; if anything differs, the server does without (the bridge
-serves every call, as before) and says why in the log. gRPC's own intake (one request per
-method) still runs beside these requests: its calls go through the bridge.
+serves every call, as before) and says why in the log.
+
+gRPC's own intake (one request per registered method, posted first) runs beside these
+requests and takes every fourth call, the first of each method among them. Those used to cross
+by the bridge, each stream message twice: a Raft pull stream (the first call of its method)
+paid two thread crossings per message on a commit's path (a ping-pong over two pull streams
+between two processes: 430-800 us a round trip by the bridge, 310-490 us handed over, 280-415
+us with no serving thread; docs/benchmarks.md). So the server's main loop starts its calls
+through ``_schedule_rpc_coro``, looked up in ``cygrpc``'s module globals at each call, and
+``_route_own_intake`` puts a function there that hands a handoff method's call to its
+handlers' loop like the others; every other server's calls pass through unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Mapping
+import weakref
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import grpc
@@ -56,6 +66,40 @@ def _cygrpc() -> Any:
     from grpc._cython import cygrpc  # type: ignore[attr-defined]
 
     return cygrpc
+
+
+#: Each serving loop's handoff (one server per serving loop), for the calls gRPC's own intake takes.
+_by_serving_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Handoff] = weakref.WeakKeyDictionary()
+#: ``cygrpc._schedule_rpc_coro`` as grpcio defines it, once ``_route_own_intake`` replaced it.
+_grpc_schedule: Any = None
+
+
+def _route_own_intake() -> Any:
+    """Make gRPC's own intake hand a handoff method's call over; returns grpcio's scheduler.
+
+    Idempotent. The replacement runs on the loop of the server that took the call in: for a
+    serving loop with a ``Handoff`` serving ``method_name``, the handling gRPC built for this
+    loop (``rpc_coro``, not started yet) is dropped and the call handed over; anything else is
+    grpcio's own scheduling, unchanged.
+    """
+    global _grpc_schedule
+    if _grpc_schedule is not None:
+        return _grpc_schedule
+    cygrpc = _cygrpc()
+    grpc_schedule = cygrpc._schedule_rpc_coro
+
+    def schedule(
+        rpc_coro: Coroutine[Any, Any, None], rpc_state: Any, loop: asyncio.AbstractEventLoop, method_name: str
+    ) -> Coroutine[Any, Any, None]:
+        handoff = _by_serving_loop.get(loop)
+        if handoff is None or method_name not in handoff.names:
+            return grpc_schedule(rpc_coro, rpc_state, loop, method_name)  # type: ignore[no-any-return]
+        rpc_coro.close()
+        return handoff.hand_over(method_name, rpc_state)
+
+    _grpc_schedule = grpc_schedule
+    cygrpc._schedule_rpc_coro = schedule
+    return grpc_schedule
 
 
 def unavailable_reason() -> str:
@@ -97,9 +141,10 @@ class Handoff:
         cygrpc = _cygrpc()
         self._core = server._server  # type: ignore[attr-defined]
         self._handle_rpc = cygrpc._handle_rpc
-        self._schedule = cygrpc._schedule_rpc_coro
+        self._schedule = _route_own_intake()
         self._resolver = cygrpc._MethodResolver([], dict(methods))
-        self._names = list(methods)
+        self._order = list(methods)
+        self.names = frozenset(methods)
         self._home = home
         self._intake: list[asyncio.Task[None]] = []
         self._calls: set[asyncio.Task[None]] = set()  # on home; the loop keeps only weak references
@@ -107,7 +152,8 @@ class Handoff:
     def start(self) -> None:
         """Post the requests; call on the serving loop once the server has started."""
         loop = asyncio.get_running_loop()
-        for name in self._names:
+        _by_serving_loop[loop] = self
+        for name in self._order:
             for _ in range(REQUESTS_PER_METHOD):
                 self._intake.append(loop.create_task(self._take_in(name), name=f"handoff {name}"))
 
@@ -120,10 +166,21 @@ class Handoff:
                 raise
             except Exception:  # the server stopped: its outstanding requests fail
                 return
-            try:
-                self._home.call_soon_threadsafe(self._run, name, rpc_state)
-            except RuntimeError:  # the handlers' loop is closed: the server's stop cancels the call
+            if not self._post(name, rpc_state):
                 return
+
+    async def hand_over(self, name: str, rpc_state: Any) -> None:
+        """On the serving loop: a call gRPC's own intake took in, handed over like the others."""
+        self._post(name, rpc_state)
+
+    def _post(self, name: str, rpc_state: Any) -> bool:
+        """Start the call's handling on home; False if that loop is closed (the server's stop
+        then cancels the call)."""
+        try:
+            self._home.call_soon_threadsafe(self._run, name, rpc_state)
+        except RuntimeError:
+            return False
+        return True
 
     def _run(self, name: str, rpc_state: Any) -> None:
         """On ``home``: the call's handling, as gRPC's own server loop starts it."""
@@ -135,6 +192,8 @@ class Handoff:
 
     async def stop(self) -> None:
         """End the intake tasks (on the serving loop); calls already handed over finish on home."""
+        if _by_serving_loop.get(asyncio.get_running_loop()) is self:
+            del _by_serving_loop[asyncio.get_running_loop()]
         for task in self._intake:
             task.cancel()
         await asyncio.gather(*self._intake, return_exceptions=True)
