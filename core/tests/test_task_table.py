@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from shoal import states
-from shoal.cli import tasktable
+from shoal.cli import output, tasktable
+from shoal.ids import short_id
 from shoal.manager import tasklist
 from shoal.manager.controlapi import ControlAPI
 from shoal.proto import objects_pb2 as pb
@@ -111,6 +112,59 @@ def test_compact_rows_print_what_task_dicts_print(
     tasktable.print_tasks(_ps(control, compact=True, **params), quiet=quiet, no_trunc=no_trunc, fmt=fmt)
     assert capsys.readouterr().out == from_dicts
     assert from_dicts.strip()
+
+
+def _reference_rows(result: dict[str, Any], no_trunc: bool) -> list[dict[str, Any]]:
+    """The rows as the CLI built them from task dicts before compact rows (one sort on a key
+    tuple, a dict per row): what ``task_rows`` must still give."""
+    now = float(result["now"])
+    tasks = result["tasks"]
+    tasks.sort(key=lambda t: (t["ServiceName"], t["Slot"] or t["NodeID"], -float(t["CreatedAt"] or 0)))
+    rows = []
+    previous_slot: tuple[str, Any] | None = None
+    for task in tasks:
+        slot_key = (task["ServiceName"], task["Slot"] or task["NodeID"])
+        name = f"{task['ServiceName']}.{task['Slot'] if task['Slot'] else task['NodeID']}"
+        if slot_key == previous_slot:
+            name = " \\_ " + name
+        previous_slot = slot_key
+        error = task["Error"]
+        if error and not no_trunc and len(error) > 30:
+            error = error[:29] + "…"
+        ago = output.human_duration(now - float(task["Timestamp"] or now))
+        rows.append(
+            {
+                "ID": task["ID"] if no_trunc else short_id(task["ID"]),
+                "Name": name,
+                "Image": task["Image"],
+                "Node": task["Node"],
+                "DesiredState": task["DesiredState"],
+                "CurrentState": f"{task['State']} {ago} ago",
+                "Error": f'"{error}"' if error else "",
+                "Ports": task["Ports"],
+            }
+        )
+    return rows
+
+
+@pytest.mark.parametrize("no_trunc", [False, True])
+@pytest.mark.parametrize("services", [["web", "agent"], ["agent"], ["web"]])
+def test_rows_are_what_the_dict_per_row_code_gave(services: list[str], no_trunc: bool) -> None:
+    control = _control()
+    expected = _reference_rows(_ps(control, services=services), no_trunc)
+    assert tasktable.task_rows(_ps(control, services=services), no_trunc) == expected
+    assert tasktable.task_rows(_ps(control, services=services, compact=True), no_trunc) == expected
+
+
+def test_the_table_of_many_rows_is_the_column_loop_s_with_percent_signs_as_is() -> None:
+    rows = [(f"id{i}", "%s %d %%" if i % 3 == 0 else "é" * (i % 4), "" if i % 2 else "x") for i in range(40)]
+    headers = ("ID", "NAME", "PORTS")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    expected = "\n".join(
+        "".join(c.ljust(widths[i] + output.PADDING) if i < 2 else c for i, c in enumerate(r)).rstrip()
+        for r in [headers, *rows]
+    )
+    assert output.render_table(headers, rows) == expected
 
 
 def test_the_table_keeps_docker_order_history_and_truncation(capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,9 +49,16 @@ def _records(result: dict[str, Any]) -> list[_Record]:
     return list(map(itemgetter(*_FIELDS), result["tasks"]))
 
 
-def _order(record: _Record) -> tuple[Any, Any, float]:
-    """Newest task of each slot (or each node, for a global service) first."""
-    return (record[0], record[1] or record[2], -float(record[3] or 0))
+def _sort(records: list[_Record]) -> None:
+    """Newest task of each slot (or each node, for a global service) first: by service name,
+    then slot (else node ID), then creation time, newest first, as stable sorts on C-level
+    keys (one sort on a key tuple per record was 0.2 s of 100,000)."""
+    records.sort(key=lambda r: float(r[3] or 0), reverse=True)  # reverse keeps ties in order
+    if all(map(itemgetter(1), records)):  # replicated tasks only: slots, all numbers
+        records.sort(key=itemgetter(1))
+        records.sort(key=itemgetter(0))
+    else:  # a global service's tasks: node IDs, compared within their service only
+        records.sort(key=lambda r: (r[0], r[1] or r[2]))
 
 
 def task_cells(result: dict[str, Any], no_trunc: bool) -> list[tuple[str, ...]]:
@@ -59,7 +66,7 @@ def task_cells(result: dict[str, Any], no_trunc: bool) -> list[tuple[str, ...]]:
     history as ``\\_`` rows; IDs of 12 characters and errors of 30 unless ``no_trunc``."""
     now = float(result["now"])
     records = _records(result)
-    records.sort(key=_order)
+    _sort(records)
     cells: list[tuple[str, ...]] = []
     append = cells.append
     previous_slot: tuple[str, Any] | None = None
@@ -76,12 +83,12 @@ def task_cells(result: dict[str, Any], no_trunc: bool) -> list[tuple[str, ...]]:
             (
                 task_id if no_trunc else task_id[:SHORT_ID_LENGTH],
                 name,
-                str(image),
-                str(node),
-                str(desired),
+                image,
+                node,
+                desired,
                 f"{state} {ago} ago",
                 f'"{error}"' if error else "",
-                str(ports),
+                ports,
             )
         )
     return cells
