@@ -56,16 +56,15 @@ class _Names:
 
     def __init__(self, view: ReadView) -> None:
         self._view = view
-        self._hosts: dict[str, str] = {}
+        #: Node ID -> hostname, as far as looked up (a loop may read it first, then ask ``host``).
+        self.hosts: dict[str, str] = {"": ""}
         self._services: dict[str, str] = {}
 
     def host(self, node_id: str) -> str:
-        if not node_id:
-            return ""
-        found = self._hosts.get(node_id)
+        found = self.hosts.get(node_id)
         if found is None:
             node = self._view.nodes.get(node_id)
-            found = self._hosts[node_id] = node.description.hostname if node else ""
+            found = self.hosts[node_id] = node.description.hostname if node else ""
         return found
 
     def service(self, service_id: str) -> str:
@@ -82,24 +81,41 @@ def _ports(task: pb.Task) -> str:
     return ports.ps_text(task.endpoint.ports) if task.HasField("endpoint") else ""
 
 
-def _compact_row(task: pb.Task, service_name: str, host: str) -> list[Any]:
-    """The ``COMPACT_COLUMNS`` of ``task``, in order."""
-    status = task.status
-    state = status.state
-    return [
-        task.id,
-        service_name,
-        task.slot,
-        task.node_id,
-        task.spec.container.image,
-        host,
-        _state_name(task.desired_state),
-        _state_name(state),
-        status.timestamp,
-        status.err,
-        _ports(task) if state == states.RUNNING else "",
-        task.meta.created_at,
-    ]
+def _compact_rows(
+    piece: Sequence[pb.Task], names: _Names, wanted: listfilters.Filters, rows: list[Any]
+) -> None:
+    """The compact rows (``COMPACT_COLUMNS``) of the tasks of ``piece`` that match ``wanted``,
+    appended to ``rows``: one loop, each field read once, hostnames and state names from dicts
+    (no function call per row for them: a tenth of the handler's time at 100,000 tasks)."""
+    hosts = names.hosts
+    state_names = _STATE_NAMES
+    running = states.RUNNING
+    for task in piece:
+        node_id = task.node_id
+        host = hosts.get(node_id)
+        if host is None:
+            host = names.host(node_id)
+        if wanted and not listfilters.task_matches(task, wanted, host):
+            continue
+        status = task.status
+        state = status.state
+        desired = task.desired_state
+        rows.append(
+            [
+                task.id,
+                task.service_annotations.name or names.service(task.service_id),
+                task.slot,
+                node_id,
+                task.spec.container.image,
+                host,
+                state_names.get(desired) or _state_name(desired),
+                state_names.get(state) or _state_name(state),
+                status.timestamp,
+                status.err,
+                _ports(task) if state == running else "",
+                task.meta.created_at,
+            ]
+        )
 
 
 def _row(task: pb.Task, service_name: str, host: str) -> dict[str, Any]:
@@ -133,13 +149,15 @@ async def task_rows(
     """docker's ``service ps`` rows of ``tasks`` that match ``wanted`` (dicts, or compact
     lists), yielding to the event loop after every ``CHUNK`` tasks."""
     names = _Names(view)
-    row = _compact_row if compact else _row
     rows: list[Any] = []
     async for piece in in_pieces(tasks, CHUNK):
+        if compact:
+            _compact_rows(piece, names, wanted, rows)
+            continue
         for task in piece:
             host = names.host(task.node_id)
             if not listfilters.task_matches(task, wanted, host):
                 continue
             name = task.service_annotations.name or names.service(task.service_id)
-            rows.append(row(task, name, host))
+            rows.append(_row(task, name, host))
     return rows
