@@ -69,25 +69,30 @@ def task_cells(result: dict[str, Any], no_trunc: bool) -> list[tuple[str, ...]]:
     _sort(records)
     cells: list[tuple[str, ...]] = []
     append = cells.append
-    previous_slot: tuple[str, Any] | None = None
+    ago = human_duration
+    cut = None if no_trunc else SHORT_ID_LENGTH
+    previous_service: str | None = None
+    previous_slot: Any = None
     for service, slot, node_id, _, task_id, image, node, desired, state, timestamp, error, ports in records:
-        slot_key = (service, slot or node_id)
-        name = f"{service}.{slot if slot else node_id}"
-        if slot_key == previous_slot:
-            name = " \\_ " + name
-        previous_slot = slot_key
-        if error and not no_trunc and len(error) > 30:
-            error = error[:29] + "…"
-        ago = human_duration(now - float(timestamp or now))
+        slot_id = slot or node_id
+        if slot_id == previous_slot and service == previous_service:
+            name = f" \\_ {service}.{slot_id}"
+        else:
+            name = f"{service}.{slot_id}"
+            previous_service, previous_slot = service, slot_id
+        if error:
+            error = f'"{error[:29]}…"' if not no_trunc and len(error) > 30 else f'"{error}"'
+        else:
+            error = ""
         append(
             (
-                task_id if no_trunc else task_id[:SHORT_ID_LENGTH],
+                task_id[:cut],
                 name,
                 image,
                 node,
                 desired,
-                f"{state} {ago} ago",
-                f'"{error}"' if error else "",
+                f"{state} {ago(now - float(timestamp or now))} ago",
+                error,
                 ports,
             )
         )
