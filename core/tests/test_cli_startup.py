@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from shoal.cli.main import LAZY_COMMANDS, cli
 
@@ -41,15 +42,17 @@ def test_every_lazy_command_loads_and_is_listed() -> None:
 #: What ``service create --detach`` on the local socket never needs (TLS, the daemon's logging,
 #: the progress display, registry credentials, ID generation, and with ``SHOAL_HOST`` set the
 #: contexts), about 20 ms of a ~65 ms start-up on a quiet machine, several times that under
-#: load (issue 18 item 4). Nor pathlib (about 4 ms with urllib.parse, ipaddress, fnmatch) or
-#: the TLS configuration module; ``importlib.util`` is what setuptools' editable-install finder
-#: loaded at every interpreter start (with pathlib) before the root project's editable install
-#: became a plain path (pyproject.toml's package-dir).
+#: load (issue 18 item 4). Nor pathlib (about 4 ms with urllib.parse, ipaddress, fnmatch), the
+#: TLS configuration module, or difflib (click's "did you mean" list, built when it tries
+#: ``-d`` as a long flag first, then dropped); ``importlib.util`` is what setuptools'
+#: editable-install finder loaded at every interpreter start (with pathlib) before the root
+#: project's editable install became a plain path (pyproject.toml's package-dir).
 NOT_FOR_A_DETACHED_CREATE = (
     "ssl",
     "pathlib",
     "importlib.util",
     "shoal.controltls",
+    "difflib",
     "logging",
     "shutil",
     "secrets",
@@ -68,7 +71,8 @@ def _answer_one_create(server: socket.socket, seen: list[dict[str, object]]) -> 
         conn.sendall(json.dumps({"result": {"ID": "svc1"}}).encode() + b"\n")
 
 
-def test_a_detached_service_create_loads_no_tls_logging_or_progress(tmp_path: Path) -> None:
+@pytest.mark.parametrize("detach", ["--detach", "-d"])
+def test_a_detached_service_create_loads_no_tls_logging_or_progress(tmp_path: Path, detach: str) -> None:
     sock_path = tmp_path / "api.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(sock_path))
@@ -76,7 +80,7 @@ def test_a_detached_service_create_loads_no_tls_logging_or_progress(tmp_path: Pa
     seen: list[dict[str, object]] = []
     answering = threading.Thread(target=_answer_one_create, args=(server, seen), daemon=True)
     answering.start()
-    argv = ["shoal", "service", "create", "--detach", "--name", "web", "--replicas", "4", "busybox", "true"]
+    argv = ["shoal", "service", "create", detach, "--name", "web", "--replicas", "4", "busybox", "true"]
     probe = (
         f"import sys; sys.argv = {argv!r}\n"
         "from shoal.cli.main import main\n"

@@ -190,6 +190,10 @@ class _DockerFlagsParser(_OptionParser):
     ``=true`` is the bare flag and ``=false`` its ``--no-`` twin."""
 
     def _match_long_opt(self, opt: str, explicit_value: str | None, state: Any) -> None:
+        if opt not in self._long_opt and opt[:2] not in self._opt_prefixes:
+            # ``-d``: click tries every short flag as a long one first, and builds the refusal's
+            # "did you mean" list (importing difflib) only to drop it and match ``-d`` as short.
+            raise click.NoSuchOption(opt, ctx=self.ctx)
         if explicit_value is not None and f"--no-{opt[2:]}" in self._long_opt:
             if explicit_value in _FALSE:
                 opt, explicit_value = f"--no-{opt[2:]}", None
