@@ -18,12 +18,14 @@ from shoal.store.pieces import add_count
 
 
 class ServiceTaskCounts:
-    """Per service ID: tasks running (and desired running), tasks desired running."""
+    """Per service ID: tasks running (and desired running), tasks desired running, and tasks
+    desired running that no node has yet (before ASSIGNED)."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self._running: Counter[str] = Counter()
         self._desired: Counter[str] = Counter()
+        self._unplaced: Counter[str] = Counter()
 
     def running(self, service_id: str) -> int:
         return self._running[service_id]
@@ -31,11 +33,17 @@ class ServiceTaskCounts:
     def desired(self, service_id: str) -> int:
         return self._desired[service_id]
 
+    def unplaced(self, service_id: str) -> int:
+        """Tasks desired running not given to a node yet: how many the service's nodes are
+        still to be sent (the dispatcher's gathering of assignments asks)."""
+        return self._unplaced[service_id]
+
     # ------------------------------------------------------------------ ApplyListener
 
     def restored(self) -> None:
         self._running = Counter()
         self._desired = Counter()
+        self._unplaced = Counter()
         for task in self.store.view.tasks.all():
             self._count(task, 1)
 
@@ -53,19 +61,24 @@ class ServiceTaskCounts:
                 self._count(event.obj, 1)
 
     def _count(self, task: pb.Task, sign: int) -> None:
-        """Count ``task`` in (sign 1) or out (-1): desired running, and running too."""
+        """Count ``task`` in (sign 1) or out (-1): desired running, and running or unplaced too."""
         if task.desired_state != states.RUNNING:
             return
         service_id = task.service_id
         add_count(self._desired, service_id, sign)
-        if task.status.state == states.RUNNING:
+        state = task.status.state
+        if state == states.RUNNING:
             add_count(self._running, service_id, sign)
+        elif state < states.ASSIGNED:
+            add_count(self._unplaced, service_id, sign)
 
 
 def _counted_alike(old: pb.Task, new: pb.Task) -> bool:
-    """Whether ``new`` counts where ``old`` did, in both counts."""
+    """Whether ``new`` counts where ``old`` did, in every count."""
+    old_state, new_state = old.status.state, new.status.state
     return (
         old.service_id == new.service_id
         and (old.desired_state == states.RUNNING) == (new.desired_state == states.RUNNING)
-        and (old.status.state == states.RUNNING) == (new.status.state == states.RUNNING)
+        and (old_state == states.RUNNING) == (new_state == states.RUNNING)
+        and (old_state < states.ASSIGNED) == (new_state < states.ASSIGNED)
     )
