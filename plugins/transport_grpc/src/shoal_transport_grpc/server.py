@@ -137,8 +137,8 @@ class GrpcServer:
 
     With ``own_loop`` (option ``transport.serving-thread=on``) gRPC runs on a ``ServingLoop`` of
     its own (a thread) so that taking calls in never waits behind the caller's busy loop; the
-    handlers still run on the caller's loop (``bridge``). Without, gRPC runs on the caller's
-    loop too (the default). ``intake`` says how calls are taken in (``intake``: each method
+    handlers still run on the caller's loop (``handoff``, else ``bridge``). Without, gRPC runs
+    on the caller's loop too. ``intake`` says how calls are taken in (``intake``: each method
     registered, the default; ``generic``, one intake for all, is kept to compare in the bench).
     """
 

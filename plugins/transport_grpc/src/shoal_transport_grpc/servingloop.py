@@ -10,8 +10,8 @@ turn waits behind everything else ready in that iteration, so on a manager's loo
 "The cause of the late calls"); registering each method, or keeping many requests
 outstanding, leaves it at ~4 turns per call over all methods ("A manager's gRPC intake"). On a loop that does nothing else those turns take
 microseconds, whatever the manager's loop is doing. The handlers still run on the caller's
-loop: most calls are handed there whole once taken in (``handoff``), the others cross there
-and back (``bridge``).
+loop: every call of a registered method is handed there whole once taken in (``handoff``),
+the others cross there and back (``bridge``).
 
 The serving thread needs the GIL for each turn of its loop, and CPython makes a thread that
 runs Python without pause hand the GIL over only every ``sys.getswitchinterval()`` (5 ms by

@@ -23,10 +23,11 @@ Design choices (details in the modules named):
   calls in on a loop of its own (``servingloop``), so that a busy daemon loop does not hold
   back taking calls in; off, gRPC runs on the caller's loop. On a busy loop the intake is
   bound by that loop's turns even with each method registered (~4 turns per call over all
-  methods; docs/benchmarks.md), which only the serving thread lifts. Most calls are then
-  handed whole to the caller's loop, one thread crossing each (``handoff``, on grpcio's
-  internals, checked); the others, and every call on an untested grpcio, cross there and
-  back by the ``bridge``, each stream message too (~50-100 us of CPU more per call).
+  methods; docs/benchmarks.md), which only the serving thread lifts. Every call of a
+  registered method is then handed whole to the caller's loop, one thread crossing each
+  (``handoff``, on grpcio's internals, checked); the others (a name not ``/service/method``),
+  and every call on an untested grpcio, cross there and back by the ``bridge``, each stream
+  message too (~50-100 us of CPU more per call).
 - **Errors**: a handler's ``RPCError`` crosses with its code and message; connection failures
   are ``UNAVAILABLE`` "cannot reach HOST:PORT: ..." (``TLS handshake failed`` named when it is
   one), timeouts ``DEADLINE_EXCEEDED``, unknown methods ``UNIMPLEMENTED``. See ``errors``.
