@@ -9,6 +9,7 @@ and without ``--no-trunc``, history rows, global tasks and filters.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from typing import Any
 
@@ -178,3 +179,47 @@ def test_the_table_keeps_docker_order_history_and_truncation(capsys: pytest.Capt
     assert lines[1].startswith("web1x2aaaaaa ")  # newest first, 12 characters
     assert '"task: non-zero exit (1): the …"' in lines[2] and '"oom"' in lines[3]
     assert lines[4].rstrip().endswith("*:8080->80/tcp")
+
+
+def test_the_collector_is_paused_for_a_listing_and_restored() -> None:
+    assert gc.isenabled()
+    with tasktable.collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), tasktable.collector_paused():
+        raise RuntimeError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with tasktable.collector_paused():
+            pass
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("argv", [["service", "ps", "web"], ["node", "ps", "host-1"]])
+def test_service_ps_and_node_ps_fetch_and_print_with_the_collector_paused(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    from click.testing import CliRunner
+    from shoal.cli import main
+
+    control = _control()
+    seen: list[tuple[str, bool]] = []
+
+    def call(ctx: object, method: str, **params: Any) -> Any:
+        seen.append(("call", gc.isenabled()))
+        assert params["compact"] is True
+        return _ps(control, **params)
+
+    def print_tasks(result: dict[str, Any], **options: Any) -> None:
+        seen.append(("print", gc.isenabled()))
+        tasktable.print_tasks(result, **options)
+
+    monkeypatch.setattr(main, "call", call)
+    monkeypatch.setattr(main, "print_tasks", print_tasks)
+    shown = CliRunner().invoke(main.cli, ["-H", "unix:///nowhere.sock", *argv])
+    assert shown.exit_code == 0, shown.output
+    assert seen == [("call", False), ("print", False)]
+    assert gc.isenabled() and shown.output.startswith("ID ")

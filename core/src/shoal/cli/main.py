@@ -31,7 +31,7 @@ from shoal.cli.service_opts import (
     update_options,
 )
 from shoal.cli.swarm_opts import cluster_setting_options
-from shoal.cli.tasktable import print_tasks
+from shoal.cli.tasktable import collector_paused, print_tasks
 from shoal.cli.tasktable import task_rows as task_rows  # where callers found it
 from shoal.client import DEFAULT_SOCKET, Client, ClientError
 from shoal.ids import short_id
@@ -679,8 +679,9 @@ def node_ps(
     ctx: click.Context, node_ref: str, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[str, ...]
 ) -> None:
     """List tasks running on a node (default: self)."""
-    result = call(ctx, "service.ps", node=node_ref, compact=True, **filter_params(filters))
-    print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+    with collector_paused():
+        result = call(ctx, "service.ps", node=node_ref, compact=True, **filter_params(filters))
+        print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
 
 
 # --------------------------------------------------------------------------- service
@@ -840,8 +841,9 @@ def service_ps(
     filters: tuple[str, ...],
 ) -> None:
     """List the tasks of one or more services."""
-    result = call(ctx, "service.ps", services=list(services), compact=True, **filter_params(filters))
-    print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+    with collector_paused():
+        result = call(ctx, "service.ps", services=list(services), compact=True, **filter_params(filters))
+        print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
 
 
 @service.command("scale")

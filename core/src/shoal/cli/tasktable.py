@@ -11,6 +11,9 @@ tuple taken by one ``itemgetter`` call, and the table's cells are tuples, not di
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any
 
@@ -38,6 +41,22 @@ _FIELDS = (
     "Ports",
 )
 _Record = tuple[Any, ...]
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic collector off while a task listing is fetched, read and printed. The
+    reply's lists, the records and the cells make no reference cycles, but 100,000 rows of
+    them set off full passes over all of them: a fifth of the CLI process's CPU (1.08 ->
+    0.84 s in one run). A listing is the command's last work, and the collector is on again
+    after it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _records(result: dict[str, Any]) -> list[_Record]:
