@@ -17,13 +17,14 @@ task, or from the manager's complete set of assignments, which every step tolera
 or start of a container that exists is adopted, as after a crash between the call and its
 status).
 
-A removed task's delete waits longer still (``DELETE_DELAY``) and mostly goes with the next
-report's flush: a crash before it is committed leaves a row the agent re-adopts and removes
-again (the manager's complete set no longer has the task), as it does for a crash between the
-container's removal and the delete. Committed within ``FLUSH_DELAY`` as the other writes, the
-deletes of a node's tasks removed one by one (``service rm`` of 100,000 replicas on 1,000
-nodes: one per node about every second) were a transaction each, beside each task's SHUTDOWN
-report's: two transactions per task removed, a quarter of the agent's CPU in the removal.
+A removed task's delete waits longer still (``DELETE_DELAY``) and goes with the next report's
+flush: a crash before it is committed leaves a row the agent re-adopts and removes again (the
+manager's complete set no longer has the task), as it does for a crash between the container's
+removal and the delete. Committed within ``FLUSH_DELAY`` as the other writes, the deletes of a
+node's tasks removed one by one (``service rm`` of 100,000 replicas on 1,000 nodes: one per
+node about every second) were a transaction each, beside each task's SHUTDOWN report's: two
+transactions per task removed, a quarter of the agent's CPU in the removal. The wait is
+longer than that pace (a delete due within a second would race the next task's report).
 
 The tasks carry their services' env in clear, so the DB is 0600 in a 0700 directory, created
 so before SQLite opens it: SQLite gives the ``-wal`` and ``-shm`` files the main file's mode.
@@ -48,7 +49,7 @@ SIDE_FILES = ("-wal", "-shm")
 #: How long a write waits for others to share its transaction (the status reports' interval).
 FLUSH_DELAY = 0.05
 #: How long a removed task's delete may wait for a transaction (see the module's docstring).
-DELETE_DELAY = 1.0
+DELETE_DELAY = 5.0
 #: How long after a failed transaction (a full disk) its writes are tried again.
 RETRY_DELAY = 1.0
 
