@@ -1,7 +1,7 @@
 """``service ps`` / ``node ps`` through compact rows (issue 18 item 2).
 
 The CLI asks the manager for compact rows (lists of the columns its listings are made of)
-instead of whole task dicts: a third of the bytes to encode, send and parse. What is printed
+instead of whole task dicts: half the bytes to encode, send and parse. What is printed
 must not depend on which reply came (an older daemon sends the dicts): every format, with
 and without ``--no-trunc``, history rows, global tasks and filters.
 """

@@ -2,7 +2,7 @@
 manager's.
 
 The CLI asks ``service.ps`` for compact rows (``compact``: lists of the manager's
-``COMPACT_COLUMNS``, named in the reply's ``columns``), a third of the bytes of task dicts; a
+``COMPACT_COLUMNS``, named in the reply's ``columns``), half the bytes of task dicts; a
 daemon that predates them sends the dicts (``tasks``). Both are read into the same records, so
 what is printed does not depend on which came. Of 100,000 tasks, the dicts' parse and the
 dict-per-row table took 1.1 s of a 3.5 s ``service ps`` (issue 18 item 2): here a record is a

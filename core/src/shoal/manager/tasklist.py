@@ -9,8 +9,8 @@ Per row, the node's hostname and the service's name are looked up once per node 
 and state names come from a table, not a protobuf enum lookup each.
 
 A row is a dict of docker's task fields, or with ``compact`` (what the CLI asks for) a list of
-only the ``COMPACT_COLUMNS`` its table, ``-q``, ``json`` and templates are made of: a third of
-the reply's bytes and of the fields read from each task (issue 18 item 2).
+only the ``COMPACT_COLUMNS`` its table, ``-q``, ``json`` and templates are made of: half the
+reply's bytes (100,000 tasks: 33 -> 17 MB) and 0.6x the handler's time (issue 18 item 2).
 """
 
 from __future__ import annotations
