@@ -30,7 +30,7 @@ first: two settings and etcd in one run. ``--with-serving-thread`` is
 
 With the latency rounds the bench also prints the servers' CPU per write (from
 ``/proc/<pid>/stat``, warm-up writes included): shoal's leader and its two followers, etcd's
-three members. CPU per write is far less sensitive to the machine's load than latency, so it
+three members, and the second swarm's leader and followers. CPU per write is far less sensitive to the machine's load than latency, so it
 is what to compare between two versions of shoal measured at different times.
 
     .venv/bin/python bench/bench_etcd_reference.py --ops 600 --rounds 5 --throughput-ops 3000
@@ -523,12 +523,18 @@ def main() -> None:
         threaded_leader = threaded.leader() if threaded is not None else None
         threaded_client = threaded_leader.kept_client() if threaded_leader is not None else None
         threaded_results: list[float] = []
+        threaded_cpu: CPUMeter | None = None
+        if threaded is not None and threaded_leader is not None:
+            pids = [threaded_leader, *(n for n in threaded.nodes if n is not threaded_leader)]
+            threaded_cpu = CPUMeter([n.proc.pid for n in pids if n.proc is not None])
         for r in range(args.rounds):
             with shoal_cpu:
                 shoal = bench_ha.latency(shoal_leader, args.ops, client)
             shoal_cpu.writes += args.ops + 20  # bench_ha.latency's warm-up writes
-            if threaded_leader is not None:
-                with_thread = bench_ha.latency(threaded_leader, args.ops, threaded_client)
+            if threaded_leader is not None and threaded_cpu is not None:
+                with threaded_cpu:
+                    with_thread = bench_ha.latency(threaded_leader, args.ops, threaded_client)
+                threaded_cpu.writes += args.ops + 20
                 threaded_results += with_thread
                 print(
                     f"round {r + 1}: shoal with {second} {statistics.median(with_thread) * 1e3:.2f} ms",
@@ -564,6 +570,13 @@ def main() -> None:
             + " / ".join(f"{e:.2f}" for e in etcd_cpu.per_write_ms())
             + " ms"
         )
+        if threaded_cpu is not None:
+            leader_ms, *follower_ms = threaded_cpu.per_write_ms()
+            print(
+                f"server CPU per write, shoal ({second}): leader {leader_ms:.2f} ms, followers "
+                + " / ".join(f"{f:.2f}" for f in follower_ms)
+                + " ms"
+            )
         print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
         swarm.close()
