@@ -223,3 +223,64 @@ def test_service_ps_and_node_ps_fetch_and_print_with_the_collector_paused(
     assert shown.exit_code == 0, shown.output
     assert seen == [("call", False), ("print", False)]
     assert gc.isenabled() and shown.output.startswith("ID ")
+
+
+def _raw_ps(control: ControlAPI, **params: Any) -> Any:
+    """The handler's reply as it is (not through JSON): its row objects are compared."""
+    return asyncio.run(control.handlers()["service.ps"](params))
+
+
+def test_a_repeated_listing_reuses_the_rows_of_unchanged_tasks_and_rebuilds_changed_ones() -> None:
+    control = _control()
+    params: dict[str, Any] = {"services": ["web", "agent"], "compact": True}
+    first = _raw_ps(control, **params)["rows"]
+    second = _raw_ps(control, **params)["rows"]
+    by_id = {row[0]: row for row in first}
+    # Rows of tasks that carry their service's name (slot 3's) are reused as they are; the
+    # others' name comes from the service, which the row alone cannot vouch for.
+    assert {row[0] for row in second if row is by_id[row[0]]} == {
+        "web3x0aaaaaaaaaaaaaaaa",
+        "web3x1aaaaaaaaaaaaaaaa",
+        "web3x2aaaaaaaaaaaaaaaa",
+    }
+
+    def change(tx: Tx) -> None:
+        task = tx.task("web3x2aaaaaaaaaaaaaaaa")
+        assert task is not None
+        task = pb.Task.FromString(task.SerializeToString())
+        task.status.state = states.FAILED
+        task.status.err = "changed"
+        tx.update(task)
+        node = pb.Node.FromString(control.store.view.nodes.items["node0"].SerializeToString())
+        node.description.hostname = "renamed-0"
+        tx.update(node)
+
+    asyncio.run(control.store.update(change))
+    third = _ps(control, **params)
+    fresh = _ps(ControlAPI(control.store, node_id="node0"), **params)
+    assert third == fresh  # what a manager without the kept rows answers
+    rows = {row[0]: row for row in third["rows"]}
+    assert rows["web3x2aaaaaaaaaaaaaaaa"][7:10] == ["Failed", pytest.approx(1003.0), "changed"]
+    assert rows["web3x0aaaaaaaaaaaaaaaa"][5] == "renamed-0"  # its task unchanged, its node renamed
+
+
+def test_the_kept_rows_of_removed_tasks_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasklist, "CHUNK", 1)
+    control = _control()
+    _raw_ps(control, services=["web"], compact=True)
+    assert len(control._ps_rows.rows) == 3  # slot 3's tasks, which carry the service's name
+
+    def remove(tx: Tx, task_ids: list[str]) -> None:
+        for task_id in task_ids:
+            tx.delete("task", task_id)
+
+    asyncio.run(
+        control.store.update(lambda tx: remove(tx, ["web3x0aaaaaaaaaaaaaaaa", "web3x1aaaaaaaaaaaaaaaa"]))
+    )
+    _raw_ps(control, services=["web"], compact=True)
+    assert len(control._ps_rows.rows) == 3  # 3 kept <= 10 tasks + CHUNK: not worth a pass yet
+    others = [f"web{slot}x{attempt}aaaaaaaaaaaaaaaa" for slot in (1, 2) for attempt in range(3)]
+    others += [f"agent{n}bbbbbbbbbbbbbbbbbb" for n in range(NODES)]
+    asyncio.run(control.store.update(lambda tx: remove(tx, others)))
+    _raw_ps(control, services=["web"], compact=True)  # 3 kept > 1 task + CHUNK
+    assert set(control._ps_rows.rows) == {"web3x2aaaaaaaaaaaaaaaa"}

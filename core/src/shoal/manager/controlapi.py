@@ -149,6 +149,8 @@ class ControlAPI:
         self.check_external_cas: Callable[[list[ExternalCA]], None] = lambda cas: None
         self._handlers: dict[str, Handler] | None = None
         self._built_with: dict[methods.Owner, object] | None = None
+        #: ``service ps``'s compact rows, kept for the next listing (``tasklist.RowCache``).
+        self._ps_rows = tasklist.RowCache()
 
     def handlers(self) -> dict[str, Handler]:
         """Method name -> handler (params parsed into the method's request type), derived from
@@ -501,7 +503,7 @@ class ControlAPI:
             for ref in request.services:
                 tasks.extend(view.service_tasks(self.find_service(ref).id))
         if request.compact:  # the CLI's: lists of the columns it prints (issue 18 item 2)
-            rows = await tasklist.task_rows(view, tasks, wanted, compact=True)
+            rows = await tasklist.task_rows(view, tasks, wanted, compact=True, cache=self._ps_rows)
             return {"columns": list(tasklist.COMPACT_COLUMNS), "rows": rows, "now": time.time()}
         return {"tasks": await tasklist.task_rows(view, tasks, wanted), "now": time.time()}
 
