@@ -104,6 +104,18 @@ def description_from(
     )
 
 
+def _held(task: pb.Task, status: pb.TaskStatus) -> bool:
+    """Whether ``status`` of ``task`` may wait as long as the task's assignment allows: a step
+    up to RUNNING, or, for a task told to stop (desired past RUNNING: the manager allows a
+    hold only while many of a removed service's tasks are stopping), its stop (SHUTDOWN, or
+    COMPLETE if it exited meanwhile). An exit or a failure of a task wanted running is never
+    held, nor a failed stop."""
+    state = status.state
+    if state <= states.RUNNING:
+        return True
+    return task.desired_state > states.RUNNING and state in (states.COMPLETE, states.SHUTDOWN)
+
+
 def _db_wait(hold: float) -> float | None:
     """How long a task DB write of a task whose reports may wait ``hold`` may wait (None: the
     DB's own delay): past the report, which commits it."""
@@ -183,7 +195,8 @@ class Agent:
         #: Set when ``_report_due`` moved earlier.
         self._report_sooner = asyncio.Event()
         #: Per task, how long its latest assignment lets its statuses wait (seconds; the
-        #: manager's ``report_within_ms``), until it reaches RUNNING: tasks nobody waits for.
+        #: manager's ``report_within_ms``), until it reaches RUNNING, or, told to stop, until
+        #: it stopped (``_held``): tasks nobody waits for.
         self._holds: dict[str, float] = {}
         self._main: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -606,15 +619,17 @@ class Agent:
         for a state the task rests at (RUNNING, an end, its desired state: the manager waits
         for it), within ``STATUS_BATCH_INTERVAL`` for a step on the way, and within the task's
         hold for any step up to RUNNING of a task its manager said nobody waits for soon
-        (``report_within_ms``). A state past RUNNING (an exit, a failure) is never held."""
-        hold = self._holds.get(task.id, 0.0) if status.state <= states.RUNNING else 0.0
+        (``report_within_ms``), and for the stop of such a task told to stop (``_held``)."""
+        hold = self._holds.get(task.id, 0.0) if _held(task, status) else 0.0
         self.db.put_status(task.id, status, within=_db_wait(hold))
         self._pending[task.id] = status
         if status.state == states.RUNNING and task.id in self.controllers:
             self._running.add(task.id)
         else:
             self._running.discard(task.id)
-        if status.state >= states.RUNNING:
+        if states.is_terminal(status.state) or (
+            status.state == states.RUNNING and task.desired_state <= states.RUNNING
+        ):
             self._holds.pop(task.id, None)  # on its way no longer: what comes next goes at once
         if hold > 0:
             self._report_by(time.monotonic() + hold)
@@ -647,7 +662,9 @@ class Agent:
         ``report_within_ms``: a big service far from running) wait up to that hold, RUNNING too,
         and go with any call that goes earlier: while a node's tasks come one by one (100,000
         replicas on 1,000 nodes: one per node every 0.6-0.9 s), each RUNNING was a call of its
-        own, and a hold of 1 s cut the calls per task from 1 to 0.15. The agent never holds a
+        own, and a hold of 1 s cut the calls per task from 1 to 0.15. The same goes for the
+        SHUTDOWN of tasks being removed while their service has many left to stop (``service
+        rm`` of 100,000 replicas was one call per task). The agent never holds a
         report on its own: holding every one 1 s made a rolling update, which waits for each
         slot's report before the next slot, 5.7 times as long (1.35 -> 7.65 s in process), and
         the manager gives such tasks no hold."""

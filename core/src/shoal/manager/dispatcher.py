@@ -69,6 +69,12 @@ REPORT_HOLD_MS = 1000
 #: service is far from converged), while a small service, a rolling update's few new tasks, a
 #: restarted task and the last tasks of a big create are waited for, and report at once.
 HOLD_MIN_UNSETTLED = 1000
+#: The reports of tasks being removed (``service rm``, a scale down: desired REMOVE) may be held
+#: only while their service has at least this many such tasks still to stop: removing 100,000
+#: replicas cost one UpdateTaskStatus call per task (each SHUTDOWN reported alone), and nobody
+#: waits for one among them (``service rm`` returns at once, a scale converges on the tasks
+#: left running), while the last ones, and a small service's, are reported at once.
+HOLD_MIN_STOPPING = 1000
 #: How long an assignment message of a big create's new tasks waits for the node's next ones
 #: (``Dispatcher._gather``): a node of 100,000 replicas on 1,000 nodes gets one about every
 #: 0.7 s, so a message carries two or three instead of one.
@@ -592,37 +598,60 @@ class Dispatcher:
 
     def _report_within_ms(self, changes: Iterable[pb.Task | None]) -> int:
         """How long the agent may hold the status reports of the tasks in ``changes`` (a
-        message's tasks to send, None for a removal):
-        ``REPORT_HOLD_MS`` when every task updated is desired running and each of their services
-        still has ``HOLD_MIN_UNSETTLED`` tasks desired running but not running (nobody waits for
-        these reports soon), else 0 (at once). O(changes): the counts are kept as the store
-        applies (``ServiceTaskCounts``), no task is walked. A global service is never held: it
-        puts one task on each node, so a node has no other task of it to gather, and a hold
-        would only make its create a second longer.
+        message's tasks to send, None for a removal): ``REPORT_HOLD_MS`` when every task
+        updated is either being started far from its service's end (``_far_from_running``) or
+        being removed far from its service's last (``_far_from_removed``), else 0 (at once).
+        O(changes): the counts are kept as the store applies (``ServiceTaskCounts``), no task is
+        walked.
+
+        A task told to SHUTDOWN (a rolling update's or a restart's old task, a drained node's)
+        is never held: the updater and the restart supervisor wait for its report before they
+        go on. Only REMOVE (``service rm``, a scale down) is."""
+        counts: ServiceTaskCounts | None = None
+        checked: set[tuple[str, int]] = set()
+        for task in changes:
+            if task is None:
+                continue  # a removal: nothing to report
+            key = (task.service_id, task.desired_state)
+            if key in checked:
+                continue
+            if task.desired_state not in (states.RUNNING, states.REMOVE):
+                return 0
+            if counts is None:
+                counts = self.store.derived(ServiceTaskCounts)
+            if task.desired_state == states.RUNNING:
+                far = self._far_from_running(task.service_id, counts)
+            else:
+                far = self._far_from_removed(task.service_id, counts)
+            if not far:
+                return 0
+            checked.add(key)
+        return REPORT_HOLD_MS if checked else 0
+
+    def _far_from_running(self, service_id: str, counts: ServiceTaskCounts) -> bool:
+        """Whether a new task of the service may have its reports held: the service still has
+        ``HOLD_MIN_UNSETTLED`` tasks desired running but not running. A global service is
+        never held: it puts one task on each node, so a node has no other task of it to
+        gather, and a hold would only make its create a second longer.
 
         A rolling update waits for each new task's RUNNING before the next slot (holding every
         report made one 5.7 times as long), so a service with only a few tasks on their way
         (a small service, an update's parallelism, a restart, a big create's last tasks) is
         never held."""
-        counts: ServiceTaskCounts | None = None
-        checked: set[str] = set()
-        for task in changes:
-            if task is None:
-                continue  # a removal: nothing to report
-            if task.desired_state != states.RUNNING:
-                return 0
-            service_id = task.service_id
-            if service_id in checked:
-                continue
-            service = self.store.view.services.get(service_id)
-            if service is None or service.spec.WhichOneof("mode") in _ONE_TASK_PER_NODE_MODES:
-                return 0
-            if counts is None:
-                counts = self.store.derived(ServiceTaskCounts)
-            if counts.desired(service_id) - counts.running(service_id) < HOLD_MIN_UNSETTLED:
-                return 0
-            checked.add(service_id)
-        return REPORT_HOLD_MS if checked else 0
+        service = self.store.view.services.get(service_id)
+        if service is None or service.spec.WhichOneof("mode") in _ONE_TASK_PER_NODE_MODES:
+            return False
+        return counts.desired(service_id) - counts.running(service_id) >= HOLD_MIN_UNSETTLED
+
+    def _far_from_removed(self, service_id: str, counts: ServiceTaskCounts) -> bool:
+        """Whether a task being removed may have its SHUTDOWN held: its service still has
+        ``HOLD_MIN_STOPPING`` tasks to stop. Those of a removed service (gone from the store)
+        not marked for removal yet count too: the orchestrator marks them 500 a transaction,
+        so its first messages would see only a few marked. The last ones go at once."""
+        to_stop = counts.stopping(service_id)
+        if self.store.view.services.get(service_id) is None:
+            to_stop += counts.desired(service_id)
+        return to_stop >= HOLD_MIN_STOPPING
 
     def _reject(self, node_id: str, refused: dict[str, str]) -> None:
         """Reject tasks whose secrets or configs could not be had, with the reason (written

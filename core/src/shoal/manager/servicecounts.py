@@ -18,14 +18,16 @@ from shoal.store.pieces import add_count
 
 
 class ServiceTaskCounts:
-    """Per service ID: tasks running (and desired running), tasks desired running, and tasks
-    desired running that no node has yet (before ASSIGNED)."""
+    """Per service ID: tasks running (and desired running), tasks desired running, tasks
+    desired running that no node has yet (before ASSIGNED), and tasks marked for removal that
+    a node still has to stop (ASSIGNED up to RUNNING)."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self._running: Counter[str] = Counter()
         self._desired: Counter[str] = Counter()
         self._unplaced: Counter[str] = Counter()
+        self._stopping: Counter[str] = Counter()
 
     def running(self, service_id: str) -> int:
         return self._running[service_id]
@@ -38,12 +40,19 @@ class ServiceTaskCounts:
         still to be sent (the dispatcher's gathering of assignments asks)."""
         return self._unplaced[service_id]
 
+    def stopping(self, service_id: str) -> int:
+        """Tasks marked for removal (``service rm``, a scale down) that their node has not
+        reported stopped yet: how many reports of a removal are still to come (the
+        dispatcher's hold of those reports asks)."""
+        return self._stopping[service_id]
+
     # ------------------------------------------------------------------ ApplyListener
 
     def restored(self) -> None:
         self._running = Counter()
         self._desired = Counter()
         self._unplaced = Counter()
+        self._stopping = Counter()
         for task in self.store.view.tasks.all():
             self._count(task, 1)
 
@@ -61,8 +70,11 @@ class ServiceTaskCounts:
                 self._count(event.obj, 1)
 
     def _count(self, task: pb.Task, sign: int) -> None:
-        """Count ``task`` in (sign 1) or out (-1): desired running, and running or unplaced too."""
+        """Count ``task`` in (sign 1) or out (-1): desired running, and running or unplaced too;
+        or stopping."""
         if task.desired_state != states.RUNNING:
+            if _stopping(task):
+                add_count(self._stopping, task.service_id, sign)
             return
         service_id = task.service_id
         add_count(self._desired, service_id, sign)
@@ -81,4 +93,10 @@ def _counted_alike(old: pb.Task, new: pb.Task) -> bool:
         and (old.desired_state == states.RUNNING) == (new.desired_state == states.RUNNING)
         and (old_state == states.RUNNING) == (new_state == states.RUNNING)
         and (old_state < states.ASSIGNED) == (new_state < states.ASSIGNED)
+        and _stopping(old) == _stopping(new)
     )
+
+
+def _stopping(task: pb.Task) -> bool:
+    """Whether ``task`` is marked for removal and its node has yet to report it stopped."""
+    return task.desired_state == states.REMOVE and states.ASSIGNED <= task.status.state <= states.RUNNING

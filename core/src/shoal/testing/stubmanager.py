@@ -41,6 +41,7 @@ class StubManager:
         per_message: int = 0,
         gap: float = 0.0,
         on_report: Callable[[rpb.UpdateTaskStatusRequest], None] = lambda report: None,
+        stop_hold_ms: int = 0,
     ) -> None:
         self.tasks = tasks
         self.per_message = per_message or len(tasks) or 1
@@ -48,6 +49,9 @@ class StubManager:
         #: a huge service gets its tasks a scheduler batch at a time, not all together.
         self.gap = gap
         self.on_report = on_report
+        #: The ``report_within_ms`` of the messages that ask the tasks down (the leader's for
+        #: a big service being removed).
+        self.stop_hold_ms = stop_hold_ms
         self.go, self.stop = asyncio.Event(), asyncio.Event()
         self.all_running, self.all_down = asyncio.Event(), asyncio.Event()
         self.reports: list[rpb.UpdateTaskStatusRequest] = []
@@ -73,6 +77,8 @@ class StubManager:
                 type=rpb.AssignmentsMessage.INCREMENTAL, applies_to=sequence, results_in=sequence + 1
             )
             sequence += 1
+            if desired is not None and desired > states.RUNNING:
+                message.report_within_ms = self.stop_hold_ms
             for task in self.tasks[first : first + self.per_message]:
                 if desired is None:
                     message.changes.add(action=rpb.AssignmentChange.REMOVE, task=pb.Task(id=task.id))

@@ -1,0 +1,203 @@
+"""A big service's removal reports its tasks' stops in batches (issue 18).
+
+``service rm`` of 100,000 replicas on 1,000 nodes cost one UpdateTaskStatus call per task: the
+leader let an agent hold only the reports of tasks starting, never those of tasks told to stop,
+and the agent held nothing past RUNNING. Now the leader allows the hold for tasks being removed
+(desired REMOVE: ``service rm``, a scale down) while their service has many left to stop, and
+the agent holds their SHUTDOWN; a task told to SHUTDOWN (a rolling update, a restart, a drain),
+a small service's and the last ones are reported at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shoal import states
+from shoal.agent import agent as agent_module
+from shoal.agent.agent import Agent
+from shoal.manager import dispatcher as dispatcher_module
+from shoal.manager import orchestrator as orchestrator_module
+from shoal.manager.dispatcher import Dispatcher
+from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
+from shoal.roles.transport import PeerIdentity
+from shoal.store.memory import Tx
+from shoal.testing.cluster import InProcessCluster
+from shoal.testing.objectstore import instant_store
+from shoal.testing.stubmanager import StubManager, assigned_task, stub_agent
+from shoal_runtime_fake.options import FakeOptions
+from shoal_runtime_fake.runtime import FakeRuntime
+
+#: Tasks a service must have left to stop for their reports to be held (made small here).
+STOPPING = 6
+DEADLINE = 40.0
+
+
+class StatusCalls:
+    """Counts the leader's UpdateTaskStatus calls and the updates they carry."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.updates = 0
+        handler = Dispatcher.update_task_status
+
+        async def counted(dispatcher: Dispatcher, request: bytes, peer: PeerIdentity | None) -> bytes:
+            self.calls += 1
+            self.updates += len(rpb.UpdateTaskStatusRequest.FromString(request).updates)
+            return await handler(dispatcher, request, peer)
+
+        monkeypatch.setattr(Dispatcher, "update_task_status", counted)
+
+
+class Holds:
+    """Records each incremental assignment message's hold, by the images of the tasks it
+    updates."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.by_image: collections.defaultdict[str, set[int]] = collections.defaultdict(set)
+        apply = Agent._apply_assignments
+
+        async def recorded(agent: Agent, message: rpb.AssignmentsMessage) -> Any:
+            for change in message.changes:
+                if change.action == rpb.AssignmentChange.UPDATE and change.HasField("task"):
+                    if message.type == rpb.AssignmentsMessage.INCREMENTAL:
+                        self.by_image[change.task.spec.container.image].add(message.report_within_ms)
+            return await apply(agent, message)
+
+        monkeypatch.setattr(Agent, "_apply_assignments", recorded)
+
+
+def updates(*tasks: pb.Task) -> list[rpb.AssignmentChange]:
+    return [rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=task) for task in tasks]
+
+
+def report_within_ms(dispatcher: Dispatcher, changes: list[rpb.AssignmentChange]) -> int:
+    return dispatcher._report_within_ms(change.task for change in changes)
+
+
+def _task(service_id: str, index: int, *, desired: int, state: int) -> pb.Task:
+    task = pb.Task(id=f"{service_id}-{index}", service_id=service_id, node_id="n1", slot=index + 1)
+    task.desired_state = desired  # type: ignore[assignment]
+    task.status.state = state  # type: ignore[assignment]
+    return task
+
+
+async def test_the_dispatcher_holds_a_removal_only_while_many_tasks_are_left_to_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "HOLD_MIN_STOPPING", STOPPING)
+    store = await instant_store()
+    running, remove = states.RUNNING, states.REMOVE
+    # A removed service (gone from the store) whose tasks are being marked: 2 marked, 6 not yet.
+    removed = [_task("removed", i, desired=remove if i < 2 else running, state=running) for i in range(8)]
+    # A scale down of a live service: 7 marked for removal, 3 kept.
+    scaled = [_task("scaled", i, desired=remove if i < 7 else running, state=running) for i in range(10)]
+    # A small service removed, and a service being updated (its old tasks told to SHUTDOWN).
+    small = [_task("small", i, desired=remove, state=running) for i in range(2)]
+    updated = [_task("updated", i, desired=states.SHUTDOWN, state=running) for i in range(10)]
+    services = [pb.Service(id=name) for name in ("scaled", "updated")]
+    for service in services:
+        service.spec.replicated.replicas = 3
+
+    def create(tx: Tx) -> None:
+        for item in (*services, *removed, *scaled, *small, *updated):
+            tx.create(item)
+
+    await store.update(create)
+    dispatcher = Dispatcher(store, "c1", lambda: [])
+    hold = dispatcher_module.REPORT_HOLD_MS
+    assert report_within_ms(dispatcher, updates(*removed[:2])) == hold, "a removed service, marked in pieces"
+    assert report_within_ms(dispatcher, updates(scaled[0], scaled[1])) == hold, "a big scale down"
+    assert report_within_ms(dispatcher, updates(small[0])) == 0, "a small service removed"
+    assert report_within_ms(dispatcher, updates(updated[0])) == 0, "an update's (or a restart's) stop"
+    assert report_within_ms(dispatcher, updates(scaled[0], small[0])) == 0, "one waited for: none held"
+
+    def stop_them(tx: Tx) -> None:  # the scale down's tasks stop but two: its last ones
+        for task in scaled[:5]:
+            stopped = pb.Task()
+            stopped.CopyFrom(tx.task(task.id))
+            stopped.status.state = states.SHUTDOWN
+            tx.update(stopped)
+
+    await store.update(stop_them)
+    assert report_within_ms(dispatcher, updates(scaled[5])) == 0, "the last ones"
+
+
+async def until(condition: Any, what: str) -> None:
+    give_up = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < give_up, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_an_agent_holds_the_stops_it_is_allowed_to_hold(tmp_path: Path) -> None:
+    """Tasks asked down one message at a time, 30 ms apart, with a hold of a minute: their
+    SHUTDOWN reports wait (they went one call per message, 15 calls for 15 tasks); a report
+    that goes for another reason (here the hold's end, made short) carries them all."""
+    tasks = [assigned_task("n1", index) for index in range(15)]
+    manager = StubManager(tasks, per_message=1, gap=0.03, stop_hold_ms=1_500)
+    agent = stub_agent(manager, tmp_path, FakeRuntime(FakeOptions()), "n1")
+    await agent.start()
+    try:
+        manager.go.set()
+        await asyncio.wait_for(manager.all_running.wait(), DEADLINE)
+        before = len(manager.reports)
+        manager.stop.set()
+        await asyncio.wait_for(manager.all_down.wait(), DEADLINE)
+        await until(lambda: agent.tasks_held == 0, "every task removed")
+        stop_calls = len(manager.reports) - before
+    finally:
+        await agent.stop()
+    assert stop_calls <= 3, stop_calls
+
+
+async def test_a_failed_task_told_to_stop_is_not_held() -> None:
+    """Only a stop is held: a task wanted running that fails, or a stop that failed, goes at once."""
+    _held = agent_module._held
+    stopping = pb.Task(desired_state=states.REMOVE)
+    wanted = pb.Task(desired_state=states.RUNNING)
+    assert _held(stopping, pb.TaskStatus(state=states.SHUTDOWN))
+    assert _held(stopping, pb.TaskStatus(state=states.COMPLETE))
+    assert not _held(stopping, pb.TaskStatus(state=states.FAILED))
+    assert not _held(wanted, pb.TaskStatus(state=states.COMPLETE))
+    assert not _held(wanted, pb.TaskStatus(state=states.FAILED))
+    assert _held(wanted, pb.TaskStatus(state=states.RUNNING))
+
+
+async def test_removing_a_big_service_reports_its_stops_in_few_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``service rm`` of a big service whose tasks are marked a few per transaction (as 500 of
+    100,000 are): each SHUTDOWN was about a call of its own; now they go together, and a small
+    service's removal is not held."""
+    monkeypatch.setattr(dispatcher_module, "HOLD_MIN_STOPPING", STOPPING)
+    monkeypatch.setattr(orchestrator_module, "MAX_CREATES_PER_COMMIT", 2)
+    monkeypatch.setattr(dispatcher_module, "ASSIGNMENT_DEBOUNCE", 0.0)
+    holds = Holds(monkeypatch)
+    replicas = 5 * STOPPING
+    async with InProcessCluster(tmp_path, managers=1, workers=1) as cluster:
+        await cluster.call("service.create", name="small", image="small:1", replicas=STOPPING - 2)
+        await cluster.call("service.create", name="big", image="big:1", replicas=replicas)
+        await cluster.wait_for_running("big", replicas, deadline=DEADLINE)
+        await cluster.wait_for_running("small", STOPPING - 2, deadline=DEADLINE)
+        holds.by_image.clear()
+        calls = StatusCalls(monkeypatch)
+        agents = [node.daemon.agent for node in cluster.nodes if node.daemon.agent is not None]
+
+        def held() -> int:
+            return sum(agent.tasks_held for agent in agents)
+
+        await cluster.call("service.rm", services=["big"])
+        await until(lambda: held() == STOPPING - 2, "every task of big removed from its node")
+        removal_calls, removal_updates = calls.calls, calls.updates
+        await cluster.call("service.rm", services=["small"])
+        await until(lambda: held() == 0, "every task of small removed from its node")
+    assert removal_updates >= replicas, (removal_calls, removal_updates)  # every SHUTDOWN went
+    assert removal_calls <= replicas / 3, (removal_calls, removal_updates)
+    assert dispatcher_module.REPORT_HOLD_MS in holds.by_image["big:1"], dict(holds.by_image)
+    assert holds.by_image["small:1"] == {0}, dict(holds.by_image)
