@@ -12,6 +12,7 @@ lock needed, but give the load average with every figure.
     .venv/bin/python bench/bench_agent_cpu.py 100 100 --per-message 1 --gap 0.1   # 100 per node, one by one
     .venv/bin/python bench/bench_agent_cpu.py 200 10 --profile out.prof   # cProfile, CPU time
     .venv/bin/python bench/bench_agent_cpu.py 100 100 --per-message 1 --gap 0.1 --collector   # as a hollow process
+    .venv/bin/python bench/bench_agent_cpu.py 100 100 --per-message 1 --gap 0.1 --stop-hold-ms 1000   # a big rm
 
 ``--collector`` runs the collector policy of a hollow fleet process (``fleet_collector``), as
 ``shoal hollow`` does; without it the agents run under Python's own collector. Either way the
@@ -44,7 +45,10 @@ async def measure(args: argparse.Namespace) -> None:
     for number in range(args.agents):
         node = f"node{number:05d}"
         manager = StubManager(
-            [assigned_task(node, i) for i in range(args.tasks)], per_message=args.per_message, gap=args.gap
+            [assigned_task(node, i) for i in range(args.tasks)],
+            per_message=args.per_message,
+            gap=args.gap,
+            stop_hold_ms=args.stop_hold_ms,
         )
         agent = Agent(
             node_id=node,
@@ -137,6 +141,13 @@ def main() -> None:
         default=0.0,
         help="seconds between a node's assignment messages (0: all at once); at 100,000 replicas on "
         "1,000 nodes a node gets about one task per scheduler batch",
+    )
+    parser.add_argument(
+        "--stop-hold-ms",
+        type=int,
+        default=0,
+        help="the hold (report_within_ms) of the messages asking the tasks down, as the leader "
+        "gives a big service's removal (1000); 0: none, as before",
     )
     parser.add_argument("--profile", help="write a cProfile (CPU time) of both halves here")
     parser.add_argument(
