@@ -215,3 +215,25 @@ def test_a_long_listing_is_one_write_not_one_per_line(
         [], fmt=fmt, quiet=quiet, headers=("ID",), row=lambda r: (), json_keys=("ID",), id_of=str
     )
     assert out.getvalue() == ""
+
+
+def test_an_encoded_list_is_written_from_its_texts_and_is_a_plain_list_to_anything_else() -> None:
+    items = [[i, "x"] for i in range(2 * yieldingjson.CHUNK + 1)]
+    texts = [f'["kept{i}"]' for i in range(len(items))]  # what its maker kept, used as they are
+    value = {"rows": yieldingjson.EncodedList(items, texts), "n": 1}
+    assert asyncio.run(yieldingjson.dumps(value)) == '{"rows":[' + ",".join(texts) + '],"n":1}'
+    assert json.dumps(value) == json.dumps({"rows": items, "n": 1})
+    assert value["rows"] == items
+    assert len(repr(value["rows"])) < 200  # asyncio's repr of a task's result must stay cheap
+
+
+def test_a_compact_service_ps_is_encoded_from_the_kept_texts_with_json_s_bytes() -> None:
+    control = _control()
+    handler = control.handlers()["service.ps"]
+    for _ in range(2):  # the rows built, then the kept ones
+        message = {"result": asyncio.run(handler({"services": ["web"], "compact": True}))}
+        rows = message["result"]["rows"]
+        assert isinstance(rows, yieldingjson.EncodedList) and len(rows.texts) == len(rows) == TASKS
+        writer = _Writer()
+        asyncio.run(LocalAPIServer._send(writer, message))  # type: ignore[arg-type]
+        assert bytes(writer.data) == json.dumps(message, separators=(",", ":")).encode() + b"\n"

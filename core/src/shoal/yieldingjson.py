@@ -11,6 +11,7 @@ encoded with its piece.
 from __future__ import annotations
 
 import json
+import reprlib
 from typing import Any
 
 from shoal.looppieces import in_pieces
@@ -19,6 +20,28 @@ from shoal.looppieces import in_pieces
 CHUNK = 1000
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+
+#: One value as ``dumps`` writes it (callers that keep encoded items: ``EncodedList``).
+encode = _encode
+
+
+class EncodedList(list[Any]):
+    """A list that also holds each item's JSON text (``texts``, as ``encode`` gives it, in
+    the same order), kept by its maker from an earlier reply: ``dumps`` joins the texts
+    instead of encoding the items again (a repeated ``service ps`` of 100,000 rows: the
+    manager's 0.2 s of encoding, issue 18 item 2). Anything else sees a plain list, and
+    ``json.dumps`` encodes its items as for one. Its maker must not change the items
+    afterwards, or must change the texts alike."""
+
+    def __init__(self, items: list[Any], texts: list[str]) -> None:
+        super().__init__(items)
+        self.texts = texts
+
+    def __repr__(self) -> str:
+        """A short one: ``reprlib`` (asyncio's repr of a finished task's result) shortens a
+        list but takes a subclass's whole ``repr`` first, 0.3 s for 100,000 rows."""
+        shown = reprlib.repr(self[: reprlib.aRepr.maxlist + 1])
+        return f"EncodedList({shown}, {len(self)} items)"
 
 
 async def dumps(obj: Any) -> str:
@@ -59,6 +82,8 @@ async def _encode_into(obj: Any, parts: list[str]) -> None:
             parts.append(_key(key) + ":")
             await _encode_into(value, parts)
         parts.append("}")
+    elif isinstance(obj, EncodedList) and len(obj.texts) == len(obj):
+        parts.append("[" + ",".join(obj.texts) + "]")  # one C join: no piece is long
     else:
         # Each piece in one C call, not looked into: walking a thousand rows for long lists
         # inside them cost more than the encoding (a reply's long list is its rows).
