@@ -11,7 +11,9 @@ encoded with its piece.
 from __future__ import annotations
 
 import json
+import json.encoder
 import reprlib
+from collections.abc import Callable
 from typing import Any
 
 from shoal.looppieces import in_pieces
@@ -21,8 +23,25 @@ CHUNK = 1000
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
+
+def _one_value_encoder() -> Callable[[Any], str]:
+    """What ``encode`` is: the C encoder made once, called per value. ``JSONEncoder.encode``
+    makes a new one at every call, which cost more than the encoding of a ``service ps`` row
+    (100,000 rows one by one: 0.29 -> 0.18 s, below the 0.30 s of one call for all). Without
+    the circular-reference check: it is given flat rows, built just before."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator: the plain encoder
+        return _encode
+    encoder = json.JSONEncoder(separators=(",", ":"))
+    chunks = make(
+        None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+    join = "".join
+    return lambda value: join(chunks(value, 0))
+
+
 #: One value as ``dumps`` writes it (callers that keep encoded items: ``EncodedList``).
-encode = _encode
+encode = _one_value_encoder()
 
 
 class EncodedList(list[Any]):
