@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,12 @@ from shoal.agent import agent as agent_module
 from shoal.agent.agent import Agent
 from shoal.manager import dispatcher as dispatcher_module
 from shoal.manager import orchestrator as orchestrator_module
-from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.dispatcher import Dispatcher, _Session
+from shoal.manager.servicecounts import ServiceTaskCounts
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import PeerIdentity
-from shoal.store.memory import Tx
+from shoal.store.memory import ObjectStore, Tx, copy
 from shoal.testing.cluster import InProcessCluster
 from shoal.testing.objectstore import instant_store
 from shoal.testing.stubmanager import StubManager, assigned_task, stub_agent
@@ -201,3 +203,113 @@ async def test_removing_a_big_service_reports_its_stops_in_few_calls(
     assert removal_calls <= replicas / 3, (removal_calls, removal_updates)
     assert dispatcher_module.REPORT_HOLD_MS in holds.by_image["big:1"], dict(holds.by_image)
     assert holds.by_image["small:1"] == {0}, dict(holds.by_image)
+
+
+async def _running_on_w1(services: dict[str, int]) -> tuple[ObjectStore, Dispatcher]:
+    """A store with one node ``w1`` running ``count`` tasks of each service, and its dispatcher."""
+    store = await instant_store()
+
+    def seed(tx: Tx) -> None:
+        tx.create(pb.Node(id="w1", role=pb.NodeSpec.WORKER))
+        for service_id, count in services.items():
+            service = pb.Service(id=service_id)
+            service.spec.replicated.replicas = count
+            tx.create(service)
+            for index in range(count):
+                task = _task(service_id, index, desired=states.RUNNING, state=states.RUNNING)
+                task.node_id = "w1"
+                tx.create(task)
+
+    await store.update(seed)
+    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
+    dispatcher.start()
+    return store, dispatcher
+
+
+async def _mark(store: ObjectStore, desired: int, *task_ids: str) -> None:
+    def write(tx: Tx) -> None:
+        for task_id in task_ids:
+            task = copy(tx.task(task_id))  # type: ignore[type-var]
+            task.desired_state = desired  # type: ignore[assignment]
+            tx.update(task)
+
+    await store.update(write)
+
+
+async def _stream(dispatcher: Dispatcher) -> AsyncIterator[bytes]:
+    session = _Session("sess1", "w1", time.monotonic() + 600, dispatcher.stalled)
+    dispatcher._sessions[session.session_id] = session
+    request = rpb.AssignmentsRequest(session_id=session.session_id).SerializeToString()
+    stream = dispatcher.assignments(request, PeerIdentity("w1", "swarm-worker", "c1"))
+    rpb.AssignmentsMessage.FromString(await stream.__anext__())  # the complete set
+    return stream
+
+
+async def _next(stream: AsyncIterator[bytes], within: float) -> list[str]:
+    message = rpb.AssignmentsMessage.FromString(await asyncio.wait_for(stream.__anext__(), within))
+    return sorted(change.task.id for change in message.changes)
+
+
+async def test_a_big_removals_next_marks_go_in_the_same_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orchestrator marks a removed service's tasks 500 a transaction: a node's went one
+    message per transaction (about one per task at 100,000 replicas on 1,000 nodes); while many
+    are left to stop, a message waits for the next ones."""
+    monkeypatch.setattr(dispatcher_module, "HOLD_MIN_STOPPING", STOPPING)
+    monkeypatch.setattr(dispatcher_module, "ASSIGNMENT_GATHER", 2.0)
+    store, dispatcher = await _running_on_w1({"big": 10})
+    try:
+        stream = await _stream(dispatcher)
+        following = asyncio.ensure_future(_next(stream, 30.0))
+        await store.update(lambda tx: tx.delete("service", "big"))
+        await _mark(store, states.REMOVE, "big-0")
+        await asyncio.sleep(0.1)  # past the stream's debounce: it was a message of its own
+        await _mark(store, states.REMOVE, "big-1")
+        assert await following == ["big-0", "big-1"]  # before: ["big-0"]
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await dispatcher.stop()
+
+
+@pytest.mark.parametrize(
+    ("remove_service", "desired"),
+    [(True, states.REMOVE), (False, states.SHUTDOWN)],
+    ids=["a small service removed", "a big service's task told to shut down"],
+)
+async def test_a_small_removal_and_a_shutdown_go_at_once(
+    monkeypatch: pytest.MonkeyPatch, remove_service: bool, desired: int
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "HOLD_MIN_STOPPING", STOPPING)
+    monkeypatch.setattr(dispatcher_module, "ASSIGNMENT_GATHER", 60.0)
+    store, dispatcher = await _running_on_w1({"big": 10, "small": 2})
+    try:
+        stream = await _stream(dispatcher)
+        if remove_service:
+            await store.update(lambda tx: tx.delete("service", "small"))
+            await _mark(store, desired, "small-0")
+        else:
+            await _mark(store, desired, *(f"big-{i}" for i in range(8)))
+        assert await _next(stream, 10.0)
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await dispatcher.stop()
+
+
+async def test_the_counts_of_tasks_to_stop() -> None:
+    store, dispatcher = await _running_on_w1({"big": 4})
+    await dispatcher.stop()
+    counts = store.derived(ServiceTaskCounts)
+    await _mark(store, states.REMOVE, "big-0", "big-1", "big-2")
+    await _mark(store, states.SHUTDOWN, "big-3")  # told to stop, not removed: not counted
+    assert counts.stopping("big") == 3
+
+    def stopped(tx: Tx) -> None:
+        task = copy(tx.task("big-0"))  # type: ignore[type-var]
+        task.status.state = states.SHUTDOWN
+        tx.update(task)
+
+    await store.update(stopped)
+    await store.update(lambda tx: tx.delete("task", "big-1"))
+    assert counts.stopping("big") == 1
+    fresh = ServiceTaskCounts(store)
+    fresh.restored()
+    assert fresh.stopping("big") == 1

@@ -573,28 +573,43 @@ class Dispatcher:
         """Whether a message of ``changes`` should wait ``ASSIGNMENT_GATHER`` for the node's next
         tasks: only when it holds nothing but new tasks to run of services with at least
         ``GATHER_MIN_UNPLACED`` tasks still to be placed (a big create or scale-up far from
-        its end, whose nodes get more of them soon). At 100,000 replicas on 1,000 nodes a node
+        its end, whose nodes get more of them soon), or tasks told to go (desired REMOVE) of
+        services with at least ``HOLD_MIN_STOPPING`` left to stop (a big ``service rm`` or
+        scale down, marked 500 a transaction). At 100,000 replicas on 1,000 nodes a node
         got a task about every 0.7 s, each in a message of its own: one stream message on the
-        leader and one on the agent per task. A removal, a task told to stop, a small service,
-        a rolling update's or a restart's task, a global service's task and a big create's
-        last tasks go at once, as before."""
+        leader and one on the agent per task; a removal sent about one per task as well. A
+        deletion, a task told to SHUTDOWN (a rolling update's, a restart's, a drain's), a small
+        service, a global service's new task and a big create's or removal's last tasks go at
+        once, as before."""
         counts: ServiceTaskCounts | None = None
-        checked: set[str] = set()
+        checked: set[tuple[str, int]] = set()
         for task in changes:
-            if task is None or task.desired_state != states.RUNNING or task.status.state != states.ASSIGNED:
+            if task is None:
                 return False
-            service_id = task.service_id
-            if service_id in checked:
+            desired = task.desired_state
+            if desired == states.REMOVE:
+                far = self._far_from_removed
+            elif desired == states.RUNNING and task.status.state == states.ASSIGNED:
+                far = self._far_from_placed
+            else:
+                return False
+            key = (task.service_id, desired)
+            if key in checked:
                 continue
-            service = self.store.view.services.get(service_id)
-            if service is None or service.spec.WhichOneof("mode") in _ONE_TASK_PER_NODE_MODES:
-                return False
             if counts is None:
                 counts = self.store.derived(ServiceTaskCounts)
-            if counts.unplaced(service_id) < GATHER_MIN_UNPLACED:
+            if not far(task.service_id, counts):
                 return False
-            checked.add(service_id)
+            checked.add(key)
         return bool(checked)
+
+    def _far_from_placed(self, service_id: str, counts: ServiceTaskCounts) -> bool:
+        """Whether the service's new tasks may wait for the node's next ones: a replicated
+        service with ``GATHER_MIN_UNPLACED`` tasks still to place."""
+        service = self.store.view.services.get(service_id)
+        if service is None or service.spec.WhichOneof("mode") in _ONE_TASK_PER_NODE_MODES:
+            return False
+        return counts.unplaced(service_id) >= GATHER_MIN_UNPLACED
 
     def _report_within_ms(self, changes: Iterable[pb.Task | None]) -> int:
         """How long the agent may hold the status reports of the tasks in ``changes`` (a
@@ -837,8 +852,19 @@ def _status_only_change(sent: pb.Task, task: pb.Task) -> bool:
     return True
 
 
-#: Every Task field but its status and its store version (``meta``), as SwarmKit compares.
-_STABLE_FIELDS = tuple(f.name for f in pb.Task.DESCRIPTOR.fields if f.name not in {"status", "meta"})
+#: Every Task field but its status and its store version (``meta``), as SwarmKit compares: the
+#: desired state first, then the other scalars, then the submessages (a task told to stop, two
+#: events per task removed, was found to differ only after comparing its whole spec: 2.2 us,
+#: 0.35 this way).
+_STABLE_FIELDS = tuple(
+    sorted(
+        (f.name for f in pb.Task.DESCRIPTOR.fields if f.name not in {"status", "meta"}),
+        key=lambda name: (
+            name != "desired_state",
+            pb.Task.DESCRIPTOR.fields_by_name[name].message_type is not None,
+        ),
+    )
+)
 
 
 def _may_change_agent_views(event: Event) -> bool:
