@@ -313,3 +313,22 @@ async def test_the_counts_of_tasks_to_stop() -> None:
     fresh = ServiceTaskCounts(store)
     fresh.restored()
     assert fresh.stopping("big") == 1
+
+
+async def test_a_new_leader_finishes_marking_a_removed_services_tasks() -> None:
+    """The leader was lost while it marked a removed service's tasks (500 a transaction): the
+    next one reconciled only the services that exist, and the rest stayed running for good."""
+    store, dispatcher = await _running_on_w1({"gone": 6, "kept": 2})
+    await dispatcher.stop()
+    await _mark(store, states.REMOVE, "gone-0", "gone-1")  # the first piece, then the leader lost
+    await store.update(lambda tx: tx.delete("service", "gone"))
+    orchestrator = orchestrator_module.ReplicatedOrchestrator(store)
+    orchestrator.start()  # the new leader's
+    try:
+        await until(
+            lambda: all(t.desired_state == states.REMOVE for t in store.view.service_tasks("gone")),
+            "every task of the removed service marked for removal",
+        )
+        assert all(t.desired_state == states.RUNNING for t in store.view.service_tasks("kept"))
+    finally:
+        await orchestrator.stop()
