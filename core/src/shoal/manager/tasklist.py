@@ -122,6 +122,9 @@ def _compact_rows(
     hosts = names.hosts
     kept = cache.rows if cache is not None else {}
     encode = yieldingjson.encode
+    same = names.shared.setdefault  # (one copy of each repeated string in the kept rows)
+    state_names = _STATE_NAMES
+    running = states.RUNNING
     for task in piece:
         node_id = task.node_id
         host = hosts.get(node_id)
@@ -136,39 +139,34 @@ def _compact_rows(
             if texts is not None:
                 texts.append(entry[3])
             continue
-        row = _compact_row(task, task_id, node_id, host, names)
+        own_name = task.service_annotations.name
+        name = own_name or names.service(task.service_id)
+        image = task.spec.container.image
+        status = task.status
+        state = status.state
+        desired = task.desired_state
+        row = (
+            task_id,
+            same(name, name),
+            task.slot,
+            same(node_id, node_id),
+            same(image, image),
+            host,
+            state_names.get(desired) or _state_name(desired),
+            state_names.get(state) or _state_name(state),
+            status.timestamp,
+            status.err,
+            _ports(task) if state == running else "",
+            task.meta.created_at,
+        )
         rows.append(row)
         if texts is None:
             continue
         text = encode(row)
         texts.append(text)
-        if cache is not None and task.service_annotations.name:
+        if cache is not None and own_name:
             # (a name looked up from the service could change without the task changing)
             kept[task_id] = (task, host, row, text)
-
-
-def _compact_row(task: pb.Task, task_id: str, node_id: str, host: str, names: _Names) -> tuple[Any, ...]:
-    """One task's compact row (``COMPACT_COLUMNS``), its repeated strings shared."""
-    status = task.status
-    state = status.state
-    desired = task.desired_state
-    same = names.shared.setdefault
-    name = task.service_annotations.name or names.service(task.service_id)
-    image = task.spec.container.image
-    return (
-        task_id,
-        same(name, name),
-        task.slot,
-        same(node_id, node_id),
-        same(image, image),
-        host,
-        _STATE_NAMES.get(desired) or _state_name(desired),
-        _STATE_NAMES.get(state) or _state_name(state),
-        status.timestamp,
-        status.err,
-        _ports(task) if state == states.RUNNING else "",
-        task.meta.created_at,
-    )
 
 
 def _row(task: pb.Task, service_name: str, host: str) -> dict[str, Any]:
