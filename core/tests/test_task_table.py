@@ -269,6 +269,8 @@ def test_the_kept_rows_of_removed_tasks_are_dropped(monkeypatch: pytest.MonkeyPa
     control = _control()
     _raw_ps(control, services=["web"], compact=True)
     assert len(control._ps_rows.rows) == 3  # slot 3's tasks, which carry the service's name
+    # Kept by version, not by the task objects: a removed service's tasks are not kept alive.
+    assert not any(isinstance(part, pb.Task) for entry in control._ps_rows.rows.values() for part in entry)
 
     def remove(tx: Tx, task_ids: list[str]) -> None:
         for task_id in task_ids:
