@@ -286,3 +286,12 @@ def test_the_kept_rows_of_removed_tasks_are_dropped(monkeypatch: pytest.MonkeyPa
     asyncio.run(control.store.update(lambda tx: remove(tx, others)))
     _raw_ps(control, services=["web"], compact=True)  # 3 kept > 1 task + CHUNK
     assert set(control._ps_rows.rows) == {"web3x2aaaaaaaaaaaaaaaa"}
+
+
+@pytest.mark.parametrize("no_trunc", [False, True])
+def test_quiet_prints_the_id_column_of_the_table_in_its_order(
+    capsys: pytest.CaptureFixture[str], no_trunc: bool
+) -> None:
+    result = _ps(_control(), services=["web", "agent"], compact=True)
+    tasktable.print_tasks(result, quiet=True, no_trunc=no_trunc, fmt=None)
+    assert capsys.readouterr().out.splitlines() == [row[0] for row in tasktable.task_cells(result, no_trunc)]

@@ -118,6 +118,15 @@ def task_cells(result: dict[str, Any], no_trunc: bool) -> list[tuple[str, ...]]:
     return cells
 
 
+def task_ids(result: dict[str, Any], no_trunc: bool) -> list[str]:
+    """The IDs of ``task_cells``'s rows, in their order, without the other cells (``-q``: the
+    ages, names and errors of 100,000 rows were 0.16 s of CPU for nothing)."""
+    records = _records(result)
+    _sort(records)
+    cut = None if no_trunc else SHORT_ID_LENGTH
+    return [task_id[:cut] for task_id in map(itemgetter(4), records)]
+
+
 def task_rows(result: dict[str, Any], no_trunc: bool) -> list[dict[str, Any]]:
     """``task_cells`` as dicts of ``TASK_KEYS`` (what ``--format json`` and templates see)."""
     return [dict(zip(TASK_KEYS, cells, strict=True)) for cells in task_cells(result, no_trunc)]
@@ -126,10 +135,11 @@ def task_rows(result: dict[str, Any], no_trunc: bool) -> list[dict[str, Any]]:
 def print_tasks(result: dict[str, Any], *, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
     """Print per ``-q`` (12-character IDs too, unless ``--no-trunc``) / ``--format``; the table
     and ``-q`` straight from the cells, the other formats through ``print_list``."""
-    cells = task_cells(result, no_trunc)
     if quiet:
-        _echo_lines(row[0] for row in cells)
-    elif fmt in (None, "", "table"):
+        _echo_lines(task_ids(result, no_trunc))
+        return
+    cells = task_cells(result, no_trunc)
+    if fmt in (None, "", "table"):
         click.echo(render_table(HEADERS, cells))
     else:
         print_list(
