@@ -10,17 +10,15 @@ removal or a task told to stop go at once.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from shoal import states
 from shoal.manager import dispatcher as dispatcher_module
-from shoal.manager.dispatcher import Dispatcher, _Session
+from shoal.manager.dispatcher import Dispatcher
 from shoal.proto import objects_pb2 as pb
-from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.transport import PeerIdentity
 from shoal.store.memory import ObjectStore, Tx, copy
+from shoal.testing.dispatchprobe import next_task_ids, opened
 from shoal.testing.objectstore import instant_store
 
 #: Tasks a service must have left to place for its new tasks to wait (made small here).
@@ -66,28 +64,14 @@ async def _assign(store: ObjectStore, *task_ids: str) -> None:
     await store.update(write)
 
 
-async def _stream(dispatcher: Dispatcher) -> AsyncIterator[bytes]:
-    session = _Session("sess1", "w1", time.monotonic() + 600, dispatcher.stalled)
-    dispatcher._sessions[session.session_id] = session
-    request = rpb.AssignmentsRequest(session_id=session.session_id).SerializeToString()
-    stream = dispatcher.assignments(request, PeerIdentity("w1", "swarm-worker", "c1"))
-    complete = rpb.AssignmentsMessage.FromString(await stream.__anext__())
-    assert not complete.changes
-    return stream
-
-
-async def _next(stream: AsyncIterator[bytes], within: float) -> list[str]:
-    message = rpb.AssignmentsMessage.FromString(await asyncio.wait_for(stream.__anext__(), within))
-    return sorted(change.task.id for change in message.changes)
-
-
 async def test_a_big_services_next_task_goes_in_the_same_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dispatcher_module, "GATHER_MIN_UNPLACED", UNPLACED)
     monkeypatch.setattr(dispatcher_module, "ASSIGNMENT_GATHER", 2.0)
     store, dispatcher = await _seeded()
     try:
-        stream = await _stream(dispatcher)
-        following = asyncio.ensure_future(_next(stream, 30.0))
+        stream, complete = await opened(dispatcher)
+        assert not complete.changes
+        following = asyncio.ensure_future(next_task_ids(stream, 30.0))
         await _assign(store, "big-0")
         await asyncio.sleep(0.1)  # past the stream's debounce: it was a message of its own
         await _assign(store, "big-1")
@@ -112,9 +96,10 @@ async def test_a_small_services_task_and_a_big_ones_last_go_at_once(
     monkeypatch.setattr(dispatcher_module, "ASSIGNMENT_GATHER", 60.0)
     store, dispatcher = await _seeded()
     try:
-        stream = await _stream(dispatcher)
+        stream, complete = await opened(dispatcher)
+        assert not complete.changes
         await change(store)  # type: ignore[misc]
-        assert await _next(stream, PROMPT)
+        assert await next_task_ids(stream, PROMPT)
         await stream.aclose()  # type: ignore[attr-defined]
     finally:
         await dispatcher.stop()

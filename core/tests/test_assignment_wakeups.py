@@ -10,25 +10,17 @@ must hear of (the desired state, a removal) is queued and sent as before.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from shoal import states
-from shoal.manager.dispatcher import Dispatcher, _Session
+from shoal.manager.dispatcher import Dispatcher
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.transport import PeerIdentity
 from shoal.store.memory import ObjectStore, Tx, copy
+from shoal.testing.dispatchprobe import open_assignments, until
 from shoal.testing.objectstore import instant_store
 
 DEADLINE = 20.0
-
-
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    give_up = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < give_up, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def _task(task_id: str) -> pb.Task:
@@ -48,13 +40,6 @@ async def _set(store: ObjectStore, task_id: str, change: Callable[[pb.Task], Non
     await store.update(write)
 
 
-async def _open(dispatcher: Dispatcher) -> AsyncIterator[bytes]:
-    session = _Session("sess1", "w1", time.monotonic() + 600, dispatcher.stalled)
-    dispatcher._sessions[session.session_id] = session
-    request = rpb.AssignmentsRequest(session_id=session.session_id).SerializeToString()
-    return dispatcher.assignments(request, PeerIdentity("w1", "swarm-worker", "c1"))
-
-
 async def test_statuses_the_agent_reported_do_not_wake_its_stream() -> None:
     store = await instant_store()
 
@@ -68,14 +53,14 @@ async def test_statuses_the_agent_reported_do_not_wake_its_stream() -> None:
     dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
     dispatcher.start()
     try:
-        stream = await _open(dispatcher)
+        stream = open_assignments(dispatcher)
         complete = rpb.AssignmentsMessage.FromString(await stream.__anext__())
         assert {c.task.id for c in complete.changes} == {"t1", "t2"}
         # The stream is held at its yield: what the feed routes to it from now on waits queued.
         for state in (states.ACCEPTED, states.PREPARING, states.STARTING, states.RUNNING):
             await _set(store, "t1", lambda task, state=state: setattr(task.status, "state", state))
         await _set(store, "t2", lambda task: setattr(task, "desired_state", states.SHUTDOWN))
-        await _until(lambda: dispatcher.node_tasks.queued("w1") >= 1, "the desired state's event")
+        await until(lambda: dispatcher.node_tasks.queued("w1") >= 1, "the desired state's event")
         await asyncio.sleep(0.05)  # anything routed late would be queued by now
         # Before: 5 (t1's four statuses as well, each a wake-up of the stream for nothing).
         assert dispatcher.node_tasks.queued("w1") == 1

@@ -11,25 +11,27 @@ a small service's and the last ones are reported at once.
 from __future__ import annotations
 
 import asyncio
-import collections
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from shoal import states
 from shoal.agent import agent as agent_module
-from shoal.agent.agent import Agent
 from shoal.manager import dispatcher as dispatcher_module
 from shoal.manager import orchestrator as orchestrator_module
-from shoal.manager.dispatcher import Dispatcher, _Session
+from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.servicecounts import ServiceTaskCounts
 from shoal.proto import objects_pb2 as pb
-from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.transport import PeerIdentity
 from shoal.store.memory import ObjectStore, Tx, copy
 from shoal.testing.cluster import InProcessCluster
+from shoal.testing.dispatchprobe import (
+    Holds,
+    StatusCalls,
+    next_task_ids,
+    opened,
+    report_within_ms,
+    until,
+    updates,
+)
 from shoal.testing.objectstore import instant_store
 from shoal.testing.stubmanager import StubManager, assigned_task, stub_agent
 from shoal_runtime_fake.options import FakeOptions
@@ -38,48 +40,6 @@ from shoal_runtime_fake.runtime import FakeRuntime
 #: Tasks a service must have left to stop for their reports to be held (made small here).
 STOPPING = 6
 DEADLINE = 40.0
-
-
-class StatusCalls:
-    """Counts the leader's UpdateTaskStatus calls and the updates they carry."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        self.updates = 0
-        handler = Dispatcher.update_task_status
-
-        async def counted(dispatcher: Dispatcher, request: bytes, peer: PeerIdentity | None) -> bytes:
-            self.calls += 1
-            self.updates += len(rpb.UpdateTaskStatusRequest.FromString(request).updates)
-            return await handler(dispatcher, request, peer)
-
-        monkeypatch.setattr(Dispatcher, "update_task_status", counted)
-
-
-class Holds:
-    """Records each incremental assignment message's hold, by the images of the tasks it
-    updates."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.by_image: collections.defaultdict[str, set[int]] = collections.defaultdict(set)
-        apply = Agent._apply_assignments
-
-        async def recorded(agent: Agent, message: rpb.AssignmentsMessage) -> Any:
-            for change in message.changes:
-                if change.action == rpb.AssignmentChange.UPDATE and change.HasField("task"):
-                    if message.type == rpb.AssignmentsMessage.INCREMENTAL:
-                        self.by_image[change.task.spec.container.image].add(message.report_within_ms)
-            return await apply(agent, message)
-
-        monkeypatch.setattr(Agent, "_apply_assignments", recorded)
-
-
-def updates(*tasks: pb.Task) -> list[rpb.AssignmentChange]:
-    return [rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=task) for task in tasks]
-
-
-def report_within_ms(dispatcher: Dispatcher, changes: list[rpb.AssignmentChange]) -> int:
-    return dispatcher._report_within_ms(change.task for change in changes)
 
 
 def _task(service_id: str, index: int, *, desired: int, state: int) -> pb.Task:
@@ -128,13 +88,6 @@ async def test_the_dispatcher_holds_a_removal_only_while_many_tasks_are_left_to_
 
     await store.update(stop_them)
     assert report_within_ms(dispatcher, updates(scaled[5])) == 0, "the last ones"
-
-
-async def until(condition: Any, what: str) -> None:
-    give_up = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < give_up, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def test_an_agent_holds_the_stops_it_is_allowed_to_hold(tmp_path: Path) -> None:
@@ -236,20 +189,6 @@ async def _mark(store: ObjectStore, desired: int, *task_ids: str) -> None:
     await store.update(write)
 
 
-async def _stream(dispatcher: Dispatcher) -> AsyncIterator[bytes]:
-    session = _Session("sess1", "w1", time.monotonic() + 600, dispatcher.stalled)
-    dispatcher._sessions[session.session_id] = session
-    request = rpb.AssignmentsRequest(session_id=session.session_id).SerializeToString()
-    stream = dispatcher.assignments(request, PeerIdentity("w1", "swarm-worker", "c1"))
-    rpb.AssignmentsMessage.FromString(await stream.__anext__())  # the complete set
-    return stream
-
-
-async def _next(stream: AsyncIterator[bytes], within: float) -> list[str]:
-    message = rpb.AssignmentsMessage.FromString(await asyncio.wait_for(stream.__anext__(), within))
-    return sorted(change.task.id for change in message.changes)
-
-
 async def test_a_big_removals_next_marks_go_in_the_same_message(monkeypatch: pytest.MonkeyPatch) -> None:
     """The orchestrator marks a removed service's tasks 500 a transaction: a node's went one
     message per transaction (about one per task at 100,000 replicas on 1,000 nodes); while many
@@ -258,8 +197,8 @@ async def test_a_big_removals_next_marks_go_in_the_same_message(monkeypatch: pyt
     monkeypatch.setattr(dispatcher_module, "ASSIGNMENT_GATHER", 2.0)
     store, dispatcher = await _running_on_w1({"big": 10})
     try:
-        stream = await _stream(dispatcher)
-        following = asyncio.ensure_future(_next(stream, 30.0))
+        stream, _ = await opened(dispatcher)
+        following = asyncio.ensure_future(next_task_ids(stream, 30.0))
         await store.update(lambda tx: tx.delete("service", "big"))
         await _mark(store, states.REMOVE, "big-0")
         await asyncio.sleep(0.1)  # past the stream's debounce: it was a message of its own
@@ -282,13 +221,13 @@ async def test_a_small_removal_and_a_shutdown_go_at_once(
     monkeypatch.setattr(dispatcher_module, "ASSIGNMENT_GATHER", 60.0)
     store, dispatcher = await _running_on_w1({"big": 10, "small": 2})
     try:
-        stream = await _stream(dispatcher)
+        stream, _ = await opened(dispatcher)
         if remove_service:
             await store.update(lambda tx: tx.delete("service", "small"))
             await _mark(store, desired, "small-0")
         else:
             await _mark(store, desired, *(f"big-{i}" for i in range(8)))
-        assert await _next(stream, 10.0)
+        assert await next_task_ids(stream, 10.0)
         await stream.aclose()  # type: ignore[attr-defined]
     finally:
         await dispatcher.stop()

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from shoal import rpc, states
-from shoal.agent.agent import Agent
 from shoal.agent.taskdb import TaskDB
 from shoal.manager import dispatcher as dispatcher_module
 from shoal.manager.dispatcher import Dispatcher
 from shoal.proto import objects_pb2 as pb
 from shoal.proto import rpc_pb2 as rpb
-from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
+from shoal.roles.transport import RPCError, StatusCode
 from shoal.testing.cluster import InProcessCluster
+from shoal.testing.dispatchprobe import Holds, StatusCalls, report_within_ms, until, updates
 from shoal.testing.objectstore import instant_store
 from shoal.testing.stubmanager import Transactions, assigned_task, stub_agent
 from shoal_runtime_fake.options import FakeOptions
@@ -35,40 +34,6 @@ from shoal_runtime_fake.runtime import FakeRuntime
 UNSETTLED = 6
 #: Deadline of the waits on a loaded CI machine.
 DEADLINE = 40.0
-
-
-class StatusCalls:
-    """Counts the leader's UpdateTaskStatus calls and the updates they carry."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        self.updates = 0
-        handler = Dispatcher.update_task_status
-
-        async def counted(dispatcher: Dispatcher, request: bytes, peer: PeerIdentity | None) -> bytes:
-            self.calls += 1
-            self.updates += len(rpb.UpdateTaskStatusRequest.FromString(request).updates)
-            return await handler(dispatcher, request, peer)
-
-        monkeypatch.setattr(Dispatcher, "update_task_status", counted)
-
-
-class Holds:
-    """Records each assignment message's hold, by the images of the tasks it updates."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.by_image: collections.defaultdict[str, set[int]] = collections.defaultdict(set)
-        apply = Agent._apply_assignments
-
-        async def recorded(agent: Agent, message: rpb.AssignmentsMessage) -> Any:
-            for change in message.changes:
-                if change.action == rpb.AssignmentChange.UPDATE and change.HasField("task"):
-                    task = change.task
-                    if message.type == rpb.AssignmentsMessage.INCREMENTAL:
-                        self.by_image[task.spec.container.image].add(message.report_within_ms)
-            return await apply(agent, message)
-
-        monkeypatch.setattr(Agent, "_apply_assignments", recorded)
 
 
 async def test_a_big_service_on_few_nodes_reports_its_tasks_in_few_calls(
@@ -140,18 +105,6 @@ def service_tasks(service_id: str, count: int, *, running: int = 0) -> list[pb.T
     return tasks
 
 
-def updates(*tasks: pb.Task) -> list[rpb.AssignmentChange]:
-    return [rpb.AssignmentChange(action=rpb.AssignmentChange.UPDATE, task=task) for task in tasks]
-
-
-def report_within_ms(dispatcher: Dispatcher, changes: list[rpb.AssignmentChange]) -> int:
-    """The hold the dispatcher gives a message of ``changes`` (it takes each change's task, or
-    None for a removal)."""
-    return dispatcher._report_within_ms(
-        None if change.action == rpb.AssignmentChange.REMOVE else change.task for change in changes
-    )
-
-
 async def test_the_dispatcher_allows_a_hold_only_while_the_services_are_far_from_running(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -194,13 +147,6 @@ async def test_the_dispatcher_allows_a_hold_only_while_the_services_are_far_from
 
     await store.update(start_them)
     assert report_within_ms(dispatcher, updates(big[-1])) == 0
-
-
-async def until(condition: Any, what: str) -> None:
-    give_up = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < give_up, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_task_db_write_may_wait_as_long_as_it_is_allowed(tmp_path: Path) -> None:
