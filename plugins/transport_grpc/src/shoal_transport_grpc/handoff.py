@@ -149,6 +149,12 @@ class Handoff:
         self._intake: list[asyncio.Task[None]] = []
         self._calls: set[asyncio.Task[None]] = set()  # on home; the loop keeps only weak references
 
+    @property
+    def home(self) -> asyncio.AbstractEventLoop:
+        """The loop the calls are handed to (the handlers' loop), which also reads gRPC's
+        completion events once ``cqreader`` leaves them to it."""
+        return self._home
+
     def start(self) -> None:
         """Post the requests; call on the serving loop once the server has started."""
         loop = asyncio.get_running_loop()

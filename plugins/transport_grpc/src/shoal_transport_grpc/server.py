@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from shoal.plugin import Handler, RPCError, StatusCode, StreamHandler, TLSMaterial
 
-from shoal_transport_grpc import anonymous, bridge, errors, handoff, intake
+from shoal_transport_grpc import anonymous, bridge, cqreader, errors, handoff, intake
 from shoal_transport_grpc.intake import Intake
 from shoal_transport_grpc.options import SERVER_OPTIONS
 from shoal_transport_grpc.peers import PeerVerifier
@@ -149,6 +149,7 @@ class GrpcServer:
         self._verifier: PeerVerifier | None = None
         self._pending: Any = None
         self._handoff: handoff.Handoff | None = None
+        self._cq_reader: cqreader.Watchdog | None = None
 
     @classmethod
     async def start(
@@ -218,6 +219,7 @@ class GrpcServer:
         self._server = server
         if self._handoff is not None:
             self._handoff.start()
+            self._cq_reader = cqreader.install(asyncio.get_running_loop(), self._handoff.home)
 
     def _fetch_config(self) -> Any:
         """Called by gRPC (on its own thread) at each handshake: new material, or None for no change."""
@@ -249,5 +251,7 @@ class GrpcServer:
 
     async def _stop_on_serving_loop(self, server: grpc.aio.Server, grace: float) -> None:
         await server.stop(grace)
+        if self._cq_reader is not None:
+            self._cq_reader.stop()
         if self._handoff is not None:
             await self._handoff.stop()
