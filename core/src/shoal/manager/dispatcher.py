@@ -581,19 +581,37 @@ class Dispatcher:
         deletion, a task told to SHUTDOWN (a rolling update's, a restart's, a drain's), a small
         service, a global service's new task and a big create's or removal's last tasks go at
         once, as before."""
+
+        def far_test(task: pb.Task) -> _FarTest | None:
+            if task.desired_state == states.REMOVE:
+                return self._far_from_removed
+            if task.desired_state == states.RUNNING and task.status.state == states.ASSIGNED:
+                return self._far_from_placed
+            return None
+
+        return self._every_far(changes, far_test, removals_pass=False)
+
+    def _every_far(
+        self,
+        changes: Iterable[pb.Task | None],
+        far_test: Callable[[pb.Task], _FarTest | None],
+        removals_pass: bool,
+    ) -> bool:
+        """Whether every task of ``changes`` passes the test ``far_test`` gives for it (None:
+        it fails), asked once per service and desired state; False when no task was tested.
+        A removal (None) passes when ``removals_pass``, else fails. The one walk the gather and
+        the status hold share: each only says which test a task takes."""
         counts: ServiceTaskCounts | None = None
         checked: set[tuple[str, int]] = set()
         for task in changes:
             if task is None:
+                if removals_pass:
+                    continue
                 return False
-            desired = task.desired_state
-            if desired == states.REMOVE:
-                far = self._far_from_removed
-            elif desired == states.RUNNING and task.status.state == states.ASSIGNED:
-                far = self._far_from_placed
-            else:
+            far = far_test(task)
+            if far is None:
                 return False
-            key = (task.service_id, desired)
+            key = (task.service_id, task.desired_state)
             if key in checked:
                 continue
             if counts is None:
@@ -606,10 +624,7 @@ class Dispatcher:
     def _far_from_placed(self, service_id: str, counts: ServiceTaskCounts) -> bool:
         """Whether the service's new tasks may wait for the node's next ones: a replicated
         service with ``GATHER_MIN_UNPLACED`` tasks still to place."""
-        service = self.store.view.services.get(service_id)
-        if service is None or service.spec.WhichOneof("mode") in _ONE_TASK_PER_NODE_MODES:
-            return False
-        return counts.unplaced(service_id) >= GATHER_MIN_UNPLACED
+        return self._many_per_node(service_id) and counts.unplaced(service_id) >= GATHER_MIN_UNPLACED
 
     def _report_within_ms(self, changes: Iterable[pb.Task | None]) -> int:
         """How long the agent may hold the status reports of the tasks in ``changes`` (a
@@ -622,26 +637,16 @@ class Dispatcher:
         A task told to SHUTDOWN (a rolling update's or a restart's old task, a drained node's)
         is never held: the updater and the restart supervisor wait for its report before they
         go on. Only REMOVE (``service rm``, a scale down) is."""
-        counts: ServiceTaskCounts | None = None
-        checked: set[tuple[str, int]] = set()
-        for task in changes:
-            if task is None:
-                continue  # a removal: nothing to report
-            key = (task.service_id, task.desired_state)
-            if key in checked:
-                continue
-            if task.desired_state not in (states.RUNNING, states.REMOVE):
-                return 0
-            if counts is None:
-                counts = self.store.derived(ServiceTaskCounts)
+
+        def far_test(task: pb.Task) -> _FarTest | None:
             if task.desired_state == states.RUNNING:
-                far = self._far_from_running(task.service_id, counts)
-            else:
-                far = self._far_from_removed(task.service_id, counts)
-            if not far:
-                return 0
-            checked.add(key)
-        return REPORT_HOLD_MS if checked else 0
+                return self._far_from_running
+            if task.desired_state == states.REMOVE:
+                return self._far_from_removed
+            return None
+
+        # A removal (None): nothing to report.
+        return REPORT_HOLD_MS if self._every_far(changes, far_test, removals_pass=True) else 0
 
     def _far_from_running(self, service_id: str, counts: ServiceTaskCounts) -> bool:
         """Whether a new task of the service may have its reports held: the service still has
@@ -653,10 +658,16 @@ class Dispatcher:
         report made one 5.7 times as long), so a service with only a few tasks on their way
         (a small service, an update's parallelism, a restart, a big create's last tasks) is
         never held."""
+        return (
+            self._many_per_node(service_id)
+            and counts.desired(service_id) - counts.running(service_id) >= HOLD_MIN_UNSETTLED
+        )
+
+    def _many_per_node(self, service_id: str) -> bool:
+        """Whether the service exists and may put several tasks on a node (not global): only
+        then has a node more of its tasks to gather or to report together."""
         service = self.store.view.services.get(service_id)
-        if service is None or service.spec.WhichOneof("mode") in _ONE_TASK_PER_NODE_MODES:
-            return False
-        return counts.desired(service_id) - counts.running(service_id) >= HOLD_MIN_UNSETTLED
+        return service is not None and service.spec.WhichOneof("mode") not in _ONE_TASK_PER_NODE_MODES
 
     def _far_from_removed(self, service_id: str, counts: ServiceTaskCounts) -> bool:
         """Whether a task being removed may have its SHUTDOWN held: its service still has
@@ -795,6 +806,8 @@ def _assignments_bytes(
     return message.SerializeToString()
 
 
+#: A test of whether a service is far from its end (the gather's and the hold's).
+_FarTest = Callable[[str, ServiceTaskCounts], bool]
 #: Service modes that put at most one task on a node: no report of theirs is held.
 _ONE_TASK_PER_NODE_MODES = frozenset({"global", "global_job"})
 #: Put in a session's queue when its node's NetworkState changed (not a store event).
