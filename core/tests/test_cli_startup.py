@@ -60,15 +60,31 @@ NOT_FOR_A_DETACHED_CREATE = (
     "shoal.cli.progress",
     "shoal.cli.contexts",
     "shoal.cli.context_cmd",
+    # Nor click itself, typing, inspect or dataclasses, nor any module of the command tree:
+    # on a Unix socket a detached create runs without click (shoal.cli.fastpath), 30-40 ms
+    # less than the ~70 ms the whole process took (issue 18 item 4).
+    "click",
+    "typing",
+    "inspect",
+    "dataclasses",
+    "shoal.cli.root",
+    "shoal.cli.service_cmd",
+    "shoal.cli.service_opts",
+    "shoal.cli.node_cmd",
+    "shoal.cli.swarm_cmd",
+    "shoal.cli.daemon_cmd",
 )
 
 
-def _answer_one_create(server: socket.socket, seen: list[dict[str, object]]) -> None:
-    """A stand-in daemon: one request line in, one ``service.create`` answer out."""
+def _answer_one_create(
+    server: socket.socket, seen: list[dict[str, object]], result: object = ("ID", "svc1")
+) -> None:
+    """A stand-in daemon: one request line in, one answer out (``service.create``'s)."""
     conn, _ = server.accept()
     with conn, conn.makefile("rb") as lines:
         seen.append(json.loads(lines.readline()))
-        conn.sendall(json.dumps({"result": {"ID": "svc1"}}).encode() + b"\n")
+        answer = dict([result]) if isinstance(result, tuple) else result
+        conn.sendall(json.dumps({"result": answer}).encode() + b"\n")
 
 
 @pytest.mark.parametrize("detach", ["--detach", "-d"])
@@ -97,3 +113,83 @@ def test_a_detached_service_create_loads_no_tls_logging_or_progress(tmp_path: Pa
     answering.join(10)
     assert seen and seen[0]["method"] == "service.create", out.stderr  # it did reach the daemon
     assert out.stdout.splitlines() == ["svc1", "LOADED "], out.stdout + out.stderr
+
+
+#: What a command of one group never needs: the other groups' modules (each builds its own
+#: click options at import), nor the heavy imports of inspect, stack or events.
+OTHER_GROUPS = (
+    "shoal.cli.daemon_cmd",
+    "shoal.cli.swarm_cmd",
+    "shoal.cli.node_cmd",
+    "shoal.cli.stack_cmd",
+    "shoal.cli.network_cmd",
+    "shoal.cli.secret_cmd",
+    "shoal.cli.inspect_cmd",
+    "shoal.cli.events_cmd",
+    "shoal.cli.hollow_cmd",
+    "shoal.cli.plugin_cmd",
+    *HEAVY,
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "result"),
+    [
+        (["service", "rm", "web"], ["web"]),
+        (["service", "create", "--env-file", "/dev/null", "-d", "busybox"], {"ID": "svc1"}),
+    ],
+)
+def test_a_service_command_through_click_loads_no_other_command_group(
+    tmp_path: Path, argv: list[str], result: object
+) -> None:
+    sock_path = tmp_path / "api.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(1)
+    seen: list[dict[str, object]] = []
+    answering = threading.Thread(target=_answer_one_create, args=(server, seen, result), daemon=True)
+    answering.start()
+    probe = (
+        f"import sys; sys.argv = {['shoal', *argv]!r}\n"
+        "from shoal.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('CLICK', 'shoal.cli.service_cmd' in sys.modules)\n"
+        f"print('LOADED', ' '.join(m for m in {OTHER_GROUPS!r} if m in sys.modules))\n"
+    )
+    env = {**os.environ, "SHOAL_HOST": f"unix://{sock_path}"}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60
+        )
+    finally:
+        server.close()
+    answering.join(10)
+    assert seen, out.stderr  # it did reach the daemon
+    assert out.stdout.splitlines()[-2:] == ["CLICK True", "LOADED "], out.stdout + out.stderr
+
+
+#: ``shoal --help``'s list of commands when every group was defined in one module (before
+#: 2026-12-07 16:00 UTC): the lazy tree lists the same commands with the same short help.
+EAGER_COMMANDS = """\
+Commands:
+  config   Manage configs: data a service's tasks see as a file.
+  context  Manage contexts: named swarms (daemon addresses and their client...
+  daemon   Run a shoal node (like dockerd).
+  events   Get real time events from the swarm (services, nodes, secrets,...
+  hollow   Run COUNT hollow worker nodes (real agents, fake containers)...
+  info     Show this node's swarm membership, the swarm's settings and the...
+  inspect  Return low-level information on swarm objects: services, nodes,...
+  network  Manage swarm networks (overlay networks across the swarm's nodes).
+  node     Manage swarm nodes.
+  plugin   Manage plugins.
+  secret   Manage secrets: sensitive data a service's tasks see at...
+  service  Manage swarm services.
+  stack    Manage swarm stacks (services, networks, secrets and configs...
+  swarm    Manage the swarm.
+"""
+
+
+def test_the_lazy_tree_lists_the_commands_the_eager_one_did() -> None:
+    shown = CliRunner().invoke(cli, ["--help"], prog_name="shoal")
+    assert shown.exit_code == 0
+    assert shown.output.endswith(EAGER_COMMANDS), shown.output

@@ -203,7 +203,8 @@ def test_service_ps_and_node_ps_fetch_and_print_with_the_collector_paused(
     monkeypatch: pytest.MonkeyPatch, argv: list[str]
 ) -> None:
     from click.testing import CliRunner
-    from shoal.cli import main
+    from shoal.cli import node_cmd, service_cmd
+    from shoal.cli.root import cli
 
     control = _control()
     seen: list[tuple[str, bool]] = []
@@ -217,9 +218,10 @@ def test_service_ps_and_node_ps_fetch_and_print_with_the_collector_paused(
         seen.append(("print", gc.isenabled()))
         tasktable.print_tasks(result, **options)
 
-    monkeypatch.setattr(main, "call", call)
-    monkeypatch.setattr(main, "print_tasks", print_tasks)
-    shown = CliRunner().invoke(main.cli, ["-H", "unix:///nowhere.sock", *argv])
+    for module in (service_cmd, node_cmd):
+        monkeypatch.setattr(module, "call", call)
+        monkeypatch.setattr(module, "print_tasks", print_tasks)
+    shown = CliRunner().invoke(cli, ["-H", "unix:///nowhere.sock", *argv])
     assert shown.exit_code == 0, shown.output
     assert seen == [("call", False), ("print", False)]
     assert gc.isenabled() and shown.output.startswith("ID ")

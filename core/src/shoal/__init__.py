@@ -7,9 +7,12 @@ plugin distribution; see ``shoal.roles`` for the provider protocols.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+#: Not ``typing.TYPE_CHECKING``: every ``shoal`` command imports this package, and a detached
+#: ``service create`` runs without importing ``typing`` at all (issue 18 item 4).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from shoal.hookspecs import hookimpl as hookimpl
 
 __version__ = "0.1.0"

@@ -12,13 +12,16 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
 
+#: Not ``typing.TYPE_CHECKING``: a detached ``service create`` imports this module without
+#: click, and ``typing`` (2-3 ms), ``collections.abc`` and ``dataclasses`` (which imports
+#: ``inspect``: 5-10 ms) would then be most of what it loads.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Iterator
     from pathlib import Path
+    from typing import Any, BinaryIO
 
     from shoal.controltls import TCPAddress, TLSFiles
 
@@ -47,13 +50,45 @@ def config_dir() -> Path:
     return Path(os.environ.get(CONFIG_DIR_ENV) or Path.home() / ".shoal")
 
 
-@dataclass(frozen=True)
 class Endpoint:
-    """Where a daemon is reached: a Unix socket, or a TCP address with the TLS files to use."""
+    """Where a daemon is reached: a Unix socket, or a TCP address with the TLS files to use.
 
-    unix_path: str = DEFAULT_SOCKET
-    tcp: TCPAddress | None = None
-    tls: TLSFiles | None = None
+    An immutable value, compared and hashed by its fields (what ``@dataclass(frozen=True)``
+    made it before; written out because ``dataclasses`` imports ``inspect``, see above).
+    """
+
+    __slots__ = ("tcp", "tls", "unix_path")
+    unix_path: str
+    tcp: TCPAddress | None
+    tls: TLSFiles | None
+
+    def __init__(
+        self, unix_path: str = DEFAULT_SOCKET, tcp: TCPAddress | None = None, tls: TLSFiles | None = None
+    ) -> None:
+        object.__setattr__(self, "unix_path", unix_path)
+        object.__setattr__(self, "tcp", tcp)
+        object.__setattr__(self, "tls", tls)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _fields(self) -> tuple[str, TCPAddress | None, TLSFiles | None]:
+        return (self.unix_path, self.tcp, self.tls)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Endpoint)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Endpoint(unix_path={self.unix_path!r}, tcp={self.tcp!r}, tls={self.tls!r})"
 
     def __str__(self) -> str:
         return str(self.tcp) if self.tcp is not None else f"unix://{self.unix_path}"

@@ -239,7 +239,7 @@ def stack_services(
     ctx: click.Context, namespace: str, quiet: bool, fmt: str | None, filters: tuple[str, ...]
 ) -> None:
     """List the services in the stack."""
-    from shoal.cli.main import print_services
+    from shoal.cli.service_cmd import print_services
 
     services = _stack_services(ctx, namespace, filters)
     if not services and not filters:  # docker's words, on stderr, and exit 0

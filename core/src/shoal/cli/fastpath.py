@@ -1,0 +1,249 @@
+"""``shoal service create --detach ...`` on a Unix socket, run without importing click.
+
+The CLI is a new Python process per command, and at N = 4 replicas on podman the engine's own
+floor leaves about 40 ms for everything shoal adds (issue 18 item 4); importing click alone
+(with ``typing``, ``inspect``, ``uuid``, ``datetime``) and building the command tree cost more
+than that. So the entry point first tries this: a parser for exactly the command line click
+would accept for a detached create, built from the same option tables (``service_flags``)
+and following click's parsing rules (long options with ``=VALUE`` or a separate value,
+clustered short flags, ``-eVALUE``, ``--``, the first positional ending the options, the last
+value of a single-valued option winning, docker's ``--read-only=false``) and click's order of
+the request's parameters (those given first, in the order given, then the others as
+declared), so that the daemon receives the same request line, byte for byte.
+
+Anything else (help, a typo, a missing value, a context or TLS option, no ``-H``/``SHOAL_HOST``
+naming a Unix socket, ``--env-file``, ``--with-registry-auth``, a create that waits, shell
+completion) returns False before anything is sent, and click does what it always did.
+``test_cli_fastpath`` compares the two paths' requests, outputs and exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from shoal.cli.service_flags import FALSE, FLAG, LIST, TRUE, create_spec, params_of
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs ~2 ms here
+if TYPE_CHECKING:
+    from typing import Any
+
+#: The root group's options this path takes (any other one is left to click).
+_ROOT_OPTIONS = {"-H": "host", "--host": "host"}
+#: click's shell completion is asked for through this variable (``_{PROG}_COMPLETE``).
+_COMPLETE_VAR = "_SHOAL_COMPLETE"
+
+
+class _NotHere(Exception):
+    """The command line is not one this path runs: click takes it (nothing was sent)."""
+
+
+class _Parsed:
+    """One command level's options as click's parser leaves them: the values by parameter
+    name, the parameters in the order they were first given, and the arguments after them."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.order: list[str] = []
+        self.rest: list[str] = []
+
+
+class _Options:
+    """A command's option table: flag -> (parameter name, kind, flag constant)."""
+
+    def __init__(self, table: dict[str, tuple[str, str, object]], docker_booleans: bool) -> None:
+        self.table = table
+        #: ``DockerFlagsCommand``'s parser: ``--read-only=false`` is ``--no-read-only``.
+        self.docker_booleans = docker_booleans
+
+    def parse(self, args: list[str]) -> _Parsed:
+        """click's ``_OptionParser`` for options that are strings or flags, one value each,
+        with interspersed arguments off; raises ``_NotHere`` where click would report an
+        error (or show help, which is no option here)."""
+        parsed, rargs = _Parsed(), list(args)
+        while rargs:
+            arg = rargs.pop(0)
+            if arg == "--":
+                break
+            if arg[:1] == "-" and len(arg) > 1:
+                self._option(arg, rargs, parsed)
+            else:
+                rargs.insert(0, arg)
+                break
+        parsed.rest = rargs
+        return parsed
+
+    def _option(self, arg: str, rargs: list[str], parsed: _Parsed) -> None:
+        opt, sep, explicit = arg.partition("=")
+        if opt.startswith("--") and opt in self.table:
+            self._long(opt, explicit if sep else None, rargs, parsed)
+        elif arg[:2] != "--":
+            self._short(arg, rargs, parsed)
+        else:
+            raise _NotHere(arg)
+
+    def _long(self, opt: str, explicit: str | None, rargs: list[str], parsed: _Parsed) -> None:
+        twin = f"--no-{opt[2:]}"
+        if explicit is not None and self.docker_booleans and twin in self.table:
+            if explicit in FALSE:
+                opt, explicit = twin, None
+            elif explicit in TRUE:
+                explicit = None
+            else:
+                raise _NotHere(opt)
+        name, kind, const = self.table[opt]
+        if kind == FLAG:
+            if explicit is not None:
+                raise _NotHere(opt)
+            _store(parsed, name, kind, const)
+            return
+        if explicit is not None:
+            rargs.insert(0, explicit)
+        _store(parsed, name, kind, _value(opt, rargs))
+
+    def _short(self, arg: str, rargs: list[str], parsed: _Parsed) -> None:
+        for i, ch in enumerate(arg[1:], 2):
+            opt = f"{arg[0]}{ch}"
+            if opt not in self.table:
+                raise _NotHere(opt)
+            name, kind, const = self.table[opt]
+            if kind == FLAG:
+                _store(parsed, name, kind, const)
+                continue
+            if i < len(arg):  # ``-eKEY=VALUE``: the rest of the word is the value
+                rargs.insert(0, arg[i:])
+            _store(parsed, name, kind, _value(opt, rargs))
+            return
+
+
+def _value(opt: str, rargs: list[str]) -> str:
+    """The next word, whatever it looks like (click's rule for a one-value option)."""
+    if not rargs:
+        raise _NotHere(opt)
+    return rargs.pop(0)
+
+
+def _store(parsed: _Parsed, name: str, kind: str, value: object) -> None:
+    parsed.order.append(name)
+    if kind == LIST:
+        parsed.values.setdefault(name, []).append(value)
+    else:
+        parsed.values[name] = value
+
+
+def _create_options() -> tuple[_Options, list[tuple[str, object]]]:
+    """``service create``'s option table, and its parameters in declaration order with their
+    defaults."""
+    table: dict[str, tuple[str, str, object]] = {}
+    declared: list[tuple[str, object]] = []
+    for name, flags, off_flags, kind, default in create_spec():
+        declared.append((name, default))
+        for flag in flags:
+            table[flag] = (name, kind, True)
+        for flag in off_flags:
+            table[flag] = (name, kind, False)
+    return _Options(table, docker_booleans=True), declared
+
+
+def _in_click_order(parsed: _Parsed, declared: list[tuple[str, object]]) -> dict[str, Any]:
+    """Every parameter's value, ordered as click fills ``ctx.params``: those given, in the
+    order first given, then the others in declaration order (``iter_params_for_processing``)."""
+    first: dict[str, int] = {}
+    for position, name in enumerate(parsed.order):
+        first.setdefault(name, position)
+    never = len(parsed.order)
+    ordered = sorted(declared, key=lambda item: first.get(item[0], never))
+    values: dict[str, Any] = {}
+    for name, default in ordered:
+        value = parsed.values.get(name, default)
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def detached_create(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """``(socket path, service.create's parameters)`` for a command line this path runs,
+    else None. Sends nothing."""
+    if _COMPLETE_VAR in os.environ:
+        return None
+    try:
+        root = _Options({flag: (name, "value", None) for flag, name in _ROOT_OPTIONS.items()}, False)
+        top = root.parse(argv)
+        if top.rest[:2] != ["service", "create"]:
+            return None
+        options, declared = _create_options()
+        create = options.parse(top.rest[2:])
+    except _NotHere:
+        return None
+    host = top.values.get("host") or os.environ.get("SHOAL_HOST") or ""
+    if not (host.startswith("unix://") or host.startswith("/")) or not create.rest:
+        return None
+    values = _in_click_order(create, declared)
+    if not values.pop("detach") or values.pop("with_registry_auth"):
+        return None
+    del values["quiet"]
+    params = params_of(values)
+    if "env_file" in params:
+        return None
+    image, *args = create.rest
+    params.update(image=image, args=args)
+    params.pop("no_resolve_image", None)  # shoal never resolves an image to a remote digest
+    return host.removeprefix("unix://"), params
+
+
+def run_detached_create(argv: list[str]) -> bool:
+    """Run ``argv`` if it is a detached ``service create`` this path takes (what click would
+    do: the service's ID on stdout, or one error line and exit 1 or 2); False, having done
+    nothing, for any other command line."""
+    found = detached_create(argv)
+    if found is None:
+        return False
+    path, params = found
+    from shoal.client import Client, ClientError, Endpoint
+
+    try:
+        try:
+            result = Client(Endpoint(unix_path=path)).call("service.create", **params)
+        except ClientError as exc:
+            from shoal.cli.common import INPUT_ERRORS
+            from shoal.cli.errors import fail
+
+            fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
+        _echo(result["ID"])
+    except (EOFError, KeyboardInterrupt):
+        _aborted()
+    except OSError as exc:
+        _pipe_closed(exc)
+    return True
+
+
+def _echo(text: object) -> None:
+    """``click.echo(text)``: a plain ASCII ID is written as is; anything else (ANSI codes to
+    strip on a pipe, not a string) goes through click."""
+    if isinstance(text, str) and text.isascii() and text.isprintable() and sys.stdout is not None:
+        sys.stdout.write(f"{text}\n")
+        sys.stdout.flush()
+        return
+    import click
+
+    click.echo(text)
+
+
+def _aborted() -> None:
+    """What click does on ^C: a new line, then ``shoal``'s ``Error: aborted``, exit 1."""
+    from shoal.cli.errors import fail
+
+    print(file=sys.stderr)
+    fail("aborted", 1)
+
+
+def _pipe_closed(exc: OSError) -> None:
+    """click's handling of a closed stdout (``shoal ... | true``): exit 1 quietly."""
+    import errno
+
+    if exc.errno != errno.EPIPE:
+        raise exc
+    from click.utils import _PacifyFlushWrapper  # what click's own main uses here
+
+    sys.stdout = _PacifyFlushWrapper(sys.stdout)
+    sys.stderr = _PacifyFlushWrapper(sys.stderr)
+    sys.exit(1)
