@@ -203,24 +203,27 @@ def test_service_ps_and_node_ps_fetch_and_print_with_the_collector_paused(
     monkeypatch: pytest.MonkeyPatch, argv: list[str]
 ) -> None:
     from click.testing import CliRunner
-    from shoal.cli import node_cmd, service_cmd
     from shoal.cli.root import cli
 
     control = _control()
     seen: list[tuple[str, bool]] = []
 
-    def call(ctx: object, method: str, **params: Any) -> Any:
+    def call_in_pieces(client: object, method: str, params: dict[str, Any], on_piece: Any) -> Any:
         seen.append(("call", gc.isenabled()))
-        assert params["compact"] is True
-        return _ps(control, **params)
+        assert method == "service.ps" and params["compact"] is True and params["pieces"] is True
+        result = _ps(control, **{key: value for key, value in params.items() if key != "pieces"})
+        rows, result["rows"] = result["rows"], []
+        on_piece(result, rows)  # as the pieces come
+        return result
+
+    real_print_tasks = tasktable.print_tasks
 
     def print_tasks(result: dict[str, Any], **options: Any) -> None:
         seen.append(("print", gc.isenabled()))
-        tasktable.print_tasks(result, **options)
+        real_print_tasks(result, **options)
 
-    for module in (service_cmd, node_cmd):
-        monkeypatch.setattr(module, "call", call)
-        monkeypatch.setattr(module, "print_tasks", print_tasks)
+    monkeypatch.setattr(tasktable, "call_in_pieces", call_in_pieces)
+    monkeypatch.setattr(tasktable, "print_tasks", print_tasks)
     shown = CliRunner().invoke(cli, ["-H", "unix:///nowhere.sock", *argv])
     assert shown.exit_code == 0, shown.output
     assert seen == [("call", False), ("print", False)]

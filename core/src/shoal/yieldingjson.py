@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import reprlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from shoal.looppieces import in_pieces
@@ -63,11 +63,48 @@ class EncodedList(list[Any]):
         return f"EncodedList({shown}, {len(self)} items)"
 
 
+class Streamed:
+    """A value whose JSON text is made while it is written (``parts``), not before: the
+    reader can start on the first part while the rest is still being made. It may be the
+    whole value given to ``dumps``/``line_parts`` or a value of a dict that is (a reply's
+    ``{"result": ...}``); anywhere else it is refused as json refuses an unknown type."""
+
+    def parts(self) -> AsyncIterator[str]:
+        """The value's JSON text, in consecutive parts (their concatenation is the text)."""
+        raise NotImplementedError
+
+
 async def dumps(obj: Any) -> str:
     """``obj`` as compact JSON; the loop runs between every ``CHUNK`` items of a long list."""
-    parts: list[str] = []
-    await _encode_into(obj, parts)
-    return "".join(parts)
+    return "".join([part async for part in _parts(obj)])
+
+
+async def line_parts(obj: Any) -> AsyncIterator[bytes]:
+    """``obj``'s JSON and a newline (one reply line), in parts as they are made: one part for
+    a value without a ``Streamed`` one (one write, as before), else at least one per part of
+    each ``Streamed`` value."""
+    held: str | None = None
+    async for part in _parts(obj):
+        if held is not None:
+            yield held.encode()
+        held = part
+    yield (held or "").encode() + b"\n"
+
+
+async def _parts(obj: Any) -> AsyncIterator[str]:
+    if isinstance(obj, Streamed):
+        async for part in obj.parts():
+            yield part
+    elif isinstance(obj, dict) and any(isinstance(value, Streamed) for value in obj.values()):
+        for index, (key, value) in enumerate(obj.items()):
+            yield ("," if index else "{") + _key(key) + ":"
+            async for part in _parts(value):
+                yield part
+        yield "}"
+    else:
+        parts: list[str] = []
+        await _encode_into(obj, parts)
+        yield "".join(parts)
 
 
 def _is_small(obj: Any) -> bool:

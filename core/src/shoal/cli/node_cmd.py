@@ -13,7 +13,7 @@ from shoal.cli.errors import fail
 from shoal.cli.inspect_opts import inspect_options
 from shoal.cli.listfilter_opts import TASK_FILTERS, filter_help, filter_params
 from shoal.cli.output import print_list
-from shoal.cli.tasktable import collector_paused, print_tasks
+from shoal.cli.tasktable import list_tasks
 
 
 @click.group()
@@ -140,6 +140,5 @@ def node_ps(
     ctx: click.Context, node_ref: str, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[str, ...]
 ) -> None:
     """List tasks running on a node (default: self)."""
-    with collector_paused():
-        result = call(ctx, "service.ps", node=node_ref, compact=True, **filter_params(filters))
-        print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+    params = {"node": node_ref, **filter_params(filters)}
+    list_tasks(ctx, params, quiet=quiet, no_trunc=no_trunc, fmt=fmt)  # rows read as they come

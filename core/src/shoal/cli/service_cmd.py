@@ -27,7 +27,7 @@ from shoal.cli.service_opts import (
     params_of,
     update_options,
 )
-from shoal.cli.tasktable import collector_paused, print_tasks
+from shoal.cli.tasktable import list_tasks
 from shoal.cli.tasktable import task_rows as task_rows  # where callers found it
 from shoal.client import Client, ClientError
 from shoal.ids import short_id
@@ -187,9 +187,8 @@ def service_ps(
     filters: tuple[str, ...],
 ) -> None:
     """List the tasks of one or more services."""
-    with collector_paused():
-        result = call(ctx, "service.ps", services=list(services), compact=True, **filter_params(filters))
-        print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+    params = {"services": list(services), **filter_params(filters)}
+    list_tasks(ctx, params, quiet=quiet, no_trunc=no_trunc, fmt=fmt)  # rows read as they come
 
 
 @service.command("scale")

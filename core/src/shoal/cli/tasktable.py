@@ -7,6 +7,9 @@ daemon that predates them sends the dicts (``tasks``). Both are read into the sa
 what is printed does not depend on which came. Of 100,000 tasks, the dicts' parse and the
 dict-per-row table took 1.1 s of a 3.5 s ``service ps`` (issue 18 item 2): here a record is a
 tuple taken by one ``itemgetter`` call, and the table's cells are tuples, not dicts.
+
+``list_tasks`` asks for the rows in ``pieces`` too, written by the manager as it builds them,
+and makes each piece's records as it arrives (``piecereader``), while the manager builds on.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ from typing import Any
 
 import click
 
+from shoal.cli.common import INPUT_ERRORS, client
+from shoal.cli.errors import fail
 from shoal.cli.output import _echo_lines, human_duration, print_list, render_table
+from shoal.cli.piecereader import call_in_pieces
+from shoal.client import ClientError
 from shoal.ids import SHORT_ID_LENGTH
 
 #: The cells of a row, in order: the keys of ``--format json`` and of templates.
@@ -60,12 +67,47 @@ def collector_paused() -> Iterator[None]:
 
 
 def _records(result: dict[str, Any]) -> list[_Record]:
-    """The reply's rows as tuples of ``_FIELDS``, compact rows or task dicts alike."""
+    """The reply's rows as tuples of ``_FIELDS``, compact rows or task dicts alike (or the
+    ``records`` ``list_tasks`` made while reading)."""
+    if "records" in result:
+        made: list[_Record] = result["records"]
+        return made
     if "rows" in result:
-        columns: list[str] = result["columns"]
-        pick = itemgetter(*(columns.index(field) for field in _FIELDS))
-        return list(map(pick, result["rows"]))
+        return list(map(_picker(result["columns"]), result["rows"]))
     return list(map(itemgetter(*_FIELDS), result["tasks"]))
+
+
+def _picker(columns: list[str]) -> itemgetter[Any]:
+    """A compact row (of the reply's ``columns``) -> its record."""
+    return itemgetter(*(columns.index(field) for field in _FIELDS))
+
+
+def list_tasks(
+    ctx: click.Context, params: dict[str, Any], *, quiet: bool, no_trunc: bool, fmt: str | None
+) -> None:
+    """``service ps``/``node ps``/``stack ps``: ``service.ps`` with ``params``, its compact rows
+    asked for in pieces, each piece's records made as it arrives (the manager builds the next
+    one meanwhile), then printed as ``print_tasks`` does; the collector paused throughout. A
+    refusal: ``Error: <message>`` and a non-zero exit, as ``common.call``."""
+    with collector_paused():
+        records: list[_Record] = []
+        picks: list[itemgetter[Any]] = []
+
+        def take(head: dict[str, Any], rows: list[Any]) -> None:
+            if not picks:
+                picks.append(_picker(head["columns"]))
+            records.extend(map(picks[0], rows))
+
+        try:
+            result = call_in_pieces(
+                client(ctx), "service.ps", {**params, "compact": True, "pieces": True}, take
+            )
+        except ClientError as exc:
+            fail(exc.message, 2 if exc.code in INPUT_ERRORS else 1)
+        if picks:
+            records.extend(map(picks[0], result["rows"]))
+            result = {**result, "records": records}
+        print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
 
 
 def _sort(records: list[_Record]) -> None:

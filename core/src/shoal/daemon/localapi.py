@@ -190,9 +190,11 @@ class LocalAPIServer:
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-        # A large reply (100,000 tasks) is encoded in pieces: the loop also runs the manager.
-        writer.write((await yieldingjson.dumps(message)).encode() + b"\n")
-        await writer.drain()
+        # A large reply (100,000 tasks) is encoded in pieces: the loop also runs the manager;
+        # a streamed one (service ps) is written as it is made (yieldingjson.Streamed).
+        async for part in yieldingjson.line_parts(message):
+            writer.write(part)
+            await writer.drain()
 
 
 def _parse_request(line: bytes) -> tuple[str, dict[str, Any]]:

@@ -502,6 +502,8 @@ class ControlAPI:
         else:
             for ref in request.services:
                 tasks.extend(view.service_tasks(self.find_service(ref).id))
+        if request.compact and request.pieces:  # written while built (issue 18 item 2)
+            return tasklist.StreamedRows(view, tasks, wanted, self._ps_rows)
         if request.compact:  # the CLI's: lists of the columns it prints (issue 18 item 2)
             rows = await tasklist.task_rows(view, tasks, wanted, compact=True, cache=self._ps_rows)
             return {"columns": list(tasklist.COMPACT_COLUMNS), "rows": rows, "now": time.time()}

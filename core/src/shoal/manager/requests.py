@@ -174,21 +174,25 @@ class ServiceRef:
 class TaskList:
     """``service ps SERVICE...`` or ``node ps NODE`` (``node`` set): the tasks to list.
     ``compact``: rows as lists of ``tasklist.COMPACT_COLUMNS`` (``columns``, ``rows``) instead
-    of task dicts (``tasks``); a daemon that predates it ignores it and sends ``tasks``."""
+    of task dicts (``tasks``); a daemon that predates it ignores it and sends ``tasks``.
+    ``pieces`` (with ``compact``): the same reply, its rows written as they are built
+    (``tasklist.StreamedRows``: the handler returns it, for ``yieldingjson`` to write)."""
 
     node: str | None
     services: list[str]
     filters: listfilters.Filters
     compact: bool = False
+    pieces: bool = False
 
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> Self:
         node = params.get("node")
         wanted = filters(params, listfilters.TASK_KEYS, "node ps" if node is not None else "service ps")
         compact = params.get("compact") is True
+        pieces = params.get("pieces") is True
         if node is not None:
-            return cls(str(node), [], wanted, compact)
-        return cls(None, refs(params, "services", "service"), wanted, compact)
+            return cls(str(node), [], wanted, compact, pieces)
+        return cls(None, refs(params, "services", "service"), wanted, compact, pieces)
 
 
 @dataclass(frozen=True)
