@@ -9,8 +9,9 @@ This is the part of the manager daemon that replication goes through (see
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from shoal.roles.transport import Handler, PeerIdentity, RPCError, StreamHandler, TLSMaterial
 from shoal.store.memory import ObjectStore
@@ -20,6 +21,14 @@ from shoal_store_raft.provider import PeerLink, RaftStore
 from shoal_transport_memory import MemoryNetwork, MemoryServer, MemoryTransport
 
 from memsim.checks import AppliedHistory, RecordingMachine
+
+T = TypeVar("T")
+
+
+async def _at_once(fn: Callable[[], T]) -> T:
+    """The provider's snapshot writes, run on the loop: a thread would finish at a moment no
+    seed decides, and a seed must be one run."""
+    return fn()
 
 
 class SimMember:
@@ -76,7 +85,7 @@ class SimMember:
         machine = RecordingMachine(f"{self.name}#{self.lives}", objects, history)
         transport = MemoryTransport(self.network)
         link = PeerLink(transport, lambda: self.tls, node_id=self.name, advertise_addr=self.addr)
-        store = RaftStore(self.state_dir, self.options, rng_seed=rng_seed, link=link)
+        store = RaftStore(self.state_dir, self.options, rng_seed=rng_seed, link=link, blocking=_at_once)
         objects.provider = store
         await store.start(machine, bootstrap=bootstrap, join=join)
         net = store.net
@@ -147,6 +156,8 @@ class SimMember:
         store._closed = True
         if store._ticker is not None:
             store._ticker.cancel()
+        if store._snapshotting is not None:  # a snapshot being encoded dies with the process
+            store._snapshotting.cancel()
         if store._wal is not None:
             store._wal.close()
         self.store = self.objects = self.machine = None

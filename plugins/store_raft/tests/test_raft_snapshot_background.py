@@ -1,0 +1,167 @@
+"""Snapshots taken without holding the loop: encoded in slices, written off the loop, and the
+WAL compacted only once the file is durable; one at a time; the state exactly at its index."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from shoal.roles import StoreUnavailable
+from shoal.testing.store import RecordingMachine
+from shoal_store_raft import RaftStore, snapfile
+from shoal_store_raft.options import RaftOptions
+from shoal_store_raft.wal import list_segments
+
+T = TypeVar("T")
+DEADLINE = 30.0
+
+
+class SlowSnapshots(RecordingMachine):
+    """A state machine whose snapshot costs ``pieces`` x ``cost`` seconds of CPU,
+    whole (``snapshot``) or a piece at a time (``snapshot_slices``), like a large store."""
+
+    def __init__(self, pieces: int, cost: float) -> None:
+        super().__init__()
+        self.pieces = pieces
+        self.cost = cost
+
+    def snapshot(self) -> bytes:
+        return b"".join(self.snapshot_slices())
+
+    def snapshot_slices(self) -> Iterator[bytes]:
+        data = super().snapshot()  # the state now: later applies must not leak in
+
+        def pieces() -> Iterator[bytes]:
+            yield data
+            for _ in range(self.pieces):
+                until = time.thread_time() + self.cost
+                while time.thread_time() < until:
+                    pass
+                yield b""
+
+        return pieces()
+
+
+class Gate:
+    """A ``blocking`` runner that holds every snapshot write until the test opens it."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self, fn: Callable[[], T]) -> T:
+        self.calls += 1
+        await self.open.wait()
+        return fn()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def snapshot_index(store: RaftStore) -> int:
+    index = store.status()["snapshot_index"]
+    assert isinstance(index, int)
+    return index
+
+
+async def test_a_slow_snapshot_never_holds_the_loop_long(tmp_path: Path) -> None:
+    # 300 ms of encoding: taken in one go, a timer waits all of it.
+    machine = SlowSnapshots(pieces=60, cost=0.005)
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5))
+    await store.start(machine, bootstrap=True)
+    worst = 0.0
+    done = False
+
+    async def probe() -> None:
+        # The loop thread's CPU time between a timer's start and its firing: what held the
+        # loop meanwhile, free of how busy the machine is (wall-clock lateness is not).
+        nonlocal worst
+        while not done:
+            asked = time.thread_time()
+            await asyncio.sleep(0.002)
+            worst = max(worst, time.thread_time() - asked)
+
+    prober = asyncio.create_task(probe())
+    for n in range(5):
+        await store.propose(b"e%d" % n)
+    await until(lambda: snapshot_index(store) >= 5)
+    done = True
+    await prober
+    await store.stop()
+    assert worst < 0.15, f"the loop was held {worst * 1000:.0f} ms by a 300 ms snapshot"
+
+
+async def test_the_wal_is_compacted_only_once_the_snapshot_is_durable_and_one_at_a_time(
+    tmp_path: Path,
+) -> None:
+    gate = Gate()
+    machine = RecordingMachine()
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5, segment_bytes=256), blocking=gate)
+    await store.start(machine, bootstrap=True)
+    acked = {}
+    for n in range(5):
+        acked[await store.propose(b"a%02d" % n * 4)] = b"a%02d" % n * 4
+    await until(lambda: gate.calls == 1)
+    applied = store.status()["applied_index"]
+    assert isinstance(applied, int)
+    segments = list_segments(tmp_path / "wal")
+    for n in range(12):  # more than another interval while the first is being written
+        acked[await store.propose(b"b%02d" % n * 4)] = b"b%02d" % n * 4
+    assert gate.calls == 1, "a second snapshot started while one was in flight"
+    assert snapshot_index(store) == 0 and store.status()["first_index"] == 1
+    assert list_segments(tmp_path / "wal")[: len(segments)] == segments, "WAL released before the file"
+    assert snapfile.list_snapshots(tmp_path / "snap") == []
+    gate.open.set()
+    await until(lambda: snapshot_index(store) > 0)
+    taken_at = snapshot_index(store)
+    assert 5 <= taken_at <= applied, "not the state where the interval was reached"
+    assert store.status()["first_index"] == taken_at + 1
+    snap = snapfile.load_latest(tmp_path / "snap")
+    assert snap is not None and snap.meta.index == taken_at
+    restored = RecordingMachine()
+    restored.restore(snap.meta.index, snap.data)
+    assert restored.state == {i: e for i, e in acked.items() if i <= taken_at}, "later writes leaked in"
+    await store.stop()
+
+
+async def test_stop_finishes_the_snapshot_under_way(tmp_path: Path) -> None:
+    gate = Gate()
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5), blocking=gate)
+    await store.start(RecordingMachine(), bootstrap=True)
+    acked = {}
+    for n in range(5):
+        acked[await store.propose(b"s%d" % n)] = b"s%d" % n
+    await until(lambda: gate.calls == 1)
+    stopping = asyncio.create_task(store.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done(), "stop did not wait for the snapshot being written"
+    gate.open.set()
+    await asyncio.wait_for(stopping, DEADLINE)
+    machine = RecordingMachine()
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5))
+    await store.start(machine, bootstrap=False)
+    assert machine.restored_at is not None and machine.restored_at >= 5
+    assert all(machine.state[i] == e for i, e in acked.items())
+    await store.stop()
+
+
+async def test_a_failed_snapshot_write_stops_the_store(tmp_path: Path) -> None:
+    async def full_disk(fn: Callable[[], T]) -> T:
+        raise OSError(28, "No space left on device")
+
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=3), blocking=full_disk)
+    await store.start(RecordingMachine(), bootstrap=True)
+    for n in range(2):  # with the leader's empty entry, 3 applied: the snapshot starts
+        await store.propose(b"f%d" % n)
+    await until(lambda: store.status()["state"] == "failed")
+    with pytest.raises(StoreUnavailable, match="No space left on device"):
+        await store.propose(b"after")
+    await store.stop()
