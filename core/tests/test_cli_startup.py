@@ -193,3 +193,13 @@ def test_the_lazy_tree_lists_the_commands_the_eager_one_did() -> None:
     shown = CliRunner().invoke(cli, ["--help"], prog_name="shoal")
     assert shown.exit_code == 0
     assert shown.output.endswith(EAGER_COMMANDS), shown.output
+
+
+@pytest.mark.parametrize(
+    ("typo", "offered"),
+    [("servce", "'service'"), ("nod", "'node'"), ("swam", "'swarm'"), ("daemn", "'daemon'")],
+)
+def test_a_mistyped_command_is_offered_the_lazy_groups_as_before(typo: str, offered: str) -> None:
+    shown = CliRunner().invoke(cli, [typo], prog_name="shoal")
+    assert shown.exit_code == 2
+    assert f"No such command '{typo}'. Did you mean {offered}?" in shown.output, shown.output

@@ -37,6 +37,9 @@ LAZY_COMMANDS = {
     "stack": "shoal.cli.stack_cmd",
 }
 
+#: The commands click offered for a mistyped one when they were defined with the root group.
+ALWAYS_OFFERED = ("daemon", "swarm", "node", "service")
+
 
 class ShoalGroup(click.Group):
     """Turns click's usage errors into one line too: what is wrong, and where help is.
@@ -72,6 +75,18 @@ class ShoalGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_lazy()
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """click's, but a mistyped command is still offered the groups that were defined with
+        this one before they became lazy: click's "Did you mean" draws only on the commands
+        already added (``shoal servce``: "Did you mean 'service'?", as before)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            names = [*ALWAYS_OFFERED, *(name for name in self.commands if name not in ALWAYS_OFFERED)]
+            raise click.exceptions.NoSuchCommand(exc.command_name, possibilities=names, ctx=exc.ctx) from None
 
     def _builtin(self, cmd_name: str) -> click.Command | None:
         """A built-in command group of ``LAZY_COMMANDS``, imported the first time it is asked for."""
