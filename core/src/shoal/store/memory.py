@@ -395,6 +395,30 @@ async def visit_in_pieces(
             await asyncio.sleep(0)
 
 
+#: The ``StoreSnapshot`` field of each kind, in field-number order: the order the message's
+#: own encoding writes them in, so the slices of ``ObjectStore.snapshot_slices`` joined are
+#: the bytes of one ``StoreSnapshot`` holding everything (protobuf reads concatenated
+#: messages as one whose repeated fields hold every piece's elements, in order).
+_SNAPSHOT_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    sorted(
+        ((kind, kind + "s") for kind in KINDS),
+        key=lambda pair: pb.StoreSnapshot.DESCRIPTOR.fields_by_name[pair[1]].number,
+    )
+)
+#: Objects per piece of ``ObjectStore.snapshot_slices``: 1,000 tasks are ~2-4 ms to encode.
+SNAPSHOT_SLICE_OBJECTS = 1000
+
+
+def _encode_slices(captured: list[tuple[str, list[Any]]], per_slice: int) -> Iterator[bytes]:
+    """One ``StoreSnapshot`` of at most ``per_slice`` objects of one kind at a time, encoded
+    (a generator: nothing is encoded until the caller asks for the next piece)."""
+    for field, objects in captured:
+        for start in range(0, len(objects), per_slice):
+            piece = pb.StoreSnapshot()
+            getattr(piece, field).extend(objects[start : start + per_slice])
+            yield piece.SerializeToString()
+
+
 def copy(obj: ObjT) -> ObjT:
     """A mutable copy of a stored object, to change and pass to ``Tx.update``."""
     clone = type(obj)()
@@ -593,16 +617,18 @@ class ObjectStore:
         self._publish(events)
 
     def snapshot(self) -> bytes:
-        snap = pb.StoreSnapshot(
-            clusters=self.view.clusters.items.values(),
-            nodes=self.view.nodes.items.values(),
-            services=self.view.services.items.values(),
-            tasks=self.view.tasks.items.values(),
-            secrets=self.view.secrets.items.values(),
-            configs=self.view.configs.items.values(),
-            networks=self.view.networks.items.values(),
-        )
-        return snap.SerializeToString()
+        return b"".join(self.snapshot_slices())
+
+    def snapshot_slices(self, per_slice: int = SNAPSHOT_SLICE_OBJECTS) -> Iterator[bytes]:
+        """``snapshot()``'s bytes in pieces of at most ``per_slice`` objects each, so a store
+        provider can encode a large store between other work on the loop (100,000 tasks are
+        0.2-0.6 s of encoding). The state is the one applied when this is called, however many
+        applies run before the last piece is taken: each table's objects are listed now (~2 ms
+        for 100,000), and a stored object is never changed in place (an apply stores a new
+        one; ``Tx.update`` is given a copy), so what the list holds stays as it was."""
+        view = self.view
+        captured = [(field, list(view.table(kind).items.values())) for kind, field in _SNAPSHOT_FIELDS]
+        return _encode_slices(captured, per_slice)
 
     def restore(self, index: int, data: bytes) -> None:
         snap = pb.StoreSnapshot.FromString(data)

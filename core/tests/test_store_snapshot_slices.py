@@ -1,0 +1,69 @@
+"""``ObjectStore.snapshot_slices``: the snapshot in pieces a store provider can encode between
+other work; joined, the bytes of the whole store as one ``StoreSnapshot``, at the state of the
+call however many applies follow."""
+
+from __future__ import annotations
+
+from shoal.proto import objects_pb2 as pb
+from shoal.store.memory import CREATE, DELETE, UPDATE, ObjectStore
+
+
+def entry(*changes: tuple[int, pb.Task | pb.Node]) -> bytes:
+    batch = pb.StoreBatch()
+    for action, obj in changes:
+        kind = "task" if isinstance(obj, pb.Task) else "node"
+        getattr(batch.actions.add(kind=action), kind).CopyFrom(obj)
+    return batch.SerializeToString()
+
+
+def loaded_store() -> ObjectStore:
+    """Every kind, several slices of tasks."""
+    store = ObjectStore()
+    view = store.view
+    view.put("cluster", pb.Cluster(id="c1"))
+    for n in range(3):
+        view.put("node", pb.Node(id=f"n{n}"))
+    view.put("service", pb.Service(id="s1"))
+    for n in range(25):
+        view.put("task", pb.Task(id=f"t{n:02d}", service_id="s1", node_id=f"n{n % 3}"))
+    view.put("secret", pb.Secret(id="x1"))
+    view.put("config", pb.Config(id="g1"))
+    view.put("network", pb.Network(id="w1"))
+    store.applied_index = 10
+    return store
+
+
+def whole(store: ObjectStore) -> bytes:
+    """The store as one message (what ``snapshot`` encoded before it came in pieces)."""
+    v = store.view
+    return pb.StoreSnapshot(
+        clusters=v.clusters.items.values(),
+        nodes=v.nodes.items.values(),
+        services=v.services.items.values(),
+        tasks=v.tasks.items.values(),
+        secrets=v.secrets.items.values(),
+        configs=v.configs.items.values(),
+        networks=v.networks.items.values(),
+    ).SerializeToString()
+
+
+def test_the_pieces_joined_are_the_whole_store_in_one_message() -> None:
+    store = loaded_store()
+    pieces = list(store.snapshot_slices(per_slice=10))
+    assert len(pieces) == 3 + 6  # tasks in 3 pieces of at most 10; one per other kind
+    assert b"".join(pieces) == whole(store) == store.snapshot()
+    restored = ObjectStore()
+    restored.restore(10, b"".join(pieces))
+    assert whole(restored) == whole(store)
+
+
+def test_applies_after_the_call_do_not_leak_into_the_pieces() -> None:
+    store = loaded_store()
+    before = whole(store)
+    pieces = store.snapshot_slices(per_slice=4)
+    first = next(pieces)  # the encoding is under way when the writes come
+    changed = pb.Task(id="t03", service_id="s1", node_id="n2", desired_state=pb.SHUTDOWN)
+    store.apply(11, entry((UPDATE, changed), (CREATE, pb.Task(id="t99", service_id="s1"))))
+    store.apply(12, entry((DELETE, pb.Task(id="t20")), (CREATE, pb.Node(id="n9"))))
+    assert whole(store) != before
+    assert first + b"".join(pieces) == before
