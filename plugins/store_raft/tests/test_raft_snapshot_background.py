@@ -14,6 +14,7 @@ from shoal.roles import StoreUnavailable
 from shoal.testing.store import RecordingMachine
 from shoal_store_raft import RaftStore, snapfile
 from shoal_store_raft.options import RaftOptions
+from shoal_store_raft.raft import Snapshot, SnapshotMeta
 from shoal_store_raft.wal import list_segments
 
 T = TypeVar("T")
@@ -164,4 +165,33 @@ async def test_a_failed_snapshot_write_stops_the_store(tmp_path: Path) -> None:
     await until(lambda: store.status()["state"] == "failed")
     with pytest.raises(StoreUnavailable, match="No space left on device"):
         await store.propose(b"after")
+    await store.stop()
+
+
+@pytest.mark.parametrize("write_fails", [False, True])
+async def test_a_snapshot_overtaken_by_an_installed_one_is_dropped(tmp_path: Path, write_fails: bool) -> None:
+    # A follower installs its leader's newer snapshot while its own is being written: the
+    # install's pruning may take the file being written; neither outcome may stop the store
+    # or leave the older file behind.
+    gate = Gate()
+
+    async def overtaken(fn: Callable[[], T]) -> T:
+        gate.calls += 1
+        await gate.open.wait()
+        if write_fails:
+            raise FileNotFoundError(2, "No such file or directory", ".tmp-0000.snap")
+        return fn()
+
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5), blocking=overtaken)
+    await store.start(RecordingMachine(), bootstrap=True)
+    for n in range(5):
+        await store.propose(b"o%d" % n)
+    await until(lambda: gate.calls == 1)
+    leader = RecordingMachine()
+    leader.apply(100, b"the leader's")
+    store._install_snapshot(Snapshot(SnapshotMeta(100, 1, (store.member_id,)), leader.snapshot()))
+    gate.open.set()
+    await until(lambda: store._snapshotting is None)
+    assert store.status()["state"] == "running" and snapshot_index(store) == 100
+    assert [p.name[:16] for p in snapfile.list_snapshots(tmp_path / "snap")] == [f"{100:016x}"]
     await store.stop()

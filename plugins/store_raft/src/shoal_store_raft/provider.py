@@ -94,7 +94,9 @@ APPLY_SLICE_BYTES = 512 << 10
 #: How long the encoding of a snapshot holds the loop before it lets the loop run (at least
 #: one slice of the state machine's): a snapshot of 100,000 tasks is 0.2-0.6 s of encoding,
 #: and taken in one go it held heartbeats, votes and writes for that long on every manager.
-SNAPSHOT_STEP_SECONDS = 0.01
+#: A timer that comes due during a step fires after the next one (that step was queued
+#: first), so the loop can be held for two steps.
+SNAPSHOT_STEP_SECONDS = 0.005
 
 R = TypeVar("R")
 #: ``blocking(fn)``: run ``fn`` (file writes and fsyncs) where it does not hold the loop, and
@@ -938,8 +940,13 @@ class RaftStore:
             snap = await self._blocking(save)
             if self._failed is None:
                 self._snapshot_saved(snap)
-        except Exception as exc:  # a failed snapshot write stops the store, as a failed WAL write does
-            self._fail(exc)
+        except Exception as exc:
+            if meta.index <= self._snapshot_index:
+                # A leader's newer snapshot was installed meanwhile (its pruning may have taken
+                # this one's temporary file): nothing of this one is needed any more.
+                log.debug("raft snapshot at index %d dropped, overtaken: %s", meta.index, exc)
+            else:  # a failed snapshot write stops the store, as a failed WAL write does
+                self._fail(exc)
         finally:
             self._snapshotting = None
 

@@ -49,6 +49,12 @@ def snapshot_name(meta: SnapshotMeta) -> str:
 
 
 def encode(snap: Snapshot, sealer: AtRestSealer | None = None) -> bytes:
+    return b"".join(encode_parts(snap, sealer))
+
+
+def encode_parts(snap: Snapshot, sealer: AtRestSealer | None = None) -> list[bytes]:
+    """The file's bytes as (header, state machine's bytes, CRC): written one after the other,
+    a large state is never copied to be framed (``encode`` joins them)."""
     meta = snap.meta
     head = b"".join(
         [
@@ -58,8 +64,7 @@ def encode(snap: Snapshot, sealer: AtRestSealer | None = None) -> bytes:
         ]
     )
     data = snap.data if sealer is None else sealer.seal(snap.data, SEAL_CONTEXT + head)
-    body = head + data
-    return body + _CRC.pack(zlib.crc32(body))
+    return [head, data, _CRC.pack(zlib.crc32(data, zlib.crc32(head)))]
 
 
 def decode(path: Path, raw: bytes, sealer: AtRestSealer | None = None) -> Snapshot:
@@ -103,7 +108,7 @@ def save(directory: Path, snap: Snapshot, sealer: AtRestSealer | None = None) ->
     """Write ``snap`` durably (tmp + fsync + rename + dir fsync); returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / snapshot_name(snap.meta)
-    atomic_write(path, encode(snap, sealer))
+    atomic_write(path, encode_parts(snap, sealer))
     return path
 
 

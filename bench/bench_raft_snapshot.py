@@ -1,0 +1,188 @@
+"""A Raft snapshot of a large store, in one process: how long it holds the event loop.
+
+A one-member ``RaftStore`` on real files drives an ``ObjectStore`` loaded with ``--tasks``
+running tasks on ``--nodes`` nodes (put straight into the view: the log does not hold them,
+which the snapshot does not look at). One node write is committed every ``--write-ms`` while
+the snapshot is taken, as the dispatcher's status flushes would. Measured, per snapshot:
+
+- the longest stall of the loop: how late a 5 ms timer fired (wall clock), and the loop
+  thread's CPU between a timer's start and its firing (what held the loop, whatever the
+  machine's load);
+- the time until the snapshot is durable and the WAL compacted, and the writes' latency
+  meanwhile;
+- the file's size; and, once, what a follower's install and a restart's restore cost
+  (``ObjectStore.restore`` of the file's data, on the loop).
+
+    .venv/bin/python bench/bench_raft_snapshot.py [--tasks 100000] [--nodes 1000] [--reps 3]
+
+Run it against another tree with ``PYTHONPATH=<tree>/core/src:<tree>/plugins/store_raft/src``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import secrets
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from shoal import states
+from shoal.manager.tasks import new_task, task_template
+from shoal.proto import objects_pb2 as pb
+from shoal.store.memory import ObjectStore, Tx, copy
+from shoal_store_raft import RaftStore, snapfile
+from shoal_store_raft.options import RaftOptions
+
+
+def load(store: ObjectStore, tasks: int, nodes: int) -> list[str]:
+    """Running tasks spread over ready nodes, as after a big create; returns the node IDs."""
+    view = store.view
+    node_ids = []
+    for i in range(nodes):
+        node = pb.Node(id=secrets.token_hex(12))
+        node.description.hostname = f"hollow-{i}"
+        node.status.state = pb.NodeStatus.READY
+        node.status.addr = f"10.0.{i // 250}.{i % 250}"
+        view.put("node", node)
+        node_ids.append(node.id)
+    service = pb.Service(id="svc" + "x" * 22)
+    service.spec.annotations.name = "web"
+    service.spec.task.container.image = "app:1"
+    service.spec.replicated.replicas = tasks
+    view.put("service", service)
+    template = task_template(service, states.RUNNING)
+    now = time.time()
+    for slot in range(1, tasks + 1):
+        task = new_task(service, slot, template=template)
+        task.node_id = node_ids[slot % nodes]
+        task.status.state = states.RUNNING
+        task.status.message = "started"
+        task.status.container.container_id = secrets.token_hex(32)
+        task.meta.created_at = task.meta.updated_at = now
+        view.put("task", task)
+    return node_ids
+
+
+class Probe:
+    """The longest stall since ``reset``: wall lateness and loop-thread CPU per 5 ms timer."""
+
+    def __init__(self) -> None:
+        self.late = 0.0
+        self.cpu = 0.0
+        self._done = False
+
+    def reset(self) -> None:
+        self.late = self.cpu = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._done:
+            asked, cpu = loop.time(), time.thread_time()
+            await asyncio.sleep(0.005)
+            self.late = max(self.late, loop.time() - asked - 0.005)
+            self.cpu = max(self.cpu, time.thread_time() - cpu)
+
+    def stop(self) -> None:
+        self._done = True
+
+
+async def one_snapshot(
+    raft: RaftStore, store: ObjectStore, node_ids: list[str], write_ms: float
+) -> dict[str, float]:
+    probe = Probe()
+    prober = asyncio.create_task(probe.run())
+    await asyncio.sleep(0.05)
+    probe.reset()
+    before = raft.status()["snapshot_index"]
+    latencies: list[float] = []
+    stop_writes = False
+
+    async def writer() -> None:
+        n = 0
+        while not stop_writes:
+            node_id = node_ids[n % len(node_ids)]
+            n += 1
+
+            def touch(tx: Tx, node_id: str = node_id, beat: int = n) -> None:
+                node = copy(tx.node(node_id))  # type: ignore[type-var]
+                node.status.message = f"beat {beat}"
+                tx.update(node)
+
+            started = time.perf_counter()
+            await store.update(touch)
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(write_ms / 1000)
+
+    writes = asyncio.create_task(writer())
+    await asyncio.sleep(0.05)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    raft._take_snapshot()
+    while raft.status()["snapshot_index"] == before:  # noqa: ASYNC110 # the provider has no event for it
+        await asyncio.sleep(0.001)
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    await asyncio.sleep(0.05)
+    stop_writes = True
+    await writes
+    probe.stop()
+    await prober
+    return {
+        "stall_ms": probe.late * 1000,
+        "stall_cpu_ms": probe.cpu * 1000,
+        "durable_ms": wall * 1000,
+        "cpu_ms": cpu * 1000,
+        "writes": len(latencies),
+        "write_max_ms": max(latencies) * 1000 if latencies else 0.0,
+        "write_median_ms": statistics.median(latencies) * 1000 if latencies else 0.0,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--write-ms", type=float, default=5.0, help="pause between two node writes")
+    parser.add_argument("--dir", default=None, help="state directory (default: a temporary one on disk)")
+    args = parser.parse_args()
+    print(f"pid {os.getpid()}, load average {os.getloadavg()}", flush=True)
+    with tempfile.TemporaryDirectory(dir=args.dir or "/var/tmp") as tmp:
+        state = Path(tmp)
+        store = ObjectStore()
+        raft = RaftStore(state, RaftOptions(snapshot_interval=1_000_000_000))
+        store.provider = raft
+        await raft.start(store, bootstrap=True)
+        node_ids = load(store, args.tasks, args.nodes)
+        gc.collect()
+        gc.freeze()  # as the daemon's collector policy does with a loaded store
+        for rep in range(args.reps):
+            result = await one_snapshot(raft, store, node_ids, args.write_ms)
+            print(
+                f"snapshot {rep + 1}: longest stall {result['stall_ms']:.0f} ms "
+                f"(loop CPU {result['stall_cpu_ms']:.0f} ms), durable after {result['durable_ms']:.0f} ms, "
+                f"process CPU {result['cpu_ms']:.0f} ms; {result['writes']:.0f} writes meanwhile, "
+                f"median {result['write_median_ms']:.1f} ms, max {result['write_max_ms']:.0f} ms",
+                flush=True,
+            )
+        snap = snapfile.load_latest(state / "snap")
+        assert snap is not None
+        await raft.stop()
+        print(f"snapshot file: {len(snap.data) / 1e6:.1f} MB at index {snap.meta.index}")
+        restored = ObjectStore()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        restored.restore(snap.meta.index, snap.data)
+        print(
+            f"restore (a follower's install, a restart): {(time.perf_counter() - wall0) * 1000:.0f} ms, "
+            f"CPU {(time.process_time() - cpu0) * 1000:.0f} ms; {len(restored.view.tasks)} tasks"
+        )
+    print(f"load average {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
