@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-from shoal.cli.service_flags import FALSE, FLAG, LIST, TRUE, create_spec, params_of
+from shoal.cli.service_flags import FALSE, FLAG, LIST, TRUE, create_params, create_spec
 
 TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs ~2 ms here
 if TYPE_CHECKING:
@@ -178,15 +178,11 @@ def detached_create(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
     if not (host.startswith("unix://") or host.startswith("/")) or not create.rest:
         return None
     values = _in_click_order(create, declared)
-    if not values.pop("detach") or values.pop("with_registry_auth"):
+    detach = values.pop("detach")
+    del values["quiet"]  # like ``detach``, an argument of its own to click's callback
+    params = create_params(create.rest[0], create.rest[1:], values)
+    if not detach or "env_file" in params or params.pop("with_registry_auth", False):
         return None
-    del values["quiet"]
-    params = params_of(values)
-    if "env_file" in params:
-        return None
-    image, *args = create.rest
-    params.update(image=image, args=args)
-    params.pop("no_resolve_image", None)  # shoal never resolves an image to a remote digest
     return host.removeprefix("unix://"), params
 
 

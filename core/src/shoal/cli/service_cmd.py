@@ -19,6 +19,7 @@ from shoal.cli.inspect_opts import inspect_options
 from shoal.cli.listfilter_opts import filter_help, filter_params, task_list_options
 from shoal.cli.output import print_list
 from shoal.cli.registry_auth import REGISTRY_AUTH_HELP, registry_credentials
+from shoal.cli.service_flags import create_params
 from shoal.cli.service_opts import (
     DockerFlagsCommand,
     common_options,
@@ -61,9 +62,7 @@ def service_create(
     ctx: click.Context, /, image: str, args: tuple[str, ...], detach: bool, quiet: bool, **options: Any
 ) -> None:
     """Create a new service: IMAGE [COMMAND] [ARG...]."""
-    params = params_of(options)
-    params.update(image=image, args=list(args))
-    params.pop("no_resolve_image", None)  # shoal never resolves an image to a remote digest
+    params = create_params(image, args, options)
     if "env_file" in params:  # read here, as docker does: the files are on the client's machine
         given = {item.partition("=")[0] for item in params.get("env", [])}
         from_files = [e for e in env_from_files(params.pop("env_file")) if e.partition("=")[0] not in given]

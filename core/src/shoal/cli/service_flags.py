@@ -142,6 +142,16 @@ def params_of(options: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def create_params(image: str, args: list[str] | tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
+    """``service.create``'s parameters from the command's values, before the files
+    (``--env-file``) and credentials (``--with-registry-auth``) the client reads: click's
+    ``service create`` and ``fastpath`` both start from here, so they send the same request."""
+    params = params_of(options)
+    params.update(image=image, args=list(args))
+    params.pop("no_resolve_image", None)  # shoal never resolves an image to a remote digest
+    return params
+
+
 TRUE = ("1", "t", "T", "true", "TRUE", "True")
 FALSE = ("0", "f", "F", "false", "FALSE", "False")
 
