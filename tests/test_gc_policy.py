@@ -13,9 +13,14 @@ from pathlib import Path
 import pytest
 from shoal import states
 from shoal.gcpolicy import (
+    DEFAULT_SECONDS_PER_OBJECT,
+    FREEZE_PERIOD,
     NEVER_THAW,
     NO_AUTOMATIC_FULL_COLLECTION,
+    OVERDUE_AFTER,
     OVERDUE_FACTOR,
+    PAUSE_BUDGET,
+    QUIET_JITTER_STEPS,
     QUIET_STEPS,
     CollectorPolicy,
 )
@@ -24,6 +29,22 @@ from shoal.store.memory import Tx
 from shoal.testing.cluster import InProcessCluster
 
 TASKS = 3000
+
+
+class Clock:
+    """The policy's clock, moved by the test: a step every ``FREEZE_PERIOD``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _policy(clock: Clock | None = None, spread: float = 0.0) -> CollectorPolicy:
+    """A policy whose every pass on a busy loop is long (no pause budget) and without
+    jitter, unless asked: what each test sets apart is then the one rule it is about."""
+    return CollectorPolicy(min_thaw_size=0, pause_budget=0.0, clock=clock or Clock(), jitter=lambda: spread)
 
 
 def _tasks_a_full_collection_walks() -> int:
@@ -66,7 +87,7 @@ def test_a_doubled_frozen_set_is_collected_whole_once(monkeypatch: pytest.Monkey
         return freeze_count()
 
     monkeypatch.setattr(gc, "get_freeze_count", counted)
-    policy = CollectorPolicy(min_thaw_size=0)
+    policy = _policy()
     try:
         policy.step()
         assert (policy.freezes, policy.thaws) == (1, 0)
@@ -120,7 +141,7 @@ async def test_python_starts_no_full_collection_while_the_policy_runs() -> None:
 def test_the_pass_over_every_object_waits_for_a_quiet_loop() -> None:
     """The thaw (one full pass over every live object: seconds at a leader's 2 GiB heap) does
     not run while the loop is busy (a step that ran late), but once it has been quiet."""
-    policy = CollectorPolicy(min_thaw_size=0)
+    policy = _policy()
     try:
         policy.step()
         grown = [[] for _ in range(policy.baseline + 1)]  # the frozen set doubles
@@ -142,9 +163,11 @@ def test_the_pass_over_every_object_waits_for_a_quiet_loop() -> None:
 
 def test_a_loop_that_is_never_quiet_still_gets_its_pass_once_it_is_overdue() -> None:
     """A leader busy for good never has ``QUIET_STEPS`` quiet steps: the pass was put off for
-    ever and the frozen set's reference cycles were kept without bound. Once the set is
-    ``OVERDUE_FACTOR`` times the size that called for the pass, the pass runs busy or not."""
-    policy = CollectorPolicy(min_thaw_size=0)
+    ever and the frozen set's reference cycles were kept without bound. Once it has been put
+    off for ``OVERDUE_AFTER`` with the set ``OVERDUE_FACTOR`` times the size that called for
+    the pass, the pass runs busy or not."""
+    clock = Clock()
+    policy = _policy(clock)
     kept: list[list[object]] = []
     try:
         policy.step()
@@ -152,21 +175,106 @@ def test_a_loop_that_is_never_quiet_still_gets_its_pass_once_it_is_overdue() -> 
         kept.extend([] for _ in range(baseline + 1))  # doubled: the pass is due
         policy.step(late=2.0)
         assert (policy.thaws, policy.thaws_put_off) == (0, 1), "busy: put off"
-        kept.extend([] for _ in range(2 * baseline))  # more, not yet overdue
+        kept.extend([] for _ in range((OVERDUE_FACTOR - 1) * 2 * baseline))  # overdue by size
+        clock.now += OVERDUE_AFTER / 2
         policy.step(late=2.0)
-        assert (policy.thaws, policy.thaws_put_off) == (0, 2), "busy, not overdue: put off"
-        kept.extend([] for _ in range((OVERDUE_FACTOR - 1) * 2 * baseline))
+        assert (policy.thaws, policy.thaws_put_off) == (0, 2), "busy, not put off for long: put off"
+        clock.now += OVERDUE_AFTER / 2
         policy.step(late=2.0)
         assert policy.thaws == 1, "overdue: the pass runs on a busy loop"
     finally:
         gc.unfreeze()
 
 
+def test_a_fresh_leaders_big_create_gets_no_pass_while_it_runs() -> None:
+    """Before: a leader's heap grows from its start-up set to ~807,000 objects while it creates
+    100,000 tasks (about a minute, busy throughout), past ``OVERDUE_FACTOR`` times the size
+    that called for the pass, and the pass ran in the middle of the create: 0.5-1.8 s of held
+    loop on each manager, and Raft elections. A growth of that size, however fast, waits for
+    a quiet loop, or for the create to have lasted ``OVERDUE_AFTER``."""
+    clock = Clock()
+    policy = _policy(clock)
+    kept: list[list[object]] = []
+    try:
+        policy.step()
+        baseline = policy.baseline
+        for _ in range(int(60 / FREEZE_PERIOD)):  # a minute of busy steps, the heap 12x
+            kept.extend([] for _ in range(11 * baseline // 30))
+            clock.now += FREEZE_PERIOD
+            policy.step(cpu_share=0.9)
+        assert len(kept) >= 2 * OVERDUE_FACTOR * baseline
+        assert (policy.thaws, policy.thaws_put_off > 0) == (0, True)
+        for _ in range(QUIET_STEPS):  # the create is over
+            policy.step()
+        assert policy.thaws == 1, "the pass on the quiet loop after the create"
+    finally:
+        gc.unfreeze()
+
+
+def test_a_set_grown_far_beyond_is_collected_busy_or_not() -> None:
+    """A store growing fast on a loop never quiet: the set grown to ``OVERDUE_FACTOR`` squared
+    times the size that called for the pass gets it at once, however short the wait."""
+    policy = _policy()
+    try:
+        policy.step()
+        policy.baseline = policy.baseline // (4 * OVERDUE_FACTOR**2)  # as if the live set was small
+        policy.added = policy.baseline * 2 * OVERDUE_FACTOR**2
+        policy.step(late=2.0)
+        assert policy.thaws == 1
+    finally:
+        gc.unfreeze()
+
+
+def test_a_pass_short_enough_runs_on_a_busy_loop() -> None:
+    """A pass whose expected pause (the frozen objects times the seconds per object the last
+    pass took) fits the budget cannot cost an election: it runs on a busy loop too. Before,
+    every pass waited for a quiet loop, however small the set."""
+    policy = CollectorPolicy(min_thaw_size=0, jitter=lambda: 0.0)
+    kept: list[list[object]] = []
+    try:
+        policy.step()
+        policy.seconds_per_object = PAUSE_BUDGET / (4 * policy.baseline)  # as the last pass took
+        kept.extend([] for _ in range(policy.baseline + 1))  # doubled: due, within the budget
+        policy.step(late=2.0)
+        assert policy.thaws == 1, "a short pass on a busy loop"
+        assert 0 < policy.seconds_per_object, "what this pass took is the next one's estimate"
+        policy.seconds_per_object = DEFAULT_SECONDS_PER_OBJECT
+        policy.pause_budget = DEFAULT_SECONDS_PER_OBJECT * policy.baseline  # less than a doubled set
+        kept.extend([] for _ in range(policy.growth * policy.baseline))  # due again
+        policy.step(late=2.0)
+        assert (policy.thaws, policy.thaws_put_off) == (1, 1), "a long pass on a busy loop: put off"
+    finally:
+        gc.unfreeze()
+
+
+def test_members_turning_quiet_together_pass_at_different_steps() -> None:
+    """Every member of a cluster holds the same store and turns quiet when the create ends:
+    their passes came due on the same step, and two followers holding their loops together
+    make the leader step down. Each pass waits a random number of quiet steps more."""
+    steps_to_pass: list[int] = []
+    kept: list[list[object]] = []
+    for spread in (0.0, 0.99):
+        policy = _policy(spread=spread)
+        try:
+            policy.step()
+            kept.extend([] for _ in range(policy.baseline + 1))
+            policy.step(late=2.0)
+            quiet = 0
+            while policy.thaws == 0:
+                quiet += 1
+                policy.step()
+            steps_to_pass.append(quiet)
+        finally:
+            gc.unfreeze()
+            kept.clear()
+    assert steps_to_pass == [QUIET_STEPS, QUIET_STEPS + QUIET_JITTER_STEPS]
+
+
 def test_a_full_pass_that_frees_nothing_makes_the_next_wait_for_more_growth() -> None:
     """A store that only grows (100,000 tasks created) has no frozen cycles to free: each
     doubling cost a pass over every live object (0.65 s at 316,000 objects on a busy leader)
     for nothing. After such a pass the next waits for twice the growth."""
-    policy = CollectorPolicy(min_thaw_size=0)
+    policy = _policy()
     kept: list[list[object]] = []
     try:
         for _ in range(QUIET_STEPS):  # a quiet loop: the pass is due as soon as the set grew

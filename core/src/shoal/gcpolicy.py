@@ -27,10 +27,22 @@ previous step) before freezing what survived. And the thaw, the one pass over ev
 object, waits for a quiet loop (``QUIET_STEPS`` steps on time in a row): a leader starting
 100,000 tasks is busy for a minute, and a pass over its whole heap then is seconds of Raft
 heartbeats not sent. A pass that finds next to no frozen cycles (a store that only grew)
-makes the next wait for twice the growth (``growth``), up to ``MAX_GROWTH``. A loop that is
-never quiet does not put the pass off for ever: once the frozen set has grown to
-``OVERDUE_FACTOR`` times the size that called for the pass, it runs busy or not (the heap stays
-bounded).
+makes the next wait for twice the growth (``growth``), up to ``MAX_GROWTH``.
+
+A busy loop gets the pass only when it cannot cost a Raft election. Either its expected pause
+(the frozen objects times the seconds per object the last pass took, ``DEFAULT_SECONDS_PER_OBJECT``
+before the first) fits ``PAUSE_BUDGET``, well under the election timeout (1-2 s); or the pass is
+overdue: put off for ``OVERDUE_AFTER`` (far longer than a 100,000-task create or removal, about
+a minute each) with the frozen set ``OVERDUE_FACTOR`` times the size that called for it, or
+grown to ``OVERDUE_FACTOR`` squared times that size whatever the time. A loop that is never
+quiet thus still has its frozen cycles reclaimed, and the heap stays bounded. Before, the
+factor alone made it overdue, and a fresh leader's first 100,000-task create crossed it (its
+heap grew from the start-up set to 807,000 objects): a pass of 0.5-1.8 s of held loop in the
+middle of the create, and elections. The members of a cluster hold the same store and reach
+the same sizes together, and turn quiet together when a create ends: each pass waits a random
+extra (up to ``QUIET_JITTER_STEPS`` quiet steps, up to half ``OVERDUE_AFTER`` again) so that two
+followers do not hold their loops at once (two followers held a second together make the
+leader step down).
 """
 
 from __future__ import annotations
@@ -38,8 +50,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 import sys
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("shoal.gcpolicy")
 
@@ -62,12 +76,26 @@ BUSY_LATENESS = 0.1
 BUSY_CPU_SHARE = 0.5
 #: Steps on time and not busy in a row before the thaw's pass over every live object may run.
 QUIET_STEPS = 3
-#: A thaw put off until the frozen set reached this multiple of the size that called for it
-#: runs even on a busy loop: a process that is never quiet (a leader busy for good) would
-#: otherwise keep the frozen set's reference cycles without bound. One held loop per such
-#: growth is the price of a bounded heap; 4 keeps it out of a 100,000-task create (the heap
-#: grows ~3x there, and the pass after it, on a quiet loop, is the one that is wanted).
+#: The longest expected pause of a pass on a busy loop: well under Raft's election timeout (10-20
+#: ticks of 100 ms), with room for a loaded machine (a pass of 0.4 s of CPU took 1-1.8 s of wall
+#: time at load 2-9).
+PAUSE_BUDGET = 0.2
+#: The pass's seconds per frozen object before one was measured: a loaded machine's (at 100,000
+#: tasks the leader's pass over 807,000 objects took 0.56 s, 1-1.8 s under load), so that a
+#: first pass on a busy loop is expected long rather than short.
+DEFAULT_SECONDS_PER_OBJECT = 2e-6
+#: A thaw put off for this long (seconds) on a busy loop, with the frozen set ``OVERDUE_FACTOR``
+#: times the size that called for it, runs busy or not: a process that is never quiet (a
+#: leader busy for good) would otherwise keep the frozen set's reference cycles without bound.
+#: Far longer than a 100,000-task create or removal (50-90 s each on 1,000 hollow nodes): the
+#: pass after those, on a quiet loop, is the one that is wanted.
+OVERDUE_AFTER = 600.0
+#: See ``OVERDUE_AFTER``; the set grown to this factor squared runs the pass at once (a store
+#: growing fast: the heap stays within a constant multiple of the live set).
 OVERDUE_FACTOR = 4
+#: A pass that has become due waits up to this many more quiet steps (drawn at random for each
+#: pass): the members of a cluster turn quiet together and would hold their loops together.
+QUIET_JITTER_STEPS = 4
 #: A full pass that freed less than this fraction of the frozen set found (almost) no frozen
 #: cycles: the next waits for the set to grow twice as much (up to ``MAX_GROWTH``).
 USEFUL_FRACTION = 0.1
@@ -84,12 +112,20 @@ class CollectorPolicy:
         period: float = FREEZE_PERIOD,
         min_thaw_size: int = MIN_THAW_SIZE,
         young_threshold: int | None = None,
+        pause_budget: float = PAUSE_BUDGET,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.period = period
         self.min_thaw_size = min_thaw_size
         #: The youngest generation's threshold while the policy runs (None: Python's, 700). A
         #: process-wide setting, as the oldest's is: given back when the last policy stops.
         self.young_threshold = young_threshold
+        #: The longest expected pause of a pass that may run on a busy loop (seconds).
+        self.pause_budget = pause_budget
+        self._clock = clock
+        #: Draws in [0, 1) that spread the passes of processes reaching the same sizes together.
+        self._jitter = jitter
         #: Objects frozen just after the last full pass: the live set then.
         self.baseline = 0
         #: Objects frozen since the last full pass (an upper bound: some were freed since).
@@ -103,6 +139,12 @@ class CollectorPolicy:
         #: The frozen set's size that calls for a full pass, as a multiple of ``baseline``:
         #: 2 while passes find cycles to free, doubled after each that finds next to none.
         self.growth = 2
+        #: What the last pass took per frozen object (seconds of wall time): its expected pause.
+        self.seconds_per_object = DEFAULT_SECONDS_PER_OBJECT
+        #: When the pass became due and was first put off (None: not due, or not yet put off).
+        self.due_since: float | None = None
+        #: This pass's random share of the extra wait (``QUIET_JITTER_STEPS``, ``OVERDUE_AFTER``).
+        self.spread = self._jitter()
         self._started = False
         self._task: asyncio.Task[None] | None = None
 
@@ -149,7 +191,7 @@ class CollectorPolicy:
         ``late``: how much later than asked this step runs; ``cpu_share``: the share of a core
         the process used since the previous step. A late step or one after a busy period
         found the process busy, and the thaw waits until ``QUIET_STEPS`` steps in a row were
-        neither."""
+        neither (see ``_may_pass`` for the passes a busy loop gets)."""
         # Only the objects not frozen: those since the previous step. Their cycles die here
         # rather than wait in the frozen set.
         gc.collect(2)
@@ -165,28 +207,55 @@ class CollectorPolicy:
         if self.added < max(self.min_thaw_size, (self.growth - 1) * self.baseline):
             return
         frozen = gc.get_freeze_count()
-        if frozen < max(self.min_thaw_size, self.growth * self.baseline):
+        due = max(self.min_thaw_size, self.growth * self.baseline)
+        if frozen < due:
             self.added = frozen - self.baseline  # the exact growth, freed objects deducted
+            self.due_since = None
             return
-        overdue = frozen >= OVERDUE_FACTOR * max(self.min_thaw_size, self.growth * self.baseline)
-        if self.quiet_steps < QUIET_STEPS and not overdue:
+        reason = self._may_pass(frozen, due)
+        if not reason:
             self.thaws_put_off += 1
+            if self.due_since is None:
+                self.due_since = self._clock()
             return
+        self._pass(frozen, reason)
+
+    def _may_pass(self, frozen: int, due: int) -> str:
+        """Why the pass due over ``frozen`` objects may run now ("" while it may not): the loop
+        is quiet, or the pass is short enough not to cost an election, or it is overdue."""
+        if self.quiet_steps >= QUIET_STEPS + round(self.spread * QUIET_JITTER_STEPS):
+            return "quiet loop"
+        if frozen * self.seconds_per_object <= self.pause_budget:
+            return "short"
+        if frozen >= OVERDUE_FACTOR**2 * due:
+            return "overdue"
+        waited = 0.0 if self.due_since is None else self._clock() - self.due_since
+        if frozen >= OVERDUE_FACTOR * due and waited >= OVERDUE_AFTER * (1 + self.spread / 2):
+            return "overdue"
+        return ""
+
+    def _pass(self, frozen: int, reason: str) -> None:
+        """The full pass: every live object walked once, frozen cycles freed, the rest frozen."""
         began = time.perf_counter()
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        took = time.perf_counter() - began
         self.baseline = gc.get_freeze_count()
         self.added = 0
         self.thaws += 1
+        self.due_since = None
+        self.spread = self._jitter()
+        self.seconds_per_object = took / max(frozen, 1)
         useful = frozen - self.baseline >= USEFUL_FRACTION * frozen
         self.growth = 2 if useful else min(2 * self.growth, MAX_GROWTH)
         log.info(
-            "full garbage collection: %d objects live (were %d frozen), %.0f ms; next at %dx",
+            "full garbage collection: %d objects live (were %d frozen), %.0f ms; next at %dx (%s)",
             self.baseline,
             frozen,
-            (time.perf_counter() - began) * 1000,
+            took * 1000,
             self.growth,
+            reason,
         )
 
 
