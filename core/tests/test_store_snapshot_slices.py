@@ -67,3 +67,55 @@ def test_applies_after_the_call_do_not_leak_into_the_pieces() -> None:
     store.apply(12, entry((DELETE, pb.Task(id="t20")), (CREATE, pb.Node(id="n9"))))
     assert whole(store) != before
     assert first + b"".join(pieces) == before
+
+
+class Rebuilt:
+    """An apply listener that counts the tasks of the view it was told was restored."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.tasks: list[int] = []
+
+    def applied(self, events: list[object]) -> None:
+        pass
+
+    def restored(self) -> None:
+        self.tasks.append(len(self.store.view.tasks))
+
+
+def test_a_restore_in_steps_shows_the_old_state_until_its_last_step() -> None:
+    data = loaded_store().snapshot()
+    store = ObjectStore()
+    store.view.put("task", pb.Task(id="old", service_id="s0"))
+    store.applied_index = 3
+    view = store.view
+    listener = Rebuilt(store)
+    store.listen(listener)
+    steps = store.restore_steps(10, data, per_step=10)
+    for _ in range(5):  # the cluster, the nodes, the service, two pieces of tasks
+        next(steps)
+        assert set(store.view.tasks.items) == {"old"} and store.view.tasks_by_service == {"s0": {"old"}}
+        assert store.applied_index == 3 and listener.tasks == []
+    assert list(steps) == [None] * 4  # the last piece of tasks, a secret, a config, a network
+    assert store.view is view and whole(store) == data and store.applied_index == 10
+    loaded = loaded_store().view
+    assert (
+        store.view.tasks_by_node == loaded.tasks_by_node
+        and store.view.tasks_by_service == loaded.tasks_by_service
+    )
+    assert listener.tasks == [25]
+
+
+def test_a_restore_in_steps_dropped_before_its_end_changes_nothing_and_an_empty_one_empties() -> None:
+    store = loaded_store()
+    before = whole(store)
+    steps = store.restore_steps(20, ObjectStore().snapshot(), per_step=10)
+    assert list(steps) == []  # an empty snapshot: no piece to put, the store emptied at the end
+    assert len(store.view.tasks) == 0 and store.applied_index == 20
+    store = loaded_store()
+    steps = store.restore_steps(
+        30, ObjectStore().snapshot() + pb.StoreSnapshot(tasks=[pb.Task(id="x")]).SerializeToString()
+    )
+    next(steps)
+    del steps
+    assert whole(store) == before and store.applied_index == 10

@@ -631,19 +631,26 @@ class ObjectStore:
         return _encode_slices(captured, per_slice)
 
     def restore(self, index: int, data: bytes) -> None:
+        for _ in self.restore_steps(index, data):
+            pass
+
+    def restore_steps(
+        self, index: int, data: bytes, per_step: int = SNAPSHOT_SLICE_OBJECTS
+    ) -> Iterator[None]:
+        """``restore`` a step at a time, so a store provider can install a large snapshot
+        between other work on the loop (100,000 tasks are 0.3-0.7 s of restoring): each step
+        puts at most ``per_step`` objects into a new view, and the last one puts that view in
+        place of the current one and tells the listeners. Until then readers see the state
+        before the snapshot, whole; a generator dropped before its end changes nothing."""
         snap = pb.StoreSnapshot.FromString(data)
-        self.view.clear()
-        for kind, items in (
-            ("cluster", snap.clusters),
-            ("node", snap.nodes),
-            ("service", snap.services),
-            ("task", snap.tasks),
-            ("secret", snap.secrets),
-            ("config", snap.configs),
-            ("network", snap.networks),
-        ):
-            for obj in items:
-                self.view.put(kind, obj)
+        view = ReadView()
+        for kind, field in _SNAPSHOT_FIELDS:
+            objects = getattr(snap, field)
+            for start in range(0, len(objects), per_step):
+                for obj in objects[start : start + per_step]:
+                    view.put(kind, obj)
+                yield
+        self.view.__dict__.update(view.__dict__)  # the same view, its tables replaced (as ``clear``)
         self.applied_index = index
         for listener in self._listeners:
             listener.restored()
