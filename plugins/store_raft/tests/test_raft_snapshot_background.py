@@ -4,8 +4,9 @@ WAL compacted only once the file is durable; one at a time; the state exactly at
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,8 +15,9 @@ from shoal.roles import StoreUnavailable
 from shoal.testing.store import RecordingMachine
 from shoal_store_raft import RaftStore, snapfile
 from shoal_store_raft.options import RaftOptions
-from shoal_store_raft.raft import Snapshot, SnapshotMeta
-from shoal_store_raft.wal import list_segments
+from shoal_store_raft.provider import MEMBER_FILE, format_id
+from shoal_store_raft.raft import HardState, Message, MsgType, Snapshot, SnapshotChunk, SnapshotMeta
+from shoal_store_raft.wal import WAL, list_segments
 
 T = TypeVar("T")
 DEADLINE = 30.0
@@ -194,4 +196,66 @@ async def test_a_snapshot_overtaken_by_an_installed_one_is_dropped(tmp_path: Pat
     await until(lambda: store._snapshotting is None)
     assert store.status()["state"] == "running" and snapshot_index(store) == 100
     assert [p.name[:16] for p in snapfile.list_snapshots(tmp_path / "snap")] == [f"{100:016x}"]
+    await store.stop()
+
+
+class SlowRestore(RecordingMachine):
+    """Restoring costs ``steps`` x ``cost`` seconds of CPU, whole or a step at a time."""
+
+    def __init__(self, steps: int, cost: float) -> None:
+        super().__init__()
+        self.steps = steps
+        self.cost = cost
+
+    def restore(self, index: int, data: bytes) -> None:
+        for _ in self.restore_steps(index, data):
+            pass
+
+    def restore_steps(self, index: int, data: bytes) -> Iterator[None]:
+        for _ in range(self.steps):
+            until = time.thread_time() + self.cost
+            while time.thread_time() < until:
+                pass
+            yield
+        super().restore(index, data)
+
+
+async def test_a_follower_installs_a_leader_snapshot_without_holding_the_loop_and_acks_it_last(
+    tmp_path: Path,
+) -> None:
+    me, leader = 0x1234, 0x2
+    WAL.create(tmp_path / "wal", SnapshotMeta(0, 0, (me, leader, 0x3)), HardState()).close()
+    (tmp_path / MEMBER_FILE).write_text(json.dumps({"raft_id": format_id(me)}))
+    machine = SlowRestore(steps=60, cost=0.005)  # 300 ms of restoring
+    acks: list[tuple[bool, int | None]] = []
+
+    def send(messages: Sequence[Message]) -> None:
+        for m in messages:
+            if m.type == MsgType.APP_RESP and m.index == 50:  # what the ack says: durable and loaded
+                on_disk = snapfile.load_latest(tmp_path / "snap")
+                acks.append((on_disk is not None and on_disk.meta.index == 50, machine.restored_at))
+
+    store = RaftStore(tmp_path, RaftOptions(tick_ms=60_000), send=send)
+    await store.start(machine, bootstrap=False)
+    theirs = RecordingMachine()
+    theirs.apply(50, b"the leader's state")
+    data = theirs.snapshot()
+    meta = SnapshotMeta(50, 1, (me, leader, 0x3))
+    worst, done = 0.0, False
+
+    async def probe() -> None:
+        nonlocal worst
+        while not done:
+            asked = time.thread_time()
+            await asyncio.sleep(0.002)
+            worst = max(worst, time.thread_time() - asked)
+
+    prober = asyncio.create_task(probe())
+    store.step(Message(MsgType.SNAP, me, leader, 1, snapshot=SnapshotChunk(meta, 0, data, len(data))))
+    await until(lambda: bool(acks))
+    done = True
+    await prober
+    assert acks == [(True, 50)], "acknowledged before the snapshot was durable and loaded"
+    assert machine.state == {50: b"the leader's state"} and store.status()["applied_index"] == 50
+    assert worst < 0.15, f"the loop was held {worst * 1000:.0f} ms by a 300 ms restore"
     await store.stop()

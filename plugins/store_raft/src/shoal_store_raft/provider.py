@@ -77,6 +77,8 @@ log = logging.getLogger("shoal.store.raft")
 #: Where a deferred Ready resumes: at its WAL write (a leader's, after its appends went out) or
 #: at applying (after the acknowledgements went out).
 _PERSIST, _APPLY = "persist", "apply"
+#: Where a Ready bringing a leader's snapshot resumes once the snapshot is installed.
+_INSTALLED = "installed"
 
 #: ``send(messages)``: hand messages to the transport (must not block; may drop on failure).
 SendHook = Callable[[Sequence[Message]], None]
@@ -110,6 +112,14 @@ class SlicedSnapshots(Protocol):
 
     def snapshot_slices(self) -> Iterator[bytes]:
         """Pieces whose concatenation is ``snapshot()`` at the time of the call."""
+
+
+@runtime_checkable
+class SteppedRestore(Protocol):
+    """A state machine that can restore a snapshot a step at a time (the kernel's object store)."""
+
+    def restore_steps(self, index: int, data: bytes) -> Iterator[None]:
+        """``restore``, done once the iterator is exhausted."""
 
 
 class StoreStateError(StoreOpenError):
@@ -181,6 +191,8 @@ class RaftStore:
         self._blocking: BlockingRunner[Any] = blocking or _in_thread
         #: The snapshot being encoded and written, if any (at most one at a time).
         self._snapshotting: asyncio.Task[None] | None = None
+        #: A leader's snapshot being installed, if any (its Ready is ``_deferred`` meanwhile).
+        self._installing: asyncio.Task[None] | None = None
         #: Encrypts every WAL record and snapshot (the manager's data key; None: in clear).
         self.sealer = sealer
         self.options = options or RaftOptions()
@@ -426,6 +438,8 @@ class RaftStore:
             self._closed = True
             self._leadership.close()
             return
+        if self._installing is not None:  # it finishes its Ready itself
+            await asyncio.gather(self._installing, return_exceptions=True)
         self._finish_deferred(defer=False)  # persist and acknowledge what was already accepted
         self._closed = True
         if self._sender is not None:
@@ -814,6 +828,8 @@ class RaftStore:
     def _finish_stage(self, rd: Ready, stage: str) -> None:
         if stage == _PERSIST:
             self._persist(rd, early=True)
+        elif stage == _INSTALLED:
+            self._persist(rd, early=False)
         self._apply_and_advance(rd)
 
     def _process(self, defer: bool = True, *, applied: bool = False) -> None:
@@ -829,6 +845,9 @@ class RaftStore:
             rd = core.ready()
             applied = bool(rd.committed)
             if rd.snapshot is not None:
+                if defer:
+                    self._install_later(rd)
+                    return
                 self._install_snapshot(rd.snapshot)
             # A leader's appends promise nothing about its own disk (it counts itself towards a
             # commit only once ``advance`` saw its entries durable), so it sends them before its
@@ -889,12 +908,59 @@ class RaftStore:
                         )
 
     def _install_snapshot(self, snap: Snapshot) -> None:
-        """A leader sent us its state: make it durable, then load it."""
-        assert self._wal is not None and self._machine is not None
+        """A leader sent us its state: make it durable, then load it, at once (``stop`` and the
+        replay at open; the loop's installs go through ``_install_later``)."""
+        assert self._machine is not None
         snapfile.save(self.snap_dir, snap, self.sealer)
-        self._wal.save_snapshot(snap.meta)
+        self._mark_installed(snap)
         self._machine.restore(snap.meta.index, snap.data)
+        self._loaded(snap)
+
+    def _install_later(self, rd: Ready) -> None:
+        """``rd`` brings a leader's snapshot: install it in the background (the file written
+        off the loop, the state machine restored a step at a time when it can) and only then
+        finish ``rd``, whose acknowledgement says the snapshot is durable. Nothing else of the
+        core is processed meanwhile. At 100,000 tasks an install held a follower's loop for
+        0.3-0.7 s (restoring) plus the write of a 23 MB file."""
+        assert rd.snapshot is not None and self._loop is not None
+        self._deferred = (rd, _INSTALLED)
+        self._installing = self._loop.create_task(
+            self._install_in_steps(rd.snapshot), name="shoal-raft-install"
+        )
+
+    async def _install_in_steps(self, snap: Snapshot) -> None:
+        machine = self._machine
+        assert machine is not None
+        try:
+            directory, sealer = self.snap_dir, self.sealer
+            await self._blocking(lambda: snapfile.save(directory, snap, sealer))
+            self._mark_installed(snap)
+            if isinstance(machine, SteppedRestore):
+                clock = time.perf_counter
+                until = clock() + SNAPSHOT_STEP_SECONDS
+                for _ in machine.restore_steps(snap.meta.index, snap.data):
+                    if clock() >= until:
+                        await asyncio.sleep(0)
+                        until = clock() + SNAPSHOT_STEP_SECONDS
+            else:
+                machine.restore(snap.meta.index, snap.data)
+            self._loaded(snap)
+        except Exception as exc:  # as a failed write or apply: the store stops
+            self._fail(exc)
+            return
+        finally:
+            self._installing = None
+        self._finish_deferred()
+
+    def _mark_installed(self, snap: Snapshot) -> None:
+        """``snap``'s file is durable: the WAL starts after it (a snapshot of our own still
+        under way, older, is dropped when it ends)."""
+        assert self._wal is not None
+        self._wal.save_snapshot(snap.meta)
         self._applied = self._snapshot_index = snap.meta.index
+
+    def _loaded(self, snap: Snapshot) -> None:
+        """The state machine holds ``snap``: fail the writes it replaced, prune older files."""
         self._fail_pending(
             StoreUnavailable("the store was replaced by the leader's snapshot; retry the write"),
             up_to=snap.meta.index,

@@ -19,7 +19,6 @@ clear, as in Swarm. ``SHOALSN2`` files are still read, and replaced by the next 
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import zlib
@@ -127,13 +126,15 @@ def load_latest(directory: Path, sealer: AtRestSealer | None = None) -> Snapshot
 
 
 def prune(directory: Path, keep_index: int) -> None:
-    """Delete snapshot files older than the one at ``keep_index`` and stray temp files."""
+    """Delete snapshot files older than the one at ``keep_index`` and stray temp files (not
+    the temporary file of a newer snapshot: it may be being written, off the loop)."""
     removed = False
     for path in directory.iterdir():
-        if path.name.startswith(".tmp-") or (
-            _NAME.fullmatch(path.name) and int(path.name[:16], 16) < keep_index
-        ):
-            os.unlink(path)
+        name = path.name.removeprefix(".tmp-")
+        if _NAME.fullmatch(name) and int(name[:16], 16) >= keep_index:
+            continue
+        if path.name != name or _NAME.fullmatch(name):
+            path.unlink(missing_ok=True)  # missing: another prune (an install's) took it
             removed = True
     if removed:
         fsync_dir(directory)

@@ -156,8 +156,9 @@ class SimMember:
         store._closed = True
         if store._ticker is not None:
             store._ticker.cancel()
-        if store._snapshotting is not None:  # a snapshot being encoded dies with the process
-            store._snapshotting.cancel()
+        for task in (store._snapshotting, store._installing):  # what runs in steps dies too
+            if task is not None:
+                task.cancel()
         if store._wal is not None:
             store._wal.close()
         self.store = self.objects = self.machine = None
