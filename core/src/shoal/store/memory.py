@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from google.protobuf.message import DecodeError
+
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreProvider, StoreUnavailable
 
@@ -419,6 +421,44 @@ def _encode_slices(captured: list[tuple[str, list[Any]]], per_slice: int) -> Ite
             yield piece.SerializeToString()
 
 
+def _snapshot_pieces(data: bytes, per_piece: int) -> Iterator[pb.StoreSnapshot]:
+    """``data`` (a ``StoreSnapshot``) parsed a piece of at most ``per_piece`` objects at a time:
+    the bytes of consecutive objects are a ``StoreSnapshot`` of their own, so each piece is
+    parsed as one once the scan found where it ends (parsing 100,000 tasks at once is 20-70 ms
+    of the loop). A field that is not an object (none is, today) ends the scan: the rest is
+    parsed whole. Truncated data raises ``DecodeError``, as parsing it whole does."""
+    pos = start = count = 0
+    end = len(data)
+    try:
+        while pos < end:
+            key, pos = _varint(data, pos)
+            if key & 7 != 2:  # not length-delimited
+                pos = end
+                break
+            size, pos = _varint(data, pos)
+            pos += size
+            count += 1
+            if count == per_piece:
+                yield pb.StoreSnapshot.FromString(data[start:pos])
+                start, count = pos, 0
+    except IndexError:
+        raise DecodeError("truncated store snapshot") from None
+    if start < end:
+        yield pb.StoreSnapshot.FromString(data[start:])
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The base-128 varint at ``pos`` and the position after it."""
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
 def copy(obj: ObjT) -> ObjT:
     """A mutable copy of a stored object, to change and pass to ``Tx.update``."""
     clone = type(obj)()
@@ -642,14 +682,12 @@ class ObjectStore:
         puts at most ``per_step`` objects into a new view, and the last one puts that view in
         place of the current one and tells the listeners. Until then readers see the state
         before the snapshot, whole; a generator dropped before its end changes nothing."""
-        snap = pb.StoreSnapshot.FromString(data)
         view = ReadView()
-        for kind, field in _SNAPSHOT_FIELDS:
-            objects = getattr(snap, field)
-            for start in range(0, len(objects), per_step):
-                for obj in objects[start : start + per_step]:
+        for piece in _snapshot_pieces(data, per_step):
+            for kind, field in _SNAPSHOT_FIELDS:
+                for obj in getattr(piece, field):
                     view.put(kind, obj)
-                yield
+            yield
         self.view.__dict__.update(view.__dict__)  # the same view, its tables replaced (as ``clear``)
         self.applied_index = index
         for listener in self._listeners:
