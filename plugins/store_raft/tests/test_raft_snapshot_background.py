@@ -16,7 +16,15 @@ from shoal.testing.store import RecordingMachine
 from shoal_store_raft import RaftStore, snapfile
 from shoal_store_raft.options import RaftOptions
 from shoal_store_raft.provider import MEMBER_FILE, format_id
-from shoal_store_raft.raft import HardState, Message, MsgType, Snapshot, SnapshotChunk, SnapshotMeta
+from shoal_store_raft.raft import (
+    ConfChangeType,
+    HardState,
+    Message,
+    MsgType,
+    Snapshot,
+    SnapshotChunk,
+    SnapshotMeta,
+)
 from shoal_store_raft.wal import WAL, list_segments
 
 T = TypeVar("T")
@@ -258,4 +266,22 @@ async def test_a_follower_installs_a_leader_snapshot_without_holding_the_loop_an
     assert acks == [(True, 50)], "acknowledged before the snapshot was durable and loaded"
     assert machine.state == {50: b"the leader's state"} and store.status()["applied_index"] == 50
     assert worst < 0.15, f"the loop was held {worst * 1000:.0f} ms by a 300 ms restore"
+    await store.stop()
+
+
+async def test_a_snapshot_keeps_the_learners_across_a_restart(tmp_path: Path) -> None:
+    # A manager joining is a learner while it catches up, which is when snapshots are sent.
+    learner = 0x99
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5))
+    await store.start(RecordingMachine(), bootstrap=True)
+    await store._conf_change(ConfChangeType.ADD_LEARNER, learner)
+    for n in range(5):
+        await store.propose(b"l%d" % n)
+    await until(lambda: snapshot_index(store) > 0)
+    await store.stop()
+    snap = snapfile.load_latest(tmp_path / "snap")
+    assert snap is not None and snap.meta.learners == (learner,)
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5))
+    await store.start(RecordingMachine(), bootstrap=False)
+    assert store.status()["learners"] == [format_id(learner)]
     await store.stop()

@@ -980,7 +980,7 @@ class RaftStore:
         index = self._applied
         term = core.term_at(index)
         assert term is not None
-        meta = SnapshotMeta(index, term, core.voters)
+        meta = SnapshotMeta(index, term, core.voters, core.learners)  # the membership applied
         pieces = (
             machine.snapshot_slices() if isinstance(machine, SlicedSnapshots) else iter((machine.snapshot(),))
         )
