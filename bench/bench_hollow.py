@@ -37,6 +37,7 @@ import collections
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -262,11 +263,13 @@ class Bench:
 def log_summary(managers: list[ShoalNode], offsets: dict[str, int]) -> dict[str, Any]:
     """What the managers logged since ``offsets``: elections won (a leader change each), the
     longest loop stall each reported (``shoal.looplag``), its collector pauses of 100 ms or
-    more, and its full passes over every object (``shoal.gcpolicy``)."""
+    more, and its full passes over every object (``shoal.gcpolicy``): how many, and each one's
+    held milliseconds and why it ran (a quiet loop, short, overdue)."""
     elections = 0
     stall_ms: dict[str, int] = {}
     slow_gc: dict[str, int] = {}
     passes: dict[str, int] = {}
+    pass_ms: dict[str, list[str]] = {}
     for manager in managers:
         if not manager.log.exists():
             continue
@@ -283,7 +286,23 @@ def log_summary(managers: list[ShoalNode], offsets: dict[str, int]) -> dict[str,
                 slow_gc[manager.name] = slow_gc.get(manager.name, 0) + 1
             elif "full garbage collection:" in line:
                 passes[manager.name] = passes.get(manager.name, 0) + 1
-    return {"elections": elections, "stall_ms": stall_ms, "slow_gc": slow_gc, "gc_full_passes": passes}
+                pass_ms.setdefault(manager.name, []).append(_full_pass(line))
+    return {
+        "elections": elections,
+        "stall_ms": stall_ms,
+        "slow_gc": slow_gc,
+        "gc_full_passes": passes,
+        "gc_pass_ms": pass_ms,
+    }
+
+
+def _full_pass(line: str) -> str:
+    """``shoal.gcpolicy``'s line of a full pass as "562 ms (quiet loop)" (its reason since
+    issue 18's pause budget; none before)."""
+    match = re.search(r"frozen\), (\d+) ms; next at \d+x(?: \((.*)\))?", line)
+    if match is None:
+        return "?"
+    return f"{match.group(1)} ms" + (f" ({match.group(2)})" if match.group(2) else "")
 
 
 def start_managers(base: Path, count: int, plugin_opts: list[str] | None = None) -> list[ShoalNode]:

@@ -95,7 +95,10 @@ OVERDUE_AFTER = 600.0
 OVERDUE_FACTOR = 4
 #: A pass that has become due waits up to this many more quiet steps (drawn at random for each
 #: pass): the members of a cluster turn quiet together and would hold their loops together.
-QUIET_JITTER_STEPS = 4
+#: Steps come every ``FREEZE_PERIOD`` at a phase of each process's own, and a pass under load
+#: holds its loop up to about one period: draws one step apart may still overlap, so the
+#: range is wide (two followers then overlap about one time in ten); a later pass costs nothing.
+QUIET_JITTER_STEPS = 10
 #: A full pass that freed less than this fraction of the frozen set found (almost) no frozen
 #: cycles: the next waits for the set to grow twice as much (up to ``MAX_GROWTH``).
 USEFUL_FRACTION = 0.1
