@@ -98,7 +98,7 @@ class Probe:
 
 
 async def one_snapshot(
-    raft: RaftStore, store: ObjectStore, node_ids: list[str], write_ms: float
+    raft: RaftStore, store: ObjectStore, node_ids: list[str], write_ms: float, snapshot: bool = True
 ) -> dict[str, float]:
     probe = Probe()
     prober = asyncio.create_task(probe.run())
@@ -115,7 +115,9 @@ async def one_snapshot(
             n += 1
 
             def touch(tx: Tx, node_id: str = node_id, beat: int = n) -> None:
-                node = copy(tx.node(node_id))  # type: ignore[type-var]
+                current = tx.node(node_id)
+                assert current is not None
+                node = copy(current)
                 node.status.message = f"beat {beat}"
                 tx.update(node)
 
@@ -127,9 +129,12 @@ async def one_snapshot(
     writes = asyncio.create_task(writer())
     await asyncio.sleep(0.05)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    raft._take_snapshot()
-    while raft.status()["snapshot_index"] == before:  # noqa: ASYNC110 # the provider has no event for it
-        await asyncio.sleep(0.001)
+    if snapshot:
+        raft._take_snapshot()
+        while raft.status()["snapshot_index"] == before:  # noqa: ASYNC110 # the provider has no event for it
+            await asyncio.sleep(0.001)
+    else:
+        await asyncio.sleep(0.3)  # the same writes and probe, no snapshot: the machine's own noise
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     await asyncio.sleep(0.05)
@@ -210,6 +215,11 @@ async def main() -> None:
         gc.freeze()
         young, middle, _ = gc.get_threshold()
         gc.set_threshold(young, middle, NO_AUTOMATIC_FULL_COLLECTION)
+        quiet = await one_snapshot(raft, store, node_ids, args.write_ms, snapshot=False)
+        print(
+            f"no snapshot, 0.3 s: longest stall {quiet['stall_ms']:.0f} ms (loop CPU {quiet['stall_cpu_ms']:.0f} ms)",
+            flush=True,
+        )
         for rep in range(args.reps):
             result = await one_snapshot(raft, store, node_ids, args.write_ms)
             print(
