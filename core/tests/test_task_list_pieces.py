@@ -22,7 +22,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from shoal import states, yieldingjson
-from shoal.cli import piecereader, tasktable
+from shoal.cli import output, piecereader, tasktable
 from shoal.client import Client
 from shoal.daemon.localapi import LocalAPIServer
 from shoal.daemon.node import map_error
@@ -150,18 +150,19 @@ def test_a_streamed_reply_is_the_compact_reply_with_marks_after_its_pieces(
     parts = asyncio.run(written())
     line = b"".join(parts)
     fresh = ControlAPI(control.store, node_id="node0")  # no kept rows: the same text anyway
-    plain = json.dumps({"result": _plain(fresh, params)}, separators=(",", ":")).encode() + b"\n"
-    assert line.replace(b"\r", b"") == plain  # the same bytes but for the marks
+    whole = _plain(fresh, params)
+    assert list(whole) == ["columns", "rows", "now"]
+    head_first = {"columns": whole["columns"], "now": whole["now"], "rows": whole["rows"]}
+    plain = json.dumps({"result": head_first}, separators=(",", ":")).encode() + b"\n"
+    assert line.replace(b"\r", b"") == plain  # the same bytes but for the marks, "now" first
     listed = len(control.store.view.service_tasks("svcweb")) + NODES
     pieces = -(-listed // tasklist.CHUNK)
     assert line.count(b"\r") == pieces + 1 and len(parts) >= pieces  # one write per piece at least
     assert json.loads(line) == json.loads(plain)
     # Kept rows serve the next listing, streamed or not, as for a plain one.
     assert control._ps_rows.rows
-    assert (
-        asyncio.run(yieldingjson.dumps(asyncio.run(control.handlers()["service.ps"](params)))).encode()
-        == (plain[len(b'{"result":') : -2])
-    )
+    again = asyncio.run(yieldingjson.dumps(asyncio.run(control.handlers()["service.ps"](params))))
+    assert json.loads(again) == whole
 
 
 def test_a_streamed_reply_in_a_dict_and_without_rows(fixed_now: None, control: ControlAPI) -> None:
@@ -172,9 +173,23 @@ def test_a_streamed_reply_in_a_dict_and_without_rows(fixed_now: None, control: C
     )
     text = asyncio.run(yieldingjson.dumps({"result": empty, "warning": "stale"}))
     columns = json.dumps(list(tasklist.COMPACT_COLUMNS), separators=(",", ":"))
-    assert text == '{"result":{"columns":' + columns + ',"rows":[\r],"now":10000.0},"warning":"stale"}'
+    assert text == '{"result":{"columns":' + columns + ',"now":10000.0,"rows":[\r]},"warning":"stale"}'
     with pytest.raises(TypeError):  # anywhere else, refused as json refuses an unknown type
         asyncio.run(yieldingjson.dumps([empty]))
+
+
+def test_a_streamed_reply_s_clock_is_read_when_the_tasks_are_taken(
+    monkeypatch: pytest.MonkeyPatch, control: ControlAPI
+) -> None:
+    """``now`` heads the reply, so the CLI can work out the ages as the rows come: it is the
+    clock when the handler took the tasks, not after the last row was built."""
+    clock = iter(range(1, 1000))
+    monkeypatch.setattr(time, "time", lambda: float(next(clock)))
+    streamed = asyncio.run(
+        control.handlers()["service.ps"]({"services": ["web"], "compact": True, "pieces": True})
+    )
+    read_then = next(clock)
+    assert json.loads(asyncio.run(yieldingjson.dumps(streamed)))["now"] == read_then - 1
 
 
 def test_pieces_is_a_request_flag_of_compact_listings() -> None:
@@ -314,3 +329,23 @@ def test_a_reply_line_fed_in_any_slices_gives_the_same_pieces() -> None:
     reader = piecereader._Line(lambda head, got: pytest.fail("no piece"))
     reader.feed(odd)
     assert reader.message() == {"result": [1, 2]}
+
+
+def test_cells_and_widths_are_made_as_the_pieces_come(fixed_now: None, control: ControlAPI) -> None:
+    """With ``now`` in the reply's head, each piece's cells and the table's widths are made
+    when it arrives: what is left after the last piece is the sort and one formatting pass.
+    Without it (-q, or a head without ``now``), records only, as before."""
+    reply = _plain(control, {"services": ["web", "agent"]})
+    head = {"columns": reply["columns"], "now": reply["now"], "rows": []}
+    rows = reply["rows"]
+    reading = tasktable._Reading(quiet=False, no_trunc=False)
+    reading.take(head, rows[:100])
+    assert len(reading._keyed) == 100 and not reading._records
+    assert reading.widths is not None and reading.widths.final()[0] == 12  # the IDs, cut
+    reading.take(head, rows[100:])
+    table = tasktable._table_of_keyed(reading.result({**head, "rows": []})["keyed"], reading.widths)
+    assert table == output.render_table(tasktable.HEADERS, tasktable.task_cells(reply, False))
+    for quiet, now in ((True, reply["now"]), (False, None)):
+        plain = tasktable._Reading(quiet=quiet, no_trunc=False)
+        plain.take({**head, "now": now}, rows[:100])
+        assert len(plain._records) == 100 and not plain._keyed and plain.widths is None

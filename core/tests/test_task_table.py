@@ -216,14 +216,14 @@ def test_service_ps_and_node_ps_fetch_and_print_with_the_collector_paused(
         on_piece(result, rows)  # as the pieces come
         return result
 
-    real_print_tasks = tasktable.print_tasks
+    real_table = tasktable._table_of_keyed
 
-    def print_tasks(result: dict[str, Any], **options: Any) -> None:
+    def table(*args: Any) -> str:
         seen.append(("print", gc.isenabled()))
-        real_print_tasks(result, **options)
+        return real_table(*args)
 
     monkeypatch.setattr(tasktable, "call_in_pieces", call_in_pieces)
-    monkeypatch.setattr(tasktable, "print_tasks", print_tasks)
+    monkeypatch.setattr(tasktable, "_table_of_keyed", table)
     shown = CliRunner().invoke(cli, ["-H", "unix:///nowhere.sock", *argv])
     assert shown.exit_code == 0, shown.output
     assert seen == [("call", False), ("print", False)]

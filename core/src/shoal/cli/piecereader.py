@@ -1,9 +1,9 @@
 """Reading a reply line whose rows come in marked pieces, a piece at a time as it arrives.
 
 A manager writes a ``service ps`` reply asked for with ``pieces`` while it builds it
-(``tasklist.StreamedRows``): ``{"result": {"columns": [...], "rows": [`` then each piece of rows
-followed by ``tasklist.MARK`` (a carriage return: JSON whitespace, found nowhere else in the
-line), then ``], "now": t}}``. ``Client.call`` reads the whole line before anything is parsed;
+(``tasklist.StreamedRows``): ``{"result": {"columns": [...], "now": t, "rows": [`` then each
+piece of rows followed by ``tasklist.MARK`` (a carriage return: JSON whitespace, found nowhere
+else in the line), then ``]}}``. ``Client.call`` reads the whole line before anything is parsed;
 here each piece is parsed, and handed to the caller, as soon as its mark arrives, so the CLI's
 parse runs while the manager builds the next piece (100,000 tasks: ~0.2 s of the CLI's work
 done meanwhile, issue 18 item 2). A reply without marks (a daemon that predates them, or a
@@ -21,12 +21,12 @@ from shoal.client import Client, ClientError, _answer, _no_answer
 
 #: ``tasklist.MARK`` (not imported: the CLI does not load the manager's modules).
 MARK = b"\r"
-#: What closes the head ``{"result":{"columns":[...],"rows":[`` to parse its columns.
+#: What closes the head ``{"result":{"columns":[...],...,"rows":[`` to parse it.
 _HEAD_CLOSE = b"]}}"
 #: Bytes asked of the socket per read.
 READ_SIZE = 1 << 18
 
-#: Called with the head's result (``columns``, ``rows`` empty) and each piece's rows, in order.
+#: Called with the head's result (``columns``, ``now``, ``rows`` empty) and each piece's rows.
 OnPiece = Callable[[dict[str, Any], list[Any]], None]
 
 

@@ -206,12 +206,13 @@ def _row(task: pb.Task, service_name: str, host: str) -> dict[str, Any]:
 
 
 class StreamedRows(yieldingjson.Streamed):
-    """A compact ``service ps`` reply written while it is built: ``{"columns": [...], "rows":
-    [...], "now": t}`` as ``task_rows`` would give it, the rows' text ``CHUNK`` tasks a piece,
-    each piece as soon as it is built and followed by ``MARK``. The CLI parses a piece while
-    the manager builds the next, instead of waiting for all of them (100,000 tasks, first
-    listing: the manager builds for ~0.7 s; issue 18 item 2). ``now`` is taken after the last
-    piece, as ``task_rows``'s caller takes it."""
+    """A compact ``service ps`` reply written while it is built: ``{"columns": [...], "now": t,
+    "rows": [...]}``, the rows ``task_rows`` would give, their text ``CHUNK`` tasks a piece,
+    each piece as soon as it is built and followed by ``MARK``. The CLI makes a piece's cells
+    while the manager builds the next, instead of waiting for all of them (100,000 tasks,
+    first listing: the manager builds for ~0.7 s; issue 18 item 2). ``now`` comes first, so
+    the ages can be worked out as the rows come: the clock when the tasks were taken (a
+    whole reply's is read after its rows are built, up to that long later)."""
 
     def __init__(
         self, view: ReadView, tasks: Sequence[pb.Task], wanted: listfilters.Filters, cache: RowCache
@@ -220,10 +221,13 @@ class StreamedRows(yieldingjson.Streamed):
         self._tasks = tasks
         self._wanted = wanted
         self._cache = cache
+        self._now = time.time()
 
     async def parts(self) -> AsyncIterator[str]:
         encode = yieldingjson.encode
-        yield '{"columns":' + encode(list(COMPACT_COLUMNS)) + ',"rows":[' + MARK
+        yield (
+            '{"columns":' + encode(list(COMPACT_COLUMNS)) + ',"now":' + encode(self._now) + ',"rows":[' + MARK
+        )
         names = _Names(self._view)
         self._cache.prune(self._view)
         comma = ""
@@ -233,7 +237,7 @@ class StreamedRows(yieldingjson.Streamed):
             if texts:
                 yield comma + ",".join(texts) + MARK
                 comma = ","
-        yield '],"now":' + encode(time.time()) + "}"
+        yield "]}"
 
 
 async def task_rows(
