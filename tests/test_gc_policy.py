@@ -7,7 +7,12 @@ the stored tasks a full collection would still walk."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +27,7 @@ from shoal.gcpolicy import (
     PAUSE_BUDGET,
     QUIET_JITTER_STEPS,
     QUIET_STEPS,
+    SCHEDSTAT,
     CollectorPolicy,
 )
 from shoal.proto import objects_pb2 as pb
@@ -307,3 +313,38 @@ async def test_the_thresholds_come_back_when_the_last_of_several_policies_stops(
     finally:
         await second.stop()
     assert gc.get_threshold() == before
+
+
+@pytest.mark.skipif(
+    not (Path(SCHEDSTAT).exists() and hasattr(os, "sched_setaffinity")), reason="Linux's schedstat"
+)
+async def test_a_loop_that_wants_a_core_but_gets_a_third_of_one_is_busy() -> None:
+    """A leader creating 100,000 tasks on 2 cores at load 6-9 got a third of a core: under
+    ``BUSY_CPU_SHARE`` of CPU, its steps on time between short callbacks, and the policy took
+    it for quiet and ran its pass over every object in the middle of the create. The time its
+    loop's thread waited for a CPU counts as busy too. Here the loop spins (short callbacks)
+    on one CPU shared with two processes spinning there."""
+    cpu = min(os.sched_getaffinity(0))
+    allowed = os.sched_getaffinity(0)
+    spin = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    os.sched_setaffinity(0, {cpu})  # this thread, the event loop's
+    policy = CollectorPolicy(period=0.2, min_thaw_size=0, pause_budget=0.0, jitter=lambda: 0.0)
+    try:
+        policy.start()
+        grown = [[] for _ in range(policy.baseline + 1)]  # doubled: the pass is due
+        deadline = time.monotonic() + 30
+        while policy.freezes < QUIET_STEPS + 4 and time.monotonic() < deadline:
+            began = time.perf_counter()
+            while time.perf_counter() - began < 0.005:
+                pass
+            await asyncio.sleep(0)
+        assert policy.freezes >= QUIET_STEPS + 4, "the steps ran"
+        assert (policy.thaws, policy.thaws_put_off > 0) == (0, True), "a loop wanting a core is busy"
+        assert len(grown) > 0
+    finally:
+        os.sched_setaffinity(0, allowed)
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+        await policy.stop()
