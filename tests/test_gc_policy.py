@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -327,7 +326,7 @@ async def test_a_loop_that_wants_a_core_but_gets_a_third_of_one_is_busy() -> Non
     cpu = min(os.sched_getaffinity(0))
     allowed = os.sched_getaffinity(0)
     spin = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
-    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    spinners = [await asyncio.create_subprocess_exec(sys.executable, "-c", spin) for _ in range(2)]
     os.sched_setaffinity(0, {cpu})  # this thread, the event loop's
     policy = CollectorPolicy(period=0.2, min_thaw_size=0, pause_budget=0.0, jitter=lambda: 0.0)
     try:
@@ -346,5 +345,5 @@ async def test_a_loop_that_wants_a_core_but_gets_a_third_of_one_is_busy() -> Non
         os.sched_setaffinity(0, allowed)
         for spinner in spinners:
             spinner.kill()
-            spinner.wait()
+            await spinner.wait()
         await policy.stop()
