@@ -18,6 +18,7 @@ from shoal_store_raft.options import RaftOptions
 from shoal_store_raft.provider import MEMBER_FILE, format_id
 from shoal_store_raft.raft import (
     ConfChangeType,
+    Entry,
     HardState,
     Message,
     MsgType,
@@ -284,4 +285,25 @@ async def test_a_snapshot_keeps_the_learners_across_a_restart(tmp_path: Path) ->
     store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5))
     await store.start(RecordingMachine(), bootstrap=False)
     assert store.status()["learners"] == [format_id(learner)]
+    await store.stop()
+
+
+async def test_force_new_cluster_is_not_overwritten_by_a_snapshot_its_replay_started(tmp_path: Path) -> None:
+    # The replay of a three-member WAL reaches the snapshot interval at the commit index: the
+    # snapshot it starts has the forced one's name but the old membership.
+    me = 0x1234
+    wal = WAL.create(tmp_path / "wal", SnapshotMeta(0, 0, (me, 0x2, 0x3)), HardState())
+    wal.save([Entry(i, 1, b"f%d" % i) for i in range(1, 6)], HardState(1, me, 5), True)
+    wal.close()
+    (tmp_path / MEMBER_FILE).write_text(json.dumps({"raft_id": format_id(me)}))
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5))
+    await store.start(RecordingMachine(), bootstrap=False, force_new_cluster=True)
+    await until(lambda: store._snapshotting is None)
+    await store.stop()
+    snap = snapfile.load_latest(tmp_path / "snap")
+    assert snap is not None and snap.meta.voters == (me,), "the old membership came back"
+    machine = RecordingMachine()
+    store = RaftStore(tmp_path, RaftOptions(snapshot_interval=5))
+    await store.start(machine, bootstrap=False)
+    assert store.is_leader() and all(machine.state[i] == b"f%d" % i for i in range(1, 6))
     await store.stop()

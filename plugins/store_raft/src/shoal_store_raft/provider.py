@@ -398,6 +398,9 @@ class RaftStore:
         core, wal = self._core, self._wal
         assert core is not None and wal is not None
         self._process(defer=False)  # apply everything committed; nothing is sent (no network attached)
+        if self._snapshotting is not None:  # not started: the snapshot below replaces it (same name)
+            self._snapshotting.cancel()
+            self._snapshotting = None
         index = self._applied
         term = core.term_at(index) or core.term
         snap = Snapshot(SnapshotMeta(index, term, (core.id,)), machine.snapshot())
@@ -949,7 +952,8 @@ class RaftStore:
             self._fail(exc)
             return
         finally:
-            self._installing = None
+            if self._installing is asyncio.current_task():
+                self._installing = None
         self._finish_deferred()
 
     def _mark_installed(self, snap: Snapshot) -> None:
@@ -1014,7 +1018,8 @@ class RaftStore:
             else:  # a failed snapshot write stops the store, as a failed WAL write does
                 self._fail(exc)
         finally:
-            self._snapshotting = None
+            if self._snapshotting is asyncio.current_task():
+                self._snapshotting = None
 
     def _snapshot_saved(self, snap: Snapshot) -> None:
         """``snap`` is durable: mark it in the WAL, release the segments and the log before it,
