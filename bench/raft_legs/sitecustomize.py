@@ -67,7 +67,7 @@ if _DIR:
         _around(localapi, "_parse_request", "request")  # the leader read the client's line
         # The leader encodes its answer line and writes it.
         _around_async(localapi.LocalAPIServer, "_send", "answer", None, static=True)
-        _around_async(provider.RaftStore, "propose", "propose", "committed")
+        _around(provider.RaftStore, "submit", "propose")  # the entry is appended (every write)
         _around(spares.QuorumFirstSender, "send", "send")  # appends (leader), acks (follower)
         _around(wire, "encode", "to_grpc")  # a pull stream's message handed to gRPC
         _around(wire, "decode", "from_grpc")  # a message read from a pull stream

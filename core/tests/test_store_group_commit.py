@@ -164,3 +164,105 @@ async def test_a_group_commit_stops_taking_transactions_at_its_bound() -> None:
     assert len(store.view.tasks) == 3600
     sizes = [len(pb.StoreBatch.FromString(p).actions) for p in log.proposals]
     assert max(sizes) < memory.MAX_GROUP_CHANGES + 300, f"entries of {sizes} changes"
+
+
+class SubmittingLog(GatedLog):
+    """A stand-in provider that can also propose without awaiting (``submit``), as the raft
+    store does: the entry is recorded at once, committed and applied when the gate opens."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        super().__init__(store)
+        self.refuse_next: Exception | None = None
+        self._commits: set[asyncio.Task[None]] = set()
+
+    def submit(self, entry: bytes) -> asyncio.Future[int]:
+        if self.refuse_next is not None:
+            exc, self.refuse_next = self.refuse_next, None
+            raise exc
+        self.proposals.append(entry)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        commit = asyncio.ensure_future(self._commit(entry, fut))
+        self._commits.add(commit)
+        commit.add_done_callback(self._commits.discard)
+        return fut
+
+    async def _commit(self, entry: bytes, fut: asyncio.Future[int]) -> None:
+        await self.gate.wait()
+        index = self.proposals.index(entry) + 1
+        if self.fail_next:
+            self.fail_next = False
+            fut.set_exception(StoreUnavailable("lost leadership"))
+            return
+        if self.store.applied_index < index:  # a test may have applied it itself
+            self.store.apply(index, entry)
+        fut.set_result(index)
+
+    async def propose(self, entry: bytes) -> int:
+        return await self.submit(entry)
+
+
+def make_submitting_store() -> tuple[ObjectStore, SubmittingLog]:
+    store = ObjectStore()
+    log = SubmittingLog(store)
+    store.provider = log  # type: ignore[assignment]
+    return store, log
+
+
+async def test_a_lone_write_is_proposed_in_the_loop_turn_that_made_it() -> None:
+    """With nothing to group it with, a write's transaction runs and its entry is proposed in
+    the writer's own loop turn (before: the turn after, when the group commit's task started:
+    a turn on a lone write's path)."""
+    store, log = make_submitting_store()
+    await store.update(lambda tx: tx.create(pb.Node(id="n1")))
+    log.gate.clear()
+    proposed = len(log.proposals)
+    write = asyncio.ensure_future(store.update(bump))
+    await asyncio.sleep(0)  # one loop turn: the writer's task ran once
+    assert len(log.proposals) == proposed + 1, "the lone write was not proposed in its own turn"
+    log.gate.set()
+    assert await write == 1
+
+
+async def test_a_writer_is_answered_in_the_loop_turn_after_its_entry_is_applied() -> None:
+    """A writer resumes on the turn after its entry is applied (before: two turns, the group
+    commit's task waking first to answer it)."""
+    store, log = make_submitting_store()
+    await store.update(lambda tx: tx.create(pb.Node(id="n1")))
+    log.gate.clear()
+    write = asyncio.ensure_future(store.update(bump))
+    for _ in range(2):  # the write is made and proposed
+        await asyncio.sleep(0)
+    assert not write.done()
+    store.apply(len(log.proposals), log.proposals[-1])  # what the provider does on commit
+    await asyncio.sleep(0)
+    assert write.done(), "the writer was not answered on the turn after its entry was applied"
+    assert write.result() == 1
+    log.gate.set()  # the stand-in's commit finds it applied
+
+
+async def test_writes_behind_a_lone_write_share_one_entry_and_see_it() -> None:
+    store, log = make_submitting_store()
+    await store.update(lambda tx: tx.create(pb.Node(id="n1")))
+    log.gate.clear()
+    first = asyncio.ensure_future(store.update(bump))
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(store.update(bump)) for _ in range(20)]
+    await asyncio.sleep(0)
+    log.gate.set()
+    assert [await first, *[await r for r in rest]] == list(range(1, 22))
+    assert len(log.proposals) == 3  # the create, the lone bump, then the other 20 together
+    node = store.view.nodes.get("n1")
+    assert node is not None and node.spec.annotations.labels["count"] == "21"
+
+
+async def test_a_lone_write_refused_or_failed_fails_alone_and_the_next_one_commits() -> None:
+    store, log = make_submitting_store()
+    await store.update(lambda tx: tx.create(pb.Node(id="n1")))
+    log.refuse_next = StoreUnavailable("not the leader")
+    with pytest.raises(StoreUnavailable, match="not the leader"):
+        await store.update(bump)
+    assert await asyncio.wait_for(store.update(bump), 5) == 1  # nothing of the refused one stayed
+    log.fail_next = True  # now its commit fails: the writer hears it, the next write commits
+    with pytest.raises(StoreUnavailable, match="lost leadership"):
+        await asyncio.wait_for(store.update(bump), 5)
+    assert await asyncio.wait_for(store.update(bump), 5) == 2

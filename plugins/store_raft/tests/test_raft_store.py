@@ -38,6 +38,22 @@ async def test_concurrent_proposals_share_fsyncs(tmp_path: Path) -> None:
     await store.stop()
 
 
+async def test_submit_appends_at_once_and_its_future_resolves_once_applied(tmp_path: Path) -> None:
+    """``submit`` is ``propose`` without the await: the entry is in the log when it returns (the
+    kernel's group commit proposes a lone write in its own loop turn this way), and the future
+    gives its index once the state machine applied it; a refusal is raised at once."""
+    machine = RecordingMachine()
+    store = await started(tmp_path, machine, True)
+    assert store.status()["last_index"] == 1
+    fut = store.submit(b"now")
+    assert store.status()["last_index"] == 2 and not fut.done()
+    assert await asyncio.wait_for(fut, 5) == 2
+    assert machine.state[2] == b"now"
+    await store.stop()
+    with pytest.raises(StoreUnavailable, match="stopped"):
+        store.submit(b"after stop")
+
+
 async def test_single_member_leads_immediately_and_status_reports_it(tmp_path: Path) -> None:
     store = await started(tmp_path, RecordingMachine(), True, tick_ms=60_000)  # no tick will ever fire
     status = store.status()

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -370,6 +370,35 @@ class Tx:
         return batch
 
 
+#: A store provider's optional ``submit(entry)``: ``propose``'s work done at once, returning the
+#: future ``propose`` would await (or raising what ``propose`` would raise).
+Submit = Callable[[bytes], "asyncio.Future[int]"]
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """A group's entry as proposed, the (action, kind, object) of each change it holds, and its
+    writers with their transactions' results."""
+
+    entry: bytes
+    built: list[tuple[int, str, Any]]
+    writers: list[tuple[asyncio.Future[Any], Any]]
+
+
+def _answer(writers: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """Resolve each writer still waiting with its transaction's result."""
+    for fut, result in writers:
+        if not fut.done():
+            fut.set_result(result)
+
+
+def _fail(writers: list[tuple[asyncio.Future[Any], Any]], exc: BaseException) -> None:
+    """Fail each writer still waiting with ``exc``."""
+    for fut, _ in writers:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
 def _actions_of(batch: pb.StoreBatch) -> list[tuple[int, str, Any]]:
     """(action, kind, object) of each change of ``batch`` (an action naming no object, from a
     newer version, is left out)."""
@@ -589,7 +618,9 @@ class ObjectStore:
         #: leader, the bytes it was handed), those objects are applied as they are instead of
         #: parsing the bytes back into the same objects (each change applied on the leader
         #: cost a parse, and a wrapper of each action to reach its object).
-        self._proposed: tuple[bytes, list[tuple[int, str, Any]]] | None = None
+        #: With them, the writers of that batch and their transactions' results: ``apply`` answers
+        #: them as it applies the entry, rather than the group commit on a later loop turn.
+        self._proposed: _Proposal | None = None
         self._listeners: list[ApplyListener] = []
         self._derived: dict[Callable[[ObjectStore], Any], ApplyListener] = {}
 
@@ -618,9 +649,11 @@ class ObjectStore:
 
     def apply(self, index: int, entry: bytes) -> None:
         proposed = self._proposed
-        if proposed is not None and proposed[0] is entry:
+        writers: list[tuple[asyncio.Future[Any], Any]] = []
+        if proposed is not None and proposed.entry is entry:
             self._proposed = None
-            actions = proposed[1]  # what the bytes parse to, built by ``_commit_groups``
+            actions = proposed.built  # what the bytes parse to, built by ``_run_group``
+            writers = proposed.writers
         else:
             actions = _actions_of(pb.StoreBatch.FromString(entry))
         events = []
@@ -635,22 +668,25 @@ class ObjectStore:
             events.append(Event(CREATE if old is None else UPDATE, kind, obj, old, index))
         self.applied_index = index
         if not events:
+            _answer(writers)
             return
         for listener in self._listeners:
             listener.applied(events)
-        # Watchers hear of the change three loop turns later. The provider resolves the write's
-        # proposer after this call (turn 0); the proposer (the group commit) resolves its callers
-        # on turn 1, whose answers go out on turn 2; the watches' predicates run on turn 3 and
-        # their reactions (orchestrators, sessions) after it. Two turns ran the predicates of
-        # every watch just before the answer, on the write's path (about 30 us for a node write).
+        # Watchers hear of the change three loop turns later. The writers of this entry are
+        # answered now (turn 0): their coroutines resume, and their answers go out, on turn 1;
+        # the watches' predicates run on turn 3 and their reactions (orchestrators, sessions)
+        # after it. Run earlier, the predicates of every watch were on the write's path, just
+        # before the answer (about 30 us for a node write).
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._publish(events)
+            _answer(writers)
             return
         if not self._unpublished:
             loop.call_soon(loop.call_soon, loop.call_soon, self._publish_applied)
         self._unpublished.extend(events)
+        _answer(writers)
 
     def _publish_applied(self) -> None:
         events, self._unpublished = self._unpublished, []
@@ -705,6 +741,11 @@ class ObjectStore:
         transactions once it holds ``MAX_GROUP_CHANGES`` changes. A transaction that raises is
         left out of the group; if the commit fails, every transaction of the group fails
         with ``StoreUnavailable`` and nothing of it changed.
+
+        A write that finds no commit in flight and none waiting has nothing to be grouped
+        with: when the provider can propose without awaiting (``submit``), its transaction
+        runs and is proposed at once, in the caller's loop turn, not on the turn after, when
+        the group commit's task would start. Writers are answered as their entry is applied.
         """
         if self.provider is None:
             raise StoreUnavailable("this node is not a manager of a swarm")
@@ -712,56 +753,86 @@ class ObjectStore:
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((fn, fut))
         if self._committer is None or self._committer.done():
-            self._committer = loop.create_task(self._commit_groups(), name="store-group-commit")
+            submit: Submit | None = getattr(self.provider, "submit", None)
+            first = self._propose_group(submit) if submit is not None and len(self._pending) == 1 else None
+            if first is not None or self._pending:
+                self._committer = loop.create_task(self._commit_groups(first), name="store-group-commit")
         return await fut  # type: ignore[no-any-return]
 
-    async def _commit_groups(self) -> None:
+    def _run_group(self) -> _Proposal | None:
+        """Run the pending transactions (up to the group's bound; the rest stay pending) and
+        build their entry; None when none of them changed anything (those are answered)."""
+        group, self._pending = self._pending, []
+        changes: dict[tuple[str, str], tuple[int, Any]] = {}
+        done: list[tuple[asyncio.Future[Any], Any]] = []
+        for position, (fn, fut) in enumerate(group):
+            if len(changes) >= MAX_GROUP_CHANGES:
+                # The rest go first in the next group: one entry of every write that came
+                # in meanwhile held every manager's loop while it was built, replicated and
+                # applied (thousands of changes under load: seconds, and an election).
+                self._pending[:0] = group[position:]
+                break
+            if fut.cancelled():
+                continue
+            tx = Tx(_OverlayView(self.view, changes) if changes else self.view, self)
+            try:
+                result = fn(tx)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                continue
+            changes.update(tx._changes)
+            done.append((fut, result))
+        if not changes:
+            _answer(done)
+            return None
+        batch = pb.StoreBatch()
+        add = batch.actions.add
+        built: list[tuple[int, str, Any]] = []
+        for (kind, _), (action, obj) in changes.items():
+            stored = getattr(add(kind=action), kind)
+            stored.CopyFrom(obj)
+            built.append((action, kind, stored))
+        return _Proposal(batch.SerializeToString(), built, done)
+
+    def _propose_group(self, submit: Submit) -> tuple[_Proposal, asyncio.Future[int]] | None:
+        """Run the pending group and hand its entry to ``submit`` now; the proposal and the
+        future of its commit, or None when there was nothing to propose or the provider
+        refused it at once (its writers then have the error)."""
+        proposal = self._run_group()
+        if proposal is None:
+            return None
+        self._proposed = proposal
+        try:
+            return proposal, submit(proposal.entry)
+        except Exception as exc:
+            self._proposed = None
+            _fail(proposal.writers, exc)
+            return None
+
+    async def _commit_groups(self, first: tuple[_Proposal, asyncio.Future[int]] | None = None) -> None:
+        """Commit groups until none is pending; ``first``: a group ``update`` proposed already."""
+        if first is not None:
+            await self._committed(first[0], first[1])
         while self._pending:
-            group, self._pending = self._pending, []
-            changes: dict[tuple[str, str], tuple[int, Any]] = {}
-            done: list[tuple[asyncio.Future[Any], Any]] = []
-            for position, (fn, fut) in enumerate(group):
-                if len(changes) >= MAX_GROUP_CHANGES:
-                    # The rest go first in the next group: one entry of every write that came
-                    # in meanwhile held every manager's loop while it was built, replicated and
-                    # applied (thousands of changes under load: seconds, and an election).
-                    self._pending[:0] = group[position:]
-                    break
-                if fut.cancelled():
-                    continue
-                tx = Tx(_OverlayView(self.view, changes) if changes else self.view, self)
-                try:
-                    result = fn(tx)
-                except BaseException as exc:
-                    fut.set_exception(exc)
-                    continue
-                changes.update(tx._changes)
-                done.append((fut, result))
-            if changes:
-                batch = pb.StoreBatch()
-                add = batch.actions.add
-                built: list[tuple[int, str, Any]] = []
-                for (kind, _), (action, obj) in changes.items():
-                    stored = getattr(add(kind=action), kind)
-                    stored.CopyFrom(obj)
-                    built.append((action, kind, stored))
-                entry = batch.SerializeToString()
-                self._proposed = (entry, built)
-                try:
-                    assert self.provider is not None
-                    await self.provider.propose(entry)
-                except BaseException as exc:
-                    for fut, _ in done:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                finally:
-                    self._proposed = None  # applied by now, or to be parsed if ever it is
-            for fut, result in done:
-                if not fut.done():
-                    fut.set_result(result)
+            proposal = self._run_group()
+            if proposal is None:
+                continue
+            self._proposed = proposal
+            assert self.provider is not None
+            await self._committed(proposal, self.provider.propose(proposal.entry))
+
+    async def _committed(self, proposal: _Proposal, commit: Awaitable[int]) -> None:
+        """Wait for ``proposal``'s commit: its writers were answered as it was applied (see
+        ``apply``); if it failed, they have the error."""
+        try:
+            await commit
+        except BaseException as exc:
+            _fail(proposal.writers, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self._proposed = None  # applied by now, or to be parsed if ever it is
+        _answer(proposal.writers)  # a provider that applied other bytes than the ones proposed
 
     # ------------------------------------------------------------------ watches
 

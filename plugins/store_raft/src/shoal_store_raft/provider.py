@@ -466,6 +466,13 @@ class RaftStore:
     # ------------------------------------------------------------------ proposals
 
     async def propose(self, entry: bytes) -> int:
+        return await self.submit(entry)
+
+    def submit(self, entry: bytes) -> asyncio.Future[int]:
+        """``propose`` without awaiting: append ``entry`` now and return the future of its
+        index, resolved once it is committed and applied (the kernel's group commit proposes a
+        lone write this way in the loop turn that made it, rather than a turn later from a
+        task of its own). Raises what ``propose`` raises when nothing was appended."""
         core = self._core
         if core is None or self._closed:
             raise StoreUnavailable("the store is stopped; start the daemon's store before writing")
@@ -483,7 +490,7 @@ class RaftStore:
         fut: asyncio.Future[int] = self._loop.create_future()
         self._futures[index] = (core.term, fut)
         self._schedule()
-        return await fut
+        return fut
 
     def is_leader(self) -> bool:
         return self._leader
