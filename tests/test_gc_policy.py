@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from shoal import states
 from shoal.gcpolicy import (
-    DEFAULT_SECONDS_PER_OBJECT,
     FREEZE_PERIOD,
     NEVER_THAW,
     NO_AUTOMATIC_FULL_COLLECTION,
@@ -231,23 +230,26 @@ def test_a_set_grown_far_beyond_is_collected_busy_or_not() -> None:
 
 
 def test_a_pass_short_enough_runs_on_a_busy_loop() -> None:
-    """A pass whose expected pause (the frozen objects times the seconds per object the last
-    pass took) fits the budget cannot cost an election: it runs on a busy loop too. Before,
-    every pass waited for a quiet loop, however small the set."""
+    """A pass whose expected pause (the frozen objects times the CPU per object the last pass
+    took, times how much the machine's load stretches the loop's CPU) fits the budget cannot
+    cost an election: it runs on a busy loop too. Before, every pass waited for a quiet loop,
+    however small the set; and a pass measured on an idle machine is not short on a loaded one
+    (a pass of 0.4 s of CPU held the loop 1-1.8 s at load 2-9)."""
     policy = CollectorPolicy(min_thaw_size=0, jitter=lambda: 0.0)
     kept: list[list[object]] = []
     try:
         policy.step()
-        policy.seconds_per_object = PAUSE_BUDGET / (4 * policy.baseline)  # as the last pass took
-        kept.extend([] for _ in range(policy.baseline + 1))  # doubled: due, within the budget
-        policy.step(late=2.0)
+        policy.cpu_per_object = PAUSE_BUDGET / (4 * policy.baseline)  # as the last pass took
+        kept.extend([] for _ in range(policy.baseline + 1))  # doubled: due, half the budget
+        policy.step(late=2.0, stretch=1.5)
         assert policy.thaws == 1, "a short pass on a busy loop"
-        assert 0 < policy.seconds_per_object, "what this pass took is the next one's estimate"
-        policy.seconds_per_object = DEFAULT_SECONDS_PER_OBJECT
-        policy.pause_budget = DEFAULT_SECONDS_PER_OBJECT * policy.baseline  # less than a doubled set
-        kept.extend([] for _ in range(policy.growth * policy.baseline))  # due again
-        policy.step(late=2.0)
+        assert 0 < policy.cpu_per_object, "what this pass took is the next one's estimate"
+        policy.cpu_per_object = PAUSE_BUDGET / (4 * policy.growth * policy.baseline)
+        kept.extend([] for _ in range(policy.growth * policy.baseline))  # due again, a quarter
+        policy.step(late=2.0, stretch=8.0)  # but a loaded machine: twice the budget
         assert (policy.thaws, policy.thaws_put_off) == (1, 1), "a long pass on a busy loop: put off"
+        policy.step(late=2.0, stretch=2.0)
+        assert policy.thaws == 2, "the load has fallen: short again"
     finally:
         gc.unfreeze()
 

@@ -30,8 +30,10 @@ heartbeats not sent. A pass that finds next to no frozen cycles (a store that on
 makes the next wait for twice the growth (``growth``), up to ``MAX_GROWTH``.
 
 A busy loop gets the pass only when it cannot cost a Raft election. Either its expected pause
-(the frozen objects times the seconds per object the last pass took, ``DEFAULT_SECONDS_PER_OBJECT``
-before the first) fits ``PAUSE_BUDGET``, well under the election timeout (1-2 s); or the pass is
+fits ``PAUSE_BUDGET``, well under the election timeout (1-2 s): the frozen objects times the CPU
+per object the last pass took (``DEFAULT_CPU_PER_OBJECT`` before the first), times how much the
+loop's thread is stretched by the machine's load now (its CPU plus run-queue wait, over its
+CPU: a pass of 0.4 s of CPU held the loop 1-1.8 s at load 2-9); or the pass is
 overdue: put off for ``OVERDUE_AFTER`` (far longer than a 100,000-task create or removal, about
 a minute each) with the frozen set ``OVERDUE_FACTOR`` times the size that called for it, or
 grown to ``OVERDUE_FACTOR`` squared times that size whatever the time. A loop that is never
@@ -50,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import random
 import sys
 import time
@@ -76,16 +79,19 @@ BUSY_LATENESS = 0.1
 BUSY_CPU_SHARE = 0.5
 #: The loop thread's scheduler figures (Linux): its nanoseconds on a CPU and waiting for one.
 SCHEDSTAT = "/proc/thread-self/schedstat"
+#: The loop thread's CPU (seconds) in a period below which its run-queue wait says too little
+#: of the machine's load to scale a pass's expected pause by.
+MIN_STRETCH_SAMPLE = 0.01
 #: Steps on time and not busy in a row before the thaw's pass over every live object may run.
 QUIET_STEPS = 3
 #: The longest expected pause of a pass on a busy loop: well under Raft's election timeout (10-20
 #: ticks of 100 ms), with room for a loaded machine (a pass of 0.4 s of CPU took 1-1.8 s of wall
 #: time at load 2-9).
 PAUSE_BUDGET = 0.2
-#: The pass's seconds per frozen object before one was measured: a loaded machine's (at 100,000
-#: tasks the leader's pass over 807,000 objects took 0.56 s, 1-1.8 s under load), so that a
-#: first pass on a busy loop is expected long rather than short.
-DEFAULT_SECONDS_PER_OBJECT = 2e-6
+#: The pass's CPU seconds per frozen object before one was measured: twice a leader's (at
+#: 100,000 tasks its pass over 807,000 objects took 424 ms of CPU), so that a first pass on a
+#: busy loop is expected long rather than short.
+DEFAULT_CPU_PER_OBJECT = 1e-6
 #: A thaw put off for this long (seconds) on a busy loop, with the frozen set ``OVERDUE_FACTOR``
 #: times the size that called for it, runs busy or not: a process that is never quiet (a
 #: leader busy for good) would otherwise keep the frozen set's reference cycles without bound.
@@ -144,8 +150,9 @@ class CollectorPolicy:
         #: The frozen set's size that calls for a full pass, as a multiple of ``baseline``:
         #: 2 while passes find cycles to free, doubled after each that finds next to none.
         self.growth = 2
-        #: What the last pass took per frozen object (seconds of wall time): its expected pause.
-        self.seconds_per_object = DEFAULT_SECONDS_PER_OBJECT
+        #: The loop thread's CPU the last pass took per frozen object (seconds): the next one's
+        #: expected pause on an idle machine.
+        self.cpu_per_object = DEFAULT_CPU_PER_OBJECT
         #: When the pass became due and was first put off (None: not due, or not yet put off).
         self.due_since: float | None = None
         #: This pass's random share of the extra wait (``QUIET_JITTER_STEPS``, ``OVERDUE_AFTER``).
@@ -175,15 +182,22 @@ class CollectorPolicy:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            asked, cpu, demand = loop.time(), time.process_time(), loop_thread_demand()
+            asked, cpu, demand, own = (
+                loop.time(),
+                time.process_time(),
+                loop_thread_demand(),
+                time.thread_time(),
+            )
             await asyncio.sleep(self.period)
             elapsed = max(loop.time() - asked, 1e-9)
+            demand, own = loop_thread_demand() - demand, time.thread_time() - own
             self.step(
                 late=elapsed - self.period,
-                cpu_share=max(time.process_time() - cpu, loop_thread_demand() - demand) / elapsed,
+                cpu_share=max(time.process_time() - cpu, demand) / elapsed,
+                stretch=_stretch(demand, own),
             )
 
-    def step(self, late: float = 0.0, cpu_share: float = 0.0) -> None:
+    def step(self, late: float = 0.0, cpu_share: float = 0.0, stretch: float = 1.0) -> None:
         """Freeze the survivors of a young collection; once the frozen set doubled since the
         last full pass, unfreeze it and collect it whole (reference cycles among frozen objects
         are reclaimed there), then freeze the live set again.
@@ -197,7 +211,8 @@ class CollectorPolicy:
         the process used since the previous step, or that its loop's thread used or waited for
         (``loop_thread_demand``), whichever is more. A late step or one after a busy period
         found the process busy, and the thaw waits until ``QUIET_STEPS`` steps in a row were
-        neither (see ``_may_pass`` for the passes a busy loop gets)."""
+        neither (see ``_may_pass`` for the passes a busy loop gets). ``stretch``: the wall time
+        per CPU second the loop's thread had lately (1: the machine let it run at once)."""
         # Only the objects not frozen: those since the previous step. Their cycles die here
         # rather than wait in the frozen set.
         gc.collect(2)
@@ -218,7 +233,7 @@ class CollectorPolicy:
             self.added = frozen - self.baseline  # the exact growth, freed objects deducted
             self.due_since = None
             return
-        reason = self._may_pass(frozen, due)
+        reason = self._may_pass(frozen, due, stretch)
         if not reason:
             self.thaws_put_off += 1
             if self.due_since is None:
@@ -226,12 +241,12 @@ class CollectorPolicy:
             return
         self._pass(frozen, reason)
 
-    def _may_pass(self, frozen: int, due: int) -> str:
+    def _may_pass(self, frozen: int, due: int, stretch: float) -> str:
         """Why the pass due over ``frozen`` objects may run now ("" while it may not): the loop
         is quiet, or the pass is short enough not to cost an election, or it is overdue."""
         if self.quiet_steps >= QUIET_STEPS + round(self.spread * QUIET_JITTER_STEPS):
             return "quiet loop"
-        if frozen * self.seconds_per_object <= self.pause_budget:
+        if frozen * self.cpu_per_object * stretch <= self.pause_budget:
             return "short"
         if frozen >= OVERDUE_FACTOR**2 * due:
             return "overdue"
@@ -242,27 +257,37 @@ class CollectorPolicy:
 
     def _pass(self, frozen: int, reason: str) -> None:
         """The full pass: every live object walked once, frozen cycles freed, the rest frozen."""
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.thread_time()
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        took = time.perf_counter() - began
+        took, cpu = time.perf_counter() - began, time.thread_time() - cpu
         self.baseline = gc.get_freeze_count()
         self.added = 0
         self.thaws += 1
         self.due_since = None
         self.spread = self._jitter()
-        self.seconds_per_object = took / max(frozen, 1)
+        self.cpu_per_object = cpu / max(frozen, 1)
         useful = frozen - self.baseline >= USEFUL_FRACTION * frozen
         self.growth = 2 if useful else min(2 * self.growth, MAX_GROWTH)
         log.info(
-            "full garbage collection: %d objects live (were %d frozen), %.0f ms; next at %dx (%s)",
+            "full garbage collection: %d objects live (were %d frozen), %.0f ms; next at %dx (%s; %.0f ms of CPU)",
             self.baseline,
             frozen,
             took * 1000,
             self.growth,
             reason,
+            cpu * 1000,
         )
+
+
+def _stretch(demand: float, cpu: float) -> float:
+    """Wall seconds per CPU second of the loop's thread lately: its CPU and run-queue wait over
+    its CPU (``demand``, ``cpu``: seconds since the previous step). A loop that hardly ran says
+    little about the machine: the load average per CPU then stands in."""
+    if cpu >= MIN_STRETCH_SAMPLE:
+        return max(1.0, demand / cpu)
+    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
 
 
 def loop_thread_demand() -> float:
