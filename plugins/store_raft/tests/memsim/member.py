@@ -26,8 +26,10 @@ T = TypeVar("T")
 
 
 async def _at_once(fn: Callable[[], T]) -> T:
-    """The provider's snapshot writes, run on the loop: a thread would finish at a moment no
-    seed decides, and a seed must be one run."""
+    """The provider's snapshot writes, run on the loop 10 virtual ms after they were asked for
+    (the loop runs meanwhile, as with a thread): a thread would finish at a moment no seed
+    decides, and a seed must be one run."""
+    await asyncio.sleep(0.01)
     return fn()
 
 
