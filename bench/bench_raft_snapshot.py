@@ -12,7 +12,8 @@ the snapshot is taken, as the dispatcher's status flushes would. Measured, per s
   meanwhile;
 - the file's size, and what a restart's restore costs (``ObjectStore.restore`` at once);
 - a follower of a three-member group given that snapshot by its leader: the longest stall
-  until it acknowledges it (durable and loaded).
+  until it acknowledges it (durable and loaded). ``--sealed``: files encrypted at rest, as a
+  manager daemon's are.
 
     .venv/bin/python bench/bench_raft_snapshot.py [--tasks 100000] [--nodes 1000] [--reps 3]
 
@@ -37,6 +38,7 @@ from shoal import states
 from shoal.gcpolicy import NO_AUTOMATIC_FULL_COLLECTION
 from shoal.manager.tasks import new_task, task_template
 from shoal.proto import objects_pb2 as pb
+from shoal.statekeys import Sealer, new_key
 from shoal.store.memory import ObjectStore, Tx, copy
 from shoal_store_raft import RaftStore, snapfile
 from shoal_store_raft.options import RaftOptions
@@ -153,11 +155,11 @@ async def one_snapshot(
     }
 
 
-async def install(state: Path, snap: Snapshot) -> dict[str, float]:
+async def install(state: Path, snap: Snapshot, sealer: Sealer | None) -> dict[str, float]:
     """A follower of a three-member group given ``snap`` by its leader (one chunk): how long
     its loop is held until it acknowledges it."""
     me, leader = 0x1234, 0x2
-    WAL.create(state / "wal", SnapshotMeta(0, 0, (me, leader, 0x3)), HardState()).close()
+    WAL.create(state / "wal", SnapshotMeta(0, 0, (me, leader, 0x3)), HardState(), sealer=sealer).close()
     (state / MEMBER_FILE).write_text(json.dumps({"raft_id": format_id(me)}))
     acked = asyncio.Event()
 
@@ -165,7 +167,7 @@ async def install(state: Path, snap: Snapshot) -> dict[str, float]:
         if any(m.type == MsgType.APP_RESP and m.index == snap.meta.index for m in messages):
             acked.set()
 
-    follower = RaftStore(state, RaftOptions(tick_ms=60_000), send=send)
+    follower = RaftStore(state, RaftOptions(tick_ms=60_000), send=send, sealer=sealer)
     await follower.start(ObjectStore(), bootstrap=False)
     probe = Probe()
     prober = asyncio.create_task(probe.run())
@@ -200,12 +202,14 @@ async def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--write-ms", type=float, default=5.0, help="pause between two node writes")
     parser.add_argument("--dir", default=None, help="state directory (default: a temporary one on disk)")
+    parser.add_argument("--sealed", action="store_true", help="encrypt at rest, as a manager daemon does")
     args = parser.parse_args()
     print(f"pid {os.getpid()}, load average {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(dir=args.dir or "/var/tmp") as tmp:
         state = Path(tmp)
         store = ObjectStore()
-        raft = RaftStore(state, RaftOptions(snapshot_interval=1_000_000_000))
+        sealer = Sealer(new_key()) if args.sealed else None
+        raft = RaftStore(state, RaftOptions(snapshot_interval=1_000_000_000), sealer=sealer)
         store.provider = raft
         await raft.start(store, bootstrap=True)
         node_ids = load(store, args.tasks, args.nodes)
@@ -229,7 +233,7 @@ async def main() -> None:
                 f"median {result['write_median_ms']:.1f} ms, max {result['write_max_ms']:.0f} ms",
                 flush=True,
             )
-        snap = snapfile.load_latest(state / "snap")
+        snap = snapfile.load_latest(state / "snap", sealer)
         assert snap is not None
         await raft.stop()
         print(f"snapshot file: {len(snap.data) / 1e6:.1f} MB at index {snap.meta.index}")
@@ -241,7 +245,7 @@ async def main() -> None:
             f"CPU {(time.process_time() - cpu0) * 1000:.0f} ms; {len(restored.view.tasks)} tasks"
         )
         for rep in range(args.reps):
-            result = await install(state / f"follower{rep}", snap)
+            result = await install(state / f"follower{rep}", snap, sealer)
             print(
                 f"a follower's install {rep + 1}: longest stall {result['stall_ms']:.0f} ms "
                 f"(loop CPU {result['stall_cpu_ms']:.0f} ms), acknowledged after {result['durable_ms']:.0f} ms",
