@@ -24,6 +24,7 @@ from shoal.gcpolicy import (
     OVERDUE_FACTOR,
     PAUSE_BUDGET,
     QUIET_JITTER_STEPS,
+    QUIET_PAUSE_BUDGET,
     QUIET_STEPS,
     SCHEDSTAT,
     CollectorPolicy,
@@ -208,6 +209,7 @@ def test_a_fresh_leaders_big_create_gets_no_pass_while_it_runs() -> None:
             policy.step(cpu_share=0.9)
         assert len(kept) >= 2 * OVERDUE_FACTOR * baseline
         assert (policy.thaws, policy.thaws_put_off > 0) == (0, True)
+        policy.cpu_per_object = QUIET_PAUSE_BUDGET / (2 * len(kept))  # an idle machine's pass fits
         for _ in range(QUIET_STEPS):  # the create is over
             policy.step()
         assert policy.thaws == 1, "the pass on the quiet loop after the create"
@@ -349,3 +351,23 @@ async def test_a_loop_that_wants_a_core_but_gets_a_third_of_one_is_busy() -> Non
             spinner.kill()
             await spinner.wait()
         await policy.stop()
+
+
+def test_a_quiet_loop_on_a_loaded_machine_waits_for_the_load_to_fall() -> None:
+    """A quiet leader's pass over every object still holds its loop: 0.15 s of CPU took 0.46 s
+    of wall time at load 5.5, and a 100,000-task leader's pass is 0.43 s of CPU; over a second
+    held, the followers elect. On a quiet loop the pass runs when its expected pause, stretched
+    by the machine's load, fits ``QUIET_PAUSE_BUDGET``."""
+    policy = _policy()
+    kept: list[list[object]] = []
+    try:
+        policy.step()
+        kept.extend([] for _ in range(policy.baseline + 1))  # doubled: due
+        policy.cpu_per_object = QUIET_PAUSE_BUDGET / (4 * len(kept))  # about half the budget
+        for _ in range(QUIET_STEPS + 2):
+            policy.step(stretch=4.0)
+        assert (policy.thaws, policy.thaws_put_off > 0) == (0, True), "quiet, but twice the budget"
+        policy.step(stretch=1.2)
+        assert policy.thaws == 1, "the load has fallen"
+    finally:
+        gc.unfreeze()

@@ -88,10 +88,16 @@ QUIET_STEPS = 3
 #: ticks of 100 ms), with room for a loaded machine (a pass of 0.4 s of CPU took 1-1.8 s of wall
 #: time at load 2-9).
 PAUSE_BUDGET = 0.2
-#: The pass's CPU seconds per frozen object before one was measured: twice a leader's (at
-#: 100,000 tasks its pass over 807,000 objects took 424 ms of CPU), so that a first pass on a
-#: busy loop is expected long rather than short.
-DEFAULT_CPU_PER_OBJECT = 1e-6
+#: The longest expected pause of a pass on a quiet loop: a leader's loop held over a second lets
+#: the followers elect, quiet or not. At 100,000 tasks the leader's pass is 0.43 s of CPU: on a
+#: machine that stretches the loop's CPU less than 1.4 times; on a busier one it waits (a
+#: quiet pass of 0.15 s of CPU took 0.46 s of wall time at load 5.5).
+QUIET_PAUSE_BUDGET = 0.6
+#: The pass's CPU seconds per frozen object before one was measured: a little more than a
+#: leader's (at 100,000 tasks its pass over 807,000 objects took 424 ms of CPU, 0.53 us each;
+#: 0.26 us in process over a store of protobuf tasks), so that a first pass is expected long
+#: rather than short.
+DEFAULT_CPU_PER_OBJECT = 0.6e-6
 #: A thaw put off for this long (seconds) on a busy loop, with the frozen set ``OVERDUE_FACTOR``
 #: times the size that called for it, runs busy or not: a process that is never quiet (a
 #: leader busy for good) would otherwise keep the frozen set's reference cycles without bound.
@@ -243,10 +249,13 @@ class CollectorPolicy:
 
     def _may_pass(self, frozen: int, due: int, stretch: float) -> str:
         """Why the pass due over ``frozen`` objects may run now ("" while it may not): the loop
-        is quiet, or the pass is short enough not to cost an election, or it is overdue."""
-        if self.quiet_steps >= QUIET_STEPS + round(self.spread * QUIET_JITTER_STEPS):
+        is quiet and the machine lets the pass end well within an election timeout, or the
+        pass is short enough not to cost an election on a busy loop, or it is overdue."""
+        expected = frozen * self.cpu_per_object * stretch
+        quiet = self.quiet_steps >= QUIET_STEPS + round(self.spread * QUIET_JITTER_STEPS)
+        if quiet and expected <= max(self.pause_budget, QUIET_PAUSE_BUDGET):
             return "quiet loop"
-        if frozen * self.cpu_per_object * stretch <= self.pause_budget:
+        if expected <= self.pause_budget:
             return "short"
         if frozen >= OVERDUE_FACTOR**2 * due:
             return "overdue"
