@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 from shoal import states, yieldingjson
 from shoal.cli import output, piecereader, tasktable
-from shoal.client import Client
+from shoal.client import Client, ClientError
 from shoal.daemon.localapi import LocalAPIServer
 from shoal.daemon.node import map_error
 from shoal.manager import requests as rq
@@ -349,3 +349,13 @@ def test_cells_and_widths_are_made_as_the_pieces_come(fixed_now: None, control: 
         plain = tasktable._Reading(quiet=quiet, no_trunc=False)
         plain.take({**head, "now": now}, rows[:100])
         assert len(plain._records) == 100 and not plain._keyed and plain.widths is None
+
+
+def test_an_answer_cut_short_after_its_first_pieces_is_one_error_line() -> None:
+    """A manager that fails after writing pieces appends its error line to them: the CLI says
+    the answer was cut short, as one ``ClientError``, not a JSON traceback."""
+    reader = piecereader._Line(lambda head, got: None)
+    reader.feed(b'{"result":{"columns":["ID"],"now":1,"rows":[\r["a"]\r{"error":{"code":"INTERNAL"}}\n')
+    assert reader.done
+    with pytest.raises(ClientError, match="cut short"):
+        reader.message()

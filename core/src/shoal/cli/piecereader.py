@@ -81,9 +81,16 @@ class _Line:
 
     def message(self) -> dict[str, Any]:
         """The reply line's message (``Client``'s: an error raises ``ClientError``), with the
-        rows of pieces already handed over left out."""
+        rows of pieces already handed over left out. A line that does not parse (a manager
+        that failed after its first pieces were written appends its error line to them): one
+        line saying so, not a traceback."""
         tail = bytes(self._buffer)
-        return _answer(tail if self._head is None else self._head + tail)
+        try:
+            return _answer(tail if self._head is None else self._head + tail)
+        except ValueError:
+            raise ClientError(
+                "INTERNAL", "the shoal daemon's answer was cut short (see its log for the error)"
+            ) from None
 
 
 def call_in_pieces(client: Client, method: str, params: dict[str, Any], on_piece: OnPiece) -> Any:
