@@ -30,21 +30,23 @@ heartbeats not sent. A pass that finds next to no frozen cycles (a store that on
 makes the next wait for twice the growth (``growth``), up to ``MAX_GROWTH``.
 
 A busy loop gets the pass only when it cannot cost a Raft election. Either its expected pause
-fits ``PAUSE_BUDGET``, well under the election timeout (1-2 s): the frozen objects times the CPU
-per object the last pass took (``DEFAULT_CPU_PER_OBJECT`` before the first), times how much the
-loop's thread is stretched by the machine's load now (its CPU plus run-queue wait, over its
-CPU: a pass of 0.4 s of CPU held the loop 1-1.8 s at load 2-9); or the pass is
-overdue: put off for ``OVERDUE_AFTER`` (far longer than a 100,000-task create or removal, about
-a minute each) with the frozen set ``OVERDUE_FACTOR`` times the size that called for it, or
-grown to ``OVERDUE_FACTOR`` squared times that size whatever the time. A loop that is never
-quiet thus still has its frozen cycles reclaimed, and the heap stays bounded. Before, the
-factor alone made it overdue, and a fresh leader's first 100,000-task create crossed it (its
-heap grew from the start-up set to 807,000 objects): a pass of 0.5-1.8 s of held loop in the
-middle of the create, and elections. The members of a cluster hold the same store and reach
-the same sizes together, and turn quiet together when a create ends: each pass waits a random
-extra (up to ``QUIET_JITTER_STEPS`` quiet steps, up to half ``OVERDUE_AFTER`` again) so that two
-followers do not hold their loops at once (two followers held a second together make the
-leader step down).
+fits ``PAUSE_BUDGET``, well under the election timeout (1-2 s): the frozen objects times the
+CPU per object the last pass took (``DEFAULT_CPU_PER_OBJECT`` before the first), times how much
+the loop's thread is stretched by the machine's load now (its CPU plus run-queue wait, over its
+CPU: a pass of 0.4 s of CPU held the loop 1-1.8 s at load 2-9); or the pass is overdue. A quiet
+loop's pass, too, waits until that expected pause fits ``QUIET_PAUSE_BUDGET`` (a leader held
+over a second, quiet or not, lets the followers elect), and a loop whose thread waits for a CPU
+is busy, not quiet, whatever CPU it got. Overdue: put off for ``OVERDUE_AFTER`` (far longer
+than a 100,000-task create or removal, about a minute each) with the frozen set
+``OVERDUE_FACTOR`` times the size that called for it, or grown to ``OVERDUE_FACTOR`` squared
+times that size whatever the time. A loop that is never quiet thus still has its frozen cycles
+reclaimed, and the heap stays bounded. Before, the factor alone made it overdue, and a fresh
+leader's first 100,000-task create crossed it (its heap grew from the start-up set to 807,000
+objects): a pass of 0.5-1.8 s of held loop in the middle of the create, and elections. The
+members of a cluster hold the same store and reach the same sizes together, and turn quiet
+together when a create ends: each pass waits a random extra (up to ``QUIET_JITTER_STEPS`` quiet
+steps, up to half ``OVERDUE_AFTER`` again) so that two followers do not hold their loops at
+once (two followers held a second together make the leader step down).
 """
 
 from __future__ import annotations
