@@ -28,6 +28,7 @@ from shoal.gcpolicy import (
     QUIET_STEPS,
     SCHEDSTAT,
     CollectorPolicy,
+    stretch_of,
 )
 from shoal.proto import objects_pb2 as pb
 from shoal.store.memory import Tx
@@ -371,3 +372,19 @@ def test_a_quiet_loop_on_a_loaded_machine_waits_for_the_load_to_fall() -> None:
         assert policy.thaws == 1, "the load has fallen"
     finally:
         gc.unfreeze()
+
+
+def test_a_long_pass_is_expected_as_stretched_as_the_machines_load_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loop that mostly sleeps is woken at once, its own run-queue wait small, but a pass is a
+    long burst, preempted as often as the machine has more runnable threads than CPUs: a quiet
+    pass of 0.15 s of CPU took 0.46 s at load 5.5 on 2 CPUs. The load per CPU bounds the
+    stretch from below."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+    assert stretch_of(demand=0.105, cpu=0.1) == 3.0, "the load, not the sleeper's own wait"
+    assert stretch_of(demand=0.5, cpu=0.1) == 5.0, "its own wait when more"
+    assert stretch_of(demand=0.001, cpu=0.0005) == 3.0, "too little CPU to say"
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert stretch_of(demand=0.1, cpu=0.1) == 1.0
