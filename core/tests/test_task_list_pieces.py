@@ -72,6 +72,12 @@ def _control() -> ControlAPI:
             if slot % 11 == 0:
                 port = current.endpoint.ports.add(protocol=pb.PortConfig.TCP, target_port=80)
                 port.published_port, port.publish_mode = 8000 + slot, pb.PortConfig.HOST
+            elif slot % 3 == 0:  # a VIP service's endpoint spec: no port
+                current.endpoint.mode = pb.EndpointSpec.VIP
+                current.endpoint.SetInParent()
+            elif slot % 7 == 0:  # an ingress port: not a task's own
+                port = current.endpoint.ports.add(protocol=pb.PortConfig.TCP, target_port=81)
+                port.published_port, port.publish_mode = 9000 + slot, pb.PortConfig.INGRESS
             tx.create(current)
             if slot % 10 == 0:
                 old = task(f"web{slot:05d}x0aaaaaaaaaaaaaa", web, slot, (slot + 1) % NODES, 8000.0)
@@ -359,3 +365,23 @@ def test_an_answer_cut_short_after_its_first_pieces_is_one_error_line() -> None:
     assert reader.done
     with pytest.raises(ClientError, match="cut short"):
         reader.message()
+
+
+def test_a_row_s_ports_are_ps_text_of_the_task_s_endpoint_ports() -> None:
+    """``_ports`` skips the text for an endpoint without ports (a VIP service's spec in each
+    task): the same text as ``ports.ps_text`` of the task's endpoint ports in every case."""
+    from shoal import ports
+
+    no_endpoint = pb.Task(id="t0")
+    vip = pb.Task(id="t1")
+    vip.endpoint.mode = pb.EndpointSpec.VIP
+    vip.endpoint.SetInParent()
+    dnsrr = pb.Task(id="t2")
+    dnsrr.endpoint.mode = pb.EndpointSpec.DNSRR
+    published = pb.Task(id="t3")
+    for mode, number in ((pb.PortConfig.HOST, 8080), (pb.PortConfig.INGRESS, 30001), (pb.PortConfig.HOST, 0)):
+        port = published.endpoint.ports.add(protocol=pb.PortConfig.TCP, target_port=80)
+        port.published_port, port.publish_mode = number, mode
+    for task in (no_endpoint, vip, dnsrr, published):
+        assert tasklist._ports(task) == ports.ps_text(task.endpoint.ports)
+    assert tasklist._ports(published) == "*:8080->80/tcp" and tasklist._ports(vip) == ""

@@ -87,9 +87,15 @@ class _Names:
 
 
 def _ports(task: pb.Task) -> str:
-    """A running task's host-mode ports. Most tasks have no endpoint: ``HasField`` says so in
-    a fifth of the time ``task.endpoint.ports`` takes to make the empty list's wrappers."""
-    return ports.ps_text(task.endpoint.ports) if task.HasField("endpoint") else ""
+    """A running task's host-mode ports. Many tasks have no endpoint: ``HasField`` says so in
+    a fifth of the time ``task.endpoint.ports`` takes to make the empty list's wrappers. The
+    others are mostly a VIP service's tasks, each with the service's endpoint spec and no port:
+    the list's length says so without ``ps_text``'s generator and join (100,000 such tasks:
+    0.22 -> 0.11 s; 13% of a real manager's first listing, py-spy)."""
+    if not task.HasField("endpoint"):
+        return ""
+    listed = task.endpoint.ports
+    return ports.ps_text(listed) if listed else ""
 
 
 class RowCache:
