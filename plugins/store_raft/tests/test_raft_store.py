@@ -54,6 +54,40 @@ async def test_submit_appends_at_once_and_its_future_resolves_once_applied(tmp_p
         store.submit(b"after stop")
 
 
+async def test_a_leader_applies_a_commit_before_it_writes_the_commit_index(tmp_path: Path) -> None:
+    """The leader applies a committed entry (answering its writer) and writes the new commit
+    index to its WAL on the next loop turn, after the answer: that record is not synced and no
+    promise rests on it. Before, the record was written first, on the answer's path. A
+    restart still finds every acknowledged entry."""
+    order: list[str] = []
+
+    class Machine(RecordingMachine):
+        def apply(self, index: int, entry: bytes) -> None:
+            order.append(f"apply {index}")
+            super().apply(index, entry)
+
+    store = await started(tmp_path, Machine(), True)
+    wal = store._wal
+    assert wal is not None
+    save = wal.save
+
+    def recording_save(entries: Sequence[Entry], hard_state: HardState | None, sync: bool) -> None:
+        if entries:
+            order.append(f"entries {entries[-1].index}")
+        if hard_state is not None:
+            order.append(f"commit {hard_state.commit}")
+        save(entries, hard_state, sync)
+
+    wal.save = recording_save  # type: ignore[method-assign]
+    index = await asyncio.wait_for(store.propose(b"first"), 5)
+    assert order.index(f"apply {index}") < order.index(f"commit {index}"), order
+    await store.stop()
+    machine = RecordingMachine()
+    reopened = await started(tmp_path, machine, False)
+    assert machine.state[index] == b"first"
+    await reopened.stop()
+
+
 async def test_single_member_leads_immediately_and_status_reports_it(tmp_path: Path) -> None:
     store = await started(tmp_path, RecordingMachine(), True, tick_ms=60_000)  # no tick will ever fire
     status = store.status()

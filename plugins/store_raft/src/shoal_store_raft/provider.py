@@ -77,6 +77,8 @@ log = logging.getLogger("shoal.store.raft")
 #: Where a deferred Ready resumes: at its WAL write (a leader's, after its appends went out) or
 #: at applying (after the acknowledgements went out).
 _PERSIST, _APPLY = "persist", "apply"
+#: Where a leader's Ready resumes whose commit it applied at once: writing the commit index.
+_RECORD = "record"
 #: Where a Ready bringing a leader's snapshot resumes once the snapshot is installed.
 _INSTALLED = "installed"
 
@@ -836,6 +838,10 @@ class RaftStore:
             self._fail(exc)
 
     def _finish_stage(self, rd: Ready, stage: str) -> None:
+        if stage == _RECORD:
+            self._persist(rd, early=True)
+            self._apply_and_advance(rd, applied=True)
+            return
         if stage == _PERSIST:
             self._persist(rd, early=True)
         elif stage == _INSTALLED:
@@ -869,6 +875,15 @@ class RaftStore:
                 if rd.entries and defer:
                     self._defer(rd, _PERSIST)  # the fsync blocks the loop: appends first
                     return
+            if early and defer and rd.committed and not rd.entries and not rd.must_sync and not _conf(rd):
+                # A leader's commit: apply it now (which answers its writers), and write the new
+                # commit index on the next loop turn, after the answers. That record is not
+                # synced and promises nothing: the entries are durable on a quorum, and a leader
+                # restarting with an older commit index learns the newer one again (etcd's
+                # leader, too, applies while it writes).
+                self._apply(rd)
+                self._defer(rd, _RECORD)
+                return
             self._persist(rd, early)
             if defer and rd.committed and rd.messages and not early:
                 self._defer(rd, _APPLY)  # the acknowledgement first, then apply
@@ -879,15 +894,15 @@ class RaftStore:
         wal = self._wal
         assert wal is not None
         if rd.entries or rd.hard_state is not None:
-            conf = any(e.kind == EntryKind.CONF for e in rd.committed)
-            wal.save(rd.entries, rd.hard_state, rd.must_sync or conf)
+            wal.save(rd.entries, rd.hard_state, rd.must_sync or _conf(rd))
         if not early and rd.messages and self._send_hook is not None:
             self._send_hook(rd.messages)
 
-    def _apply_and_advance(self, rd: Ready) -> None:
+    def _apply_and_advance(self, rd: Ready, applied: bool = False) -> None:
+        """``applied``: ``rd``'s committed entries were applied already (``_RECORD``)."""
         core = self._core
         assert core is not None
-        if rd.committed:
+        if rd.committed and not applied:
             self._apply(rd)
         core.advance(rd)
         if rd.soft_state is not None:
@@ -1079,6 +1094,11 @@ async def _in_thread(fn: Callable[[], R]) -> R:
     """Run ``fn`` on a thread of the loop's default executor (file writes and fsyncs release
     the GIL, so the loop runs meanwhile)."""
     return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+def _conf(rd: Ready) -> bool:
+    """Whether ``rd`` commits a membership change (its WAL write is then synced)."""
+    return any(e.kind == EntryKind.CONF for e in rd.committed)
 
 
 def _already_applied(core: RaftCore, change: ConfChangeType, member_id: int) -> bool:
