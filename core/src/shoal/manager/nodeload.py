@@ -132,6 +132,10 @@ class NodeLoads(TaskIndexInPieces):
         tasks = self.store.view.tasks.items
         return [tasks[task_id] for task_id in self._unassigned]
 
+    def count_pending(self) -> int:
+        """How many tasks wait for a node (``pending`` without building the list)."""
+        return len(self._unassigned)
+
     def node_infos(self) -> dict[str, NodeInfo]:
         """What ``placement.build_node_infos`` would return for the view now, built from the
         totals (fresh objects: the scheduler's ``add_task`` calls change only this tick's)."""
