@@ -627,3 +627,27 @@ def test_a_committed_membership_change_is_announced_at_once_a_plain_entry_is_not
     net.stabilize()
     leader.propose_conf_change(ConfChangeType.REMOVE, 3)
     assert {m.to for m in commit_announcements()} == {2, 3}
+
+
+# ------------------------------------------------------------------ what an election logs
+
+
+def test_an_election_and_a_leader_stepping_down_say_why_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """At scale an election is the first sign of a member held too long: the log must say
+    which member stopped hearing from a leader, and which leader stopped hearing from a
+    quorum, not only who won."""
+    net = Network([1, 2, 3])
+    net.elect(1)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="shoal.store.raft"):
+        net.isolate(1)
+        for _ in range(2 * net.nodes[1].config.election_ticks):
+            net.tick(1)
+        for _ in range(3 * net.nodes[2].config.election_ticks):
+            net.tick(2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        line.startswith("raft: leader 1 steps down at term 1: heard from 1 of 3 voters") for line in lines
+    ), lines
+    assert any(line.startswith("raft: member 2 heard from no leader for ") for line in lines), lines
+    assert net.nodes[1].role != Role.LEADER

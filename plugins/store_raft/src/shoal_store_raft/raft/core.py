@@ -27,6 +27,7 @@ Safety notes that shape the code:
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ from shoal_store_raft.raft.types import (
     SnapshotMeta,
     SoftState,
 )
+
+#: Why an election started and why a leader stepped down, as etcd's raft logs them: at scale an
+#: election is the first sign of a member held too long, and without these lines the logs
+#: only say who became leader, not who stopped hearing from whom.
+log = logging.getLogger("shoal.store.raft")
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,12 @@ class RaftCore:
             return
         self._election_elapsed += 1
         if self.id in self.voters and self._election_elapsed >= self._randomized_timeout:
+            log.info(
+                "raft: member %x heard from no leader for %d ticks at term %d: starting an election",
+                self.id,
+                self._election_elapsed,
+                self.term,
+            )
             self._election_elapsed = 0
             self.campaign()
 
@@ -762,6 +774,16 @@ class RaftCore:
                     if p != self.id:
                         pr.recent_active = False
                 if active < self._quorum():
+                    log.warning(
+                        "raft: leader %x steps down at term %d: heard from %d of %d voters in an "
+                        "election timeout (%d ticks), a quorum is %d",
+                        self.id,
+                        self.term,
+                        active,
+                        len(self.voters),
+                        self.config.election_ticks,
+                        self._quorum(),
+                    )
                     self._become_follower(self.term, 0)
                     return
             self.lead_transferee = 0  # a transfer that did not finish in an election timeout
