@@ -57,7 +57,7 @@ def _keep_busy(loop: asyncio.AbstractEventLoop) -> tuple[Callable[[], int], Call
 
 
 async def test_calls_are_taken_in_while_the_handlers_loop_is_busy(pki: ClusterPKI) -> None:
-    transport = GrpcTransport(serving_thread=True)
+    transport = GrpcTransport(serving_thread=True, completion_reader=True)
     service = TestService()
     server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), service.unary(), service.streams())
     tls = pki.node("w", "swarm-worker")
@@ -144,6 +144,28 @@ async def test_serving_thread_off_serves_on_the_callers_loop(pki: ClusterPKI, tm
     finally:
         await server.stop(0)
         await transport.close()
+
+
+async def test_the_completion_reader_is_off_unless_asked_for(pki: ClusterPKI, tmp_path: Path) -> None:
+    """The plugin's default serving thread leaves gRPC's completion events to the serving loop:
+    with the daemon's loop reading them (``cqreader``), managers elected new leaders during
+    100,000-task creates and removals (docs/benchmarks.md, the lead's runs of 2026-12-07)."""
+    from shoal_transport_grpc.plugin import shoal_transport_provider
+
+    for options, expected in (({}, False), ({"completion-reader": "on"}, True)):
+        context = PluginContext(role="transport", name="grpc", state_dir=tmp_path, options=options)
+        transport = shoal_transport_provider(context=context)
+        server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {}, TestService().streams())
+        try:
+            assert (server._cq_reader is not None) is expected, options  # type: ignore[attr-defined]
+        finally:
+            await server.stop(0)
+            await transport.close()
+    context = PluginContext(
+        role="transport", name="grpc", state_dir=tmp_path, options={"completion-reader": "yes"}
+    )
+    with pytest.raises(ValueError, match="transport option completion-reader must be on or off, got 'yes'"):
+        shoal_transport_provider(context=context)
 
 
 def test_serving_thread_option_must_be_on_or_off(tmp_path: Path) -> None:
@@ -282,7 +304,7 @@ async def test_the_handlers_loop_reads_its_own_stream_messages_without_a_thread_
         return real_call_soon_threadsafe(*args, **kwargs)
 
     service = TestService()
-    transport = GrpcTransport(serving_thread=True)
+    transport = GrpcTransport(serving_thread=True, completion_reader=True)
     server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {}, service.streams())
     tls = pki.node("w", "swarm-worker")
     try:

@@ -21,10 +21,20 @@ def shoal_transport_provider(context: PluginContext) -> GrpcTransport:
     it a manager busy with a thousand nodes takes their calls in too slowly and their sessions
     fall (100,000 replicas on 1,000 hollow nodes: every node seen not Ready; with it none, and
     the service ran in 69 s); off saves ~0.15 ms of one Raft write at a time
-    (docs/benchmarks.md, "The lead's runs of 2026-12-07")."""
-    raw = context.options.get("serving-thread", "on")
-    if raw not in _SWITCHES:
-        raise ValueError(f"transport option serving-thread must be on or off, got {raw!r}")
+    (docs/benchmarks.md, "The lead's runs of 2026-12-07"). ``transport.completion-reader``,
+    ``off`` (default) or ``on``: with the serving thread, whether the daemon's loop reads gRPC's
+    completion events itself (``cqreader``): less CPU per stream message on a busy leader, but
+    with it managers elected new leaders during 100,000-task creates and removals (6 of 7 runs
+    against 0 of 3 without, docs/benchmarks.md), so it is off until that is understood."""
     return GrpcTransport(
-        server_name=context.options.get("server_name", DEFAULT_SERVER_NAME), serving_thread=_SWITCHES[raw]
+        server_name=context.options.get("server_name", DEFAULT_SERVER_NAME),
+        serving_thread=_switch(context, "serving-thread", "on"),
+        completion_reader=_switch(context, "completion-reader", "off"),
     )
+
+
+def _switch(context: PluginContext, name: str, default: str) -> bool:
+    raw = context.options.get(name, default)
+    if raw not in _SWITCHES:
+        raise ValueError(f"transport option {name} must be on or off, got {raw!r}")
+    return _SWITCHES[raw]

@@ -150,6 +150,8 @@ class GrpcServer:
         self._pending: Any = None
         self._handoff: handoff.Handoff | None = None
         self._cq_reader: cqreader.Watchdog | None = None
+        #: Whether the daemon's loop takes over gRPC's completion events (``cqreader``).
+        self._completion_reader = False
 
     @classmethod
     async def start(
@@ -160,6 +162,7 @@ class GrpcServer:
         streams: Mapping[str, StreamHandler],
         *,
         own_loop: bool = False,
+        completion_reader: bool = False,
         intake: Intake = "registered",
     ) -> GrpcServer:
         host, _ = _split_address(listen_addr)
@@ -170,6 +173,7 @@ class GrpcServer:
             return instance
         serving = ServingLoop(f"grpc-server {listen_addr}")
         instance = cls(serving)
+        instance._completion_reader = completion_reader
         home = asyncio.get_running_loop()
         try:
             await serving.run(instance._listen(listen_addr, host, tls, initial, unary, streams, home, intake))
@@ -219,7 +223,8 @@ class GrpcServer:
         self._server = server
         if self._handoff is not None:
             self._handoff.start()
-            self._cq_reader = cqreader.install(asyncio.get_running_loop(), self._handoff.home)
+            if self._completion_reader:
+                self._cq_reader = cqreader.install(asyncio.get_running_loop(), self._handoff.home)
 
     def _fetch_config(self) -> Any:
         """Called by gRPC (on its own thread) at each handshake: new material, or None for no change."""

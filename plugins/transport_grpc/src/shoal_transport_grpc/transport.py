@@ -28,6 +28,13 @@ Design choices (details in the modules named):
   (``handoff``, on grpcio's internals, checked); the others (a name not ``/service/method``),
   and every call on an untested grpcio, cross there and back by the ``bridge``, each stream
   message too (~50-100 us of CPU more per call).
+- **Completion reader** (option ``transport.completion-reader``, off by default; only with the
+  serving thread): the daemon's loop reads gRPC's completion events itself instead of the
+  serving loop (``cqreader``). It saves the leader a thread crossing per stream message
+  (100,000 replicas on 1,000 hollow nodes: removal 55-73 s against 109 s), but in the runs of
+  2026-12-07 managers elected a new leader during a 100,000-task create or removal in 6 of 7
+  runs with it and in none of 3 without (docs/benchmarks.md), so it stays off until that is
+  understood.
 - **Errors**: a handler's ``RPCError`` crosses with its code and message; connection failures
   are ``UNAVAILABLE`` "cannot reach HOST:PORT: ..." (``TLS handshake failed`` named when it is
   one), timeouts ``DEADLINE_EXCEEDED``, unknown methods ``UNIMPLEMENTED``. See ``errors``.
@@ -52,9 +59,16 @@ class GrpcTransport:
     role: ClassVar[str] = "transport"
     api_version: ClassVar[int] = 1
 
-    def __init__(self, server_name: str = DEFAULT_SERVER_NAME, *, serving_thread: bool = False) -> None:
+    def __init__(
+        self,
+        server_name: str = DEFAULT_SERVER_NAME,
+        *,
+        serving_thread: bool = False,
+        completion_reader: bool = False,
+    ) -> None:
         self._pool = client.ChannelPool(server_name)
         self._serving_thread = serving_thread
+        self._completion_reader = completion_reader
 
     async def serve(
         self,
@@ -63,7 +77,14 @@ class GrpcTransport:
         unary: Mapping[str, Handler],
         streams: Mapping[str, StreamHandler],
     ) -> GrpcServer:
-        return await GrpcServer.start(listen_addr, tls, unary, streams, own_loop=self._serving_thread)
+        return await GrpcServer.start(
+            listen_addr,
+            tls,
+            unary,
+            streams,
+            own_loop=self._serving_thread,
+            completion_reader=self._completion_reader,
+        )
 
     async def call(
         self,
