@@ -234,14 +234,23 @@ class Client:
             with sock.makefile("rb") as stream:
                 for raw in stream:
                     yield _answer(raw)
-        except TimeoutError:
-            raise _no_answer(method) from None
         except OSError as exc:
-            if not isinstance(exc, ConnectionResetError) and not self._tls_error(exc):
+            failure = self.failure(method, exc)
+            if failure is None:
                 raise
-            raise self._lost(exc) from None
+            raise failure from None
         finally:
             sock.close()
+
+    def failure(self, method: str, exc: OSError) -> ClientError | None:
+        """What a user is told when a call's connection fails while the call is sent or its
+        answer read (None: not a failure of the connection, let it propagate): one place for
+        every reader of a reply (``_lines``, ``cli.piecereader``)."""
+        if isinstance(exc, TimeoutError):
+            return _no_answer(method)
+        if isinstance(exc, ConnectionResetError) or self._tls_error(exc):
+            return self._lost(exc)
+        return None
 
     def _kept_lines(self, method: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """One unary request over the kept connection (opened on first use)."""

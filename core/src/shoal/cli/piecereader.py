@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from shoal.client import Client, ClientError, _answer, _no_answer
+from shoal.client import Client, ClientError, _answer
 
 #: ``tasklist.MARK`` (not imported: the CLI does not load the manager's modules).
 MARK = b"\r"
@@ -110,12 +110,11 @@ def call_in_pieces(client: Client, method: str, params: dict[str, Any], on_piece
             if not data:
                 break
             line.feed(data)
-    except TimeoutError:
-        raise _no_answer(method) from None
     except OSError as exc:
-        if not isinstance(exc, ConnectionResetError) and not client._tls_error(exc):
+        failure = client.failure(method, exc)
+        if failure is None:
             raise
-        raise client._lost(exc) from None
+        raise failure from None
     finally:
         sock.close()
     if not line.done:
