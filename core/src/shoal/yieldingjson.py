@@ -10,6 +10,7 @@ encoded with its piece.
 
 from __future__ import annotations
 
+import abc
 import json
 import json.encoder
 import reprlib
@@ -63,15 +64,15 @@ class EncodedList(list[Any]):
         return f"EncodedList({shown}, {len(self)} items)"
 
 
-class Streamed:
+class Streamed(abc.ABC):
     """A value whose JSON text is made while it is written (``parts``), not before: the
     reader can start on the first part while the rest is still being made. It may be the
     whole value given to ``dumps``/``line_parts`` or a value of a dict that is (a reply's
     ``{"result": ...}``); anywhere else it is refused as json refuses an unknown type."""
 
+    @abc.abstractmethod
     def parts(self) -> AsyncIterator[str]:
         """The value's JSON text, in consecutive parts (their concatenation is the text)."""
-        raise NotImplementedError
 
 
 async def dumps(obj: Any) -> str:
