@@ -131,6 +131,10 @@ class WAL:
         self._hard_state = HardState()
         self._snapshot = SnapshotMeta(0, 0, ())
         self.syncs = 0  # fsync count, for tests and benchmarks
+        #: Bytes written since this WAL was opened, plus what its segments held then: the
+        #: store snapshots once enough were written since its last snapshot (a count of
+        #: entries alone let a WAL of big entries grow to 1.3 GB between two snapshots).
+        self.written = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -206,6 +210,7 @@ class WAL:
         wal._seq = _parse_name(segments[-1])[0]
         wal._fd = os.open(segments[-1], os.O_WRONLY | os.O_APPEND)
         wal._size = os.fstat(wal._fd).st_size
+        wal.written = sum(path.stat().st_size for path in segments[:-1]) + wal._size
         wanted = 2 if sealer is None else 3
         if wal._size == 0:
             # A crash while rolling left a segment without its header: give it one again.
@@ -222,6 +227,12 @@ class WAL:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    @property
+    def hard_state(self) -> HardState:
+        """The last hard state written (its term and vote were synced: a Ready that changes
+        them must sync)."""
+        return self._hard_state
 
     # ------------------------------------------------------------------ writing
 
@@ -273,6 +284,7 @@ class WAL:
         while view:
             view = view[os.write(self._fd, view) :]
         self._size += len(data)
+        self.written += len(data)
 
     def _roll(self) -> None:
         os.fdatasync(self._fd)

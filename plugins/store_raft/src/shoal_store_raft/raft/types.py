@@ -133,7 +133,8 @@ class Message:
     votes, and the acknowledged (or rejected) index for APP_RESP. ``reject_hint`` is the
     follower's last index on a rejection so the leader can skip back in one round trip.
     ``context`` carries a ReadIndex request ID (READ_INDEX*, HEARTBEAT*) or marks a vote
-    forced by a leadership transfer.
+    forced by a leadership transfer. ``commit`` on a HEARTBEAT_RESP is the index of the
+    leader's snapshot the follower holds whole and is installing (0: none).
     """
 
     type: MsgType
