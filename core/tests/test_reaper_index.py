@@ -86,18 +86,18 @@ async def test_the_slot_index_equals_a_scan_whenever_apply_returns(monkeypatch: 
     try:
         for _ in range(3):  # the loop's first turns (a watch-fed reaper indexed the view there)
             await asyncio.sleep(0)
-        assert dict(reaper._slots) == _scan(store), "the index does not start from the view"
+        assert reaper.index() == _scan(store), "the index does not start from the view"
         for number in range(300):
             await store.update(
                 lambda tx, n=number: [_change(rng, tx, 1000 + n * 10 + k) for k in range(rng.randint(1, 4))]
             )
-            assert dict(reaper._slots) == _scan(store), f"the index differs from a scan after write {number}"
+            assert reaper.index() == _scan(store), f"the index differs from a scan after write {number}"
             if number % 7 == 0:
                 await asyncio.sleep(0)  # let the reaper's own rounds commit between writes
     finally:
         await reaper.stop()
     await store.update(lambda tx: tx.create(_task(rng, 99_999)))
-    assert "t99999" not in set().union(*reaper._slots.values()), "a stopped reaper still follows the store"
+    assert "t99999" not in set().union(*reaper.index().values()), "a stopped reaper still follows the store"
 
 
 async def test_a_snapshot_restore_rebuilds_the_index() -> None:
@@ -110,7 +110,7 @@ async def test_a_snapshot_restore_rebuilds_the_index() -> None:
         other = await instant_store()
         await other.update(lambda tx: [tx.create(_task(rng, 500 + n)) for n in range(15)])
         store.restore(other.applied_index, other.snapshot())
-        assert dict(reaper._slots) == _scan(store)
+        assert reaper.index() == _scan(store)
         # Every slot that may hold something to prune: more than one task, or one that may go
         # (a slot holding one live task only has nothing to prune).
         worth = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 
 from shoal import defaults, states
@@ -39,6 +39,20 @@ def removable(task: pb.Task) -> bool:
 
 #: A slot: (service ID, slot number, node ID for a global service's task, else "").
 SlotKey = tuple[str, int, str]
+#: A slot within its service: its number, or a global service's node ID (slot 0).
+InService = int | str
+#: The IDs of a slot's tasks: one ID alone (most slots: the live task) or a set of two or more.
+SlotIds = str | set[str]
+
+
+def _in_service(key: SlotKey) -> InService:
+    return key[1] or key[2]
+
+
+def _ids(held: SlotIds | None) -> tuple[str, ...] | set[str]:
+    if held is None:
+        return ()
+    return (held,) if isinstance(held, str) else held
 
 
 def _may_free(task: pb.Task | None) -> bool:
@@ -75,7 +89,14 @@ class TaskReaper:
         self._backlog: deque[SlotKey] = deque()
         #: While indexing in pieces at start: the view's tasks not indexed yet.
         self._uncounted: set[str] = set()
-        self._slots: dict[SlotKey, set[str]] = defaultdict(set)
+        #: Service ID -> slot -> the IDs of its tasks. One dict per service and a lone ID as
+        #: a str: a dict keyed by (service, slot, node) tuples holding a set per slot was
+        #: ~510 bytes per task (the tuple, a copy of the service ID, an empty-slack set), as
+        #: much as the rest of the leader's Python objects per task; this is ~150.
+        self._slots: dict[str, dict[InService, SlotIds]] = {}
+        #: One copy of each service ID for the keys above (a task's ``service_id`` is a new
+        #: str at every read).
+        self._service_ids: dict[str, str] = {}
         self._work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop_listening: Callable[[], None] | None = None
@@ -90,9 +111,7 @@ class TaskReaper:
         view's version of it is indexed when its turn comes."""
         if self._stop_listening is not None:
             return
-        self._slots.clear()
-        self._dirty.clear()
-        self._backlog.clear()
+        self._clear()
         self._uncounted = set(self.store.view.tasks.items)
         self._stop_listening = self.store.listen(self)
         await visit_in_pieces(self._uncounted, self.store.view.tasks, self._mark, INDEXED_PER_STEP)
@@ -135,9 +154,7 @@ class TaskReaper:
     def restored(self) -> None:
         """Index every task of the view, and look once at every slot that may hold something
         to prune (none other: a slot of the view replaced has no task left to prune)."""
-        self._slots.clear()
-        self._dirty.clear()
-        self._backlog.clear()
+        self._clear()
         self._uncounted = set()
         for task in self.store.view.tasks.all():
             self._mark(task)
@@ -171,30 +188,72 @@ class TaskReaper:
     def _slot_of(task: pb.Task) -> SlotKey:
         return (task.service_id, task.slot, task.node_id if task.slot == 0 else "")
 
+    def _clear(self) -> None:
+        self._slots.clear()
+        self._service_ids.clear()
+        self._dirty.clear()
+        self._backlog.clear()
+
+    def index(self) -> dict[SlotKey, set[str]]:
+        """The index as one set of task IDs per slot (tests compare it with a scan)."""
+        return {
+            (service, slot, "") if isinstance(slot, int) else (service, 0, slot): set(_ids(held))
+            for service, slots in self._slots.items()
+            for slot, held in slots.items()
+        }
+
     def _mark(self, task: pb.Task) -> None:
         """Know ``task`` in its slot, and look at the slot in the next round, unless it is the
         slot's only task and a live one: nothing there to prune (each new replica of a service
         cost a look at its slot in the next round: 10,000 looks for ``--replicas 10000``)."""
         key = self._slot_of(task)
-        ids = self._slots[key]
-        ids.add(task.id)
-        if len(ids) > 1 or _may_free(task):
+        service = self._service_ids.setdefault(key[0], key[0])
+        slots = self._slots.get(service)
+        if slots is None:
+            slots = self._slots[service] = {}
+        slot = _in_service(key)
+        held = slots.get(slot)
+        task_id = task.id
+        if held is None or held == task_id:
+            slots[slot] = task_id
+            alone = True
+        elif isinstance(held, str):
+            slots[slot] = {held, task_id}
+            alone = False
+        else:
+            held.add(task_id)
+            alone = False
+        if not alone or _may_free(task):
             self._dirty.add(key)
             self._work.set()
 
     def _forget(self, task: pb.Task) -> None:
         key = self._slot_of(task)
-        ids = self._slots.get(key)
-        if ids is not None:
-            ids.discard(task.id)
-            if not ids:
-                del self._slots[key]
+        slots = self._slots.get(key[0])
+        if slots is None:
+            return
+        slot = _in_service(key)
+        held = slots.get(slot)
+        if held is None:
+            return
+        if isinstance(held, str):
+            if held != task.id:
+                return
+            del slots[slot]
+        else:
+            held.discard(task.id)
+            if len(held) == 1:
+                slots[slot] = next(iter(held))
+        if not slots:
+            del self._slots[key[0]]
+            self._service_ids.pop(key[0], None)
 
     def _slot_tasks(self, tx: Tx, key: SlotKey) -> list[pb.Task]:
         """The slot's tasks as the transaction sees them (one committed in the same group
         before it may have deleted some: those are left out, and its applies fix the index)."""
         tasks = []
-        for task_id in self._slots.get(key, ()):
+        slots = self._slots.get(key[0])
+        for task_id in _ids(slots.get(_in_service(key)) if slots is not None else None):
             task = tx.task(task_id)
             if task is not None:
                 tasks.append(task)
