@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 from shoal.plugin import TLSMaterial
 
-from shoal_transport_grpc import anonymous, errors, firstcontact
+from shoal_transport_grpc import anonymous, errors, firstcontact, wakeups
 from shoal_transport_grpc.options import CLIENT_OPTIONS
 
 #: (target, root, certificate, key, server name)
@@ -112,6 +112,7 @@ class ChannelPool:
             ("grpc.ssl_target_name_override", key[4]),
         ]
         entry = _Channel(grpc.aio.secure_channel(target, credentials, options=options))
+        wakeups.unblock(asyncio.get_running_loop())
         for old_key, old in list(self._channels.items()):
             if old_key[0] == target and old_key[4] == key[4]:
                 del self._channels[old_key]

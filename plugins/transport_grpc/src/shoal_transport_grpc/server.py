@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from shoal.plugin import Handler, RPCError, StatusCode, StreamHandler, TLSMaterial
 
-from shoal_transport_grpc import anonymous, bridge, cqreader, errors, handoff, intake
+from shoal_transport_grpc import anonymous, bridge, cqreader, errors, handoff, intake, wakeups
 from shoal_transport_grpc.intake import Intake
 from shoal_transport_grpc.options import SERVER_OPTIONS
 from shoal_transport_grpc.peers import PeerVerifier
@@ -220,6 +220,7 @@ class GrpcServer:
             )
         self._address = f"{host}:{port}"
         await server.start()
+        wakeups.unblock(asyncio.get_running_loop())
         self._server = server
         if self._handoff is not None:
             self._handoff.start()
