@@ -521,7 +521,10 @@ class Manager:
         raw = await self.transport.call(
             leader, rpc.CONTROL, request.SerializeToString(), tls=self.tls(), timeout=120
         )
-        result = json.loads(rpb.ControlResponse.FromString(raw).json_body or b"null")
+        body = rpb.ControlResponse.FromString(raw).json_body or b"null"
+        if method == "service.ps" and params.get("pieces") is True:  # passed on as written
+            return yieldingjson.Encoded(body.decode())  # (yieldingjson.Encoded: issue 18 item 2)
+        result = json.loads(body)
         if method == "node.ls" and isinstance(result, list):
             for row in result:
                 row["Self"] = row.get("ID") == self.node_id
