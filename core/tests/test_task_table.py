@@ -198,14 +198,22 @@ def test_the_collector_is_paused_for_a_listing_and_restored() -> None:
         gc.enable()
 
 
-@pytest.mark.parametrize("argv", [["service", "ps", "web"], ["node", "ps", "host-1"]])
+@pytest.mark.parametrize(
+    "argv", [["service", "ps", "web"], ["node", "ps", "host-1"], ["stack", "ps", "shop"]]
+)
 def test_service_ps_and_node_ps_fetch_and_print_with_the_collector_paused(
     monkeypatch: pytest.MonkeyPatch, argv: list[str]
 ) -> None:
+    """``service ps``, ``node ps`` and ``stack ps`` (its services' tasks) read the rows in
+    pieces as they come (``list_tasks``), the collector paused."""
     from click.testing import CliRunner
+    from shoal.cli import stack_cmd
     from shoal.cli.root import cli
 
     control = _control()
+    monkeypatch.setattr(
+        stack_cmd, "_stack_services", lambda ctx, namespace: [{"ID": "svcweb", "Name": "shop_web"}]
+    )
     seen: list[tuple[str, bool]] = []
 
     def call_in_pieces(client: object, method: str, params: dict[str, Any], on_piece: Any) -> Any:

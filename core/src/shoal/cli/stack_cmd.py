@@ -256,15 +256,14 @@ def stack_ps(
     ctx: click.Context, namespace: str, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[str, ...]
 ) -> None:
     """List the tasks in the stack."""
-    from shoal.cli.tasktable import collector_paused, print_tasks
+    from shoal.cli.tasktable import list_tasks
 
     services = _stack_services(ctx, namespace)
     if not services:  # docker's stack ps: an error
         fail(f"nothing found in stack: {namespace}", 1)
     extra = {"filters": list(filters)} if filters else {}
-    with collector_paused():
-        result = call(ctx, "service.ps", services=[s["ID"] for s in services], compact=True, **extra)
-        print_tasks(result, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+    params = {"services": [s["ID"] for s in services], **extra}
+    list_tasks(ctx, params, quiet=quiet, no_trunc=no_trunc, fmt=fmt)  # rows read as they come
 
 
 @stack.command("rm")
