@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from shoal.manager.netobjects import plain
 from shoal.proto import objects_pb2 as pb
 from shoal.states import ASSIGNED, RUNNING
-from shoal.store.memory import DELETE, Event, ObjectStore
+from shoal.store.memory import DELETE, Event, ObjectStore, ReadView, Restoring, finish, visit_in_steps
 
 
 def receives_traffic(task: pb.Task) -> bool:
@@ -60,10 +60,13 @@ class TaskEndpoints:
     # ------------------------------------------------------------------ ApplyListener
 
     def restored(self) -> None:
-        self._serving = {}
-        self._node_networks = {}
-        for task in self.store.view.tasks.all():
-            self._count(task, 1)
+        finish(self.restoring(self.store.view))()
+
+    def restoring(self, view: ReadView) -> Restoring:
+        """Count ``view``'s tasks a step at a time (``ObjectStore.restore_steps``), aside."""
+        fresh = TaskEndpoints(self.store)
+        yield from visit_in_steps(view.tasks.all(), lambda task: fresh._count(task, 1))
+        return lambda: vars(self).update(vars(fresh))
 
     def applied(self, events: list[Event]) -> None:
         for event in events:

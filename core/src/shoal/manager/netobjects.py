@@ -26,7 +26,7 @@ from shoal.manager import netalloc
 from shoal.manager.objectrefs import matching
 from shoal.proto import objects_pb2 as pb
 from shoal.specs import SpecError, strings, whole_number
-from shoal.store.memory import DELETE, Event, ObjectStore, Tx
+from shoal.store.memory import DELETE, Event, ObjectStore, ReadView, Restoring, Tx, finish, visit_in_steps
 
 INGRESS_NAME = "ingress"
 OVERLAY = "overlay"
@@ -187,12 +187,19 @@ class UsedAddresses:
         self._floor: dict[str, int] = {}
 
     def restored(self) -> None:
-        self._held = {}
-        self._floor = {}
-        view = self.store.view
+        finish(self.restoring(self.store.view))()
+
+    def restoring(self, view: ReadView) -> Restoring:
+        """Count what ``view``'s objects hold a step at a time (``ObjectStore.restore_steps``),
+        aside."""
+        fresh = UsedAddresses(self.store)
         for kind in _HOLDERS:
-            for obj in view.table(kind).all():
-                self._count(kind, obj, 1)
+
+            def visit(obj: Any, kind: str = kind) -> None:
+                fresh._count(kind, obj, 1)
+
+            yield from visit_in_steps(view.table(kind).all(), visit)
+        return lambda: vars(self).update(vars(fresh))
 
     def applied(self, events: list[Event]) -> None:
         for event in events:

@@ -17,7 +17,17 @@ from collections.abc import Callable
 from shoal import defaults, states
 from shoal.proto import objects_pb2 as pb
 from shoal.roles.store import StoreUnavailable
-from shoal.store.memory import DELETE, Event, ObjectStore, Tx, visit_in_pieces
+from shoal.store.memory import (
+    DELETE,
+    Event,
+    ObjectStore,
+    ReadView,
+    Restoring,
+    Tx,
+    finish,
+    visit_in_pieces,
+    visit_in_steps,
+)
 from shoal.store.pieces import not_indexed_yet
 
 log = logging.getLogger("shoal.reaper")
@@ -154,10 +164,22 @@ class TaskReaper:
     def restored(self) -> None:
         """Index every task of the view, and look once at every slot that may hold something
         to prune (none other: a slot of the view replaced has no task left to prune)."""
-        self._clear()
-        self._uncounted = set()
-        for task in self.store.view.tasks.all():
-            self._mark(task)
+        finish(self.restoring(self.store.view))()
+
+    def restoring(self, view: ReadView) -> Restoring:
+        """``restored`` a step at a time (``ObjectStore.restore_steps``): indexed aside, put in
+        place when the view is."""
+        fresh = TaskReaper(self.store)
+        yield from visit_in_steps(view.tasks.all(), fresh._mark)
+
+        def install() -> None:
+            self._backlog.clear()
+            self._slots, self._service_ids, self._dirty = fresh._slots, fresh._service_ids, fresh._dirty
+            self._uncounted = set()
+            if self._dirty:
+                self._work.set()
+
+        return install
 
     def applied(self, events: list[Event]) -> None:
         uncounted = self._uncounted

@@ -13,7 +13,7 @@ from collections import Counter
 
 from shoal import states
 from shoal.proto import objects_pb2 as pb
-from shoal.store.memory import DELETE, Event, ObjectStore
+from shoal.store.memory import DELETE, Event, ObjectStore, ReadView, Restoring, finish, visit_in_steps
 from shoal.store.pieces import add_count
 
 
@@ -49,12 +49,13 @@ class ServiceTaskCounts:
     # ------------------------------------------------------------------ ApplyListener
 
     def restored(self) -> None:
-        self._running = Counter()
-        self._desired = Counter()
-        self._unplaced = Counter()
-        self._stopping = Counter()
-        for task in self.store.view.tasks.all():
-            self._count(task, 1)
+        finish(self.restoring(self.store.view))()
+
+    def restoring(self, view: ReadView) -> Restoring:
+        """Count ``view``'s tasks a step at a time (``ObjectStore.restore_steps``), aside."""
+        fresh = ServiceTaskCounts(self.store)
+        yield from visit_in_steps(view.tasks.all(), lambda task: fresh._count(task, 1))
+        return lambda: vars(self).update(vars(fresh))
 
     def applied(self, events: list[Event]) -> None:
         for event in events:

@@ -9,13 +9,23 @@ its turn comes, so at the end it is exactly what one pass would have built.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from shoal.proto import objects_pb2 as pb
-from shoal.store.memory import DELETE, Event, ObjectStore, visit_in_pieces
+from shoal.store.memory import (
+    DELETE,
+    Event,
+    ObjectStore,
+    ReadView,
+    Restoring,
+    finish,
+    visit_in_pieces,
+    visit_in_steps,
+)
 
 #: Tasks indexed per loop step.
 INDEXED_PER_STEP = 5_000
@@ -79,10 +89,21 @@ class TaskIndexInPieces(ABC):
 
     def restored(self) -> None:
         """The whole view was replaced: index it again, in one pass."""
-        self._reset()
-        self._uncounted = set()
-        for task in self.store.view.tasks.all():
-            self._enter(task)
+        finish(self.restoring(self.store.view))()
+
+    def restoring(self, view: ReadView) -> Restoring:
+        """Index ``view``'s tasks a step at a time (``ObjectStore.restore_steps``), in a copy
+        whose index is put in place at the end."""
+        fresh = copy.copy(self)
+        fresh._reset()  # new containers: this one's stay as they are meanwhile
+        yield from visit_in_steps(view.tasks.all(), fresh._enter)
+
+        def install() -> None:
+            following = self._stop  # whether it follows the applies may have changed meanwhile
+            vars(self).update(vars(fresh))
+            self._stop, self._uncounted = following, set()
+
+        return install
 
     def _task_events(self, events: list[Event]) -> Iterator[Event]:
         """The task events among ``events`` that the index follows (not those of tasks still
