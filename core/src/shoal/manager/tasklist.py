@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from operator import attrgetter
 from typing import Any
 
 from shoal import ports, states, yieldingjson
@@ -46,6 +47,8 @@ COMPACT_COLUMNS = (
 
 #: Tasks per piece: about 15 ms of work on a quiet core, so the loop is never held long.
 CHUNK = 1000
+
+_SLOT = attrgetter("slot")
 
 #: What follows the opening ``[`` of streamed rows and each piece of them: JSON whitespace, so
 #: the reply parses as the same value anywhere, and the only raw carriage return in the line
@@ -257,7 +260,7 @@ def _row(task: pb.Task, service_name: str, host: str) -> dict[str, Any]:
 
 class StreamedRows(yieldingjson.Streamed):
     """A compact ``service ps`` reply written while it is built: ``{"columns": [...], "now": t,
-    "rows": [...]}``, the rows ``task_rows`` would give, their text ``CHUNK`` tasks a piece,
+    "rows": [...]}``, the rows ``task_rows`` would give (``in_slot_order``), their text ``CHUNK`` tasks a piece,
     each piece as soon as it is built and followed by ``MARK``. The CLI makes a piece's cells
     while the manager builds the next, instead of waiting for all of them (100,000 tasks,
     first listing: the manager builds for ~0.7 s; issue 18 item 2). ``now`` comes first, so
@@ -278,11 +281,12 @@ class StreamedRows(yieldingjson.Streamed):
         yield (
             '{"columns":' + encode(list(COMPACT_COLUMNS)) + ',"now":' + encode(self._now) + ',"rows":[' + MARK
         )
+        tasks = in_slot_order(self._tasks)
         names = _Names(self._view)
         self._cache.prune(self._view)
         built: list[tuple[pb.Task, tuple[Any, ...]]] = []
         comma = ""
-        async for piece in in_pieces(self._tasks, CHUNK):
+        async for piece in in_pieces(tasks, CHUNK):
             rows: list[Any] = []
             texts: list[Any] = []
             reused = _compact_rows(piece, names, self._wanted, rows, self._cache, texts, built)
@@ -291,6 +295,15 @@ class StreamedRows(yieldingjson.Streamed):
                 comma = ","
         self._cache.keep_later(built, names)
         yield "]}"
+
+
+def in_slot_order(tasks: Sequence[pb.Task]) -> list[pb.Task]:
+    """``tasks`` by slot (the store gives a service's in a set's order), as compact rows are
+    listed: the CLI's sorts then find long runs, and its cells, made as the rows come, are
+    read in the order they were made (100,000 rows: the CLI's work after the last piece
+    0.37-0.46 -> 0.17-0.24 s of CPU; this sort ~0.03 s, one C call). What the CLI prints does
+    not depend on it: its order is the CLI's to make, this one only makes it cheaper."""
+    return sorted(tasks, key=_SLOT)
 
 
 def _piece_text(rows: list[Any], texts: list[Any], reused: int) -> str:
@@ -313,12 +326,13 @@ async def task_rows(
     compact: bool = False,
     cache: RowCache | None = None,
 ) -> list[Any]:
-    """docker's ``service ps`` rows of ``tasks`` that match ``wanted`` (dicts, or compact
+    """docker's ``service ps`` rows of ``tasks`` that match ``wanted``, by slot (dicts, or compact
     tuples, from and into ``cache`` if given: then as an ``EncodedList``, each row's JSON
     text kept with it), yielding to the event loop after every ``CHUNK`` tasks."""
     names = _Names(view)
     rows: list[Any] = []
     texts: list[str] | None = None
+    tasks = in_slot_order(tasks)
     if compact and cache is not None:
         cache.prune(view)
         texts = []
