@@ -75,3 +75,55 @@ async def test_a_wait_on_an_engine_that_sends_no_events_is_a_temporary_error(
             pass
     assert caught.value.temporary
     watch.close()
+
+
+async def _opened(streams: FakeStreams, watch: ExitWatch) -> None:
+    """Open the watch's stream (the first wait does) and let its first look go."""
+    async with watch.watching("other") as other:
+        other.clear()
+
+
+async def test_a_start_hands_its_look_and_its_waiter_to_the_wait_and_a_death_between_is_seen() -> None:
+    """The wait after a start takes what the start saw (no second look at the container), and a
+    death after that look, before the wait began, still wakes the wait."""
+    streams = FakeStreams()
+    watch = ExitWatch(streams.subscribe, "fake")
+    await _opened(streams, watch)
+    with watch.ahead("web.1") as keep:
+        keep({"running": True})
+    streams.opened[0].put("web.1")  # dies before its wait begins
+    handed = watch.handed("web.1")
+    assert handed is not None and handed[1] == {"running": True}
+    assert watch.handed("web.1") is None  # taken once
+    async with watch.watching("web.1", handed[0]) as died:
+        await asyncio.wait_for(died.wait(), 5)
+    assert not watch._waiters  # nothing left registered
+    watch.close()
+
+
+async def test_nothing_is_handed_over_when_the_stream_is_closed_the_start_failed_or_was_forgotten() -> None:
+    streams = FakeStreams()
+    watch = ExitWatch(streams.subscribe, "fake")
+    with watch.ahead("web.1") as keep:  # the stream is not open yet: the wait looks itself
+        keep({"running": True})
+    assert watch.handed("web.1") is None
+    await _opened(streams, watch)
+    with pytest.raises(RuntimeError_), watch.ahead("web.2"):
+        raise RuntimeError_("start failed")
+    assert watch.handed("web.2") is None
+    with watch.ahead("web.3") as keep:
+        keep({"running": True})
+    watch.forget("web.3")  # removed without a wait
+    assert watch.handed("web.3") is None
+    with watch.ahead("web.4") as keep:
+        keep({"first": True})
+    with watch.ahead("web.4") as keep:  # started again: the first start's look is gone
+        keep({"second": True})
+    handed = watch.handed("web.4")
+    assert handed is not None and handed[1] == {"second": True}
+    watch.forget("web.4")
+    assert set(watch._waiters) == {"web.4"}  # the handed waiter, until its wait ends
+    async with watch.watching("web.4", handed[0]):
+        pass
+    assert not watch._waiters
+    watch.close()

@@ -287,3 +287,52 @@ async def test_waiting_on_many_containers_costs_one_event_stream(
         for wait in waits:
             wait.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
+
+
+async def test_the_wait_after_a_start_asks_the_engine_nothing_and_still_sees_a_death(
+    runtime: PodmanRuntime, made: list[pb.Task], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start's look at the container (ID, PID, healthcheck) is handed to the wait that
+    follows, which used to inspect the container again: one engine call per task fewer. A
+    container that dies between the start and the wait is still seen to have died."""
+    node_id = new_id()
+    first, second, third = (
+        make_task("shoal-busybox:1", node_id=node_id, args=["sleep", "3600"], slot=n) for n in (1, 2, 3)
+    )
+    made += [first, second, third]
+    for task in (first, second, third):
+        await runtime.prepare(task)
+    await runtime.start(first)
+    opened = asyncio.ensure_future(runtime.wait(first))  # the event stream is open from here
+    looks: list[str] = []
+    real_get = runtime._api.get
+
+    def counting_get(path: str, *args: object, **kwargs: object) -> object:
+        if path == f"/containers/{_task.container_name(second)}/json":
+            looks.append(path)
+        return real_get(path, *args, **kwargs)
+
+    try:
+        await eventually(lambda: _stream_open(runtime), "the event stream open", deadline=10)
+        monkeypatch.setattr(runtime._api, "get", counting_get)
+        await runtime.start(second)
+        assert len(looks) == 1  # the start's own
+        waiting = asyncio.ensure_future(runtime.wait(second))
+        done, _ = await asyncio.wait([waiting], timeout=1.0)
+        assert not done
+        assert len(looks) == 1, looks
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+
+        await runtime.start(third)
+        killed = engine().post(f"/containers/{_task.container_name(third)}/kill", params={"signal": "KILL"})
+        assert killed.status_code == 204, killed.text
+        status = await asyncio.wait_for(runtime.wait(third), 10)
+        assert status.exit_code == 137
+    finally:
+        opened.cancel()
+        await asyncio.gather(opened, return_exceptions=True)
+
+
+async def _stream_open(runtime: PodmanRuntime) -> bool:
+    return runtime._exits._open.is_set()

@@ -299,11 +299,15 @@ class DockerRuntime:
             raise
 
     async def start(self, task: pb.Task) -> ContainerRef:
+        """Start the container and look at it (ID, PID, healthcheck); the ``wait`` that follows
+        takes that look rather than asking again (``ExitWatch.ahead``)."""
         name = _task.container_name(task)
-        state = await self._run(self._start, name)
-        health = _task.effective_health(state["Config"].get("Healthcheck"))
-        if health is not None:
-            state = await self._until_healthy(task, name, health)
+        with self._exits.ahead(name) as keep:
+            state = await self._run(self._start, name)
+            health = _task.effective_health(state["Config"].get("Healthcheck"))
+            if health is not None:
+                state = await self._until_healthy(task, name, health)
+            keep(state)
         return ContainerRef(
             task_id=task.id,
             container_id=state["Id"],
@@ -355,8 +359,9 @@ class DockerRuntime:
         """Without a healthcheck, sleep on the shared event stream until the container dies (no
         engine call or thread per running container); with one, poll its health as before."""
         name = _task.container_name(task)
-        async with self._exits.watching(name) as died:
-            state = await self._run(self._inspect, name)
+        handed = self._exits.handed(name)
+        async with self._exits.watching(name, handed[0] if handed else None) as died:
+            state = handed[1] if handed else await self._run(self._inspect, name)
             health = _task.effective_health(state["Config"].get("Healthcheck"))
             while health is None and state["State"].get("Running"):
                 await died.wait()
@@ -409,6 +414,7 @@ class DockerRuntime:
             pass
 
     async def remove(self, task: pb.Task) -> None:
+        self._exits.forget(_task.container_name(task))  # started, but never waited for
         await self._run(self._remove, task)
 
     def _remove(self, task: pb.Task) -> None:
