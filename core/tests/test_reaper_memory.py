@@ -37,3 +37,19 @@ def test_the_slot_index_costs_under_250_bytes_per_task() -> None:
         tracemalloc.stop()
     assert len(reaper.index()) == TASKS
     assert per_task < BUDGET, f"the reaper's index holds {per_task:.0f} bytes per task"
+
+
+def test_a_task_id_is_one_str_in_the_view_its_indexes_and_the_reaper() -> None:
+    # A message's ``id`` is a new str at every read: the table, the two task indexes and the
+    # reaper each held a copy of every task's ID (~75 bytes each).
+    store = ObjectStore()
+    task = pb.Task(id="t" * 25, service_id="s" * 25, slot=1, node_id="n" * 25)
+    task.desired_state = states.RUNNING
+    store.view.put("task", task)
+    reaper = TaskReaper(store)
+    reaper.restored()
+    (key,) = store.view.tasks.items
+    (by_service,) = store.view.tasks_by_service["s" * 25]
+    (by_node,) = store.view.tasks_by_node["n" * 25]
+    (held,) = reaper._slots["s" * 25].values()
+    assert by_service is key and by_node is key and held is key

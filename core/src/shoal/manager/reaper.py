@@ -13,6 +13,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Callable
+from sys import intern
 
 from shoal import defaults, states
 from shoal.proto import objects_pb2 as pb
@@ -235,7 +236,7 @@ class TaskReaper:
             slots = self._slots[service] = {}
         slot = _in_service(key)
         held = slots.get(slot)
-        task_id = task.id
+        task_id = intern(task.id)  # the view's own copy of the ID (``ReadView.put``)
         if held is None or held == task_id:
             slots[slot] = task_id
             alone = True
