@@ -88,6 +88,33 @@ async def test_a_follower_answers_heartbeats_while_it_installs_and_acks_the_snap
     await store.stop()
 
 
+async def test_a_heartbeat_that_came_with_the_last_chunk_is_answered_before_the_install_ends(
+    tmp_path: Path,
+) -> None:
+    # Stepped in the same loop turn as the snapshot's last chunk (one batch from the network):
+    # its answer is in the Ready that brings the snapshot, and leaves without waiting for it.
+    me, leader = 0x1234, 0x2
+    WAL.create(tmp_path / "wal", SnapshotMeta(0, 0, (me, leader, 0x3)), HardState(1, 0, 0)).close()
+    (tmp_path / MEMBER_FILE).write_text(json.dumps({"raft_id": format_id(me)}))
+    sent: list[Message] = []
+    gate = Gate()
+    store = RaftStore(tmp_path, RaftOptions(tick_ms=60_000), send=sent.extend, blocking=gate)
+    await store.start(RecordingMachine(), bootstrap=False)
+    theirs = RecordingMachine()
+    theirs.apply(50, b"state")
+    data = theirs.snapshot()
+    meta = SnapshotMeta(50, 1, (me, leader, 0x3))
+    store.step(Message(MsgType.SNAP, me, leader, 1, snapshot=SnapshotChunk(meta, 0, data, len(data))))
+    store.step(Message(MsgType.HEARTBEAT, me, leader, 1, commit=50, index=50, context=b"with-it"))
+    await until(lambda: gate.calls == 1)
+    await until(lambda: any(m.type == MsgType.HEARTBEAT_RESP for m in sent))
+    assert [m.type for m in sent] == [MsgType.HEARTBEAT_RESP] and sent[0].context == b"with-it"
+    gate.open.set()
+    await until(lambda: any(m.type == MsgType.APP_RESP and m.index == 50 for m in sent))
+    assert [m.type for m in sent].count(MsgType.HEARTBEAT_RESP) == 1
+    await store.stop()
+
+
 async def test_heartbeats_at_a_term_not_yet_durable_wait_for_the_install(tmp_path: Path) -> None:
     # The snapshot comes from the leader of a newer term: that term is written with the
     # install's Ready, so nothing at that term leaves before it.

@@ -963,7 +963,14 @@ class RaftStore:
         finish ``rd``, whose acknowledgement says the snapshot is durable. Nothing else of the
         core is processed meanwhile. At 100,000 tasks an install held a follower's loop for
         0.3-0.7 s (restoring) plus the write of a 23 MB file."""
-        assert rd.snapshot is not None and self._loop is not None
+        assert rd.snapshot is not None and self._loop is not None and self._wal is not None
+        # A heartbeat stepped in before this Ready was taken (with the snapshot's last chunk)
+        # is answered now too, not with the snapshot's acknowledgement.
+        term = self._wal.hard_state.term
+        answers = [m for m in rd.messages if m.type == MsgType.HEARTBEAT_RESP and m.term == term]
+        if answers and self._send_hook is not None:
+            rd.messages = [m for m in rd.messages if m.type != MsgType.HEARTBEAT_RESP or m.term != term]
+            self._send_hook(answers)
         self._deferred = (rd, _INSTALLED)
         self._installing = self._loop.create_task(
             self._install_in_steps(rd.snapshot), name="shoal-raft-install"
