@@ -54,50 +54,77 @@ class ServiceTaskCounts:
     def restoring(self, view: ReadView) -> Restoring:
         """Count ``view``'s tasks a step at a time (``ObjectStore.restore_steps``), aside."""
         fresh = ServiceTaskCounts(self.store)
-        yield from visit_in_steps(view.tasks.all(), lambda task: fresh._count(task, 1))
+        yield from visit_in_steps(
+            view.tasks.all(), lambda task: fresh._count(task.service_id, _bucket(task), 1)
+        )
         return lambda: vars(self).update(vars(fresh))
 
     def applied(self, events: list[Event]) -> None:
         for event in events:
-            if event.kind == "task":
-                old: pb.Task | None = event.old
-                if event.action == DELETE:
-                    self._count(event.obj, -1)
-                    continue
-                if old is not None:
-                    if _counted_alike(old, event.obj):
-                        continue  # most changes: a state on the way to RUNNING
-                    self._count(old, -1)
-                self._count(event.obj, 1)
+            if event.kind != "task":
+                continue
+            task: pb.Task = event.obj
+            if event.action == DELETE:
+                self._count(task.service_id, _bucket(task), -1)
+                continue
+            new = _bucket(task)
+            old: pb.Task | None = event.old
+            if old is None:
+                self._count(task.service_id, new, 1)
+            elif old.service_id != task.service_id:
+                self._count(old.service_id, _bucket(old), -1)
+                self._count(task.service_id, new, 1)
+            else:
+                self._move(task.service_id, _bucket(old), new)
 
-    def _count(self, task: pb.Task, sign: int) -> None:
-        """Count ``task`` in (sign 1) or out (-1): desired running, and running or unplaced too;
-        or stopping."""
-        if task.desired_state != states.RUNNING:
-            if _stopping(task):
-                add_count(self._stopping, task.service_id, sign)
+    def _count(self, service_id: str, bucket: int, sign: int) -> None:
+        """Count a task of ``bucket`` (``_bucket``) in (sign 1) or out (-1)."""
+        if bucket == _STOPPING:
+            add_count(self._stopping, service_id, sign)
+        elif bucket != _OTHER:
+            add_count(self._desired, service_id, sign)
+            if bucket == _RUNNING:
+                add_count(self._running, service_id, sign)
+            elif bucket == _UNPLACED:
+                add_count(self._unplaced, service_id, sign)
+
+    def _move(self, service_id: str, old: int, new: int) -> None:
+        """A task of the service went from bucket ``old`` to ``new``: only the counts that
+        differ are touched. Most changes stay in their bucket (a state on the way to RUNNING)
+        or stay desired running (placed, then running): one count each, not the five
+        additions of counting the old version out and the new one in (13 us per task in a
+        create, 20,000 tasks in pieces of 500)."""
+        if old == new:
             return
-        service_id = task.service_id
-        add_count(self._desired, service_id, sign)
-        state = task.status.state
+        if old in _DESIRED_RUNNING and new in _DESIRED_RUNNING:
+            if old == _RUNNING:
+                add_count(self._running, service_id, -1)
+            elif old == _UNPLACED:
+                add_count(self._unplaced, service_id, -1)
+            if new == _RUNNING:
+                add_count(self._running, service_id, 1)
+            elif new == _UNPLACED:
+                add_count(self._unplaced, service_id, 1)
+            return
+        self._count(service_id, old, -1)
+        self._count(service_id, new, 1)
+
+
+#: Where a task counts (``_bucket``): desired running and running, desired running and not
+#: given to a node yet, desired running otherwise (on a node, not running yet or no more),
+#: marked for removal and not stopped by its node yet, or in no count.
+_RUNNING, _UNPLACED, _PLACED, _STOPPING, _OTHER = range(5)
+_DESIRED_RUNNING = frozenset({_RUNNING, _UNPLACED, _PLACED})
+
+
+def _bucket(task: pb.Task) -> int:
+    """Which counts ``task`` is in (one bucket per combination the counts tell apart)."""
+    state = task.status.state
+    desired = task.desired_state
+    if desired == states.RUNNING:
         if state == states.RUNNING:
-            add_count(self._running, service_id, sign)
-        elif state < states.ASSIGNED:
-            add_count(self._unplaced, service_id, sign)
-
-
-def _counted_alike(old: pb.Task, new: pb.Task) -> bool:
-    """Whether ``new`` counts where ``old`` did, in every count."""
-    old_state, new_state = old.status.state, new.status.state
-    return (
-        old.service_id == new.service_id
-        and (old.desired_state == states.RUNNING) == (new.desired_state == states.RUNNING)
-        and (old_state == states.RUNNING) == (new_state == states.RUNNING)
-        and (old_state < states.ASSIGNED) == (new_state < states.ASSIGNED)
-        and _stopping(old) == _stopping(new)
-    )
-
-
-def _stopping(task: pb.Task) -> bool:
-    """Whether ``task`` is marked for removal and its node has yet to report it stopped."""
-    return task.desired_state == states.REMOVE and states.ASSIGNED <= task.status.state <= states.RUNNING
+            return _RUNNING
+        return _UNPLACED if state < states.ASSIGNED else _PLACED
+    if desired == states.REMOVE and states.ASSIGNED <= state <= states.RUNNING:
+        return _STOPPING
+    return _OTHER
