@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import gc
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -93,6 +94,10 @@ async def run(state: Path, args: argparse.Namespace) -> None:
     while raft._snapshotting is not None:  # noqa: ASYNC110 # the provider has no event for it
         await asyncio.sleep(0.01)
     written = raft._wal.written if raft._wal is not None else 0
+    core = raft._core
+    in_memory = (
+        sum(len(e.data) for e in core.entries_between(core.first_index(), core.last_index())) if core else 0
+    )
     await raft.stop()
     on_disk = wal_bytes(state)
     latencies.sort()
@@ -100,7 +105,8 @@ async def run(state: Path, args: argparse.Namespace) -> None:
         f"snapshot-wal-bytes {args.snapshot_wal_bytes or 'off'}: {args.entries} entries of {args.changes} "
         f"changes, {written / 1e6:.0f} MB written to the WAL in {wall:.1f} s (process CPU {cpu:.1f} s); "
         f"WAL on disk at most {biggest / 1e6:.0f} MB, {on_disk / 1e6:.0f} MB at the end; "
-        f"{snapshots} snapshot(s) seen; longest stall {probe.late * 1000:.0f} ms "
+        f"{snapshots} snapshot(s) seen; the Raft log in memory {in_memory / 1e6:.0f} MB at the end, "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.0f} MB; longest stall {probe.late * 1000:.0f} ms "
         f"(loop CPU {probe.cpu * 1000:.0f} ms); write median {statistics.median(latencies) * 1000:.1f} ms, "
         f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, max {latencies[-1] * 1000:.0f} ms",
         flush=True,
