@@ -409,6 +409,7 @@ def test_a_first_listing_keeps_its_rows_after_its_last_piece(fixed_now: None, co
     assert len(fresh._ps_rows.rows) == sum(
         1 for task in control.store.view.tasks.items.values() if task.service_annotations.name
     )
+    assert all(text == yieldingjson.encode(row) for _, _, row, text in fresh._ps_rows.rows.values())
     again, _ = asyncio.run(listing())
     assert again == first
     nothing_kept = ControlAPI(control.store, node_id="node0")
@@ -434,3 +435,12 @@ def test_rows_come_by_slot(fixed_now: None, control: ControlAPI) -> None:
     rows = json.loads(asyncio.run(yieldingjson.dumps(streamed)))["rows"]
     assert len(rows) > 3000 and [row[slot] for row in rows] == sorted(row[slot] for row in rows)
     assert _plain(control, params)["rows"] == rows
+
+
+def test_kept_texts_are_cut_from_their_piece_s_text_unless_a_string_holds_the_cut() -> None:
+    rows = [("a", "web", 1, 1.5), ("b", "x],[y", 2, 2.5), ("c", "", 3, float("inf"))]
+    text = yieldingjson.encode(rows)[1:-1]
+    assert tasklist._row_texts(text, 3) is None  # "],[" in a string: encoded one by one instead
+    plain = [rows[0], rows[2]]
+    cut = tasklist._row_texts(yieldingjson.encode(plain)[1:-1], 2)
+    assert cut == [yieldingjson.encode(row) for row in plain]
