@@ -15,6 +15,16 @@ Anything else (help, a typo, a missing value, a context or TLS option, no ``-H``
 naming a Unix socket, ``--env-file``, ``--with-registry-auth``, a create that waits, shell
 completion) returns False before anything is sent, and click does what it always did.
 ``test_cli_fastpath`` compares the two paths' requests, outputs and exit codes.
+
+The request goes out, and its answer is read, through the C halves of ``json`` and ``socket``
+(``_json``, ``_socket``): the Python modules import ``re``, ``enum``, ``selectors`` and
+``functools``, about a quarter of this path's CPU (``python -c "import json, socket"`` 22.6 ms
+of CPU, ``import _json, _socket`` 15.7 ms, a bare interpreter 12.5 ms; minimum of 40, load
+10). The bytes sent are ``json.dumps``'s (the same C encoder, with its settings) and the
+answer is read as ``json.loads`` reads it. Whatever is not the plain case goes to
+``shoal.client`` as before: a socket that cannot be connected to (nothing was sent: the client
+connects again and words the error), a connection that fails after the request went
+(``Client.failure``), an error answer, an answer that does not parse.
 """
 
 from __future__ import annotations
@@ -194,12 +204,13 @@ def run_detached_create(argv: list[str]) -> bool:
     if found is None:
         return False
     path, params = found
-    from shoal.client import Client, ClientError, Endpoint
-
     try:
         try:
-            result = Client(Endpoint(unix_path=path)).call("service.create", **params)
-        except ClientError as exc:
+            result = _create(path, params)
+        except Exception as exc:
+            client = sys.modules.get("shoal.client")  # a ClientError was made there, if one is raised
+            if client is None or not isinstance(exc, client.ClientError):
+                raise
             from shoal.cli.common import INPUT_ERRORS
             from shoal.cli.errors import fail
 
@@ -210,6 +221,121 @@ def run_detached_create(argv: list[str]) -> bool:
     except OSError as exc:
         _pipe_closed(exc)
     return True
+
+
+#: ``Client``'s default timeout, for the connection of the light path too.
+_TIMEOUT = 120.0
+_METHOD = "service.create"
+
+
+def _create(path: str, params: dict[str, Any]) -> Any:
+    """``service.create``'s result, as ``Client(...).call`` returns it (or raises)."""
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(_TIMEOUT)
+        try:
+            sock.connect(path)
+        except OSError:  # nothing sent: the client connects again and says why it cannot
+            from shoal.client import Client, Endpoint
+
+            return Client(Endpoint(unix_path=path)).call(_METHOD, **params)
+        try:
+            return _answered(sock, _request(params))
+        except OSError as exc:
+            from shoal.client import Client, Endpoint
+
+            failure = Client(Endpoint(unix_path=path)).failure(_METHOD, exc)
+            if failure is None:
+                raise
+            raise failure from None
+    finally:
+        sock.close()
+
+
+def _request(params: dict[str, Any]) -> bytes:
+    """``json.dumps({"method": ..., "params": params})`` and a newline, as ``Client`` sends it:
+    ``json``'s C encoder with ``json.dumps``'s settings (circular check, ASCII, ``", "`` and
+    ``": "``, NaN allowed, keys unsorted)."""
+    from _json import encode_basestring_ascii, make_encoder
+
+    def refuse(value: object) -> object:  # ``JSONEncoder.default``: what JSON has no type for
+        raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+    encode = make_encoder({}, refuse, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    return "".join(encode({"method": _METHOD, "params": params}, 0)).encode() + b"\n"
+
+
+def _answered(sock: Any, payload: bytes) -> Any:
+    """Send ``payload`` and read answer lines as ``Client.call`` does: the first with a
+    result gives it (its warning on stderr), an error line is raised, others are skipped."""
+    try:
+        sock.sendall(payload)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before it read everything (too large): its answer line says why
+    for raw in _lines(sock):
+        message = _parsed(raw)
+        if "error" in message:
+            from shoal.client import _answer
+
+            _answer(raw)  # raises it as ``ClientError``, as the client does
+        if "result" in message:
+            if message.get("warning"):
+                print(f"Warning: {message['warning']}", file=sys.stderr)
+            return message["result"]
+    from shoal.client import ClientError
+
+    raise ClientError("UNAVAILABLE", "the shoal daemon closed the connection without an answer")
+
+
+def _lines(sock: Any) -> Any:
+    """The lines the daemon sends (each with its newline, the last one maybe without)."""
+    pending = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            if pending:
+                yield pending
+            return
+        pending += chunk
+        while (end := pending.find(b"\n")) >= 0:
+            line, pending = pending[: end + 1], pending[end + 1 :]
+            yield line
+
+
+class _Context:
+    """What ``json``'s C scanner reads from a ``JSONDecoder``: ``json.loads``'s defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
+
+
+def _parsed(raw: bytes) -> dict[str, Any]:
+    """``json.loads(raw)`` of one of the daemon's lines: ``json``'s C scanner for an object in
+    UTF-8 with only whitespace after it, ``json`` itself for anything else (and its error)."""
+    if raw[:1] == b"{":
+        from _json import make_scanner
+
+        try:
+            text = raw.decode("utf-8", "surrogatepass")
+            message, end = make_scanner(_Context)(text, 0)  # type: ignore[arg-type]  # duck-typed
+        except (UnicodeDecodeError, StopIteration):
+            pass
+        else:
+            if not text[end:].strip(" \t\n\r"):
+                return message  # type: ignore[no-any-return]
+    import json
+
+    loaded: dict[str, Any] = json.loads(raw)
+    return loaded
 
 
 def _echo(text: object) -> None:
