@@ -1,7 +1,8 @@
 """A detached ``service create`` speaks to the daemon through ``_json`` and ``_socket`` only
 (``shoal.cli.fastpath``): the bytes it sends are ``json.dumps``'s and what it reads is what
 ``json.loads`` reads, without importing ``json``, ``socket`` and what they import (``re``,
-``enum``, ``selectors``), a quarter of the path's CPU (issue 18 item 4)."""
+``enum``, ``selectors``), about half of the path's CPU with ``shoal.client`` (issue 18
+item 4)."""
 
 from __future__ import annotations
 
