@@ -24,7 +24,8 @@ kernel's default, or ``--engine-calls``) and once all at once (N threads); ``--f
 adds pools of other widths (to choose a runtime's declaration). The clock runs from the first
 create to the last start; the ratio shoal / floor is printed for each. Shoal and the floors take
 turns, repetition by repetition (``run_alternating``), so each ratio compares times taken
-under the same load.
+under the same load; the rows ``per repetition`` give the median (min-max) of each
+repetition's own ratio shoal / floor, and of shoal's time above that floor in ms.
 
     .venv/bin/python bench/bench_e2e.py [--runtime docker|podman|both] [--sizes 4,20,50]
                                         [--reps 3] [--no-swarm] [--no-floor]
@@ -61,7 +62,10 @@ IMAGE = "shoal-busybox:1"
 #: average, 6% of podman's floor at N = 4; but each poll (one ``service.ps`` of N tasks) costs
 #: the daemon and the bench CPU that the engine needs, more for more tasks, while the floor's
 #: time grows with N, so larger services are polled less often (under 1% of their floor).
-POLL_MIN, POLL_MAX, POLL_PER_TASK = 0.01, 0.05, 0.0025
+#: The polls go over one kept connection (``ShoalSide.poller``): a poll then costs the daemon
+#: and the bench about 0.25 ms of CPU instead of 0.45 ms (a connection accepted and served per
+#: call), so polling every 5 ms at N = 4 costs what every 10 ms did, for half the resolution.
+POLL_MIN, POLL_MAX, POLL_PER_TASK = 0.005, 0.05, 0.0025
 
 
 #: The ``shoal`` command as users run it: the virtualenv's console script (``python -m
@@ -140,6 +144,8 @@ class ShoalSide:
                     sys.exit(f"shoal daemon did not start: see {self.dir / 'daemon.log'}")
                 time.sleep(0.05)
         self.client.call("swarm.init", advertise_addr=f"127.0.0.1:{port}")
+        #: The polls of a create's tasks, over one connection kept open (see ``POLL_MIN``).
+        self.poller = Client(f"unix://{self.sock}", keep_alive=True)
         #: How long each ``service create`` process ran (start to exit), in order.
         self.cli_seconds: list[float] = []
         #: From just before each ``service create`` to its last task's Running timestamp.
@@ -180,7 +186,7 @@ class ShoalSide:
         return len(self._running_tasks(name))
 
     def _running_tasks(self, name: str) -> list[dict[str, Any]]:
-        tasks = self.client.call("service.ps", services=[name])["tasks"]
+        tasks = self.poller.call("service.ps", services=[name])["tasks"]
         return [t for t in tasks if t["DesiredState"] == "Running" and t["State"] == "Running"]
 
     def last_started_at(self, name: str) -> float:
@@ -213,6 +219,7 @@ class ShoalSide:
             time.sleep(0.2)
 
     def close(self) -> None:
+        self.poller.close()
         self.proc.terminate()
         self.proc.wait(30)
         self.log.close()
@@ -429,6 +436,20 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
+def pair_summary(shoal: list[float], floor: list[float]) -> str:
+    """Each repetition's shoal time over the floor's of the same repetition (timed one right
+    after the other): median (min-max) of those ratios, and of shoal's time above the floor's
+    in ms. podman's floor at N = 4 moved between 0.34 and 0.70 s within minutes on this
+    machine, so a ratio of two medians taken over several minutes mixes loads; a ratio per
+    pair compares times taken under (about) the same one."""
+    ratios = [s / f for s, f in zip(shoal, floor, strict=True)]
+    above = [(s - f) * 1000 for s, f in zip(shoal, floor, strict=True)]
+    return (
+        f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); "
+        f"{statistics.median(above):+.0f} ms ({min(above):+.0f} to {max(above):+.0f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runtime", default="both", choices=["docker", "podman", "both"])
@@ -501,6 +522,15 @@ def main() -> None:
                         for s in sizes
                     )
                     print(f"| {shoal_label} / {floor_label} | {ratios} |")
+    for runtime in runtimes:
+        for shoal_label in (f"shoal ({runtime})", f"shoal ({runtime}) to the last task started"):
+            for what in floor_kinds.get(runtime, []):
+                floor_label = f"floor {runtime} ({what})"
+                if shoal_label in table and floor_label in table:
+                    pairs = " | ".join(
+                        pair_summary(table[shoal_label][s], table[floor_label][s]) for s in sizes
+                    )
+                    print(f"| {shoal_label} / {floor_label}, per repetition | {pairs} |")
     print(f"\n1-minute load average at the end: {load:.2f}")
     if args.json:
         args.json.write_text(
