@@ -88,6 +88,12 @@ async def run(state: Path, args: argparse.Namespace) -> None:
         if index != last_snapshot:
             snapshots += 1
             last_snapshot = index
+            print(
+                f"  snapshot at index {index} durable after entry {entry + 1} "
+                f"({(raft._wal.written if raft._wal else 0) / 1e6:.0f} MB written), WAL on disk then "
+                f"{wal_bytes(state) / 1e6:.0f} MB",
+                flush=True,
+            )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     probe.stop()
     await prober
