@@ -134,29 +134,32 @@ class RowCache:
         current = view.tasks.items
         self.rows = {key: entry for key, entry in self.rows.items() if key in current}
 
-    def keep_later(self, pieces: list[_Built]) -> None:
+    def keep_later(self, pieces: list[_Built], shared: dict[str, str]) -> None:
         """Keep a streamed listing's new rows once its reply is written (``_Built``: per piece,
         the new rows' tasks and places, its rows, its texts, its text): their versions are
-        read, and their texts cut from their piece's, then, a piece at a time, not before the
-        reply's last piece (100,000 tasks, a first listing: the per-row encoding and keeping,
-        ~0.35 s of the manager's CPU the CLI waited for)."""
+        read, their texts cut from their piece's and their strings shared (``shared``: the
+        listing's ``_Names.shared``) then, a piece at a time, not before the reply's last
+        piece (100,000 tasks, a first listing: the per-row encoding and keeping, ~0.35 s of
+        the manager's CPU the CLI waited for)."""
         if not pieces:
             return
-        keeping = asyncio.get_running_loop().create_task(self._keep(pieces))
+        keeping = asyncio.get_running_loop().create_task(self._keep(pieces, shared))
         self._keeping.add(keeping)
         keeping.add_done_callback(self._keeping.discard)
 
-    async def _keep(self, pieces: list[_Built]) -> None:
+    async def _keep(self, pieces: list[_Built], shared: dict[str, str]) -> None:
         kept = self.rows
         encode = yieldingjson.encode
+        same = shared.setdefault  # (one copy of each repeated string in the kept rows)
         for index, (built, rows, texts, text) in enumerate(pieces):
             if index:
                 await asyncio.sleep(0)
             cut = _row_texts(text, len(rows)) if text is not None else None
             for task, at in built:
-                row = rows[at]
+                task_id, name, slot, node_id, image, *rest = row = rows[at]
                 row_text = texts[at] or (cut[at] if cut is not None else encode(row))
-                kept[row[0]] = (task.meta.version, row[5], row, row_text)
+                row = (task_id, same(name, name), slot, same(node_id, node_id), same(image, image), *rest)
+                kept[task_id] = (task.meta.version, row[5], row, row_text)
 
     async def settled(self) -> None:
         """Once the rows of the listings written so far are kept."""
@@ -188,6 +191,7 @@ def _compact_rows(
     state_names = _STATE_NAMES
     running = states.RUNNING
     reused = 0
+    later = built is not None  # (strings shared when kept: ``RowCache._keep``)
     for task in piece:
         node_id = task.node_id
         host = hosts.get(node_id)
@@ -212,10 +216,10 @@ def _compact_rows(
         desired = task.desired_state
         row = (
             task_id,
-            same(name, name),
+            name if later else same(name, name),
             task.slot,
-            same(node_id, node_id),
-            same(image, image),
+            node_id if later else same(node_id, node_id),
+            image if later else same(image, image),
             host,
             state_names.get(desired) or _state_name(desired),
             state_names.get(state) or _state_name(state),
@@ -306,7 +310,7 @@ class StreamedRows(yieldingjson.Streamed):
             comma = ","
             if built:
                 pending.append((built, rows, texts, None if reused else text))
-        self._cache.keep_later(pending)
+        self._cache.keep_later(pending, names.shared)
         yield "]}"
 
 
