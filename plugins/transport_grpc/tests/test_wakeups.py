@@ -5,7 +5,7 @@ them all, while this process's loop is held (as a busy manager's is). The answer
 events pile up behind gRPC's wake-up socket. Then the loop turns are counted until every call
 has its answer: with the blocking socket gRPC leaves, each turn's read lets its poller thread
 queue about one more event, so it takes hundreds of turns; with ``wakeups.unblock`` every
-event is queued at once and a few turns do.
+event is queued at once and a few turns do, and one wake takes every waiting byte.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from shoal_transport_grpc import cqreader, wakeups
+from shoal_transport_grpc import wakeups
 
 CALLS = 1000
 DEADLINE = 30.0
@@ -111,7 +111,7 @@ async def _turns_until_answered(port: int, process: subprocess.Popen[str], unblo
     try:
         if unblocked:
             assert wakeups.unblock(loop)
-        found = cqreader.grpc_reader(loop)
+        found = wakeups.grpc_reader(loop)
         assert found is not None
         wake_socket = found[0]
         echo = channel.unary_unary("/t/echo")
@@ -134,6 +134,11 @@ async def _turns_until_answered(port: int, process: subprocess.Popen[str], unblo
             await asyncio.sleep(0)
             assert turns < CALLS * 20, "the calls were never answered"
         assert all(call.result() == b"x" for call in calls)
+        if unblocked:
+            # One wake takes every byte waiting: nothing is left to wake the loop in vain.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert _unread(wake_socket) == 0
         return turns
     finally:
         await channel.close()

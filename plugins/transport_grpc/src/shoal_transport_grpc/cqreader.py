@@ -34,28 +34,14 @@ is not there, e.g. another grpcio's).
 from __future__ import annotations
 
 import asyncio
-import functools
 import select
 from typing import Any
 
+from shoal_transport_grpc import wakeups
+from shoal_transport_grpc.wakeups import grpc_reader
+
 #: How often the serving loop looks whether gRPC's events wait unread (seconds).
 PERIOD = 0.005
-_GRPC_READER = "_handle_events"
-
-
-def grpc_reader(loop: asyncio.AbstractEventLoop) -> tuple[Any, Any] | None:
-    """(socket, callback) of gRPC's completion-queue reader on ``loop``; None if it has none.
-
-    Call on ``loop``'s own thread (it reads the loop's selector)."""
-    selector = getattr(loop, "_selector", None)
-    if selector is None:
-        return None
-    for key in list(selector.get_map().values()):
-        handle = key.data[0]
-        callback = getattr(handle, "_callback", None)
-        if isinstance(callback, functools.partial) and getattr(callback.func, "__name__", "") == _GRPC_READER:
-            return key.fileobj, callback
-    return None
 
 
 def _readable(fd: int) -> bool:
@@ -100,6 +86,7 @@ class Watchdog:
 
     def _look_at_home(self) -> None:
         """On home: if gRPC's reader watches the same socket there, stop reading it on serving."""
+        wakeups.unblock(self._home)  # (its reader may be gRPC's own if no channel made it ours)
         found = grpc_reader(self._home)
         if found is not None and found[0].fileno() == self._fd:
             try:
