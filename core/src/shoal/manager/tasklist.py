@@ -341,9 +341,9 @@ def _piece_text(rows: list[Any], texts: list[Any], reused: int) -> str:
 def _row_texts(text: str, count: int) -> list[str] | None:
     """The texts of the ``count`` rows whose list ``_piece_text`` wrote as ``text``, cut from
     it (0.25 -> 0.01 s for 100,000 rows, against encoding each again), or ``None`` when a
-    string in them holds ``],[``. Rows are lists of strings and numbers: every ``],[`` of the
-    text is between two rows (a row ends with a number, no string) unless it is inside a
-    string, so exactly ``count - 1`` of them means none is."""
+    string in them holds ``],[``. Rows are flat lists of strings and numbers: outside its
+    strings the text has a ``]`` only where a row ends, so each ``],[`` is either between two
+    rows or inside a string, and exactly ``count - 1`` of them means none is inside one."""
     cut = text[1:-1].split("],[")
     if len(cut) != count:
         return None
