@@ -20,7 +20,7 @@ import pytest
 from shoal.plugin import PeerIdentity
 from shoal.roles import PluginContext
 from shoal.testing.transport import COUNT, ECHO, ClusterPKI, TestService
-from shoal_transport_grpc import GrpcTransport, bridge, handoff
+from shoal_transport_grpc import GrpcTransport, bridge, cqreader, handoff
 
 CALLS = 50
 #: How long each iteration of the "busy" loop runs Python code, holding the GIL.
@@ -37,13 +37,15 @@ def _serving_threads() -> list[str]:
     return [thread.name for thread in threading.enumerate() if thread.name.startswith("grpc-server")]
 
 
-def _keep_busy(loop: asyncio.AbstractEventLoop) -> tuple[Callable[[], int], Callable[[], None]]:
-    """Run a ~2 ms callback in every iteration of ``loop``; returns (iterations so far, stop)."""
+def _keep_busy(
+    loop: asyncio.AbstractEventLoop, spin_seconds: float = SPIN_SECONDS
+) -> tuple[Callable[[], int], Callable[[], None]]:
+    """Run a ``spin_seconds`` callback in every iteration of ``loop``; returns (iterations so far, stop)."""
     state = {"iterations": 0, "stop": False}
 
     def spin() -> None:
         began = time.perf_counter()
-        while time.perf_counter() - began < SPIN_SECONDS:
+        while time.perf_counter() - began < spin_seconds:
             pass
         state["iterations"] += 1
         if not state["stop"]:
@@ -71,7 +73,10 @@ async def test_calls_are_taken_in_while_the_handlers_loop_is_busy(pki: ClusterPK
             assert time.monotonic() < deadline, "the serving loop never left gRPC's events to this loop"
             await transport.call(server.address, ECHO, b"warm", tls=tls, timeout=30)
             await asyncio.sleep(0.05)
-        iterations, stop = _keep_busy(asyncio.get_running_loop())
+        # Each busy turn outlasts the watch's two looks (``cqreader.PERIOD`` apart): this loop
+        # takes every waiting wake-up byte per turn (``wakeups``), so with shorter turns the
+        # watch would seldom find the socket still readable at its second look.
+        iterations, stop = _keep_busy(asyncio.get_running_loop(), 3 * cqreader.PERIOD)
         try:
             calls = (
                 transport.call(server.address, ECHO, b"%d" % i, tls=tls, timeout=120) for i in range(CALLS)
@@ -146,13 +151,17 @@ async def test_serving_thread_off_serves_on_the_callers_loop(pki: ClusterPKI, tm
         await transport.close()
 
 
-async def test_the_completion_reader_is_off_unless_asked_for(pki: ClusterPKI, tmp_path: Path) -> None:
-    """The plugin's default serving thread leaves gRPC's completion events to the serving loop:
-    with the daemon's loop reading them (``cqreader``), managers elected new leaders during
-    100,000-task creates and removals (docs/benchmarks.md, the lead's runs of 2026-12-07)."""
+async def test_the_completion_reader_is_on_unless_turned_off(pki: ClusterPKI, tmp_path: Path) -> None:
+    """The plugin's default serving thread leaves gRPC's completion events to the daemon's loop
+    (``cqreader``: less leader CPU per stream message); ``completion-reader=off`` leaves them to
+    the serving loop (docs/benchmarks.md, "gRPC's wake-up socket")."""
     from shoal_transport_grpc.plugin import shoal_transport_provider
 
-    for options, expected in (({}, False), ({"completion-reader": "on"}, True)):
+    for options, expected in (
+        ({}, True),
+        ({"completion-reader": "off"}, False),
+        ({"completion-reader": "on"}, True),
+    ):
         context = PluginContext(role="transport", name="grpc", state_dir=tmp_path, options=options)
         transport = shoal_transport_provider(context=context)
         server = await transport.serve("127.0.0.1:0", pki.node("mgr-1"), {}, TestService().streams())

@@ -1,9 +1,13 @@
-"""With the serving thread and ``transport.completion-reader=on`` (off by default): the handlers'
+"""With the serving thread and ``transport.completion-reader`` (on by default): the handlers'
 loop reads gRPC's completion events, not the serving loop.
 
-Off by default: with it, managers elected new leaders during 100,000-task creates and removals
-on 1,000 hollow nodes in 6 of 7 runs, and in none of 3 without (docs/benchmarks.md, the lead's
-runs of 2026-12-07); why is not known yet.
+It was off by default for a while: with it, managers elected new leaders during 100,000-task
+creates and removals on 1,000 hollow nodes in 6 of 7 runs (docs/benchmarks.md, the lead's runs
+of 2026-12-07). The cause was gRPC's wake-up socket, not this module: with only the handlers'
+busy loop reading it one byte per turn, it filled, gRPC's poller thread blocked on it, and the
+process got about one gRPC event per loop turn, Raft messages included. ``wakeups`` mends
+that (non-blocking writes, every waiting byte taken per wake); with it, no election in 3 runs
+with the reader on.
 
 Why: ``grpc.aio`` (its poller engine, grpcio 1.85) has one completion queue per process. A
 poller thread queues each event and writes a byte to a socket pair, and every loop gRPC runs
