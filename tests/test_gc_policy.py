@@ -26,7 +26,6 @@ from shoal.gcpolicy import (
     QUIET_JITTER_STEPS,
     QUIET_PAUSE_BUDGET,
     QUIET_STEPS,
-    SCHEDSTAT,
     CollectorPolicy,
     stretch_of,
 )
@@ -331,10 +330,6 @@ async def test_the_thresholds_come_back_when_the_last_of_several_policies_stops(
     assert gc.get_threshold() == before
 
 
-@pytest.mark.skipif(
-    not (Path(SCHEDSTAT).exists() and hasattr(os, "sched_setaffinity")) and not os.environ.get("CI"),
-    reason="Linux's schedstat (never skipped in CI: there it must run)",
-)
 async def test_a_loop_that_wants_a_core_but_gets_a_third_of_one_is_busy() -> None:
     """A leader creating 100,000 tasks on 2 cores at load 6-9 got a third of a core: under
     ``BUSY_CPU_SHARE`` of CPU, its steps on time between short callbacks, and the policy took
