@@ -98,12 +98,8 @@ def grpc_reader(loop: asyncio.AbstractEventLoop) -> tuple[Any, Any] | None:
     return None
 
 
-def _wake_writer(loop: asyncio.AbstractEventLoop) -> socket.socket | None:
-    """The writing end of gRPC's wake-up socket pair, found from its reader on ``loop``."""
-    found = grpc_reader(loop)
-    if found is None:
-        return None
-    reading, callback = found
+def _wake_writer(reading: socket.socket, callback: Any) -> socket.socket | None:
+    """The writing end of gRPC's wake-up socket pair, found from its reader (``grpc_reader``)."""
     handle = callback.handle if isinstance(callback, Reader) else callback
     queue = getattr(getattr(handle, "func", None), "__self__", None)
     if queue is None:
@@ -125,16 +121,16 @@ def unblock(loop: asyncio.AbstractEventLoop) -> bool:
     Call on ``loop``'s own thread once gRPC has a channel or a server there. gRPC's completion
     queue is one per process (made anew if gRPC shuts down and starts again), so calling it
     for every new channel or server costs a look at the loop's readers and nothing more."""
-    writer = _wake_writer(loop)
+    found = grpc_reader(loop)
+    if found is None:
+        return False
+    sock, callback = found
+    writer = _wake_writer(sock, callback)
     if writer is None:
         return False
     if writer.getblocking():
         writer.setblocking(False)
         log.debug("grpc transport: gRPC's wake-up socket made non-blocking")
-    found = grpc_reader(loop)
-    if found is None:
-        return False
-    sock, callback = found
     if not isinstance(callback, Reader):
         loop.remove_reader(sock)
         loop.add_reader(sock, Reader(sock, callback))
