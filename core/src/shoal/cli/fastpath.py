@@ -24,7 +24,10 @@ after, minimum of each). The bytes sent are ``json.dumps``'s (the same C encoder
 answer is read as ``json.loads`` reads it. Whatever is not the plain case goes to
 ``shoal.client`` as before: a socket that cannot be connected to (nothing was sent: the client
 connects again and words the error), a connection that fails after the request went
-(``Client.failure``), an error answer, an answer that does not parse.
+(``Client.failure``), an error answer, an answer that does not parse. ``_json`` is CPython's
+private module: before anything is sent, ``_light_json`` checks that it is there and encodes and
+scans a sample as this path expects, and if not (another Python, another version) the command
+goes to click, which sends the request once through ``shoal.client``.
 """
 
 from __future__ import annotations
@@ -201,7 +204,7 @@ def run_detached_create(argv: list[str]) -> bool:
     do: the service's ID on stdout, or one error line and exit 1 or 2); False, having done
     nothing, for any other command line."""
     found = detached_create(argv)
-    if found is None:
+    if found is None or not _light_json():
         return False
     path, params = found
     try:
@@ -254,17 +257,44 @@ def _create(path: str, params: dict[str, Any]) -> Any:
         sock.close()
 
 
-def _request(params: dict[str, Any]) -> bytes:
-    """``json.dumps({"method": ..., "params": params})`` and a newline, as ``Client`` sends it:
-    ``json``'s C encoder with ``json.dumps``'s settings (circular check, ASCII, ``", "`` and
+#: ``_light_json``'s sample, and the bytes ``json.dumps`` makes of it: every kind of value a
+#: request holds, a non-ASCII string and the separators.
+_SAMPLE = {"k\u00e9": ["v", 1, 2.5, None, True, False, {}]}
+_SAMPLE_JSON = '{"k\\u00e9": ["v", 1, 2.5, null, true, false, {}]}'
+
+
+def _light_json() -> bool:
+    """Whether ``_json`` (CPython's private C half of ``json``) and ``_socket`` are here and
+    behave as ``_request`` and ``_parsed`` use them: the sample encodes to ``json.dumps``'s text
+    and scans back. Checked before anything is sent, so that on a Python without them, or with
+    other signatures, click runs the create instead (one request, no traceback); a few
+    microseconds."""
+    try:
+        import _socket  # noqa: F401  # ``_create`` connects through it
+        from _json import make_scanner
+
+        text = "".join(_encoder()(_SAMPLE, 0))
+        scanned = make_scanner(_Context)(f"{text} ", 0)  # type: ignore[arg-type]  # duck-typed
+    except Exception:  # missing, renamed, or called otherwise in this Python
+        return False
+    return text == _SAMPLE_JSON and scanned == (_SAMPLE, len(text))
+
+
+def _encoder() -> Any:
+    """``json``'s C encoder with ``json.dumps``'s settings (circular check, ASCII, ``", "`` and
     ``": "``, NaN allowed, keys unsorted)."""
     from _json import encode_basestring_ascii, make_encoder
 
     def refuse(value: object) -> object:  # ``JSONEncoder.default``: what JSON has no type for
         raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
-    encode = make_encoder({}, refuse, encode_basestring_ascii, None, ": ", ", ", False, False, True)
-    return "".join(encode({"method": _METHOD, "params": params}, 0)).encode() + b"\n"
+    return make_encoder({}, refuse, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+
+def _request(params: dict[str, Any]) -> bytes:
+    """``json.dumps({"method": ..., "params": params})`` and a newline, as ``Client`` sends it:
+    ``_encoder``'s text (``_light_json`` has checked it is ``json.dumps``'s)."""
+    return "".join(_encoder()({"method": _METHOD, "params": params}, 0)).encode() + b"\n"
 
 
 def _answered(sock: Any, payload: bytes) -> Any:
