@@ -37,6 +37,7 @@ from shoal.manager.netcontrol import NetworkControl
 from shoal.manager.observers import TaskStateObservers
 from shoal.manager.orchestrator import ReplicatedOrchestrator
 from shoal.manager.reaper import TaskReaper
+from shoal.manager.rowwarm import RowWarmer
 from shoal.manager.scheduler_driver import SchedulerDriver
 from shoal.manager.secrets import SecretsControl, SecretsFactory
 from shoal.proto import objects_pb2 as pb
@@ -382,6 +383,7 @@ class Manager:
             ReplicatedOrchestrator(self.store),
             scheduler,
             TaskReaper(self.store),
+            RowWarmer(self.store, self.control.ps_rows),  # service ps's rows, built when quiet
         ]
         if self.task_state_changed is not None:
             self._components.append(TaskStateObservers(self.store, self.task_state_changed))

@@ -152,6 +152,11 @@ class ControlAPI:
         #: ``service ps``'s compact rows, kept for the next listing (``tasklist.RowCache``).
         self._ps_rows = tasklist.RowCache()
 
+    @property
+    def ps_rows(self) -> tasklist.RowCache:
+        """``service ps``'s kept rows (a leader builds them ahead: ``rowwarm.RowWarmer``)."""
+        return self._ps_rows
+
     def handlers(self) -> dict[str, Handler]:
         """Method name -> handler (params parsed into the method's request type), derived from
         the registry and built once: every control call looks its handler up here."""

@@ -63,7 +63,7 @@ def _state_name(state: int) -> str:
     return known if known is not None else states.name(state)
 
 
-class _Names:
+class Names:
     """Node hostnames and service names, each looked up once per listing."""
 
     def __init__(self, view: ReadView) -> None:
@@ -138,7 +138,7 @@ class RowCache:
         """Keep a streamed listing's new rows once its reply is written (``_Built``: per piece,
         the new rows' tasks and places, its rows, its texts, its text): their versions are
         read, their texts cut from their piece's and their strings shared (``shared``: the
-        listing's ``_Names.shared``) then, a piece at a time, not before the reply's last
+        listing's ``Names.shared``) then, a piece at a time, not before the reply's last
         piece (100,000 tasks, a first listing: the per-row encoding and keeping, ~0.35 s of
         the manager's CPU the CLI waited for)."""
         if not pieces:
@@ -167,9 +167,37 @@ class RowCache:
             await asyncio.gather(*self._keeping)
 
 
+def warm(piece: Sequence[pb.Task], names: Names, cache: RowCache) -> int:
+    """Build and keep the rows of the tasks of ``piece`` that ``cache`` holds no current row
+    for (``rowwarm.RowWarmer``, between listings), as a plain listing keeps its rows (each
+    encoded: 100,000 rows 1.33 s of CPU against 1.49 s encoded as one list, cut and shared
+    after, as a streamed listing keeps them). A kept row of a newer version than ``piece``'s
+    task (kept by a listing since the piece was taken) stays. Returns how many were built."""
+    kept = cache.rows
+    hosts = names.hosts
+    stale: list[pb.Task] = []
+    for task in piece:
+        entry = kept.get(task.id)
+        if entry is not None:
+            version = task.meta.version
+            if entry[0] > version:
+                continue
+            if entry[0] == version:
+                node_id = task.node_id
+                host = hosts.get(node_id)
+                if entry[1] == (host if host is not None else names.host(node_id)):
+                    continue
+        stale.append(task)
+    if not stale:
+        return 0
+    rows: list[Any] = []
+    _compact_rows(stale, names, {}, rows, cache, [])
+    return len(rows)
+
+
 def _compact_rows(
     piece: Sequence[pb.Task],
-    names: _Names,
+    names: Names,
     wanted: listfilters.Filters,
     rows: list[Any],
     cache: RowCache | None = None,
@@ -294,7 +322,7 @@ class StreamedRows(yieldingjson.Streamed):
             '{"columns":' + encode(list(COMPACT_COLUMNS)) + ',"now":' + encode(self._now) + ',"rows":[' + MARK
         )
         tasks = in_slot_order(self._tasks)
-        names = _Names(self._view)
+        names = Names(self._view)
         self._cache.prune(self._view)
         pending: list[_Built] = []
         comma = ""
@@ -361,7 +389,7 @@ async def task_rows(
     """docker's ``service ps`` rows of ``tasks`` that match ``wanted``, by slot (dicts, or compact
     tuples, from and into ``cache`` if given: then as an ``EncodedList``, each row's JSON
     text kept with it), yielding to the event loop after every ``CHUNK`` tasks."""
-    names = _Names(view)
+    names = Names(view)
     rows: list[Any] = []
     texts: list[str] | None = None
     tasks = in_slot_order(tasks)
