@@ -30,6 +30,9 @@ UPDATE_TASK_STATUS = "/shoal.Dispatcher/UpdateTaskStatus"
 GET_ROOT_CA = "/shoal.CA/GetRootCACertificate"
 ISSUE_NODE_CERTIFICATE = "/shoal.NodeCA/IssueNodeCertificate"
 CONTROL = "/shoal.Control/Call"
+#: ``CONTROL``'s answer as the leader writes it, in parts: a follower relays a ``service ps``
+#: to its CLI as the leader's pieces come (``manager/controlrelay.py``).
+CONTROL_STREAM = "/shoal.Control/CallStream"
 #: ``shoal events`` from a manager's own ring (``manager/events.py``); any manager serves it.
 EVENTS = "/shoal.Control/Events"
 TASK_LOGS = "/shoal.Logs/TaskLogs"
@@ -78,6 +81,7 @@ ACCESS: Mapping[str, Access] = {
     # A manager reading a task's output for ``service logs`` from the node that runs it.
     TASK_LOGS: Access.MANAGER,
     CONTROL: Access.MANAGER,
+    CONTROL_STREAM: Access.MANAGER,
     # The swarm's events name every service, node, secret and network: managers only.
     EVENTS: Access.MANAGER,
     STORE_JOIN: Access.STORE_PEER,

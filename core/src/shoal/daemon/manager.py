@@ -26,7 +26,7 @@ from shoal.daemon.localapi import Warned
 from shoal.gcpolicy import CollectorPolicy
 from shoal.loader import PluginError
 from shoal.looplag import LoopLagProbe, LoopLagReporter
-from shoal.manager import autolock, registryauth
+from shoal.manager import autolock, controlrelay, registryauth
 from shoal.manager import requests as rq
 from shoal.manager.caserver import CAServer
 from shoal.manager.controlapi import ControlAPI, ControlError, control_params
@@ -520,6 +520,12 @@ class Manager:
         if isinstance(params.get("nodes"), list):
             params["nodes"] = [self.node_id if n == "self" else n for n in params["nodes"]]
         request = rpb.ControlRequest(method=method, json_body=json.dumps(params).encode())
+        if method == "service.ps" and params.get("pieces") is True:  # each piece on as it comes
+            relayed = await controlrelay.relay(
+                self.transport, leader, request.SerializeToString(), tls=self.tls(), timeout=120
+            )
+            if relayed is not None:  # (None: a leader without CONTROL_STREAM; asked as before)
+                return relayed
         raw = await self.transport.call(
             leader, rpc.CONTROL, request.SerializeToString(), tls=self.tls(), timeout=120
         )
@@ -683,6 +689,17 @@ class Manager:
 
         async def control(request: bytes, peer: PeerIdentity | None) -> bytes:
             """The control API for other managers (forwarding): current managers only."""
+            result = await answer(request)
+            body = await yieldingjson.dumps(result)  # 100,000 tasks: in pieces, the loop runs between
+            return rpb.ControlResponse(json_body=body.encode()).SerializeToString()
+
+        async def control_stream(request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
+            """``control``'s answer's JSON in the parts it is written in (``controlrelay``)."""
+            async for part in controlrelay.parts(await answer(request)):
+                yield part
+
+        async def answer(request: bytes) -> Any:
+            """A forwarded control call's result, refusals as ``RPCError``."""
             call = rpb.ControlRequest.FromString(request)
             handler = self.control.handlers().get(call.method)
             if handler is None:
@@ -698,8 +715,7 @@ class Manager:
             except StoreUnavailable as exc:
                 # Not UNAVAILABLE: the write may have been committed, so it must not be retried.
                 raise RPCError(StatusCode.INTERNAL, str(exc)) from None
-            body = await yieldingjson.dumps(result)  # 100,000 tasks: in pieces, the loop runs between
-            return rpb.ControlResponse(json_body=body.encode()).SerializeToString()
+            return result
 
         async def store_join(request: bytes, peer: PeerIdentity | None) -> bytes:
             return await self._store_join(rpb.StoreJoinRequest.FromString(request))
@@ -716,6 +732,7 @@ class Manager:
             rpc.SESSION: session,
             rpc.ASSIGNMENTS: assignments,
             rpc.EVENTS: events_stream(lambda: self.events),
+            rpc.CONTROL_STREAM: control_stream,
         }
         # The store's own replication methods (names under STORE_PEER_METHOD_PREFIX: rpc.guard
         # serves them to the other managers only).
