@@ -13,7 +13,10 @@ at a time against each leader, the two taking turns in rounds.
   client of the etcd reference figures in ``shared/reference/raft-behaviours.md``). Each etcd
   round runs in a fresh client process (``--etcd-client``) so that its gRPC setup is independent
   of this one; ``--etcd-engine default`` uses gRPC's default I/O engine, ``classic`` the one shoal's
-  daemons use. The faster of the two is etcd's figure (the conservative comparison for shoal).
+  daemons use. A third client puts with gRPC's *blocking* API (classic engine): the client of the
+  same kind as shoal's here, which blocks in one call on its kept connection with no event loop
+  (a grpc.aio answer wakes gRPC's poller thread and then the loop; a blocking one only the calling
+  thread). The fastest of the three is etcd's figure (the conservative comparison for shoal).
 
 Throughput (``--only throughput``, or both by default): ``--concurrency`` writers in flight
 (256), ``--throughput-ops`` writes per round, the systems taking turns each round: shoal with each
@@ -287,7 +290,12 @@ class EtcdCluster:
 
 
 def _etcd_client_process(
-    cluster: EtcdCluster, addr: str, ops: int, concurrency: int, env: dict[str, str] | None = None
+    cluster: EtcdCluster,
+    addr: str,
+    ops: int,
+    concurrency: int,
+    env: dict[str, str] | None = None,
+    blocking: bool = False,
 ) -> list[float]:
     """Run ``--etcd-client`` in a fresh process; returns what it printed (JSON numbers)."""
     out = subprocess.run(
@@ -302,6 +310,7 @@ def _etcd_client_process(
             str(concurrency),
             "--certs",
             str(cluster.certs["ca"].parent),
+            *(["--etcd-blocking"] if blocking else []),
         ],
         env=env,
         capture_output=True,
@@ -312,13 +321,38 @@ def _etcd_client_process(
     return numbers
 
 
-def etcd_round(cluster: EtcdCluster, addr: str, ops: int, engine: str) -> list[float]:
-    """One round of sequential puts from a fresh client process (``--etcd-client``)."""
+def etcd_round(cluster: EtcdCluster, addr: str, ops: int, engine: str, blocking: bool = False) -> list[float]:
+    """One round of sequential puts from a fresh client process (``--etcd-client``); ``blocking``:
+    gRPC's blocking API instead of grpc.aio (see ``etcd_blocking_client``)."""
     env = dict(os.environ)
     env.pop("GRPC_EXPERIMENTS", None)
     if engine == "classic":
         env["GRPC_EXPERIMENTS"] = CLASSIC_IO
-    return _etcd_client_process(cluster, addr, ops, 1, env)
+    return _etcd_client_process(cluster, addr, ops, 1, env, blocking=blocking)
+
+
+def etcd_blocking_client(addr: str, ops: int, certs: Path, warmup: int = 50) -> None:
+    """Puts over one mTLS channel with gRPC's blocking API; prints the latencies (JSON).
+
+    The client of the same kind as shoal's in this bench (``shoal.client.Client``: a blocking
+    call on one kept connection, no event loop). A grpc.aio call's answer wakes gRPC's poller
+    thread and then the event loop; a blocking call's wakes the calling thread alone (with
+    the classic poller it polls gRPC's sockets itself)."""
+    import grpc
+
+    creds = grpc.ssl_channel_credentials(
+        (certs / "ca.pem").read_bytes(), (certs / "key.pem").read_bytes(), (certs / "cert.pem").read_bytes()
+    )
+    samples = []
+    with grpc.secure_channel(addr, creds) as channel:
+        put = channel.unary_unary(KV_PUT)
+        for i in range(warmup + ops):
+            request = put_request(b"bench-key", f"{i:016d}".encode())
+            start = time.perf_counter()
+            put(request, timeout=10)
+            if i >= warmup:
+                samples.append(time.perf_counter() - start)
+    print(json.dumps(samples))
 
 
 def etcd_client(addr: str, ops: int, certs: Path, warmup: int = 50, concurrency: int = 1) -> None:
@@ -483,8 +517,12 @@ def main() -> None:
         help="latency: also a second shoal swarm with --plugin-opt OPT, in the same rounds",
     )
     parser.add_argument("--etcd-client", help=argparse.SUPPRESS)
+    parser.add_argument("--etcd-blocking", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--certs", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.etcd_client and args.etcd_blocking:
+        etcd_blocking_client(args.etcd_client, args.ops, Path(args.certs))
+        return
     if args.etcd_client:
         etcd_client(args.etcd_client, args.ops, Path(args.certs), concurrency=args.concurrency)
         return
@@ -519,6 +557,7 @@ def main() -> None:
             "shoal": [],
             "etcd (gRPC default engine)": [],
             "etcd (classic engine)": [],
+            "etcd (blocking client, classic engine)": [],
         }
         threaded_leader = threaded.leader() if threaded is not None else None
         threaded_client = threaded_leader.kept_client() if threaded_leader is not None else None
@@ -543,13 +582,14 @@ def main() -> None:
             with etcd_cpu:
                 default = etcd_round(etcd, etcd_leader, args.ops, "default")
                 classic = etcd_round(etcd, etcd_leader, args.ops, "classic")
-            etcd_cpu.writes += 2 * (args.ops + 50)  # etcd_client's warm-up puts
-            for name, samples in zip(results, (shoal, default, classic), strict=True):
+                blocking = etcd_round(etcd, etcd_leader, args.ops, "classic", blocking=True)
+            etcd_cpu.writes += 3 * (args.ops + 50)  # the etcd clients' warm-up puts
+            for name, samples in zip(results, (shoal, default, classic, blocking), strict=True):
                 results[name] += samples
             print(
                 f"round {r + 1}: shoal {statistics.median(shoal) * 1e3:.2f} ms, etcd "
-                f"{statistics.median(default) * 1e3:.2f} / {statistics.median(classic) * 1e3:.2f} ms "
-                "(default / classic engine)",
+                f"{statistics.median(default) * 1e3:.2f} / {statistics.median(classic) * 1e3:.2f} / "
+                f"{statistics.median(blocking) * 1e3:.2f} ms (default / classic engine / blocking client)",
                 flush=True,
             )
         print()
