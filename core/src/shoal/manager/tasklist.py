@@ -115,9 +115,10 @@ class RowCache:
     same-named node is still exact: a repeated ``service ps`` of 100,000 tasks reads three
     fields per task instead of building its row (handler and encoding 0.9 -> 0.16 s, issue 18
     item 2). Not the task object itself: kept rows would keep removed tasks alive (a removed
-    100,000-task service: 160 MB) until a listing prunes them. Nothing is done on the write
-    path: rows are built, and stale ones dropped, by the listings themselves. Rows are tuples,
-    so a reply's rows can be shared with the next one's."""
+    100,000-task service: 160 MB) until a listing prunes them. Rows are built, and stale ones
+    dropped, by the listings themselves and, on the leader, by ``rowwarm.RowWarmer`` when the
+    store is quiet (its only work on the write path: a task's ID put in a set). Rows are
+    tuples, so a reply's rows can be shared with the next one's."""
 
     def __init__(self) -> None:
         #: Task ID -> (the task's version, its node's hostname, its row, the row's JSON text).
