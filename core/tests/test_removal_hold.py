@@ -11,6 +11,7 @@ a small service's and the last ones are reported at once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from shoal.manager import orchestrator as orchestrator_module
 from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.servicecounts import ServiceTaskCounts
 from shoal.proto import objects_pb2 as pb
+from shoal.proto import rpc_pb2 as rpb
 from shoal.store.memory import ObjectStore, Tx, copy
 from shoal.testing.cluster import InProcessCluster
 from shoal.testing.dispatchprobe import (
@@ -204,6 +206,57 @@ async def test_a_big_removals_next_marks_go_in_the_same_message(monkeypatch: pyt
         await asyncio.sleep(0.1)  # past the stream's debounce: it was a message of its own
         await _mark(store, states.REMOVE, "big-1")
         assert await following == ["big-0", "big-1"]  # before: ["big-0"]
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await dispatcher.stop()
+
+
+async def _stop_and_delete(store: ObjectStore, task_id: str) -> None:
+    """The task's SHUTDOWN written, then the task deleted (as the reaper does)."""
+
+    def stopped(tx: Tx) -> None:
+        task = copy(tx.task(task_id))  # type: ignore[type-var]
+        task.status.state = states.SHUTDOWN
+        tx.update(task)
+
+    await store.update(stopped)
+    await store.update(lambda tx: tx.delete("task", task_id))
+
+
+async def _next_removals(stream: AsyncIterator[bytes], within: float) -> list[str]:
+    """The IDs of the tasks the stream's next message removes (sorted)."""
+    message = rpb.AssignmentsMessage.FromString(await asyncio.wait_for(stream.__anext__(), within))
+    return sorted(c.task.id for c in message.changes if c.action == rpb.AssignmentChange.REMOVE)
+
+
+async def test_a_big_removals_deletions_go_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reaper deletes a removed service's stopped tasks a transaction at a time: each
+    deletion went at once, a message per transaction for each node (48,000 messages for the
+    100,000 deletions of a ``service rm`` on 1,000 hollow nodes, counted). While the service has
+    many left to stop, a message of deletions waits for the next ones too; the last ones, and
+    the deletion of a task whose removal the node was never sent, go at once."""
+    monkeypatch.setattr(dispatcher_module, "HOLD_MIN_STOPPING", STOPPING)
+    monkeypatch.setattr(dispatcher_module, "ASSIGNMENT_GATHER", 2.0)
+    store, dispatcher = await _running_on_w1({"big": 10})
+    try:
+        stream, _ = await opened(dispatcher)
+        await store.update(lambda tx: tx.delete("service", "big"))
+        await _mark(store, states.REMOVE, *(f"big-{i}" for i in range(10)))
+        assert await next_task_ids(stream, 10.0) == sorted(f"big-{i}" for i in range(10))
+        following = asyncio.ensure_future(_next_removals(stream, 30.0))
+        await _stop_and_delete(store, "big-0")
+        await asyncio.sleep(0.1)  # past the stream's debounce: it was a message of its own
+        await _stop_and_delete(store, "big-1")
+        assert await following == ["big-0", "big-1"]  # before: ["big-0"]
+        for index in range(2, 8):  # then 2 left to stop: fewer than HOLD_MIN_STOPPING
+            await _stop_and_delete(store, f"big-{index}")
+        seen: list[str] = []
+        while "big-7" not in seen:
+            seen += await _next_removals(stream, 30.0)
+        assert sorted(seen) == [f"big-{i}" for i in range(2, 8)]
+        last = asyncio.ensure_future(_next_removals(stream, 30.0))
+        await _stop_and_delete(store, "big-8")
+        assert await asyncio.wait_for(last, 1.0) == ["big-8"], "the last deletions wait for nothing"
         await stream.aclose()  # type: ignore[attr-defined]
     finally:
         await dispatcher.stop()

@@ -79,7 +79,10 @@ def report_within_ms(dispatcher: Dispatcher, changes: list[rpb.AssignmentChange]
     """The hold the dispatcher gives a message of ``changes`` (it takes each change's task, or
     None for a removal)."""
     return dispatcher._report_within_ms(
-        None if change.action == rpb.AssignmentChange.REMOVE else change.task for change in changes
+        {
+            change.task.id: None if change.action == rpb.AssignmentChange.REMOVE else change.task
+            for change in changes
+        }
     )
 
 
