@@ -744,11 +744,15 @@ class Dispatcher:
     async def _flush_loop(self) -> None:
         """One store commit for the status updates of every node that came in meanwhile: at
         once after a quiet spell (up to STATUS_FLUSH_BURST in a row), one per
-        STATUS_FLUSH_INTERVAL in a sustained stream."""
+        STATUS_FLUSH_INTERVAL in a sustained stream; and at once while a whole batch
+        (MAX_STATUS_PER_COMMIT) waits behind the last, since waiting gathers nothing more into
+        it. The interval alone capped the status path at 5,000 updates a second: a 100,000
+        create's reports came faster, and its last tasks' RUNNING waited seconds behind them."""
         pacer = Pacer(STATUS_FLUSH_INTERVAL, burst=STATUS_FLUSH_BURST)
         while True:
             await self._flush_wakeup.wait()
-            await pacer.pace()
+            if len(self._pending_status) < MAX_STATUS_PER_COMMIT:
+                await pacer.pace()
             self._flush_wakeup.clear()
             pending = self._take_pending_status()
             if not pending:
