@@ -7,8 +7,9 @@ marked live nodes Down and had their tasks replaced, more work for a leader alre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -67,7 +68,10 @@ async def _rounds_after(dispatcher: Dispatcher, rounds: int, deadline: float = 3
         await asyncio.sleep(0.01)
 
 
-async def test_a_stall_of_the_leader_does_not_mark_a_heartbeating_node_down() -> None:
+@contextlib.asynccontextmanager
+async def _node_session() -> AsyncIterator[tuple[ObjectStore, Dispatcher, PeerIdentity, str]]:
+    """A started leader's dispatcher past its start-up grace, with w1's session open: the
+    store, the dispatcher, w1's identity and its session ID; both stopped on the way out."""
     store = await _store()
     dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
     dispatcher.start()
@@ -76,7 +80,24 @@ async def test_a_stall_of_the_leader_does_not_mark_a_heartbeating_node_down() ->
     stream = dispatcher.session(rpb.SessionRequest().SerializeToString(), peer)
     try:
         first = rpb.SessionMessage.FromString(await stream.__anext__())
-        beat = rpb.HeartbeatRequest(session_id=first.session_id).SerializeToString()
+        yield store, dispatcher, peer, first.session_id
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+        await dispatcher.stop()
+
+
+async def _until_down(store: ObjectStore, why: str) -> None:
+    """Wait for w1 to be marked Down; generous: a loaded machine makes every round late, and
+    lateness extends the expiry."""
+    end = time.monotonic() + 30
+    while _state(store) != pb.NodeStatus.DOWN:
+        assert time.monotonic() < end, why
+        await asyncio.sleep(0.02)
+
+
+async def test_a_stall_of_the_leader_does_not_mark_a_heartbeating_node_down() -> None:
+    async with _node_session() as (store, dispatcher, peer, session_id):
+        beat = rpb.HeartbeatRequest(session_id=session_id).SerializeToString()
         await dispatcher.heartbeat(beat, peer)
         assert _state(store) == pb.NodeStatus.READY
         _hold_the_loop(STALL)  # no heartbeat can come in meanwhile
@@ -84,14 +105,7 @@ async def test_a_stall_of_the_leader_does_not_mark_a_heartbeating_node_down() ->
         assert _state(store) == pb.NodeStatus.READY, "a live node marked Down for the leader's own stall"
         await dispatcher.heartbeat(beat, peer)  # its heartbeat, served once the loop is free
         # And a node whose heartbeats really stop is still marked Down, 3 periods after.
-        # Generous: a loaded machine makes every round late, and lateness extends the expiry.
-        end = time.monotonic() + 30
-        while _state(store) != pb.NodeStatus.DOWN:
-            assert time.monotonic() < end, "a node without heartbeats never marked Down"
-            await asyncio.sleep(0.02)
-    finally:
-        await stream.aclose()
-        await dispatcher.stop()
+        await _until_down(store, "a node without heartbeats never marked Down")
 
 
 async def test_a_status_report_keeps_a_node_alive_as_a_heartbeat_does() -> None:
@@ -99,27 +113,14 @@ async def test_a_status_report_keeps_a_node_alive_as_a_heartbeat_does() -> None:
     replicas on 1,000 nodes heartbeats were a fifth of the leader's calls while every node
     reported every few seconds): the report moves the node's expiry as a heartbeat does. A
     node whose reports and heartbeats both stop is still marked Down."""
-    store = await _store()
-    dispatcher = Dispatcher(store, "c1", lambda: ["10.0.0.1:2377"])
-    dispatcher.start()
-    dispatcher._started_at -= 60  # past the start-up grace
-    peer = PeerIdentity(node_id="w1", role=rpc.WORKER_OU, cluster_id="c1")
-    stream = dispatcher.session(rpb.SessionRequest().SerializeToString(), peer)
-    try:
-        first = rpb.SessionMessage.FromString(await stream.__anext__())
-        report = rpb.UpdateTaskStatusRequest(session_id=first.session_id).SerializeToString()
+    async with _node_session() as (store, dispatcher, peer, session_id):
+        report = rpb.UpdateTaskStatusRequest(session_id=session_id).SerializeToString()
         end = time.monotonic() + 3 * 3 * PERIOD  # three times the node's expiry
         while time.monotonic() < end:
             await dispatcher.update_task_status(report, peer)
             await asyncio.sleep(PERIOD / 2)
             assert _state(store) == pb.NodeStatus.READY, "a node reporting its tasks marked Down"
-        end = time.monotonic() + 30  # generous: a loaded machine makes every round late
-        while _state(store) != pb.NodeStatus.DOWN:
-            assert time.monotonic() < end, "a node without reports or heartbeats never marked Down"
-            await asyncio.sleep(0.02)
-    finally:
-        await stream.aclose()
-        await dispatcher.stop()
+        await _until_down(store, "a node without reports or heartbeats never marked Down")
 
 
 async def test_a_status_flush_takes_its_batch_without_copying_the_backlog() -> None:
