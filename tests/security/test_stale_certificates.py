@@ -72,6 +72,7 @@ def requests() -> dict[str, bytes]:
         rpc.GET_ROOT_CA: b"",
         rpc.ISSUE_NODE_CERTIFICATE: renew.SerializeToString(),
         rpc.CONTROL: control.SerializeToString(),
+        rpc.CONTROL_STREAM: control.SerializeToString(),
         rpc.SESSION: rpb.SessionRequest().SerializeToString(),
         rpc.HEARTBEAT: rpb.HeartbeatRequest(session_id="probe").SerializeToString(),
         rpc.ASSIGNMENTS: rpb.AssignmentsRequest(session_id="probe").SerializeToString(),
@@ -86,7 +87,7 @@ def requests() -> dict[str, bytes]:
     }
 
 
-STREAMS = {rpc.SESSION, rpc.ASSIGNMENTS, RAFT_PULL, rpc.TASK_LOGS, rpc.EVENTS}
+STREAMS = {rpc.SESSION, rpc.ASSIGNMENTS, RAFT_PULL, rpc.TASK_LOGS, rpc.EVENTS, rpc.CONTROL_STREAM}
 
 
 async def call(addr: str, method: str, tls: TLSMaterial) -> tuple[StatusCode, bytes]:
@@ -172,7 +173,8 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     w1.join(m1)
     m2_cert, m3_cert, w1_cert = old_certificate(m2), old_certificate(m3), old_certificate(w1)
     m2_id, m3_id = m2.node_id(), m3.node_id()  # the probe's session clears m3's hostname
-    assert probe(m1.addr, m3_cert, {rpc.CONTROL}) == {rpc.CONTROL: StatusCode.OK}  # the probe works
+    works = {rpc.CONTROL, rpc.CONTROL_STREAM}
+    assert probe(m1.addr, m3_cert, works) == dict.fromkeys(works, StatusCode.OK)  # the probe works
     w1_id = w1.node_id()
     # A worker serves its tasks' logs to the current managers: m3's certificate passes its
     # check (an unknown task is NOT_FOUND) once w1 has heard from the leader...
@@ -188,7 +190,14 @@ def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory
     m3.kill()
     lead = leader([m1, m2])
     demoted = probe(lead.addr, m3_cert)
-    for method in (rpc.CONTROL, *STORE_METHODS, rpc.STORE_JOIN, rpc.TASK_LOGS, rpc.EVENTS):
+    for method in (
+        rpc.CONTROL,
+        rpc.CONTROL_STREAM,
+        *STORE_METHODS,
+        rpc.STORE_JOIN,
+        rpc.TASK_LOGS,
+        rpc.EVENTS,
+    ):
         assert demoted[method] == DENIED, (method, demoted)
     # A worker may use the dispatcher: past authorisation (a bogus session is NOT_FOUND; should
     # leadership move meanwhile, UNAVAILABLE), never refused.
