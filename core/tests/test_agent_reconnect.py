@@ -236,8 +236,6 @@ class SlowLeader(ScriptedManagers):
         self.period = period
         self.outcomes = {rpc.HEARTBEAT: list(heartbeats or []), rpc.UPDATE_TASK_STATUS: list(statuses or [])}
         self.heartbeats_answered = 0
-        #: What the session message tells the agent (a leader of this version says True).
-        self.reports_are_heartbeats = True
         self.received: list[str] = []
         #: Called during a status report that is going to time out.
         self.while_timing_out: Callable[[], None] = lambda: None
@@ -246,9 +244,7 @@ class SlowLeader(ScriptedManagers):
 
     async def _session(self, step: str) -> AsyncIterator[bytes]:
         yield rpb.SessionMessage(
-            session_id=f"s{len(self.opens)}",
-            heartbeat_period=self.period,
-            reports_are_heartbeats=self.reports_are_heartbeats,
+            session_id=f"s{len(self.opens)}", heartbeat_period=self.period
         ).SerializeToString()
         if step == "lose-later":
             await self.end_session.wait()
@@ -400,44 +396,3 @@ async def test_a_status_report_dropped_at_once_is_not_sent_again_at_once(tmp_pat
         await until(lambda: leader.received == ["t1"])
         times = failure_times(agent, "status-timeout")
     assert len(times) == 2 and times[1] - times[0] >= 0.9, times  # FAILED_CALL_RETRY_SECONDS: 1 s
-
-
-@pytest.mark.usefixtures("long_expiry")
-async def test_no_heartbeat_goes_within_a_period_of_an_answered_status_report(tmp_path: Path) -> None:
-    """The leader counts a status report as a heartbeat: at 100,000 replicas on 1,000 nodes,
-    where every node reported every few seconds, heartbeats were a fifth of its calls. While
-    reports are answered more often than once a period the agent sends no heartbeat; once they
-    stop, heartbeats come again."""
-    period = 0.4
-    leader = SlowLeader(period=period)
-    async with running(tmp_path, leader) as agent:
-        await agent.connected.wait()
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 5 * period
-        number = 0
-        while loop.time() < end:
-            number += 1
-            agent._queue_status(pb.Task(id=f"t{number}"), pb.TaskStatus(state=states.RUNNING))
-            await asyncio.sleep(period / 8)
-        beats_while_reporting = leader.heartbeats_answered
-        assert len(leader.received) >= 10, "the reports went"
-        assert beats_while_reporting <= 1, f"{beats_while_reporting} heartbeats in 5 periods of reports"
-        await until(lambda: leader.heartbeats_answered > beats_while_reporting)
-
-
-@pytest.mark.usefixtures("long_expiry")
-async def test_an_older_leader_that_does_not_count_reports_still_gets_heartbeats(tmp_path: Path) -> None:
-    """A leader whose session message does not say it counts status reports (an older one, in
-    a rolling upgrade) would mark a node that only reports Down: its agent heartbeats as before."""
-    period = 0.2
-    leader = SlowLeader(period=period)
-    leader.reports_are_heartbeats = False
-    async with running(tmp_path, leader) as agent:
-        await agent.connected.wait()
-        number = 0
-        async with asyncio.timeout(DEADLINE):
-            while leader.heartbeats_answered < 3:
-                number += 1
-                agent._queue_status(pb.Task(id=f"t{number}"), pb.TaskStatus(state=states.RUNNING))
-                await asyncio.sleep(period / 8)
-        assert len(leader.received) >= 3

@@ -108,21 +108,6 @@ async def test_a_stall_of_the_leader_does_not_mark_a_heartbeating_node_down() ->
         await _until_down(store, "a node without heartbeats never marked Down")
 
 
-async def test_a_status_report_keeps_a_node_alive_as_a_heartbeat_does() -> None:
-    """An agent sends no heartbeat within a period of an answered status report (at 100,000
-    replicas on 1,000 nodes heartbeats were a fifth of the leader's calls while every node
-    reported every few seconds): the report moves the node's expiry as a heartbeat does. A
-    node whose reports and heartbeats both stop is still marked Down."""
-    async with _node_session() as (store, dispatcher, peer, session_id):
-        report = rpb.UpdateTaskStatusRequest(session_id=session_id).SerializeToString()
-        end = time.monotonic() + 3 * 3 * PERIOD  # three times the node's expiry
-        while time.monotonic() < end:
-            await dispatcher.update_task_status(report, peer)
-            await asyncio.sleep(PERIOD / 2)
-            assert _state(store) == pb.NodeStatus.READY, "a node reporting its tasks marked Down"
-        await _until_down(store, "a node without reports or heartbeats never marked Down")
-
-
 async def test_a_status_flush_takes_its_batch_without_copying_the_backlog() -> None:
     """Before: each flush (ten a second) rebuilt the buffer of the updates left behind, tens
     of thousands at 100,000 tasks; now the oldest batch is taken off the front, in order."""

@@ -196,9 +196,6 @@ class Agent:
         #: By when (``time.monotonic``) the queued statuses must go: at once (-inf) for a state
         #: a task rests at, later for a step on the way or a held status (``_report_status``).
         self._report_due = math.inf
-        #: When (the loop's time) the last status report that was answered was sent: the
-        #: leader counts it as a heartbeat, so none is sent within a period of it.
-        self._reported_at = -math.inf
         #: Set when ``_report_due`` moved earlier.
         self._report_sooner = asyncio.Event()
         #: Per task, how long its latest assignment lets its statuses wait (seconds; the
@@ -371,11 +368,7 @@ class Agent:
             self.connected.set()
             workers = [
                 asyncio.create_task(self._session_updates(iterator)),
-                asyncio.create_task(
-                    self._heartbeats(
-                        manager, session_id, first.heartbeat_period, first.reports_are_heartbeats
-                    )
-                ),
+                asyncio.create_task(self._heartbeats(manager, session_id, first.heartbeat_period)),
                 asyncio.create_task(self._assignments(manager, session_id)),
                 asyncio.create_task(self._report_status(manager, session_id)),
             ]
@@ -414,26 +407,16 @@ class Agent:
         async for raw in iterator:  # type: ignore[attr-defined]
             self._on_session_message(rpb.SessionMessage.FromString(raw))
 
-    async def _heartbeats(self, manager: str, session_id: str, period: float, reports_count: bool) -> None:
+    async def _heartbeats(self, manager: str, session_id: str, period: float) -> None:
         """A heartbeat every period the leader says. The first goes a random half to whole
         period after the open, not with it: the open counts as one (the leader gives the
         session three periods from then), and after an election a thousand agents reopening
-        at once sent a thousand heartbeats with their opens, to a leader busiest then.
-
-        ``reports_count``: the leader counts an answered status report as a heartbeat (its
-        session message says so), and none is sent within a period of one."""
+        at once sent a thousand heartbeats with their opens, to a leader busiest then."""
         request = rpb.HeartbeatRequest(session_id=session_id).SerializeToString()
         loop = asyncio.get_running_loop()
         answered_sent_at = loop.time()  # the open counts as a heartbeat, as the leader counts it
-        beat_at = answered_sent_at + max(0.05, period * (0.5 + random.random() / 2))
+        await asyncio.sleep(max(0.05, period * (0.5 + random.random() / 2)))
         while True:
-            # An answered status report counts as a heartbeat (the leader moves the node's
-            # expiry for it too): while a node reports every few seconds, it sends none.
-            if reports_count:
-                beat_at = max(beat_at, self._reported_at + period)
-            if (wait := beat_at - loop.time()) > 0:
-                await asyncio.sleep(wait)
-                continue
             sent_at = loop.time()
             try:
                 raw = await self.transport.call(
@@ -442,15 +425,13 @@ class Agent:
             except RPCError as exc:
                 if exc.code not in RETRIED_CALL_FAILURES:
                     raise  # unknown session, not the leader, refused: the session is over
-                if reports_count:
-                    answered_sent_at = max(answered_sent_at, self._reported_at)
                 self._heartbeat_timed_out(manager, exc, loop.time() - answered_sent_at, period)
                 retry = min(FAILED_CALL_RETRY_SECONDS, period / 4)  # a dozen tries before the expiry
-                beat_at = max(loop.time() + 0.05, sent_at + retry)
+                await asyncio.sleep(max(0.05, retry - (loop.time() - sent_at)))
                 continue
             answered_sent_at = sent_at
             period = rpb.HeartbeatResponse.FromString(raw).period or period
-            beat_at = loop.time() + max(0.05, period)
+            await asyncio.sleep(max(0.05, period))
 
     def _heartbeat_timed_out(self, manager: str, exc: RPCError, unanswered_for: float, period: float) -> None:
         """A heartbeat that timed out keeps the session: a leader whose loop is busy answers
@@ -722,7 +703,6 @@ class Agent:
                     tls=self.tls(),
                     timeout=RPC_TIMEOUT,
                 )
-                self._reported_at = max(self._reported_at, sent_at)
             except BaseException as exc:
                 self._pending = {**pending, **self._pending}
                 self._status_wakeup.set()

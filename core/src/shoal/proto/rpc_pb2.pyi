@@ -67,7 +67,6 @@ class SessionMessage(_message.Message):
     MANAGER_IDS_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
-    REPORTS_ARE_HEARTBEATS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     heartbeat_period: _builtins.float
     root_ca: _builtins.bytes
@@ -75,11 +74,6 @@ class SessionMessage(_message.Message):
     """Set, with no session_id, when the leader's dispatcher is registering as many nodes as it
     can serve in time (after a leader change every agent reopens at once): the agent opens its
     session with this manager again after that many seconds (jitter included).
-    """
-    reports_are_heartbeats: _builtins.bool
-    """Set by a leader that counts a node's status report as a heartbeat (it moves the node's
-    expiry as a heartbeat does): the agent then sends no heartbeat within a period of an
-    answered report. An agent of an older leader, which does not set it, heartbeats as before.
     """
     @_builtins.property
     def node(self) -> _objects_pb2.Node: ...
@@ -111,11 +105,10 @@ class SessionMessage(_message.Message):
         manager_ids: _abc.Iterable[_builtins.str] | None = ...,
         network: Global___NetworkState | None = ...,
         retry_after: _builtins.float = ...,
-        reports_are_heartbeats: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "manager_ids", b"manager_ids", "managers", b"managers", "network", b"network", "node", b"node", "reports_are_heartbeats", b"reports_are_heartbeats", "retry_after", b"retry_after", "root_ca", b"root_ca", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "manager_ids", b"manager_ids", "managers", b"managers", "network", b"network", "node", b"node", "retry_after", b"retry_after", "root_ca", b"root_ca", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
