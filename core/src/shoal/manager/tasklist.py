@@ -175,25 +175,11 @@ def warm(piece: Sequence[pb.Task], names: Names, cache: RowCache) -> int:
     after, as a streamed listing keeps them). A kept row of a newer version than ``piece``'s
     task (kept by a listing since the piece was taken) stays. Returns how many were built."""
     kept = cache.rows
-    hosts = names.hosts
-    stale: list[pb.Task] = []
-    for task in piece:
-        entry = kept.get(task.id)
-        if entry is not None:
-            version = task.meta.version
-            if entry[0] > version:
-                continue
-            if entry[0] == version:
-                node_id = task.node_id
-                host = hosts.get(node_id)
-                if entry[1] == (host if host is not None else names.host(node_id)):
-                    continue
-        stale.append(task)
-    if not stale:
-        return 0
+    # (``_compact_rows`` reuses a current row itself; only a newer one must be kept from it)
+    wanted = [t for t in piece if (entry := kept.get(t.id)) is None or entry[0] <= t.meta.version]
     rows: list[Any] = []
-    _compact_rows(stale, names, {}, rows, cache, [])
-    return len(rows)
+    reused = _compact_rows(wanted, names, {}, rows, cache, [])
+    return len(rows) - reused
 
 
 def _compact_rows(
