@@ -18,12 +18,12 @@ from collections.abc import Callable
 
 import pytest
 from harness import ShoalNode, wait_until
+from managers import leader, old_certificate, role_on_disk
 from shoal import identity, rpc
-from shoal.daemon.state import CERTS_DIR
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
 from shoal_store_raft import wire
-from shoal_store_raft.peernet import RAFT_HELLO, RAFT_PULL, RAFT_STEP
+from shoal_store_raft.peernet import RAFT_DIRECT, RAFT_HELLO, RAFT_PULL, RAFT_STEP
 from shoal_transport_grpc import GrpcTransport
 
 pytestmark = [pytest.mark.cluster]
@@ -34,30 +34,8 @@ STREAM_WAIT = 10.0
 #: Methods no node serves (none today: every one is probed).
 NOT_SERVED: set[str] = set()
 #: What the default store (raft) serves to the other managers under the store-peer rule.
-STORE_METHODS = {RAFT_STEP, RAFT_PULL, RAFT_HELLO}
+STORE_METHODS = {RAFT_STEP, RAFT_PULL, RAFT_HELLO, RAFT_DIRECT}
 DENIED = StatusCode.PERMISSION_DENIED
-
-
-def old_certificate(node: ShoalNode) -> TLSMaterial:
-    creds = identity.load_credentials(node.state_dir / CERTS_DIR)
-    return TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
-
-
-def role_on_disk(node: ShoalNode) -> str:
-    """The OU of the certificate file (replaced atomically; the key may lag it for a moment)."""
-    return identity.parse_identity((node.state_dir / CERTS_DIR / identity.CERT_FILE).read_bytes()).role
-
-
-def leader(managers: list[ShoalNode]) -> ShoalNode:
-    """The manager that leads now (the dispatcher and the CA's renewals live there)."""
-
-    def find() -> ShoalNode | None:
-        for m in managers:
-            if m.proc is not None and m.proc.poll() is None and m.info().get("IsLeader"):
-                return m
-        return None
-
-    return wait_until(find, 30, what="a leader")
 
 
 def requests() -> dict[str, bytes]:
@@ -80,6 +58,7 @@ def requests() -> dict[str, bytes]:
         RAFT_STEP: step,
         RAFT_PULL: step,
         RAFT_HELLO: step,
+        RAFT_DIRECT: step,
         rpc.STORE_JOIN: rpb.StoreJoinRequest(node_id="probe").SerializeToString(),
         rpc.TASK_LOGS: rpb.TaskLogsRequest(task_id="probe").SerializeToString(),
         # since 0: the ring's recent events at once, so an admitted call answers quickly

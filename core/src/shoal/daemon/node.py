@@ -53,7 +53,7 @@ from shoal.roles.secrets import SecretsProvider
 from shoal.roles.store import StoreOpenError, StoreUnavailable
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial, TransportProvider, TransportServer
 from shoal.specs import SpecError, parse_availability, parse_tail, strings
-from shoal.store.memory import Tx
+from shoal.store.memory import ReadView, Tx
 
 log = logging.getLogger("shoal.daemon")
 
@@ -297,6 +297,7 @@ class Daemon:
         store_context = self._context("store") if state.is_manager else None
         if store_context is not None:  # before the node key is read: it is sealed by these keys
             store_context.sealer = self.keyring.open(fresh=bool(join_via))
+            store_context.authorize_peer = self._store_peer_check(state.cluster_id)
         creds = identity.load_credentials(self.state_dir / CERTS_DIR)
         check_not_expired(creds, state.is_manager)
         self.tls = TLSMaterial(root_pem=creds.root_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
@@ -374,6 +375,19 @@ class Daemon:
             managers=lambda: self.agent.managers if self.agent is not None else state.managers,
         )
         self.renewer.start()
+
+    def _store_peer_check(self, cluster_id: str) -> rpc.Check:
+        """The check the kernel makes of a store-peer call, for a store that carries messages
+        outside the transport (``PluginContext.authorize_peer``): the same rule against this
+        manager's current view, so a demoted or removed manager is refused there too."""
+
+        def view() -> ReadView:
+            manager = self.manager
+            if manager is None:
+                raise RPCError(StatusCode.UNAVAILABLE, "this manager is not serving yet")
+            return manager.store.view
+
+        return rpc.checker(cluster_id, view)
 
     def _task_log_handlers(self, state: NodeState) -> rpc.StreamTable:
         """``rpc.TASK_LOGS`` for this node's tasks, guarded by the store on a manager and by the

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
-from shoal.roles.transport import TLSMaterial, TransportProvider
+from shoal.roles.transport import PeerIdentity, TLSMaterial, TransportProvider
 
 #: Every role, in the order ``shoal plugin ls`` shows them.
 ROLES: tuple[str, ...] = ("store", "scheduler", "ca", "runtime", "secrets", "transport", "network")
@@ -84,3 +84,11 @@ class PluginContext:
     #: Store role only: the manager's data key. A store must encrypt what it writes with it
     #: (every record and snapshot); None when the kernel gives none (tests, other roles).
     sealer: AtRestSealer | None = None
+    #: Store role only: the kernel's check of another manager, for a store that carries its
+    #: members' messages outside the transport (the Raft store's direct links).
+    #: ``authorize_peer(method, peer)`` returns if the kernel would serve ``method`` (a name
+    #: under ``STORE_PEER_METHOD_PREFIX``) to ``peer`` now, else raises ``RPCError``
+    #: (PERMISSION_DENIED, saying why: not a manager, demoted, removed, another cluster). Call
+    #: it before every message, as the kernel does on its streams. None where the kernel gives
+    #: none (tests, other roles): such a store then talks only through ``transport``.
+    authorize_peer: Callable[[str, PeerIdentity | None], None] | None = None

@@ -12,7 +12,9 @@ from shoal_store_raft.wal import DEFAULT_SEGMENT_BYTES
 DEFAULT_SNAPSHOT_WAL_BYTES = 64 << 20
 
 #: Options where 0 means "off".
-_ZERO_ALLOWED = frozenset({"spare-batch-ms"})
+_ZERO_ALLOWED = frozenset({"spare-batch-ms", "direct-links", "direct-port"})
+#: Largest value per option, where there is one.
+_MAXIMUM = {"direct-links": 1, "direct-port": 65535}
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,13 @@ class RaftOptions:
     #: Followers beyond the ones a commit needs get new entries in batches at most this many
     #: milliseconds apart instead of at once (see ``spares``); 0 sends to every follower at once.
     spare_batch_ms: int = 20
+    #: 1: replicate over direct mutual-TLS links between managers where they can be set up
+    #: (``directnet``; ~0.2 ms less per write than gRPC streams); 0: over gRPC only.
+    direct_links: int = 1
+    #: The TCP port the direct links' listener binds on the advertise address's host; 0 picks a
+    #: free one (fine on one host or an open network; behind a firewall choose one and open it).
+    #: Managers that cannot reach it replicate over gRPC as before.
+    direct_port: int = 0
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> RaftOptions:
@@ -52,6 +61,8 @@ class RaftOptions:
             if value < (0 if key in _ZERO_ALLOWED else 1):
                 what = "0 (off) or a positive integer" if key in _ZERO_ALLOWED else "a positive integer"
                 raise ValueError(f"store option {key} must be {what}, got {raw!r}")
+            if value > _MAXIMUM.get(key, value):
+                raise ValueError(f"store option {key} must be at most {_MAXIMUM[key]}, got {raw!r}")
             values[known[key]] = value
         opts = cls(**values)
         if opts.election_ticks <= opts.heartbeat_ticks:

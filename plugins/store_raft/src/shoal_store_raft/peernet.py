@@ -16,6 +16,13 @@ IDs to manager addresses (``PeerBook``) and moves the messages two ways:
 A third method, ``RaftHello``, is how the leader learns the member ID of a manager it adds:
 the new member answers with its ID and takes the leader's member book in exchange.
 
+- **Direct links**, faster still (``directnet``): where the kernel gives the store its check of
+  a peer (``authorize``), each member also listens for mutual-TLS connections of its own and
+  tells a peer where by a fourth method, ``RaftDirect``; the peer then connects there instead of
+  waiting on its pull stream, and what Raft sends it is written on that link in the Ready that
+  sends it, the kernel's check repeated before every message. Pull streams stay open beside
+  the links and carry what a link will not (none up yet, a snapshot, a link closed).
+
 The kernel serves these methods (names under ``STORE_PEER_METHOD_PREFIX``) only to manager
 certificates of this cluster whose node it does not record as demoted or removed, so a
 manager removed from the group (``node demote``, ``--force-new-cluster``) is told it is "no
@@ -28,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -42,7 +50,8 @@ from shoal.plugin import (
     TransportProvider,
 )
 
-from shoal_store_raft import wire
+from shoal_store_raft import directnet, wire
+from shoal_store_raft.directnet import DirectServer, Link, LinkRefused, TLSContexts
 from shoal_store_raft.peers import PeerBook
 from shoal_store_raft.wire import Envelope, WireError
 
@@ -51,6 +60,7 @@ log = logging.getLogger("shoal.store.raft.net")
 RAFT_STEP = STORE_PEER_METHOD_PREFIX + "RaftStep"
 RAFT_PULL = STORE_PEER_METHOD_PREFIX + "RaftPull"
 RAFT_HELLO = STORE_PEER_METHOD_PREFIX + "RaftHello"
+RAFT_DIRECT = STORE_PEER_METHOD_PREFIX + "RaftDirect"
 
 #: Per-RPC deadline: a peer that does not answer in this time is treated as unreachable (the
 #: protocol retries), so one dead manager never stalls the queue to the others.
@@ -62,6 +72,13 @@ RETRY_PAUSE = 0.1
 #: Longest pause between attempts to reopen a pull stream (doubling from ``RETRY_PAUSE``);
 #: meanwhile the peer's messages still arrive by ``RaftStep``, so nothing waits on it.
 MAX_PULL_PAUSE = 1.0
+#: Longest pause between attempts to set up a direct link to a peer (doubling from
+#: ``RETRY_PAUSE``); a peer without a listener (an older version, one that cannot bind) is asked
+#: again after ``NO_LISTENER_PAUSE``.
+MAX_DIRECT_PAUSE = 5.0
+NO_LISTENER_PAUSE = 30.0
+#: A link that stayed up this long resets the pause (it was not failing at once).
+DIRECT_SETTLED = 2.0
 #: Batches queued for one peer beyond this are dropped oldest-first: a stalled peer must not
 #: grow memory without bound (the protocol resends what it still needs).
 MAX_QUEUED = 4096
@@ -129,6 +146,11 @@ class _Peer:
         self.outlet: _Outlet | None = None
         #: Our stream pulling from the peer.
         self.puller: asyncio.Task[None] | None = None
+        #: The direct link the peer holds open to us (we write on it), and ours to it (we read).
+        self.link: Link | None = None
+        self.direct: asyncio.Task[None] | None = None
+        #: The member book version last passed on ``link``.
+        self.link_book_version = -1
         #: When a delivery to the peer last succeeded or something last arrived from it.
         self.last_ok = 0.0
         self.removed = False
@@ -148,6 +170,7 @@ class PeerNetwork:
         node_id: str,
         advertise_addr: str,
         on_removed: Callable[[str], None],
+        authorize: Callable[[str, PeerIdentity | None], None] | None = None,
     ) -> None:
         self.replica = replica
         self.book = book
@@ -161,6 +184,57 @@ class PeerNetwork:
         #: Per sender of a step being handled: what Raft sends back meanwhile. It travels in
         #: the step's response, saving the follower a call of its own per commit.
         self._replies: dict[int, list[bytes]] = {}
+        #: The kernel's check of a peer, without which no direct link is served or opened.
+        self.authorize = authorize
+        self._contexts = TLSContexts(tls)
+        self._direct_server: DirectServer | None = None
+        #: Where our direct listener is reached (``host:port``), empty while there is none.
+        self.direct_addr = ""
+
+    async def start_direct(self, port: int) -> None:
+        """Listen for direct links on the advertise address's host and ``port`` (0: any free
+        port). Without the kernel's check, or when the host cannot be bound (an advertise
+        address that is not this machine's, behind NAT), replication stays on gRPC."""
+        if self.authorize is None or self._closed:
+            return
+        check = self.authorize
+        host = self.advertise_addr.rpartition(":")[0]
+        server = DirectServer(
+            contexts=self._contexts,
+            authorize=lambda peer: check(RAFT_DIRECT, peer),
+            node_of=self._node_of,
+            on_link=self._linked,
+            on_unlink=self._unlinked,
+        )
+        try:
+            bound = await server.start(host.strip("[]"), port)
+        except OSError as exc:
+            log.warning(
+                "raft store: no direct replication links (cannot listen on %s:%d: %s); replication "
+                "goes over gRPC. Set --plugin-opt store.direct-port to a free port",
+                host,
+                port,
+                exc.strerror or exc,
+            )
+            return
+        self._direct_server = server
+        self.direct_addr = f"{host}:{bound}"
+
+    def _node_of(self, member_id: int) -> str:
+        entry = self.book.get(member_id)
+        return entry.node_id if entry is not None else ""
+
+    def _linked(self, link: Link) -> None:
+        peer = self._peer(link.member_id)
+        if peer.link is not None and peer.link is not link:
+            peer.link.close()
+        peer.link = link
+        peer.link_book_version = -1
+
+    def _unlinked(self, link: Link) -> None:
+        peer = self._peers.get(link.member_id)
+        if peer is not None and peer.link is link:
+            peer.link = None
 
     # ------------------------------------------------------------------ addresses
 
@@ -196,6 +270,12 @@ class PeerNetwork:
             captured.append(data)
             return
         peer = self._peer(member_id)
+        if (
+            peer.link is not None
+            and len(data) <= directnet.MAX_FRAME
+            and self._send_linked(peer, peer.link, data)
+        ):
+            return
         if peer.outlet is not None:
             peer.outlet.put(data)
             return
@@ -206,6 +286,20 @@ class PeerNetwork:
         _append_bounded(peer.queue, data)
         peer.wakeup.set()
 
+    def _send_linked(self, peer: _Peer, link: Link, data: bytes) -> bool:
+        """Write ``data`` on the peer's direct link (with our member book when it changed since
+        the link last carried it); ``False`` when the link refused it (closed, or the kernel
+        no longer admits the peer)."""
+        server = self._direct_server
+        if server is None:
+            return False
+        book = peer.link_book_version != self.book.version
+        body = wire.encode(self._envelope(peer.member_id, [data], book=book, names=book))
+        if not server.send(link, body):
+            return False
+        peer.link_book_version = self.book.version
+        return True
+
     def _peer(self, member_id: int) -> _Peer:
         """The state kept for a peer; the first contact either way starts pulling from it."""
         peer = self._peers.get(member_id)
@@ -214,6 +308,10 @@ class PeerNetwork:
         if peer.puller is None and not peer.removed and not self._closed:
             peer.puller = asyncio.get_running_loop().create_task(
                 self._pull(peer), name=f"raft-pull-{member_id:x}"
+            )
+        if peer.direct is None and self._direct_server is not None and not peer.removed and not self._closed:
+            peer.direct = asyncio.get_running_loop().create_task(
+                self._pull_direct(peer), name=f"raft-direct-{member_id:x}"
             )
         return peer
 
@@ -303,6 +401,55 @@ class PeerNetwork:
         finally:
             peer.puller = None
 
+    async def _pull_direct(self, peer: _Peer) -> None:
+        """Hold a direct link open to ``peer`` (``directnet``): ask it where it listens, connect,
+        hand what arrives to Raft; set it up again after a pause when it ends. The pull stream
+        carries the peer's messages meanwhile, so nothing waits on this."""
+        pause = RETRY_PAUSE
+        loop = asyncio.get_running_loop()
+
+        def take(frame: bytes) -> None:
+            peer.last_ok = loop.time()
+            self._take(frame)
+
+        try:
+            while not self._closed and not peer.removed:
+                addr = peer.addr = peer.addr or self.book.address(peer.member_id)
+                started = loop.time()
+                wait = pause
+                try:
+                    if addr:
+                        request = wire.encode(self._envelope(peer.member_id))
+                        raw = await self.transport.call(
+                            addr, RAFT_DIRECT, request, tls=self.tls(), timeout=STEP_TIMEOUT
+                        )
+                        there = wire.decode(raw)
+                        known = self.book.get(peer.member_id)
+                        if not there.from_addr:
+                            wait = NO_LISTENER_PAUSE  # it serves none: ask again now and then
+                        else:
+                            await directnet.pull(
+                                there.from_addr,
+                                contexts=self._contexts,
+                                member_id=self.replica.member_id,
+                                expect_node=known.node_id if known is not None else there.from_node,
+                                on_frame=take,
+                            )
+                            if loop.time() - started > DIRECT_SETTLED:  # it was up, not failing at once
+                                wait = pause = RETRY_PAUSE
+                except RPCError as exc:
+                    if exc.code is StatusCode.UNIMPLEMENTED:  # a version without direct links
+                        wait = NO_LISTENER_PAUSE
+                    log.debug("raft store: no direct link to %x: %s", peer.member_id, exc.message)
+                except (LinkRefused, WireError, OSError, TimeoutError, ssl.SSLError) as exc:
+                    log.debug("raft store: direct link to %x at %s ended: %s", peer.member_id, addr, exc)
+                if self._closed or not self.replica.is_member(peer.member_id):
+                    return  # restarted by the next message to or from it
+                await asyncio.sleep(wait)
+                pause = min(pause * 2, MAX_DIRECT_PAUSE)
+        finally:
+            peer.direct = None
+
     def _told_removed(self, peer: _Peer, exc: RPCError) -> bool:
         """Whether ``peer`` answered that this member is no longer one (then it stops talking
         to it and tells the store)."""
@@ -351,7 +498,9 @@ class PeerNetwork:
         for peer in self._peers.values():
             if peer.outlet is not None:
                 peer.outlet.close()
-        tasks = [t for p in self._peers.values() for t in (p.task, p.puller) if t is not None]
+        if self._direct_server is not None:
+            await self._direct_server.close()
+        tasks = [t for p in self._peers.values() for t in (p.task, p.puller, p.direct) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -363,7 +512,8 @@ class PeerNetwork:
 
     def handlers(self) -> tuple[Mapping[str, Handler], Mapping[str, StreamHandler]]:
         """The methods this member serves (the kernel guards them; see the module docstring)."""
-        return {RAFT_STEP: self.handle_step, RAFT_HELLO: self.handle_hello}, {RAFT_PULL: self.handle_pull}
+        unary = {RAFT_STEP: self.handle_step, RAFT_HELLO: self.handle_hello, RAFT_DIRECT: self.handle_direct}
+        return unary, {RAFT_PULL: self.handle_pull}
 
     def _admit(self, request: bytes) -> Envelope:
         """Checks shared by every method (the caller was authorised by the kernel): a
@@ -385,6 +535,15 @@ class PeerNetwork:
         """``RaftHello``: say who this member is."""
         self._admit(request)
         return wire.encode(self._envelope(0))
+
+    async def handle_direct(self, request: bytes, peer: PeerIdentity | None) -> bytes:
+        """``RaftDirect``: where this member's direct listener is (``from_addr``; empty when it
+        has none). The caller's node and address are learnt from the request, so the
+        listener can match the hello that follows to the caller's certificate."""
+        self._admit(request)
+        return wire.encode(
+            Envelope(from_member=self.replica.member_id, from_addr=self.direct_addr, from_node=self.node_id)
+        )
 
     async def handle_pull(self, request: bytes, peer: PeerIdentity | None) -> AsyncIterator[bytes]:
         """``RaftPull``: stream what Raft sends the caller until it hangs up (or a newer stream

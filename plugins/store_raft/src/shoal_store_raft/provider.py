@@ -37,6 +37,7 @@ from shoal.plugin import (
     LeadershipFeed,
     MemberInfo,
     NotLeaderError,
+    PeerIdentity,
     PluginContext,
     RPCError,
     StateMachine,
@@ -168,6 +169,8 @@ class PeerLink:
     tls: Callable[[], TLSMaterial | None]
     node_id: str
     advertise_addr: str
+    #: The kernel's check of a peer (``PluginContext.authorize_peer``); direct links need it.
+    authorize: Callable[[str, PeerIdentity | None], None] | None = None
 
 
 class RaftStore:
@@ -236,7 +239,13 @@ class RaftStore:
     def from_context(cls, context: PluginContext) -> RaftStore:
         link = None
         if context.transport is not None:
-            link = PeerLink(context.transport, context.node_tls, context.node_id, context.advertise_addr)
+            link = PeerLink(
+                context.transport,
+                context.node_tls,
+                context.node_id,
+                context.advertise_addr,
+                authorize=context.authorize_peer,
+            )
         store = cls(context.state_dir, RaftOptions.parse(context.options), link=link, sealer=context.sealer)
         store.own_snapshot_interval = "snapshot-interval" in context.options
         return store
@@ -269,6 +278,8 @@ class RaftStore:
             self._force_new_cluster(machine)
         self._open(machine)
         self._connect(forget_others=force_new_cluster)
+        if self.net is not None:
+            await self.net.start_direct(self.options.direct_port)
 
     def _connect(self, *, forget_others: bool) -> None:
         """Open the member book and, given a link, the network to the other members."""
@@ -296,6 +307,7 @@ class RaftStore:
             node_id=link.node_id,
             advertise_addr=link.advertise_addr,
             on_removed=self._on_removed,
+            authorize=link.authorize if self.options.direct_links else None,
         )
         self.attach(self.net.send)
 
