@@ -127,3 +127,30 @@ async def test_nothing_is_handed_over_when_the_stream_is_closed_the_start_failed
         pass
     assert not watch._waiters
     watch.close()
+
+
+@pytest.mark.parametrize("turns", range(6))
+async def test_a_wait_cancelled_as_it_enters_ends_cancelled_whatever_the_loop_turn(turns: int) -> None:
+    """A task's wait is cancelled when the task is told to stop (the controller then awaits
+    it before it stops the container). Cancelled within the loop turns in which it entered
+    ``watching`` on an open stream, it used to go on: ``asyncio.wait_for`` on Python 3.11
+    returns the result when its inner wait is done as the cancellation arrives, the wait then
+    slept on a container that nobody would stop, and the task's container was left behind
+    after ``service rm`` (tests/security/test_engine_overload.py, once in CI)."""
+    streams = FakeStreams()
+    watch = ExitWatch(streams.subscribe, "fake")
+    await _opened(streams, watch)
+
+    async def wait() -> None:
+        async with watch.watching("web.1") as died:
+            await died.wait()  # the container runs on: only a cancellation ends this
+
+    waiting = asyncio.create_task(wait())
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    waiting.cancel()
+    done, _ = await asyncio.wait({waiting}, timeout=2)
+    assert done, f"the wait cancelled after {turns} loop turns went on waiting"
+    assert waiting.cancelled()
+    assert not watch._waiters
+    watch.close()

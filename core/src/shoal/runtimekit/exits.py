@@ -113,7 +113,11 @@ class ExitWatch:
             self._waiters.setdefault(name, set()).add(died)
         try:
             try:
-                await asyncio.wait_for(self._open.wait(), OPEN_TIMEOUT)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns when its inner
+                # wait is done as a cancellation arrives, swallowing it, and the caller's wait
+                # (a task told to stop cancels it, then awaits it) slept on a running container.
+                async with asyncio.timeout(OPEN_TIMEOUT):
+                    await self._open.wait()
             except TimeoutError:
                 raise RuntimeError_(
                     f"engine at {self._endpoint} sends no events (is it running?)", temporary=True
