@@ -46,6 +46,7 @@ REMOVE_AT = 120
 PING_LIMIT = 3.0
 PING_EVERY = 0.25
 NODE_LABEL = "io.shoal.node.id"
+TASK_LABEL = "io.shoal.task.id"
 
 
 def ping(path: Path, timeout: float) -> None:
@@ -203,6 +204,30 @@ def node_status(manager: ShoalNode, hostname: str) -> str:
     return next((str(row["Status"]) for row in rows if row["Hostname"] == hostname), "missing")
 
 
+def task_label(container: dict[str, object]) -> str:
+    labels = container.get("Labels")
+    return str(labels.get(TASK_LABEL, "?")) if isinstance(labels, dict) else "?"
+
+
+def describe_left(
+    left: list[dict[str, object]], status: str, engine: DedicatedEngine, manager: ShoalNode, worker: ShoalNode
+) -> str:
+    """What a removal that did not converge left: the worker's last status, the containers still
+    on the engine (name, state, status, task label, and what the engine logged of them), the
+    tasks the manager still has and the worker's log, so that a failure says whether a
+    container, a task or the node is what is missing (the engine's data goes at teardown)."""
+    rows = [f"{c.get('Names')} {c.get('State')} ({c.get('Status')}) task {task_label(c)}" for c in left]
+    ids = [str(c.get("Id", ""))[:12] for c in left[:10]]
+    logged = [line for line in engine.log().splitlines() if any(i and i in line for i in ids)]
+    tasks = manager.cli("node", "ps", "worker", "--no-trunc")
+    return (
+        f"worker {status}; {len(left)} containers left: {rows[:10]}; "
+        f"the engine's log of them: {logged[-20:]}; "
+        f"the worker's tasks as the manager has them: {(tasks.stdout + tasks.stderr).strip()[:3000]}; "
+        f"worker log tail: {worker.log_text()[-3000:]}"
+    )
+
+
 def session_breaks(worker: ShoalNode) -> list[str]:
     return [line for line in worker.log_text().splitlines() if "session with manager" in line]
 
@@ -242,12 +267,18 @@ def test_a_service_far_larger_than_its_node_neither_downs_it_nor_its_engine(
         )
         running_at_removal = engine.running(worker_id)
         manager.ok("service", "rm", "big")
-        wait_until(
-            lambda: worker_status() == "Ready" and not engine.containers(),
-            240,
-            interval=1.0,
-            what="every container of the removed service gone from the engine",
-        )
+        left: list[dict[str, object]] = []
+
+        def all_gone() -> bool:
+            left[:] = engine.containers()
+            return worker_status() == "Ready" and not left
+
+        try:
+            wait_until(all_gone, 240, interval=1.0, what="every container of the removed service gone")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}: {describe_left(left, statuses[-1], engine, manager, worker)}"
+            ) from None
     finally:
         pinger.stop()
 
