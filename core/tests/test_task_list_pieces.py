@@ -339,24 +339,32 @@ def test_a_reply_line_fed_in_any_slices_gives_the_same_pieces() -> None:
     assert reader.message() == {"result": [1, 2]}
 
 
-def test_cells_and_widths_are_made_as_the_pieces_come(fixed_now: None, control: ControlAPI) -> None:
+def test_cells_and_widths_are_made_as_the_pieces_come(
+    capsys: pytest.CaptureFixture[str], fixed_now: None, control: ControlAPI
+) -> None:
     """With ``now`` in the reply's head, each piece's cells and the table's widths are made
     when it arrives: what is left after the last piece is the sort and one formatting pass.
-    Without it (-q, or a head without ``now``), records only, as before."""
+    Without it, the rows are kept as they come; with -q, the IDs and sort keys only."""
     reply = _plain(control, {"services": ["web", "agent"]})
     head = {"columns": reply["columns"], "now": reply["now"], "rows": []}
     rows = reply["rows"]
     reading = tasktable._Reading(quiet=False, no_trunc=False)
     reading.take(head, rows[:100])
-    assert len(reading._keyed) == 100 and not reading._records
-    assert reading.widths is not None and reading.widths.final()[0] == 12  # the IDs, cut
+    assert reading.columns is not None and len(reading.columns.cells[5]) == 100  # the ages
+    assert reading.columns.widths[0] == 12  # the IDs, cut
     reading.take(head, rows[100:])
-    table = tasktable._table_of_keyed(reading.result({**head, "rows": []})["keyed"], reading.widths)
-    assert table == output.render_table(tasktable.HEADERS, tasktable.task_cells(reply, False))
-    for quiet, now in ((True, reply["now"]), (False, None)):
-        plain = tasktable._Reading(quiet=quiet, no_trunc=False)
-        plain.take({**head, "now": now}, rows[:100])
-        assert len(plain._records) == 100 and not plain._keyed and plain.widths is None
+    tasktable._echo_table(*reading.result({**head, "rows": []})["listing"].sorted())
+    assert (
+        capsys.readouterr().out
+        == output.render_table(tasktable.HEADERS, tasktable.task_cells(reply, False)) + "\n"
+    )
+    quiet = tasktable._Reading(quiet=True, no_trunc=False)
+    quiet.take(head, rows[:100])
+    assert quiet.columns is not None and len(quiet.columns.cells[0]) == 100
+    assert not any(quiet.columns.cells[1:])
+    no_clock = tasktable._Reading(quiet=False, no_trunc=False)
+    no_clock.take({**head, "now": None}, rows[:100])
+    assert no_clock.columns is None and len(no_clock._rows) == 100
 
 
 def test_an_answer_cut_short_after_its_first_pieces_is_one_error_line() -> None:

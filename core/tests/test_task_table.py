@@ -224,14 +224,14 @@ def test_service_ps_and_node_ps_fetch_and_print_with_the_collector_paused(
         on_piece(result, rows)  # as the pieces come
         return result
 
-    real_table = tasktable._table_of_keyed
+    real_table = tasktable._echo_table
 
-    def table(*args: Any) -> str:
+    def table(*args: Any) -> None:
         seen.append(("print", gc.isenabled()))
-        return real_table(*args)
+        real_table(*args)
 
     monkeypatch.setattr(tasktable, "call_in_pieces", call_in_pieces)
-    monkeypatch.setattr(tasktable, "_table_of_keyed", table)
+    monkeypatch.setattr(tasktable, "_echo_table", table)
     shown = CliRunner().invoke(cli, ["-H", "unix:///nowhere.sock", *argv])
     assert shown.exit_code == 0, shown.output
     assert seen == [("call", False), ("print", False)]
