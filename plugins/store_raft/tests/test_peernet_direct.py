@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import pytest
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
 from shoal.testing.transport import ClusterPKI
+from shoal_store_raft.options import RaftOptions
 from shoal_store_raft.peernet import PeerNetwork
 from shoal_store_raft.peers import PeerBook
 from shoal_transport_memory import MemoryTransport
@@ -129,3 +131,16 @@ async def test_without_the_kernels_check_no_listener_is_served() -> None:
     await net.start_direct(0)
     assert net.direct_addr == ""
     await net.close()
+
+
+def test_direct_link_options_are_checked() -> None:
+    assert (RaftOptions.parse({}).direct_links, RaftOptions.parse({}).direct_port) == (1, 0)
+    options = RaftOptions.parse({"direct-links": "0", "direct-port": "7946"})
+    assert (options.direct_links, options.direct_port) == (0, 7946)
+    for key, value, error in (
+        ("direct-links", "2", "direct-links must be at most 1"),
+        ("direct-port", "65536", "direct-port must be at most 65535"),
+        ("direct-port", "-1", "direct-port must be 0 \\(any free port\\) or a positive integer"),
+    ):
+        with pytest.raises(ValueError, match=error):
+            RaftOptions.parse({key: value})

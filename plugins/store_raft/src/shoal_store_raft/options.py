@@ -11,8 +11,8 @@ from shoal_store_raft.wal import DEFAULT_SEGMENT_BYTES
 #: how it was chosen).
 DEFAULT_SNAPSHOT_WAL_BYTES = 64 << 20
 
-#: Options where 0 means "off".
-_ZERO_ALLOWED = frozenset({"spare-batch-ms", "direct-links", "direct-port"})
+#: Options that may be 0, and what 0 means for each.
+_ZERO_MEANS = {"spare-batch-ms": "off", "direct-links": "off", "direct-port": "any free port"}
 #: Largest value per option, where there is one.
 _MAXIMUM = {"direct-links": 1, "direct-port": 65535}
 
@@ -58,8 +58,12 @@ class RaftOptions:
                 value = int(raw)
             except ValueError:
                 raise ValueError(f"store option {key} must be a positive integer, got {raw!r}") from None
-            if value < (0 if key in _ZERO_ALLOWED else 1):
-                what = "0 (off) or a positive integer" if key in _ZERO_ALLOWED else "a positive integer"
+            if value < (0 if key in _ZERO_MEANS else 1):
+                what = (
+                    f"0 ({_ZERO_MEANS[key]}) or a positive integer"
+                    if key in _ZERO_MEANS
+                    else "a positive integer"
+                )
                 raise ValueError(f"store option {key} must be {what}, got {raw!r}")
             if value > _MAXIMUM.get(key, value):
                 raise ValueError(f"store option {key} must be at most {_MAXIMUM[key]}, got {raw!r}")

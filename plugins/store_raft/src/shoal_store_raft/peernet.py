@@ -211,7 +211,8 @@ class PeerNetwork:
         except OSError as exc:
             log.warning(
                 "raft store: no direct replication links (cannot listen on %s:%d: %s); replication "
-                "goes over gRPC. Set --plugin-opt store.direct-port to a free port",
+                "goes over gRPC. Choose a free --plugin-opt store.direct-port, or set "
+                "store.direct-links=0 where the advertise address is not this machine's",
                 host,
                 port,
                 exc.strerror or exc,
