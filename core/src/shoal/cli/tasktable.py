@@ -27,7 +27,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain, compress, islice, repeat
-from operator import and_, eq, itemgetter, lt
+from operator import and_, eq, getitem, itemgetter, lt, ne
 from typing import Any
 
 import click
@@ -62,6 +62,8 @@ _FIELDS = (
 _BLOCK = 8192
 #: Rows taken at a time from a reply read whole, as the manager's pieces are.
 _PIECE = 1000
+#: A task ID's first characters (``SHORT_ID_LENGTH``), as a slice.
+_SHORT = slice(None, SHORT_ID_LENGTH)
 
 
 @contextmanager
@@ -277,17 +279,20 @@ class _Columns:
         (services, slots, node_ids, created, ids, images, nodes, desired, states, stamps, errors, ports) = (
             fields
         )
+        count = len(ids)
         self.services += _shared(services)
         self.slots += slots
-        self.node_ids += _shared(node_ids)
+        every_slot = all(slots)
+        # (a node's ID names a task only without a slot: a global service's)
+        self.node_ids += repeat(None, count) if every_slot else node_ids
         self.created += map(float, created) if all(created) else [float(c or 0) for c in created]
         if not self.no_trunc:
-            ids = [task_id[:SHORT_ID_LENGTH] for task_id in ids]
+            ids = list(map(getitem, ids, repeat(_SHORT)))
         if self.now is None:
             self.cells[0] += ids
             return
-        if all(slots):
-            names = [f"{service}.{slot}" for service, slot in zip(services, slots, strict=True)]
+        if every_slot and services.count(services[0]) == count:
+            names = list(map(f"{services[0]}.".__add__, map(str, slots)))
         else:
             names = [
                 f"{service}.{slot or node_id}"
@@ -306,7 +311,9 @@ class _Columns:
         widths = self.widths
         for index, (column, cells) in enumerate(zip(piece, self.cells, strict=True)):
             cells += column
-            widest = max(map(len, column))
+            first = column[0]
+            # (one object in every row, as the shared texts often are: one length to read)
+            widest = len(first) if column.count(first) == count else max(map(len, column))
             if widest > widths[index]:
                 widths[index] = widest
 
@@ -323,20 +330,17 @@ class _Columns:
         except TypeError:  # (not texts): made row by row
             return [f"{state} {age} ago" for state, age in zip(states, ages, strict=True)]
         known = self._current
-        if len(set(states)) == 1:
-            state = states[0]
-            texts = known.setdefault(state, {})
-            for age in set(ages).difference(texts):
-                texts[age] = f"{state} {age} ago"
-            return list(map(texts.__getitem__, ages))
-        found: list[str] = []
-        append = found.append
-        for state, age in zip(states, ages, strict=True):
-            texts = known.setdefault(state, {})
-            text = texts.get(age)
-            if text is None:
-                text = texts[age] = f"{state} {age} ago"
-            append(text)
+        kinds = set(states)
+        state = max(kinds, key=states.count) if len(kinds) > 1 else states[0]
+        texts = known.setdefault(state, {})
+        for age in set(ages).difference(texts):
+            texts[age] = f"{state} {age} ago"
+        found = list(map(texts.__getitem__, ages))  # as if every row had the commonest state
+        if len(kinds) > 1:
+            for index in compress(range(len(states)), map(ne, states, repeat(state))):
+                other, age = states[index], ages[index]
+                texts = known.setdefault(other, {})
+                found[index] = texts.get(age) or texts.setdefault(age, f"{other} {age} ago")
         return found
 
     def _errors(self, errors: Sequence[Any]) -> Sequence[str]:
@@ -409,9 +413,12 @@ class _Columns:
 
 
 def _shared(values: Sequence[Any]) -> Sequence[Any]:
-    """``values`` with each distinct text one object (``sys.intern``): a listing's images,
-    nodes and states repeat, and each row's own copies were ~250 bytes a row kept until the
-    end (100,000 rows: 25 MB, their page faults and their freeing)."""
+    """``values`` with each distinct text one object: a listing's images, nodes and states
+    repeat, and each row's own copies were ~250 bytes a row kept until the end (100,000 rows:
+    25 MB, their page faults and their freeing). A piece's column of one text (a service's
+    image, its desired state, no ports) is that text repeated, else each text is interned."""
+    if values and type(values[0]) is str and values.count(values[0]) == len(values):
+        return [values[0]] * len(values)
     try:
         return list(map(sys.intern, values))
     except TypeError:  # (not texts)
