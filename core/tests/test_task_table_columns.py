@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
+import click
 import pytest
 from shoal.cli import output, piecereader, tasktable
 from shoal.ids import SHORT_ID_LENGTH
@@ -244,6 +245,19 @@ def test_a_listing_of_100000_rows_prints_what_the_row_code_printed(
     assert _printed(_read_in_pieces(line, 1 << 18, quiet=quiet, no_trunc=no_trunc), **options) == expected
     if not quiet:
         assert "\\_ " in expected and "Less than a second" in expected and " years ago" in expected
+
+
+def test_the_table_is_written_in_blocks_of_lines(
+    many: tuple[dict[str, Any], bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write is at most ``_BLOCK`` whole lines (a 100,000-row table was one 15 MB string,
+    copied and encoded in one go), and together they are the table and its last newline."""
+    reply, _ = many
+    written: list[str] = []
+    monkeypatch.setattr(click, "echo", lambda text: written.append(text + "\n"))
+    tasktable.print_tasks(reply, quiet=False, no_trunc=False, fmt=None)
+    assert max(text.count("\n") for text in written) <= tasktable._BLOCK <= 1024
+    assert "".join(written) == _reference_output(reply, quiet=False, no_trunc=False, fmt=None)
 
 
 @pytest.mark.parametrize(

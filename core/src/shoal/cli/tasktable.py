@@ -58,8 +58,11 @@ _FIELDS = (
     "Ports",
 )
 #: Lines of the table per write: the whole table as one string was built, then copied by
-#: ``click.echo`` (the newline) and encoded, ~45 MB of a 100,000-row listing's peak memory.
-_BLOCK = 8192
+#: ``click.echo`` (the newline) and encoded, ~45 MB of a 100,000-row listing's peak memory. A
+#: block of 1,024 lines (~150 KB) is made in the memory the previous one freed; blocks of 8,192
+#: (1.2 MB strings, over glibc's mmap threshold) were mapped and faulted in afresh each time:
+#: 12,000 page faults, 0.075 -> 0.050 s of CPU for the writing.
+_BLOCK = 1024
 #: Rows taken at a time from a reply read whole, as the manager's pieces are.
 _PIECE = 1000
 #: A task ID's first characters (``SHORT_ID_LENGTH``), as a slice.
