@@ -567,18 +567,34 @@ def main() -> None:
             pids = [threaded_leader, *(n for n in threaded.nodes if n is not threaded_leader)]
             threaded_cpu = CPUMeter([n.proc.pid for n in pids if n.proc is not None])
         for r in range(args.rounds):
-            with shoal_cpu:
-                shoal = bench_ha.latency(shoal_leader, args.ops, client)
-            shoal_cpu.writes += args.ops + 20  # bench_ha.latency's warm-up writes
-            if threaded_leader is not None and threaded_cpu is not None:
+
+            def first_swarm() -> list[float]:
+                with shoal_cpu:
+                    samples = bench_ha.latency(shoal_leader, args.ops, client)
+                shoal_cpu.writes += args.ops + 20  # bench_ha.latency's warm-up writes
+                return samples
+
+            def second_swarm(r: int = r) -> None:
+                if threaded_leader is None or threaded_cpu is None:
+                    return
                 with threaded_cpu:
                     with_thread = bench_ha.latency(threaded_leader, args.ops, threaded_client)
                 threaded_cpu.writes += args.ops + 20
-                threaded_results += with_thread
+                threaded_results.extend(with_thread)
                 print(
                     f"round {r + 1}: shoal with {second} {statistics.median(with_thread) * 1e3:.2f} ms",
                     flush=True,
                 )
+
+            # The two swarms take turns going first, so that neither always follows etcd's
+            # round and shares the machine with its aftermath (a client process ending, etcd's
+            # own work).
+            if r % 2 == 0:
+                shoal = first_swarm()
+                second_swarm()
+            else:
+                second_swarm()
+                shoal = first_swarm()
             with etcd_cpu:
                 default = etcd_round(etcd, etcd_leader, args.ops, "default")
                 classic = etcd_round(etcd, etcd_leader, args.ops, "classic")
