@@ -3,6 +3,8 @@ role its certificate file names, and which manager leads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from harness import ShoalNode, wait_until
 from shoal import identity
 from shoal.daemon.state import CERTS_DIR
@@ -29,3 +31,14 @@ def leader(managers: list[ShoalNode]) -> ShoalNode:
         return None
 
     return wait_until(find, 30, what="a leader")
+
+
+def three_managers_and_a_worker(node_factory: Callable[..., ShoalNode]) -> tuple[ShoalNode, ...]:
+    """Started nodes m1 (which inits the swarm), m2 and m3 joined as managers, w1 as a worker."""
+    m1, m2, m3 = (node_factory(name).start() for name in ("m1", "m2", "m3"))
+    m1.init()
+    m2.join(m1, "manager")
+    m3.join(m1, "manager")
+    w1 = node_factory("w1").start()
+    w1.join(m1)
+    return m1, m2, m3, w1

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 from harness import ShoalNode, wait_until
-from managers import leader, old_certificate, role_on_disk
+from managers import leader, old_certificate, role_on_disk, three_managers_and_a_worker
 from shoal import rpc
 from shoal.roles.transport import RPCError, TLSMaterial
 from shoal.testing.transport import ClusterPKI
@@ -65,12 +65,7 @@ def frames_on_link(listener: wire.Envelope, tls: TLSMaterial, member_id: int, wi
 
 
 def test_direct_links_carry_replication_for_current_managers_only(node_factory: Factory) -> None:
-    m1, m2, m3 = (node_factory(name).start() for name in ("m1", "m2", "m3"))
-    m1.init()
-    m2.join(m1, "manager")
-    m3.join(m1, "manager")
-    w1 = node_factory("w1").start()
-    w1.join(m1)
+    m1, m2, m3, w1 = three_managers_and_a_worker(node_factory)
     m2_cert, m3_cert, w1_cert = old_certificate(m2), old_certificate(m3), old_certificate(w1)
     ids = {m.name: m.node_id() for m in (m1, m2, m3)}
     lead = leader([m1, m2, m3])

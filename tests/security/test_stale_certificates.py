@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import pytest
 from harness import ShoalNode, wait_until
-from managers import leader, old_certificate, role_on_disk
+from managers import leader, old_certificate, role_on_disk, three_managers_and_a_worker
 from shoal import identity, rpc
 from shoal.proto import rpc_pb2 as rpb
 from shoal.roles.transport import RPCError, StatusCode, TLSMaterial
@@ -144,12 +144,7 @@ def wait_refused(addr: str, tls: TLSMaterial, what: str) -> None:
 
 
 def test_demoted_and_removed_certificates_lose_their_power(node_factory: Factory) -> None:
-    m1, m2, m3 = (node_factory(name).start() for name in ("m1", "m2", "m3"))
-    m1.init()
-    m2.join(m1, "manager")
-    m3.join(m1, "manager")
-    w1 = node_factory("w1").start()
-    w1.join(m1)
+    m1, m2, m3, w1 = three_managers_and_a_worker(node_factory)
     m2_cert, m3_cert, w1_cert = old_certificate(m2), old_certificate(m3), old_certificate(w1)
     m2_id, m3_id = m2.node_id(), m3.node_id()  # the probe's session clears m3's hostname
     works = {rpc.CONTROL, rpc.CONTROL_STREAM}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode, TLSMaterial
+from shoal.testing.dispatchprobe import until
 from shoal.testing.transport import ClusterPKI
 from shoal_store_raft import directnet
 from shoal_store_raft.directnet import DirectServer, Link, LinkRefused, TLSContexts
@@ -64,14 +65,6 @@ async def listening(
         yield listener
     finally:
         await server.close()
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def start_pull(

@@ -8,13 +8,13 @@ still arrives, by the pull stream: a link never loses what it refused.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
 from shoal.roles.transport import PeerIdentity, RPCError, StatusCode
+from shoal.testing.dispatchprobe import until
 from shoal.testing.transport import ClusterPKI
 from shoal_store_raft.options import RaftOptions
 from shoal_store_raft.peernet import PeerNetwork
@@ -43,14 +43,6 @@ class Member:
     replica: Replica
     net: PeerNetwork
     refused: set[str] = field(default_factory=set)
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @asynccontextmanager
