@@ -204,7 +204,10 @@ class DirectServer:
         await writer.start_tls(server_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         peer, not_after = peer_certificate(writer.transport)
         self.authorize(peer)  # raises RPCError naming why
-        header = await asyncio.wait_for(reader.readexactly(_LEN.size + _HELLO.size), HANDSHAKE_TIMEOUT)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the read completes, and ``close`` waits for this task to end.
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            header = await reader.readexactly(_LEN.size + _HELLO.size)
         size = _LEN.unpack_from(header)[0]
         if size != _HELLO.size:
             raise LinkRefused(f"node {peer.node_id} sent no hello")
@@ -254,7 +257,8 @@ class DirectServer:
                 await task
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._server.wait_closed()
 
 
 class _Frames(asyncio.Protocol):
@@ -324,17 +328,15 @@ async def pull(
             return
         on_frame(frame)
 
-    transport, _ = await asyncio.wait_for(
-        loop.create_connection(
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT * 2):  # not wait_for: see ``DirectServer._admit``
+        transport, _ = await loop.create_connection(
             lambda: _Frames(take, ended),
             host.strip("[]"),
             int(port),
             ssl=client_context,
             server_hostname="",
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-        ),
-        HANDSHAKE_TIMEOUT * 2,
-    )
+        )
     try:
         peer, _ = peer_certificate(transport)
         if peer.cluster_id != own.cluster_id or peer.role != own.role or peer.node_id != expect_node:
