@@ -260,6 +260,41 @@ def test_the_table_is_written_in_blocks_of_lines(
     assert "".join(written) == _reference_output(reply, quiet=False, no_trunc=False, fmt=None)
 
 
+@pytest.mark.parametrize("image", ["shoal-busybox:1", "odd:%s%%d"])
+def test_one_service_of_100000_tasks_in_slot_order(image: str) -> None:
+    """The listing the manager sends for one big service: its rows by slot, one a slot (in
+    docker's order already: not sorted), one image, desired state, no error and no ports in
+    every row (each piece's column one shared text); a ``%`` in the image printed as is."""
+    rows = [
+        [
+            f"{slot:025d}",
+            "web",
+            slot,
+            "nodeid",
+            image,
+            f"host-{slot % 999}",
+            "Running",
+            "Running",
+            NOW - slot % 900,
+            "",
+            "",
+            NOW - 1000,
+        ]
+        for slot in range(1, 100_001)
+    ]
+    reply = _reply(rows)
+    for quiet in (False, True):
+        options: dict[str, Any] = {"quiet": quiet, "no_trunc": False, "fmt": None}
+        expected = _reference_output(reply, **options)
+        if not quiet:
+            assert f" {image}   " in expected.splitlines()[1]
+        assert _printed(reply, **options) == expected
+        assert (
+            _printed(_read_in_pieces(_streamed(rows), 1 << 18, quiet=quiet, no_trunc=False), **options)
+            == expected
+        )
+
+
 @pytest.mark.parametrize(
     "fmt", [None, "json", "{{.Name}} {{.CurrentState}} {{.Error}}", "table {{.ID}}\\t{{.Ports}}"]
 )
