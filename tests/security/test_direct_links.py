@@ -76,6 +76,12 @@ def test_direct_links_carry_replication_for_current_managers_only(node_factory: 
         30,
         what="the leader to admit a direct link from each follower",
     )
+    # ... and says so in `shoal info` (what an operator checks a firewall with).
+    wait_until(
+        lambda: len(lead.info()["Store"]["direct_links"]["to"]) == 2,
+        30,
+        what="the leader's info to list a direct link to each follower",
+    )
     asker = m2_cert if lead is not m2 else m3_cert
     listener = where(lead.addr, asker)
     assert listener.from_addr and listener.from_node == ids[lead.name]

@@ -100,11 +100,15 @@ async def test_messages_go_on_the_link_and_a_refused_one_still_arrives_by_gRPC()
         await until(lambda: a.replica.received[-1:] == [b"m99"], "the messages on the link")
         assert a.replica.received[-100:] == [b"m%d" % i for i in range(100)]
         assert not link.closed  # they went on the link (a refused one would close it)
+        b_links, a_links = b.net.link_status(), a.net.link_status()
+        assert (b_links["listener"], a_links["listener"]) == (b.net.direct_addr, a.net.direct_addr)
+        assert "1" in b_links["to"] and "2" in a_links["from"]  # (and the other way, once A sends)
         # B's kernel stops admitting node-a: the link closes at the next message, which goes
         # by the pull stream instead.
         b.refused.add("node-a")
         b.net.send(1, b"after the refusal")
         assert link.closed and b.net._peers[1].link is not link
+        assert b.net.link_status()["to"] == []
         await until(lambda: b"after the refusal" in a.replica.received, "the refused message by gRPC")
 
 

@@ -165,7 +165,8 @@ class DirectServer:
         self.on_link = on_link
         self.on_unlink = on_unlink
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        #: The connections being served, by the task serving each.
+        self._handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0: any free port); returns the port."""
@@ -175,7 +176,7 @@ class DirectServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)
+        self._handlers[task] = writer
         link: Link | None = None
         try:
             link = await self._admit(reader, writer)
@@ -193,7 +194,7 @@ class DirectServer:
         except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError) as exc:
             log.debug("raft store: direct link from %s ended: %s", _where(writer), exc)
         finally:
-            self._handlers.discard(task)
+            self._handlers.pop(task, None)
             if link is not None:
                 link.close()
                 self.on_unlink(link)
@@ -250,11 +251,16 @@ class DirectServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        for task in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Their connections are closed, not their tasks cancelled: each then ends on its own
+        # (a read returns nothing, a handshake fails). Python 3.11's streams log a cancelled
+        # connection handler as an error ("Exception in callback ...").
+        for writer in list(self._handlers.values()):
+            writer.close()
+        tasks = list(self._handlers)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=2.0)
+            for task in stuck:
+                task.cancel()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):

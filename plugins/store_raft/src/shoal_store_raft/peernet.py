@@ -149,6 +149,8 @@ class _Peer:
         #: The direct link the peer holds open to us (we write on it), and ours to it (we read).
         self.link: Link | None = None
         self.direct: asyncio.Task[None] | None = None
+        #: Whether our link to the peer carried a message since it was last set up.
+        self.direct_up = False
         #: The member book version last passed on ``link``.
         self.link_book_version = -1
         #: When a delivery to the peer last succeeded or something last arrived from it.
@@ -220,6 +222,17 @@ class PeerNetwork:
             return
         self._direct_server = server
         self.direct_addr = f"{host}:{bound}"
+
+    def link_status(self) -> dict[str, object]:
+        """What ``shoal info`` shows of the direct links (``Store.direct_links``): where this
+        member listens, the peers it writes to on a link and those it reads from on one (an
+        operator checks a firewall with it: empty lists mean replication runs over gRPC)."""
+        peers = sorted(self._peers.values(), key=lambda p: p.member_id)
+        return {
+            "listener": self.direct_addr,
+            "to": [f"{p.member_id:x}" for p in peers if p.link is not None and not p.link.closed],
+            "from": [f"{p.member_id:x}" for p in peers if p.direct_up],
+        }
 
     def _node_of(self, member_id: int) -> str:
         entry = self.book.get(member_id)
@@ -411,6 +424,7 @@ class PeerNetwork:
 
         def take(frame: bytes) -> None:
             peer.last_ok = loop.time()
+            peer.direct_up = True
             self._take(frame)
 
         try:
@@ -444,6 +458,7 @@ class PeerNetwork:
                     log.debug("raft store: no direct link to %x: %s", peer.member_id, exc.message)
                 except (LinkRefused, WireError, OSError, TimeoutError, ssl.SSLError) as exc:
                     log.debug("raft store: direct link to %x at %s ended: %s", peer.member_id, addr, exc)
+                peer.direct_up = False
                 if self._closed or not self.replica.is_member(peer.member_id):
                     return  # restarted by the next message to or from it
                 await asyncio.sleep(wait)

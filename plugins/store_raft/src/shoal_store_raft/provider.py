@@ -537,6 +537,7 @@ class RaftStore:
             if self._sender is not None and core.is_leader()
             else [],
             "spare_batch_ms": self.options.spare_batch_ms,
+            "direct_links": self.net.link_status() if self.net is not None else {},
             "wal_syncs": self._wal.syncs if self._wal else 0,
             "tick_ms": self.options.tick_ms,
             "election_ticks": core.config.election_ticks,
