@@ -69,6 +69,11 @@ class LinkRefused(Exception):
     """A connection that must not become a link (the message says why)."""
 
 
+class NotYetKnown(LinkRefused):
+    """A hello for a member this one has not heard of yet: a manager just added, whose link is
+    refused until the member book names it (the caller tries again; nothing is wrong)."""
+
+
 def _load_identity(context: ssl.SSLContext, material: TLSMaterial) -> None:
     """Load the node's certificate and key from memory: Python's ``ssl`` reads them only from
     files, and the key must not touch the disk unsealed, so they go through anonymous
@@ -189,6 +194,8 @@ class DirectServer:
             # Nothing more comes from the caller: this returns when it hangs up (or breaks the
             # protocol by sending something).
             await reader.read(1)
+        except NotYetKnown as exc:
+            log.info("raft store: no direct link from %s yet: %s", _where(writer), exc)
         except (LinkRefused, RPCError) as exc:
             log.warning("raft store: refused a direct link from %s: %s", _where(writer), _reason(exc))
         except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError) as exc:
@@ -214,10 +221,14 @@ class DirectServer:
             raise LinkRefused(f"node {peer.node_id} sent no hello")
         member_id = _HELLO.unpack_from(header, _LEN.size)[0]
         named = self.node_of(member_id)
+        if not named:
+            raise NotYetKnown(
+                f"node {peer.node_id} is raft member {member_id:x}, not in this member's book yet"
+            )
         if named != peer.node_id:
             raise LinkRefused(
                 f"node {peer.node_id} claimed raft member {member_id:x}, which this member's book "
-                f"names {named or 'no node'}"
+                f"names {named}"
             )
         return Link(member_id, peer, not_after, material.root_pem, writer)
 
