@@ -187,7 +187,11 @@ class EtcdStore:
             loop.create_task(self._watch(at, last_entry, caught_up), name="etcd-watch"),
             loop.create_task(self._keepalive(), name="etcd-keepalive"),
         ]
-        await asyncio.wait_for(caught_up, 60)
+        # asyncio.timeout, not wait_for (here and below): on Python 3.11 wait_for returns when its
+        # inner wait is done as a cancellation arrives, swallowing it. On timeout the future is
+        # cancelled as before (a task's cancelled await cancels the future it awaits).
+        async with asyncio.timeout(60):
+            await caught_up
         if self.node_id in self._members:
             await self._campaign()  # a lone member leads before start returns
         self._tasks.append(loop.create_task(self._campaigner(), name="etcd-campaign"))
@@ -447,7 +451,8 @@ class EtcdStore:
     async def _campaigner(self) -> None:
         while not self._closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._campaign_now.wait(), CAMPAIGN_EVERY)
+                async with asyncio.timeout(CAMPAIGN_EVERY):
+                    await self._campaign_now.wait()
             self._campaign_now.clear()
             try:
                 await self._campaign()
@@ -464,7 +469,9 @@ class EtcdStore:
         last_ok = loop.time()
         while not self._closed:
             try:
-                reply = await asyncio.wait_for(self._renew(client), ttl / 3)
+                # A swallowed cancellation (wait_for) went on to sleep ttl/3 and held stop() up.
+                async with asyncio.timeout(ttl / 3):
+                    reply = await self._renew(client)
                 if reply.TTL <= 0:
                     raise EtcdError("lease expired")
                 last_ok = loop.time()
