@@ -90,9 +90,10 @@ class AwsSecrets:
             raise SecretFetchError(str(exc)) from None
         method = getattr(self._client, operation)
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(method, **params), timeout=self.settings.timeout * 3 + 1
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the answer when the
+            # call ends as the caller is cancelled, and the cancelled caller would go on calling.
+            async with asyncio.timeout(self.settings.timeout * 3 + 1):
+                return await asyncio.to_thread(method, **params)
         except TimeoutError:
             raise SecretFetchError(f"no answer within {self.settings.timeout * 3 + 1:g}s") from None
         except NoCredentialsError:
