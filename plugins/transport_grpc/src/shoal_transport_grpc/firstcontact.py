@@ -67,7 +67,10 @@ async def presented_root(target: str, timeout: float | None) -> bytes:  # noqa: 
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout)
+        # asyncio.timeout, not wait_for (here and below): on Python 3.11 wait_for returns when its
+        # inner wait is done as the caller is cancelled, and the cancelled caller went on.
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
     except TimeoutError:
         raise RPCError(
             StatusCode.UNAVAILABLE, f"cannot reach {target}: no TCP connection{_within(timeout)}"
@@ -77,7 +80,8 @@ async def presented_root(target: str, timeout: float | None) -> bytes:  # noqa: 
     try:
         left = None if timeout is None else max(0.0, timeout - (loop.time() - started))
         try:
-            await asyncio.wait_for(writer.start_tls(unverifying_context()), left)
+            async with asyncio.timeout(left):
+                await writer.start_tls(unverifying_context())
         except TimeoutError:
             raise RPCError(
                 StatusCode.DEADLINE_EXCEEDED, f"no TLS handshake from {target}{_within(timeout)}"
