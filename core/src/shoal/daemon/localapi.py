@@ -124,7 +124,8 @@ class LocalAPIServer:
             if server is not None:
                 server.close()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(server.wait_closed(), 2.0)
+                    async with asyncio.timeout(2.0):  # not wait_for: it can swallow a cancellation
+                        await server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

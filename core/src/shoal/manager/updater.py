@@ -197,7 +197,10 @@ class Updater:
             if self.config.delay >= window:
                 window = self.config.delay + 1.0
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=window)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns when the stop is
+                # set as a cancellation (a newer spec, a lost leadership) arrives, swallowing it.
+                async with asyncio.timeout(window):
+                    await self._stop.wait()
                 return
             except TimeoutError:
                 pass
