@@ -30,6 +30,7 @@ from shoal.roles.network import NetworkError
 from shoal.roles.runtime import (
     DEFAULT_STOP_GRACE_SECONDS,
     ContainerRef,
+    ExitStatus,
     RegistryAuth,
     RuntimeError_,
     RuntimeProvider,
@@ -42,12 +43,21 @@ Reporter = Callable[[pb.Task, pb.TaskStatus], None]
 
 RETRY_MIN = 0.2
 RETRY_MAX = 8.0
+#: Seconds a cancelled runtime wait may take to end before the task is stopped regardless: a
+#: runtime whose wait ignores its cancellation must not keep the task from ever stopping.
+CANCELLED_WAIT_LIMIT = 10.0
 
 
 def grace_seconds(task: pb.Task) -> float:
     """The spec's stop grace period; the control API always fills it (Swarm's default is 10s)."""
     grace = task.spec.container.stop_grace_period
     return DEFAULT_STOP_GRACE_SECONDS if grace < 0 else grace
+
+
+def _retrieved(waiter: asyncio.Task[ExitStatus]) -> None:
+    """Mark a late wait's outcome as seen (asyncio logs an exception nobody retrieved)."""
+    if not waiter.cancelled():
+        waiter.exception()
 
 
 class TaskController:
@@ -230,6 +240,22 @@ class TaskController:
         await self.networks.attach(self.task, pid)
         self._attached = True
 
+    async def _let_wait_end(self, waiter: asyncio.Task[ExitStatus]) -> None:
+        """Give the cancelled runtime wait ``CANCELLED_WAIT_LIMIT`` seconds to end: the task
+        is then stopped all the same (a wait deaf to its cancellation hung the task at RUNNING,
+        its container never stopped), and the wait ends whenever it does."""
+        waiter.add_done_callback(_retrieved)  # as gather(return_exceptions=True) did
+        done, _ = await asyncio.wait({waiter}, timeout=CANCELLED_WAIT_LIMIT)
+        if not done:
+            runtime = getattr(self.runtime, "inner", self.runtime)  # BoundedRuntime wraps it
+            log.warning(
+                "task %s: runtime %s's wait did not end %gs after its cancellation; stopping the "
+                "container regardless",
+                self.task.id,
+                type(runtime).__name__,
+                CANCELLED_WAIT_LIMIT,
+            )
+
     async def _lookup(self) -> ContainerRef | None:
         """After a create or start whose outcome is unknown: the task's container, if the
         engine has it (found by its labels). None when the last call's outcome is known."""
@@ -259,7 +285,7 @@ class TaskController:
         finally:
             if not waiter.done():
                 waiter.cancel()
-                await asyncio.gather(waiter, return_exceptions=True)
+                await self._let_wait_end(waiter)
         if self.task.desired_state >= states.SHUTDOWN:
             self._set(states.SHUTDOWN, "shutdown", exit_code=exit_status.exit_code)
         elif exit_status.exit_code == 0 and not exit_status.error:
