@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -106,6 +107,16 @@ def _append_bounded(batches: list[bytes], data: bytes) -> None:
     batches.append(data)
     if len(batches) > MAX_QUEUED:
         del batches[: len(batches) - MAX_QUEUED]
+
+
+class _Attempt(enum.Enum):
+    """How one attempt at a direct link ended (``PeerNetwork._link_once``)."""
+
+    #: The peer serves no listener (or predates them): ask again after ``NO_LISTENER_PAUSE``.
+    NO_LISTENER = enum.auto()
+    #: A link was up longer than ``DIRECT_SETTLED``: it was not failing at once.
+    HELD = enum.auto()
+    FAILED = enum.auto()
 
 
 class _Outlet:
@@ -416,11 +427,30 @@ class PeerNetwork:
             peer.puller = None
 
     async def _pull_direct(self, peer: _Peer) -> None:
-        """Hold a direct link open to ``peer`` (``directnet``): ask it where it listens, connect,
-        hand what arrives to Raft; set it up again after a pause when it ends. The pull stream
-        carries the peer's messages meanwhile, so nothing waits on this."""
+        """Hold a direct link open to ``peer`` (``directnet``): set it up again after a pause
+        when it ends (doubling up to ``MAX_DIRECT_PAUSE``; back to ``RETRY_PAUSE`` after a link
+        that held; ``NO_LISTENER_PAUSE`` while the peer serves none). The pull stream carries
+        the peer's messages meanwhile, so nothing waits on this."""
         pause = RETRY_PAUSE
+        try:
+            while not self._closed and not peer.removed:
+                addr = peer.addr = peer.addr or self.book.address(peer.member_id)
+                outcome = await self._link_once(peer, addr) if addr else _Attempt.FAILED
+                peer.direct_up = False
+                if self._closed or not self.replica.is_member(peer.member_id):
+                    return  # restarted by the next message to or from it
+                if outcome is _Attempt.HELD:
+                    pause = RETRY_PAUSE
+                await asyncio.sleep(NO_LISTENER_PAUSE if outcome is _Attempt.NO_LISTENER else pause)
+                pause = min(pause * 2, MAX_DIRECT_PAUSE)
+        finally:
+            peer.direct = None
+
+    async def _link_once(self, peer: _Peer, addr: str) -> _Attempt:
+        """One direct link to ``peer``: ask it where it listens, connect, hand what arrives to
+        Raft until the link ends."""
         loop = asyncio.get_running_loop()
+        started = loop.time()
 
         def take(frame: bytes) -> None:
             peer.last_ok = loop.time()
@@ -428,43 +458,28 @@ class PeerNetwork:
             self._take(frame)
 
         try:
-            while not self._closed and not peer.removed:
-                addr = peer.addr = peer.addr or self.book.address(peer.member_id)
-                started = loop.time()
-                wait = pause
-                try:
-                    if addr:
-                        request = wire.encode(self._envelope(peer.member_id))
-                        raw = await self.transport.call(
-                            addr, RAFT_DIRECT, request, tls=self.tls(), timeout=STEP_TIMEOUT
-                        )
-                        there = wire.decode(raw)
-                        known = self.book.get(peer.member_id)
-                        if not there.from_addr:
-                            wait = NO_LISTENER_PAUSE  # it serves none: ask again now and then
-                        else:
-                            await directnet.pull(
-                                there.from_addr,
-                                contexts=self._contexts,
-                                member_id=self.replica.member_id,
-                                expect_node=known.node_id if known is not None else there.from_node,
-                                on_frame=take,
-                            )
-                            if loop.time() - started > DIRECT_SETTLED:  # it was up, not failing at once
-                                wait = pause = RETRY_PAUSE
-                except RPCError as exc:
-                    if exc.code is StatusCode.UNIMPLEMENTED:  # a version without direct links
-                        wait = NO_LISTENER_PAUSE
-                    log.debug("raft store: no direct link to %x: %s", peer.member_id, exc.message)
-                except (LinkRefused, WireError, OSError, TimeoutError, ssl.SSLError) as exc:
-                    log.debug("raft store: direct link to %x at %s ended: %s", peer.member_id, addr, exc)
-                peer.direct_up = False
-                if self._closed or not self.replica.is_member(peer.member_id):
-                    return  # restarted by the next message to or from it
-                await asyncio.sleep(wait)
-                pause = min(pause * 2, MAX_DIRECT_PAUSE)
-        finally:
-            peer.direct = None
+            request = wire.encode(self._envelope(peer.member_id))
+            raw = await self.transport.call(addr, RAFT_DIRECT, request, tls=self.tls(), timeout=STEP_TIMEOUT)
+            there = wire.decode(raw)
+            if not there.from_addr:
+                return _Attempt.NO_LISTENER
+            known = self.book.get(peer.member_id)
+            await directnet.pull(
+                there.from_addr,
+                contexts=self._contexts,
+                member_id=self.replica.member_id,
+                expect_node=known.node_id if known is not None else there.from_node,
+                on_frame=take,
+            )
+        except RPCError as exc:
+            log.debug("raft store: no direct link to %x: %s", peer.member_id, exc.message)
+            if exc.code is StatusCode.UNIMPLEMENTED:  # a version without direct links
+                return _Attempt.NO_LISTENER
+            return _Attempt.FAILED
+        except (LinkRefused, WireError, OSError, TimeoutError, ssl.SSLError) as exc:
+            log.debug("raft store: direct link to %x at %s ended: %s", peer.member_id, addr, exc)
+            return _Attempt.FAILED
+        return _Attempt.HELD if loop.time() - started > DIRECT_SETTLED else _Attempt.FAILED
 
     def _told_removed(self, peer: _Peer, exc: RPCError) -> bool:
         """Whether ``peer`` answered that this member is no longer one (then it stops talking
