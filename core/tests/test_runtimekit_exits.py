@@ -14,6 +14,7 @@ import pytest
 from shoal.roles.runtime import RuntimeError_
 from shoal.runtimekit import exits
 from shoal.runtimekit.exits import ExitWatch, Subscription
+from shoal.testing.cancelling import cancel_after_turns
 from shoal.testing.runtime import eventually
 
 
@@ -146,10 +147,7 @@ async def test_a_wait_cancelled_as_it_enters_ends_cancelled_whatever_the_loop_tu
             await died.wait()  # the container runs on: only a cancellation ends this
 
     waiting = asyncio.create_task(wait())
-    for _ in range(turns):
-        await asyncio.sleep(0)
-    waiting.cancel()
-    done, _ = await asyncio.wait({waiting}, timeout=2)
+    done = await cancel_after_turns(waiting, turns)
     assert done, f"the wait cancelled after {turns} loop turns went on waiting"
     assert waiting.cancelled()
     assert not watch._waiters

@@ -26,22 +26,10 @@ import click
 import pytest
 from shoal.cli import output, piecereader, tasktable
 from shoal.ids import SHORT_ID_LENGTH
+from shoal.manager.tasklist import COMPACT_COLUMNS
 
 NOW = 1_800_000_000.25
-COLUMNS = [
-    "ID",
-    "ServiceName",
-    "Slot",
-    "NodeID",
-    "Image",
-    "Node",
-    "DesiredState",
-    "State",
-    "Timestamp",
-    "Error",
-    "Ports",
-    "CreatedAt",
-]
+COLUMNS = list(COMPACT_COLUMNS)  # what a manager names in its reply
 #: Ages (seconds before ``NOW``) at and around every step of docker's texts, and odd ones.
 EDGES = [0.0, -5.0, 0.5, 0.999, 1.0, 1.5, 59.999, 60.0, 119.5, 3599.99, 3600.0, 7199.0, 172799.5]
 EDGES += [172800.0, 1209599.0, 1209600.0, 5183999.9, 5184000.0, 63071999.0, 63072000.0, 4e8, 9e9]
@@ -107,20 +95,7 @@ def _reply(rows: list[list[Any]]) -> dict[str, Any]:
 
 
 # The code before the columns (tasktable at bcf550a), as the reference.
-_FIELDS = (
-    "ServiceName",
-    "Slot",
-    "NodeID",
-    "CreatedAt",
-    "ID",
-    "Image",
-    "Node",
-    "DesiredState",
-    "State",
-    "Timestamp",
-    "Error",
-    "Ports",
-)
+_FIELDS = tasktable._FIELDS  # the fields it reads, in the order it unpacks them
 
 
 def _records(result: dict[str, Any]) -> list[tuple[Any, ...]]:

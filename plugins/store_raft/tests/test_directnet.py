@@ -83,12 +83,23 @@ def start_pull(
     return task, frames
 
 
+async def linked(
+    listener: Listener,
+    material: TLSMaterial,
+    what: str = "the link to be admitted",
+    *,
+    member: int = A_MEMBER,
+) -> tuple[asyncio.Task[None], list[bytes], Link]:
+    """A pull that ``listener`` admitted: the pull, what it received, B's end of the link."""
+    task, frames = start_pull(listener, material, member=member)
+    await until(lambda: bool(listener.links), what)
+    return task, frames, listener.links[0]
+
+
 async def test_a_link_carries_every_message_and_checks_the_peer_before_each() -> None:
     pki = ClusterPKI(CLUSTER)
     async with listening(pki.node("node-b")) as b:
-        pull, frames = start_pull(b, pki.node("node-a"))
-        await until(lambda: bool(b.links), "the link to be admitted")
-        link = b.links[0]
+        pull, frames, link = await linked(b, pki.node("node-a"))
         assert (link.member_id, link.peer) == (A_MEMBER, PeerIdentity("node-a", "swarm-manager", CLUSTER))
         checks = len(b.checks)
         messages = [f"message {i}".encode() * (i + 1) for i in range(200)]
@@ -108,10 +119,9 @@ async def test_a_link_carries_every_message_and_checks_the_peer_before_each() ->
 async def test_a_large_frame_arrives_whole() -> None:
     pki = ClusterPKI(CLUSTER)
     async with listening(pki.node("node-b")) as b:
-        pull, frames = start_pull(b, pki.node("node-a"))
-        await until(lambda: bool(b.links), "the link to be admitted")
+        pull, frames, link = await linked(b, pki.node("node-a"))
         big = bytes(range(256)) * (directnet.MAX_FRAME // 256)
-        assert b.server.send(b.links[0], big)
+        assert b.server.send(link, big)
         await until(lambda: bool(frames), "the large message")
         assert frames == [big]
         pull.cancel()
@@ -135,8 +145,10 @@ async def test_a_hello_for_another_nodes_member_is_refused() -> None:
             pull, frames = start_pull(b, pki.node("node-a"), member=member)
             await ended(pull)
             assert not frames and not b.links
-        pull, _ = start_pull(b, pki.node("node-a"), member=A_MEMBER)  # its own member: admitted
-        await until(lambda: bool(b.links), "the link for the node's own member")
+        # its own member: admitted
+        pull, _, _ = await linked(
+            b, pki.node("node-a"), "the link for the node's own member", member=A_MEMBER
+        )
         pull.cancel()
 
 
@@ -162,17 +174,14 @@ async def test_certificates_of_another_root_or_expired_get_no_link() -> None:
             assert not frames and not b.links
         assert not b.checks  # refused at the handshake, before the kernel was asked
         # The same listener admits a good certificate (the refusals above were not an accident).
-        pull, _ = start_pull(b, pki.node("node-a"))
-        await until(lambda: bool(b.links), "a good certificate's link")
+        pull, _, _ = await linked(b, pki.node("node-a"), "a good certificate's link")
         pull.cancel()
 
 
 async def test_a_certificate_that_expires_while_linked_loses_the_link() -> None:
     pki = ClusterPKI(CLUSTER)
     async with listening(pki.node("node-b")) as b:
-        pull, _ = start_pull(b, pki.node("node-a"))
-        await until(lambda: bool(b.links), "the link to be admitted")
-        link = b.links[0]
+        pull, _, link = await linked(b, pki.node("node-a"))
         link.not_after = 0.0  # as if its certificate's end had passed
         assert not b.server.send(link, b"late")
         assert not b.links
@@ -183,20 +192,18 @@ async def test_a_root_rotation_closes_links_admitted_under_the_old_root() -> Non
     pki = ClusterPKI(CLUSTER)
     current = {"tls": pki.node("node-b")}
     async with listening(lambda: current["tls"]) as b:
-        pull, _ = start_pull(b, pki.node("node-a"))
-        await until(lambda: bool(b.links), "the link to be admitted")
+        pull, _, link = await linked(b, pki.node("node-a"))
         rotated = pki.node("node-b")
         current["tls"] = TLSMaterial(
             root_pem=pki.root_pem + ClusterPKI(CLUSTER).root_pem,
             cert_pem=rotated.cert_pem,
             key_pem=rotated.key_pem,
         )
-        assert not b.server.send(b.links[0], b"after the rotation")
+        assert not b.server.send(link, b"after the rotation")
         await asyncio.wait_for(pull, 10)
         # A new link is admitted under the new trust (the old root is still in the bundle).
-        pull, frames = start_pull(b, pki.node("node-a"))
-        await until(lambda: bool(b.links), "a new link")
-        assert b.server.send(b.links[0], b"again")
+        pull, frames, link = await linked(b, pki.node("node-a"), "a new link")
+        assert b.server.send(link, b"again")
         await until(lambda: frames == [b"again"], "the message on the new link")
         pull.cancel()
 

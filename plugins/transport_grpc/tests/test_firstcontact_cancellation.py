@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from shoal.testing.cancelling import cancel_after_turns
 from shoal_transport_grpc import firstcontact
 
 
@@ -32,9 +33,6 @@ async def test_a_first_contact_cancelled_as_it_connects_ends_cancelled(silent: s
     swallowed: the cancelled caller went on to wait for a TLS handshake (here one that never
     comes, until the 5 s timeout)."""
     contact = asyncio.create_task(firstcontact.presented_root(silent, 5))
-    for _ in range(turns):
-        await asyncio.sleep(0)
-    contact.cancel()
-    done, _ = await asyncio.wait({contact}, timeout=2)
+    done = await cancel_after_turns(contact, turns)
     assert done, f"the first contact cancelled after {turns} loop turns went on"
     assert contact.cancelled()
