@@ -333,7 +333,7 @@ def test_task_dicts_print_what_compact_rows_print() -> None:
 def test_the_ages_table_is_human_duration() -> None:
     """The ages are looked up in a table of docker's steps, checked when it is made: the same
     text as ``human_duration`` at and around every step, and anywhere."""
-    table = tasktable._AgeSteps.table()
+    table = tasktable._age_steps()
     assert table is not None  # (else every age would be worked out one by one)
     starts, texts = table
     assert len(starts) > 200 and texts[-1] is None

@@ -14,12 +14,13 @@ around once (``zip``) and its cells made a column at a time by C-level calls (``
 ``bisect``), the repeated values (images, nodes, states, ages) one shared object each. Of
 100,000 rows, the per-row loop, its tuples and ``human_duration`` calls were ~0.3 s of the
 CLI's ~0.7 s of CPU (issue 18 item 2); the ages are looked up in a table of docker's steps
-(``_AgeSteps``), the rows are sorted only when they are not already in order, and the table is
+(``_age_steps``), the rows are sorted only when they are not already in order, and the table is
 written in blocks, not as one 15 MB string copied three times.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import sys
@@ -187,63 +188,53 @@ def _columns_of(result: dict[str, Any], no_trunc: bool, quiet: bool) -> _Columns
     return columns
 
 
-class _AgeSteps:
-    """``human_duration`` of a row's age as a table of its steps: the age's place among the
-    steps' starts (``bisect``, a C call) picks its text. docker's ages change only at whole
-    seconds (a second, a minute, an hour... each a whole number of seconds), and the table is
-    checked against ``human_duration`` itself at both ends of every step (its texts only grow
-    with the age, so a step that starts and ends with one text has it throughout): if the
-    check fails, every age is worked out by ``human_duration``. Ages past ``LIMIT`` (and
-    ``nan``) are too."""
+#: Ages past this (and ``nan``) are worked out by ``human_duration`` (``_age_steps``).
+_AGE_TABLE_LIMIT = 10 * 365 * 86400
 
-    LIMIT = 10 * 365 * 86400
-    _table: tuple[list[float], list[str | None]] | None = None
-    _checked = False
 
-    @classmethod
-    def table(cls) -> tuple[list[float], list[str | None]] | None:
-        """(the steps' starts, each step's text: ``[0]`` before the first start, ``None`` past
-        ``LIMIT``), made and checked once per process (~0.5 ms); ``None`` if it fails."""
-        if not cls._checked:
-            cls._checked = True
-            cls._table = cls._made()
-        return cls._table
-
-    @classmethod
-    def _made(cls) -> tuple[list[float], list[str | None]] | None:
-        day = 86400
-        points = sorted(
-            {
-                *range(1, 60),
-                *range(60, 3600, 60),
-                *range(3600, 2 * day, 3600),
-                *range(2 * day, 14 * day, day),
-                *range(14 * day, 60 * day, 7 * day),
-                *range(60 * day, 730 * day, 30 * day),
-                *range(730 * day, cls.LIMIT, 365 * day),
-            }
-        )
-        starts: list[float] = []
-        texts: list[str | None] = [human_duration(0.0)]
-        for point in points:
-            text = human_duration(float(point))
-            if text != texts[-1]:
-                starts.append(float(point))
-                texts.append(text)
-        ends = [*starts, float(cls.LIMIT)]
-        for index, end in enumerate(ends):
-            if human_duration(math.nextafter(end, 0.0)) != texts[index]:
-                return None
-            if index < len(starts) and human_duration(end) != texts[index + 1]:
-                return None
-        starts.append(float(cls.LIMIT))
-        texts.append(None)
-        return starts, texts
+@functools.cache
+def _age_steps() -> tuple[list[float], list[str | None]] | None:
+    """``human_duration`` of a row's age as a table of its steps, made and checked once per
+    process (~0.5 ms): (the steps' starts, each step's text: ``[0]`` before the first start,
+    ``None`` past ``_AGE_TABLE_LIMIT``); the age's place among the starts (``bisect``, a C call)
+    picks its text. docker's ages change only at whole seconds (a second, a minute, an hour...
+    each a whole number of seconds), and the table is checked against ``human_duration`` itself
+    at both ends of every step (its texts only grow with the age, so a step that starts and ends
+    with one text has it throughout): ``None`` if the check fails, and every age is then worked
+    out by ``human_duration``."""
+    day = 86400
+    points = sorted(
+        {
+            *range(1, 60),
+            *range(60, 3600, 60),
+            *range(3600, 2 * day, 3600),
+            *range(2 * day, 14 * day, day),
+            *range(14 * day, 60 * day, 7 * day),
+            *range(60 * day, 730 * day, 30 * day),
+            *range(730 * day, _AGE_TABLE_LIMIT, 365 * day),
+        }
+    )
+    starts: list[float] = []
+    texts: list[str | None] = [human_duration(0.0)]
+    for point in points:
+        text = human_duration(float(point))
+        if text != texts[-1]:
+            starts.append(float(point))
+            texts.append(text)
+    ends = [*starts, float(_AGE_TABLE_LIMIT)]
+    for index, end in enumerate(ends):
+        if human_duration(math.nextafter(end, 0.0)) != texts[index]:
+            return None
+        if index < len(starts) and human_duration(end) != texts[index + 1]:
+            return None
+    starts.append(float(_AGE_TABLE_LIMIT))
+    texts.append(None)
+    return starts, texts
 
 
 def _ages(ages: Iterable[float]) -> list[str]:
     """``human_duration`` of each of ``ages``."""
-    table = _AgeSteps.table()
+    table = _age_steps()
     if table is None:
         return list(map(human_duration, ages))
     starts, texts = table
