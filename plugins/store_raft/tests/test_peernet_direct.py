@@ -112,6 +112,20 @@ async def test_messages_go_on_the_link_and_a_refused_one_still_arrives_by_gRPC()
         await until(lambda: b"after the refusal" in a.replica.received, "the refused message by gRPC")
 
 
+def ephemeral_low() -> int:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        return int(ports.read().split()[0])
+
+
+async def test_any_free_port_is_below_the_ephemeral_range() -> None:
+    """A listener on "any free port" never takes one the kernel may hand to another program
+    asking for a free port (a test harness's daemons-to-be, an outgoing connection)."""
+    low = ephemeral_low()
+    async with two_members() as (a, b):
+        for member in (a, b):
+            assert int(member.net.direct_addr.rpartition(":")[2]) < low
+
+
 async def test_without_the_kernels_check_no_listener_is_served() -> None:
     pki = ClusterPKI()
     tls = pki.node("node-a")

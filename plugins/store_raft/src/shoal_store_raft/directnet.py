@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import random
 import ssl
 import struct
 import time
@@ -63,6 +65,26 @@ MAX_FRAME = 4 << 20
 MAX_BUFFERED = 32 << 20
 #: The TLS handshake and the hello must each complete within this long.
 HANDSHAKE_TIMEOUT = 10.0
+
+
+#: Where ``_candidate_ports`` draws from when the system's ephemeral range cannot be read.
+_EPHEMERAL_LOW = 32768
+_LOWEST_PORT = 10000
+
+
+def _candidate_ports(tries: int = 64) -> list[int]:
+    """Ports to try for a listener on "any free port": random ones below the system's
+    ephemeral range, then 0. A port the kernel picks (0) is one it may also hand to any other
+    program asking for a free port meanwhile, such as a test harness that picked the ports of
+    daemons it has yet to start, or an outgoing connection; below the range it hands out none."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            low = int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = _EPHEMERAL_LOW
+    if low <= _LOWEST_PORT + tries:
+        return [0]
+    return [random.randrange(_LOWEST_PORT, low) for _ in range(tries)] + [0]
 
 
 class LinkRefused(Exception):
@@ -174,9 +196,17 @@ class DirectServer:
         self._handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self, host: str, port: int) -> int:
-        """Listen on ``host:port`` (0: any free port); returns the port."""
-        self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
-        return int(self._server.sockets[0].getsockname()[1])
+        """Listen on ``host:port`` (0: a free port below the system's ephemeral range, see
+        ``_candidate_ports``); returns the port."""
+        for candidate in _candidate_ports() if port == 0 else [port]:
+            try:
+                self._server = await asyncio.start_server(self._accept, host, candidate, reuse_address=True)
+            except OSError as exc:
+                if port != 0 or exc.errno != errno.EADDRINUSE:
+                    raise
+                continue
+            return int(self._server.sockets[0].getsockname()[1])
+        raise OSError(errno.EADDRINUSE, "no free port below the ephemeral range")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -40,7 +40,8 @@ class RaftOptions:
     #: (``directnet``; ~0.2 ms less per write than gRPC streams); 0: over gRPC only.
     direct_links: int = 1
     #: The TCP port the direct links' listener binds on the advertise address's host; 0 picks a
-    #: free one (fine on one host or an open network; behind a firewall choose one and open it).
+    #: free one below the ephemeral range (fine on one host or an open network; behind a firewall
+    #: choose one and open it).
     #: Managers that cannot reach it replicate over gRPC as before.
     direct_port: int = 0
 
